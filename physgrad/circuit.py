@@ -1,0 +1,464 @@
+"""Circuits as graphs: named nodes (ground ``"0"``) and tables of elements.
+
+Sign conventions (written once, here):
+
+- Node voltages are measured against ground ``"0"`` (alias ``"gnd"``), in V.
+- The current of every element flows **from its first node, through the element, to its second
+  node** (for diodes: anode to cathode), in A. This is SPICE's convention for ``i(Vname)`` and for
+  the value of an independent current source ``Iname n+ n- value``: the source draws ``value`` out
+  of ``n+`` and pushes it into ``n-``.
+- A voltage source ``Vname n+ n- value`` fixes ``v(n+) - v(n-) = value``.
+- An ideal diode with threshold ``vth >= 0`` conducts (current >= 0) only when
+  ``v(anode) - v(cathode) = vth``; otherwise ``v(anode) - v(cathode) <= vth`` and no current flows.
+- A Shockley diode carries ``I(v) = IS (exp(v / (N vt)) - 1) + gmin v`` with
+  ``v = v(anode) - v(cathode)``; ``gmin`` and ``vt`` default to ngspice's values so that both tools
+  solve the same physics.
+
+Names of nodes and elements are case-insensitive (stored lower case, as SPICE treats them); an
+element's name starts with its SPICE letter (R, D, V, I).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+import scipy.sparse as sp
+
+from physgrad.equilibrium import PhysgradError
+
+GROUND = "0"
+GROUND_ALIASES = ("0", "gnd")
+NGSPICE_GMIN = 1e-12  # S, ngspice's default conductance across each junction
+NGSPICE_VT = 0.025864917  # V, kT/q at ngspice's default 27 C
+
+
+def node_name(node) -> str:
+    """Normalise a node name (lower case; ``gnd`` -> ``0``); raise on empty or blank names."""
+    name = str(node).strip().lower()
+    if not name or any(ch.isspace() for ch in name):
+        raise PhysgradError(f"invalid node name {node!r}: node names are non-empty and contain no spaces")
+    return GROUND if name in GROUND_ALIASES else name
+
+
+def _element_name(name, letter: str, kind: str) -> str:
+    norm = str(name).strip().lower()
+    if not norm or any(ch.isspace() for ch in norm):
+        raise PhysgradError(f"invalid {kind} name {name!r}")
+    if norm[0] != letter:
+        raise PhysgradError(f"{kind} name {name!r} must start with {letter.upper()!r} (SPICE convention)")
+    return norm
+
+
+def _finite(value, what: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise PhysgradError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise PhysgradError(f"{what} must be finite, got {value!r}")
+    return x
+
+
+def _two_nodes(obj, a: str, b: str, kind: str):
+    na, nb = node_name(getattr(obj, a)), node_name(getattr(obj, b))
+    if na == nb:
+        raise PhysgradError(f"{kind} {obj.name} connects node {na!r} to itself")
+    object.__setattr__(obj, a, na)
+    object.__setattr__(obj, b, nb)
+
+
+@dataclass(frozen=True)
+class Resistor:
+    """Linear resistor between ``n1`` and ``n2`` with conductance ``conductance`` (S, >= 0).
+
+    A conductance of 0 is an open circuit (allowed, e.g. after training clamps it).
+    """
+
+    name: str
+    n1: str
+    n2: str
+    conductance: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "r", "resistor"))
+        _two_nodes(self, "n1", "n2", "resistor")
+        g = _finite(self.conductance, f"conductance of {self.name}")
+        if g < 0:
+            raise PhysgradError(f"resistor {self.name} has negative conductance {g} S")
+        object.__setattr__(self, "conductance", g)
+
+    @property
+    def nodes(self):
+        return (self.n1, self.n2)
+
+    @property
+    def resistance(self) -> float:
+        """Resistance in ohm (``inf`` for an open resistor)."""
+        return math.inf if self.conductance == 0 else 1.0 / self.conductance
+
+
+@dataclass(frozen=True)
+class IdealDiode:
+    """Ideal diode with threshold ``vth >= 0`` (V): ``v_a - v_c <= vth``, current >= 0, complementary."""
+
+    name: str
+    anode: str
+    cathode: str
+    vth: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "d", "diode"))
+        _two_nodes(self, "anode", "cathode", "diode")
+        vth = _finite(self.vth, f"threshold of {self.name}")
+        if vth < 0:
+            raise PhysgradError(f"diode {self.name} has negative threshold vth={vth} V")
+        object.__setattr__(self, "vth", vth)
+
+    @property
+    def nodes(self):
+        return (self.anode, self.cathode)
+
+
+@dataclass(frozen=True)
+class DiodeModel:
+    """Shockley diode model ``I(v) = IS (exp(v / (N vt)) - 1) + gmin v``.
+
+    Parameters
+    ----------
+    name : str
+        Model name (as in ``.model NAME D(...)``).
+    IS : float
+        Saturation current (A), > 0.
+    N : float
+        Emission coefficient, > 0.
+    gmin : float
+        Parallel conductance (S), >= 0 (ngspice's default 1e-12 S).
+    vt : float
+        Thermal voltage (V), > 0 (ngspice's 27 C value by default).
+    """
+
+    name: str
+    IS: float = 1e-14
+    N: float = 1.0
+    gmin: float = NGSPICE_GMIN
+    vt: float = NGSPICE_VT
+
+    def __post_init__(self):
+        name = str(self.name).strip().lower()
+        if not name or any(ch.isspace() for ch in name):
+            raise PhysgradError(f"invalid model name {self.name!r}")
+        object.__setattr__(self, "name", name)
+        for attr, positive in (("IS", True), ("N", True), ("gmin", False), ("vt", True)):
+            x = _finite(getattr(self, attr), f"{attr} of diode model {name}")
+            if x < 0 or (positive and x == 0):
+                raise PhysgradError(f"{attr} of diode model {name} must be {'> 0' if positive else '>= 0'}, got {x}")
+            object.__setattr__(self, attr, x)
+
+
+@dataclass(frozen=True)
+class ShockleyDiode:
+    """Exponential (Shockley) diode from ``anode`` to ``cathode`` following ``model``."""
+
+    name: str
+    anode: str
+    cathode: str
+    model: DiodeModel
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "d", "diode"))
+        _two_nodes(self, "anode", "cathode", "diode")
+        if not isinstance(self.model, DiodeModel):
+            raise PhysgradError(f"diode {self.name}: model must be a DiodeModel, got {type(self.model).__name__}")
+
+    @property
+    def nodes(self):
+        return (self.anode, self.cathode)
+
+
+@dataclass(frozen=True)
+class VoltageSource:
+    """Independent voltage source: ``v(pos) - v(neg) = value`` (V)."""
+
+    name: str
+    pos: str
+    neg: str
+    value: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "v", "voltage source"))
+        _two_nodes(self, "pos", "neg", "voltage source")
+        object.__setattr__(self, "value", _finite(self.value, f"value of {self.name}"))
+
+    @property
+    def nodes(self):
+        return (self.pos, self.neg)
+
+
+@dataclass(frozen=True)
+class CurrentSource:
+    """Independent current source: ``value`` (A) flows from ``pos`` through the source to ``neg``."""
+
+    name: str
+    pos: str
+    neg: str
+    value: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "i", "current source"))
+        _two_nodes(self, "pos", "neg", "current source")
+        object.__setattr__(self, "value", _finite(self.value, f"value of {self.name}"))
+
+    @property
+    def nodes(self):
+        return (self.pos, self.neg)
+
+
+Element = Union[Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource]
+ELEMENT_TYPES = (Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource)
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A circuit: elements on named nodes, optional training targets and trainable resistors.
+
+    Parameters
+    ----------
+    elements : sequence of Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource
+    title : str
+        First line of the netlist.
+    targets : mapping node -> value (V), optional
+        Output nodes and their targets ``y``; they define the cost ``C = 1/2 sum (v_o - y_o)^2``.
+    trainable : sequence of resistor names, optional
+        Resistors whose conductances are parameters; ``None`` means every resistor.
+
+    Structural problems that depend on the whole graph (floating nodes, loops of voltage sources,
+    diodes forced forward) are found when a problem is built for a solver
+    (:func:`physgrad.reduction.build_problem`).
+    """
+
+    elements: tuple = ()
+    title: str = ""
+    targets: tuple = ()
+    trainable: Optional[tuple] = None
+
+    def __post_init__(self):
+        elements = tuple(self.elements)
+        seen = {}
+        for el in elements:
+            if not isinstance(el, ELEMENT_TYPES):
+                raise PhysgradError(f"unknown element type {type(el).__name__}")
+            if el.name in seen:
+                raise PhysgradError(f"duplicate element name {el.name!r}")
+            seen[el.name] = el
+        object.__setattr__(self, "elements", elements)
+        object.__setattr__(self, "title", str(self.title))
+        raw_targets = self.targets.items() if isinstance(self.targets, Mapping) else self.targets
+        targets = []
+        for node, value in raw_targets:
+            node = node_name(node)
+            if node == GROUND:
+                raise PhysgradError("ground cannot be an output (target) node")
+            if node not in self.nodes:
+                raise PhysgradError(f"target node {node!r} is not a node of the circuit")
+            if node in (t[0] for t in targets):
+                raise PhysgradError(f"target node {node!r} given twice")
+            targets.append((node, _finite(value, f"target of node {node}")))
+        object.__setattr__(self, "targets", tuple(targets))
+        if self.trainable is not None:
+            names = tuple(str(n).strip().lower() for n in self.trainable)
+            for n in names:
+                if n not in seen:
+                    raise PhysgradError(f"trainable element {n!r} is not an element of the circuit")
+                if not isinstance(seen[n], Resistor):
+                    raise PhysgradError(f"trainable element {n!r} is not a resistor")
+            if len(set(names)) != len(names):
+                raise PhysgradError("a trainable resistor is listed twice")
+            object.__setattr__(self, "trainable", names)
+
+    # --- lookups -------------------------------------------------------------------------------
+    @cached_property
+    def nodes(self) -> tuple:
+        """Non-ground node names, in order of first appearance."""
+        out = {}
+        for el in self.elements:
+            for n in el.nodes:
+                if n != GROUND:
+                    out.setdefault(n, None)
+        return tuple(out)
+
+    @cached_property
+    def node_index(self) -> dict:
+        return {n: i for i, n in enumerate(self.nodes)}
+
+    @cached_property
+    def element_index(self) -> dict:
+        return {el.name: i for i, el in enumerate(self.elements)}
+
+    def element(self, name: str) -> Element:
+        """The element called ``name`` (case-insensitive); clear error if unknown."""
+        key = str(name).strip().lower()
+        if key not in self.element_index:
+            raise PhysgradError(f"unknown element {name!r}")
+        return self.elements[self.element_index[key]]
+
+    def index_of_node(self, node) -> int:
+        """Index of a non-ground node in :attr:`nodes`; clear error if unknown or ground."""
+        n = node_name(node)
+        if n == GROUND:
+            raise PhysgradError("ground has no index: it is fixed at 0 V")
+        if n not in self.node_index:
+            raise PhysgradError(f"unknown node {node!r}")
+        return self.node_index[n]
+
+    def of_type(self, kind) -> tuple:
+        return tuple(el for el in self.elements if isinstance(el, kind))
+
+    @property
+    def resistors(self) -> tuple:
+        return self.of_type(Resistor)
+
+    @property
+    def trainable_names(self) -> tuple:
+        """Names of the trainable resistors (all resistors when ``trainable`` is None)."""
+        return self.trainable if self.trainable is not None else tuple(r.name for r in self.resistors)
+
+    @property
+    def target_dict(self) -> dict:
+        return dict(self.targets)
+
+    # --- functional updates --------------------------------------------------------------------
+    def replace_elements(self, elements: Sequence[Element]) -> "Circuit":
+        return Circuit(tuple(elements), self.title, self.targets, self.trainable)
+
+    def with_elements(self, *new: Element) -> "Circuit":
+        """A copy with elements appended."""
+        return self.replace_elements(self.elements + tuple(new))
+
+    def with_conductances(self, values: Mapping[str, float]) -> "Circuit":
+        """A copy with some resistors' conductances (S) replaced; names must be resistors."""
+        values = {str(k).strip().lower(): v for k, v in values.items()}
+        for k in values:
+            if not isinstance(self.element(k), Resistor):
+                raise PhysgradError(f"{k!r} is not a resistor")
+        els = tuple(
+            Resistor(el.name, el.n1, el.n2, values[el.name]) if el.name in values else el for el in self.elements
+        )
+        return self.replace_elements(els)
+
+    def with_sources(self, values: Mapping[str, float]) -> "Circuit":
+        """A copy with some independent sources' values (V or A) replaced."""
+        values = {str(k).strip().lower(): v for k, v in values.items()}
+        for k in values:
+            if not isinstance(self.element(k), (VoltageSource, CurrentSource)):
+                raise PhysgradError(f"{k!r} is not an independent source")
+        els = tuple(
+            type(el)(el.name, el.pos, el.neg, values[el.name]) if el.name in values else el for el in self.elements
+        )
+        return self.replace_elements(els)
+
+    def with_targets(self, targets) -> "Circuit":
+        return Circuit(self.elements, self.title, targets, self.trainable)
+
+    # --- array views ---------------------------------------------------------------------------
+    @cached_property
+    def arrays(self) -> "CircuitArrays":
+        return circuit_arrays(self)
+
+
+@dataclass(frozen=True, eq=False)
+class CircuitArrays:
+    """Array view of a circuit. Node indices refer to :attr:`Circuit.nodes`; ground is ``-1``.
+
+    Each element kind has index arrays of its two nodes (``*_a``, ``*_b``; shape ``(n_kind,)``),
+    its values, and the positions of its elements in :attr:`Circuit.elements` (``*_pos``).
+    """
+
+    n_nodes: int
+    res_a: np.ndarray
+    res_b: np.ndarray
+    g: np.ndarray
+    res_pos: np.ndarray
+    dio_a: np.ndarray
+    dio_b: np.ndarray
+    vth: np.ndarray
+    dio_pos: np.ndarray
+    shk_a: np.ndarray
+    shk_b: np.ndarray
+    shk_IS: np.ndarray
+    shk_N: np.ndarray
+    shk_gmin: np.ndarray
+    shk_vt: np.ndarray
+    shk_pos: np.ndarray
+    vs_a: np.ndarray
+    vs_b: np.ndarray
+    vs_value: np.ndarray
+    vs_pos: np.ndarray
+    cs_a: np.ndarray
+    cs_b: np.ndarray
+    cs_value: np.ndarray
+    cs_pos: np.ndarray
+
+    def incidence(self, a: np.ndarray, b: np.ndarray) -> sp.csr_matrix:
+        """Signed incidence, shape ``(n_nodes, len(a))``: +1 at node ``a``, -1 at node ``b`` (ground dropped)."""
+        return incidence(self.n_nodes, a, b)
+
+    @property
+    def A_res(self) -> sp.csr_matrix:
+        """Resistor incidence matrix, shape ``(n_nodes, n_resistors)``."""
+        return self.incidence(self.res_a, self.res_b)
+
+    def laplacian(self, g: Optional[np.ndarray] = None) -> sp.csr_matrix:
+        """Conductance Laplacian ``A diag(g) A^T`` (S), shape ``(n_nodes, n_nodes)``."""
+        A = self.A_res
+        g = self.g if g is None else np.asarray(g, dtype=float)
+        return (A @ sp.diags(g) @ A.T).tocsr()
+
+    def injection(self) -> np.ndarray:
+        """Current injected into each node by the current sources (A), shape ``(n_nodes,)``."""
+        J = np.zeros(self.n_nodes)
+        np.add.at(J, self.cs_b[self.cs_b >= 0], self.cs_value[self.cs_b >= 0])
+        np.subtract.at(J, self.cs_a[self.cs_a >= 0], self.cs_value[self.cs_a >= 0])
+        return J
+
+
+def incidence(n_nodes: int, a: np.ndarray, b: np.ndarray) -> sp.csr_matrix:
+    """Signed node-branch incidence (+1 at ``a``, -1 at ``b``; index ``-1`` = ground is dropped)."""
+    m = len(a)
+    cols = np.arange(m)
+    rows = np.concatenate([a, b])
+    vals = np.concatenate([np.ones(m), -np.ones(m)])
+    cc = np.concatenate([cols, cols])
+    keep = rows >= 0
+    return sp.csr_matrix((vals[keep], (rows[keep], cc[keep])), shape=(n_nodes, m))
+
+
+def circuit_arrays(circuit: Circuit) -> CircuitArrays:
+    """Build the :class:`CircuitArrays` of ``circuit``."""
+    idx = circuit.node_index
+
+    def ix(n):
+        return -1 if n == GROUND else idx[n]
+
+    def table(kind, a, b, *values):
+        rows = [(pos, el) for pos, el in enumerate(circuit.elements) if isinstance(el, kind)]
+        out = [
+            np.array([ix(getattr(el, a)) for _, el in rows], dtype=np.int64),
+            np.array([ix(getattr(el, b)) for _, el in rows], dtype=np.int64),
+        ]
+        for v in values:
+            out.append(np.array([v(el) for _, el in rows], dtype=float))
+        out.append(np.array([pos for pos, _ in rows], dtype=np.int64))
+        return out
+
+    res = table(Resistor, "n1", "n2", lambda e: e.conductance)
+    dio = table(IdealDiode, "anode", "cathode", lambda e: e.vth)
+    shk = table(
+        ShockleyDiode, "anode", "cathode",
+        lambda e: e.model.IS, lambda e: e.model.N, lambda e: e.model.gmin, lambda e: e.model.vt,
+    )
+    vs = table(VoltageSource, "pos", "neg", lambda e: e.value)
+    cs = table(CurrentSource, "pos", "neg", lambda e: e.value)
+    return CircuitArrays(len(circuit.nodes), *res, *dio, *shk, *vs, *cs)

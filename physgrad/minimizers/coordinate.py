@@ -1,0 +1,210 @@
+r"""Exact coordinate descent on the co-content, for arbitrary graphs.
+
+Scellier (ICML 2024) minimizes a deep resistive network's co-content exactly one layer at a time:
+with everything else fixed, a node's co-content is a 1-D quadratic and its minimizer under the
+diode bounds is the clipped conductance-weighted mean of its neighbours,
+
+.. math:: u_k \leftarrow \operatorname{clip}\Big(\frac{f_k - \sum_{j \ne k} H_{kj} u_j}{H_{kk}},
+          \; lo_k, \; hi_k\Big).
+
+On an arbitrary graph physgrad generalises this in two ways:
+
+- Nodes are greedily coloured so that no two nodes of one colour share a resistor; each colour
+  is updated at once (vectorised), exactly as the even/odd layers of a layered network.
+- A diode between two free nodes couples them: such nodes are grouped into blocks (connected
+  components of the diode graph) and each block is minimised *jointly* and exactly (a small QP
+  solved on its active set). Block coordinate descent with constraints that never cross blocks
+  converges to the global minimum of this strictly convex problem (Tseng 2001); updating a coupled
+  node alone would not (it can stall on the constraint).
+
+The loop stops when no node moved by more than ``tol`` (V) in a sweep.
+
+References
+----------
+B. Scellier, "A fast algorithm to simulate nonlinear resistive networks", ICML 2024.
+P. Tseng, "Convergence of a block coordinate descent method for nondifferentiable minimization",
+J. Optim. Theory Appl. 109 (2001).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from physgrad.equilibrium import PhysgradError
+from physgrad.minimizers.activeset import Infeasible, solve_active_set
+from physgrad.minimizers.raw import RawSolution
+from physgrad.reduction import Problem
+
+
+def accepts(problem: Problem) -> None:
+    if problem.S.shape[0]:
+        raise PhysgradError("the coordinate solver handles ideal diodes only; this circuit has Shockley diodes (use newton)")
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """Precomputed structure: bounds, blocks and colours (all index arrays)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    colors: tuple  # per colour: (singletons (k,), tuple of multi-node blocks)
+    block_rows: dict  # block id -> rows of D inside the block
+    blocks: tuple
+
+
+def _bounds(problem: Problem):
+    """Per-variable bounds from diode rows with one nonzero; the remaining rows couple two variables."""
+    D = problem.D.tocsr()
+    n = problem.n_u
+    lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+    nnz = np.diff(D.indptr)
+    single = np.flatnonzero(nnz == 1)
+    for i in single:
+        k = D.indices[D.indptr[i]]
+        s = D.data[D.indptr[i]]
+        if s > 0:
+            hi[k] = min(hi[k], problem.d[i] / s)
+        else:
+            lo[k] = max(lo[k], problem.d[i] / s)
+    bad = np.flatnonzero(lo > hi)
+    if bad.size:
+        raise Infeasible(np.flatnonzero(np.isin(D.indices[D.indptr[single]], bad)), float(np.max(lo[bad] - hi[bad])))
+    return lo, hi, np.flatnonzero(nnz >= 2)
+
+
+def _blocks(n: int, D: sp.csr_matrix, coupling_rows: np.ndarray):
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in coupling_rows:
+        cols = D.indices[D.indptr[i]:D.indptr[i + 1]]
+        r0 = find(cols[0])
+        for c in cols[1:]:
+            parent[find(c)] = r0
+    roots = np.array([find(i) for i in range(n)])
+    return roots
+
+
+def build_schedule(problem: Problem) -> Schedule:
+    n = problem.n_u
+    D = problem.D.tocsr()
+    lo, hi, coupling = _bounds(problem)
+    roots = _blocks(n, D, coupling)
+    uniq, block_of = np.unique(roots, return_inverse=True)
+    members = [[] for _ in uniq]
+    for k, b in enumerate(block_of):
+        members[b].append(k)
+    # Block adjacency through H's off-diagonal entries.
+    Hc = problem.H.tocoo()
+    off = Hc.row != Hc.col
+    bi, bj = block_of[Hc.row[off]], block_of[Hc.col[off]]
+    keep = bi != bj
+    adj = sp.csr_matrix((np.ones(int(keep.sum())), (bi[keep], bj[keep])), shape=(len(uniq), len(uniq)))
+    color = np.full(len(uniq), -1)
+    order = np.argsort(-np.diff(adj.indptr), kind="stable")  # largest degree first
+    for b in order:
+        used = set(color[adj.indices[adj.indptr[b]:adj.indptr[b + 1]]].tolist())
+        c = 0
+        while c in used:
+            c += 1
+        color[b] = c
+    rows_of_block = {}
+    for i in range(D.shape[0]):
+        cols = D.indices[D.indptr[i]:D.indptr[i + 1]]
+        b = block_of[cols[0]]
+        if len(members[b]) > 1:
+            rows_of_block.setdefault(b, []).append(i)
+    colors = []
+    for c in range(int(color.max(initial=-1)) + 1):
+        bs = np.flatnonzero(color == c)
+        singles = np.array([members[b][0] for b in bs if len(members[b]) == 1], dtype=np.int64)
+        multis = tuple(int(b) for b in bs if len(members[b]) > 1)
+        colors.append((singles, multis))
+    return Schedule(lo, hi, tuple(colors), {b: np.array(r) for b, r in rows_of_block.items()},
+                    tuple(np.array(m) for m in members))
+
+
+def sweep(problem: Problem, sched: Schedule, u: np.ndarray, H_rows: dict) -> np.ndarray:
+    """One exact sweep over all colours; returns the new ``u`` (the input is not modified)."""
+    u = u.copy()
+    h = problem.H.diagonal()
+    for c, (singles, multis) in enumerate(sched.colors):
+        if singles.size:
+            Hs = H_rows[c]
+            r = problem.f[singles] - Hs @ u + h[singles] * u[singles]
+            u[singles] = np.clip(r / h[singles], sched.lo[singles], sched.hi[singles])
+        for b in multis:
+            u[sched.blocks[b]] = _solve_block(problem, sched, b, u)
+    return u
+
+
+def _solve_block(problem: Problem, sched: Schedule, b: int, u: np.ndarray) -> np.ndarray:
+    idx = sched.blocks[b]
+    Hb = problem.H[idx][:, idx]
+    fb = problem.f[idx] - problem.H[idx] @ u + Hb @ u[idx]
+    rows = sched.block_rows[b]
+    Db = problem.D[rows][:, idx]
+    db = problem.d[rows]
+    res = solve_active_set(Hb.tocsr(), fb, Db.tocsr(), db)
+    return res.u
+
+
+def multipliers(problem: Problem, u: np.ndarray, tol_v: float) -> np.ndarray:
+    """Diode currents at a fixed point: least-squares solution of stationarity on the tight rows.
+
+    With ``W`` the diodes whose slack is below ``tol_v``, KCL reads ``D_W^T lam_W = f - H u``; the
+    normal equations ``(D_W D_W^T) lam_W = D_W (f - H u)`` are solved exactly (``D_W`` has full row
+    rank unless two diodes share both nodes and threshold, where the split is not unique).
+    """
+    D = problem.D.tocsr()
+    lam = np.zeros(D.shape[0])
+    W = np.flatnonzero(problem.d - D @ u <= tol_v)
+    if W.size == 0:
+        return lam
+    DW = D[W]
+    M = (DW @ DW.T).tocsc()
+    lam[W] = np.maximum(np.atleast_1d(spla.spsolve(M, DW @ (problem.f - problem.H @ u))), 0.0)
+    return lam
+
+
+def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, u0=None) -> RawSolution:
+    """Exact (block) coordinate descent until no variable moves by more than ``tol * v_scale`` (V).
+
+    ``v_scale = max(1 V, max |d|, max |c|)``; the default ``tol = 1e-12`` puts the answer within
+    about ``1e-12 / (1 - rho)`` V of the minimum, ``rho`` being the sweep's contraction rate.
+    """
+    accepts(problem)
+    n = problem.n_u
+    try:
+        sched = build_schedule(problem)
+    except Infeasible as exc:
+        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "coordinate",
+                           "ideal diodes force contradictory bounds on node voltages")
+    v_scale = max(1.0, float(np.max(np.abs(problem.d), initial=0.0)), float(np.max(np.abs(problem.c), initial=0.0)))
+    H = problem.H.tocsr()
+    H_rows = {c: H[singles] for c, (singles, _) in enumerate(sched.colors) if singles.size}
+    u = np.zeros(n) if u0 is None else np.asarray(u0, float).copy()
+    u = np.clip(u, sched.lo, sched.hi)
+    step = np.inf
+    try:
+        for it in range(1, max_sweeps + 1):
+            new = sweep(problem, sched, u, H_rows)
+            step = float(np.max(np.abs(new - u), initial=0.0))
+            u = new
+            if step <= tol * v_scale:
+                lam = multipliers(problem, u, 1e-12 * v_scale)
+                return RawSolution(u, lam, "converged", it, "coordinate", f"last sweep moved {step:.2e} V",
+                                   {"n_colors": len(sched.colors)})
+    except Infeasible:
+        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", it, "coordinate",
+                           "a block of coupled diodes has no feasible voltages")
+    return RawSolution(u, multipliers(problem, u, 1e-12 * v_scale), "max_iter", max_sweeps, "coordinate",
+                       f"{max_sweeps} sweeps, last moved {step:.2e} V", {"n_colors": len(sched.colors)})

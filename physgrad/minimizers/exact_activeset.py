@@ -1,0 +1,31 @@
+"""Active-set solver: the fastest exact route for circuits of resistors and ideal diodes.
+
+Starts the primal-dual active-set iteration from "no diode conducts" (or a caller's guess), with
+the primal active-set method and a phase-1 LP behind it (see :mod:`physgrad.minimizers.activeset`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from physgrad.equilibrium import PhysgradError
+from physgrad.minimizers.activeset import Infeasible, solve_active_set
+from physgrad.minimizers.raw import RawSolution
+from physgrad.reduction import Problem
+
+
+def accepts(problem: Problem) -> None:
+    if problem.S.shape[0]:
+        raise PhysgradError("the activeset solver handles ideal diodes only; this circuit has Shockley diodes (use newton)")
+
+
+def minimize(problem: Problem, active0=None) -> RawSolution:
+    accepts(problem)
+    n = problem.n_u
+    try:
+        res = solve_active_set(problem.H, problem.f, problem.D, problem.d, active0)
+    except Infeasible as exc:
+        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "activeset",
+                           str(exc), {"infeasible_rows": exc.rows})
+    status = "converged" if res.converged else "max_iter"
+    return RawSolution(res.u, res.lam, status, res.n_iter, f"activeset[{res.method}]", res.message,
+                       {"active": res.active})

@@ -1,0 +1,21 @@
+"""Purely linear circuits (no diodes): one sparse solve of ``H u = f``."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse.linalg as spla
+
+from physgrad.equilibrium import PhysgradError
+from physgrad.minimizers.raw import RawSolution
+from physgrad.reduction import Problem
+
+
+def accepts(problem: Problem) -> None:
+    if problem.D.shape[0] or problem.S.shape[0]:
+        raise PhysgradError("the linear solver handles circuits without diodes; use qp, activeset, coordinate or newton")
+
+
+def minimize(problem: Problem) -> RawSolution:
+    """Exact solution by sparse LU (SuperLU) of the reduced Laplacian system."""
+    accepts(problem)
+    u = spla.splu(problem.H.tocsc()).solve(problem.f) if problem.n_u else np.zeros(0)
+    return RawSolution(np.atleast_1d(u), np.zeros(0), "converged", 1, "linear")

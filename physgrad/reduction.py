@@ -1,0 +1,346 @@
+r"""The circuit's total co-content as a reduced convex problem (Millar 1951).
+
+The steady state of a circuit of resistors, diodes and independent sources minimizes its total
+co-content subject to Kirchhoff's voltage law. physgrad eliminates the voltage sources exactly:
+they form a forest (a loop is an error), each tree's node voltages are its root's voltage plus
+fixed offsets, so every node voltage is
+
+.. math:: v = P u + c,
+
+with one free variable ``u_j`` per tree that does not contain ground (``P`` is a 0/1 selection
+matrix, shape ``(n_nodes, n_u)``; ``c`` the offsets, V). In ``u`` the problem reads
+
+.. math::
+
+    \min_u \; \tfrac12 u^T H u - f^T u + \sum_k J_k(S_k u + e_k)
+    \quad \text{s.t.} \quad D u \le d,
+
+where ``H = P^T (L + beta E_o) P`` (S) with ``L`` the conductance Laplacian and ``E_o`` the
+selector of the nudged outputs, ``f = P^T (i_inj + beta y - (L + beta E_o) c)`` (A), each ideal
+diode contributes a row of ``D u <= d`` (``v_a - v_c <= vth``; its current is the Lagrange
+multiplier), and each Shockley diode a smooth convex co-content ``J_k`` of its voltage
+``S_k u + e_k``. Clamped outputs (contrastive and coupled learning) are voltage sources to ground.
+
+References
+----------
+W. Millar, "Some general theorems for non-linear systems possessing resistance",
+Phil. Mag. 42 (1951).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from physgrad.circuit import Circuit
+from physgrad.equilibrium import FREE, Nudge, PhysgradError
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A circuit's co-content in the reduced variables ``u`` (see module docstring).
+
+    Attributes
+    ----------
+    circuit : Circuit
+    P : sparse (n_nodes, n_u)
+    c : (n_nodes,) V
+    H : sparse csr (n_u, n_u), S, symmetric positive definite on circuits that pass validation
+        (positive semidefinite when only Shockley diodes tie a subnetwork down)
+    f : (n_u,) A
+    const : float, W, the co-content's constant part (so that ``E(u)`` is the true total)
+    D : sparse csr (n_dio_active, n_u); d : (n_dio_active,) V
+    dio_rows : (n_dio_active,) positions (in the circuit's ideal-diode table) of the rows of ``D``
+    dio_fixed_off : positions of ideal diodes whose voltage the sources fix below threshold
+    S : sparse csr (n_shk, n_u); e : (n_shk,) V — Shockley diode voltages ``S u + e``
+    vs_fixed_nodes : bool (n_nodes,), nodes whose voltage is fixed (trees containing ground)
+    nudge : Nudge; outputs : (n_out,) node indices of the nudged or clamped outputs
+    L : sparse (n_nodes, n_nodes), S — Laplacian including the nudge conductances
+    inj : (n_nodes,) A — injected currents including the nudge's ``beta y``
+    g : (n_resistors,) S — the conductances used; y : (n_out,) V — targets of a beta-nudge
+    """
+
+    circuit: Circuit
+    P: sp.csr_matrix
+    c: np.ndarray
+    H: sp.csr_matrix
+    f: np.ndarray
+    const: float
+    D: sp.csr_matrix
+    d: np.ndarray
+    dio_rows: np.ndarray
+    dio_fixed_off: np.ndarray
+    S: sp.csr_matrix
+    e: np.ndarray
+    nudge: Nudge
+    outputs: np.ndarray
+    L: sp.csr_matrix
+    inj: np.ndarray
+    g: np.ndarray
+    y: np.ndarray
+
+    @property
+    def n_u(self) -> int:
+        return self.H.shape[0]
+
+    def voltages(self, u: np.ndarray) -> np.ndarray:
+        """Node voltages ``v = P u + c`` (V), shape ``(n_nodes,)``."""
+        return self.P @ u + self.c
+
+    def quadratic_energy(self, u: np.ndarray) -> float:
+        """``1/2 u'Hu - f'u + const`` (W): the co-content without diode terms."""
+        return float(0.5 * u @ (self.H @ u) - self.f @ u + self.const)
+
+
+def _output_nodes(circuit: Circuit, outputs: Optional[Sequence[str]]) -> np.ndarray:
+    names = [t[0] for t in circuit.targets] if outputs is None else list(outputs)
+    return np.array([circuit.index_of_node(n) for n in names], dtype=np.int64)
+
+
+def _nudge_vectors(circuit, nudge: Nudge, outputs: np.ndarray, key: str) -> np.ndarray:
+    values = getattr(nudge, key)
+    if values is None:
+        if key == "target" and circuit.targets:
+            return np.array([t[1] for t in circuit.targets])
+        raise PhysgradError(f"the nudge needs a {key} for the {len(outputs)} output nodes")
+    values = np.asarray(values, dtype=float).reshape(-1)
+    if values.shape != (len(outputs),):
+        raise PhysgradError(f"nudge {key} has {values.size} values for {len(outputs)} output nodes")
+    return values
+
+
+class _Forest:
+    """Union-find over nodes (index n_nodes = ground) for the voltage-source forest."""
+
+    def __init__(self, n):
+        self.parent = list(range(n + 1))
+
+    def find(self, i):
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i, j) -> bool:
+        ri, rj = self.find(i), self.find(j)
+        if ri == rj:
+            return False
+        self.parent[ri] = rj
+        return True
+
+
+def _source_forest(circuit: Circuit, edges):
+    """Offsets of every node from its tree's root. ``edges``: (name, a, b, value) with v_a - v_b = value.
+
+    Returns (root, offset) per node (ground = index n) with ground chosen as root of its tree.
+    """
+    n = circuit.arrays.n_nodes
+    G = n
+    forest = _Forest(n)
+    adj = [[] for _ in range(n + 1)]
+    for name, a, b, value in edges:
+        ia, ib = (G if a < 0 else a), (G if b < 0 else b)
+        if not forest.union(ia, ib):
+            path = _path_names(adj, ia, ib)
+            raise PhysgradError(
+                "voltage sources form a loop (or fix one node twice): "
+                + ", ".join(sorted(path + [name]))
+                + "; the loop's currents are not determined (and its voltages may contradict)"
+            )
+        adj[ia].append((ib, name, value))  # v_ib = v_ia - value
+        adj[ib].append((ia, name, -value))
+    root = np.full(n + 1, -1, dtype=np.int64)
+    offset = np.zeros(n + 1)
+    order = [G] + list(range(n))
+    for start in order:
+        if root[start] >= 0:
+            continue
+        root[start] = start
+        stack = [start]
+        while stack:
+            i = stack.pop()
+            for j, _, value in adj[i]:
+                if root[j] < 0:
+                    root[j] = start
+                    offset[j] = offset[i] - value
+                    stack.append(j)
+    return root, offset
+
+
+def _path_names(adj, a, b):
+    """Names of the sources on the tree path from a to b (for the loop error)."""
+    prev = {a: None}
+    stack = [a]
+    while stack:
+        i = stack.pop()
+        for j, name, _ in adj[i]:
+            if j not in prev:
+                prev[j] = (i, name)
+                stack.append(j)
+    names, k = [], b
+    while prev.get(k):
+        k, name = prev[k]
+        names.append(name)
+    return names
+
+
+def _check_connected(circuit: Circuit, tree_root: np.ndarray, beta: float, outputs: np.ndarray):
+    """Every node needs a conducting path (resistor, Shockley diode, voltage source) to ground."""
+    arr = circuit.arrays
+    n = arr.n_nodes
+    G = n
+    forest = _Forest(n)
+    for i in range(n):
+        forest.union(i, tree_root[i])
+    for a, b, keep in (
+        (arr.res_a, arr.res_b, arr.g > 0),
+        (arr.shk_a, arr.shk_b, np.ones(len(arr.shk_a), bool)),
+    ):
+        for x, y in zip(a[keep], b[keep]):
+            forest.union(G if x < 0 else x, G if y < 0 else y)
+    if beta > 0:
+        for o in outputs:
+            forest.union(o, G)
+    g_root = forest.find(G)
+    floating = [circuit.nodes[i] for i in range(n) if forest.find(i) != g_root]
+    if floating:
+        shown = ", ".join(floating[:20]) + (" ..." if len(floating) > 20 else "")
+        raise PhysgradError(
+            f"floating subnetwork: node(s) {shown} have no path through resistors, Shockley diodes or "
+            "voltage sources to ground; their voltages are not unique"
+        )
+
+
+def build_problem(
+    circuit: Circuit,
+    nudge: Nudge = FREE,
+    outputs: Optional[Sequence[str]] = None,
+    conductances: Optional[np.ndarray] = None,
+) -> Problem:
+    """Validate ``circuit`` and reduce its co-content to a :class:`Problem`.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    nudge : Nudge
+        ``beta`` adds ``beta/2 sum (v_o - y_o)^2`` (targets from the nudge or the circuit's
+        ``.target`` lines); ``clamp`` fixes the outputs.
+    outputs : node names, optional
+        Output nodes (default: the circuit's target nodes).
+    conductances : (n_resistors,) S, optional
+        Replaces the resistors' conductances (fast path for training).
+
+    Raises
+    ------
+    PhysgradError
+        Loops of voltage sources, floating subnetworks, a diode the sources force forward, a
+        nudge making the energy non-convex (with the largest admissible ``|beta|``).
+    """
+    arr = circuit.arrays
+    n = arr.n_nodes
+    out = _output_nodes(circuit, outputs) if (not nudge.is_free or outputs is not None) else np.zeros(0, np.int64)
+    edges = [(circuit.elements[p].name, a, b, v) for a, b, v, p in zip(arr.vs_a, arr.vs_b, arr.vs_value, arr.vs_pos)]
+    if nudge.clamp is not None:
+        clamp = _nudge_vectors(circuit, nudge, out, "clamp")
+        edges += [(f"clamp({circuit.nodes[o]})", o, -1, v) for o, v in zip(out, clamp)]
+    root, offset = _source_forest(circuit, edges)
+    _check_connected(circuit, root[:n], nudge.beta, out)
+
+    G = n
+    free_roots = sorted({int(r) for r in root[:n] if r != G})
+    col = {r: j for j, r in enumerate(free_roots)}
+    rows = np.array([i for i in range(n) if root[i] != G], dtype=np.int64)
+    cols = np.array([col[int(root[i])] for i in rows], dtype=np.int64)
+    P = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(free_roots)))
+    c = offset[:n].copy()
+
+    g = arr.g if conductances is None else np.asarray(conductances, dtype=float)
+    if g.shape != arr.g.shape:
+        raise PhysgradError(f"expected {arr.g.size} conductances, got shape {g.shape}")
+    if not np.all(np.isfinite(g)) or np.any(g < 0):
+        raise PhysgradError("conductances must be finite and >= 0")
+    L = arr.laplacian(g)
+    inj = arr.injection()
+    if nudge.beta != 0.0:
+        y = _nudge_vectors(circuit, nudge, out, "target")
+        L = (L + sp.csr_matrix((np.full(len(out), nudge.beta), (out, out)), shape=(n, n))).tocsr()
+        inj = inj.copy()
+        np.add.at(inj, out, nudge.beta * y)
+        const_nudge = 0.5 * nudge.beta * float(y @ y)
+    else:
+        y, const_nudge = np.zeros(0), 0.0
+    H = (P.T @ L @ P).tocsr()
+    Lc = L @ c
+    f = P.T @ (inj - Lc)
+    const = 0.5 * float(c @ Lc) - float(inj @ c) + const_nudge
+    if nudge.beta < 0:
+        _check_negative_nudge(H, P, out, nudge.beta, L, arr)
+
+    def diode_rows(a, b):
+        Pa = _rows_or_zero(P, a)
+        Pb = _rows_or_zero(P, b)
+        ca = np.where(a >= 0, c[np.maximum(a, 0)], 0.0)
+        cb = np.where(b >= 0, c[np.maximum(b, 0)], 0.0)
+        return (Pa - Pb).tocsr(), ca - cb
+
+    D_all, off = diode_rows(arr.dio_a, arr.dio_b)
+    d_all = arr.vth - off
+    D_all.eliminate_zeros()
+    fixed = np.diff(D_all.indptr) == 0
+    for k in np.flatnonzero(fixed):
+        if d_all[k] <= 0:
+            el = circuit.elements[arr.dio_pos[k]]
+            raise PhysgradError(
+                f"diode {el.name} is forced forward by voltage sources: v({el.anode}) - v({el.cathode}) = "
+                f"{arr.vth[k] - d_all[k]:.6g} V "
+                + ("exceeds" if d_all[k] < 0 else "equals")
+                + f" its threshold {arr.vth[k]:.6g} V, so its current is "
+                + ("infinite (infeasible)" if d_all[k] < 0 else "not determined")
+            )
+    active = np.flatnonzero(~fixed)
+    S, e = diode_rows(arr.shk_a, arr.shk_b)
+    return Problem(
+        circuit=circuit, P=P, c=c, H=H, f=np.asarray(f, dtype=float), const=const,
+        D=D_all[active].tocsr(), d=d_all[active], dio_rows=active, dio_fixed_off=np.flatnonzero(fixed),
+        S=S, e=e, nudge=nudge, outputs=out, L=L, inj=inj, g=g, y=y,
+    )
+
+
+def _rows_or_zero(P: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:
+    """Rows ``P[idx]`` with index -1 (ground) giving a zero row."""
+    E = sp.csr_matrix(
+        (np.ones(int(np.sum(idx >= 0))), (np.flatnonzero(idx >= 0), idx[idx >= 0])), shape=(len(idx), P.shape[0])
+    )
+    return (E @ P).tocsr()
+
+
+def max_negative_beta(H_free: sp.spmatrix, P: sp.spmatrix, outputs: np.ndarray) -> float:
+    r"""Largest ``|beta|`` for which ``H_free - |beta| Q Q^T`` stays positive definite.
+
+    ``Q = P^T E_o`` selects the outputs; the bound is ``1 / lambda_max(Q^T H_free^{-1} Q)``. Only the
+    quadratic part of the co-content counts (diodes can only add convexity where they conduct).
+    """
+    Q = _rows_or_zero(P, outputs).T.tocsc()
+    if Q.nnz == 0:
+        return np.inf
+    X = spla.splu(H_free.tocsc()).solve(Q.toarray())
+    M = Q.T @ X
+    lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
+    return np.inf if lam <= 0 else 1.0 / lam
+
+
+def _check_negative_nudge(H, P, out, beta, L, arr):
+    H_free = H + (P.T @ sp.csr_matrix((np.full(len(out), -beta), (out, out)), shape=L.shape) @ P)
+    try:
+        bmax = max_negative_beta(H_free, P, out)
+    except RuntimeError:  # singular H_free: already not strictly convex
+        bmax = 0.0
+    # A relative margin of 1e-12 keeps the check on the safe side of round-off.
+    if -beta >= bmax * (1 - 1e-12):
+        raise PhysgradError(
+            f"beta = {beta:.6g} makes the nudged energy non-convex; negative nudges need "
+            f"|beta| < {bmax:.6g} S for this circuit"
+        )

@@ -1,0 +1,257 @@
+"""A circuit's steady state: voltages, every element's current, co-content and a KKT certificate."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import scipy.sparse.linalg as spla
+
+from physgrad.circuit import GROUND, Circuit, node_name
+from physgrad.equilibrium import Equilibrium, PhysgradError, Status
+from physgrad.reduction import Problem
+
+# Certificate tolerances, relative to the problem's own scales (a current scale i_scale in A and a
+# voltage scale v_scale in V, see `certify`): 1e-9 leaves three orders of magnitude above the
+# ~1e-12 round-off of the exact (active-set, linear, Newton) routes and still catches any answer
+# that is wrong in the 9th digit. The coordinate solver stops at 1e-12 V steps, well inside.
+CERT_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class KKTCertificate:
+    """Optimality certificate of an equilibrium (all in absolute units).
+
+    Attributes
+    ----------
+    kcl : float
+        Largest Kirchhoff current-law residual over free (super)nodes (A) — stationarity.
+    primal : float
+        Largest diode constraint violation ``max(v_a - v_c - vth, 0)`` (V).
+    dual : float
+        Largest negative diode current ``max(-i, 0)`` (A).
+    complementarity : float
+        Largest ``|i (vth - v_a + v_c)|`` (W).
+    tol_current, tol_voltage : float
+        The tolerances used (A, V).
+    passed : bool
+    """
+
+    kcl: float
+    primal: float
+    dual: float
+    complementarity: float
+    tol_current: float
+    tol_voltage: float
+    passed: bool
+
+    def describe(self) -> str:
+        return (
+            f"KCL {self.kcl:.2e} A, diode feasibility {self.primal:.2e} V, diode current sign "
+            f"{self.dual:.2e} A, complementarity {self.complementarity:.2e} W "
+            f"(tolerances {self.tol_current:.1e} A, {self.tol_voltage:.1e} V): "
+            + ("passed" if self.passed else "FAILED")
+        )
+
+
+def shockley_current(vd, IS, N, vt, gmin):
+    """``I = IS (exp(vd / (N vt)) - 1) + gmin vd`` (A); overflows to ``inf`` silently."""
+    with np.errstate(over="ignore"):
+        return IS * np.expm1(vd / (N * vt)) + gmin * vd
+
+
+def shockley_co_content(vd, IS, N, vt, gmin):
+    """``int_0^vd I = IS (N vt expm1(vd / (N vt)) - vd) + gmin vd^2 / 2`` (W)."""
+    with np.errstate(over="ignore"):
+        return IS * (N * vt * np.expm1(vd / (N * vt)) - vd) + 0.5 * gmin * vd**2
+
+
+def shockley_slope(vd, IS, N, vt, gmin):
+    """``dI/dvd`` (S)."""
+    with np.errstate(over="ignore"):
+        return IS / (N * vt) * np.exp(vd / (N * vt)) + gmin
+
+
+def shockley_terms(problem: Problem, u: np.ndarray):
+    """Voltages (V), currents (A) of the Shockley diodes at ``u``."""
+    arr = problem.circuit.arrays
+    vd = problem.S @ u + problem.e
+    return vd, shockley_current(vd, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin)
+
+
+def certify(problem: Problem, u: np.ndarray, lam: np.ndarray) -> KKTCertificate:
+    """KKT certificate of ``(u, lam)`` for ``problem`` (lam: currents of the rows of ``D``)."""
+    _, i_shk = shockley_terms(problem, u)
+    r = problem.H @ u - problem.f + problem.D.T @ lam + problem.S.T @ i_shk
+    slack = problem.d - problem.D @ u
+    v = problem.voltages(u)
+    v_scale = max(1.0, float(np.max(np.abs(v), initial=0.0)), float(np.max(np.abs(problem.d), initial=0.0)))
+    h = float(np.max(np.abs(problem.H.diagonal()), initial=0.0)) if problem.n_u else 0.0
+    i_scale = max(
+        float(np.max(np.abs(problem.f), initial=0.0)),
+        h * v_scale,
+        float(np.max(np.abs(lam), initial=0.0)),
+        float(np.max(np.abs(i_shk), initial=0.0)),
+        1e-30,
+    )
+    tol_i, tol_v = CERT_RTOL * i_scale, CERT_RTOL * v_scale
+    kcl = float(np.max(np.abs(r), initial=0.0))
+    primal = max(0.0, float(np.max(-slack, initial=0.0)))
+    dual = max(0.0, float(np.max(-lam, initial=0.0)))
+    comp = float(np.max(np.abs(lam * slack), initial=0.0))
+    ok = bool(kcl <= tol_i and primal <= tol_v and dual <= tol_i and comp <= tol_i * tol_v / CERT_RTOL)
+    return KKTCertificate(kcl, primal, dual, comp, tol_i, tol_v, ok and bool(np.all(np.isfinite(u))))
+
+
+@dataclass(frozen=True, eq=False)
+class CircuitSolution:
+    """Steady state of a circuit.
+
+    Attributes
+    ----------
+    circuit : Circuit
+    voltages : (n_nodes,) V, in the order of ``circuit.nodes``
+    currents : (n_elements,) A, in the order of ``circuit.elements``; each flows from the element's
+        first node through it to its second node
+    co_content : float, W — total co-content ``sum_R g dv^2/2 + sum_D int I dv - i_inj . v``
+    energy : float, W — the minimized objective (co-content plus the nudge ``beta C``)
+    power : float, W — power dissipated in resistors and diodes
+    status : {"converged", "max_iter", "infeasible", "solver_error"}
+    solver : str
+    n_iter : int
+    certificate : KKTCertificate or None (None when infeasible)
+    message : str
+    info : mapping (u, diode multipliers, timings, backend versions)
+    """
+
+    circuit: Circuit
+    voltages: np.ndarray
+    currents: np.ndarray
+    co_content: float
+    energy: float
+    power: float
+    status: Status
+    solver: str
+    n_iter: int
+    certificate: Optional[KKTCertificate]
+    message: str = ""
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    def voltage(self, node) -> float:
+        """Voltage of ``node`` (V); 0 for ground; clear error for an unknown node."""
+        if node_name(node) == GROUND:
+            return 0.0
+        return float(self.voltages[self.circuit.index_of_node(node)])
+
+    def current(self, name) -> float:
+        """Current of element ``name`` (A), first node -> second node."""
+        self.circuit.element(name)
+        return float(self.currents[self.circuit.element_index[str(name).strip().lower()]])
+
+    def voltage_dict(self) -> dict:
+        return {n: float(v) for n, v in zip(self.circuit.nodes, self.voltages)}
+
+    def current_dict(self) -> dict:
+        return {el.name: float(i) for el, i in zip(self.circuit.elements, self.currents)}
+
+    def to_dict(self) -> dict:
+        """The JSON object of ``physgrad solve --json``."""
+        return {
+            "status": self.status,
+            "solver": self.solver,
+            "voltages": self.voltage_dict(),
+            "currents": self.current_dict(),
+            "co_content": float(self.co_content),
+            "power": float(self.power),
+            "iterations": int(self.n_iter),
+            "message": self.message,
+            "kkt": None if self.certificate is None else {
+                "kcl_A": self.certificate.kcl, "diode_feasibility_V": self.certificate.primal,
+                "diode_current_sign_A": self.certificate.dual,
+                "complementarity_W": self.certificate.complementarity, "passed": self.certificate.passed,
+            },
+        }
+
+    def as_equilibrium(self) -> Equilibrium:
+        """This solution as the generic :class:`Equilibrium` (state = node voltages)."""
+        return Equilibrium(
+            state=self.voltages, energy=self.energy, status=self.status, n_iter=self.n_iter,
+            residual=np.nan if self.certificate is None else self.certificate.kcl, solver=self.solver,
+            message=self.message, info={"solution": self, "residual_kind": "KCL residual (A)"},
+        )
+
+
+def _vsource_currents(problem: Problem, q: np.ndarray, clamp_nodes: np.ndarray):
+    """Currents of voltage sources (and output clamps) from KCL: ``q + B i = 0`` on the source forest."""
+    arr = problem.circuit.arrays
+    n = arr.n_nodes
+    a = np.concatenate([arr.vs_a, clamp_nodes])
+    b = np.concatenate([arr.vs_b, -np.ones(len(clamp_nodes), dtype=np.int64)])
+    if a.size == 0:
+        return np.zeros(0)
+    B = arr.incidence(a, b).tocsc()
+    # The forest makes B of full column rank, so B'B is positive definite.
+    i = spla.spsolve((B.T @ B).tocsc(), -(B.T @ q))
+    return np.atleast_1d(i)
+
+
+def assemble(
+    problem: Problem, u: np.ndarray, lam: np.ndarray, *, status: Status, solver: str, n_iter: int,
+    message: str = "", info: Optional[dict] = None,
+) -> CircuitSolution:
+    """Build the :class:`CircuitSolution` from reduced variables ``u`` and diode multipliers ``lam``."""
+    circuit = problem.circuit
+    arr = circuit.arrays
+    v = problem.voltages(u)
+    vg = np.concatenate([v, [0.0]])  # index -1 = ground
+    currents = np.zeros(len(circuit.elements))
+    g = problem.g
+    i_res = g * (vg[arr.res_a] - vg[arr.res_b])
+    lam_full = np.zeros(len(arr.vth))
+    lam_full[problem.dio_rows] = lam
+    vd, i_shk = shockley_terms(problem, u)
+    currents[arr.res_pos] = i_res
+    currents[arr.dio_pos] = lam_full
+    currents[arr.shk_pos] = i_shk
+    currents[arr.cs_pos] = arr.cs_value
+    # Currents leaving each node through every element but the voltage sources and clamps.
+    q = (
+        arr.incidence(arr.res_a, arr.res_b) @ i_res
+        + arr.incidence(arr.dio_a, arr.dio_b) @ lam_full
+        + arr.incidence(arr.shk_a, arr.shk_b) @ i_shk
+        + arr.incidence(arr.cs_a, arr.cs_b) @ arr.cs_value
+    )
+    nudge = problem.nudge
+    if nudge.beta != 0.0:
+        np.add.at(q, problem.outputs, nudge.beta * (v[problem.outputs] - problem.y))
+    clamp_nodes = problem.outputs if nudge.clamp is not None else np.zeros(0, np.int64)
+    i_vs = _vsource_currents(problem, q, clamp_nodes)
+    currents[arr.vs_pos] = i_vs[: len(arr.vs_pos)]
+    dv_res = vg[arr.res_a] - vg[arr.res_b]
+    inj_phys = arr.injection()
+    co = 0.5 * float(g @ dv_res**2) + float(np.sum(shockley_co_content(vd, arr.shk_IS, arr.shk_N, arr.shk_vt,
+                                                                      arr.shk_gmin))) - float(inj_phys @ v)
+    energy = co
+    if nudge.beta != 0.0:
+        energy += 0.5 * nudge.beta * float(np.sum((v[problem.outputs] - problem.y) ** 2))
+    power = float(g @ dv_res**2) + float(lam_full @ arr.vth) + float(i_shk @ vd)
+    info = dict(info or {})
+    info.update(u=u, diode_multipliers=lam)
+    if clamp_nodes.size:
+        info["clamp_currents"] = i_vs[len(arr.vs_pos):]
+    cert = certify(problem, u, lam)
+    if status == "converged" and not cert.passed:
+        status = "solver_error"
+        message = (message + "; " if message else "") + "KKT certificate failed: " + cert.describe()
+    return CircuitSolution(circuit, v, currents, co, energy, power, status, solver, n_iter, cert, message, info)
+
+
+def infeasible_solution(circuit: Circuit, solver: str, message: str, info=None) -> CircuitSolution:
+    """A solution object for an infeasible circuit (no voltages: NaN)."""
+    n = len(circuit.nodes)
+    return CircuitSolution(circuit, np.full(n, np.nan), np.full(len(circuit.elements), np.nan), np.nan, np.nan,
+                           np.nan, "infeasible", solver, 0, None, message, dict(info or {}))
