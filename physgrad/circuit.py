@@ -240,7 +240,7 @@ class Circuit:
     """
 
     elements: tuple = ()
-    title: str = ""
+    title: str = "physgrad circuit"
     targets: tuple = ()
     trainable: Optional[tuple] = None
 
@@ -254,7 +254,10 @@ class Circuit:
                 raise PhysgradError(f"duplicate element name {el.name!r}")
             seen[el.name] = el
         object.__setattr__(self, "elements", elements)
-        object.__setattr__(self, "title", str(self.title))
+        title = str(self.title)
+        if "\n" in title or "\r" in title:
+            raise PhysgradError("the title must be a single line")
+        object.__setattr__(self, "title", title)
         raw_targets = self.targets.items() if isinstance(self.targets, Mapping) else self.targets
         targets = []
         for node, value in raw_targets:

@@ -325,7 +325,7 @@ def write_netlist(circuit: Circuit) -> str:
 
     Raises :class:`PhysgradError` for open resistors (conductance 0: SPICE has no infinite R).
     """
-    out = [circuit.title or "physgrad circuit", "* written by physgrad", f".options {TIGHT_OPTIONS}"]
+    out = [circuit.title, "* written by physgrad", f".options {TIGHT_OPTIONS}"]
     shk_models = {}
     gmins = {d.model.gmin for d in circuit.of_type(ShockleyDiode)}
     vts = {d.model.vt for d in circuit.of_type(ShockleyDiode)}

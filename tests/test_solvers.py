@@ -1,0 +1,227 @@
+"""Circuit solvers: hand-derived answers, agreement between independent routes, KKT certificates."""
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from physgrad.circuit import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
+from physgrad.equilibrium import NotSolvedError, Nudge, PhysgradError
+from physgrad.solve import solve
+from verification.circuits import known_circuits, random_circuit
+
+IDEAL_SOLVERS = ("activeset", "qp", "coordinate")
+# Exact routes agree to round-off; 1e-9 V leaves room for coordinate descent's 1e-12 V stopping
+# step amplified by a slow contraction rate on the larger random graphs.
+ATOL_V = 1e-9
+KNOWN = known_circuits()
+
+
+@pytest.mark.parametrize("case", KNOWN, ids=[c.name for c in KNOWN])
+@pytest.mark.parametrize("solver", ("auto",) + IDEAL_SOLVERS)
+def test_known_circuits(case, solver):
+    sol = solve(case.circuit, solver)
+    assert sol.status == "converged"
+    assert sol.certificate.passed, sol.certificate.describe()
+    for node, v in case.voltages.items():
+        assert sol.voltage(node) == pytest.approx(v, abs=1e-12 * max(1, abs(v)) + 1e-12), node
+    for name, i in case.currents.items():
+        assert sol.current(name) == pytest.approx(i, rel=1e-9, abs=1e-15), name
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_graphs_all_solvers_agree(seed):
+    c = random_circuit(25, seed)
+    sols = {s: solve(c, s) for s in IDEAL_SOLVERS}
+    ref = sols["activeset"]
+    for s, sol in sols.items():
+        assert sol.certificate.passed, (s, sol.certificate.describe())
+        np.testing.assert_allclose(sol.voltages, ref.voltages, rtol=0, atol=ATOL_V, err_msg=s)
+        # Currents agree to the same relative accuracy (conductances up to 1e-2 S).
+        np.testing.assert_allclose(sol.currents, ref.currents, rtol=0, atol=1e-2 * ATOL_V * 10, err_msg=s)
+
+
+def test_random_graph_has_active_and_inactive_diodes():
+    """The random catalogue exercises both diode states (else agreement would prove little)."""
+    c = random_circuit(40, 1, diode_fraction=0.5)
+    sol = solve(c)
+    i_d = np.array([sol.current(d.name) for d in c.of_type(IdealDiode)])
+    assert np.sum(i_d > 1e-9) >= 2 and np.sum(i_d == 0) >= 2
+
+
+def test_energy_is_minimal():
+    """Perturbing the voltages of free nodes (keeping diode constraints) never lowers the co-content."""
+    c = random_circuit(15, 3, diode_fraction=0.0)
+    sol = solve(c)
+    from physgrad.reduction import build_problem
+
+    p = build_problem(c)
+    u = sol.info["u"]
+    e0 = p.quadratic_energy(u)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        assert p.quadratic_energy(u + 1e-3 * rng.standard_normal(u.shape)) > e0
+    assert sol.co_content == pytest.approx(e0, rel=1e-12, abs=1e-15)
+
+
+def test_shockley_single_diode_against_brentq():
+    """v solves (5 - v) g = IS (exp(v / (N vt)) - 1) + gmin v; brentq is an independent route."""
+    m = DiodeModel("dm", IS=1e-14, N=1.3)
+    g = 1e-3
+    c = Circuit((VoltageSource("v1", "in", "0", 5.0), Resistor("r1", "in", "out", g), ShockleyDiode("d1", "out", "0", m)))
+    sol = solve(c, "newton")
+    f = lambda v: (5.0 - v) * g - (m.IS * np.expm1(v / (m.N * m.vt)) + m.gmin * v)
+    v_ref = brentq(f, 0.0, 5.0, xtol=1e-15, rtol=1e-15)
+    assert sol.voltage("out") == pytest.approx(v_ref, abs=1e-12)
+    assert sol.current("d1") == pytest.approx((5.0 - v_ref) * g, rel=1e-10)
+    assert sol.certificate.passed
+
+
+@pytest.mark.parametrize("N", [1.0, 1e-2, 1e-3])
+def test_shockley_near_ideal_approaches_ideal(N):
+    """As N -> 0 the Shockley clipper approaches the ideal one (v -> 0): Newton copes without overflow."""
+    m = DiodeModel("dm", IS=1e-9, N=N)
+    c = Circuit((VoltageSource("v1", "in", "0", 5.0), Resistor("r1", "in", "out", 1e-3), ShockleyDiode("d1", "out", "0", m)))
+    sol = solve(c)
+    assert sol.solver == "newton" and sol.certificate.passed
+    expected = m.N * m.vt * np.log1p(5e-3 / m.IS)  # upper bound of the drop at <= 5 mA
+    assert 0 < sol.voltage("out") <= expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_shockley_random_graph_newton_certified(seed):
+    c = random_circuit(20, seed, shockley=True, diode_fraction=0.5)
+    sol = solve(c, "newton")
+    assert sol.certificate.passed, sol.certificate.describe()
+    # Independent check of KCL at every non-source node from the element currents themselves.
+    from physgrad.circuit import VoltageSource as VS
+
+    net = {n: 0.0 for n in c.nodes}
+    for el, i in zip(c.elements, sol.currents):
+        a, b = el.nodes
+        for node, sign in ((a, -1.0), (b, 1.0)):
+            if node != "0":
+                net[node] += sign * i
+    fixed = {n for el in c.of_type(VS) for n in el.nodes}
+    scale = np.max(np.abs(sol.currents))
+    for n, s in net.items():
+        assert abs(s) <= 1e-9 * scale, n
+    del fixed
+
+
+def test_kcl_including_sources_balances_everywhere():
+    """Every node, source nodes included, balances once the source currents are in."""
+    c = random_circuit(30, 7)
+    sol = solve(c)
+    net = {n: 0.0 for n in c.nodes}
+    for el, i in zip(c.elements, sol.currents):
+        a, b = el.nodes
+        if a != "0":
+            net[a] -= i
+        if b != "0":
+            net[b] += i
+    assert max(abs(x) for x in net.values()) <= 1e-12
+
+
+# --- nudges ----------------------------------------------------------------------------------
+
+
+def test_positive_nudge_is_a_conductance_to_a_source():
+    c = known_circuits()[1].circuit  # ladder
+    beta, y = 2e-3, 0.9
+    nudged = solve(c, nudge=Nudge(beta, np.array([y])), outputs=["b"])
+    phys = c.with_elements(VoltageSource("vy", "y", "0", y), Resistor("rbeta", "b", "y", beta))
+    ref = solve(phys)
+    assert nudged.voltage("b") == pytest.approx(ref.voltage("b"), abs=1e-14)
+    assert nudged.voltage("a") == pytest.approx(ref.voltage("a"), abs=1e-14)
+
+
+def test_clamp_is_a_voltage_source():
+    c = random_circuit(12, 2, n_vsources=1)
+    out = c.nodes[-1]
+    clamped = solve(c, nudge=Nudge(clamp=np.array([0.3])), outputs=[out])
+    ref = solve(c.with_elements(VoltageSource("vc", out, "0", 0.3)))
+    np.testing.assert_allclose(clamped.voltages, ref.voltages, atol=1e-13)
+    assert clamped.info["clamp_currents"][0] == pytest.approx(ref.current("vc"), rel=1e-9, abs=1e-18)
+
+
+def test_negative_nudge_within_and_beyond_convexity():
+    c = Circuit((VoltageSource("v1", "in", "0", 1.0), Resistor("r1", "in", "out", 1e-3),
+                 Resistor("r2", "out", "0", 1e-3)), targets={"out": 0.0})
+    # The output sees 2 mS to fixed nodes: the nudged energy is convex iff |beta| < 2e-3 S.
+    sol = solve(c, nudge=Nudge(-1e-3, np.array([0.0])))
+    assert sol.voltage("out") == pytest.approx(1e-3 * 1.0 / (2e-3 - 1e-3))
+    with pytest.raises(PhysgradError, match=r"\|beta\| < 0.002"):
+        solve(c, nudge=Nudge(-2.5e-3, np.array([0.0])))
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_floating_subnetwork():
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), Resistor("r1", "a", "0", 1e-3), Resistor("r2", "b", "c", 1e-3)))
+    with pytest.raises(PhysgradError, match=r"floating subnetwork: node\(s\) b, c"):
+        solve(c)
+
+
+def test_node_behind_an_ideal_diode_only_is_floating():
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), IdealDiode("d1", "a", "b")))
+    with pytest.raises(PhysgradError, match="floating"):
+        solve(c)
+
+
+def test_voltage_source_loop():
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), VoltageSource("v2", "a", "0", 2.0), Resistor("r1", "a", "0", 1.0)))
+    with pytest.raises(PhysgradError, match="voltage sources form a loop.*v1, v2"):
+        solve(c)
+
+
+def test_three_source_loop_names_all():
+    c = Circuit((VoltageSource("v1", "a", "b", 1.0), VoltageSource("v2", "b", "c", 1.0),
+                 VoltageSource("v3", "c", "a", -2.0), Resistor("r1", "a", "0", 1.0)))
+    with pytest.raises(PhysgradError, match="v1, v2, v3"):
+        solve(c)
+
+
+@pytest.mark.parametrize("v,word", [(1.0, "exceeds"), (0.5, "equals")])
+def test_diode_forced_forward_by_sources(v, word):
+    c = Circuit((VoltageSource("v1", "a", "0", v), IdealDiode("d7", "a", "0", 0.5), Resistor("r1", "a", "0", 1.0)))
+    with pytest.raises(PhysgradError, match=f"diode d7 is forced forward.*{word}"):
+        solve(c)
+
+
+@pytest.mark.parametrize("solver", IDEAL_SOLVERS)
+def test_diode_chain_forced_forward_is_infeasible(solver):
+    """in(5 V) -> d1 -> m -> d2 -> ground: m >= 5 and m <= 0 cannot both hold."""
+    c = Circuit((VoltageSource("v1", "in", "0", 5.0), IdealDiode("d1", "in", "m"), IdealDiode("d2", "m", "0"),
+                 Resistor("r1", "m", "0", 1e-3)))
+    sol = solve(c, solver, strict=False)
+    assert sol.status == "infeasible" and np.all(np.isnan(sol.voltages))
+    with pytest.raises(NotSolvedError, match="infeasible"):
+        solve(c, solver)
+
+
+def test_infeasible_message_names_diodes():
+    c = Circuit((VoltageSource("v1", "in", "0", 5.0), IdealDiode("d1", "in", "m"), IdealDiode("d2", "m", "0"),
+                 Resistor("r1", "m", "0", 1e-3)))
+    sol = solve(c, "activeset", strict=False)
+    assert "d1" in sol.message or "d2" in sol.message
+
+
+def test_solver_capabilities_are_checked():
+    m = DiodeModel("dm")
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), Resistor("r1", "a", "b", 1e-3), ShockleyDiode("d1", "b", "0", m)))
+    for s in IDEAL_SOLVERS:
+        with pytest.raises(PhysgradError, match="Shockley"):
+            solve(c, s)
+    mixed = c.with_elements(IdealDiode("d2", "b", "0", 0.1))
+    with pytest.raises(PhysgradError, match="no solver mixes"):
+        solve(mixed)
+    with pytest.raises(PhysgradError, match="unknown solver 'magic'"):
+        solve(c, "magic")
+
+
+def test_conductance_override_validated():
+    c = known_circuits()[0].circuit
+    with pytest.raises(PhysgradError, match="expected 2 conductances"):
+        solve(c, conductances=np.ones(3))
+    with pytest.raises(PhysgradError, match="finite and >= 0"):
+        solve(c, conductances=np.array([1e-3, np.nan]))
