@@ -34,6 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.sparse.csgraph import connected_components
 
 from physgrad.circuit import Circuit
 from physgrad.equilibrium import FREE, Nudge, PhysgradError
@@ -191,21 +192,14 @@ def _check_connected(circuit: Circuit, tree_root: np.ndarray, beta: float, outpu
     """Every node needs a conducting path (resistor, Shockley diode, voltage source) to ground."""
     arr = circuit.arrays
     n = arr.n_nodes
-    G = n
-    forest = _Forest(n)
-    for i in range(n):
-        forest.union(i, tree_root[i])
-    for a, b, keep in (
-        (arr.res_a, arr.res_b, arr.g > 0),
-        (arr.shk_a, arr.shk_b, np.ones(len(arr.shk_a), bool)),
-    ):
-        for x, y in zip(a[keep], b[keep]):
-            forest.union(G if x < 0 else x, G if y < 0 else y)
-    if beta > 0:
-        for o in outputs:
-            forest.union(o, G)
-    g_root = forest.find(G)
-    floating = [circuit.nodes[i] for i in range(n) if forest.find(i) != g_root]
+    G = n  # ground's index in the graph
+    keep = arr.g > 0
+    a = np.concatenate([arr.res_a[keep], arr.shk_a, np.arange(n), outputs if beta > 0 else []]).astype(np.int64)
+    b = np.concatenate([arr.res_b[keep], arr.shk_b, tree_root, np.full(len(outputs) if beta > 0 else 0, G)])
+    a, b = np.where(a < 0, G, a), np.where(b < 0, G, b).astype(np.int64)
+    graph = sp.csr_matrix((np.ones(len(a)), (a, b)), shape=(n + 1, n + 1))
+    _, label = connected_components(graph, directed=False)
+    floating = [circuit.nodes[i] for i in np.flatnonzero(label[:n] != label[G])]
     if floating:
         shown = ", ".join(floating[:20]) + (" ..." if len(floating) > 20 else "")
         raise PhysgradError(

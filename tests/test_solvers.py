@@ -225,3 +225,25 @@ def test_conductance_override_validated():
         solve(c, conductances=np.ones(3))
     with pytest.raises(PhysgradError, match="finite and >= 0"):
         solve(c, conductances=np.array([1e-3, np.nan]))
+
+
+def test_coordinate_moves_diode_coupled_nodes_jointly():
+    """a pulled to 3 V, b to 1 V, diode a -> b forces a <= b: the optimum is a = b = 2 V.
+
+    Updating a and b one at a time stalls at a = b = 1 V; the block update must not.
+    """
+    c = Circuit((VoltageSource("v3", "s3", "0", 3.0), VoltageSource("v1", "s1", "0", 1.0),
+                 Resistor("ra", "s3", "a", 1e-3), Resistor("rb", "s1", "b", 1e-3), IdealDiode("d1", "a", "b")))
+    for s in IDEAL_SOLVERS:
+        sol = solve(c, s)
+        assert sol.voltage("a") == pytest.approx(2.0, abs=1e-12), s
+        assert sol.voltage("b") == pytest.approx(2.0, abs=1e-12), s
+        assert sol.current("d1") == pytest.approx(1e-3, rel=1e-9), s
+
+
+def test_coordinate_reports_max_iter():
+    c = random_circuit(30, 4)
+    sol = solve(c, "coordinate", strict=False, max_sweeps=2)
+    assert sol.status == "max_iter" and "2 sweeps" in sol.message
+    with pytest.raises(NotSolvedError, match="max_iter"):
+        solve(c, "coordinate", max_sweeps=2)
