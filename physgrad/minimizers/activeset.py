@@ -178,3 +178,58 @@ def solve_active_set(H, f, D, d, W0=None) -> ActiveSetResult:
     n_prev = 0 if res is None else res.n_iter
     return ActiveSetResult(res2.u, res2.lam, res2.active, n_prev + res2.n_iter, "pdas+primal-active-set",
                            res2.converged, res2.message)
+
+
+def dense_qp(H: np.ndarray, f: np.ndarray, D: np.ndarray, d: np.ndarray, *, W0=None, cache=None,
+             tol=None, max_iter: int = 50):
+    """Exact minimiser of a small dense strictly convex QP ``1/2 x'Hx - f'x, D x <= d``.
+
+    Dense primal-dual active-set iteration from ``W0`` (default empty); if it cycles, enumeration
+    of the active sets (the KKT point is unique), exact and affordable for the few constraints of a
+    block. ``cache`` (a dict) keeps the inverse KKT matrix of each active set met, so repeated
+    solves with the same ``H, D, d`` and a new ``f`` (block coordinate descent) cost a few small
+    matrix-vector products. Returns ``(x, lam, W)``; raises :class:`Infeasible` when no active set
+    satisfies the KKT conditions. ``tol = (tol_v, tol_i)`` overrides the default tolerances.
+    """
+    m, n = D.shape
+    tol_v, tol_i = _tolerances(np.atleast_2d(H), f, d) if tol is None else tol
+    cache = {} if cache is None else cache
+
+    def kkt(W):
+        key = W.tobytes()
+        if key not in cache:
+            idx = np.flatnonzero(W)
+            K = np.block([[H, D[idx].T], [D[idx], np.zeros((idx.size, idx.size))]])
+            cache[key] = (idx, np.linalg.inv(K))
+        idx, Kinv = cache[key]
+        sol = Kinv @ np.concatenate([f, d[idx]])
+        lam = np.zeros(m)
+        lam[idx] = sol[n:]
+        return sol[:n], lam
+
+    W = np.zeros(m, bool) if W0 is None else np.asarray(W0, bool).copy()
+    seen = set()
+    for _ in range(max_iter):
+        try:
+            x, lam = kkt(W)
+        except np.linalg.LinAlgError:
+            break
+        slack = d - D @ x
+        if np.all(lam[W] >= -tol_i) and np.all(slack[~W] >= -tol_v):
+            return x, np.maximum(lam, 0.0), W
+        W = np.where(W, lam > -tol_i, slack < -tol_v)
+        if W.tobytes() in seen:
+            break
+        seen.add(W.tobytes())
+    if m > 16:
+        res = solve_active_set(sp.csr_matrix(H), f, sp.csr_matrix(D), d)
+        return res.u, res.lam, res.active
+    for k in range(1 << m):
+        W = np.array([(k >> i) & 1 for i in range(m)], bool)
+        try:
+            x, lam = kkt(W)
+        except np.linalg.LinAlgError:
+            continue
+        if np.all(lam >= -tol_i) and np.all(d - D @ x >= -tol_v):
+            return x, np.maximum(lam, 0.0), W
+    raise Infeasible(np.arange(m), np.inf)

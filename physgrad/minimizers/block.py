@@ -25,6 +25,7 @@ from typing import Literal, Optional
 
 import autograd.numpy as anp
 import numpy as np
+from autograd.builtins import tuple as atuple
 
 from physgrad.equilibrium import FREE, Equilibrium, Nudge, PhysgradError
 
@@ -106,7 +107,7 @@ class BlockCoordinateDescent:
         for group in layer_groups(L, self.schedule):
             new = {k: energy.block_solve(k, s, theta, x, nudge) for k in group if not (skip_out and k == L)}
             s = tuple(new.get(k, s[k - 1]) for k in range(1, L + 1))
-        return s
+        return atuple(s)  # a traceable tuple (autograd can differentiate a tuple-valued step)
 
     def minimize(self, energy, theta, x, *, nudge: Nudge = FREE, s0=None) -> Equilibrium:
         """Relax ``s0`` (default: zeros) to the minimum of ``E + beta C`` (or with clamped outputs)."""
@@ -155,7 +156,7 @@ class BlockCoordinateDescent:
         E = energy.energy(s, theta, x)
         if nudge.beta != 0.0:
             E = E + nudge.beta * 0.5 * np.sum((energy.outputs(s) - nudge.target) ** 2, axis=-1)
-        return Equilibrium(state=tuple(s), energy=np.asarray(E), status=status, n_iter=n, residual=residual,
+        return Equilibrium(state=tuple(np.asarray(a) for a in s), energy=np.asarray(E), status=status, n_iter=n, residual=residual,
                            solver=self.name, message=message,
                            info={"residual_kind": "max |s_t - s_(t-1)| over the last sweep (V)",
                                  "seconds": time.perf_counter() - t0})

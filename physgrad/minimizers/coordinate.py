@@ -27,14 +27,14 @@ J. Optim. Theory Appl. 109 (2001).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from physgrad.equilibrium import PhysgradError
-from physgrad.minimizers.activeset import Infeasible, solve_active_set
+from physgrad.minimizers.activeset import Infeasible, dense_qp
 from physgrad.minimizers.raw import RawSolution
 from physgrad.reduction import Problem
 
@@ -51,8 +51,19 @@ class Schedule:
     lo: np.ndarray
     hi: np.ndarray
     colors: tuple  # per colour: (singletons (k,), tuple of multi-node blocks)
-    block_rows: dict  # block id -> rows of D inside the block
-    blocks: tuple
+    block_data: dict  # block id -> BlockData
+
+
+@dataclass(frozen=True, eq=False)
+class BlockData:
+    """A block of diode-coupled variables: its indices, dense sub-Hessian and constraints."""
+
+    idx: np.ndarray
+    H_bb: np.ndarray  # (k, k) S
+    D_b: np.ndarray  # (m, k)
+    d_b: np.ndarray  # (m,) V
+    tol: tuple  # (V, A) active-set tolerances
+    cache: dict = field(default_factory=dict)  # inverse KKT matrices per active set, last active set
 
 
 def _bounds(problem: Problem):
@@ -128,33 +139,42 @@ def build_schedule(problem: Problem) -> Schedule:
         singles = np.array([members[b][0] for b in bs if len(members[b]) == 1], dtype=np.int64)
         multis = tuple(int(b) for b in bs if len(members[b]) > 1)
         colors.append((singles, multis))
-    return Schedule(lo, hi, tuple(colors), {b: np.array(r) for b, r in rows_of_block.items()},
-                    tuple(np.array(m) for m in members))
+    H = problem.H.tocsr()
+    i_scale = max(float(np.max(np.abs(problem.f), initial=0.0)), float(np.max(H.diagonal(), initial=0.0)))
+    data = {}
+    for b, rows in rows_of_block.items():
+        idx = np.array(members[b])
+        v_scale = max(1.0, float(np.max(np.abs(problem.d[rows]))))
+        # 1e-11 relative: the same tolerances as the sparse active-set solver.
+        data[b] = BlockData(idx, H[idx][:, idx].toarray(), problem.D[rows][:, idx].toarray(), problem.d[rows],
+                            (1e-11 * v_scale, 1e-11 * i_scale * v_scale))
+    return Schedule(lo, hi, tuple(colors), data)
 
 
 def sweep(problem: Problem, sched: Schedule, u: np.ndarray, H_rows: dict) -> np.ndarray:
-    """One exact sweep over all colours; returns the new ``u`` (the input is not modified)."""
+    """One exact sweep over all colours; returns the new ``u`` (the input is not modified).
+
+    ``H_rows[c]`` holds the rows of ``H`` of colour ``c``'s variables (singletons first, then the
+    blocks' variables in order): the residual ``f - H u`` of a whole colour is one sparse product,
+    valid for every member since no two members of a colour share a resistor.
+    """
     u = u.copy()
     h = problem.H.diagonal()
     for c, (singles, multis) in enumerate(sched.colors):
-        if singles.size:
-            Hs = H_rows[c]
-            r = problem.f[singles] - Hs @ u + h[singles] * u[singles]
-            u[singles] = np.clip(r / h[singles], sched.lo[singles], sched.hi[singles])
+        var = H_rows[c][0]
+        r = problem.f[var] - H_rows[c][1] @ u
+        k = singles.size
+        if k:
+            u[singles] = np.clip((r[:k] + h[singles] * u[singles]) / h[singles], sched.lo[singles], sched.hi[singles])
         for b in multis:
-            u[sched.blocks[b]] = _solve_block(problem, sched, b, u)
+            blk = sched.block_data[b]
+            n_b = blk.idx.size
+            f_b = r[k:k + n_b] + blk.H_bb @ u[blk.idx]
+            k += n_b
+            x, _, W = dense_qp(blk.H_bb, f_b, blk.D_b, blk.d_b, W0=blk.cache.get("W"), cache=blk.cache, tol=blk.tol)
+            blk.cache["W"] = W
+            u[blk.idx] = x
     return u
-
-
-def _solve_block(problem: Problem, sched: Schedule, b: int, u: np.ndarray) -> np.ndarray:
-    idx = sched.blocks[b]
-    Hb = problem.H[idx][:, idx]
-    fb = problem.f[idx] - problem.H[idx] @ u + Hb @ u[idx]
-    rows = sched.block_rows[b]
-    Db = problem.D[rows][:, idx]
-    db = problem.d[rows]
-    res = solve_active_set(Hb.tocsr(), fb, Db.tocsr(), db)
-    return res.u
 
 
 def multipliers(problem: Problem, u: np.ndarray, tol_v: float) -> np.ndarray:
@@ -190,7 +210,10 @@ def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, 
                            "ideal diodes force contradictory bounds on node voltages")
     v_scale = max(1.0, float(np.max(np.abs(problem.d), initial=0.0)), float(np.max(np.abs(problem.c), initial=0.0)))
     H = problem.H.tocsr()
-    H_rows = {c: H[singles] for c, (singles, _) in enumerate(sched.colors) if singles.size}
+    H_rows = {}
+    for c, (singles, multis) in enumerate(sched.colors):
+        var = np.concatenate([singles] + [sched.block_data[b].idx for b in multis]).astype(np.int64)
+        H_rows[c] = (var, H[var])
     u = np.zeros(n) if u0 is None else np.asarray(u0, float).copy()
     u = np.clip(u, sched.lo, sched.hi)
     step = np.inf
