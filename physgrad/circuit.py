@@ -20,7 +20,7 @@ element's name starts with its SPICE letter (R, D, V, I).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping, Optional, Sequence, Union
 

@@ -33,11 +33,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 from scipy.sparse.csgraph import connected_components
 
 from physgrad.circuit import Circuit
 from physgrad.equilibrium import FREE, Nudge, PhysgradError
+from physgrad.sparse import solve as sparse_solve
 
 
 @dataclass(frozen=True, eq=False)
@@ -320,7 +320,7 @@ def max_negative_beta(H_free: sp.spmatrix, P: sp.spmatrix, outputs: np.ndarray) 
     Q = _rows_or_zero(P, outputs).T.tocsc()
     if Q.nnz == 0:
         return np.inf
-    X = spla.splu(H_free.tocsc()).solve(Q.toarray())
+    X = sparse_solve(H_free, Q.toarray())
     M = Q.T @ X
     lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
     return np.inf if lam <= 0 else 1.0 / lam

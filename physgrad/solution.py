@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import numpy as np
-import scipy.sparse.linalg as spla
 
 from physgrad.circuit import GROUND, Circuit, node_name
-from physgrad.equilibrium import Equilibrium, PhysgradError, Status
+from physgrad.equilibrium import Equilibrium, Status
 from physgrad.reduction import Problem
+from physgrad.sparse import solve as sparse_solve
 
 # Certificate tolerances, relative to the problem's own scales (a current scale i_scale in A and a
 # voltage scale v_scale in V, see `certify`): 1e-9 leaves three orders of magnitude above the
@@ -188,15 +188,13 @@ class CircuitSolution:
 def _vsource_currents(problem: Problem, q: np.ndarray, clamp_nodes: np.ndarray):
     """Currents of voltage sources (and output clamps) from KCL: ``q + B i = 0`` on the source forest."""
     arr = problem.circuit.arrays
-    n = arr.n_nodes
     a = np.concatenate([arr.vs_a, clamp_nodes])
     b = np.concatenate([arr.vs_b, -np.ones(len(clamp_nodes), dtype=np.int64)])
     if a.size == 0:
         return np.zeros(0)
     B = arr.incidence(a, b).tocsc()
     # The forest makes B of full column rank, so B'B is positive definite.
-    i = spla.spsolve((B.T @ B).tocsc(), -(B.T @ q))
-    return np.atleast_1d(i)
+    return sparse_solve(B.T @ B, -(B.T @ q))
 
 
 def assemble(

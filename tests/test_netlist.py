@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from physgrad.circuit import Circuit, CurrentSource, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
+from physgrad.circuit import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
 from physgrad.equilibrium import PhysgradError
 from physgrad.netlist import NetlistError, parse_netlist, parse_number, read_netlist, write_netlist
 from physgrad.solve import solve

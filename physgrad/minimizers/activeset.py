@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 from scipy.optimize import linprog
+
+from physgrad.sparse import solve as sparse_solve
 
 
 class Infeasible(Exception):
@@ -60,12 +61,11 @@ def kkt_solve(H: sp.spmatrix, f: np.ndarray, D: sp.csr_matrix, d: np.ndarray, W:
     idx = np.flatnonzero(W)
     lam = np.zeros(D.shape[0])
     if idx.size == 0:
-        u = spla.spsolve(H.tocsc(), f) if n else np.zeros(0)
-        return np.atleast_1d(u), lam
+        return sparse_solve(H, f), lam
     DW = D[idx]
     K = sp.bmat([[H, DW.T], [DW, None]], format="csc")
     rhs = np.concatenate([f, d[idx]])
-    sol = spla.splu(K).solve(rhs)
+    sol = sparse_solve(K, rhs)
     lam[idx] = sol[n:]
     return sol[:n], lam
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from physgrad.equilibrium import PhysgradError
 from physgrad.minimizers.activeset import Infeasible, dense_qp
 from physgrad.minimizers.raw import RawSolution
 from physgrad.reduction import Problem
+from physgrad.sparse import solve as sparse_solve
 
 
 def accepts(problem: Problem) -> None:
@@ -191,7 +191,7 @@ def multipliers(problem: Problem, u: np.ndarray, tol_v: float) -> np.ndarray:
         return lam
     DW = D[W]
     M = (DW @ DW.T).tocsc()
-    lam[W] = np.maximum(np.atleast_1d(spla.spsolve(M, DW @ (problem.f - problem.H @ u))), 0.0)
+    lam[W] = np.maximum(sparse_solve(M, DW @ (problem.f - problem.H @ u)), 0.0)
     return lam
 
 
@@ -205,7 +205,7 @@ def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, 
     n = problem.n_u
     try:
         sched = build_schedule(problem)
-    except Infeasible as exc:
+    except Infeasible:
         return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "coordinate",
                            "ideal diodes force contradictory bounds on node voltages")
     v_scale = max(1.0, float(np.max(np.abs(problem.d), initial=0.0)), float(np.max(np.abs(problem.c), initial=0.0)))

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse.linalg as spla
 
 from physgrad.equilibrium import PhysgradError
 from physgrad.minimizers.raw import RawSolution
 from physgrad.reduction import Problem
+from physgrad.sparse import solve as sparse_solve
 
 
 def accepts(problem: Problem) -> None:
@@ -17,5 +17,5 @@ def accepts(problem: Problem) -> None:
 def minimize(problem: Problem) -> RawSolution:
     """Exact solution by sparse LU (SuperLU) of the reduced Laplacian system."""
     accepts(problem)
-    u = spla.splu(problem.H.tocsc()).solve(problem.f) if problem.n_u else np.zeros(0)
-    return RawSolution(np.atleast_1d(u), np.zeros(0), "converged", 1, "linear")
+    u = sparse_solve(problem.H, problem.f)
+    return RawSolution(u, np.zeros(0), "converged", 1, "linear")

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from physgrad.equilibrium import PhysgradError
 from physgrad.minimizers.activeset import Infeasible, solve_active_set
 from physgrad.minimizers.raw import RawSolution
 from physgrad.reduction import Problem
 from physgrad.solution import shockley_co_content, shockley_current, shockley_slope
+from physgrad.sparse import solve as sparse_solve
 
 
 def accepts(problem: Problem) -> None:
@@ -59,7 +59,7 @@ def _start(problem: Problem) -> np.ndarray:
     try:
         return solve_active_set(H0, f0, problem.S[rows], -problem.e[rows]).u
     except (Infeasible, RuntimeError):
-        return np.atleast_1d(spla.spsolve(H0.tocsc(), f0)) if problem.n_u else np.zeros(0)
+        return sparse_solve(H0, f0)
 
 
 def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, u0=None) -> RawSolution:
@@ -87,7 +87,7 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, u0=N
         if res <= rtol * scale:
             return RawSolution(u, np.zeros(0), "converged", it - 1, "newton", f"KCL residual {res:.2e} A")
         K = (problem.H + problem.S.T @ sp.diags(shockley_slope(vd, IS, N, vt, gmin)) @ problem.S).tocsc()
-        du = spla.splu(K).solve(-g)
+        du = sparse_solve(K, -g)
         slope = float(g @ du)
         t = 1.0
         while t > 1e-30:
