@@ -62,6 +62,8 @@ class Problem:
     L : sparse (n_nodes, n_nodes), S — Laplacian including the nudge conductances
     inj : (n_nodes,) A — injected currents including the nudge's ``beta y``
     g : (n_resistors,) S — the conductances used; y : (n_out,) V — targets of a beta-nudge
+    dio_shares : dict, diode-table position -> positions of parallel diodes (equal thresholds)
+        sharing its current equally
     """
 
     circuit: Circuit
@@ -82,6 +84,7 @@ class Problem:
     inj: np.ndarray
     g: np.ndarray
     y: np.ndarray
+    dio_shares: dict
 
     @property
     def n_u(self) -> int:
@@ -294,13 +297,35 @@ def build_problem(
                 + f" its threshold {arr.vth[k]:.6g} V, so its current is "
                 + ("infinite (infeasible)" if d_all[k] < 0 else "not determined")
             )
-    active = np.flatnonzero(~fixed)
+    active, shares = _distinct_rows(D_all, d_all, np.flatnonzero(~fixed))
     S, e = diode_rows(arr.shk_a, arr.shk_b)
     return Problem(
         circuit=circuit, P=P, c=c, H=H, f=np.asarray(f, dtype=float), const=const,
         D=D_all[active].tocsr(), d=d_all[active], dio_rows=active, dio_fixed_off=np.flatnonzero(fixed),
-        S=S, e=e, nudge=nudge, outputs=out, L=L, inj=inj, g=g, y=y,
+        S=S, e=e, nudge=nudge, outputs=out, L=L, inj=inj, g=g, y=y, dio_shares=shares,
     )
+
+
+def _distinct_rows(D: sp.csr_matrix, d: np.ndarray, rows: np.ndarray):
+    """Drop repeated diode constraints (diodes in parallel, same orientation).
+
+    Of parallel diodes only the lowest threshold can conduct; the others are dropped (current 0).
+    Parallel diodes with the *same* threshold are one constraint: the ideal model does not fix how
+    they share the current, which is split equally (``shares`` maps a kept row's position in the
+    diode table to all the positions that share its current).
+    """
+    best: dict = {}
+    for k in rows:
+        key = (D.indices[D.indptr[k]:D.indptr[k + 1]].tobytes(), D.data[D.indptr[k]:D.indptr[k + 1]].tobytes())
+        best.setdefault(key, []).append(int(k))
+    keep, shares = [], {}
+    for group in best.values():
+        dmin = min(d[k] for k in group)
+        tied = [k for k in group if d[k] == dmin]
+        keep.append(tied[0])
+        if len(tied) > 1:
+            shares[tied[0]] = tuple(tied)
+    return np.array(sorted(keep), dtype=np.int64), shares
 
 
 def _rows_or_zero(P: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:

@@ -211,6 +211,8 @@ def assemble(
     i_res = g * (vg[arr.res_a] - vg[arr.res_b])
     lam_full = np.zeros(len(arr.vth))
     lam_full[problem.dio_rows] = lam
+    for k, group in problem.dio_shares.items():
+        lam_full[list(group)] = lam_full[k] / len(group)
     vd, i_shk = shockley_terms(problem, u)
     currents[arr.res_pos] = i_res
     currents[arr.dio_pos] = lam_full
@@ -248,8 +250,9 @@ def assemble(
     return CircuitSolution(circuit, v, currents, co, energy, power, status, solver, n_iter, cert, message, info)
 
 
-def infeasible_solution(circuit: Circuit, solver: str, message: str, info=None) -> CircuitSolution:
-    """A solution object for an infeasible circuit (no voltages: NaN)."""
+def infeasible_solution(circuit: Circuit, solver: str, message: str, info=None,
+                        status: Status = "infeasible") -> CircuitSolution:
+    """A solution without voltages (NaN): infeasible circuit or a solver error."""
     n = len(circuit.nodes)
     return CircuitSolution(circuit, np.full(n, np.nan), np.full(len(circuit.elements), np.nan), np.nan, np.nan,
-                           np.nan, "infeasible", solver, 0, None, message, dict(info or {}))
+                           np.nan, status, solver, 0, None, message, dict(info or {}))

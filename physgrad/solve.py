@@ -14,6 +14,7 @@ auto          linear, activeset or newton as the circuit requires
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -46,8 +47,19 @@ def solve_problem(problem: Problem, solver: str = "auto", **options) -> CircuitS
     module = _MODULES[name]
     module.accepts(problem)
     t0 = time.perf_counter()
-    raw = module.minimize(problem, **options)
+    try:
+        raw = module.minimize(problem, **options)
+    except RuntimeError as exc:  # SuperLU: exactly singular KKT system
+        return infeasible_solution(problem.circuit, name, f"singular KKT system ({exc}): dependent diode constraints, "
+                                   "e.g. anti-parallel ideal diodes with zero thresholds both conducting",
+                                   status="solver_error")
     seconds = time.perf_counter() - t0
+    if problem.dio_shares and raw.status == "converged":
+        names = [[problem.circuit.elements[problem.circuit.arrays.dio_pos[k]].name for k in g]
+                 for g in problem.dio_shares.values()]
+        note = "; ".join(", ".join(g) for g in names)
+        raw = replace(raw, message=f"{raw.message}; parallel ideal diodes with equal thresholds ({note}) share "
+                                   "their current equally (the ideal model leaves the split undetermined)")
     info = {**raw.info, "seconds": seconds}
     if raw.status == "infeasible":
         return infeasible_solution(problem.circuit, raw.solver, _infeasible_message(problem, raw), info)

@@ -247,3 +247,27 @@ def test_coordinate_reports_max_iter():
     assert sol.status == "max_iter" and "2 sweeps" in sol.message
     with pytest.raises(NotSolvedError, match="max_iter"):
         solve(c, "coordinate", max_sweeps=2)
+
+
+@pytest.mark.parametrize("solver", IDEAL_SOLVERS)
+def test_parallel_diodes(solver):
+    """Equal thresholds: one constraint, current split equally and said so; lower threshold wins."""
+    base = (VoltageSource("v1", "in", "0", 5.0), Resistor("r1", "in", "a", 1e-3))
+    sol = solve(Circuit(base + (IdealDiode("d1", "a", "0", 0.5), IdealDiode("d2", "a", "0", 0.5))), solver)
+    assert sol.voltage("a") == pytest.approx(0.5, abs=1e-12)
+    assert sol.current("d1") == pytest.approx(2.25e-3) and sol.current("d2") == pytest.approx(2.25e-3)
+    assert "share their current equally" in sol.message
+    sol = solve(Circuit(base + (IdealDiode("d1", "a", "0", 0.5), IdealDiode("d2", "a", "0", 0.3))), solver)
+    assert sol.voltage("a") == pytest.approx(0.3, abs=1e-12)
+    assert sol.current("d1") == 0 and sol.current("d2") == pytest.approx(4.7e-3)
+
+
+def test_dependent_diode_constraints_are_a_solver_error_not_a_crash():
+    c = Circuit((VoltageSource("v1", "in", "0", 5.0), Resistor("r1", "in", "a", 1e-3), Resistor("r2", "a", "b", 1e-3),
+                 IdealDiode("d1", "a", "b"), IdealDiode("d2", "b", "a"), Resistor("r3", "b", "0", 1e-3)))
+    sol = solve(c, "activeset", strict=False)
+    if sol.status == "converged":  # a solver may pick one of the equivalent multiplier splits
+        assert sol.voltage("a") == pytest.approx(sol.voltage("b"), abs=1e-12)
+        assert sol.certificate.passed
+    else:
+        assert sol.status == "solver_error" and "dependent diode constraints" in sol.message
