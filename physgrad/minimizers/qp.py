@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import cvxpy as cp
 import numpy as np
 
 from physgrad.equilibrium import PhysgradError
@@ -32,6 +31,8 @@ def minimize(problem: Problem, backend: str = "OSQP", polish: bool = True) -> Ra
 
     Returns status ``infeasible`` when the backend certifies infeasibility (diodes forced forward).
     """
+    import cvxpy as cp  # imported here: it takes ~1.5 s, and only this solver needs it
+
     accepts(problem)
     backend = backend.upper()
     if backend not in BACKENDS:
