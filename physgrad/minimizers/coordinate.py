@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from physgrad.equilibrium import PhysgradError
 from physgrad.minimizers.activeset import Infeasible, dense_qp
@@ -86,22 +87,19 @@ def _bounds(problem: Problem):
     return lo, hi, np.flatnonzero(nnz >= 2)
 
 
-def _blocks(n: int, D: sp.csr_matrix, coupling_rows: np.ndarray):
-    parent = np.arange(n)
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in coupling_rows:
-        cols = D.indices[D.indptr[i]:D.indptr[i + 1]]
-        r0 = find(cols[0])
-        for c in cols[1:]:
-            parent[find(c)] = r0
-    roots = np.array([find(i) for i in range(n)])
-    return roots
+def _blocks(n: int, D: sp.csr_matrix, coupling_rows: np.ndarray) -> np.ndarray:
+    """Block label of each variable: connected components of the diodes between free nodes."""
+    sub = D[coupling_rows].tocoo()
+    first = np.full(len(coupling_rows), -1)
+    a, b = [], []
+    for r, col in zip(sub.row, sub.col):  # join each row's variables to its first one
+        if first[r] < 0:
+            first[r] = col
+        else:
+            a.append(first[r])
+            b.append(col)
+    graph = sp.csr_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def build_schedule(problem: Problem) -> Schedule:
