@@ -191,12 +191,12 @@ def _path_names(adj, a, b):
     return names
 
 
-def _check_connected(circuit: Circuit, tree_root: np.ndarray, beta: float, outputs: np.ndarray):
-    """Every node needs a conducting path (resistor, Shockley diode, voltage source) to ground."""
+def _check_connected(circuit: Circuit, tree_root: np.ndarray, beta: float, outputs: np.ndarray, g: np.ndarray):
+    """Every node needs a conducting path (resistor with ``g > 0``, Shockley diode, voltage source) to ground."""
     arr = circuit.arrays
     n = arr.n_nodes
     G = n  # ground's index in the graph
-    keep = arr.g > 0
+    keep = g > 0
     a = np.concatenate([arr.res_a[keep], arr.shk_a, np.arange(n), outputs if beta > 0 else []]).astype(np.int64)
     b = np.concatenate([arr.res_b[keep], arr.shk_b, tree_root, np.full(len(outputs) if beta > 0 else 0, G)])
     a, b = np.where(a < 0, G, a), np.where(b < 0, G, b).astype(np.int64)
@@ -243,8 +243,13 @@ def build_problem(
     if nudge.clamp is not None:
         clamp = _nudge_vectors(circuit, nudge, out, "clamp")
         edges += [(f"clamp({circuit.nodes[o]})", o, -1, v) for o, v in zip(out, clamp)]
+    g = arr.g if conductances is None else np.asarray(conductances, dtype=float)
+    if g.shape != arr.g.shape:
+        raise PhysgradError(f"expected {arr.g.size} conductances, got shape {g.shape}")
+    if not np.all(np.isfinite(g)) or np.any(g < 0):
+        raise PhysgradError("conductances must be finite and >= 0")
     root, offset = _source_forest(circuit, edges)
-    _check_connected(circuit, root[:n], nudge.beta, out)
+    _check_connected(circuit, root[:n], nudge.beta, out, g)
 
     G = n
     free_roots = sorted({int(r) for r in root[:n] if r != G})
@@ -253,12 +258,6 @@ def build_problem(
     cols = np.array([col[int(root[i])] for i in rows], dtype=np.int64)
     P = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(free_roots)))
     c = offset[:n].copy()
-
-    g = arr.g if conductances is None else np.asarray(conductances, dtype=float)
-    if g.shape != arr.g.shape:
-        raise PhysgradError(f"expected {arr.g.size} conductances, got shape {g.shape}")
-    if not np.all(np.isfinite(g)) or np.any(g < 0):
-        raise PhysgradError("conductances must be finite and >= 0")
     L = arr.laplacian(g)
     inj = arr.injection()
     if nudge.beta != 0.0:

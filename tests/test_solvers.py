@@ -271,3 +271,10 @@ def test_dependent_diode_constraints_are_a_solver_error_not_a_crash():
         assert sol.certificate.passed
     else:
         assert sol.status == "solver_error" and "dependent diode constraints" in sol.message
+
+
+def test_zero_conductance_override_can_float_a_node():
+    c = known_circuits()[0].circuit  # divider: in -r1- out -r2- 0
+    with pytest.raises(PhysgradError, match="floating subnetwork: node\\(s\\) out"):
+        solve(c, conductances=np.zeros(2))
+    assert solve(c, conductances=np.array([0.0, 1e-3])).voltage("out") == 0.0
