@@ -28,7 +28,7 @@ Phil. Mag. 42 (1951).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -258,22 +258,7 @@ def build_problem(
     cols = np.array([col[int(root[i])] for i in rows], dtype=np.int64)
     P = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(free_roots)))
     c = offset[:n].copy()
-    L = arr.laplacian(g)
-    inj = arr.injection()
-    if nudge.beta != 0.0:
-        y = _nudge_vectors(circuit, nudge, out, "target")
-        L = (L + sp.csr_matrix((np.full(len(out), nudge.beta), (out, out)), shape=(n, n))).tocsr()
-        inj = inj.copy()
-        np.add.at(inj, out, nudge.beta * y)
-        const_nudge = 0.5 * nudge.beta * float(y @ y)
-    else:
-        y, const_nudge = np.zeros(0), 0.0
-    H = (P.T @ L @ P).tocsr()
-    Lc = L @ c
-    f = P.T @ (inj - Lc)
-    const = 0.5 * float(c @ Lc) - float(inj @ c) + const_nudge
-    if nudge.beta < 0:
-        _check_negative_nudge(H, P, out, nudge.beta, L, arr)
+    quad = _quadratic_part(circuit, P, c, g, nudge, out)
 
     def diode_rows(a, b):
         Pa = _rows_or_zero(P, a)
@@ -299,10 +284,49 @@ def build_problem(
     active, shares = _distinct_rows(D_all, d_all, np.flatnonzero(~fixed))
     S, e = diode_rows(arr.shk_a, arr.shk_b)
     return Problem(
-        circuit=circuit, P=P, c=c, H=H, f=np.asarray(f, dtype=float), const=const,
-        D=D_all[active].tocsr(), d=d_all[active], dio_rows=active, dio_fixed_off=np.flatnonzero(fixed),
-        S=S, e=e, nudge=nudge, outputs=out, L=L, inj=inj, g=g, y=y, dio_shares=shares,
+        circuit=circuit, P=P, c=c, D=D_all[active].tocsr(), d=d_all[active], dio_rows=active,
+        dio_fixed_off=np.flatnonzero(fixed), S=S, e=e, outputs=out, dio_shares=shares, **quad,
     )
+
+
+def _quadratic_part(circuit: Circuit, P, c, g, nudge: Nudge, out) -> dict:
+    """``H, f, const, L, inj, y, g, nudge`` of :class:`Problem` for conductances ``g`` and ``nudge``."""
+    arr = circuit.arrays
+    n = arr.n_nodes
+    L = arr.laplacian(g)
+    inj = arr.injection()
+    if nudge.beta != 0.0:
+        y = _nudge_vectors(circuit, nudge, out, "target")
+        L = (L + sp.csr_matrix((np.full(len(out), nudge.beta), (out, out)), shape=(n, n))).tocsr()
+        np.add.at(inj, out, nudge.beta * y)
+        const_nudge = 0.5 * nudge.beta * float(y @ y)
+    else:
+        y, const_nudge = np.zeros(0), 0.0
+    H = (P.T @ L @ P).tocsr()
+    Lc = L @ c
+    f = np.asarray(P.T @ (inj - Lc), dtype=float)
+    const = 0.5 * float(c @ Lc) - float(inj @ c) + const_nudge
+    if nudge.beta < 0:
+        _check_negative_nudge(H, P, out, nudge.beta, L)
+    return dict(H=H, f=f, const=const, L=L, inj=inj, y=y, g=g, nudge=nudge)
+
+
+def reparametrize(problem: Problem, conductances: np.ndarray, nudge: Nudge = FREE) -> Problem:
+    """``problem`` with new conductances (S) and a new beta-nudge, reusing its structure.
+
+    The structure (``P, c, D, d, S, e``) depends on the sources and clamps only, so training loops
+    rebuild just ``H, f`` (a sparse product). Conductances must stay > 0 where the structure needs
+    them; a clamp, or zeros that could float a node, need :func:`build_problem`.
+    """
+    g = np.asarray(conductances, dtype=float)
+    if g.shape != problem.g.shape:
+        raise PhysgradError(f"expected {problem.g.size} conductances, got shape {g.shape}")
+    if not np.all(np.isfinite(g)) or np.any(g <= 0):
+        raise PhysgradError("reparametrize needs finite conductances > 0 (use build_problem for open resistors)")
+    if nudge.clamp is not None or problem.nudge.clamp is not None:
+        raise PhysgradError("reparametrize handles free and beta-nudged problems; clamps need build_problem")
+    quad = _quadratic_part(problem.circuit, problem.P, problem.c, g, nudge, problem.outputs)
+    return replace(problem, **quad)
 
 
 def _distinct_rows(D: sp.csr_matrix, d: np.ndarray, rows: np.ndarray):
@@ -350,7 +374,7 @@ def max_negative_beta(H_free: sp.spmatrix, P: sp.spmatrix, outputs: np.ndarray) 
     return np.inf if lam <= 0 else 1.0 / lam
 
 
-def _check_negative_nudge(H, P, out, beta, L, arr):
+def _check_negative_nudge(H, P, out, beta, L):
     H_free = H + (P.T @ sp.csr_matrix((np.full(len(out), -beta), (out, out)), shape=L.shape) @ P)
     try:
         bmax = max_negative_beta(H_free, P, out)

@@ -185,6 +185,18 @@ class CircuitSolution:
         )
 
 
+def ideal_diode_currents(problem: Problem, lam: np.ndarray) -> np.ndarray:
+    """Current (A) of every ideal diode of the circuit from the multipliers of ``problem.D``'s rows.
+
+    Diodes the sources hold off carry 0; parallel diodes with equal thresholds share equally.
+    """
+    out = np.zeros(len(problem.circuit.arrays.vth))
+    out[problem.dio_rows] = lam
+    for k, group in problem.dio_shares.items():
+        out[list(group)] = out[k] / len(group)
+    return out
+
+
 def _vsource_currents(problem: Problem, q: np.ndarray, clamp_nodes: np.ndarray):
     """Currents of voltage sources (and output clamps) from KCL: ``q + B i = 0`` on the source forest."""
     arr = problem.circuit.arrays
@@ -209,10 +221,7 @@ def assemble(
     currents = np.zeros(len(circuit.elements))
     g = problem.g
     i_res = g * (vg[arr.res_a] - vg[arr.res_b])
-    lam_full = np.zeros(len(arr.vth))
-    lam_full[problem.dio_rows] = lam
-    for k, group in problem.dio_shares.items():
-        lam_full[list(group)] = lam_full[k] / len(group)
+    lam_full = ideal_diode_currents(problem, lam)
     vd, i_shk = shockley_terms(problem, u)
     currents[arr.res_pos] = i_res
     currents[arr.dio_pos] = lam_full

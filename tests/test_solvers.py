@@ -278,3 +278,34 @@ def test_zero_conductance_override_can_float_a_node():
     with pytest.raises(PhysgradError, match="floating subnetwork: node\\(s\\) out"):
         solve(c, conductances=np.zeros(2))
     assert solve(c, conductances=np.array([0.0, 1e-3])).voltage("out") == 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_iterative_kkt_route_matches_direct(seed, monkeypatch):
+    """The elimination + CG route used on large circuits gives the direct route's answer."""
+    from physgrad.minimizers import activeset
+
+    c = random_circuit(60, seed, diode_fraction=0.6)
+    direct = solve(c, "activeset")
+    monkeypatch.setattr(activeset, "ITERATIVE_MIN_SIZE", 1)
+    iterative = solve(c, "activeset")
+    assert iterative.certificate.passed
+    np.testing.assert_allclose(iterative.voltages, direct.voltages, atol=1e-12)
+    np.testing.assert_allclose(iterative.currents, direct.currents, atol=1e-14)
+
+
+def test_eliminate_parametrises_the_active_constraints():
+    import scipy.sparse as sp
+
+    from physgrad.minimizers.activeset import eliminate
+
+    # rows: u0 <= 1 (bound), u1 - u2 <= 0.5 (tie), -u3 <= 2 (bound), u2 - u4 <= 0 (tie)
+    D = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 1, -1, 0, 0], [0, 0, 0, -1, 0], [0, 0, 1, 0, -1]], float))
+    d = np.array([1.0, 0.5, 2.0, 0.0])
+    T, t0 = eliminate(D, d, np.ones(4, bool), 5)
+    z = np.random.default_rng(0).standard_normal(T.shape[1])
+    u = T @ z + t0
+    np.testing.assert_allclose(D @ u, d, atol=1e-15)
+    assert T.shape[1] == 1  # u1, u2, u4 tied together; u0 and u3 fixed
+    cyc = sp.csr_matrix(np.array([[1, -1, 0], [0, 1, -1], [-1, 0, 1]], float))
+    assert eliminate(cyc, np.zeros(3), np.ones(3, bool), 3) is None

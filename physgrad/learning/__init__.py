@@ -1,0 +1,53 @@
+"""Learning rules: estimators of dC/dtheta with one interface.
+
+Every estimator has ``estimate(energy, theta, x, y, minimizer, free=None) -> like theta``
+(see ``docs/interfaces.md``). :func:`make_estimator` builds one from its CLI/report code.
+"""
+from __future__ import annotations
+
+from physgrad.equilibrium import PhysgradError
+from physgrad.learning.backprop import RecurrentBackprop, TruncatedBackprop
+from physgrad.learning.cost import cost_per_sample, mean_cost
+from physgrad.learning.coupled import CoupledLearning, contrastive_learning
+from physgrad.learning.ep import EquilibriumPropagation
+from physgrad.learning.fit import FitConfig, FitResult, fit
+from physgrad.learning.exact import ExactGradient, ExactResult, QuadraticForm, coupled_limit
+from physgrad.learning.surrogate import primitive, surrogate
+
+METHODS = ("exact", "pep", "nep", "cep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
+"""Codes of the estimators (CLI ``--method`` and report ``method`` column)."""
+
+
+def make_estimator(method: str, *, beta: float = 1e-2, eta: float = 1e-2, steps: int = 100, strict: bool = True):
+    """Build the estimator for a method code.
+
+    Parameters
+    ----------
+    method : {"exact", "pep", "nep", "cep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"}
+    beta : float
+        EP nudge (S for circuits), used by pep/nep/cep.
+    eta : float
+        Coupled-learning amplitude (dimensionless), used by pcpl/ncpl/ccpl.
+    steps : int
+        Unrolled sweeps (tbp) or adjoint iterations (rbp).
+    """
+    ep = {"pep": "positive", "nep": "negative", "cep": "centered"}
+    cpl = {"pcpl": "positive", "ncpl": "negative", "ccpl": "centered"}
+    if method == "exact":
+        return ExactGradient(strict=strict)
+    if method in ep:
+        return EquilibriumPropagation(beta=beta, variant=ep[method], strict=strict)
+    if method == "cl":
+        return contrastive_learning(strict=strict)
+    if method in cpl:
+        return CoupledLearning(eta=eta, variant=cpl[method], strict=strict)
+    if method == "tbp":
+        return TruncatedBackprop(steps=steps, strict=strict)
+    if method == "rbp":
+        return RecurrentBackprop(steps=steps, strict=strict)
+    raise PhysgradError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+
+
+__all__ = ["METHODS", "CoupledLearning", "FitConfig", "FitResult", "fit", "EquilibriumPropagation", "ExactGradient", "ExactResult",
+           "QuadraticForm", "RecurrentBackprop", "TruncatedBackprop", "contrastive_learning", "coupled_limit",
+           "cost_per_sample", "make_estimator", "mean_cost", "primitive", "surrogate"]

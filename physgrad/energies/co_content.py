@@ -1,0 +1,395 @@
+r"""A circuit's co-content as an :doc:`energy of the contract <../../docs/interfaces>`, and a minimizer adapter.
+
+For a circuit of resistors (conductances :math:`g`, S), ideal diodes, Shockley diodes and
+independent sources, the node voltages :math:`v` (V) at steady state minimize the total co-content
+
+.. math::
+
+    E(v) = \tfrac12 \sum_k g_k\, \Delta v_k^2 + \sum_j J_j(\Delta v_j) - i_{\rm inj}^\top v
+
+subject to the voltage sources (:math:`v = P u + c`) and the ideal diodes
+(:math:`v_a - v_c \le v_{th}`) (Millar 1951). The parameters :math:`\theta` are the conductances of
+the trainable resistors (S, shape ``(n_trainable,)``), so :math:`\partial E/\partial g_k = \tfrac12\Delta v_k^2`
+(V^2) and the EP rule is local. Inputs ``x`` (shape ``(batch, n_inputs)``) set the values of the
+named independent sources (V or A); the state is the node voltages, shape ``(batch, n_nodes)``
+in the order of :attr:`Circuit.nodes`; the outputs are the target nodes.
+
+Ideal diodes enter as constraints, not as energy terms: :meth:`CoContentEnergy.energy` is the
+co-content of feasible states.
+
+References
+----------
+W. Millar (1951), Phil. Mag. 42; Kendall et al. (2020), "Training end-to-end analog neural networks
+with equilibrium propagation", arXiv:2006.01981; Scellier (2024), "A fast algorithm to simulate
+nonlinear resistive networks", ICML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import autograd.numpy as anp
+import numpy as np
+
+from physgrad.circuit import Circuit, CurrentSource, Resistor, VoltageSource
+from physgrad.equilibrium import FREE, Equilibrium, Nudge, PhysgradError
+from physgrad.learning.exact import QuadraticForm
+from physgrad.reduction import build_problem, reparametrize
+
+
+@dataclass(frozen=True, eq=False)
+class CoContentEnergy:
+    """Co-content of ``circuit`` with ``theta`` = trainable conductances (see module docstring).
+
+    Parameters
+    ----------
+    circuit : Circuit
+    inputs : tuple of str
+        Names of the independent sources whose values ``x`` sets (empty: ``x`` is ignored, batch 1).
+    output_nodes : tuple of str, optional
+        Output nodes; default the circuit's ``.target`` nodes.
+    trainable : tuple of str, optional
+        Trainable resistor names; default ``circuit.trainable_names``.
+    """
+
+    circuit: Circuit
+    inputs: tuple = ()
+    output_nodes: Optional[tuple] = None
+    trainable: Optional[tuple] = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        c = self.circuit
+        if not isinstance(c, Circuit):
+            raise PhysgradError(f"circuit must be a Circuit, got {type(c).__name__}")
+        inputs = tuple(str(n).strip().lower() for n in self.inputs)
+        for n in inputs:
+            if not isinstance(c.element(n), (VoltageSource, CurrentSource)):
+                raise PhysgradError(f"input {n!r} is not an independent source")
+        object.__setattr__(self, "inputs", inputs)
+        outs = tuple(t[0] for t in c.targets) if self.output_nodes is None else tuple(self.output_nodes)
+        if not outs:
+            raise PhysgradError("the circuit has no output nodes: add `.target NODE VALUE` lines "
+                                "(or pass output_nodes)")
+        object.__setattr__(self, "output_nodes", tuple(c.nodes[c.index_of_node(n)] for n in outs))
+        names = c.trainable_names if self.trainable is None else tuple(str(n).strip().lower() for n in self.trainable)
+        for n in names:
+            if not isinstance(c.element(n), Resistor):
+                raise PhysgradError(f"trainable element {n!r} is not a resistor")
+        if not names:
+            raise PhysgradError("the circuit has no trainable resistors")
+        object.__setattr__(self, "trainable", tuple(names))
+        arr = c.arrays
+        res_names = [c.elements[p].name for p in arr.res_pos]
+        pos = {n: i for i, n in enumerate(res_names)}
+        sel = np.zeros((len(res_names), len(names)))
+        for j, n in enumerate(names):
+            sel[pos[n], j] = 1.0
+        g_fixed = arr.g * (1.0 - sel.sum(axis=1))
+        self._cache.update(sel=sel, g_fixed=g_fixed, A=np.asarray(arr.A_res.todense()),
+                           out=np.array([c.index_of_node(n) for n in self.output_nodes]),
+                           shk=len(arr.shk_a) > 0)
+
+    # --- contract ----------------------------------------------------------------------------
+    @property
+    def n_outputs(self) -> int:
+        return len(self.output_nodes)
+
+    @property
+    def output_rows(self) -> tuple:
+        """Indices of the output nodes in the state (node order)."""
+        return tuple(int(i) for i in self._cache["out"])
+
+    @property
+    def param_names(self) -> tuple:
+        """Names of the trainable resistors, in the order of ``theta``."""
+        return self.trainable
+
+    def theta0(self) -> np.ndarray:
+        """The circuit's own trainable conductances (S), shape ``(n_trainable,)``."""
+        return np.array([self.circuit.element(n).conductance for n in self.trainable])
+
+    def targets(self) -> np.ndarray:
+        """Targets from the circuit's ``.target`` lines, in output order (V), shape ``(n_out,)``."""
+        t = self.circuit.target_dict
+        missing = [n for n in self.output_nodes if n not in t]
+        if missing:
+            raise PhysgradError(f"no .target for output node(s) {', '.join(missing)}")
+        return np.array([t[n] for n in self.output_nodes])
+
+    def inputs0(self) -> np.ndarray:
+        """The circuit's own input source values, shape ``(1, n_inputs)``."""
+        return np.array([[self.circuit.element(n).value for n in self.inputs]])
+
+    def conductances(self, theta):
+        """All resistor conductances (S), shape ``(n_resistors,)``, traceable in ``theta``."""
+        return self._cache["g_fixed"] + anp.dot(self._cache["sel"], theta)
+
+    def batch_inputs(self, x) -> np.ndarray:
+        """``x`` as ``(batch, n_inputs)`` (``None`` or no inputs: the circuit's own values, batch 1)."""
+        if x is None or not self.inputs:
+            return self.inputs0()
+        arr = np.asarray(x, dtype=float)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != len(self.inputs):
+            raise PhysgradError(f"x must have shape (batch, {len(self.inputs)}) for inputs {self.inputs}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise PhysgradError("x contains NaN or inf")
+        return arr
+
+    def circuit_at(self, theta, x_row) -> Circuit:
+        """The circuit with conductances ``theta`` and input sources ``x_row`` (shape ``(n_inputs,)``)."""
+        c = self.circuit.with_conductances(dict(zip(self.trainable, np.asarray(theta, float))))
+        if self.inputs:
+            c = c.with_sources(dict(zip(self.inputs, np.asarray(x_row, float))))
+        return c
+
+    def problem(self, theta, x_row, nudge: Nudge = FREE):
+        """The circuit core's reduced :class:`~physgrad.reduction.Problem` for one sample.
+
+        Free and beta-nudged problems reuse the sample's cached structure (``P``, ``c``, ``D``, ``d``
+        depend on the sources only) through :func:`physgrad.reduction.reparametrize`; clamps and
+        zero conductances (which can change the structure) go through ``build_problem`` itself.
+        """
+        g = np.asarray(self.conductances(np.asarray(theta, float)), dtype=float)
+        if not np.all(np.isfinite(g)) or np.any(g < 0):
+            raise PhysgradError("conductances must be finite and >= 0")
+        if nudge.clamp is not None or np.any(g == 0):
+            c = self.circuit if not self.inputs else self.circuit.with_sources(dict(zip(self.inputs, x_row)))
+            return build_problem(c, nudge, outputs=self.output_nodes, conductances=g)
+        return reparametrize(self._sample(x_row)["problem"], g, nudge)
+
+    def _sample(self, x_row):
+        key = ("sample", np.asarray(x_row, float).tobytes())
+        if key not in self._cache:
+            c = self.circuit if not self.inputs else self.circuit.with_sources(dict(zip(self.inputs, x_row)))
+            pb = build_problem(c, FREE, outputs=self.output_nodes,
+                               conductances=np.asarray(self.conductances(self.theta0())))
+            self._cache[key] = dict(problem=pb, P=np.asarray(pb.P.todense()), c=pb.c, inj=pb.inj.copy(),
+                                    D=np.asarray(pb.D.todense()), d=pb.d, dio_rows=pb.dio_rows)
+        return self._cache[key]
+
+    def _injections(self, x):
+        return np.stack([self._sample(r)["inj"] for r in self.batch_inputs(x)])
+
+    def energy(self, state, theta, x):
+        """Co-content (W) per sample, shape ``(batch,)`` (ideal diodes: feasible states only)."""
+        dv = anp.dot(state, self._cache["A"])
+        e = 0.5 * anp.sum(self.conductances(theta) * dv**2, axis=1) - anp.sum(state * self._injections(x), axis=1)
+        if self._cache["shk"]:
+            e = e + self._shockley(state)
+        return e
+
+    def _shockley(self, state):
+        arr = self.circuit.arrays
+        va = anp.where(arr.shk_a >= 0, state[:, np.maximum(arr.shk_a, 0)], 0.0)
+        vb = anp.where(arr.shk_b >= 0, state[:, np.maximum(arr.shk_b, 0)], 0.0)
+        vd = va - vb
+        nvt = arr.shk_N * arr.shk_vt
+        return anp.sum(arr.shk_IS * (nvt * (anp.exp(vd / nvt) - 1.0) - vd) + 0.5 * arr.shk_gmin * vd**2, axis=1)
+
+    def theta_grad(self, state, theta, x):
+        r""":math:`\partial E/\partial g_k = \tfrac12 \Delta v_k^2` (V^2), batch mean, shape ``(n_trainable,)``."""
+        dv = anp.dot(state, anp.dot(self._cache["A"], self._cache["sel"]))
+        return 0.5 * anp.mean(dv**2, axis=0)
+
+    def outputs(self, state):
+        """Output node voltages (V), shape ``(batch, n_out)``."""
+        return state[:, list(self._cache["out"])]
+
+    def project(self, theta):
+        """Conductances clipped at 0 S."""
+        return np.maximum(np.asarray(theta, float), 0.0)
+
+    def quadratic_form(self, theta, x) -> QuadraticForm:
+        """Reduced form (dense; traceable in ``theta``) for the exact gradient and the coordinate step.
+
+        Shockley diodes enter as the smooth terms ``S u + e`` of :class:`QuadraticForm` (their
+        currents and slopes from :mod:`physgrad.solution`, i.e. the circuit core's diode law).
+        """
+        rows = [self._sample(r) for r in self.batch_inputs(x)]
+        P = rows[0]["P"]
+        A = self._cache["A"]
+        L = anp.dot(A * self.conductances(theta), A.T)
+        H = anp.dot(P.T, anp.dot(L, P))
+        c = np.stack([r["c"] for r in rows])
+        inj = np.stack([r["inj"] for r in rows])
+        f = anp.dot(inj - anp.dot(c, L), P)  # L symmetric
+        smooth = {}
+        if self._cache["shk"]:
+            arr = self.circuit.arrays
+            from physgrad.solution import shockley_current, shockley_slope
+
+            def terms(v):
+                return (shockley_current(v, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin),
+                        shockley_slope(v, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin))
+
+            pb = rows[0]["problem"]
+            smooth = dict(S=np.asarray(pb.S.todense()), e=np.stack([r["problem"].e for r in rows]), smooth=terms)
+        return QuadraticForm(H=H, f=f, D=rows[0]["D"], d=np.stack([r["d"] for r in rows]), P=P, c=c, **smooth)
+
+
+def _sample_row(values, b: int) -> np.ndarray:
+    """Row ``b`` of per-sample values ``(batch, n_out)`` (or the shared ``(n_out,)`` / ``(1, n_out)``)."""
+    a = np.asarray(values, dtype=float)
+    if a.ndim <= 1:
+        return a
+    return a[b] if a.shape[0] > 1 else a[0]
+
+
+def _nudge_row(nudge: Nudge, b: int, n_out: int) -> Nudge:
+    if nudge.is_free:
+        return nudge
+    if nudge.clamp is not None:
+        return Nudge(clamp=_sample_row(nudge.clamp, b))
+    return Nudge(nudge.beta, target=_sample_row(nudge.target, b))
+
+
+@dataclass(frozen=True)
+class CoContentMinimizer:
+    """Minimizer of a :class:`CoContentEnergy`, per sample, plus a pure coordinate-descent ``step``.
+
+    Parameters
+    ----------
+    solver : str
+        ``"auto"`` (default): for ideal-diode circuits the exact KKT solve of the reduced QP on the
+        active set (:func:`physgrad.minimizers.activeset.solve_active_set`, certified by
+        :func:`physgrad.solution.certify`) called directly, without building a CircuitSolution;
+        with Shockley diodes :func:`physgrad.solve.solve` (damped Newton). ``"activeset"`` forces the
+        direct route; any other value (``"qp"``, ``"coordinate"``, ``"newton"``, ``"linear"``) is passed
+        to :func:`physgrad.solve.solve`.
+    """
+
+    solver: str = "auto"
+
+    def __post_init__(self):
+        from physgrad.solve import SOLVERS
+
+        if self.solver not in SOLVERS:
+            raise PhysgradError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+
+    def accepts(self, energy) -> None:
+        if not isinstance(energy, CoContentEnergy):
+            raise PhysgradError(f"CoContentMinimizer handles CoContentEnergy, not {type(energy).__name__}")
+
+    def minimize(self, energy, theta, x, *, nudge: Nudge = FREE, s0=None) -> Equilibrium:
+        """Equilibrium of every sample; state shape ``(batch, n_nodes)`` (V)."""
+        self.accepts(energy)
+        xs = energy.batch_inputs(x)
+        states, statuses, iters, resid, msgs, certs, currents = [], [], 0, 0.0, [], [], []
+        for b, row in enumerate(xs):
+            nb = _nudge_row(nudge, b, energy.n_outputs)
+            if self.solver == "activeset" or (self.solver == "auto" and not energy._cache["shk"]):
+                v, status, n_it, cert, msg, cur = _solve_activeset(energy, theta, row, nb)
+            else:
+                v, status, n_it, cert, msg, cur = _solve_lead(energy, theta, row, nb, self.solver)
+            states.append(v)
+            statuses.append(status)
+            iters += n_it
+            certs.append(cert)
+            currents.append(cur)
+            if cert is not None:
+                resid = max(resid, cert.kcl)
+            if msg:
+                msgs.append(f"sample {b}: {msg}")
+        state = np.stack(states)
+        status = next((s for s in ("solver_error", "infeasible", "max_iter") if s in statuses), "converged")
+        if status == "converged" and any(c is not None and not c.passed for c in certs):
+            status = "solver_error"
+            msgs.append("KKT certificate failed: " + "; ".join(c.describe() for c in certs if c is not None and not c.passed))
+        return Equilibrium(state=state, energy=np.asarray(energy.energy(state, theta, xs)), status=status,
+                           n_iter=iters, residual=resid, solver=f"co-content/{self.solver}", message="; ".join(msgs),
+                           info={"certificates": tuple(certs), "diode_currents": tuple(currents),
+                                 "residual_kind": "max KCL residual (A)"})
+
+    def step(self, energy, theta, x, s, nudge: Nudge = FREE):
+        """One Gauss-Seidel sweep over the reduced variables (exact per coordinate, diode-projected).
+
+        Traceable by autograd in ``theta`` and ``s`` (shape ``(batch, n_nodes)``). Each reduced
+        variable ``u_j`` (a node, or a tree of nodes tied by floating voltage sources) is set to
+        the minimizer of the co-content with the others fixed, clipped to the interval its diodes
+        allow. Supports free and beta-nudged phases.
+        """
+        if nudge.clamp is not None:
+            raise PhysgradError("the coordinate step supports free and beta-nudged phases, not clamps")
+        qf = energy.quadratic_form(theta, x)
+        if qf.has_smooth:
+            raise PhysgradError("the coordinate step handles ideal diodes only, not Shockley diodes")
+        P = qf.P
+        Pinv = np.linalg.pinv(P)
+        H, f = qf.H, qf.f
+        if nudge.beta != 0.0:
+            out = list(energy.output_rows)
+            Po = P[out]
+            y = np.broadcast_to(np.asarray(nudge.target, float), (f.shape[0], len(out)))
+            H = H + nudge.beta * anp.dot(Po.T, Po)
+            f = f + nudge.beta * anp.dot(y - qf.c[:, out], Po)
+        D = np.asarray(qf.D)
+        u = anp.dot(s - qf.c, Pinv.T)
+        eye = np.eye(P.shape[1])
+        for j in range(P.shape[1]):
+            uj = u[:, j]
+            val = uj + (f[:, j] - anp.dot(u, H[:, j])) / H[j, j]
+            rows = np.flatnonzero(D[:, j])
+            if rows.size:
+                dj = D[rows, j]
+                bound = uj[:, None] + (qf.d[:, rows] - anp.dot(u, D[rows].T)) / dj
+                if np.any(dj > 0):
+                    val = anp.minimum(val, anp.min(bound[:, dj > 0], axis=1))
+                if np.any(dj < 0):
+                    val = anp.maximum(val, anp.max(bound[:, dj < 0], axis=1))
+            u = u + (val - uj)[:, None] * eye[j]
+        # Moves along each two-node diode's direction |D_r| (keeps its voltage fixed): without them an
+        # active diode between two free nodes pins both, and coordinate descent stalls (eigenvalue 1).
+        for r in range(D.shape[0]):
+            if np.count_nonzero(D[r]) != 2 or D[r].sum() != 0:
+                continue
+            direc = np.abs(D[r])
+            curv = anp.dot(anp.dot(H, direc), direc)
+            slope = anp.dot(anp.dot(u, H) - f, direc)
+            t = -slope / curv
+            Dd = D @ direc
+            slack = qf.d - anp.dot(u, D.T)
+            pos, neg = Dd > 1e-12, Dd < -1e-12
+            if np.any(pos):
+                t = anp.minimum(t, anp.min(slack[:, pos] / Dd[pos], axis=1))
+            if np.any(neg):
+                t = anp.maximum(t, anp.max(slack[:, neg] / Dd[neg], axis=1))
+            u = u + t[:, None] * direc
+        return qf.lift(u)
+
+
+def _solve_activeset(energy, theta, x_row, nudge):
+    from physgrad.minimizers.activeset import Infeasible, solve_active_set
+    from physgrad.solution import certify, ideal_diode_currents
+
+    try:
+        pb = energy.problem(theta, x_row, nudge)
+    except PhysgradError as err:
+        if "forced forward" in str(err):
+            return np.full(energy.circuit.arrays.n_nodes, np.nan), "infeasible", 0, None, str(err), None
+        raise
+    if energy._cache["shk"]:
+        raise PhysgradError("the active-set route handles ideal diodes only; use solver='newton' for Shockley diodes")
+    try:
+        res = solve_active_set(pb.H, pb.f, pb.D, pb.d)
+    except Infeasible as err:
+        return np.full(energy.circuit.arrays.n_nodes, np.nan), "infeasible", 0, None, str(err), None
+    except RuntimeError as err:
+        return np.full(energy.circuit.arrays.n_nodes, np.nan), "solver_error", 0, None, str(err), None
+    cert = certify(pb, res.u, res.lam)
+    currents = ideal_diode_currents(pb, res.lam)
+    return pb.voltages(res.u), ("converged" if res.converged else "max_iter"), res.n_iter, cert, \
+        ("" if res.converged else res.message), currents
+
+
+def _solve_lead(energy, theta, x_row, nudge, solver):
+    from physgrad.solve import solve
+
+    c = energy.circuit if not energy.inputs else energy.circuit.with_sources(dict(zip(energy.inputs, x_row)))
+    sol = solve(c, solver, nudge=nudge, outputs=energy.output_nodes,
+                conductances=np.asarray(energy.conductances(np.asarray(theta, float))), strict=False)
+    arr = energy.circuit.arrays
+    currents = np.asarray(sol.currents)[arr.dio_pos] if len(arr.dio_pos) else np.zeros(0)
+    return np.asarray(sol.voltages), sol.status, sol.n_iter, sol.certificate, sol.message, currents

@@ -1,0 +1,44 @@
+"""Helpers shared by the learning rules: solving one phase and checking it converged."""
+from __future__ import annotations
+
+from physgrad.equilibrium import FREE, Equilibrium, NotSolvedError, Nudge, PhysgradError
+from physgrad.tree import tree_map
+
+
+def solve_phase(energy, theta, x, minimizer, nudge: Nudge = FREE, s0=None, strict: bool = True) -> Equilibrium:
+    """``minimizer.minimize(...)``; with ``strict`` raise :class:`NotSolvedError` unless converged."""
+    eq = minimizer.minimize(energy, theta, x, nudge=nudge, s0=s0)
+    if strict and not eq.converged:
+        phase = "free" if nudge.is_free else (f"beta={nudge.beta:g}" if nudge.clamp is None else "clamped")
+        raise NotSolvedError(
+            f"{getattr(eq, 'solver', '?')} did not converge in the {phase} phase: status={eq.status}, "
+            f"residual={eq.residual:.3g}, {eq.message}")
+    return eq
+
+
+def free_phase(energy, theta, x, minimizer, free=None, strict: bool = True) -> Equilibrium:
+    """Return ``free`` when given (checking it is a free equilibrium), else solve the free phase."""
+    if free is None:
+        return solve_phase(energy, theta, x, minimizer, FREE, strict=strict)
+    if not isinstance(free, Equilibrium):
+        raise PhysgradError(f"free must be an Equilibrium or None, got {type(free).__name__}")
+    if strict and not free.converged:
+        raise NotSolvedError(f"the given free equilibrium has status {free.status}: {free.message}")
+    return free
+
+
+def difference_quotient(a, b, scale: float):
+    """``(a - b) / scale`` leaf-wise over parameter trees."""
+    return tree_map(lambda p, q: (p - q) / scale, a, b)
+
+
+def check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not (value > 0.0) or value != value or value == float("inf"):
+        raise PhysgradError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, valid) -> None:
+    if value not in valid:
+        raise PhysgradError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")

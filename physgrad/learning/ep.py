@@ -1,0 +1,103 @@
+r"""Equilibrium propagation (EP): positive, negative and centered variants.
+
+With :math:`s_\beta = \arg\min_s E(s, \theta, x) + \beta C(s, y)` the EP estimates of
+:math:`\partial C / \partial \theta` (averaged over the batch) are
+
+.. math::
+
+    \hat g_{+} = \frac{\partial_\theta E(s_\beta) - \partial_\theta E(s_0)}{\beta},\qquad
+    \hat g_{-} = \frac{\partial_\theta E(s_0) - \partial_\theta E(s_{-\beta})}{\beta},\qquad
+    \hat g_{c} = \frac{\partial_\theta E(s_\beta) - \partial_\theta E(s_{-\beta})}{2\beta}.
+
+Each is the exact gradient of a surrogate (see :mod:`physgrad.learning.surrogate`):
+:math:`\hat g_+ = \nabla_\theta (F(\beta) - F(0))/\beta`, etc., with :math:`F(\beta) = \min_s E + \beta C`;
+the positive surrogate is a lower bound of :math:`C`, the negative one an upper bound (F is concave
+in beta), and the biases are :math:`O(\beta)`, :math:`O(\beta)` and :math:`O(\beta^2)`.
+For circuits (E = co-content, :math:`\theta = g` in S) :math:`\partial_{g_k} E = \tfrac12 \Delta v_k^2` and
+:math:`-\eta\hat g` is the local rule :math:`\Delta g_k = \frac{\eta}{2\beta}(\Delta v_{k,0}^2 - \Delta v_{k,\beta}^2)`.
+
+References
+----------
+Scellier & Bengio (2017), "Equilibrium propagation", Front. Comput. Neurosci. 11:24.
+Laborieux et al. (2021), "Scaling equilibrium propagation to deep ConvNets by drastically reducing
+its gradient estimator bias", Front. Neurosci. 15:633674 (the centered variant).
+Scellier (2021), "A deep learning theory for neural networks grounded in physics", PhD thesis, ch. 2-3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from physgrad.equilibrium import Equilibrium, Nudge
+from physgrad.learning._phase import check_choice, check_positive, difference_quotient, free_phase, solve_phase
+from physgrad.learning.cost import check_targets
+
+Variant = Literal["positive", "negative", "centered"]
+VARIANTS = ("positive", "negative", "centered")
+
+
+@dataclass(frozen=True)
+class EPPhases:
+    """The equilibria an EP estimate used (``plus``/``minus`` are ``None`` when not needed)."""
+
+    free: Equilibrium
+    plus: Optional[Equilibrium]
+    minus: Optional[Equilibrium]
+
+
+@dataclass(frozen=True)
+class EquilibriumPropagation:
+    r"""EP gradient estimator.
+
+    Parameters
+    ----------
+    beta : float
+        Nudging strength magnitude :math:`\beta > 0` (S for circuits: the conductance from each
+        output to a source at its target). The variant sets the sign(s) used.
+    variant : {"positive", "negative", "centered"}
+        Which nudged phases to use (see module docstring).
+    strict : bool
+        Raise :class:`~physgrad.equilibrium.NotSolvedError` when any phase is not converged.
+
+    Examples
+    --------
+    >>> EquilibriumPropagation(beta=1e-3, variant="centered")  # doctest: +SKIP
+    """
+
+    beta: float = 1e-2
+    variant: Variant = "centered"
+    strict: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "beta", check_positive("beta", self.beta))
+        check_choice("variant", self.variant, VARIANTS)
+
+    @property
+    def code(self) -> str:
+        """Short name used at the CLI and in reports (pep, nep, cep)."""
+        return {"positive": "pep", "negative": "nep", "centered": "cep"}[self.variant]
+
+    def phases(self, energy, theta, x, y, minimizer, free=None) -> EPPhases:
+        """Solve (or reuse) the free phase and the nudged phase(s) this variant needs."""
+        free = free_phase(energy, theta, x, minimizer, free, self.strict)
+        y = check_targets(energy, free.state, y)
+        plus = minus = None
+        if self.variant in ("positive", "centered"):
+            plus = solve_phase(energy, theta, x, minimizer, Nudge(self.beta, target=y), free.state, self.strict)
+        if self.variant in ("negative", "centered"):
+            minus = solve_phase(energy, theta, x, minimizer, Nudge(-self.beta, target=y), free.state, self.strict)
+        return EPPhases(free, plus, minus)
+
+    def estimate_from_phases(self, energy, theta, x, phases: EPPhases):
+        """The EP estimate given already solved phases (shaped like ``theta``)."""
+        grad = energy.theta_grad
+        if self.variant == "positive":
+            return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.free.state, theta, x), self.beta)
+        if self.variant == "negative":
+            return difference_quotient(grad(phases.free.state, theta, x), grad(phases.minus.state, theta, x), self.beta)
+        return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.minus.state, theta, x),
+                                   2.0 * self.beta)
+
+    def estimate(self, energy, theta, x, y, minimizer, free=None):
+        """Estimate :math:`\\partial \\bar C/\\partial\\theta`, shaped like ``theta`` (units of C per unit theta)."""
+        return self.estimate_from_phases(energy, theta, x, self.phases(energy, theta, x, y, minimizer, free))

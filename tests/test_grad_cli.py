@@ -1,0 +1,111 @@
+"""``physgrad grad``: JSON output, methods, and agreement with an independent finite difference."""
+import json
+
+import numpy as np
+import pytest
+
+from physgrad.cli import main
+from physgrad.learning import METHODS
+from physgrad.netlist import read_netlist, write_netlist
+from physgrad.solve import solve
+from verification.cases import feasible_random_circuit
+
+NETLIST = """grad test: divider with a clipping diode
+V1 in 0 1
+R1 in a 1
+R2 a out 2
+R3 out 0 1.5
+R4 a 0 0.8
+D1 a b dth
+.model dth D(ideal=1 vth=0.05)
+V2 b 0 0.2
+.target out 0.2
+.trainable R1 R2 R3
+.end
+"""
+
+
+@pytest.fixture()
+def netlist(tmp_path):
+    p = tmp_path / "c.cir"
+    p.write_text(NETLIST)
+    return p
+
+
+def run_json(capsys, *args):
+    assert main(["grad", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def fd_gradient(circuit, names, h=1e-4):
+    """Independent dC/dg: the circuit core's solve() on netlists with one conductance moved."""
+    def cost(c):
+        sol = solve(c)
+        return 0.5 * sum((sol.voltage(n) - y) ** 2 for n, y in c.targets)
+
+    out = {}
+    for n in names:
+        g = circuit.element(n).conductance
+
+        def at(t):
+            return cost(circuit.with_conductances({n: g + t}))
+
+        d1 = (at(h) - at(-h)) / (2 * h)
+        d2 = (at(h / 2) - at(-h / 2)) / h
+        out[n] = (4 * d2 - d1) / 3
+    return out
+
+
+def test_exact_json_matches_fd(netlist, capsys):
+    res = run_json(capsys, netlist, "--method", "exact")
+    assert set(res) >= {"cost", "method", "beta", "grad", "surrogate"}
+    assert res["method"] == "exact" and res["surrogate"] is None and res["beta"] is None
+    circ = read_netlist(netlist)
+    assert list(res["grad"]) == ["r1", "r2", "r3"]
+    fd = fd_gradient(circ, res["grad"])
+    norm = np.linalg.norm(list(res["grad"].values()))
+    for n, g in res["grad"].items():
+        assert abs(g - fd[n]) <= 1e-6 * norm
+    assert res["active_set"]["active_diodes"] == ["d1"]
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_exact_on_unseen_random_netlists(tmp_path, capsys, seed):
+    circ = feasible_random_circuit(seed, n_free=8, n_diodes=4)
+    p = tmp_path / "r.cir"
+    p.write_text(write_netlist(circ))
+    res = run_json(capsys, p, "--method", "exact")
+    fd = fd_gradient(read_netlist(p), res["grad"])
+    g = np.array(list(res["grad"].values()))
+    assert np.max(np.abs(g - np.array([fd[n] for n in res["grad"]]))) <= 1e-6 * np.linalg.norm(g)
+
+
+def test_every_method_runs(netlist, capsys):
+    exact = np.array(list(run_json(capsys, netlist, "--method", "exact")["grad"].values()))
+    for m in METHODS:
+        res = run_json(capsys, netlist, "--method", m, "--beta", "1e-4", "--eta", "1e-3", "--steps", "200")
+        g = np.array(list(res["grad"].values()))
+        assert g.shape == exact.shape and np.all(np.isfinite(g))
+        if m in ("pep", "nep", "cep"):
+            assert res["beta"] == 1e-4 and res["surrogate"] == pytest.approx(res["cost"], rel=1e-2)
+            assert np.linalg.norm(g - exact) <= 1e-2 * np.linalg.norm(exact)
+        if m in ("tbp", "rbp", "cep"):
+            assert np.linalg.norm(g - exact) <= 1e-6 * np.linalg.norm(exact)
+
+
+def test_text_output(netlist, capsys):
+    assert main(["grad", str(netlist), "--method", "cep"]) == 0
+    out = capsys.readouterr().out
+    assert "dC/dg" in out and "r2" in out and "surrogate" in out
+
+
+def test_bad_input(tmp_path, capsys):
+    p = tmp_path / "n.cir"
+    p.write_text("no targets\nV1 in 0 1\nR1 in 0 1\n.end\n")
+    assert main(["grad", str(p)]) == 2
+    assert ".target" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["grad", str(p), "--method", "sgd"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["grad", str(p), "--beta", "-1"])

@@ -1,0 +1,416 @@
+"""Verification checks: each takes a :class:`~verification.cases.Case` and a :class:`VerifyConfig`
+and returns tidy rows (dicts); no files, no printing. One row = case x check x method x parameter.
+
+Row columns: ``case, family, check, method, param_name, param, value, reference, error, tol,
+status`` (``pass``/``fail``/``skip``/``info``) and ``detail``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from physgrad.equilibrium import FREE, Nudge, PhysgradError
+from physgrad.tree import tree_leaves, tree_map, tree_norm, tree_vdot
+from physgrad.learning import (CoupledLearning, EquilibriumPropagation, ExactGradient, TruncatedBackprop,
+                               contrastive_learning, coupled_limit)
+from physgrad.learning.cost import mean_cost
+from physgrad.learning.backprop import recurrent_backprop_path
+from physgrad.learning.exact import box_active_set, find_active_set
+from physgrad.learning.surrogate import surrogate_from_phases
+
+EPS = np.finfo(float).eps
+EP_CODES = {"positive": "pep", "negative": "nep", "centered": "cep"}
+CPL_CODES = {"positive": "pcpl", "negative": "ncpl", "centered": "ccpl"}
+EXPECTED_ORDER = {"pep": 1.0, "nep": 1.0, "cep": 2.0, "pcpl": 1.0, "ncpl": 1.0}
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Grids and tolerances of the suite (all justified in ``docs``/the report).
+
+    Attributes
+    ----------
+    betas : EP nudges (S). Spread over two decades so a slope is measurable; the smallest keeps
+        the round-off of EP differences (~eps/beta ~ 1e-13) far below the O(beta^2) bias.
+    etas : coupled-learning amplitudes (dimensionless).
+    steps : TBP/RBP sweep counts.
+    n_directions : random unit directions for finite differences.
+    fd_rel_step : finite-difference step, relative to the mean parameter (|theta|); used with one
+        Richardson extrapolation (steps h and h/2), so the truncation error is O(h^4) ~ 1e-12 and the
+        round-off ~ eps |C| / h ~ 1e-12 relative: both far below ``fd_tol``.
+    fd_tol : relative tolerance of exact-vs-FD and EP-vs-surrogate-gradient (|fd - g.d| / (|g| |d|)).
+    slope_tol : allowed |fitted slope - expected order|.
+    bound_rtol : round-off allowance of the bound check, times ``eps (|E| + |C|) / beta``.
+    solver_tol : max voltage difference (V) between solvers (exact routes agree to ~1e-12 V).
+    backprop_tol : relative error TBP/RBP must reach at the largest step count (Gauss-Seidel sweeps
+        contract geometrically; 100 sweeps reach 1e-6 or better on the catalogue, 1e-4 leaves margin).
+    seed : seed of the random directions.
+    solvers : the circuit core's solvers compared with the reference route.
+    """
+
+    betas: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    etas: tuple = (1e-3, 1e-2, 1e-1)
+    steps: tuple = (1, 3, 10, 30, 100)
+    n_directions: int = 3
+    fd_rel_step: float = 1e-3
+    fd_tol: float = 1e-6
+    slope_tol: float = 0.25
+    bound_rtol: float = 64.0
+    solver_tol: float = 1e-9
+    backprop_tol: float = 1e-4
+    seed: int = 0
+    solvers: tuple = ("qp", "coordinate")
+
+    def __post_init__(self):
+        for name in ("betas", "etas", "steps", "solvers"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.betas) < 3 or min(self.betas) <= 0:
+            raise PhysgradError("betas: at least three values > 0 are needed to fit a slope")
+        if len(self.etas) < 2 or min(self.etas) <= 0:
+            raise PhysgradError("etas: at least two values > 0")
+        if not self.steps or min(self.steps) < 1:
+            raise PhysgradError("steps must be integers >= 1")
+        if self.n_directions < 1 or self.fd_rel_step <= 0:
+            raise PhysgradError("n_directions >= 1 and fd_rel_step > 0 are required")
+
+
+def row(case, family, check, method="", param_name="", param=np.nan, value=np.nan, reference=np.nan,
+        error=np.nan, tol=np.nan, status="info", detail=""):
+    """One tidy result row."""
+    return dict(case=case.name, family=family, check=check, method=method, param_name=param_name,
+                param=float(param), value=float(value), reference=float(reference), error=float(error),
+                tol=float(tol), status=status, detail=detail)
+
+
+def rel_error(a, b) -> float:
+    """``|a - b| / |b|`` (Euclidean norms over every leaf of the parameter trees)."""
+    nb = tree_norm(b)
+    diff = tree_norm(tree_map(lambda p, q: np.asarray(p) - q, a, b))
+    return float(diff / nb) if nb > 0 else float(tree_norm(a))
+
+
+def cosine(a, b) -> float:
+    """Cosine similarity of two gradients (parameter trees)."""
+    return float(tree_vdot(a, b) / (tree_norm(a) * tree_norm(b)))
+
+
+def flat(tree) -> np.ndarray:
+    """All leaves of a parameter tree as one vector."""
+    return np.concatenate([np.ravel(np.asarray(a, float)) for a in tree_leaves(tree)])
+
+
+def axpy(theta, t: float, d):
+    """``theta + t d`` leaf-wise."""
+    return tree_map(lambda a, b: a + t * b, theta, d)
+
+
+def fit_slope(x, y):
+    """Least-squares slope of ``log y`` vs ``log x`` and its spread (max minus min of the local slopes)."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    slope = float(np.polyfit(lx, ly, 1)[0])
+    local = np.diff(ly) / np.diff(lx)
+    return slope, float(np.max(local) - np.min(local)) if local.size else 0.0
+
+
+def directions(theta, k: int, seed: int) -> list:
+    """``k`` seeded random directions shaped like ``theta`` (an int: a vector of that length), unit norm."""
+    rng = np.random.default_rng(seed)
+    like = np.zeros(theta) if isinstance(theta, (int, np.integer)) else theta
+    out = []
+    for _ in range(k):
+        d = tree_map(lambda a: rng.normal(size=np.shape(a)), like)
+        out.append(tree_map(lambda a: a / tree_norm(d), d))
+    return out
+
+
+def richardson(f, h: float) -> float:
+    """Central difference of ``f(t)`` at 0 with one Richardson step: ``(4 D(h/2) - D(h)) / 3``."""
+    d1 = (f(h) - f(-h)) / (2 * h)
+    d2 = (f(h / 2) - f(-h / 2)) / h
+    return (4 * d2 - d1) / 3
+
+
+class Recorder:
+    """Minimizer wrapper that records every equilibrium it returns (for the certificate check)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.equilibria = []
+
+    def accepts(self, energy):
+        return self.inner.accepts(energy)
+
+    def minimize(self, energy, theta, x, *, nudge=FREE, s0=None):
+        eq = self.inner.minimize(energy, theta, x, nudge=nudge, s0=s0)
+        self.equilibria.append(eq)
+        return eq
+
+    def step(self, energy, theta, x, s, nudge=FREE):
+        return self.inner.step(energy, theta, x, s, nudge)
+
+
+def _cost(case, theta, minimizer):
+    return float(mean_cost(case.energy, minimizer.minimize(case.energy, theta, case.x).state, case.y))
+
+
+def check_exact(case, cfg: VerifyConfig, minimizer) -> tuple:
+    """Exact gradient vs closed form (when known) and vs central finite differences of C."""
+    res = ExactGradient().compute(case.energy, case.theta, case.x, case.y, minimizer)
+    rows = []
+    if case.known_grad is not None:
+        err = rel_error(res.grad, case.known_grad)
+        rows.append(row(case, "exact", "exact_vs_closed_form", "exact", error=err, tol=1e-12,
+                        status="pass" if err <= 1e-12 else "fail"))
+    h = cfg.fd_rel_step * float(np.mean(np.abs(flat(case.theta))))
+    aset = res.active_set
+    margin = np.inf if aset is None else min(aset.min_slack, aset.min_current)
+    for k, d in enumerate(directions(case.theta, cfg.n_directions, cfg.seed)):
+        fd = richardson(lambda t: _cost(case, axpy(case.theta, t, d), minimizer), h)
+        g = tree_vdot(res.grad, d)
+        err = abs(fd - g) / tree_norm(res.grad)
+        status = "pass" if err <= cfg.fd_tol else ("skip" if res.near_kink else "fail")
+        rows.append(row(case, "exact", "exact_vs_fd", "exact", "direction", k, g, fd, err, cfg.fd_tol, status,
+                        f"h={h:.3g}; active-set margin {margin:.3g}"))
+    if aset is not None:
+        rows.append(row(case, "exact", "active_set_margin", "exact", value=margin, status="skip" if res.near_kink else "info",
+                        detail=f"min slack {aset.min_slack:.3g} V, min current {aset.min_current:.3g} A, "
+                               f"active {list(aset.active)}"))
+    return res, rows
+
+
+def _ep_phases(case, theta, beta, minimizer, free=None):
+    return EquilibriumPropagation(beta, "centered").phases(case.energy, theta, case.x, case.y, minimizer, free)
+
+
+def _active(case, eq):
+    """The active constraints of an equilibrium (diodes at their threshold / units at their bound)."""
+    if not hasattr(case.energy, "quadratic_form"):
+        return box_active_set(case.energy, case.theta, case.x, eq.state, 1e-9).active
+    qf = case.energy.quadratic_form(case.theta, case.x)
+    return find_active_set(qf, qf.reduce(eq.state), 1e-9).active
+
+
+def check_ep(case, cfg: VerifyConfig, exact, minimizer) -> list:
+    """EP: gradient of its own surrogate, bounds, and bias order vs the exact gradient."""
+    rows = []
+    C = exact.cost
+    E0 = float(np.mean(np.abs(case.energy.energy(
+        minimizer.minimize(case.energy, case.theta, case.x).state, case.theta, case.x))))
+    h = cfg.fd_rel_step * float(np.mean(np.abs(flat(case.theta))))
+    dirs = directions(case.theta, 1, cfg.seed + 1)
+    free = minimizer.minimize(case.energy, case.theta, case.x)
+    act0 = _active(case, free)
+    errors = {v: [] for v in EP_CODES}
+    for beta in (b * case.beta_scale for b in cfg.betas):
+        try:
+            ph = _ep_phases(case, case.theta, beta, minimizer, free)
+        except PhysgradError as err:
+            for v in EP_CODES:
+                rows.append(row(case, "bounds", "surrogate_bound", EP_CODES[v], "beta", beta, status="skip",
+                                detail=str(err)))
+            continue
+        switched = act0 is not None and (_active(case, ph.plus) != act0 or _active(case, ph.minus) != act0)
+        L = {v: surrogate_from_phases(case.energy, case.theta, case.x, case.y, beta, v, ph) for v in EP_CODES}
+        tol_b = cfg.bound_rtol * EPS * (E0 + abs(C)) / beta
+        rows.append(row(case, "bounds", "lower_bound", "pep", "beta", beta, L["positive"], C, L["positive"] - C, tol_b,
+                        "pass" if L["positive"] <= C + tol_b else "fail", "L_pos(beta) <= C; error = L - C"))
+        rows.append(row(case, "bounds", "upper_bound", "nep", "beta", beta, L["negative"], C, C - L["negative"], tol_b,
+                        "pass" if C <= L["negative"] + tol_b else "fail", "C <= L_neg(beta); error = C - L"))
+        rows.append(row(case, "bounds", "centered_surrogate", "cep", "beta", beta, L["centered"], C,
+                        L["centered"] - C, status="info"))
+        # the EP estimate is the gradient of its own surrogate
+        d = dirs[0]
+        phases_at = {}
+
+        def L_at(t, variant):
+            if t not in phases_at:
+                phases_at[t] = _ep_phases(case, axpy(case.theta, t, d), beta, minimizer)
+            return surrogate_from_phases(case.energy, axpy(case.theta, t, d), case.x, case.y, beta, variant, phases_at[t])
+
+        for v, code in EP_CODES.items():
+            est = EquilibriumPropagation(beta, v).estimate_from_phases(case.energy, case.theta, case.x, ph)
+            fd = richardson(lambda t: L_at(t, v), h)
+            err = abs(fd - tree_vdot(est, d)) / tree_norm(est)
+            status = "pass" if err <= cfg.fd_tol else ("skip" if switched else "fail")
+            rows.append(row(case, "surrogate", "ep_is_surrogate_gradient", code, "beta", beta, tree_vdot(est, d),
+                            fd, err, cfg.fd_tol, status, "active set switches" if switched else ""))
+            e = rel_error(est, exact.grad)
+            errors[v].append((beta, e, switched))
+            rows.append(row(case, "bias", "relative_error", code, "beta", beta, e, status="info",
+                            detail="active set switches" if switched else ""))
+    for v, code in EP_CODES.items():
+        rows.append(_slope_row(case, code, "beta", errors[v], cfg))
+    return rows
+
+
+def _slope_row(case, code, pname, triples, cfg):
+    ok = [(p, e) for p, e, sw in triples if not sw and e > 0]
+    expected = EXPECTED_ORDER[code]
+    n_sw = sum(1 for *_, sw in triples if sw)
+    if len(ok) < 3:
+        return row(case, "bias", "bias_order", code, pname, status="skip", reference=expected,
+                   detail=f"only {len(ok)} {pname} values with the free active set ({n_sw} switch)")
+    slope, spread = fit_slope(*zip(*ok))
+    err = abs(slope - expected)
+    return row(case, "bias", "bias_order", code, pname, value=slope, reference=expected, error=err, tol=cfg.slope_tol,
+               status="pass" if err <= cfg.slope_tol else "fail",
+               detail=f"spread {spread:.3g}; {len(ok)} points" + (f"; {n_sw} excluded (diode switches)" if n_sw else ""))
+
+
+def check_coupled(case, cfg: VerifyConfig, exact, minimizer) -> list:
+    """Coupled learning: order in eta w.r.t. its eta->0 limit; CL and CpL cosine to the exact gradient."""
+    rows = []
+    try:
+        limit = coupled_limit(case.energy, case.theta, case.x, case.y, minimizer)
+    except PhysgradError as err:
+        return [row(case, "coupled", "cpl_limit", "ccpl", status="skip", detail=str(err))]
+    rows.append(row(case, "coupled", "cosine_to_exact", "cpl-limit", value=cosine(limit, exact.grad), status="info"))
+    free = minimizer.minimize(case.energy, case.theta, case.x)
+    act0 = _active(case, free)
+    errors = {v: [] for v in CPL_CODES}
+    for eta in cfg.etas:
+        for v, code in CPL_CODES.items():
+            cl = CoupledLearning(eta, v)
+            try:
+                ph = cl.phases(case.energy, case.theta, case.x, case.y, minimizer, free)
+            except Exception as err:  # an infeasible clamp (a diode forced forward) is a property of the case
+                rows.append(row(case, "coupled", "relative_error", code, "eta", eta, status="skip", detail=str(err)[:200]))
+                continue
+            sw = act0 is not None and any(_active(case, p) != act0 for p in (ph.plus, ph.minus) if p is not None)
+            est = cl.estimate_from_phases(case.energy, case.theta, case.x, ph)
+            e = rel_error(est, limit)
+            errors[v].append((eta, e, sw))
+            rows.append(row(case, "coupled", "relative_error", code, "eta", eta, e, status="info",
+                            detail="active set switches" if sw else ""))
+            rows.append(row(case, "coupled", "cosine_to_exact", code, "eta", eta, cosine(est, exact.grad), status="info"))
+    for v in ("positive", "negative"):
+        r = _slope_row(case, CPL_CODES[v], "eta", errors[v], cfg)
+        r["family"] = "coupled"
+        rows.append(r)
+    # centered CpL: the clamped state is affine in eta on a fixed active set, so its error is round-off
+    cen = [(p, e) for p, e, sw in errors["centered"] if not sw]
+    if cen:
+        worst = max(e for _, e in cen)
+        rows.append(row(case, "coupled", "centered_exact", "ccpl", "eta", max(p for p, _ in cen), worst, 0.0, worst,
+                        1e-8, "pass" if worst <= 1e-8 else "fail",
+                        "piecewise-quadratic energy: C-CpL equals its eta->0 limit up to round-off"))
+    try:
+        est = contrastive_learning().estimate(case.energy, case.theta, case.x, case.y, minimizer, free)
+        rows.append(row(case, "coupled", "cosine_to_exact", "cl", "eta", 1.0, cosine(est, exact.grad), status="info"))
+    except Exception as err:
+        rows.append(row(case, "coupled", "cosine_to_exact", "cl", status="skip", detail=str(err)[:200]))
+    return rows
+
+
+def check_backprop(case, cfg: VerifyConfig, exact, minimizer) -> list:
+    """TBP and RBP approach the exact gradient as the number of steps grows."""
+    if not case.has_step:
+        return [row(case, "backprop", "convergence", m, status="skip", detail="no pure step") for m in ("tbp", "rbp")]
+    rows = []
+    free = minimizer.minimize(case.energy, case.theta, case.x)
+    paths = {"tbp": [TruncatedBackprop(n).estimate(case.energy, case.theta, case.x, case.y, minimizer, free)
+                     for n in cfg.steps],
+             "rbp": recurrent_backprop_path(case.energy, case.theta, case.x, case.y, minimizer, cfg.steps, free)}
+    for code, ests in paths.items():
+        errs = [rel_error(g, exact.grad) for g in ests]
+        for n, e in zip(cfg.steps, errs):
+            rows.append(row(case, "backprop", "relative_error", code, "steps", n, e, status="info"))
+        ok = errs[-1] <= cfg.backprop_tol and errs[-1] <= errs[0]
+        status = "pass" if ok else ("skip" if exact.near_kink else "fail")
+        rows.append(row(case, "backprop", "convergence", code, "steps", cfg.steps[-1], errs[-1], 0.0, errs[-1],
+                        cfg.backprop_tol, status, f"errors {', '.join(f'{e:.2g}' for e in errs)}"
+                        + ("; the free equilibrium is on a kink: the sweeps' derivative is one-sided"
+                           if status == "skip" else "")))
+    return rows
+
+
+def check_solvers(case, cfg: VerifyConfig, recorder: Recorder) -> list:
+    """Solver agreement (circuit cases) and the KKT certificate of every equilibrium the checks used."""
+    rows = []
+    if case.circuit is not None:
+        from physgrad.energies.co_content import CoContentMinimizer
+
+        ref = case.minimizer.minimize(case.energy, case.theta, case.x)
+        for solver in (case.solvers if case.solvers is not None else cfg.solvers):
+            if solver == "ngspice":
+                rows.append(_ngspice_row(case, ref, cfg))
+                continue
+            for label, nudge in (("free", FREE), ("beta", Nudge(max(cfg.betas) * case.beta_scale, target=case.y))):
+                try:
+                    eq = CoContentMinimizer(solver).minimize(case.energy, case.theta, case.x, nudge=nudge)
+                    ref_n = ref if label == "free" else case.minimizer.minimize(case.energy, case.theta, case.x, nudge=nudge)
+                    diff = float(np.max(np.abs(eq.state - ref_n.state)))
+                    status = "pass" if eq.converged and diff <= cfg.solver_tol else "fail"
+                    rows.append(row(case, "solvers", "solver_agreement", solver, "phase", 0 if label == "free" else 1,
+                                    diff, 0.0, diff, cfg.solver_tol, status, f"{label} phase; {eq.status}"))
+                except Exception as err:
+                    rows.append(row(case, "solvers", "solver_agreement", solver, status="fail", detail=str(err)[:200]))
+    if hasattr(case.energy, "to_circuit"):  # layered model: compare with the circuit core on its lowered circuit
+        from physgrad.solve import solve
+
+        eq = case.minimizer.minimize(case.energy, case.theta, case.x)
+        for b in range(np.shape(case.x)[0]):
+            try:
+                sol = solve(case.energy.to_circuit(case.theta, case.x[b:b + 1]))
+                ref = case.energy.state_from_solution(sol)
+                diff = max(float(np.max(np.abs(np.asarray(a)[b] - r[0]))) for a, r in zip(eq.state, ref))
+                ok = diff <= cfg.solver_tol and sol.certificate is not None and sol.certificate.passed
+                rows.append(row(case, "solvers", "solver_agreement", f"circuit/{sol.solver}", "sample", b, diff, 0.0,
+                                diff, cfg.solver_tol, "pass" if ok else "fail",
+                                f"{getattr(case.minimizer, 'name', 'minimizer')} vs solve(to_circuit); certificate "
+                                + ("passed" if sol.certificate is not None and sol.certificate.passed else "FAILED")))
+            except Exception as err:
+                rows.append(row(case, "solvers", "solver_agreement", "circuit", "sample", b, status="fail",
+                                detail=str(err)[:200]))
+    certs = [c for eq in recorder.equilibria for c in eq.info.get("certificates", ()) if c is not None]
+    n_eq = len(recorder.equilibria)
+    bad_status = sum(1 for eq in recorder.equilibria if not eq.converged)
+    if certs:
+        n_bad = sum(1 for c in certs if not c.passed)
+        worst = max(c.kcl / c.tol_current if c.tol_current > 0 else 0.0 for c in certs)
+        rows.append(row(case, "solvers", "kkt_certificates", case.minimizer.__class__.__name__, value=len(certs),
+                        error=worst, tol=1.0, status="pass" if n_bad == 0 and bad_status == 0 else "fail",
+                        detail=f"{n_eq} equilibria, {n_bad} failed certificates, {bad_status} not converged; "
+                               "error = worst KCL residual / tolerance"))
+    else:
+        name = getattr(case.minimizer, "name", type(case.minimizer).__name__)
+        rows.append(row(case, "solvers", "kkt_certificates", str(name), value=n_eq,
+                        status="pass" if bad_status == 0 else "fail",
+                        detail=f"{n_eq} equilibria, {bad_status} not converged (this minimizer returns no "
+                               "certificate object: its status is checked)"))
+    return rows
+
+
+NGSPICE_TOL = 1e-8  # V: ngspice run with reltol=1e-9, vntol=1e-12 (measured agreement ~5e-10 V)
+
+
+def _ngspice_row(case, ref, cfg):
+    """Free-phase node voltages against ngspice (skipped when ngspice is not installed)."""
+    from physgrad.netlist import write_netlist
+    from physgrad.ngspice import NgspiceNotFoundError, run_ngspice
+
+    lines = write_netlist(case.circuit).splitlines()
+    lines.insert(1, ".options reltol=1e-9 vntol=1e-12 abstol=1e-15")
+    try:
+        res = run_ngspice("\n".join(lines) + "\n")
+    except NgspiceNotFoundError as err:
+        return row(case, "solvers", "solver_agreement", "ngspice", status="skip", detail=str(err)[:200])
+    except Exception as err:
+        return row(case, "solvers", "solver_agreement", "ngspice", status="fail", detail=str(err)[:200])
+    diff = max(abs(res.voltage(n) - float(ref.state[0, i])) for i, n in enumerate(case.circuit.nodes))
+    return row(case, "solvers", "solver_agreement", "ngspice", "phase", 0, diff, 0.0, diff, NGSPICE_TOL,
+               "pass" if diff <= NGSPICE_TOL else "fail",
+               f"free phase vs {res.version} (.options reltol=1e-9 vntol=1e-12 abstol=1e-15)"
+               + (f"; warnings: {res.warnings}" if res.warnings else ""))
+
+
+def run_case(case, cfg: VerifyConfig) -> list:
+    """Every check on one case (rows)."""
+    rec = Recorder(case.minimizer)
+    exact, rows = check_exact(case, cfg, rec)
+    rows += check_ep(case, cfg, exact, rec)
+    rows += check_coupled(case, cfg, exact, rec)
+    rows += check_backprop(case, cfg, exact, rec)
+    rows += check_solvers(case, cfg, rec)
+    return rows
