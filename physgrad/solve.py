@@ -7,7 +7,8 @@ linear        resistors and sources only                                 sparse 
 activeset     + ideal diodes                                             KKT solves on the active set
 qp            + ideal diodes                                             cvxpy (OSQP) + active-set polish
 coordinate    + ideal diodes                                             exact (block) coordinate descent
-newton        + Shockley diodes                                          damped Newton, sparse Hessian
+newton        + Shockley (and ideal) diodes                              damped Newton, sparse Hessian
+                                                                         (active-set loop over ideal diodes)
 auto          linear, activeset or newton as the circuit requires
 ============  ========================================================  =============================
 """

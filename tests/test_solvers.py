@@ -212,9 +212,6 @@ def test_solver_capabilities_are_checked():
     for s in IDEAL_SOLVERS:
         with pytest.raises(PhysgradError, match="Shockley"):
             solve(c, s)
-    mixed = c.with_elements(IdealDiode("d2", "b", "0", 0.1))
-    with pytest.raises(PhysgradError, match="no solver mixes"):
-        solve(mixed)
     with pytest.raises(PhysgradError, match="unknown solver 'magic'"):
         solve(c, "magic")
 
@@ -309,3 +306,46 @@ def test_eliminate_parametrises_the_active_constraints():
     assert T.shape[1] == 1  # u1, u2, u4 tied together; u0 and u3 fixed
     cyc = sp.csr_matrix(np.array([[1, -1, 0], [0, 1, -1], [-1, 0, 1]], float))
     assert eliminate(cyc, np.zeros(3), np.ones(3, bool), 3) is None
+
+
+@pytest.mark.parametrize("vth", [0.5, 0.8])
+def test_mixed_ideal_and_shockley_diodes(vth):
+    """Shockley diode and ideal clamp in parallel: the lower conduction voltage wins (brentq route)."""
+    m = DiodeModel("dm", IS=1e-14, N=1.0)
+    g = 1e-3
+    c = Circuit((VoltageSource("v1", "in", "0", 5.0), Resistor("r1", "in", "a", g), ShockleyDiode("ds", "a", "0", m),
+                 IdealDiode("di", "a", "0", vth)))
+    sol = solve(c)
+    assert sol.solver == "newton" and sol.certificate.passed, sol.certificate.describe()
+    i_s = lambda v: m.IS * np.expm1(v / (m.N * m.vt)) + m.gmin * v
+    v_free = brentq(lambda v: (5.0 - v) * g - i_s(v), 0.0, 5.0, xtol=1e-15, rtol=1e-15)
+    if v_free > vth:  # the ideal diode clamps
+        assert sol.voltage("a") == pytest.approx(vth, abs=1e-12)
+        assert sol.current("di") == pytest.approx((5.0 - vth) * g - i_s(vth), rel=1e-9)
+    else:
+        assert sol.voltage("a") == pytest.approx(v_free, abs=1e-12)
+        assert sol.current("di") == 0.0
+    assert sol.current("ds") == pytest.approx(i_s(sol.voltage("a")), rel=1e-9)
+    assert (vth < 0.6) == (sol.current("di") > 0)  # both regimes are exercised
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_newton_on_ideal_diode_circuits_matches_activeset(seed):
+    """Newton's active-set loop on a purely ideal-diode circuit reproduces the exact QP route."""
+    c = random_circuit(30, seed)
+    np.testing.assert_allclose(solve(c, "newton").voltages, solve(c, "activeset").voltages, atol=1e-10)
+
+
+def test_mixed_random_graph_is_certified():
+    c = random_circuit(25, 5, shockley=True, diode_fraction=0.4)
+    c = c.with_elements(*[IdealDiode(f"dz{k}", n, "0", 0.3) for k, n in enumerate(c.nodes[::4])])
+    sol = solve(c)
+    assert sol.certificate.passed and "3 ideal diodes conduct" in sol.message
+
+
+def test_newton_reports_infeasible_ideal_diodes():
+    m = DiodeModel("dm")
+    c = Circuit((VoltageSource("v1", "in", "0", 5.0), IdealDiode("d1", "in", "m"), IdealDiode("d2", "m", "0"),
+                 Resistor("r1", "m", "0", 1e-3), Resistor("r2", "in", "b", 1e-3), ShockleyDiode("ds", "b", "0", m)))
+    sol = solve(c, strict=False)
+    assert sol.solver == "newton" and sol.status == "infeasible"
