@@ -220,7 +220,8 @@ def assemble(
     vg = np.concatenate([v, [0.0]])  # index -1 = ground
     currents = np.zeros(len(circuit.elements))
     g = problem.g
-    i_res = g * (vg[arr.res_a] - vg[arr.res_b])
+    dv_res = vg[arr.res_a] - vg[arr.res_b]
+    i_res = g * dv_res
     lam_full = ideal_diode_currents(problem, lam)
     vd, i_shk = shockley_terms(problem, u)
     currents[arr.res_pos] = i_res
@@ -240,14 +241,12 @@ def assemble(
     clamp_nodes = problem.outputs if nudge.clamp is not None else np.zeros(0, np.int64)
     i_vs = _vsource_currents(problem, q, clamp_nodes)
     currents[arr.vs_pos] = i_vs[: len(arr.vs_pos)]
-    dv_res = vg[arr.res_a] - vg[arr.res_b]
-    inj_phys = arr.injection()
-    co = 0.5 * float(g @ dv_res**2) + float(np.sum(shockley_co_content(vd, arr.shk_IS, arr.shk_N, arr.shk_vt,
-                                                                      arr.shk_gmin))) - float(inj_phys @ v)
+    j_shk = shockley_co_content(vd, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin)
+    co = 0.5 * float(i_res @ dv_res) + float(np.sum(j_shk)) - float(arr.injection() @ v)
     energy = co
     if nudge.beta != 0.0:
         energy += 0.5 * nudge.beta * float(np.sum((v[problem.outputs] - problem.y) ** 2))
-    power = float(g @ dv_res**2) + float(lam_full @ arr.vth) + float(i_shk @ vd)
+    power = float(i_res @ dv_res) + float(lam_full @ arr.vth) + float(i_shk @ vd)
     info = dict(info or {})
     info.update(u=u, diode_multipliers=lam)
     if clamp_nodes.size:
