@@ -32,7 +32,7 @@ from physgrad.equilibrium import PhysgradError
 GROUND = "0"
 GROUND_ALIASES = ("0", "gnd")
 NGSPICE_GMIN = 1e-12  # S, ngspice's default conductance across each junction
-NGSPICE_VT = 0.025864917  # V, kT/q at ngspice's default 27 C
+NGSPICE_VT = 1.38064852e-23 / 1.6021766208e-19 * 300.15  # V, kT/q with ngspice-39's constants at 27 C
 
 
 def node_name(node) -> str:

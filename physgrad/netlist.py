@@ -328,13 +328,10 @@ def write_netlist(circuit: Circuit) -> str:
     out = [circuit.title, "* written by physgrad", f".options {TIGHT_OPTIONS}"]
     shk_models = {}
     gmins = {d.model.gmin for d in circuit.of_type(ShockleyDiode)}
-    vts = {d.model.vt for d in circuit.of_type(ShockleyDiode)}
     if len(gmins) > 1:
         raise PhysgradError("Shockley diodes with different gmin cannot be written: gmin is a global .options value")
     if gmins and gmins != {NGSPICE_GMIN}:
         out[-1] += f" gmin={fmt(gmins.pop())}"
-    if vts and vts != {NGSPICE_VT}:
-        out.append("* note: non-default thermal voltage vt is passed as a model parameter (physgrad only)")
     ideal_models = {}
     for el in circuit.elements:
         if isinstance(el, Resistor):
@@ -364,8 +361,13 @@ def write_netlist(circuit: Circuit) -> str:
                 out.append(f"{el.name} {el.anode} {el.cathode} pg_steep")
             out.append(NGSPICE_ONLY_END)
     for name, m in shk_models.items():
-        extra = "" if m.vt == NGSPICE_VT else f" vt={fmt(m.vt)}"
-        out.append(f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N)}{extra})")
+        if m.vt == NGSPICE_VT:
+            out.append(f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N)})")
+        else:  # ngspice has no vt parameter; only N * vt enters the diode law
+            out.append(f"* model {name}: vt = {fmt(m.vt)} V; for ngspice N is scaled by vt / {NGSPICE_VT!r}")
+            out.append(f"{PRAGMA}.model {name} D(IS={fmt(m.IS)} N={fmt(m.N)} vt={fmt(m.vt)})")
+            out += [NGSPICE_ONLY_BEGIN, f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N * m.vt / NGSPICE_VT)})",
+                    NGSPICE_ONLY_END]
     for vth, name in ideal_models.items():
         out.append(f"{PRAGMA}.model {name} D(ideal=1 vth={fmt(vth)})")
     if ideal_models:

@@ -126,3 +126,12 @@ def test_console_script_entry_point():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["voltages"]["a"] == pytest.approx(0.7)
+
+
+def test_json_stdout_is_clean_with_every_solver(tmp_path, capsys):
+    """No backend may print to stdout (OSQP's polishing did): --json output must parse."""
+    path = tmp_path / "rev.cir"
+    path.write_text("rev\nV1 in 0 DC -1\nR1 in a 1k\nR2 a 0 1k\nD1 a 0 di\n.model di D(ideal=1)\n")
+    for solver in ("auto", "qp", "coordinate", "activeset", "newton"):
+        code, out, _ = run_cli("solve", str(path), "--json", "--solver", solver, capsys=capsys)
+        assert code == 0 and json.loads(out)["voltages"]["a"] == pytest.approx(-0.5), solver

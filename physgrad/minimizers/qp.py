@@ -42,7 +42,7 @@ def minimize(problem: Problem, backend: str = "OSQP", polish: bool = True) -> Ra
     obj = 0.5 * cp.quad_form(u, cp.psd_wrap(problem.H)) - problem.f @ u
     cons = [problem.D @ u <= problem.d] if problem.D.shape[0] else []
     prob = cp.Problem(cp.Minimize(obj), cons)
-    opts = {"OSQP": dict(eps_abs=1e-10, eps_rel=1e-10, max_iter=200000),
+    opts = {"OSQP": dict(eps_abs=1e-10, eps_rel=1e-10, max_iter=200000, polishing=False),
             "CLARABEL": {}, "SCS": dict(eps=1e-9)}[backend]
     t0 = time.perf_counter()
     try:
