@@ -259,15 +259,21 @@ def test_parallel_diodes(solver):
     assert sol.current("d1") == 0 and sol.current("d2") == pytest.approx(4.7e-3)
 
 
-def test_dependent_diode_constraints_are_a_solver_error_not_a_crash():
-    c = Circuit((VoltageSource("v1", "in", "0", 5.0), Resistor("r1", "in", "a", 1e-3), Resistor("r2", "a", "b", 1e-3),
-                 IdealDiode("d1", "a", "b"), IdealDiode("d2", "b", "a"), Resistor("r3", "b", "0", 1e-3)))
-    sol = solve(c, "activeset", strict=False)
-    if sol.status == "converged":  # a solver may pick one of the equivalent multiplier splits
-        assert sol.voltage("a") == pytest.approx(sol.voltage("b"), abs=1e-12)
-        assert sol.certificate.passed
-    else:
-        assert sol.status == "solver_error" and "dependent diode constraints" in sol.message
+@pytest.mark.parametrize("solver", IDEAL_SOLVERS + ("newton",))
+def test_loops_of_conducting_diodes(solver):
+    """Diode loops conducting at 0 V fix the voltages but not the circulating current: every solver
+    answers (a loop diode carrying no circulating current), certified."""
+    anti = Circuit((VoltageSource("v1", "in", "0", 5.0), Resistor("r1", "in", "a", 1e-3), Resistor("r2", "a", "b", 1e-3),
+                    IdealDiode("d1", "a", "b"), IdealDiode("d2", "b", "a"), Resistor("r3", "b", "0", 1e-3)))
+    sol = solve(anti, solver)
+    assert sol.voltage("a") == pytest.approx(2.5, abs=1e-12) and sol.voltage("b") == pytest.approx(2.5, abs=1e-12)
+    assert sol.current("d1") - sol.current("d2") == pytest.approx(2.5e-3, rel=1e-9)
+    loop = Circuit((VoltageSource("v1", "in", "0", 1.0), Resistor("r1", "in", "a", 1e-3), Resistor("r2", "b", "0", 1e-3),
+                    IdealDiode("d1", "a", "b"), IdealDiode("d2", "b", "0"), IdealDiode("d3", "a", "0")))
+    sol = solve(loop, solver)
+    assert sol.certificate.passed
+    assert sol.voltage("a") == pytest.approx(0.0, abs=1e-12) and sol.voltage("b") == pytest.approx(0.0, abs=1e-12)
+    assert sol.current("d1") + sol.current("d3") == pytest.approx(1e-3, rel=1e-9)
 
 
 def test_zero_conductance_override_can_float_a_node():
@@ -299,13 +305,16 @@ def test_eliminate_parametrises_the_active_constraints():
     # rows: u0 <= 1 (bound), u1 - u2 <= 0.5 (tie), -u3 <= 2 (bound), u2 - u4 <= 0 (tie)
     D = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 1, -1, 0, 0], [0, 0, 0, -1, 0], [0, 0, 1, 0, -1]], float))
     d = np.array([1.0, 0.5, 2.0, 0.0])
-    T, t0 = eliminate(D, d, np.ones(4, bool), 5)
+    T, t0, kept = eliminate(D, d, np.ones(4, bool), 5)
+    assert kept.all()
     z = np.random.default_rng(0).standard_normal(T.shape[1])
     u = T @ z + t0
     np.testing.assert_allclose(D @ u, d, atol=1e-15)
     assert T.shape[1] == 1  # u1, u2, u4 tied together; u0 and u3 fixed
     cyc = sp.csr_matrix(np.array([[1, -1, 0], [0, 1, -1], [-1, 0, 1]], float))
-    assert eliminate(cyc, np.zeros(3), np.ones(3, bool), 3) is None
+    T, t0, kept = eliminate(cyc, np.array([0.1, 0.2, -0.3]), np.ones(3, bool), 3)  # consistent loop
+    assert kept.sum() == 2 and T.shape[1] == 1
+    assert eliminate(cyc, np.array([0.1, 0.2, 0.3]), np.ones(3, bool), 3) is None  # contradictory
 
 
 @pytest.mark.parametrize("vth", [0.5, 0.8])

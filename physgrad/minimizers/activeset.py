@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import linprog
+from scipy.optimize import linprog, nnls
 from scipy.sparse.csgraph import connected_components
 import scipy.sparse.linalg as spla
 
@@ -80,12 +80,15 @@ ITERATIVE_MIN_SIZE = 3000
 CG_RTOL = 1e-14
 
 
-def eliminate(D: sp.csr_matrix, d: np.ndarray, W: np.ndarray, n: int):
+def eliminate(D: sp.csr_matrix, d: np.ndarray, W: np.ndarray, n: int, tol: float = 1e-12):
     """Parametrise ``{u : D_W u = d_W}`` as ``u = T z + t0`` (``T`` sparse 0/1).
 
     Active rows are bounds (one variable: fixes it) or ties between two variables with opposite
-    unit coefficients (``u_a - u_c = d``). Returns ``(T, t0)``, or ``None`` when the rows are
-    dependent or inconsistent (a cycle of ties, two bounds on one tied group, other coefficients).
+    unit coefficients (``u_a - u_c = d``). Rows implied by the others (a tie closing a loop of ties,
+    a second bound on a tied group) are dropped when consistent to ``tol`` (V): a loop of
+    conducting ideal diodes fixes the voltages but not how current circulates, and the dropped rows
+    carry none. Returns ``(T, t0, kept)`` with ``kept`` a bool mask over ``flatnonzero(W)``, or
+    ``None`` when the rows contradict each other or have other coefficients.
     """
     rows = np.flatnonzero(W)
     DW = D[rows].tocsr()
@@ -98,69 +101,75 @@ def eliminate(D: sp.csr_matrix, d: np.ndarray, W: np.ndarray, n: int):
     sa = DW.data[DW.indptr[ties]]
     if np.any(DW.data[DW.indptr[ties] + 1] != -sa):
         return None
-    # sa*(u_a - u_c) = d  ->  u_a - u_c = d * sa
-    diff = d[rows[ties]] * sa
+    diff = d[rows[ties]] * sa  # sa (u_a - u_c) = d  ->  u_a - u_c = d sa
     graph = sp.csr_matrix((np.ones(ties.size), (a, c)), shape=(n, n))
     n_comp, label = connected_components(graph, directed=False)
-    if ties.size != n - n_comp:
-        return None  # a cycle or a repeated tie: dependent rows
-    # Offsets from each component's root by a breadth-first pass over the ties.
-    sym = sp.csr_matrix((np.concatenate([diff, -diff]), (np.concatenate([a, c]), np.concatenate([c, a]))),
-                        shape=(n, n))
-    order, pred = breadth_first_order_all(sym, label, n_comp)
+    # Offsets from each component's root along a spanning forest of the ties.
+    nbr = [[] for _ in range(n)]
+    for k, (x, y, v) in enumerate(zip(a, c, diff)):
+        nbr[x].append((y, -v, k))  # u_y = u_x - v
+        nbr[y].append((x, v, k))
     off = np.zeros(n)
-    for j in order:
-        p = pred[j]
-        if p >= 0:
-            off[j] = off[p] - sym[p, j]  # u_p - u_j = sym[p, j]
+    seen = np.zeros(n, bool)
+    tree = np.zeros(ties.size, bool)
+    for root in range(n):
+        if seen[root] or not nbr[root]:
+            continue
+        seen[root] = True
+        queue = [root]
+        while queue:
+            x = queue.pop()
+            for y, dv, k in nbr[x]:
+                if not seen[y]:
+                    seen[y] = True
+                    tree[k] = True
+                    off[y] = off[x] + dv
+                    queue.append(y)
+    kept = np.ones(rows.size, bool)
+    loops = ties[~tree]
+    if loops.size:
+        bad = np.abs(off[a[~tree]] - off[c[~tree]] - diff[~tree]) > tol * max(1.0, float(np.max(np.abs(diff))))
+        if np.any(bad):
+            return None
+        kept[loops] = False
     fixed_val = np.full(n_comp, np.nan)
     for r in np.flatnonzero(nnz == 1):
         k = DW.indices[DW.indptr[r]]
-        s = DW.data[DW.indptr[r]]
-        root_val = d[rows[r]] / s - off[k]
+        value = d[rows[r]] / DW.data[DW.indptr[r]] - off[k]
         comp = label[k]
-        if not np.isnan(fixed_val[comp]):
+        if np.isnan(fixed_val[comp]):
+            fixed_val[comp] = value
+        elif abs(fixed_val[comp] - value) <= tol * max(1.0, abs(value)):
+            kept[r] = False
+        else:
             return None
-        fixed_val[comp] = root_val
     free_comp = np.flatnonzero(np.isnan(fixed_val))
     col = np.full(n_comp, -1)
     col[free_comp] = np.arange(free_comp.size)
     keep = col[label] >= 0
     T = sp.csr_matrix((np.ones(int(keep.sum())), (np.flatnonzero(keep), col[label][keep])), shape=(n, free_comp.size))
     t0 = off + np.where(keep, 0.0, np.nan_to_num(fixed_val[label]))
-    return T, t0
+    return T, t0, kept
 
 
-def breadth_first_order_all(graph: sp.csr_matrix, label: np.ndarray, n_comp: int):
-    """Breadth-first order and predecessors over every component (root: its first node)."""
-    from scipy.sparse.csgraph import breadth_first_order
+def kkt_solve_eliminated(H, f, D, d, W, u0=None, iterative=False):
+    """KKT solve by eliminating the active rows (dependent ones too, see :func:`eliminate`).
 
-    n = graph.shape[0]
-    pred = np.full(n, -1)
-    order = []
-    roots = np.unique(label, return_index=True)[1]
-    for r in roots:
-        if graph.indptr[r + 1] == graph.indptr[r]:
-            order.append(r)
-            continue
-        o, p = breadth_first_order(graph, r, directed=False, return_predecessors=True)
-        pred[o[1:]] = p[o[1:]]
-        order.extend(o.tolist())
-    return order, pred
-
-
-def kkt_solve_iterative(H, f, D, d, W, u0=None):
-    """KKT solve by elimination and Jacobi-preconditioned CG; ``None`` if not applicable or not converged."""
+    The reduced system ``T^T H T z = T^T (f - H t0)`` is SPD; it is solved by Jacobi-preconditioned
+    CG (``iterative``) or a sparse factorisation. Multipliers of the kept rows follow from
+    stationarity by least squares (exact: the kept rows are independent); dropped rows carry 0.
+    Returns ``(u, lam)`` or ``None`` (rows not eliminable, CG not converged).
+    """
     el = eliminate(D, d, W, H.shape[0])
     if el is None:
         return None
-    T, t0 = el
+    T, t0, kept = el
     A = (T.T @ H @ T).tocsr()
     b = T.T @ (f - H @ t0)
-    diag = A.diagonal()
     if A.shape[0] == 0:
         z = np.zeros(0)
-    else:
+    elif iterative:
+        diag = A.diagonal()
         if np.any(diag <= 0):
             return None
         z0 = None if u0 is None else (T.T @ u0) / np.maximum(np.asarray(T.sum(axis=0)).ravel(), 1)
@@ -168,16 +177,50 @@ def kkt_solve_iterative(H, f, D, d, W, u0=None):
                           M=sp.diags(1.0 / diag))
         if info != 0:
             return None
+    else:
+        z = sparse_solve(A, b)
     u = T @ z + t0
-    idx = np.flatnonzero(W)
+    return u, multipliers(D, d, W, f - H @ u, kept)
+
+
+def multipliers(D, d, W, r, kept=None) -> np.ndarray:
+    """Multipliers ``lam`` (A) with ``D_W^T lam_W = r`` (``r = f - grad``, the KCL residual without
+    diodes) on the tight rows ``W``.
+
+    Independent rows: the unique least-squares solution. Dependent rows (loops of conducting
+    diodes, found by :func:`eliminate`): the currents are not unique, and a non-negative solution
+    is found by NNLS on the variables those rows touch (dropping rows could force a negative one).
+    """
     lam = np.zeros(D.shape[0])
-    if idx.size:
-        DW = D[idx]
-        try:
-            lam[idx] = sparse_solve(DW @ DW.T, DW @ (f - H @ u))
-        except RuntimeError:
-            return None
-    return u, lam
+    idx = np.flatnonzero(W)
+    if idx.size == 0:
+        return lam
+    if kept is None:
+        el = eliminate(D, d, W, D.shape[1])
+        kept = np.ones(idx.size, bool) if el is None else el[2]
+    DW = D[idx].tocsr()
+    if kept.all():
+        lam[idx] = sparse_solve(DW @ DW.T, DW @ r)
+        return lam
+    touched = np.unique(DW.indices)
+    lam[idx] = nnls(DW[:, touched].T.toarray(), r[touched], maxiter=50 * idx.size)[0]
+    return lam
+
+
+def solve_kkt(H, f, D, d, W, u0=None):
+    """The KKT solve used by the active-set iterations: elimination + CG on large problems, the
+    direct KKT factorisation otherwise, elimination (dropping dependent rows) where that is singular."""
+    if H.shape[0] >= ITERATIVE_MIN_SIZE:
+        sol = kkt_solve_eliminated(H, f, D, d, W, u0, iterative=True)
+        if sol is not None:
+            return sol
+    try:
+        return kkt_solve(H, f, D, d, W)
+    except RuntimeError:
+        sol = kkt_solve_eliminated(H, f, D, d, W)
+        if sol is None:
+            raise
+        return sol
 
 
 def _tolerances(H, f, d):
@@ -194,11 +237,9 @@ def pdas(H, f, D, d, W0=None, max_iter=50) -> ActiveSetResult:
     W = np.zeros(m, bool) if W0 is None else np.asarray(W0, bool).copy()
     tol_v, tol_i = _tolerances(H, f, d)
     seen = set()
-    iterative = H.shape[0] >= ITERATIVE_MIN_SIZE
     u = None
     for it in range(1, max_iter + 1):
-        sol = kkt_solve_iterative(H, f, D, d, W, u) if iterative else None
-        u, lam = sol if sol is not None else kkt_solve(H, f, D, d, W)
+        u, lam = solve_kkt(H, f, D, d, W, u)
         slack = d - D @ u
         newW = np.where(W, lam > -tol_i, slack < -tol_v)
         ok = np.all(lam[W] >= -tol_i) and np.all(slack[~W] >= -tol_v)
@@ -247,7 +288,7 @@ def primal_active_set(H, f, D, d, u0, max_iter=None) -> ActiveSetResult:
     for it in range(1, max_iter + 1):
         # Step p solving the equality QP on W: min 1/2 (u+p)'H(u+p) - f'(u+p), D_W p = 0
         g = Hcsc @ u - f
-        p, lam = kkt_solve(H, -g, D, np.zeros(m), W)
+        p, lam = solve_kkt(H, -g, D, np.zeros(m), W)
         if np.max(np.abs(p), initial=0.0) <= tol_v:
             if np.all(lam[W] >= -tol_i):
                 lam = np.where(W, np.maximum(lam, 0.0), 0.0)

@@ -34,10 +34,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from physgrad.equilibrium import PhysgradError
-from physgrad.minimizers.activeset import Infeasible, dense_qp
+from physgrad.minimizers.activeset import Infeasible, dense_qp, multipliers
 from physgrad.minimizers.raw import RawSolution
 from physgrad.reduction import Problem
-from physgrad.sparse import solve as sparse_solve
 
 
 def accepts(problem: Problem) -> None:
@@ -175,22 +174,10 @@ def sweep(problem: Problem, sched: Schedule, u: np.ndarray, H_rows: dict) -> np.
     return u
 
 
-def multipliers(problem: Problem, u: np.ndarray, tol_v: float) -> np.ndarray:
-    """Diode currents at a fixed point: least-squares solution of stationarity on the tight rows.
-
-    With ``W`` the diodes whose slack is below ``tol_v``, KCL reads ``D_W^T lam_W = f - H u``; the
-    normal equations ``(D_W D_W^T) lam_W = D_W (f - H u)`` are solved exactly (``D_W`` has full row
-    rank unless two diodes share both nodes and threshold, where the split is not unique).
-    """
-    D = problem.D.tocsr()
-    lam = np.zeros(D.shape[0])
-    W = np.flatnonzero(problem.d - D @ u <= tol_v)
-    if W.size == 0:
-        return lam
-    DW = D[W]
-    M = (DW @ DW.T).tocsc()
-    lam[W] = np.maximum(sparse_solve(M, DW @ (problem.f - problem.H @ u)), 0.0)
-    return lam
+def diode_currents(problem: Problem, u: np.ndarray, tol_v: float) -> np.ndarray:
+    """Diode currents at a fixed point: Kirchhoff's law on the diodes tight within ``tol_v`` (V)."""
+    W = problem.d - problem.D @ u <= tol_v
+    return np.maximum(multipliers(problem.D, problem.d, W, problem.f - problem.H @ u), 0.0)
 
 
 def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, u0=None) -> RawSolution:
@@ -221,11 +208,11 @@ def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, 
             step = float(np.max(np.abs(new - u), initial=0.0))
             u = new
             if step <= tol * v_scale:
-                lam = multipliers(problem, u, 1e-12 * v_scale)
+                lam = diode_currents(problem, u, 1e-12 * v_scale)
                 return RawSolution(u, lam, "converged", it, "coordinate", f"last sweep moved {step:.2e} V",
                                    {"n_colors": len(sched.colors)})
     except Infeasible:
         return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", it, "coordinate",
                            "a block of coupled diodes has no feasible voltages")
-    return RawSolution(u, multipliers(problem, u, 1e-12 * v_scale), "max_iter", max_sweeps, "coordinate",
+    return RawSolution(u, diode_currents(problem, u, 1e-12 * v_scale), "max_iter", max_sweeps, "coordinate",
                        f"{max_sweeps} sweeps, last moved {step:.2e} V", {"n_colors": len(sched.colors)})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.minimizers.activeset import Infeasible, eliminate, solve_active_set
+from physgrad.minimizers.activeset import Infeasible, eliminate, multipliers, solve_active_set
 from physgrad.minimizers.raw import RawSolution
 from physgrad.reduction import Problem
 from physgrad.solution import shockley_co_content, shockley_current, shockley_slope
@@ -142,16 +142,12 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_
         if el is None:
             return RawSolution(u, np.zeros(m), "solver_error", total, "newton",
                                "dependent ideal-diode constraints in the working set")
-        u, status, it, msg = _newton(problem, *el, u, rtol, max_iter)
+        u, status, it, msg = _newton(problem, el[0], el[1], u, rtol, max_iter)
         total += it
         if status != "converged":
             return RawSolution(u, np.zeros(m), status, total, "newton", msg)
         r = -gradient(problem, u)  # = D_W^T lam at a KKT point
-        lam = np.zeros(m)
-        idx = np.flatnonzero(W)
-        if idx.size:
-            DW = problem.D[idx]
-            lam[idx] = sparse_solve(DW @ DW.T, DW @ r)
+        lam = multipliers(problem.D, problem.d, W, r, el[2])
         i_scale = max(float(np.max(np.abs(r), initial=0.0)), float(np.max(np.abs(problem.f), initial=0.0)), 1e-30)
         slack = problem.d - problem.D @ u
         tol_v, tol_i = 1e-11 * v_scale, 1e-11 * i_scale
