@@ -408,16 +408,40 @@ class CircuitArrays:
         """Signed incidence, shape ``(n_nodes, len(a))``: +1 at node ``a``, -1 at node ``b`` (ground dropped)."""
         return incidence(self.n_nodes, a, b)
 
-    @property
+    @cached_property
     def A_res(self) -> sp.csr_matrix:
         """Resistor incidence matrix, shape ``(n_nodes, n_resistors)``."""
         return self.incidence(self.res_a, self.res_b)
 
+    @cached_property
+    def A_dio(self) -> sp.csr_matrix:
+        """Ideal-diode incidence (anode +1, cathode -1), shape ``(n_nodes, n_ideal_diodes)``."""
+        return self.incidence(self.dio_a, self.dio_b)
+
+    @cached_property
+    def A_shk(self) -> sp.csr_matrix:
+        """Shockley-diode incidence, shape ``(n_nodes, n_shockley_diodes)``."""
+        return self.incidence(self.shk_a, self.shk_b)
+
+    @cached_property
+    def A_cs(self) -> sp.csr_matrix:
+        """Current-source incidence, shape ``(n_nodes, n_current_sources)``."""
+        return self.incidence(self.cs_a, self.cs_b)
+
     def laplacian(self, g: Optional[np.ndarray] = None) -> sp.csr_matrix:
-        """Conductance Laplacian ``A diag(g) A^T`` (S), shape ``(n_nodes, n_nodes)``."""
-        A = self.A_res
+        """Conductance Laplacian ``A diag(g) A^T`` (S), shape ``(n_nodes, n_nodes)``.
+
+        Assembled directly from its entries (``+g`` on both diagonal entries of a resistor, ``-g``
+        off the diagonal; ground rows dropped), several times faster than the sparse product.
+        """
         g = self.g if g is None else np.asarray(g, dtype=float)
-        return (A @ sp.diags(g) @ A.T).tocsr()
+        a, b = self.res_a, self.res_b
+        rows = np.concatenate([a, b, a, b])
+        cols = np.concatenate([a, b, b, a])
+        vals = np.concatenate([g, g, -g, -g])
+        keep = (rows >= 0) & (cols >= 0)
+        n = self.n_nodes
+        return sp.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(n, n))
 
     def injection(self) -> np.ndarray:
         """Current injected into each node by the current sources (A), shape ``(n_nodes,)``."""

@@ -59,7 +59,6 @@ class Problem:
     S : sparse csr (n_shk, n_u); e : (n_shk,) V — Shockley diode voltages ``S u + e``
     vs_fixed_nodes : bool (n_nodes,), nodes whose voltage is fixed (trees containing ground)
     nudge : Nudge; outputs : (n_out,) node indices of the nudged or clamped outputs
-    L : sparse (n_nodes, n_nodes), S — Laplacian including the nudge conductances
     inj : (n_nodes,) A — injected currents including the nudge's ``beta y``
     g : (n_resistors,) S — the conductances used; y : (n_out,) V — targets of a beta-nudge
     dio_shares : dict, diode-table position -> positions of parallel diodes (equal thresholds)
@@ -80,7 +79,6 @@ class Problem:
     e: np.ndarray
     nudge: Nudge
     outputs: np.ndarray
-    L: sp.csr_matrix
     inj: np.ndarray
     g: np.ndarray
     y: np.ndarray
@@ -290,25 +288,53 @@ def build_problem(
 
 
 def _quadratic_part(circuit: Circuit, P, c, g, nudge: Nudge, out) -> dict:
-    """``H, f, const, L, inj, y, g, nudge`` of :class:`Problem` for conductances ``g`` and ``nudge``."""
+    """``H, f, const, inj, y, g, nudge`` of :class:`Problem` for conductances ``g`` and ``nudge``.
+
+    Assembled resistor by resistor in the reduced variables: with ``j_a, j_b`` the columns of ``P``
+    holding the resistor's nodes (none for nodes fixed by sources) and ``dc = c_a - c_b``, the term
+    ``g/2 (u_ja - u_jb + dc)^2`` adds ``g`` to ``H[ja, ja]`` and ``H[jb, jb]``, ``-g`` to ``H[ja, jb]``,
+    ``-g dc`` to ``f[ja]`` and ``+g dc`` to ``f[jb]``. This never forms the full Laplacian: a resistor
+    from a fixed input to a free node costs one diagonal entry (DRN input layers).
+    """
     arr = circuit.arrays
-    n = arr.n_nodes
-    L = arr.laplacian(g)
+    n_u = P.shape[1]
+    col = np.full(arr.n_nodes + 1, -1, dtype=np.int64)  # last entry: ground
+    rows_of_P = P.tocoo()
+    col[rows_of_P.row] = rows_of_P.col
+    cg = np.concatenate([c, [0.0]])
+    ja, jb = col[arr.res_a], col[arr.res_b]
+    dc = cg[arr.res_a] - cg[arr.res_b]
+    live = ja != jb  # a resistor inside one supernode has a fixed voltage
+    gl, ja, jb, dcl = g[live], ja[live], jb[live], dc[live]
+    has_a, has_b = ja >= 0, jb >= 0
+    diag = np.bincount(ja[has_a], gl[has_a], minlength=n_u) + np.bincount(jb[has_b], gl[has_b], minlength=n_u)
+    f = np.bincount(jb[has_b], (gl * dcl)[has_b], minlength=n_u) - np.bincount(ja[has_a], (gl * dcl)[has_a],
+                                                                               minlength=n_u)
+    const = 0.5 * float(g @ dc**2)
+    both = has_a & has_b
     inj = arr.injection()
+    f = f + P.T @ inj
+    const -= float(inj @ c)
     if nudge.beta != 0.0:
         y = _nudge_vectors(circuit, nudge, out, "target")
-        L = (L + sp.csr_matrix((np.full(len(out), nudge.beta), (out, out)), shape=(n, n))).tocsr()
+        jo = col[out]
+        free = jo >= 0
+        diag = diag + np.bincount(jo[free], np.full(int(free.sum()), nudge.beta), minlength=n_u)
+        f = f + np.bincount(jo[free], nudge.beta * (y - c[out])[free], minlength=n_u)
+        const += 0.5 * nudge.beta * float(np.sum((c[out] - y) ** 2))
+        inj = inj.copy()
         np.add.at(inj, out, nudge.beta * y)
-        const_nudge = 0.5 * nudge.beta * float(y @ y)
     else:
-        y, const_nudge = np.zeros(0), 0.0
-    H = (P.T @ L @ P).tocsr()
-    Lc = L @ c
-    f = np.asarray(P.T @ (inj - Lc), dtype=float)
-    const = 0.5 * float(c @ Lc) - float(inj @ c) + const_nudge
+        y = np.zeros(0)
+    off_r = np.concatenate([ja[both], jb[both]])
+    off_c = np.concatenate([jb[both], ja[both]])
+    off_v = -np.concatenate([gl[both], gl[both]])
+    idx = np.arange(n_u)
+    H = sp.csr_matrix((np.concatenate([diag, off_v]), (np.concatenate([idx, off_r]), np.concatenate([idx, off_c]))),
+                      shape=(n_u, n_u))
     if nudge.beta < 0:
-        _check_negative_nudge(H, P, out, nudge.beta, L)
-    return dict(H=H, f=f, const=const, L=L, inj=inj, y=y, g=g, nudge=nudge)
+        _check_negative_nudge(H, P, out, nudge.beta)
+    return dict(H=H, f=np.asarray(f, dtype=float), const=const, inj=inj, y=y, g=g, nudge=nudge)
 
 
 def reparametrize(problem: Problem, conductances: np.ndarray, nudge: Nudge = FREE) -> Problem:
@@ -374,8 +400,9 @@ def max_negative_beta(H_free: sp.spmatrix, P: sp.spmatrix, outputs: np.ndarray) 
     return np.inf if lam <= 0 else 1.0 / lam
 
 
-def _check_negative_nudge(H, P, out, beta, L):
-    H_free = H + (P.T @ sp.csr_matrix((np.full(len(out), -beta), (out, out)), shape=L.shape) @ P)
+def _check_negative_nudge(H, P, out, beta):
+    n = P.shape[0]
+    H_free = H + (P.T @ sp.csr_matrix((np.full(len(out), -beta), (out, out)), shape=(n, n)) @ P)
     try:
         bmax = max_negative_beta(H_free, P, out)
     except RuntimeError:  # singular H_free: already not strictly convex

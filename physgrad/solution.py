@@ -229,12 +229,7 @@ def assemble(
     currents[arr.shk_pos] = i_shk
     currents[arr.cs_pos] = arr.cs_value
     # Currents leaving each node through every element but the voltage sources and clamps.
-    q = (
-        arr.incidence(arr.res_a, arr.res_b) @ i_res
-        + arr.incidence(arr.dio_a, arr.dio_b) @ lam_full
-        + arr.incidence(arr.shk_a, arr.shk_b) @ i_shk
-        + arr.incidence(arr.cs_a, arr.cs_b) @ arr.cs_value
-    )
+    q = arr.A_res @ i_res + arr.A_dio @ lam_full + arr.A_shk @ i_shk + arr.A_cs @ arr.cs_value
     nudge = problem.nudge
     if nudge.beta != 0.0:
         np.add.at(q, problem.outputs, nudge.beta * (v[problem.outputs] - problem.y))
