@@ -37,6 +37,7 @@ from scipy.sparse.csgraph import connected_components
 
 from physgrad.circuit import Circuit
 from physgrad.equilibrium import FREE, Nudge, PhysgradError
+from physgrad.graphs import offset_forest
 from physgrad.sparse import solve as sparse_solve
 
 
@@ -114,79 +115,24 @@ def _nudge_vectors(circuit, nudge: Nudge, outputs: np.ndarray, key: str) -> np.n
     return values
 
 
-class _Forest:
-    """Union-find over nodes (index n_nodes = ground) for the voltage-source forest."""
-
-    def __init__(self, n):
-        self.parent = list(range(n + 1))
-
-    def find(self, i):
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i, j) -> bool:
-        ri, rj = self.find(i), self.find(j)
-        if ri == rj:
-            return False
-        self.parent[ri] = rj
-        return True
-
-
 def _source_forest(circuit: Circuit, edges):
     """Offsets of every node from its tree's root. ``edges``: (name, a, b, value) with v_a - v_b = value.
 
-    Returns (root, offset) per node (ground = index n) with ground chosen as root of its tree.
+    Returns (root, offset) per node (ground = index n, the root of its tree). A source closing a
+    loop is an error naming every source of the loop.
     """
     n = circuit.arrays.n_nodes
-    G = n
-    forest = _Forest(n)
-    adj = [[] for _ in range(n + 1)]
-    for name, a, b, value in edges:
-        ia, ib = (G if a < 0 else a), (G if b < 0 else b)
-        if not forest.union(ia, ib):
-            path = _path_names(adj, ia, ib)
-            raise PhysgradError(
-                "voltage sources form a loop (or fix one node twice): "
-                + ", ".join(sorted(path + [name]))
-                + "; the loop's currents are not determined (and its voltages may contradict)"
-            )
-        adj[ia].append((ib, name, value))  # v_ib = v_ia - value
-        adj[ib].append((ia, name, -value))
-    root = np.full(n + 1, -1, dtype=np.int64)
-    offset = np.zeros(n + 1)
-    order = [G] + list(range(n))
-    for start in order:
-        if root[start] >= 0:
-            continue
-        root[start] = start
-        stack = [start]
-        while stack:
-            i = stack.pop()
-            for j, _, value in adj[i]:
-                if root[j] < 0:
-                    root[j] = start
-                    offset[j] = offset[i] - value
-                    stack.append(j)
-    return root, offset
-
-
-def _path_names(adj, a, b):
-    """Names of the sources on the tree path from a to b (for the loop error)."""
-    prev = {a: None}
-    stack = [a]
-    while stack:
-        i = stack.pop()
-        for j, name, _ in adj[i]:
-            if j not in prev:
-                prev[j] = (i, name)
-                stack.append(j)
-    names, k = [], b
-    while prev.get(k):
-        k, name = prev[k]
-        names.append(name)
-    return names
+    a = np.array([n if e[1] < 0 else e[1] for e in edges], dtype=np.int64)
+    b = np.array([n if e[2] < 0 else e[2] for e in edges], dtype=np.int64)
+    forest = offset_forest(n + 1, a, b, np.array([e[3] for e in edges], dtype=float), starts=(n,))
+    if not forest.tree.all():
+        k = int(np.flatnonzero(~forest.tree)[0])
+        names = [edges[j][0] for j in forest.path_edges(int(a[k]), int(b[k]))] + [edges[k][0]]
+        raise PhysgradError(
+            "voltage sources form a loop (or fix one node twice): " + ", ".join(sorted(names))
+            + "; the loop's currents are not determined (and its voltages may contradict)"
+        )
+    return forest.root, forest.offset
 
 
 def _check_connected(circuit: Circuit, tree_root: np.ndarray, beta: float, outputs: np.ndarray, g: np.ndarray):

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog, nnls
-from scipy.sparse.csgraph import connected_components
 import scipy.sparse.linalg as spla
 
+from physgrad.graphs import offset_forest
 from physgrad.sparse import solve as sparse_solve
 
 
@@ -102,36 +102,17 @@ def eliminate(D: sp.csr_matrix, d: np.ndarray, W: np.ndarray, n: int, tol: float
     if np.any(DW.data[DW.indptr[ties] + 1] != -sa):
         return None
     diff = d[rows[ties]] * sa  # sa (u_a - u_c) = d  ->  u_a - u_c = d sa
-    graph = sp.csr_matrix((np.ones(ties.size), (a, c)), shape=(n, n))
-    n_comp, label = connected_components(graph, directed=False)
-    # Offsets from each component's root along a spanning forest of the ties.
-    nbr = [[] for _ in range(n)]
-    for k, (x, y, v) in enumerate(zip(a, c, diff)):
-        nbr[x].append((y, -v, k))  # u_y = u_x - v
-        nbr[y].append((x, v, k))
-    off = np.zeros(n)
-    seen = np.zeros(n, bool)
-    tree = np.zeros(ties.size, bool)
-    for root in range(n):
-        if seen[root] or not nbr[root]:
-            continue
-        seen[root] = True
-        queue = [root]
-        while queue:
-            x = queue.pop()
-            for y, dv, k in nbr[x]:
-                if not seen[y]:
-                    seen[y] = True
-                    tree[k] = True
-                    off[y] = off[x] + dv
-                    queue.append(y)
+    forest = offset_forest(n, a, c, diff)
+    off = forest.offset
+    roots, label = np.unique(forest.root, return_inverse=True)
+    n_comp = roots.size
     kept = np.ones(rows.size, bool)
-    loops = ties[~tree]
-    if loops.size:
-        bad = np.abs(off[a[~tree]] - off[c[~tree]] - diff[~tree]) > tol * max(1.0, float(np.max(np.abs(diff))))
-        if np.any(bad):
+    loops = ~forest.tree
+    if np.any(loops):
+        gap = np.abs(off[a[loops]] - off[c[loops]] - diff[loops])
+        if np.any(gap > tol * max(1.0, float(np.max(np.abs(diff))))):
             return None
-        kept[loops] = False
+        kept[ties[loops]] = False
     fixed_val = np.full(n_comp, np.nan)
     for r in np.flatnonzero(nnz == 1):
         k = DW.indices[DW.indptr[r]]

@@ -1,0 +1,73 @@
+"""Forests of difference constraints ``x_a - x_b = value`` (voltage sources, conducting diodes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class OffsetForest:
+    """A spanning forest of the edges and every node's offset from its tree's root.
+
+    Attributes
+    ----------
+    root : (n,) int — root node of each node's tree
+    offset : (n,) — ``x_i - x_root(i)`` implied by the tree edges
+    tree : (m,) bool — edges in the forest; the others close a loop
+    parent, parent_edge : (n,) int — tree parent of each node and the edge to it (-1 at roots)
+    """
+
+    root: np.ndarray
+    offset: np.ndarray
+    tree: np.ndarray
+    parent: np.ndarray
+    parent_edge: np.ndarray
+
+    def path_edges(self, i: int, j: int) -> list:
+        """Edges on the tree path between nodes ``i`` and ``j`` of one tree."""
+        up, k = {}, i
+        while k >= 0:
+            up[k] = len(up)
+            k = self.parent[k]
+        on_i = []
+        k = i
+        on_j = []
+        while j not in up:
+            on_j.append(int(self.parent_edge[j]))
+            j = self.parent[j]
+        while k != j:
+            on_i.append(int(self.parent_edge[k]))
+            k = self.parent[k]
+        return on_i + on_j
+
+
+def offset_forest(n: int, a: np.ndarray, b: np.ndarray, value: np.ndarray, starts: Sequence[int] = ()) -> OffsetForest:
+    """Depth-first spanning forest of the constraints ``x[a_k] - x[b_k] = value_k`` over nodes ``0..n-1``.
+
+    Trees are rooted at the nodes of ``starts`` first (e.g. ground), then in index order.
+    """
+    adj = [[] for _ in range(n)]
+    for k, (x, y, v) in enumerate(zip(a, b, value)):
+        adj[x].append((y, -v, k))  # x_y = x_x - v
+        adj[y].append((x, v, k))
+    root = np.full(n, -1, dtype=np.int64)
+    parent = np.full(n, -1, dtype=np.int64)
+    parent_edge = np.full(n, -1, dtype=np.int64)
+    offset = np.zeros(n)
+    tree = np.zeros(len(a), bool)
+    for start in list(starts) + list(range(n)):
+        if root[start] >= 0:
+            continue
+        root[start] = start
+        stack = [start]
+        while stack:
+            x = stack.pop()
+            for y, dv, k in adj[x]:
+                if root[y] < 0:
+                    root[y], parent[y], parent_edge[y] = start, x, k
+                    offset[y] = offset[x] + dv
+                    tree[k] = True
+                    stack.append(y)
+    return OffsetForest(root, offset, tree, parent, parent_edge)
