@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=SOLVERS, default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_solve_command)
+    from physgrad.gradcli import add_grad_parser, add_verify_parser  # grad, verify (learning/verification owner)
+
+    add_grad_parser(sub)
+    add_verify_parser(sub)
+    from physgrad.train import add_train_parser  # train, download (layered-mode owner)
+
+    add_train_parser(sub)
     return parser
 
 

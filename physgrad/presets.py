@@ -1,0 +1,148 @@
+"""Named network + training configurations reproducing the papers' MNIST experiments.
+
+DRN presets follow Scellier et al. (2024) (the authors' ``papers/fast-drn/drn.py``); DHN presets
+the same paper's deep Hopfield baselines (``papers/fast-drn/dhn.py``).
+
+References
+----------
+B. Scellier, S. Mishra, Y. Bengio, Y. Ollivier, "Fast algorithm to simulate nonlinear resistive
+networks", ICML 2024.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Literal, Optional
+
+from physgrad.equilibrium import PhysgradError
+
+Model = Literal["drn", "dhn"]
+Schedule = Literal["asynchronous", "synchronous", "forward", "backward"]
+MODELS = ("drn", "dhn")
+SCHEDULES = ("asynchronous", "synchronous", "forward", "backward")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A network architecture and its training hyperparameters.
+
+    Attributes
+    ----------
+    name : str
+    model : {"drn", "dhn"}
+        Deep resistive network (inputs doubled to ``gain * (x, -x)``, non-negative conductances)
+        or deep Hopfield network (inputs ``x``, signed weights, units in [0, 1]).
+    hidden : tuple of int
+        Hidden layer sizes (DRN: even, first half ``v >= 0``, second half ``v <= 0``).
+    n_outputs : int
+    input_gain : float
+        DRN input voltage scale (V per unit pixel).
+    sweeps : int
+        Block-coordinate sweeps per phase (training and evaluation).
+    sweeps_eval : int
+        Sweeps from the zero state at evaluation.
+    beta : float
+        Nudging strength (S for DRNs).
+    weight_lrs, bias_lrs : tuple of float
+        SGD learning rate per layer (input side first).
+    epochs, batch_size : int
+    lr_decay : float
+        Learning rates multiplied by this after every epoch.
+    weight_gain : float
+        Initial weights uniform in ``+-weight_gain / sqrt(fan_in)`` (DRN: then clamped at 0).
+    schedule : {"asynchronous", "synchronous", "forward", "backward"}
+    paper_error : float or None
+        The paper's test error (%) with centered EP, for reference.
+    """
+
+    name: str
+    model: Model
+    hidden: tuple
+    n_outputs: int = 10
+    input_gain: float = 1.0
+    sweeps: int = 4
+    sweeps_eval: int = 4
+    beta: float = 1.0
+    weight_lrs: tuple = ()
+    bias_lrs: tuple = ()
+    epochs: int = 10
+    batch_size: int = 4
+    lr_decay: float = 0.99
+    weight_gain: float = 1.0
+    schedule: Schedule = "asynchronous"
+    paper_error: Optional[float] = None
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise PhysgradError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.schedule not in SCHEDULES:
+            raise PhysgradError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        hidden = tuple(int(h) for h in self.hidden)
+        object.__setattr__(self, "hidden", hidden)
+        if not hidden or any(h <= 0 for h in hidden):
+            raise PhysgradError(f"hidden sizes must be positive, got {self.hidden}")
+        if self.model == "drn" and any(h % 2 for h in hidden):
+            raise PhysgradError(f"DRN hidden sizes must be even (half v>=0, half v<=0), got {hidden}")
+        n_layers = len(hidden) + 1
+        wl = tuple(float(v) for v in self.weight_lrs)
+        bl = tuple(float(v) for v in (self.bias_lrs or self.weight_lrs))
+        object.__setattr__(self, "weight_lrs", wl)
+        object.__setattr__(self, "bias_lrs", bl)
+        if len(wl) != n_layers or len(bl) != n_layers:
+            raise PhysgradError(f"need {n_layers} weight and bias learning rates, got {len(wl)} and {len(bl)}")
+        for name in ("sweeps", "sweeps_eval", "epochs", "batch_size", "n_outputs"):
+            if int(getattr(self, name)) < 1:
+                raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.beta > 0:
+            raise PhysgradError(f"beta must be > 0, got {self.beta}")
+        if not 0 < self.lr_decay <= 1:
+            raise PhysgradError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+
+    @property
+    def n_inputs(self) -> int:
+        """Input units: 1568 for DRNs (doubled pixels), 784 for DHNs."""
+        return 2 * 784 if self.model == "drn" else 784
+
+    @property
+    def sizes(self) -> tuple:
+        """All layer sizes, input first."""
+        return (self.n_inputs,) + self.hidden + (self.n_outputs,)
+
+    def with_options(self, **options) -> "Preset":
+        """A copy with some fields changed; unknown names raise an error listing the valid ones."""
+        valid = {f.name for f in fields(self)}
+        unknown = set(options) - valid
+        if unknown:
+            raise PhysgradError(f"unknown preset option(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        return replace(self, **options)
+
+
+PRESETS = {p.name: p for p in (
+    Preset("drn-xs", "drn", (100,), input_gain=100.0, sweeps=4, sweeps_eval=4, beta=1.0,
+           weight_lrs=(0.006, 0.006), epochs=10, paper_error=3.46),
+    Preset("drn-1h", "drn", (1024,), input_gain=480.0, sweeps=4, sweeps_eval=4, beta=1.0,
+           weight_lrs=(0.006, 0.006), epochs=50, paper_error=1.57),
+    Preset("drn-2h", "drn", (1024, 1024), input_gain=2000.0, sweeps=5, sweeps_eval=5, beta=1.0,
+           weight_lrs=(0.002, 0.006, 0.018), epochs=50, paper_error=1.48),
+    Preset("drn-3h", "drn", (1024, 1024, 1024), input_gain=4000.0, sweeps=6, sweeps_eval=6, beta=2.0,
+           weight_lrs=(0.005, 0.02, 0.08, 0.005), bias_lrs=(0.0005, 0.002, 0.008, 0.0005), epochs=50,
+           paper_error=1.66),
+    Preset("drn-xl", "drn", (32768,), input_gain=800.0, sweeps=4, sweeps_eval=4, beta=1.0,
+           weight_lrs=(0.006, 0.006), epochs=100, paper_error=1.33),
+    Preset("dhn-1h", "dhn", (1024,), sweeps=15, sweeps_eval=15, beta=0.2, weight_lrs=(0.05, 0.05),
+           epochs=100, batch_size=16, weight_gain=0.7, paper_error=1.79),
+    Preset("dhn-2h", "dhn", (1024, 1024), sweeps=20, sweeps_eval=50, beta=0.2,
+           weight_lrs=(0.2, 0.05, 0.01), epochs=100, batch_size=16, weight_gain=0.7, paper_error=1.65),
+    Preset("dhn-3h", "dhn", (1024, 1024, 1024), sweeps=10, sweeps_eval=100, beta=0.2,
+           weight_lrs=(0.2, 0.05, 0.01, 0.002), epochs=100, batch_size=16, weight_gain=0.7, paper_error=1.65),
+)}
+
+# Truncated-backprop test errors (%) reported in the same paper.
+PAPER_TBP_ERROR = {"drn-xs": 3.30, "drn-1h": 1.54, "drn-2h": 1.45, "drn-3h": 1.50, "drn-xl": 1.30}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; unknown names raise an error listing the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise PhysgradError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None

@@ -1,0 +1,533 @@
+"""``physgrad train``: train a layered network (DRN or DHN preset) on an MNIST-format dataset.
+
+A run folder holds everything needed to reproduce and continue it:
+
+* ``config.json`` -- the resolved configuration, preset, command line and versions;
+* ``metrics.csv`` -- one row per epoch: ``epoch, train_error, test_error, train_seconds,
+  eval_seconds, lr_scale`` (errors in %; train error is the running error of the free phases);
+* ``checkpoint.npz`` -- parameters, the warm-start state, the position in the epoch, written after
+  every epoch and on SIGINT/SIGTERM (Ctrl-C finishes the current batch, saves, and exits);
+  ``--resume`` continues from it bit-for-bit;
+* ``learning_curve.png``.
+
+Same seed, same result: the initial parameters come from ``default_rng(seed)`` and the order of
+epoch ``e`` from ``default_rng([seed, e])``; the fast path sums partial products in a fixed order.
+
+Algorithms: ``cep`` (centered EP) runs on the fused float32 path of :mod:`physgrad.layered_fast`
+(``--engine fast``, the default for it); every algorithm, ``cep`` included, runs on the generic
+path (``--engine generic``): :class:`physgrad.energies.layered.DeepResistive` /
+:class:`~physgrad.energies.layered.DeepHopfield`, :class:`physgrad.minimizers.block.BlockCoordinateDescent`
+and the learning rules of :mod:`physgrad.learning`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+
+from physgrad import layered_fast as lf
+from physgrad.data import load_dataset, DATASETS
+from physgrad.equilibrium import PhysgradError
+from physgrad.presets import PRESETS, Preset, get_preset
+
+Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
+Engine = Literal["auto", "fast", "generic"]
+ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
+ENGINES = ("auto", "fast", "generic")
+DTYPES = ("float32", "float64")
+METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run.
+
+    Attributes
+    ----------
+    preset : str
+        A name from :data:`physgrad.presets.PRESETS`.
+    algorithm : {"cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"}
+    dataset : {"mnist", "fashion-mnist", "kmnist"}
+    data_dir : str or None
+    epochs, train_size, batch_size : int or None
+        ``None`` = the preset's (``train_size`` None = the whole training set).
+    test_size : int or None
+        Evaluate on the first ``test_size`` test images (None = all).
+    seed : int
+    threads : int
+        CPU threads for the fused pass over ``W1`` and for evaluation. 2 uses the second core of a
+        2-core machine when it is idle; when another process holds it, 2 threads are slower than
+        1 (busy-waiting BLAS threads, thread hand-offs), hence the default 1.
+    dtype : {"float32", "float64"}
+    engine : {"auto", "fast", "generic"}
+        ``fast``: the fused float32 centered-EP path; ``generic``: energy + block minimizer + the
+        learning rules of :mod:`physgrad.learning` (any algorithm); ``auto``: fast for cep.
+    eta : float
+        Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
+    """
+
+    preset: str = "drn-xs"
+    algorithm: Algorithm = "cep"
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    epochs: Optional[int] = None
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+    batch_size: Optional[int] = None
+    seed: int = 0
+    threads: int = 1
+    dtype: str = "float32"
+    engine: Engine = "auto"
+    eta: float = 0.5
+
+    def __post_init__(self):
+        get_preset(self.preset)
+        for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
+                            ("dtype", DTYPES)):
+            if getattr(self, name) not in valid:
+                raise PhysgradError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
+        for name in ("epochs", "train_size", "test_size", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise PhysgradError(f"{name} must be >= 1, got {v}")
+        if not (0 < float(self.eta) <= 1):
+            raise PhysgradError(f"eta must be in (0, 1], got {self.eta}")
+        if self.threads < 1:
+            raise PhysgradError(f"threads must be >= 1, got {self.threads}")
+        if self.engine == "fast" and self.algorithm != "cep":
+            raise PhysgradError(f"the fast engine implements centered EP only (cep), not {self.algorithm!r}")
+
+    @property
+    def resolved_preset(self) -> Preset:
+        p = get_preset(self.preset)
+        opts = {}
+        if self.epochs is not None:
+            opts["epochs"] = int(self.epochs)
+        if self.batch_size is not None:
+            opts["batch_size"] = int(self.batch_size)
+        return p.with_options(**opts) if opts else p
+
+    @property
+    def resolved_engine(self) -> str:
+        if self.engine != "auto":
+            return self.engine
+        return "fast" if self.algorithm == "cep" else "generic"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        valid = {f.name for f in fields(cls)}
+        unknown = set(d) - valid
+        if unknown:
+            raise PhysgradError(f"unknown training option(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        return cls(**d)
+
+
+def _versions() -> dict:
+    import numpy
+    import physgrad
+    import scipy
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info()]
+    except Exception:  # pragma: no cover
+        blas = []
+    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "physgrad": physgrad.__version__, "blas": blas, "machine": platform.machine(),
+            "cpus": os.cpu_count()}
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next batch boundary."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {}
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stop:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.stop = True
+        print("\ninterrupt: finishing the batch and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _one_hot(y, n, dtype):
+    out = np.zeros((len(y), n), dtype=dtype)
+    out[np.arange(len(y)), y] = 1
+    return out
+
+
+def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
+                    train_seconds: float) -> None:
+    """Write the checkpoint atomically (``path`` is replaced only once the file is complete)."""
+    arrays = {f"param_{i}": p for i, p in enumerate(params)}
+    if warm is not None:
+        arrays.update({f"warm_{i}": w for i, w in enumerate(warm)})
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, epoch=epoch, batch=batch, n_wrong=n_wrong, n_seen=n_seen, train_seconds=train_seconds,
+             n_params=len(params), n_warm=0 if warm is None else len(warm), **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    with np.load(path) as z:
+        params = tuple(z[f"param_{i}"].copy() for i in range(int(z["n_params"])))
+        warm = [z[f"warm_{i}"].copy() for i in range(int(z["n_warm"]))] or None
+        return {"params": params, "warm": warm, "epoch": int(z["epoch"]), "batch": int(z["batch"]),
+                "n_wrong": int(z["n_wrong"]), "n_seen": int(z["n_seen"]),
+                "train_seconds": float(z["train_seconds"])}
+
+
+def _read_metrics(path: Path) -> list:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row[k] for k in METRIC_FIELDS})
+
+
+def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=None) -> None:
+    """Train and test error (%) per epoch, log scale, with the paper's number as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    if not metrics:
+        return
+    ep = [m["epoch"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
+    ax.plot(ep, [m["train_error"] for m in metrics], "o-", label="train (running, free phase)")
+    ax.plot(ep, [m["test_error"] for m in metrics], "s-", label="test")
+    if paper_error is not None:
+        ax.axhline(paper_error, color="k", ls="--", lw=1, label=f"paper {paper_error}%")
+    ax.set_yscale("log")
+    fmt = matplotlib.ticker.FormatStrFormatter("%g")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _progress(total, initial, desc, disable):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, disable=disable, mininterval=2.0,
+                file=sys.stderr, leave=False, unit="batch")
+
+
+def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[bool] = None,
+          command: Optional[str] = None, _interrupt_after: Optional[int] = None) -> list:
+    """Run (or continue) a training run into folder ``out``; returns the metrics rows.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : path
+        Run folder (created). Without ``resume`` it must not already hold a run.
+    resume : bool
+        Continue from ``out/checkpoint.npz`` (the saved config must equal ``config``).
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+    _interrupt_after : int, optional
+        Testing hook: behave as if Ctrl-C arrived after this many batches.
+    """
+    out = Path(out)
+    preset = config.resolved_preset
+    cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
+    if resume:
+        if not ckpt_path.exists():
+            raise PhysgradError(f"--resume: no checkpoint at {ckpt_path}")
+        saved_all = json.loads(cfg_path.read_text())
+        saved = TrainConfig.from_dict(saved_all["config"])
+        diff = {k: (getattr(saved, k), getattr(config, k)) for k in asdict(config)
+                if getattr(saved, k) != getattr(config, k) and k != "epochs"}
+        if diff:
+            raise PhysgradError(f"--resume: options differ from the saved run (saved, given): {diff}; "
+                                f"only --epochs may change (to extend or shorten the schedule)")
+        if saved.epochs != config.epochs:  # extending a run does not change its trajectory
+            saved_all["config"]["epochs"] = config.epochs
+            saved_all["preset"]["epochs"] = preset.epochs
+            cfg_path.write_text(json.dumps(saved_all, indent=2) + "\n")
+    else:
+        if ckpt_path.exists() or metrics_path.exists():
+            raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
+                                        "engine": config.resolved_engine, "command": command,
+                                        "versions": _versions()}, indent=2) + "\n")
+
+    data = load_dataset(config.dataset, config.data_dir)
+    dtype = np.dtype(config.dtype)
+    n_train = len(data.x_train) if config.train_size is None else min(int(config.train_size), len(data.x_train))
+    n_test = len(data.x_test) if config.test_size is None else min(int(config.test_size), len(data.x_test))
+    x_train = (data.x_train[:n_train].astype(dtype) / dtype.type(255))
+    y_train = data.y_train[:n_train]
+    x_test = (data.x_test[:n_test].astype(dtype) / dtype.type(255))
+    y_test = data.y_test[:n_test]
+
+    net = lf.FastNet(preset.model, preset.sizes, preset.input_gain, preset.schedule)
+    B = preset.batch_size
+    n_batches = -(-n_train // B)
+    if resume:
+        ck = load_checkpoint(ckpt_path)
+        params, warm = ck["params"], ck["warm"]
+        epoch, start_batch = ck["epoch"], ck["batch"]
+        n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
+    else:
+        params = lf.init_params(net, np.random.default_rng(config.seed), preset.weight_gain, dtype)
+        warm, epoch, start_batch, n_wrong, n_seen, t_train = None, 0, 0, 0, 0, 0.0
+    metrics = _read_metrics(metrics_path)
+    if resume and any(m["epoch"] > epoch for m in metrics):  # a row written after the last checkpoint
+        metrics = [m for m in metrics if m["epoch"] <= epoch]
+        metrics_path.unlink()
+        for m in metrics:
+            _append_metrics(metrics_path, m)
+    show = sys.stderr.isatty() if progress is None else progress
+
+    engine = config.resolved_engine
+    if engine == "fast":
+        stepper = _FastCEP(net, preset, params, config.threads, dtype)
+    else:
+        stepper = _Generic(net, preset, config, params, dtype)
+    batches_done = 0
+
+    def plot():
+        plot_learning_curve(metrics, out / "learning_curve.png", f"{preset.name} {config.algorithm} {config.dataset}",
+                            preset.paper_error if config.algorithm == "cep" and config.dataset == "mnist" else None)
+
+    try:
+        with _StopFlag() as flag:
+            while epoch < preset.epochs:
+                order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
+                lr_scale = preset.lr_decay ** epoch
+                bar = _progress(n_batches, start_batch, f"epoch {epoch + 1}/{preset.epochs}", not show)
+                t0 = time.perf_counter()
+                stepper.start_epoch(x_train, order, start_batch)
+                for bi in range(start_batch, n_batches):
+                    idx = order[bi * B:(bi + 1) * B]
+                    nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
+                    warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                    n_wrong += int(np.sum(pred != y_train[idx]))
+                    n_seen += len(idx)
+                    batches_done += 1
+                    bar.update(1)
+                    if bi % 50 == 0:
+                        bar.set_postfix(err=f"{100.0 * n_wrong / max(n_seen, 1):.2f}%")
+                    if flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after):
+                        t_train += time.perf_counter() - t0
+                        bar.close()
+                        save_checkpoint(ckpt_path, stepper.params, warm, epoch=epoch, batch=bi + 1,
+                                        n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
+                        print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
+                              f"continue with --resume", file=sys.stderr)
+                        return metrics
+                t_train += time.perf_counter() - t0
+                bar.close()
+                if not all(np.all(np.isfinite(a)) for a in stepper.params):
+                    raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
+                                        f"checkpoint of the previous epoch is kept; lower the learning rates")
+                t1 = time.perf_counter()
+                pred = lf.evaluate(net, stepper.params, x_test, preset.sweeps_eval, n_threads=config.threads)
+                t_eval = time.perf_counter() - t1
+                row = {"epoch": epoch + 1, "train_error": 100.0 * n_wrong / max(n_seen, 1),
+                       "test_error": 100.0 * float(np.mean(pred != y_test)), "train_seconds": t_train,
+                       "eval_seconds": t_eval, "lr_scale": lr_scale}
+                metrics.append(row)
+                _append_metrics(metrics_path, row)
+                epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
+                save_checkpoint(ckpt_path, stepper.params, warm, epoch=epoch, batch=0, n_wrong=0,
+                                n_seen=0, train_seconds=0.0)
+                if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
+                    plot()
+                print(f"epoch {row['epoch']:3d}  train {row['train_error']:.2f}%  test {row['test_error']:.2f}%  "
+                      f"({row['train_seconds']:.1f} s train, {row['eval_seconds']:.1f} s eval)", flush=True)
+    finally:
+        stepper.close()
+    return metrics
+
+
+class _FastCEP:
+    """Centered EP on the fused float32 path (:mod:`physgrad.layered_fast`)."""
+
+    def __init__(self, net, preset, params, threads, dtype):
+        self.net, self.preset, self.params = net, preset, tuple(params)
+        # a W1 below ~4 MB is processed faster by one thread than split (thread hand-off costs more)
+        fused_threads = threads if params[0].nbytes >= (4 << 20) else 1
+        self.ws = lf.Workspace(net, preset.batch_size, n_threads=fused_threads, dtype=dtype)
+        from threadpoolctl import threadpool_limits
+        self._limits = threadpool_limits(1)  # BLAS single-threaded inside our threads
+        self.drive = None
+
+    def start_epoch(self, x, order, start_batch):
+        B = self.preset.batch_size
+        idx = order[start_batch * B:(start_batch + 1) * B]
+        self.drive = lf.make_drive(self.net, self.ws, self.params[0], lf.input_layer(self.net, x[idx], self.params[0].dtype))
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        net, p = self.net, self.preset
+        dtype = self.params[0].dtype
+        s0 = lf.input_layer(net, x[idx], dtype)
+        if warm is None or len(warm[0]) != len(idx):
+            warm = lf.zero_state(net, len(idx), dtype)
+        next_s0 = None if nxt is None else lf.input_layer(net, x[nxt], dtype)
+        if next_s0 is not None and len(next_s0) != len(idx):
+            next_s0 = None  # a shorter last batch: its drive is computed separately
+        free, s_plus, drive = lf.cep_batch_(
+            net, self.params, self.ws, self.drive, warm, _one_hot(y, net.sizes[-1], dtype), p.beta,
+            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
+        if nxt is not None and next_s0 is None:
+            drive = lf.make_drive(net, self.ws, self.params[0], lf.input_layer(net, x[nxt], dtype))
+        self.drive = drive
+        return s_plus, np.argmax(free[-1], axis=1)
+
+    def close(self):
+        self.ws.close()
+        self._limits.restore_original_limits()
+
+
+class _Generic:
+    """Any learning rule of :mod:`physgrad.learning` on the layered energy and the block minimizer.
+
+    The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
+    with ``strict=False``. As in the fast path, the next batch's free phase starts from the last
+    nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP).
+    """
+
+    def __init__(self, net, preset, config, params, dtype):
+        from physgrad.energies.layered import energy_for_preset
+        from physgrad.learning import TruncatedBackprop, make_estimator
+        from physgrad.minimizers.block import BlockCoordinateDescent
+
+        self.net, self.preset, self.params = net, preset, tuple(params)
+        self.energy = energy_for_preset(preset)
+        self.minimizer = BlockCoordinateDescent(sweeps=preset.sweeps, schedule=preset.schedule, tol=None)
+        if config.algorithm == "tbp":  # unrolled from the free state, like the authors' BP baseline
+            self.rule = TruncatedBackprop(steps=preset.sweeps, init="free", strict=False)
+        else:
+            self.rule = make_estimator(config.algorithm, beta=preset.beta, eta=config.eta, steps=preset.sweeps,
+                                       strict=False)
+        self.dtype = dtype
+
+    def start_epoch(self, x, order, start_batch):
+        pass
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        p = self.preset
+        xb = x[idx]
+        s0 = None if warm is None or len(warm[0]) != len(idx) else tuple(warm)
+        free = self.minimizer.minimize(self.energy, self.params, xb, s0=s0)
+        y1h = _one_hot(y, self.net.sizes[-1], self.dtype)
+        if hasattr(self.rule, "phases"):
+            ph = self.rule.phases(self.energy, self.params, xb, y1h, self.minimizer, free=free)
+            grads = self.rule.estimate_from_phases(self.energy, self.params, xb, ph)
+            last = ph.plus if ph.plus is not None else (ph.minus if ph.minus is not None else ph.free)
+        else:
+            grads = self.rule.estimate(self.energy, self.params, xb, y1h, self.minimizer, free=free)
+            last = free
+        lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
+        new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+        self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))
+        warm = [np.asarray(s, dtype=self.dtype) for s in last.state]
+        return warm, np.argmax(np.asarray(self.energy.outputs(free.state)), axis=1)
+
+    def close(self):
+        pass
+
+
+def add_train_parser(subparsers) -> None:
+    """Register ``physgrad train`` and ``physgrad download`` on an argparse subparsers object."""
+    from physgrad.data import add_download_parser
+
+    p = subparsers.add_parser("train", help="train a layered network (DRN/DHN preset) on MNIST-format data",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="drn-1h", choices=list(PRESETS))
+    p.add_argument("--algorithm", default="cep", choices=ALGORITHMS)
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the fused pass over W1 and for evaluation (default 1; 2 helps only "
+                        "when the second core is idle: on a loaded 2-core machine it is slower)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--engine", default="auto", choices=ENGINES)
+    p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train_main)
+    add_download_parser(subparsers)
+
+
+def _train_main(args) -> int:
+    cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
+                      epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
+                      batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
+                      engine=args.engine, eta=args.eta)
+    out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
+    metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
+                    command=" ".join(sys.argv) if sys.argv else None)
+    if metrics:
+        last = metrics[-1]
+        print(f"{out}: epoch {int(last['epoch'])}, test error {last['test_error']:.2f}%")
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m physgrad.train ...`` (same options as ``physgrad train``)."""
+    parser = argparse.ArgumentParser(prog="python -m physgrad.train")
+    sub = parser.add_subparsers(dest="command")
+    add_train_parser(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "download"):
+        argv = ["train"] + argv
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PhysgradError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
