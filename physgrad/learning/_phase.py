@@ -32,6 +32,22 @@ def difference_quotient(a, b, scale: float):
     return tree_map(lambda p, q: (p - q) / scale, a, b)
 
 
+def contrast(energy, theta, x, phases, variant: str, step: float):
+    r"""The contrastive estimate shared by EP and coupled learning, shaped like ``theta``.
+
+    ``positive``: :math:`(\partial_\theta E(s_+) - \partial_\theta E(s_0)) / h`; ``negative``:
+    :math:`(\partial_\theta E(s_0) - \partial_\theta E(s_-)) / h`; ``centered``:
+    :math:`(\partial_\theta E(s_+) - \partial_\theta E(s_-)) / (2h)`, with ``phases`` carrying
+    ``free``, ``plus`` and ``minus`` equilibria and ``h`` the nudge (beta or eta).
+    """
+    grad = energy.theta_grad
+    if variant == "positive":
+        return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.free.state, theta, x), step)
+    if variant == "negative":
+        return difference_quotient(grad(phases.free.state, theta, x), grad(phases.minus.state, theta, x), step)
+    return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.minus.state, theta, x), 2.0 * step)
+
+
 def check_positive(name: str, value: float) -> float:
     value = float(value)
     if not (value > 0.0) or value != value or value == float("inf"):

@@ -34,7 +34,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from physgrad.equilibrium import Equilibrium, Nudge
-from physgrad.learning._phase import check_choice, check_positive, difference_quotient, free_phase, solve_phase
+from physgrad.learning._phase import check_choice, check_positive, contrast, free_phase, solve_phase
 from physgrad.learning.cost import check_targets
 
 Variant = Literal["positive", "negative", "centered"]
@@ -97,13 +97,7 @@ class CoupledLearning:
 
     def estimate_from_phases(self, energy, theta, x, phases: CoupledPhases):
         """The coupled-learning estimate given solved phases (shaped like ``theta``)."""
-        grad = energy.theta_grad
-        if self.variant == "positive":
-            return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.free.state, theta, x), self.eta)
-        if self.variant == "negative":
-            return difference_quotient(grad(phases.free.state, theta, x), grad(phases.minus.state, theta, x), self.eta)
-        return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.minus.state, theta, x),
-                                   2.0 * self.eta)
+        return contrast(energy, theta, x, phases, self.variant, self.eta)
 
     def estimate(self, energy, theta, x, y, minimizer, free=None):
         """Estimate of :math:`\\partial \\bar C/\\partial\\theta` (a descent direction), shaped like ``theta``."""

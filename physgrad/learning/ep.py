@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from physgrad.equilibrium import Equilibrium, Nudge
-from physgrad.learning._phase import check_choice, check_positive, difference_quotient, free_phase, solve_phase
+from physgrad.learning._phase import check_choice, check_positive, contrast, free_phase, solve_phase
 from physgrad.learning.cost import check_targets
 
 Variant = Literal["positive", "negative", "centered"]
@@ -90,13 +90,7 @@ class EquilibriumPropagation:
 
     def estimate_from_phases(self, energy, theta, x, phases: EPPhases):
         """The EP estimate given already solved phases (shaped like ``theta``)."""
-        grad = energy.theta_grad
-        if self.variant == "positive":
-            return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.free.state, theta, x), self.beta)
-        if self.variant == "negative":
-            return difference_quotient(grad(phases.free.state, theta, x), grad(phases.minus.state, theta, x), self.beta)
-        return difference_quotient(grad(phases.plus.state, theta, x), grad(phases.minus.state, theta, x),
-                                   2.0 * self.beta)
+        return contrast(energy, theta, x, phases, self.variant, self.beta)
 
     def estimate(self, energy, theta, x, y, minimizer, free=None):
         """Estimate :math:`\\partial \\bar C/\\partial\\theta`, shaped like ``theta`` (units of C per unit theta)."""
