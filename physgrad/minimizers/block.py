@@ -28,6 +28,7 @@ import numpy as np
 from autograd.builtins import tuple as atuple
 
 from physgrad.equilibrium import FREE, Equilibrium, Nudge, PhysgradError
+from physgrad.minimizers.loop import iterate
 
 Schedule = Literal["asynchronous", "synchronous", "forward", "backward"]
 SCHEDULES = ("asynchronous", "synchronous", "forward", "backward")
@@ -138,21 +139,8 @@ class BlockCoordinateDescent:
             if not all(np.all(np.isfinite(a)) for a in s):
                 raise PhysgradError("s0 contains NaN or inf")
         s = _clamped(s, nudge)
-        residual, n = np.inf, 0
-        status, message = "max_iter", f"ran the fixed budget of {self.sweeps} sweeps"
-        for n in range(1, self.sweeps + 1):
-            new = self.step(energy, theta, x, s, nudge)
-            residual = max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(new, s))
-            s = new
-            if not np.isfinite(residual):
-                status, message = "solver_error", f"state became non-finite at sweep {n}"
-                break
-            if (self.tol is not None and residual <= self.tol) or residual == 0.0:
-                status, message = "converged", f"largest change {residual:.3g} V <= tol after {n} sweeps"
-                break
-        else:
-            if self.tol is not None:
-                message = f"largest change {residual:.3g} V > tol={self.tol:g} after {self.sweeps} sweeps"
+        s, status, n, residual, message = iterate(lambda s: self.step(energy, theta, x, s, nudge), s,
+                                                  self.sweeps, self.tol, "sweeps")
         E = energy.energy(s, theta, x)
         if nudge.beta != 0.0:
             E = E + nudge.beta * 0.5 * np.sum((energy.outputs(s) - nudge.target) ** 2, axis=-1)

@@ -22,6 +22,7 @@ from autograd.builtins import tuple as atuple
 
 from physgrad.equilibrium import FREE, Equilibrium, Nudge, PhysgradError
 from physgrad.minimizers.block import _clamped
+from physgrad.minimizers.loop import iterate
 
 
 def _total(energy, theta, x, nudge: Nudge):
@@ -95,18 +96,10 @@ class GradientDescent:
         if hasattr(energy, "check_state"):
             energy.check_state(s, B)
         s = self._project(energy, _clamped(s, nudge))
-        residual, n = np.inf, 0
-        status, message = "max_iter", f"ran {self.max_iter} steps"
-        for n in range(1, self.max_iter + 1):
-            new = self.step(energy, theta, x, s, nudge)
-            residual = max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(new, s))
-            s = new
-            if not np.isfinite(residual):
-                status, message = "solver_error", f"diverged at step {n} (reduce step_size)"
-                break
-            if self.tol is not None and residual <= self.tol:
-                status, message = "converged", f"largest change {residual:.3g} <= tol after {n} steps"
-                break
+        s, status, n, residual, message = iterate(lambda s: self.step(energy, theta, x, s, nudge), s,
+                                                  self.max_iter, self.tol, "steps")
+        if status == "solver_error":
+            message += " (reduce step_size)"
         E = np.asarray(energy.energy(s, theta, x))
         if nudge.beta != 0.0:
             E = E + nudge.beta * 0.5 * np.sum((energy.outputs(s) - nudge.target) ** 2, axis=-1)

@@ -1,0 +1,33 @@
+"""The one loop of the iterative layered minimizers: repeat a pure ``step`` until a stop rule holds."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+
+def iterate(step: Callable, s: tuple, max_iter: int, tol: Optional[float], unit: str = "sweeps"):
+    """Apply ``s <- step(s)`` up to ``max_iter`` times.
+
+    Stops as ``converged`` when the largest change of any state entry in one iteration is
+    ``<= tol`` (or exactly 0: a fixed point), as ``solver_error`` when the state becomes non-finite,
+    else ``max_iter`` (which is the intended outcome of a fixed budget, ``tol=None``).
+
+    Returns
+    -------
+    (s, status, n_iter, residual, message)
+    """
+    residual, n = np.inf, 0
+    status = "max_iter"
+    message = f"ran the fixed budget of {max_iter} {unit}"
+    for n in range(1, max_iter + 1):
+        new = step(s)
+        residual = max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(new, s))
+        s = new
+        if not np.isfinite(residual):
+            return s, "solver_error", n, residual, f"state became non-finite after {n} {unit}"
+        if (tol is not None and residual <= tol) or residual == 0.0:
+            return s, "converged", n, residual, f"largest change {residual:.3g} <= tol after {n} {unit}"
+    if tol is not None:
+        message = f"largest change {residual:.3g} > tol={tol:g} after {max_iter} {unit}"
+    return s, status, n, residual, message
