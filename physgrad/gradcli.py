@@ -50,7 +50,9 @@ def add_grad_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="exact",
                    help="exact (KKT implicit differentiation), pep/nep/cep (equilibrium propagation), "
                         "cl (contrastive), pcpl/ncpl/ccpl (coupled learning), tbp/rbp (truncated/recurrent backprop)")
-    p.add_argument("--beta", type=_positive_float, default=1e-3, help="EP nudge beta (S), default 1e-3")
+    p.add_argument("--beta", type=_positive_float, default=None,
+                   help="EP nudge beta (S); default 1e-4 x the median resistor conductance, so the nudge is a "
+                        "small perturbation whatever the circuit's scale")
     p.add_argument("--eta", type=_positive_float, default=1e-2, help="coupled-learning amplitude, default 1e-2")
     p.add_argument("--steps", type=_positive_int, default=300, help="TBP sweeps / RBP iterations, default 300")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -73,8 +75,16 @@ def _verify_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="seed of the finite-difference directions")
 
 
-def grad_result(circuit, method: str, beta: float = 1e-3, eta: float = 1e-2, steps: int = 300) -> dict:
+def default_beta(circuit) -> float:
+    """``1e-4`` times the median resistor conductance (S): EP's bias is then ~1e-4 relative (P-EP,
+    N-EP) or ~1e-8 (C-EP) on smooth cases, far above round-off in the phase differences."""
+    g = np.array([r.conductance for r in circuit.resistors if r.conductance > 0])
+    return 1e-4 * float(np.median(g)) if g.size else 1e-3
+
+
+def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float = 1e-2, steps: int = 300) -> dict:
     """The ``grad`` command's JSON object for a circuit (see :func:`grad_command`)."""
+    beta = default_beta(circuit) if beta is None else beta
     from physgrad.energies.co_content import CoContentEnergy, CoContentMinimizer
     from physgrad.learning import ExactGradient, make_estimator, mean_cost
     from physgrad.learning._phase import free_phase
@@ -120,7 +130,7 @@ def grad_command(args) -> int:
         print(json.dumps(res, indent=2))
     else:
         print(f"cost C = {res['cost']:.15g} V^2   method: {args.method}"
-              + (f"   beta = {args.beta:g} S" if res["beta"] is not None else "")
+              + (f"   beta = {res['beta']:g} S" if res["beta"] is not None else "")
               + (f"   eta = {args.eta:g}" if args.method in ("pcpl", "ncpl", "ccpl") else "")
               + (f"   steps = {args.steps}" if args.method in ("tbp", "rbp") else ""))
         if res["surrogate"] is not None:

@@ -109,3 +109,20 @@ def test_bad_input(tmp_path, capsys):
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         main(["grad", str(p), "--beta", "-1"])
+
+
+def test_default_beta_scales_with_the_circuit():
+    """Without --beta the nudge is 1e-4 x the median conductance: C-EP then matches the exact gradient."""
+    from pathlib import Path
+
+    from physgrad.gradcli import default_beta, grad_result
+    from physgrad.netlist import read_netlist
+
+    circuit = read_netlist(Path(__file__).resolve().parents[1] / "physgrad" / "examples" / "rectifier.cir")
+    exact = grad_result(circuit, "exact")["grad"]
+    cep = grad_result(circuit, "cep")
+    assert cep["beta"] == pytest.approx(default_beta(circuit))
+    scale = max(abs(v) for v in exact.values())
+    for name, v in exact.items():
+        # C-EP's bias is O(beta^2): ~1e-8 relative here; 1e-6 leaves room for the phases' round-off.
+        assert abs(cep["grad"][name] - v) <= 1e-6 * scale, name
