@@ -9,7 +9,8 @@ Where the files are looked for, in order (the first folder holding all four file
 1. the ``data_dir`` argument (``--data-dir``), as given and as ``data_dir/<name>``;
 2. the environment variable ``PHYSGRAD_DATA``, as given and as ``$PHYSGRAD_DATA/<name>``;
 3. ``../shared/data/<name>`` relative to the current directory;
-4. ``~/.physgrad/data/<name>`` (where :func:`download` puts files by default).
+4. ``~/.physgrad/data/<name>`` (where :func:`download` puts files by default);
+5. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` installs there).
 
 A missing dataset raises :class:`DataNotFoundError` listing every folder looked at.
 
@@ -39,6 +40,7 @@ import numpy as np
 from physgrad.equilibrium import PhysgradError
 
 ENV_VAR = "PHYSGRAD_DATA"
+SYSTEM_DATA = Path("/usr/share/datasets")  # Debian's dataset-* packages (dataset-fashion-mnist)
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -221,7 +223,8 @@ def candidate_dirs(name: str, data_dir=None, env: Optional[Mapping[str, str]] = 
         if root is not None:
             root = Path(root).expanduser()
             out += [root, root / name]
-    out += [cwd / ".." / "shared" / "data" / name, home / ".physgrad" / "data" / name]
+    out += [cwd / ".." / "shared" / "data" / name, home / ".physgrad" / "data" / name,
+            SYSTEM_DATA / name]
     return out
 
 

@@ -183,3 +183,10 @@ def test_real_mnist_if_present():
         pytest.skip("MNIST not available")
     assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert ds.y_train[:5].tolist() == [5, 0, 4, 1, 9]
+
+
+def test_debian_dataset_folder_is_searched_last(tmp_path):
+    from physgrad.data import SYSTEM_DATA, candidate_dirs
+
+    dirs = candidate_dirs("fashion-mnist", env={}, cwd=tmp_path, home=tmp_path)
+    assert dirs[-1] == SYSTEM_DATA / "fashion-mnist"
