@@ -361,7 +361,6 @@ def evaluate(net: FastNet, params, x: np.ndarray, sweeps: int, batch: Optional[i
     """
     from threadpoolctl import threadpool_limits
 
-    L = net.n_layers
     W1 = params[0]
     dtype = W1.dtype
     n_pix = net.sizes[0] // 2 if net.model == "drn" else net.sizes[0]
