@@ -1,8 +1,24 @@
 """Helpers shared by the learning rules: solving one phase and checking it converged."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, Optional
+
 from physgrad.equilibrium import FREE, Equilibrium, NotSolvedError, Nudge, PhysgradError
 from physgrad.tree import tree_map
+
+Variant = Literal["positive", "negative", "centered"]
+VARIANTS = ("positive", "negative", "centered")
+
+
+@dataclass(frozen=True)
+class Phases:
+    """The equilibria a contrastive estimate (EP, coupled learning) used; ``plus``/``minus`` are
+    ``None`` where the variant needs none."""
+
+    free: Equilibrium
+    plus: Optional[Equilibrium]
+    minus: Optional[Equilibrium]
 
 
 def solve_phase(energy, theta, x, minimizer, nudge: Nudge = FREE, s0=None, strict: bool = True) -> Equilibrium:

@@ -29,25 +29,15 @@ Movellan (1991), "Contrastive Hebbian learning in the continuous Hopfield model"
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
 
 import numpy as np
 
-from physgrad.equilibrium import Equilibrium, Nudge
-from physgrad.learning._phase import check_choice, check_positive, contrast, free_phase, solve_phase
+from physgrad.equilibrium import Nudge
+from physgrad.learning._phase import (VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
+                                      solve_phase)
 from physgrad.learning.cost import check_targets
 
-Variant = Literal["positive", "negative", "centered"]
-VARIANTS = ("positive", "negative", "centered")
-
-
-@dataclass(frozen=True)
-class CoupledPhases:
-    """The equilibria a coupled-learning estimate used (``None`` where the variant needs none)."""
-
-    free: Equilibrium
-    plus: Optional[Equilibrium]
-    minus: Optional[Equilibrium]
+CoupledPhases = Phases  # the free and clamped equilibria of one coupled-learning estimate
 
 
 @dataclass(frozen=True)

@@ -26,23 +26,13 @@ Scellier (2021), "A deep learning theory for neural networks grounded in physics
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
 
-from physgrad.equilibrium import Equilibrium, Nudge
-from physgrad.learning._phase import check_choice, check_positive, contrast, free_phase, solve_phase
+from physgrad.equilibrium import Nudge
+from physgrad.learning._phase import (VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
+                                      solve_phase)
 from physgrad.learning.cost import check_targets
 
-Variant = Literal["positive", "negative", "centered"]
-VARIANTS = ("positive", "negative", "centered")
-
-
-@dataclass(frozen=True)
-class EPPhases:
-    """The equilibria an EP estimate used (``plus``/``minus`` are ``None`` when not needed)."""
-
-    free: Equilibrium
-    plus: Optional[Equilibrium]
-    minus: Optional[Equilibrium]
+EPPhases = Phases  # the free, plus and minus equilibria of one EP estimate
 
 
 @dataclass(frozen=True)
