@@ -22,7 +22,6 @@ literature" (2018) (KMNIST).
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import os
@@ -373,15 +372,10 @@ def _download_main(args) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m physgrad.data download NAME``."""
-    parser = argparse.ArgumentParser(prog="python -m physgrad.data")
-    add_download_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except PhysgradError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m physgrad.data download NAME``: the same as ``physgrad download NAME``."""
+    from physgrad.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ and the learning rules of :mod:`physgrad.learning`.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -515,18 +514,12 @@ def _train_main(args) -> int:
 
 def main(argv=None) -> int:
     """``python -m physgrad.train ...`` (same options as ``physgrad train``)."""
-    parser = argparse.ArgumentParser(prog="python -m physgrad.train")
-    sub = parser.add_subparsers(dest="command")
-    add_train_parser(sub)
+    from physgrad.cli import main as cli_main
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("train", "download"):
         argv = ["train"] + argv
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except PhysgradError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
