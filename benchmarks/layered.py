@@ -7,16 +7,16 @@ Usage::
 For each preset it prints, in one run:
 
 - the time of one training epoch (60,000 samples, batch 4) of the fused C-EP step
-  (:mod:`physgrad.layered_fast`), **extrapolated** from the batches that fit in ``--seconds``
+  (:mod:`physgrad.layered.fused`), **extrapolated** from the batches that fit in ``--seconds``
   (the number measured is printed), for each thread count;
 - the time of a straightforward numpy implementation of the same step
-  (:func:`physgrad.layered_fast.reference_cep_step`: recomputes ``s0 @ W1`` and the column sums in
+  (:func:`physgrad.layered.fused.reference_cep_step`: recomputes ``s0 @ W1`` and the column sums in
   every sweep, forms each full gradient matrix, then updates and clamps), also extrapolated;
 - the evaluation time on the 10,000 test images (batches of 1000, from the zero state);
 - the matmul FLOPs per training batch and per evaluation, the achieved rates, and the measured
   BLAS ``sgemm`` rate on the evaluation's shape, with 1 and 2 threads.
 
-Uses MNIST when found (see :mod:`physgrad.data`), random sparse images otherwise. Timings on a shared
+Uses MNIST when found (see :mod:`physgrad.layered.data`), random sparse images otherwise. Timings on a shared
 machine vary; the load average is printed.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from physgrad import layered_fast as lf  # noqa: E402
-from physgrad.data import DataNotFoundError, load_dataset  # noqa: E402
-from physgrad.presets import get_preset  # noqa: E402
+from physgrad.layered import fused as lf  # noqa: E402
+from physgrad.layered.data import DataNotFoundError, load_dataset  # noqa: E402
+from physgrad.layered.presets import get_preset  # noqa: E402
 
 N_TRAIN, N_TEST, B = 60000, 10000, 4
 

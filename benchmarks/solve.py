@@ -28,7 +28,7 @@ Routes
   ``0.5 * g * cp.square(v[a] - v[b])`` term per resistor summed in Python, one constraint per
   source and diode, ``prob.solve()`` with the default solver; timed once, model building
   included. DESIGN.md section 3: this is 100-1000x slower than one ``quad_form``.
-- ngspice (``physgrad.ngspice.run_ngspice`` on :func:`physgrad.netlist.write_netlist`'s text:
+- ngspice (``physgrad.circuit.ngspice.run_ngspice`` on :func:`physgrad.circuit.netlist.write_netlist`'s text:
   ideal diodes become steep Shockley diodes, tight ``.options``); timed once (process wall time).
 
 Every slow route runs in a forked child under a wall-clock cap (``--cap-cvxpy``,
@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from physgrad.circuit import (  # noqa: E402
+from physgrad.circuit.elements import (  # noqa: E402
     Circuit,
     CurrentSource,
     DiodeModel,
@@ -278,7 +278,7 @@ def drn_xs(x: np.ndarray, seed: int = 0, gain: float = 100.0, n_hidden: int = 10
 # routes (each returns node voltages in circuit.nodes order and seconds)
 # --------------------------------------------------------------------------------------------
 def route_physgrad(circuit: Circuit, solver: str, repeat: int) -> dict:
-    from physgrad.solve import solve
+    from physgrad.circuit.solve import solve
 
     times, sol = [], None
     for _ in range(max(1, repeat)):
@@ -322,8 +322,8 @@ def route_plain_cvxpy(circuit: Circuit) -> dict:
 
 
 def route_ngspice(circuit: Circuit, cap_s: float) -> dict:
-    from physgrad.netlist import write_netlist
-    from physgrad.ngspice import run_ngspice
+    from physgrad.circuit.netlist import write_netlist
+    from physgrad.circuit.ngspice import run_ngspice
 
     text = write_netlist(circuit)
     res = run_ngspice(text, timeout_s=cap_s)
@@ -502,7 +502,7 @@ def versions() -> str:
     import scipy
 
     try:
-        from physgrad.ngspice import ngspice_version
+        from physgrad.circuit.ngspice import ngspice_version
 
         ng = ngspice_version()
     except Exception as exc:  # noqa: BLE001 - report, don't fail

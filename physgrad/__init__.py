@@ -3,20 +3,28 @@
 The circuit core in one import::
 
     from physgrad import Circuit, Resistor, IdealDiode, VoltageSource, solve, read_netlist
+
+The package is layered; an import only ever points down this list (checked by import-linter):
+``cli`` -> ``layered`` (and the ``verification`` package) -> ``learning`` -> ``minimizers`` ->
+``energies`` -> ``circuit`` -> ``types``, ``pytree``.
 """
-from physgrad.equilibrium import FREE, Equilibrium, NotSolvedError, Nudge, PhysgradError
 from physgrad.circuit import (
+    SOLVERS,
     Circuit,
+    CircuitSolution,
     CurrentSource,
     DiodeModel,
     IdealDiode,
+    NetlistError,
     Resistor,
     ShockleyDiode,
     VoltageSource,
+    parse_netlist,
+    read_netlist,
+    solve,
+    write_netlist,
 )
-from physgrad.netlist import NetlistError, parse_netlist, read_netlist, write_netlist
-from physgrad.solution import CircuitSolution
-from physgrad.solve import SOLVERS, solve
+from physgrad.types import FREE, Equilibrium, NotSolvedError, Nudge, PhysgradError
 
 __version__ = "0.1.0"
 

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from physgrad.circuit import (Circuit, CurrentSource, DiodeModel, IdealDiode, Resistor, ShockleyDiode,
+from physgrad.circuit.elements import (Circuit, CurrentSource, DiodeModel, IdealDiode, Resistor, ShockleyDiode,
                               VoltageSource)
-from physgrad.equilibrium import Nudge, PhysgradError
+from physgrad.types import Nudge, PhysgradError
 
 
 @pytest.mark.parametrize("make,pattern", [

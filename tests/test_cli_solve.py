@@ -8,9 +8,9 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from physgrad.circuit import CurrentSource, IdealDiode, Resistor, VoltageSource
+from physgrad.circuit.elements import CurrentSource, IdealDiode, Resistor, VoltageSource
 from physgrad.cli import main
-from physgrad.netlist import parse_netlist
+from physgrad.circuit.netlist import parse_netlist
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "physgrad" / "examples" / "rectifier.cir"
 
@@ -121,8 +121,8 @@ def test_exit_code_infeasible(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    """The installed `physgrad` command (or `python -m physgrad.cli`) runs the example."""
-    r = subprocess.run([sys.executable, "-m", "physgrad.cli", "solve", str(EXAMPLE), "--json"],
+    """The installed `physgrad` command (`python -m physgrad`) runs the example."""
+    r = subprocess.run([sys.executable, "-m", "physgrad", "solve", str(EXAMPLE), "--json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["voltages"]["a"] == pytest.approx(0.7)

@@ -8,10 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from physgrad import data
-from physgrad.data import (FILES, ChecksumError, DataNotFoundError, download, find_data_dir, load_dataset, read_idx,
+from physgrad.cli import main
+from physgrad.layered import data
+from physgrad.layered.data import (FILES, ChecksumError, DataNotFoundError, download, find_data_dir, load_dataset, read_idx,
                            write_idx)
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 
 
 def make_dataset(folder, n_train=12, n_test=6, compress=True, seed=0):
@@ -172,7 +173,7 @@ def test_download_needs_checksums(tmp_path):
 def test_download_cli(server, tmp_path, monkeypatch):
     url, root = server
     monkeypatch.setitem(data.DATASETS, "mnist", data.DatasetSpec("mnist", (url,), _sums(root, "md5")))
-    assert data.main(["download", "mnist", "--dest", str(tmp_path / "cli")]) == 0
+    assert main(["download", "mnist", "--dest", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "train-images-idx3-ubyte.gz").exists()
 
 
@@ -186,7 +187,7 @@ def test_real_mnist_if_present():
 
 
 def test_debian_dataset_folder_is_searched_last(tmp_path):
-    from physgrad.data import SYSTEM_DATA, candidate_dirs
+    from physgrad.layered.data import SYSTEM_DATA, candidate_dirs
 
     dirs = candidate_dirs("fashion-mnist", env={}, cwd=tmp_path, home=tmp_path)
     assert dirs[-1] == SYSTEM_DATA / "fashion-mnist"

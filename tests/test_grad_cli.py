@@ -6,8 +6,8 @@ import pytest
 
 from physgrad.cli import main
 from physgrad.learning import METHODS
-from physgrad.netlist import read_netlist, write_netlist
-from physgrad.solve import solve
+from physgrad.circuit.netlist import read_netlist, write_netlist
+from physgrad.circuit.solve import solve
 from verification.cases import feasible_random_circuit
 
 NETLIST = """grad test: divider with a clipping diode
@@ -115,8 +115,8 @@ def test_default_beta_scales_with_the_circuit():
     """Without --beta the nudge is 1e-4 x the median conductance: C-EP then matches the exact gradient."""
     from pathlib import Path
 
-    from physgrad.gradcli import default_beta, grad_result
-    from physgrad.netlist import read_netlist
+    from physgrad.cli.grad import default_beta, grad_result
+    from physgrad.circuit.netlist import read_netlist
 
     circuit = read_netlist(Path(__file__).resolve().parents[1] / "physgrad" / "examples" / "rectifier.cir")
     exact = grad_result(circuit, "exact")["grad"]

@@ -4,11 +4,11 @@ import pytest
 from autograd import grad
 
 from physgrad.energies.layered import DeepHopfield, DeepResistive, energy_for_preset
-from physgrad.equilibrium import FREE, Nudge, PhysgradError
+from physgrad.types import FREE, Nudge, PhysgradError
 from physgrad.learning import make_estimator
 from physgrad.minimizers.block import BlockCoordinateDescent, layer_groups
 from physgrad.minimizers.gradient import GradientDescent
-from physgrad.presets import get_preset
+from physgrad.layered.presets import get_preset
 
 TIGHT = BlockCoordinateDescent(sweeps=20000, tol=1e-14)
 
@@ -155,7 +155,7 @@ def test_gradient_descent_dhn():
 # --- against the exact QP of the lowered circuit ---------------------------------------------------
 @pytest.mark.parametrize("beta", [0.0, 0.5, -0.3])
 def test_block_matches_circuit_qp(beta):
-    from physgrad.solve import solve
+    from physgrad.circuit.solve import solve
 
     en, th, x, y = tiny_drn()
     nudge = Nudge(beta, target=y) if beta else FREE
@@ -169,7 +169,7 @@ def test_block_matches_circuit_qp(beta):
 
 
 def test_circuit_lowering_structure():
-    from physgrad.circuit import CurrentSource, IdealDiode, Resistor, VoltageSource
+    from physgrad.circuit.elements import CurrentSource, IdealDiode, Resistor, VoltageSource
 
     en, th, x, _ = tiny_drn(hidden=(4,))
     c = en.to_circuit(th, x[0])

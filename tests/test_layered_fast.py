@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from physgrad import layered_fast as lf
+from physgrad.layered import fused as lf
 from physgrad.energies.layered import DeepHopfield, DeepResistive
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 from physgrad.learning import EquilibriumPropagation
 from physgrad.minimizers.block import BlockCoordinateDescent
 

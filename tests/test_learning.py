@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from physgrad.equilibrium import NotSolvedError, Equilibrium, PhysgradError
+from physgrad.types import NotSolvedError, Equilibrium, PhysgradError
 from physgrad.learning import (METHODS, CoupledLearning, EquilibriumPropagation, ExactGradient, RecurrentBackprop,
                                TruncatedBackprop, contrastive_learning, coupled_limit, make_estimator, surrogate)
 from verification.analytic import LinearNetworkEnergy, LinearSolveMinimizer, chain, chain_cost_and_gradient
@@ -153,7 +153,7 @@ def test_backprop_needs_step():
 
 def test_layered_drn_exact_and_estimators():
     """Generic rules on the layered DRN (tuple theta and state) against finite differences."""
-    from physgrad.tree import tree_map, tree_norm, tree_vdot
+    from physgrad.pytree import tree_map, tree_norm, tree_vdot
     from verification.cases import drn_case
     case = drn_case(0)
     E, th, x, y, M = case.energy, case.theta, case.x, case.y, case.minimizer

@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 
-from physgrad.circuit import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
-from physgrad.energies.co_content import CoContentEnergy, CoContentMinimizer
-from physgrad.equilibrium import FREE, Nudge, PhysgradError
+from physgrad.circuit.elements import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
+from physgrad.energies.co_content import CoContentEnergy
+from physgrad.minimizers.co_content import CoContentMinimizer
+from physgrad.types import FREE, Nudge, PhysgradError
 from physgrad.learning import (EquilibriumPropagation, ExactGradient, RecurrentBackprop, TruncatedBackprop,
                                make_estimator)
-from physgrad.solve import solve
+from physgrad.circuit.solve import solve
 from verification.cases import feasible_random_circuit
 
 MIN = CoContentMinimizer()

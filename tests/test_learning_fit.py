@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from physgrad.energies.co_content import CoContentEnergy, CoContentMinimizer
-from physgrad.equilibrium import PhysgradError
+from physgrad.energies.co_content import CoContentEnergy
+from physgrad.minimizers.co_content import CoContentMinimizer
+from physgrad.types import PhysgradError
 from physgrad.learning import FitConfig, fit, make_estimator
 from verification.analytic import LinearSolveMinimizer, chain
 from verification.tasks import dillavou_network, load_iris, regression_task, xor_task

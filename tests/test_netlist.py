@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from physgrad.circuit import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
-from physgrad.equilibrium import PhysgradError
-from physgrad.netlist import NetlistError, parse_netlist, parse_number, read_netlist, write_netlist
-from physgrad.solve import solve
+from physgrad.circuit.elements import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
+from physgrad.types import PhysgradError
+from physgrad.circuit.netlist import NetlistError, parse_netlist, parse_number, read_netlist, write_netlist
+from physgrad.circuit.solve import solve
 from verification.circuits import known_circuits, random_circuit
 
 

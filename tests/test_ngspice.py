@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from physgrad.ngspice import (
+from physgrad.circuit.ngspice import (
     NgspiceFailedError,
     NgspiceNotFoundError,
     NgspiceResult,
@@ -258,7 +258,7 @@ OPTIONS = ".options reltol=1e-6 vntol=1e-9 abstol=1e-15"
 
 
 def _newton(circuit):
-    from physgrad.solve import solve
+    from physgrad.circuit.solve import solve
 
     return solve(circuit, solver="newton")
 
@@ -278,19 +278,19 @@ def _compare(circuit, text):
 
 
 def _circuit(elements, title="t"):
-    from physgrad.circuit import Circuit
+    from physgrad.circuit.elements import Circuit
 
     return Circuit(tuple(elements), title)
 
 
 def _d(IS=1e-14, N=1.0, name="dmod"):
-    from physgrad.circuit import DiodeModel
+    from physgrad.circuit.elements import DiodeModel
 
     return DiodeModel(name, IS=IS, N=N)
 
 
 def _diode_resistor_source():
-    from physgrad.circuit import Resistor, ShockleyDiode, VoltageSource
+    from physgrad.circuit.elements import Resistor, ShockleyDiode, VoltageSource
 
     text = f"""diode + resistor + source
 V1 in 0 DC 5
@@ -308,7 +308,7 @@ D1 a 0 dmod
 
 def _half_wave_rectifier(v):
     """Source -> series resistance -> diode -> load; DC operating point at source value ``v``."""
-    from physgrad.circuit import Resistor, ShockleyDiode, VoltageSource
+    from physgrad.circuit.elements import Resistor, ShockleyDiode, VoltageSource
 
     text = f"""half-wave rectifier at {v} V
 V1 src 0 DC {v!r}
@@ -326,7 +326,7 @@ RL out 0 1k
 
 
 def _bridge(v):
-    from physgrad.circuit import Resistor, ShockleyDiode, VoltageSource
+    from physgrad.circuit.elements import Resistor, ShockleyDiode, VoltageSource
 
     text = f"""diode bridge at {v} V
 V1 ac1 0 DC {v!r}
@@ -349,7 +349,7 @@ RL p n 2k
 
 
 def _anti_parallel():
-    from physgrad.circuit import CurrentSource, Resistor, ShockleyDiode, VoltageSource
+    from physgrad.circuit.elements import CurrentSource, Resistor, ShockleyDiode, VoltageSource
 
     text = f"""anti-parallel diodes with different models
 V1 in 0 DC 1.5
@@ -382,7 +382,7 @@ def random_shockley_graph(n_nodes=20, seed=0):
     Conductances 1e-4..1e-2 S (so ngspice's reverse-region law stays < 1e-10 V from the exact
     exponential, see the module docstring), IS 1e-15..1e-13 A, N in {1, 1.5, 2}.
     """
-    from physgrad.circuit import CurrentSource, Resistor, ShockleyDiode, VoltageSource
+    from physgrad.circuit.elements import CurrentSource, Resistor, ShockleyDiode, VoltageSource
 
     rng = np.random.default_rng(seed)
     nodes = ["0"] + [f"n{i}" for i in range(1, n_nodes + 1)]
@@ -439,7 +439,7 @@ def test_ngspice_matches_newton(ngspice_available, case):
 def test_hand_written_netlists_are_the_same_physics(case):
     """The hand-built Circuits and physgrad's reading of the netlist text ngspice runs give the
     same Newton answer (so the comparison above compares the same circuit). No ngspice needed."""
-    from physgrad.netlist import parse_netlist
+    from physgrad.circuit.netlist import parse_netlist
 
     circuit, text = CASES[case]()
     parsed = parse_netlist(text)
@@ -464,7 +464,7 @@ def test_default_options_are_not_trusted(ngspice_available):
 # ideal diodes through the netlist writer (steep Shockley models in ngspice)
 # ----------------------------------------------------------------------------------------------
 def _ideal_diode_circuit():
-    from physgrad.circuit import CurrentSource, IdealDiode, Resistor, VoltageSource
+    from physgrad.circuit.elements import CurrentSource, IdealDiode, Resistor, VoltageSource
 
     return _circuit([
         VoltageSource("v1", "in", "0", 3.0), Resistor("r1", "in", "a", 1e-3),
@@ -490,8 +490,8 @@ def test_write_netlist_ideal_diodes(ngspice_available):
     is that bound summed over diodes (a diode drop acts as a small series source, and in a
     resistive network a source perturbation moves no node voltage by more than itself).
     """
-    from physgrad import netlist
-    from physgrad.solve import solve
+    from physgrad.circuit import netlist
+    from physgrad.circuit.solve import solve
 
     circuit = _ideal_diode_circuit()
     text = netlist.write_netlist(circuit)
@@ -515,8 +515,8 @@ def test_write_netlist_ideal_diodes(ngspice_available):
 @pytest.mark.ngspice
 def test_written_netlist_with_non_default_vt_runs_the_same_physics(ngspice_available):
     """ngspice has no vt parameter: the writer scales N so that N vt is unchanged (and round-trips)."""
-    from physgrad.circuit import Circuit, DiodeModel, Resistor, ShockleyDiode, VoltageSource
-    from physgrad.netlist import parse_netlist, write_netlist
+    from physgrad.circuit.elements import Circuit, DiodeModel, Resistor, ShockleyDiode, VoltageSource
+    from physgrad.circuit.netlist import parse_netlist, write_netlist
 
     m = DiodeModel("hot", IS=1e-14, N=1.2, vt=0.03)
     c = Circuit((VoltageSource("v1", "in", "0", 3.0), Resistor("r1", "in", "a", 1e-3), ShockleyDiode("d1", "a", "0", m)))

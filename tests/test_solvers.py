@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from physgrad.circuit import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
-from physgrad.equilibrium import NotSolvedError, Nudge, PhysgradError
-from physgrad.solve import solve
+from physgrad.circuit.elements import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
+from physgrad.types import NotSolvedError, Nudge, PhysgradError
+from physgrad.circuit.solve import solve
 from verification.circuits import known_circuits, random_circuit
 
 IDEAL_SOLVERS = ("activeset", "qp", "coordinate")
@@ -51,7 +51,7 @@ def test_energy_is_minimal():
     """Perturbing the voltages of free nodes (keeping diode constraints) never lowers the co-content."""
     c = random_circuit(15, 3, diode_fraction=0.0)
     sol = solve(c)
-    from physgrad.reduction import build_problem
+    from physgrad.circuit.reduction import build_problem
 
     p = build_problem(c)
     u = sol.info["u"]
@@ -92,7 +92,7 @@ def test_shockley_random_graph_newton_certified(seed):
     sol = solve(c, "newton")
     assert sol.certificate.passed, sol.certificate.describe()
     # Independent check of KCL at every non-source node from the element currents themselves.
-    from physgrad.circuit import VoltageSource as VS
+    from physgrad.circuit.elements import VoltageSource as VS
 
     net = {n: 0.0 for n in c.nodes}
     for el, i in zip(c.elements, sol.currents):
@@ -286,7 +286,7 @@ def test_zero_conductance_override_can_float_a_node():
 @pytest.mark.parametrize("seed", range(4))
 def test_iterative_kkt_route_matches_direct(seed, monkeypatch):
     """The elimination + CG route used on large circuits gives the direct route's answer."""
-    from physgrad.minimizers import activeset
+    from physgrad.circuit.solvers import kkt as activeset
 
     c = random_circuit(60, seed, diode_fraction=0.6)
     direct = solve(c, "activeset")
@@ -300,7 +300,7 @@ def test_iterative_kkt_route_matches_direct(seed, monkeypatch):
 def test_eliminate_parametrises_the_active_constraints():
     import scipy.sparse as sp
 
-    from physgrad.minimizers.activeset import eliminate
+    from physgrad.circuit.solvers.kkt import eliminate
 
     # rows: u0 <= 1 (bound), u1 - u2 <= 0.5 (tie), -u3 <= 2 (bound), u2 - u4 <= 0 (tie)
     D = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 1, -1, 0, 0], [0, 0, 0, -1, 0], [0, 0, 1, 0, -1]], float))

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from physgrad.data import FILES, write_idx
-from physgrad.equilibrium import PhysgradError
-from physgrad.train import ALGORITHMS, TrainConfig, load_checkpoint, main, train
+from physgrad.layered.data import FILES, write_idx
+from physgrad.types import PhysgradError
+from physgrad.cli import main
+from physgrad.layered.train import ALGORITHMS, TrainConfig, load_checkpoint, train
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +129,13 @@ def test_errors(data_dir, tmp_path, monkeypatch):
 
 def test_cli(data_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "1", "--train-size", "8",
+    rc = main(["train", "--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "1", "--train-size", "8",
                "--threads", "1", "--out", str(out), "--no-progress"])
     assert rc == 0 and "test error" in capsys.readouterr().out
-    rc = main(["--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "1", "--train-size", "16",
+    rc = main(["train", "--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "1", "--train-size", "16",
                "--threads", "1", "--out", str(out), "--no-progress", "--resume"])
     assert rc == 2  # train size differs from the saved run: a clear error, exit code 2
     assert "differ" in capsys.readouterr().err
-    rc = main(["--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "2", "--train-size", "8",
+    rc = main(["train", "--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "2", "--train-size", "8",
                "--threads", "1", "--out", str(out), "--no-progress", "--resume"])  # extend the schedule
     assert rc == 0 and len(read_metrics(out)) == 2

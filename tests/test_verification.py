@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 from verification.cases import analytic_chain, catalogue, divider_circuit, random_case
 from verification.checks import VerifyConfig, cosine, directions, fit_slope, rel_error, richardson
 from verification.report import bound_margins, counts, slope_table, write_report
@@ -77,15 +77,15 @@ def test_failure_is_reported_not_dropped():
 
 
 def test_verify_exit_codes(tmp_path, monkeypatch):
-    from physgrad.gradcli import verify_main
+    from physgrad.cli import main
     import verification.suite as suite
 
     ok = pd.DataFrame([dict(case="c", family="exact", check="exact_vs_fd", method="exact", param_name="", param=0.0,
                             value=0.0, reference=0.0, error=0.0, tol=1e-6, status="pass", detail="")])
     monkeypatch.setattr(suite, "catalogue", lambda quick: [])
     monkeypatch.setattr("verification.suite.run_suite", lambda **kw: ok)
-    assert verify_main(["--quick", "--out", str(tmp_path / "a")]) == 0
+    assert main(["verify", "--quick", "--out", str(tmp_path / "a")]) == 0
     failed = ok.assign(status="fail")
     monkeypatch.setattr("verification.suite.run_suite", lambda **kw: failed)
-    assert verify_main(["--quick", "--out", str(tmp_path / "b")]) == 1
+    assert main(["verify", "--quick", "--out", str(tmp_path / "b")]) == 1
     assert (tmp_path / "b" / "summary.md").read_text().count("FAILED") >= 1

@@ -1,7 +1,6 @@
-"""``python -m verification [--quick] [--out DIR]``: run the gradient-verification suite."""
+"""``python -m verification [--quick] [--out DIR] [--seed S]``: the same as ``physgrad verify``."""
 import sys
 
-from physgrad.gradcli import verify_main
+from physgrad.cli import main
 
-if __name__ == "__main__":
-    sys.exit(verify_main())
+sys.exit(main(["verify", *sys.argv[1:]]))

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import autograd.numpy as anp
 import numpy as np
 
-from physgrad.equilibrium import FREE, Equilibrium, PhysgradError
-from physgrad.learning.exact import QuadraticForm
+from physgrad.types import FREE, Equilibrium, PhysgradError
+from physgrad.types import QuadraticForm
 
 
 @dataclass(frozen=True)

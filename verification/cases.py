@@ -10,8 +10,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from physgrad.circuit import Circuit, IdealDiode, Resistor, VoltageSource
-from physgrad.energies.co_content import CoContentEnergy, CoContentMinimizer
+from physgrad.circuit.elements import Circuit, IdealDiode, Resistor, VoltageSource
+from physgrad.energies.co_content import CoContentEnergy
+from physgrad.minimizers.co_content import CoContentMinimizer
 from verification.analytic import LinearSolveMinimizer, chain, chain_cost_and_gradient
 
 
@@ -165,7 +166,7 @@ def drn_case(seed: int = 0, hidden=(4,), n_inputs: int = 3, n_outputs: int = 2, 
 def shockley_case() -> Case:
     """A diode network with Shockley diodes (IS = 1e-9 A, N = 1) and mA-scale conductances: the exact
     gradient differentiates one Newton step; no coordinate step (TBP/RBP skipped)."""
-    from physgrad.circuit import DiodeModel, ShockleyDiode
+    from physgrad.circuit.elements import DiodeModel, ShockleyDiode
 
     m = DiodeModel("dm", IS=1e-9, N=1.0)
     circ = Circuit((VoltageSource("v1", "in", "0", 1.0), Resistor("r1", "in", "a", 1e-3),

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physgrad.equilibrium import FREE, Nudge, PhysgradError
-from physgrad.tree import tree_leaves, tree_map, tree_norm, tree_vdot
+from physgrad.types import FREE, Nudge, PhysgradError
+from physgrad.pytree import tree_leaves, tree_map, tree_norm, tree_vdot
 from physgrad.learning import (CoupledLearning, EquilibriumPropagation, ExactGradient, TruncatedBackprop,
                                contrastive_learning, coupled_limit)
 from physgrad.learning.cost import mean_cost
@@ -329,7 +329,7 @@ def check_solvers(case, cfg: VerifyConfig, recorder: Recorder) -> list:
     """Solver agreement (circuit cases) and the KKT certificate of every equilibrium the checks used."""
     rows = []
     if case.circuit is not None:
-        from physgrad.energies.co_content import CoContentMinimizer
+        from physgrad.minimizers.co_content import CoContentMinimizer
 
         ref = case.minimizer.minimize(case.energy, case.theta, case.x)
         for solver in (case.solvers if case.solvers is not None else cfg.solvers):
@@ -347,7 +347,7 @@ def check_solvers(case, cfg: VerifyConfig, recorder: Recorder) -> list:
                 except Exception as err:
                     rows.append(row(case, "solvers", "solver_agreement", solver, status="fail", detail=str(err)[:200]))
     if hasattr(case.energy, "to_circuit"):  # layered model: compare with the circuit core on its lowered circuit
-        from physgrad.solve import solve
+        from physgrad.circuit.solve import solve
 
         eq = case.minimizer.minimize(case.energy, case.theta, case.x)
         for b in range(np.shape(case.x)[0]):
@@ -387,8 +387,8 @@ NGSPICE_TOL = 1e-8  # V: ngspice run with reltol=1e-9, vntol=1e-12 (measured agr
 
 def _ngspice_row(case, ref, cfg):
     """Free-phase node voltages against ngspice (skipped when ngspice is not installed)."""
-    from physgrad.netlist import write_netlist
-    from physgrad.ngspice import NgspiceNotFoundError, run_ngspice
+    from physgrad.circuit.netlist import write_netlist
+    from physgrad.circuit.ngspice import NgspiceNotFoundError, run_ngspice
 
     lines = write_netlist(case.circuit).splitlines()
     lines.insert(1, ".options reltol=1e-9 vntol=1e-12 abstol=1e-15")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physgrad.circuit import (
+from physgrad.circuit.elements import (
     Circuit,
     CurrentSource,
     DiodeModel,
@@ -166,7 +166,7 @@ def random_circuit(
             model = DiodeModel(f"m{s}", IS=10 ** rng.uniform(-15, -12), N=rng.uniform(1, 2))
             els.append(ShockleyDiode(f"d{s}", na, nb, model))
         return Circuit(tuple(els))
-    from physgrad.solve import solve
+    from physgrad.circuit.solve import solve
 
     kicks = [CurrentSource(f"ikick{i}", "0", n, rng.uniform(-2e-2, 2e-2)) for i, n in enumerate(nodes)]
     v = np.concatenate([solve(base.with_elements(*kicks), "linear").voltages, [0.0]])

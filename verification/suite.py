@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import pandas as pd
 
 from verification.cases import catalogue
 from verification.checks import VerifyConfig, run_case
+from verification.report import environment, write_report
 
 
 def run_suite(quick: bool = True, cfg: Optional[VerifyConfig] = None, cases=None,
@@ -29,3 +30,32 @@ def run_suite(quick: bool = True, cfg: Optional[VerifyConfig] = None, cases=None
         if progress:
             progress(case.name, time.perf_counter() - t0)
     return pd.DataFrame(rows)
+
+
+def verify(quick: bool = True, out: Optional[str] = None, seed: int = 0, argv: Sequence[str] = (),
+           progress: Optional[Callable[[str, float], None]] = None):
+    """Run the suite and write its report folder.
+
+    Parameters
+    ----------
+    quick : bool
+        The small case set (seconds) instead of the full one.
+    out : str, optional
+        Report folder (default ``reports/verify-quick`` or ``reports/verify-full``).
+    seed : int
+        Seed of the finite-difference directions.
+    argv : sequence of str
+        The command line, recorded in ``environment.json``.
+
+    Returns
+    -------
+    (DataFrame, dict, dict)
+        The results, the environment record and the paths of the written files.
+    """
+    mode = "quick" if quick else "full"
+    cfg = VerifyConfig(seed=seed)
+    t0 = time.perf_counter()
+    df = run_suite(quick=quick, cfg=cfg, progress=progress)
+    env = environment(cfg, time.perf_counter() - t0, list(argv))
+    paths = write_report(df, out or f"reports/verify-{mode}", env, title=f"physgrad gradient verification ({mode})")
+    return df, env, paths

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from physgrad.circuit import Circuit, IdealDiode, Resistor, VoltageSource
+from physgrad.circuit.elements import Circuit, IdealDiode, Resistor, VoltageSource
 
 IRIS_CSV = Path(__file__).with_name("data") / "iris.csv"
 IRIS_CLASSES = ("Iris-setosa", "Iris-versicolor", "Iris-virginica")

@@ -24,7 +24,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.builtins import SequenceBox
 
-from physgrad.equilibrium import FREE, Nudge, PhysgradError
+from physgrad.types import FREE, Nudge, PhysgradError
 
 
 def _check_x(x, n_inputs: int) -> np.ndarray:
@@ -256,14 +256,14 @@ class DeepResistive(_Layered):
         x : array ``(n_inputs,)`` or ``(1, n_inputs)``
         nudge : Nudge, optional
             Only its target is used (as the circuit's output targets); solve with
-            ``physgrad.solve.solve(circuit, nudge=...)`` to apply it.
+            ``physgrad.circuit.solve.solve(circuit, nudge=...)`` to apply it.
 
         Returns
         -------
         physgrad.circuit.Circuit
             Nodes ``in{i}``, ``h{k}_{j}``, ``out{j}``; outputs are ``out{j}``.
         """
-        from physgrad.circuit import Circuit, CurrentSource, IdealDiode, Resistor, VoltageSource
+        from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, Resistor, VoltageSource
 
         s0 = np.asarray(self.input_layer(x))
         if s0.shape[0] != 1:
@@ -368,7 +368,7 @@ class DeepHopfield(_Layered):
 
 
 def energy_for_preset(preset):
-    """The energy of a :class:`physgrad.presets.Preset` (MNIST: 784 pixels)."""
+    """The energy of a :class:`physgrad.layered.presets.Preset` (MNIST: 784 pixels)."""
     if preset.model == "drn":
         return DeepResistive(784, preset.hidden, preset.n_outputs, input_gain=preset.input_gain)
     return DeepHopfield(784, preset.hidden, preset.n_outputs)

@@ -5,13 +5,13 @@ Every estimator has ``estimate(energy, theta, x, y, minimizer, free=None) -> lik
 """
 from __future__ import annotations
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 from physgrad.learning.backprop import RecurrentBackprop, TruncatedBackprop
 from physgrad.learning.cost import cost_per_sample, mean_cost
 from physgrad.learning.coupled import CoupledLearning, contrastive_learning
 from physgrad.learning.ep import EquilibriumPropagation
 from physgrad.learning.fit import FitConfig, FitResult, fit
-from physgrad.learning.exact import ExactGradient, ExactResult, QuadraticForm, coupled_limit
+from physgrad.learning.exact import ExactGradient, ExactResult, coupled_limit
 from physgrad.learning.surrogate import primitive, surrogate
 
 METHODS = ("exact", "pep", "nep", "cep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
@@ -49,5 +49,5 @@ def make_estimator(method: str, *, beta: float = 1e-2, eta: float = 1e-2, steps:
 
 
 __all__ = ["METHODS", "CoupledLearning", "FitConfig", "FitResult", "fit", "EquilibriumPropagation", "ExactGradient", "ExactResult",
-           "QuadraticForm", "RecurrentBackprop", "TruncatedBackprop", "contrastive_learning", "coupled_limit",
+           "RecurrentBackprop", "TruncatedBackprop", "contrastive_learning", "coupled_limit",
            "cost_per_sample", "make_estimator", "mean_cost", "primitive", "surrogate"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from physgrad.equilibrium import FREE, Equilibrium, NotSolvedError, Nudge, PhysgradError
-from physgrad.tree import tree_map
+from physgrad.types import FREE, Equilibrium, NotSolvedError, Nudge, PhysgradError
+from physgrad.pytree import tree_map
 
 Variant = Literal["positive", "negative", "centered"]
 VARIANTS = ("positive", "negative", "centered")

@@ -31,10 +31,10 @@ import numpy as np
 from autograd import grad as ag_grad
 from autograd import make_vjp
 
-from physgrad.equilibrium import FREE, PhysgradError
+from physgrad.types import FREE, PhysgradError
 from physgrad.learning._phase import check_choice, free_phase
 from physgrad.learning.cost import check_targets, mean_cost
-from physgrad.tree import tree_map
+from physgrad.pytree import tree_map
 
 INITS = ("zeros", "free")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import autograd.numpy as anp
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 
 
 def cost_per_sample(outputs, y):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physgrad.equilibrium import Nudge
+from physgrad.types import Nudge
 from physgrad.learning._phase import (VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
                                       solve_phase)
 from physgrad.learning.cost import check_targets
@@ -51,7 +51,7 @@ class CoupledLearning:
         ``eta`` of the way to the target (``eta = 1``: clamp to ``y``, contrastive learning).
     variant : {"positive", "negative", "centered"}
     strict : bool
-        Raise :class:`~physgrad.equilibrium.NotSolvedError` when any phase is not converged.
+        Raise :class:`~physgrad.types.NotSolvedError` when any phase is not converged.
     """
 
     eta: float = 1e-2

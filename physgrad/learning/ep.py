@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from physgrad.equilibrium import Nudge
+from physgrad.types import Nudge
 from physgrad.learning._phase import (VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
                                       solve_phase)
 from physgrad.learning.cost import check_targets
@@ -47,7 +47,7 @@ class EquilibriumPropagation:
     variant : {"positive", "negative", "centered"}
         Which nudged phases to use (see module docstring).
     strict : bool
-        Raise :class:`~physgrad.equilibrium.NotSolvedError` when any phase is not converged.
+        Raise :class:`~physgrad.types.NotSolvedError` when any phase is not converged.
 
     Examples
     --------

@@ -6,7 +6,7 @@ with :math:`\hat g` any estimator's estimate of :math:`\partial \bar C/\partial\
 :math:`\Pi` the energy's projection (conductances >= 0), followed by an optional floor ``g_min``
 (S) that keeps every conductance strictly positive so no node of a circuit ever floats.
 
-For layered models at scale use :mod:`physgrad.train`; this loop is for small circuits (XOR, 1-D
+For layered models at scale use :mod:`physgrad.layered.train`; this loop is for small circuits (XOR, 1-D
 regression, the 16-edge Iris network), where each equilibrium is a few exact linear solves.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 from physgrad.learning.cost import mean_cost
-from physgrad.tree import tree_map
+from physgrad.pytree import tree_map
 
 OPTIMIZERS = ("sgd", "adam")
 

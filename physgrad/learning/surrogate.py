@@ -75,7 +75,7 @@ def surrogate(energy, theta, x, y, minimizer, beta: float, variant: str = "cente
 
 def primitive(energy, theta, x, y, minimizer, beta: float, s0=None, strict: bool = True) -> float:
     r""":math:`F(\beta) = \min_s E + \beta C` (batch mean; W for circuits, up to the co-content convention)."""
-    from physgrad.equilibrium import FREE, Nudge
+    from physgrad.types import FREE, Nudge
     from physgrad.learning._phase import solve_phase
 
     nudge = FREE if beta == 0 else Nudge(beta, target=y)

@@ -27,7 +27,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.builtins import tuple as atuple
 
-from physgrad.equilibrium import FREE, Equilibrium, Nudge, PhysgradError
+from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
 from physgrad.minimizers.loop import iterate
 
 Schedule = Literal["asynchronous", "synchronous", "forward", "backward"]

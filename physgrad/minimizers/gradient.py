@@ -20,7 +20,7 @@ import numpy as np
 from autograd import grad
 from autograd.builtins import tuple as atuple
 
-from physgrad.equilibrium import FREE, Equilibrium, Nudge, PhysgradError
+from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
 from physgrad.minimizers.block import _clamped
 from physgrad.minimizers.loop import iterate
 

@@ -22,7 +22,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from physgrad.energies.co_content import CoContentEnergy, CoContentMinimizer  # noqa: E402
+from physgrad.energies.co_content import CoContentEnergy  # noqa: E402
+from physgrad.minimizers.co_content import CoContentMinimizer  # noqa: E402
 from physgrad.learning import FitConfig, fit, make_estimator  # noqa: E402
 from verification.tasks import dillavou_network, load_iris, regression_target, regression_task, xor_task  # noqa: E402
 

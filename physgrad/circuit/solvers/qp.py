@@ -4,7 +4,7 @@ The reduced co-content is passed to cvxpy as one ``quad_form(u, psd_wrap(H))`` (
 resistor is 100-1000x slower to compile; DESIGN.md section 3). OSQP with its own polishing is the
 default backend (it reached ~1e-12 V here; Clarabel at default settings was ~2 mV off on unscaled
 problems). Whatever the backend returns, its active set (diodes with slack below a tolerance or a
-positive multiplier) seeds :func:`physgrad.minimizers.activeset.solve_active_set`, which solves the
+positive multiplier) seeds :func:`physgrad.circuit.solvers.kkt.solve_active_set`, which solves the
 KKT system exactly and repairs the set if the backend's guess was wrong.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
-from physgrad.minimizers.activeset import Infeasible, solve_active_set
-from physgrad.minimizers.raw import RawSolution
-from physgrad.reduction import Problem
+from physgrad.types import PhysgradError
+from physgrad.circuit.solvers.kkt import Infeasible, solve_active_set
+from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.reduction import Problem
 
 BACKENDS = ("OSQP", "CLARABEL", "SCS")
 

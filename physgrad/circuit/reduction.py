@@ -35,10 +35,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from physgrad.circuit import Circuit
-from physgrad.equilibrium import FREE, Nudge, PhysgradError
-from physgrad.graphs import offset_forest
-from physgrad.sparse import solve as sparse_solve
+from physgrad.circuit.elements import Circuit
+from physgrad.types import FREE, Nudge, PhysgradError
+from physgrad.circuit.graphs import offset_forest
+from physgrad.circuit.sparse import solve as sparse_solve
 
 
 @dataclass(frozen=True, eq=False)

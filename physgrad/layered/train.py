@@ -13,7 +13,7 @@ A run folder holds everything needed to reproduce and continue it:
 Same seed, same result: the initial parameters come from ``default_rng(seed)`` and the order of
 epoch ``e`` from ``default_rng([seed, e])``; the fast path sums partial products in a fixed order.
 
-Algorithms: ``cep`` (centered EP) runs on the fused float32 path of :mod:`physgrad.layered_fast`
+Algorithms: ``cep`` (centered EP) runs on the fused float32 path of :mod:`physgrad.layered.fused`
 (``--engine fast``, the default for it); every algorithm, ``cep`` included, runs on the generic
 path (``--engine generic``): :class:`physgrad.energies.layered.DeepResistive` /
 :class:`~physgrad.energies.layered.DeepHopfield`, :class:`physgrad.minimizers.block.BlockCoordinateDescent`
@@ -34,10 +34,10 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from physgrad import layered_fast as lf
-from physgrad.data import load_dataset, DATASETS
-from physgrad.equilibrium import PhysgradError
-from physgrad.presets import PRESETS, Preset, get_preset
+from physgrad.layered import fused as lf
+from physgrad.layered.data import load_dataset, DATASETS
+from physgrad.types import PhysgradError
+from physgrad.layered.presets import PRESETS, Preset, get_preset
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
 Engine = Literal["auto", "fast", "generic"]
@@ -55,7 +55,7 @@ class TrainConfig:
     Attributes
     ----------
     preset : str
-        A name from :data:`physgrad.presets.PRESETS`.
+        A name from :data:`physgrad.layered.presets.PRESETS`.
     algorithm : {"cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"}
     dataset : {"mnist", "fashion-mnist", "kmnist"}
     data_dir : str or None
@@ -383,7 +383,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
 
 
 class _FastCEP:
-    """Centered EP on the fused float32 path (:mod:`physgrad.layered_fast`)."""
+    """Centered EP on the fused float32 path (:mod:`physgrad.layered.fused`)."""
 
     def __init__(self, net, preset, params, threads, dtype):
         self.net, self.preset, self.params = net, preset, tuple(params)
@@ -468,59 +468,3 @@ class _Generic:
 
     def close(self):
         pass
-
-
-def add_train_parser(subparsers) -> None:
-    """Register ``physgrad train`` and ``physgrad download`` on an argparse subparsers object."""
-    from physgrad.data import add_download_parser
-
-    p = subparsers.add_parser("train", help="train a layered network (DRN/DHN preset) on MNIST-format data",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="drn-1h", choices=list(PRESETS))
-    p.add_argument("--algorithm", default="cep", choices=ALGORITHMS)
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--train-size", type=int, default=None)
-    p.add_argument("--test-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for the fused pass over W1 and for evaluation (default 1; 2 helps only "
-                        "when the second core is idle: on a loaded 2-core machine it is slower)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--engine", default="auto", choices=ENGINES)
-    p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
-    p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_train_main)
-    add_download_parser(subparsers)
-
-
-def _train_main(args) -> int:
-    cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
-                      epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
-                      batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
-                      engine=args.engine, eta=args.eta)
-    out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
-    metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
-                    command=" ".join(sys.argv) if sys.argv else None)
-    if metrics:
-        last = metrics[-1]
-        print(f"{out}: epoch {int(last['epoch'])}, test error {last['test_error']:.2f}%")
-    return 0
-
-
-def main(argv=None) -> int:
-    """``python -m physgrad.train ...`` (same options as ``physgrad train``)."""
-    from physgrad.cli import main as cli_main
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("train", "download"):
-        argv = ["train"] + argv
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Data shared by every energy, minimizer and learning rule: nudges and equilibria.
+"""Data shared by every energy, minimizer and learning rule: errors, nudges, equilibria, quadratic forms.
 
 State is data: minimizers keep nothing between calls; they take a state and return a new one
 inside an :class:`Equilibrium`.
@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional
 
+import autograd.numpy as anp
 import numpy as np
 
 Status = Literal["converged", "max_iter", "infeasible", "solver_error"]
@@ -114,3 +115,70 @@ class Equilibrium:
     @property
     def converged(self) -> bool:
         return self.status == "converged"
+
+
+@dataclass(frozen=True)
+class QuadraticForm:
+    r"""Reduced quadratic form of a piecewise-quadratic energy (may hold autograd boxes).
+
+    Energy per sample :math:`\tfrac12 u^\top H u - f_b^\top u` (+ a constant), constraints
+    :math:`D u \le d_b`, state :math:`s_b = P u_b + c_b`.
+
+    Attributes
+    ----------
+    H : array, shape ``(n, n)``
+        Symmetric positive (semi)definite Hessian (S for circuits).
+    f : array, shape ``(batch, n)``
+        Linear term (A for circuits).
+    D : array, shape ``(m, n)``
+        Constraint matrix (dimensionless for circuits: rows of the incidence matrix).
+    d : array, shape ``(batch, m)``
+        Constraint bounds (V for circuits).
+    P : array, shape ``(n_state, n)``; c : array, shape ``(batch, n_state)``
+        Lift from reduced coordinates to the state.
+    S : array, shape ``(k, n)``, optional; e : array, shape ``(batch, k)``, optional
+        Smooth convex terms :math:`\sum_j J_j(S_j u + e_j)` (Shockley diodes: voltages ``S u + e``, V).
+    smooth : callable, optional
+        ``smooth(v) -> (J'(v), J''(v))`` for ``v`` of shape ``(k,)``: currents (A) and slopes (S). The
+        smooth terms must not depend on ``theta``.
+    """
+
+    H: Any
+    f: Any
+    D: Any
+    d: Any
+    P: Any
+    c: Any
+    S: Any = None
+    e: Any = None
+    smooth: Any = None
+
+    @property
+    def has_smooth(self) -> bool:
+        return self.S is not None and np.shape(self.S)[0] > 0
+
+    def smooth_terms(self, u_b, b: int):
+        """Currents ``J'`` (A, shape ``(k,)``) and slopes ``J''`` (S) of the smooth terms at ``u_b``."""
+        return self.smooth(np.asarray(self.S, float) @ u_b + np.asarray(self.e, float)[b])
+
+    def __post_init__(self):
+        n = self.H.shape[0]
+        if self.H.shape != (n, n):
+            raise PhysgradError(f"H must be square, got {self.H.shape}")
+        if len(self.f.shape) != 2 or self.f.shape[1] != n:
+            raise PhysgradError(f"f must have shape (batch, {n}), got {self.f.shape}")
+        if len(self.D.shape) != 2 or self.D.shape[1] != n:
+            raise PhysgradError(f"D must have shape (m, {n}), got {self.D.shape}")
+        if tuple(self.d.shape) != (self.f.shape[0], self.D.shape[0]):
+            raise PhysgradError(f"d must have shape ({self.f.shape[0]}, {self.D.shape[0]}), got {self.d.shape}")
+        if self.P.shape[1] != n or tuple(self.c.shape) != (self.f.shape[0], self.P.shape[0]):
+            raise PhysgradError(f"P, c must map (batch, {n}) to the state; got P {self.P.shape}, c {self.c.shape}")
+
+    def lift(self, u):
+        """State ``s = u P^T + c``, shape ``(batch, n_state)``."""
+        return anp.dot(u, anp.transpose(self.P)) + self.c
+
+    def reduce(self, state) -> np.ndarray:
+        """Reduced coordinates ``u`` of a state (least squares through ``P``), shape ``(batch, n)``."""
+        rhs = np.asarray(state, float) - np.asarray(self.c, float)
+        return np.linalg.lstsq(np.asarray(self.P, float), rhs.T, rcond=None)[0].T

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Literal, Optional
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 
 Model = Literal["drn", "dhn"]
 Schedule = Literal["asynchronous", "synchronous", "forward", "backward"]

@@ -6,10 +6,10 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from physgrad.circuit import GROUND, Circuit, node_name
-from physgrad.equilibrium import Equilibrium, Status
-from physgrad.reduction import Problem
-from physgrad.sparse import solve as sparse_solve
+from physgrad.circuit.elements import GROUND, Circuit, node_name
+from physgrad.types import Equilibrium, Status
+from physgrad.circuit.reduction import Problem
+from physgrad.circuit.sparse import solve as sparse_solve
 
 # Certificate tolerances, relative to the problem's own scales (a current scale i_scale in A and a
 # voltage scale v_scale in V, see `certify`): 1e-9 leaves three orders of magnitude above the

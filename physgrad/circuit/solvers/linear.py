@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
-from physgrad.minimizers.raw import RawSolution
-from physgrad.reduction import Problem
-from physgrad.sparse import solve as sparse_solve
+from physgrad.types import PhysgradError
+from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.reduction import Problem
+from physgrad.circuit.sparse import solve as sparse_solve
 
 
 def accepts(problem: Problem) -> None:

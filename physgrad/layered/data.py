@@ -36,7 +36,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 
 ENV_VAR = "PHYSGRAD_DATA"
 SYSTEM_DATA = Path("/usr/share/datasets")  # Debian's dataset-* packages (dataset-fashion-mnist)
@@ -354,29 +354,3 @@ def download(name: str, dest=None, mirrors: Optional[Sequence[str]] = None,
             kind = ChecksumError if errors and all("expected" in e for e in errors) else PhysgradError
             raise kind(f"could not download {fname}:\n" + "\n".join(errors))
     return dest
-
-
-def add_download_parser(subparsers) -> None:
-    """Register ``physgrad download NAME [--dest D]``."""
-    p = subparsers.add_parser("download", help="download an MNIST-format dataset (checksummed)")
-    p.add_argument("name", choices=sorted(DATASETS))
-    p.add_argument("--dest", default=None, help="target folder (default ~/.physgrad/data/NAME)")
-    p.add_argument("--mirror", action="append", default=None, help="base URL (repeatable); default: public mirrors")
-    p.set_defaults(func=_download_main)
-
-
-def _download_main(args) -> int:
-    path = download(args.name, args.dest, mirrors=args.mirror)
-    print(path)
-    return 0
-
-
-def main(argv=None) -> int:
-    """``python -m physgrad.data download NAME``: the same as ``physgrad download NAME``."""
-    from physgrad.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,20 +1,13 @@
-"""The ``grad`` and ``verify`` subcommands of the ``physgrad`` CLI.
-
-``physgrad grad FILE --method M`` prints dC/dg for every trainable resistor of a netlist with
-``.target`` lines; ``physgrad verify [--quick] [--out DIR]`` runs the gradient-verification suite
-and writes a report folder (exit code 1 when a check fails).
-"""
+"""``physgrad grad FILE --method M``: dC/dg for every trainable resistor of a netlist with ``.target`` lines."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
 
 EP_VARIANTS = {"pep": "positive", "nep": "negative", "cep": "centered"}
 
@@ -39,8 +32,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def add_grad_parser(sub) -> argparse.ArgumentParser:
-    """Register ``grad`` on an ``add_subparsers()`` object."""
+def register(sub) -> None:
+    """Add ``grad`` to an ``add_subparsers()`` object."""
     from physgrad.learning import METHODS
 
     p = sub.add_parser("grad", help="gradient of the cost w.r.t. the trainable conductances",
@@ -56,23 +49,7 @@ def add_grad_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--eta", type=_positive_float, default=1e-2, help="coupled-learning amplitude, default 1e-2")
     p.add_argument("--steps", type=_positive_int, default=300, help="TBP sweeps / RBP iterations, default 300")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=grad_command)
-    return p
-
-
-def add_verify_parser(sub) -> argparse.ArgumentParser:
-    """Register ``verify`` on an ``add_subparsers()`` object."""
-    p = sub.add_parser("verify", help="run the gradient-verification suite and write a report",
-                       description="Check every estimator against exact gradients on a catalogue of circuits.")
-    _verify_arguments(p)
-    p.set_defaults(func=verify_command)
-    return p
-
-
-def _verify_arguments(p):
-    p.add_argument("--quick", action="store_true", help="the small case set (seconds)")
-    p.add_argument("--out", default=None, help="report folder (default reports/verify-quick or reports/verify-full)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the finite-difference directions")
+    p.set_defaults(func=run)
 
 
 def default_beta(circuit) -> float:
@@ -85,7 +62,8 @@ def default_beta(circuit) -> float:
 def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float = 1e-2, steps: int = 300) -> dict:
     """The ``grad`` command's JSON object for a circuit (see :func:`grad_command`)."""
     beta = default_beta(circuit) if beta is None else beta
-    from physgrad.energies.co_content import CoContentEnergy, CoContentMinimizer
+    from physgrad.energies.co_content import CoContentEnergy
+    from physgrad.minimizers.co_content import CoContentMinimizer
     from physgrad.learning import ExactGradient, make_estimator, mean_cost
     from physgrad.learning._phase import free_phase
     from physgrad.learning.surrogate import surrogate
@@ -120,9 +98,9 @@ def _active_diodes(energy, theta, aset):
     return [int(rows[i]) for i in aset.active[0]]
 
 
-def grad_command(args) -> int:
+def run(args) -> int:
     """``physgrad grad``: print the gradient estimate (table, or JSON with ``--json``)."""
-    from physgrad.netlist import read_netlist
+    from physgrad.circuit.netlist import read_netlist
 
     circuit = read_netlist(args.file)
     res = grad_result(circuit, args.method, args.beta, args.eta, args.steps)
@@ -149,44 +127,3 @@ def grad_command(args) -> int:
         print("physgrad: warning: the equilibrium is near a kink (a diode is about to switch); the exact "
               "gradient is one-sided", file=sys.stderr)
     return 0
-
-
-def verify_command(args) -> int:
-    """``physgrad verify``: run the suite, write the report, exit 1 on any failed check."""
-    from verification.checks import VerifyConfig
-    from verification.report import environment, write_report
-    from verification.suite import run_suite
-
-    mode = "quick" if args.quick else "full"
-    out = args.out or f"reports/verify-{mode}"
-    cfg = VerifyConfig(seed=args.seed)
-    t0 = time.perf_counter()
-    df = run_suite(quick=args.quick, cfg=cfg,
-                   progress=lambda name, s: print(f"  {name:<12} {s:6.2f} s", file=sys.stderr))
-    env = environment(cfg, time.perf_counter() - t0, ["physgrad", "verify"] + (["--quick"] if args.quick else [])
-                      + (["--out", args.out] if args.out else []))
-    paths = write_report(df, out, env, title=f"physgrad gradient verification ({mode})")
-    from verification.report import bound_margins, counts, slope_table
-
-    tot = counts(df).sum()
-    print(f"{df.case.nunique()} cases, {int(tot['pass'])} passed, {int(tot['fail'])} failed, "
-          f"{int(tot['skip'])} skipped ({env['seconds']} s)")
-    st = slope_table(df)
-    for m, r in st.iterrows():
-        print(f"  slope {m:<5} {r['mean']:.3f} (min {r['min']:.3f}, max {r['max']:.3f}; expected {r['expected']:.0f})")
-    bm = bound_margins(df)
-    print(f"  bound violations: {bm['violations']} of {bm['checked']}")
-    print(f"report: {paths['summary'].parent}")
-    return 0 if tot["fail"] == 0 else 1
-
-
-def verify_main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m verification``."""
-    parser = argparse.ArgumentParser(prog="python -m verification", description="physgrad gradient verification")
-    _verify_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return verify_command(args)
-    except PhysgradError as exc:
-        print(f"physgrad: error: {exc}", file=sys.stderr)
-        return 2

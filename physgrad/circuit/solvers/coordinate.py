@@ -33,10 +33,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from physgrad.equilibrium import PhysgradError
-from physgrad.minimizers.activeset import Infeasible, dense_qp, multipliers
-from physgrad.minimizers.raw import RawSolution
-from physgrad.reduction import Problem
+from physgrad.types import PhysgradError
+from physgrad.circuit.solvers.kkt import Infeasible, dense_qp, multipliers
+from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.reduction import Problem
 
 
 def accepts(problem: Problem) -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.minimizers.activeset import Infeasible, eliminate, multipliers, solve_active_set
-from physgrad.minimizers.raw import RawSolution
-from physgrad.reduction import Problem
-from physgrad.solution import shockley_co_content, shockley_current, shockley_slope
-from physgrad.sparse import solve as sparse_solve
+from physgrad.circuit.solvers.kkt import Infeasible, eliminate, multipliers, solve_active_set
+from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.reduction import Problem
+from physgrad.circuit.solution import shockley_co_content, shockley_current, shockley_slope
+from physgrad.circuit.sparse import solve as sparse_solve
 
 
 def accepts(problem: Problem) -> None:
@@ -112,9 +112,9 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_
     """Newton; with ideal diodes, inside a primal-dual active-set loop over them.
 
     For a working set ``W`` of conducting ideal diodes the constraints ``D_W u = d_W`` are
-    eliminated (``u = T z + t0``, :func:`physgrad.minimizers.activeset.eliminate`) and Newton runs
+    eliminated (``u = T z + t0``, :func:`physgrad.circuit.solvers.kkt.eliminate`) and Newton runs
     on the smooth problem in ``z``; the diode currents follow from Kirchhoff's law, and ``W`` is
-    updated as in :func:`physgrad.minimizers.activeset.pdas` until currents are >= 0 and the
+    updated as in :func:`physgrad.circuit.solvers.kkt.pdas` until currents are >= 0 and the
     blocking diodes' constraints hold.
     """
     accepts(problem)

@@ -27,7 +27,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 
 GROUND = "0"
 GROUND_ALIASES = ("0", "gnd")
@@ -236,7 +236,7 @@ class Circuit:
 
     Structural problems that depend on the whole graph (floating nodes, loops of voltage sources,
     diodes forced forward) are found when a problem is built for a solver
-    (:func:`physgrad.reduction.build_problem`).
+    (:func:`physgrad.circuit.reduction.build_problem`).
     """
 
     elements: tuple = ()

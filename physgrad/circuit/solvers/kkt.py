@@ -29,8 +29,8 @@ import scipy.sparse as sp
 from scipy.optimize import linprog, nnls
 import scipy.sparse.linalg as spla
 
-from physgrad.graphs import offset_forest
-from physgrad.sparse import solve as sparse_solve
+from physgrad.circuit.graphs import offset_forest
+from physgrad.circuit.sparse import solve as sparse_solve
 
 
 class Infeasible(Exception):

@@ -44,7 +44,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 
 Model = Literal["drn", "dhn"]
 SCHEDULES = ("asynchronous", "synchronous", "forward", "backward")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from physgrad.circuit import (
+from physgrad.circuit.elements import (
     NGSPICE_GMIN,
     NGSPICE_VT,
     Circuit,
@@ -44,7 +44,7 @@ from physgrad.circuit import (
     ShockleyDiode,
     VoltageSource,
 )
-from physgrad.equilibrium import PhysgradError
+from physgrad.types import PhysgradError
 
 SUFFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "meg": 1e6, "g": 1e9, "t": 1e12}
 _NUMBER = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)(meg|mil|[fpnumkgt])?([a-z]*)$")

@@ -20,14 +20,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from physgrad.circuit import Circuit
-from physgrad.equilibrium import FREE, NotSolvedError, Nudge, PhysgradError
-from physgrad.minimizers import coordinate, exact_activeset, linear, newton, qp
-from physgrad.reduction import Problem, build_problem
-from physgrad.solution import CircuitSolution, assemble, infeasible_solution
+from physgrad.circuit.elements import Circuit
+from physgrad.types import FREE, NotSolvedError, Nudge, PhysgradError
+from physgrad.circuit.solvers import activeset, coordinate, linear, newton, qp
+from physgrad.circuit.reduction import Problem, build_problem
+from physgrad.circuit.solution import CircuitSolution, assemble, infeasible_solution
 
 SOLVERS = ("auto", "linear", "activeset", "qp", "coordinate", "newton")
-_MODULES = {"linear": linear, "activeset": exact_activeset, "qp": qp, "coordinate": coordinate, "newton": newton}
+_MODULES = {"linear": linear, "activeset": activeset, "qp": qp, "coordinate": coordinate, "newton": newton}
 
 
 def choose_solver(problem: Problem) -> str:

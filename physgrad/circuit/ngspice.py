@@ -23,7 +23,7 @@ keys of :class:`NgspiceResult` are the circuit's own names.
 
 Tolerances: ngspice's default ``.options`` (reltol=1e-3, vntol=1e-6) are far too loose for
 near-ideal diodes (answers up to 2 V wrong with exit code 0 were measured). Netlists written by
-:func:`physgrad.netlist.write_netlist` set tight options; for hand-written netlists add
+:func:`physgrad.circuit.netlist.write_netlist` set tight options; for hand-written netlists add
 ``.options reltol=1e-6 vntol=1e-9 abstol=1e-15`` (and ``gmin=1e-15`` to shrink the 1e-12 S
 conductance ngspice puts across every diode). :func:`has_tight_options` checks for them.
 """
@@ -595,13 +595,13 @@ class NgspiceResult:
 
 def _netlist_text(netlist) -> tuple:
     """``(text, cwd)`` for netlist text, a netlist file (cwd = its folder, for relative
-    ``.include`` paths) or a Circuit (written by :func:`physgrad.netlist.write_netlist`)."""
+    ``.include`` paths) or a Circuit (written by :func:`physgrad.circuit.netlist.write_netlist`)."""
     if isinstance(netlist, str):
         return netlist, None
     if isinstance(netlist, os.PathLike):
         path = Path(netlist)
         return path.read_text(), path.resolve().parent
-    from physgrad.netlist import write_netlist  # lazy: keeps the parser usable on its own
+    from physgrad.circuit.netlist import write_netlist  # lazy: keeps the parser usable on its own
 
     return write_netlist(netlist), None
 
@@ -615,7 +615,7 @@ def run_ngspice(netlist, *, timeout_s: float = DEFAULT_TIMEOUT_S,
     ----------
     netlist : str, path-like or physgrad Circuit
         SPICE netlist text (first line = title), a path to a netlist file, or a ``Circuit``
-        (written with :func:`physgrad.netlist.write_netlist`). An ``.op`` line is added when
+        (written with :func:`physgrad.circuit.netlist.write_netlist`). An ``.op`` line is added when
         missing.
     timeout_s : float
         Wall-clock limit (s); the process is killed after it.

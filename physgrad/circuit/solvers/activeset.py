@@ -1,16 +1,16 @@
 """Active-set solver: the fastest exact route for circuits of resistors and ideal diodes.
 
 Starts the primal-dual active-set iteration from "no diode conducts" (or a caller's guess), with
-the primal active-set method and a phase-1 LP behind it (see :mod:`physgrad.minimizers.activeset`).
+the primal active-set method and a phase-1 LP behind it (see :mod:`physgrad.circuit.solvers.kkt`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from physgrad.equilibrium import PhysgradError
-from physgrad.minimizers.activeset import Infeasible, solve_active_set
-from physgrad.minimizers.raw import RawSolution
-from physgrad.reduction import Problem
+from physgrad.types import PhysgradError
+from physgrad.circuit.solvers.kkt import Infeasible, solve_active_set
+from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.reduction import Problem
 
 
 def accepts(problem: Problem) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from physgrad.equilibrium import Status
+from physgrad.types import Status
 
 
 @dataclass(frozen=True)

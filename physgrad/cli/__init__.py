@@ -1,0 +1,43 @@
+"""Command-line interface: ``physgrad solve | grad | verify | train | download``.
+
+The only place with argparse: each command is one module of this package with ``register(sub)``
+(adds its parser) and ``run(args) -> int``. ``python -m physgrad`` is the same as ``physgrad``.
+
+Exit codes: 0 success, 1 not solved (infeasible, not converged, a failed check), 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from physgrad.cli import download, grad, solve, train, verify
+from physgrad.types import NotSolvedError, PhysgradError
+
+EXIT_OK, EXIT_NOT_SOLVED, EXIT_BAD_INPUT = 0, 1, 2
+COMMANDS = (solve, grad, verify, train, download)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``physgrad`` parser with one subcommand per module of :data:`COMMANDS`."""
+    from physgrad import __version__
+
+    parser = argparse.ArgumentParser(prog="physgrad", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"physgrad {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, map errors to exit codes."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PhysgradError as exc:
+        print(f"physgrad: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NotSolvedError as exc:
+        print(f"physgrad: not solved: {exc}", file=sys.stderr)
+        return EXIT_NOT_SOLVED
