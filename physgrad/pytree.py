@@ -1,9 +1,12 @@
-"""Tiny helpers to treat parameters that are an array or a tuple of arrays alike."""
+"""Tiny helpers to treat parameters and states that are an array or a (nested) tuple of arrays alike."""
 from __future__ import annotations
 
 from typing import Callable
 
+import autograd.numpy as anp
 import numpy as np
+
+from physgrad.types import PhysgradError
 
 
 def tree_map(f: Callable, *trees):
@@ -11,7 +14,7 @@ def tree_map(f: Callable, *trees):
     first = trees[0]
     if isinstance(first, (tuple, list)):
         if any(not isinstance(t, (tuple, list)) or len(t) != len(first) for t in trees[1:]):
-            raise ValueError("trees have different structures")
+            raise PhysgradError("trees have different structures")
         return tuple(tree_map(f, *leaves) for leaves in zip(*trees))
     return f(*trees)
 
@@ -31,3 +34,33 @@ def tree_vdot(a, b) -> float:
 def tree_norm(a) -> float:
     """Euclidean norm over all leaves."""
     return float(np.sqrt(tree_vdot(a, a)))
+
+
+def as_float_tree(tree):
+    """Every leaf as a float64 numpy array."""
+    return tree_map(lambda a: np.asarray(a, dtype=float), tree)
+
+
+def tree_flatten(tree):
+    """All leaves of an array or a flat tuple of arrays as one float vector, and the inverse map.
+
+    Returns
+    -------
+    (vector, unflatten)
+        ``vector`` of shape ``(total size,)``; ``unflatten(v)`` rebuilds the structure from any vector of
+        that size (traceable by autograd: it only slices and reshapes).
+    """
+    leaves = list(tree) if isinstance(tree, (tuple, list)) else [tree]
+    shapes = [np.shape(a) for a in leaves]
+    is_tuple = isinstance(tree, (tuple, list))
+    vec = np.concatenate([np.ravel(np.asarray(a, float)) for a in leaves]) if leaves else np.zeros(0)
+
+    def unflatten(v):
+        out, i = [], 0
+        for shp in shapes:
+            n = int(np.prod(shp))
+            out.append(anp.reshape(v[i:i + n], shp))
+            i += n
+        return tuple(out) if is_tuple else out[0]
+
+    return vec, unflatten

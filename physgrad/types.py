@@ -23,6 +23,21 @@ class NotSolvedError(RuntimeError):
     """A minimizer did not reach a certified equilibrium (and ``strict=True`` was asked)."""
 
 
+class InfeasibleError(NotSolvedError):
+    """The circuit is well formed but has no steady state: ideal diodes the sources force forward
+    (their current would be infinite). ``elements`` names them when known."""
+
+    def __init__(self, message: str, elements: tuple = ()):
+        super().__init__(message)
+        self.elements = tuple(elements)
+
+
+class SingularSystemError(NotSolvedError):
+    """A linear system that should be nonsingular is exactly singular (e.g. a KKT system whose active
+    diode constraints are dependent): raised by the sparse factorisation instead of SuperLU's
+    ``RuntimeError``."""
+
+
 @dataclass(frozen=True)
 class Nudge:
     r"""How the output units are pushed towards a target.
@@ -110,7 +125,7 @@ class Equilibrium:
 
     def __post_init__(self):
         if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+            raise PhysgradError(f"status must be one of {STATUSES}, got {self.status!r}")
 
     @property
     def converged(self) -> bool:

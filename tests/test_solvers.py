@@ -4,7 +4,7 @@ import pytest
 from scipy.optimize import brentq
 
 from physgrad.circuit.elements import Circuit, DiodeModel, IdealDiode, Resistor, ShockleyDiode, VoltageSource
-from physgrad.types import NotSolvedError, Nudge, PhysgradError
+from physgrad.types import InfeasibleError, NotSolvedError, Nudge, PhysgradError
 from physgrad.circuit.solve import solve
 from verification.circuits import known_circuits, random_circuit
 
@@ -181,10 +181,20 @@ def test_three_source_loop_names_all():
         solve(c)
 
 
-@pytest.mark.parametrize("v,word", [(1.0, "exceeds"), (0.5, "equals")])
-def test_diode_forced_forward_by_sources(v, word):
-    c = Circuit((VoltageSource("v1", "a", "0", v), IdealDiode("d7", "a", "0", 0.5), Resistor("r1", "a", "0", 1.0)))
-    with pytest.raises(PhysgradError, match=f"diode d7 is forced forward.*{word}"):
+def test_diode_forced_forward_by_sources_is_infeasible():
+    """Beyond its threshold: no steady state (not solved, exit 1), as for a chain of diodes."""
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), IdealDiode("d7", "a", "0", 0.5), Resistor("r1", "a", "0", 1.0)))
+    with pytest.raises(InfeasibleError, match="diode d7 is forced forward.*exceeds") as info:
+        solve(c)
+    assert info.value.elements == ("d7",) and isinstance(info.value, NotSolvedError)
+    sol = solve(c, strict=False)
+    assert sol.status == "infeasible" and "d7" in sol.message
+
+
+def test_diode_held_at_threshold_by_sources_is_ill_posed():
+    """Exactly at its threshold the diode's current is undetermined: bad input (exit 2)."""
+    c = Circuit((VoltageSource("v1", "a", "0", 0.5), IdealDiode("d7", "a", "0", 0.5), Resistor("r1", "a", "0", 1.0)))
+    with pytest.raises(PhysgradError, match="diode d7 is forced forward.*equals"):
         solve(c)
 
 

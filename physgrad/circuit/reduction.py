@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from physgrad.circuit.elements import Circuit
-from physgrad.types import FREE, Nudge, PhysgradError
+from physgrad.types import FREE, InfeasibleError, Nudge, PhysgradError
 from physgrad.circuit.graphs import offset_forest
 from physgrad.circuit.sparse import solve as sparse_solve
 
@@ -218,13 +218,13 @@ def build_problem(
     for k in np.flatnonzero(fixed):
         if d_all[k] <= 0:
             el = circuit.elements[arr.dio_pos[k]]
-            raise PhysgradError(
-                f"diode {el.name} is forced forward by voltage sources: v({el.anode}) - v({el.cathode}) = "
-                f"{arr.vth[k] - d_all[k]:.6g} V "
-                + ("exceeds" if d_all[k] < 0 else "equals")
-                + f" its threshold {arr.vth[k]:.6g} V, so its current is "
-                + ("infinite (infeasible)" if d_all[k] < 0 else "not determined")
-            )
+            message = (f"diode {el.name} is forced forward by voltage sources: v({el.anode}) - v({el.cathode}) = "
+                       f"{arr.vth[k] - d_all[k]:.6g} V " + ("exceeds" if d_all[k] < 0 else "equals")
+                       + f" its threshold {arr.vth[k]:.6g} V, so its current is "
+                       + ("infinite (infeasible)" if d_all[k] < 0 else "not determined"))
+            if d_all[k] < 0:  # no steady state: not solved (exit 1)
+                raise InfeasibleError(message, (el.name,))
+            raise PhysgradError(message)  # any current is a steady state: an ill-posed circuit (exit 2)
     active, shares = _distinct_rows(D_all, d_all, np.flatnonzero(~fixed))
     S, e = diode_rows(arr.shk_a, arr.shk_b)
     return Problem(

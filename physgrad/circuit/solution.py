@@ -7,8 +7,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from physgrad.circuit.elements import GROUND, Circuit, node_name
-from physgrad.types import Equilibrium, Status
+from physgrad.types import Status
 from physgrad.circuit.reduction import Problem
+from physgrad.circuit.diode import shockley_co_content, shockley_current
 from physgrad.circuit.sparse import solve as sparse_solve
 
 # Certificate tolerances, relative to the problem's own scales (a current scale i_scale in A and a
@@ -52,24 +53,6 @@ class KKTCertificate:
             f"(tolerances {self.tol_current:.1e} A, {self.tol_voltage:.1e} V): "
             + ("passed" if self.passed else "FAILED")
         )
-
-
-def shockley_current(vd, IS, N, vt, gmin):
-    """``I = IS (exp(vd / (N vt)) - 1) + gmin vd`` (A); overflows to ``inf`` silently."""
-    with np.errstate(over="ignore"):
-        return IS * np.expm1(vd / (N * vt)) + gmin * vd
-
-
-def shockley_co_content(vd, IS, N, vt, gmin):
-    """``int_0^vd I = IS (N vt expm1(vd / (N vt)) - vd) + gmin vd^2 / 2`` (W)."""
-    with np.errstate(over="ignore"):
-        return IS * (N * vt * np.expm1(vd / (N * vt)) - vd) + 0.5 * gmin * vd**2
-
-
-def shockley_slope(vd, IS, N, vt, gmin):
-    """``dI/dvd`` (S)."""
-    with np.errstate(over="ignore"):
-        return IS / (N * vt) * np.exp(vd / (N * vt)) + gmin
 
 
 def shockley_terms(problem: Problem, u: np.ndarray):
@@ -175,14 +158,6 @@ class CircuitSolution:
                 "complementarity_W": self.certificate.complementarity, "passed": self.certificate.passed,
             },
         }
-
-    def as_equilibrium(self) -> Equilibrium:
-        """This solution as the generic :class:`Equilibrium` (state = node voltages)."""
-        return Equilibrium(
-            state=self.voltages, energy=self.energy, status=self.status, n_iter=self.n_iter,
-            residual=np.nan if self.certificate is None else self.certificate.kcl, solver=self.solver,
-            message=self.message, info={"solution": self, "residual_kind": "KCL residual (A)"},
-        )
 
 
 def ideal_diode_currents(problem: Problem, lam: np.ndarray) -> np.ndarray:

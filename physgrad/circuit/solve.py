@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from physgrad.circuit.elements import Circuit
-from physgrad.types import FREE, NotSolvedError, Nudge, PhysgradError
+from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError
 from physgrad.circuit.solvers import activeset, coordinate, linear, newton, qp
 from physgrad.circuit.reduction import Problem, build_problem
 from physgrad.circuit.solution import CircuitSolution, assemble, infeasible_solution
@@ -50,7 +50,7 @@ def solve_problem(problem: Problem, solver: str = "auto", **options) -> CircuitS
     t0 = time.perf_counter()
     try:
         raw = module.minimize(problem, **options)
-    except RuntimeError as exc:  # SuperLU: exactly singular KKT system
+    except SingularSystemError as exc:  # exactly singular KKT system
         return infeasible_solution(problem.circuit, name, f"singular KKT system ({exc}): dependent diode constraints, "
                                    "e.g. anti-parallel ideal diodes with zero thresholds both conducting",
                                    status="solver_error")
@@ -62,6 +62,8 @@ def solve_problem(problem: Problem, solver: str = "auto", **options) -> CircuitS
         raw = replace(raw, message=f"{raw.message}; parallel ideal diodes with equal thresholds ({note}) share "
                                    "their current equally (the ideal model leaves the split undetermined)")
     info = {**raw.info, "seconds": seconds}
+    if raw.active is not None:
+        info["active"] = raw.active  # bool mask over the problem's diode rows (conducting)
     if raw.status == "infeasible":
         return infeasible_solution(problem.circuit, raw.solver, _infeasible_message(problem, raw), info)
     return assemble(problem, raw.u, raw.lam, status=raw.status, solver=raw.solver, n_iter=raw.n_iter,
@@ -106,14 +108,21 @@ def solve(
     Raises
     ------
     PhysgradError
-        Bad input: floating nodes, loops of voltage sources, a diode the sources force forward, a
-        non-convex negative nudge, an unknown solver, a solver that cannot handle the circuit.
+        Bad input: floating nodes, loops of voltage sources, a diode the sources hold exactly at its
+        threshold (current undetermined), a non-convex negative nudge, an unknown solver, a solver that
+        cannot handle the circuit.
     NotSolvedError
-        ``strict=True`` and the circuit is infeasible or the minimizer did not converge.
+        ``strict=True`` and the circuit is infeasible (:class:`InfeasibleError`: diodes the sources force
+        beyond their threshold) or the minimizer did not converge.
     """
     if solver not in SOLVERS:
         raise PhysgradError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    problem = build_problem(circuit, nudge, outputs, conductances)
+    try:
+        problem = build_problem(circuit, nudge, outputs, conductances)
+    except InfeasibleError as exc:
+        if strict:
+            raise
+        return infeasible_solution(circuit, solver, str(exc))
     sol = solve_problem(problem, solver, **options)
     if strict and sol.status != "converged":
         raise NotSolvedError(f"{sol.solver}: {sol.status}: {sol.message}")

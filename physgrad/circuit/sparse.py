@@ -10,10 +10,15 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from physgrad.types import SingularSystemError
+
 
 def factor(A: sp.spmatrix) -> spla.SuperLU:
-    """LU factors of a structurally symmetric matrix (raises RuntimeError if exactly singular)."""
-    return spla.splu(sp.csc_matrix(A), permc_spec="MMD_AT_PLUS_A", options=dict(SymmetricMode=True))
+    """LU factors of a structurally symmetric matrix (raises :class:`SingularSystemError` if exactly singular)."""
+    try:
+        return spla.splu(sp.csc_matrix(A), permc_spec="MMD_AT_PLUS_A", options=dict(SymmetricMode=True))
+    except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
+        raise SingularSystemError(str(exc)) from None
 
 
 def solve(A: sp.spmatrix, b: np.ndarray) -> np.ndarray:

@@ -8,8 +8,10 @@ from typing import Optional
 
 import numpy as np
 
+from physgrad.learning import CODES
 
-EP_VARIANTS = {"pep": "positive", "nep": "negative", "cep": "centered"}
+
+EP_VARIANTS = {code: variant for variant, code in CODES["ep"].items()}
 
 
 def _positive_float(text: str) -> float:
@@ -79,8 +81,7 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
         a = res.active_set
         out["active_set"] = {"min_slack_V": _finite_or_none(a.min_slack), "min_current_A": _finite_or_none(a.min_current),
                              "near_kink": res.near_kink,
-                             "active_diodes": [circuit.elements[circuit.arrays.dio_pos[
-                                 circuit_problem_row]].name for circuit_problem_row in _active_diodes(energy, theta, a)]}
+                             "active_diodes": list(energy.diode_names(a.active[0]))}
     else:
         grad = make_estimator(method, beta=beta, eta=eta, steps=steps).estimate(energy, theta, None, y, minimizer, free)
         if method in EP_VARIANTS:
@@ -91,11 +92,6 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
 
 def _finite_or_none(x):
     return float(x) if np.isfinite(x) else None
-
-
-def _active_diodes(energy, theta, aset):
-    rows = energy.problem(theta, energy.inputs0()[0]).dio_rows
-    return [int(rows[i]) for i in aset.active[0]]
 
 
 def run(args) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 
 from physgrad.circuit.elements import Circuit, CurrentSource, Resistor, VoltageSource
 from physgrad.circuit.reduction import build_problem, reparametrize
-from physgrad.circuit.solution import shockley_current, shockley_slope
+from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.types import FREE, Nudge, PhysgradError, QuadraticForm
 
 
@@ -138,13 +138,6 @@ class CoContentEnergy:
             raise PhysgradError("x contains NaN or inf")
         return arr
 
-    def circuit_at(self, theta, x_row) -> Circuit:
-        """The circuit with conductances ``theta`` and input sources ``x_row`` (shape ``(n_inputs,)``)."""
-        c = self.circuit.with_conductances(dict(zip(self.trainable, np.asarray(theta, float))))
-        if self.inputs:
-            c = c.with_sources(dict(zip(self.inputs, np.asarray(x_row, float))))
-        return c
-
     def problem(self, theta, x_row, nudge: Nudge = FREE):
         """The circuit core's reduced :class:`~physgrad.circuit.reduction.Problem` for one sample.
 
@@ -170,6 +163,14 @@ class CoContentEnergy:
                                     D=np.asarray(pb.D.todense()), d=pb.d, dio_rows=pb.dio_rows)
         return self._cache[key]
 
+    def diode_names(self, rows, x_row=None) -> tuple:
+        """Names of the ideal diodes behind rows ``rows`` of the reduced constraints ``D u <= d``
+        (of sample ``x_row``; default the circuit's own inputs)."""
+        x_row = self.inputs0()[0] if x_row is None else x_row
+        dio_rows = self._sample(x_row)["dio_rows"]
+        arr = self.circuit.arrays
+        return tuple(self.circuit.elements[arr.dio_pos[dio_rows[int(r)]]].name for r in rows)
+
     def _injections(self, x):
         return np.stack([self._sample(r)["inj"] for r in self.batch_inputs(x)])
 
@@ -185,9 +186,7 @@ class CoContentEnergy:
         arr = self.circuit.arrays
         va = anp.where(arr.shk_a >= 0, state[:, np.maximum(arr.shk_a, 0)], 0.0)
         vb = anp.where(arr.shk_b >= 0, state[:, np.maximum(arr.shk_b, 0)], 0.0)
-        vd = va - vb
-        nvt = arr.shk_N * arr.shk_vt
-        return anp.sum(arr.shk_IS * (nvt * (anp.exp(vd / nvt) - 1.0) - vd) + 0.5 * arr.shk_gmin * vd**2, axis=1)
+        return anp.sum(shockley_co_content(va - vb, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin), axis=1)
 
     def theta_grad(self, state, theta, x):
         r""":math:`\partial E/\partial g_k = \tfrac12 \Delta v_k^2` (V^2), batch mean, shape ``(n_trainable,)``."""

@@ -6,13 +6,14 @@ Every estimator has ``estimate(energy, theta, x, y, minimizer, free=None) -> lik
 from __future__ import annotations
 
 from physgrad.types import PhysgradError
+from physgrad.learning._phase import CODES
 from physgrad.learning.backprop import RecurrentBackprop, TruncatedBackprop
 from physgrad.learning.cost import cost_per_sample, mean_cost
-from physgrad.learning.coupled import CoupledLearning, contrastive_learning
+from physgrad.learning.coupled import CoupledLearning, contrastive_learning, coupled_limit
 from physgrad.learning.ep import EquilibriumPropagation
 from physgrad.learning.fit import FitConfig, FitResult, fit
-from physgrad.learning.exact import ExactGradient, ExactResult, coupled_limit
-from physgrad.learning.surrogate import primitive, surrogate
+from physgrad.learning.exact import ExactGradient, ExactResult
+from physgrad.learning.surrogate import surrogate
 
 METHODS = ("exact", "pep", "nep", "cep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
 """Codes of the estimators (CLI ``--method`` and report ``method`` column)."""
@@ -31,8 +32,8 @@ def make_estimator(method: str, *, beta: float = 1e-2, eta: float = 1e-2, steps:
     steps : int
         Unrolled sweeps (tbp) or adjoint iterations (rbp).
     """
-    ep = {"pep": "positive", "nep": "negative", "cep": "centered"}
-    cpl = {"pcpl": "positive", "ncpl": "negative", "ccpl": "centered"}
+    ep = {code: variant for variant, code in CODES["ep"].items()}
+    cpl = {code: variant for variant, code in CODES["coupled"].items()}
     if method == "exact":
         return ExactGradient(strict=strict)
     if method in ep:
@@ -48,6 +49,6 @@ def make_estimator(method: str, *, beta: float = 1e-2, eta: float = 1e-2, steps:
     raise PhysgradError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
-__all__ = ["METHODS", "CoupledLearning", "FitConfig", "FitResult", "fit", "EquilibriumPropagation", "ExactGradient", "ExactResult",
+__all__ = ["CODES", "METHODS", "CoupledLearning", "FitConfig", "FitResult", "fit", "EquilibriumPropagation", "ExactGradient", "ExactResult",
            "RecurrentBackprop", "TruncatedBackprop", "contrastive_learning", "coupled_limit",
-           "cost_per_sample", "make_estimator", "mean_cost", "primitive", "surrogate"]
+           "cost_per_sample", "make_estimator", "mean_cost", "surrogate"]

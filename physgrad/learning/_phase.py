@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from physgrad.types import FREE, Equilibrium, NotSolvedError, Nudge, PhysgradError
 from physgrad.pytree import tree_map
 
 Variant = Literal["positive", "negative", "centered"]
-VARIANTS = ("positive", "negative", "centered")
+VARIANTS = get_args(Variant)
+CODES = {
+    "ep": {"positive": "pep", "negative": "nep", "centered": "cep"},
+    "coupled": {"positive": "pcpl", "negative": "ncpl", "centered": "ccpl"},
+}
+"""The one table between variants and the short codes used at the CLI and in reports, per family
+(equilibrium propagation, coupled learning)."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from autograd import make_vjp
 from physgrad.types import FREE, PhysgradError
 from physgrad.learning._phase import check_choice, free_phase
 from physgrad.learning.cost import check_targets, mean_cost
-from physgrad.pytree import tree_map
+from physgrad.pytree import as_float_tree, tree_map
 
 INITS = ("zeros", "free")
 
@@ -50,10 +50,6 @@ def _check_steps(steps) -> int:
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise PhysgradError(f"steps must be an integer >= 1, got {steps!r}")
     return int(steps)
-
-
-def _as_float_tree(theta):
-    return tree_map(lambda a: np.asarray(a, dtype=float), theta)
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ class TruncatedBackprop:
                 s = minimizer.step(energy, th, x, s, FREE)
             return mean_cost(energy, s, y)
 
-        return ag_grad(unrolled_cost)(_as_float_tree(theta))
+        return ag_grad(unrolled_cost)(as_float_tree(theta))
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ def recurrent_backprop_path(energy, theta, x, y, minimizer, steps, free=None, st
     _check_step(minimizer)
     free = free_phase(energy, theta, x, minimizer, free, strict)
     y = check_targets(energy, free.state, y)
-    theta = _as_float_tree(theta)
+    theta = as_float_tree(theta)
     s_star = free.state
     lam = ag_grad(lambda s: mean_cost(energy, s, y))(s_star)
     vjp_s, _ = make_vjp(lambda s: minimizer.step(energy, theta, x, s, FREE))(s_star)

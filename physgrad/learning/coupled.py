@@ -30,15 +30,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import autograd.numpy as anp
 import numpy as np
+from autograd import grad as ag_grad
+from autograd import jacobian
 
-from physgrad.types import Nudge
-from physgrad.learning._phase import (VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
+from physgrad.types import Nudge, PhysgradError
+from physgrad.learning._phase import (CODES, VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
                                       solve_phase)
 from physgrad.learning.cost import check_targets
-
-CoupledPhases = Phases  # the free and clamped equilibria of one coupled-learning estimate
-
+from physgrad.learning.exact import independent_rows, box_active_set, find_active_set, kkt_solve
+from physgrad.pytree import as_float_tree, tree_flatten, tree_map
 
 @dataclass(frozen=True)
 class CoupledLearning:
@@ -65,7 +67,7 @@ class CoupledLearning:
     @property
     def code(self) -> str:
         """Short name used at the CLI and in reports (pcpl, ncpl, ccpl)."""
-        return {"positive": "pcpl", "negative": "ncpl", "centered": "ccpl"}[self.variant]
+        return CODES["coupled"][self.variant]
 
     def clamp_values(self, free_outputs, y):
         """``(o_plus, o_minus) = o_0 +- eta (y - o_0)``, each shaped ``(batch, n_out)``."""
@@ -73,7 +75,7 @@ class CoupledLearning:
         delta = self.eta * (np.asarray(y, dtype=float) - o)
         return o + delta, o - delta
 
-    def phases(self, energy, theta, x, y, minimizer, free=None) -> CoupledPhases:
+    def phases(self, energy, theta, x, y, minimizer, free=None) -> Phases:
         """Solve (or reuse) the free phase and the clamped phase(s) this variant needs."""
         free = free_phase(energy, theta, x, minimizer, free, self.strict)
         y = check_targets(energy, free.state, y)
@@ -83,9 +85,9 @@ class CoupledLearning:
             plus = solve_phase(energy, theta, x, minimizer, Nudge(clamp=o_plus), free.state, self.strict)
         if self.variant in ("negative", "centered"):
             minus = solve_phase(energy, theta, x, minimizer, Nudge(clamp=o_minus), free.state, self.strict)
-        return CoupledPhases(free, plus, minus)
+        return Phases(free, plus, minus)
 
-    def estimate_from_phases(self, energy, theta, x, phases: CoupledPhases):
+    def estimate_from_phases(self, energy, theta, x, phases: Phases):
         """The coupled-learning estimate given solved phases (shaped like ``theta``)."""
         return contrast(energy, theta, x, phases, self.variant, self.eta)
 
@@ -102,3 +104,83 @@ def contrastive_learning(strict: bool = True) -> CoupledLearning:
     Movellan (1991); Baldi & Pineda (1991), "Contrastive learning and neural oscillations".
     """
     return CoupledLearning(eta=1.0, variant="positive", strict=strict)
+
+
+def coupled_limit(energy, theta, x, y, minimizer, free=None, active_tol: float = 1e-9, strict: bool = True):
+    r"""The :math:`\eta \to 0` limit of coupled learning, :math:`\partial^2_{\theta o}F_c\,(y - o_0)`.
+
+    Computed as :math:`\frac{d}{d\eta}\partial_\theta E(s_c(o_0 + \eta(y - o_0)))` at
+    :math:`\eta = 0` by forward differentiation of the clamped KKT system on the free active set.
+    Piecewise-quadratic energies need ``energy.quadratic_form`` and ``energy.output_rows`` (rows of
+    ``P``, ``c`` giving the outputs); other energies use the dense-Hessian route on the components
+    not held at a bound (:func:`box_active_set`), with the output components found from the
+    Jacobian of ``energy.outputs``.
+    """
+    free = free_phase(energy, theta, x, minimizer, free, strict)
+    y = check_targets(energy, free.state, y)
+    theta = as_float_tree(theta)
+    if not (hasattr(energy, "quadratic_form") and hasattr(energy, "output_rows")):
+        return _smooth_coupled_limit(energy, theta, x, y, free.state, active_tol)
+    qf = energy.quadratic_form(theta, x)
+    if qf.has_smooth:
+        raise PhysgradError("coupled_limit is implemented for piecewise-quadratic energies (no Shockley diodes)")
+    u0 = qf.reduce(free.state)
+    out = list(energy.output_rows)
+    P_out = np.asarray(qf.P, float)[out]
+    c_out = np.asarray(qf.c, float)[:, out]
+    o0 = u0 @ P_out.T + c_out
+    # drop active diode rows that the clamp makes redundant
+    aset = find_active_set(qf, u0, active_tol)
+    D = np.asarray(qf.D, float)
+    rows = []
+    for b in range(u0.shape[0]):
+        stacked = np.vstack([P_out, D[list(aset.rows[b])]]) if aset.rows[b] else P_out
+        keep = independent_rows(stacked)
+        if any(i < len(out) for i in set(range(len(out))) - set(keep)):
+            raise PhysgradError("the output constraints are linearly dependent; cannot clamp the outputs")
+        rows.append(tuple(aset.rows[b][i - len(out)] for i in keep if i >= len(out)))
+
+    def theta_grad_at(eta):
+        target = o0 + eta * (y - o0)
+        u = kkt_solve(qf, rows, P_out, target - c_out)
+        return energy.theta_grad(qf.lift(u), theta, x)
+
+    return tree_map(np.asarray, jacobian(theta_grad_at)(0.0))
+
+
+def _smooth_coupled_limit(energy, theta, x, y, state, active_tol):
+    flat, unf = tree_flatten(state)
+
+    J = jacobian(lambda z: anp.ravel(energy.outputs(unf(z))))(flat)
+    out_idx = np.argmax(np.abs(J), axis=1)
+    if not np.allclose(np.abs(J).sum(axis=1), 1.0) or not np.allclose(J[np.arange(len(out_idx)), out_idx], 1.0):
+        raise PhysgradError("coupled_limit needs outputs that are state components (energy.outputs selects units)")
+    aset = box_active_set(energy, theta, x, state, active_tol)
+    held = set(aset.active[0])
+    if held & set(out_idx.tolist()):
+        raise PhysgradError("an output unit is held at its bound; clamping it is not a smooth perturbation")
+    F = np.array([i for i in range(flat.size) if i not in held and i not in set(out_idx.tolist())], dtype=int)
+
+    def grad_s(z):
+        return ag_grad(lambda w: anp.sum(energy.energy(unf(w), theta, x)))(z)
+
+    H = jacobian(grad_s)(flat)
+    o0 = np.ravel(np.asarray(energy.outputs(state), float))
+    delta = np.ravel(np.broadcast_to(y, np.shape(energy.outputs(state)))) - o0
+    ds = np.zeros_like(flat)
+    ds[out_idx] = delta
+    if F.size:
+        ds[F] = -np.linalg.solve(H[np.ix_(F, F)], H[np.ix_(F, out_idx)] @ delta)
+    leaves_like = [np.asarray(a) for a in (theta if isinstance(theta, (tuple, list)) else (theta,))]
+
+    def flat_theta_grad(eta):
+        g = energy.theta_grad(unf(flat + eta * ds), theta, x)
+        parts = list(g) if isinstance(theta, (tuple, list)) else [g]
+        return anp.concatenate([anp.ravel(p) for p in parts])
+
+    vec = np.asarray(jacobian(flat_theta_grad)(0.0))
+    out, i = [], 0
+    for a in leaves_like:
+        out.append(vec[i:i + a.size].reshape(a.shape))
+        i += a.size
+    return tuple(out) if isinstance(theta, (tuple, list)) else out[0]

@@ -28,12 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from physgrad.types import Nudge
-from physgrad.learning._phase import (VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
+from physgrad.learning._phase import (CODES, VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
                                       solve_phase)
 from physgrad.learning.cost import check_targets
-
-EPPhases = Phases  # the free, plus and minus equilibria of one EP estimate
-
 
 @dataclass(frozen=True)
 class EquilibriumPropagation:
@@ -65,9 +62,9 @@ class EquilibriumPropagation:
     @property
     def code(self) -> str:
         """Short name used at the CLI and in reports (pep, nep, cep)."""
-        return {"positive": "pep", "negative": "nep", "centered": "cep"}[self.variant]
+        return CODES["ep"][self.variant]
 
-    def phases(self, energy, theta, x, y, minimizer, free=None) -> EPPhases:
+    def phases(self, energy, theta, x, y, minimizer, free=None) -> Phases:
         """Solve (or reuse) the free phase and the nudged phase(s) this variant needs."""
         free = free_phase(energy, theta, x, minimizer, free, self.strict)
         y = check_targets(energy, free.state, y)
@@ -76,9 +73,9 @@ class EquilibriumPropagation:
             plus = solve_phase(energy, theta, x, minimizer, Nudge(self.beta, target=y), free.state, self.strict)
         if self.variant in ("negative", "centered"):
             minus = solve_phase(energy, theta, x, minimizer, Nudge(-self.beta, target=y), free.state, self.strict)
-        return EPPhases(free, plus, minus)
+        return Phases(free, plus, minus)
 
-    def estimate_from_phases(self, energy, theta, x, phases: EPPhases):
+    def estimate_from_phases(self, energy, theta, x, phases: Phases):
         """The EP estimate given already solved phases (shaped like ``theta``)."""
         return contrast(energy, theta, x, phases, self.variant, self.beta)
 

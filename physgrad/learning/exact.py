@@ -49,7 +49,7 @@ from autograd import jacobian
 from physgrad.types import PhysgradError, QuadraticForm
 from physgrad.learning._phase import check_positive, free_phase
 from physgrad.learning.cost import check_targets, mean_cost
-from physgrad.pytree import tree_map
+from physgrad.pytree import as_float_tree, tree_flatten, tree_map
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def _newton_step_solver(qf0: QuadraticForm, u0: np.ndarray, aset: ActiveSet):
     return solve_u
 
 
-def _independent_rows(M: np.ndarray, tol: float = 1e-10) -> list:
+def independent_rows(M: np.ndarray, tol: float = 1e-10) -> list:
     """Indices of a maximal set of linearly independent rows of ``M`` (QR with column pivoting)."""
     if M.shape[0] == 0:
         return []
@@ -149,15 +149,21 @@ def _independent_rows(M: np.ndarray, tol: float = 1e-10) -> list:
     return sorted(int(i) for i in piv[:rank])
 
 
-def find_active_set(qf: QuadraticForm, u: np.ndarray, active_tol: float) -> ActiveSet:
-    """Detect the active constraints of ``u`` (shape ``(batch, n)``) and the KKT multipliers."""
+def find_active_set(qf: QuadraticForm, u: np.ndarray, active_tol: float, known=None) -> ActiveSet:
+    """The active constraints of ``u`` (shape ``(batch, n)``) and the KKT multipliers.
+
+    ``known[b]`` (bool mask over the rows of ``D``), when given, is the set the minimizer solved on
+    (``Equilibrium.info["active"]``) and is used as it is; otherwise (``None``) the set is detected
+    as the rows with slack ``<= active_tol`` (V).
+    """
     H, f, D, d = (np.asarray(a, float) for a in (qf.H, qf.f, qf.D, qf.d))
     rows, actives, slacks, currents, resid = [], [], [], [], 0.0
     degenerate = False
     for b in range(u.shape[0]):
         slack = d[b] - D @ u[b]
-        act = np.flatnonzero(slack <= active_tol)
-        keep = [int(act[i]) for i in _independent_rows(D[act])] if act.size else []
+        mask = None if known is None else known[b]
+        act = np.flatnonzero(mask) if mask is not None else np.flatnonzero(slack <= active_tol)
+        keep = [int(act[i]) for i in independent_rows(D[act])] if act.size else []
         degenerate |= len(keep) < act.size
         g = H @ u[b] - f[b]
         if qf.has_smooth:
@@ -173,6 +179,16 @@ def find_active_set(qf: QuadraticForm, u: np.ndarray, active_tol: float) -> Acti
         actives.append(tuple(int(i) for i in act))
     return ActiveSet(tuple(rows), tuple(actives), float(min(slacks, default=np.inf)),
                      float(min(currents, default=np.inf)), resid, degenerate)
+
+
+def _solver_active_set(free, qf: QuadraticForm):
+    """The minimizer's own active sets (``free.info["active"]``, one bool mask per sample over the rows
+    of ``qf.D``), or ``None`` when it did not report one for every sample."""
+    known = free.info.get("active") if hasattr(free, "info") else None
+    m = np.shape(qf.D)[0]
+    if known is None or len(known) != np.shape(qf.f)[0] or any(k is None or np.shape(k) != (m,) for k in known):
+        return None
+    return tuple(np.asarray(k, bool) for k in known)
 
 
 def kkt_solve(qf: QuadraticForm, rows, extra_rows=None, extra_rhs=None):
@@ -200,10 +216,6 @@ def kkt_solve(qf: QuadraticForm, rows, extra_rows=None, extra_rhs=None):
         else:
             us.append(anp.linalg.solve(qf.H, qf.f[b]))
     return anp.stack(us, axis=0)
-
-
-def _as_float_tree(theta):
-    return tree_map(lambda a: np.asarray(a, dtype=float), theta)
 
 
 @dataclass(frozen=True)
@@ -240,12 +252,12 @@ class ExactGradient:
         """Gradient, cost and active-set margins at the free equilibrium."""
         free = free_phase(energy, theta, x, minimizer, free, self.strict)
         y = check_targets(energy, free.state, y)
-        theta = _as_float_tree(theta)
+        theta = as_float_tree(theta)
         if hasattr(energy, "quadratic_form"):
             qf0 = energy.quadratic_form(theta, x)
             u0 = qf0.reduce(free.state)
             v_scale, i_scale = _scales(qf0, free.state)
-            aset = find_active_set(qf0, u0, self.active_tol * max(1.0, v_scale))
+            aset = find_active_set(qf0, u0, self.active_tol * max(1.0, v_scale), _solver_active_set(free, qf0))
 
             if qf0.has_smooth:
                 solve_u = _newton_step_solver(qf0, u0, aset)
@@ -271,29 +283,14 @@ class ExactGradient:
         return self.compute(energy, theta, x, y, minimizer, free).grad
 
 
-def _flatten(state):
-    leaves = list(state) if isinstance(state, (tuple, list)) else [state]
-    shapes = [np.shape(a) for a in leaves]
-    return np.concatenate([np.ravel(np.asarray(a, float)) for a in leaves]), shapes, isinstance(state, (tuple, list))
-
-
-def _unflatten(vec, shapes, is_tuple):
-    out, i = [], 0
-    for shp in shapes:
-        n = int(np.prod(shp))
-        out.append(anp.reshape(vec[i:i + n], shp))
-        i += n
-    return tuple(out) if is_tuple else out[0]
-
-
 def state_bounds(energy, state):
     """Flattened ``(lo, hi)`` bounds of the state (V): from ``energy.bounds(k)`` per layer (layered
     energies, ``k = 1..n_layers``) or unbounded."""
-    flat, shapes, is_tuple = _flatten(state)
-    if not (hasattr(energy, "bounds") and hasattr(energy, "n_layers") and is_tuple):
+    flat, _ = tree_flatten(state)
+    if not (hasattr(energy, "bounds") and hasattr(energy, "n_layers") and isinstance(state, (tuple, list))):
         return np.full(flat.shape, -np.inf), np.full(flat.shape, np.inf)
     lo, hi = [], []
-    for k, shp in enumerate(shapes, start=1):
+    for k, shp in enumerate((np.shape(a) for a in state), start=1):
         a, b = energy.bounds(k)
         lo.append(np.broadcast_to(a, shp).ravel())
         hi.append(np.broadcast_to(b, shp).ravel())
@@ -306,9 +303,9 @@ def box_active_set(energy, theta, x, state, active_tol: float):
     ``min_slack``: smallest distance of a free component to its bound (V); ``min_current``: smallest
     bound force ``|dE/ds|`` on a component held at its bound (A for circuits).
     """
-    flat, shapes, is_tuple = _flatten(state)
+    flat, unflatten = tree_flatten(state)
     lo, hi = state_bounds(energy, state)
-    g = ag_grad(lambda z: anp.sum(energy.energy(_unflatten(z, shapes, is_tuple), theta, x)))(flat)
+    g = ag_grad(lambda z: anp.sum(energy.energy(unflatten(z), theta, x)))(flat)
     at_lo, at_hi = flat - lo <= active_tol, hi - flat <= active_tol
     act = at_lo | at_hi
     slack = np.minimum(flat - lo, hi - flat)[~act]
@@ -325,14 +322,14 @@ def smooth_implicit_gradient(energy, theta, x, y, state, active=()):
     Dense Hessian of the free components by autograd (small models only). States may be arrays or
     tuples of arrays (layered models).
     """
-    flat, shapes, is_tuple = _flatten(state)
+    flat, unflatten = tree_flatten(state)
     free = np.setdiff1d(np.arange(flat.size), np.asarray(active, dtype=int))
 
     def grad_s(z, th):
-        return ag_grad(lambda w: anp.sum(energy.energy(_unflatten(w, shapes, is_tuple), th, x)))(z)
+        return ag_grad(lambda w: anp.sum(energy.energy(unflatten(w), th, x)))(z)
 
     hess = jacobian(lambda z: grad_s(z, theta))(flat)[np.ix_(free, free)]
-    dC = ag_grad(lambda z: mean_cost(energy, _unflatten(z, shapes, is_tuple), y))(flat)[free]
+    dC = ag_grad(lambda z: mean_cost(energy, unflatten(z), y))(flat)[free]
     try:
         lam_free = np.linalg.solve(hess, dC)
     except np.linalg.LinAlgError:
@@ -342,86 +339,3 @@ def smooth_implicit_gradient(energy, theta, x, y, state, active=()):
     lam[free] = lam_free
     g = ag_grad(lambda th: anp.sum(grad_s(flat, th) * lam))(theta)
     return tree_map(lambda a: -a, g)
-
-
-def coupled_limit(energy, theta, x, y, minimizer, free=None, active_tol: float = 1e-9, strict: bool = True):
-    r"""The :math:`\eta \to 0` limit of coupled learning, :math:`\partial^2_{\theta o}F_c\,(y - o_0)`.
-
-    Computed as :math:`\frac{d}{d\eta}\partial_\theta E(s_c(o_0 + \eta(y - o_0)))` at
-    :math:`\eta = 0` by forward differentiation of the clamped KKT system on the free active set.
-    Piecewise-quadratic energies need ``energy.quadratic_form`` and ``energy.output_rows`` (rows of
-    ``P``, ``c`` giving the outputs); other energies use the dense-Hessian route on the components
-    not held at a bound (:func:`box_active_set`), with the output components found from the
-    Jacobian of ``energy.outputs``.
-    """
-    free = free_phase(energy, theta, x, minimizer, free, strict)
-    y = check_targets(energy, free.state, y)
-    theta = _as_float_tree(theta)
-    if not (hasattr(energy, "quadratic_form") and hasattr(energy, "output_rows")):
-        return _smooth_coupled_limit(energy, theta, x, y, free.state, active_tol)
-    qf = energy.quadratic_form(theta, x)
-    if qf.has_smooth:
-        raise PhysgradError("coupled_limit is implemented for piecewise-quadratic energies (no Shockley diodes)")
-    u0 = qf.reduce(free.state)
-    out = list(energy.output_rows)
-    P_out = np.asarray(qf.P, float)[out]
-    c_out = np.asarray(qf.c, float)[:, out]
-    o0 = u0 @ P_out.T + c_out
-    # drop active diode rows that the clamp makes redundant
-    aset = find_active_set(qf, u0, active_tol)
-    D = np.asarray(qf.D, float)
-    rows = []
-    for b in range(u0.shape[0]):
-        stacked = np.vstack([P_out, D[list(aset.rows[b])]]) if aset.rows[b] else P_out
-        keep = _independent_rows(stacked)
-        if any(i < len(out) for i in set(range(len(out))) - set(keep)):
-            raise PhysgradError("the output constraints are linearly dependent; cannot clamp the outputs")
-        rows.append(tuple(aset.rows[b][i - len(out)] for i in keep if i >= len(out)))
-
-    def theta_grad_at(eta):
-        target = o0 + eta * (y - o0)
-        u = kkt_solve(qf, rows, P_out, target - c_out)
-        return energy.theta_grad(qf.lift(u), theta, x)
-
-    return tree_map(np.asarray, jacobian(theta_grad_at)(0.0))
-
-
-def _smooth_coupled_limit(energy, theta, x, y, state, active_tol):
-    flat, shapes, is_tuple = _flatten(state)
-
-    def unf(z):
-        return _unflatten(z, shapes, is_tuple)
-
-    J = jacobian(lambda z: anp.ravel(energy.outputs(unf(z))))(flat)
-    out_idx = np.argmax(np.abs(J), axis=1)
-    if not np.allclose(np.abs(J).sum(axis=1), 1.0) or not np.allclose(J[np.arange(len(out_idx)), out_idx], 1.0):
-        raise PhysgradError("coupled_limit needs outputs that are state components (energy.outputs selects units)")
-    aset = box_active_set(energy, theta, x, state, active_tol)
-    held = set(aset.active[0])
-    if held & set(out_idx.tolist()):
-        raise PhysgradError("an output unit is held at its bound; clamping it is not a smooth perturbation")
-    F = np.array([i for i in range(flat.size) if i not in held and i not in set(out_idx.tolist())], dtype=int)
-
-    def grad_s(z):
-        return ag_grad(lambda w: anp.sum(energy.energy(unf(w), theta, x)))(z)
-
-    H = jacobian(grad_s)(flat)
-    o0 = np.ravel(np.asarray(energy.outputs(state), float))
-    delta = np.ravel(np.broadcast_to(y, np.shape(energy.outputs(state)))) - o0
-    ds = np.zeros_like(flat)
-    ds[out_idx] = delta
-    if F.size:
-        ds[F] = -np.linalg.solve(H[np.ix_(F, F)], H[np.ix_(F, out_idx)] @ delta)
-    leaves_like = [np.asarray(a) for a in (theta if isinstance(theta, (tuple, list)) else (theta,))]
-
-    def flat_theta_grad(eta):
-        g = energy.theta_grad(unf(flat + eta * ds), theta, x)
-        parts = list(g) if isinstance(theta, (tuple, list)) else [g]
-        return anp.concatenate([anp.ravel(p) for p in parts])
-
-    vec = np.asarray(jacobian(flat_theta_grad)(0.0))
-    out, i = [], 0
-    for a in leaves_like:
-        out.append(vec[i:i + a.size].reshape(a.shape))
-        i += a.size
-    return tuple(out) if isinstance(theta, (tuple, list)) else out[0]

@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from physgrad.learning.cost import cost_per_sample
-from physgrad.learning.ep import EquilibriumPropagation, EPPhases
+from physgrad.learning._phase import Phases
+from physgrad.learning.ep import EquilibriumPropagation
 
 
 def _energy(energy, eq, theta, x):
@@ -35,7 +36,7 @@ def _cost(energy, eq, y):
     return np.asarray(cost_per_sample(np.asarray(energy.outputs(eq.state)), y), dtype=float)
 
 
-def surrogate_from_phases(energy, theta, x, y, beta: float, variant: str, phases: EPPhases) -> float:
+def surrogate_from_phases(energy, theta, x, y, beta: float, variant: str, phases: Phases) -> float:
     """:math:`L_\\beta` for ``variant`` from already solved phases (see module docstring)."""
     y = np.asarray(y, dtype=float)
     e0 = _energy(energy, phases.free, theta, x)
@@ -71,13 +72,3 @@ def surrogate(energy, theta, x, y, minimizer, beta: float, variant: str = "cente
     ep = EquilibriumPropagation(beta=beta, variant=variant, strict=strict)
     phases = ep.phases(energy, theta, x, y, minimizer, free)
     return surrogate_from_phases(energy, theta, x, y, ep.beta, variant, phases)
-
-
-def primitive(energy, theta, x, y, minimizer, beta: float, s0=None, strict: bool = True) -> float:
-    r""":math:`F(\beta) = \min_s E + \beta C` (batch mean; W for circuits, up to the co-content convention)."""
-    from physgrad.types import FREE, Nudge
-    from physgrad.learning._phase import solve_phase
-
-    nudge = FREE if beta == 0 else Nudge(beta, target=y)
-    eq = solve_phase(energy, theta, x, minimizer, nudge, s0, strict)
-    return float(np.mean(_energy(energy, eq, theta, x) + beta * _cost(energy, eq, np.asarray(y, float))))

@@ -9,15 +9,16 @@ coordinate-descent ``step`` that truncated backprop differentiates through.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import autograd.numpy as anp
 import numpy as np
 
-from physgrad.circuit.solution import certify, ideal_diode_currents
+from physgrad.circuit.solution import KKTCertificate, certify, ideal_diode_currents
 from physgrad.circuit.solve import SOLVERS, solve
-from physgrad.circuit.solvers.kkt import Infeasible, solve_active_set
+from physgrad.circuit.solvers.kkt import solve_active_set
 from physgrad.energies.co_content import CoContentEnergy
-from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
+from physgrad.types import FREE, Equilibrium, InfeasibleError, Nudge, NotSolvedError, PhysgradError
 
 
 def _sample_row(values, b: int) -> np.ndarray:
@@ -28,7 +29,8 @@ def _sample_row(values, b: int) -> np.ndarray:
     return a[b] if a.shape[0] > 1 else a[0]
 
 
-def _nudge_row(nudge: Nudge, b: int, n_out: int) -> Nudge:
+def _nudge_row(nudge: Nudge, b: int) -> Nudge:
+    """Sample ``b``'s nudge."""
     if nudge.is_free:
         return nudge
     if nudge.clamp is not None:
@@ -62,33 +64,32 @@ class CoContentMinimizer:
             raise PhysgradError(f"CoContentMinimizer handles CoContentEnergy, not {type(energy).__name__}")
 
     def minimize(self, energy, theta, x, *, nudge: Nudge = FREE, s0=None) -> Equilibrium:
-        """Equilibrium of every sample; state shape ``(batch, n_nodes)`` (V)."""
+        """Equilibrium of every sample; state shape ``(batch, n_nodes)`` (V).
+
+        ``info`` holds per sample the KKT ``certificates``, the ideal ``diode_currents`` (A) and
+        ``active``: the solver's conducting diode rows of the reduced problem (bool masks; ``None``
+        where the solver keeps no working set), used by the exact gradient.
+        """
         self.accepts(energy)
         xs = energy.batch_inputs(x)
-        states, statuses, iters, resid, msgs, certs, currents = [], [], 0, 0.0, [], [], []
-        for b, row in enumerate(xs):
-            nb = _nudge_row(nudge, b, energy.n_outputs)
-            if self.solver == "activeset" or (self.solver == "auto" and not energy._cache["shk"]):
-                v, status, n_it, cert, msg, cur = _solve_activeset(energy, theta, row, nb)
-            else:
-                v, status, n_it, cert, msg, cur = _solve_lead(energy, theta, row, nb, self.solver)
-            states.append(v)
-            statuses.append(status)
-            iters += n_it
-            certs.append(cert)
-            currents.append(cur)
-            if cert is not None:
-                resid = max(resid, cert.kcl)
-            if msg:
-                msgs.append(f"sample {b}: {msg}")
-        state = np.stack(states)
+        direct = self.solver == "activeset" or (self.solver == "auto" and not energy._cache["shk"])
+        samples = [_solve_activeset(energy, theta, row, _nudge_row(nudge, b)) if direct
+                   else _solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver)
+                   for b, row in enumerate(xs)]
+        statuses = [r.status for r in samples]
+        certs = [r.certificate for r in samples]
+        msgs = [f"sample {b}: {r.message}" for b, r in enumerate(samples) if r.message]
         status = next((s for s in ("solver_error", "infeasible", "max_iter") if s in statuses), "converged")
         if status == "converged" and any(c is not None and not c.passed for c in certs):
             status = "solver_error"
             msgs.append("KKT certificate failed: " + "; ".join(c.describe() for c in certs if c is not None and not c.passed))
+        state = np.stack([r.voltages for r in samples])
         return Equilibrium(state=state, energy=np.asarray(energy.energy(state, theta, xs)), status=status,
-                           n_iter=iters, residual=resid, solver=f"co-content/{self.solver}", message="; ".join(msgs),
-                           info={"certificates": tuple(certs), "diode_currents": tuple(currents),
+                           n_iter=sum(r.n_iter for r in samples),
+                           residual=max([c.kcl for c in certs if c is not None], default=0.0),
+                           solver=f"co-content/{self.solver}", message="; ".join(msgs),
+                           info={"certificates": tuple(certs), "diode_currents": tuple(r.diode_currents for r in samples),
+                                 "active": tuple(r.active for r in samples),
                                  "residual_kind": "max KCL residual (A)"})
 
     def step(self, energy, theta, x, s, nudge: Nudge = FREE):
@@ -148,31 +149,48 @@ class CoContentMinimizer:
         return qf.lift(u)
 
 
-def _solve_activeset(energy, theta, x_row, nudge):
+class _Sample(NamedTuple):
+    """One sample's answer: node voltages (V), status, iterations, certificate, message, ideal-diode
+    currents (A) and the solver's conducting rows (bool mask over the reduced diode rows, or None)."""
+
+    voltages: np.ndarray
+    status: str
+    n_iter: int
+    certificate: Optional[KKTCertificate]
+    message: str
+    diode_currents: Optional[np.ndarray]
+    active: Optional[np.ndarray]
+
+
+def _not_solved(energy, status: str, message: str) -> _Sample:
+    return _Sample(np.full(energy.circuit.arrays.n_nodes, np.nan), status, 0, None, message, None, None)
+
+
+def _solve_activeset(energy, theta, x_row, nudge) -> _Sample:
+    """The exact active-set KKT solve of one sample's reduced problem, certified."""
     try:
         pb = energy.problem(theta, x_row, nudge)
-    except PhysgradError as err:
-        if "forced forward" in str(err):
-            return np.full(energy.circuit.arrays.n_nodes, np.nan), "infeasible", 0, None, str(err), None
-        raise
+    except InfeasibleError as err:
+        return _not_solved(energy, "infeasible", str(err))
     if energy._cache["shk"]:
         raise PhysgradError("the active-set route handles ideal diodes only; use solver='newton' for Shockley diodes")
     try:
         res = solve_active_set(pb.H, pb.f, pb.D, pb.d)
-    except Infeasible as err:
-        return np.full(energy.circuit.arrays.n_nodes, np.nan), "infeasible", 0, None, str(err), None
-    except RuntimeError as err:
-        return np.full(energy.circuit.arrays.n_nodes, np.nan), "solver_error", 0, None, str(err), None
-    cert = certify(pb, res.u, res.lam)
-    currents = ideal_diode_currents(pb, res.lam)
-    return pb.voltages(res.u), ("converged" if res.converged else "max_iter"), res.n_iter, cert, \
-        ("" if res.converged else res.message), currents
+    except InfeasibleError as err:
+        return _not_solved(energy, "infeasible", str(err))
+    except NotSolvedError as err:
+        return _not_solved(energy, "solver_error", str(err))
+    return _Sample(pb.voltages(res.u), "converged" if res.converged else "max_iter", res.n_iter,
+                   certify(pb, res.u, res.lam), "" if res.converged else res.message,
+                   ideal_diode_currents(pb, res.lam), res.active)
 
 
-def _solve_lead(energy, theta, x_row, nudge, solver):
+def _solve_with_circuit_solver(energy, theta, x_row, nudge, solver) -> _Sample:
+    """One sample through :func:`physgrad.circuit.solve.solve` (Newton for Shockley diodes, or a named solver)."""
     c = energy.circuit if not energy.inputs else energy.circuit.with_sources(dict(zip(energy.inputs, x_row)))
     sol = solve(c, solver, nudge=nudge, outputs=energy.output_nodes,
                 conductances=np.asarray(energy.conductances(np.asarray(theta, float))), strict=False)
     arr = energy.circuit.arrays
     currents = np.asarray(sol.currents)[arr.dio_pos] if len(arr.dio_pos) else np.zeros(0)
-    return np.asarray(sol.voltages), sol.status, sol.n_iter, sol.certificate, sol.message, currents
+    return _Sample(np.asarray(sol.voltages), sol.status, sol.n_iter, sol.certificate, sol.message, currents,
+                   sol.info.get("active"))

@@ -9,7 +9,7 @@ import numpy as np
 
 from physgrad.types import PhysgradError
 from physgrad.circuit.solvers.kkt import Infeasible, solve_active_set
-from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
 
 
@@ -18,14 +18,14 @@ def accepts(problem: Problem) -> None:
         raise PhysgradError("the activeset solver handles ideal diodes only; this circuit has Shockley diodes (use newton)")
 
 
-def minimize(problem: Problem, active0=None) -> RawSolution:
+def minimize(problem: Problem, active0=None) -> ReducedSolution:
     accepts(problem)
     n = problem.n_u
     try:
         res = solve_active_set(problem.H, problem.f, problem.D, problem.d, active0)
     except Infeasible as exc:
-        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "activeset",
+        return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "activeset",
                            str(exc), {"infeasible_rows": exc.rows})
     status = "converged" if res.converged else "max_iter"
-    return RawSolution(res.u, res.lam, status, res.n_iter, f"activeset[{res.method}]", res.message,
-                       {"active": res.active})
+    return ReducedSolution(res.u, res.lam, status, res.n_iter, f"activeset[{res.method}]", res.message,
+                           active=res.active)

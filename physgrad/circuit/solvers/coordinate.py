@@ -35,7 +35,7 @@ from scipy.sparse.csgraph import connected_components
 
 from physgrad.types import PhysgradError
 from physgrad.circuit.solvers.kkt import Infeasible, dense_qp, multipliers
-from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
 
 
@@ -180,7 +180,7 @@ def diode_currents(problem: Problem, u: np.ndarray, tol_v: float) -> np.ndarray:
     return np.maximum(multipliers(problem.D, problem.d, W, problem.f - problem.H @ u), 0.0)
 
 
-def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, u0=None) -> RawSolution:
+def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, u0=None) -> ReducedSolution:
     """Exact (block) coordinate descent until no variable moves by more than ``tol * v_scale`` (V).
 
     ``v_scale = max(1 V, max |d|, max |c|)``; the default ``tol = 1e-12`` puts the answer within
@@ -191,7 +191,7 @@ def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, 
     try:
         sched = build_schedule(problem)
     except Infeasible:
-        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "coordinate",
+        return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "coordinate",
                            "ideal diodes force contradictory bounds on node voltages")
     v_scale = max(1.0, float(np.max(np.abs(problem.d), initial=0.0)), float(np.max(np.abs(problem.c), initial=0.0)))
     H = problem.H.tocsr()
@@ -209,10 +209,10 @@ def minimize(problem: Problem, *, tol: float = 1e-12, max_sweeps: int = 200000, 
             u = new
             if step <= tol * v_scale:
                 lam = diode_currents(problem, u, 1e-12 * v_scale)
-                return RawSolution(u, lam, "converged", it, "coordinate", f"last sweep moved {step:.2e} V",
+                return ReducedSolution(u, lam, "converged", it, "coordinate", f"last sweep moved {step:.2e} V",
                                    {"n_colors": len(sched.colors)})
     except Infeasible:
-        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", it, "coordinate",
+        return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", it, "coordinate",
                            "a block of coupled diodes has no feasible voltages")
-    return RawSolution(u, diode_currents(problem, u, 1e-12 * v_scale), "max_iter", max_sweeps, "coordinate",
+    return ReducedSolution(u, diode_currents(problem, u, 1e-12 * v_scale), "max_iter", max_sweeps, "coordinate",
                        f"{max_sweeps} sweeps, last moved {step:.2e} V", {"n_colors": len(sched.colors)})

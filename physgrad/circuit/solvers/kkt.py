@@ -31,9 +31,10 @@ import scipy.sparse.linalg as spla
 
 from physgrad.circuit.graphs import offset_forest
 from physgrad.circuit.sparse import solve as sparse_solve
+from physgrad.types import InfeasibleError, NotSolvedError, SingularSystemError
 
 
-class Infeasible(Exception):
+class Infeasible(InfeasibleError):
     """The constraints ``D u <= d`` have no solution; ``rows`` are the violated ones in phase 1."""
 
     def __init__(self, rows, violation):
@@ -56,7 +57,7 @@ class ActiveSetResult:
 def kkt_solve(H: sp.spmatrix, f: np.ndarray, D: sp.csr_matrix, d: np.ndarray, W: np.ndarray):
     """Solve the KKT system on active rows ``W`` (bool mask). Returns ``(u, lam)`` with ``lam`` full length.
 
-    Raises ``RuntimeError`` (from SuperLU) when the system is singular (e.g. parallel diodes with
+    Raises :class:`SingularSystemError` when the system is singular (e.g. parallel diodes with
     equal thresholds both conducting: their current split is not unique).
     """
     n = H.shape[0]
@@ -197,7 +198,7 @@ def solve_kkt(H, f, D, d, W, u0=None):
             return sol
     try:
         return kkt_solve(H, f, D, d, W)
-    except RuntimeError:
+    except SingularSystemError:
         sol = kkt_solve_eliminated(H, f, D, d, W)
         if sol is None:
             raise
@@ -246,7 +247,7 @@ def feasible_point(D, d, n):
     bounds = [(None, None)] * n + [(0, None)] * m
     res = linprog(cost, A_ub=A, b_ub=d, bounds=bounds, method="highs")
     if res.status != 0:
-        raise RuntimeError(f"phase-1 LP failed: {res.message}")
+        raise NotSolvedError(f"phase-1 LP failed: {res.message}")
     t = res.x[n:]
     tol_v, _ = _tolerances(sp.eye(1), np.zeros(1), d)
     if res.fun > tol_v * max(1, m):
@@ -304,7 +305,7 @@ def solve_active_set(H, f, D, d, W0=None) -> ActiveSetResult:
         return ActiveSetResult(u, lam, np.zeros(0, bool), 1, "linear", True, "converged")
     try:
         res = pdas(H, f, D, d, W0)
-    except RuntimeError:  # singular KKT system on a guessed set
+    except SingularSystemError:  # singular KKT system on a guessed set
         res = None
     if res is not None and res.converged:
         return res

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from physgrad.types import PhysgradError
-from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
 from physgrad.circuit.sparse import solve as sparse_solve
 
@@ -14,8 +14,8 @@ def accepts(problem: Problem) -> None:
         raise PhysgradError("the linear solver handles circuits without diodes; use qp, activeset, coordinate or newton")
 
 
-def minimize(problem: Problem) -> RawSolution:
+def minimize(problem: Problem) -> ReducedSolution:
     """Exact solution by sparse LU (SuperLU) of the reduced Laplacian system."""
     accepts(problem)
     u = sparse_solve(problem.H, problem.f)
-    return RawSolution(u, np.zeros(0), "converged", 1, "linear")
+    return ReducedSolution(u, np.zeros(0), "converged", 1, "linear", active=np.zeros(0, bool))

@@ -18,10 +18,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from physgrad.circuit.solvers.kkt import Infeasible, eliminate, multipliers, solve_active_set
-from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
-from physgrad.circuit.solution import shockley_co_content, shockley_current, shockley_slope
+from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.circuit.sparse import solve as sparse_solve
+from physgrad.types import SingularSystemError
 
 
 def accepts(problem: Problem) -> None:
@@ -59,7 +60,7 @@ def _start(problem: Problem) -> np.ndarray:
     d = np.concatenate([-problem.e[rows], problem.d])
     try:
         return solve_active_set(H0, f0, D, d).u
-    except (Infeasible, RuntimeError):
+    except (Infeasible, SingularSystemError):
         return sparse_solve(H0, f0)
 
 
@@ -108,7 +109,7 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
 
 
 def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_outer: int = 50,
-             u0=None) -> RawSolution:
+             u0=None) -> ReducedSolution:
     """Newton; with ideal diodes, inside a primal-dual active-set loop over them.
 
     For a working set ``W`` of conducting ideal diodes the constraints ``D_W u = d_W`` are
@@ -125,14 +126,14 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_
     if np.any(fixed):
         i_fixed = shockley_current(problem.e[fixed], IS[fixed], N[fixed], vt[fixed], gmin[fixed])
         if not np.all(np.isfinite(i_fixed)):
-            return RawSolution(np.full(n, np.nan), np.zeros(m), "infeasible", 0, "newton",
+            return ReducedSolution(np.full(n, np.nan), np.zeros(m), "infeasible", 0, "newton",
                                "a diode whose voltage the sources fix carries a current that overflows float64")
     u = _start(problem) if u0 is None else np.asarray(u0, float)
     if m == 0:
         u, status, it, msg = _newton(problem, sp.identity(n, format="csr"), np.zeros(n), u, rtol, max_iter)
-        return RawSolution(u, np.zeros(0), status, it, "newton", msg)
+        return ReducedSolution(u, np.zeros(0), status, it, "newton", msg, active=np.zeros(0, bool))
     if not np.all(problem.d - problem.D @ u >= -1e-9 * max(1.0, float(np.max(np.abs(problem.d))))):
-        return RawSolution(np.full(n, np.nan), np.zeros(m), "infeasible", 0, "newton",
+        return ReducedSolution(np.full(n, np.nan), np.zeros(m), "infeasible", 0, "newton",
                            "the ideal diodes' constraints cannot all hold (diodes forced forward)")
     v_scale = max(1.0, float(np.max(np.abs(problem.d))))
     W = problem.d - problem.D @ u <= 1e-12 * v_scale
@@ -140,22 +141,22 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_
     for _ in range(max_outer):
         el = eliminate(problem.D, problem.d, W, n)
         if el is None:
-            return RawSolution(u, np.zeros(m), "solver_error", total, "newton",
+            return ReducedSolution(u, np.zeros(m), "solver_error", total, "newton",
                                "dependent ideal-diode constraints in the working set")
         u, status, it, msg = _newton(problem, el[0], el[1], u, rtol, max_iter)
         total += it
         if status != "converged":
-            return RawSolution(u, np.zeros(m), status, total, "newton", msg)
+            return ReducedSolution(u, np.zeros(m), status, total, "newton", msg)
         r = -gradient(problem, u)  # = D_W^T lam at a KKT point
         lam = multipliers(problem.D, problem.d, W, r, el[2])
         i_scale = max(float(np.max(np.abs(r), initial=0.0)), float(np.max(np.abs(problem.f), initial=0.0)), 1e-30)
         slack = problem.d - problem.D @ u
         tol_v, tol_i = 1e-11 * v_scale, 1e-11 * i_scale
         if np.all(lam[W] >= -tol_i) and np.all(slack[~W] >= -tol_v):
-            return RawSolution(u, np.where(W, np.maximum(lam, 0.0), 0.0), "converged", total, "newton",
-                               f"{msg}; {int(W.sum())} ideal diodes conduct")
+            return ReducedSolution(u, np.where(W, np.maximum(lam, 0.0), 0.0), "converged", total, "newton",
+                                   f"{msg}; {int(W.sum())} ideal diodes conduct", active=W)
         W = np.where(W, lam > -tol_i, slack < -tol_v)
         if W.tobytes() in seen:
             break
         seen.add(W.tobytes())
-    return RawSolution(u, np.zeros(m), "max_iter", total, "newton", "the ideal-diode active set did not settle")
+    return ReducedSolution(u, np.zeros(m), "max_iter", total, "newton", "the ideal-diode active set did not settle")

@@ -15,7 +15,7 @@ import numpy as np
 
 from physgrad.types import PhysgradError
 from physgrad.circuit.solvers.kkt import Infeasible, solve_active_set
-from physgrad.circuit.solvers.result import RawSolution
+from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
 
 BACKENDS = ("OSQP", "CLARABEL", "SCS")
@@ -26,7 +26,7 @@ def accepts(problem: Problem) -> None:
         raise PhysgradError("the qp solver handles ideal diodes only; this circuit has Shockley diodes (use newton)")
 
 
-def minimize(problem: Problem, backend: str = "OSQP", polish: bool = True) -> RawSolution:
+def minimize(problem: Problem, backend: str = "OSQP", polish: bool = True) -> ReducedSolution:
     """Solve with cvxpy (``backend``) and polish on the detected active set.
 
     Returns status ``infeasible`` when the backend certifies infeasibility (diodes forced forward).
@@ -48,31 +48,32 @@ def minimize(problem: Problem, backend: str = "OSQP", polish: bool = True) -> Ra
     try:
         prob.solve(solver=backend, **opts)
     except cp.SolverError as exc:
-        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "solver_error", 0,
+        return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "solver_error", 0,
                            f"qp[{backend}]", f"cvxpy {backend} failed: {exc}")
     t_backend = time.perf_counter() - t0
     info = {"backend": backend, "backend_status": prob.status, "backend_seconds": t_backend,
             "cvxpy_version": cp.__version__}
     if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0,
+        return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0,
                            f"qp[{backend}]", "the diode constraints cannot all hold (diodes forced forward)", info)
     if u.value is None:
-        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "solver_error", 0, f"qp[{backend}]",
+        return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "solver_error", 0, f"qp[{backend}]",
                            f"cvxpy returned status {prob.status}", info)
     u0 = np.asarray(u.value, float)
     lam0 = np.asarray(cons[0].dual_value, float) if cons else np.zeros(0)
     info["backend_voltage_u"] = u0
     if not polish:
         status = "converged" if prob.status == cp.OPTIMAL else "solver_error"
-        return RawSolution(u0, np.maximum(lam0, 0), status, 1, f"qp[{backend}]", prob.status, info)
+        return ReducedSolution(u0, np.maximum(lam0, 0), status, 1, f"qp[{backend}]", prob.status, info)
     slack = problem.d - problem.D @ u0 if cons else np.zeros(0)
     scale = max(1.0, float(np.max(np.abs(problem.d), initial=0.0)))
     W0 = (slack < 1e-7 * scale) | (lam0 > 1e-9 * max(1e-30, float(np.max(np.abs(lam0), initial=0.0))))
     try:
         res = solve_active_set(problem.H, problem.f, problem.D, problem.d, W0)
     except Infeasible as exc:
-        return RawSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, f"qp[{backend}]",
+        return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, f"qp[{backend}]",
                            str(exc), {**info, "infeasible_rows": exc.rows})
     info["polish"] = res.method
     status = "converged" if res.converged else "max_iter"
-    return RawSolution(res.u, res.lam, status, res.n_iter, f"qp[{backend}]+polish", res.message, info)
+    return ReducedSolution(res.u, res.lam, status, res.n_iter, f"qp[{backend}]+polish", res.message, info,
+                           active=res.active)
