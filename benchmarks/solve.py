@@ -27,7 +27,7 @@ Routes
 - plain cvxpy: the textbook model a user would write — one variable per node, one
   ``0.5 * g * cp.square(v[a] - v[b])`` term per resistor summed in Python, one constraint per
   source and diode, ``prob.solve()`` with the default solver; timed once, model building
-  included. DESIGN.md section 3: this is 100-1000x slower than one ``quad_form``.
+  included. (Measured: 100-1000x slower to compile than one ``quad_form``.)
 - ngspice (``physgrad.circuit.ngspice.run_ngspice`` on :func:`physgrad.circuit.netlist.write_netlist`'s text:
   ideal diodes become steep Shockley diodes, tight ``.options``); timed once (process wall time).
 
@@ -51,7 +51,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import multiprocessing as mp
 import os
@@ -70,208 +69,51 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from physgrad.circuit.elements import (  # noqa: E402
-    Circuit,
-    CurrentSource,
-    DiodeModel,
-    IdealDiode,
-    Resistor,
-    ShockleyDiode,
-    VoltageSource,
-)
+from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, Resistor, VoltageSource  # noqa: E402
+from physgrad.energies.layered import DeepResistive  # noqa: E402
+from physgrad.layered.data import FILES, DataNotFoundError, find_data_dir, read_idx  # noqa: E402
+from verification.circuits import random_diode_graph, random_grid_graph  # noqa: E402
 
 PHYSGRAD_SOLVERS = ("activeset", "qp", "coordinate", "linear", "newton", "auto")
 EXACT_ROUTES = ("activeset", "qp", "coordinate", "linear", "newton", "auto")
-# Shockley diodes of the shockley-N circuits: a small-signal silicon diode, ngspice's law.
-SHOCKLEY_MODEL = DiodeModel("dsi", IS=1e-14, N=1.0)
 DEFAULT_SIZES = "100,1000,10000,uniform-1000,uniform-10000,shockley-1000,shockley-10000,drn-xs"
 REPEAT_BUDGET_S = 5.0  # s; a physgrad route slower than this is not repeated further
 # ngspice time ~ nodes**exponent, to skip runs that would exceed --skip-ngspice-above: sparse LU
 # on graphs with small separators (lattices, nested dissection) costs ~n^1.5; on expander-like
 # graphs the factor fills in and the cost approaches the dense n^3.
 NGSPICE_EXPONENT = {"grid": 1.5, "shockley": 1.5, "uniform": 3.0}  # by graph kind
-MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 
 # --------------------------------------------------------------------------------------------
 # circuits
 # --------------------------------------------------------------------------------------------
-def random_diode_graph(n_nodes: int, seed: int = 0) -> Circuit:
-    """Random connected resistor / ideal-diode graph with ``n_nodes`` non-ground nodes.
-
-    Conductances (S) uniform in [1e-3, 1e-2]; sources (V, A) as in the module docstring. Diodes
-    never touch a source-driven node, so the circuit is always feasible (all free nodes at 0 V
-    satisfy every diode).
-    """
-    rng = np.random.default_rng(seed)
-    names = ["0"] + [f"n{i}" for i in range(1, n_nodes + 1)]
-    els = []
-    parents = [int(rng.integers(0, i)) for i in range(1, n_nodes + 1)]
-    g_tree = rng.uniform(1e-3, 1e-2, n_nodes)
-    for i in range(1, n_nodes + 1):
-        els.append(Resistor(f"rt{i}", names[i], names[parents[i - 1]], float(g_tree[i - 1])))
-    extra = rng.integers(0, n_nodes + 1, size=(n_nodes, 2))
-    g_extra = rng.uniform(1e-3, 1e-2, n_nodes)
-    for k, (a, b) in enumerate(extra):
-        if a != b:
-            els.append(Resistor(f"rx{k}", names[a], names[b], float(g_extra[k])))
-    n_v, n_i, n_d = max(2, n_nodes // 50), max(1, n_nodes // 100), n_nodes // 4
-    driven = rng.choice(np.arange(1, n_nodes + 1), size=n_v, replace=False)
-    for k, node in enumerate(driven):
-        els.append(VoltageSource(f"v{k}", names[node], "0", float(rng.uniform(-5, 5))))
-    for k in range(n_i):
-        node = int(rng.integers(1, n_nodes + 1))
-        els.append(CurrentSource(f"i{k}", "0", names[node], float(rng.uniform(-1e-3, 1e-3))))
-    free = np.setdiff1d(np.arange(0, n_nodes + 1), driven)  # includes ground
-    forest = _Forest(n_nodes + 1)
-    k = 0
-    while k < n_d:
-        a, b = rng.choice(free, size=2, replace=False)
-        if forest.union(int(a), int(b)):  # no diode loops, see _Forest
-            els.append(IdealDiode(f"d{k}", names[a], names[b], 0.0))
-            k += 1
-    return Circuit(tuple(els), f"random resistor-diode graph, {n_nodes} nodes, seed {seed}")
+def mnist_image(index: int = 0, seed: int = 0, data_dir=None) -> tuple:
+    """Pixel values in [0, 1] (784,) of MNIST test image ``index`` (found by
+    :func:`physgrad.layered.data.find_data_dir`: ``--data-dir``, ``$PHYSGRAD_DATA``, ...), or a random
+    image when the data are missing; returns ``(x, description)``."""
+    try:
+        folder = find_data_dir("mnist", data_dir)
+    except DataNotFoundError:
+        rng = np.random.default_rng(seed)
+        return rng.uniform(0, 1, 784), f"random image (seed {seed}; MNIST not found: pass --data-dir)"
+    stem = FILES["test_images"]
+    path = next(p for p in (folder / f"{stem}.gz", folder / stem) if p.exists())
+    return read_idx(path)[index].reshape(-1) / 255.0, f"MNIST test image {index}"
 
 
-class _Forest:
-    """Union-find. The diodes of the generated circuits form a forest (ground included), as in the
-    first runs of this benchmark: a loop of ideal diodes that all conduct at 0 V has unique voltages
-    but non-unique currents (physgrad now answers with one valid split, see
-    ``tests/test_solvers.py::test_loops_of_conducting_diodes``); keeping the generator unchanged
-    keeps the timings comparable."""
-
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> bool:
-        ri, rj = self.find(i), self.find(j)
-        if ri == rj:
-            return False
-        self.parent[ri] = rj
-        return True
-
-
-def _kruskal_tree(n: int, edges: np.ndarray, rng) -> np.ndarray:
-    """Mask of a random spanning forest of ``edges`` (shape ``(m, 2)``) over nodes ``0..n-1``."""
-    forest = _Forest(n)
-    keep = np.zeros(len(edges), bool)
-    for k in rng.permutation(len(edges)):
-        keep[k] = forest.union(int(edges[k, 0]), int(edges[k, 1]))
-    return keep
-
-
-def random_grid_graph(n_nodes: int, seed: int = 0, shockley: bool = False) -> Circuit:
-    """Random resistor / ideal-diode graph with local connections (``n_nodes`` nodes).
-
-    Nodes sit on a ``w x w`` lattice (``w = ceil(sqrt(n_nodes))``, row-major, the last row
-    partial). Resistors (1e-3..1e-2 S): a random spanning tree of the lattice edges plus each
-    other lattice edge with probability 1/2, and ``n_nodes // 20`` resistors to ground. Ideal
-    diodes (``n_nodes // 4``, vth = 0, random orientation) on unused lattice edges or to ground,
-    never touching a source-driven node; sources as in :func:`random_diode_graph`. Like a laid-out
-    circuit, the graph has small separators, so sparse factorisations stay cheap (unlike the
-    expander-like :func:`random_diode_graph`). ``shockley=True`` puts :data:`SHOCKLEY_MODEL`
-    Shockley diodes where the ideal ones would be (the same physics in physgrad and ngspice).
-    """
-    rng = np.random.default_rng(seed)
-    w = math.isqrt(n_nodes - 1) + 1
-    idx = np.arange(n_nodes)
-    c = idx % w
-    right = idx[(c + 1 < w) & (idx + 1 < n_nodes)]
-    down = idx[idx + w < n_nodes]
-    edges = np.concatenate([np.stack([right, right + 1], 1), np.stack([down, down + w], 1)])
-    tree = _kruskal_tree(n_nodes, edges, rng)
-    extra = (~tree) & (rng.random(len(edges)) < 0.5)
-    res_edges = edges[tree | extra]
-    unused = edges[~(tree | extra)]
-    names = [f"n{i + 1}" for i in range(n_nodes)]
-    g = rng.uniform(1e-3, 1e-2, len(res_edges))
-    els = [Resistor(f"r{k}", names[a], names[b], float(g[k])) for k, (a, b) in enumerate(res_edges)]
-    to_ground = rng.choice(n_nodes, size=max(1, n_nodes // 20), replace=False)
-    g0 = rng.uniform(1e-3, 1e-2, len(to_ground))
-    els += [Resistor(f"rg{k}", names[i], "0", float(g0[k])) for k, i in enumerate(to_ground)]
-    n_v, n_i, n_d = max(2, n_nodes // 50), max(1, n_nodes // 100), n_nodes // 4
-    driven = rng.choice(n_nodes, size=n_v, replace=False)
-    for k, i in enumerate(driven):
-        els.append(VoltageSource(f"v{k}", names[i], "0", float(rng.uniform(-5, 5))))
-    for k in range(n_i):
-        els.append(CurrentSource(f"i{k}", "0", names[int(rng.integers(n_nodes))],
-                                 float(rng.uniform(-1e-3, 1e-3))))
-    is_driven = np.zeros(n_nodes, bool)
-    is_driven[driven] = True
-    candidates = [(names[a], names[b]) for a, b in unused if not (is_driven[a] or is_driven[b])]
-    candidates += [(names[i], "0") for i in np.flatnonzero(~is_driven)]
-    forest = _Forest(n_nodes + 1)
-    node_id = {name: i for i, name in enumerate(names)}
-    node_id["0"] = n_nodes
-    k = 0
-    for j in rng.permutation(len(candidates)):
-        if k == n_d:
-            break
-        a, b = candidates[j]
-        if not forest.union(node_id[a], node_id[b]):
-            continue  # no diode loops, see _Forest
-        if rng.random() < 0.5:
-            a, b = b, a
-        els.append(ShockleyDiode(f"d{k}", a, b, SHOCKLEY_MODEL) if shockley
-                   else IdealDiode(f"d{k}", a, b, 0.0))
-        k += 1
-    kind = "Shockley" if shockley else "ideal"
-    return Circuit(tuple(els), f"random grid resistor / {kind}-diode graph, {n_nodes} nodes, seed {seed}")
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    """Images (uint8, shape ``(n, rows, cols)``) from a (gzipped) IDX3 file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if int.from_bytes(data[:4], "big") != 0x00000803:
-        raise ValueError(f"{path}: not an IDX3 uint8 file")
-    n, rows, cols = (int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(3))
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
-
-
-def mnist_image(index: int = 0, seed: int = 0) -> tuple:
-    """Pixel values in [0, 1] (784,) of MNIST test image ``index``, or a random image when
-    the data are missing; returns ``(x, description)``."""
-    path = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-    if path.exists():
-        return read_idx_images(path)[index].reshape(-1) / 255.0, f"MNIST test image {index}"
-    rng = np.random.default_rng(seed)
-    return rng.uniform(0, 1, 784), f"random image (seed {seed}; {path} not found)"
-
-
-def drn_xs(x: np.ndarray, seed: int = 0, gain: float = 100.0, n_hidden: int = 100,
-           n_out: int = 10) -> Circuit:
-    """DRN-XS as a Circuit: inputs ``gain * (x, -x)`` (V), ideal-diode hidden layer, linear outputs.
+def drn_xs(x: np.ndarray, seed: int = 0, gain: float = 100.0, n_hidden: int = 100, n_out: int = 10) -> Circuit:
+    """DRN-XS as a Circuit (:meth:`physgrad.energies.layered.DeepResistive.to_circuit`): inputs
+    ``gain * (x, -x)`` (V), ideal-diode hidden layer, linear outputs.
 
     Conductances uniform(0, 1/sqrt(fan_in)) S: fan_in 1568 (input -> hidden), 100 (hidden -> out).
     """
     rng = np.random.default_rng(seed)
-    x = np.asarray(x, dtype=float).reshape(-1)
-    inputs = np.concatenate([gain * x, -gain * x])
-    n_in = inputs.size
+    x = np.asarray(x, dtype=float).reshape(1, -1)
+    energy = DeepResistive(x.shape[1], (n_hidden,), n_out, input_gain=gain)
+    n_in = energy.n_input_units
     W1 = rng.uniform(0, 1 / math.sqrt(n_in), size=(n_in, n_hidden))
     W2 = rng.uniform(0, 1 / math.sqrt(n_hidden), size=(n_hidden, n_out))
-    els = [VoltageSource(f"vin{i}", f"in{i}", "0", float(v)) for i, v in enumerate(inputs)]
-    half = n_hidden // 2
-    for j in range(n_hidden):
-        if j < half:  # v >= 0: anode ground, cathode h
-            els.append(IdealDiode(f"dh{j}", "0", f"h{j}", 0.0))
-        else:  # v <= 0
-            els.append(IdealDiode(f"dh{j}", f"h{j}", "0", 0.0))
-    for i in range(n_in):
-        for j in range(n_hidden):
-            els.append(Resistor(f"r1_{i}_{j}", f"in{i}", f"h{j}", float(W1[i, j])))
-    for j in range(n_hidden):
-        for k in range(n_out):
-            els.append(Resistor(f"r2_{j}_{k}", f"h{j}", f"o{k}", float(W2[j, k])))
-    return Circuit(tuple(els), f"DRN-XS ({n_in} inputs, {n_hidden} hidden, {n_out} outputs)")
+    return energy.to_circuit((W1, W2, np.zeros(n_hidden), np.zeros(n_out)), x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,6 +370,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "solve"),
                    help="output path prefix: writes PREFIX.csv and PREFIX.md ('' = print only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="MNIST folder for the drn-xs input (default: $PHYSGRAD_DATA, ...)")
     p.add_argument("--cap-cvxpy", type=float, default=120.0, help="plain cvxpy cap (s)")
     p.add_argument("--cap-ngspice", type=float, default=180.0, help="ngspice cap (s)")
     p.add_argument("--cap-physgrad", type=float, default=45.0, help="cap per physgrad solver (s)")
@@ -552,7 +395,7 @@ def main(argv=None) -> int:
     notes = []
     for size in args.sizes:
         if size == "drn-xs":
-            x, desc = mnist_image(0, args.seed)
+            x, desc = mnist_image(0, args.seed, args.data_dir)
             circuit, name, estimate = drn_xs(x, args.seed), "drn-xs", None
             notes.append(f"drn-xs input: {desc}, gain 100, weights seed {args.seed}")
         else:

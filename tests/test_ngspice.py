@@ -451,7 +451,7 @@ def test_hand_written_netlists_are_the_same_physics(case):
 @pytest.mark.ngspice
 def test_default_options_are_not_trusted(ngspice_available):
     """The same random graph at ngspice's default tolerances is measurably worse (why the tight
-    .options matter): documents the DESIGN.md finding on a small case."""
+    .options matter; see physgrad.circuit.ngspice.TIGHT_OPTIONS) on a small case."""
     circuit, text = random_shockley_graph(20, 0)
     loose = text.replace(OPTIONS + "\n", "")
     assert not has_tight_options(loose)

@@ -86,8 +86,8 @@ def _circuit_case(name, circ, known=(None, None), tags=()):
                 circuit=circ, tags=tags)
 
 
-def random_circuit(seed: int, n_free: int = 6, n_sources: int = 2, n_diodes: int = 3, n_extra: int = 4,
-                   n_outputs: int = 2) -> Circuit:
+def random_learning_circuit(seed: int, n_free: int = 6, n_sources: int = 2, n_diodes: int = 3, n_extra: int = 4,
+                            n_outputs: int = 2) -> Circuit:
     """A seeded random resistive graph with ideal diodes.
 
     ``n_free`` internal nodes ``n1..``; ``n_sources`` voltage sources ``s1..`` to ground (-1..1 V);
@@ -129,10 +129,10 @@ def random_circuit(seed: int, n_free: int = 6, n_sources: int = 2, n_diodes: int
 
 
 def feasible_random_circuit(seed: int, **kw) -> Circuit:
-    """:func:`random_circuit` for seeds ``1000 * seed + k``, ``k = 0, 1, ...``: the first whose diodes
+    """:func:`random_learning_circuit` for seeds ``1000 * seed + k``, ``k = 0, 1, ...``: the first whose diodes
     admit a solution (a chain of diodes between two sources can be forced forward)."""
     for k in range(100):
-        circ = random_circuit(1000 * seed + k, **kw)
+        circ = random_learning_circuit(1000 * seed + k, **kw)
         energy = CoContentEnergy(circ)
         if CoContentMinimizer().minimize(energy, energy.theta0(), None).converged:
             return circ

@@ -1,13 +1,15 @@
-"""Circuits with hand-derived steady states, and seeded random circuits.
+"""Circuits with hand-derived steady states, and the seeded random circuit generators.
 
 Shared by the tests and the verification suite: each :class:`KnownCircuit` carries the voltages
 (V) and currents (A, first node -> second node) derived by hand in its ``derivation``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
 
 from physgrad.circuit.elements import (
     Circuit,
@@ -181,3 +183,114 @@ def random_circuit(
             na, nb = nb, na
         els.append(IdealDiode(f"d{s}", na, nb, vth))
     return Circuit(tuple(els))
+
+
+# Shockley diodes of the benchmark's shockley-N circuits: a small-signal silicon diode, ngspice's law.
+SHOCKLEY_MODEL = DiodeModel("dsi", IS=1e-14, N=1.0)
+
+
+def random_diode_graph(n_nodes: int, seed: int = 0) -> Circuit:
+    """Random connected resistor / ideal-diode graph with ``n_nodes`` non-ground nodes.
+
+    Conductances (S) uniform in [1e-3, 1e-2]; ``max(2, n/50)`` voltage sources to ground (-5..5 V),
+    ``max(1, n/100)`` current sources (-1..1 mA), ``n/4`` ideal diodes (vth 0) between nodes no source
+    drives, so the circuit is always feasible (all free nodes at 0 V satisfy every diode). The diodes
+    form a forest (ground included): a loop of ideal diodes that all conduct at 0 V has unique
+    voltages but non-unique currents. The solve benchmark's "uniform" circuits.
+    """
+    rng = np.random.default_rng(seed)
+    names = ["0"] + [f"n{i}" for i in range(1, n_nodes + 1)]
+    els = []
+    parents = [int(rng.integers(0, i)) for i in range(1, n_nodes + 1)]
+    g_tree = rng.uniform(1e-3, 1e-2, n_nodes)
+    for i in range(1, n_nodes + 1):
+        els.append(Resistor(f"rt{i}", names[i], names[parents[i - 1]], float(g_tree[i - 1])))
+    extra = rng.integers(0, n_nodes + 1, size=(n_nodes, 2))
+    g_extra = rng.uniform(1e-3, 1e-2, n_nodes)
+    for k, (a, b) in enumerate(extra):
+        if a != b:
+            els.append(Resistor(f"rx{k}", names[a], names[b], float(g_extra[k])))
+    n_v, n_i, n_d = max(2, n_nodes // 50), max(1, n_nodes // 100), n_nodes // 4
+    driven = rng.choice(np.arange(1, n_nodes + 1), size=n_v, replace=False)
+    for k, node in enumerate(driven):
+        els.append(VoltageSource(f"v{k}", names[node], "0", float(rng.uniform(-5, 5))))
+    for k in range(n_i):
+        node = int(rng.integers(1, n_nodes + 1))
+        els.append(CurrentSource(f"i{k}", "0", names[node], float(rng.uniform(-1e-3, 1e-3))))
+    free = np.setdiff1d(np.arange(0, n_nodes + 1), driven)  # includes ground
+    forest = DisjointSet(range(n_nodes + 1))
+    k = 0
+    while k < n_d:
+        a, b = rng.choice(free, size=2, replace=False)
+        if forest.merge(int(a), int(b)):  # no diode loops (see the docstring)
+            els.append(IdealDiode(f"d{k}", names[a], names[b], 0.0))
+            k += 1
+    return Circuit(tuple(els), f"random resistor-diode graph, {n_nodes} nodes, seed {seed}")
+
+
+def _kruskal_tree(n: int, edges: np.ndarray, rng) -> np.ndarray:
+    """Mask of a random spanning forest of ``edges`` (shape ``(m, 2)``) over nodes ``0..n-1``."""
+    forest = DisjointSet(range(n))
+    keep = np.zeros(len(edges), bool)
+    for k in rng.permutation(len(edges)):
+        keep[k] = forest.merge(int(edges[k, 0]), int(edges[k, 1]))
+    return keep
+
+
+def random_grid_graph(n_nodes: int, seed: int = 0, shockley: bool = False) -> Circuit:
+    """Random resistor / ideal-diode graph with local connections (``n_nodes`` nodes).
+
+    Nodes sit on a ``w x w`` lattice (``w = ceil(sqrt(n_nodes))``, row-major, the last row
+    partial). Resistors (1e-3..1e-2 S): a random spanning tree of the lattice edges plus each
+    other lattice edge with probability 1/2, and ``n_nodes // 20`` resistors to ground. Ideal
+    diodes (``n_nodes // 4``, vth = 0, random orientation) on unused lattice edges or to ground,
+    never touching a source-driven node; sources as in :func:`random_diode_graph`. Like a laid-out
+    circuit, the graph has small separators, so sparse factorisations stay cheap (unlike the
+    expander-like :func:`random_diode_graph`). ``shockley=True`` puts :data:`SHOCKLEY_MODEL`
+    Shockley diodes where the ideal ones would be (the same physics in physgrad and ngspice).
+    """
+    rng = np.random.default_rng(seed)
+    w = math.isqrt(n_nodes - 1) + 1
+    idx = np.arange(n_nodes)
+    c = idx % w
+    right = idx[(c + 1 < w) & (idx + 1 < n_nodes)]
+    down = idx[idx + w < n_nodes]
+    edges = np.concatenate([np.stack([right, right + 1], 1), np.stack([down, down + w], 1)])
+    tree = _kruskal_tree(n_nodes, edges, rng)
+    extra = (~tree) & (rng.random(len(edges)) < 0.5)
+    res_edges = edges[tree | extra]
+    unused = edges[~(tree | extra)]
+    names = [f"n{i + 1}" for i in range(n_nodes)]
+    g = rng.uniform(1e-3, 1e-2, len(res_edges))
+    els = [Resistor(f"r{k}", names[a], names[b], float(g[k])) for k, (a, b) in enumerate(res_edges)]
+    to_ground = rng.choice(n_nodes, size=max(1, n_nodes // 20), replace=False)
+    g0 = rng.uniform(1e-3, 1e-2, len(to_ground))
+    els += [Resistor(f"rg{k}", names[i], "0", float(g0[k])) for k, i in enumerate(to_ground)]
+    n_v, n_i, n_d = max(2, n_nodes // 50), max(1, n_nodes // 100), n_nodes // 4
+    driven = rng.choice(n_nodes, size=n_v, replace=False)
+    for k, i in enumerate(driven):
+        els.append(VoltageSource(f"v{k}", names[i], "0", float(rng.uniform(-5, 5))))
+    for k in range(n_i):
+        els.append(CurrentSource(f"i{k}", "0", names[int(rng.integers(n_nodes))],
+                                 float(rng.uniform(-1e-3, 1e-3))))
+    is_driven = np.zeros(n_nodes, bool)
+    is_driven[driven] = True
+    candidates = [(names[a], names[b]) for a, b in unused if not (is_driven[a] or is_driven[b])]
+    candidates += [(names[i], "0") for i in np.flatnonzero(~is_driven)]
+    forest = DisjointSet(range(n_nodes + 1))
+    node_id = {name: i for i, name in enumerate(names)}
+    node_id["0"] = n_nodes
+    k = 0
+    for j in rng.permutation(len(candidates)):
+        if k == n_d:
+            break
+        a, b = candidates[j]
+        if not forest.merge(node_id[a], node_id[b]):
+            continue  # no diode loops (see the docstring)
+        if rng.random() < 0.5:
+            a, b = b, a
+        els.append(ShockleyDiode(f"d{k}", a, b, SHOCKLEY_MODEL) if shockley
+                   else IdealDiode(f"d{k}", a, b, 0.0))
+        k += 1
+    kind = "Shockley" if shockley else "ideal"
+    return Circuit(tuple(els), f"random grid resistor / {kind}-diode graph, {n_nodes} nodes, seed {seed}")

@@ -19,8 +19,8 @@ Numbers take the engineering suffixes f p n u m k meg g t (trailing unit letters
 SPICE: ``10kohm``, ``5V``). Every error names the file and line.
 
 Writing produces a file that ngspice runs (``ngspice -b file.cir``) *and* that :func:`read_netlist`
-reads back to an equal :class:`Circuit`: tight ``.options`` (see DESIGN.md: ngspice is silently
-wrong at its defaults with near-ideal diodes), ideal diodes exported to ngspice as steep Shockley
+reads back to an equal :class:`Circuit`: tight ``.options`` (ngspice is silently
+wrong at its default tolerances with near-ideal diodes, see :data:`physgrad.circuit.ngspice.TIGHT_OPTIONS`), ideal diodes exported to ngspice as steep Shockley
 diodes (in series with a source at the threshold), the physgrad description of those diodes kept in
 ``*@physgrad`` comment lines and ngspice's replacement between ``*@ngspice-only`` markers (physgrad
 skips it).

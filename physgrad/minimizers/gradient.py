@@ -4,7 +4,7 @@ r"""Projected gradient descent with a fixed step, for energies without a closed-
 
 per sample, with the gradient from autograd (the energy must be traceable) and :math:`\Pi` the
 projection on the energy's box bounds (``energy.bounds(k)``; none: unconstrained). With a clamp
-nudge the outputs are held at the clamp values. This is the seed's second energy minimiser: slower
+nudge the outputs are held at the clamp values. It is the generic minimiser: slower
 than exact block descent, but it needs nothing from the energy beyond ``energy(state, theta, x)``.
 For a convex quadratic energy with Hessian eigenvalues in ``(0, lambda_max]`` it converges for
 ``step_size < 2 / lambda_max``.

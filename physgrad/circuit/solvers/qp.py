@@ -1,10 +1,10 @@
 """Convex QP with cvxpy, then an exact active-set polish.
 
 The reduced co-content is passed to cvxpy as one ``quad_form(u, psd_wrap(H))`` (one term per
-resistor is 100-1000x slower to compile; DESIGN.md section 3). OSQP with its own polishing is the
-default backend (it reached ~1e-12 V here; Clarabel at default settings was ~2 mV off on unscaled
-problems). Whatever the backend returns, its active set (diodes with slack below a tolerance or a
-positive multiplier) seeds :func:`physgrad.circuit.solvers.kkt.solve_active_set`, which solves the
+resistor was measured 100-1000x slower to compile). OSQP is the default backend, with its own
+polishing off (it prints to stdout); Clarabel at default settings was measured ~2 mV off on unscaled
+problems (conductances in S). So whatever the backend returns is only a guess: its active set
+(diodes with slack below a tolerance or a positive multiplier) seeds :func:`physgrad.circuit.solvers.kkt.solve_active_set`, which solves the
 KKT system exactly and repairs the set if the backend's guess was wrong.
 """
 from __future__ import annotations
