@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from physgrad.types import FREE, Nudge, PhysgradError
-from physgrad.pytree import tree_leaves, tree_map, tree_norm, tree_vdot
+from physgrad.pytree import tree_flatten, tree_map, tree_norm, tree_vdot
 from physgrad.learning import (CoupledLearning, EquilibriumPropagation, ExactGradient, TruncatedBackprop,
                                contrastive_learning, coupled_limit)
 from physgrad.learning.cost import mean_cost
@@ -97,7 +97,7 @@ def cosine(a, b) -> float:
 
 def flat(tree) -> np.ndarray:
     """All leaves of a parameter tree as one vector."""
-    return np.concatenate([np.ravel(np.asarray(a, float)) for a in tree_leaves(tree)])
+    return tree_flatten(tree)[0]
 
 
 def axpy(theta, t: float, d):

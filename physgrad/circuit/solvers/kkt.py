@@ -54,7 +54,7 @@ class ActiveSetResult:
     message: str
 
 
-def kkt_solve(H: sp.spmatrix, f: np.ndarray, D: sp.csr_matrix, d: np.ndarray, W: np.ndarray):
+def kkt_direct(H: sp.spmatrix, f: np.ndarray, D: sp.csr_matrix, d: np.ndarray, W: np.ndarray):
     """Solve the KKT system on active rows ``W`` (bool mask). Returns ``(u, lam)`` with ``lam`` full length.
 
     Raises :class:`SingularSystemError` when the system is singular (e.g. parallel diodes with
@@ -134,7 +134,7 @@ def eliminate(D: sp.csr_matrix, d: np.ndarray, W: np.ndarray, n: int, tol: float
     return T, t0, kept
 
 
-def kkt_solve_eliminated(H, f, D, d, W, u0=None, iterative=False):
+def kkt_reduced(H, f, D, d, W, u0=None, iterative=False):
     """KKT solve by eliminating the active rows (dependent ones too, see :func:`eliminate`).
 
     The reduced system ``T^T H T z = T^T (f - H t0)`` is SPD; it is solved by Jacobi-preconditioned
@@ -189,17 +189,17 @@ def multipliers(D, d, W, r, kept=None) -> np.ndarray:
     return lam
 
 
-def solve_kkt(H, f, D, d, W, u0=None):
+def kkt_auto(H, f, D, d, W, u0=None):
     """The KKT solve used by the active-set iterations: elimination + CG on large problems, the
     direct KKT factorisation otherwise, elimination (dropping dependent rows) where that is singular."""
     if H.shape[0] >= ITERATIVE_MIN_SIZE:
-        sol = kkt_solve_eliminated(H, f, D, d, W, u0, iterative=True)
+        sol = kkt_reduced(H, f, D, d, W, u0, iterative=True)
         if sol is not None:
             return sol
     try:
-        return kkt_solve(H, f, D, d, W)
+        return kkt_direct(H, f, D, d, W)
     except SingularSystemError:
-        sol = kkt_solve_eliminated(H, f, D, d, W)
+        sol = kkt_reduced(H, f, D, d, W)
         if sol is None:
             raise
         return sol
@@ -213,6 +213,17 @@ def _tolerances(H, f, d):
     return 1e-11 * v_scale, 1e-11 * i_scale
 
 
+def pdas_step(W, lam, slack, tol_i: float, tol_v: float):
+    """One primal-dual active-set update: ``(optimal, next W)``.
+
+    Optimal when every active row carries ``lam >= -tol_i`` (A) and every inactive one has
+    ``slack >= -tol_v`` (V); the next set keeps the active rows with ``lam > -tol_i`` and adds the
+    inactive rows that are violated (Hintermueller, Ito & Kunisch 2002).
+    """
+    optimal = bool(np.all(lam[W] >= -tol_i) and np.all(slack[~W] >= -tol_v))
+    return optimal, np.where(W, lam > -tol_i, slack < -tol_v)
+
+
 def pdas(H, f, D, d, W0=None, max_iter=50) -> ActiveSetResult:
     """Primal-dual active-set iteration from the initial active set ``W0`` (bool mask)."""
     m = D.shape[0]
@@ -221,10 +232,9 @@ def pdas(H, f, D, d, W0=None, max_iter=50) -> ActiveSetResult:
     seen = set()
     u = None
     for it in range(1, max_iter + 1):
-        u, lam = solve_kkt(H, f, D, d, W, u)
+        u, lam = kkt_auto(H, f, D, d, W, u)
         slack = d - D @ u
-        newW = np.where(W, lam > -tol_i, slack < -tol_v)
-        ok = np.all(lam[W] >= -tol_i) and np.all(slack[~W] >= -tol_v)
+        ok, newW = pdas_step(W, lam, slack, tol_i, tol_v)
         if ok:
             lam = np.where(W, np.maximum(lam, 0.0), 0.0)
             return ActiveSetResult(u, lam, W, it, "pdas", True, "converged")
@@ -270,7 +280,7 @@ def primal_active_set(H, f, D, d, u0, max_iter=None) -> ActiveSetResult:
     for it in range(1, max_iter + 1):
         # Step p solving the equality QP on W: min 1/2 (u+p)'H(u+p) - f'(u+p), D_W p = 0
         g = Hcsc @ u - f
-        p, lam = solve_kkt(H, -g, D, np.zeros(m), W)
+        p, lam = kkt_auto(H, -g, D, np.zeros(m), W)
         if np.max(np.abs(p), initial=0.0) <= tol_v:
             if np.all(lam[W] >= -tol_i):
                 lam = np.where(W, np.maximum(lam, 0.0), 0.0)
@@ -301,7 +311,7 @@ def solve_active_set(H, f, D, d, W0=None) -> ActiveSetResult:
     Raises :class:`Infeasible` when no point satisfies every diode constraint.
     """
     if D.shape[0] == 0:
-        u, lam = kkt_solve(H, f, D, d, np.zeros(0, bool))
+        u, lam = kkt_direct(H, f, D, d, np.zeros(0, bool))
         return ActiveSetResult(u, lam, np.zeros(0, bool), 1, "linear", True, "converged")
     try:
         res = pdas(H, f, D, d, W0)
@@ -350,10 +360,10 @@ def dense_qp(H: np.ndarray, f: np.ndarray, D: np.ndarray, d: np.ndarray, *, W0=N
             x, lam = kkt(W)
         except np.linalg.LinAlgError:
             break
-        slack = d - D @ x
-        if np.all(lam[W] >= -tol_i) and np.all(slack[~W] >= -tol_v):
+        ok, newW = pdas_step(W, lam, d - D @ x, tol_i, tol_v)
+        if ok:
             return x, np.maximum(lam, 0.0), W
-        W = np.where(W, lam > -tol_i, slack < -tol_v)
+        W = newW
         if W.tobytes() in seen:
             break
         seen.add(W.tobytes())

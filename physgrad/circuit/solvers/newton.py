@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.circuit.solvers.kkt import Infeasible, eliminate, multipliers, solve_active_set
+from physgrad.circuit.solvers.kkt import Infeasible, eliminate, multipliers, pdas_step, solve_active_set
 from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
@@ -153,10 +153,11 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_
         i_scale = max(float(np.max(np.abs(r), initial=0.0)), float(np.max(np.abs(problem.f), initial=0.0)), 1e-30)
         slack = problem.d - problem.D @ u
         tol_v, tol_i = 1e-11 * v_scale, 1e-11 * i_scale
-        if np.all(lam[W] >= -tol_i) and np.all(slack[~W] >= -tol_v):
+        ok, newW = pdas_step(W, lam, slack, tol_i, tol_v)
+        if ok:
             return ReducedSolution(u, np.where(W, np.maximum(lam, 0.0), 0.0), "converged", total, "newton",
                                    f"{msg}; {int(W.sum())} ideal diodes conduct", active=W)
-        W = np.where(W, lam > -tol_i, slack < -tol_v)
+        W = newW
         if W.tobytes() in seen:
             break
         seen.add(W.tobytes())
