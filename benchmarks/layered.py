@@ -2,22 +2,22 @@
 
 Usage::
 
-    python benchmarks/layered.py [--presets drn-xs drn-1h drn-2h] [--seconds 4] [--threads 1 2]
+    python benchmarks/layered.py [--presets drn-xs drn-1h drn-2h] [--seconds 4] [--threads 1 2] [--data-dir D]
 
 For each preset it prints, in one run:
 
 - the time of one training epoch (60,000 samples, batch 4) of the fused C-EP step
   (:mod:`physgrad.layered.fused`), **extrapolated** from the batches that fit in ``--seconds``
   (the number measured is printed), for each thread count;
-- the time of a straightforward numpy implementation of the same step
-  (:func:`physgrad.layered.fused.reference_cep_step`: recomputes ``s0 @ W1`` and the column sums in
-  every sweep, forms each full gradient matrix, then updates and clamps), also extrapolated;
+- the time of a straightforward numpy implementation of the same step (:func:`reference_cep_step`
+  below: recomputes ``s0 @ W1`` and the column sums in every sweep, forms each full gradient
+  matrix, then updates and clamps), also extrapolated;
 - the evaluation time on the 10,000 test images (batches of 1000, from the zero state);
 - the matmul FLOPs per training batch and per evaluation, the achieved rates, and the measured
   BLAS ``sgemm`` rate on the evaluation's shape, with 1 and 2 threads.
 
-Uses MNIST when found (see :mod:`physgrad.layered.data`), random sparse images otherwise. Timings on a shared
-machine vary; the load average is printed.
+Uses MNIST when found (``--data-dir``, ``$PHYSGRAD_DATA``, ... see :mod:`physgrad.layered.data`), random
+sparse images otherwise. Timings on a shared machine vary; the load average is printed.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from physgrad.layered import fused as lf  # noqa: E402
+from physgrad.layered import fused  # noqa: E402
 from physgrad.layered.data import DataNotFoundError, load_dataset  # noqa: E402
 from physgrad.layered.presets import get_preset  # noqa: E402
 
@@ -51,9 +51,52 @@ Passes over W1 (n0 x n1 float32) per training batch, counted from the code:
 """
 
 
-def load_images():
+def reference_cep_step(spec: fused.FusedSpec, params, x, y1h, s_warm, beta, weight_lrs, bias_lrs, sweeps):
+    """Straightforward numpy centered-EP step (pure: returns new params), the baseline of this benchmark.
+
+    Recomputes ``s0 @ W1`` and the column sums in every sweep, forms each gradient
+    ``dE/dW_k = mean_b 1/2 (s_{k-1} - s_k)^2`` (DHN: ``-mean_b s_{k-1}^T s_k``) as a full matrix per
+    phase, then updates and clamps.
+
+    Returns
+    -------
+    new_params, free, s_plus
+    """
+    L = spec.n_layers
+    Ws, bs = list(params[:L]), list(params[L:])
+    s0 = spec.input_layer(x)
+    drn = spec.drn
+
+    def phase(s, b_):
+        for _ in range(sweeps):
+            drive = fused.Drive(s0 @ Ws[0], Ws[0].sum(axis=0) if drn else None)
+            s = fused.relax(spec, tuple(Ws) + tuple(bs), drive, s, 1, b_, y1h)
+        return s
+
+    free = phase(list(s_warm), 0.0)
+    s_m = phase(free, -beta)
+    s_p = phase(free, beta)
+    layers_m, layers_p = [s0] + s_m, [s0] + s_p
+
+    def dEdW(lay, k):
+        a, h = lay[k - 1], lay[k]
+        if drn:
+            return 0.5 * ((a * a).mean(0)[:, None] + (h * h).mean(0)[None, :]) - a.T @ h / len(a)
+        return -(a.T @ h) / len(a)
+
+    newW, newb = [], []
+    for k in range(1, L + 1):
+        g = (dEdW(layers_p, k) - dEdW(layers_m, k)) / (2 * beta)
+        W = Ws[k - 1] - weight_lrs[k - 1] * g
+        newW.append(np.maximum(W, 0) if drn else W)
+        gb = -(s_p[k - 1].mean(0) - s_m[k - 1].mean(0)) / (2 * beta)
+        newb.append(bs[k - 1] - bias_lrs[k - 1] * gb)
+    return tuple(newW) + tuple(newb), free, s_p
+
+
+def load_images(data_dir=None):
     try:
-        d = load_dataset("mnist")
+        d = load_dataset("mnist", data_dir)
         return (d.x_train.astype(np.float32) / 255, d.y_train, d.x_test.astype(np.float32) / 255, "MNIST")
     except DataNotFoundError:
         rng = np.random.default_rng(0)
@@ -89,21 +132,21 @@ def eval_flops(p, n_samples) -> int:
     return f + p.sweeps_eval * per_sweep
 
 
-def time_fast(p, net, x, y, threads, seconds):
-    params = lf.init_params(net, np.random.default_rng(0), 1.0)
-    ws = lf.Workspace(net, B, n_threads=threads)
+def time_fast(p, spec, x, y, threads, seconds):
+    params = p.energy().init_theta(np.random.default_rng(0), 1.0, spec.dtype)
+    ws = fused.Workspace(spec, B, n_threads=threads)
     eye = np.eye(10, dtype=np.float32)
     lrs, blrs = list(p.weight_lrs), list(p.bias_lrs)
     with threadpool_limits(1):
-        warm = lf.zero_state(net, B)
-        drive = lf.make_drive(net, ws, params[0], lf.input_layer(net, x[:B]))
+        warm = spec.zero_state(B)
+        drive = fused.make_drive(spec, ws, params[0], spec.input_layer(x[:B]))
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
             i = (n * B) % (N_TRAIN - 2 * B)
-            s0 = lf.input_layer(net, x[i:i + B])
-            nxt = lf.input_layer(net, x[i + B:i + 2 * B])
-            _, warm, drive = lf.cep_batch_(net, params, ws, drive, warm, eye[y[i:i + B]], p.beta, lrs, blrs,
-                                           p.sweeps, s0, nxt)
+            both = spec.input_layer(x[i:i + 2 * B])  # this batch's and the next one's, as the stepper does
+            s0, nxt = both[:B], both[B:]
+            _, warm, drive = fused.cep_step(spec, params, ws, drive, warm, eye[y[i:i + B]], p.beta, lrs, blrs,
+                                            p.sweeps, s0, nxt)
             n += 1
             dt = time.perf_counter() - t0
             if dt > seconds and n >= 20:
@@ -113,16 +156,16 @@ def time_fast(p, net, x, y, threads, seconds):
     return dt / n, cpu / n, n, params
 
 
-def time_naive(p, net, x, y, seconds, threads):
-    params = lf.init_params(net, np.random.default_rng(0), 1.0)
+def time_naive(p, spec, x, y, seconds, threads):
+    params = p.energy().init_theta(np.random.default_rng(0), 1.0, spec.dtype)
     eye = np.eye(10, dtype=np.float32)
     with threadpool_limits(threads):
-        warm = lf.zero_state(net, B)
+        warm = spec.zero_state(B)
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
             i = (n * B) % (N_TRAIN - B)
-            params, _, warm = lf.reference_cep_step(net, params, x[i:i + B], eye[y[i:i + B]], warm, p.beta,
-                                                    p.weight_lrs, p.bias_lrs, p.sweeps)
+            params, _, warm = reference_cep_step(spec, params, x[i:i + B], eye[y[i:i + B]], warm, p.beta,
+                                                 p.weight_lrs, p.bias_lrs, p.sweeps)
             n += 1
             dt = time.perf_counter() - t0
             if dt > seconds and n >= 5:
@@ -153,9 +196,10 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=4.0, help="measuring time per training configuration")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--naive-threads", type=int, default=2, help="BLAS threads for the naive numpy step")
+    ap.add_argument("--data-dir", default=None, help="folder with MNIST (default: $PHYSGRAD_DATA, ~/.physgrad/data)")
     args = ap.parse_args(argv)
 
-    x, y, x_test, source = load_images()
+    x, y, x_test, source = load_images(args.data_dir)
     print(f"data: {source}; load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     rates = {t: blas_rate(1000, 784, 1024, t) for t in (1, 2)}
     print("BLAS sgemm (1000x784 @ 784x1024): " + ", ".join(
@@ -176,14 +220,14 @@ def main(argv=None):
     best = None
     for name in args.presets:
         p = get_preset(name)
-        net = lf.FastNet(p.model, p.sizes, p.input_gain, p.schedule)
-        naive_dt, naive_cpu, naive_n = time_naive(p, net, x, y, args.seconds, args.naive_threads)
+        spec = fused.FusedSpec(p.energy(), p.schedule, np.float32)
+        naive_dt, naive_cpu, naive_n = time_naive(p, spec, x, y, args.seconds, args.naive_threads)
         fl = train_flops(p)
         for t in args.threads:
-            dt, cpu, n, params = time_fast(p, net, x, y, t, args.seconds)
-            lf.evaluate(net, params, x_test[:1000], p.sweeps_eval, n_threads=t)  # warm up
+            dt, cpu, n, params = time_fast(p, spec, x, y, t, args.seconds)
+            fused.evaluate(spec, params, x_test[:1000], p.sweeps_eval, n_threads=t)  # warm up
             t0, c0 = time.perf_counter(), time.process_time()
-            lf.evaluate(net, params, x_test[:N_TEST], p.sweeps_eval, n_threads=t)
+            fused.evaluate(spec, params, x_test[:N_TEST], p.sweeps_eval, n_threads=t)
             t_eval, c_eval = time.perf_counter() - t0, time.process_time() - c0
             ef = eval_flops(p, N_TEST)
             best = min(best, (dt * scale, t)) if t != args.threads[0] else (dt * scale, t)

@@ -3,6 +3,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import threading
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 
 from physgrad.cli import main
 from physgrad.layered import data
-from physgrad.layered.data import (FILES, ChecksumError, DataNotFoundError, download, find_data_dir, load_dataset, read_idx,
-                           write_idx)
+from physgrad.layered.data import (FILES, SYSTEM_DATA, ChecksumError, DataNotFoundError, candidate_dirs, download,
+                                   find_data_dir, load_dataset, read_idx, write_idx)
 from physgrad.types import PhysgradError
 
 
@@ -67,31 +68,42 @@ def test_idx_errors(tmp_path):
 @pytest.mark.parametrize("compress", [True, False])
 def test_load_dataset_from_option(tmp_path, compress):
     arrays = make_dataset(tmp_path / "mnist", compress=compress)
-    ds = load_dataset("mnist", data_dir=tmp_path, env={}, cwd=tmp_path, home=tmp_path)
+    ds = load_dataset("mnist", data_dir=tmp_path, env={}, home=tmp_path)
     assert ds.x_train.shape == (12, 784) and ds.x_test.shape == (6, 784)
     np.testing.assert_array_equal(ds.x_train, arrays["train_images"].reshape(12, -1))
     np.testing.assert_array_equal(ds.y_test, arrays["test_labels"])
 
 
-def test_search_order_env_and_cwd(tmp_path):
+def test_search_order_option_env_home(tmp_path):
     make_dataset(tmp_path / "env" / "kmnist", seed=1)
-    make_dataset(tmp_path / "shared" / "data" / "kmnist", seed=2)
-    cwd = tmp_path / "work"
-    cwd.mkdir()
+    home = tmp_path / "home"
+    make_dataset(home / ".physgrad" / "data" / "kmnist", seed=2)
     env = {data.ENV_VAR: str(tmp_path / "env")}
-    assert find_data_dir("kmnist", env=env, cwd=cwd, home=tmp_path) == tmp_path / "env" / "kmnist"
-    found = find_data_dir("kmnist", env={}, cwd=cwd, home=tmp_path)
-    assert found.resolve() == (tmp_path / "shared" / "data" / "kmnist").resolve()
+    assert find_data_dir("kmnist", env=env, home=home) == tmp_path / "env" / "kmnist"
+    assert find_data_dir("kmnist", env={}, home=home) == home / ".physgrad" / "data" / "kmnist"
     make_dataset(tmp_path / "opt", seed=3)  # the option wins, and may point at the folder itself
-    assert find_data_dir("kmnist", data_dir=tmp_path / "opt", env=env, cwd=cwd, home=tmp_path) == tmp_path / "opt"
+    assert find_data_dir("kmnist", data_dir=tmp_path / "opt", env=env, home=home) == tmp_path / "opt"
+
+
+def test_no_folder_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """A dataset next to the working directory (e.g. ../shared/data/NAME) is never picked up."""
+    make_dataset(tmp_path / "shared" / "data" / "kmnist")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    dirs = candidate_dirs("kmnist", env={}, home=tmp_path / "home")
+    assert dirs == [tmp_path / "home" / ".physgrad" / "data" / "kmnist", SYSTEM_DATA / "kmnist"]
+    if not (SYSTEM_DATA / "kmnist").exists():
+        with pytest.raises(DataNotFoundError):
+            find_data_dir("kmnist", env={}, home=tmp_path / "home")
 
 
 def test_not_found_lists_where_it_looked(tmp_path):
     with pytest.raises(DataNotFoundError) as exc:
         find_data_dir("fashion-mnist", data_dir=tmp_path / "a", env={data.ENV_VAR: str(tmp_path / "b")},
-                      cwd=tmp_path, home=tmp_path / "h")
+                      home=tmp_path / "h")
     msg = str(exc.value)
-    for part in ("a", "b", "shared", ".physgrad", "physgrad download fashion-mnist", data.ENV_VAR):
+    for part in ("a", "b", ".physgrad", str(SYSTEM_DATA), "physgrad download fashion-mnist", data.ENV_VAR):
         assert part in msg
 
 
@@ -104,7 +116,7 @@ def test_labels_out_of_range(tmp_path):
     make_dataset(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 4, 12], dtype=np.uint8))
     with pytest.raises(PhysgradError, match="labels outside"):
-        load_dataset("mnist", data_dir=tmp_path, env={}, cwd=tmp_path, home=tmp_path)
+        load_dataset("mnist", data_dir=tmp_path, env={}, home=tmp_path)
 
 
 @pytest.fixture
@@ -136,7 +148,7 @@ def _sums(root, algo):
 def test_download_verifies_checksums(server, tmp_path, algo):
     url, root = server
     dest = download("mnist", tmp_path / "dl", mirrors=[url], checksums=_sums(root, algo), quiet=True)
-    ds = load_dataset("mnist", data_dir=dest, env={}, cwd=tmp_path, home=tmp_path)
+    ds = load_dataset("mnist", data_dir=dest, env={}, home=tmp_path)
     assert ds.x_train.shape == (12, 784)
     # a second call keeps the verified files
     download("mnist", dest, mirrors=["http://127.0.0.1:9/unused/"], checksums=_sums(root, algo), quiet=True)
@@ -178,10 +190,10 @@ def test_download_cli(server, tmp_path, monkeypatch):
 
 
 def test_real_mnist_if_present():
-    try:
-        ds = load_dataset("mnist")
-    except DataNotFoundError:
-        pytest.skip("MNIST not available")
+    """Real MNIST, from the folder named by $PHYSGRAD_DATA (tests never search elsewhere)."""
+    if not os.environ.get(data.ENV_VAR):
+        pytest.skip(f"set {data.ENV_VAR} to a folder with MNIST to run this test")
+    ds = load_dataset("mnist")
     assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert ds.y_train[:5].tolist() == [5, 0, 4, 1, 9]
 
@@ -189,5 +201,5 @@ def test_real_mnist_if_present():
 def test_debian_dataset_folder_is_searched_last(tmp_path):
     from physgrad.layered.data import SYSTEM_DATA, candidate_dirs
 
-    dirs = candidate_dirs("fashion-mnist", env={}, cwd=tmp_path, home=tmp_path)
+    dirs = candidate_dirs("fashion-mnist", env={}, home=tmp_path)
     assert dirs[-1] == SYSTEM_DATA / "fashion-mnist"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from autograd import grad
 
-from physgrad.energies.layered import DeepHopfield, DeepResistive, energy_for_preset
+from physgrad.energies.layered import DeepHopfield, DeepResistive
 from physgrad.types import FREE, Nudge, PhysgradError
 from physgrad.learning import make_estimator
 from physgrad.minimizers.block import BlockCoordinateDescent, layer_groups
@@ -90,10 +90,19 @@ def test_project_and_validation():
         BlockCoordinateDescent(schedule="sideways")
 
 
-def test_energy_for_preset():
-    en = energy_for_preset(get_preset("drn-1h"))
-    assert en.sizes == (1568, 1024, 10) and en.input_gain == 480.0
-    assert energy_for_preset(get_preset("dhn-2h")).sizes == (784, 1024, 1024, 10)
+def test_preset_energy_and_minimizer():
+    p = get_preset("drn-1h")
+    en = p.energy()
+    assert isinstance(en, DeepResistive) and en.sizes == (1568, 1024, 10) and en.input_gain == 480.0
+    assert p.sizes == en.sizes
+    q = get_preset("dhn-2h")
+    assert isinstance(q.energy(), DeepHopfield) and q.sizes == (784, 1024, 1024, 10)
+    assert q.minimizer() == BlockCoordinateDescent(sweeps=20, schedule="asynchronous", tol=None)
+    assert q.minimizer(q.sweeps_eval).sweeps == 50
+    with pytest.raises(PhysgradError, match="even"):
+        p.with_options(hidden=(5,))
+    with pytest.raises(PhysgradError, match="schedule must be one of"):
+        p.with_options(schedule="random")
 
 
 # --- block minimizer ----------------------------------------------------------------------------

@@ -120,7 +120,6 @@ def test_errors(data_dir, tmp_path, monkeypatch):
         train(cfg(data_dir, epochs=1, train_size=8), out, progress=False)
     with pytest.raises(PhysgradError, match="differ"):
         train(cfg(data_dir, epochs=1, train_size=8, seed=5), out, resume=True, progress=False)
-    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PHYSGRAD_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(PhysgradError, match="not found"):

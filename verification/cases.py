@@ -146,15 +146,19 @@ def random_case(seed: int, **kw) -> Case:
 def drn_case(seed: int = 0, hidden=(4,), n_inputs: int = 3, n_outputs: int = 2, batch: int = 2) -> Case:
     """A small deep resistive network (layered mode, block coordinate descent), seeded.
 
-    Weights ``U(0, gain/sqrt(fan_in))`` plus 0.05 S so that no unit sits exactly on a diode kink,
-    biases ``N(0, 0.1)`` A, inputs ``U(0, 1)``, targets ``U(-0.3, 0.3)`` V.
+    Weights ``max(0, U(-1, 1) * 1.5 / sqrt(fan_in))`` plus ``U(0, 0.05)`` S so that no unit sits exactly
+    on a diode kink, biases ``N(0, 0.1)`` A, inputs ``U(0, 1)``, targets ``U(-0.3, 0.3)`` V. The
+    weights are drawn here (float64), not by the energy's ``init_theta``, so that the catalogue does
+    not move when the training initialisation does.
     """
     from physgrad.energies.layered import DeepResistive
     from physgrad.minimizers.block import BlockCoordinateDescent
 
     energy = DeepResistive(n_inputs=n_inputs, hidden=tuple(hidden), n_outputs=n_outputs)
     rng = np.random.default_rng(seed)
-    th = energy.init_theta(rng, weight_gain=1.5)
+    sizes = energy.sizes
+    th = tuple(np.maximum(rng.uniform(-1, 1, size=(a, b)) * (1.5 / np.sqrt(a)), 0.0)
+               for a, b in zip(sizes[:-1], sizes[1:])) + tuple(np.zeros(n) for n in sizes[1:])
     theta = tuple(t + (0.05 * rng.uniform(size=t.shape) if t.ndim == 2 else 0.1 * rng.normal(size=t.shape)) for t in th)
     x = rng.uniform(size=(batch, n_inputs))
     y = rng.uniform(-0.3, 0.3, size=(batch, n_outputs))

@@ -25,8 +25,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for the fused pass over W1 and for evaluation (default 1; 2 pays off only "
-                        "when a second core is free)")
+                   help="CPU threads for the fused pass over W1, evaluation and the generic engine's BLAS "
+                        "(default 1; more threads pay off only on otherwise idle cores)")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--engine", default="auto", choices=ENGINES)
     p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")

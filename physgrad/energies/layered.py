@@ -27,8 +27,8 @@ from autograd.builtins import SequenceBox
 from physgrad.types import FREE, Nudge, PhysgradError
 
 
-def _check_x(x, n_inputs: int) -> np.ndarray:
-    x = np.asarray(x, dtype=float) if not hasattr(x, "_value") else x
+def _check_x(x, n_inputs: int, dtype=float) -> np.ndarray:
+    x = np.asarray(x, dtype=dtype) if not hasattr(x, "_value") else x
     if getattr(x, "ndim", 0) == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != n_inputs:
@@ -95,9 +95,22 @@ class _Layered:
         return state[-1]
 
     def init_theta(self, rng: np.random.Generator, weight_gain: float = 1.0, dtype=float):
-        """Weights ``U(+-gain / sqrt(fan_in))`` (projected onto the feasible set), biases 0."""
-        Ws = [rng.uniform(-1, 1, size=(a, b)).astype(dtype) * (weight_gain / np.sqrt(a))
-              for a, b in zip(self.sizes[:-1], self.sizes[1:])]
+        """Initial parameters: ``W_k ~ U(-a_k, a_k)`` with ``a_k = weight_gain / sqrt(n_{k-1})``
+        (then projected onto the feasible set: a DRN's conductances clamped at 0 S), ``b_k = 0``.
+
+        The one initialisation of every layered engine. The draws are exactly
+        ``rng.uniform(-a_k, a_k, size=(n_{k-1}, n_k)).astype(dtype)`` layer by layer, input side
+        first, so a seed gives the same numbers on every engine and in every version.
+
+        Returns
+        -------
+        tuple of arrays
+            ``(W_1, ..., W_L, b_1, ..., b_L)`` of dtype ``dtype``.
+        """
+        Ws = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            scale = weight_gain / np.sqrt(n_in)
+            Ws.append(rng.uniform(-scale, scale, size=(n_in, n_out)).astype(dtype))
         bs = [np.zeros(n, dtype=dtype) for n in self.sizes[1:]]
         return self.project(tuple(Ws) + tuple(bs))
 
@@ -154,10 +167,12 @@ class DeepResistive(_Layered):
     def n_input_units(self) -> int:
         return 2 * int(self.n_inputs)
 
-    def input_layer(self, x):
-        """Input voltages ``g (x, -x)`` (V), shape ``(batch, 2 n_inputs)``."""
-        x = _check_x(x, self.n_inputs)
-        return self.input_gain * anp.concatenate([x, -x], axis=1)
+    def input_layer(self, x, dtype=float):
+        """Input voltages ``g (x, -x)`` (V), shape ``(batch, 2 n_inputs)``, computed in ``dtype``
+        (default float64; a traced ``x`` keeps its own)."""
+        x = _check_x(x, self.n_inputs, dtype)
+        concatenate = anp.concatenate if hasattr(x, "_value") else np.concatenate  # traced x, or plain numpy
+        return self.input_gain * concatenate([x, -x], axis=1)
 
     def energy(self, state, theta, x):
         """Total energy per sample (W), shape ``(batch,)``."""
@@ -232,15 +247,32 @@ class DeepResistive(_Layered):
         return s
 
     def check_nudge(self, theta, nudge: Nudge) -> None:
-        """A negative beta keeps the energy convex only while ``1 W_L - |beta| > 0`` at each output."""
+        """A negative beta keeps the energy convex only while ``1 W_L - |beta| > 0`` at each output
+        (see :meth:`check_beta`)."""
         if nudge.beta < 0:
             Ws, _ = self.split(theta)
-            den = np.sum(np.asarray(Ws[-1]), axis=0) + nudge.beta
+            self.check_beta(nudge.beta, np.sum(np.asarray(Ws[-1]), axis=0))
+
+    @staticmethod
+    def check_beta(beta: float, output_conductance) -> None:
+        """Raise :class:`PhysgradError` unless ``E + beta C`` is convex.
+
+        Parameters
+        ----------
+        beta : float
+            Nudging strength (S); only ``beta < 0`` can fail.
+        output_conductance : array, shape ``(n_outputs,)``
+            Total conductance into each output unit, ``1 W_L`` (S). The nudged output block is
+            convex iff ``output_conductance + beta > 0`` at every output (computed in the array's
+            dtype, as a kernel that divides by it would).
+        """
+        if beta < 0:
+            den = output_conductance + beta
             if np.any(den <= 0):
                 bad = int(np.argmin(den))
                 raise PhysgradError(
-                    f"beta={nudge.beta} makes the nudged energy non-convex: output {bad} has total "
-                    f"conductance {den[bad] - nudge.beta:.4g} S <= |beta|")
+                    f"beta={beta:g} makes the nudged energy non-convex: output {bad} has total "
+                    f"conductance {float(output_conductance[bad]):.4g} S <= |beta|")
 
     # --- lowering to a circuit ----------------------------------------------------------------
     def node(self, k: int, j: int) -> str:
@@ -318,8 +350,9 @@ class DeepHopfield(_Layered):
     def n_input_units(self) -> int:
         return int(self.n_inputs)
 
-    def input_layer(self, x):
-        return _check_x(x, self.n_inputs)
+    def input_layer(self, x, dtype=float):
+        """The pixels ``x``, shape ``(batch, n_inputs)``, in ``dtype`` (default float64)."""
+        return _check_x(x, self.n_inputs, dtype)
 
     def energy(self, state, theta, x):
         Ws, bs = self.split(theta)
@@ -363,12 +396,13 @@ class DeepHopfield(_Layered):
         return (num + beta * y) / (1.0 + beta) if beta else num
 
     def check_nudge(self, theta, nudge: Nudge) -> None:
-        if nudge.beta <= -1.0:
-            raise PhysgradError(f"beta={nudge.beta} makes the output block non-convex (need beta > -1)")
+        """The nudged output block ``(1 + beta) s_L^2 / 2 - ...`` is convex iff ``beta > -1``."""
+        self.check_beta(nudge.beta)
 
+    @staticmethod
+    def check_beta(beta: float, output_conductance=None) -> None:
+        """Raise :class:`PhysgradError` unless ``beta > -1`` (``output_conductance`` is unused: the
+        outputs' own term ``1/2 s_L^2`` is fixed)."""
+        if beta <= -1.0:
+            raise PhysgradError(f"beta={beta:g} makes the output block non-convex (need beta > -1)")
 
-def energy_for_preset(preset):
-    """The energy of a :class:`physgrad.layered.presets.Preset` (MNIST: 784 pixels)."""
-    if preset.model == "drn":
-        return DeepResistive(784, preset.hidden, preset.n_outputs, input_gain=preset.input_gain)
-    return DeepHopfield(784, preset.hidden, preset.n_outputs)

@@ -8,9 +8,8 @@ Where the files are looked for, in order (the first folder holding all four file
 
 1. the ``data_dir`` argument (``--data-dir``), as given and as ``data_dir/<name>``;
 2. the environment variable ``PHYSGRAD_DATA``, as given and as ``$PHYSGRAD_DATA/<name>``;
-3. ``../shared/data/<name>`` relative to the current directory;
-4. ``~/.physgrad/data/<name>`` (where :func:`download` puts files by default);
-5. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` installs there).
+3. ``~/.physgrad/data/<name>`` (where :func:`download` puts files by default);
+4. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` installs there).
 
 A missing dataset raises :class:`DataNotFoundError` listing every folder looked at.
 
@@ -211,19 +210,19 @@ def write_idx(path, array: np.ndarray, compress: Optional[bool] = None) -> Path:
     return path
 
 
-def candidate_dirs(name: str, data_dir=None, env: Optional[Mapping[str, str]] = None,
-                   cwd=None, home=None) -> list:
-    """Folders searched for dataset ``name``, in order (see the module docstring)."""
+def candidate_dirs(name: str, data_dir=None, env: Optional[Mapping[str, str]] = None, home=None) -> list:
+    """Folders searched for dataset ``name``, in order (see the module docstring).
+
+    ``env`` (default ``os.environ``) and ``home`` (default ``Path.home()``) can be given for tests.
+    """
     env = os.environ if env is None else env
-    cwd = Path.cwd() if cwd is None else Path(cwd)
     home = Path.home() if home is None else Path(home)
     out = []
     for root in (data_dir, env.get(ENV_VAR) or None):
         if root is not None:
             root = Path(root).expanduser()
             out += [root, root / name]
-    out += [cwd / ".." / "shared" / "data" / name, home / ".physgrad" / "data" / name,
-            SYSTEM_DATA / name]
+    out += [home / ".physgrad" / "data" / name, SYSTEM_DATA / name]
     return out
 
 

@@ -1,11 +1,16 @@
-r"""Fast float32 centered-EP training of layered networks (DRN and DHN) on a CPU.
+r"""The fused float32 C-EP kernel of DeepResistive/DeepHopfield + BlockCoordinateDescent + centered EP.
 
-This is the training path of ``physgrad train`` for ``--algorithm cep``. It computes exactly the
-same update as the generic route (:class:`physgrad.energies.layered.DeepResistive` +
-:class:`physgrad.minimizers.block.BlockCoordinateDescent` + the centered EP rule of
-:mod:`physgrad.learning`), checked in ``tests/test_layered_fast.py`` in float64, but organised
-around the cost that dominates at batch 4: passes over the first weight matrix ``W1``
-(1568 x 1024 for DRN-1H, 6.4 MB in float32).
+``physgrad train --algorithm cep`` runs on this kernel (``--engine fast``, through
+:class:`physgrad.layered.steppers.FusedCEPStepper`). It defines no network of its own: a
+:class:`FusedSpec` is built from the energy (:class:`physgrad.energies.layered.DeepResistive` or
+:class:`~physgrad.energies.layered.DeepHopfield`: sizes, input layer, diode bounds, the ``-beta``
+convexity check; the initial parameters are ``energy.init_theta``) and the block minimizer's schedule
+(:func:`physgrad.minimizers.block.layer_groups`). It computes the update of the generic route --
+:class:`physgrad.minimizers.block.BlockCoordinateDescent` on that energy with the centered
+:class:`physgrad.learning.EquilibriumPropagation` rule -- (``tests/test_fused.py`` checks this in
+float64 over both models, every schedule and several depths), with the arithmetic rearranged around
+the cost that dominates at batch 4: passes over the first weight matrix ``W1`` (1568 x 1024 for
+DRN-1H, 6.4 MB in float32).
 
 What it does per batch (``B`` samples, ``L`` weight layers):
 
@@ -25,11 +30,13 @@ What it does per batch (``B`` samples, ``L`` weight layers):
   independent, so they are relaxed together as one stacked batch of ``2B`` rows (each row with its
   own beta): half the numpy calls.
 * The row blocks are split between ``n_threads`` Python threads (numpy releases the GIL inside
-  ``matmul``/ufuncs) with BLAS limited to one thread each (``threadpoolctl``); the partial drives
-  are summed in a fixed order, so results do not depend on timing.
+  ``matmul``/ufuncs); the caller limits BLAS to one thread each (``threadpoolctl``). The partial
+  drives are summed in a fixed order, so results do not depend on timing.
+* Evaluation (many samples from the zero state) folds the DRN's diode signs, denominators and
+  doubled input into the weights (:func:`_drn_eval_operators`).
 
-The weights are updated **in place** (the functions ending in ``_`` mutate their arguments); the
-network state ``s`` is plain data passed in and returned.
+:func:`cep_step` and :func:`first_layer_pass` update the parameters **in place** (the arrays of the
+``params`` tuple); the network state ``s`` is plain data passed in and returned.
 
 References
 ----------
@@ -39,106 +46,99 @@ A. Laborieux et al., "Scaling equilibrium propagation to deep ConvNets", 2021 (c
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Literal, Optional
+from dataclasses import dataclass, field, replace
+from typing import Optional, Union
 
 import numpy as np
 
+from physgrad.energies.layered import DeepHopfield, DeepResistive
+from physgrad.minimizers.block import Schedule, layer_groups
 from physgrad.types import PhysgradError
 
-Model = Literal["drn", "dhn"]
-SCHEDULES = ("asynchronous", "synchronous", "forward", "backward")
+DTYPES = ("float32", "float64")
 
 
-@dataclass(frozen=True)
-class FastNet:
-    """Static description of a layered network for the fast path.
-
-    Attributes
-    ----------
-    model : {"drn", "dhn"}
-    sizes : tuple of int
-        Layer sizes, input first (DRN: the doubled input, 1568 for MNIST).
-    input_gain : float
-        DRN input voltage per unit pixel (V); ignored for DHNs.
-    schedule : {"asynchronous", "synchronous", "forward", "backward"}
-    """
-
-    model: Model
-    sizes: tuple
-    input_gain: float = 1.0
-    schedule: str = "asynchronous"
-
-    def __post_init__(self):
-        if self.model not in ("drn", "dhn"):
-            raise PhysgradError(f"model must be 'drn' or 'dhn', got {self.model!r}")
-        if self.schedule not in SCHEDULES:
-            raise PhysgradError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if len(self.sizes) < 2:
-            raise PhysgradError("need at least an input and an output layer")
-
-    @property
-    def n_layers(self) -> int:
-        """Number of weight layers ``L`` (= free layers)."""
-        return len(self.sizes) - 1
-
-    def groups(self) -> list:
-        """Free-layer indices (1..L) updated together, in order, in one sweep."""
-        free = list(range(1, self.n_layers + 1))
-        if self.schedule == "asynchronous":
-            return [free[0::2], free[1::2]] if len(free) > 1 else [free]
-        if self.schedule == "synchronous":
-            return [free]
-        if self.schedule == "forward":
-            return [[k] for k in free]
-        return [[k] for k in reversed(free)]
-
-
-def input_layer(net: FastNet, x: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """The input layer's values ``s0`` for pixels ``x`` in [0, 1], shape ``(B, sizes[0])``.
-
-    DRN: voltage sources at ``gain * (x, -x)`` (V). DHN: ``x``.
-    """
-    x = np.asarray(x, dtype=dtype)
-    if net.model == "drn":
-        return (net.input_gain * np.concatenate([x, -x], axis=1)).astype(dtype, copy=False)
-    return x
-
-
-def init_params(net: FastNet, rng: np.random.Generator, weight_gain: float = 1.0, dtype=np.float32):
-    """Initial ``(W_1..W_L, b_1..b_L)``: ``W_k ~ U(+-gain/sqrt(n_{k-1}))`` (DRN: clamped at 0), ``b = 0``."""
-    Ws, bs = [], []
-    for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:]):
-        scale = weight_gain / np.sqrt(n_in)
-        W = rng.uniform(-scale, scale, size=(n_in, n_out)).astype(dtype)
-        if net.model == "drn":
-            np.maximum(W, 0, out=W)
-        Ws.append(W)
-        bs.append(np.zeros(n_out, dtype=dtype))
-    return tuple(Ws) + tuple(bs)
-
-
-class Workspace:
-    """Buffers and the thread pool of the fast path (no network state lives here).
+@dataclass(frozen=True, eq=False)
+class FusedSpec:
+    """What the fused kernels read about a network: all of it derived from the energy and the schedule.
 
     Parameters
     ----------
-    net : FastNet
+    energy : DeepResistive or DeepHopfield
+        The network: sizes, input layer, diode bounds and the ``-beta`` convexity check.
+    schedule : {"asynchronous", "synchronous", "forward", "backward"}
+        Block-coordinate schedule; one sweep updates the groups ``layer_groups(L, schedule)``.
+    dtype : {"float32", "float64"}
+        Arithmetic of the kernels: float32 to train, float64 to compare with the generic route.
+
+    Attributes
+    ----------
+    drn : bool
+        ``energy`` is a :class:`DeepResistive` (conductances, diodes, denominators).
+    sizes, n_layers : tuple of int, int
+        ``energy.sizes`` (input layer first) and ``energy.n_layers`` (``L``, the weight layers).
+    groups : tuple of tuple of int
+        Free layers (1..L) updated together, in order, in one sweep.
+    bounds : dict
+        DRN: ``k -> (lo, hi)``, the diode bounds ``energy.bounds(k)`` of hidden layer ``k`` (V) in
+        ``dtype``; DHN: empty (hidden units are clipped to [0, 1]).
+    """
+
+    energy: Union[DeepResistive, DeepHopfield]
+    schedule: Schedule = "asynchronous"
+    dtype: object = "float32"
+    drn: bool = field(init=False)
+    sizes: tuple = field(init=False)
+    n_layers: int = field(init=False)
+    groups: tuple = field(init=False)
+    bounds: dict = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.energy, (DeepResistive, DeepHopfield)):
+            raise PhysgradError(f"the fused kernels implement DeepResistive and DeepHopfield energies, "
+                                f"not {type(self.energy).__name__}")
+        dtype = np.dtype(self.dtype)
+        if dtype.name not in DTYPES:
+            raise PhysgradError(f"dtype must be one of {DTYPES}, got {dtype.name!r}")
+        L = self.energy.n_layers
+        drn = isinstance(self.energy, DeepResistive)
+        bounds = {k: tuple(np.asarray(b, dtype) for b in self.energy.bounds(k)) for k in range(1, L)} if drn else {}
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "drn", drn)
+        object.__setattr__(self, "sizes", self.energy.sizes)
+        object.__setattr__(self, "n_layers", L)
+        object.__setattr__(self, "groups", tuple(tuple(g) for g in layer_groups(L, self.schedule)))
+        object.__setattr__(self, "bounds", bounds)
+
+    def input_layer(self, x) -> np.ndarray:
+        """``energy.input_layer(x)`` computed in ``dtype``, shape ``(B, sizes[0])`` (DRN: ``g (x, -x)`` in V)."""
+        return self.energy.input_layer(x, self.dtype)
+
+    def zero_state(self, batch: int) -> list:
+        """``[s_1, ..., s_L]`` at 0 V, each ``(batch, n_k)`` in ``dtype``."""
+        return list(self.energy.zero_state(batch, self.dtype))
+
+
+class Workspace:
+    """Buffers and the thread pool of the fused pass over ``W1`` (no network state lives here).
+
+    Parameters
+    ----------
+    spec : FusedSpec
     batch_size : int
     n_threads : int
-        Threads sharing the passes over ``W1`` (1 or 2 on a 2-core machine).
+        Python threads sharing the row blocks of ``W1``, each running single-threaded BLAS.
     block_rows : int, optional
         Rows of ``W1`` per fused block (default: about 512 KB per block, to stay in L2).
     """
 
-    def __init__(self, net: FastNet, batch_size: int, n_threads: int = 2, block_rows: Optional[int] = None,
-                 dtype=np.float32):
+    def __init__(self, spec: FusedSpec, batch_size: int, n_threads: int = 1, block_rows: Optional[int] = None):
         if n_threads < 1:
             raise PhysgradError(f"n_threads must be >= 1, got {n_threads}")
-        self.net, self.dtype = net, np.dtype(dtype)
-        n0, n1 = net.sizes[0], net.sizes[1]
+        self.spec, self.dtype = spec, spec.dtype
+        n0, n1 = spec.sizes[0], spec.sizes[1]
         if block_rows is None:  # blocks of about 512 KB stay in a 2 MB L2 with their buffer
-            row_bytes = n1 * np.dtype(dtype).itemsize
+            row_bytes = n1 * self.dtype.itemsize
             block_rows = n0 if n0 * row_bytes <= (1 << 20) else max(8, (512 * 1024) // row_bytes)
         self.n_threads, self.block_rows = int(n_threads), int(min(block_rows, n0))
         bounds = np.linspace(0, n0, self.n_threads + 1).astype(int)
@@ -149,13 +149,14 @@ class Workspace:
         self.buf = [np.empty((self.block_rows, n1), self.dtype) for _ in self.ranges]
 
     def close(self):
+        """Shut the thread pool down (idempotent)."""
         if self.pool is not None:
             self.pool.shutdown()
             self.pool = None
 
 
 def _fused_rows(W, lo, hi, rows, AT, Bm, clamp, P, acc, tmp, buf):
-    """On rows ``lo:hi`` of ``W``: ``W += AT @ Bm``; clamp at 0; ``acc = P @ W`` (blocked)."""
+    """On rows ``lo:hi`` of ``W`` (in place): ``W += AT @ Bm``; clamp at 0; ``acc = P @ W`` (blocked)."""
     acc[: len(P) if P is not None else 0] = 0
     for r0 in range(lo, hi, rows):
         r1 = min(r0 + rows, hi)
@@ -172,16 +173,18 @@ def _fused_rows(W, lo, hi, rows, AT, Bm, clamp, P, acc, tmp, buf):
             np.add(acc[: len(P)], t, out=acc[: len(P)])
 
 
-def first_layer_pass_(ws: Workspace, W1, AT=None, Bm=None, P=None):
-    """Fused pass over ``W1`` (in place): optional rank update ``W1 += AT @ Bm`` then clamp (DRN),
-    then the drive ``P @ W1`` of the next inputs ``P`` (shape ``(m, n0)``, ``m <= B+1``).
+def first_layer_pass(ws: Workspace, W1, AT=None, Bm=None, P=None):
+    """Fused pass over ``W1``: optional rank update ``W1 += AT @ Bm`` then clamp at 0 (DRN), then the
+    drive ``P @ W1`` of the next inputs ``P`` (shape ``(m, n0)``, ``m <= B+1``).
+
+    ``W1`` is modified **in place** when ``AT`` is given.
 
     Returns
     -------
     array (m, n1) or None
         ``P @ W1`` after the update, summed over threads in a fixed order.
     """
-    clamp = ws.net.model == "drn"
+    clamp = ws.spec.drn
     if P is not None:
         P = np.ascontiguousarray(P, dtype=ws.dtype)
     jobs = []
@@ -202,23 +205,20 @@ def first_layer_pass_(ws: Workspace, W1, AT=None, Bm=None, P=None):
 
 @dataclass
 class Drive:
-    """Per-batch constants: input drive ``a1 = s0 @ W1`` and, for DRNs, the denominators."""
+    """Per-batch constants: input drive ``a1 = s0 @ W1`` and, for DRNs, the column sums of ``W1``."""
 
-    a1: np.ndarray          # (B, n1)
+    a1: Optional[np.ndarray]  # (B, n1), or None when only the column sums were computed
     c1: Optional[np.ndarray]  # (n1,) column sums of W1 (DRN) or None
 
 
 _colsum = np.add.reduce  # column sums (axis 0 is the default); a ufunc call, less overhead than .sum()
 
 
-def _sums(net: FastNet, params):
+def _sums(spec: FusedSpec, params) -> dict:
     """Column and row sums of ``W_2..W_L`` (DRN), index k -> (colsum W_k, rowsum W_k)."""
-    L = net.n_layers
+    L = spec.n_layers
     Ws = params[:L]
     return {k: (_colsum(Ws[k - 1]), np.add.reduce(Ws[k - 1], axis=1)) for k in range(2, L + 1)}
-
-
-_BOUNDS_CACHE: dict = {}
 
 
 def _recip(den):
@@ -228,61 +228,45 @@ def _recip(den):
     return np.divide(1.0, den, out=np.zeros_like(den), where=den > 0)
 
 
-def _diode_bounds(net: FastNet, dtype) -> dict:
-    """Per hidden layer ``(lo, hi)``: ``[0, inf)`` for the first half of the units, ``(-inf, 0]`` for the rest."""
-    key = (net.sizes, np.dtype(dtype).str)
-    if key not in _BOUNDS_CACHE:
-        out = {}
-        for k in range(1, net.n_layers):
-            n, half = net.sizes[k], net.sizes[k] // 2
-            lo = np.full(n, -np.inf, dtype=dtype)
-            hi = np.full(n, np.inf, dtype=dtype)
-            lo[:half] = 0
-            hi[half:] = 0
-            out[k] = (lo, hi)
-        _BOUNDS_CACHE[key] = out
-    return _BOUNDS_CACHE[key]
-
-
 @dataclass
 class BatchConsts:
     """What every sweep of a batch's three phases shares: per free layer ``k`` the constant part of
     the numerator (``a1 + b1`` for the first layer, ``b_k`` otherwise) and ``1/denominator`` (DRN;
-    units with no conductance at all get 0, i.e. are set to 0 V); the output layer's terms depend
-    on ``beta`` and are made by :meth:`output`."""
+    units with no conductance at all get 0, i.e. are set to 0 V); the transposed weights ``W_k^T``;
+    the output layer's terms depend on ``beta`` and are made by :meth:`output`."""
 
-    net: FastNet
+    spec: FusedSpec
     const: dict
     inv: dict
     den_out: Optional[np.ndarray]
-    groups: list
     WT: dict
-    bounds: dict
 
     def output(self, beta, y):
         """``(constant numerator, 1/denominator)`` of the output layer for nudge ``beta``: a number,
-        or a column ``(rows, 1)`` giving each row of the batch its own beta (stacked phases)."""
-        L = self.net.n_layers
+        or a column ``(rows, 1)`` giving each row of the batch its own beta (stacked phases).
+
+        A negative beta is checked by the energy's ``check_beta`` (the generic route's check and message).
+        """
+        L = self.spec.n_layers
         c = self.const[L]
         nudged = np.ndim(beta) > 0 or beta != 0
         if nudged:
             c = c + beta * y
+            if np.min(beta) < 0:
+                self.spec.energy.check_beta(np.min(beta), self.den_out)
         if self.den_out is None:  # DHN: (num + beta y) / (1 + beta)
             return c, (np.asarray(1.0 / (1.0 + beta), dtype=c.dtype) if nudged else None)
         den = self.den_out + beta if nudged else self.den_out
-        if nudged and np.min(beta) < 0 and den.min() <= 0:
-            raise PhysgradError(f"beta={-np.min(beta):g}: the -beta phase is non-convex (an output's total "
-                                f"conductance {self.den_out.min():.4g} S <= beta); lower beta")
         return c, _recip(den)
 
 
-def prepare(net: FastNet, params, drive: Drive, sums=None) -> BatchConsts:
+def prepare(spec: FusedSpec, params, drive: Drive, sums=None) -> BatchConsts:
     """The :class:`BatchConsts` of a batch (``sums``: cached column/row sums of ``W_2..W_L``)."""
-    L = net.n_layers
+    L = spec.n_layers
     bs = params[L:]
-    drn = net.model == "drn"
+    drn = spec.drn
     if drn and sums is None:
-        sums = _sums(net, params)
+        sums = _sums(spec, params)
     const = {1: drive.a1 + bs[0]} if drive.a1 is not None else {}
     const.update({k: bs[k - 1] for k in range(2, L + 1)})
     inv, den_out = {}, None
@@ -295,23 +279,30 @@ def prepare(net: FastNet, params, drive: Drive, sums=None) -> BatchConsts:
             else:
                 den_out = den
     WT = {k: np.ascontiguousarray(params[k - 1].T) for k in range(2, L + 1)}  # W_k^T, row-major
-    return BatchConsts(net, const, inv, den_out, net.groups(), WT, _diode_bounds(net, bs[0].dtype) if drn else {})
+    return BatchConsts(spec, const, inv, den_out, WT)
 
 
-def relax(net: FastNet, params, drive: Drive, s: list, sweeps: int, beta: float = 0.0,
+def relax(spec: FusedSpec, params, drive: Drive, s: list, sweeps: int, beta=0.0,
           y: Optional[np.ndarray] = None, sums=None, consts: Optional[BatchConsts] = None) -> list:
-    """Block-coordinate sweeps from state ``s`` (a list ``[s_1..s_L]``), returns the new list.
+    r"""Block-coordinate sweeps from state ``s`` (a list ``[s_1..s_L]``), returns the new list.
 
     Each block update is the exact minimiser of the (nudged) energy in that layer, all other
-    layers fixed: DRN ``s_k = clip((s_{k-1} W_k + W_{k+1} s_{k+1} + b_k [+ beta y]) /
-    (1 W_k + W_{k+1} 1 [+ beta]))``; DHN ``s_k = clip(s_{k-1} W_k + W_{k+1} s_{k+1} + b_k, 0, 1)``,
-    output ``(s_{L-1} W_L + b_L + beta y) / (1 + beta)``.
+    layers fixed (the energy's ``block_solve``): DRN
+    ``s_k = clip((s_{k-1} W_k + W_{k+1} s_{k+1} + b_k [+ beta y]) / (1 W_k + W_{k+1} 1 [+ beta]))``
+    to the diode bounds; DHN ``s_k = clip(s_{k-1} W_k + W_{k+1} s_{k+1} + b_k, 0, 1)``, output
+    ``(s_{L-1} W_L + b_L + beta y) / (1 + beta)``. The layers of a group of ``spec.groups`` are
+    updated together from the state left by the previous group.
+
+    Parameters
+    ----------
+    beta : float or array (rows, 1)
+        Nudge (S for DRNs), one per row for stacked phases; ``y`` the targets ``(rows, n_out)``.
     """
     if consts is None:
-        consts = prepare(net, params, drive, sums)
-    L = net.n_layers
+        consts = prepare(spec, params, drive, sums)
+    L = spec.n_layers
     Ws = params[:L]
-    drn = net.model == "drn"
+    drn = spec.drn
     c_out, inv_out = consts.output(beta, y)
     WT = consts.WT
     s = list(s)
@@ -320,16 +311,16 @@ def relax(net: FastNet, params, drive: Drive, s: list, sweeps: int, beta: float 
     # the results stay row-major and the element-wise steps run over contiguous memory.
     skinny = s[0].shape[0] <= 64
     for _ in range(sweeps):
-        for group in consts.groups:
+        for group in spec.groups:
             new = []
             for k in group:
                 if k < L:
                     num = (np.matmul(Ws[k], s[k].T).T if skinny else s[k] @ WT[k + 1]) + consts.const[k]
                     if k > 1:
                         num += np.matmul(WT[k], s[k - 2].T).T if skinny else s[k - 2] @ Ws[k - 1]
-                    if drn:  # diodes: first half >= 0, second half <= 0 (ufuncs: less call overhead than clip)
+                    if drn:  # diode bounds (ufuncs: less call overhead than clip)
                         num *= consts.inv[k]
-                        lo, hi = consts.bounds[k]
+                        lo, hi = spec.bounds[k]
                         np.maximum(num, lo, out=num)
                         np.minimum(num, hi, out=num)
                     else:
@@ -348,55 +339,70 @@ def relax(net: FastNet, params, drive: Drive, s: list, sweeps: int, beta: float 
     return s
 
 
-def zero_state(net: FastNet, batch: int, dtype=np.float32) -> list:
-    return [np.zeros((batch, n), dtype) for n in net.sizes[1:]]
+def free_outputs(spec: FusedSpec, params, x: np.ndarray, sweeps: int, batch: Optional[int] = None,
+                 n_threads: int = 1) -> np.ndarray:
+    """Output units (V for DRNs) after ``sweeps`` free-phase sweeps from the zero state.
 
+    Parameters
+    ----------
+    x : array (n, n_inputs)
+        Pixels in [0, 1].
+    batch : int, optional
+        Samples relaxed together (default: as many as keep one layer's state near 2 MB, between
+        256 and 10,000), so the input drive is one large BLAS product while the element-wise block
+        updates stay in cache. DRNs with hidden layers use :func:`_drn_eval_operators` above 64 rows.
+    n_threads : int
+        BLAS threads for the products.
 
-def evaluate(net: FastNet, params, x: np.ndarray, sweeps: int, batch: Optional[int] = None, n_threads: int = 2):
-    """Predicted classes for pixels ``x`` (n, 784), relaxing from the zero state.
-
-    Uses large batches (default: as many samples as keep one layer's state near 2 MB, between 256
-    and 10,000) so the input drive is a large BLAS ``sgemm`` (run with ``n_threads`` BLAS threads)
-    while the element-wise block updates stay in cache. For DRNs see :func:`_drn_eval_operators`.
+    Returns
+    -------
+    array (n, n_outputs)
+        In ``spec.dtype``.
     """
     from threadpoolctl import threadpool_limits
 
     W1 = params[0]
-    dtype = W1.dtype
-    n_pix = net.sizes[0] // 2 if net.model == "drn" else net.sizes[0]
+    dtype = spec.dtype
+    n_pix = spec.energy.n_inputs
     if np.ndim(x) != 2 or np.shape(x)[1] != n_pix:
         raise PhysgradError(f"inputs must have shape (n, {n_pix}), got {np.shape(x)}")
-    preds = np.empty(len(x), dtype=np.int64)
+    out = np.empty((len(x), spec.sizes[-1]), dtype=dtype)
     if batch is None:  # states of ~2 MB per layer: the element-wise block updates stay in cache
-        batch = int(max(256, min(10000, (2 << 20) // (4 * max(net.sizes[1:])))))
+        batch = int(max(256, min(10000, (2 << 20) // (4 * max(spec.sizes[1:])))))
     with threadpool_limits(n_threads):
-        if net.model == "drn" and net.n_layers > 1 and batch > 64:
-            ops = _drn_eval_operators(net, params)
+        if spec.drn and spec.n_layers > 1 and batch > 64:
+            ops = _drn_eval_operators(spec, params)
             for i in range(0, len(x), batch):
-                preds[i:i + batch] = np.argmax(_drn_eval_relax(net, ops, np.asarray(x[i:i + batch], dtype), sweeps),
-                                               axis=1)
-            return preds
-        if net.model == "drn":
-            n = net.sizes[0] // 2
-            Weff = (W1[:n] - W1[n:]) * dtype.type(net.input_gain)
+                out[i:i + batch] = _drn_eval_relax(spec, ops, np.asarray(x[i:i + batch], dtype), sweeps)
+            return out
+        if spec.drn:  # s0 @ W1 = x @ (g (W1_top - W1_bottom)): the doubled input folded in
+            n = n_pix
+            Weff = (W1[:n] - W1[n:]) * dtype.type(spec.energy.input_gain)
             c1 = W1.sum(axis=0)
         else:
             Weff, c1 = W1, None
-        sums = _sums(net, params) if net.model == "drn" else None
+        sums = _sums(spec, params) if spec.drn else None
         for i in range(0, len(x), batch):
             xb = np.asarray(x[i:i + batch], dtype=dtype)
             a1 = xb @ Weff
-            s = relax(net, params, Drive(a1, c1), zero_state(net, len(xb), dtype), sweeps, sums=sums)
-            preds[i:i + batch] = np.argmax(s[-1], axis=1)
-    return preds
+            s = relax(spec, params, Drive(a1, c1), spec.zero_state(len(xb)), sweeps, sums=sums)
+            out[i:i + batch] = s[-1]
+    return out
 
 
-def _drn_eval_operators(net: FastNet, params) -> dict:
+def evaluate(spec: FusedSpec, params, x: np.ndarray, sweeps: int, batch: Optional[int] = None,
+             n_threads: int = 1) -> np.ndarray:
+    """Predicted classes ``argmax`` of :func:`free_outputs`, shape ``(n,)`` int64."""
+    return np.argmax(free_outputs(spec, params, x, sweeps, batch, n_threads), axis=1)
+
+
+def _drn_eval_operators(spec: FusedSpec, params) -> dict:
     r"""Operators of the free-phase block updates of a DRN with the diode signs and the
     denominators folded into the weights, for large-batch evaluation.
 
-    Hidden layer ``k`` is stored as ``h'_k = sigma_k * h_k >= 0`` (``sigma_k = +1`` on the first half
-    of the units, ``-1`` on the second), so its clipped update is one ``max(., 0)``:
+    Hidden layer ``k`` is stored as ``h'_k = sigma_k * h_k >= 0`` (``sigma_k = +1`` on the units
+    with bounds ``[0, inf)``, ``-1`` on those with ``(-inf, 0]``; see ``spec.bounds``), so its
+    clipped update is one ``max(., 0)``:
 
     .. math:: h'_k = \max\big(0,\ h'_{k-1} D_k + h'_{k+1} U_k + c_k\big),\quad
               D_k = \operatorname{diag}(\sigma_{k-1}) W_k \operatorname{diag}(\sigma_k/d_k),\
@@ -404,37 +410,37 @@ def _drn_eval_operators(net: FastNet, params) -> dict:
 
     ``c_k = b_k sigma_k / d_k`` (``d_k`` the unit's total conductance; 0 where ``d_k = 0``) and for
     the first layer ``h'_0 D_1 = x @ (g (W1_top - W1_bottom) diag(sigma_1/d_1))`` (the doubled input
-    folded in). The output layer has ``sigma = 1`` and no clip. Three element-wise passes per hidden
-    update instead of five.
+    ``g (x, -x)`` folded in). The output layer has ``sigma = 1`` and no clip. Three element-wise
+    passes per hidden update instead of five.
     """
-    L = net.n_layers
+    L = spec.n_layers
     Ws, bs = params[:L], params[L:]
     dtype = Ws[0].dtype
-    sums = _sums(net, params)
-    sig = {k: np.where(np.arange(net.sizes[k]) < net.sizes[k] // 2, 1, -1).astype(dtype) for k in range(1, L)}
-    sig[L] = np.ones(net.sizes[L], dtype)
+    sums = _sums(spec, params)
+    sig = {k: np.where(spec.bounds[k][0] >= 0, 1, -1).astype(dtype) for k in range(1, L)}
+    sig[L] = np.ones(spec.sizes[L], dtype)
     scale = {}
     for k in range(1, L + 1):
         den = _colsum(Ws[0]) if k == 1 else sums[k][0]
         if k < L:
             den = den + sums[k + 1][1]
         scale[k] = sig[k] * np.divide(1.0, den, out=np.zeros_like(den), where=den > 0)
-    n = net.sizes[0] // 2
-    ops = {"in": (Ws[0][:n] - Ws[0][n:]) * (dtype.type(net.input_gain) * scale[1]),
+    n = spec.energy.n_inputs
+    ops = {"in": (Ws[0][:n] - Ws[0][n:]) * (dtype.type(spec.energy.input_gain) * scale[1]),
            "c": {k: bs[k - 1] * scale[k] for k in range(1, L + 1)},
            "down": {k: (sig[k - 1][:, None] * Ws[k - 1]) * scale[k] for k in range(2, L + 1)},
            "up": {k: (sig[k + 1][:, None] * Ws[k].T) * scale[k] for k in range(1, L)}}
     return ops
 
 
-def _drn_eval_relax(net: FastNet, ops: dict, x, sweeps: int):
+def _drn_eval_relax(spec: FusedSpec, ops: dict, x, sweeps: int):
     """Output layer after ``sweeps`` sweeps from the zero state, with :func:`_drn_eval_operators`."""
-    L = net.n_layers
+    L = spec.n_layers
     a = x @ ops["in"]
     a += ops["c"][1]
-    h = {k: np.zeros((len(x), net.sizes[k]), a.dtype) for k in range(1, L + 1)}
+    h = {k: np.zeros((len(x), spec.sizes[k]), a.dtype) for k in range(1, L + 1)}
     for _ in range(sweeps):
-        for group in net.groups():
+        for group in spec.groups:
             new = {}
             for k in group:
                 num = a + h[2] @ ops["up"][1] if k == 1 else h[k - 1] @ ops["down"][k]
@@ -449,20 +455,31 @@ def _drn_eval_relax(net: FastNet, ops: dict, x, sweeps: int):
     return h[L]
 
 
-def cep_batch_(net: FastNet, params, ws: Workspace, drive: Drive, s_warm: list, y1h: np.ndarray,
-               beta: float, weight_lrs, bias_lrs, sweeps: int, s0: np.ndarray, next_s0=None):
-    """One centered-EP step on a batch (in place on ``params``), returning what the next needs.
+def cep_step(spec: FusedSpec, params, ws: Workspace, drive: Drive, s_warm: list, y1h: np.ndarray,
+             beta: float, weight_lrs, bias_lrs, sweeps: int, s0: np.ndarray, next_s0=None):
+    r"""One centered-EP step on a batch; updates the arrays of ``params`` **in place**.
+
+    Free phase from ``s_warm``, then the ``-beta`` and ``+beta`` phases from the free state (stacked),
+    each ``sweeps`` sweeps; then ``theta -= lr * (dE/dtheta(s+) - dE/dtheta(s-)) / (2 beta)`` averaged
+    over the batch, conductances clamped at 0 (DRN).
 
     Parameters
     ----------
+    params : tuple of arrays
+        ``(W_1..W_L, b_1..b_L)`` in ``spec.dtype``; modified in place.
+    ws : Workspace
     drive : Drive
         ``s0 @ W1`` and ``1 @ W1`` for this batch (from the previous call or :func:`make_drive`).
     s_warm : list of arrays
         Warm start of the free phase (the previous batch's final ``+beta`` state).
     y1h : array (B, n_out)
         One-hot targets.
+    beta : float
+        Nudging strength (> 0; S for DRNs).
+    weight_lrs, bias_lrs : sequence of float
+        Learning rate per layer.
     s0 : array (B, n0)
-        This batch's input layer; ``next_s0`` the next batch's (or None).
+        This batch's input layer (:meth:`FusedSpec.input_layer`); ``next_s0`` the next batch's (or None).
 
     Returns
     -------
@@ -471,18 +488,24 @@ def cep_batch_(net: FastNet, params, ws: Workspace, drive: Drive, s_warm: list, 
     s_plus : list
         The ``+beta`` state (warm start of the next batch).
     next_drive : Drive or None
+        ``next_s0 @ W1`` and the column sums (DRN) after the update, from the fused pass.
+
+    Raises
+    ------
+    PhysgradError
+        The ``-beta`` phase is non-convex (the energy's ``check_beta``).
     """
-    L = net.n_layers
+    L = spec.n_layers
     Ws, bs = params[:L], params[L:]
-    drn = net.model == "drn"
+    drn = spec.drn
     B = len(y1h)
-    consts = prepare(net, params, drive)
-    free = relax(net, params, drive, s_warm, sweeps, consts=consts)
+    consts = prepare(spec, params, drive)
+    free = relax(spec, params, drive, s_warm, sweeps, consts=consts)
     # the two nudged phases start from the same free state and are independent: relax them as one
     # stacked batch (rows 0..B-1 at -beta, rows B..2B-1 at +beta), half the calls, same arithmetic
     stacked = replace(consts, const={**consts.const, 1: np.concatenate([consts.const[1]] * 2)})
     betas = np.repeat(np.array([-beta, beta], dtype=y1h.dtype), B)[:, None]
-    both = relax(net, params, drive, [np.concatenate([f, f]) for f in free], sweeps, betas,
+    both = relax(spec, params, drive, [np.concatenate([f, f]) for f in free], sweeps, betas,
                  np.concatenate([y1h, y1h]), consts=stacked)
     s_m = [a[:B] for a in both]
     s_p = [a[B:] for a in both]
@@ -519,11 +542,11 @@ def cep_batch_(net: FastNet, params, ws: Workspace, drive: Drive, s_warm: list, 
     Bm = np.ascontiguousarray(Bm, dtype=Ws[0].dtype)
     P = None
     if drn:
-        ones = np.ones((1, net.sizes[0]), Ws[0].dtype)
+        ones = np.ones((1, spec.sizes[0]), Ws[0].dtype)
         P = ones if next_s0 is None else np.concatenate([next_s0, ones])
     elif next_s0 is not None:
         P = next_s0
-    out = first_layer_pass_(ws, Ws[0], AT, Bm, P)
+    out = first_layer_pass(ws, Ws[0], AT, Bm, P)
     next_drive = None
     if out is not None:
         if drn:
@@ -533,51 +556,9 @@ def cep_batch_(net: FastNet, params, ws: Workspace, drive: Drive, s_warm: list, 
     return free, s_p, next_drive
 
 
-def make_drive(net: FastNet, ws: Workspace, W1, s0) -> Drive:
+def make_drive(spec: FusedSpec, ws: Workspace, W1, s0) -> Drive:
     """``Drive`` for input layer ``s0`` with the current ``W1`` (same blocked sums as the fused pass)."""
-    if net.model == "drn":
-        out = first_layer_pass_(ws, W1, P=np.concatenate([s0, np.ones((1, s0.shape[1]), s0.dtype)]))
+    if spec.drn:
+        out = first_layer_pass(ws, W1, P=np.concatenate([s0, np.ones((1, s0.shape[1]), s0.dtype)]))
         return Drive(out[:-1], out[-1])
-    return Drive(first_layer_pass_(ws, W1, P=s0), None)
-
-
-def reference_cep_step(net: FastNet, params, x, y1h, s_warm, beta, weight_lrs, bias_lrs, sweeps):
-    """Straightforward numpy centered-EP step (pure: returns new params), the baseline of the benchmark.
-
-    Recomputes ``s0 @ W1`` and the column sums in every sweep, forms each gradient
-    ``dE/dW_k = mean_b 1/2 (s_{k-1} - s_k)^2`` as a full matrix per phase, then updates and clamps.
-
-    Returns
-    -------
-    new_params, free, s_plus
-    """
-    L = net.n_layers
-    Ws, bs = list(params[:L]), list(params[L:])
-    s0 = input_layer(net, x, Ws[0].dtype)
-    drn = net.model == "drn"
-
-    def phase(s, b_):
-        for _ in range(sweeps):
-            drive = Drive(s0 @ Ws[0], Ws[0].sum(axis=0) if drn else None)
-            s = relax(net, tuple(Ws) + tuple(bs), drive, s, 1, b_, y1h)
-        return s
-
-    free = phase(list(s_warm), 0.0)
-    s_m = phase(free, -beta)
-    s_p = phase(free, beta)
-    layers_m, layers_p = [s0] + s_m, [s0] + s_p
-
-    def dEdW(lay, k):
-        a, h = lay[k - 1], lay[k]
-        if drn:
-            return 0.5 * ((a * a).mean(0)[:, None] + (h * h).mean(0)[None, :]) - a.T @ h / len(a)
-        return -(a.T @ h) / len(a)
-
-    newW, newb = [], []
-    for k in range(1, L + 1):
-        g = (dEdW(layers_p, k) - dEdW(layers_m, k)) / (2 * beta)
-        W = Ws[k - 1] - weight_lrs[k - 1] * g
-        newW.append(np.maximum(W, 0) if drn else W)
-        gb = -(s_p[k - 1].mean(0) - s_m[k - 1].mean(0)) / (2 * beta)
-        newb.append(bs[k - 1] - bias_lrs[k - 1] * gb)
-    return tuple(newW) + tuple(newb), free, s_p
+    return Drive(first_layer_pass(ws, W1, P=s0), None)

@@ -11,14 +11,15 @@ networks", ICML 2024.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Literal, Optional
+from typing import Literal, Optional, Union, get_args
 
+from physgrad.energies.layered import DeepHopfield, DeepResistive
+from physgrad.minimizers.block import SCHEDULES, BlockCoordinateDescent, Schedule
 from physgrad.types import PhysgradError
 
 Model = Literal["drn", "dhn"]
-Schedule = Literal["asynchronous", "synchronous", "forward", "backward"]
-MODELS = ("drn", "dhn")
-SCHEDULES = ("asynchronous", "synchronous", "forward", "backward")
+MODELS = get_args(Model)
+MNIST_PIXELS = 28 * 28  # inputs of every preset: a flattened 28 x 28 image, pixels in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,9 @@ class Preset:
             raise PhysgradError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         hidden = tuple(int(h) for h in self.hidden)
         object.__setattr__(self, "hidden", hidden)
-        if not hidden or any(h <= 0 for h in hidden):
-            raise PhysgradError(f"hidden sizes must be positive, got {self.hidden}")
-        if self.model == "drn" and any(h % 2 for h in hidden):
-            raise PhysgradError(f"DRN hidden sizes must be even (half v>=0, half v<=0), got {hidden}")
+        if not hidden:
+            raise PhysgradError("a preset needs at least one hidden layer")
+        self.energy()  # the energy validates the sizes (positive; a DRN's even) and the input gain
         n_layers = len(hidden) + 1
         wl = tuple(float(v) for v in self.weight_lrs)
         bl = tuple(float(v) for v in (self.bias_lrs or self.weight_lrs))
@@ -97,15 +97,24 @@ class Preset:
         if not 0 < self.lr_decay <= 1:
             raise PhysgradError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
-    @property
-    def n_inputs(self) -> int:
-        """Input units: 1568 for DRNs (doubled pixels), 784 for DHNs."""
-        return 2 * 784 if self.model == "drn" else 784
+    def energy(self) -> Union[DeepResistive, DeepHopfield]:
+        """The network: :class:`~physgrad.energies.layered.DeepResistive` (with ``input_gain``) or
+        :class:`~physgrad.energies.layered.DeepHopfield`, on :data:`MNIST_PIXELS` inputs."""
+        if self.model == "drn":
+            return DeepResistive(MNIST_PIXELS, self.hidden, self.n_outputs, input_gain=self.input_gain)
+        return DeepHopfield(MNIST_PIXELS, self.hidden, self.n_outputs)
+
+    def minimizer(self, sweeps: Optional[int] = None) -> BlockCoordinateDescent:
+        """Block coordinate descent with this preset's schedule and a fixed budget (``tol=None``) of
+        ``sweeps`` sweeps per phase (default: the training budget :attr:`sweeps`; evaluation uses
+        :attr:`sweeps_eval`)."""
+        return BlockCoordinateDescent(sweeps=self.sweeps if sweeps is None else sweeps, schedule=self.schedule,
+                                      tol=None)
 
     @property
     def sizes(self) -> tuple:
-        """All layer sizes, input first."""
-        return (self.n_inputs,) + self.hidden + (self.n_outputs,)
+        """All layer sizes, input first (the energy's: a DRN's input layer is the doubled 1568)."""
+        return self.energy().sizes
 
     def with_options(self, **options) -> "Preset":
         """A copy with some fields changed; unknown names raise an error listing the valid ones."""
@@ -135,9 +144,6 @@ PRESETS = {p.name: p for p in (
     Preset("dhn-3h", "dhn", (1024, 1024, 1024), sweeps=10, sweeps_eval=100, beta=0.2,
            weight_lrs=(0.2, 0.05, 0.01, 0.002), epochs=100, batch_size=16, weight_gain=0.7, paper_error=1.65),
 )}
-
-# Truncated-backprop test errors (%) reported in the same paper.
-PAPER_TBP_ERROR = {"drn-xs": 3.30, "drn-1h": 1.54, "drn-2h": 1.45, "drn-3h": 1.50, "drn-xl": 1.30}
 
 
 def get_preset(name: str) -> Preset:

@@ -10,14 +10,16 @@ A run folder holds everything needed to reproduce and continue it:
   ``--resume`` continues from it bit-for-bit;
 * ``learning_curve.png``.
 
-Same seed, same result: the initial parameters come from ``default_rng(seed)`` and the order of
-epoch ``e`` from ``default_rng([seed, e])``; the fast path sums partial products in a fixed order.
+Same seed, same result: the initial parameters come from ``default_rng(seed)`` (the energy's
+``init_theta``, the same for every engine) and the order of epoch ``e`` from ``default_rng([seed, e])``;
+the fused kernel sums partial products in a fixed order.
 
-Algorithms: ``cep`` (centered EP) runs on the fused float32 path of :mod:`physgrad.layered.fused`
-(``--engine fast``, the default for it); every algorithm, ``cep`` included, runs on the generic
-path (``--engine generic``): :class:`physgrad.energies.layered.DeepResistive` /
-:class:`~physgrad.energies.layered.DeepHopfield`, :class:`physgrad.minimizers.block.BlockCoordinateDescent`
-and the learning rules of :mod:`physgrad.learning`.
+Engines (:mod:`physgrad.layered.steppers`): ``cep`` (centered EP) runs on the fused float32 kernel of
+:mod:`physgrad.layered.fused` (``--engine fast``, the default for it); every algorithm, ``cep``
+included, runs on the generic engine (``--engine generic``): the preset's energy
+(:class:`physgrad.energies.layered.DeepResistive` / :class:`~physgrad.energies.layered.DeepHopfield`),
+:class:`physgrad.minimizers.block.BlockCoordinateDescent` and the learning rules of
+:mod:`physgrad.learning`.
 """
 from __future__ import annotations
 
@@ -30,19 +32,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import numpy as np
 
-from physgrad.layered import fused as lf
-from physgrad.layered.data import load_dataset, DATASETS
+from physgrad.layered.data import DATASETS, load_dataset
+from physgrad.layered.presets import Preset, get_preset
+from physgrad.layered.steppers import initial_params, make_stepper
 from physgrad.types import PhysgradError
-from physgrad.layered.presets import PRESETS, Preset, get_preset
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
 Engine = Literal["auto", "fast", "generic"]
-ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
-ENGINES = ("auto", "fast", "generic")
+ALGORITHMS = get_args(Algorithm)
+ENGINES = get_args(Engine)
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
@@ -65,12 +67,13 @@ class TrainConfig:
         Evaluate on the first ``test_size`` test images (None = all).
     seed : int
     threads : int
-        CPU threads for the fused pass over ``W1`` and for evaluation. 2 uses the second core of a
-        2-core machine when it is idle; when another process holds it, 2 threads are slower than
-        1 (busy-waiting BLAS threads, thread hand-offs), hence the default 1.
+        CPU threads: the fused engine splits its pass over ``W1`` between them (for a ``W1`` of at
+        least 4 MB); evaluation and the generic engine give them to BLAS. Extra threads pay off
+        only on cores that are otherwise idle (a batch-4 step is short, and a thread waiting for a
+        busy core holds up the whole step).
     dtype : {"float32", "float64"}
     engine : {"auto", "fast", "generic"}
-        ``fast``: the fused float32 centered-EP path; ``generic``: energy + block minimizer + the
+        ``fast``: the fused float32 centered-EP kernel; ``generic``: energy + block minimizer + the
         learning rules of :mod:`physgrad.learning` (any algorithm); ``auto``: fast for cep.
     eta : float
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
@@ -171,12 +174,6 @@ class _StopFlag:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
-
-
-def _one_hot(y, n, dtype):
-    out = np.zeros((len(y), n), dtype=dtype)
-    out[np.arange(len(y)), y] = 1
-    return out
 
 
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
@@ -301,7 +298,6 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     x_test = (data.x_test[:n_test].astype(dtype) / dtype.type(255))
     y_test = data.y_test[:n_test]
 
-    net = lf.FastNet(preset.model, preset.sizes, preset.input_gain, preset.schedule)
     B = preset.batch_size
     n_batches = -(-n_train // B)
     if resume:
@@ -310,7 +306,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         epoch, start_batch = ck["epoch"], ck["batch"]
         n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
     else:
-        params = lf.init_params(net, np.random.default_rng(config.seed), preset.weight_gain, dtype)
+        params = initial_params(preset, config.seed, dtype)
         warm, epoch, start_batch, n_wrong, n_seen, t_train = None, 0, 0, 0, 0, 0.0
     metrics = _read_metrics(metrics_path)
     if resume and any(m["epoch"] > epoch for m in metrics):  # a row written after the last checkpoint
@@ -320,11 +316,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
             _append_metrics(metrics_path, m)
     show = sys.stderr.isatty() if progress is None else progress
 
-    engine = config.resolved_engine
-    if engine == "fast":
-        stepper = _FastCEP(net, preset, params, config.threads, dtype)
-    else:
-        stepper = _Generic(net, preset, config, params, dtype)
+    stepper = make_stepper(config.resolved_engine, preset, config.algorithm, params, threads=config.threads,
+                           eta=config.eta)
     batches_done = 0
 
     def plot():
@@ -363,7 +356,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
                                         f"checkpoint of the previous epoch is kept; lower the learning rates")
                 t1 = time.perf_counter()
-                pred = lf.evaluate(net, stepper.params, x_test, preset.sweeps_eval, n_threads=config.threads)
+                pred = stepper.evaluate(stepper.params, x_test)
                 t_eval = time.perf_counter() - t1
                 row = {"epoch": epoch + 1, "train_error": 100.0 * n_wrong / max(n_seen, 1),
                        "test_error": 100.0 * float(np.mean(pred != y_test)), "train_seconds": t_train,
@@ -381,90 +374,3 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         stepper.close()
     return metrics
 
-
-class _FastCEP:
-    """Centered EP on the fused float32 path (:mod:`physgrad.layered.fused`)."""
-
-    def __init__(self, net, preset, params, threads, dtype):
-        self.net, self.preset, self.params = net, preset, tuple(params)
-        # a W1 below ~4 MB is processed faster by one thread than split (thread hand-off costs more)
-        fused_threads = threads if params[0].nbytes >= (4 << 20) else 1
-        self.ws = lf.Workspace(net, preset.batch_size, n_threads=fused_threads, dtype=dtype)
-        from threadpoolctl import threadpool_limits
-        self._limits = threadpool_limits(1)  # BLAS single-threaded inside our threads
-        self.drive = None
-
-    def start_epoch(self, x, order, start_batch):
-        B = self.preset.batch_size
-        idx = order[start_batch * B:(start_batch + 1) * B]
-        self.drive = lf.make_drive(self.net, self.ws, self.params[0], lf.input_layer(self.net, x[idx], self.params[0].dtype))
-
-    def step(self, x, idx, y, nxt, warm, lr_scale):
-        net, p = self.net, self.preset
-        dtype = self.params[0].dtype
-        s0 = lf.input_layer(net, x[idx], dtype)
-        if warm is None or len(warm[0]) != len(idx):
-            warm = lf.zero_state(net, len(idx), dtype)
-        next_s0 = None if nxt is None else lf.input_layer(net, x[nxt], dtype)
-        if next_s0 is not None and len(next_s0) != len(idx):
-            next_s0 = None  # a shorter last batch: its drive is computed separately
-        free, s_plus, drive = lf.cep_batch_(
-            net, self.params, self.ws, self.drive, warm, _one_hot(y, net.sizes[-1], dtype), p.beta,
-            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
-        if nxt is not None and next_s0 is None:
-            drive = lf.make_drive(net, self.ws, self.params[0], lf.input_layer(net, x[nxt], dtype))
-        self.drive = drive
-        return s_plus, np.argmax(free[-1], axis=1)
-
-    def close(self):
-        self.ws.close()
-        self._limits.restore_original_limits()
-
-
-class _Generic:
-    """Any learning rule of :mod:`physgrad.learning` on the layered energy and the block minimizer.
-
-    The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
-    with ``strict=False``. As in the fast path, the next batch's free phase starts from the last
-    nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP).
-    """
-
-    def __init__(self, net, preset, config, params, dtype):
-        from physgrad.energies.layered import energy_for_preset
-        from physgrad.learning import TruncatedBackprop, make_estimator
-        from physgrad.minimizers.block import BlockCoordinateDescent
-
-        self.net, self.preset, self.params = net, preset, tuple(params)
-        self.energy = energy_for_preset(preset)
-        self.minimizer = BlockCoordinateDescent(sweeps=preset.sweeps, schedule=preset.schedule, tol=None)
-        if config.algorithm == "tbp":  # unrolled from the free state, like the authors' BP baseline
-            self.rule = TruncatedBackprop(steps=preset.sweeps, init="free", strict=False)
-        else:
-            self.rule = make_estimator(config.algorithm, beta=preset.beta, eta=config.eta, steps=preset.sweeps,
-                                       strict=False)
-        self.dtype = dtype
-
-    def start_epoch(self, x, order, start_batch):
-        pass
-
-    def step(self, x, idx, y, nxt, warm, lr_scale):
-        p = self.preset
-        xb = x[idx]
-        s0 = None if warm is None or len(warm[0]) != len(idx) else tuple(warm)
-        free = self.minimizer.minimize(self.energy, self.params, xb, s0=s0)
-        y1h = _one_hot(y, self.net.sizes[-1], self.dtype)
-        if hasattr(self.rule, "phases"):
-            ph = self.rule.phases(self.energy, self.params, xb, y1h, self.minimizer, free=free)
-            grads = self.rule.estimate_from_phases(self.energy, self.params, xb, ph)
-            last = ph.plus if ph.plus is not None else (ph.minus if ph.minus is not None else ph.free)
-        else:
-            grads = self.rule.estimate(self.energy, self.params, xb, y1h, self.minimizer, free=free)
-            last = free
-        lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
-        new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
-        self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))
-        warm = [np.asarray(s, dtype=self.dtype) for s in last.state]
-        return warm, np.argmax(np.asarray(self.energy.outputs(free.state)), axis=1)
-
-    def close(self):
-        pass

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import autograd.numpy as anp
 import numpy as np
@@ -31,12 +31,19 @@ from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
 from physgrad.minimizers.loop import iterate
 
 Schedule = Literal["asynchronous", "synchronous", "forward", "backward"]
-SCHEDULES = ("asynchronous", "synchronous", "forward", "backward")
+SCHEDULES = get_args(Schedule)
 _REQUIRED = ("block_solve", "energy", "outputs", "n_layers", "sizes", "input_layer")
 
 
-def layer_groups(n_layers: int, schedule: str) -> list:
-    """Free-layer indices (1..L) updated together, in order, during one sweep."""
+def layer_groups(n_layers: int, schedule: Schedule) -> list:
+    """Free-layer indices (1..L) updated together, in order, during one sweep.
+
+    Returns
+    -------
+    list of list of int
+        E.g. ``[[1, 3], [2]]`` for three free layers and ``"asynchronous"`` (the one definition of
+        the schedules: every layered kernel takes its groups from here).
+    """
     free = list(range(1, n_layers + 1))
     if schedule == "asynchronous":
         return [g for g in (free[0::2], free[1::2]) if g]

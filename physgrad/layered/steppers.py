@@ -1,0 +1,248 @@
+"""Training engines of layered mode behind one protocol, :class:`Stepper`.
+
+The training loop (:func:`physgrad.layered.train.train`) owns the data order, the learning-rate
+schedule, checkpoints and metrics; a stepper owns the parameters while it runs and everything
+that is specific to how a batch is computed (kernels, buffers, threads, BLAS limits).
+
+* :class:`FusedCEPStepper` (``--engine fast``): centered EP on the fused kernel of
+  :mod:`physgrad.layered.fused` (float32, in place, threads over the rows of ``W1``).
+* :class:`RuleStepper` (``--engine generic``): any rule of :mod:`physgrad.learning` on the preset's
+  energy and :class:`physgrad.minimizers.block.BlockCoordinateDescent`; the reference route.
+
+Both start from :func:`initial_params` (the energy's ``init_theta``, drawn on the host from
+``default_rng(seed)``), so a seed gives the same start on every engine.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Protocol
+
+import numpy as np
+
+from physgrad.layered import fused
+from physgrad.layered.presets import Preset
+from physgrad.types import PhysgradError
+
+EngineName = Literal["fast", "generic"]
+
+
+class Stepper(Protocol):
+    """One training engine.
+
+    Parameters are numpy arrays on the host, ``(W_1..W_L, b_1..b_L)``, handed to the constructor
+    (from :func:`initial_params` or a checkpoint); ``params`` always holds the current ones.
+
+    Attributes
+    ----------
+    params : tuple of arrays
+        Current parameters (for checkpoints and evaluation).
+    """
+
+    params: tuple
+
+    def start_epoch(self, x: np.ndarray, order: np.ndarray, start_batch: int) -> None:
+        """Called before the batch ``start_batch`` of an epoch whose sample order is ``order``
+        (``x``: all training pixels ``(n, n_inputs)``)."""
+
+    def step(self, x: np.ndarray, idx: np.ndarray, y: np.ndarray, nxt: Optional[np.ndarray], warm,
+             lr_scale: float) -> tuple:
+        """Train on the batch ``x[idx]`` with labels ``y`` (``(B,)`` int).
+
+        Parameters
+        ----------
+        nxt : array or None
+            Indices of the next batch (a stepper may prepare it), None after the last batch.
+        warm : list of arrays or None
+            Warm start of the free phase: what the previous step returned (None: zeros).
+        lr_scale : float
+            Factor on every learning rate (the epoch's decay).
+
+        Returns
+        -------
+        warm : list of arrays
+            The warm start of the next batch (the last nudged state).
+        pred : array (B,)
+            Predicted classes of the free phase (the running train error).
+        """
+
+    def evaluate(self, params, x: np.ndarray) -> np.ndarray:
+        """Predicted classes ``(n,)`` for pixels ``x`` ``(n, n_inputs)``: the free phase from the
+        zero state, ``preset.sweeps_eval`` sweeps."""
+
+    def close(self) -> None:
+        """Release threads and restore process-wide settings (BLAS limits)."""
+
+
+def initial_params(preset: Preset, seed: int, dtype) -> tuple:
+    """The initial parameters of a run: ``preset.energy().init_theta(default_rng(seed),
+    preset.weight_gain, dtype)`` (the same numbers for every engine)."""
+    return preset.energy().init_theta(np.random.default_rng(seed), preset.weight_gain, np.dtype(dtype))
+
+
+def one_hot(y: np.ndarray, n: int, dtype) -> np.ndarray:
+    """Targets ``(len(y), n)``: 1 at each label, 0 elsewhere."""
+    out = np.zeros((len(y), n), dtype=dtype)
+    out[np.arange(len(y)), y] = 1
+    return out
+
+
+class FusedCEPStepper:
+    """Centered EP on the fused kernel of :mod:`physgrad.layered.fused` (``params`` updated in place).
+
+    Parameters
+    ----------
+    preset : Preset
+        Network (``preset.energy()``), schedule, beta, learning rates, sweeps, batch size.
+    params : tuple of arrays
+        Initial parameters, float32 or float64 (the kernel's dtype); modified in place.
+    threads : int
+        Python threads sharing the fused pass over ``W1`` when ``W1`` is at least 4 MB (below that
+        one thread is faster: the hand-off costs more than the pass), each with single-threaded
+        BLAS, which this stepper sets process-wide until :meth:`close`; evaluation gives the
+        threads to BLAS.
+    """
+
+    def __init__(self, preset: Preset, params, threads: int = 1):
+        from threadpoolctl import threadpool_limits
+
+        self.preset = preset
+        self.spec = fused.FusedSpec(preset.energy(), preset.schedule, params[0].dtype)
+        self.spec.energy.split(params)
+        if any(p.dtype != self.spec.dtype for p in params):
+            raise PhysgradError(f"all parameters must have one dtype, got {[p.dtype.name for p in params]}")
+        self.params = tuple(params)
+        self.threads = int(threads)
+        fused_threads = self.threads if params[0].nbytes >= (4 << 20) else 1
+        self.ws = fused.Workspace(self.spec, preset.batch_size, n_threads=fused_threads)
+        self._limits = threadpool_limits(1)  # BLAS single-threaded inside our threads
+        self.drive = None
+
+    def start_epoch(self, x, order, start_batch):
+        """Compute the first batch's drive ``[s0; 1] @ W1``."""
+        B = self.preset.batch_size
+        idx = order[start_batch * B:(start_batch + 1) * B]
+        self.drive = fused.make_drive(self.spec, self.ws, self.params[0], self.spec.input_layer(x[idx]))
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        """One :func:`physgrad.layered.fused.cep_step`; also prepares the next batch's drive."""
+        spec, p = self.spec, self.preset
+        B = len(idx)
+        if warm is None or len(warm[0]) != B:
+            warm = spec.zero_state(B)
+        if nxt is None or len(nxt) != B:  # no next batch, or a shorter last one (its drive is computed separately)
+            s0, next_s0 = spec.input_layer(x[idx]), None
+        else:  # one call for this batch's and the next batch's input layers
+            both = spec.input_layer(x[np.concatenate([idx, nxt])])
+            s0, next_s0 = both[:B], both[B:]
+        free, s_plus, drive = fused.cep_step(
+            spec, self.params, self.ws, self.drive, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
+            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
+        if nxt is not None and next_s0 is None:
+            drive = fused.make_drive(spec, self.ws, self.params[0], spec.input_layer(x[nxt]))
+        self.drive = drive
+        return s_plus, np.argmax(free[-1], axis=1)
+
+    def evaluate(self, params, x):
+        """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
+        return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
+
+    def close(self):
+        """Stop the thread pool and restore the BLAS thread limits."""
+        self.ws.close()
+        self._limits.restore_original_limits()
+
+
+class RuleStepper:
+    """Any learning rule of :mod:`physgrad.learning` on ``preset.energy()`` and ``preset.minimizer()``.
+
+    The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
+    with ``strict=False``. As in the fused engine, the next batch's free phase starts from the last
+    nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP). New parameters are
+    ``project(theta - lr * grad)``, stored in the dtype of the initial parameters.
+
+    Parameters
+    ----------
+    preset : Preset
+    algorithm : str
+        A code of :func:`physgrad.learning.make_estimator` (``tbp`` unrolls from the free state,
+        like the authors' backprop baseline).
+    params : tuple of arrays
+        Initial parameters.
+    threads : int
+        BLAS threads (set process-wide until :meth:`close`).
+    eta : float
+        Coupled-learning amplitude (pcpl/ncpl/ccpl).
+    eval_batch : int, optional
+        Samples relaxed together by :meth:`evaluate` (default: about 16 MB of float64 per layer's
+        state, between 64 and 2000 samples).
+    """
+
+    def __init__(self, preset: Preset, algorithm: str, params, threads: int = 1, eta: float = 0.5,
+                 eval_batch: Optional[int] = None):
+        from threadpoolctl import threadpool_limits
+
+        from physgrad.learning import TruncatedBackprop, make_estimator
+
+        self.energy = preset.energy()
+        if eval_batch is None:
+            eval_batch = max(64, min(2000, (16 << 20) // (8 * max(self.energy.sizes))))
+        if int(eval_batch) < 1:
+            raise PhysgradError(f"eval_batch must be >= 1, got {eval_batch}")
+        self.preset, self.eval_batch = preset, int(eval_batch)
+        self.energy.split(params)
+        self.params = tuple(params)
+        self.dtype = params[0].dtype
+        self.minimizer = preset.minimizer()
+        self.eval_minimizer = preset.minimizer(preset.sweeps_eval)
+        if algorithm == "tbp":  # unrolled from the free state, like the authors' BP baseline
+            self.rule = TruncatedBackprop(steps=preset.sweeps, init="free", strict=False)
+        else:
+            self.rule = make_estimator(algorithm, beta=preset.beta, eta=eta, steps=preset.sweeps, strict=False)
+        self._limits = threadpool_limits(int(threads))
+
+    def start_epoch(self, x, order, start_batch):
+        """Nothing to prepare."""
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        """Free phase from ``warm``, the rule's estimate, a projected SGD step."""
+        p = self.preset
+        xb = x[idx]
+        s0 = None if warm is None or len(warm[0]) != len(idx) else tuple(warm)
+        free = self.minimizer.minimize(self.energy, self.params, xb, s0=s0)
+        y1h = one_hot(y, self.energy.n_outputs, self.dtype)
+        if hasattr(self.rule, "phases"):
+            ph = self.rule.phases(self.energy, self.params, xb, y1h, self.minimizer, free=free)
+            grads = self.rule.estimate_from_phases(self.energy, self.params, xb, ph)
+            last = ph.plus if ph.plus is not None else (ph.minus if ph.minus is not None else ph.free)
+        else:
+            grads = self.rule.estimate(self.energy, self.params, xb, y1h, self.minimizer, free=free)
+            last = free
+        lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
+        new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+        self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))
+        warm = [np.asarray(s, dtype=self.dtype) for s in last.state]
+        return warm, np.argmax(np.asarray(self.energy.outputs(free.state)), axis=1)
+
+    def evaluate(self, params, x):
+        """Block coordinate descent on the energy from the zero state, ``preset.sweeps_eval`` sweeps
+        (fixed budget), ``eval_batch`` samples at a time; the class of the largest output."""
+        preds = np.empty(len(x), dtype=np.int64)
+        for i in range(0, len(x), self.eval_batch):
+            eq = self.eval_minimizer.minimize(self.energy, params, x[i:i + self.eval_batch])
+            preds[i:i + self.eval_batch] = np.argmax(np.asarray(self.energy.outputs(eq.state)), axis=1)
+        return preds
+
+    def close(self):
+        """Restore the BLAS thread limits."""
+        self._limits.restore_original_limits()
+
+
+def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, threads: int = 1,
+                 eta: float = 0.5) -> Stepper:
+    """The stepper of ``engine``: ``"fast"`` (centered EP only) or ``"generic"``."""
+    if engine == "fast":
+        if algorithm != "cep":
+            raise PhysgradError(f"the fast engine implements centered EP only (cep), not {algorithm!r}")
+        return FusedCEPStepper(preset, params, threads=threads)
+    if engine == "generic":
+        return RuleStepper(preset, algorithm, params, threads=threads, eta=eta)
+    raise PhysgradError(f"engine must be 'fast' or 'generic', got {engine!r}")
