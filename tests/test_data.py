@@ -192,6 +192,8 @@ def test_download_cli(server, tmp_path, monkeypatch):
 def test_real_mnist_if_present():
     """Real MNIST, from the folder named by $PHYSGRAD_DATA (tests never search elsewhere)."""
     if not os.environ.get(data.ENV_VAR):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must set {data.ENV_VAR} (.ci/run passes the shared MNIST folder)")
         pytest.skip(f"set {data.ENV_VAR} to a folder with MNIST to run this test")
     ds = load_dataset("mnist")
     assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
