@@ -1,12 +1,23 @@
 """The one loop of the iterative layered minimizers: repeat a pure ``step`` until a stop rule holds."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 
-def iterate(step: Callable, s: tuple, max_iter: int, tol: Optional[float], unit: str = "sweeps"):
+class Iteration(NamedTuple):
+    """Where :func:`iterate` stopped: the state, a status of :class:`physgrad.types.Equilibrium`, the
+    iterations taken, the last iteration's largest change (the state's unit) and a message."""
+
+    state: Any
+    status: str
+    n_iter: int
+    residual: float
+    message: str
+
+
+def iterate(step: Callable, s: tuple, max_iter: int, tol: Optional[float], unit: str = "sweeps") -> Iteration:
     """Apply ``s <- step(s)`` up to ``max_iter`` times.
 
     Stops as ``converged`` when the largest change of any state entry in one iteration is
@@ -15,7 +26,7 @@ def iterate(step: Callable, s: tuple, max_iter: int, tol: Optional[float], unit:
 
     Returns
     -------
-    (s, status, n_iter, residual, message)
+    Iteration
     """
     residual, n = np.inf, 0
     status = "max_iter"
@@ -25,9 +36,9 @@ def iterate(step: Callable, s: tuple, max_iter: int, tol: Optional[float], unit:
         residual = max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(new, s))
         s = new
         if not np.isfinite(residual):
-            return s, "solver_error", n, residual, f"state became non-finite after {n} {unit}"
+            return Iteration(s, "solver_error", n, residual, f"state became non-finite after {n} {unit}")
         if (tol is not None and residual <= tol) or residual == 0.0:
-            return s, "converged", n, residual, f"largest change {residual:.3g} <= tol after {n} {unit}"
+            return Iteration(s, "converged", n, residual, f"largest change {residual:.3g} <= tol after {n} {unit}")
     if tol is not None:
         message = f"largest change {residual:.3g} > tol={tol:g} after {max_iter} {unit}"
-    return s, status, n, residual, message
+    return Iteration(s, status, n, residual, message)

@@ -5,6 +5,8 @@ the primal active-set method and a phase-1 LP behind it (see :mod:`physgrad.circ
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from physgrad.types import PhysgradError
@@ -25,7 +27,5 @@ def minimize(problem: Problem, active0=None) -> ReducedSolution:
         res = solve_active_set(problem.H, problem.f, problem.D, problem.d, active0)
     except Infeasible as exc:
         return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, "activeset",
-                           str(exc), {"infeasible_rows": exc.rows})
-    status = "converged" if res.converged else "max_iter"
-    return ReducedSolution(res.u, res.lam, status, res.n_iter, f"activeset[{res.method}]", res.message,
-                           active=res.active)
+                               str(exc), {"infeasible_rows": exc.rows})
+    return replace(res, solver=f"activeset[{res.solver}]")

@@ -22,14 +22,13 @@ J. Nocedal, S. Wright, Numerical Optimization, 2nd ed., Sec. 16.5.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog, nnls
 import scipy.sparse.linalg as spla
 
 from physgrad.circuit.graphs import offset_forest
+from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.sparse import solve as sparse_solve
 from physgrad.types import InfeasibleError, NotSolvedError, SingularSystemError
 
@@ -41,17 +40,6 @@ class Infeasible(InfeasibleError):
         super().__init__(f"infeasible diode constraints: rows {list(rows)}")
         self.rows = np.asarray(rows)
         self.violation = float(violation)
-
-
-@dataclass(frozen=True)
-class ActiveSetResult:
-    u: np.ndarray
-    lam: np.ndarray  # (n_rows,) multipliers = diode currents (A), >= 0
-    active: np.ndarray  # bool (n_rows,)
-    n_iter: int
-    method: str
-    converged: bool
-    message: str
 
 
 def kkt_direct(H: sp.spmatrix, f: np.ndarray, D: sp.csr_matrix, d: np.ndarray, W: np.ndarray):
@@ -224,7 +212,7 @@ def pdas_step(W, lam, slack, tol_i: float, tol_v: float):
     return optimal, np.where(W, lam > -tol_i, slack < -tol_v)
 
 
-def pdas(H, f, D, d, W0=None, max_iter=50) -> ActiveSetResult:
+def pdas(H, f, D, d, W0=None, max_iter=50) -> ReducedSolution:
     """Primal-dual active-set iteration from the initial active set ``W0`` (bool mask)."""
     m = D.shape[0]
     W = np.zeros(m, bool) if W0 is None else np.asarray(W0, bool).copy()
@@ -237,13 +225,13 @@ def pdas(H, f, D, d, W0=None, max_iter=50) -> ActiveSetResult:
         ok, newW = pdas_step(W, lam, slack, tol_i, tol_v)
         if ok:
             lam = np.where(W, np.maximum(lam, 0.0), 0.0)
-            return ActiveSetResult(u, lam, W, it, "pdas", True, "converged")
+            return ReducedSolution(u, lam, "converged", it, "pdas", "converged", active=W)
         key = newW.tobytes()
         if key in seen:
             break
         seen.add(key)
         W = newW
-    return ActiveSetResult(u, lam, W, it, "pdas", False, "active-set iteration cycled")
+    return ReducedSolution(u, lam, "max_iter", it, "pdas", "active-set iteration cycled", active=W)
 
 
 def feasible_point(D, d, n):
@@ -267,7 +255,7 @@ def feasible_point(D, d, n):
     return u
 
 
-def primal_active_set(H, f, D, d, u0, max_iter=None) -> ActiveSetResult:
+def primal_active_set(H, f, D, d, u0, max_iter=None) -> ReducedSolution:
     """Nocedal & Wright Alg. 16.3 from a feasible ``u0``; converges for strictly convex QPs."""
     m = D.shape[0]
     n = H.shape[0]
@@ -284,7 +272,7 @@ def primal_active_set(H, f, D, d, u0, max_iter=None) -> ActiveSetResult:
         if np.max(np.abs(p), initial=0.0) <= tol_v:
             if np.all(lam[W] >= -tol_i):
                 lam = np.where(W, np.maximum(lam, 0.0), 0.0)
-                return ActiveSetResult(u, lam, W, it, "primal-active-set", True, "converged")
+                return ReducedSolution(u, lam, "converged", it, "primal-active-set", "converged", active=W)
             j = np.flatnonzero(W)[np.argmin(lam[W])]
             W[j] = False
             continue
@@ -302,17 +290,17 @@ def primal_active_set(H, f, D, d, u0, max_iter=None) -> ActiveSetResult:
         u = u + alpha * p
         if j >= 0:
             W[j] = True
-    return ActiveSetResult(u, np.zeros(m), W, max_iter, "primal-active-set", False, "iteration limit")
+    return ReducedSolution(u, np.zeros(m), "max_iter", max_iter, "primal-active-set", "iteration limit", active=W)
 
 
-def solve_active_set(H, f, D, d, W0=None) -> ActiveSetResult:
+def solve_active_set(H, f, D, d, W0=None) -> ReducedSolution:
     """PDAS from ``W0``; on failure, phase-1 LP then the primal active-set method.
 
     Raises :class:`Infeasible` when no point satisfies every diode constraint.
     """
     if D.shape[0] == 0:
         u, lam = kkt_direct(H, f, D, d, np.zeros(0, bool))
-        return ActiveSetResult(u, lam, np.zeros(0, bool), 1, "linear", True, "converged")
+        return ReducedSolution(u, lam, "converged", 1, "linear", "converged", active=np.zeros(0, bool))
     try:
         res = pdas(H, f, D, d, W0)
     except SingularSystemError:  # singular KKT system on a guessed set
@@ -322,8 +310,8 @@ def solve_active_set(H, f, D, d, W0=None) -> ActiveSetResult:
     u0 = feasible_point(D, d, H.shape[0])
     res2 = primal_active_set(H, f, D, d, u0)
     n_prev = 0 if res is None else res.n_iter
-    return ActiveSetResult(res2.u, res2.lam, res2.active, n_prev + res2.n_iter, "pdas+primal-active-set",
-                           res2.converged, res2.message)
+    return ReducedSolution(res2.u, res2.lam, res2.status, n_prev + res2.n_iter, "pdas+primal-active-set",
+                           res2.message, active=res2.active)
 
 
 def dense_qp(H: np.ndarray, f: np.ndarray, D: np.ndarray, d: np.ndarray, *, W0=None, cache=None,

@@ -73,7 +73,7 @@ def minimize(problem: Problem, backend: str = "OSQP", polish: bool = True) -> Re
     except Infeasible as exc:
         return ReducedSolution(np.full(n, np.nan), np.zeros(problem.D.shape[0]), "infeasible", 0, f"qp[{backend}]",
                            str(exc), {**info, "infeasible_rows": exc.rows})
-    info["polish"] = res.method
+    info["polish"] = res.solver
     status = "converged" if res.converged else "max_iter"
     return ReducedSolution(res.u, res.lam, status, res.n_iter, f"qp[{backend}]+polish", res.message, info,
                            active=res.active)

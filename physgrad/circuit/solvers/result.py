@@ -35,3 +35,7 @@ class ReducedSolution:
     message: str = ""
     info: Mapping[str, Any] = field(default_factory=dict)
     active: Optional[np.ndarray] = None
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
