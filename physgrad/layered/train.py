@@ -79,7 +79,7 @@ class TrainConfig:
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
     """
 
-    preset: str = "drn-xs"
+    preset: str = "drn-1h"
     algorithm: Algorithm = "cep"
     dataset: str = "mnist"
     data_dir: Optional[str] = None

@@ -1,0 +1,103 @@
+"""What one run of a sweep executes: the commands a sweep can cross, as library calls.
+
+Each :class:`Task` turns a run's parameters (a command's options, Python names) into that command's
+validated configuration, runs it into a run folder (resuming from its checkpoint when one is there)
+and summarises it for ``results.csv``. Runs execute in worker processes: everything here is
+importable by name and keeps BLAS to the run's own thread count.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Mapping
+
+from physgrad.layered.train import CHECKPOINT, TrainConfig, train
+from physgrad.sweep.spec import SpecError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished or failed run, as a row of ``results.csv``.
+
+    Attributes
+    ----------
+    status : {"ok", "unfinished", "error"}
+    final_error, best_error : float
+        Last and best test error (%) over the epochs run (NaN when none).
+    epochs : int
+        Epochs completed.
+    seconds : float
+        Wall time of this attempt (s).
+    message : str
+        The error, for error rows.
+    """
+
+    status: str
+    final_error: float = float("nan")
+    best_error: float = float("nan")
+    epochs: int = 0
+    seconds: float = 0.0
+    message: str = ""
+
+
+def read_curve(folder: Path) -> list:
+    """``(epoch, test_error)`` pairs of a run folder's ``metrics.csv`` (empty when absent)."""
+    path = Path(folder) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [(int(float(r["epoch"])), float(r["test_error"])) for r in csv.DictReader(fh)]
+
+
+def _train_config(params: Mapping) -> TrainConfig:
+    valid = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise SpecError(f"train has no option(s) {unknown}; valid: {sorted(valid - {'seed'})}")
+    return TrainConfig(**params)
+
+
+def _train_run(config: TrainConfig, out: Path, command: str) -> RunResult:
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    resume = (out / CHECKPOINT).exists()
+    with threadpool_limits(config.threads):
+        metrics = train(config, out, resume=resume, progress=False, command=command)
+    seconds = time.perf_counter() - t0
+    errors = [m["test_error"] for m in metrics]
+    done = len(metrics) > 0 and int(metrics[-1]["epoch"]) >= config.resolved_preset.epochs
+    return RunResult("ok" if done else "unfinished", errors[-1] if errors else float("nan"),
+                     min(errors) if errors else float("nan"), len(metrics), seconds)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A command a sweep can run.
+
+    Attributes
+    ----------
+    name : str
+        The command (``physgrad NAME``).
+    config : callable
+        ``params -> config``: validates the options (raises :class:`SpecError` / ``PhysgradError``).
+    run : callable
+        ``(config, out, command) -> RunResult``: runs (or resumes) into folder ``out``.
+    """
+
+    name: str
+    config: Callable
+    run: Callable
+
+
+TASKS = {"train": Task("train", _train_config, _train_run)}
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; unknown names raise an error listing the valid ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise SpecError(f"unknown task {name!r}; valid: {', '.join(TASKS)}") from None
