@@ -41,7 +41,8 @@ def test_catalogue_is_deterministic():
 @pytest.fixture(scope="module")
 def small_run():
     cfg = VerifyConfig(betas=(1e-3, 1e-2, 1e-1), etas=(1e-2, 1e-1), steps=(1, 10, 100), solvers=("coordinate",),
-                       n_directions=2)
+                       n_directions=2, read_sigmas=(1e-8, 1e-6), read_trials=4,
+                       read_betas=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1))
     return run_suite(cfg=cfg, cases=[analytic_chain(3), divider_circuit(), random_case(0)])
 
 
@@ -57,13 +58,29 @@ def test_small_run_passes(small_run):
             "solver_agreement", "kkt_certificates"} <= set(df.check)
 
 
+def test_read_noise_family_on_the_analytic_chain(small_run):
+    """The chain is tagged read_noise: variance ~ sigma^2/beta^2 per phase, flat per example, EP's own bias
+    order given the network as read, and the best beta's order in sigma (1/2 for P-EP, 1/3 for C-EP)."""
+    r = small_run[small_run.family == "read_noise"]
+    assert set(r.case) == {"chain3"}
+    graded = r[r.status.isin(["pass", "fail"])]
+    assert set(graded.check) == {"noisy_variance_order", "noisy_variance_sigma_order", "noisy_bias_order",
+                                 "best_beta_order", "same_mean"}
+    assert (graded.status == "pass").all(), graded.to_string()
+    best = r[r.check == "best_beta_order"].set_index("method").value
+    assert best["cep"] == pytest.approx(1 / 3, abs=0.1) and best["pep"] == pytest.approx(0.5, abs=0.1)
+    with pytest.raises(PhysgradError, match="read_sigmas"):
+        VerifyConfig(read_sigmas=(1e-6,))
+
+
 def test_report_folder(small_run, tmp_path):
     env = {"command": "test", "git_commit": "x", "git_dirty": False, "seconds": 1.0}
     paths = write_report(small_run, tmp_path / "rep", env)
     back = pd.read_csv(paths["results"])
     assert len(back) == len(small_run)
     text = paths["summary"].read_text()
-    assert "PASSED" in text and "Bias order" in text and "0 violations" in text
+    assert "PASSED" in text and "Bias order" in text and "0 violations" in text and "EP under read noise" in text
+    assert any(p.name == "read_noise.png" for p in paths["figures"])
     assert json.loads(paths["environment"].read_text())["command"] == "test"
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths["figures"])
 
@@ -89,3 +106,13 @@ def test_verify_exit_codes(tmp_path, monkeypatch):
     monkeypatch.setattr("verification.suite.run_suite", lambda **kw: failed)
     assert main(["verify", "--quick", "--out", str(tmp_path / "b")]) == 1
     assert (tmp_path / "b" / "summary.md").read_text().count("FAILED") >= 1
+
+
+@pytest.mark.slow
+def test_read_noise_family_on_a_diode_circuit_and_a_drn():
+    """The full suite's read-noise cases (random0: ideal diodes; drn0: a layered network, batch 2)."""
+    cases = {c.name: c for c in catalogue(quick=False) if "read_noise" in c.tags}
+    assert set(cases) == {"chain3", "random0", "drn0"}
+    df = run_suite(cfg=VerifyConfig(read_trials=8), cases=[cases["random0"], cases["drn0"]])
+    r = df[(df.family == "read_noise") & df.status.isin(["pass", "fail"])]
+    assert set(r.case) == {"random0", "drn0"} and (r.status == "pass").all(), r.to_string()

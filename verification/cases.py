@@ -5,7 +5,7 @@ and ``python -m verification`` check the same things. Random circuits are built 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -31,7 +31,8 @@ class Case:
         The minimizer has a pure ``step`` (TBP, RBP apply).
     solvers : tuple of str, optional
         The circuit core's solvers to compare with (default: the suite's ``VerifyConfig.solvers``).
-    tags : tuple of str (``analytic``, ``random``, ``diodes``, ``quick``)
+    tags : tuple of str (``analytic``, ``random``, ``diodes``, ``quick``; ``read_noise``: also run the
+        read-noise family, :func:`verification.checks.check_read_noise`)
     beta_scale : float
         Conductance scale (S) of the case: the suite's beta grid is multiplied by it.
     """
@@ -56,7 +57,7 @@ def analytic_chain(n: int = 3) -> Case:
     g = np.linspace(0.5, 2.0, n + 1)
     c, grad = chain_cost_and_gradient(g, 1.0, 0.1)
     return Case(f"chain{n}", chain(n), g, np.array([[1.0]]), np.array([0.1]), LinearSolveMinimizer(),
-                c, grad, tags=("analytic", "quick"))
+                c, grad, tags=("analytic", "quick", "read_noise"))
 
 
 def divider_circuit() -> Case:
@@ -191,4 +192,6 @@ def catalogue(quick: bool = True) -> list:
     cases += [drn_case(0)] if quick else [drn_case(s) for s in range(3)] + [drn_case(10, hidden=(4, 4))]
     if not quick:
         cases += [random_case(100 + s, n_free=10, n_sources=3, n_diodes=6, n_extra=8, n_outputs=2) for s in range(4)]
+        # the read-noise family also on a diode circuit and a layered network (tens of seconds)
+        cases = [replace(c, tags=c.tags + ("read_noise",)) if c.name in ("random0", "drn0") else c for c in cases]
     return cases

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from physgrad.devices import Device, ReadNoise, ReadThrough, device_rng
 from physgrad.types import FREE, Nudge, PhysgradError
 from physgrad.pytree import tree_flatten, tree_map, tree_norm, tree_vdot
 from physgrad.learning import (CoupledLearning, EquilibriumPropagation, ExactGradient, TruncatedBackprop,
@@ -23,6 +24,9 @@ EPS = np.finfo(float).eps
 EP_CODES = {"positive": "pep", "negative": "nep", "centered": "cep"}
 CPL_CODES = {"positive": "pcpl", "negative": "ncpl", "centered": "ccpl"}
 EXPECTED_ORDER = {"pep": 1.0, "nep": 1.0, "cep": 2.0, "pcpl": 1.0, "ncpl": 1.0}
+READ_BETAS = tuple(float(10 ** (k / 4)) for k in range(-15, -1))  # 1.8e-4 .. 0.56, four per decade
+READ_VARIANCE_ORDER = {"phase": -2.0, "example": 0.0}  # d log Var / d log beta
+BEST_BETA_ORDER = {"pep": 0.5, "cep": 1.0 / 3.0}  # d log beta* / d log sigma (read noise per phase)
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,19 @@ class VerifyConfig:
     solver_tol : max voltage difference (V) between solvers (exact routes agree to ~1e-12 V).
     backprop_tol : relative error TBP/RBP must reach at the largest step count (Gauss-Seidel sweeps
         contract geometrically; 100 sweeps reach 1e-6 or better on the catalogue, 1e-4 leaves margin).
-    seed : seed of the random directions.
+    seed : seed of the random directions (and of the read-noise realisations).
     solvers : the circuit core's solvers compared with the reference route.
+    read_sigmas : relative read-noise levels of the ``read_noise`` family. Chosen so that the best
+        beta of every estimator lies inside ``read_betas`` on the catalogue's read-noise cases (the
+        laws, not the values, are what is checked).
+    read_betas : EP nudges (S, times the case's ``beta_scale``) of the ``read_noise`` family.
+    read_trials : realisations per (sigma, beta): the variances' relative standard error is about
+        ``sqrt(2 / read_trials)``, but every beta and sigma reuses the same realisations (common
+        random numbers), so slopes and the location of the minimum are far more precise.
+    best_beta_tol : allowed |fitted slope of log beta* vs log sigma - expected|.
+    same_mean_z : allowed largest |t| statistic of the mean difference between the estimates with read
+        noise per phase and per example (every beta, sigma and parameter; the draws are common to all
+        betas and sigmas, so these are a few nearly independent tests, not hundreds).
     """
 
     betas: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -61,9 +76,14 @@ class VerifyConfig:
     backprop_tol: float = 1e-4
     seed: int = 0
     solvers: tuple = ("qp", "coordinate")
+    read_sigmas: tuple = (1e-8, 1e-7, 1e-6)
+    read_betas: tuple = READ_BETAS
+    read_trials: int = 24
+    best_beta_tol: float = 0.1
+    same_mean_z: float = 4.5
 
     def __post_init__(self):
-        for name in ("betas", "etas", "steps", "solvers"):
+        for name in ("betas", "etas", "steps", "solvers", "read_sigmas", "read_betas"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if len(self.betas) < 3 or min(self.betas) <= 0:
             raise PhysgradError("betas: at least three values > 0 are needed to fit a slope")
@@ -73,6 +93,12 @@ class VerifyConfig:
             raise PhysgradError("steps must be integers >= 1")
         if self.n_directions < 1 or self.fd_rel_step <= 0:
             raise PhysgradError("n_directions >= 1 and fd_rel_step > 0 are required")
+        if len(self.read_sigmas) < 2 or min(self.read_sigmas) <= 0:
+            raise PhysgradError("read_sigmas: at least two values > 0 are needed to fit a slope")
+        if len(self.read_betas) < 5 or min(self.read_betas) <= 0:
+            raise PhysgradError("read_betas: at least five values > 0 (slopes and a minimum inside the grid)")
+        if self.read_trials < 2:
+            raise PhysgradError("read_trials must be >= 2 (a variance needs two realisations)")
 
 
 def row(case, family, check, method="", param_name="", param=np.nan, value=np.nan, reference=np.nan,
@@ -405,12 +431,174 @@ def _ngspice_row(case, ref, cfg):
                + (f"; warnings: {res.warnings}" if res.warnings else ""))
 
 
+def _example(case, b: int):
+    """``(x, y)`` of example ``b`` of the case's batch (circuits without inputs: the one example)."""
+    if case.x is None or np.ndim(case.x) < 2 or np.shape(case.x)[0] == 1:
+        return case.x, case.y
+    y = np.asarray(case.y)
+    return case.x[b:b + 1], (y[b:b + 1] if y.ndim == 2 and y.shape[0] == np.shape(case.x)[0] else y)
+
+
+def _read_noise_runs(case, cfg: VerifyConfig):
+    """EP estimates under read noise, and the exact gradients of the networks as read.
+
+    For each sigma, trial ``i`` and beta: P-EP and C-EP from the phases relaxed at read
+    conductances drawn per phase (``ReadThrough`` with ``ReadNoise(sigma, "phase")``) and per example
+    (``"example"``), all from ``device_rng(cfg.seed, "read", i, example, phase)``: the free phase's
+    realisation is the same in both modes, and every beta and sigma reuses the trial's draws.
+
+    Returns
+    -------
+    est : dict ``(sigma, mode, code) -> array (n_beta, trials, n_params)`` (NaN where a beta failed)
+    g_read : dict ``sigma -> array (trials, n_params)``: exact gradient of the batch-mean cost with
+        each example at its own read conductances (the network mode ``"example"`` measures)
+    failed : dict ``beta -> message`` for nudges the energy rejects (e.g. ``-beta`` non-convex)
+    """
+    n_p = flat(case.theta).size
+    betas = [b * case.beta_scale for b in cfg.read_betas]
+    batch = 1 if case.x is None or np.ndim(case.x) < 2 else np.shape(case.x)[0]
+    est, g_read, failed = {}, {}, {}
+    for s in cfg.read_sigmas:
+        wraps = {}
+        for mode in ("phase", "example"):
+            dev = Device(name=f"read-noise-{mode}", read_noise=ReadNoise(s, resample=mode))
+            wraps[mode] = (dev, dev.init(case.theta, device_rng(cfg.seed, "init"))[1])
+            for code in BEST_BETA_ORDER:
+                est[(s, mode, code)] = np.full((len(betas), cfg.read_trials, n_p), np.nan)
+        g_read[s] = np.zeros((cfg.read_trials, n_p))
+        for i in range(cfg.read_trials):
+            rt = {mode: ReadThrough(case.minimizer, dev, st, seed=cfg.seed, key=(i,)) for mode, (dev, st) in wraps.items()}
+            for b in range(batch):
+                xb, yb = _example(case, b)
+                g = ExactGradient().compute(case.energy, rt["example"].read(case.theta, b), xb, yb, case.minimizer).grad
+                g_read[s][i] += flat(g) / batch
+            free = rt["phase"].minimize(case.energy, case.theta, case.x)
+            for j, beta in enumerate(betas):
+                if beta in failed:
+                    continue
+                for mode in ("phase", "example"):
+                    try:
+                        ph = _ep_phases(case, case.theta, beta, rt[mode], free)
+                    except PhysgradError as err:
+                        failed[beta] = str(err)
+                        break
+                    for v, code in (("positive", "pep"), ("centered", "cep")):
+                        g = EquilibriumPropagation(beta, v).estimate_from_phases(case.energy, case.theta, case.x, ph)
+                        est[(s, mode, code)][j, i] = flat(g)
+    return est, g_read, failed
+
+
+def _best_beta(betas, mse):
+    """Minimiser of the mean-square error on the grid, refined by a parabola through the smallest
+    point and its neighbours in (log beta, log mse); None when the smallest point is on the edge."""
+    j = int(np.nanargmin(mse))
+    if j == 0 or j == len(betas) - 1 or not np.all(np.isfinite(mse[j - 1:j + 2])):
+        return None
+    lx, ly = np.log(betas[j - 1:j + 2]), np.log(mse[j - 1:j + 2])
+    c2, c1, _ = np.polyfit(lx, ly, 2)
+    return float(np.exp(-c1 / (2 * c2)))
+
+
+def check_read_noise(case, cfg: VerifyConfig, exact) -> list:
+    r"""EP under read noise (family ``read_noise``): the conductances each phase relaxes at are
+    read as :math:`g(1 + \sigma\xi)`, a realisation per phase or per example (see
+    :class:`physgrad.devices.ReadNoise`); P-EP and C-EP against the exact gradient :math:`g^*`.
+
+    Rows (``method`` = ``code-mode``, ``detail`` starts with ``sigma=...``; values relative to
+    :math:`|g^*|`): ``rms_error`` and ``std`` per (sigma, beta) (info); ``bias_given_read`` (mode
+    example): :math:`|\mathrm{mean}_i(\hat g_i - g^*_i)|` with :math:`g^*_i` the exact gradient of the
+    network as read (info); graded slopes: ``noisy_variance_order`` (log Var vs log beta: -2 per
+    phase, 0 per example), ``noisy_variance_sigma_order`` (log Var vs log sigma: 2),
+    ``noisy_bias_order`` (bias given the read network vs beta: 1 for P-EP, 2 for C-EP);
+    ``best_beta`` (info) and ``best_beta_order`` (log beta* vs log sigma, per phase: 1/2 for P-EP,
+    1/3 for C-EP, from :math:`\mathrm{MSE} \approx a\beta^{2k} + c\sigma^2/\beta^2`); ``same_mean``
+    (the two modes have the same expectation: largest |t| of their difference).
+    """
+    rows = []
+    g_star = flat(exact.grad)
+    norm = float(np.linalg.norm(g_star))
+    betas = np.array([b * case.beta_scale for b in cfg.read_betas])
+    sigmas = np.array(cfg.read_sigmas)
+    est, g_read, failed = _read_noise_runs(case, cfg)
+    for beta, msg in failed.items():
+        rows.append(row(case, "read_noise", "rms_error", "cep", "beta", beta, status="skip", detail=msg[:200]))
+    ok = np.array([b not in failed for b in betas])
+    var = {}
+    for (s, mode, code), e in est.items():
+        var[(s, mode, code)] = np.sum(np.var(e, axis=1, ddof=1), axis=1) / norm**2
+        mse = np.mean(np.sum((e - g_star) ** 2, axis=2), axis=1) / norm**2
+        tag = f"sigma={s:g}"
+        for j in np.flatnonzero(ok):
+            rows.append(row(case, "read_noise", "rms_error", f"{code}-{mode}", "beta", betas[j], np.sqrt(mse[j]),
+                            status="info", detail=tag))
+            rows.append(row(case, "read_noise", "std", f"{code}-{mode}", "beta", betas[j],
+                            np.sqrt(var[(s, mode, code)][j]), status="info", detail=tag))
+        expected = READ_VARIANCE_ORDER[mode]
+        slope, spread = fit_slope(betas[ok], var[(s, mode, code)][ok])
+        err = abs(slope - expected)
+        rows.append(row(case, "read_noise", "noisy_variance_order", f"{code}-{mode}", "sigma", s, slope, expected, err,
+                        cfg.slope_tol, "pass" if err <= cfg.slope_tol else "fail",
+                        f"{tag}; log Var vs log beta; spread {spread:.3g}; {int(ok.sum())} betas"))
+        if mode == "example":
+            bias = np.linalg.norm(np.mean(e - g_read[s][None], axis=1), axis=1) / norm
+            for j in np.flatnonzero(ok):
+                rows.append(row(case, "read_noise", "bias_given_read", code, "beta", betas[j], bias[j], status="info",
+                                detail=f"{tag}; EP vs the exact gradient of the network as read"))
+            use = ok & (bias > 0)
+            slope, spread = fit_slope(betas[use], bias[use])
+            err = abs(slope - EXPECTED_ORDER[code])
+            rows.append(row(case, "read_noise", "noisy_bias_order", code, "sigma", s, slope, EXPECTED_ORDER[code], err,
+                            cfg.slope_tol, "pass" if err <= cfg.slope_tol else "fail",
+                            f"{tag}; read noise per example; spread {spread:.3g}; {int(use.sum())} betas"))
+        else:
+            best = _best_beta(betas, np.where(ok, mse, np.nan))
+            rows.append(row(case, "read_noise", "best_beta", code, "sigma", s, np.nan if best is None else best,
+                            status="info" if best is not None else "skip",
+                            detail=tag + ("; smallest rms error" if best is not None
+                                          else "; the smallest rms error is at the edge of the beta grid")))
+    for code in BEST_BETA_ORDER:
+        worst = 0.0
+        for s in sigmas:  # per trial: the same free realisation, independent nudged ones
+            d = est[(s, "phase", code)][ok] - est[(s, "example", code)][ok]
+            se = np.std(d, axis=1, ddof=1) / np.sqrt(d.shape[1])
+            t = np.divide(np.abs(np.mean(d, axis=1)), se, out=np.zeros_like(se), where=se > 0)
+            worst = max(worst, float(np.max(t)))
+        rows.append(row(case, "read_noise", "same_mean", code, value=worst, reference=0.0, error=worst,
+                        tol=cfg.same_mean_z, status="pass" if worst <= cfg.same_mean_z else "fail",
+                        detail="largest |t| of mean(per phase) - mean(per example) over sigmas, betas and parameters: "
+                               "the two modes estimate the same expectation"))
+    for mode in ("phase", "example"):
+        for code in BEST_BETA_ORDER:
+            per_beta = [fit_slope(sigmas, np.array([var[(s, mode, code)][j] for s in sigmas]))[0] for j in np.flatnonzero(ok)]
+            slope = float(np.mean(per_beta))
+            err = abs(slope - 2.0)
+            rows.append(row(case, "read_noise", "noisy_variance_sigma_order", f"{code}-{mode}", value=slope, reference=2.0,
+                            error=err, tol=cfg.slope_tol, status="pass" if err <= cfg.slope_tol else "fail",
+                            detail=f"log Var vs log sigma, mean over {len(per_beta)} betas (from {min(per_beta):.3g} "
+                                   f"to {max(per_beta):.3g})"))
+    for code, expected in BEST_BETA_ORDER.items():
+        pts = [(r["param"], r["value"]) for r in rows if r["check"] == "best_beta" and r["method"] == code
+               and r["status"] == "info"]
+        if len(pts) < 2:
+            rows.append(row(case, "read_noise", "best_beta_order", code, reference=expected, status="skip",
+                            detail=f"only {len(pts)} sigma with the best beta inside the grid"))
+            continue
+        slope, spread = fit_slope(*zip(*pts))
+        err = abs(slope - expected)
+        rows.append(row(case, "read_noise", "best_beta_order", code, value=slope, reference=expected, error=err,
+                        tol=cfg.best_beta_tol, status="pass" if err <= cfg.best_beta_tol else "fail",
+                        detail=f"log beta* vs log sigma (read noise per phase); {len(pts)} sigmas; spread {spread:.3g}"))
+    return rows
+
+
 def run_case(case, cfg: VerifyConfig) -> list:
-    """Every check on one case (rows)."""
+    """Every check on one case (rows); the ``read_noise`` family on cases tagged ``read_noise``."""
     rec = Recorder(case.minimizer)
     exact, rows = check_exact(case, cfg, rec)
     rows += check_ep(case, cfg, exact, rec)
     rows += check_coupled(case, cfg, exact, rec)
     rows += check_backprop(case, cfg, exact, rec)
     rows += check_solvers(case, cfg, rec)
+    if "read_noise" in case.tags:
+        rows += check_read_noise(case, cfg, exact)
     return rows

@@ -76,6 +76,22 @@ def bound_margins(df: pd.DataFrame) -> dict:
             "min L_neg - C": float(-up.error.max()) if len(up) else float("nan")}
 
 
+READ_SLOPES = ("noisy_variance_order", "noisy_variance_sigma_order", "noisy_bias_order", "best_beta_order", "same_mean")
+
+
+def read_noise_tables(df: pd.DataFrame) -> tuple:
+    """``(slopes, best)`` of the ``read_noise`` family: every graded row (slopes and ``same_mean``: case,
+    check, method, sigma, fitted, expected, status), and the best beta per case, method and sigma (read
+    noise per phase)."""
+    r = df[df.family == "read_noise"]
+    slopes = r[r.check.isin(READ_SLOPES)][["case", "check", "method", "param", "value", "reference", "status"]]
+    slopes = slopes.rename(columns={"param": "sigma", "value": "fitted", "reference": "expected"})
+    b = r[r.check == "best_beta"]
+    best = b.pivot_table(index=["case", "param"], columns="method", values="value", aggfunc="first")
+    best.index = best.index.set_names(["case", "sigma"])
+    return slopes, best
+
+
 def _md_table(frame: pd.DataFrame, floatfmt="{:.3g}") -> str:
     frame = frame.reset_index()
     cols = list(frame.columns)
@@ -106,6 +122,7 @@ def summary_markdown(df: pd.DataFrame, env: dict, title: str) -> str:
     skipped = df[df.status == "skip"].groupby(["case", "check", "detail"]).size().rename("rows").reset_index()
     failed = df[df.status == "fail"][["case", "check", "method", "param", "error", "tol", "detail"]]
     verdict = "PASSED" if tot["fail"] == 0 else f"FAILED ({tot['fail']} failed checks)"
+    read_slopes, read_best = read_noise_tables(df)
     parts = [
         f"# {title}", "",
         f"**{verdict}** - {int(tot['pass'])} passed, {int(tot['fail'])} failed, {int(tot['skip'])} skipped, "
@@ -137,8 +154,21 @@ def summary_markdown(df: pd.DataFrame, env: dict, title: str) -> str:
         "## Failed rows", "", _md_table(failed.set_index("case")) if len(failed) else "(none)", "",
         "## Skipped rows (not applicable, with the reason)", "",
         _md_table(skipped.set_index("case")) if len(skipped) else "(none)", "",
+        "## EP under read noise", "",
+        "Each phase relaxes at conductances read as g (1 + sigma xi) (`physgrad.devices.ReadThrough`), a "
+        "realisation per phase or per example (held through the example's phases), common to every beta "
+        "and sigma of a trial. Per example, EP measures one network: its estimate is that network's "
+        "gradient up to EP's own bias (`noisy_bias_order`: 1 for P-EP, 2 for C-EP) and its variance does "
+        "not depend on beta (slope 0). Per phase, the phases measure different networks: the variance "
+        "grows as sigma^2 / beta^2 (slopes -2 in beta, 2 in sigma), and the beta of smallest mean-square "
+        "error grows as sigma^(1/2) (P-EP) or sigma^(1/3) (C-EP). Both modes have the same mean (the "
+        "estimate is linear in the phases' measurements; `same_mean`: largest |t| of their difference).", "",
+        _md_table(read_slopes.set_index("case")) if len(read_slopes) else "(no case tagged read_noise)", "",
+        "Best beta (S) by relative read noise sigma, read noise per phase:", "",
+        _md_table(read_best) if len(read_best) else "(none)", "",
         "Figures: `bias.png` (log-log bias vs beta/eta with slope-1 and slope-2 guides), "
-        "`surrogates.png` (L_beta around C).", "",
+        "`surrogates.png` (L_beta around C)" + (", `read_noise.png` (rms error vs beta under read noise, "
+                                                 "best beta vs sigma)" if len(read_slopes) else "") + ".", "",
     ]
     return "\n".join(parts)
 
@@ -199,6 +229,57 @@ def figures(df: pd.DataFrame, out: Path) -> list:
     return paths
 
 
+def read_noise_figure(df: pd.DataFrame, out: Path):
+    """``read_noise.png``: per case, rms error of P-EP and C-EP vs beta (read noise per phase: solid,
+    per example: dashed, one colour per sigma, best beta marked), and best beta vs sigma; None
+    when no case ran the family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = df[df.family == "read_noise"].copy()
+    if not len(r):
+        return None
+    r["sigma"] = r.detail.str.extract(r"sigma=([0-9.eE+-]+)", expand=False).astype(float)
+    cases = list(dict.fromkeys(r.case))
+    fig, axes = plt.subplots(len(cases), 3, figsize=(13, 3.6 * len(cases)), squeeze=False)
+    for row_axes, case in zip(axes, cases):
+        rc = r[r.case == case]
+        sigmas = sorted(rc.sigma.dropna().unique())
+        colours = plt.cm.viridis(np.linspace(0, 0.85, max(len(sigmas), 1)))
+        for ax, code in zip(row_axes[:2], ("pep", "cep")):
+            for s, col in zip(sigmas, colours):
+                for mode, style in (("phase", "-"), ("example", "--")):
+                    g = rc[(rc.check == "rms_error") & (rc.method == f"{code}-{mode}") & (rc.sigma == s)]
+                    ax.loglog(g.param, g.value, style, color=col, lw=1.2, label=f"sigma={s:g} {mode}")
+                best = rc[(rc.check == "best_beta") & (rc.method == code) & (rc.param == s) & (rc.status == "info")]
+                for b in best.value:
+                    ax.axvline(b, color=col, lw=0.8, ls=":")
+            ax.set_title(f"{case}: {code.upper()}", fontsize=9)
+            ax.set_xlabel("beta")
+            ax.set_ylabel("rms error / |exact gradient|")
+        row_axes[0].legend(fontsize=6)
+        ax = row_axes[2]
+        for code, marker in (("pep", "v"), ("cep", "o")):
+            b = rc[(rc.check == "best_beta") & (rc.method == code) & (rc.status == "info")]
+            ax.loglog(b.param, b.value, marker + "-", label=f"{code.upper()} best beta")
+        b = rc[(rc.check == "best_beta") & (rc.status == "info")]
+        if len(b):
+            s = np.array(sigmas)
+            s0, b0 = float(np.exp(np.mean(np.log(b.param)))), float(np.exp(np.mean(np.log(b.value))))
+            ax.loglog(s, b0 * (s / s0) ** 0.5, "k--", lw=1, label="slope 1/2")
+            ax.loglog(s, b0 * (s / s0) ** (1 / 3), "k:", lw=1, label="slope 1/3")
+        ax.set_xlabel("read noise sigma (relative)")
+        ax.set_ylabel("best beta")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "read_noise.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(df: pd.DataFrame, out, env: dict, title: str = "physgrad gradient verification") -> dict:
     """Write results.csv, summary.md, environment.json and figures into ``out``; return the paths."""
     out = Path(out)
@@ -207,5 +288,8 @@ def write_report(df: pd.DataFrame, out, env: dict, title: str = "physgrad gradie
     (out / "summary.md").write_text(summary_markdown(df, env, title))
     (out / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
     figs = figures(df, out)
+    extra = read_noise_figure(df, out)
+    if extra is not None:
+        figs.append(extra)
     return {"results": out / "results.csv", "summary": out / "summary.md", "environment": out / "environment.json",
             "figures": figs}

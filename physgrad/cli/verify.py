@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Run the suite, write the report, print a summary; 0 when every check passed, else 1."""
-    from verification.report import bound_margins, counts, slope_table
+    from verification.report import bound_margins, counts, read_noise_tables, slope_table
     from verification.suite import verify
 
     argv = ["physgrad", "verify"] + (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
@@ -33,5 +33,9 @@ def run(args) -> int:
         print(f"  slope {m:<5} {r['mean']:.3f} (min {r['min']:.3f}, max {r['max']:.3f}; expected {r['expected']:.0f})")
     bm = bound_margins(df)
     print(f"  bound violations: {bm['violations']} of {bm['checked']}")
+    read_slopes, _ = read_noise_tables(df)
+    for _, r in read_slopes[read_slopes.check == "best_beta_order"].iterrows():
+        print(f"  read noise per phase, {r['case']}: best beta ~ sigma^{r['fitted']:.3f} for {r['method']} "
+              f"(expected {r['expected']:.3f})")
     print(f"report: {paths['summary'].parent}")
     return 0 if tot["fail"] == 0 else 1

@@ -1,0 +1,440 @@
+r"""A device model: how the conductances a learning rule asks for become the conductances a circuit has.
+
+A :class:`Device` acts at two points only:
+
+- ``update(theta, dtheta, rng, state) -> (theta, state)`` after each optimiser step: the
+  optimiser requested ``theta + dtheta``; the devices deliver what their pulses, bounds, noise and
+  faults allow;
+- ``read(theta, rng, state) -> theta_eff`` whenever an energy reads its conductances (drift,
+  read noise).
+
+``init(theta0, rng) -> (theta, state)`` draws each device's fixed properties (variability, stuck
+devices, drift exponents) and programs ``theta0``; ``program(theta, state)`` writes target
+values as well as the devices allow (write-verify; the ex situ route).
+
+``theta`` is an array or a flat tuple of arrays (``(W_1, ..., W_L, b_1, ..., b_L)`` for a layered
+network); ``arrays`` in :meth:`Device.init` says which of them are devices (default all; a DRN's
+biases are current sources, not conductances). The default ``Device()`` is the ideal device: it
+changes nothing, draws no random numbers, and ``read`` returns the very array objects it was given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Optional
+
+import numpy as np
+
+from physgrad.devices.pieces import (Bounds, ConstantStep, DifferentialPair, Drift, Pulses, ReadNoise, SoftBounds,
+                                     Stuck, Variability)
+from physgrad.devices.state import Cell, DeviceState, LeafState
+from physgrad.types import PhysgradError
+
+PIECES = {"bounds": Bounds, "pulses": Pulses, "read_noise": ReadNoise, "drift": Drift,
+          "variability": Variability, "stuck": Stuck, "pair": DifferentialPair}
+"""The slots of a :class:`Device` and the piece each holds."""
+
+
+def _split(theta) -> tuple:
+    """``(list of arrays, is_tuple)`` of an array or a flat tuple/list of arrays."""
+    if isinstance(theta, (tuple, list)):
+        return list(theta), True
+    return [theta], False
+
+
+def _join(items, is_tuple):
+    return tuple(items) if is_tuple else items[0]
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device model: at most one piece of each kind (:data:`PIECES`); all None is the ideal device.
+
+    Parameters
+    ----------
+    name : str
+        Label (preset name) for reports.
+    bounds : Bounds, optional
+        Conductance range; needed by pulses, stuck devices, pairs and bound variability.
+    pulses : Pulses, optional
+        Quantised, pulsed updates (levels, rounding, step law, asymmetry, cycle-to-cycle noise);
+        without it updates are continuous (``g + dg``, clipped to the bounds).
+    read_noise : ReadNoise, optional
+    drift : Drift, optional
+    variability : Variability, optional
+        Device-to-device spread of steps and bounds (drawn once by :meth:`init`).
+    stuck : Stuck, optional
+    pair : DifferentialPair, optional
+        Each parameter is the difference of two devices (signed parameters).
+    """
+
+    name: str = ""
+    bounds: Optional[Bounds] = None
+    pulses: Optional[Pulses] = None
+    read_noise: Optional[ReadNoise] = None
+    drift: Optional[Drift] = None
+    variability: Optional[Variability] = None
+    stuck: Optional[Stuck] = None
+    pair: Optional[DifferentialPair] = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise PhysgradError(f"Device.name must be a string, got {self.name!r}")
+        for slot, cls in PIECES.items():
+            value = getattr(self, slot)
+            if value is not None and not isinstance(value, cls):
+                raise PhysgradError(f"Device.{slot} must be a {cls.__name__} or None, got {value!r}")
+        finite = self.bounds is not None and np.isfinite(self.bounds.g_max)
+        needs = [("pulses", self.pulses is not None),
+                 ("pair", self.pair is not None),
+                 ("stuck", self.stuck is not None),
+                 ("variability (bounds)", self.variability is not None and self.variability.bounds > 0)]
+        for what, used in needs:
+            if used and not finite:
+                raise PhysgradError(f"Device.{what.split()[0]} needs Device.bounds with a finite g_max ({what})")
+        v = self.variability
+        if v is not None and (v.dw_min > 0 or v.up_down > 0) and self.pulses is None:
+            raise PhysgradError("Device.variability of dw_min/up_down needs Device.pulses (there are no steps to vary)")
+
+    # --- properties ---------------------------------------------------------------------------
+    @property
+    def is_ideal(self) -> bool:
+        """No piece at all: updates are ``theta + dtheta`` and reads return ``theta`` itself."""
+        return all(getattr(self, slot) is None for slot in PIECES)
+
+    @property
+    def reads_ideally(self) -> bool:
+        """Reads return ``theta`` itself (no drift, no read noise)."""
+        return self.read_noise is None and self.drift is None
+
+    @property
+    def label(self) -> str:
+        """``name``, or ``"ideal"``/``"custom"``."""
+        return self.name or ("ideal" if self.is_ideal else "custom")
+
+    # --- init and programming -----------------------------------------------------------------
+    def init(self, theta0, rng: np.random.Generator, arrays=None) -> tuple:
+        """Draw every device's fixed properties and program ``theta0``.
+
+        Parameters
+        ----------
+        theta0 : array or tuple of arrays
+            Initial parameters (S for conductances).
+        rng : numpy Generator
+            The run's ``device_rng(seed, "init")``; draws happen in a fixed order (array by array,
+            cell by cell: bound spread, step spread, asymmetry spread, drift exponents, stuck devices).
+        arrays : iterable of int, optional
+            Indices of the arrays of ``theta0`` that are devices (default all).
+
+        Returns
+        -------
+        (theta, DeviceState)
+            ``theta0`` as programmed (the same object for the ideal device).
+        """
+        items, _ = _split(theta0)
+        chosen = self._check_arrays(arrays, len(items))
+        if self.is_ideal:
+            return theta0, DeviceState(tuple(None for _ in items))
+        leaves = []
+        for i, a in enumerate(items):
+            if i not in chosen:
+                leaves.append(None)
+                continue
+            a64 = np.asarray(a, dtype=float)
+            scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+            needs_scale = (self.bounds is not None and self.bounds.relative) or \
+                          (self.read_noise is not None and not self.read_noise.relative)
+            if needs_scale and not (np.isfinite(scale) and scale > 0):
+                raise PhysgradError(f"parameter array {i}: relative bounds / read noise are in units of its largest "
+                                    f"initial |value|, which is {scale!r}; give absolute values (relative=false)")
+            lo, hi = self._range(scale)
+            dw0 = self.pulses.dw_min * (hi - lo) if self.pulses is not None else 0.0
+            n_cells = 2 if self.pair is not None else 1
+            cells = tuple(self._sample_cell(a64.shape, lo, hi, dw0, rng) for _ in range(n_cells))
+            pair = tuple(np.zeros(a64.shape) for _ in range(2)) if self.pair is not None else ()
+            leaves.append(LeafState(scale, dw0, cells, pair))
+        return self.program(theta0, DeviceState(tuple(leaves)))
+
+    @staticmethod
+    def _check_arrays(arrays, n: int) -> set:
+        if arrays is None:
+            return set(range(n))
+        chosen = [int(i) for i in arrays]
+        if any(not 0 <= i < n for i in chosen) or len(set(chosen)) != len(chosen):
+            raise PhysgradError(f"arrays must be distinct indices in 0..{n - 1}, got {list(arrays)}")
+        return set(chosen)
+
+    def _range(self, scale: float) -> tuple:
+        if self.bounds is None:
+            return -np.inf, np.inf
+        k = scale if self.bounds.relative else 1.0
+        return self.bounds.g_min * k, self.bounds.g_max * k
+
+    def _sample_cell(self, shape, lo: float, hi: float, dw0: float, rng) -> Cell:
+        v = self.variability or Variability()
+        g_min, g_max = np.array(lo), np.array(hi)
+        if v.bounds > 0:
+            g_max = hi * np.maximum(1.0 + v.bounds * rng.standard_normal(shape), 0.0)
+            g_min = lo * np.maximum(1.0 + v.bounds * rng.standard_normal(shape), 0.0)
+            g_min, g_max = np.minimum(g_min, g_max), np.maximum(g_min, g_max)
+        step_up = step_down = np.array(0.0)
+        if self.pulses is not None:
+            s = np.maximum(1.0 + v.dw_min * rng.standard_normal(shape), 0.0) if v.dw_min > 0 else np.array(1.0)
+            a = self.pulses.up_down + (v.up_down * rng.standard_normal(shape) if v.up_down > 0 else 0.0)
+            step_up = np.maximum(dw0 * s * (1.0 + a), 0.0)
+            step_down = np.maximum(dw0 * s * (1.0 - a), 0.0)
+        nu, t_prog = np.array(0.0), np.array(0.0)
+        if self.drift is not None:
+            nu = np.array(self.drift.nu)
+            if self.drift.nu_std > 0:
+                nu = np.maximum(self.drift.nu + self.drift.nu_std * rng.standard_normal(shape), 0.0)
+            t_prog = np.zeros(shape)
+        index, value = np.zeros(0, dtype=np.int64), np.zeros(0)
+        if self.stuck is not None and self.stuck.fraction > 0:
+            index = np.flatnonzero(rng.random(shape) < self.stuck.fraction).astype(np.int64)
+            lo_i = np.broadcast_to(g_min, shape).ravel()[index]
+            hi_i = np.broadcast_to(g_max, shape).ravel()[index]
+            value = {"min": lo_i, "max": hi_i}.get(self.stuck.at)
+            if value is None:
+                value = lo_i + rng.random(index.size) * (hi_i - lo_i)
+            value = np.array(value, dtype=float)
+        return Cell(g_min, g_max, np.asarray(step_up, float), np.asarray(step_down, float), np.asarray(nu, float),
+                    t_prog, index, value)
+
+    def program(self, theta, state: DeviceState) -> tuple:
+        """Write ``theta`` onto the devices as closely as they allow (write-verify).
+
+        Each value is clipped to its device's bounds and, for constant-step pulsed devices, set to
+        the nearest level :math:`g_{\\min,i} + k\\Delta_0`; stuck devices keep their value; a pair
+        puts ``|w|`` on one device above the other's ``g_min``. Every device's clock restarts.
+
+        Returns
+        -------
+        (theta, DeviceState)
+            The programmed values (each array in its own dtype) and the new state.
+        """
+        items, is_tuple = _split(theta)
+        self._check_state(state, len(items))
+        if self.is_ideal:
+            return theta, state
+        out, leaves = list(items), []
+        for i, (a, leaf) in enumerate(zip(items, state.leaves)):
+            if leaf is None:
+                leaves.append(None)
+                continue
+            t = np.asarray(a, dtype=float)
+            if leaf.pair:
+                gp, gm = self._program_pair(leaf, t)
+                out[i] = (gp - gm).astype(np.asarray(a).dtype)
+                leaf = replace(leaf, pair=(gp, gm))
+            else:
+                out[i] = self._program_cell(leaf.cells[0], t, leaf.dw0).astype(np.asarray(a).dtype)
+            leaves.append(replace(leaf, cells=tuple(self._restart(c, state.clock) for c in leaf.cells)))
+        return _join(out, is_tuple), state.with_leaves(leaves)
+
+    def _program_cell(self, cell: Cell, target: np.ndarray, dw0: float) -> np.ndarray:
+        g = np.clip(target, cell.g_min, cell.g_max)
+        if self.pulses is not None and isinstance(self.pulses.law, ConstantStep):
+            top = np.floor((cell.g_max - cell.g_min) / dw0 + 1e-9)
+            g = cell.g_min + dw0 * np.clip(np.rint((g - cell.g_min) / dw0), 0.0, top)
+        return self._hold_stuck(cell, g)
+
+    def _program_pair(self, leaf: LeafState, w: np.ndarray) -> tuple:
+        cp, cm = leaf.cells
+        floor_p = self._program_cell(cp, np.broadcast_to(cp.g_min, w.shape), leaf.dw0)
+        floor_m = self._program_cell(cm, np.broadcast_to(cm.g_min, w.shape), leaf.dw0)
+        gp = self._program_cell(cp, np.where(w >= 0, floor_m + w, floor_p), leaf.dw0)
+        gm = self._program_cell(cm, np.where(w < 0, floor_p - w, floor_m), leaf.dw0)
+        return gp, gm
+
+    @staticmethod
+    def _hold_stuck(cell: Cell, g: np.ndarray) -> np.ndarray:
+        if cell.stuck_index.size:
+            g = np.array(g, dtype=float)
+            g.flat[cell.stuck_index] = cell.stuck_value
+        return g
+
+    def _restart(self, cell: Cell, clock: float) -> Cell:
+        if self.drift is None:
+            return cell
+        return replace(cell, t_prog=np.full(np.shape(cell.t_prog), clock))
+
+    def _check_state(self, state: DeviceState, n: int) -> None:
+        if not isinstance(state, DeviceState) or len(state.leaves) != n:
+            raise PhysgradError(f"state must be the DeviceState of a theta with {n} arrays (from Device.init)")
+
+    # --- update ---------------------------------------------------------------------------------
+    def update(self, theta, dtheta, rng: np.random.Generator, state: DeviceState) -> tuple:
+        """Apply the optimiser's requested change ``dtheta`` (same structure as ``theta``).
+
+        Per device array: the request becomes pulses (:class:`~physgrad.devices.pieces.Pulses`)
+        or a continuous change, starting from the drifted conductance of each device that moves;
+        the result is clipped to the device's bounds, stuck devices keep their value, moved devices
+        restart their drift clock; a pair pulses ``G+`` for positive requests and ``G-`` for negative
+        ones and is refreshed every ``refresh_every`` updates. Arrays that are not devices get
+        ``theta + dtheta``. Then the device clock advances by ``drift.seconds_per_update``.
+
+        Parameters
+        ----------
+        theta : array or tuple of arrays
+            Current parameters (as the device last delivered them).
+        dtheta : like theta
+            Requested change (S).
+        rng : numpy Generator
+            ``device_rng(seed, "update", state.n_updates)``.
+        state : DeviceState
+
+        Returns
+        -------
+        (theta, DeviceState)
+            New parameters (each array in its own dtype) and state (``n_updates`` + 1). The ideal
+            device returns ``theta + dtheta`` computed leaf-wise, drawing nothing.
+        """
+        items, is_tuple = _split(theta)
+        deltas, _ = _split(dtheta)
+        self._check_state(state, len(items))
+        if len(deltas) != len(items) or any(np.shape(a) != np.shape(d) for a, d in zip(items, deltas)):
+            raise PhysgradError("dtheta must have the structure and shapes of theta")
+        n_next = state.n_updates + 1
+        if self.is_ideal:
+            return _join([a + d for a, d in zip(items, deltas)], is_tuple), state.with_leaves(state.leaves, n_updates=n_next)
+        clock = state.clock
+        out, leaves = [], []
+        for a, d, leaf in zip(items, deltas, state.leaves):
+            if leaf is None:
+                out.append(a + d)
+                leaves.append(None)
+                continue
+            dtype = np.asarray(a).dtype
+            d64 = np.asarray(d, dtype=float)
+            if leaf.pair:
+                (gp, cp), (gm, cm) = (self._move(c, g, np.maximum(s * d64, 0.0), leaf.dw0, rng, clock)
+                                      for c, g, s in zip(leaf.cells, leaf.pair, (1.0, -1.0)))
+                leaf = replace(leaf, cells=(cp, cm), pair=(gp, gm))
+                if self.pair.refresh_every is not None and n_next % self.pair.refresh_every == 0:
+                    gp, gm = self._program_pair(leaf, gp - gm)
+                    leaf = replace(leaf, cells=tuple(self._restart(c, clock) for c in leaf.cells), pair=(gp, gm))
+                out.append((gp - gm).astype(dtype))
+            else:
+                g, cell = self._move(leaf.cells[0], np.asarray(a, dtype=float), d64, leaf.dw0, rng, clock)
+                leaf = replace(leaf, cells=(cell,))
+                out.append(g.astype(dtype))
+            leaves.append(leaf)
+        tick = self.drift.seconds_per_update if self.drift is not None else 0.0
+        return _join(out, is_tuple), state.with_leaves(leaves, clock=clock + tick, n_updates=n_next)
+
+    def _move(self, cell: Cell, g: np.ndarray, delta: np.ndarray, dw0: float, rng, clock: float) -> tuple:
+        """One array of devices asked to change by ``delta`` (S): ``(new g, new cell)``."""
+        n = self._count(delta / dw0, rng) if self.pulses is not None else None
+        moved = delta != 0 if n is None else n != 0
+        if self.drift is not None:
+            g = np.where(moved, g * self._drift_factor(cell, clock), g)
+        g = g + delta if n is None else self._respond(cell, g, n, rng)
+        g = self._hold_stuck(cell, np.clip(g, cell.g_min, cell.g_max))
+        if self.drift is not None:
+            cell = replace(cell, t_prog=np.where(moved, clock, cell.t_prog))
+        return g, cell
+
+    def _count(self, x: np.ndarray, rng) -> np.ndarray:
+        """Pulse counts ``R(x)`` (int64): nearest, or stochastic without bias."""
+        if self.pulses.rounding == "nearest":
+            return np.rint(x).astype(np.int64)
+        fl = np.floor(x)
+        return (fl + (rng.random(x.shape) < x - fl)).astype(np.int64)
+
+    def _respond(self, cell: Cell, g: np.ndarray, n: np.ndarray, rng) -> np.ndarray:
+        """Conductances after ``n`` pulses (up for n > 0), per the law, with cycle-to-cycle noise."""
+        c2c = self.pulses.c2c
+        if isinstance(self.pulses.law, ConstantStep):
+            m = np.abs(n).astype(float)
+            if c2c > 0:
+                idx = np.flatnonzero(n)
+                m.flat[idx] += c2c * np.sqrt(m.flat[idx]) * rng.standard_normal(idx.size)
+            return g + np.sign(n) * np.where(n > 0, cell.step_up, cell.step_down) * m
+        idx = np.flatnonzero(n)
+        g = np.array(g, dtype=float)
+        if not idx.size:
+            return g
+        lo, hi, up, down = (np.broadcast_to(f, g.shape).ravel()[idx]
+                            for f in (cell.g_min, cell.g_max, cell.step_up, cell.step_down))
+        gi, sgn, left = g.ravel()[idx], np.sign(n.ravel()[idx]), np.abs(n.ravel()[idx])
+        act = np.arange(idx.size)
+        while act.size:  # one pulse on every device that still has pulses to take
+            step = self._law_step(gi[act], sgn[act], lo[act], hi[act], up[act], down[act])
+            if c2c > 0:
+                step = step * (1.0 + c2c * rng.standard_normal(act.size))
+            gi[act] = np.clip(gi[act] + sgn[act] * step, lo[act], hi[act])
+            left[act] -= 1
+            act = act[left[act] > 0]
+        g.flat[idx] = gi
+        return g
+
+    def _law_step(self, g, sgn, lo, hi, up, down) -> np.ndarray:
+        """Size (S, >= 0) of one pulse in direction ``sgn`` at ``g`` (soft bounds / exponential step)."""
+        law, R = self.pulses.law, hi - lo
+        if isinstance(law, SoftBounds):
+            return np.where(sgn > 0, up * 2.0 * (hi - g) / R, down * 2.0 * (g - lo) / R)
+        z = 2.0 * law.a * (g - 0.5 * (hi + lo)) / R + law.b
+        y_up = 1.0 - law.A_up * np.exp(law.gamma_up * z)
+        y_down = 1.0 - law.A_down * np.exp(-law.gamma_down * z)
+        return np.where(sgn > 0, up * np.maximum(y_up, 0.0), down * np.maximum(y_down, 0.0))
+
+    def _drift_factor(self, cell: Cell, clock: float) -> np.ndarray:
+        """:math:`((t_0 + \\text{clock} - t_\\mathrm{prog}) / t_0)^{-\\nu}` per device."""
+        t0 = self.drift.t0
+        return ((t0 + clock - cell.t_prog) / t0) ** (-cell.nu)
+
+    # --- read -----------------------------------------------------------------------------------
+    def read(self, theta, rng: Optional[np.random.Generator], state: DeviceState):
+        """The conductances a circuit sees now: drift then read noise (one draw per device).
+
+        Devices with bounds (physical conductances) read at least 0 S; a pair reads
+        ``read(G+) - read(G-)``. Arrays that are not devices are returned as they are.
+
+        Parameters
+        ----------
+        theta : array or tuple of arrays
+        rng : numpy Generator, or None when the device has no read noise
+            E.g. ``device_rng(seed, "read", step, example, phase)``.
+        state : DeviceState
+
+        Returns
+        -------
+        array or tuple of arrays
+            ``theta`` itself (the same objects) when :attr:`reads_ideally`.
+        """
+        if self.reads_ideally:
+            return theta
+        items, is_tuple = _split(theta)
+        self._check_state(state, len(items))
+        if self.read_noise is not None and self.read_noise.sigma > 0 and rng is None:
+            raise PhysgradError("read needs a random generator: the device has read noise")
+        out = list(items)
+        for i, (a, leaf) in enumerate(zip(items, state.leaves)):
+            if leaf is None:
+                continue
+            if leaf.pair:
+                g = self._read_cell(leaf.cells[0], leaf.pair[0], leaf, rng, state.clock) \
+                    - self._read_cell(leaf.cells[1], leaf.pair[1], leaf, rng, state.clock)
+            else:
+                g = self._read_cell(leaf.cells[0], np.asarray(a, dtype=float), leaf, rng, state.clock)
+            out[i] = g.astype(np.asarray(a).dtype)
+        return _join(out, is_tuple)
+
+    def _read_cell(self, cell: Cell, g: np.ndarray, leaf: LeafState, rng, clock: float) -> np.ndarray:
+        if self.drift is not None:
+            g = g * self._drift_factor(cell, clock)
+        rn = self.read_noise
+        if rn is not None and rn.sigma > 0:
+            xi = rng.standard_normal(np.shape(g))
+            g = g * (1.0 + rn.sigma * xi) if rn.relative else g + rn.sigma * leaf.scale * xi
+        return np.maximum(g, 0.0) if self.bounds is not None else g
+
+    def advance(self, state: DeviceState, seconds: float) -> DeviceState:
+        """The state ``seconds`` later (drift continues; nothing else changes)."""
+        if not (float(seconds) >= 0):
+            raise PhysgradError(f"seconds must be >= 0, got {seconds!r}")
+        return state.with_leaves(state.leaves, clock=state.clock + float(seconds))
+
+    def pieces(self) -> dict:
+        """The non-empty slots, ``{slot: piece}``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in PIECES and getattr(self, f.name) is not None}
