@@ -155,7 +155,7 @@ def test_a_dead_worker_becomes_an_error_row_and_is_retried(tmp_path, data_dir):
     out = tmp_path / "out"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+                               dashboard_address="127.0.0.1:0")
     client = Client(cluster)
     try:
         result = {}
