@@ -83,6 +83,8 @@ def test_exact_on_unseen_random_netlists(tmp_path, capsys, seed):
 def test_every_method_runs(netlist, capsys):
     exact = np.array(list(run_json(capsys, netlist, "--method", "exact")["grad"].values()))
     for m in METHODS:
+        if m == "hep":  # ideal diodes are not holomorphic: refused (tests/test_contour.py)
+            continue
         res = run_json(capsys, netlist, "--method", m, "--beta", "1e-4", "--eta", "1e-3", "--steps", "200")
         g = np.array(list(res["grad"].values()))
         assert g.shape == exact.shape and np.all(np.isfinite(g))

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from physgrad.cli import main
-from physgrad.layered.data import FILES, write_idx
 from physgrad.layered.train import load_checkpoint
 from physgrad.sweep import SpecError, SweepSpec, load_spec, read_results, run_sweep, task_id, write_summary
 from physgrad.sweep.runner import RESULT_FIELDS, latest
@@ -22,24 +21,6 @@ from physgrad.sweep.summary import configurations
 from physgrad.types import PhysgradError
 
 distributed = pytest.importorskip("distributed")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-
-    def images(n):
-        im = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
-        im[rng.random((n, 28, 28)) < 0.8] = 0
-        return im
-
-    tr, te = images(48), images(16)
-    for key, arr in (("train_images", tr), ("test_images", te),
-                     ("train_labels", (tr.reshape(48, -1).sum(1) % 10).astype(np.uint8)),
-                     ("test_labels", (te.reshape(16, -1).sum(1) % 10).astype(np.uint8))):
-        write_idx(root / (FILES[key] + ".gz"), arr)
-    return str(root)
 
 
 def write_spec(path, text):
@@ -155,7 +136,7 @@ def test_a_dead_worker_becomes_an_error_row_and_is_retried(tmp_path, data_dir):
     out = tmp_path / "out"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+                               dashboard_address="127.0.0.1:0")
     client = Client(cluster)
     try:
         result = {}

@@ -5,27 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from physgrad.layered.data import FILES, write_idx
 from physgrad.types import PhysgradError
 from physgrad.cli import main
 from physgrad.layered.train import ALGORITHMS, TrainConfig, load_checkpoint, train
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    # images with MNIST-like sparsity, labels tied to the images so that learning is possible
-    def images(n):
-        im = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
-        im[rng.random((n, 28, 28)) < 0.8] = 0
-        return im
-    tr, te = images(48), images(16)
-    for key, arr in (("train_images", tr), ("test_images", te),
-                     ("train_labels", (tr.reshape(48, -1).sum(1) % 10).astype(np.uint8)),
-                     ("test_labels", (te.reshape(16, -1).sum(1) % 10).astype(np.uint8))):
-        write_idx(root / (FILES[key] + ".gz"), arr)
-    return str(root)
 
 
 def cfg(data_dir, **kw):

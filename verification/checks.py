@@ -17,13 +17,16 @@ from physgrad.learning import (CoupledLearning, EquilibriumPropagation, ExactGra
                                contrastive_learning, coupled_limit)
 from physgrad.learning.cost import mean_cost
 from physgrad.learning.backprop import recurrent_backprop_path
+from physgrad.learning.contour import ContourEP, HolomorphicEP, switching_radius
 from physgrad.learning.exact import box_active_set, find_active_set
 from physgrad.learning.surrogate import surrogate_from_phases
 
 EPS = np.finfo(float).eps
 EP_CODES = {"positive": "pep", "negative": "nep", "centered": "cep"}
 CPL_CODES = {"positive": "pcpl", "negative": "ncpl", "centered": "ccpl"}
-EXPECTED_ORDER = {"pep": 1.0, "nep": 1.0, "cep": 2.0, "pcpl": 1.0, "ncpl": 1.0}
+EXPECTED_ORDER = {"pep": 1.0, "nep": 1.0, "cep": 2.0, "pcpl": 1.0, "ncpl": 1.0, "ep4": 4.0, "fp": 2.0, "hep": 3.0}
+HEP_SLOPE_POINTS = 3  # the hep bias slope is fitted with N = 3 nudges (bias O(b^3)): larger N sits at round-off
+HEP_ROUTE_POINTS, HEP_ROUTE_BETA, HEP_ROUTE_TOL = 6, 1e-2, 1e-9  # hep (N = 6, b = 1e-2 x scale) as an exact route
 READ_BETAS = tuple(float(10 ** (k / 4)) for k in range(-15, -1))  # 1.8e-4 .. 0.56, four per decade
 READ_VARIANCE_ORDER = {"phase": -2.0, "example": 0.0}  # d log Var / d log beta
 BEST_BETA_ORDER = {"pep": 0.5, "cep": 1.0 / 3.0}  # d log beta* / d log sigma (read noise per phase)
@@ -431,6 +434,63 @@ def _ngspice_row(case, ref, cfg):
                + (f"; warnings: {res.warnings}" if res.warnings else ""))
 
 
+def _holomorphic(case) -> bool:
+    """Whether the case's co-content is holomorphic in the state (a quadratic form without ideal diodes)."""
+    if not hasattr(case.energy, "quadratic_form") or not hasattr(case.energy, "output_rows"):
+        return False
+    return np.shape(case.energy.quadratic_form(case.theta, case.x).D)[0] == 0
+
+
+def check_contour(case, cfg: VerifyConfig, exact, minimizer) -> list:
+    """The contour family: bias orders of ep4 (4), fp (2) and hep with N = 3 (3); fp's 3/4 of C-EP's
+    bias; hep (N = 6) as a second exact-gradient route on holomorphic cases; the switching radius.
+
+    Errors below ``1000 eps / (beta / scale)`` (~2e-13 / relative nudge: the equilibria's own accuracy,
+    about 1e-13 relative for Newton's ``rtol``, divided by the nudge) are round-off, not bias, and are
+    left out of the fits.
+    """
+    rows = []
+    scale = case.beta_scale
+    holo = _holomorphic(case)
+    free = minimizer.minimize(case.energy, case.theta, case.x)
+    radius = None
+    if not holo and hasattr(case.energy, "quadratic_form"):
+        radius = switching_radius(case.energy, case.theta, case.x, case.y, minimizer, max(cfg.betas) * scale, free=free)
+        if radius is not None:
+            rows.append(row(case, "contour", "switching_radius", "fp", "beta", max(cfg.betas) * scale, radius,
+                            status="info", detail="smallest |beta| at which an ideal diode switches (inf: none up to "
+                                                  "the largest beta)"))
+    estimators = {"ep4": lambda b: ContourEP(b, "ep4"), "fp": lambda b: ContourEP(b, "fp", 8)}
+    if holo:
+        estimators["hep"] = lambda b: HolomorphicEP(b, HEP_SLOPE_POINTS)
+    errors = {m: [] for m in estimators}
+    for beta in (b * scale for b in cfg.betas):
+        floor = 1000 * EPS / (beta / scale)
+        for m, make in estimators.items():
+            try:
+                est = make(beta).estimate(case.energy, case.theta, case.x, case.y, minimizer, free)
+            except PhysgradError as err:
+                rows.append(row(case, "contour", "relative_error", m, "beta", beta, status="skip", detail=str(err)[:200]))
+                continue
+            e = rel_error(est, exact.grad)
+            switched = radius is not None and (2 * beta if m == "ep4" else beta) >= radius
+            errors[m].append((beta, e if e > floor else 0.0, switched))
+            rows.append(row(case, "contour", "relative_error", m, "beta", beta, e, status="info",
+                            detail=("diode switches within the nudges" if switched else "")
+                            + ("; round-off (left out of the fit)" if e <= floor else "")
+                            + (f"; N = {HEP_SLOPE_POINTS}" if m == "hep" else "")))
+    for m in estimators:
+        rows.append(_slope_row(case, m, "beta", errors[m], cfg))
+    if holo:
+        beta = HEP_ROUTE_BETA * scale
+        est = HolomorphicEP(beta, HEP_ROUTE_POINTS).estimate(case.energy, case.theta, case.x, case.y, minimizer, free)
+        e = rel_error(est, exact.grad)
+        rows.append(row(case, "contour", "hep_vs_exact", "hep", "beta", beta, e, 0.0, e, HEP_ROUTE_TOL,
+                        "pass" if e <= HEP_ROUTE_TOL else "fail",
+                        f"N = {HEP_ROUTE_POINTS}: a second exact route (bias O(b^N))"))
+    return rows
+
+
 def _example(case, b: int):
     """``(x, y)`` of example ``b`` of the case's batch (circuits without inputs: the one example)."""
     if case.x is None or np.ndim(case.x) < 2 or np.shape(case.x)[0] == 1:
@@ -599,6 +659,7 @@ def run_case(case, cfg: VerifyConfig) -> list:
     rows += check_coupled(case, cfg, exact, rec)
     rows += check_backprop(case, cfg, exact, rec)
     rows += check_solvers(case, cfg, rec)
+    rows += check_contour(case, cfg, exact, rec)
     if "read_noise" in case.tags:
         rows += check_read_noise(case, cfg, exact)
     return rows

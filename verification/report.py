@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SLOPE_METHODS = ("pep", "nep", "cep", "pcpl", "ncpl")
+SLOPE_METHODS = ("pep", "nep", "cep", "pcpl", "ncpl", "ep4", "fp", "hep")
 
 
 def environment(cfg, seconds: float, argv=None) -> dict:
@@ -182,8 +182,10 @@ def figures(df: pd.DataFrame, out: Path) -> list:
 
     paths = []
     methods = [("pep", "bias", "beta"), ("nep", "bias", "beta"), ("cep", "bias", "beta"),
-               ("pcpl", "coupled", "eta"), ("ncpl", "coupled", "eta")]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.6), sharey=False)
+               ("pcpl", "coupled", "eta"), ("ncpl", "coupled", "eta"), ("ep4", "contour", "beta"),
+               ("fp", "contour", "beta"), ("hep", "contour", "beta")]
+    fig, grid = plt.subplots(2, 4, figsize=(16, 7.2), sharey=False)
+    axes = grid.ravel()
     for ax, (m, fam, pname) in zip(axes, methods):
         sub = df[(df.family == fam) & (df.check == "relative_error") & (df.method == m) & (df.value > 0)]
         for case, g in sub.groupby("case"):
@@ -194,7 +196,10 @@ def figures(df: pd.DataFrame, out: Path) -> list:
             p0 = float(np.exp(np.mean(np.log(p))))
             ax.loglog(p, y0 * (p / p0), "k--", lw=1, label="slope 1")
             ax.loglog(p, y0 * (p / p0) ** 2, "k:", lw=1, label="slope 2")
-        ax.set_title(m.upper())
+            if m in ("ep4", "hep"):
+                ax.loglog(p, y0 * (p / p0) ** (4 if m == "ep4" else 3), "k-.", lw=1,
+                          label="slope 4" if m == "ep4" else "slope 3")
+        ax.set_title(m.upper() + (" (N = 3)" if m == "hep" else ""))
         ax.set_xlabel(pname + (" (S)" if pname == "beta" else ""))
         ax.set_ylabel("relative error")
     if axes[0].get_legend_handles_labels()[0]:

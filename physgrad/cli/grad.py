@@ -43,13 +43,16 @@ def register(sub) -> None:
                                    "in S) for every trainable resistor (.trainable, default all).")
     p.add_argument("file", help="netlist with .target NODE VALUE lines")
     p.add_argument("--method", choices=METHODS, default="exact",
-                   help="exact (KKT implicit differentiation), pep/nep/cep (equilibrium propagation), "
-                        "cl (contrastive), pcpl/ncpl/ccpl (coupled learning), tbp/rbp (truncated/recurrent backprop)")
+                   help="exact (KKT implicit differentiation), pep/nep/cep (equilibrium propagation), ep4 (4-point "
+                        "stencil), fp (frequency propagation), hep (holomorphic EP; no ideal diodes), cl "
+                        "(contrastive), pcpl/ncpl/ccpl (coupled learning), tbp/rbp (truncated/recurrent backprop)")
     p.add_argument("--beta", type=_positive_float, default=None,
                    help="EP nudge beta (S); default 1e-4 x the median resistor conductance, so the nudge is a "
                         "small perturbation whatever the circuit's scale")
     p.add_argument("--eta", type=_positive_float, default=1e-2, help="coupled-learning amplitude, default 1e-2")
     p.add_argument("--steps", type=_positive_int, default=300, help="TBP sweeps / RBP iterations, default 300")
+    p.add_argument("--points", type=_positive_int, default=None,
+                   help="nudges per period: fp (default 8, >= 4) and hep (default 6, >= 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -61,12 +64,16 @@ def default_beta(circuit) -> float:
     return 1e-4 * float(np.median(g)) if g.size else 1e-3
 
 
-def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float = 1e-2, steps: int = 300) -> dict:
-    """The ``grad`` command's JSON object for a circuit (see :func:`grad_command`)."""
+NUDGED = tuple(EP_VARIANTS) + ("ep4", "fp", "hep")  # the methods that take --beta
+
+
+def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float = 1e-2, steps: int = 300,
+                points: Optional[int] = None) -> dict:
+    """The ``grad`` command's JSON object for a circuit (see :func:`run`)."""
     beta = default_beta(circuit) if beta is None else beta
     from physgrad.energies.co_content import CoContentEnergy
     from physgrad.minimizers.co_content import CoContentMinimizer
-    from physgrad.learning import ExactGradient, make_estimator, mean_cost
+    from physgrad.learning import ExactGradient, make_estimator, mean_cost, switching_radius
     from physgrad.learning._phase import free_phase
     from physgrad.learning.surrogate import surrogate
 
@@ -74,7 +81,7 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
     theta, y, minimizer = energy.theta0(), energy.targets(), CoContentMinimizer()
     free = free_phase(energy, theta, None, minimizer)
     out = {"cost": float(mean_cost(energy, free.state, y)), "method": method,
-           "beta": beta if method in EP_VARIANTS else None, "grad": None, "surrogate": None}
+           "beta": beta if method in NUDGED else None, "grad": None, "surrogate": None}
     if method == "exact":
         res = ExactGradient().compute(energy, theta, None, y, minimizer, free)
         grad = res.grad
@@ -83,7 +90,13 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
                              "near_kink": res.near_kink,
                              "active_diodes": list(energy.diode_names(a.active[0]))}
     else:
-        grad = make_estimator(method, beta=beta, eta=eta, steps=steps).estimate(energy, theta, None, y, minimizer, free)
+        grad = make_estimator(method, beta=beta, eta=eta, steps=steps, points=points or 0).estimate(
+            energy, theta, None, y, minimizer, free)
+        if method in ("ep4", "fp"):
+            reach = 2 * beta if method == "ep4" else beta
+            radius = switching_radius(energy, theta, None, y, minimizer, reach, free=free)
+            out["switching_radius_S"] = None if radius is None or not np.isfinite(radius) else float(radius)
+            out["nudges_cross_a_switch"] = bool(radius is not None and radius <= reach)
         if method in EP_VARIANTS:
             out["surrogate"] = surrogate(energy, theta, None, y, minimizer, beta, EP_VARIANTS[method], free)
     out["grad"] = {name: float(g) for name, g in zip(energy.param_names, np.asarray(grad))}
@@ -99,7 +112,7 @@ def run(args) -> int:
     from physgrad.circuit.netlist import read_netlist
 
     circuit = read_netlist(args.file)
-    res = grad_result(circuit, args.method, args.beta, args.eta, args.steps)
+    res = grad_result(circuit, args.method, args.beta, args.eta, args.steps, args.points)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -109,6 +122,9 @@ def run(args) -> int:
               + (f"   steps = {args.steps}" if args.method in ("tbp", "rbp") else ""))
         if res["surrogate"] is not None:
             print(f"surrogate L_beta = {res['surrogate']:.15g} V^2")
+        if "switching_radius_S" in res:
+            r = res["switching_radius_S"]
+            print("switching radius: " + ("no diode switches within the nudges" if r is None else f"{r:.6g} S"))
         width = max([8] + [len(n) for n in res["grad"]])
         print(f"\n{'resistor':<{width}}  {'g (S)':>14}  {'dC/dg (V^2/S)':>24}")
         for name, g in res["grad"].items():
@@ -119,6 +135,9 @@ def run(args) -> int:
             current = "n/a (no conducting diode)" if a["min_current_A"] is None else f"{a['min_current_A']:.6g} A"
             print(f"\nactive diodes: {', '.join(a['active_diodes']) or 'none'}; smallest off-diode slack {slack}; "
                   f"smallest conducting-diode current {current}")
+    if res.get("nudges_cross_a_switch"):
+        print("physgrad: warning: a diode switches within the nudges (switching radius "
+              f"{res['switching_radius_S']:.3g} S); the estimate mixes two branches: lower --beta", file=sys.stderr)
     if res.get("active_set", {}).get("near_kink"):
         print("physgrad: warning: the equilibrium is near a kink (a diode is about to switch); the exact "
               "gradient is one-sided", file=sys.stderr)

@@ -137,7 +137,7 @@ def _dask_futures(todo, submit_args, workers: int, scheduler: Optional[str]):
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         if scheduler is None:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
             client = Client(cluster)
         else:
             cluster, client = None, Client(scheduler, timeout="30s")

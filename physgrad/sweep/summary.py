@@ -73,6 +73,7 @@ def plot_curves(configs: list, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.93)
@@ -91,6 +92,9 @@ def plot_curves(configs: list, path) -> None:
         if len(curves) > 1:
             ax.fill_between(ep, err.min(axis=0), err.max(axis=0), color=line.get_color(), alpha=0.2)
     ax.set_yscale("log")
+    fmt = matplotlib.ticker.FormatStrFormatter("%g")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
     ax.set_title("test error over seeds (line: mean, band: min-max)")
