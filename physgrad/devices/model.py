@@ -29,6 +29,9 @@ from physgrad.devices.pieces import (Bounds, ConstantStep, DifferentialPair, Dri
 from physgrad.devices.state import Cell, DeviceState, LeafState
 from physgrad.types import PhysgradError
 
+SATURATING_RANGES = 10
+"""Soft-bounds and exponential-step devices take at most this many full ranges of nominal pulses per
+update (``ceil(10 / dw_min)``): after them a soft-bounds device is within ``exp(-20)`` of its bound."""
 PIECES = {"bounds": Bounds, "pulses": Pulses, "read_noise": ReadNoise, "drift": Drift,
           "variability": Variability, "stuck": Stuck, "pair": DifferentialPair}
 """The slots of a :class:`Device` and the piece each holds."""
@@ -356,7 +359,8 @@ class Device:
             return g
         lo, hi, up, down = (np.broadcast_to(f, g.shape).ravel()[idx]
                             for f in (cell.g_min, cell.g_max, cell.step_up, cell.step_down))
-        gi, sgn, left = g.ravel()[idx], np.sign(n.ravel()[idx]), np.abs(n.ravel()[idx])
+        cap = int(np.ceil(SATURATING_RANGES / self.pulses.dw_min))  # the device saturates long before
+        gi, sgn, left = g.ravel()[idx], np.sign(n.ravel()[idx]), np.minimum(np.abs(n.ravel()[idx]), cap)
         act = np.arange(idx.size)
         while act.size:  # one pulse on every device that still has pulses to take
             step = self._law_step(gi[act], sgn[act], lo[act], hi[act], up[act], down[act])

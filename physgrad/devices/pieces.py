@@ -155,7 +155,9 @@ class Pulses:
     :math:`p(1-p)\Delta_0^2`, :math:`p = x - \lfloor x\rfloor`. The device then responds to each pulse
     by its ``law``; cycle-to-cycle noise multiplies every pulse's step by :math:`1 + \sigma_{c2c}\xi`
     (:math:`\xi \sim N(0, 1)`, fresh per pulse), so :math:`n` constant steps add
-    :math:`\Delta (n + \sigma_{c2c}\sqrt{|n|}\,\xi)`.
+    :math:`\Delta (n + \sigma_{c2c}\sqrt{|n|}\,\xi)`. Soft-bounds and exponential-step devices are pulsed one pulse
+    at a time, clipped to the bounds after each, and take at most ``ceil(10 / dw_min)`` pulses per
+    update (ten full ranges: saturated long before).
 
     Parameters
     ----------
