@@ -9,14 +9,18 @@ import numpy as np
 from physgrad.circuit.elements import GROUND, Circuit, node_name
 from physgrad.types import Status
 from physgrad.circuit.reduction import Problem
-from physgrad.circuit.diode import shockley_co_content, shockley_current
+from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.circuit.sparse import solve as sparse_solve
 
-# Certificate tolerances, relative to the problem's own scales (a current scale i_scale in A and a
-# voltage scale v_scale in V, see `certify`): 1e-9 leaves three orders of magnitude above the
-# ~1e-12 round-off of the exact (active-set, linear, Newton) routes and still catches any answer
-# that is wrong in the 9th digit. The coordinate solver stops at 1e-12 V steps, well inside.
+# Certificate tolerances, relative to the problem's own scales (see `certify`): each free node's KCL
+# residual against that node's own current scale (Problem.current_scale), the diode conditions
+# against the circuit's current scale i_scale (A) and voltage scale v_scale (V). 1e-9 leaves three
+# orders of magnitude above the ~1e-12 round-off of the exact (active-set, linear, Newton) routes
+# and still catches any answer that is wrong in the 9th digit. The coordinate solver stops at
+# 1e-12 V steps, well inside.
 CERT_RTOL = 1e-9
+# Absolute floor of a node's KCL tolerance (A), for nodes whose every incident current is ~0.
+CERT_ATOL = 1e-30
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class KKTCertificate:
     ----------
     kcl : float
         Largest Kirchhoff current-law residual over free (super)nodes (A) — stationarity.
+        Each node's residual is judged against ``CERT_RTOL`` times that node's own current scale
+        (:meth:`physgrad.circuit.reduction.Problem.current_scale`) plus ``CERT_ATOL``.
     primal : float
         Largest diode constraint violation ``max(v_a - v_c - vth, 0)`` (V).
     dual : float
@@ -34,7 +40,14 @@ class KKTCertificate:
     complementarity : float
         Largest ``|i (vth - v_a + v_c)|`` (W).
     tol_current, tol_voltage : float
-        The tolerances used (A, V).
+        The tolerances used (A, V): ``tol_current`` for the diode current signs and
+        complementarity (the circuit's current scale times ``CERT_RTOL``).
+    kcl_ratio : float
+        Largest ``|residual| / tolerance`` over the free (super)nodes (dimensionless, <= 1 to pass).
+    kcl_node : str
+        A node of the (super)node where ``kcl_ratio`` is reached ("" when there is none).
+    kcl_tol : float
+        That node's KCL tolerance (A).
     passed : bool
     """
 
@@ -45,10 +58,15 @@ class KKTCertificate:
     tol_current: float
     tol_voltage: float
     passed: bool
+    kcl_ratio: float = 0.0
+    kcl_node: str = ""
+    kcl_tol: float = 0.0
 
     def describe(self) -> str:
+        where = (f" (worst node {self.kcl_node}: {self.kcl_ratio:.2g} of its tolerance {self.kcl_tol:.1e} A)"
+                 if self.kcl_node else "")
         return (
-            f"KCL {self.kcl:.2e} A, diode feasibility {self.primal:.2e} V, diode current sign "
+            f"KCL {self.kcl:.2e} A{where}, diode feasibility {self.primal:.2e} V, diode current sign "
             f"{self.dual:.2e} A, complementarity {self.complementarity:.2e} W "
             f"(tolerances {self.tol_current:.1e} A, {self.tol_voltage:.1e} V): "
             + ("passed" if self.passed else "FAILED")
@@ -63,8 +81,15 @@ def shockley_terms(problem: Problem, u: np.ndarray):
 
 
 def certify(problem: Problem, u: np.ndarray, lam: np.ndarray) -> KKTCertificate:
-    """KKT certificate of ``(u, lam)`` for ``problem`` (lam: currents of the rows of ``D``)."""
-    _, i_shk = shockley_terms(problem, u)
+    """KKT certificate of ``(u, lam)`` for ``problem`` (lam: currents of the rows of ``D``).
+
+    KCL per free (super)node ``j``: ``|r_j| <= CERT_RTOL * scale_j + CERT_ATOL`` with ``scale_j`` the
+    node's own current scale (A); diode feasibility ``<= CERT_RTOL * v_scale`` (V); diode current
+    signs ``<= CERT_RTOL * i_scale`` (A); complementarity ``<= CERT_RTOL * i_scale * v_scale`` (W).
+    """
+    arr = problem.circuit.arrays
+    vd, i_shk = shockley_terms(problem, u)
+    slope = shockley_slope(vd, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin)
     r = problem.H @ u - problem.f + problem.D.T @ lam + problem.S.T @ i_shk
     slack = problem.d - problem.D @ u
     v = problem.voltages(u)
@@ -79,11 +104,21 @@ def certify(problem: Problem, u: np.ndarray, lam: np.ndarray) -> KKTCertificate:
     )
     tol_i, tol_v = CERT_RTOL * i_scale, CERT_RTOL * v_scale
     kcl = float(np.max(np.abs(r), initial=0.0))
+    node_tol = CERT_RTOL * problem.current_scale(u, i_shk, slope, lam) + CERT_ATOL
+    with np.errstate(invalid="ignore", over="ignore"):
+        ratios = np.abs(r) / node_tol
+    kcl_ratio, kcl_node, kcl_tol = 0.0, "", 0.0
+    if ratios.size:
+        j = int(np.argmax(np.where(np.isfinite(ratios), ratios, np.inf)))
+        kcl_ratio, kcl_tol = float(ratios[j]), float(node_tol[j])
+        members = np.flatnonzero(problem.columns[:-1] == j)
+        kcl_node = problem.circuit.nodes[int(members[0])] if members.size else ""
     primal = max(0.0, float(np.max(-slack, initial=0.0)))
     dual = max(0.0, float(np.max(-lam, initial=0.0)))
     comp = float(np.max(np.abs(lam * slack), initial=0.0))
-    ok = bool(kcl <= tol_i and primal <= tol_v and dual <= tol_i and comp <= tol_i * tol_v / CERT_RTOL)
-    return KKTCertificate(kcl, primal, dual, comp, tol_i, tol_v, ok and bool(np.all(np.isfinite(u))))
+    ok = bool(kcl_ratio <= 1.0 and primal <= tol_v and dual <= tol_i and comp <= tol_i * tol_v / CERT_RTOL)
+    return KKTCertificate(kcl, primal, dual, comp, tol_i, tol_v, ok and bool(np.all(np.isfinite(u))),
+                          kcl_ratio, kcl_node, kcl_tol)
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,8 +167,8 @@ class CircuitSolution:
 
     def current(self, name) -> float:
         """Current of element ``name`` (A), first node -> second node."""
-        self.circuit.element(name)
-        return float(self.currents[self.circuit.element_index[str(name).strip().lower()]])
+        el = self.circuit.element(name)
+        return float(self.currents[self.circuit.element_index[el.name]])
 
     def voltage_dict(self) -> dict:
         return {n: float(v) for n, v in zip(self.circuit.nodes, self.voltages)}
@@ -225,6 +260,14 @@ def assemble(
     if status == "converged" and not cert.passed:
         status = "solver_error"
         message = (message + "; " if message else "") + "KKT certificate failed: " + cert.describe()
+    broken = [(circuit.elements[p].name, float(v), circuit.elements[p].model)
+              for p, v in zip(arr.shk_pos, vd) if v < circuit.elements[p].model.breakdown_limit]
+    if status == "converged" and broken:
+        status = "solver_error"
+        name, v, model = broken[0]
+        message = (f"diode {name} sits at {v:.6g} V, in or near reverse breakdown (model {model.name}: BV = "
+                   f"{model.bv:g} V), which physgrad does not model"
+                   + (f" (and {len(broken) - 1} more diodes)" if len(broken) > 1 else ""))
     return CircuitSolution(circuit, v, currents, co, energy, power, status, solver, n_iter, cert, message, info)
 
 
