@@ -70,6 +70,12 @@ def as_float(value, what: str) -> float:
         raise BadArgumentError(f"{what} must be a real number, got {type(value).__name__} {value!r:.60}") from None
 
 
+class DenseTooLargeError(PhysgradError):
+    """A dense computation (the exact gradient's reduced form) would need more memory than the
+    allowed limit; raised from a size estimate, before anything is allocated. The message gives the
+    estimate, the limit and how to change it."""
+
+
 class NotSolvedError(RuntimeError):
     """A minimizer did not reach a certified equilibrium (and ``strict=True`` was asked)."""
 

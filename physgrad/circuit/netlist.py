@@ -188,20 +188,21 @@ def _file_lines(text: str, filename: str, *, top: bool):
 
 def _read_text(path: Path, where: str) -> str:
     """A netlist file's text; :class:`NetlistError` (naming ``where``) for anything unreadable."""
+    what = "" if where == str(path) else f" {path}"
     try:
         if path.is_dir():
-            raise NetlistError(f"{where}: {path} is a directory, not a netlist file")
+            raise NetlistError(f"{where}:{what} is a directory, not a netlist file")
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise NetlistError(f"{where}: {path} is larger than {MAX_FILE_BYTES >> 20} MiB")
+            raise NetlistError(f"{where}:{what} is larger than {MAX_FILE_BYTES >> 20} MiB")
         data = path.read_bytes()
     except FileNotFoundError:
-        raise NetlistError(f"{where}: {path}: no such file") from None
+        raise NetlistError(f"{where}:{what} no such file") from None
     except PermissionError:
-        raise NetlistError(f"{where}: {path}: permission denied") from None
+        raise NetlistError(f"{where}:{what} permission denied") from None
     except OSError as exc:
-        raise NetlistError(f"{where}: {path}: cannot be read ({exc.strerror or exc})") from None
+        raise NetlistError(f"{where}:{what} cannot be read ({exc.strerror or exc})") from None
     if b"\x00" in data:
-        raise NetlistError(f"{where}: {path} is not a text netlist (it contains NUL bytes)")
+        raise NetlistError(f"{where}:{what} not a text netlist (it contains NUL bytes)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -217,7 +218,7 @@ def _mostly_text(data: bytes) -> bool:
 
 
 def _not_text(path, where):
-    raise NetlistError(f"{where}: {path} is not a text file")
+    raise NetlistError(f"{where}:{'' if where == str(path) else ' ' + str(path)} not a text file")
 
 
 def _path_arg(toks: list, where: str, what: str) -> str:

@@ -1,6 +1,8 @@
 """A circuit's steady state: voltages, every element's current, co-content and a KKT certificate."""
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -177,22 +179,50 @@ class CircuitSolution:
         return {el.name: float(i) for el, i in zip(self.circuit.elements, self.currents)}
 
     def to_dict(self) -> dict:
-        """The JSON object of ``physgrad solve --json``."""
-        return {
+        """The JSON object of ``physgrad solve --json``: strict JSON (no NaN or Infinity).
+
+        A value that is not a finite number (no steady state: an infeasible circuit or a solver
+        error; or a float64 overflow) is ``null``; ``"nonfinite"`` then maps each such field
+        (``"voltages.x"``, ``"co_content"``, ...) to what it was (``"NaN"``, ``"Infinity"``,
+        ``"-Infinity"``) and ``"null_reason"`` says why (the status and message). Both keys are
+        absent when every value is finite.
+        """
+        nonfinite: dict = {}
+
+        def num(x, key):
+            x = float(x)
+            if math.isfinite(x):
+                return x
+            nonfinite[key] = "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+            return None
+
+        cert = self.certificate
+        out = {
             "status": self.status,
             "solver": self.solver,
-            "voltages": self.voltage_dict(),
-            "currents": self.current_dict(),
-            "co_content": float(self.co_content),
-            "power": float(self.power),
+            "voltages": {n: num(v, f"voltages.{n}") for n, v in self.voltage_dict().items()},
+            "currents": {n: num(i, f"currents.{n}") for n, i in self.current_dict().items()},
+            "co_content": num(self.co_content, "co_content"),
+            "power": num(self.power, "power"),
             "iterations": int(self.n_iter),
             "message": self.message,
-            "kkt": None if self.certificate is None else {
-                "kcl_A": self.certificate.kcl, "diode_feasibility_V": self.certificate.primal,
-                "diode_current_sign_A": self.certificate.dual,
-                "complementarity_W": self.certificate.complementarity, "passed": self.certificate.passed,
+            "kkt": None if cert is None else {
+                "kcl_A": num(cert.kcl, "kkt.kcl_A"), "diode_feasibility_V": num(cert.primal, "kkt.diode_feasibility_V"),
+                "diode_current_sign_A": num(cert.dual, "kkt.diode_current_sign_A"),
+                "complementarity_W": num(cert.complementarity, "kkt.complementarity_W"), "passed": cert.passed,
             },
         }
+        if nonfinite:
+            out["nonfinite"] = nonfinite
+            why = ("no steady state (infeasible)" if self.status == "infeasible" else
+                   f"status {self.status}" if self.status != "converged" else "a float64 overflow")
+            out["null_reason"] = (f"{len(nonfinite)} value(s) are not finite numbers and are written as null: {why}"
+                                  + (f": {self.message}" if self.message else ""))
+        return out
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        """:meth:`to_dict` as strict JSON text (``json.dumps(..., allow_nan=False)``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
 def ideal_diode_currents(problem: Problem, lam: np.ndarray) -> np.ndarray:
