@@ -32,7 +32,7 @@ SUFFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "
 NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?", re.IGNORECASE)
 _NUMBER_TOKEN = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)(meg|mil|[fpnumkgt])?([a-z]*)$")
 MAX_LENGTH = 20000   # characters of one expression
-MAX_DEPTH = 200      # nesting of parentheses and operators
+MAX_DEPTH = 60       # nesting of parentheses, unary operators and function calls
 CONSTANTS = {"pi": math.pi}
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -292,7 +292,10 @@ def evaluate(text: str, lookup: Callable[[str], float], where: str = "<expressio
     """
     if depth > MAX_DEPTH:
         raise ExpressionError(f"{where}: functions nested deeper than {MAX_DEPTH}")
-    value = _Parser(text, lookup, where, functions, depth).parse()
+    try:
+        value = _Parser(text, lookup, where, functions, depth).parse()
+    except RecursionError:
+        raise ExpressionError(f"{where}: expression nested too deeply: {text[:60]!r}...") from None
     if not math.isfinite(value):
         raise ExpressionError(f"{where}: expression {text!r} is not finite ({value})")
     return float(value)

@@ -76,7 +76,7 @@ NGSPICE_ONLY_END = "*@ngspice-only end"
 # Limits that keep a hostile or broken deck from hanging the reader.
 MAX_INCLUDE_DEPTH = 50
 MAX_SUBCKT_DEPTH = 100
-MAX_ELEMENTS = 5_000_000
+MAX_ELEMENTS = 2_000_000
 MAX_FILE_BYTES = 1 << 30
 
 # Cards ignored for the DC operating point (noted once).
@@ -125,8 +125,11 @@ class Deck:
         """The one-line note for stderr ("" when nothing was ignored)."""
         if not self.notes:
             return ""
-        shown = ", ".join(self.notes[:8]) + (f" and {len(self.notes) - 8} more" if len(self.notes) > 8 else "")
-        return "ignored for the DC operating point: " + shown
+        groups: dict = {}
+        for note in self.notes:
+            groups.setdefault(note.split(" (", 1)[0], []).append(note)
+        parts = [g[0] + (f" and {len(g) - 1} more {card} card(s)" if len(g) > 1 else "") for card, g in groups.items()]
+        return "ignored for the DC operating point: " + ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,12 @@ class _Loader:
                 while j < len(lines) and fold(lines[j].text.split()[0]) != ".endc":
                     j += 1
                 if j == len(lines):
-                    raise NetlistError(f"{ln.where}: .control without .endc")
+                    ends = [k for k in range(i + 1, len(lines)) if fold(lines[k].text.split()[0]) == ".end"]
+                    if not ends:
+                        raise NetlistError(f"{ln.where}: .control without .endc")
+                    self.notes.append(f".control block ({ln.where}-{lines[ends[0]].where.rsplit(':', 1)[-1]}, "
+                                      "closed by .end)")
+                    break
                 self.notes.append(f".control block ({ln.where}-{lines[j].where.rsplit(':', 1)[-1]})")
                 i = j + 1
                 continue
@@ -454,6 +462,7 @@ class _Builder:
         self.trainable: Optional[list] = None
         self.title: Optional[str] = None
         self.count = 0
+        self.couplings: list = []
 
     # --- pass 1: blocks and global definitions ------------------------------------------------
     def split(self, lines):
@@ -507,6 +516,33 @@ class _Builder:
         args = tuple(fold(a.strip()) for a in m.group(2).split(",") if a.strip())
         self.functions[fold(m.group(1))] = UserFunction(fold(m.group(1)), args, m.group(3)[1:-1])
 
+    def check_size(self, top, filename):
+        """Refuse, before flattening, a deck whose subcircuits would expand to more than
+        ``MAX_ELEMENTS`` elements (a hierarchy of instances multiplies)."""
+        sizes: dict = {}
+
+        def size(lines, path):
+            n = 0
+            for ln in lines:
+                head = fold(ln.text.split()[0])
+                if head.startswith("."):
+                    continue
+                if head[0] != "x":
+                    n += 1
+                    continue
+                pos = [t for t in _split_args(_tokens(ln.text, ln.where)[1:], ln.where)[0] if fold(t) != "params:"]
+                sub = fold(pos[-1]) if pos else ""
+                if sub in self.subckts and sub not in path:
+                    if sub not in sizes:
+                        sizes[sub] = size(self.subckts[sub].body, path + (sub,))
+                    n += sizes[sub]
+                if n > MAX_ELEMENTS:
+                    raise NetlistError(f"{ln.where}: the deck expands to more than {MAX_ELEMENTS} elements "
+                                       "after flattening its subcircuits")
+            return n
+
+        size(top, ())
+
     # --- pass 2: instantiate ------------------------------------------------------------------
     def params(self, lines, scope: _Scope):
         for ln in lines:
@@ -534,7 +570,13 @@ class _Builder:
             head = fold(toks[0])
             if head.startswith("."):
                 self.directive(head, toks, ln, top=not prefix)
-            elif head[0] == "x":
+                continue
+            if len(toks) > 1 and toks[1] == "(":  # 'R1 (a b) 1k': a parenthesised node list
+                if ")" not in toks[2:]:
+                    raise NetlistError(f"{ln.where}: unbalanced parenthesis in the node list of {toks[0]}")
+                j = toks.index(")", 2)
+                toks = [toks[0]] + toks[2:j] + toks[j + 1:]
+            if head[0] == "x":
                 self.instance(toks, ln, scope, prefix, nodemap, depth, path)
             else:
                 self.element(toks, ln, scope, prefix, nodemap)
@@ -627,12 +669,26 @@ class _Builder:
                                "(it simulates R, C (open at DC), L (short at DC), V, I, D and subcircuits of them)")
         if letter not in "rclkvid":
             raise NetlistError(f"{where}: unknown element letter {raw[0]!r} in {raw!r} (supported: R C L K V I D X)")
-        if letter == "k":
-            return  # mutual inductance: no effect at DC
+        if letter == "k":  # mutual inductance: no effect at DC, but it must couple two inductors
+            pos, _ = _split_args(toks[1:], where)
+            if len(pos) != 3:
+                raise NetlistError(f"{where}: expected 'Kname L1 L2 coupling'")
+            for ind in pos[:2]:
+                if fold(ind)[:1] != "l":
+                    raise NetlistError(f"{where}: {raw} couples {ind!r}, which is not an inductor")
+                self.couplings.append((where, raw, "v." + (fold(ind) if not prefix else f"l.{prefix}{fold(ind)}")))
+            scope.number(pos[2], where, f"coupling of {raw}")
+            return
         if len(toks) < 3:
             raise NetlistError(f"{where}: {raw} needs two nodes")
         n1, n2 = self.node(toks[1], prefix, nodemap), self.node(toks[2], prefix, nodemap)
         try:
+            if letter in "cl":
+                pos, _ = _split_args(toks[3:], where)
+                if not pos:
+                    raise NetlistError(f"{where}: {raw} needs a value")
+                if fold(pos[0]) not in self.models:  # a value (not a model name): it must be a number
+                    scope.number(pos[0], where, f"value of {raw}")
             if letter == "c":
                 return  # open at DC
             if letter == "l":
@@ -827,6 +883,9 @@ class _Builder:
                 raise NetlistError(f"{where}: {exc}") from None
         for el, where in extra:
             self.add(el, where, generated=True)
+        for where, raw, source in self.couplings:
+            if source not in self.names:
+                raise NetlistError(f"{where}: {raw} couples inductor {source[2:]!r}, which the deck does not define")
         elements = [e for e in self.elements if e is not None]
         if not elements:
             raise NetlistError(f"{filename}: the netlist has no elements")
@@ -954,6 +1013,7 @@ def read_deck_text(text: str, filename: str = "<netlist>", base: Optional[Union[
     lines = loader.expand(lines, base_path, ((_self, ""),) if _self is not None else ())
     builder = _Builder(loader.notes)
     top = builder.split(lines)
+    builder.check_size(top, filename)
     builder.params(top, builder.glob)
     builder.instantiate(top, builder.glob, "", {}, 0, ())
     circuit = builder.finish(title, filename)
@@ -997,6 +1057,8 @@ def write_netlist(circuit: Circuit) -> str:
 
     Raises :class:`PhysgradError` for open resistors (conductance 0: SPICE has no infinite R).
     """
+    if not isinstance(circuit, Circuit):
+        raise BadArgumentError(f"write_netlist needs a physgrad Circuit, got {type(circuit).__name__}")
     out = [circuit.title, "* written by physgrad", f".options {TIGHT_OPTIONS}"]
     shk_models = {}
     gmins = {d.model.gmin for d in circuit.of_type(ShockleyDiode)}

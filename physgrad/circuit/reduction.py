@@ -133,6 +133,10 @@ class Problem:
         lam : (n_rows_of_D,) A, optional
             Ideal-diode currents.
         """
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._current_scale(u, i_shk, slope_shk, lam)
+
+    def _current_scale(self, u, i_shk, slope_shk, lam):
         arr = self.circuit.arrays
         col = self.columns
         n_u = self.n_u
@@ -328,7 +332,8 @@ def _quadratic_part(circuit: Circuit, P, c, g, nudge: Nudge, out) -> dict:
     diag = np.bincount(ja[has_a], gl[has_a], minlength=n_u) + np.bincount(jb[has_b], gl[has_b], minlength=n_u)
     f = np.bincount(jb[has_b], (gl * dcl)[has_b], minlength=n_u) - np.bincount(ja[has_a], (gl * dcl)[has_a],
                                                                                minlength=n_u)
-    const = 0.5 * float(g @ dc**2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        const = 0.5 * float(g @ dc**2)
     both = has_a & has_b
     inj = arr.injection()
     f = f + P.T @ inj

@@ -249,7 +249,15 @@ def _vsource_currents(problem: Problem, q: np.ndarray, clamp_nodes: np.ndarray):
     return sparse_solve(B.T @ B, -(B.T @ q))
 
 
-def assemble(
+def assemble(problem: Problem, u: np.ndarray, lam: np.ndarray, **kw) -> CircuitSolution:
+    """Build the :class:`CircuitSolution` from reduced variables ``u`` and diode multipliers ``lam``
+    (keywords: ``status, solver, n_iter, message, info``). Overflows to ``inf`` are reported in the
+    status (``solver_error``), never as warnings."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _assemble(problem, u, lam, **kw)
+
+
+def _assemble(
     problem: Problem, u: np.ndarray, lam: np.ndarray, *, status: Status, solver: str, n_iter: int,
     message: str = "", info: Optional[dict] = None,
 ) -> CircuitSolution:
@@ -286,7 +294,15 @@ def assemble(
     info.update(u=u, diode_multipliers=lam)
     if clamp_nodes.size:
         info["clamp_currents"] = i_vs[len(arr.vs_pos):]
-    cert = certify(problem, u, lam)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cert = certify(problem, u, lam)
+    finite = bool(np.all(np.isfinite(v)) and np.all(np.isfinite(currents)) and np.isfinite(co) and np.isfinite(power))
+    if status == "converged" and not finite:
+        status = "solver_error"
+        bad = [el.name for el, i in zip(circuit.elements, currents) if not np.isfinite(i)][:5]
+        message = (message + "; " if message else "") + (
+            "values overflow float64" + (f" (currents of {', '.join(bad)})" if bad else "")
+            + ": the circuit's voltages, currents or power exceed ~1.8e308")
     if status == "converged" and not cert.passed:
         status = "solver_error"
         message = (message + "; " if message else "") + "KKT certificate failed: " + cert.describe()

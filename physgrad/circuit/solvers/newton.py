@@ -14,8 +14,9 @@ terms), a step is accepted when it lowers the scaled KCL residual instead.
 Stopping rule (per node): every free (super)node's KCL residual ``|r_j| <= rtol * scale_j`` with
 ``scale_j`` the node's own current scale (:meth:`physgrad.circuit.reduction.Problem.current_scale`:
 the magnitudes of its incident currents and of conductance x voltage), so that a node held only by
-diodes carrying 1e-14 A is solved to the same relative accuracy as the others; or the Newton
-correction is below round-off (``|du_j| <= 8 eps |u_j|`` for every ``j``). The circuit core's KKT
+diodes carrying 1e-14 A is solved to the same relative accuracy as the others, followed by up to three
+full Newton steps while the step is above ``1e-13 |u|`` (they tighten soft modes that the residual
+test alone leaves loose); or the Newton correction is below round-off (``|du_j| <= 8 eps |u_j|``). The circuit core's KKT
 certificate checks the answer independently.
 
 The start is the ideal-diode solution (every diode at ``v <= 0``, where ``E`` is finite whatever the
@@ -47,6 +48,12 @@ TINY_CURRENT = 1e-30
 # Homotopy stages: shunt conductances (S) of gmin stepping; loose rtol of the intermediate stages.
 GMIN_STEPS = tuple(10.0 ** -k for k in range(2, 13))
 STAGE_RTOL = 1e-8
+STAGE_MAX_ITER = 50
+# Polishing once the residual is within tolerance: full Newton steps until |du| <= POLISH_RTOL |u| +
+# POLISH_ATOL (dimensionless, V), at most POLISH_STEPS of them.
+POLISH_RTOL = 1e-13
+POLISH_ATOL = 1e-300
+POLISH_STEPS = 3
 
 
 def accepts(problem: Problem) -> None:
@@ -67,10 +74,12 @@ def energy(problem: Problem, u: np.ndarray) -> float:
 
 
 def _energy_noise(problem: Problem, u: np.ndarray) -> float:
-    """Round-off of :func:`energy` at ``u`` (W): ``16 eps`` times the sum of its terms' magnitudes."""
+    """Round-off of :func:`energy` at ``u`` (W): ``16 eps`` times the sum of its terms' magnitudes
+    (``|u|'|H||u|/2 + |f|'|u| + |const| + sum |J_k|``: the quadratic part cancels, its round-off does not)."""
     vd = problem.S @ u + problem.e
     with np.errstate(over="ignore", invalid="ignore"):
-        mag = (0.5 * abs(float(u @ (problem.H @ u))) + abs(float(problem.f @ u)) + abs(problem.const)
+        au = np.abs(u)
+        mag = (0.5 * float(au @ (abs(problem.H) @ au)) + float(np.abs(problem.f) @ au) + abs(problem.const)
                + float(np.sum(np.abs(shockley_co_content(vd, *_params(problem))))))
     return 16 * EPS * mag if np.isfinite(mag) else np.inf
 
@@ -133,25 +142,40 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
         return u, "solver_error", 0, "co-content overflows at the start point"
     residual = _Residual(problem, T, rtol)
     g, ratio, vd, sl = residual(u)
+    polish = 0
     for it in range(1, max_iter + 1):
         res = float(np.max(np.abs(g), initial=0.0))
-        if ratio <= 1.0:
-            return u, "converged", it - 1, (f"KCL residual {res:.2e} A, within rtol={rtol:g} of every node's "
-                                            "own current scale")
         K = T.T @ (problem.H + problem.S.T @ sp.diags(sl) @ problem.S) @ T
         dz = sparse_solve(K, -g)
         du = T @ dz
         if np.all(np.abs(du) <= 8 * EPS * np.abs(u)):
             return u, "converged", it - 1, (f"KCL residual {res:.2e} A; the Newton correction is below "
                                             "round-off")
+        if ratio <= 1.0:
+            # Within tolerance. The residual test alone leaves soft modes (a node tied by large
+            # conductances to others, but to ground only through small ones) loose by up to
+            # tol / (small conductance): polish with full Newton steps while they stay within
+            # tolerance, until the step is below POLISH_RTOL |u| (or POLISH_STEPS steps).
+            done = bool(np.all(np.abs(du) <= POLISH_RTOL * np.abs(u) + POLISH_ATOL))
+            if not done and polish < POLISH_STEPS:
+                g_t, ratio_t, vd_t, sl_t = residual(u + du)
+                if ratio_t <= 1.0:
+                    u = u + du
+                    g, ratio, vd, sl = g_t, ratio_t, vd_t, sl_t
+                    E = energy(problem, u)
+                    polish += 1
+                    continue
+            return u, "converged", it - 1, (f"KCL residual {res:.2e} A, within rtol={rtol:g} of every node's "
+                                            "own current scale")
         slope = float(g @ dz)
         # SPICE junction limiting, as one factor on the whole step.
         dvd = problem.S @ du
-        lim = pnjlim(vd + dvd, vd, nvt, vcrit)
-        moved = np.abs(dvd) > 0
+        vnew = vd + dvd
+        lim = pnjlim(vnew, vd, nvt, vcrit)
+        limited = (lim != vnew) & (np.abs(dvd) > 0)
         t = 1.0
-        if np.any(moved):
-            t = float(min(1.0, np.min(np.clip((lim[moved] - vd[moved]) / dvd[moved], 0.0, 1.0))))
+        if np.any(limited):
+            t = float(min(1.0, np.min(np.clip((lim[limited] - vd[limited]) / dvd[limited], 0.0, 1.0))))
             t = max(t, 1e-6)
         noise = _energy_noise(problem, u)
         while t > 1e-20:
@@ -187,7 +211,7 @@ def _robust_newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
     ok = True
     for gs in GMIN_STEPS:
         stage = replace(problem, H=(problem.H + gs * sp.identity(n, format="csr")).tocsr())
-        v, st, k, _ = _newton(stage, T, t0, v, STAGE_RTOL, max_iter)
+        v, st, k, _ = _newton(stage, T, t0, v, STAGE_RTOL, min(max_iter, STAGE_MAX_ITER))
         total += k
         if st != "converged":
             ok = False
@@ -202,7 +226,7 @@ def _robust_newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
     while alpha < 1.0 and step >= 1e-4:
         a = min(1.0, alpha + step)
         stage = replace(problem, f=a * problem.f, e=a * problem.e)
-        w, st, k, _ = _newton(stage, T, t0, v, STAGE_RTOL if a < 1.0 else rtol, max_iter)
+        w, st, k, _ = _newton(stage, T, t0, v, STAGE_RTOL if a < 1.0 else rtol, min(max_iter, STAGE_MAX_ITER))
         total += k
         if st == "converged":
             alpha, v, step = a, w, min(2 * step, 0.5)
