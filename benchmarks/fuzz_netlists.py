@@ -24,6 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from verification import fuzz  # noqa: E402
 
 
+def _init():
+    import warnings
+
+    warnings.simplefilter("error")  # a warning on stderr counts as a crash, as under pytest
+
+
 def _circuit(args):
     seed, timeout = args
     r = fuzz.compare_with_ngspice(fuzz.random_diode_circuit(seed), timeout_s=timeout)
@@ -57,7 +63,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     seeds = fuzz.seed_netlists()
-    with mp.Pool(args.workers, maxtasksperchild=200) as pool, tempfile.TemporaryDirectory() as tmp:
+    with mp.Pool(args.workers, initializer=_init, maxtasksperchild=200) as pool, tempfile.TemporaryDirectory() as tmp:
         circ = pool.map(_circuit, [(args.seed + s, args.timeout) for s in range(args.circuits)], chunksize=4)
         muts = pool.map(_mutation, [(seeds[s % len(seeds)], args.seed + s, args.timeout)
                                     for s in range(args.mutations)], chunksize=16)

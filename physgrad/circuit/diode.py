@@ -92,7 +92,8 @@ def shockley_vcrit(IS, N, vt):
     """SPICE's critical voltage ``N vt ln(N vt / (sqrt(2) IS))`` (V): where the diode current's
     curvature is steepest; :func:`pnjlim` limits Newton steps above it."""
     nvt = N * vt
-    return nvt * np.log(nvt / (np.sqrt(2.0) * IS))
+    with np.errstate(over="ignore", divide="ignore"):
+        return nvt * np.log(nvt / (np.sqrt(2.0) * IS))
 
 
 def pnjlim(vnew, vold, nvt, vcrit):

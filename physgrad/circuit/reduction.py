@@ -107,23 +107,26 @@ class Problem:
         col[coo.row] = coo.col
         return col
 
+    def voltage_scale(self, u: np.ndarray) -> float:
+        """The circuit's voltage scale (V): ``max(1 V, max |v|, max |c|)``."""
+        return max(1.0, float(np.max(np.abs(self.voltages(u)), initial=0.0)),
+                   float(np.max(np.abs(self.c), initial=0.0)))
+
     def current_scale(self, u: np.ndarray, i_shk: np.ndarray, slope_shk: np.ndarray,
                       lam: Optional[np.ndarray] = None) -> np.ndarray:
         r"""Each free (super)node's own current scale (A), shape ``(n_u,)``: the KCL tolerances.
 
-        Summed over the elements incident on the (super)node (elements inside a supernode, whose
-        currents cancel in its KCL, are left out):
+        .. math:: s_j = \sum_{k \ni j} |i_k| + G_j V
 
-        - resistors: ``g (|v_a| + |v_b|)`` (conductance times the voltages its current is computed
-          from; bounds ``|i|``);
-        - current sources: ``|value|``;
-        - Shockley diodes: ``|i| + I'(v) (|v_a| + |v_b|)`` (the second term is the round-off of ``i``
-          through that of its voltage);
-        - ideal diodes: ``|lam|`` (rows of ``D``); a beta-nudge: ``beta (|v_o| + |y_o|)``.
-
-        A KCL residual ``r_j`` is resolved to relative accuracy ``rtol`` when
-        ``|r_j| <= rtol * scale_j``: a node held only by diodes carrying 1e-14 A gets a tolerance of
-        that order, not the circuit's largest current.
+        summed over the elements ``k`` incident on the (super)node (elements inside a supernode, whose
+        currents cancel in its KCL, are left out), with ``G_j`` the sum of their conductances
+        (resistors' ``g``, Shockley diodes' slopes ``I'(v)``, a beta-nudge's ``beta``; S) and ``V`` the
+        circuit's voltage scale (:meth:`voltage_scale`, V). Current sources and ideal diodes count
+        their currents only. A KCL residual ``r_j`` is resolved to relative accuracy ``rtol`` when
+        ``|r_j| <= rtol * s_j``: then ``r_j`` is what the node's own currents would carry after a
+        voltage error of ``rtol V``, and a node held only by diodes carrying 1e-14 A gets a tolerance
+        of that order, not the circuit's largest current. ``G_j V`` also bounds the round-off of the
+        residual (each current is computed from voltages of magnitude ``<= V``).
 
         Parameters
         ----------
@@ -140,7 +143,8 @@ class Problem:
         arr = self.circuit.arrays
         col = self.columns
         n_u = self.n_u
-        vabs = np.abs(np.concatenate([self.voltages(u), [0.0]]))
+        vg = np.concatenate([self.voltages(u), [0.0]])
+        V = self.voltage_scale(u)
         out = np.zeros(n_u)
 
         def add(a, b, amount):
@@ -150,16 +154,16 @@ class Problem:
                 m = live & (j >= 0)
                 out[:] += np.bincount(j[m], amount[m], minlength=n_u)
 
-        add(arr.res_a, arr.res_b, self.g * (vabs[arr.res_a] + vabs[arr.res_b]))
+        add(arr.res_a, arr.res_b, self.g * (np.abs(vg[arr.res_a] - vg[arr.res_b]) + V))
         add(arr.cs_a, arr.cs_b, np.abs(arr.cs_value))
-        add(arr.shk_a, arr.shk_b, np.abs(i_shk) + np.abs(slope_shk) * (vabs[arr.shk_a] + vabs[arr.shk_b]))
+        add(arr.shk_a, arr.shk_b, np.abs(i_shk) + np.abs(slope_shk) * V)
         if lam is not None and len(lam):
             out += abs(self.D).T @ np.abs(lam)
         if self.nudge.beta != 0.0 and len(self.outputs):
             jo = col[self.outputs]
             m = jo >= 0
-            out += np.bincount(jo[m], (abs(self.nudge.beta) * (vabs[self.outputs] + np.abs(self.y)))[m],
-                               minlength=n_u)
+            amount = abs(self.nudge.beta) * (np.abs(vg[self.outputs] - self.y) + V)
+            out += np.bincount(jo[m], amount[m], minlength=n_u)
         return out
 
 

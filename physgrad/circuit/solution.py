@@ -253,7 +253,7 @@ def assemble(problem: Problem, u: np.ndarray, lam: np.ndarray, **kw) -> CircuitS
     """Build the :class:`CircuitSolution` from reduced variables ``u`` and diode multipliers ``lam``
     (keywords: ``status, solver, n_iter, message, info``). Overflows to ``inf`` are reported in the
     status (``solver_error``), never as warnings."""
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         return _assemble(problem, u, lam, **kw)
 
 

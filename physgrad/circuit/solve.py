@@ -84,7 +84,10 @@ def solve_problem(problem: Problem, solver: str = "auto", **options) -> CircuitS
     module.accepts(problem)
     t0 = time.perf_counter()
     try:
-        raw = module.minimize(problem, **options)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+            # extreme values (1e308 V, N = 1e-320) overflow inside the minimizers; every non-finite
+            # answer ends in a status other than "converged" (energy and residual checks, assemble)
+            raw = module.minimize(problem, **options)
     except SingularSystemError as exc:  # exactly singular KKT system
         return infeasible_solution(problem.circuit, name, f"singular KKT system ({exc}): dependent diode constraints, "
                                    "e.g. anti-parallel ideal diodes with zero thresholds both conducting",
@@ -155,7 +158,8 @@ def solve(
     """
     _check_solver(solver)
     try:
-        problem = build_problem(circuit, nudge, outputs, conductances)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+            problem = build_problem(circuit, nudge, outputs, conductances)
     except InfeasibleError as exc:
         if strict:
             raise
