@@ -129,7 +129,6 @@ def test_subcircuits_flattened_with_params_and_node_mapping():
     ("t\n.subckt s a b\nq1 a b 0 npn\n.ends\nx1 a 0 s\nv1 a 0 1\n", r"t\.cir:3: q1 is a bipolar transistor"),
     ("t\nv1 a 0 1\nr1 a 0 1k\ne1 b 0 a 0 2\n", r"t\.cir:4: e1 is a voltage-controlled voltage source"),
     ("t\nv1 a 0 1\nr1 a 0 1k\n.temp 50\n", r"t\.cir:4: temp = 50.0 C"),
-    ("t\nv1 a 0 1\nr1 a 0 1k\n.control\nrun\n", r"t\.cir:4: .control without .endc"),
     ("t\nv1 a 0 1\nd1 a 0 dq\n.model dq npn(bf=100)\n", r"t\.cir:3: diode d1 uses model 'dq' of type 'npn'"),
     ("t\nv1 a 0 1\nr1 a 0 1k\n.if (1)\n", r"t\.cir:4: conditional netlists"),
 ])
@@ -162,6 +161,14 @@ def test_include_cycle_and_missing(tmp_path):
     main.write_text("t\nv1 a 0 1\n.include main.cir\n")
     with pytest.raises(NetlistError, match="include cycle"):
         read_netlist(main)
+
+
+def test_control_without_endc_runs_to_the_end():
+    """As in ngspice: a .control block without .endc extends to .end or the end of the file."""
+    from physgrad.circuit.netlist import read_deck_text
+
+    deck = read_deck_text("t\nv1 a 0 1\nr1 a 0 1k\n.control\npz 1 0 2 0 vol pz\nprint all\n", "t.cir")
+    assert len(deck.circuit.elements) == 2 and deck.notes == (".control block (t.cir:4 to the end, without .endc)",)
 
 
 def test_notes_for_ignored_cards(tmp_path):

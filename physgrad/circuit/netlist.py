@@ -252,12 +252,8 @@ class _Loader:
                 j = i + 1
                 while j < len(lines) and fold(lines[j].text.split()[0]) != ".endc":
                     j += 1
-                if j == len(lines):
-                    ends = [k for k in range(i + 1, len(lines)) if fold(lines[k].text.split()[0]) == ".end"]
-                    if not ends:
-                        raise NetlistError(f"{ln.where}: .control without .endc")
-                    self.notes.append(f".control block ({ln.where}-{lines[ends[0]].where.rsplit(':', 1)[-1]}, "
-                                      "closed by .end)")
+                if j == len(lines):  # no .endc: as ngspice, the block runs to .end or the end of the file
+                    self.notes.append(f".control block ({ln.where} to the end, without .endc)")
                     break
                 self.notes.append(f".control block ({ln.where}-{lines[j].where.rsplit(':', 1)[-1]})")
                 i = j + 1

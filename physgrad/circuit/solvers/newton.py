@@ -20,7 +20,8 @@ test alone leaves loose); or the Newton correction is below round-off (``|du_j| 
 certificate checks the answer independently.
 
 The start is the ideal-diode solution (every diode at ``v <= 0``, where ``E`` is finite whatever the
-emission coefficient), so near-ideal diodes (``N <= 1e-3``) cannot overflow at the start. When plain
+emission coefficient; 0 V at every free node where no such solution exists, e.g. two diodes in series
+that a source drives forward), so near-ideal diodes (``N <= 1e-3``) cannot overflow at the start. When plain
 Newton fails, two homotopies follow, as in SPICE: gmin stepping (a shunt conductance from every free
 node to ground, 1e-2 S down to 0 by decades) and source stepping (sources scaled from 0 to 1).
 
@@ -103,7 +104,9 @@ def _start(problem: Problem) -> np.ndarray:
     try:
         return solve_active_set(H0, f0, D, d).u
     except (Infeasible, SingularSystemError):
-        return sparse_solve(H0, f0)
+        # Shockley diodes in series that the sources drive forward (no ideal-diode solution): start
+        # from 0 V at every free node; junction limiting and the homotopies take it from there.
+        return np.zeros(problem.n_u)
 
 
 class _Residual:
@@ -146,7 +149,10 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
     for it in range(1, max_iter + 1):
         res = float(np.max(np.abs(g), initial=0.0))
         K = T.T @ (problem.H + problem.S.T @ sp.diags(sl) @ problem.S) @ T
-        dz = sparse_solve(K, -g)
+        try:
+            dz = sparse_solve(K, -g)
+        except SingularSystemError:  # e.g. slopes of 1e60 S swamping the rest in float64
+            return u, "solver_error", it - 1, f"singular Newton matrix at KCL residual {res:.2e} A"
         du = T @ dz
         if np.all(np.abs(du) <= 8 * EPS * np.abs(u)):
             return u, "converged", it - 1, (f"KCL residual {res:.2e} A; the Newton correction is below "
