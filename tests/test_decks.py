@@ -146,6 +146,10 @@ def test_include_and_lib_relative_to_the_file(tmp_path):
     main.write_text("t\n.include sub/parts.inc\nv1 in 0 5\nr1 in out 1k\nx1 out clamp\n")
     c = read_netlist(main)
     assert c.element("d.x1.d1").model == DiodeModel("dm", IS=1e-12, N=1.2)
+    (tmp_path / "my dir").mkdir()
+    (tmp_path / "my dir" / "r.inc").write_text("r2 out 0 1k\n")
+    main.write_text("t\n.include 'my dir/r.inc'\nv1 in 0 5\nr1 in out 1k\n")
+    assert read_netlist(main).element("r2").conductance == 1e-3
 
 
 def test_include_cycle_and_missing(tmp_path):

@@ -10,7 +10,6 @@ Tolerances
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -26,7 +25,6 @@ from physgrad.circuit import (Circuit, DiodeModel, IdealDiode, Resistor, Shockle
                               read_netlist, solve, write_netlist)
 from physgrad.circuit.diode import shockley_current
 from physgrad.circuit.elements import NGSPICE_VT
-from physgrad.circuit.netlist import NetlistError
 from physgrad.circuit.reduction import build_problem, reparametrize
 from physgrad.circuit.solution import certify
 from physgrad.types import BadArgumentError, Nudge, PhysgradError

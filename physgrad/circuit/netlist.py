@@ -224,12 +224,13 @@ def _not_text(path, where):
     raise NetlistError(f"{where}:{'' if where == str(path) else ' ' + str(path)} not a text file")
 
 
-def _path_arg(toks: list, where: str, what: str) -> str:
+def _path_arg(toks: list, where: str, what: str, text: str = "") -> str:
+    """The file name of ``.include``/``.lib`` (quoted names may hold spaces)."""
     if len(toks) < 2:
         raise NetlistError(f"{where}: {what} needs a file name")
-    name = toks[1]
-    if name[:1] in "\"'" and name[-1:] == name[:1] and len(name) >= 2:
-        name = name[1:-1]
+    rest = text.split(None, 1)[1].strip() if text else toks[1]
+    m = re.match(r"""^(["'])(.*?)\1""", rest)
+    name = m.group(2) if m else toks[1]
     return os.path.expanduser(name)
 
 
@@ -261,11 +262,11 @@ class _Loader:
             if head == ".endc":
                 raise NetlistError(f"{ln.where}: .endc without .control")
             if head in (".include", ".inc", ".incl"):
-                path = self._resolve(_path_arg(toks, ln.where, head), base, ln.where)
+                path = self._resolve(_path_arg(toks, ln.where, head, ln.text), base, ln.where)
                 out += self.load_file(path, ln.where, stack)
             elif head == ".lib" and len(toks) >= 3:
-                path = self._resolve(_path_arg(toks, ln.where, ".lib"), base, ln.where)
-                out += self.load_section(path, fold(toks[2]), ln.where, stack)
+                path = self._resolve(_path_arg(toks, ln.where, ".lib", ln.text), base, ln.where)
+                out += self.load_section(path, fold(toks[-1]), ln.where, stack)
             elif head == ".lib":  # a section definition that nothing here calls: skipped
                 j = i + 1
                 while j < len(lines) and fold(lines[j].text.split()[0]) != ".endl":
