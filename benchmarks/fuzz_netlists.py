@@ -90,8 +90,11 @@ def main(argv=None) -> int:
         f"disagreements with ngspice > {fuzz.DISAGREE_V:g} V that are physgrad's: {len(disagree) - len(theirs)}"
         f" (and {len(theirs)} that are ngspice's: physgrad's answer certified, ngspice's not)",
     ]
-    for r in (tracebacks + hangs + [d for d in disagree if d["physgrads"]] + not_solved)[:20]:
-        lines.append(f"--- {r['kind']} seed {r.get('seed', r.get('path'))}: {r.get('detail', '')[-400:]}")
+    for r in (tracebacks + hangs + disagree + not_solved)[:20]:
+        whose = "" if r["kind"] != "disagree" else (" (physgrad's)" if r["physgrads"] else " (ngspice's)")
+        lines.append(f"--- {r['kind']}{whose} seed {r.get('seed', r.get('path'))}: "
+                     + (f"worst {r['worst']:.3g} V; " if r.get("worst") is not None else "")
+                     + r.get("detail", "")[-400:])
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -366,3 +366,32 @@ def test_ladder_construction_is_not_dense():
     assert g.shape == (n + 1,)
     with pytest.raises(PhysgradError, match="above the limit"):
         energy.quadratic_form(energy.theta0(), None)
+
+
+# --- a runaway Newton iterate cannot certify itself ----------------------------------------------
+
+@pytest.mark.parametrize("seed", [1357, 1982, 1989])
+def test_runaway_voltages_are_not_certified(seed):
+    """Fuzz seeds whose Newton iterate once ran off to 1e12-1e14 V and passed: the KCL tolerance used
+    the answer's own voltages (a forward diode's slope times 1e14 V). The scale now comes from the
+    circuit's data; the solution is sane and a runaway answer fails the certificate."""
+    from verification.fuzz import random_diode_circuit
+
+    c = random_diode_circuit(seed)
+    sol = solve(c)
+    v_max = max(abs(el.value) for el in c.elements if isinstance(el, VoltageSource))
+    assert np.max(np.abs(sol.voltages)) < 10 * v_max + 10
+    pb = build_problem(c)
+    u_bad = np.array(sol.info["u"], float) * 1e12
+    assert not certify(pb, u_bad, np.zeros(pb.D.shape[0])).passed
+
+
+@pytest.mark.ngspice
+@pytest.mark.parametrize("seed", [1357, 1982, 1989, 137, 19, 9])
+def test_former_fuzz_failures_agree_with_ngspice(seed):
+    from verification import fuzz
+
+    if shutil.which("ngspice") is None:
+        pytest.skip("ngspice not installed")
+    r = fuzz.compare_with_ngspice(fuzz.random_diode_circuit(seed))
+    assert r["kind"] == "agree" and r["worst"] <= 1e-9, r

@@ -107,26 +107,30 @@ class Problem:
         col[coo.row] = coo.col
         return col
 
-    def voltage_scale(self, u: np.ndarray) -> float:
-        """The circuit's voltage scale (V): ``max(1 V, max |v|, max |c|)``."""
-        return max(1.0, float(np.max(np.abs(self.voltages(u)), initial=0.0)),
-                   float(np.max(np.abs(self.c), initial=0.0)))
+    @cached_property
+    def voltage_scale(self) -> float:
+        """The circuit's voltage scale from its data alone (V): ``max(1 V, max |c|, max |d|, max |e|,
+        max |y|)`` (source-fixed voltages, ideal-diode bounds, Shockley-diode offsets, nudge targets);
+        never from a candidate answer, so that a wrong answer cannot widen its own tolerance."""
+        return max(1.0, *(float(np.max(np.abs(a), initial=0.0)) for a in (self.c, self.d, self.e, self.y)))
 
     def current_scale(self, u: np.ndarray, i_shk: np.ndarray, slope_shk: np.ndarray,
                       lam: Optional[np.ndarray] = None) -> np.ndarray:
         r"""Each free (super)node's own current scale (A), shape ``(n_u,)``: the KCL tolerances.
 
-        .. math:: s_j = \sum_{k \ni j} |i_k| + G_j V
+        .. math:: s_j = \sum_{k \ni j} \big(|i_k| + G_k V\big)
 
         summed over the elements ``k`` incident on the (super)node (elements inside a supernode, whose
-        currents cancel in its KCL, are left out), with ``G_j`` the sum of their conductances
-        (resistors' ``g``, Shockley diodes' slopes ``I'(v)``, a beta-nudge's ``beta``; S) and ``V`` the
-        circuit's voltage scale (:meth:`voltage_scale`, V). Current sources and ideal diodes count
-        their currents only. A KCL residual ``r_j`` is resolved to relative accuracy ``rtol`` when
-        ``|r_j| <= rtol * s_j``: then ``r_j`` is what the node's own currents would carry after a
-        voltage error of ``rtol V``, and a node held only by diodes carrying 1e-14 A gets a tolerance
-        of that order, not the circuit's largest current. ``G_j V`` also bounds the round-off of the
-        residual (each current is computed from voltages of magnitude ``<= V``).
+        currents cancel in its KCL, are left out), with ``G_k`` their conductances (resistors' ``g``,
+        Shockley diodes' slopes ``I'(v)``, a beta-nudge's ``beta``; S), ``V`` the circuit's voltage
+        scale from its data (:attr:`voltage_scale`, V). Current sources and ideal diodes count their currents only. A KCL residual ``r_j`` is resolved
+        to relative accuracy ``rtol`` when ``|r_j| <= rtol * s_j``: then ``r_j`` is what the node's
+        own currents would carry after a voltage error of about ``rtol V``, and a node held only by
+        diodes carrying 1e-14 A gets a tolerance of that order, not the circuit's largest current.
+        ``V`` comes from the circuit's data, never from the answer being judged: an answer wrong by
+        1e12 V cannot widen its own tolerance (with ``G_k |v|`` in its place, a forward diode's slope
+        times a runaway voltage did). ``G_k V`` also bounds the residual's round-off wherever node
+        voltages stay within ``V`` (no current source drives them beyond the sources' voltages).
 
         Parameters
         ----------
@@ -144,7 +148,7 @@ class Problem:
         col = self.columns
         n_u = self.n_u
         vg = np.concatenate([self.voltages(u), [0.0]])
-        V = self.voltage_scale(u)
+        V = self.voltage_scale
         out = np.zeros(n_u)
 
         def add(a, b, amount):

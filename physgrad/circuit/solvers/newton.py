@@ -5,9 +5,11 @@ Minimises :math:`E(u) = \tfrac12 u^T H u - f^T u + \sum_k J_k(S_k u + e_k)` wher
 diode's co-content (:mod:`physgrad.circuit.diode`). Gradient ``H u - f + S^T I(v)`` (the KCL residual,
 A), Hessian ``H + S^T diag(I'(v)) S`` (S, sparse, factorised by SuperLU).
 
-Each Newton step is first shortened (one factor for the whole step, so it stays a descent
-direction) so that no diode voltage moves further than SPICE's junction limiting allows
-(:func:`physgrad.circuit.diode.pnjlim`), then damped by backtracking on ``E`` (Armijo, ``c = 1e-4``).
+Each Newton step is tried in full first and halved until ``E`` decreases enough (Armijo,
+``c = 1e-4``); the junction-limited length ``t_lim`` (one factor for the whole step, so it stays a
+descent direction, such that no diode voltage moves further than SPICE's junction limiting allows,
+:func:`physgrad.circuit.diode.pnjlim`) is always among the lengths tried, and a trial whose ``E``
+overflows jumps straight to it.
 Where ``E``'s change is below its own round-off (``16 eps`` times the sum of the magnitudes of its
 terms), a step is accepted when it lowers the scaled KCL residual instead.
 
@@ -16,7 +18,8 @@ Stopping rule (per node): every free (super)node's KCL residual ``|r_j| <= rtol 
 the magnitudes of its incident currents and of conductance x voltage), so that a node held only by
 diodes carrying 1e-14 A is solved to the same relative accuracy as the others, followed by up to three
 full Newton steps while the step is above ``1e-13 |u|`` (they tighten soft modes that the residual
-test alone leaves loose); or the Newton correction is below round-off (``|du_j| <= 8 eps |u_j|``). The circuit core's KKT
+test alone leaves loose) unless the last full step was already below ``1e-7 |u|`` (quadratic
+convergence); or the Newton correction is below round-off (``|du_j| <= 8 eps |u_j|``). The circuit core's KKT
 certificate checks the answer independently.
 
 The start is the ideal-diode solution (every diode at ``v <= 0``, where ``E`` is finite whatever the
@@ -55,6 +58,9 @@ STAGE_MAX_ITER = 50
 POLISH_RTOL = 1e-13
 POLISH_ATOL = 1e-300
 POLISH_STEPS = 3
+# A full Newton step below SETTLED_RTOL |u| (dimensionless) followed by a residual within tolerance
+# ends the iteration without another factorisation (the next correction would be ~1e-14 |u|).
+SETTLED_RTOL = 1e-7
 
 
 def accepts(problem: Problem) -> None:
@@ -146,8 +152,13 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
     residual = _Residual(problem, T, rtol)
     g, ratio, vd, sl = residual(u)
     polish = 0
+    settled = False  # the last step was a full Newton step below SETTLED_RTOL |u|
     for it in range(1, max_iter + 1):
         res = float(np.max(np.abs(g), initial=0.0))
+        if ratio <= 1.0 and settled:
+            # quadratic convergence: the next correction would be ~ (SETTLED_RTOL)^2 |u|; no factorisation
+            return u, "converged", it - 1, (f"KCL residual {res:.2e} A, within rtol={rtol:g} of every node's "
+                                            "own current scale")
         K = T.T @ (problem.H + problem.S.T @ sp.diags(sl) @ problem.S) @ T
         try:
             dz = sparse_solve(K, -g)
@@ -166,6 +177,7 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
             if not done and polish < POLISH_STEPS:
                 g_t, ratio_t, vd_t, sl_t = residual(u + du)
                 if ratio_t <= 1.0:
+                    settled = bool(np.all(np.abs(du) <= SETTLED_RTOL * np.abs(u)))
                     u = u + du
                     g, ratio, vd, sl = g_t, ratio_t, vd_t, sl_t
                     E = energy(problem, u)
@@ -184,20 +196,26 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
             t = float(min(1.0, np.min(np.clip((lim[limited] - vd[limited]) / dvd[limited], 0.0, 1.0))))
             t = max(t, 1e-6)
         noise = _energy_noise(problem, u)
+        t_lim, t = t, 1.0  # the full step first; if it fails, the junction-limited one, then halving
         while t > 1e-20:
             trial = u + t * du
             E_trial = energy(problem, trial)
             if E_trial <= E + 1e-4 * t * slope:
                 g, ratio, vd, sl = residual(trial)
                 break
-            if E_trial <= E + noise:  # round-off regime: accept if the scaled KCL residual falls
+            if E_trial <= E + noise and np.all(np.abs(trial - u) <= 1e-6 * (np.abs(u) + problem.voltage_scale)):
+                # round-off regime (tiny steps only): accept if the scaled KCL residual falls
                 g_t, ratio_t, vd_t, sl_t = residual(trial)
                 if ratio_t < ratio:
                     g, ratio, vd, sl = g_t, ratio_t, vd_t, sl_t
                     break
-            t *= 0.5
+            if t > t_lim and (not np.isfinite(E_trial) or 0.5 * t < t_lim):
+                t = t_lim  # an overflowing trial jumps to the junction-limited step; halving stops there once
+            else:
+                t *= 0.5
         else:
             return u, "max_iter", it, f"line search failed at KCL residual {res:.2e} A"
+        settled = t == 1.0 and bool(np.all(np.abs(trial - u) <= SETTLED_RTOL * np.abs(u)))
         u, E = trial, E_trial
     res = float(np.max(np.abs(g), initial=0.0))
     if ratio <= 1.0:
