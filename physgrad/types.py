@@ -19,6 +19,63 @@ class PhysgradError(ValueError):
     """Bad input: the message says what is wrong and where (file, line, element, node)."""
 
 
+class BadArgumentError(PhysgradError, TypeError):
+    """An argument of the wrong type or shape (a float where a circuit is expected, a string where an
+    array of numbers is, an array of the wrong shape). Also a ``TypeError``, so code that catches
+    Python's usual error for a wrong type keeps working; like every :class:`PhysgradError` it means
+    bad input (exit code 2)."""
+
+
+def as_float_array(value, what: str, shape: Optional[tuple] = None, *, finite: bool = True,
+                   nonnegative: bool = False) -> np.ndarray:
+    """``value`` as a float array, or :class:`PhysgradError` naming ``what``.
+
+    Parameters
+    ----------
+    value : array-like
+    what : str
+        What the array is, for the message (e.g. ``"conductances"``).
+    shape : tuple, optional
+        Required shape (:class:`BadArgumentError` otherwise).
+    finite, nonnegative : bool
+        Refuse NaN/inf, negative entries (:class:`PhysgradError`).
+    """
+    if isinstance(value, (str, bytes)) or value is None:
+        raise BadArgumentError(f"{what} must be an array of numbers, got {type(value).__name__} {value!r:.60}")
+    try:
+        raw = np.asarray(value)
+        if np.iscomplexobj(raw):
+            raise BadArgumentError(f"{what} must be real numbers, got complex values")
+        arr = np.asarray(raw, dtype=float)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, PhysgradError):
+            raise
+        raise BadArgumentError(f"{what} must be an array of numbers, got {type(value).__name__}: {exc}") from None
+    if shape is not None and arr.shape != tuple(shape):
+        raise BadArgumentError(f"{what} must have shape {tuple(shape)}, got {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
+        raise PhysgradError(f"{what} contains NaN or inf")
+    if nonnegative and np.any(arr < 0):
+        raise PhysgradError(f"{what} must be >= 0, got a minimum of {float(np.min(arr))!r}")
+    return arr
+
+
+def as_float(value, what: str) -> float:
+    """``value`` as a Python float, or :class:`BadArgumentError` naming ``what`` (NaN/inf allowed)."""
+    if isinstance(value, (str, bytes, complex)) or value is None or isinstance(value, np.ndarray) and value.ndim:
+        raise BadArgumentError(f"{what} must be a real number, got {type(value).__name__} {value!r:.60}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadArgumentError(f"{what} must be a real number, got {type(value).__name__} {value!r:.60}") from None
+
+
+class DenseTooLargeError(PhysgradError):
+    """A dense computation (the exact gradient's reduced form) would need more memory than the
+    allowed limit; raised from a size estimate, before anything is allocated. The message gives the
+    estimate, the limit and how to change it."""
+
+
 class NotSolvedError(RuntimeError):
     """A minimizer did not reach a certified equilibrium (and ``strict=True`` was asked)."""
 
@@ -65,16 +122,16 @@ class Nudge:
     clamp: Optional[np.ndarray] = None
 
     def __post_init__(self):
-        beta = float(self.beta)
+        beta = as_float(self.beta, "nudge beta")
         if not np.isfinite(beta):
             raise PhysgradError(f"nudge beta must be finite, got {self.beta!r}")
         object.__setattr__(self, "beta", beta)
         for name in ("target", "clamp"):
             value = getattr(self, name)
             if value is not None:
-                arr = np.asarray(value, dtype=float)
-                if not np.all(np.isfinite(arr)):
-                    raise PhysgradError(f"nudge {name} contains NaN or inf")
+                arr = as_float_array(value, f"nudge {name}")
+                if arr.ndim > 2:
+                    raise BadArgumentError(f"nudge {name} must have shape (n_out,) or (batch, n_out), got {arr.shape}")
                 object.__setattr__(self, name, arr)
         if beta != 0.0 and self.target is None:
             raise PhysgradError("a nudge with beta != 0 needs a target")

@@ -101,7 +101,7 @@ def test_table_output(capsys):
 
 def test_exit_code_bad_input(tmp_path, capsys):
     path = tmp_path / "bad.cir"
-    path.write_text("t\nr1 a 0 1k\nx1 a 0 1\n")
+    path.write_text("t\nr1 a 0 1k\n%1 a 0 1\n")
     code, out, err = run_cli("solve", str(path), capsys=capsys)
     assert code == 2 and "bad.cir:3: unknown element letter" in err and out == ""
 

@@ -6,16 +6,14 @@ except under CI (``$CI`` set), where a missing ngspice is a failure: CI installs
 Tolerances
 ----------
 Shockley circuits (``TOL_V = 1e-9`` V): both routes solve the same equations — the netlists copy
-ngspice's diode law (``IS (exp(v / (N vt)) - 1) + gmin v`` with ngspice's gmin 1e-12 S and
-vt = kT/q at 27 C) and set ``.options reltol=1e-6 vntol=1e-9 abstol=1e-15``. ngspice stops
+ngspice's diode law (:mod:`physgrad.circuit.diode`: ``IS (exp(v / (N vt)) - 1) + gmin v`` down to
+``-3 N vt`` and ngspice's reverse branch below, with ngspice's gmin 1e-12 S and vt = kT/q at 27 C) and set ``.options reltol=1e-6 vntol=1e-9 abstol=1e-15``. ngspice stops
 when a Newton update is below ``reltol |v| + vntol``; Newton converges quadratically, so the
 remaining error is far below that. Measured on these circuits: <= 2.1e-11 V once physgrad's
 default thermal voltage took ngspice's exact value (with 0.025864917, 9 digits, it was
-<= 4.4e-10 V). The two laws differ
-only for reverse bias below ``-3 N vt``, where ngspice replaces the exponential by
-``-IS (1 + (3 N vt / (e v))^3)``: at most ``0.05 IS`` (A) apart, i.e. < 1e-14 A with
-IS <= 1e-13 A here, < 1e-10 V through the >= 1e-4 S conductances used. The issue asks for
-1e-8 V; 1e-9 V leaves a decade for platform round-off and still catches any modelling error.
+<= 4.4e-10 V). Since issue 8 physgrad follows ngspice's reverse branch
+``-IS (1 + (3 N vt / (e v))^3)`` below ``-3 N vt`` too, so the laws are the same everywhere. The issue
+asks for 1e-8 V; 1e-9 V leaves a decade for platform round-off and still catches any modelling error.
 
 Ideal diodes exported as steep Shockley diodes: see :func:`test_write_netlist_ideal_diodes`.
 """

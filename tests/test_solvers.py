@@ -228,10 +228,12 @@ def test_solver_capabilities_are_checked():
 
 def test_conductance_override_validated():
     c = known_circuits()[0].circuit
-    with pytest.raises(PhysgradError, match="expected 2 conductances"):
+    with pytest.raises(PhysgradError, match=r"conductances \(S\) must have shape \(2,\), got \(3,\)"):
         solve(c, conductances=np.ones(3))
-    with pytest.raises(PhysgradError, match="finite and >= 0"):
+    with pytest.raises(PhysgradError, match="contains NaN or inf"):
         solve(c, conductances=np.array([1e-3, np.nan]))
+    with pytest.raises(PhysgradError, match="must be >= 0"):
+        solve(c, conductances=np.array([1e-3, -1.0]))
 
 
 def test_coordinate_moves_diode_coupled_nodes_jointly():

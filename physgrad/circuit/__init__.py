@@ -3,6 +3,19 @@
 Everything here is independent of learning: a :class:`Circuit` goes in, a certified
 :class:`CircuitSolution` comes out (:func:`solve`). The energies, minimizers and learning rules
 above build on it.
+
+Errors
+------
+Every error the circuit API raises for bad input is a :class:`physgrad.types.PhysgradError` (a
+``ValueError``; the CLI's exit code 2), whatever the input: NaN, inf or negative values,
+arrays of the wrong shape or type, unknown names or options, malformed netlists
+(:class:`NetlistError`, message ``file:line: ...``), ill-posed circuits. Arguments of the wrong
+type or shape raise its subclass :class:`physgrad.types.BadArgumentError`, which is also a
+``TypeError``; a dense computation past its memory limit raises
+:class:`physgrad.types.DenseTooLargeError`. A circuit that is well formed but has no certified
+steady state raises :class:`physgrad.types.NotSolvedError` (``strict=True``; exit code 1):
+:class:`physgrad.types.InfeasibleError` for ideal diodes forced forward, ``NotSolvedError`` itself
+for a minimizer that did not converge or a certificate that failed.
 """
 from physgrad.circuit.elements import (
     GROUND,
@@ -14,11 +27,11 @@ from physgrad.circuit.elements import (
     ShockleyDiode,
     VoltageSource,
 )
-from physgrad.circuit.netlist import NetlistError, parse_netlist, read_netlist, write_netlist
+from physgrad.circuit.netlist import Deck, NetlistError, parse_netlist, read_deck, read_netlist, write_netlist
 from physgrad.circuit.solution import CircuitSolution
 from physgrad.circuit.solve import SOLVERS, solve
 
 __all__ = [
     "GROUND", "Circuit", "CurrentSource", "DiodeModel", "IdealDiode", "Resistor", "ShockleyDiode", "VoltageSource",
-    "NetlistError", "parse_netlist", "read_netlist", "write_netlist", "CircuitSolution", "SOLVERS", "solve",
+    "Deck", "NetlistError", "parse_netlist", "read_deck", "read_netlist", "write_netlist", "CircuitSolution", "SOLVERS", "solve",
 ]

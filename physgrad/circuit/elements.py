@@ -14,8 +14,10 @@ Sign conventions (written once, here):
   ``v = v(anode) - v(cathode)``; ``gmin`` and ``vt`` default to ngspice's values so that both tools
   solve the same physics.
 
-Names of nodes and elements are case-insensitive (stored lower case, as SPICE treats them); an
-element's name starts with its SPICE letter (R, D, V, I).
+Names of nodes and elements are case-insensitive in ASCII only (``A``-``Z`` fold to ``a``-``z`` and
+names are stored folded, as ngspice does); other characters are kept as they are, so the Kelvin sign
+``K`` (U+212A) and ``k`` stay distinct names. An element's name starts with its SPICE letter (R, D,
+V, I).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.types import PhysgradError
+from physgrad.types import BadArgumentError, PhysgradError
 
 GROUND = "0"
 GROUND_ALIASES = ("0", "gnd")
@@ -35,16 +37,31 @@ NGSPICE_GMIN = 1e-12  # S, ngspice's default conductance across each junction
 NGSPICE_VT = 1.38064852e-23 / 1.6021766208e-19 * 300.15  # V, kT/q with ngspice-39's constants at 27 C
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """Case-fold ``name`` in ASCII only (``A``-``Z`` -> ``a``-``z``), as ngspice does; other characters
+    (the Kelvin sign, dotted capital I, ...) are left alone so that distinct names stay distinct."""
+    return name.translate(_ASCII_LOWER)
+
+
+def _name_text(value, kind: str) -> str:
+    if not isinstance(value, (str, int, np.integer)) or isinstance(value, bool):
+        raise BadArgumentError(f"{kind} name must be a string, got {type(value).__name__} {value!r:.60}")
+    return fold(str(value).strip())
+
+
 def node_name(node) -> str:
-    """Normalise a node name (lower case; ``gnd`` -> ``0``); raise on empty or blank names."""
-    name = str(node).strip().lower()
+    """Normalise a node name (ASCII lower case; ``gnd`` -> ``0``); raise on empty or blank names."""
+    name = _name_text(node, "node")
     if not name or any(ch.isspace() for ch in name):
         raise PhysgradError(f"invalid node name {node!r}: node names are non-empty and contain no spaces")
     return GROUND if name in GROUND_ALIASES else name
 
 
 def _element_name(name, letter: str, kind: str) -> str:
-    norm = str(name).strip().lower()
+    norm = _name_text(name, kind)
     if not norm or any(ch.isspace() for ch in norm):
         raise PhysgradError(f"invalid {kind} name {name!r}")
     if norm[0] != letter:
@@ -138,6 +155,10 @@ class DiodeModel:
         Parallel conductance (S), >= 0 (ngspice's default 1e-12 S).
     vt : float
         Thermal voltage (V), > 0 (ngspice's 27 C value by default).
+    bv, ibv : float
+        Reverse breakdown voltage (V, > 0; ``inf``: none) and the current at it (A, > 0), as in
+        SPICE's ``BV``/``IBV``. physgrad does not model breakdown: a steady state with the diode
+        within ``breakdown_margin`` of it is reported not solved (see :attr:`breakdown_limit`).
     """
 
     name: str
@@ -145,9 +166,11 @@ class DiodeModel:
     N: float = 1.0
     gmin: float = NGSPICE_GMIN
     vt: float = NGSPICE_VT
+    bv: float = math.inf
+    ibv: float = 1e-3
 
     def __post_init__(self):
-        name = str(self.name).strip().lower()
+        name = _name_text(self.name, "model")
         if not name or any(ch.isspace() for ch in name):
             raise PhysgradError(f"invalid model name {self.name!r}")
         object.__setattr__(self, "name", name)
@@ -156,6 +179,24 @@ class DiodeModel:
             if x < 0 or (positive and x == 0):
                 raise PhysgradError(f"{attr} of diode model {name} must be {'> 0' if positive else '>= 0'}, got {x}")
             object.__setattr__(self, attr, x)
+        try:
+            bv, ibv = float(self.bv), float(self.ibv)
+        except (TypeError, ValueError):
+            raise BadArgumentError(f"BV and IBV of diode model {name} must be numbers") from None
+        if not bv > 0 or math.isnan(bv) or not (ibv > 0 and math.isfinite(ibv)):
+            raise PhysgradError(f"diode model {name}: BV must be > 0 (inf for none) and IBV finite and > 0, "
+                                f"got BV={bv}, IBV={ibv}")
+        object.__setattr__(self, "bv", bv)
+        object.__setattr__(self, "ibv", ibv)
+
+    @property
+    def breakdown_limit(self) -> float:
+        """Most negative voltage (V) at which physgrad's law (without breakdown) is ngspice's:
+        ngspice's breakdown starts at ``BV - vt ln(1 + IBV/IS)`` (its ``DIOtBrkdwnV``, to within its
+        iteration); 10 ``N vt`` more are kept as a margin. ``-inf`` when ``bv`` is ``inf``."""
+        if math.isinf(self.bv):
+            return -math.inf
+        return -(self.bv - self.vt * math.log1p(self.ibv / self.IS) - 10 * self.N * self.vt)
 
 
 @dataclass(frozen=True)
@@ -216,6 +257,22 @@ class CurrentSource:
         return (self.pos, self.neg)
 
 
+def _sequence(value, what: str) -> tuple:
+    """``value`` as a tuple; :class:`BadArgumentError` for non-iterables and for a lone string."""
+    if isinstance(value, (str, bytes)) or isinstance(value, Mapping) and what != "targets":
+        raise BadArgumentError(f"{what} must be a sequence, got {type(value).__name__} {value!r:.60}")
+    try:
+        return tuple(value)
+    except TypeError:
+        raise BadArgumentError(f"{what} must be a sequence, got {type(value).__name__} {value!r:.60}") from None
+
+
+def _mapping(value, what: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise BadArgumentError(f"{what} must be a mapping name -> value, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
 Element = Union[Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource]
 ELEMENT_TYPES = (Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource)
 
@@ -245,7 +302,7 @@ class Circuit:
     trainable: Optional[tuple] = None
 
     def __post_init__(self):
-        elements = tuple(self.elements)
+        elements = _sequence(self.elements, "elements")
         seen = {}
         for el in elements:
             if not isinstance(el, ELEMENT_TYPES):
@@ -258,9 +315,12 @@ class Circuit:
         if "\n" in title or "\r" in title:
             raise PhysgradError("the title must be a single line")
         object.__setattr__(self, "title", title)
-        raw_targets = self.targets.items() if isinstance(self.targets, Mapping) else self.targets
+        raw_targets = self.targets.items() if isinstance(self.targets, Mapping) else _sequence(self.targets, "targets")
         targets = []
-        for node, value in raw_targets:
+        for pair in raw_targets:
+            if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+                raise BadArgumentError(f"targets must be (node, value) pairs or a mapping, got {pair!r:.60}")
+            node, value = pair
             node = node_name(node)
             if node == GROUND:
                 raise PhysgradError("ground cannot be an output (target) node")
@@ -271,7 +331,7 @@ class Circuit:
             targets.append((node, _finite(value, f"target of node {node}")))
         object.__setattr__(self, "targets", tuple(targets))
         if self.trainable is not None:
-            names = tuple(str(n).strip().lower() for n in self.trainable)
+            names = tuple(_name_text(n, "trainable resistor") for n in _sequence(self.trainable, "trainable"))
             for n in names:
                 if n not in seen:
                     raise PhysgradError(f"trainable element {n!r} is not an element of the circuit")
@@ -302,7 +362,7 @@ class Circuit:
 
     def element(self, name: str) -> Element:
         """The element called ``name`` (case-insensitive); clear error if unknown."""
-        key = str(name).strip().lower()
+        key = _name_text(name, "element")
         if key not in self.element_index:
             raise PhysgradError(f"unknown element {name!r}")
         return self.elements[self.element_index[key]]
@@ -342,7 +402,7 @@ class Circuit:
 
     def with_conductances(self, values: Mapping[str, float]) -> "Circuit":
         """A copy with some resistors' conductances (S) replaced; names must be resistors."""
-        values = {str(k).strip().lower(): v for k, v in values.items()}
+        values = {_name_text(k, "element"): v for k, v in _mapping(values, "conductances").items()}
         for k in values:
             if not isinstance(self.element(k), Resistor):
                 raise PhysgradError(f"{k!r} is not a resistor")
@@ -353,7 +413,7 @@ class Circuit:
 
     def with_sources(self, values: Mapping[str, float]) -> "Circuit":
         """A copy with some independent sources' values (V or A) replaced."""
-        values = {str(k).strip().lower(): v for k, v in values.items()}
+        values = {_name_text(k, "element"): v for k, v in _mapping(values, "source values").items()}
         for k in values:
             if not isinstance(self.element(k), (VoltageSource, CurrentSource)):
                 raise PhysgradError(f"{k!r} is not an independent source")

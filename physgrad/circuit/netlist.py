@@ -1,22 +1,38 @@
-"""SPICE-subset netlists: read and write.
+"""SPICE netlists: read real decks for their DC operating point, write physgrad circuits.
 
-Reading (case-insensitive; the first line is the title, as in SPICE)::
+Reading (case-insensitive in ASCII; the first line of the top file is the title, as in SPICE)::
 
-    * comment                       ; inline comment
-    Rname n1 n2 value               resistance in ohm (> 0); or {1/G} with G the conductance in S
-    Vname n+ n- [DC] value          v(n+) - v(n-) = value (V)
-    Iname n+ n- [DC] value          value (A) flows from n+ through the source to n-
-    Dname anode cathode model
-    .model name D(IS=1e-14 N=1)     Shockley diode (IS in A, N the emission coefficient)
+    * comment                       ; inline comment (also ' $ ' and ' // ')
+    Rname n1 n2 value [m=M] [tc1=..]   resistance in ohm (> 0), or {1/G} with G the conductance in S
+    Cname n1 n2 value ...           capacitor: open at DC (dropped)
+    Lname n1 n2 value ...           inductor: short at DC (a 0 V source named v.Lname)
+    Kname L1 L2 k                   mutual inductance: no effect at DC (ignored)
+    Vname n+ n- [DC] value [AC ..] [SIN(..)|PULSE(..)|PWL(..)|EXP(..)|SFFM(..)|AM(..)]
+                                    v(n+) - v(n-) (V): the DC value if given, else the value at
+                                    t = 0 (SPICE's rule for the operating point)
+    Iname n+ n- ...                 the same for a current (A) flowing from n+ through the source to n-
+    Dname anode cathode model [area] [m=M] [off]
+    Xname nodes... subckt [params: name=value ...]   subcircuit instance (flattened)
+    .model name D(IS=1e-14 N=1 RS=0 BV=.. IBV=..)    Shockley diode (level 1); capacitance, noise
+                                    and temperature parameters have no effect at DC (ignored)
     .model name D(ideal=1 vth=0.3)  ideal diode with threshold vth >= 0 (V)
+    .subckt name nodes... [params: name=value ...] ... .ends
+    .param name=value ...           values and {expressions} (physgrad.circuit.expr: no eval)
+    .func name(a, b) {expression}
+    .include FILE / .lib FILE SECTION   paths relative to the including file; cycles refused
+    .global nodes...
     .options gmin=1e-12 ...         gmin (S) across every Shockley diode, as in ngspice
     .target NODE VALUE              output node and its target (V): declares the cost
-    .trainable R1 R2 ...            trainable resistors (default: all)
-    .op  .end
+    .trainable R1 R2 ...            trainable resistors (default: all written in the netlist)
+    .op  .title  .end               text after .end is ignored
     + continuation lines
 
-Numbers take the engineering suffixes f p n u m k meg g t (trailing unit letters are ignored, as in
-SPICE: ``10kohm``, ``5V``). Every error names the file and line.
+Analysis and output cards other than ``.op`` (``.tran .ac .dc .noise .tf .print .plot .save .meas
+.four .ic .nodeset`` ...) and ``.control ... .endc`` blocks are ignored: :func:`read_deck` returns one
+note naming them. Devices physgrad does not model (transistors, controlled sources, switches,
+transmission lines, behavioural sources) are refused with the file and line. Numbers take the
+engineering suffixes f p n u m k meg g t mil (trailing unit letters are ignored, as in SPICE:
+``10kohm``, ``5V``). Every error names the file and line.
 
 Writing produces a file that ngspice runs (``ngspice -b file.cir``) *and* that :func:`read_netlist`
 reads back to an equal :class:`Circuit`: tight ``.options`` (ngspice is silently
@@ -28,12 +44,14 @@ skips it).
 from __future__ import annotations
 
 import math
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 from physgrad.circuit.elements import (
+    GROUND_ALIASES,
     NGSPICE_GMIN,
     NGSPICE_VT,
     Circuit,
@@ -43,11 +61,11 @@ from physgrad.circuit.elements import (
     Resistor,
     ShockleyDiode,
     VoltageSource,
+    fold,
 )
-from physgrad.types import PhysgradError
+from physgrad.circuit.expr import SUFFIXES, ExpressionError, UserFunction, evaluate, parse_number  # noqa: F401
+from physgrad.types import BadArgumentError, PhysgradError
 
-SUFFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "meg": 1e6, "g": 1e9, "t": 1e12}
-_NUMBER = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)(meg|mil|[fpnumkgt])?([a-z]*)$")
 # ngspice's replacement for ideal diodes: IS (A) and N chosen so the forward drop at 1 mA is ~0.4 mV.
 STEEP_IS = 1e-9
 STEEP_N = 1e-3
@@ -55,43 +73,95 @@ TIGHT_OPTIONS = "reltol=1e-6 vntol=1e-9 abstol=1e-15"
 PRAGMA = "*@physgrad "
 NGSPICE_ONLY_BEGIN = "*@ngspice-only begin"
 NGSPICE_ONLY_END = "*@ngspice-only end"
+# Limits that keep a hostile or broken deck from hanging the reader.
+MAX_INCLUDE_DEPTH = 50
+MAX_SUBCKT_DEPTH = 100
+MAX_ELEMENTS = 2_000_000
+MAX_FILE_BYTES = 1 << 30
+
+# Cards ignored for the DC operating point (noted once).
+IGNORED_CARDS = {".tran", ".ac", ".dc", ".noise", ".tf", ".sens", ".disto", ".pz", ".four", ".pss", ".sp",
+                 ".meas", ".measure", ".save", ".print", ".plot", ".probe", ".width", ".ic", ".nodeset",
+                 ".savecurrents", ".backanno", ".lprint", ".fft", ".net", ".step"}
+# Diode model parameters without effect on the DC current at the nominal temperature (27 C = TNOM):
+# junction and diffusion capacitances, noise, temperature coefficients, metadata of vendor models.
+DIODE_DC_IRRELEVANT = {
+    "cjo", "cj0", "cj", "vj", "pb", "m", "mj", "fc", "tt", "cjp", "cjsw", "php", "mjsw", "fcs", "kf", "af", "eg",
+    "xti", "tcv", "trs", "trs1", "trs2", "tlev", "tlevc", "cta", "ctp", "tpb", "tphp", "tm1", "tm2", "ttt1", "ttt2",
+    "tbv1", "tbv2", "tbv", "tcj", "tcjsw", "xti", "fcsw", "vjsw", "pbsw", "mfg", "type", "iave", "vpk", "ipk",
+    "iavemax", "vpkmax", "diss", "bvj", "ibvmax", "lrs", "noise", "trise", "tnom",
+}
+DIODE_METADATA = {"mfg", "type", "noise"}
+_NO_DC_EFFECT_LETTERS = {"c": "capacitor", "k": "mutual inductance"}
+_REFUSED = {"q": "bipolar transistor", "m": "MOSFET", "j": "JFET", "z": "MESFET", "b": "behavioural source",
+            "e": "voltage-controlled voltage source", "f": "current-controlled current source",
+            "g": "voltage-controlled current source", "h": "current-controlled voltage source",
+            "s": "voltage-controlled switch", "w": "current-controlled switch", "t": "transmission line",
+            "o": "lossy transmission line", "u": "RC line", "y": "transmission line", "p": "coupled lines",
+            "a": "XSPICE code model", "n": "OSDI/Verilog-A device"}
 
 
 class NetlistError(PhysgradError):
-    """A malformed netlist; the message starts with ``file:line:``."""
+    """A malformed netlist (or one using what physgrad does not model); the message starts with
+    ``file:line:``."""
+
+
+@dataclass(frozen=True)
+class Deck:
+    """A netlist read for its DC operating point.
+
+    Attributes
+    ----------
+    circuit : Circuit
+    notes : tuple of str
+        What was read but has no effect on the operating point and was ignored (analysis and
+        output cards, ``.control`` blocks), each naming the file and line; empty when nothing was.
+    """
+
+    circuit: Circuit
+    notes: tuple = ()
+
+    def note(self) -> str:
+        """The one-line note for stderr ("" when nothing was ignored)."""
+        if not self.notes:
+            return ""
+        groups: dict = {}
+        for note in self.notes:
+            groups.setdefault(note.split(" (", 1)[0], []).append(note)
+        parts = [g[0] + (f" and {len(g) - 1} more {card} card(s)" if len(g) > 1 else "") for card, g in groups.items()]
+        return "ignored for the DC operating point: " + ", ".join(parts)
 
 
 @dataclass(frozen=True)
 class _Line:
-    number: int
+    where: str
     text: str
 
 
-def parse_number(token: str) -> float:
-    """SPICE number with engineering suffix (``4.7k``, ``1meg``, ``10u``, ``5V``); ValueError if not."""
-    m = _NUMBER.match(token.strip().lower())
-    if not m:
-        raise ValueError(f"not a number: {token!r}")
-    value = float(m.group(1))
-    suffix = m.group(2)
-    if suffix == "mil":
-        raise ValueError(f"the 'mil' suffix is not supported: {token!r}")
-    if suffix:
-        value *= SUFFIXES[suffix]
-    return value
+def _strip_inline(text: str) -> str:
+    """Drop inline comments: ``;`` anywhere, `` $ `` and `` // `` after white space (ngspice)."""
+    text = text.split(";")[0]
+    for mark in ("$", "//"):
+        m = re.search(r"(^|\s)" + re.escape(mark), text)
+        if m:
+            text = text[: m.start()]
+    return text.strip()
 
 
-def _logical_lines(text: str, filename: str):
-    """Join ``+`` continuations, strip comments; yield :class:`_Line` (first line = title)."""
-    raw = text.splitlines()
-    if not raw:
+def _file_lines(text: str, filename: str, *, top: bool):
+    """Join ``+`` continuations, strip comments: ``(title, [_Line])`` (title only for the top file)."""
+    if "\x00" in text:
+        raise NetlistError(f"{filename}: not a text netlist (it contains NUL bytes)")
+    raw = text.lstrip("\ufeff").splitlines()
+    if top and not raw:
         raise NetlistError(f"{filename}:1: empty netlist (the first line is the title)")
-    title = raw[0].strip()
+    title = raw[0].strip() if top else ""
     lines: list[_Line] = []
     skipping = False
-    for i, line in enumerate(raw[1:], start=2):
+    start = 2 if top else 1
+    for i, line in enumerate(raw[1:] if top else raw, start=start):
         stripped = line.strip()
-        low = stripped.lower()
+        low = fold(stripped)
         if low.startswith(NGSPICE_ONLY_BEGIN):
             skipping = True
             continue
@@ -104,208 +174,867 @@ def _logical_lines(text: str, filename: str):
             stripped = stripped[len(PRAGMA):].strip()
         elif stripped.startswith("*") or not stripped:
             continue
-        stripped = stripped.split(";")[0].strip()
+        stripped = _strip_inline(stripped)
         if not stripped:
             continue
         if stripped.startswith("+"):
             if not lines:
                 raise NetlistError(f"{filename}:{i}: continuation line '+' with nothing to continue")
             prev = lines[-1]
-            lines[-1] = _Line(prev.number, prev.text + " " + stripped[1:].strip())
+            lines[-1] = _Line(prev.where, prev.text + " " + stripped[1:].strip())
             continue
-        lines.append(_Line(i, stripped))
+        lines.append(_Line(f"{filename}:{i}", stripped))
     if skipping:
         raise NetlistError(f"{filename}: '{NGSPICE_ONLY_BEGIN}' without '{NGSPICE_ONLY_END}'")
     return title, lines
 
 
-def _model_params(text: str, where: str) -> tuple[str, str, dict]:
-    m = re.match(r"^\.model\s+(\S+)\s+([a-z]+)\s*(?:\((.*)\)|(.*))$", text, re.IGNORECASE)
-    if not m:
-        raise NetlistError(f"{where}: malformed .model line (expected '.model NAME D(PARAM=VALUE ...)')")
-    name, kind = m.group(1).lower(), m.group(2).lower()
-    body = (m.group(3) if m.group(3) is not None else m.group(4) or "").replace(",", " ")
-    body = re.sub(r"\s*=\s*", "=", body.strip())
-    params = {}
-    for tok in body.split():
-        if "=" not in tok:
-            raise NetlistError(f"{where}: .model parameter {tok!r} is not NAME=VALUE")
-        k, v = tok.split("=", 1)
-        try:
-            params[k.lower()] = parse_number(v)
-        except ValueError:
-            raise NetlistError(f"{where}: .model parameter {k}: {v!r} is not a number") from None
-    return name, kind, params
-
-
-def _value(tok: str, where: str, what: str) -> float:
+def _read_text(path: Path, where: str) -> str:
+    """A netlist file's text; :class:`NetlistError` (naming ``where``) for anything unreadable."""
+    what = "" if where == str(path) else f" {path}"
     try:
-        x = parse_number(tok)
-    except ValueError:
-        raise NetlistError(f"{where}: {what} {tok!r} is not a number") from None
-    if not math.isfinite(x):
-        raise NetlistError(f"{where}: {what} must be finite, got {tok!r}")
-    return x
-
-
-def _conductance(tok: str, where: str, name: str) -> float:
-    m = re.match(r"^\{\s*1\s*/\s*([^}\s]+)\s*\}$", tok)
-    if m:
-        g = _value(m.group(1), where, f"conductance of {name}")
-        if g <= 0:
-            raise NetlistError(f"{where}: resistor {name} needs a positive conductance, got {g}")
-        return g
-    if tok.startswith("{"):
-        raise NetlistError(f"{where}: only the expression {{1/G}} (G in S) is supported, got {tok!r}")
-    r = _value(tok, where, f"resistance of {name}")
-    if r <= 0:
-        raise NetlistError(f"{where}: resistor {name} needs a positive resistance, got {tok!r}")
-    return 1.0 / r
-
-
-def _source_value(toks: list, where: str, name: str) -> float:
-    rest = toks[3:]
-    if rest and rest[0].lower() == "dc":
-        rest = rest[1:]
-    if len(rest) != 1:
-        raise NetlistError(f"{where}: source {name} needs 'n+ n- [DC] value' (only DC sources are supported)")
-    return _value(rest[0], where, f"value of {name}")
-
-
-def parse_netlist(text: str, filename: str = "<netlist>") -> Circuit:
-    """Parse netlist ``text``; errors name ``filename`` and the line."""
-    if "\x00" in text:
-        raise NetlistError(f"{filename}: not a text netlist")
-    title, lines = _logical_lines(text, filename)
-    models: dict = {}
-    options: dict = {}
-    pending = []  # (where, name, anode, cathode, model)
-    elements = []
-    names: dict = {}
-    targets = []
-    trainable: Optional[list] = None
-    ended = False
-    for ln in lines:
-        where = f"{filename}:{ln.number}"
-        if ended:
-            raise NetlistError(f"{where}: text after .end")
-        toks = ln.text.split()
-        head = toks[0].lower()
+        if path.is_dir():
+            raise NetlistError(f"{where}:{what} is a directory, not a netlist file")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise NetlistError(f"{where}:{what} is larger than {MAX_FILE_BYTES >> 20} MiB")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NetlistError(f"{where}:{what} no such file") from None
+    except PermissionError:
+        raise NetlistError(f"{where}:{what} permission denied") from None
+    except OSError as exc:
+        raise NetlistError(f"{where}:{what} cannot be read ({exc.strerror or exc})") from None
+    if b"\x00" in data:
+        raise NetlistError(f"{where}:{what} not a text netlist (it contains NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
         try:
-            if head.startswith("."):
-                if head == ".end":
-                    ended = True
-                elif head == ".model":
-                    name, kind, params = _model_params(ln.text, where)
-                    if kind != "d":
-                        raise NetlistError(f"{where}: only diode models (D) are supported, got {kind!r}")
-                    if name in models:
-                        raise NetlistError(f"{where}: model {name!r} defined twice")
-                    models[name] = (where, params)
-                elif head == ".options" or head == ".option":
-                    for tok in re.sub(r"\s*=\s*", "=", " ".join(toks[1:])).split():
-                        if "=" in tok:
-                            k, v = tok.split("=", 1)
-                            options[k.lower()] = _value(v, where, f"option {k}")
-                elif head == ".target":
-                    if len(toks) != 3:
-                        raise NetlistError(f"{where}: expected '.target NODE VALUE'")
-                    targets.append((toks[1], _value(toks[2], where, "target value"), where))
-                elif head == ".trainable":
-                    trainable = (trainable or []) + [t.lower() for t in toks[1:]]
-                elif head in (".op", ".title"):
-                    pass
-                else:
-                    raise NetlistError(f"{where}: unsupported directive {toks[0]!r} (physgrad reads a DC subset)")
+            return data.decode("latin-1") if _mostly_text(data) else _not_text(path, where)
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+            return _not_text(path, where)
+
+
+def _mostly_text(data: bytes) -> bool:
+    printable = sum(1 for b in data[:65536] if b in (9, 10, 13) or 32 <= b < 127 or b >= 160)
+    return printable >= 0.95 * min(len(data), 65536)
+
+
+def _not_text(path, where):
+    raise NetlistError(f"{where}:{'' if where == str(path) else ' ' + str(path)} not a text file")
+
+
+def _path_arg(toks: list, where: str, what: str, text: str = "") -> str:
+    """The file name of ``.include``/``.lib`` (quoted names may hold spaces)."""
+    if len(toks) < 2:
+        raise NetlistError(f"{where}: {what} needs a file name")
+    rest = text.split(None, 1)[1].strip() if text else toks[1]
+    m = re.match(r"""^(["'])(.*?)\1""", rest)
+    name = m.group(2) if m else toks[1]
+    return os.path.expanduser(name)
+
+
+class _Loader:
+    """Expands ``.include``/``.lib``, drops ``.control`` blocks and what follows ``.end``."""
+
+    def __init__(self):
+        self.notes: list = []
+
+    def expand(self, lines, base: Path, stack: tuple) -> list:
+        out = []
+        i = 0
+        while i < len(lines):
+            ln = lines[i]
+            toks = ln.text.split()
+            head = fold(toks[0])
+            if head == ".end":
+                break
+            if head == ".control":
+                j = i + 1
+                while j < len(lines) and fold(lines[j].text.split()[0]) != ".endc":
+                    j += 1
+                if j == len(lines):  # no .endc: as ngspice, the block runs to .end or the end of the file
+                    self.notes.append(f".control block ({ln.where} to the end, without .endc)")
+                    break
+                self.notes.append(f".control block ({ln.where}-{lines[j].where.rsplit(':', 1)[-1]})")
+                i = j + 1
                 continue
-            name = head
-            if name in names:
-                raise NetlistError(f"{where}: duplicate element name {toks[0]!r} (first defined at {names[name]})")
-            names[name] = where
-            letter = name[0]
-            if letter == "r":
-                if len(toks) != 4:
-                    raise NetlistError(f"{where}: expected 'Rname n1 n2 value', got {len(toks)} fields")
-                elements.append(Resistor(name, toks[1], toks[2], _conductance(toks[3], where, name)))
-            elif letter == "v":
-                if len(toks) < 4:
-                    raise NetlistError(f"{where}: expected 'Vname n+ n- [DC] value'")
-                elements.append(VoltageSource(name, toks[1], toks[2], _source_value(toks, where, name)))
-            elif letter == "i":
-                if len(toks) < 4:
-                    raise NetlistError(f"{where}: expected 'Iname n+ n- [DC] value'")
-                elements.append(CurrentSource(name, toks[1], toks[2], _source_value(toks, where, name)))
-            elif letter == "d":
-                if len(toks) != 4:
-                    raise NetlistError(f"{where}: expected 'Dname anode cathode model'")
-                pending.append((len(elements), where, name, toks[1], toks[2], toks[3].lower()))
-                elements.append(None)
+            if head == ".endc":
+                raise NetlistError(f"{ln.where}: .endc without .control")
+            if head in (".include", ".inc", ".incl"):
+                path = self._resolve(_path_arg(toks, ln.where, head, ln.text), base, ln.where)
+                out += self.load_file(path, ln.where, stack)
+            elif head == ".lib" and len(toks) >= 3:
+                path = self._resolve(_path_arg(toks, ln.where, ".lib", ln.text), base, ln.where)
+                out += self.load_section(path, fold(toks[-1]), ln.where, stack)
+            elif head == ".lib":  # a section definition that nothing here calls: skipped
+                j = i + 1
+                while j < len(lines) and fold(lines[j].text.split()[0]) != ".endl":
+                    j += 1
+                if j == len(lines):
+                    raise NetlistError(f"{ln.where}: .lib section without .endl")
+                i = j
+            elif head == ".endl":
+                raise NetlistError(f"{ln.where}: .endl without .lib")
             else:
-                raise NetlistError(f"{where}: unknown element letter {toks[0][0]!r} in {toks[0]!r} (supported: R V I D)")
-        except NetlistError:
-            raise
-        except PhysgradError as exc:
-            raise NetlistError(f"{where}: {exc}") from None
-    gmin = options.get("gmin", NGSPICE_GMIN)
-    built = {}
-    for pos, where, name, a, c, model in pending:
-        if model not in models:
-            raise NetlistError(f"{where}: diode {name} uses unknown model {model!r} (no .model line defines it)")
+                out.append(ln)
+            i += 1
+        return out
+
+    @staticmethod
+    def _resolve(name: str, base: Path, where: str) -> Path:
+        path = Path(name)
+        return (path if path.is_absolute() else base / path).resolve()
+
+    def _check_stack(self, key, where, stack):
+        if key in stack:
+            chain = " -> ".join(str(k[0]) + (f" [{k[1]}]" if k[1] else "") for k in stack + (key,))
+            raise NetlistError(f"{where}: include cycle: {chain}")
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            raise NetlistError(f"{where}: includes nested deeper than {MAX_INCLUDE_DEPTH}")
+
+    def load_file(self, path: Path, where: str, stack: tuple) -> list:
+        key = (path, "")
+        self._check_stack(key, where, stack)
+        _, lines = _file_lines(_read_text(path, where), str(path), top=False)
+        return self.expand(lines, path.parent, stack + (key,))
+
+    def load_section(self, path: Path, section: str, where: str, stack: tuple) -> list:
+        key = (path, section)
+        self._check_stack(key, where, stack)
+        _, lines = _file_lines(_read_text(path, where), str(path), top=False)
+        for i, ln in enumerate(lines):
+            toks = ln.text.split()
+            if fold(toks[0]) == ".lib" and len(toks) == 2 and fold(toks[1]) == section:
+                j = i + 1
+                while j < len(lines) and fold(lines[j].text.split()[0]) != ".endl":
+                    j += 1
+                if j == len(lines):
+                    raise NetlistError(f"{ln.where}: .lib section {section!r} without .endl")
+                return self.expand(lines[i + 1:j], path.parent, stack + (key,))
+        raise NetlistError(f"{where}: {path} has no .lib section {section!r}")
+
+
+_TOKEN = re.compile(r"\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|'[^']*'|[(),=]|[^\s(),={}']+)")
+
+
+def _tokens(text: str, where: str) -> list:
+    """Split a card: ``{...}`` and ``'...'`` stay whole; ``( ) , =`` are tokens of their own."""
+    out, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise NetlistError(f"{where}: unbalanced brace or quote near {text[pos:pos + 30]!r}")
+        out.append(m.group(1))
+        pos = m.end()
+    return out
+
+
+def _split_args(toks: list, where: str):
+    """Positional tokens and ``key=value`` pairs (values may continue with commas: ``tc=1,2``);
+    parentheses are dropped."""
+    pos, kw = [], {}
+    toks = [t for t in toks if t not in ("(", ")")]
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        if t == ",":
+            i += 1
+            continue
+        if i + 1 < len(toks) and toks[i + 1] == "=":
+            if i + 2 >= len(toks):
+                raise NetlistError(f"{where}: {t}= has no value")
+            vals = [toks[i + 2]]
+            i += 3
+            while i + 1 < len(toks) and toks[i] == "," and (i + 2 >= len(toks) or toks[i + 2] != "="):
+                vals.append(toks[i + 1])
+                i += 2
+            kw[fold(t)] = vals if len(vals) > 1 else vals[0]
+            continue
+        if t == "=":
+            raise NetlistError(f"{where}: '=' without a name")
+        pos.append(t)
+        i += 1
+    return pos, kw
+
+
+class _Scope:
+    """Parameters: raw expressions evaluated on first use, with cycle detection; falls back to ``parent``."""
+
+    def __init__(self, parent: Optional["_Scope"], functions: dict):
+        self.parent, self.functions = parent, functions
+        self.raw: dict = {}
+        self.values: dict = {}
+        self.busy: set = set()
+
+    def define(self, name: str, text: str, where: str):
+        self.raw[fold(name)] = (text, where)
+        self.values.pop(fold(name), None)
+
+    def set(self, name: str, value: float):
+        self.values[fold(name)] = value
+
+    def has(self, name: str) -> bool:
+        name = fold(name)
+        return name in self.values or name in self.raw or (self.parent is not None and self.parent.has(name))
+
+    def lookup(self, name: str, where: str = "") -> float:
+        name = fold(name)
+        if name in self.values:
+            return self.values[name]
+        if name in self.raw:
+            text, at = self.raw[name]
+            if name in self.busy:
+                raise NetlistError(f"{at}: parameter {name!r} is defined in terms of itself")
+            self.busy.add(name)
+            try:
+                value = self.number(text, at, f"parameter {name}")
+            finally:
+                self.busy.discard(name)
+            self.values[name] = value
+            return value
+        if self.parent is not None:
+            return self.parent.lookup(name, where)
+        raise NetlistError(f"{where}: unknown parameter {name!r}")
+
+    def number(self, tok: str, where: str, what: str) -> float:
+        """A value token: a number, ``{expr}``, ``'expr'`` or a parameter name."""
+        if isinstance(tok, list):
+            raise NetlistError(f"{where}: {what} takes one value, got {','.join(tok)!r}")
+        inner = None
+        if tok[:1] == "{" and tok[-1:] == "}":
+            inner = tok[1:-1]
+        elif tok[:1] == "'" and tok[-1:] == "'" and len(tok) >= 2:
+            inner = tok[1:-1]
+        if inner is None:
+            try:
+                x = parse_number(tok)
+            except ValueError:
+                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", tok) and self.has(tok):
+                    return self.lookup(tok, where)
+                raise NetlistError(f"{where}: {what} {tok!r} is not a number") from None
+            if not math.isfinite(x):
+                raise NetlistError(f"{where}: {what} must be finite, got {tok!r}")
+            return x
         try:
-            kind = built.setdefault(model, _build_model(model, models[model], gmin))
-            elements[pos] = (IdealDiode(name, a, c, kind) if isinstance(kind, float)
-                             else ShockleyDiode(name, a, c, kind))
+            return evaluate(inner, lambda n: self.lookup(n, where), where, self.functions)
+        except ExpressionError as exc:
+            raise NetlistError(f"{exc} (for {what})") from None
+
+
+@dataclass
+class _Subckt:
+    name: str
+    nodes: tuple
+    defaults: dict
+    where: str
+    body: list = field(default_factory=list)
+
+
+def _subckt_header(toks, where):
+    if len(toks) < 2:
+        raise NetlistError(f"{where}: expected '.subckt NAME NODES... [params: NAME=VALUE ...]'")
+    rest = [t for t in toks[2:] if fold(t) != "params:"]
+    pos, kw = _split_args(rest, where)
+    return _Subckt(fold(toks[1]), tuple(pos), kw, where)
+
+
+class _Builder:
+    """Collects definitions and flattens the deck into physgrad elements."""
+
+    def __init__(self, notes: list):
+        self.notes = notes
+        self.functions: dict = {}
+        self.glob = _Scope(None, self.functions)
+        self.models: dict = {}
+        self.subckts: dict = {}
+        self.global_nodes = set(GROUND_ALIASES)
+        self.options: dict = {}
+        self.elements: list = []
+        self.names: dict = {}
+        self.diodes: list = []   # (index in elements, where, name, anode, cathode, model, scale)
+        self.generated: set = set()
+        self.targets: list = []
+        self.trainable: Optional[list] = None
+        self.title: Optional[str] = None
+        self.count = 0
+        self.couplings: list = []
+
+    # --- pass 1: blocks and global definitions ------------------------------------------------
+    def split(self, lines):
+        top, stack = [], []
+        for ln in lines:
+            toks = _tokens(ln.text, ln.where)
+            head = fold(toks[0])
+            if head == ".subckt":
+                stack.append(_subckt_header(toks, ln.where))
+            elif head == ".ends":
+                if not stack:
+                    raise NetlistError(f"{ln.where}: .ends without .subckt")
+                sub = stack.pop()
+                if sub.name in self.subckts:
+                    raise NetlistError(f"{ln.where}: subcircuit {sub.name!r} defined twice "
+                                       f"(first at {self.subckts[sub.name].where})")
+                self.subckts[sub.name] = sub
+            elif head == ".model":
+                self.model(toks, ln)
+            elif head == ".func":
+                self.func(ln)
+            elif stack:
+                stack[-1].body.append(ln)
+            else:
+                top.append(ln)
+        if stack:
+            raise NetlistError(f"{stack[-1].where}: .subckt {stack[-1].name} without .ends")
+        return top
+
+    def model(self, toks, ln):
+        if len(toks) < 3:
+            raise NetlistError(f"{ln.where}: malformed .model line (expected '.model NAME TYPE(PARAM=VALUE ...)')")
+        name, kind = fold(toks[1]), fold(toks[2])
+        pos, kw = _split_args(toks[3:], ln.where)
+        if pos and kind != "d":
+            pass  # other device kinds: refused when used
+        elif pos:
+            raise NetlistError(f"{ln.where}: .model parameter {pos[0]!r} is not NAME=VALUE")
+        entry = (kind, kw, ln.where, ln.text)
+        if name in self.models:
+            if fold(self.models[name][3].split(None, 1)[-1]) == fold(ln.text.split(None, 1)[-1]):
+                return  # the same model read twice (a library included twice)
+            raise NetlistError(f"{ln.where}: model {name!r} defined twice (first at {self.models[name][2]})")
+        self.models[name] = entry
+
+    def func(self, ln):
+        m = re.match(r"^\.func\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(([^)]*)\)\s*=?\s*(\{.*\}|'.*')\s*$", ln.text,
+                     re.IGNORECASE)
+        if not m:
+            raise NetlistError(f"{ln.where}: expected '.func NAME(ARG, ...) {{EXPRESSION}}'")
+        args = tuple(fold(a.strip()) for a in m.group(2).split(",") if a.strip())
+        self.functions[fold(m.group(1))] = UserFunction(fold(m.group(1)), args, m.group(3)[1:-1])
+
+    def check_size(self, top, filename):
+        """Refuse, before flattening, a deck whose subcircuits would expand to more than
+        ``MAX_ELEMENTS`` elements (a hierarchy of instances multiplies)."""
+        sizes: dict = {}
+
+        def size(lines, path):
+            n = 0
+            for ln in lines:
+                head = fold(ln.text.split()[0])
+                if head.startswith("."):
+                    continue
+                if head[0] != "x":
+                    n += 1
+                    continue
+                pos = [t for t in _split_args(_tokens(ln.text, ln.where)[1:], ln.where)[0] if fold(t) != "params:"]
+                sub = fold(pos[-1]) if pos else ""
+                if sub in self.subckts and sub not in path:
+                    if sub not in sizes:
+                        sizes[sub] = size(self.subckts[sub].body, path + (sub,))
+                    n += sizes[sub]
+                if n > MAX_ELEMENTS:
+                    raise NetlistError(f"{ln.where}: the deck expands to more than {MAX_ELEMENTS} elements "
+                                       "after flattening its subcircuits")
+            return n
+
+        size(top, ())
+
+    # --- pass 2: instantiate ------------------------------------------------------------------
+    def params(self, lines, scope: _Scope):
+        for ln in lines:
+            toks = _tokens(ln.text, ln.where)
+            if fold(toks[0]) == ".param":
+                pos, kw = _split_args(toks[1:], ln.where)
+                if pos:
+                    raise NetlistError(f"{ln.where}: .param expects NAME=VALUE, got {pos[0]!r}")
+                for k, v in kw.items():
+                    scope.define(k, v if isinstance(v, str) else ",".join(v), ln.where)
+            elif fold(toks[0]) == ".global":
+                self.global_nodes.update(fold(t) for t in toks[1:])
+
+    def node(self, name: str, prefix: str, nodemap: dict) -> str:
+        key = fold(name)
+        if key in nodemap:
+            return nodemap[key]
+        if key in self.global_nodes or not prefix:
+            return key
+        return prefix + key
+
+    def instantiate(self, lines, scope: _Scope, prefix: str, nodemap: dict, depth: int, path: tuple):
+        for ln in lines:
+            toks = _tokens(ln.text, ln.where)
+            head = fold(toks[0])
+            if head.startswith("."):
+                self.directive(head, toks, ln, top=not prefix)
+                continue
+            if len(toks) > 1 and toks[1] == "(":  # 'R1 (a b) 1k': a parenthesised node list
+                if ")" not in toks[2:]:
+                    raise NetlistError(f"{ln.where}: unbalanced parenthesis in the node list of {toks[0]}")
+                j = toks.index(")", 2)
+                toks = [toks[0]] + toks[2:j] + toks[j + 1:]
+            if head[0] == "x":
+                self.instance(toks, ln, scope, prefix, nodemap, depth, path)
+            else:
+                self.element(toks, ln, scope, prefix, nodemap)
+
+    def directive(self, head, toks, ln, top: bool):
+        where = ln.where
+        if head in (".param", ".global", ".op"):
+            return
+        if head in IGNORED_CARDS:
+            self.notes.append(f"{head} ({where})")
+            return
+        if not top:
+            raise NetlistError(f"{where}: directive {toks[0]!r} is not allowed inside a subcircuit")
+        if head in (".options", ".option", ".opt"):
+            pos, kw = _split_args(toks[1:], where)
+            for k, v in kw.items():
+                if k in ("gmin", "temp", "tnom", "gshunt", "rshunt"):
+                    self.options[k] = (self.glob.number(v, where, f"option {k}"), where)
+        elif head == ".temp":
+            if len(toks) < 2:
+                raise NetlistError(f"{where}: .temp needs a temperature")
+            self.options["temp"] = (self.glob.number(toks[1], where, ".temp"), where)
+        elif head == ".title":
+            self.title = ln.text.split(None, 1)[1] if len(ln.text.split(None, 1)) > 1 else ""
+        elif head == ".target":
+            if len(toks) != 3:
+                raise NetlistError(f"{where}: expected '.target NODE VALUE'")
+            self.targets.append((toks[1], self.glob.number(toks[2], where, "target value"), where))
+        elif head == ".trainable":
+            self.trainable = (self.trainable or []) + [fold(t) for t in toks[1:]]
+        elif head in (".if", ".elseif", ".else", ".endif"):
+            raise NetlistError(f"{where}: conditional netlists ({toks[0]}) are not supported")
+        else:
+            raise NetlistError(f"{where}: unsupported directive {toks[0]!r} (physgrad reads what SPICE's .op uses)")
+
+    def instance(self, toks, ln, scope, prefix, nodemap, depth, path):
+        where = ln.where
+        name = fold(toks[0])
+        args = [t for t in toks[1:] if fold(t) != "params:"]
+        pos, kw = _split_args(args, where)
+        if not pos:
+            raise NetlistError(f"{where}: expected 'Xname NODES... SUBCKT [NAME=VALUE ...]'")
+        subname = fold(pos[-1])
+        if subname not in self.subckts:
+            raise NetlistError(f"{where}: instance {toks[0]} uses unknown subcircuit {pos[-1]!r}")
+        sub = self.subckts[subname]
+        actual = pos[:-1]
+        if len(actual) != len(sub.nodes):
+            raise NetlistError(f"{where}: instance {toks[0]} connects {len(actual)} nodes but subcircuit "
+                               f"{sub.name} ({sub.where}) has {len(sub.nodes)}")
+        if subname in path:
+            raise NetlistError(f"{where}: subcircuit {sub.name} instantiates itself (through {' -> '.join(path)})")
+        if depth >= MAX_SUBCKT_DEPTH:
+            raise NetlistError(f"{where}: subcircuits nested deeper than {MAX_SUBCKT_DEPTH}")
+        unknown = set(kw) - set(sub.defaults)
+        if unknown:
+            raise NetlistError(f"{where}: instance {toks[0]}: subcircuit {sub.name} has no parameter(s) "
+                               f"{sorted(unknown)}")
+        inner = _Scope(self.glob, self.functions)
+        for k, v in sub.defaults.items():
+            if k in kw:
+                inner.set(k, scope.number(kw[k], where, f"parameter {k} of {toks[0]}"))
+            else:
+                inner.define(k, v if isinstance(v, str) else ",".join(v), sub.where)
+        self.params(sub.body, inner)
+        mapping = {fold(f): self.node(a, prefix, nodemap) for f, a in zip(sub.nodes, actual)}
+        inst = (prefix[:-1] + "." if prefix else "") + name
+        self.instantiate(sub.body, inner, inst + ".", mapping, depth + 1, path + (subname,))
+
+    def add(self, el, where, generated=False, shown=None):
+        self.count += 1
+        if self.count > MAX_ELEMENTS:
+            raise NetlistError(f"{where}: more than {MAX_ELEMENTS} elements after flattening subcircuits")
+        if el is not None:
+            if el.name in self.names:
+                raise NetlistError(f"{where}: duplicate element name {shown or repr(el.name)} (first defined at "
+                                   f"{self.names[el.name]})")
+            self.names[el.name] = where
+            if generated:
+                self.generated.add(el.name)
+        self.elements.append(el)
+
+    def element(self, toks, ln, scope, prefix, nodemap):
+        where = ln.where
+        raw = toks[0]
+        letter = fold(raw[0])
+        full = fold(raw) if not prefix else f"{letter}.{prefix}{fold(raw)}"
+        if letter in _REFUSED:
+            raise NetlistError(f"{where}: {raw} is a {_REFUSED[letter]}, which physgrad does not model "
+                               "(it simulates R, C (open at DC), L (short at DC), V, I, D and subcircuits of them)")
+        if letter not in "rclkvid":
+            raise NetlistError(f"{where}: unknown element letter {raw[0]!r} in {raw!r} (supported: R C L K V I D X)")
+        if letter == "k":  # mutual inductance: no effect at DC, but it must couple two inductors
+            pos, _ = _split_args(toks[1:], where)
+            if len(pos) != 3:
+                raise NetlistError(f"{where}: expected 'Kname L1 L2 coupling'")
+            for ind in pos[:2]:
+                if fold(ind)[:1] != "l":
+                    raise NetlistError(f"{where}: {raw} couples {ind!r}, which is not an inductor")
+                self.couplings.append((where, raw, "v." + (fold(ind) if not prefix else f"l.{prefix}{fold(ind)}")))
+            scope.number(pos[2], where, f"coupling of {raw}")
+            return
+        if len(toks) < 3:
+            raise NetlistError(f"{where}: {raw} needs two nodes")
+        n1, n2 = self.node(toks[1], prefix, nodemap), self.node(toks[2], prefix, nodemap)
+        try:
+            if letter in "cl":
+                pos, _ = _split_args(toks[3:], where)
+                if not pos:
+                    raise NetlistError(f"{where}: {raw} needs a value")
+                if fold(pos[0]) not in self.models:  # a value (not a model name): it must be a number
+                    scope.number(pos[0], where, f"value of {raw}")
+            if letter == "c":
+                return  # open at DC
+            if letter == "l":
+                self.add(VoltageSource(f"v.{full}", n1, n2, 0.0), where, generated=True)
+            elif letter == "r":
+                self.add(Resistor(full, n1, n2, self.conductance(toks[3:], where, raw, scope)), where,
+                         shown=repr(raw) if not prefix else None)
+            elif letter in "vi":
+                value = self.source_value(toks[3:], where, raw, scope)
+                self.add((VoltageSource if letter == "v" else CurrentSource)(full, n1, n2, value), where,
+                         shown=repr(raw) if not prefix else None)
+            else:
+                self.diode(toks[3:], where, raw, full, n1, n2, scope)
         except NetlistError:
             raise
         except PhysgradError as exc:
             raise NetlistError(f"{where}: {exc}") from None
+
+    def conductance(self, rest, where, name, scope) -> float:
+        pos, kw = _split_args(rest, where)
+        if "r" in kw or "resistance" in kw:
+            pos = pos + [kw.pop("r", None) or kw.pop("resistance")]
+        if len(pos) != 1:
+            raise NetlistError(f"{where}: expected 'Rname n1 n2 value', got {len(pos) + 3} fields")
+        m = 1.0
+        for k, v in kw.items():
+            if k == "m":
+                m = scope.number(v, where, f"multiplier of {name}")
+                if m <= 0:
+                    raise NetlistError(f"{where}: multiplier m of {name} must be > 0, got {m}")
+            elif k in ("tc1", "tc2", "tc", "ac", "noisy", "tce"):
+                pass  # temperature coefficients (no effect at 27 C), AC resistance
+            elif k in ("temp", "dtemp"):
+                t = scope.number(v, where, k)
+                if (k == "temp" and t != 27.0) or (k == "dtemp" and t != 0.0):
+                    raise NetlistError(f"{where}: {name}: {k}={t} (physgrad simulates 27 C only)")
+            else:
+                raise NetlistError(f"{where}: resistor {name}: unsupported parameter {k!r}")
+        tok = pos[0]
+        exact = re.match(r"^\{\s*1\s*/\s*([^}\s]+)\s*\}$", tok)
+        if exact:
+            try:
+                g = parse_number(exact.group(1))
+            except ValueError:
+                g = None
+            if g is not None:
+                if not (math.isfinite(g) and g > 0):
+                    raise NetlistError(f"{where}: resistor {name} needs a positive conductance, got {g}")
+                return g * m
+        if fold(tok) in self.models and not re.match(r"^[\d.+-]", tok):
+            raise NetlistError(f"{where}: {name} uses model {tok!r}: semiconductor resistors are not supported")
+        r = scope.number(tok, where, f"resistance of {name}")
+        if r <= 0:
+            raise NetlistError(f"{where}: resistor {name} needs a positive resistance, got {tok!r}"
+                               + (f" (= {r:g})" if tok[:1] in "{'" else ""))
+        return m / r
+
+    def source_value(self, rest, where, name, scope) -> float:
+        """DC value of an independent source (SPICE: the DC value if given, else the value at t = 0)."""
+        toks = list(rest)
+        dc = None
+        t0 = None
+        i = 0
+        first = True
+        while i < len(toks):
+            t = fold(toks[i])
+            if t in ("(", ")", ","):
+                i += 1
+                continue
+            if t == "dc" or (t == "=" and False):
+                if i + 1 >= len(toks):
+                    raise NetlistError(f"{where}: {name}: DC needs a value")
+                j = i + 1
+                if toks[j] == "=":
+                    j += 1
+                dc = scope.number(toks[j], where, f"DC value of {name}")
+                i = j + 1
+            elif t == "ac":
+                i += 1
+                k = 0
+                while i < len(toks) and k < 2 and _looks_numeric(toks[i], scope):
+                    i += 1
+                    k += 1
+            elif t in ("distof1", "distof2"):
+                i += 1
+                while i < len(toks) and _looks_numeric(toks[i], scope):
+                    i += 1
+            elif t in ("sin", "pulse", "pwl", "exp", "sffm", "am", "trnoise", "trrandom", "pat"):
+                args, i = _function_args(toks, i + 1, where, name)
+                t0 = self.value_at_zero(t, args, where, name, scope)
+            elif first:
+                dc = scope.number(toks[i], where, f"value of {name}")
+                i += 1
+            else:
+                raise NetlistError(f"{where}: {name}: cannot read {toks[i]!r} (expected [DC] value, AC, SIN, PULSE, "
+                                   "PWL, EXP, SFFM or AM)")
+            first = False
+        if dc is not None:
+            return dc
+        return t0 if t0 is not None else 0.0
+
+    def value_at_zero(self, kind, args, where, name, scope) -> float:
+        if kind in ("trnoise", "trrandom", "pat"):
+            raise NetlistError(f"{where}: {name}: {kind.upper()} sources have no DC value physgrad can use")
+        if kind == "pwl" and args and fold(args[0]) == "file":
+            raise NetlistError(f"{where}: {name}: PWL from a file is not supported")
+        vals = [scope.number(a, where, f"{kind.upper()} argument of {name}") for a in args if "=" not in a]
+        if not vals:
+            raise NetlistError(f"{where}: {name}: {kind.upper()}() needs arguments")
+        if kind == "sin":  # VO + VA sin(PHASE) for t <= TD (PHASE in degrees, 6th argument)
+            vo = vals[0]
+            va = vals[1] if len(vals) > 1 else 0.0
+            phase = vals[5] if len(vals) > 5 else 0.0
+            return vo + va * math.sin(math.radians(phase))
+        if kind == "pwl":
+            if len(vals) < 2:
+                raise NetlistError(f"{where}: {name}: PWL needs time-value pairs")
+            return vals[1]
+        if kind == "sffm":
+            if len(vals) > 5:
+                raise NetlistError(f"{where}: {name}: SFFM with phases is not supported")
+            return vals[0]
+        if kind == "am":
+            if len(vals) > 5:
+                raise NetlistError(f"{where}: {name}: AM with phases is not supported")
+            return 0.0
+        return vals[0]  # PULSE: V1; EXP: V1
+
+    def diode(self, rest, where, raw, full, n1, n2, scope):
+        pos, kw = _split_args(rest, where)
+        if not pos:
+            raise NetlistError(f"{where}: expected 'Dname anode cathode model'")
+        model = fold(pos[0])
+        scale = 1.0
+        extra = pos[1:]
+        for tok in extra:
+            if fold(tok) == "off":
+                continue
+            scale *= scope.number(tok, where, f"area of {raw}")
+        for k, v in kw.items():
+            if k in ("area", "m"):
+                scale *= scope.number(v, where, f"{k} of {raw}")
+            elif k == "ic":
+                pass  # an initial condition: no effect on the operating point
+            elif k in ("temp", "dtemp"):
+                t = scope.number(v, where, k)
+                if (k == "temp" and t != 27.0) or (k == "dtemp" and t != 0.0):
+                    raise NetlistError(f"{where}: {raw}: {k}={t} (physgrad simulates 27 C only)")
+            else:
+                raise NetlistError(f"{where}: diode {raw}: unsupported instance parameter {k!r}")
+        if not (scale > 0 and math.isfinite(scale)):
+            raise NetlistError(f"{where}: diode {raw}: area and m must be > 0, got {scale}")
+        if full in self.names:
+            raise NetlistError(f"{where}: duplicate element name {raw!r} (first defined at {self.names[full]})")
+        self.diodes.append((len(self.elements), where, full, n1, n2, model, scale))
+        self.add(None, where)
+        self.names[full] = where
+
+    # --- pass 3: diodes and the circuit -------------------------------------------------------
+    def finish(self, title: str, filename: str) -> Circuit:
+        for key, (value, where) in self.options.items():
+            if key in ("temp", "tnom") and value != 27.0:
+                raise NetlistError(f"{where}: {key} = {value} C: physgrad simulates the nominal 27 C only")
+            if key in ("gshunt", "rshunt") and value != 0.0:
+                raise NetlistError(f"{where}: option {key} (a conductance from every node to ground) is not supported")
+        gmin = self.options.get("gmin", (NGSPICE_GMIN, ""))[0]
+        built: dict = {}
+        extra = []
+        for pos, where, name, a, c, model, scale in self.diodes:
+            if model not in self.models:
+                raise NetlistError(f"{where}: diode {name} uses unknown model {model!r} (no .model line defines it)")
+            kind, params, mwhere, _ = self.models[model]
+            if kind != "d":
+                raise NetlistError(f"{where}: diode {name} uses model {model!r} of type {kind!r} ({mwhere}), not D")
+            try:
+                spec = built.get((model, scale))
+                if spec is None:
+                    spec = built[(model, scale)] = _build_model(model, params, mwhere, gmin, scale, self.glob,
+                                                                sum(1 for k in built if k[0] == model))
+                dmodel, rs = spec
+                if isinstance(dmodel, float):
+                    self.elements[pos] = IdealDiode(name, a, c, dmodel)
+                elif rs > 0:
+                    inner = f"{name}.rs"
+                    self.elements[pos] = ShockleyDiode(name, inner, c, dmodel)
+                    extra.append((Resistor(f"r.{name}", a, inner, 1.0 / rs), where))
+                else:
+                    self.elements[pos] = ShockleyDiode(name, a, c, dmodel)
+            except NetlistError:
+                raise
+            except PhysgradError as exc:
+                raise NetlistError(f"{where}: {exc}") from None
+        for el, where in extra:
+            self.add(el, where, generated=True)
+        for where, raw, source in self.couplings:
+            if source not in self.names:
+                raise NetlistError(f"{where}: {raw} couples inductor {source[2:]!r}, which the deck does not define")
+        elements = [e for e in self.elements if e is not None]
+        if not elements:
+            raise NetlistError(f"{filename}: the netlist has no elements")
+        trainable = self.trainable
+        if trainable is None and self.generated:
+            trainable = [e.name for e in elements if isinstance(e, Resistor) and e.name not in self.generated]
+        try:
+            circuit = Circuit(tuple(elements), self.title if self.title is not None else title, (),
+                              tuple(trainable) if trainable is not None else None)
+        except PhysgradError as exc:
+            raise NetlistError(f"{filename}: {exc}") from None
+        for node, value, where in self.targets:
+            try:
+                circuit = circuit.with_targets(circuit.targets + ((node, value),))
+            except PhysgradError as exc:
+                raise NetlistError(f"{where}: {exc}") from None
+        return circuit
+
+
+def _looks_numeric(tok: str, scope: _Scope) -> bool:
+    if tok[:1] in "{'":
+        return True
     try:
-        circuit = Circuit(tuple(elements), title, (), tuple(trainable) if trainable is not None else None)
-    except PhysgradError as exc:
-        raise NetlistError(f"{filename}: {exc}") from None
-    for node, value, where in targets:
-        try:
-            circuit = circuit.with_targets(circuit.targets + ((node, value),))
-        except PhysgradError as exc:
-            raise NetlistError(f"{where}: {exc}") from None
-    if not elements:
-        raise NetlistError(f"{filename}: the netlist has no elements")
-    return circuit
+        parse_number(tok)
+        return True
+    except ValueError:
+        return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", tok)) and scope.has(tok) and fold(tok) not in (
+            "dc", "ac", "sin", "pulse", "pwl", "exp", "sffm", "am")
 
 
-def _build_model(name, entry, gmin):
-    """An ideal diode's threshold (float) or a :class:`DiodeModel`."""
-    where, params = entry
-    p = dict(params)
+def _function_args(toks, i, where, name):
+    """Arguments of ``SIN(...)`` (or ``SIN ...`` without parentheses) from token ``i``: ``(args, next i)``."""
+    args = []
+    if i < len(toks) and toks[i] == "(":
+        depth = 0
+        j = i
+        while j < len(toks):
+            if toks[j] == "(":
+                depth += 1
+            elif toks[j] == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif toks[j] != ",":
+                args.append(toks[j])
+            j += 1
+        if j == len(toks):
+            raise NetlistError(f"{where}: {name}: unbalanced parenthesis")
+        merged = []
+        for a in args:  # key=value inside (PWL r=..., td=...)
+            if a == "=" and merged:
+                merged[-1] += "="
+            elif merged and merged[-1].endswith("="):
+                merged[-1] += a
+            else:
+                merged.append(a)
+        return merged, j + 1
+    while i < len(toks) and toks[i] not in ("(", ")") and fold(toks[i]) not in ("dc", "ac", "distof1", "distof2"):
+        if toks[i] != ",":
+            args.append(toks[i])
+        i += 1
+    return args, i
+
+
+def _build_model(name, params, where, gmin, scale, scope, index):
+    """``(model, rs)``: an ideal diode's threshold (float) or a :class:`DiodeModel`, and the series
+    resistance (ohm) of this instance (``RS / scale``)."""
+    p = {}
+    for k, v in params.items():
+        if k in DIODE_METADATA:
+            continue
+        p[k] = scope.number(v, where, f"diode model {name} parameter {k}")
     if p.pop("ideal", 0.0):
         vth = p.pop("vth", 0.0)
         if p:
             raise NetlistError(f"{where}: ideal diode model {name} takes only vth, got {sorted(p)}")
         if vth < 0:
             raise NetlistError(f"{where}: ideal diode model {name} has negative vth={vth}")
-        return float(vth)
-    unknown = set(p) - {"is", "n", "vt"}
+        return float(vth), 0.0
+    level = p.pop("level", 1.0)
+    if level != 1.0:
+        raise NetlistError(f"{where}: diode model {name}: level {level:g} is not supported (physgrad models level 1)")
+    if "tnom" in p and p["tnom"] != 27.0:
+        raise NetlistError(f"{where}: diode model {name}: tnom = {p['tnom']} C differs from the simulated 27 C")
+    for k in ("ikf", "ikr", "isr", "jtun", "jtunsw", "nbv", "ibvl", "nbvl"):
+        if p.pop(k, 0.0) != 0.0:
+            raise NetlistError(f"{where}: diode model {name}: parameter {k.upper()} (high injection, "
+                               "recombination, tunnelling or soft breakdown) is not supported")
+    for k in ("isw", "jsw", "ns"):  # sidewall current: no effect with the instance's default PJ = 0
+        p.pop(k, None)
+    for k in list(p):
+        if k in DIODE_DC_IRRELEVANT:
+            p.pop(k)
+    is_ = p.pop("is", p.pop("js", 1e-14))
+    rs = p.pop("rs", 0.0)
+    bv = p.pop("bv", math.inf)
+    ibv = p.pop("ibv", 1e-3)
+    unknown = set(p) - {"n", "vt"}
     if unknown:
         raise NetlistError(
-            f"{where}: diode model {name}: unsupported parameter(s) {sorted(unknown)} (physgrad models IS and N; "
-            "use ideal=1 vth=... for ideal diodes)"
+            f"{where}: diode model {name}: unsupported parameter(s) {sorted(unknown)} (physgrad models IS, N, RS, "
+            "BV/IBV (refusing answers in breakdown); use ideal=1 vth=... for ideal diodes)"
         )
+    if rs < 0:
+        raise NetlistError(f"{where}: diode model {name}: RS must be >= 0, got {rs}")
+    label = name if scale == 1.0 else f"{name}_x{index}"
     try:
-        return DiodeModel(name, IS=p.get("is", 1e-14), N=p.get("n", 1.0), gmin=gmin, vt=p.get("vt", NGSPICE_VT))
+        model = DiodeModel(label, IS=is_ * scale, N=p.get("n", 1.0), gmin=gmin, vt=p.get("vt", NGSPICE_VT),
+                           bv=bv if bv > 0 else math.inf, ibv=ibv * scale)
     except PhysgradError as exc:
         raise NetlistError(f"{where}: {exc}") from None
+    return model, rs / scale
 
 
-def read_netlist(path: Union[str, Path]) -> Circuit:
-    """Read a netlist file (see the module docstring for the syntax)."""
+def read_deck_text(text: str, filename: str = "<netlist>", base: Optional[Union[str, Path]] = None,
+                   _self: Optional[Path] = None) -> Deck:
+    """Read netlist ``text`` (``.include`` paths relative to ``base``, default the working directory)."""
+    if not isinstance(text, str):
+        raise BadArgumentError(f"netlist text must be a string, got {type(text).__name__}")
+    if not isinstance(filename, str):
+        raise BadArgumentError(f"filename must be a string, got {type(filename).__name__}")
+    title, lines = _file_lines(text, filename, top=True)
+    loader = _Loader()
+    base_path = Path(base).resolve() if base is not None else Path.cwd()
+    lines = loader.expand(lines, base_path, ((_self, ""),) if _self is not None else ())
+    builder = _Builder(loader.notes)
+    top = builder.split(lines)
+    builder.check_size(top, filename)
+    builder.params(top, builder.glob)
+    builder.instantiate(top, builder.glob, "", {}, 0, ())
+    circuit = builder.finish(title, filename)
+    return Deck(circuit, tuple(builder.notes))
+
+
+def parse_netlist(text: str, filename: str = "<netlist>") -> Circuit:
+    """Parse netlist ``text``; errors name ``filename`` and the line (includes relative to the
+    working directory)."""
+    return read_deck_text(text, filename).circuit
+
+
+def read_deck(path: Union[str, os.PathLike]) -> Deck:
+    """Read a netlist file with the notes on what was ignored (see the module docstring)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise BadArgumentError(f"a netlist path must be a string or path, got {type(path).__name__}")
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise NetlistError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise NetlistError(f"{path}: not a text file") from None
-    return parse_netlist(text, str(path))
+    text = _read_text(path, str(path))
+    return read_deck_text(text, str(path), base=path.resolve().parent, _self=path.resolve())
+
+
+def read_netlist(path: Union[str, os.PathLike]) -> Circuit:
+    """Read a netlist file (see the module docstring for the syntax)."""
+    return read_deck(path).circuit
 
 
 def fmt(x: float) -> str:
@@ -325,6 +1054,8 @@ def write_netlist(circuit: Circuit) -> str:
 
     Raises :class:`PhysgradError` for open resistors (conductance 0: SPICE has no infinite R).
     """
+    if not isinstance(circuit, Circuit):
+        raise BadArgumentError(f"write_netlist needs a physgrad Circuit, got {type(circuit).__name__}")
     out = [circuit.title, "* written by physgrad", f".options {TIGHT_OPTIONS}"]
     shk_models = {}
     gmins = {d.model.gmin for d in circuit.of_type(ShockleyDiode)}
@@ -361,12 +1092,13 @@ def write_netlist(circuit: Circuit) -> str:
                 out.append(f"{el.name} {el.anode} {el.cathode} pg_steep")
             out.append(NGSPICE_ONLY_END)
     for name, m in shk_models.items():
+        bv = f" BV={fmt(m.bv)} IBV={fmt(m.ibv)}" if math.isfinite(m.bv) else ""
         if m.vt == NGSPICE_VT:
-            out.append(f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N)})")
+            out.append(f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N)}{bv})")
         else:  # ngspice has no vt parameter; only N * vt enters the diode law
             out.append(f"* model {name}: vt = {fmt(m.vt)} V; for ngspice N is scaled by vt / {NGSPICE_VT!r}")
-            out.append(f"{PRAGMA}.model {name} D(IS={fmt(m.IS)} N={fmt(m.N)} vt={fmt(m.vt)})")
-            out += [NGSPICE_ONLY_BEGIN, f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N * m.vt / NGSPICE_VT)})",
+            out.append(f"{PRAGMA}.model {name} D(IS={fmt(m.IS)} N={fmt(m.N)} vt={fmt(m.vt)}{bv})")
+            out += [NGSPICE_ONLY_BEGIN, f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N * m.vt / NGSPICE_VT)}{bv})",
                     NGSPICE_ONLY_END]
     for vth, name in ideal_models.items():
         out.append(f"{PRAGMA}.model {name} D(ideal=1 vth={fmt(vth)})")

@@ -29,6 +29,7 @@ Phil. Mag. 42 (1951).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Optional, Sequence
 
 import numpy as np
@@ -36,7 +37,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from physgrad.circuit.elements import Circuit
-from physgrad.types import FREE, InfeasibleError, Nudge, PhysgradError
+from physgrad.types import FREE, BadArgumentError, InfeasibleError, Nudge, PhysgradError, as_float_array
 from physgrad.circuit.graphs import offset_forest
 from physgrad.circuit.sparse import solve as sparse_solve
 
@@ -97,8 +98,82 @@ class Problem:
         """``1/2 u'Hu - f'u + const`` (W): the co-content without diode terms."""
         return float(0.5 * u @ (self.H @ u) - self.f @ u + self.const)
 
+    @cached_property
+    def columns(self) -> np.ndarray:
+        """Reduced column of every node, shape ``(n_nodes + 1,)``: ``-1`` for nodes the sources fix
+        and for ground (the last entry, so that index ``-1`` = ground maps to ``-1``)."""
+        col = np.full(self.circuit.arrays.n_nodes + 1, -1, dtype=np.int64)
+        coo = self.P.tocoo()
+        col[coo.row] = coo.col
+        return col
+
+    @cached_property
+    def voltage_scale(self) -> float:
+        """The circuit's voltage scale from its data alone (V): ``max(1 V, max |c|, max |d|, max |e|,
+        max |y|)`` (source-fixed voltages, ideal-diode bounds, Shockley-diode offsets, nudge targets);
+        never from a candidate answer, so that a wrong answer cannot widen its own tolerance."""
+        return max(1.0, *(float(np.max(np.abs(a), initial=0.0)) for a in (self.c, self.d, self.e, self.y)))
+
+    def current_scale(self, u: np.ndarray, i_shk: np.ndarray, slope_shk: np.ndarray,
+                      lam: Optional[np.ndarray] = None) -> np.ndarray:
+        r"""Each free (super)node's own current scale (A), shape ``(n_u,)``: the KCL tolerances.
+
+        .. math:: s_j = \sum_{k \ni j} \big(|i_k| + G_k V\big)
+
+        summed over the elements ``k`` incident on the (super)node (elements inside a supernode, whose
+        currents cancel in its KCL, are left out), with ``G_k`` their conductances (resistors' ``g``,
+        Shockley diodes' slopes ``I'(v)``, a beta-nudge's ``beta``; S), ``V`` the circuit's voltage
+        scale from its data (:attr:`voltage_scale`, V). Current sources and ideal diodes count their currents only. A KCL residual ``r_j`` is resolved
+        to relative accuracy ``rtol`` when ``|r_j| <= rtol * s_j``: then ``r_j`` is what the node's
+        own currents would carry after a voltage error of about ``rtol V``, and a node held only by
+        diodes carrying 1e-14 A gets a tolerance of that order, not the circuit's largest current.
+        ``V`` comes from the circuit's data, never from the answer being judged: an answer wrong by
+        1e12 V cannot widen its own tolerance (with ``G_k |v|`` in its place, a forward diode's slope
+        times a runaway voltage did). ``G_k V`` also bounds the residual's round-off wherever node
+        voltages stay within ``V`` (no current source drives them beyond the sources' voltages).
+
+        Parameters
+        ----------
+        u : (n_u,) V
+        i_shk, slope_shk : (n_shk,) A and S
+            Shockley diode currents and slopes at ``u``.
+        lam : (n_rows_of_D,) A, optional
+            Ideal-diode currents.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._current_scale(u, i_shk, slope_shk, lam)
+
+    def _current_scale(self, u, i_shk, slope_shk, lam):
+        arr = self.circuit.arrays
+        col = self.columns
+        n_u = self.n_u
+        vg = np.concatenate([self.voltages(u), [0.0]])
+        V = self.voltage_scale
+        out = np.zeros(n_u)
+
+        def add(a, b, amount):
+            ja, jb = col[a], col[b]
+            live = ja != jb
+            for j in (ja, jb):
+                m = live & (j >= 0)
+                out[:] += np.bincount(j[m], amount[m], minlength=n_u)
+
+        add(arr.res_a, arr.res_b, self.g * (np.abs(vg[arr.res_a] - vg[arr.res_b]) + V))
+        add(arr.cs_a, arr.cs_b, np.abs(arr.cs_value))
+        add(arr.shk_a, arr.shk_b, np.abs(i_shk) + np.abs(slope_shk) * V)
+        if lam is not None and len(lam):
+            out += abs(self.D).T @ np.abs(lam)
+        if self.nudge.beta != 0.0 and len(self.outputs):
+            jo = col[self.outputs]
+            m = jo >= 0
+            amount = abs(self.nudge.beta) * (np.abs(vg[self.outputs] - self.y) + V)
+            out += np.bincount(jo[m], amount[m], minlength=n_u)
+        return out
+
 
 def _output_nodes(circuit: Circuit, outputs: Optional[Sequence[str]]) -> np.ndarray:
+    if outputs is not None and (isinstance(outputs, (str, bytes)) or not hasattr(outputs, "__iter__")):
+        raise BadArgumentError(f"outputs must be a sequence of node names, got {type(outputs).__name__} {outputs!r:.60}")
     names = [t[0] for t in circuit.targets] if outputs is None else list(outputs)
     return np.array([circuit.index_of_node(n) for n in names], dtype=np.int64)
 
@@ -109,7 +184,7 @@ def _nudge_vectors(circuit, nudge: Nudge, outputs: np.ndarray, key: str) -> np.n
         if key == "target" and circuit.targets:
             return np.array([t[1] for t in circuit.targets])
         raise PhysgradError(f"the nudge needs a {key} for the {len(outputs)} output nodes")
-    values = np.asarray(values, dtype=float).reshape(-1)
+    values = as_float_array(values, f"nudge {key}").reshape(-1)
     if values.shape != (len(outputs),):
         raise PhysgradError(f"nudge {key} has {values.size} values for {len(outputs)} output nodes")
     return values
@@ -155,6 +230,14 @@ def _check_connected(circuit: Circuit, tree_root: np.ndarray, beta: float, outpu
         )
 
 
+def check_arguments(circuit, nudge) -> None:
+    """:class:`BadArgumentError` unless ``circuit`` is a :class:`Circuit` and ``nudge`` a :class:`Nudge`."""
+    if not isinstance(circuit, Circuit):
+        raise BadArgumentError(f"expected a physgrad Circuit, got {type(circuit).__name__} {circuit!r:.60}")
+    if not isinstance(nudge, Nudge):
+        raise BadArgumentError(f"nudge must be a physgrad Nudge, got {type(nudge).__name__} {nudge!r:.60}")
+
+
 def build_problem(
     circuit: Circuit,
     nudge: Nudge = FREE,
@@ -177,9 +260,13 @@ def build_problem(
     Raises
     ------
     PhysgradError
-        Loops of voltage sources, floating subnetworks, a diode the sources force forward, a
-        nudge making the energy non-convex (with the largest admissible ``|beta|``).
+        Loops of voltage sources, floating subnetworks, a diode the sources hold exactly at its
+        threshold, a nudge making the energy non-convex (with the largest admissible ``|beta|``);
+        :class:`BadArgumentError` (a ``PhysgradError``) for arguments of the wrong type or shape.
+    InfeasibleError
+        An ideal diode the sources force beyond its threshold.
     """
+    check_arguments(circuit, nudge)
     arr = circuit.arrays
     n = arr.n_nodes
     out = _output_nodes(circuit, outputs) if (not nudge.is_free or outputs is not None) else np.zeros(0, np.int64)
@@ -187,11 +274,8 @@ def build_problem(
     if nudge.clamp is not None:
         clamp = _nudge_vectors(circuit, nudge, out, "clamp")
         edges += [(f"clamp({circuit.nodes[o]})", o, -1, v) for o, v in zip(out, clamp)]
-    g = arr.g if conductances is None else np.asarray(conductances, dtype=float)
-    if g.shape != arr.g.shape:
-        raise PhysgradError(f"expected {arr.g.size} conductances, got shape {g.shape}")
-    if not np.all(np.isfinite(g)) or np.any(g < 0):
-        raise PhysgradError("conductances must be finite and >= 0")
+    g = arr.g if conductances is None else as_float_array(conductances, "conductances (S)", arr.g.shape,
+                                                          nonnegative=True)
     root, offset = _source_forest(circuit, edges)
     _check_connected(circuit, root[:n], nudge.beta, out, g)
 
@@ -256,7 +340,8 @@ def _quadratic_part(circuit: Circuit, P, c, g, nudge: Nudge, out) -> dict:
     diag = np.bincount(ja[has_a], gl[has_a], minlength=n_u) + np.bincount(jb[has_b], gl[has_b], minlength=n_u)
     f = np.bincount(jb[has_b], (gl * dcl)[has_b], minlength=n_u) - np.bincount(ja[has_a], (gl * dcl)[has_a],
                                                                                minlength=n_u)
-    const = 0.5 * float(g @ dc**2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        const = 0.5 * float(g @ dc**2)
     both = has_a & has_b
     inj = arr.injection()
     f = f + P.T @ inj
@@ -290,10 +375,8 @@ def reparametrize(problem: Problem, conductances: np.ndarray, nudge: Nudge = FRE
     rebuild just ``H, f`` (a sparse product). Conductances must stay > 0 where the structure needs
     them; a clamp, or zeros that could float a node, need :func:`build_problem`.
     """
-    g = np.asarray(conductances, dtype=float)
-    if g.shape != problem.g.shape:
-        raise PhysgradError(f"expected {problem.g.size} conductances, got shape {g.shape}")
-    if not np.all(np.isfinite(g)) or np.any(g <= 0):
+    g = as_float_array(conductances, "conductances (S)", problem.g.shape)
+    if np.any(g <= 0):
         raise PhysgradError("reparametrize needs finite conductances > 0 (use build_problem for open resistors)")
     if nudge.clamp is not None or problem.nudge.clamp is not None:
         raise PhysgradError("reparametrize handles free and beta-nudged problems; clamps need build_problem")

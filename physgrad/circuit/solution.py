@@ -1,6 +1,8 @@
 """A circuit's steady state: voltages, every element's current, co-content and a KKT certificate."""
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -9,14 +11,18 @@ import numpy as np
 from physgrad.circuit.elements import GROUND, Circuit, node_name
 from physgrad.types import Status
 from physgrad.circuit.reduction import Problem
-from physgrad.circuit.diode import shockley_co_content, shockley_current
+from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.circuit.sparse import solve as sparse_solve
 
-# Certificate tolerances, relative to the problem's own scales (a current scale i_scale in A and a
-# voltage scale v_scale in V, see `certify`): 1e-9 leaves three orders of magnitude above the
-# ~1e-12 round-off of the exact (active-set, linear, Newton) routes and still catches any answer
-# that is wrong in the 9th digit. The coordinate solver stops at 1e-12 V steps, well inside.
+# Certificate tolerances, relative to the problem's own scales (see `certify`): each free node's KCL
+# residual against that node's own current scale (Problem.current_scale), the diode conditions
+# against the circuit's current scale i_scale (A) and voltage scale v_scale (V). 1e-9 leaves three
+# orders of magnitude above the ~1e-12 round-off of the exact (active-set, linear, Newton) routes
+# and still catches any answer that is wrong in the 9th digit. The coordinate solver stops at
+# 1e-12 V steps, well inside.
 CERT_RTOL = 1e-9
+# Absolute floor of a node's KCL tolerance (A), for nodes whose every incident current is ~0.
+CERT_ATOL = 1e-30
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class KKTCertificate:
     ----------
     kcl : float
         Largest Kirchhoff current-law residual over free (super)nodes (A) — stationarity.
+        Each node's residual is judged against ``CERT_RTOL`` times that node's own current scale
+        (:meth:`physgrad.circuit.reduction.Problem.current_scale`) plus ``CERT_ATOL``.
     primal : float
         Largest diode constraint violation ``max(v_a - v_c - vth, 0)`` (V).
     dual : float
@@ -34,7 +42,14 @@ class KKTCertificate:
     complementarity : float
         Largest ``|i (vth - v_a + v_c)|`` (W).
     tol_current, tol_voltage : float
-        The tolerances used (A, V).
+        The tolerances used (A, V): ``tol_current`` for the diode current signs and
+        complementarity (the circuit's current scale times ``CERT_RTOL``).
+    kcl_ratio : float
+        Largest ``|residual| / tolerance`` over the free (super)nodes (dimensionless, <= 1 to pass).
+    kcl_node : str
+        A node of the (super)node where ``kcl_ratio`` is reached ("" when there is none).
+    kcl_tol : float
+        That node's KCL tolerance (A).
     passed : bool
     """
 
@@ -45,10 +60,15 @@ class KKTCertificate:
     tol_current: float
     tol_voltage: float
     passed: bool
+    kcl_ratio: float = 0.0
+    kcl_node: str = ""
+    kcl_tol: float = 0.0
 
     def describe(self) -> str:
+        where = (f" (worst node {self.kcl_node}: {self.kcl_ratio:.2g} of its tolerance {self.kcl_tol:.1e} A)"
+                 if self.kcl_node else "")
         return (
-            f"KCL {self.kcl:.2e} A, diode feasibility {self.primal:.2e} V, diode current sign "
+            f"KCL {self.kcl:.2e} A{where}, diode feasibility {self.primal:.2e} V, diode current sign "
             f"{self.dual:.2e} A, complementarity {self.complementarity:.2e} W "
             f"(tolerances {self.tol_current:.1e} A, {self.tol_voltage:.1e} V): "
             + ("passed" if self.passed else "FAILED")
@@ -63,8 +83,15 @@ def shockley_terms(problem: Problem, u: np.ndarray):
 
 
 def certify(problem: Problem, u: np.ndarray, lam: np.ndarray) -> KKTCertificate:
-    """KKT certificate of ``(u, lam)`` for ``problem`` (lam: currents of the rows of ``D``)."""
-    _, i_shk = shockley_terms(problem, u)
+    """KKT certificate of ``(u, lam)`` for ``problem`` (lam: currents of the rows of ``D``).
+
+    KCL per free (super)node ``j``: ``|r_j| <= CERT_RTOL * scale_j + CERT_ATOL`` with ``scale_j`` the
+    node's own current scale (A); diode feasibility ``<= CERT_RTOL * v_scale`` (V); diode current
+    signs ``<= CERT_RTOL * i_scale`` (A); complementarity ``<= CERT_RTOL * i_scale * v_scale`` (W).
+    """
+    arr = problem.circuit.arrays
+    vd, i_shk = shockley_terms(problem, u)
+    slope = shockley_slope(vd, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin)
     r = problem.H @ u - problem.f + problem.D.T @ lam + problem.S.T @ i_shk
     slack = problem.d - problem.D @ u
     v = problem.voltages(u)
@@ -79,11 +106,21 @@ def certify(problem: Problem, u: np.ndarray, lam: np.ndarray) -> KKTCertificate:
     )
     tol_i, tol_v = CERT_RTOL * i_scale, CERT_RTOL * v_scale
     kcl = float(np.max(np.abs(r), initial=0.0))
+    node_tol = CERT_RTOL * problem.current_scale(u, i_shk, slope, lam) + CERT_ATOL
+    with np.errstate(invalid="ignore", over="ignore"):
+        ratios = np.abs(r) / node_tol
+    kcl_ratio, kcl_node, kcl_tol = 0.0, "", 0.0
+    if ratios.size:
+        j = int(np.argmax(np.where(np.isfinite(ratios), ratios, np.inf)))
+        kcl_ratio, kcl_tol = float(ratios[j]), float(node_tol[j])
+        members = np.flatnonzero(problem.columns[:-1] == j)
+        kcl_node = problem.circuit.nodes[int(members[0])] if members.size else ""
     primal = max(0.0, float(np.max(-slack, initial=0.0)))
     dual = max(0.0, float(np.max(-lam, initial=0.0)))
     comp = float(np.max(np.abs(lam * slack), initial=0.0))
-    ok = bool(kcl <= tol_i and primal <= tol_v and dual <= tol_i and comp <= tol_i * tol_v / CERT_RTOL)
-    return KKTCertificate(kcl, primal, dual, comp, tol_i, tol_v, ok and bool(np.all(np.isfinite(u))))
+    ok = bool(kcl_ratio <= 1.0 and primal <= tol_v and dual <= tol_i and comp <= tol_i * tol_v / CERT_RTOL)
+    return KKTCertificate(kcl, primal, dual, comp, tol_i, tol_v, ok and bool(np.all(np.isfinite(u))),
+                          kcl_ratio, kcl_node, kcl_tol)
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,8 +169,8 @@ class CircuitSolution:
 
     def current(self, name) -> float:
         """Current of element ``name`` (A), first node -> second node."""
-        self.circuit.element(name)
-        return float(self.currents[self.circuit.element_index[str(name).strip().lower()]])
+        el = self.circuit.element(name)
+        return float(self.currents[self.circuit.element_index[el.name]])
 
     def voltage_dict(self) -> dict:
         return {n: float(v) for n, v in zip(self.circuit.nodes, self.voltages)}
@@ -142,22 +179,50 @@ class CircuitSolution:
         return {el.name: float(i) for el, i in zip(self.circuit.elements, self.currents)}
 
     def to_dict(self) -> dict:
-        """The JSON object of ``physgrad solve --json``."""
-        return {
+        """The JSON object of ``physgrad solve --json``: strict JSON (no NaN or Infinity).
+
+        A value that is not a finite number (no steady state: an infeasible circuit or a solver
+        error; or a float64 overflow) is ``null``; ``"nonfinite"`` then maps each such field
+        (``"voltages.x"``, ``"co_content"``, ...) to what it was (``"NaN"``, ``"Infinity"``,
+        ``"-Infinity"``) and ``"null_reason"`` says why (the status and message). Both keys are
+        absent when every value is finite.
+        """
+        nonfinite: dict = {}
+
+        def num(x, key):
+            x = float(x)
+            if math.isfinite(x):
+                return x
+            nonfinite[key] = "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+            return None
+
+        cert = self.certificate
+        out = {
             "status": self.status,
             "solver": self.solver,
-            "voltages": self.voltage_dict(),
-            "currents": self.current_dict(),
-            "co_content": float(self.co_content),
-            "power": float(self.power),
+            "voltages": {n: num(v, f"voltages.{n}") for n, v in self.voltage_dict().items()},
+            "currents": {n: num(i, f"currents.{n}") for n, i in self.current_dict().items()},
+            "co_content": num(self.co_content, "co_content"),
+            "power": num(self.power, "power"),
             "iterations": int(self.n_iter),
             "message": self.message,
-            "kkt": None if self.certificate is None else {
-                "kcl_A": self.certificate.kcl, "diode_feasibility_V": self.certificate.primal,
-                "diode_current_sign_A": self.certificate.dual,
-                "complementarity_W": self.certificate.complementarity, "passed": self.certificate.passed,
+            "kkt": None if cert is None else {
+                "kcl_A": num(cert.kcl, "kkt.kcl_A"), "diode_feasibility_V": num(cert.primal, "kkt.diode_feasibility_V"),
+                "diode_current_sign_A": num(cert.dual, "kkt.diode_current_sign_A"),
+                "complementarity_W": num(cert.complementarity, "kkt.complementarity_W"), "passed": cert.passed,
             },
         }
+        if nonfinite:
+            out["nonfinite"] = nonfinite
+            why = ("no steady state (infeasible)" if self.status == "infeasible" else
+                   f"status {self.status}" if self.status != "converged" else "a float64 overflow")
+            out["null_reason"] = (f"{len(nonfinite)} value(s) are not finite numbers and are written as null: {why}"
+                                  + (f": {self.message}" if self.message else ""))
+        return out
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        """:meth:`to_dict` as strict JSON text (``json.dumps(..., allow_nan=False)``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
 def ideal_diode_currents(problem: Problem, lam: np.ndarray) -> np.ndarray:
@@ -184,7 +249,15 @@ def _vsource_currents(problem: Problem, q: np.ndarray, clamp_nodes: np.ndarray):
     return sparse_solve(B.T @ B, -(B.T @ q))
 
 
-def assemble(
+def assemble(problem: Problem, u: np.ndarray, lam: np.ndarray, **kw) -> CircuitSolution:
+    """Build the :class:`CircuitSolution` from reduced variables ``u`` and diode multipliers ``lam``
+    (keywords: ``status, solver, n_iter, message, info``). Overflows to ``inf`` are reported in the
+    status (``solver_error``), never as warnings."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return _assemble(problem, u, lam, **kw)
+
+
+def _assemble(
     problem: Problem, u: np.ndarray, lam: np.ndarray, *, status: Status, solver: str, n_iter: int,
     message: str = "", info: Optional[dict] = None,
 ) -> CircuitSolution:
@@ -221,10 +294,26 @@ def assemble(
     info.update(u=u, diode_multipliers=lam)
     if clamp_nodes.size:
         info["clamp_currents"] = i_vs[len(arr.vs_pos):]
-    cert = certify(problem, u, lam)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cert = certify(problem, u, lam)
+    finite = bool(np.all(np.isfinite(v)) and np.all(np.isfinite(currents)) and np.isfinite(co) and np.isfinite(power))
+    if status == "converged" and not finite:
+        status = "solver_error"
+        bad = [el.name for el, i in zip(circuit.elements, currents) if not np.isfinite(i)][:5]
+        message = (message + "; " if message else "") + (
+            "values overflow float64" + (f" (currents of {', '.join(bad)})" if bad else "")
+            + ": the circuit's voltages, currents or power exceed ~1.8e308")
     if status == "converged" and not cert.passed:
         status = "solver_error"
         message = (message + "; " if message else "") + "KKT certificate failed: " + cert.describe()
+    broken = [(circuit.elements[p].name, float(v), circuit.elements[p].model)
+              for p, v in zip(arr.shk_pos, vd) if v < circuit.elements[p].model.breakdown_limit]
+    if status == "converged" and broken:
+        status = "solver_error"
+        name, v, model = broken[0]
+        message = (f"diode {name} sits at {v:.6g} V, in or near reverse breakdown (model {model.name}: BV = "
+                   f"{model.bv:g} V), which physgrad does not model"
+                   + (f" (and {len(broken) - 1} more diodes)" if len(broken) > 1 else ""))
     return CircuitSolution(circuit, v, currents, co, energy, power, status, solver, n_iter, cert, message, info)
 
 

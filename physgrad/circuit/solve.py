@@ -14,6 +14,8 @@ auto          linear, activeset or newton as the circuit requires
 """
 from __future__ import annotations
 
+import inspect
+import math
 import time
 from dataclasses import replace
 from typing import Optional, Sequence
@@ -21,7 +23,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from physgrad.circuit.elements import Circuit
-from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError
+from physgrad.types import (FREE, BadArgumentError, InfeasibleError, NotSolvedError, Nudge, PhysgradError,
+                            SingularSystemError, as_float_array)
 from physgrad.circuit.solvers import activeset, coordinate, linear, newton, qp
 from physgrad.circuit.reduction import Problem, build_problem
 from physgrad.circuit.solution import CircuitSolution, assemble, infeasible_solution
@@ -40,16 +43,51 @@ def choose_solver(problem: Problem) -> str:
     return "linear"
 
 
+def _check_solver(solver) -> None:
+    if not isinstance(solver, str) or solver not in SOLVERS:
+        raise PhysgradError(f"unknown solver {solver!r:.60}; choose one of {', '.join(SOLVERS)}")
+
+
+def check_options(problem: Problem, name: str, options: dict) -> dict:
+    """Validate the minimizer ``name``'s keyword options; :class:`PhysgradError` naming the bad one.
+
+    Tolerances (``rtol``, ``tol``) must be finite and > 0; counts (``max_*``) integers >= 1;
+    ``backend`` a string; ``u0`` a finite array of shape ``(n_u,)`` (V).
+    """
+    params = inspect.signature(_MODULES[name].minimize).parameters
+    accepted = [k for k, p in list(params.items())[1:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    out = {}
+    for key, value in options.items():
+        if key not in accepted:
+            raise BadArgumentError(f"solver {name!r} takes no option {key!r} (its options: {', '.join(accepted) or 'none'})")
+        if key in ("rtol", "tol", "atol"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise PhysgradError(f"option {key} must be a finite number > 0, got {value!r:.60}")
+        elif key.startswith("max_"):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise PhysgradError(f"option {key} must be an integer >= 1, got {value!r:.60}")
+            value = int(value)
+        elif key == "backend" and not isinstance(value, str):
+            raise BadArgumentError(f"option backend must be a string, got {value!r:.60}")
+        elif key == "u0" and value is not None:
+            value = as_float_array(value, "u0 (V)", (problem.n_u,))
+        out[key] = value
+    return out
+
+
 def solve_problem(problem: Problem, solver: str = "auto", **options) -> CircuitSolution:
     """Minimise an already built :class:`Problem` (see :func:`solve`)."""
-    if solver not in SOLVERS:
-        raise PhysgradError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    _check_solver(solver)
     name = choose_solver(problem) if solver == "auto" else solver
     module = _MODULES[name]
+    options = check_options(problem, name, options)
     module.accepts(problem)
     t0 = time.perf_counter()
     try:
-        raw = module.minimize(problem, **options)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+            # extreme values (1e308 V, N = 1e-320) overflow inside the minimizers; every non-finite
+            # answer ends in a status other than "converged" (energy and residual checks, assemble)
+            raw = module.minimize(problem, **options)
     except SingularSystemError as exc:  # exactly singular KKT system
         return infeasible_solution(problem.circuit, name, f"singular KKT system ({exc}): dependent diode constraints, "
                                    "e.g. anti-parallel ideal diodes with zero thresholds both conducting",
@@ -108,17 +146,20 @@ def solve(
     Raises
     ------
     PhysgradError
-        Bad input: floating nodes, loops of voltage sources, a diode the sources hold exactly at its
+        Bad input (every error the circuit API raises for bad input is a ``PhysgradError``:
+        :class:`physgrad.types.BadArgumentError` for arguments of the wrong type or shape, which is
+        also a ``TypeError``; :class:`physgrad.circuit.NetlistError` for netlists): NaN, inf or
+        negative values, unknown options or option values out of range, floating nodes, loops of voltage sources, a diode the sources hold exactly at its
         threshold (current undetermined), a non-convex negative nudge, an unknown solver, a solver that
         cannot handle the circuit.
     NotSolvedError
         ``strict=True`` and the circuit is infeasible (:class:`InfeasibleError`: diodes the sources force
         beyond their threshold) or the minimizer did not converge.
     """
-    if solver not in SOLVERS:
-        raise PhysgradError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    _check_solver(solver)
     try:
-        problem = build_problem(circuit, nudge, outputs, conductances)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+            problem = build_problem(circuit, nudge, outputs, conductances)
     except InfeasibleError as exc:
         if strict:
             raise

@@ -3,11 +3,15 @@
 The only place with argparse: each command is one module of this package with ``register(sub)``
 (adds its parser) and ``run(args) -> int``. ``python -m physgrad`` is the same as ``physgrad``.
 
-Exit codes: 0 success, 1 not solved (infeasible, not converged, a failed check), 2 bad input.
+Exit codes: 0 success; 1 not solved (infeasible, not converged, a failed certificate or check);
+2 bad input (a file that cannot be read or is not a netlist, a netlist error naming file:line, an
+ill-posed circuit, bad arguments). Output cut short by a closed pipe (``physgrad solve x.cir | head``)
+ends quietly with 141 (128 + SIGPIPE, what a shell reports for a process killed by SIGPIPE).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -15,6 +19,7 @@ from physgrad.cli import download, grad, solve, sweep, train, verify
 from physgrad.types import NotSolvedError, PhysgradError
 
 EXIT_OK, EXIT_NOT_SOLVED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BROKEN_PIPE = 141
 COMMANDS = (solve, grad, verify, train, download, sweep)
 
 
@@ -34,10 +39,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, map errors to exit codes."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except PhysgradError as exc:
         print(f"physgrad: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NotSolvedError as exc:
         print(f"physgrad: not solved: {exc}", file=sys.stderr)
         return EXIT_NOT_SOLVED
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so that Python's flush at exit stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured)
+        pass

@@ -1,27 +1,35 @@
 """``physgrad solve FILE [--solver S] [--json]``: the steady state of a netlist."""
 from __future__ import annotations
 
-import json
+import sys
 
-from physgrad.circuit.netlist import read_netlist
+from physgrad.circuit.netlist import read_deck
 from physgrad.circuit.solve import SOLVERS, solve
 
 
 def register(sub) -> None:
     """Add ``solve`` to an ``add_subparsers()`` object."""
-    p = sub.add_parser("solve", help="steady state of a SPICE-subset netlist")
-    p.add_argument("file", help="netlist file (see physgrad.circuit.netlist for the syntax)")
+    p = sub.add_parser("solve", help="DC operating point of a SPICE netlist",
+                       description="DC operating point of a SPICE netlist. Exit codes: 0 solved (converged, "
+                                   "certificate passed); 1 not solved (infeasible, not converged, certificate "
+                                   "failed, a diode in breakdown); 2 bad input (unreadable file, a netlist error "
+                                   "naming file:line, an ill-posed circuit).")
+    p.add_argument("file", help="netlist file (see physgrad.circuit.netlist for the accepted SPICE subset)")
     p.add_argument("--solver", choices=SOLVERS, default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Solve, print a table (or JSON); exit 0 when converged, else 1."""
-    circuit = read_netlist(args.file)
-    sol = solve(circuit, args.solver, strict=False)
+    """Solve, print a table (or strict JSON); exit 0 when converged, else 1. What the netlist holds
+    that has no effect on the operating point (analysis cards, ``.control`` blocks) is named in one
+    note on stderr."""
+    deck = read_deck(args.file)
+    if deck.notes:
+        print(f"physgrad: note: {deck.note()}", file=sys.stderr)
+    sol = solve(deck.circuit, args.solver, strict=False)
     if args.json:
-        print(json.dumps(sol.to_dict(), indent=2))
+        print(sol.to_json())
     else:
         print(format_solution(sol))
     return 0 if sol.status == "converged" else 1

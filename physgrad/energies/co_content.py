@@ -34,7 +34,24 @@ import numpy as np
 from physgrad.circuit.elements import Circuit, CurrentSource, Resistor, VoltageSource
 from physgrad.circuit.reduction import build_problem, reparametrize
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
-from physgrad.types import FREE, Nudge, PhysgradError, QuadraticForm
+from physgrad.types import FREE, DenseTooLargeError, Nudge, PhysgradError, QuadraticForm
+
+DENSE_LIMIT_ENV = "PHYSGRAD_DENSE_LIMIT_GB"
+DEFAULT_DENSE_LIMIT_GB = 4.0
+
+
+def dense_limit_bytes() -> int:
+    """Most memory (bytes) the dense route may use: ``$PHYSGRAD_DENSE_LIMIT_GB`` GiB (default 4 GiB)."""
+    import os
+
+    text = os.environ.get(DENSE_LIMIT_ENV, "")
+    try:
+        gb = float(text) if text else DEFAULT_DENSE_LIMIT_GB
+    except ValueError:
+        raise PhysgradError(f"{DENSE_LIMIT_ENV}={text!r} is not a number of GiB") from None
+    if not gb > 0:
+        raise PhysgradError(f"{DENSE_LIMIT_ENV}={text!r} must be > 0")
+    return int(gb * 2**30)
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,13 +99,46 @@ class CoContentEnergy:
         arr = c.arrays
         res_names = [c.elements[p].name for p in arr.res_pos]
         pos = {n: i for i, n in enumerate(res_names)}
-        sel = np.zeros((len(res_names), len(names)))
-        for j, n in enumerate(names):
-            sel[pos[n], j] = 1.0
-        g_fixed = arr.g * (1.0 - sel.sum(axis=1))
-        self._cache.update(sel=sel, g_fixed=g_fixed, A=np.asarray(arr.A_res.todense()),
+        tpos = np.array([pos[n] for n in names], dtype=np.int64)   # resistor position of each parameter
+        slot = np.full(len(res_names), len(names), dtype=np.int64)  # parameter of each resistor (n: none)
+        slot[tpos] = np.arange(len(names))
+        g_fixed = arr.g.copy()
+        g_fixed[tpos] = 0.0
+        self._cache.update(tpos=tpos, slot=slot, g_fixed=g_fixed,
                            out=np.array([c.index_of_node(n) for n in self.output_nodes]),
                            shk=len(arr.shk_a) > 0)
+
+    # --- the dense route (energy, theta_grad, quadratic_form) --------------------------------------
+    def dense_bytes(self, n_u: Optional[int] = None) -> int:
+        """Estimated peak memory (bytes) of the dense route: :meth:`quadratic_form` and its autograd
+        trace (the exact gradient). Counts the dense incidence ``A`` and ``A diag(g)``
+        (``n_nodes x n_res`` each), the Laplacian (``n_nodes^2``), ``P`` and ``L P`` (``n_nodes x n_u``
+        each) and ``H`` (``n_u^2``), float64, twice for the backward pass."""
+        arr = self.circuit.arrays
+        n, m = arr.n_nodes, len(arr.res_a)
+        n_u = n if n_u is None else n_u
+        return int(8 * 2 * (2 * n * m + n * n + 2 * n * n_u + n_u * n_u))
+
+    def check_dense(self, what: str, nbytes: Optional[int] = None) -> None:
+        """:class:`DenseTooLargeError` when the dense route (``what``) would need more than
+        :func:`dense_limit_bytes`; estimated before anything is allocated."""
+        nbytes = self.dense_bytes() if nbytes is None else nbytes
+        limit = dense_limit_bytes()
+        if nbytes > limit:
+            arr = self.circuit.arrays
+            raise DenseTooLargeError(
+                f"{what} uses dense matrices: about {nbytes / 2**30:.3g} GiB for this circuit ({arr.n_nodes} nodes, "
+                f"{len(arr.res_a)} resistors), above the limit of {limit / 2**30:.3g} GiB (set "
+                f"{DENSE_LIMIT_ENV} to change it); the exact gradient is dense: use a smaller circuit or an "
+                "estimator that only solves the circuit (ep, coupled learning)")
+
+    def _incidence(self) -> np.ndarray:
+        """Dense resistor incidence ``A`` (``n_nodes x n_res``), built on first use after a size check."""
+        if "A" not in self._cache:
+            arr = self.circuit.arrays
+            self.check_dense("the co-content energy's dense form", 8 * 3 * arr.n_nodes * len(arr.res_a))
+            self._cache["A"] = np.asarray(arr.A_res.todense())
+        return self._cache["A"]
 
     # --- contract ----------------------------------------------------------------------------
     @property
@@ -123,7 +173,7 @@ class CoContentEnergy:
 
     def conductances(self, theta):
         """All resistor conductances (S), shape ``(n_resistors,)``, traceable in ``theta``."""
-        return self._cache["g_fixed"] + anp.dot(self._cache["sel"], theta)
+        return self._cache["g_fixed"] + anp.concatenate([anp.reshape(theta, (-1,)), np.zeros(1)])[self._cache["slot"]]
 
     def batch_inputs(self, x) -> np.ndarray:
         """``x`` as ``(batch, n_inputs)`` (``None`` or no inputs: the circuit's own values, batch 1)."""
@@ -159,8 +209,7 @@ class CoContentEnergy:
             c = self.circuit if not self.inputs else self.circuit.with_sources(dict(zip(self.inputs, x_row)))
             pb = build_problem(c, FREE, outputs=self.output_nodes,
                                conductances=np.asarray(self.conductances(self.theta0())))
-            self._cache[key] = dict(problem=pb, P=np.asarray(pb.P.todense()), c=pb.c, inj=pb.inj.copy(),
-                                    D=np.asarray(pb.D.todense()), d=pb.d, dio_rows=pb.dio_rows)
+            self._cache[key] = dict(problem=pb, c=pb.c, inj=pb.inj.copy(), d=pb.d, dio_rows=pb.dio_rows)
         return self._cache[key]
 
     def diode_names(self, rows, x_row=None) -> tuple:
@@ -176,7 +225,7 @@ class CoContentEnergy:
 
     def energy(self, state, theta, x):
         """Co-content (W) per sample, shape ``(batch,)`` (ideal diodes: feasible states only)."""
-        dv = anp.dot(state, self._cache["A"])
+        dv = anp.dot(state, self._incidence())
         e = 0.5 * anp.sum(self.conductances(theta) * dv**2, axis=1) - anp.sum(state * self._injections(x), axis=1)
         if self._cache["shk"]:
             e = e + self._shockley(state)
@@ -190,7 +239,7 @@ class CoContentEnergy:
 
     def theta_grad(self, state, theta, x):
         r""":math:`\partial E/\partial g_k = \tfrac12 \Delta v_k^2` (V^2), batch mean, shape ``(n_trainable,)``."""
-        dv = anp.dot(state, anp.dot(self._cache["A"], self._cache["sel"]))
+        dv = anp.dot(state, self._incidence()[:, self._cache["tpos"]])
         return 0.5 * anp.mean(dv**2, axis=0)
 
     def outputs(self, state):
@@ -208,8 +257,10 @@ class CoContentEnergy:
         currents and slopes from :mod:`physgrad.circuit.solution`, i.e. the circuit core's diode law).
         """
         rows = [self._sample(r) for r in self.batch_inputs(x)]
-        P = rows[0]["P"]
-        A = self._cache["A"]
+        pb0 = rows[0]["problem"]
+        self.check_dense("the exact gradient (quadratic_form)", self.dense_bytes(pb0.n_u))
+        P = np.asarray(pb0.P.todense())
+        A = self._incidence()
         L = anp.dot(A * self.conductances(theta), A.T)
         H = anp.dot(P.T, anp.dot(L, P))
         c = np.stack([r["c"] for r in rows])
@@ -224,4 +275,4 @@ class CoContentEnergy:
 
             pb = rows[0]["problem"]
             smooth = dict(S=np.asarray(pb.S.todense()), e=np.stack([r["problem"].e for r in rows]), smooth=terms)
-        return QuadraticForm(H=H, f=f, D=rows[0]["D"], d=np.stack([r["d"] for r in rows]), P=P, c=c, **smooth)
+        return QuadraticForm(H=H, f=f, D=np.asarray(pb0.D.todense()), d=np.stack([r["d"] for r in rows]), P=P, c=c, **smooth)

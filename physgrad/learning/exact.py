@@ -249,7 +249,13 @@ class ExactGradient:
         object.__setattr__(self, "kink_tol", check_positive("kink_tol", self.kink_tol))
 
     def compute(self, energy, theta, x, y, minimizer, free=None) -> ExactResult:
-        """Gradient, cost and active-set margins at the free equilibrium."""
+        """Gradient, cost and active-set margins at the free equilibrium.
+
+        Raises :class:`physgrad.types.DenseTooLargeError` (a ``PhysgradError``) before solving when
+        the dense reduced form would exceed the memory limit (``energy.check_dense``).
+        """
+        if hasattr(energy, "check_dense"):
+            energy.check_dense("the exact gradient")
         free = free_phase(energy, theta, x, minimizer, free, self.strict)
         y = check_targets(energy, free.state, y)
         theta = as_float_tree(theta)

@@ -1,19 +1,39 @@
 r"""Damped Newton on the smooth, strictly convex co-content of circuits with Shockley diodes
-(and, through an active-set loop, ideal diodes too).
+(and, through an active-set loop, ideal diodes too), with SPICE's safeguards.
 
-Minimises :math:`E(u) = \tfrac12 u^T H u - f^T u + \sum_k J_k(S_k u + e_k)` where
-:math:`J_k(v) = IS (N v_t \,\mathrm{expm1}(v/(N v_t)) - v) + g_{min} v^2 / 2` is the diode's
-co-content. Gradient ``H u - f + S^T I(v)`` (the KCL residual, A), Hessian
-``H + S^T diag(I'(v)) S`` (S, sparse, factorised by SuperLU). Steps are damped by backtracking on
-``E`` (Armijo), accepting a step that lowers the KCL residual when ``E``'s decrease is below
-round-off. The start is the ideal-diode solution (every diode at ``v <= 0``, where ``E`` is finite
-whatever the emission coefficient), so near-ideal diodes (``N <= 1e-3``) cannot overflow at the
-start. Stops when the KCL residual is below ``rtol`` times the problem's current scale.
+Minimises :math:`E(u) = \tfrac12 u^T H u - f^T u + \sum_k J_k(S_k u + e_k)` where ``J_k`` is the
+diode's co-content (:mod:`physgrad.circuit.diode`). Gradient ``H u - f + S^T I(v)`` (the KCL residual,
+A), Hessian ``H + S^T diag(I'(v)) S`` (S, sparse, factorised by SuperLU).
+
+Each Newton step is tried in full first and halved until ``E`` decreases enough (Armijo,
+``c = 1e-4``); the junction-limited length ``t_lim`` (one factor for the whole step, so it stays a
+descent direction, such that no diode voltage moves further than SPICE's junction limiting allows,
+:func:`physgrad.circuit.diode.pnjlim`) is always among the lengths tried, and a trial whose ``E``
+overflows jumps straight to it.
+Where ``E``'s change is below its own round-off (``16 eps`` times the sum of the magnitudes of its
+terms), a step is accepted when it lowers the scaled KCL residual instead.
+
+Stopping rule (per node): every free (super)node's KCL residual ``|r_j| <= rtol * scale_j`` with
+``scale_j`` the node's own current scale (:meth:`physgrad.circuit.reduction.Problem.current_scale`:
+the magnitudes of its incident currents and of conductance x voltage), so that a node held only by
+diodes carrying 1e-14 A is solved to the same relative accuracy as the others, followed by up to three
+full Newton steps while the step is above ``1e-13 |u|`` (they tighten soft modes that the residual
+test alone leaves loose) unless the last full step was already below ``1e-7 |u|`` (quadratic
+convergence); or the Newton correction is below round-off (``|du_j| <= 8 eps |u_j|``). The circuit core's KKT
+certificate checks the answer independently.
+
+The start is the ideal-diode solution (every diode at ``v <= 0``, where ``E`` is finite whatever the
+emission coefficient; 0 V at every free node where no such solution exists, e.g. two diodes in series
+that a source drives forward), so near-ideal diodes (``N <= 1e-3``) cannot overflow at the start. When plain
+Newton fails, two homotopies follow, as in SPICE: gmin stepping (a shunt conductance from every free
+node to ground, 1e-2 S down to 0 by decades) and source stepping (sources scaled from 0 to 1).
 
 ``scipy.optimize.minimize`` was measured to fail on this problem (Newton-CG reporting success 12 mV
 off, overflow, stalls), hence this solver.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,9 +41,27 @@ import scipy.sparse as sp
 from physgrad.circuit.solvers.kkt import Infeasible, eliminate, multipliers, pdas_step, solve_active_set
 from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
-from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
+from physgrad.circuit.diode import (pnjlim, shockley_co_content, shockley_current, shockley_slope,
+                                    shockley_vcrit)
 from physgrad.circuit.sparse import solve as sparse_solve
 from physgrad.types import SingularSystemError
+
+EPS = np.finfo(float).eps
+# Absolute floor of the per-node KCL tolerance (A): only a node whose every incident current is
+# below this is judged absolutely (1e-14 A diodes are 1e16 times larger).
+TINY_CURRENT = 1e-30
+# Homotopy stages: shunt conductances (S) of gmin stepping; loose rtol of the intermediate stages.
+GMIN_STEPS = tuple(10.0 ** -k for k in range(2, 13))
+STAGE_RTOL = 1e-8
+STAGE_MAX_ITER = 50
+# Polishing once the residual is within tolerance: full Newton steps until |du| <= POLISH_RTOL |u| +
+# POLISH_ATOL (dimensionless, V), at most POLISH_STEPS of them.
+POLISH_RTOL = 1e-13
+POLISH_ATOL = 1e-300
+POLISH_STEPS = 3
+# A full Newton step below SETTLED_RTOL |u| (dimensionless) followed by a residual within tolerance
+# ends the iteration without another factorisation (the next correction would be ~1e-14 |u|).
+SETTLED_RTOL = 1e-7
 
 
 def accepts(problem: Problem) -> None:
@@ -41,6 +79,17 @@ def energy(problem: Problem, u: np.ndarray) -> float:
     with np.errstate(over="ignore", invalid="ignore"):
         val = problem.quadratic_energy(u) + float(np.sum(shockley_co_content(vd, *_params(problem))))
     return val if np.isfinite(val) else np.inf
+
+
+def _energy_noise(problem: Problem, u: np.ndarray) -> float:
+    """Round-off of :func:`energy` at ``u`` (W): ``16 eps`` times the sum of its terms' magnitudes
+    (``|u|'|H||u|/2 + |f|'|u| + |const| + sum |J_k|``: the quadratic part cancels, its round-off does not)."""
+    vd = problem.S @ u + problem.e
+    with np.errstate(over="ignore", invalid="ignore"):
+        au = np.abs(u)
+        mag = (0.5 * float(au @ (abs(problem.H) @ au)) + float(np.abs(problem.f) @ au) + abs(problem.const)
+               + float(np.sum(np.abs(shockley_co_content(vd, *_params(problem))))))
+    return 16 * EPS * mag if np.isfinite(mag) else np.inf
 
 
 def gradient(problem: Problem, u: np.ndarray) -> np.ndarray:
@@ -62,56 +111,166 @@ def _start(problem: Problem) -> np.ndarray:
     try:
         return solve_active_set(H0, f0, D, d).u
     except (Infeasible, SingularSystemError):
-        return sparse_solve(H0, f0)
+        # Shockley diodes in series that the sources drive forward (no ideal-diode solution): start
+        # from 0 V at every free node; junction limiting and the homotopies take it from there.
+        return np.zeros(problem.n_u)
+
+
+class _Residual:
+    """KCL residual of ``E(T z + t0)`` and its per-node tolerance at ``u``."""
+
+    def __init__(self, problem: Problem, T, rtol: float):
+        self.problem, self.T, self.absT, self.rtol = problem, T, abs(T), rtol
+        self.params = _params(problem)
+
+    def __call__(self, u):
+        """``(g, ratio)``: reduced residual (A) and ``max_j |g_j| / tol_j`` (dimensionless)."""
+        pb = self.problem
+        vd = pb.S @ u + pb.e
+        i_d = shockley_current(vd, *self.params)
+        sl = shockley_slope(vd, *self.params)
+        g = self.T.T @ (pb.H @ u - pb.f + pb.S.T @ i_d)
+        tol = self.rtol * (self.absT.T @ pb.current_scale(u, i_d, sl)) + TINY_CURRENT
+        with np.errstate(invalid="ignore", over="ignore"):
+            ratio = float(np.max(np.abs(g) / tol, initial=0.0))
+        return g, (ratio if np.isfinite(ratio) else np.inf), vd, sl
 
 
 def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
-    """Damped Newton on ``E(T z + t0)`` from ``u`` (projected onto the affine set).
+    """Damped, junction-limited Newton on ``E(T z + t0)`` from ``u`` (projected onto the affine set).
 
     Returns ``(u, status, iterations, message)``; the residual is the reduced KCL ``T^T grad E``.
     """
     IS, N, vt, gmin = _params(problem)
+    nvt = N * vt
+    vcrit = shockley_vcrit(IS, N, vt)
     counts = np.maximum(np.asarray(T.sum(axis=0)).ravel(), 1.0)
     z = (T.T @ (u - t0)) / counts
     u = T @ z + t0
     E = energy(problem, u)
     if not np.isfinite(E):
         return u, "solver_error", 0, "co-content overflows at the start point"
-    n = problem.n_u
-    i_scale = max(float(np.max(np.abs(problem.f), initial=0.0)),
-                  float(np.max(np.abs(problem.H.diagonal()), initial=0.0)) if n else 0.0, 1e-30)
-    res = np.inf
+    residual = _Residual(problem, T, rtol)
+    g, ratio, vd, sl = residual(u)
+    polish = 0
+    settled = False  # the last step was a full Newton step below SETTLED_RTOL |u|
     for it in range(1, max_iter + 1):
-        vd = problem.S @ u + problem.e
-        i_d = shockley_current(vd, IS, N, vt, gmin)
-        g = T.T @ (problem.H @ u - problem.f + problem.S.T @ i_d)
         res = float(np.max(np.abs(g), initial=0.0))
-        scale = max(i_scale, float(np.max(np.abs(i_d), initial=0.0)))
-        if res <= rtol * scale:
-            return u, "converged", it - 1, f"KCL residual {res:.2e} A"
-        K = T.T @ (problem.H + problem.S.T @ sp.diags(shockley_slope(vd, IS, N, vt, gmin)) @ problem.S) @ T
-        dz = sparse_solve(K, -g)
+        if ratio <= 1.0 and settled:
+            # quadratic convergence: the next correction would be ~ (SETTLED_RTOL)^2 |u|; no factorisation
+            return u, "converged", it - 1, (f"KCL residual {res:.2e} A, within rtol={rtol:g} of every node's "
+                                            "own current scale")
+        K = T.T @ (problem.H + problem.S.T @ sp.diags(sl) @ problem.S) @ T
+        try:
+            dz = sparse_solve(K, -g)
+        except SingularSystemError:  # e.g. slopes of 1e60 S swamping the rest in float64
+            return u, "solver_error", it - 1, f"singular Newton matrix at KCL residual {res:.2e} A"
+        du = T @ dz
+        if np.all(np.abs(du) <= 8 * EPS * np.abs(u)):
+            return u, "converged", it - 1, (f"KCL residual {res:.2e} A; the Newton correction is below "
+                                            "round-off")
+        if ratio <= 1.0:
+            # Within tolerance. The residual test alone leaves soft modes (a node tied by large
+            # conductances to others, but to ground only through small ones) loose by up to
+            # tol / (small conductance): polish with full Newton steps while they stay within
+            # tolerance, until the step is below POLISH_RTOL |u| (or POLISH_STEPS steps).
+            done = bool(np.all(np.abs(du) <= POLISH_RTOL * np.abs(u) + POLISH_ATOL))
+            if not done and polish < POLISH_STEPS:
+                g_t, ratio_t, vd_t, sl_t = residual(u + du)
+                if ratio_t <= 1.0:
+                    settled = bool(np.all(np.abs(du) <= SETTLED_RTOL * np.abs(u)))
+                    u = u + du
+                    g, ratio, vd, sl = g_t, ratio_t, vd_t, sl_t
+                    E = energy(problem, u)
+                    polish += 1
+                    continue
+            return u, "converged", it - 1, (f"KCL residual {res:.2e} A, within rtol={rtol:g} of every node's "
+                                            "own current scale")
         slope = float(g @ dz)
+        # SPICE junction limiting, as one factor on the whole step.
+        dvd = problem.S @ du
+        vnew = vd + dvd
+        lim = pnjlim(vnew, vd, nvt, vcrit)
+        limited = (lim != vnew) & (np.abs(dvd) > 0)
         t = 1.0
-        while t > 1e-30:
-            trial = u + t * (T @ dz)
+        if np.any(limited):
+            t = float(min(1.0, np.min(np.clip((lim[limited] - vd[limited]) / dvd[limited], 0.0, 1.0))))
+            t = max(t, 1e-6)
+        noise = _energy_noise(problem, u)
+        t_lim, t = t, 1.0  # the full step first; if it fails, the junction-limited one, then halving
+        while t > 1e-20:
+            trial = u + t * du
             E_trial = energy(problem, trial)
             if E_trial <= E + 1e-4 * t * slope:
+                g, ratio, vd, sl = residual(trial)
                 break
-            if np.isfinite(E_trial) and abs(E_trial - E) <= 1e-14 * max(1.0, abs(E)):
-                # Round-off regime: accept if the KCL residual falls.
-                if np.max(np.abs(T.T @ gradient(problem, trial))) < res:
+            if E_trial <= E + noise and np.all(np.abs(trial - u) <= 1e-6 * (np.abs(u) + problem.voltage_scale)):
+                # round-off regime (tiny steps only): accept if the scaled KCL residual falls
+                g_t, ratio_t, vd_t, sl_t = residual(trial)
+                if ratio_t < ratio:
+                    g, ratio, vd, sl = g_t, ratio_t, vd_t, sl_t
                     break
-            t *= 0.5
+            if t > t_lim and (not np.isfinite(E_trial) or 0.5 * t < t_lim):
+                t = t_lim  # an overflowing trial jumps to the junction-limited step; halving stops there once
+            else:
+                t *= 0.5
         else:
-            return u, "max_iter", it, f"line search failed at residual {res:.2e} A"
+            return u, "max_iter", it, f"line search failed at KCL residual {res:.2e} A"
+        settled = t == 1.0 and bool(np.all(np.abs(trial - u) <= SETTLED_RTOL * np.abs(u)))
         u, E = trial, E_trial
-    return u, "max_iter", max_iter, f"{max_iter} iterations, residual {res:.2e} A"
+    res = float(np.max(np.abs(g), initial=0.0))
+    if ratio <= 1.0:
+        return u, "converged", max_iter, f"KCL residual {res:.2e} A"
+    return u, "max_iter", max_iter, f"{max_iter} iterations, KCL residual {res:.2e} A"
 
 
-def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_outer: int = 50,
+def _robust_newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
+    """:func:`_newton`; if it fails, gmin stepping, then source stepping (SPICE's fallbacks)."""
+    u1, status, it, msg = _newton(problem, T, t0, u, rtol, max_iter)
+    if status == "converged":
+        return u1, status, it, msg
+    total = it
+    n = problem.n_u
+    # gmin stepping: shunt conductance gs (S) from every free node to ground, stepped down.
+    v = u
+    ok = True
+    for gs in GMIN_STEPS:
+        stage = replace(problem, H=(problem.H + gs * sp.identity(n, format="csr")).tocsr())
+        v, st, k, _ = _newton(stage, T, t0, v, STAGE_RTOL, min(max_iter, STAGE_MAX_ITER))
+        total += k
+        if st != "converged":
+            ok = False
+            break
+    if ok:
+        u2, status, k, msg2 = _newton(problem, T, t0, v, rtol, max_iter)
+        total += k
+        if status == "converged":
+            return u2, status, total, f"{msg2} (after gmin stepping)"
+    # source stepping: f, e scaled by alpha from 0 to 1 (adaptive steps).
+    alpha, step, v = 0.0, 0.25, np.zeros(n) if T.shape[1] == n and not np.any(t0) else u
+    while alpha < 1.0 and step >= 1e-4:
+        a = min(1.0, alpha + step)
+        stage = replace(problem, f=a * problem.f, e=a * problem.e)
+        w, st, k, _ = _newton(stage, T, t0, v, STAGE_RTOL if a < 1.0 else rtol, min(max_iter, STAGE_MAX_ITER))
+        total += k
+        if st == "converged":
+            alpha, v, step = a, w, min(2 * step, 0.5)
+        else:
+            step *= 0.25
+    if alpha == 1.0:
+        u3, status, k, msg3 = _newton(problem, T, t0, v, rtol, max_iter)
+        total += k
+        if status == "converged":
+            return u3, status, total, f"{msg3} (after source stepping)"
+    return u1, "max_iter", total, f"{msg}; gmin and source stepping failed too"
+
+
+def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 200, max_outer: int = 50,
              u0=None) -> ReducedSolution:
     """Newton; with ideal diodes, inside a primal-dual active-set loop over them.
+
+    ``rtol`` (dimensionless) is the per-node relative KCL tolerance (see the module docstring);
+    ``max_iter`` bounds each Newton run (the homotopy fallbacks run several).
 
     For a working set ``W`` of conducting ideal diodes the constraints ``D_W u = d_W`` are
     eliminated (``u = T z + t0``, :func:`physgrad.circuit.solvers.kkt.eliminate`) and Newton runs
@@ -131,7 +290,7 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_
                                "a diode whose voltage the sources fix carries a current that overflows float64")
     u = _start(problem) if u0 is None else np.asarray(u0, float)
     if m == 0:
-        u, status, it, msg = _newton(problem, sp.identity(n, format="csr"), np.zeros(n), u, rtol, max_iter)
+        u, status, it, msg = _robust_newton(problem, sp.identity(n, format="csr"), np.zeros(n), u, rtol, max_iter)
         return ReducedSolution(u, np.zeros(0), status, it, "newton", msg, active=np.zeros(0, bool))
     if not np.all(problem.d - problem.D @ u >= -1e-9 * max(1.0, float(np.max(np.abs(problem.d))))):
         return ReducedSolution(np.full(n, np.nan), np.zeros(m), "infeasible", 0, "newton",
@@ -144,7 +303,7 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 500, max_
         if el is None:
             return ReducedSolution(u, np.zeros(m), "solver_error", total, "newton",
                                "dependent ideal-diode constraints in the working set")
-        u, status, it, msg = _newton(problem, el[0], el[1], u, rtol, max_iter)
+        u, status, it, msg = _robust_newton(problem, el[0], el[1], u, rtol, max_iter)
         total += it
         if status != "converged":
             return ReducedSolution(u, np.zeros(m), status, total, "newton", msg)

@@ -1,0 +1,268 @@
+"""Seeded netlist fuzzing (issue 8): random valid circuits compared with ngspice, mutations of valid
+netlists, special files. Used in a small form by ``tests/test_fuzz_netlists.py`` and in a large one by
+``benchmarks/fuzz_netlists.py``.
+
+Every case ends in one of: ``ok`` (solved), ``refused`` (a :class:`PhysgradError`: exit 2),
+``not solved`` (exit 1), ``crash`` (any other exception: a traceback, a bug) or ``hang`` (past the
+time limit). Random valid circuits are also solved by ngspice (``.options reltol=1e-12 vntol=1e-15
+abstol=1e-22``); a node differing by more than ``DISAGREE_V`` (1e-6 V) is a disagreement, and it
+is *physgrad's* unless physgrad's own answer passes the KKT certificate (per-node relative KCL
+1e-9) while ngspice's answer, evaluated with the same law, does not.
+"""
+from __future__ import annotations
+
+import signal
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from physgrad.circuit.elements import (Circuit, CurrentSource, DiodeModel, Resistor, ShockleyDiode,
+                                       VoltageSource)
+from physgrad.types import NotSolvedError, PhysgradError
+
+DISAGREE_V = 1e-6
+TIGHT = ".options reltol=1e-12 vntol=1e-15 abstol=1e-22"
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Hang()
+
+
+@dataclass
+class Outcome:
+    kind: str           # ok, refused, not solved, crash, hang
+    detail: str = ""
+    voltages: Optional[dict] = None
+
+
+def run_text(text: str, filename: str = "fuzz.cir", timeout_s: int = 20) -> Outcome:
+    """Read and solve netlist ``text`` in this process (SIGALRM time limit; main thread only)."""
+    from physgrad.circuit.netlist import read_deck_text
+    from physgrad.circuit.solve import solve
+
+    return _guard(lambda: solve(read_deck_text(text, filename).circuit, strict=False), timeout_s)
+
+
+def run_path(path, timeout_s: int = 20) -> Outcome:
+    from physgrad.circuit.netlist import read_deck
+    from physgrad.circuit.solve import solve
+
+    return _guard(lambda: solve(read_deck(path).circuit, strict=False), timeout_s)
+
+
+def _guard(fn, timeout_s: int) -> Outcome:
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout_s)
+    try:
+        sol = fn()
+        if sol.status != "converged":
+            return Outcome("not solved", sol.message)
+        return Outcome("ok", "", sol.voltage_dict())
+    except Hang:
+        return Outcome("hang", f"more than {timeout_s} s")
+    except PhysgradError as exc:
+        return Outcome("refused", str(exc))
+    except NotSolvedError as exc:
+        return Outcome("not solved", str(exc))
+    except Exception:  # noqa: BLE001 - counted as a crash
+        return Outcome("crash", traceback.format_exc(limit=4))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# --- random valid circuits --------------------------------------------------------------------
+
+def random_diode_circuit(seed: int) -> Circuit:
+    """A random connected circuit of resistors, sources and Shockley diodes, with the hard cases of
+    issue 8 mixed in: nodes held only by diodes, diodes far in reverse (below -3 N vt), sources up
+    to 20 V, series resistances down to 0.05 ohm, IS from 1e-16 to 1e-9 A and N from 1 to 2."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 12))
+    nodes = [f"n{i}" for i in range(1, n + 1)]
+    els = [VoltageSource("v1", nodes[0], "0", float(rng.uniform(-20, 20)))]
+    models = [DiodeModel(f"dm{k}", IS=float(10 ** rng.uniform(-16, -9)), N=float(rng.uniform(1, 2)))
+              for k in range(3)]
+    k = 0
+    for i in range(1, n):  # a spanning tree of resistors
+        j = int(rng.integers(0, i))
+        r = float(10 ** rng.uniform(-1.3, 5))
+        els.append(Resistor(f"r{k}", nodes[i], nodes[j], 1.0 / r))
+        k += 1
+    els.append(Resistor(f"r{k}", nodes[-1], "0", 1.0 / float(10 ** rng.uniform(1, 5))))
+    k += 1
+    for d in range(int(rng.integers(1, 6))):
+        a, b = rng.choice(nodes + ["0"], 2, replace=False)
+        els.append(ShockleyDiode(f"d{d}", str(a), str(b), models[int(rng.integers(0, 3))]))
+    for h in range(int(rng.integers(0, 3))):  # nodes held only by diodes (finding 1)
+        a, b = rng.choice(nodes + ["0"], 2, replace=False)
+        m1, m2 = models[int(rng.integers(0, 3))], models[int(rng.integers(0, 3))]
+        els.append(ShockleyDiode(f"dh{h}a", f"h{h}", str(a), m1))
+        els.append(ShockleyDiode(f"dh{h}b", f"h{h}", str(b), m2))
+    if rng.random() < 0.5:
+        els.append(VoltageSource("v2", nodes[int(rng.integers(1, n))], "0", float(rng.uniform(-5, 5))))
+    if rng.random() < 0.5:
+        i = int(rng.integers(1, n))
+        els.append(CurrentSource("i1", "0", nodes[i], float(rng.uniform(-1e-3, 1e-3))))
+    try:
+        c = Circuit(tuple(els), f"fuzz {seed}")
+        from physgrad.circuit.reduction import build_problem
+
+        build_problem(c)
+        return c
+    except PhysgradError:  # e.g. v2 closing a loop with v1: drop it
+        return Circuit(tuple(e for e in els if e.name != "v2"), f"fuzz {seed}")
+
+
+def compare_with_ngspice(circuit: Circuit, timeout_s: int = 30) -> dict:
+    """Solve ``circuit`` with physgrad and ngspice; ``{"kind": ..., "worst": V, "physgrads": bool}``."""
+    from physgrad.circuit.netlist import write_netlist
+    from physgrad.circuit.ngspice import NgspiceError, run_ngspice
+    from physgrad.circuit.reduction import build_problem
+    from physgrad.circuit.solution import certify
+
+    text = write_netlist(circuit)
+    out = run_text(text, timeout_s=timeout_s)
+    if out.kind != "ok":
+        return {"kind": out.kind, "detail": out.detail, "worst": None, "physgrads": out.kind in ("crash", "hang", "not solved")}
+    tight = text.replace(".options reltol=1e-6 vntol=1e-9 abstol=1e-15", TIGHT)
+    try:
+        ng = run_ngspice(tight, timeout_s=timeout_s, strict=False)
+    except NgspiceError:
+        try:
+            ng = run_ngspice(text, timeout_s=timeout_s, strict=False)
+        except NgspiceError as exc:
+            return {"kind": "ngspice failed", "detail": str(exc)[:200], "worst": None, "physgrads": False}
+    v_pg = out.voltages
+    worst = max(abs(v_pg[n] - ng.voltages[n]) for n in v_pg if n in ng.voltages)
+    if worst <= DISAGREE_V:
+        return {"kind": "agree", "worst": worst, "physgrads": False}
+    # whose disagreement? certify both answers under physgrad's law (the same as ngspice's)
+    pb = build_problem(circuit)
+    col = pb.columns
+    u_ng = np.zeros(pb.n_u)
+    for node, j in zip(circuit.nodes, col[:-1]):
+        if j >= 0:
+            u_ng[j] = ng.voltages.get(node, np.nan) - pb.c[circuit.index_of_node(node)]
+    from physgrad.circuit.solve import solve
+
+    sol = solve(circuit, strict=False)
+    mine = certify(pb, np.asarray(sol.info["u"], float), np.zeros(pb.D.shape[0]))
+    theirs = certify(pb, u_ng, np.zeros(pb.D.shape[0]))
+    return {"kind": "disagree", "worst": worst, "physgrads": not (mine.passed and not theirs.passed),
+            "detail": f"physgrad cert ratio {mine.kcl_ratio:.2g}, ngspice's answer ratio {theirs.kcl_ratio:.2g}"}
+
+
+# --- mutations and special files ---------------------------------------------------------------
+
+INSERTS = ["{", "}", "(", ")", "=", "'", ".subckt s a b", ".ends", ".include nothere.inc", ".include .",
+           ".param a={a}", ".param p=1/0", "1e999", "-1", "0", "nan", "inf", "x1 a b s", "\u212a", "\x00", "+",
+           "*", ";", ".end", ".control", ".endc", ".lib x y", "{1/0}", "{p*2}", "SIN(", "PULSE(0 1", "dc",
+           "1meg", "1e-320", "1e308", ".model dm D(IS=-1)", ".model dm D(N=0)", "d9 a 0 nomodel",
+           "k1 l1 l2 0.5", "l1 a b 1u", "c1 a b", "e1 a 0 b 0 2", "q1 a b c npn", ".temp 50", "\ufeff", "\t",
+           "\r", "\u00e9", "$ comment", "// c", "x" * 300, "(" * 100, ".func f(x) {f(x)}", "{f(1)}"]
+
+
+def mutate(text: str, rng: np.random.Generator) -> str:
+    """One to three random edits of ``text``: delete/insert characters or tokens, duplicate, drop
+    or swap lines, truncate, replace a number by an extreme one."""
+    for _ in range(int(rng.integers(1, 4))):
+        lines = text.split("\n")
+        op = int(rng.integers(0, 9))
+        if op == 0 and text:
+            i = int(rng.integers(0, len(text)))
+            text = text[:i] + text[i + 1:]
+        elif op == 1:
+            i = int(rng.integers(0, len(text) + 1))
+            text = text[:i] + str(rng.choice(INSERTS)) + text[i:]
+        elif op == 2 and len(lines) > 1:
+            i = int(rng.integers(1, len(lines)))
+            lines.insert(i, lines[i])
+            text = "\n".join(lines)
+        elif op == 3 and len(lines) > 1:
+            del lines[int(rng.integers(1, len(lines)))]
+            text = "\n".join(lines)
+        elif op == 4 and len(lines) > 2:
+            i, j = rng.choice(np.arange(1, len(lines)), 2, replace=False)
+            lines[i], lines[j] = lines[j], lines[i]
+            text = "\n".join(lines)
+        elif op == 5:
+            text = text[: int(rng.integers(0, len(text) + 1))]
+        elif op == 6:
+            i = int(rng.integers(0, len(lines)))
+            lines.insert(i, str(rng.choice(INSERTS)))
+            text = "\n".join(lines)
+        elif op == 7:
+            import re
+
+            nums = list(re.finditer(r"\d+\.?\d*(e[+-]?\d+)?", text))
+            if nums:
+                m = nums[int(rng.integers(0, len(nums)))]
+                text = text[: m.start()] + str(rng.choice(["1e999", "0", "1e-320", "1e308", "-0", "9" * 400,
+                                                            "1e-300", "1meg1k"])) + text[m.end():]
+        else:
+            text = text.upper() if rng.random() < 0.5 else text.replace("\n", "\r\n")
+    return text
+
+
+def special_files(folder: Path) -> list:
+    """Paths of special inputs under ``folder``: empty, binary, a directory, huge numbers, unicode
+    names, a very long line, deep nesting, a subcircuit bomb, an include cycle, latin-1 bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "empty.cir": b"",
+        "title_only.cir": b"just a title\n",
+        "binary.cir": bytes(range(256)) * 16,
+        "nul.cir": b"t\nr1 a 0 1\x00\n",
+        "latin1.cir": "t\nv1 caf\u00e9 0 1\nr1 caf\u00e9 0 1k\n".encode("latin-1"),
+        "huge.cir": b"t\nv1 a 0 1e308\nr1 a 0 1e-308\n",
+        "overflow.cir": b"t\nv1 a 0 1e999\nr1 a 0 1\n",
+        "denormal.cir": b"t\nv1 a 0 1e-320\nr1 a 0 1e300\n",
+        "unicode.cir": "t\nv1 \u212a 0 1\nr\u00e9 \u212a k 1k\nr2 k 0 1k\nv\u4e2d \u4e2d 0 2\nr3 \u4e2d 0 1\n".encode(),
+        "longline.cir": b"t\nv1 a 0 1\nr1 a 0 " + b"9" * 100000 + b"\n",
+        "deep.cir": b"t\nv1 a 0 {" + b"(" * 5000 + b"1" + b")" * 5000 + b"}\nr1 a 0 1\n",
+        "bomb.cir": ("bomb\n.subckt s0 a b\nr1 a b 1k\n.ends\n" + "".join(
+            f".subckt s{k} a b\n" + "".join(f"x{j} a b s{k - 1}\n" for j in range(10)) + ".ends\n"
+            for k in range(1, 12)) + "v1 a 0 1\nx1 a 0 s11\n").encode(),
+        "cycle_a.cir": b"t\nv1 a 0 1\nr1 a 0 1\n.include cycle_b.inc\n",
+        "cycle_b.inc": b".include cycle_a.cir\n",
+        "self_subckt.cir": b"t\n.subckt s a\nx1 a s\n.ends\nv1 a 0 1\nx1 a s\n",
+        "param_cycle.cir": b"t\n.param a={b+1} b={a*2}\nv1 x 0 {a}\nr1 x 0 1\n",
+        "crlf_bom.cir": b"\xef\xbb\xbft\r\nV1 A 0 1\r\nR1 A 0 1K\r\n",
+        "tabs.cir": b"t\n\tv1\ta\t0\t1\n\tr1\ta\t0\t1k\n",
+        "many_nodes.cir": ("t\nv1 n0 0 1\n" + "".join(f"r{i} n{i} n{i + 1} 1\n" for i in range(20000))
+                           + "rz n20000 0 1\n").encode(),
+    }
+    paths = []
+    for name, data in files.items():
+        p = folder / name
+        p.write_bytes(data)
+        if not name.endswith(".inc"):
+            paths.append(p)
+    d = folder / "a_directory.cir"
+    d.mkdir(exist_ok=True)
+    paths.append(d)
+    paths.append(folder / "does_not_exist.cir")
+    return paths
+
+
+def seed_netlists() -> list:
+    """Valid netlists that mutations start from: the deck features of issue 8 and random circuits."""
+    from physgrad.circuit.netlist import write_netlist
+
+    decks = [
+        "deck\n.param vs=5 r={1k*2}\n.subckt st in out params: k=1\nr1 in out {k*1k}\nd1 out 0 dm\nc1 out 0 1n\n"
+        ".ends\nv1 a 0 SIN(0 1 1k) DC {vs}\nx1 a b st k=2\nr2 b 0 {r}\nl1 b c 1u\nr3 c 0 1k\n"
+        ".model dm D(IS=1e-14 N=1.5 RS=1 CJO=1p)\n.tran 1n 1u\n.control\nrun\n.endc\n.end\n",
+        "rect\nV1 ac 0 DC 17\nD1 ac a DM\nrs a out 0.05\nRload out 0 1k\n.model DM D(IS=1e-14 N=1.7)\n.op\n.end\n",
+        "t\nv1 a 0 1\nr1 a b 1k\nr2 b 0 10\nd1 x b dm\nd2 x 0 dm\n.model dm D(IS=1e-14 N=1)\n.end\n",
+        "t\nv1 in 0 10\nr1 in out 1k\nd1 out 0 di\n.model di D(ideal=1 vth=0.3)\n.target out 0.2\n",
+    ]
+    return decks + [write_netlist(random_diode_circuit(s)) for s in range(4)]
