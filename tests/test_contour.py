@@ -146,3 +146,17 @@ def test_cli(tmp_path, capsys):
     assert main(["grad", str(d), "--method", "fp", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert "switching_radius_S" in res and res["nudges_cross_a_switch"] is False
+
+
+def test_shockley_law_continues_analytically():
+    """Complex voltages (holomorphic EP) follow each branch's continuation: real inputs agree with the
+    real law, and the complex derivative matches the slope (a holomorphic function)."""
+    from physgrad.circuit.diode import shockley_current, shockley_slope
+
+    args = (1e-14, 1.0, 0.025864917007157463, 1e-12)
+    v = np.linspace(-0.5, 0.7, 49)  # both branches (switch at -3 N vt = -0.0776 V)
+    np.testing.assert_allclose(shockley_current(v + 0j, *args).real, shockley_current(v, *args), rtol=1e-12, atol=1e-30)
+    h = 1e-7
+    for direction in (1.0, 1j):
+        dI = (shockley_current(v + h * direction, *args) - shockley_current(v - h * direction, *args)) / (2 * h * direction)
+        np.testing.assert_allclose(dI, shockley_slope(v + 0j, *args), rtol=1e-6, atol=1e-22)

@@ -57,8 +57,24 @@ def _split(vd, N, vt):
     return nvt, v0, anp.maximum(vd, v0), anp.minimum(vd, v0)
 
 
+def _holomorphic(vd, IS, N, vt, gmin, slope: bool):
+    """``I`` (or ``I'``) at complex ``vd``: each branch's analytic continuation, the branch chosen by
+    the real part (holomorphic EP evaluates the law on small circles around a real voltage)."""
+    nvt = N * vt
+    v0 = -REVERSE_SWITCH * nvt
+    a3 = (REVERSE_SWITCH * nvt / np.e) ** 3
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if slope:
+            return np.where(vd.real >= v0, IS / nvt * np.exp(vd / nvt), 3.0 * IS * a3 / vd**4) + gmin
+        return np.where(vd.real >= v0, IS * np.expm1(vd / nvt), -IS * (1.0 + a3 / vd**3)) + gmin * vd
+
+
 def shockley_current(vd, IS, N, vt, gmin):
-    """Diode current ``I(vd)`` (A) of the law above; ``vd`` in V. Overflows to ``inf`` silently."""
+    """Diode current ``I(vd)`` (A) of the law above; ``vd`` in V. Overflows to ``inf`` silently.
+
+    Complex ``vd`` gives the analytic continuation of the branch its real part lies on."""
+    if np.iscomplexobj(vd):
+        return _holomorphic(np.asarray(vd), IS, N, vt, gmin, slope=False)
     vd = np.asarray(vd, dtype=float)
     with np.errstate(over="ignore"):
         nvt, v0, vf, vr = _split(vd, N, vt)
@@ -80,7 +96,10 @@ def shockley_co_content(vd, IS, N, vt, gmin):
 
 
 def shockley_slope(vd, IS, N, vt, gmin):
-    """``dI/dvd`` (S) of the law above (continuous at the switch point)."""
+    """``dI/dvd`` (S) of the law above (continuous at the switch point); complex ``vd`` as in
+    :func:`shockley_current`."""
+    if np.iscomplexobj(vd):
+        return _holomorphic(np.asarray(vd), IS, N, vt, gmin, slope=True)
     vd = np.asarray(vd, dtype=float)
     with np.errstate(over="ignore"):
         nvt, v0, vf, vr = _split(vd, N, vt)
