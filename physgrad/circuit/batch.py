@@ -38,6 +38,53 @@ from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, Physgra
 REF_MIN = 24
 REF_GAIN = 2.0
 MAX_REFACTORS = 8
+_CONTROLLER = []
+
+
+def blas_threads(n: Optional[int]):
+    """Context limiting BLAS to ``n`` threads (``None``: unchanged). Small multi-right-hand-side
+    solves ran 30-500x slower with two OpenBLAS threads than with one on a loaded 2-core machine
+    (measured: 7 ms vs 17 us for a 100 x 100 LU solve with 4 right-hand sides)."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=int(n), user_api="blas")
+
+
+# Topologies with at most this many entries in their node x reduced-variable maps keep dense copies
+# of them: for small circuits scipy.sparse's per-call overhead (~20-50 us) dominates the arithmetic.
+DENSE_OPS_MAX = 250_000
+
+
+def _apply(A, X: np.ndarray) -> np.ndarray:
+    """``A`` applied to each row of ``X``: ``X @ A^T`` (``A`` dense or sparse)."""
+    if isinstance(A, np.ndarray):
+        return X @ A.T
+    return np.asarray((A @ X.T).T)
+
+
+class _Mats:
+    """The topology's maps, dense copies when small (see :data:`DENSE_OPS_MAX`)."""
+
+    def __init__(self, topo: Topology):
+        self.dense = topo.n_nodes * max(topo.n_u, topo.m, topo.n_src, 1) <= DENSE_OPS_MAX
+        conv = (lambda A: A.toarray()) if self.dense else (lambda A: A)
+        for name in ("P", "D", "Dn", "Q", "Mc", "Dd", "Df"):
+            setattr(self, name, conv(getattr(topo, name)))
+        self.DT = conv(topo.D.T.tocsr())
+        self.QT = conv(topo.Q.T.tocsr())
+        self.qq = np.asarray(topo.Q.multiply(topo.Q).sum(axis=1)).ravel()
+        if self.dense and topo.n_u * topo.PA.shape[1] <= DENSE_OPS_MAX:
+            self.PA = topo.PA.toarray()
+            self.AM = topo.AM.toarray()
+            self.PTMi = (topo.P.T @ topo.Mi).toarray()
+        else:
+            self.PA = None
 
 
 def _digest(a: np.ndarray) -> bytes:
@@ -79,14 +126,21 @@ class BatchSolution:
 class _Entry:
     """Everything shared by the samples and phases at one parameter value."""
 
-    def __init__(self, topo: Topology, g: np.ndarray):
+    def __init__(self, topo: Topology, g: np.ndarray, M: "_Mats"):
         self.g = g
-        self.H0 = topo.H0(g)
-        self.Kf = topo.Kf(g)
+        if M.PA is not None:  # small: dense products, no sparse bookkeeping
+            PAg = M.PA * g
+            self.H0 = self.H0m = PAg @ M.PA.T
+            self.Kf = self.Kfm = M.PTMi - PAg @ M.AM
+        else:
+            self.H0 = topo.H0(g)
+            self.Kf = topo.Kf(g)
+            self.H0m = self.H0.toarray() if M.dense else self.H0
+            self.Kfm = self.Kf.toarray() if M.dense else self.Kf
         self.system: Optional[SharedSystem] = None
         self.free_system: Optional[SharedSystem] = None  # factor of H0 itself (empty reference)
         self.data: OrderedDict = OrderedDict()  # X digest -> batch data (bounded)
-        self.h_diag = self.H0.diagonal()
+        self.h_diag = np.diagonal(self.H0m).copy() if isinstance(self.H0m, np.ndarray) else self.H0.diagonal()
 
     def get_free_system(self, topo: Topology) -> SharedSystem:
         if self.free_system is None:
@@ -105,20 +159,23 @@ class BatchSolver:
     (bit masks, for the next step's free phase). Memory does not grow with the dataset.
     """
 
-    def __init__(self, topology: Topology, n_params: int = 2, n_warm: int = 65536):
+    def __init__(self, topology: Topology, n_params: int = 2, n_warm: int = 65536, threads: Optional[int] = 1):
         self.topo = topology
+        self.threads = threads
         self.n_params = n_params
         self.n_warm = n_warm
         self._entries: OrderedDict = OrderedDict()
         self._warm: OrderedDict = OrderedDict()
         self.stats = {"factorizations": 0, "fallbacks": 0, "batches": 0}
+        self.M = _Mats(topology)
+        self._last_ref = None
 
     # --- caches ---------------------------------------------------------------------------------
     def entry(self, g: np.ndarray) -> _Entry:
         key = _digest(g)
         e = self._entries.get(key)
         if e is None or not np.array_equal(e.g, g):
-            e = _Entry(self.topo, np.array(g, dtype=float, copy=True))
+            e = _Entry(self.topo, np.array(g, dtype=float, copy=True), self.M)
             self._entries[key] = e
             while len(self._entries) > self.n_params:
                 self._entries.popitem(last=False)
@@ -132,8 +189,9 @@ class BatchSolver:
         data = e.data.get(key)
         if data is None:
             W = topo.source_values(X)
-            data = {"W": W, "C": topo.offsets(W), "F": np.asarray((e.Kf @ W.T).T), "d": topo.bounds(W),
-                    "fixed": topo.fixed_slack(W), "X0": {}}
+            M = self.M
+            data = {"W": W, "C": _apply(M.Mc, W), "F": _apply(e.Kfm, W), "d": topo.vth[None, :] + _apply(M.Dd, W),
+                    "fixed": topo.vth_f[None, :] - _apply(M.Df, W), "X0": {}}
             e.data[key] = data
             while len(e.data) > 2:
                 e.data.popitem(last=False)
@@ -180,8 +238,12 @@ class BatchSolver:
 
         ``nudge.target`` / ``nudge.clamp`` are ``(n_out,)`` or ``(B, n_out)``. ``s0`` (B, n_nodes):
         a start state (its tight diodes start conducting); ``warm=False`` ignores ``s0`` and the
-        remembered sets (a cold start from no conducting diode).
+        remembered sets (a cold start from no conducting diode). BLAS runs on ``threads`` threads.
         """
+        with blas_threads(self.threads):
+            return self._solve(g, X, nudge, s0, warm)
+
+    def _solve(self, g, X, nudge, s0, warm) -> BatchSolution:
         topo = self.topo
         g = np.asarray(g, dtype=float)
         if g.shape != topo.base.g.shape:
@@ -224,7 +286,7 @@ class BatchSolver:
         if warm and topo.m:
             if s0 is not None and np.shape(s0) == (B, topo.n_nodes) and np.all(np.isfinite(s0)):
                 s0 = np.asarray(s0, float)
-                slack0 = topo.vth[None, :] - np.asarray((topo.Dn @ s0.T).T)
+                slack0 = topo.vth[None, :] - _apply(self.M.Dn, s0)
                 W0 = slack0 <= 1e-9 * max(1.0, float(np.max(np.abs(s0), initial=0.0)))
             else:
                 known = self.warm_sets(X) if kind == "free" else None
@@ -232,6 +294,8 @@ class BatchSolver:
                     W0 = known
                 elif system is not None:
                     W0 = np.repeat(system.ref[None, :], B, axis=0)
+                elif self._last_ref is not None:  # a new parameter value: the last reference set
+                    W0 = np.repeat(self._last_ref[None, :], B, axis=0)
         n_ref = 0
         if system is None or (warm and self._worth_reference(system, W0)):
             system = self._new_system(e, W0 if warm else None)
@@ -254,7 +318,8 @@ class BatchSolver:
         u, lam, z_out, W, status, n_iter, system, X0 = pdas_batch(
             system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor)
         e.system = system
-        V = topo.lift(u, C)
+        self._last_ref = system.ref
+        V = _apply(self.M.P, u) + C
         certs, passed = self._certify(e, data, u, V, lam, z_out, kind, beta, out_rhs)
         status = np.where((status == "converged") & passed, "converged", status).astype(object)
         redo = np.flatnonzero((status != "converged") | ~passed)
@@ -299,17 +364,17 @@ class BatchSolver:
         topo = self.topo
         F, d = data["F"], data["d"]
         B = u.shape[0]
-        HU = np.asarray((e.H0 @ u.T).T)
-        r = HU - F + (np.asarray((topo.D.T @ lam.T).T) if topo.m else 0.0)
+        M = self.M
+        HU = _apply(e.H0m, u)
+        r = HU - F + (_apply(M.DT, lam) if topo.m else 0.0)
         f_eff = F
         h_diag = e.h_diag
         primal_extra = np.zeros(B)
         if kind == "nudge":
-            qq = np.asarray(topo.Q.multiply(topo.Q).sum(axis=1)).ravel()
-            o_u = np.asarray((topo.Q.T @ u.T).T)  # Q^T u
-            r = r + beta * np.asarray((topo.Q @ (o_u - out_rhs).T).T)
-            f_eff = F + beta * np.asarray((topo.Q @ out_rhs.T).T)
-            h_diag = h_diag + beta * qq
+            o_u = _apply(M.QT, u)  # Q^T u
+            r = r + beta * _apply(M.Q, o_u - out_rhs)
+            f_eff = F + beta * _apply(M.Q, out_rhs)
+            h_diag = h_diag + beta * M.qq
         elif kind == "clamp":
             cols = np.unique(topo.node_col[topo.outputs])
             keep = np.ones(topo.n_u, bool)
@@ -317,12 +382,12 @@ class BatchSolver:
             # the clamped problem: clamped trees fixed, their voltages moved into f
             Uc = np.zeros_like(u)
             Uc[:, cols] = u[:, cols]
-            f_eff = (F - np.asarray((e.H0 @ Uc.T).T))[:, keep]
+            f_eff = (F - _apply(e.H0m, Uc))[:, keep]
             r = r[:, keep]
             h_diag = h_diag[keep]
-            o_u = np.asarray((topo.Q.T @ u.T).T)
+            o_u = _apply(M.QT, u)
             primal_extra = np.max(np.abs(o_u - out_rhs), axis=1, initial=0.0)
-        slack = d - (np.asarray((topo.D @ u.T).T) if topo.m else np.zeros((B, 0)))
+        slack = d - (_apply(M.D, u) if topo.m else np.zeros((B, 0)))
         v_scale = np.maximum.reduce([np.ones(B), np.max(np.abs(V), axis=1, initial=0.0),
                                      np.max(np.abs(d), axis=1, initial=0.0)])
         h = float(np.max(np.abs(h_diag), initial=0.0)) if h_diag.size else 0.0
@@ -423,6 +488,10 @@ class BatchSolver:
         Returns ``(Pp, ok)``: ``Pp`` of shape ``(B, n_nodes)``, ``ok`` False where the sample's
         KKT system was singular. Uses the factor at hand for ``g`` (cached by :meth:`solve`).
         """
+        with blas_threads(self.threads):
+            return self._adjoint(g, active, out_grad)
+
+    def _adjoint(self, g: np.ndarray, active: np.ndarray, out_grad: np.ndarray):
         topo = self.topo
         e = self.entry(np.asarray(g, float))
         system = e.system or self._new_system(e, active)
@@ -433,7 +502,7 @@ class BatchSolver:
         Yo = system.Y[:, system.col[keys]]
         X0 = Yo @ np.asarray(out_grad, float).T  # K^{-1} [Q a; 0]
         p, _, _, ok = solve_on_sets(system, X0, np.zeros((B, topo.m)), np.asarray(active, bool), None, 0.0)
-        return np.asarray((topo.P @ p.T).T), ok
+        return _apply(self.M.P, p), ok
 
 
 def _nudge_row(nudge: Nudge, b: int) -> Nudge:

@@ -54,6 +54,9 @@ from physgrad.types import SingularSystemError
 # Systems of at most this many unknowns are factorized densely (LAPACK): below it dense
 # solves beat SuperLU's per-call overhead (measured: ~0.1 ms vs ~1 ms at 500 unknowns).
 DENSE_MAX = 700
+# Dense systems with at most this many diode rows + outputs solve every sample's Schur system over
+# all of them (masked to the sample's corrections): no ragged bookkeeping, tiny batched solves.
+FULL_MASK_MAX = 64
 # Above this many (nK x B x k) entries the gathered correction columns are applied sample by
 # sample instead of as one 3-D array.
 GATHER_MAX = 4_000_000
@@ -68,7 +71,7 @@ class Factor:
         if self.n == 0:
             return
         if dense:
-            Kd = K.toarray() if sp.issparse(K) else np.asarray(K, float)
+            Kd = K.toarray() if sp.issparse(K) else np.array(K, dtype=float)
             lu, piv = scipy.linalg.lu_factor(Kd, check_finite=False)
             if np.any(np.diag(lu) == 0.0):
                 raise SingularSystemError("the reference KKT matrix is exactly singular")
@@ -113,7 +116,12 @@ class SharedSystem:
         self.dense = self.nK <= DENSE_MAX if dense is None else dense
         if p:
             A = D[self.ref_rows]
-            K = sp.bmat([[H0, A.T], [A, None]], format="csc")
+            if self.dense:
+                Ad = A.toarray()
+                Hd = H0.toarray() if sp.issparse(H0) else np.asarray(H0)
+                K = np.block([[Hd, Ad.T], [Ad, np.zeros((p, p))]])
+            else:
+                K = sp.bmat([[sp.csr_matrix(H0), A.T], [A, None]], format="csc")
         else:
             K = H0
         self.factor = Factor(K, self.dense)
@@ -141,16 +149,21 @@ class SharedSystem:
     # --- the columns C and C^T ----------------------------------------------------------------------
     def _columns(self, keys: np.ndarray) -> np.ndarray:
         """Dense columns ``C[:, keys]``, shape ``(nK, len(keys))``."""
+        keys = np.asarray(keys, dtype=np.int64)
         Cm = np.zeros((self.nK, len(keys)), order="F")
-        for j, k in enumerate(keys):
-            if k >= self.m:
-                q = self.Q[:, int(k - self.m)]
-                Cm[q.indices, j] = q.data
-            elif self.ref[k]:
-                Cm[self.n + self.ref_pos[k], j] = 1.0
-            else:
-                r = self.D[int(k)]
-                Cm[r.indices, j] = r.data
+        j = np.arange(len(keys))
+        is_out = keys >= self.m
+        if np.any(is_out):
+            Cm[: self.n, j[is_out]] = self.Q[:, keys[is_out] - self.m].toarray()
+        low = ~is_out
+        if np.any(low):
+            kl = keys[low]
+            ref = self.ref[kl]
+            if np.any(ref):
+                Cm[self.n + self.ref_pos[kl[ref]], j[low][ref]] = 1.0
+            rows, cols = kl[~ref], j[low][~ref]
+            for t in range(self._didx.shape[1]):
+                np.add.at(Cm, (self._didx[rows, t], cols), self._dval[rows, t])
         return Cm
 
     def ct(self, X: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -250,6 +263,8 @@ def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.nda
     (nudge or clamp currents); ok : (k,) bool — False where the Schur system was singular.
     """
     idx = np.arange(X0.shape[1]) if samples is None else np.asarray(samples)
+    if system.dense and system.m + system.n_out <= FULL_MASK_MAX:
+        return _solve_full_mask(system, X0, d, W, out_rhs, out_lambda, idx)
     nb = idx.size
     n, m, n_out = system.n, system.m, system.n_out
     Wb = W[idx]
@@ -335,12 +350,67 @@ def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.nda
     return u, lam, z_out, ok
 
 
+def _solve_full_mask(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx):
+    """:func:`solve_on_sets` for small dense systems: one masked Schur system over all rows."""
+    n, m, n_out = system.n, system.m, system.n_out
+    full = getattr(system, "_full", None)
+    if full is None:
+        keys = np.arange(m + n_out)
+        system.ensure(keys)
+        cols = system.col[keys]
+        full = system._full = (system.G[np.ix_(cols, cols)], np.ascontiguousarray(system.Y[:, cols]))
+    Gf, Yf = full
+    use_out = out_rhs is not None and n_out > 0
+    k = m + (n_out if use_out else 0)
+    Wb = W[idx]
+    nb = idx.size
+    X0b = X0[:, idx]
+    U0 = X0b[:n]
+    corr = Wb ^ system.ref[None, :]
+    ctx = np.empty((nb, k))
+    if m:
+        ctx[:, :m] = U0.T @ system._Dd.T - d[idx]
+        if system.ref_rows.size:
+            ctx[:, system.ref_rows] = X0b[n:].T
+    mask = np.ones((nb, k), bool)
+    mask[:, :m] = corr
+    S = Gf[:k, :k][None, :, :] * (mask[:, :, None] & mask[:, None, :])
+    diag = np.where(mask, 0.0, 1.0)
+    if use_out:
+        ctx[:, m:] = U0.T @ system._Qd - out_rhs[idx]
+        diag[:, m:] += out_lambda
+    S[:, np.arange(k), np.arange(k)] += diag
+    ok = np.ones(nb, bool)
+    rhs = np.where(mask, ctx, 0.0)
+    try:
+        z = np.linalg.solve(S, rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        z = np.zeros((nb, k))
+        for j in range(nb):
+            try:
+                z[j] = np.linalg.solve(S[j], rhs[j])
+            except np.linalg.LinAlgError:
+                ok[j] = False
+    x = X0b - Yf[:, :k] @ z.T
+    u = x[:n].T
+    lam = np.zeros((nb, m))
+    if m:
+        lam = np.where(corr & ~system.ref[None, :], z[:, :m], 0.0)
+        if system.ref_rows.size:
+            lam[:, system.ref_rows] = np.where(Wb[:, system.ref_rows], x[n:].T, 0.0)
+    z_out = z[:, m:] if use_out else np.zeros((nb, n_out))
+    return u, lam, z_out, ok
+
+
 def tolerances(h_scale: np.ndarray, F: np.ndarray, d: np.ndarray):
     """Per-sample PDAS tolerances (V, A), ~1e-11 relative to each sample's scale (as
     :func:`physgrad.circuit.solvers.kkt._tolerances`)."""
     v_scale = np.maximum(1.0, np.max(np.abs(d), axis=1, initial=0.0))
     i_scale = np.maximum(np.max(np.abs(F), axis=1, initial=0.0), h_scale * v_scale)
     return 1e-11 * v_scale, 1e-11 * i_scale
+
+
+CYCLE_CHECK_FROM = 6
 
 
 def pdas_batch(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W0: np.ndarray,
@@ -384,17 +454,22 @@ def pdas_batch(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W0: np.ndarr
         newW = np.where(Wl, lam_l > -ti, slack < -tv)
         status[live[optimal]] = "converged"
         lam[live[optimal]] = np.where(Wl[optimal], np.maximum(lam_l[optimal], 0.0), 0.0)
-        cont = []
-        for j in np.flatnonzero(~optimal):
-            b = live[j]
-            key = np.packbits(newW[j]).tobytes()
-            if key in seen[b]:
-                status[b] = "max_iter"
-                continue
-            seen[b].add(key)
-            W[b] = newW[j]
-            cont.append(b)
-        todo = np.array(cont, dtype=np.int64)
+        nonopt = np.flatnonzero(~optimal)
+        if it < CYCLE_CHECK_FROM:  # PDAS rarely cycles: skip the per-sample bookkeeping early on
+            W[live[nonopt]] = newW[nonopt]
+            todo = live[nonopt]
+        else:
+            cont = []
+            for j in nonopt:
+                b = live[j]
+                key = np.packbits(newW[j]).tobytes()
+                if key in seen[b]:
+                    status[b] = "max_iter"
+                    continue
+                seen[b].add(key)
+                W[b] = newW[j]
+                cont.append(b)
+            todo = np.array(cont, dtype=np.int64)
         if todo.size and refactor is not None:
             res = refactor(W, todo)
             if res is not None:
