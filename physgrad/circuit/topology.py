@@ -166,8 +166,9 @@ class Topology:
         why = ""
         if arr.shk_a.size:
             why = "Shockley diodes (solved sample by sample by Newton)"
-        elif len(rows) + len(fixed) != len(arr.vth) and not _parallel_groups_structural(arr, Dn_all @ P, fixed):
-            why = "parallel ideal diodes sharing one constraint through different nodes"
+        elif len(rows) + len(fixed) != len(arr.vth) and not _parallel_groups_structural(
+                Dn_all @ P, (Dn_all @ Mc)[:, in_cols], fixed):
+            why = "parallel ideal diodes whose thresholds compare differently for different inputs"
         topo = cls(circuit, base, tuple(names), in_cols, w0, out, P, node_col, Mc, Mi, base.D.tocsr(), Dn, vth,
                    Dd, fixed, Df, arr.vth[fixed], Q, PA, AM, slots, res, sign, pattern, not why, why)
         # The maps must reproduce the reduction's own offsets and bounds at the circuit's values.
@@ -254,11 +255,13 @@ class Topology:
         return np.asarray((self.P @ U.T).T) + C
 
 
-def _parallel_groups_structural(arr, D_all: sp.spmatrix, fixed: np.ndarray) -> bool:
-    """Whether diodes that share a reduced constraint (parallel diodes) all join the same two
-    nodes: then which of them conducts (the lowest threshold) does not depend on the inputs."""
+def _parallel_groups_structural(D_all: sp.spmatrix, DM_in: sp.spmatrix, fixed: np.ndarray) -> bool:
+    """Whether diodes that share a reduced constraint (parallel diodes, rows of ``D_all``) have
+    bounds that differ by constants: then which of them conducts (the lowest bound) does not depend
+    on the inputs. ``DM_in``: how each diode's voltage offset depends on the inputs."""
     D_all = sp.csr_matrix(D_all)
     D_all.sort_indices()
+    DM_in = sp.csr_matrix(DM_in).toarray() if DM_in.shape[1] else np.zeros((D_all.shape[0], 0))
     groups: dict = {}
     skip = set(int(k) for k in fixed)
     for k in range(D_all.shape[0]):
@@ -266,8 +269,8 @@ def _parallel_groups_structural(arr, D_all: sp.spmatrix, fixed: np.ndarray) -> b
             continue
         lo, hi = D_all.indptr[k], D_all.indptr[k + 1]
         key = (D_all.indices[lo:hi].tobytes(), D_all.data[lo:hi].tobytes())
-        groups.setdefault(key, set()).add((int(arr.dio_a[k]), int(arr.dio_b[k])))
-    return all(len(pairs) == 1 for pairs in groups.values())
+        groups.setdefault(key, []).append(k)
+    return all(np.all(DM_in[g] == DM_in[g[0]]) for g in groups.values())
 
 
 def _h_pattern(PA: sp.csr_matrix):
