@@ -231,6 +231,27 @@ class BatchSolver:
         while len(self._warm) > self.n_warm:
             self._warm.popitem(last=False)
 
+    def clear_factors(self) -> None:
+        """Forget the factorizations (the warm-start sets stay)."""
+        self._entries.clear()
+
+    def warm_state(self) -> dict:
+        """The warm-start memory as arrays (inputs, packed sets in LRU order, the last reference
+        set), e.g. for a checkpoint; :meth:`set_warm_state` restores it exactly."""
+        n_in = len(self.topo.in_cols)
+        keys = list(self._warm)
+        X = np.array([np.frombuffer(k, dtype=float) for k in keys]).reshape(len(keys), n_in)
+        nbytes = (self.topo.m + 7) // 8
+        sets = np.array([self._warm[k] for k in keys], dtype=np.uint8).reshape(len(keys), nbytes)
+        last = self._last_ref
+        return {"inputs": X, "sets": sets, "last_ref": np.zeros(0, bool) if last is None else np.asarray(last, bool),
+                "has_last_ref": np.array(last is not None)}
+
+    def set_warm_state(self, state: dict) -> None:
+        self._warm = OrderedDict((np.asarray(x, float).tobytes(), np.asarray(p, np.uint8))
+                                 for x, p in zip(state["inputs"], state["sets"]))
+        self._last_ref = np.asarray(state["last_ref"], bool).copy() if bool(state["has_last_ref"]) else None
+
     # --- solve ----------------------------------------------------------------------------------
     def solve(self, g: np.ndarray, X: Optional[np.ndarray] = None, nudge: Nudge = FREE,
               s0: Optional[np.ndarray] = None, warm: bool = True) -> BatchSolution:

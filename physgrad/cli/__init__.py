@@ -1,4 +1,4 @@
-"""Command-line interface: ``physgrad solve | grad | verify | train | download``.
+"""Command-line interface: ``physgrad solve | grad | verify | train | fit | download``.
 
 The only place with argparse: each command is one module of this package with ``register(sub)``
 (adds its parser) and ``run(args) -> int``. ``python -m physgrad`` is the same as ``physgrad``.
@@ -11,11 +11,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from physgrad.cli import download, grad, solve, train, verify
+from physgrad.cli import download, fit, grad, solve, train, verify
 from physgrad.types import NotSolvedError, PhysgradError
 
 EXIT_OK, EXIT_NOT_SOLVED, EXIT_BAD_INPUT = 0, 1, 2
-COMMANDS = (solve, grad, verify, train, download)
+COMMANDS = (solve, grad, verify, train, fit, download)
 
 
 def build_parser() -> argparse.ArgumentParser:
