@@ -261,3 +261,17 @@ def test_energy_memory_is_sparse_for_drn_xs_sized_circuits():
     assert size < 50e6
     eq = CoContentMinimizer().minimize(energy, energy.theta0(), None)
     assert eq.converged
+
+
+def test_verification_at_scale_catalogue_and_cases():
+    from verification.checks import VerifyConfig
+    from verification.scale import run_scale_case, scale_cases
+
+    cases = scale_cases(quick=True)
+    assert len(cases) >= 50
+    assert {c.kind for c in cases} == {"linear", "ideal", "shockley"}
+    sizes = [len(c.circuit.nodes) for c in cases]
+    assert min(sizes) >= 5 and max(sizes) >= 1000
+    for case in (cases[3], cases[20], cases[30], cases[40]):
+        rows = run_scale_case(case, VerifyConfig())
+        assert rows and all(r["status"] in ("pass", "skip") for r in rows), rows
