@@ -191,7 +191,7 @@ class BatchSolver:
             W = topo.source_values(X)
             M = self.M
             data = {"W": W, "C": _apply(M.Mc, W), "F": _apply(e.Kfm, W), "d": topo.vth[None, :] + _apply(M.Dd, W),
-                    "fixed": topo.vth_f[None, :] - _apply(M.Df, W), "X0": {}}
+                    "fixed": topo.vth_f[None, :] - _apply(M.Df, W), "X0": ()}
             e.data[key] = data
             while len(e.data) > 2:
                 e.data.popitem(last=False)
@@ -200,10 +200,12 @@ class BatchSolver:
         return data
 
     def _x0(self, system: SharedSystem, data: dict) -> np.ndarray:
-        X0 = data["X0"].get(id(system))
-        if X0 is None:
-            X0 = system.base(data["F"], data["d"])
-            data["X0"] = {id(system): X0}  # one reference at a time
+        """Base solutions of the batch on ``system`` (kept for one reference factorization at a time)."""
+        held = data["X0"]
+        if held and held[0] is system:
+            return held[1]
+        X0 = system.base(data["F"], data["d"])
+        data["X0"] = (system, X0)
         return X0
 
     def warm_sets(self, X: Optional[np.ndarray]) -> Optional[np.ndarray]:
