@@ -28,7 +28,8 @@ from physgrad.circuit.elements import Circuit
 from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.solution import CERT_RTOL, KKTCertificate, certify, ideal_diode_currents
 from physgrad.circuit.solvers.kkt import solve_active_set
-from physgrad.circuit.solvers.shared import SharedSystem, max_negative_beta, pdas_batch, solve_on_sets, tolerances
+from physgrad.circuit.solvers.shared import (RowData, SharedSystem, max_negative_beta, pdas_batch, solve_on_sets,
+                                             tolerances)
 from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError
 
@@ -74,11 +75,12 @@ class _Mats:
     def __init__(self, topo: Topology):
         self.dense = topo.n_nodes * max(topo.n_u, topo.m, topo.n_src, 1) <= DENSE_OPS_MAX
         conv = (lambda A: A.toarray()) if self.dense else (lambda A: A)
-        for name in ("P", "D", "Dn", "Q", "Mc", "Dd", "Df"):
+        for name in ("P", "D", "Dn", "Q", "Mc", "Mi", "Dd", "Df"):
             setattr(self, name, conv(getattr(topo, name)))
         self.DT = conv(topo.D.T.tocsr())
         self.QT = conv(topo.Q.T.tocsr())
         self.qq = np.asarray(topo.Q.multiply(topo.Q).sum(axis=1)).ravel()
+        self.rows = RowData(topo.D, topo.Q)
         if self.dense and topo.n_u * topo.PA.shape[1] <= DENSE_OPS_MAX:
             self.PA = topo.PA.toarray()
             self.AM = topo.AM.toarray()
@@ -140,15 +142,28 @@ class _Entry:
         self.system: Optional[SharedSystem] = None
         self.free_system: Optional[SharedSystem] = None  # factor of H0 itself (empty reference)
         self.data: OrderedDict = OrderedDict()  # X digest -> batch data (bounded)
+        self._bmax = None
         self.h_diag = np.diagonal(self.H0m).copy() if isinstance(self.H0m, np.ndarray) else self.H0.diagonal()
 
-    def get_free_system(self, topo: Topology) -> SharedSystem:
-        if self.free_system is None:
-            if self.system is not None and not self.system.ref_rows.size:
-                self.free_system = self.system
+    def max_negative_beta(self, topo: Topology, rows: RowData) -> float:
+        """Largest admissible ``|beta|`` of a negative nudge (the quadratic part stays convex), from
+        the factor of ``H0`` at hand (dense: one small solve)."""
+        if self._bmax is None:
+            if isinstance(self.H0m, np.ndarray) and rows.Qd is not None:
+                if rows.n_out == 0:
+                    self._bmax = np.inf
+                else:
+                    M = rows.Qd.T @ np.linalg.solve(self.H0m, rows.Qd)
+                    lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
+                    self._bmax = np.inf if lam <= 0 else 1.0 / lam
             else:
-                self.free_system = SharedSystem(self.H0, topo.D, topo.Q)
-        return self.free_system
+                if self.free_system is None:
+                    if self.system is not None and not self.system.ref_rows.size:
+                        self.free_system = self.system
+                    else:
+                        self.free_system = SharedSystem(self.H0, topo.D, topo.Q, rows=rows)
+                self._bmax = max_negative_beta(self.free_system)
+        return self._bmax
 
 
 class BatchSolver:
@@ -294,7 +309,7 @@ class BatchSolver:
             beta = nudge.beta
             y = np.broadcast_to(np.asarray(nudge.target, float), (B, topo.n_out))
             if beta < 0:
-                bmax = max_negative_beta(e.get_free_system(topo))
+                bmax = e.max_negative_beta(topo, self.M.rows)
                 if -beta >= bmax * (1 - 1e-12):
                     raise PhysgradError(
                         f"beta = {beta:.6g} makes the nudged energy non-convex; negative nudges need "
@@ -376,9 +391,9 @@ class BatchSolver:
         ref = None if W is None or not W.size else (np.mean(W, axis=0) > 0.5)
         self.stats["factorizations"] += 1
         try:
-            return SharedSystem(e.H0, self.topo.D, self.topo.Q, ref)
+            return SharedSystem(e.H0, self.topo.D, self.topo.Q, ref, rows=self.M.rows)
         except SingularSystemError:  # dependent reference rows: fall back to H0 itself
-            return SharedSystem(e.H0, self.topo.D, self.topo.Q)
+            return SharedSystem(e.H0, self.topo.D, self.topo.Q, rows=self.M.rows)
 
     # --- certificates ----------------------------------------------------------------------------
     def _certify(self, e: _Entry, data: dict, u, V, lam, z_out, kind: str, beta: float, out_rhs):

@@ -187,7 +187,9 @@ class CoContentEnergy:
 
     def _injections(self, x):
         topo = self.topology
-        return topo.injections(topo.source_values(self.batch_inputs(x) if self.inputs else None))
+        W = topo.source_values(self.batch_inputs(x) if self.inputs else None)
+        Mi = self.solver.M.Mi
+        return W @ Mi.T if isinstance(Mi, np.ndarray) else topo.injections(W)
 
     @staticmethod
     def _branch(state, a, b):

@@ -88,28 +88,30 @@ class CoContentMinimizer:
         if self._batched(energy):
             g = np.asarray(energy.conductances(np.asarray(theta, float)), dtype=float)
             sol = energy.solver.solve(g, xs if energy.inputs else None, nudge, s0=s0, warm=self.warm)
-            samples = [_Sample(sol.voltages[b], str(sol.status[b]), int(sol.n_iter[b]), sol.certificates[b],
-                               sol.messages[b], sol.diode_currents[b], sol.active[b]) for b in range(len(sol.status))]
+            statuses = sol.status
+            certs = sol.certificates
+            msgs = [f"sample {b}: {m}" for b, m in enumerate(sol.messages) if m]
+            n_iter = int(np.sum(sol.n_iter))
             extra = {"solver_info": dict(sol.info), "nudge_currents": sol.z_out}
             state = sol.voltages
             currents, active = sol.diode_currents, sol.active
         else:
             samples = [_solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver)
                        for b, row in enumerate(xs)]
+            statuses = [r.status for r in samples]
+            certs = tuple(r.certificate for r in samples)
+            msgs = [f"sample {b}: {r.message}" for b, r in enumerate(samples) if r.message]
+            n_iter = sum(r.n_iter for r in samples)
             extra = {}
             state = np.stack([r.voltages for r in samples])
             currents = tuple(r.diode_currents for r in samples)
             active = tuple(r.active for r in samples)
-        statuses = [r.status for r in samples]
-        certs = [r.certificate for r in samples]
-        msgs = [f"sample {b}: {r.message}" for b, r in enumerate(samples) if r.message]
-        status = next((s for s in ("solver_error", "infeasible", "max_iter") if s in statuses), "converged")
+        status = next((s for s in ("solver_error", "infeasible", "max_iter") if s in set(statuses)), "converged")
         if status == "converged" and any(c is not None and not c.passed for c in certs):
             status = "solver_error"
             msgs.append("KKT certificate failed: " + "; ".join(c.describe() for c in certs if c is not None and not c.passed))
         return Equilibrium(state=state, energy=np.asarray(energy.energy(state, theta, xs)), status=status,
-                           n_iter=sum(r.n_iter for r in samples),
-                           residual=max([c.kcl for c in certs if c is not None], default=0.0),
+                           n_iter=n_iter, residual=max([c.kcl for c in certs if c is not None], default=0.0),
                            solver=f"co-content/{self.solver}", message="; ".join(msgs),
                            info={"certificates": tuple(certs), "diode_currents": currents, "active": active,
                                  "residual_kind": "max KCL residual (A)", **extra})

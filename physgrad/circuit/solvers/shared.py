@@ -89,6 +89,29 @@ class Factor:
         return self._lu.solve(np.asfortranarray(B, dtype=float))
 
 
+class RowData:
+    """Per-topology views of the diode rows ``D`` and output columns ``Q`` that every
+    :class:`SharedSystem` of the topology needs (built once, not once per parameter value)."""
+
+    def __init__(self, D: sp.csr_matrix, Q: sp.spmatrix):
+        self.D = sp.csr_matrix(D)
+        self.Q = sp.csc_matrix(Q)
+        self.m, self.n_out = self.D.shape[0], self.Q.shape[1]
+        self.small = D.shape[1] <= DENSE_MAX
+        self.Dd = self.D.toarray() if self.small else None
+        self.Qd = self.Q.toarray() if self.small else None
+        Dc = self.D.copy()
+        Dc.sort_indices()
+        nnz = np.diff(Dc.indptr)
+        r = int(nnz.max(initial=0))
+        self.didx = np.zeros((self.m, r), dtype=np.int64)
+        self.dval = np.zeros((self.m, r))
+        for j in range(r):  # (m, r) index/value pairs (r <= 2 for circuits) for gathered row products
+            has = nnz > j
+            self.didx[has, j] = Dc.indices[Dc.indptr[:-1][has] + j]
+            self.dval[has, j] = Dc.data[Dc.indptr[:-1][has] + j]
+
+
 class SharedSystem:
     """The reference factorization of one parameter value and its correction columns.
 
@@ -100,13 +123,14 @@ class SharedSystem:
     """
 
     def __init__(self, H0: sp.spmatrix, D: sp.csr_matrix, Q: sp.spmatrix, ref: Optional[np.ndarray] = None,
-                 dense: Optional[bool] = None):
+                 dense: Optional[bool] = None, rows: Optional[RowData] = None):
+        rows = RowData(D, Q) if rows is None else rows
         self.n = H0.shape[0]
-        self.m = D.shape[0]
-        self.n_out = Q.shape[1]
+        self.m = rows.m
+        self.n_out = rows.n_out
         self.H0 = H0
-        self.D = D
-        self.Q = sp.csc_matrix(Q)
+        self.D = rows.D
+        self.Q = rows.Q
         self.ref = np.zeros(self.m, bool) if ref is None else np.asarray(ref, bool).copy()
         self.ref_rows = np.flatnonzero(self.ref)
         self.ref_pos = np.full(self.m, -1, dtype=np.int64)
@@ -115,30 +139,22 @@ class SharedSystem:
         self.nK = self.n + p
         self.dense = self.nK <= DENSE_MAX if dense is None else dense
         if p:
-            A = D[self.ref_rows]
             if self.dense:
-                Ad = A.toarray()
-                Hd = H0.toarray() if sp.issparse(H0) else np.asarray(H0)
-                K = np.block([[Hd, Ad.T], [Ad, np.zeros((p, p))]])
+                Ad = rows.Dd[self.ref_rows] if rows.Dd is not None else self.D[self.ref_rows].toarray()
+                K = np.zeros((self.nK, self.nK))
+                K[: self.n, : self.n] = H0.toarray() if sp.issparse(H0) else H0
+                K[self.n:, : self.n] = Ad
+                K[: self.n, self.n:] = Ad.T
             else:
+                A = self.D[self.ref_rows]
                 K = sp.bmat([[sp.csr_matrix(H0), A.T], [A, None]], format="csc")
         else:
             K = H0
         self.factor = Factor(K, self.dense)
         if self.dense:
-            self._Dd = D.toarray()
-            self._Qd = self.Q.toarray()
-        # diode rows as (m, r) index/value pairs (r <= 2 for circuits) for gathered row products
-        Dc = sp.csr_matrix(D)
-        Dc.sort_indices()
-        nnz = np.diff(Dc.indptr)
-        r = int(nnz.max(initial=0))
-        self._didx = np.zeros((self.m, r), dtype=np.int64)
-        self._dval = np.zeros((self.m, r))
-        for j in range(r):
-            has = nnz > j
-            self._didx[has, j] = Dc.indices[Dc.indptr[:-1][has] + j]
-            self._dval[has, j] = Dc.data[Dc.indptr[:-1][has] + j]
+            self._Dd = rows.Dd if rows.Dd is not None else self.D.toarray()
+            self._Qd = rows.Qd if rows.Qd is not None else self.Q.toarray()
+        self._didx, self._dval = rows.didx, rows.dval
         # correction columns: key k < m -> diode row k; key m + o -> output o
         self.col = np.full(self.m + self.n_out, -1, dtype=np.int64)
         self.keys = np.zeros(0, dtype=np.int64)
@@ -154,7 +170,8 @@ class SharedSystem:
         j = np.arange(len(keys))
         is_out = keys >= self.m
         if np.any(is_out):
-            Cm[: self.n, j[is_out]] = self.Q[:, keys[is_out] - self.m].toarray()
+            o = keys[is_out] - self.m
+            Cm[: self.n, j[is_out]] = self._Qd[:, o] if self.dense else self.Q[:, o].toarray()
         low = ~is_out
         if np.any(low):
             kl = keys[low]
@@ -162,8 +179,11 @@ class SharedSystem:
             if np.any(ref):
                 Cm[self.n + self.ref_pos[kl[ref]], j[low][ref]] = 1.0
             rows, cols = kl[~ref], j[low][~ref]
-            for t in range(self._didx.shape[1]):
-                np.add.at(Cm, (self._didx[rows, t], cols), self._dval[rows, t])
+            if self.dense:
+                Cm[: self.n, cols] = self._Dd[rows].T
+            else:
+                for t in range(self._didx.shape[1]):
+                    np.add.at(Cm, (self._didx[rows, t], cols), self._dval[rows, t])
         return Cm
 
     def ct(self, X: np.ndarray, keys: np.ndarray) -> np.ndarray:
