@@ -145,6 +145,15 @@ class _Entry:
         self._bmax = None
         self.h_diag = np.diagonal(self.H0m).copy() if isinstance(self.H0m, np.ndarray) else self.H0.diagonal()
 
+    def h0_system(self, topo: Topology, rows: RowData) -> SharedSystem:
+        """The shared system on the factor of ``H0`` itself (empty reference set), built once."""
+        if self.free_system is None:
+            if self.system is not None and not self.system.ref_rows.size:
+                self.free_system = self.system
+            else:
+                self.free_system = SharedSystem(self.H0, topo.D, topo.Q, rows=rows)
+        return self.free_system
+
     def max_negative_beta(self, topo: Topology, rows: RowData) -> float:
         """Largest admissible ``|beta|`` of a negative nudge (the quadratic part stays convex), from
         the factor of ``H0`` at hand (dense: one small solve)."""
@@ -157,12 +166,7 @@ class _Entry:
                     lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
                     self._bmax = np.inf if lam <= 0 else 1.0 / lam
             else:
-                if self.free_system is None:
-                    if self.system is not None and not self.system.ref_rows.size:
-                        self.free_system = self.system
-                    else:
-                        self.free_system = SharedSystem(self.H0, topo.D, topo.Q, rows=rows)
-                self._bmax = max_negative_beta(self.free_system)
+                self._bmax = max_negative_beta(self.h0_system(topo, rows))
         return self._bmax
 
 
@@ -338,6 +342,10 @@ class BatchSolver:
         if system is None or (warm and self._worth_reference(system, W0)):
             system = self._new_system(e, W0 if warm else None)
             n_ref += 1
+        elif not warm and system.ref_rows.size > REF_MIN:
+            # a cold start (no diode conducts) on a large reference set would border every
+            # reference row: start on the factor of H0 itself (then the iteration picks a reference)
+            system = e.h0_system(self.topo, self.M.rows)
         X0 = self._x0(system, data)
         # tolerances of the iteration (per sample)
         h_scale = np.full(B, float(np.max(np.abs(e.h_diag), initial=1.0)) + abs(beta))

@@ -57,6 +57,8 @@ DENSE_MAX = 700
 # Dense systems with at most this many diode rows + outputs solve every sample's Schur system over
 # all of them (masked to the sample's corrections): no ragged bookkeeping, tiny batched solves.
 FULL_MASK_MAX = 64
+# At most this many entries (samples x k x k) in the batched Schur systems of one call (64 MB).
+SCHUR_MAX = 8_000_000
 # Above this many (nK x B x k) entries the gathered correction columns are applied sample by
 # sample instead of as one 3-D array.
 GATHER_MAX = 4_000_000
@@ -285,6 +287,17 @@ def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.nda
     idx = np.arange(X0.shape[1]) if samples is None else np.asarray(samples)
     if system.dense and system.m + system.n_out <= FULL_MASK_MAX:
         return _solve_full_mask(system, X0, d, W, out_rhs, out_lambda, idx)
+    # bound the batched Schur systems' memory (nb x k x k): chunks of samples when the corrections are many
+    k_est = int(np.max(np.sum(W[idx] ^ system.ref[None, :], axis=1), initial=0)) + system.n_out
+    chunk = max(1, SCHUR_MAX // max(k_est * k_est, 1))
+    if idx.size > chunk:
+        parts = [_solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx[i:i + chunk])
+                 for i in range(0, idx.size, chunk)]
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))
+    return _solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx)
+
+
+def _solve_on_sets(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx):
     nb = idx.size
     n, m, n_out = system.n, system.m, system.n_out
     Wb = W[idx]
