@@ -304,6 +304,55 @@ def measure_drn(batch: int) -> dict:
     return out
 
 
+def measure_cholmod(sizes) -> list:
+    """SuperLU (physgrad's factorization) against CHOLMOD (scikit-sparse, when installed) on the
+    systems the batched solver factorizes: ``H0`` and the reduced system of the majority set, for
+    one factorization, 32 and 500 right-hand sides, and a rank-3 update+downdate (a nudge)."""
+    try:
+        from sksparse.cholmod import analyze, cholesky
+    except ImportError:
+        return []
+    import scipy.sparse as sp
+
+    from physgrad.circuit.solvers.kkt import eliminate
+    from physgrad.circuit.sparse import factor
+    from physgrad.minimizers.co_content import CoContentMinimizer
+    from threadpoolctl import threadpool_limits
+
+    def best(f, rep=5):
+        ts = []
+        for _ in range(rep):
+            c = time.process_time()
+            f()
+            ts.append(time.process_time() - c)
+        return min(ts) * 1e3  # ms
+
+    out = []
+    with threadpool_limits(1):
+        for n in sizes:
+            circuit, inputs, outputs, X, Y, Energy = setup(n, 32)
+            e = Energy(circuit, inputs, outputs)
+            topo = e.topology
+            H = topo.H0(e.conductances(e.theta0())).tocsc()
+            eq = CoContentMinimizer().minimize(e, e.theta0(), X[:32])
+            W = np.mean(eq.info["active"], axis=0) > 0.5
+            T = eliminate(topo.D, topo.bounds(topo.source_values(X[:1]))[0], W, topo.n_u)[0]
+            for name, M, Q in (("H0", H, sp.csc_matrix(topo.Q)), ("reduced (majority set)", (T.T @ H @ T).tocsc(),
+                                                                   sp.csc_matrix(T.T @ topo.Q))):
+                b32 = np.asfortranarray(np.random.default_rng(0).random((M.shape[0], 32)))
+                b500 = np.asfortranarray(np.random.default_rng(0).random((M.shape[0], 500)))
+                F, C, S = factor(M), cholesky(M), analyze(M)
+                row = {"nodes": n, "matrix": name, "size": M.shape[0],
+                       "superlu_factor_ms": best(lambda: factor(M)), "superlu_solve32_ms": best(lambda: F.solve(b32)),
+                       "superlu_solve500_ms": best(lambda: F.solve(b500), 2),
+                       "cholmod_factor_ms": best(lambda: cholesky(M)), "cholmod_numeric_ms": best(lambda: S.cholesky(M)),
+                       "cholmod_solve32_ms": best(lambda: C(b32)), "cholmod_solve500_ms": best(lambda: C(b500), 2),
+                       "cholmod_rank3_update_downdate_ms": best(lambda: (C.update_inplace(Q * 1e-3),
+                                                                         C.update_inplace(Q * 1e-3, subtract=True)))}
+                out.append(row)
+    return out
+
+
 def _child(conn, fn, args):
     try:
         conn.send(("ok", fn(*args)))
@@ -344,7 +393,7 @@ def fmt(x, digits=3):
     return f"{x:.{digits}g}"
 
 
-def report(rows: list, drn: dict, env: dict) -> str:
+def report(rows: list, drn: dict, env: dict, chol: list = ()) -> str:
     lines = ["# Graph training benchmark (issue 9)", "",
              f"`{env['command']}`; {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, cvxpy {env['cvxpy']}, "
              f"{env['machine']} ({env['cpus']} cores, shared with other jobs).", "",
@@ -384,6 +433,17 @@ def report(rows: list, drn: dict, env: dict) -> str:
                   f"(adjoint) {drn['exact_grad_batch_s']:.3f} s",
                   f"- peak RSS {drn['peak_rss_mb']:.0f} MB (interpreter and imports: {drn['rss_start_mb']:.0f} MB); "
                   "target < 2 GB"]
+    if chol:
+        lines += ["", "SuperLU (used) vs CHOLMOD (scikit-sparse, measured only), CPU ms, one thread:", "",
+                  "| nodes | matrix | size | SuperLU factor | CHOLMOD factor (numeric only) | SuperLU solve 32 / 500 rhs "
+                  "| CHOLMOD solve 32 / 500 rhs | CHOLMOD rank-3 update + downdate |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for c in chol:
+            lines.append(f"| {c['nodes']:,} | {c['matrix']} | {c['size']:,} | {c['superlu_factor_ms']:.2f} | "
+                         f"{c['cholmod_factor_ms']:.2f} ({c['cholmod_numeric_ms']:.2f}) | {c['superlu_solve32_ms']:.2f} / "
+                         f"{c['superlu_solve500_ms']:.1f} | {c['cholmod_solve32_ms']:.2f} / {c['cholmod_solve500_ms']:.1f} | "
+                         f"{c['cholmod_rank3_update_downdate_ms']:.2f} |")
+    else:
+        lines += ["", "(CHOLMOD not measured: scikit-sparse is not installed in this interpreter.)"]
     return "\n".join(lines) + "\n"
 
 
@@ -419,12 +479,14 @@ def main(argv=None):
         print("DRN-XS size ...", file=sys.stderr, flush=True)
         drn = in_child(measure_drn, args.batch)
         print(json.dumps(drn), file=sys.stderr, flush=True)
+    chol = in_child(measure_cholmod, [n for n in sizes if n >= 1000])
     env["seconds"] = time.perf_counter() - t0
     env["uptime_after"] = uptime()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(str(out) + ".json").write_text(json.dumps({"env": env, "sizes": rows, "drn_xs": drn}, indent=2) + "\n")
-    text = report(rows, drn, env)
+    Path(str(out) + ".json").write_text(json.dumps({"env": env, "sizes": rows, "drn_xs": drn, "cholmod": chol},
+                                                   indent=2) + "\n")
+    text = report(rows, drn, env, chol)
     Path(str(out) + ".md").write_text(text)
     print(text)
 

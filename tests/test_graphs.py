@@ -275,3 +275,17 @@ def test_verification_at_scale_catalogue_and_cases():
     for case in (cases[3], cases[20], cases[30], cases[40]):
         rows = run_scale_case(case, VerifyConfig())
         assert rows and all(r["status"] in ("pass", "skip") for r in rows), rows
+
+
+def test_circuit_whose_own_values_force_a_diode_still_trains_on_other_inputs():
+    """The structure is value-independent: a diode the nominal sources force forward only makes
+    those samples infeasible (named), not the energy."""
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), VoltageSource("v2", "b", "0", 0.0), IdealDiode("d1", "a", "b", 0.5),
+                 Resistor("r1", "a", "o", 1.0), Resistor("r2", "o", "b", 1.0), Resistor("r3", "o", "0", 1.0)),
+                targets={"o": 0.0})
+    energy = CoContentEnergy(c, ("v1",))
+    assert energy.topology.batchable
+    eq = CoContentMinimizer().minimize(energy, energy.theta0(), np.array([[0.2], [0.4], [1.0]]))
+    assert eq.status == "infeasible" and "d1 is forced forward" in eq.message
+    np.testing.assert_allclose(eq.state[:2, 2], [0.2 / 3, 0.4 / 3], atol=1e-15)
+    assert np.all(np.isnan(eq.state[2]))
