@@ -14,6 +14,7 @@ from physgrad.circuit.elements import (
     ShockleyDiode,
     VoltageSource,
 )
+from physgrad.circuit.batch import BatchSolution, BatchSolver, solve_batch
 from physgrad.circuit.netlist import NetlistError, parse_netlist, read_netlist, write_netlist
 from physgrad.circuit.solution import CircuitSolution
 from physgrad.circuit.solve import SOLVERS, solve
@@ -21,4 +22,5 @@ from physgrad.circuit.solve import SOLVERS, solve
 __all__ = [
     "GROUND", "Circuit", "CurrentSource", "DiodeModel", "IdealDiode", "Resistor", "ShockleyDiode", "VoltageSource",
     "NetlistError", "parse_netlist", "read_netlist", "write_netlist", "CircuitSolution", "SOLVERS", "solve",
+    "BatchSolution", "BatchSolver", "solve_batch",
 ]

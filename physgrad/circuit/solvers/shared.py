@@ -162,7 +162,6 @@ class SharedSystem:
         self.keys = np.zeros(0, dtype=np.int64)
         self.Y = np.zeros((self.nK, 0), order="F")
         self.G = np.zeros((0, 0))
-        self._hinv_q = None
 
     # --- the columns C and C^T ----------------------------------------------------------------------
     def _columns(self, keys: np.ndarray) -> np.ndarray:
