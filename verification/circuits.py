@@ -294,3 +294,26 @@ def random_grid_graph(n_nodes: int, seed: int = 0, shockley: bool = False) -> Ci
         k += 1
     kind = "Shockley" if shockley else "ideal"
     return Circuit(tuple(els), f"random grid resistor / {kind}-diode graph, {n_nodes} nodes, seed {seed}")
+
+
+def training_graph(n_nodes: int, seed: int = 0, n_inputs: int = 5, n_outputs: int = 3, shockley: bool = False):
+    """A :func:`random_grid_graph` set up for training: ``n_inputs`` input voltage sources
+    (``vin0..``, 0 V, each on its own node joined by a resistor to a random lattice node) and
+    ``n_outputs`` output nodes (random nodes no source drives). Returns ``(circuit, inputs, outputs)``.
+
+    The issue-9 benchmark graphs (``benchmarks/graphs.py``) and the verification suite's
+    random training circuits.
+    """
+    c = random_grid_graph(n_nodes, seed, shockley=shockley)
+    rng = np.random.default_rng(seed + 7919)
+    nodes = c.nodes
+    els = list(c.elements)
+    for k in range(n_inputs):
+        els.append(VoltageSource(f"vin{k}", f"in{k}", "0", 0.0))
+        els.append(Resistor(f"rin{k}", f"in{k}", nodes[int(rng.integers(len(nodes)))],
+                            float(rng.uniform(1e-3, 1e-2))))
+    c = c.replace_elements(els)
+    driven = {e.pos for e in c.elements if isinstance(e, VoltageSource)}
+    candidates = [x for x in nodes if x not in driven]
+    outputs = tuple(candidates[int(i)] for i in rng.choice(len(candidates), n_outputs, replace=False))
+    return c, tuple(f"vin{k}" for k in range(n_inputs)), outputs

@@ -8,21 +8,25 @@ import pandas as pd
 
 from verification.cases import catalogue
 from verification.checks import VerifyConfig, run_case
+from verification.scale import ScaleCase, run_scale_case, scale_cases
 from verification.report import environment, write_report
 
 
 def run_suite(quick: bool = True, cfg: Optional[VerifyConfig] = None, cases=None,
-              progress: Optional[Callable[[str, float], None]] = None) -> pd.DataFrame:
+              progress: Optional[Callable[[str, float], None]] = None, scale: bool = True) -> pd.DataFrame:
     """Every check on every case; one row per case x check x method x parameter.
 
     A case whose checks raise is recorded as one failed row (``check="error"``), never dropped.
+    ``scale``: also the random circuits at scale (:mod:`verification.scale`).
     """
     cfg = cfg or VerifyConfig()
     rows = []
-    for case in (cases if cases is not None else catalogue(quick)):
+    if cases is None:
+        cases = catalogue(quick) + (scale_cases(quick) if scale else [])
+    for case in cases:
         t0 = time.perf_counter()
         try:
-            rows += run_case(case, cfg)
+            rows += run_scale_case(case, cfg) if isinstance(case, ScaleCase) else run_case(case, cfg)
         except Exception as err:  # a crash is a failed check, reported with its message
             rows.append(dict(case=case.name, family="error", check="error", method="", param_name="",
                              param=float("nan"), value=float("nan"), reference=float("nan"), error=float("nan"),

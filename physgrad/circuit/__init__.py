@@ -27,11 +27,13 @@ from physgrad.circuit.elements import (
     ShockleyDiode,
     VoltageSource,
 )
+from physgrad.circuit.batch import BatchSolution, BatchSolver, solve_batch
 from physgrad.circuit.netlist import Deck, NetlistError, parse_netlist, read_deck, read_netlist, write_netlist
 from physgrad.circuit.solution import CircuitSolution
 from physgrad.circuit.solve import SOLVERS, solve
 
 __all__ = [
     "GROUND", "Circuit", "CurrentSource", "DiodeModel", "IdealDiode", "Resistor", "ShockleyDiode", "VoltageSource",
-    "Deck", "NetlistError", "parse_netlist", "read_deck", "read_netlist", "write_netlist", "CircuitSolution", "SOLVERS", "solve",
+    "Deck", "NetlistError", "parse_netlist", "read_deck", "read_netlist", "write_netlist", "CircuitSolution", "SOLVERS",
+    "solve", "BatchSolution", "BatchSolver", "solve_batch",
 ]

@@ -31,9 +31,11 @@ from typing import Optional
 import autograd.numpy as anp
 import numpy as np
 
+from physgrad.circuit.batch import BatchSolver
 from physgrad.circuit.elements import Circuit, CurrentSource, Resistor, VoltageSource
-from physgrad.circuit.reduction import build_problem, reparametrize
+from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
+from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, DenseTooLargeError, Nudge, PhysgradError, QuadraticForm
 
 DENSE_LIMIT_ENV = "PHYSGRAD_DENSE_LIMIT_GB"
@@ -67,6 +69,11 @@ class CoContentEnergy:
         Output nodes; default the circuit's ``.target`` nodes.
     trainable : tuple of str, optional
         Trainable resistor names; default ``circuit.trainable_names``.
+
+    Internals are sparse and per topology (:class:`physgrad.circuit.topology.Topology`): index
+    arrays of the resistors' nodes, the sources' linear maps, and a :class:`BatchSolver` holding
+    the factorizations of the last two parameter values and the last conducting sets of recent
+    inputs (bounded). Nothing grows with the dataset; memory is O(nnz).
     """
 
     circuit: Circuit
@@ -95,50 +102,21 @@ class CoContentEnergy:
                 raise PhysgradError(f"trainable element {n!r} is not a resistor")
         if not names:
             raise PhysgradError("the circuit has no trainable resistors")
+        if len(set(names)) != len(names):
+            raise PhysgradError("a trainable resistor is listed twice")
         object.__setattr__(self, "trainable", tuple(names))
         arr = c.arrays
         res_names = [c.elements[p].name for p in arr.res_pos]
         pos = {n: i for i, n in enumerate(res_names)}
-        tpos = np.array([pos[n] for n in names], dtype=np.int64)   # resistor position of each parameter
-        slot = np.full(len(res_names), len(names), dtype=np.int64)  # parameter of each resistor (n: none)
-        slot[tpos] = np.arange(len(names))
-        g_fixed = arr.g.copy()
-        g_fixed[tpos] = 0.0
-        self._cache.update(tpos=tpos, slot=slot, g_fixed=g_fixed,
-                           out=np.array([c.index_of_node(n) for n in self.output_nodes]),
-                           shk=len(arr.shk_a) > 0)
-
-    # --- the dense route (energy, theta_grad, quadratic_form) --------------------------------------
-    def dense_bytes(self, n_u: Optional[int] = None) -> int:
-        """Estimated peak memory (bytes) of the dense route: :meth:`quadratic_form` and its autograd
-        trace (the exact gradient). Counts the dense incidence ``A`` and ``A diag(g)``
-        (``n_nodes x n_res`` each), the Laplacian (``n_nodes^2``), ``P`` and ``L P`` (``n_nodes x n_u``
-        each) and ``H`` (``n_u^2``), float64, twice for the backward pass."""
-        arr = self.circuit.arrays
-        n, m = arr.n_nodes, len(arr.res_a)
-        n_u = n if n_u is None else n_u
-        return int(8 * 2 * (2 * n * m + n * n + 2 * n * n_u + n_u * n_u))
-
-    def check_dense(self, what: str, nbytes: Optional[int] = None) -> None:
-        """:class:`DenseTooLargeError` when the dense route (``what``) would need more than
-        :func:`dense_limit_bytes`; estimated before anything is allocated."""
-        nbytes = self.dense_bytes() if nbytes is None else nbytes
-        limit = dense_limit_bytes()
-        if nbytes > limit:
-            arr = self.circuit.arrays
-            raise DenseTooLargeError(
-                f"{what} uses dense matrices: about {nbytes / 2**30:.3g} GiB for this circuit ({arr.n_nodes} nodes, "
-                f"{len(arr.res_a)} resistors), above the limit of {limit / 2**30:.3g} GiB (set "
-                f"{DENSE_LIMIT_ENV} to change it); the exact gradient is dense: use a smaller circuit or an "
-                "estimator that only solves the circuit (ep, coupled learning)")
-
-    def _incidence(self) -> np.ndarray:
-        """Dense resistor incidence ``A`` (``n_nodes x n_res``), built on first use after a size check."""
-        if "A" not in self._cache:
-            arr = self.circuit.arrays
-            self.check_dense("the co-content energy's dense form", 8 * 3 * arr.n_nodes * len(arr.res_a))
-            self._cache["A"] = np.asarray(arr.A_res.todense())
-        return self._cache["A"]
+        train_idx = np.array([pos[n] for n in names], dtype=np.int64)
+        gpos = len(names) + np.arange(len(res_names))  # gather map of [theta, g_circuit] -> g
+        gpos[train_idx] = np.arange(len(names))
+        topo = Topology.build(c, inputs, self.output_nodes)
+        self._cache.update(
+            train_idx=train_idx, gpos=gpos, g_circuit=arr.g.copy(), res_a=arr.res_a, res_b=arr.res_b,
+            ta=arr.res_a[train_idx], tb=arr.res_b[train_idx],
+            out=np.array([c.index_of_node(n) for n in self.output_nodes]),
+            shk=len(arr.shk_a) > 0, topology=topo, solver=BatchSolver(topo))
 
     # --- contract ----------------------------------------------------------------------------
     @property
@@ -155,9 +133,19 @@ class CoContentEnergy:
         """Names of the trainable resistors, in the order of ``theta``."""
         return self.trainable
 
+    @property
+    def topology(self) -> Topology:
+        """The sparse per-topology structure (:class:`physgrad.circuit.topology.Topology`)."""
+        return self._cache["topology"]
+
+    @property
+    def solver(self) -> BatchSolver:
+        """The batched solver of this topology (its caches are bounded)."""
+        return self._cache["solver"]
+
     def theta0(self) -> np.ndarray:
         """The circuit's own trainable conductances (S), shape ``(n_trainable,)``."""
-        return np.array([self.circuit.element(n).conductance for n in self.trainable])
+        return self._cache["g_circuit"][self._cache["train_idx"]].copy()
 
     def targets(self) -> np.ndarray:
         """Targets from the circuit's ``.target`` lines, in output order (V), shape ``(n_out,)``."""
@@ -172,8 +160,12 @@ class CoContentEnergy:
         return np.array([[self.circuit.element(n).value for n in self.inputs]])
 
     def conductances(self, theta):
-        """All resistor conductances (S), shape ``(n_resistors,)``, traceable in ``theta``."""
-        return self._cache["g_fixed"] + anp.concatenate([anp.reshape(theta, (-1,)), np.zeros(1)])[self._cache["slot"]]
+        """All resistor conductances (S), shape ``(n_resistors,)``, traceable in ``theta`` (a gather)."""
+        if isinstance(theta, np.ndarray) or np.isscalar(theta) or isinstance(theta, (list, tuple)):
+            g = self._cache["g_circuit"].copy()
+            g[self._cache["train_idx"]] = np.asarray(theta, dtype=float)
+            return g
+        return anp.concatenate([theta, self._cache["g_circuit"]])[self._cache["gpos"]]
 
     def batch_inputs(self, x) -> np.ndarray:
         """``x`` as ``(batch, n_inputs)`` (``None`` or no inputs: the circuit's own values, batch 1)."""
@@ -188,44 +180,39 @@ class CoContentEnergy:
             raise PhysgradError("x contains NaN or inf")
         return arr
 
-    def problem(self, theta, x_row, nudge: Nudge = FREE):
-        """The circuit core's reduced :class:`~physgrad.circuit.reduction.Problem` for one sample.
+    def source_values(self, x) -> np.ndarray:
+        """Values of every independent source per sample, shape ``(batch, n_sources)``."""
+        return self.topology.source_values(self.batch_inputs(x) if self.inputs else None)
 
-        Free and beta-nudged problems reuse the sample's cached structure (``P``, ``c``, ``D``, ``d``
-        depend on the sources only) through :func:`physgrad.circuit.reduction.reparametrize`; clamps and
-        zero conductances (which can change the structure) go through ``build_problem`` itself.
-        """
+    def problem(self, theta, x_row, nudge: Nudge = FREE):
+        """The circuit core's reduced :class:`~physgrad.circuit.reduction.Problem` for one sample
+        (built from scratch: the one-sample route; the batched route never needs it)."""
         g = np.asarray(self.conductances(np.asarray(theta, float)), dtype=float)
         if not np.all(np.isfinite(g)) or np.any(g < 0):
             raise PhysgradError("conductances must be finite and >= 0")
-        if nudge.clamp is not None or np.any(g == 0):
-            c = self.circuit if not self.inputs else self.circuit.with_sources(dict(zip(self.inputs, x_row)))
-            return build_problem(c, nudge, outputs=self.output_nodes, conductances=g)
-        return reparametrize(self._sample(x_row)["problem"], g, nudge)
-
-    def _sample(self, x_row):
-        key = ("sample", np.asarray(x_row, float).tobytes())
-        if key not in self._cache:
-            c = self.circuit if not self.inputs else self.circuit.with_sources(dict(zip(self.inputs, x_row)))
-            pb = build_problem(c, FREE, outputs=self.output_nodes,
-                               conductances=np.asarray(self.conductances(self.theta0())))
-            self._cache[key] = dict(problem=pb, c=pb.c, inj=pb.inj.copy(), d=pb.d, dio_rows=pb.dio_rows)
-        return self._cache[key]
+        c = self.circuit if not self.inputs else self.circuit.with_sources(dict(zip(self.inputs, x_row)))
+        return build_problem(c, nudge, outputs=self.output_nodes, conductances=g)
 
     def diode_names(self, rows, x_row=None) -> tuple:
         """Names of the ideal diodes behind rows ``rows`` of the reduced constraints ``D u <= d``
-        (of sample ``x_row``; default the circuit's own inputs)."""
-        x_row = self.inputs0()[0] if x_row is None else x_row
-        dio_rows = self._sample(x_row)["dio_rows"]
-        arr = self.circuit.arrays
-        return tuple(self.circuit.elements[arr.dio_pos[dio_rows[int(r)]]].name for r in rows)
+        (the rows are the same for every input)."""
+        return self.topology.diode_names(rows)
 
     def _injections(self, x):
-        return np.stack([self._sample(r)["inj"] for r in self.batch_inputs(x)])
+        topo = self.topology
+        W = topo.source_values(self.batch_inputs(x) if self.inputs else None)
+        Mi = self.solver.M.Mi
+        return W @ Mi.T if isinstance(Mi, np.ndarray) else topo.injections(W)
+
+    @staticmethod
+    def _branch(state, a, b):
+        """``v_a - v_b`` per sample for index arrays ``a, b`` (ground ``-1``), traceable."""
+        ext = anp.concatenate([state, anp.zeros((state.shape[0], 1))], axis=1)
+        return ext[:, a] - ext[:, b]
 
     def energy(self, state, theta, x):
         """Co-content (W) per sample, shape ``(batch,)`` (ideal diodes: feasible states only)."""
-        dv = anp.dot(state, self._incidence())
+        dv = self._branch(state, self._cache["res_a"], self._cache["res_b"])
         e = 0.5 * anp.sum(self.conductances(theta) * dv**2, axis=1) - anp.sum(state * self._injections(x), axis=1)
         if self._cache["shk"]:
             e = e + self._shockley(state)
@@ -233,46 +220,72 @@ class CoContentEnergy:
 
     def _shockley(self, state):
         arr = self.circuit.arrays
-        va = anp.where(arr.shk_a >= 0, state[:, np.maximum(arr.shk_a, 0)], 0.0)
-        vb = anp.where(arr.shk_b >= 0, state[:, np.maximum(arr.shk_b, 0)], 0.0)
-        return anp.sum(shockley_co_content(va - vb, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin), axis=1)
+        dv = self._branch(state, arr.shk_a, arr.shk_b)
+        return anp.sum(shockley_co_content(dv, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin), axis=1)
+
+    def branch_voltages(self, state):
+        """Voltages across the trainable resistors (V), shape ``(batch, n_trainable)``, traceable."""
+        return self._branch(state, self._cache["ta"], self._cache["tb"])
 
     def theta_grad(self, state, theta, x):
         r""":math:`\partial E/\partial g_k = \tfrac12 \Delta v_k^2` (V^2), batch mean, shape ``(n_trainable,)``."""
-        dv = anp.dot(state, self._incidence()[:, self._cache["tpos"]])
-        return 0.5 * anp.mean(dv**2, axis=0)
+        return 0.5 * anp.mean(self.branch_voltages(state) ** 2, axis=0)
 
     def outputs(self, state):
         """Output node voltages (V), shape ``(batch, n_out)``."""
-        return state[:, list(self._cache["out"])]
+        return state[:, self._cache["out"]]
 
     def project(self, theta):
         """Conductances clipped at 0 S."""
         return np.maximum(np.asarray(theta, float), 0.0)
 
+    def dense_bytes(self) -> int:
+        """Estimated peak memory (bytes) of the dense route, :meth:`quadratic_form` and its autograd
+        trace: ``P^T A`` and its product with ``diag(g)`` (``n_u x n_res`` each), ``P``
+        (``n_nodes x n_u``) and ``H`` (``n_u^2``), float64, twice for the backward pass."""
+        topo = self.topology
+        n_u, n_res, n = topo.n_u, topo.PA.shape[1], topo.P.shape[0]
+        return int(8 * 2 * (2 * n_u * n_res + n * n_u + n_u * n_u))
+
+    def check_dense(self, what: str) -> None:
+        """:class:`~physgrad.types.DenseTooLargeError` when the dense route (``what``) would need more
+        than :func:`dense_limit_bytes`; estimated before anything is allocated."""
+        nbytes, limit = self.dense_bytes(), dense_limit_bytes()
+        if nbytes > limit:
+            arr = self.circuit.arrays
+            raise DenseTooLargeError(
+                f"{what} uses dense matrices: about {nbytes / 2**30:.3g} GiB for this circuit ({arr.n_nodes} nodes, "
+                f"{len(arr.res_a)} resistors), above the limit of {limit / 2**30:.3g} GiB (set {DENSE_LIMIT_ENV} to "
+                "change it); the sparse adjoint (ExactGradient(route='adjoint')) and the EP estimators need no "
+                "dense matrices")
+
     def quadratic_form(self, theta, x) -> QuadraticForm:
-        """Reduced form (dense; traceable in ``theta``) for the exact gradient and the coordinate step.
+        """Reduced form (dense; traceable in ``theta``) for the autograd exact gradient and the
+        coordinate step, built from the topology's sparse maps (small circuits only: the entries
+        of its dense matrices are limited by :meth:`check_dense`).
 
         Shockley diodes enter as the smooth terms ``S u + e`` of :class:`QuadraticForm` (their
-        currents and slopes from :mod:`physgrad.circuit.solution`, i.e. the circuit core's diode law).
+        currents and slopes from :mod:`physgrad.circuit.diode`, i.e. the circuit core's diode law).
         """
-        rows = [self._sample(r) for r in self.batch_inputs(x)]
-        pb0 = rows[0]["problem"]
-        self.check_dense("the exact gradient (quadratic_form)", self.dense_bytes(pb0.n_u))
-        P = np.asarray(pb0.P.todense())
-        A = self._incidence()
-        L = anp.dot(A * self.conductances(theta), A.T)
-        H = anp.dot(P.T, anp.dot(L, P))
-        c = np.stack([r["c"] for r in rows])
-        inj = np.stack([r["inj"] for r in rows])
-        f = anp.dot(inj - anp.dot(c, L), P)  # L symmetric
+        topo = self.topology
+        self.check_dense("quadratic_form (the dense, autograd route)")
+        W = topo.source_values(self.batch_inputs(x) if self.inputs else None)
+        g = self.conductances(theta)
+        PA = topo.PA.toarray()
+        P = topo.P.toarray()
+        H = anp.dot(PA * g, PA.T)
+        inj = topo.injections(W)
+        AMw = np.asarray((topo.AM @ W.T).T)  # branch offsets (B, n_res)
+        f = anp.dot(inj, P) - anp.dot(AMw * g, PA.T)
+        c = topo.offsets(W)
         smooth = {}
         if self._cache["shk"]:
             arr = self.circuit.arrays
+
             def terms(v):
                 return (shockley_current(v, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin),
                         shockley_slope(v, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin))
 
-            pb = rows[0]["problem"]
-            smooth = dict(S=np.asarray(pb.S.todense()), e=np.stack([r["problem"].e for r in rows]), smooth=terms)
-        return QuadraticForm(H=H, f=f, D=np.asarray(pb0.D.todense()), d=np.stack([r["d"] for r in rows]), P=P, c=c, **smooth)
+            Sn = arr.A_shk.T.tocsr()
+            smooth = dict(S=np.asarray((Sn @ topo.P).todense()), e=np.asarray((Sn @ c.T).T), smooth=terms)
+        return QuadraticForm(H=H, f=f, D=topo.D.toarray(), d=topo.bounds(W), P=P, c=c, **smooth)

@@ -20,6 +20,16 @@ active set is locally constant, i.e. under strict complementarity: every inactiv
 > 0 and every active one carries current :math:`\lambda > 0`. Both **margins** (smallest slack, V;
 smallest active current, A) are reported so that cases near a kink are flagged, not silently wrong.
 
+**Sparse adjoint** (the default for circuits whose minimizer offers ``implicit_gradient``): the same
+derivative without autograd or dense matrices, by one adjoint solve on the active set with the
+minimizer's factorization at hand,
+
+.. math:: K_b \begin{pmatrix} p_b \\ q_b \end{pmatrix} = \begin{pmatrix} \partial \bar C/\partial u_b \\ 0 \end{pmatrix},\qquad
+          \frac{d\bar C}{d\theta} = -\sum_b p_b^\top\, \partial_\theta (H u_b - f_b),
+
+which for conductances is the product of the adjoint's and the equilibrium's branch voltages. The
+autograd route above stays as the independent check (``route="autograd"``).
+
 **Smooth energies with box bounds on the state** (no ``quadratic_form``; layered DRNs and Hopfield
 models through ``energy.bounds(k)``, or unbounded): with :math:`F` the components not at a bound,
 
@@ -47,9 +57,12 @@ from autograd import grad as ag_grad
 from autograd import jacobian
 
 from physgrad.types import PhysgradError, QuadraticForm
-from physgrad.learning._phase import check_positive, free_phase
-from physgrad.learning.cost import check_targets, mean_cost
+from physgrad.learning._phase import check_choice, check_positive, free_phase
+from physgrad.learning.cost import check_targets, cost_per_sample, mean_cost
 from physgrad.pytree import as_float_tree, tree_flatten, tree_map
+
+
+ROUTES = ("auto", "adjoint", "autograd")
 
 
 @dataclass(frozen=True)
@@ -237,29 +250,49 @@ class ExactGradient:
         margin this small means a parameter change of ~1e-7 relative can switch a diode.
     strict : bool
         Raise when the free phase is not converged.
+    route : {"auto", "adjoint", "autograd"}
+        ``"adjoint"``: the minimizer's sparse adjoint (``minimizer.implicit_gradient``, one solve
+        on the factor at hand, O(nnz) memory); ``"autograd"``: differentiate the dense quadratic
+        form (small problems; the independent check); ``"auto"`` (default): the adjoint where the
+        minimizer offers it for this energy, else autograd.
     """
 
     active_tol: float = 1e-9
     kink_tol: float = 1e-7
     strict: bool = True
+    route: str = "auto"
     code = "exact"
 
     def __post_init__(self):
         object.__setattr__(self, "active_tol", check_positive("active_tol", self.active_tol))
         object.__setattr__(self, "kink_tol", check_positive("kink_tol", self.kink_tol))
+        check_choice("route", self.route, ROUTES)
 
     def compute(self, energy, theta, x, y, minimizer, free=None) -> ExactResult:
         """Gradient, cost and active-set margins at the free equilibrium.
 
-        Raises :class:`physgrad.types.DenseTooLargeError` (a ``PhysgradError``) before solving when
-        the dense reduced form would exceed the memory limit (``energy.check_dense``).
+        The autograd route raises :class:`physgrad.types.DenseTooLargeError` (a ``PhysgradError``)
+        before building a dense form that would exceed the memory limit (``energy.check_dense``).
         """
-        if hasattr(energy, "check_dense"):
-            energy.check_dense("the exact gradient")
         free = free_phase(energy, theta, x, minimizer, free, self.strict)
         y = check_targets(energy, free.state, y)
         theta = as_float_tree(theta)
+        if self.route != "autograd" and hasattr(minimizer, "implicit_gradient"):
+            outputs = np.asarray(energy.outputs(free.state), float)
+            out_grad = ag_grad(lambda o: anp.mean(cost_per_sample(o, y)))(outputs)
+            res = minimizer.implicit_gradient(energy, theta, x, free, out_grad)
+            if res is not None:
+                aset = ActiveSet(res["rows"], res["rows"], res["min_slack"], res["min_current"], res["kkt_residual"],
+                                 False)
+                near = (aset.min_slack < self.kink_tol * res["v_scale"]
+                        or aset.min_current < self.kink_tol * res["i_scale"])
+                return ExactResult(res["grad"], float(mean_cost(energy, free.state, y)), aset, bool(near))
+        if self.route == "adjoint":
+            raise PhysgradError(f"{type(minimizer).__name__} offers no sparse adjoint for this energy "
+                                "(use route='autograd' or 'auto')")
         if hasattr(energy, "quadratic_form"):
+            if hasattr(energy, "check_dense"):
+                energy.check_dense("the exact gradient's autograd route")
             qf0 = energy.quadratic_form(theta, x)
             u0 = qf0.reduce(free.state)
             v_scale, i_scale = _scales(qf0, free.state)

@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from physgrad.types import PhysgradError
+from physgrad.learning import optim
 from physgrad.learning.cost import mean_cost
+from physgrad.learning.optim import OPTIMIZERS
 from physgrad.pytree import tree_map
-
-OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,10 @@ class FitConfig:
         Floor applied to every parameter leaf after the projection (S); 0 disables it.
     seed : int
         Seed of the minibatch shuffling.
-    optimizer : {"sgd", "adam"}
-        Plain projected gradient descent, or Adam (Kingma & Ba 2015; per-parameter steps of size
-        ~``lr`` whatever the estimator's scale, e.g. coupled learning's output-conductance factor).
+    optimizer : {"sgd", "momentum", "adam"}
+        Plain projected gradient descent, heavy-ball momentum (0.9), or Adam (Kingma & Ba 2015;
+        per-parameter steps of size ~``lr`` whatever the estimator's scale, e.g. coupled learning's
+        output-conductance factor). See :mod:`physgrad.learning.optim`.
     adam_betas : (float, float)
         Adam's moment decay rates.
     """
@@ -109,10 +110,7 @@ def fit(energy, theta, X, Y, minimizer, estimator, config: FitConfig = FitConfig
     def full_cost(th):
         return float(mean_cost(energy, minimizer.minimize(energy, th, X).state, Y))
 
-    m = tree_map(np.zeros_like, theta) if config.optimizer == "adam" else None
-    v = tree_map(np.zeros_like, theta) if config.optimizer == "adam" else None
-    b1, b2 = config.adam_betas
-    t = 0
+    state = optim.init(config.optimizer, theta)
     t0 = time.perf_counter()
     first = {"epoch": 0, "cost": full_cost(theta), "seconds": 0.0, **(metrics(theta) if metrics else {})}
     history.append(first)
@@ -123,12 +121,8 @@ def fit(energy, theta, X, Y, minimizer, estimator, config: FitConfig = FitConfig
         for start in range(0, n, bs):
             idx = order[start:start + bs]
             g = estimator.estimate(energy, theta, X[idx], Y[idx], minimizer)
-            if config.optimizer == "adam":
-                t += 1
-                m = tree_map(lambda a, q: b1 * a + (1 - b1) * q, m, g)
-                v = tree_map(lambda a, q: b2 * a + (1 - b2) * q * q, v, g)
-                g = tree_map(lambda a, c: (a / (1 - b1**t)) / (np.sqrt(c / (1 - b2**t)) + 1e-12), m, v)
-            theta = energy.project(tree_map(lambda p, q: p - config.lr * q, theta, g))
+            theta, state = optim.step(config.optimizer, theta, g, state, config.lr, betas=config.adam_betas)
+            theta = energy.project(theta)
             if config.g_min > 0:
                 theta = tree_map(lambda p: np.maximum(p, config.g_min), theta)
         rec = {"epoch": epoch, "cost": full_cost(theta), "seconds": time.perf_counter() - t0,

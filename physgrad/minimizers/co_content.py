@@ -1,10 +1,12 @@
 r"""Minimizer of a circuit's co-content (:class:`physgrad.energies.co_content.CoContentEnergy`).
 
-It wraps the circuit core: for circuits of resistors and ideal diodes the exact active-set KKT solve
-of the reduced problem (:func:`physgrad.circuit.solvers.kkt.solve_active_set`, certified by
-:func:`physgrad.circuit.solution.certify`) is called directly, sample by sample; with Shockley diodes
-(or a named solver) :func:`physgrad.circuit.solve.solve`. It also has the pure, traceable
-coordinate-descent ``step`` that truncated backprop differentiates through.
+It wraps the circuit core: for circuits of resistors and ideal diodes the batched, warm-started
+active-set solver (:class:`physgrad.circuit.batch.BatchSolver`: one factorization per parameter
+value shared by every sample and phase, conducting diodes, nudges and clamps as low-rank updates,
+every answer KKT-certified); with Shockley diodes (or a named solver) :func:`physgrad.circuit.solve.solve`
+sample by sample. It also has the pure, traceable coordinate-descent ``step`` that truncated
+backprop differentiates through, and the sparse adjoint (:meth:`CoContentMinimizer.implicit_gradient`)
+that the exact gradient uses.
 """
 from __future__ import annotations
 
@@ -14,11 +16,10 @@ from typing import NamedTuple, Optional
 import autograd.numpy as anp
 import numpy as np
 
-from physgrad.circuit.solution import KKTCertificate, certify, ideal_diode_currents
+from physgrad.circuit.solution import KKTCertificate
 from physgrad.circuit.solve import SOLVERS, solve
-from physgrad.circuit.solvers.kkt import solve_active_set
 from physgrad.energies.co_content import CoContentEnergy
-from physgrad.types import FREE, Equilibrium, InfeasibleError, Nudge, NotSolvedError, PhysgradError
+from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
 
 
 def _sample_row(values, b: int) -> np.ndarray:
@@ -40,20 +41,26 @@ def _nudge_row(nudge: Nudge, b: int) -> Nudge:
 
 @dataclass(frozen=True)
 class CoContentMinimizer:
-    """Minimizer of a :class:`CoContentEnergy`, per sample, plus a pure coordinate-descent ``step``.
+    """Minimizer of a :class:`CoContentEnergy` for a whole batch, plus a pure coordinate-descent ``step``.
 
     Parameters
     ----------
     solver : str
-        ``"auto"`` (default): for ideal-diode circuits the exact KKT solve of the reduced QP on the
-        active set (:func:`physgrad.circuit.solvers.kkt.solve_active_set`, certified by
-        :func:`physgrad.circuit.solution.certify`) called directly, without building a CircuitSolution;
-        with Shockley diodes :func:`physgrad.circuit.solve.solve` (damped Newton). ``"activeset"`` forces the
-        direct route; any other value (``"qp"``, ``"coordinate"``, ``"newton"``, ``"linear"``) is passed
-        to :func:`physgrad.circuit.solve.solve`.
+        ``"auto"`` (default): for ideal-diode (and linear) circuits the batched exact active-set
+        solve of the reduced QP (:class:`physgrad.circuit.batch.BatchSolver`), every sample
+        certified; with Shockley diodes :func:`physgrad.circuit.solve.solve` (damped Newton) sample
+        by sample. ``"activeset"`` forces the batched route; any other value (``"qp"``,
+        ``"coordinate"``, ``"newton"``, ``"linear"``) is passed to :func:`physgrad.circuit.solve.solve`.
+    warm : bool
+        Warm starts (default True): a phase given ``s0`` starts from the diodes tight at ``s0``
+        (the nudged and clamped phases of the learning rules pass the free state), the free
+        phase of an input seen before from that input's last conducting set, else from the
+        batch's reference set. ``False``: every solve starts from "no diode conducts". A start
+        changes the number of iterations, never the answer.
     """
 
     solver: str = "auto"
+    warm: bool = True
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -63,34 +70,103 @@ class CoContentMinimizer:
         if not isinstance(energy, CoContentEnergy):
             raise PhysgradError(f"CoContentMinimizer handles CoContentEnergy, not {type(energy).__name__}")
 
+    def _batched(self, energy) -> bool:
+        if self.solver == "activeset" and energy._cache["shk"]:
+            raise PhysgradError("the active-set route handles ideal diodes only; use solver='newton' for Shockley diodes")
+        return self.solver == "activeset" or (self.solver == "auto" and not energy._cache["shk"])
+
     def minimize(self, energy, theta, x, *, nudge: Nudge = FREE, s0=None) -> Equilibrium:
         """Equilibrium of every sample; state shape ``(batch, n_nodes)`` (V).
 
-        ``info`` holds per sample the KKT ``certificates``, the ideal ``diode_currents`` (A) and
-        ``active``: the solver's conducting diode rows of the reduced problem (bool masks; ``None``
-        where the solver keeps no working set), used by the exact gradient.
+        ``info`` holds per sample the KKT ``certificates``, the ideal ``diode_currents`` (A, shape
+        ``(batch, n_ideal_diodes)``) and ``active``: the solver's conducting diode rows of the
+        reduced problem (bool, ``(batch, m)``; ``None`` entries where the solver keeps no working
+        set), used by the exact gradient.
         """
         self.accepts(energy)
         xs = energy.batch_inputs(x)
-        direct = self.solver == "activeset" or (self.solver == "auto" and not energy._cache["shk"])
-        samples = [_solve_activeset(energy, theta, row, _nudge_row(nudge, b)) if direct
-                   else _solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver)
-                   for b, row in enumerate(xs)]
-        statuses = [r.status for r in samples]
-        certs = [r.certificate for r in samples]
-        msgs = [f"sample {b}: {r.message}" for b, r in enumerate(samples) if r.message]
-        status = next((s for s in ("solver_error", "infeasible", "max_iter") if s in statuses), "converged")
+        if self._batched(energy):
+            g = np.asarray(energy.conductances(np.asarray(theta, float)), dtype=float)
+            sol = energy.solver.solve(g, xs if energy.inputs else None, nudge, s0=s0, warm=self.warm)
+            statuses = sol.status
+            certs = sol.certificates
+            msgs = [f"sample {b}: {m}" for b, m in enumerate(sol.messages) if m]
+            n_iter = int(np.sum(sol.n_iter))
+            extra = {"solver_info": dict(sol.info), "nudge_currents": sol.z_out}
+            state = sol.voltages
+            currents, active = sol.diode_currents, sol.active
+        else:
+            samples = [_solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver)
+                       for b, row in enumerate(xs)]
+            statuses = [r.status for r in samples]
+            certs = tuple(r.certificate for r in samples)
+            msgs = [f"sample {b}: {r.message}" for b, r in enumerate(samples) if r.message]
+            n_iter = sum(r.n_iter for r in samples)
+            extra = {}
+            state = np.stack([r.voltages for r in samples])
+            currents = tuple(r.diode_currents for r in samples)
+            active = tuple(r.active for r in samples)
+        status = next((s for s in ("solver_error", "infeasible", "max_iter") if s in set(statuses)), "converged")
         if status == "converged" and any(c is not None and not c.passed for c in certs):
             status = "solver_error"
             msgs.append("KKT certificate failed: " + "; ".join(c.describe() for c in certs if c is not None and not c.passed))
-        state = np.stack([r.voltages for r in samples])
         return Equilibrium(state=state, energy=np.asarray(energy.energy(state, theta, xs)), status=status,
-                           n_iter=sum(r.n_iter for r in samples),
-                           residual=max([c.kcl for c in certs if c is not None], default=0.0),
+                           n_iter=n_iter, residual=max([c.kcl for c in certs if c is not None], default=0.0),
                            solver=f"co-content/{self.solver}", message="; ".join(msgs),
-                           info={"certificates": tuple(certs), "diode_currents": tuple(r.diode_currents for r in samples),
-                                 "active": tuple(r.active for r in samples),
-                                 "residual_kind": "max KCL residual (A)"})
+                           info={"certificates": tuple(certs), "diode_currents": currents, "active": active,
+                                 "residual_kind": "max KCL residual (A)", **extra})
+
+    def implicit_gradient(self, energy, theta, x, free: Equilibrium, out_grad):
+        r"""Exact :math:`d\bar C/dg` of the trainable conductances by one sparse adjoint solve.
+
+        With the free equilibria's conducting sets ``W_b`` (``free.info["active"]``) and
+        ``a_b = d\bar C/do_b`` (``out_grad``, shape ``(batch, n_out)``), the adjoint
+        ``K_b [p_b; q_b] = [Q a_b; 0]`` (the same KKT matrix as the equilibrium, solved on the
+        factor at hand) gives node potentials :math:`\bar v_b = P p_b` and
+
+        .. math:: \frac{d\bar C}{dg_k} = -\sum_b \Delta\bar v_{b,k}\,\Delta v_{b,k},
+
+        the product of the adjoint's and the equilibrium's voltages across resistor ``k``.
+
+        Returns a dict (``grad``, ``rows``, ``min_slack`` (V), ``min_current`` (A), ``kkt_residual`` (A),
+        ``v_scale``, ``i_scale``) or ``None`` when this route does not apply (Shockley diodes,
+        a one-sample route, dependent constraints): the caller then differentiates the dense form.
+        """
+        self.accepts(energy)
+        if not self._batched(energy) or not energy.topology.batchable:
+            return None
+        active = free.info.get("active") if hasattr(free, "info") else None
+        topo = energy.topology
+        try:
+            active = np.asarray(active, dtype=bool)
+        except (TypeError, ValueError):
+            return None
+        state = np.asarray(free.state, float)
+        B = state.shape[0]
+        if active.shape != (B, topo.m):
+            return None
+        g = np.asarray(energy.conductances(np.asarray(theta, float)), dtype=float)
+        if np.any(g <= 0):
+            return None
+        Pp, ok = energy.solver.adjoint(g, active, np.asarray(out_grad, float))
+        if not np.all(ok):
+            return None
+        grad = -np.sum(energy.branch_voltages(Pp) * energy.branch_voltages(state), axis=0)
+        xs = energy.batch_inputs(x)
+        W = topo.source_values(xs if energy.inputs else None)
+        d = topo.bounds(W)
+        slack = topo.vth[None, :] - np.asarray((topo.Dn @ state.T).T)
+        lam = np.asarray(free.info["diode_currents"], float)[:, topo.base.dio_rows] if topo.m else np.zeros((B, 0))
+        F = energy.solver.entry(g).Kf @ W.T
+        h = float(np.max(np.abs(energy.solver.entry(g).h_diag), initial=0.0))
+        v_scale = max(float(np.max(np.abs(state), initial=0.0)), float(np.max(np.abs(d), initial=0.0)), 1e-30)
+        i_scale = max(h * v_scale, float(np.max(np.abs(F), initial=0.0)), 1e-300)
+        certs = free.info.get("certificates", ())
+        return dict(grad=grad, rows=tuple(tuple(int(i) for i in np.flatnonzero(a)) for a in active),
+                    min_slack=float(np.min(np.where(active, np.inf, slack), initial=np.inf)),
+                    min_current=float(np.min(np.where(active, lam, np.inf), initial=np.inf)),
+                    kkt_residual=max([c.kcl for c in certs if c is not None], default=0.0),
+                    v_scale=v_scale, i_scale=i_scale)
 
     def step(self, energy, theta, x, s, nudge: Nudge = FREE):
         """One Gauss-Seidel sweep over the reduced variables (exact per coordinate, diode-projected).
@@ -160,29 +236,6 @@ class _Sample(NamedTuple):
     message: str
     diode_currents: Optional[np.ndarray]
     active: Optional[np.ndarray]
-
-
-def _not_solved(energy, status: str, message: str) -> _Sample:
-    return _Sample(np.full(energy.circuit.arrays.n_nodes, np.nan), status, 0, None, message, None, None)
-
-
-def _solve_activeset(energy, theta, x_row, nudge) -> _Sample:
-    """The exact active-set KKT solve of one sample's reduced problem, certified."""
-    try:
-        pb = energy.problem(theta, x_row, nudge)
-    except InfeasibleError as err:
-        return _not_solved(energy, "infeasible", str(err))
-    if energy._cache["shk"]:
-        raise PhysgradError("the active-set route handles ideal diodes only; use solver='newton' for Shockley diodes")
-    try:
-        res = solve_active_set(pb.H, pb.f, pb.D, pb.d)
-    except InfeasibleError as err:
-        return _not_solved(energy, "infeasible", str(err))
-    except NotSolvedError as err:
-        return _not_solved(energy, "solver_error", str(err))
-    return _Sample(pb.voltages(res.u), "converged" if res.converged else "max_iter", res.n_iter,
-                   certify(pb, res.u, res.lam), "" if res.converged else res.message,
-                   ideal_diode_currents(pb, res.lam), res.active)
 
 
 def _solve_with_circuit_solver(energy, theta, x_row, nudge, solver) -> _Sample:

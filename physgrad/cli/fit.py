@@ -1,0 +1,88 @@
+"""``physgrad fit NETLIST --data TRAIN.csv --inputs V1,... --outputs N1,...``: train a netlist's
+conductances on a CSV dataset (see :mod:`physgrad.graphs.fit` for the run folder)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def _names(text: str) -> tuple:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _floats(text: str) -> tuple:
+    try:
+        values = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected finite comma-separated numbers, got {text!r}")
+    return values
+
+
+def register(sub) -> None:
+    """Add ``fit`` to an ``add_subparsers()`` object."""
+    from physgrad.graphs.fit import FIT_METHODS
+    from physgrad.graphs.losses import LOSSES
+    from physgrad.learning.optim import OPTIMIZERS
+
+    p = sub.add_parser("fit", help="train a netlist's conductances on a CSV dataset",
+                       description="Train the trainable resistors (.trainable, default all) of NETLIST on a CSV "
+                                   "dataset: each input source takes its value from the column of the same name; "
+                                   "targets are the columns named like the output nodes (--loss mse) or a class "
+                                   "column (--label-column with --loss levels|argmax|xent).")
+    p.add_argument("netlist", help="SPICE netlist (physgrad subset)")
+    p.add_argument("--data", required=True, help="training CSV (header line with column names)")
+    p.add_argument("--test", default=None, help="test CSV (same columns)")
+    p.add_argument("--inputs", required=True, type=_names, help="comma-separated input source names")
+    p.add_argument("--outputs", type=_names, default=None,
+                   help="comma-separated output node names (default: the netlist's .target nodes)")
+    p.add_argument("--label-column", default=None, help="class column (classification)")
+    p.add_argument("--loss", choices=LOSSES, default=None,
+                   help="mse (default; targets from the output columns), levels (one output, a voltage level per "
+                        "class), argmax (one output per class, squared hinge on the margin), xent (softmax "
+                        "cross-entropy); default argmax with --label-column")
+    p.add_argument("--method", choices=FIT_METHODS, default="cep",
+                   help="learning rule: exact (KKT adjoint), pep/nep/cep (EP), cl, pcpl/ncpl/ccpl (coupled); default cep")
+    p.add_argument("--beta", type=float, default=None, help="EP nudge (S); default 1e-4 x median conductance")
+    p.add_argument("--eta", type=float, default=0.1, help="coupled-learning amplitude, default 0.1")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate; default adam 0.01 x median conductance (S per step), sgd/momentum "
+                        "0.05 g^2/V^2 (g the median conductance, V the span of the source voltages)")
+    p.add_argument("--g-min", type=float, default=None, help="smallest conductance (S); default 1e-3 x median")
+    p.add_argument("--g-max", type=float, default=None, help="largest conductance (S); default none")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample order")
+    p.add_argument("--levels", type=_floats, default=None,
+                   help="class voltages for --loss levels (default evenly inside the span of the sources)")
+    p.add_argument("--margin", type=float, default=None, help="--loss argmax margin (V), default 5%% of the span")
+    p.add_argument("--temperature", type=float, default=None, help="--loss xent temperature (V), default 5%% of the span")
+    p.add_argument("--out", default=None, help="run folder (default runs/fit-<netlist name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Train into the run folder; print one line per epoch and the folder's files."""
+    from pathlib import Path
+
+    from physgrad.graphs.fit import FitSpec, fit_run
+
+    spec = FitSpec(netlist=args.netlist, data=args.data, test=args.test, inputs=args.inputs, outputs=args.outputs,
+                   label_column=args.label_column, loss=args.loss, method=args.method, beta=args.beta, eta=args.eta,
+                   optimizer=args.optimizer, lr=args.lr, g_min=args.g_min, g_max=args.g_max, epochs=args.epochs,
+                   batch_size=args.batch_size, seed=args.seed, levels=args.levels, margin=args.margin,
+                   temperature=args.temperature)
+    out = args.out or f"runs/fit-{Path(args.netlist).stem}"
+    fit_run(spec, out, resume=args.resume, progress=False if args.no_progress else None,
+            command=" ".join(["physgrad"] + sys.argv[1:]) if sys.argv else None)
+    print(f"{out}: metrics.csv, config.json, checkpoint.npz, learning_curve.png, trained.cir")
+    return 0

@@ -1,0 +1,477 @@
+"""``physgrad fit``: train a netlist's conductances on a CSV dataset, into a run folder.
+
+Each named input source takes its value from the CSV column of the same name; with ``--loss mse``
+each output node's target is the column named like the node, otherwise ``--label-column`` holds the
+class and the loss (``levels``, ``argmax``, ``xent``, :mod:`physgrad.graphs.losses`) encodes it. The
+netlist's ``.trainable`` line (default: every resistor) says what is trained. Every step is one
+batched call of the learning rule (:mod:`physgrad.learning`) on the circuit's co-content
+(:class:`~physgrad.energies.co_content.CoContentEnergy`, :class:`~physgrad.minimizers.co_content.CoContentMinimizer`:
+one factorization shared by the samples and phases of the batch), an optimizer step
+(:mod:`physgrad.learning.optim`) and a clip of the conductances into ``[g_min, g_max]``.
+
+The run folder ``DIR``:
+
+* ``config.json`` -- the resolved options (defaults filled in), classes, command line, versions and
+  the SHA-256 of the netlist and data files;
+* ``metrics.csv`` -- one row per epoch (``0`` = before training): ``epoch, train_cost, test_cost,
+  train_accuracy, test_accuracy, seconds`` (costs are the loss's batch mean; accuracy columns where
+  there are labels, test columns with ``--test``);
+* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets; after every
+  epoch. ``--resume`` continues bit for bit (the order of epoch ``e`` is ``default_rng([seed, e])``
+  and the batched solver's factor cache is cleared at each epoch start, so nothing outside the
+  checkpoint steers the arithmetic);
+* ``learning_curve.png``; ``trained.cir`` -- the trained netlist (:func:`physgrad.circuit.netlist.write_netlist`:
+  runs in ngspice, reads back exactly).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from physgrad.circuit.elements import CurrentSource, VoltageSource
+from physgrad.circuit.netlist import read_netlist, write_netlist
+from physgrad.energies.co_content import CoContentEnergy
+from physgrad.graphs.data import Table, class_names, encode_labels, read_table
+from physgrad.graphs.losses import LOSSES, Loss
+from physgrad.learning import METHODS, make_estimator, optim
+from physgrad.minimizers.co_content import CoContentMinimizer
+from physgrad.types import NotSolvedError, PhysgradError
+
+FIT_METHODS = tuple(m for m in METHODS if m not in ("tbp", "rbp"))
+CHECKPOINT = "checkpoint.npz"
+EVAL_CHUNK = 1024  # samples per batched solve when evaluating a whole dataset
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """The options of ``physgrad fit`` (``None``: a default scaled to the circuit and the data,
+    resolved by :func:`resolve`).
+
+    Attributes
+    ----------
+    netlist, data, test : paths (``test`` optional)
+    inputs : source names; outputs : node names (default the ``.target`` nodes)
+    label_column : the class column (classification), or None (regression on the output columns)
+    loss : {"mse", "levels", "argmax", "xent"}; default ``mse``, or ``argmax`` with a label column
+    method : {"exact", "pep", "nep", "cep", "cl", "pcpl", "ncpl", "ccpl"}
+    beta : EP nudge (S); default 1e-4 x the median trainable conductance (as ``physgrad grad``)
+    eta : coupled-learning amplitude (dimensionless, the fraction of the way to the target)
+    optimizer : {"sgd", "momentum", "adam"}; lr : learning rate (adam: S per step, default 0.01 x
+        the median conductance; sgd/momentum: S^2/V^2, default 0.05 g^2/V^2 with g the median
+        conductance and V the span of the source voltages)
+    g_min, g_max : conductance bounds (S); default 1e-3 x the median conductance and none
+    epochs, batch_size, seed : the schedule; the order of epoch ``e`` is ``default_rng([seed, e])``
+    levels : class voltages of ``levels`` (V); default evenly inside the span of the sources
+    margin : ``argmax`` margin (V), default 5 % of the span; temperature : ``xent`` (V), default 5 %
+    """
+
+    netlist: str
+    data: str
+    inputs: tuple
+    test: Optional[str] = None
+    outputs: Optional[tuple] = None
+    label_column: Optional[str] = None
+    loss: Optional[str] = None
+    method: str = "cep"
+    beta: Optional[float] = None
+    eta: float = 0.1
+    optimizer: str = "adam"
+    lr: Optional[float] = None
+    g_min: Optional[float] = None
+    g_max: Optional[float] = None
+    epochs: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    levels: Optional[tuple] = None
+    margin: Optional[float] = None
+    temperature: Optional[float] = None
+
+    def __post_init__(self):
+        if self.method not in FIT_METHODS:
+            raise PhysgradError(f"method must be one of {', '.join(FIT_METHODS)}; got {self.method!r}")
+        if self.loss is not None and self.loss not in LOSSES:
+            raise PhysgradError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise PhysgradError(f"optimizer must be one of {', '.join(optim.OPTIMIZERS)}; got {self.optimizer!r}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("beta", "eta", "lr", "g_max", "margin", "temperature"):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise PhysgradError(f"{name} must be a finite number > 0, got {v!r}")
+        if self.g_min is not None and not (np.isfinite(self.g_min) and self.g_min >= 0):
+            raise PhysgradError(f"g_min must be a finite number >= 0, got {self.g_min!r}")
+        if not self.inputs:
+            raise PhysgradError("name the input sources (--inputs V1,V2,...)")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitSpec":
+        valid = {f.name for f in fields(cls)}
+        unknown = set(d) - valid
+        if unknown:
+            raise PhysgradError(f"unknown fit option(s) {sorted(unknown)}")
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**d)
+
+
+@dataclass
+class Problem:
+    """A resolved fit: the circuit's energy, the data as arrays, the loss, and the filled-in options."""
+
+    spec: FitSpec
+    energy: CoContentEnergy
+    loss: Loss
+    X: np.ndarray
+    Y: np.ndarray  # targets (mse) or class indices
+    X_test: Optional[np.ndarray]
+    Y_test: Optional[np.ndarray]
+    classes: Optional[tuple]
+    resolved: dict
+
+
+def _file_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _names(circuit, inputs, outputs):
+    sources = {el.name for el in circuit.elements if isinstance(el, (VoltageSource, CurrentSource))}
+    ins = tuple(str(s).strip().lower() for s in inputs)
+    for s in ins:
+        if s not in sources:
+            raise PhysgradError(f"unknown input source {s!r} in --inputs; the netlist's independent sources are: "
+                                f"{', '.join(sorted(sources)) or '(none)'}")
+    if len(set(ins)) != len(ins):
+        raise PhysgradError("an input source is listed twice in --inputs")
+    if outputs is None:
+        outs = tuple(t[0] for t in circuit.targets)
+        if not outs:
+            raise PhysgradError("name the output nodes (--outputs N1,N2,...) or give the netlist .target lines")
+    else:
+        outs = tuple(str(n).strip().lower() for n in outputs)
+    nodes = set(circuit.nodes)
+    for n in outs:
+        if n not in nodes:
+            raise PhysgradError(f"unknown output node {n!r} in --outputs; the netlist's nodes are: "
+                                f"{', '.join(list(circuit.nodes)[:30])}{' ...' if len(nodes) > 30 else ''}")
+    if len(set(outs)) != len(outs):
+        raise PhysgradError("an output node is listed twice in --outputs")
+    return ins, outs
+
+
+def resolve(spec: FitSpec) -> Problem:
+    """Read the netlist and data, check them against each other, fill in the defaults."""
+    circuit = read_netlist(spec.netlist)
+    inputs, outputs = _names(circuit, spec.inputs, spec.outputs)
+    label = None if spec.label_column is None else spec.label_column.strip().lower()
+    loss_kind = spec.loss or ("argmax" if label is not None else "mse")
+    if loss_kind == "mse" and label is not None:
+        raise PhysgradError("--loss mse takes its targets from the output-node columns; with --label-column "
+                            "choose --loss levels, argmax or xent")
+    if loss_kind != "mse" and label is None:
+        raise PhysgradError(f"--loss {loss_kind} classifies: name the class column with --label-column")
+    numeric = {s: f"value of input source {s}" for s in inputs}
+    if loss_kind == "mse":
+        numeric.update({n: f"target of output node {n}" for n in outputs})
+    train = read_table(spec.data, numeric, label)
+    test = read_table(spec.test, numeric, label) if spec.test else None
+    X = train.matrix(inputs)
+    X_test = test.matrix(inputs) if test else None
+    classes = None
+    if label is None:
+        Y = train.matrix(outputs)
+        Y_test = test.matrix(outputs) if test else None
+    else:
+        classes = class_names(train.labels)
+        Y = encode_labels(train, classes)
+        Y_test = encode_labels(test, classes) if test else None
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    g0 = energy.theta0()
+    g_med = float(np.median(g0[g0 > 0])) if np.any(g0 > 0) else 1.0
+    # span of the source voltages: fixed sources, the inputs in the data, and ground
+    fixed = [el.value for el in circuit.elements if isinstance(el, VoltageSource) and el.name not in inputs]
+    vin = [X[:, j] for j, s in enumerate(inputs) if isinstance(circuit.element(s), VoltageSource)]
+    allv = np.concatenate([np.asarray(fixed + [0.0], float)] + [np.asarray(v) for v in vin])
+    v_lo, v_hi = float(np.min(allv)), float(np.max(allv))
+    span = v_hi - v_lo if v_hi > v_lo else 1.0
+    n_out = len(outputs)
+    K = 0 if classes is None else len(classes)
+    levels = spec.levels
+    if loss_kind == "levels":
+        if n_out != 1:
+            raise PhysgradError(f"--loss levels predicts with one output node; got {n_out} ({', '.join(outputs)})")
+        if levels is None:
+            levels = tuple(v_lo + span * (k + 1) / (K + 1) for k in range(K))
+        elif len(levels) != K:
+            raise PhysgradError(f"--levels gives {len(levels)} voltages for {K} classes")
+    elif loss_kind in ("argmax", "xent") and n_out != K:
+        raise PhysgradError(f"--loss {loss_kind} needs one output node per class: {K} classes "
+                            f"({', '.join(classes)}) but {n_out} outputs ({', '.join(outputs)})")
+    loss = Loss(loss_kind, K, None if levels is None else tuple(float(v) for v in levels),
+                margin=spec.margin if spec.margin is not None else 0.05 * span,
+                temperature=spec.temperature if spec.temperature is not None else 0.05 * span)
+    lr = spec.lr
+    if lr is None:
+        lr = 0.01 * g_med if spec.optimizer == "adam" else 0.05 * g_med**2 / span**2
+    resolved = {
+        "inputs": list(inputs), "outputs": list(outputs), "label_column": label, "loss": loss_kind,
+        "method": spec.method, "beta": spec.beta if spec.beta is not None else 1e-4 * g_med, "eta": spec.eta,
+        "optimizer": spec.optimizer, "lr": lr,
+        "g_min": spec.g_min if spec.g_min is not None else 1e-3 * g_med,
+        "g_max": spec.g_max, "epochs": int(spec.epochs), "batch_size": int(spec.batch_size), "seed": int(spec.seed),
+        "levels": None if loss.levels is None else list(loss.levels), "margin": loss.margin if loss_kind == "argmax" else None,
+        "temperature": loss.temperature if loss_kind == "xent" else None, "classes": None if classes is None else list(classes),
+        "median_conductance_S": g_med, "source_span_V": [v_lo, v_hi], "trainable": list(energy.param_names),
+        "n_train": int(X.shape[0]), "n_test": None if X_test is None else int(X_test.shape[0]),
+    }
+    if resolved["g_max"] is not None and resolved["g_max"] <= resolved["g_min"]:
+        raise PhysgradError(f"g_max ({resolved['g_max']} S) must exceed g_min ({resolved['g_min']} S)")
+    return Problem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved)
+
+
+# --- evaluation and one step -----------------------------------------------------------------------
+def evaluate(pb: Problem, theta, X, Y, minimizer) -> dict:
+    """Mean loss (and accuracy) over a dataset, in chunks of :data:`EVAL_CHUNK` samples."""
+    outs = []
+    for start in range(0, len(X), EVAL_CHUNK):
+        eq = minimizer.minimize(pb.energy, theta, X[start:start + EVAL_CHUNK])
+        if not eq.converged:
+            raise NotSolvedError(f"evaluation: {eq.status}: {eq.message}")
+        outs.append(np.asarray(pb.energy.outputs(eq.state), float))
+    o = np.concatenate(outs)
+    row = {"cost": float(np.mean(pb.loss.per_sample(o, Y)))}
+    if pb.loss.classifies:
+        row["accuracy"] = pb.loss.accuracy(o, Y)
+    return row
+
+
+def gradient(pb: Problem, theta, X, Y, minimizer, estimator):
+    """The estimator's dL/dtheta on one batch (the loss through its effective targets)."""
+    eq = minimizer.minimize(pb.energy, theta, X)
+    if not eq.converged:
+        raise NotSolvedError(f"free phase: {eq.status}: {eq.message}")
+    o = np.asarray(pb.energy.outputs(eq.state), float)
+    y_eff = pb.loss.effective_targets(o, Y)
+    return estimator.estimate(pb.energy, theta, X, y_eff, minimizer, free=eq)
+
+
+def clip(theta, g_min: float, g_max: Optional[float]):
+    return np.clip(theta, g_min, np.inf if g_max is None else g_max)
+
+
+# --- run folder ---------------------------------------------------------------------------------------
+def _versions() -> dict:
+    import physgrad
+    import scipy
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "physgrad": physgrad.__version__, "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def _save_checkpoint(path: Path, theta, state: dict, epoch: int, seconds: float, warm: dict) -> None:
+    arrays = {f"opt_{k}": np.asarray(v) for k, v in state.items()}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, theta=theta, epoch=epoch, seconds=seconds, **arrays,
+             **{f"warm_{k}": v for k, v in warm.items()})
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    with np.load(path) as z:
+        state = {k[4:]: z[k].copy() for k in z.files if k.startswith("opt_")}
+        state["t"] = int(state["t"])
+        warm = {k[5:]: z[k].copy() for k in z.files if k.startswith("warm_")}
+        return {"theta": z["theta"].copy(), "epoch": int(z["epoch"]), "seconds": float(z["seconds"]),
+                "state": state, "warm": warm}
+
+
+def metric_fields(pb: Problem) -> list:
+    names = ["epoch", "train_cost"] + (["test_cost"] if pb.X_test is not None else [])
+    if pb.loss.classifies:
+        names += ["train_accuracy"] + (["test_accuracy"] if pb.X_test is not None else [])
+    return names + ["seconds"]
+
+
+def _write_metrics(path: Path, rows: list, names: list) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=names)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (repr(float(r[k])) if k != "epoch" else int(r[k])) for k in names})
+    os.replace(tmp, path)
+
+
+def _read_metrics(path: Path) -> list:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def plot_learning_curve(rows: list, path: Path, title: str, classifies: bool) -> None:
+    """Cost (log scale) and, for classification, accuracy per epoch (train and test)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    ep = [r["epoch"] for r in rows]
+    panels = [("cost", "loss (batch mean)")] + ([("accuracy", "accuracy")] if classifies else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for split, style in (("train", "o-"), ("test", "s-")):
+            col = f"{split}_{key}"
+            if col in rows[0]:
+                ax.plot(ep, [r[col] for r in rows], style, ms=3, label=split)
+        if key == "cost" and all(r["train_cost"] > 0 for r in rows):
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool] = None,
+            command: Optional[str] = None, log=print, _stop_after_epoch: Optional[int] = None) -> list:
+    """Train (or continue) into the run folder ``out``; returns the metrics rows.
+
+    ``_stop_after_epoch``: testing hook, return after saving that epoch (an interrupted run).
+    """
+    out = Path(out)
+    cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
+    if resume:
+        if not ckpt_path.exists():
+            raise PhysgradError(f"--resume: no checkpoint at {ckpt_path}")
+        saved = json.loads(cfg_path.read_text())
+        saved_spec = FitSpec.from_dict(saved["spec"])
+        diff = {k: (getattr(saved_spec, k), getattr(spec, k)) for k in asdict(spec)
+                if getattr(saved_spec, k) != getattr(spec, k) and k != "epochs"}
+        if diff:
+            raise PhysgradError(f"--resume: options differ from the saved run (saved, given): {diff}; only --epochs "
+                                "may change")
+        for key, path in (("netlist_sha256", spec.netlist), ("data_sha256", spec.data), ("test_sha256", spec.test)):
+            if path and saved.get(key) and saved[key] != _file_digest(path):
+                raise PhysgradError(f"--resume: {path} changed since the run started")
+    elif ckpt_path.exists() or metrics_path.exists():
+        raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
+    pb = resolve(spec)
+    energy = pb.energy
+    minimizer = CoContentMinimizer()
+    r = pb.resolved
+    estimator = make_estimator(r["method"], beta=r["beta"], eta=r["eta"])
+    names = metric_fields(pb)
+    if resume:
+        saved["spec"]["epochs"] = int(spec.epochs)
+        saved["resolved"]["epochs"] = int(spec.epochs)
+        cfg_path.write_text(json.dumps(saved, indent=2) + "\n")
+        ck = _load_checkpoint(ckpt_path)
+        theta, state, epoch, seconds = ck["theta"], ck["state"], ck["epoch"], ck["seconds"]
+        energy.solver.set_warm_state(ck["warm"])
+        rows = [m for m in _read_metrics(metrics_path) if m["epoch"] <= epoch]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = {"spec": asdict(spec), "resolved": r, "command": command, "versions": _versions(),
+               "netlist_sha256": _file_digest(spec.netlist), "data_sha256": _file_digest(spec.data),
+               "test_sha256": _file_digest(spec.test) if spec.test else None}
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+        theta = clip(energy.theta0(), r["g_min"], r["g_max"])
+        state = optim.init(r["optimizer"], theta)
+        epoch, seconds = 0, 0.0
+        rows = [_epoch_row(pb, theta, minimizer, 0, 0.0)]
+        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, energy.solver.warm_state())
+        _write_metrics(metrics_path, rows, names)
+        log(_describe(rows[-1]))
+    n = len(pb.X)
+    B = min(r["batch_size"], n)
+    n_batches = -(-n // B)
+    show = sys.stderr.isatty() if progress is None else progress
+    title = f"{Path(spec.netlist).name}: {r['method']}, {r['loss']} loss, {r['optimizer']}"
+    while epoch < r["epochs"]:
+        energy.solver.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
+        order = np.random.default_rng([r["seed"], epoch]).permutation(n)
+        t0 = time.perf_counter()
+        bar = _progress(n_batches, f"epoch {epoch + 1}/{r['epochs']}", not show)
+        for bi in range(n_batches):
+            idx = order[bi * B:(bi + 1) * B]
+            g = gradient(pb, theta, pb.X[idx], pb.Y[idx], minimizer, estimator)
+            theta, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
+            theta = clip(theta, r["g_min"], r["g_max"])
+            bar.update(1)
+        bar.close()
+        if not np.all(np.isfinite(theta)):
+            raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite conductances); lower --lr")
+        seconds += time.perf_counter() - t0
+        epoch += 1
+        rows.append(_epoch_row(pb, theta, minimizer, epoch, seconds))
+        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, energy.solver.warm_state())
+        _write_metrics(metrics_path, rows, names)
+        log(_describe(rows[-1]))
+        if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
+            break
+    plot_learning_curve(rows, out / "learning_curve.png", title, pb.loss.classifies)
+    (out / "trained.cir").write_text(trained_netlist(pb, theta))
+    return rows
+
+
+def trained_netlist(pb: Problem, theta) -> str:
+    """The trained circuit as a netlist (:func:`write_netlist`), its input sources set to the first
+    training sample (so that ``ngspice -b trained.cir`` shows one of the trained outputs)."""
+    energy = pb.energy
+    trained = energy.circuit.with_conductances(dict(zip(energy.param_names, theta)))
+    trained = trained.with_sources(dict(zip(energy.inputs, pb.X[0])))
+    text = write_netlist(trained)
+    head, rest = text.split("\n", 1)
+    note = (f"* trained by physgrad fit ({pb.resolved['method']}, {pb.resolved['loss']} loss); inputs "
+            f"{', '.join(energy.inputs)} set to the first training sample; outputs {', '.join(energy.output_nodes)}")
+    return head + "\n" + note + "\n" + rest
+
+
+def _epoch_row(pb: Problem, theta, minimizer, epoch: int, seconds: float) -> dict:
+    row = {"epoch": epoch}
+    tr = evaluate(pb, theta, pb.X, pb.Y, minimizer)
+    row["train_cost"] = tr["cost"]
+    if "accuracy" in tr:
+        row["train_accuracy"] = tr["accuracy"]
+    if pb.X_test is not None:
+        te = evaluate(pb, theta, pb.X_test, pb.Y_test, minimizer)
+        row["test_cost"] = te["cost"]
+        if "accuracy" in te:
+            row["test_accuracy"] = te["accuracy"]
+    row["seconds"] = seconds
+    return row
+
+
+def _describe(row: dict) -> str:
+    parts = [f"epoch {int(row['epoch']):3d}", f"train cost {row['train_cost']:.6g}"]
+    if "test_cost" in row:
+        parts.append(f"test cost {row['test_cost']:.6g}")
+    if "train_accuracy" in row:
+        parts.append(f"train acc {100 * row['train_accuracy']:.1f}%")
+    if "test_accuracy" in row:
+        parts.append(f"test acc {100 * row['test_accuracy']:.1f}%")
+    parts.append(f"{row['seconds']:.1f} s")
+    return "  ".join(parts)
+
+
+def _progress(total, desc, disable):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=disable, mininterval=1.0, file=sys.stderr, leave=False,
+                unit="batch")

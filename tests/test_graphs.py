@@ -1,0 +1,291 @@
+"""Arbitrary graphs at training scale: sparse topology maps, the batched solver (one factorization
+shared by every sample and phase), warm starts, batched certificates, and the sparse adjoint gradient."""
+import numpy as np
+import pytest
+
+from physgrad.circuit.batch import BatchSolver, solve_batch
+from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, Resistor, VoltageSource
+from physgrad.circuit.reduction import build_problem
+from physgrad.circuit.solution import certify
+from physgrad.circuit.solve import solve
+from physgrad.circuit.topology import Topology
+from physgrad.energies.co_content import CoContentEnergy
+from physgrad.learning import ExactGradient, make_estimator
+from physgrad.minimizers.co_content import CoContentMinimizer
+from physgrad.types import FREE, InfeasibleError, Nudge, PhysgradError
+from verification.circuits import random_circuit, training_graph
+
+NUDGES = [FREE, Nudge(1e-3, target=np.array([0.1, -0.2, 0.3])), Nudge(-2e-4, target=np.array([0.0, 0.5, -0.5])),
+          Nudge(clamp=np.array([0.05, -0.02, 0.01]))]
+
+
+def _case(n=120, seed=0, batch=12):
+    circuit, inputs, outputs = training_graph(n, seed)
+    X = np.random.default_rng(seed).uniform(-1, 1, (batch, len(inputs)))
+    return circuit, inputs, outputs, X
+
+
+def _reference(circuit, inputs, outputs, X, nudge, g=None):
+    """Each sample alone through the circuit core's solve() (its own problem, its own factorization)."""
+    out = []
+    for b, row in enumerate(X):
+        nb = nudge
+        if nudge.clamp is not None and np.ndim(nudge.clamp) == 2:
+            nb = Nudge(clamp=nudge.clamp[b])
+        try:
+            sol = solve(circuit.with_sources(dict(zip(inputs, row))), nudge=nb, outputs=outputs, conductances=g)
+            out.append(sol.voltages)
+        except InfeasibleError:
+            out.append(np.full(len(circuit.nodes), np.nan))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("nudge", NUDGES, ids=["free", "beta+", "beta-", "clamp"])
+@pytest.mark.parametrize("n,seed", [(60, 0), (300, 1)])
+def test_batched_equals_one_by_one(nudge, n, seed):
+    circuit, inputs, outputs, X = _case(n, seed)
+    sol = solve_batch(circuit, X, inputs, nudge=nudge, outputs=outputs)
+    ref = _reference(circuit, inputs, outputs, X, nudge)
+    assert sol.converged
+    np.testing.assert_allclose(sol.voltages, ref, rtol=0, atol=1e-12)
+    assert all(c.passed for c in sol.certificates)
+
+
+def test_batched_equals_one_by_one_random_circuits():
+    """Thresholds, floating sources, current sources, a current-source input; some samples infeasible."""
+    for seed in range(6):
+        c = random_circuit(25, seed)
+        names = [e.name for e in c.elements if isinstance(e, (VoltageSource, CurrentSource)) and e.name != "vf"]
+        inputs = names[:2] + [n for n in names if n.startswith("i")][:1]
+        outputs = [c.nodes[i] for i in (3, 7)]
+        rng = np.random.default_rng(seed)
+        X = np.array([[c.element(s).value for s in inputs]] * 6) * rng.uniform(0.5, 1.5, (6, len(inputs)))
+        energy = CoContentEnergy(c, inputs, outputs)
+        eq = CoContentMinimizer().minimize(energy, energy.theta0(), X)
+        ref = _reference(c, inputs, outputs, X, FREE)
+        ok = np.isfinite(ref[:, 0])
+        assert np.array_equal(np.isfinite(eq.state[:, 0]), ok)
+        np.testing.assert_allclose(eq.state[ok], ref[ok], rtol=0, atol=1e-12)
+
+
+def test_linear_network_one_factorization_for_all_inputs_and_phases():
+    circuit, inputs, outputs = training_graph(150, 3)
+    circuit = circuit.replace_elements([e for e in circuit.elements if not isinstance(e, IdealDiode)])
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    X = np.random.default_rng(3).uniform(-1, 1, (40, len(inputs)))
+    theta = energy.theta0()
+    mini = CoContentMinimizer()
+    free = mini.minimize(energy, theta, X)
+    mini.minimize(energy, theta, X, nudge=Nudge(1e-3, target=np.zeros(3)), s0=free.state)
+    mini.minimize(energy, theta, X, nudge=Nudge(clamp=np.zeros(3)), s0=free.state)
+    assert energy.solver.stats["factorizations"] == 1
+    assert free.n_iter == 40  # one solve per sample, all in one multi-right-hand-side solve
+    np.testing.assert_allclose(free.state, _reference(circuit, inputs, outputs, X, FREE), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["cep", "ccpl"])
+def test_warm_start_changes_speed_not_the_answer(method):
+    circuit, inputs, outputs, X = _case(400, 2, batch=16)
+    Y = np.random.default_rng(5).uniform(-0.3, 0.3, (16, 3))
+    warm_e, cold_e = CoContentEnergy(circuit, inputs, outputs), CoContentEnergy(circuit, inputs, outputs)
+    warm_m, cold_m = CoContentMinimizer(warm=True), CoContentMinimizer(warm=False)
+    est = make_estimator(method, beta=1e-4, eta=0.05)
+    theta = warm_e.theta0()
+    iters = {"warm": 0, "cold": 0}
+    for step in range(3):
+        x, y = X[:8] if step % 2 else X[8:], Y[:8] if step % 2 else Y[8:]
+        phases = {}
+        for name, e, m in (("warm", warm_e, warm_m), ("cold", cold_e, cold_m)):
+            ph = est.phases(e, theta, x, y, m)
+            phases[name] = ph
+            iters[name] += sum(p.n_iter for p in (ph.free, ph.plus, ph.minus))
+        for key in ("free", "plus", "minus"):
+            np.testing.assert_allclose(getattr(phases["warm"], key).state, getattr(phases["cold"], key).state,
+                                       rtol=0, atol=1e-12)
+        theta = theta * (1 + 0.05 * np.random.default_rng(step).standard_normal(theta.size))
+    assert iters["warm"] < iters["cold"]
+
+
+def test_batch_certificate_is_the_circuit_core_certificate():
+    circuit, inputs, outputs, X = _case(80, 4, batch=5)
+    topo = Topology.build(circuit, inputs, outputs)
+    solver = BatchSolver(topo)
+    for nudge in NUDGES[:3]:
+        sol = solver.solve(circuit.arrays.g, X, nudge)
+        for b in range(len(X)):
+            pb = build_problem(circuit.with_sources(dict(zip(inputs, X[b]))), nudge, outputs)
+            ref = certify(pb, sol.u[b], sol.lam[b])
+            got = sol.certificates[b]
+            # the residuals themselves are round-off (~1e-17 A): equal far below the tolerances
+            for field, tol in (("kcl", ref.tol_current), ("primal", ref.tol_voltage), ("dual", ref.tol_current)):
+                assert abs(getattr(got, field) - getattr(ref, field)) <= 1e-4 * tol
+            assert got.passed == ref.passed
+            assert got.tol_current == pytest.approx(ref.tol_current, rel=1e-12)
+            assert got.tol_voltage == pytest.approx(ref.tol_voltage, rel=1e-12)
+
+
+def test_topology_maps_reproduce_the_reduction():
+    for seed in range(4):
+        c = random_circuit(20, seed)
+        inputs = [e.name for e in c.elements if isinstance(e, (VoltageSource, CurrentSource))][:3]
+        topo = Topology.build(c, inputs, [c.nodes[2]])
+        rng = np.random.default_rng(seed)
+        X = rng.uniform(-2, 2, (3, len(inputs)))
+        W = topo.source_values(X)
+        g = c.arrays.g * rng.uniform(0.5, 2, c.arrays.g.size)
+        F, d, C = topo.forces(g, W), topo.bounds(W), topo.offsets(W)
+        H0 = topo.H0(g)
+        for b in range(3):
+            try:
+                pb = build_problem(c.with_sources(dict(zip(inputs, X[b]))), FREE, [c.nodes[2]], conductances=g)
+            except (InfeasibleError, PhysgradError):
+                continue
+            np.testing.assert_allclose(C[b], pb.c, atol=1e-13)
+            np.testing.assert_allclose(F[b], pb.f, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(H0.toarray(), pb.H.toarray(), rtol=1e-13, atol=1e-16)
+            if topo.batchable:  # (parallel diodes through different nodes: the kept row depends on x)
+                assert np.array_equal(pb.dio_rows, topo.base.dio_rows)
+                np.testing.assert_allclose(d[b], pb.d, atol=1e-13)
+
+
+def test_negative_beta_bound_reuses_the_factor_and_keeps_the_message():
+    circuit, inputs, outputs, X = _case(60, 0, batch=3)
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    with pytest.raises(PhysgradError, match="non-convex; negative nudges need"):
+        CoContentMinimizer().minimize(energy, energy.theta0(), X, nudge=Nudge(-10.0, target=np.zeros(3)))
+    with pytest.raises(PhysgradError, match="non-convex; negative nudges need"):
+        solve(circuit.with_sources(dict(zip(inputs, X[0]))), nudge=Nudge(-10.0, target=np.zeros(3)), outputs=outputs)
+
+
+def test_caches_are_bounded():
+    circuit, inputs, outputs = training_graph(100, 6)
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    energy.solver.n_warm = 50
+    mini = CoContentMinimizer()
+    rng = np.random.default_rng(0)
+    theta = energy.theta0()
+    for step in range(20):
+        X = rng.uniform(-1, 1, (8, len(inputs)))
+        theta = theta * rng.uniform(0.99, 1.01, theta.size)
+        mini.minimize(energy, theta, X)
+    s = energy.solver
+    assert len(s._entries) <= s.n_params and all(len(e.data) <= 2 for e in s._entries.values())
+    assert len(s._warm) <= 50
+
+
+# --- gradients ----------------------------------------------------------------------------------
+def _grad_case(seed):
+    c = random_circuit(24, seed)
+    inputs = [e.name for e in c.elements if isinstance(e, VoltageSource) and e.name != "vf"][:2]
+    outputs = [c.nodes[i] for i in (4, 9)]
+    energy = CoContentEnergy(c, inputs, outputs)
+    rng = np.random.default_rng(seed)
+    X = np.array([[c.element(s).value for s in inputs]] * 5) * rng.uniform(0.8, 1.2, (5, len(inputs)))
+    Y = rng.uniform(-1, 1, (5, 2))
+    return energy, X, Y
+
+
+def test_sparse_adjoint_equals_dense_autograd():
+    """On small random circuits (thresholds, floating sources, several samples) the sparse adjoint
+    and autograd through the dense KKT system agree to round-off."""
+    mini = CoContentMinimizer()
+    tested = 0
+    for seed in range(16):
+        energy, X, Y = _grad_case(seed)
+        if not energy.topology.batchable:  # input-dependent parallel diodes: no shared factor
+            continue
+        theta = energy.theta0()
+        try:
+            a = ExactGradient(route="adjoint").compute(energy, theta, X, Y, mini)
+        except InfeasibleError:
+            continue
+        b = ExactGradient(route="autograd").compute(energy, theta, X, Y, mini)
+        # (1e-12 V^2/S floor: some cases have a zero gradient, outputs pinned by conducting diodes)
+        assert np.max(np.abs(a.grad - b.grad)) <= 1e-10 * np.max(np.abs(b.grad)) + 1e-12
+        assert a.cost == pytest.approx(b.cost, rel=1e-12)
+        assert a.active_set.rows == b.active_set.rows
+        assert a.near_kink == b.near_kink
+        tested += 1
+    assert tested >= 5
+
+
+def test_sparse_adjoint_matches_finite_differences():
+    circuit, inputs, outputs, X = _case(150, 9, batch=6)
+    Y = np.random.default_rng(1).uniform(-0.2, 0.2, (6, 3))
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    mini = CoContentMinimizer()
+    theta = energy.theta0()
+    res = ExactGradient(route="adjoint").compute(energy, theta, X, Y, mini)
+    # (grid graphs hold some diodes exactly at 0 V with no current, far from the outputs: a
+    # degenerate "kink" no small change of the conductances can move; the derivative is smooth)
+
+    def cost(th):
+        s = mini.minimize(energy, th, X).state
+        return 0.5 * np.mean(np.sum((energy.outputs(s) - Y) ** 2, axis=1))
+
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        direction = rng.standard_normal(theta.size) * theta
+        h = 1e-5
+        fd = (cost(theta + h * direction) - cost(theta - h * direction)) / (2 * h)
+        assert fd == pytest.approx(res.grad @ direction, rel=1e-6)
+
+
+def test_adjoint_route_refuses_shockley_and_auto_falls_back():
+    from physgrad.circuit.elements import DiodeModel, ShockleyDiode
+
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), Resistor("r1", "a", "b", 1e-3), Resistor("r2", "b", "0", 2e-3),
+                 ShockleyDiode("d1", "b", "0", DiodeModel("m"))), targets={"b": 0.1})
+    energy = CoContentEnergy(c)
+    with pytest.raises(PhysgradError, match="no sparse adjoint"):
+        ExactGradient(route="adjoint").compute(energy, energy.theta0(), None, energy.targets(), CoContentMinimizer())
+    res = ExactGradient().compute(energy, energy.theta0(), None, energy.targets(), CoContentMinimizer())
+    assert np.all(np.isfinite(res.grad))
+
+
+def test_energy_memory_is_sparse_for_drn_xs_sized_circuits():
+    """157,800 resistors: the old dense incidence was nodes x resistors (~2 GB); now O(nnz)."""
+    from physgrad.energies.layered import DeepResistive
+
+    rng = np.random.default_rng(0)
+    net = DeepResistive(784, (100,), 10, input_gain=1.0)
+    n_in = net.n_input_units
+    W1 = rng.uniform(0, 1 / np.sqrt(n_in), (n_in, 100))
+    W2 = rng.uniform(0, 1 / np.sqrt(100), (100, 10))
+    x = rng.uniform(0, 1, (1, 784))
+    circuit = net.to_circuit((W1, W2, np.zeros(100), np.zeros(10)), x)
+    assert len(circuit.resistors) == 157_800
+    energy = CoContentEnergy(circuit, output_nodes=tuple(circuit.nodes[-10:]))
+    topo = energy.topology
+    size = sum(getattr(topo, k).data.nbytes for k in ("P", "Mc", "PA", "AM", "D", "Dd"))
+    assert size < 50e6
+    eq = CoContentMinimizer().minimize(energy, energy.theta0(), None)
+    assert eq.converged
+
+
+def test_verification_at_scale_catalogue_and_cases():
+    from verification.checks import VerifyConfig
+    from verification.scale import run_scale_case, scale_cases
+
+    cases = scale_cases(quick=True)
+    assert len(cases) >= 50
+    assert {c.kind for c in cases} == {"linear", "ideal", "shockley"}
+    sizes = [len(c.circuit.nodes) for c in cases]
+    assert min(sizes) >= 5 and max(sizes) >= 1000
+    for case in (cases[3], cases[20], cases[30], cases[40]):
+        rows = run_scale_case(case, VerifyConfig())
+        assert rows and all(r["status"] in ("pass", "skip") for r in rows), rows
+
+
+def test_circuit_whose_own_values_force_a_diode_still_trains_on_other_inputs():
+    """The structure is value-independent: a diode the nominal sources force forward only makes
+    those samples infeasible (named), not the energy."""
+    c = Circuit((VoltageSource("v1", "a", "0", 1.0), VoltageSource("v2", "b", "0", 0.0), IdealDiode("d1", "a", "b", 0.5),
+                 Resistor("r1", "a", "o", 1.0), Resistor("r2", "o", "b", 1.0), Resistor("r3", "o", "0", 1.0)),
+                targets={"o": 0.0})
+    energy = CoContentEnergy(c, ("v1",))
+    assert energy.topology.batchable
+    eq = CoContentMinimizer().minimize(energy, energy.theta0(), np.array([[0.2], [0.4], [1.0]]))
+    assert eq.status == "infeasible" and "d1 is forced forward" in eq.message
+    np.testing.assert_allclose(eq.state[:2, 2], [0.2 / 3, 0.4 / 3], atol=1e-15)
+    assert np.all(np.isnan(eq.state[2]))
