@@ -220,8 +220,9 @@ class HolomorphicEP:
 def switching_radius(energy, theta, x, y, minimizer, beta_max: float, rtol: float = 1e-3, free=None):
     """The smallest ``|beta| <= beta_max`` at which the minimizer's active set differs from the free one.
 
-    Found by bisection on each sign (to ``rtol`` relative), from the ``active`` masks the minimizer
-    reports in ``Equilibrium.info``; ``inf`` when the set does not change up to ``beta_max``, ``None``
+    Found by bisection on each sign (to ``rtol`` relative, down to ``1e-12 beta_max``: a diode sitting
+    on its kink switches at any nudge), from the ``active`` masks the minimizer reports in
+    ``Equilibrium.info``; ``inf`` when the set does not change up to ``beta_max``, ``None``
     when the minimizer reports no active set. Estimators built on nudges within this radius see one
     smooth (quadratic) branch of the equilibrium.
     """
@@ -248,7 +249,7 @@ def switching_radius(energy, theta, x, y, minimizer, beta_max: float, rtol: floa
         if same(sign * beta_max):
             continue
         lo, hi = 0.0, beta_max
-        while hi - lo > rtol * hi:
+        while hi - lo > rtol * hi and hi > 1e-12 * beta_max:  # a diode on its kink switches at any nudge
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if same(sign * mid) else (lo, mid)
         radius = min(radius, hi)
