@@ -450,3 +450,35 @@ def test_relu_mlp_circuit_computes_the_mlp():
     assert parse_netlist(write_netlist(mc.circuit)) == mc.circuit
     with pytest.raises(PhysgradError, match="layer 2 takes 4 inputs"):
         mlp_circuit([np.ones((3, 2)), np.ones((1, 4))], [np.zeros(3), np.zeros(1)])
+
+
+def test_lemke_on_degenerate_and_random_lcps():
+    """Lemke's lexicographic rule on ties (q = -1 everywhere) and on random P-matrices (positive
+    definite symmetric part): the answer is complementary, and the unique one found by enumeration."""
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        m = int(rng.integers(1, 7))
+        B = rng.normal(size=(m, m))
+        M = B @ B.T + 0.1 * np.eye(m) + (rng.normal(size=(m, m)) * (trial % 2))
+        M = M - (M - M.T) / 2 if trial % 4 == 0 else M
+        if not lcp.m_sym_pd(M):
+            continue
+        q = -np.ones(m) if trial % 3 == 0 else rng.normal(size=m)
+        z, status, _ = lcp.lemke(M, q)
+        assert status == "solution"
+        w = M @ z + q
+        assert np.all(z >= 0) and np.all(w >= -1e-10) and abs(z @ w) <= 1e-10
+        sols = []
+        for bits in itertools.product([False, True], repeat=m):
+            W = np.array(bits)
+            zz = np.zeros(m)
+            if W.any():
+                zz[W] = np.linalg.solve(M[np.ix_(W, W)], -q[W])
+            ww = M @ zz + q
+            if np.all(zz >= -1e-12) and np.all(ww[~W] >= -1e-12):
+                sols.append(zz)
+        assert len(sols) == 1 and np.allclose(sols[0], z, atol=1e-10)
+    # a secondary ray: w = -z - 1 >= 0 is impossible
+    assert lcp.lemke(-np.eye(2), -np.ones(2))[1] == "ray"
+    assert lcp.block_p_matrix(np.array([[1.0, 0.0], [5.0, 2.0]])) and not lcp.m_sym_pd(np.array([[1.0, 0.0], [5.0, 2.0]]))
+    assert not lcp.block_p_matrix(np.array([[-1.0, 1.0], [1.0, -1.0]]))

@@ -339,7 +339,7 @@ def analyze(circuit: Circuit, reference: Sequence[str] = ()) -> IslandAnalysis:
     for nd in ref_nodes:
         if nd in island and island[nd] not in start:
             start.append(island[nd])
-    weights, reason = None, "; ".join(loose)
+    weights = None
     edges_c, edges_a, why_a = [], [], []
     for amp, src, dst in found:
         for other in src[1:]:
@@ -361,7 +361,7 @@ def analyze(circuit: Circuit, reference: Sequence[str] = ()) -> IslandAnalysis:
         elif amp.forward != 0:
             edges_a.append((island[in_nodes[0][0]], island[out_nodes[0][0]], amp.forward * out_nodes[0][1]
                             * in_nodes[0][1], f"{amp.vcvs} (gain {amp.forward:.6g})"))
-    reason = "; ".join(loose)
+    reason = "; ".join(loose[:3]) + (f"; and {len(loose) - 3} more controlled sources alike" if len(loose) > 3 else "")
     refs = tuple(start)
     if not loose:
         weights, msg, refs = _propagate(len(islands), edges_c, start)

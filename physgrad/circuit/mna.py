@@ -351,8 +351,10 @@ def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[
             cols.append(c)
             vals.append(v)
 
-    for a, b_, gk in zip(arr.res_a, arr.res_b, g):
-        put(a, a, gk), put(b_, b_, gk), put(a, b_, -gk), put(b_, a, -gk)
+    ra, rb = arr.res_a, arr.res_b
+    rows += list(np.concatenate([ra, rb, ra, rb]))
+    cols += list(np.concatenate([ra, rb, rb, ra]))
+    vals += list(np.concatenate([g, g, -g, -g]))
     b = np.zeros(size)
     b[:n] = arr.injection()
     for el in branch_els:
@@ -384,7 +386,9 @@ def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[
         for o, yo in zip(out, y):
             put(int(o), int(o), nudge.beta)
             b[o] += nudge.beta * yo
-    K = sp.csc_matrix((vals, (rows, cols)), shape=(size, size))
+    rows, cols, vals = np.asarray(rows, np.int64), np.asarray(cols, np.int64), np.asarray(vals, float)
+    keep = (rows >= 0) & (cols >= 0)
+    K = sp.csc_matrix((vals[keep], (rows[keep], cols[keep])), shape=(size, size))
     K.sum_duplicates()
     _check_connected(circuit, g, out if (nudge.beta != 0.0 or clamp is not None) else np.zeros(0, np.int64))
     keep, shares = _distinct_diodes(arr)

@@ -74,8 +74,8 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
     Circuits with controlled sources: ``exact`` is the adjoint of the MNA equations on the active set
     (:func:`physgrad.circuit.adjoint.mna_gradient`, any circuit); every other method runs on the
     equivalent circuit of an energy-based one (:mod:`physgrad.circuit.amplifiers`), each conductance's
-    estimate times its island factor ``c_I a_I^2`` (= ``c_I / c_L`` on the local rule in physical
-    voltages), and is refused for the others with a message naming the exact route.
+    estimate times its island factor ``c_I a_I^2`` (``island_factor``; it is the factor ``c_I / c_L``,
+    ``island_weight``, on the local rule in physical voltages), and is refused for the others with a message naming the exact route.
     """
     beta = default_beta(circuit) if beta is None else beta
     if circuit.controlled_sources:
@@ -143,6 +143,8 @@ def _controlled_grad(circuit, method, beta, eta, steps, points) -> dict:
     factor = dict(zip(res_names, eq.conductance_scale))
     out["grad"] = {name: g * float(factor[name]) for name, g in out["grad"].items()}
     out["island_factor"] = {name: float(factor[name]) for name in out["grad"]}
+    weight = dict(zip(res_names, analysis.element_weights()[circuit.arrays.res_pos]))
+    out["island_weight"] = {name: float(weight[name]) for name in out["grad"]}
     out["route"] = "equivalent circuit of the energy-based amplifier circuit, times the island factors c_I a_I^2"
     out["islands"] = analysis.describe()
     return out

@@ -112,9 +112,10 @@ def lemke(M: np.ndarray, q: np.ndarray, max_pivots: int | None = None):
                 break
         return int(rows[0])
 
-    # z0 enters; the row of the most negative q (lexicographically smallest [q, I]) leaves
+    # z0 enters; the row of the lexicographically smallest [q, I] leaves (the most negative q; among
+    # ties the last row), so that every other row minus it stays lexicographically positive
     a = Binv @ column(Z0)
-    r = lexmin(np.flatnonzero(q <= q.min() + 1e-12 * max(1.0, abs(q.min()))), -np.ones(m)) if m > 1 else 0
+    r = lexmin(np.flatnonzero(q <= q.min() + 1e-12 * max(1.0, abs(q.min()))), np.ones(m)) if m > 1 else 0
     leaving = pivot(r, a, Z0)
     for it in range(1, max_pivots + 1):
         entering = leaving + m if leaving < m else leaving - m
