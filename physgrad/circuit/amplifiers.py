@@ -391,15 +391,13 @@ def _equivalent(an: IslandAnalysis) -> EquivalentCircuit:
     circuit = an.circuit
     c, a = an.weights, an.scales
     taken = {el.name for el in circuit.elements}
-    amp_of = {amp.vcvs: amp for amp in an.amplifiers}
     drop = {amp.cccs for amp in an.amplifiers}
     models: dict = {}
     els, gscale, dscale = [], [], []
     for el in circuit.elements:
         if el.name in drop:
             continue
-        if isinstance(el, VCVS):
-            amp = amp_of[el.name]
+        if isinstance(el, VCVS):  # an amplifier (energy-based: every VCVS is one): a 0 V wire in w
             out = el.pos if el.pos != GROUND else el.neg
             inp = el.cpos if el.cpos != GROUND else el.cneg
             els.append(VoltageSource(_unique_name("v." + el.name, taken), inp, out, 0.0))

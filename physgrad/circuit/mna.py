@@ -172,7 +172,7 @@ class MNAProblem:
         """Index arrays (node ``-1`` = ground) of the elements that are not in ``circuit.arrays``:
         branch elements (``br_*``, one per branch column; ``br_kind`` 0 = V or clamp, 1 = E, 2 = H,
         with E's control nodes / H's control column and gain), CCCS (``f_*``) and VCCS (``g_*``)."""
-        circuit, n = self.circuit, self.n
+        circuit = self.circuit
         idx = circuit.node_index
         ix = (lambda name: -1 if name == "0" else idx[name])
         t = {k: [] for k in ("br_a", "br_b", "br_kind", "br_cp", "br_cn", "br_ctrl", "br_gain", "br_pos",

@@ -9,14 +9,15 @@ with ``I`` the Shockley law of :mod:`physgrad.circuit.diode` (ngspice's) and ``p
 Fischer-Burmeister function (ideal diodes; ``sigma`` a conductance scale, S). There is no energy
 to descend when controlled sources break reciprocity, so the iteration is SPICE's: Newton steps
 limited by junction-voltage limiting (:func:`physgrad.circuit.diode.pnjlim`, one factor for the
-whole step), backtracked on the squared scaled residual, a limited step accepted even without
-decrease (as SPICE does) when no backtracked one decreases it. Fallbacks as in SPICE: gmin
-stepping (a shunt from every node to ground, 1e-2 S down by decades) and source stepping (sources
-and thresholds scaled from 0 to 1).
+whole step), every step taken (SPICE's iteration); if that fails, the same steps backtracked on
+the squared scaled residual (a limited step taken without decrease when no shorter one decreases
+it). Fallbacks as in SPICE: gmin stepping (a shunt from every node to ground, 1e-2 S down by
+decades) and source stepping (sources and thresholds scaled from 0 to 1).
 
-With ideal diodes, the semismooth stage is followed by the active-set polish: with the conducting
-diodes ``W`` fixed (``w_W = 0``), Newton on the smooth system to round-off, then the signs are
-checked and ``W`` corrected (primal-dual active-set updates).
+With ideal diodes: from the start's conducting diodes ``W``, Newton on the smooth system with ``W``
+held conducting (``w_W = 0``) to round-off, then the signs are checked and ``W`` corrected
+(primal-dual active-set updates); if that fails, the semismooth Newton on all ports at once gives a
+new ``W`` and the loop runs again.
 
 Start: the circuit with each Shockley diode replaced by an ideal one (threshold 0) plus its gmin,
 solved as an LCP (all junctions at ``v <= 0``, where the law cannot overflow); 0 V where that fails.
@@ -104,8 +105,11 @@ class _System:
         x, lam = self.unpack(z)
         size = mp.size
         scale = np.concatenate([mp.node_scales(x, lam), mp.branch_scales(x) * self.sigma])
-        i_scale = max(float(np.max(scale, initial=0.0)), 1e-30)
-        scale = np.concatenate([scale, np.full(len(self.ports), i_scale)])
+        # port rows: held diodes' slack (V, times sigma) against the voltage scale; Fischer-Burmeister
+        # rows (A) against the ports' own current and sigma times the voltage scale
+        v_scale = max(mp.voltage_scale, float(np.max(np.abs(x[:mp.n]), initial=0.0)))
+        port = self.sigma * v_scale + (np.abs(lam[self.ports]) if self.W is None else 0.0)
+        scale = np.concatenate([scale, np.broadcast_to(port, (len(self.ports),))])
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.abs(Fz) / np.maximum(scale, 1e-30)
         r[:size][~np.isfinite(r[:size])] = np.inf
@@ -127,8 +131,13 @@ class _System:
         return max(t, 1e-6)
 
 
-def _newton(sys: _System, z, rtol: float, max_iter: int):
-    """Limited, backtracked Newton on ``sys`` from ``z``: ``(z, converged, iterations)``."""
+def _newton(sys: _System, z, rtol: float, max_iter: int, damped: bool = False):
+    """Junction-limited Newton on ``sys`` from ``z``: ``(z, converged, iterations)``.
+
+    ``damped=False`` is SPICE's iteration (every step taken at its junction-limited length);
+    ``damped=True`` backtracks each step on the squared scaled residual (Armijo), taking a
+    junction-limited step without decrease only when no shorter one decreases it.
+    """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         Fz, parts = sys.F(z)
         theta = 0.5 * float(Fz @ Fz)
@@ -145,7 +154,7 @@ def _newton(sys: _System, z, rtol: float, max_iter: int):
                 return z, ratio <= rtol, it
             if not np.all(np.isfinite(dz)):
                 return z, ratio <= rtol, it
-            if ratio <= rtol:  # polishing: full steps while they lower the residual
+            if ratio <= rtol:  # polishing: full steps while they do not raise the residual
                 zt = z + dz
                 Ft, pt = sys.F(zt)
                 if sys.ratio(zt, Ft) <= ratio:
@@ -156,6 +165,11 @@ def _newton(sys: _System, z, rtol: float, max_iter: int):
                     continue
                 return z, True, it
             t_lim = sys.limit(z, dz)
+            if not damped:
+                zt = z + t_lim * dz
+                Ft, pt = sys.F(zt)
+                z, Fz, parts, theta = zt, Ft, pt, 0.5 * float(Ft @ Ft)
+                continue
             accepted = False
             t = t_lim
             for _ in range(30):
@@ -167,7 +181,7 @@ def _newton(sys: _System, z, rtol: float, max_iter: int):
                     break
                 t *= 0.5
             if not accepted:
-                if t_lim < 1.0:  # SPICE: a junction-limited step is taken even without decrease
+                if t_lim < 1.0:  # as SPICE: a junction-limited step is taken even without decrease
                     zt = z + t_lim * dz
                     Ft, pt = sys.F(zt)
                     th = 0.5 * float(Ft @ Ft)
@@ -180,14 +194,19 @@ def _newton(sys: _System, z, rtol: float, max_iter: int):
 
 
 def _robust(mp: MNAProblem, z0, W, rtol, max_iter):
-    """:func:`_newton`, then gmin stepping, then source stepping: ``(z, converged, iterations, how)``."""
+    """SPICE's iteration, the damped one, gmin stepping, source stepping: ``(z, converged, iterations,
+    how)``."""
     z, ok, total = _newton(_System(mp, W), z0, rtol, max_iter)
     if ok:
         return z, True, total, ""
+    z1, ok, k = _newton(_System(mp, W), z0, rtol, max_iter, damped=True)
+    total += k
+    if ok:
+        return z1, True, total, " (damped)"
     v = z0
     good = True
     for gsh in GMIN_STEPS:
-        v, ok, k = _newton(_System(mp, W, gsh=gsh), v, 1e-8, 50)
+        v, ok, k = _newton(_System(mp, W, gsh=gsh), v, 1e-8, 100)
         total += k
         if not ok:
             good = False
@@ -200,7 +219,7 @@ def _robust(mp: MNAProblem, z0, W, rtol, max_iter):
     alpha, step, v = 0.0, 0.25, np.zeros_like(z0)
     while alpha < 1.0 and step >= SOURCE_STEPS_MIN:
         a = min(1.0, alpha + step)
-        w, ok, k = _newton(_System(mp, W, alpha=a), v, 1e-8 if a < 1 else rtol, 50)
+        w, ok, k = _newton(_System(mp, W, alpha=a), v, 1e-8 if a < 1 else rtol, 100)
         total += k
         if ok:
             alpha, v, step = a, w, min(2 * step, 0.5)
@@ -251,6 +270,56 @@ def start(mp: MNAProblem):
     return x, lam
 
 
+STEEP_IS, STEEP_N = 1e-9, 1e-3  # A, dimensionless: ngspice's stand-in for an ideal diode (netlist export)
+
+
+def _transfer(src: MNAProblem, x: np.ndarray, dst: MNAProblem) -> np.ndarray:
+    """``dst``'s unknowns from ``src``'s by node and branch names (0 where ``src`` has none)."""
+    out = np.zeros(dst.size)
+    vs = dict(zip(src.circuit.nodes, x[:src.n]))
+    out[:dst.n] = [vs.get(nd, 0.0) for nd in dst.circuit.nodes]
+    bs = {b: x[src.n + j] for j, b in enumerate(src.branches)}
+    out[dst.n:] = [bs.get(b, 0.0) for b in dst.branches]
+    return out
+
+
+def steep_start(mp: MNAProblem):
+    """``(x, lam, iterations)`` from the circuit with every ideal diode replaced by a steep Shockley
+    diode (``IS = 1e-9 A``, ``N = 1e-3``) in series with a source at its threshold, solved by
+    :func:`_robust`; ``lam`` is those diodes' forward currents (0 below ``10 IS``). ``None`` if that
+    circuit is not solved."""
+    from physgrad.circuit.elements import DiodeModel, VoltageSource
+
+    circuit = mp.circuit
+    steep = DiodeModel("pg_steep_start", IS=STEEP_IS, N=STEEP_N)
+    els = []
+    for el in circuit.elements:
+        if isinstance(el, IdealDiode):
+            if el.vth:
+                mid = f"pgx_{el.name}_start"
+                els += [ShockleyDiode(el.name, el.anode, mid, steep), VoltageSource(f"v.pgstart.{el.name}", mid,
+                                                                                   el.cathode, el.vth)]
+            else:
+                els.append(ShockleyDiode(el.name, el.anode, el.cathode, steep))
+        else:
+            els.append(el)
+    try:
+        c2 = circuit.replace_elements(els)
+        mp2 = build_mna(c2, mp.nudge, [circuit.nodes[o] for o in mp.outputs] if len(mp.outputs) else None, mp.g)
+    except (PhysgradError, SingularSystemError):
+        return None
+    x0 = start(mp2)[0]
+    z, ok, k, _ = _robust(mp2, x0, np.zeros(0, bool), 1e-10, 200)
+    if not ok:
+        return None
+    _, i_shk, _ = mp2.shockley_terms(z)
+    names2 = [c2.elements[p].name for p in c2.arrays.shk_pos]
+    cur = dict(zip(names2, i_shk))
+    names = [circuit.elements[p].name for p in circuit.arrays.dio_pos[mp.dio_rows]]
+    lam = np.array([cur[nm] if cur[nm] > 10 * STEEP_IS else 0.0 for nm in names])
+    return _transfer(mp2, z, mp), lam, k
+
+
 def minimize(mp: MNAProblem, *, rtol: float = 1e-12, max_iter: int = 200, max_outer: int = 30,
              u0=None) -> ReducedSolution:
     """Solve the MNA equations (see the module docstring).
@@ -273,27 +342,55 @@ def minimize(mp: MNAProblem, *, rtol: float = 1e-12, max_iter: int = 200, max_ou
         return ReducedSolution(z, np.zeros(0), "converged" if ok else "max_iter", it, "mna-newton",
                                ("Newton converged" + how) if ok else "Newton did not converge (gmin and source "
                                "stepping too)", {}, np.zeros(0, bool))
-    z, ok, total, how = _robust(mp, np.concatenate([x0, lam0]), None, rtol, max_iter)
-    sigma = lcp.conductance_scale(mp)
-    x, lam = z[:mp.size], z[mp.size:]
-    W = lam > sigma * mp.slack(x)
-    seen = set()
-    for outer in range(max_outer):
+    total, notes = 0, []
+    x, lam = x0, lam0
+    W = lam0 > 0  # the start's conducting diodes (Shockley diodes as ideal ones: the LCP's active set)
+    for stage in ("active set", "steep diodes", "Fischer-Burmeister"):
+        if stage == "steep diodes":  # ideal diodes as steep Shockley diodes (as ngspice sees them)
+            guess = steep_start(mp)
+            if guess is None:
+                notes.append("the steep-diode circuit was not solved")
+                continue
+            x, lam, k = guess
+            total += k
+            W = lam > 0
+        if stage == "Fischer-Burmeister":  # all ports at once by the semismooth Newton, then the loop again
+            z, ok, k, how = _robust(mp, np.concatenate([x0, lam0]), None, rtol, max_iter)
+            total += k
+            if not ok:
+                notes.append("the semismooth (Fischer-Burmeister) Newton did not converge either")
+                break
+            sigma = lcp.conductance_scale(mp)
+            x, lam = z[:mp.size], z[mp.size:]
+            W = lam > sigma * mp.slack(x)
+        res = _active_set_loop(mp, x, lam, W, rtol, max_iter, max_outer)
+        total += res[-1]
+        x, lam, W, ok, msg = res[:5]
+        if ok:
+            return ReducedSolution(x, lam, "converged", total, "mna-newton",
+                                   f"Newton converged{msg}; {int(W.sum())} ideal diodes conduct", {}, W)
+        notes.append(f"{stage} stage: {msg}")
+    return ReducedSolution(x, lam, "max_iter", total, "mna-newton", "; ".join(notes), {}, W)
+
+
+def _active_set_loop(mp, x, lam, W, rtol, max_iter, max_outer):
+    """Newton with the ideal diodes ``W`` held conducting, then primal-dual active-set updates of
+    ``W`` until the signs hold: ``(x, lam, W, ok, message, iterations)``."""
+    seen, total = set(), 0
+    for _ in range(max_outer):
         sys = _System(mp, W)
-        zW = np.concatenate([x, lam[W]])
-        zW, okW, k, how2 = _robust(mp, zW, W, rtol, max_iter)
+        zW, okW, k, how = _robust(mp, np.concatenate([x, lam[W]]), W, rtol, max_iter)
         total += k
         if not okW:
-            return ReducedSolution(x, lam, "max_iter", total, "mna-newton",
-                                   "Newton on the conducting ideal diodes' system did not converge", {}, W)
+            return x, lam, W, False, "Newton on the conducting ideal diodes' system did not converge", total
         x, lam = sys.unpack(zW)
         w = mp.slack(x)
         tol_v, tol_i = lcp.tolerances(mp, x, lam)
         if np.all(lam[W] >= -tol_i) and np.all(w[~W] >= -tol_v):
-            return ReducedSolution(x, np.where(W, np.maximum(lam, 0.0), 0.0), "converged", total, "mna-newton",
-                                   f"Newton converged{how or how2}; {int(W.sum())} ideal diodes conduct", {}, W)
+            return x, np.where(W, np.maximum(lam, 0.0), 0.0), W, True, how, total
         seen.add(W.tobytes())
         W = np.where(W, lam > -tol_i, w < -tol_v)
         if W.tobytes() in seen:
-            break
-    return ReducedSolution(x, lam, "max_iter", total, "mna-newton", "the ideal-diode active set did not settle", {}, W)
+            return x, lam, W, False, "the ideal-diode active set cycled", total
+    return x, lam, W, False, "the ideal-diode active set did not settle", total
+
