@@ -418,6 +418,17 @@ def test_ep_on_the_equivalent_circuit_matches_the_adjoint():
     # c = (2, 2, 1) and a = (-1/8, -1/2, 1) here, 1/32 on the first island, 1/2 on the second
     f = cep["island_factor"]
     assert np.isclose(f["r1"], 1 / 32) and np.isclose(f["rb1"], 0.5) and f["rb2"] == 1.0
+    assert np.isclose(cep["island_weight"]["r1"], 2.0) and cep["island_weight"]["rb2"] == 1.0
+    # the same through the library: an estimator on CoContentEnergy(equivalent circuit), times trainable_scale
+    from physgrad.energies.co_content import CoContentEnergy
+    from physgrad.learning import EquilibriumPropagation
+    from physgrad.minimizers.co_content import CoContentMinimizer
+
+    eq = analyze(c).equivalent()
+    energy = CoContentEnergy(eq.circuit)
+    est = EquilibriumPropagation(beta=1e-7, variant="centered").estimate(
+        energy, energy.theta0(), None, energy.targets(), CoContentMinimizer())
+    assert np.allclose(est * eq.trainable_scale, e, rtol=1e-6, atol=1e-9 * np.max(np.abs(e)))
 
 
 def test_cli_on_amplifier_circuits(tmp_path, capsys):

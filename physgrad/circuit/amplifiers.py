@@ -188,6 +188,14 @@ class EquivalentCircuit:
     conductance_scale: np.ndarray
     diode_scale: np.ndarray
 
+    @property
+    def trainable_scale(self) -> np.ndarray:
+        """``c_I a_I^2`` of each trainable resistor (``circuit.trainable_names`` order): an estimate
+        of ``dC/dg'`` on the equivalent circuit (any estimator of :mod:`physgrad.learning` on
+        ``CoContentEnergy(self.circuit)``) times this is the physical ``dC/dg``."""
+        pos = {r.name: k for k, r in enumerate(self.circuit.resistors)}
+        return np.array([self.conductance_scale[pos[nm]] for nm in self.circuit.trainable_names])
+
     def voltages(self, w_by_node: dict) -> np.ndarray:
         """Physical node voltages (V, the original circuit's node order) from the equivalent
         circuit's ``{node: w}``."""
