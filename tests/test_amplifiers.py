@@ -22,7 +22,7 @@ import pytest
 
 from physgrad.circuit.adjoint import mna_gradient
 from physgrad.circuit.amplifiers import analyze
-from physgrad.circuit.elements import (CCCS, CCVS, VCCS, VCVS, Circuit, DiodeModel, IdealDiode,
+from physgrad.circuit.elements import (CCCS, CCVS, VCCS, VCVS, Circuit, DiodeModel,
                                        Resistor, ShockleyDiode, VoltageSource)
 from physgrad.circuit.mlp import mlp_circuit, mlp_forward
 from physgrad.circuit.mna import build_mna
@@ -32,89 +32,10 @@ from physgrad.circuit.solve import solve
 from physgrad.circuit.solvers import lcp
 from physgrad.cli import main
 from physgrad.types import Nudge, PhysgradError
+from verification.amplifiers import (all_equilibria, amplifier, kendall_chain, random_controlled,
+                                     three_equilibria_cell)
 
 TOL_V = 1e-9
-
-
-# --- circuits -------------------------------------------------------------------------------------
-def amplifier(k, inp, out_node, A, B, *, inverted_sense=False):
-    """A bidirectional amplifier as ngspice writes it: E (gain A) + 0 V sense source + F drawing
-    B times the delivered current from the input node (B = 1/A: Kendall; B = A: transformer)."""
-    mid = f"a{k}"
-    if not inverted_sense:
-        # current through the sense source (mid -> out) is the delivered current: F draws B * it from inp
-        return [VCVS(f"e{k}", mid, "0", inp, "0", A), VoltageSource(f"vs{k}", mid, out_node, 0.0),
-                CCCS(f"f{k}", inp, "0", f"vs{k}", B)]
-    return [VCVS(f"e{k}", mid, "0", inp, "0", A), VoltageSource(f"vs{k}", out_node, mid, 0.0),
-            CCCS(f"f{k}", "0", inp, f"vs{k}", B)]
-
-
-def kendall_chain(gains=(4.0, -2.0), backward=None, shockley=True, ideal=True, vin=2.0):
-    """Islands joined by bidirectional amplifiers in a chain; Shockley and ideal diodes inside."""
-    backward = backward or [1.0 / A for A in gains]
-    els = [VoltageSource("v1", "in", "0", vin), Resistor("r1", "in", "x0", 1e-3), Resistor("r2", "x0", "0", 5e-4)]
-    model = DiodeModel("dm", IS=1e-12, N=1.5)
-    for k, (A, B) in enumerate(zip(gains, backward), start=1):
-        els += amplifier(k, f"x{k - 1}", f"y{k}", A, B)
-        els += [Resistor(f"ra{k}", f"y{k}", f"x{k}", 5e-4), Resistor(f"rb{k}", f"x{k}", "0", 1e-3)]
-        if shockley:
-            els.append(ShockleyDiode(f"ds{k}", f"x{k}", "0", model))
-        if ideal:
-            els += [VoltageSource(f"vt{k}", f"t{k}", "0", 0.3), IdealDiode(f"di{k}", f"x{k}", f"t{k}", 0.1)]
-    last = f"x{len(gains)}"
-    return Circuit(tuple(els), "kendall chain", targets=((last, 0.05),))
-
-
-def three_equilibria_cell():
-    """A node x with 1 S to ground and 1 S to the output of a VCVS of gain 3 driven by x, clamped to
-    [-1, 1] V by two ideal diodes: equilibria at -1, 0 and +1 V."""
-    return Circuit((Resistor("r1", "x", "0", 1.0), Resistor("r2", "x", "y", 1.0), VCVS("e1", "y", "0", "x", "0", 3.0),
-                    VoltageSource("vp", "p", "0", 1.0), VoltageSource("vm", "m", "0", -1.0),
-                    IdealDiode("d1", "x", "p"), IdealDiode("d2", "m", "x")))
-
-
-def random_controlled(rng, n=8, m=12, n_ctrl=3, gain=3.0):
-    """Random circuits: a resistor tree with leaks to ground, two sources, one-way VCVS and VCCS, and
-    ``m`` ideal diodes between random nodes (some to ground)."""
-    nodes = [f"n{i}" for i in range(n)]
-    els = [VoltageSource("v1", nodes[0], "0", rng.uniform(-2, 2)), VoltageSource("v2", nodes[1], "0", rng.uniform(-2, 2))]
-    for i in range(2, n):
-        els.append(Resistor(f"rt{i}", nodes[i], nodes[int(rng.integers(0, i))], rng.uniform(0.5, 2)))
-        els.append(Resistor(f"rg{i}", nodes[i], "0", rng.uniform(0.1, 1)))
-    for c in range(n_ctrl):
-        a, b = rng.choice(np.arange(2, n), 2, replace=False)
-        if rng.integers(0, 2) == 0:
-            els.append(VCVS(f"e{c}", f"o{c}", "0", nodes[a], "0", rng.uniform(-gain, gain)))
-            els.append(Resistor(f"ro{c}", f"o{c}", nodes[b], rng.uniform(0.5, 2)))
-        else:
-            els.append(VCCS(f"g{c}", nodes[b], "0", nodes[a], "0", rng.uniform(-1, 1)))
-    for d in range(m):
-        a, b = rng.choice(np.arange(0, n), 2, replace=False)
-        other = "0" if rng.random() < 0.3 else nodes[b]
-        els.append(IdealDiode(f"d{d}", nodes[a], other, rng.uniform(0, 1)))
-    return Circuit(tuple(els))
-
-
-def all_equilibria(mp, tol=1e-9):
-    """Every solution of the diode LCP by enumerating the 2^m active sets (dense solves)."""
-    K = mp.K.toarray()
-    N = mp.N.toarray()
-    out = []
-    for bits in itertools.product([False, True], repeat=mp.m):
-        W = np.array(bits, bool)
-        idx = np.flatnonzero(W)
-        A = np.block([[K, N[:, idx]], [N[:, idx].T, np.zeros((idx.size, idx.size))]])
-        rhs = np.concatenate([mp.b, mp.d[idx]])
-        try:
-            sol = np.linalg.solve(A, rhs)
-        except np.linalg.LinAlgError:
-            continue
-        if not np.allclose(A @ sol, rhs, atol=1e-10):
-            continue
-        x, lam = sol[:mp.size], sol[mp.size:]
-        if np.all(lam >= -tol) and np.all(mp.slack(x)[~W] >= -tol):
-            out.append(x[:mp.n])
-    return out
 
 
 # --- elements and netlists --------------------------------------------------------------------------

@@ -22,11 +22,10 @@ import numpy as np
 import pytest
 
 from physgrad.circuit.adjoint import mna_gradient
-from physgrad.circuit.elements import (CCCS, CCVS, VCCS, VCVS, Circuit, DiodeModel, Resistor, ShockleyDiode,
-                                       VoltageSource)
 from physgrad.circuit.mlp import mlp_circuit, mlp_forward, ngspice_error_bound
 from physgrad.circuit.ngspice import run_ngspice
 from physgrad.circuit.solve import solve
+from verification.amplifiers import amplifier_chain, random_shockley_controlled
 
 pytestmark = pytest.mark.ngspice
 TOL_V = 1e-6
@@ -41,32 +40,10 @@ def ngspice_available():
         pytest.skip("ngspice not installed (apt-get install ngspice)")
 
 
-def amplifier_circuit(rng, *, backward=True, shockley=True, extra=False, stages=2):
-    """A chain of islands joined by E + 0 V sense source (+ F when ``backward``), with Shockley
-    diodes in the islands and optionally a G and an H element."""
-    m = DiodeModel("dm", IS=10 ** rng.uniform(-15, -12), N=rng.uniform(1.0, 2.0))
-    els = [VoltageSource("v1", "in", "0", rng.uniform(0.5, 2.0)), Resistor("r1", "in", "x0", rng.uniform(1e-4, 1e-2)),
-           Resistor("r2", "x0", "0", rng.uniform(1e-4, 1e-2))]
-    for k in range(1, stages + 1):
-        A = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 3.0)
-        els += [VCVS(f"e{k}", f"a{k}", "0", f"x{k - 1}", "0", A), VoltageSource(f"vs{k}", f"a{k}", f"y{k}", 0.0)]
-        if backward:
-            els.append(CCCS(f"f{k}", f"x{k - 1}", "0", f"vs{k}", 1.0 / A))
-        els += [Resistor(f"ra{k}", f"y{k}", f"x{k}", rng.uniform(1e-4, 1e-2)),
-                Resistor(f"rb{k}", f"x{k}", "0", rng.uniform(1e-4, 1e-2))]
-        if shockley:
-            els.append(ShockleyDiode(f"d{k}", f"x{k}", "0", m) if rng.random() < 0.5 else
-                       ShockleyDiode(f"d{k}", "0", f"x{k}", m))
-    if extra:
-        els += [VCCS("g1", "x1", "0", "x0", "0", rng.uniform(-1e-3, 1e-3)), CCVS("h1", "h", "0", "vs1", 50.0),
-                Resistor("rh", "h", "x2", 1e-3)]
-    return Circuit(tuple(els), targets=((f"x{stages}", 0.1),))
-
-
 @pytest.mark.parametrize("seed, backward, extra", [(0, True, False), (1, True, False), (2, False, False),
                                                     (3, True, True), (4, False, True)])
 def test_solve_agrees_with_ngspice(seed, backward, extra):
-    c = amplifier_circuit(np.random.default_rng(seed), backward=backward, extra=extra)
+    c = amplifier_chain(np.random.default_rng(seed), backward=backward, extra=extra)
     sol = solve(c)
     ng = run_ngspice(c)
     err = max(abs(sol.voltage(n) - ng.voltages[n]) for n in c.nodes)
@@ -91,7 +68,7 @@ def _ngspice_fd(c, h):
 @pytest.mark.parametrize("seed, backward", [(10, True), (11, True), (12, False), (13, False)])
 def test_exact_gradient_agrees_with_ngspice_finite_differences(seed, backward):
     """Linear amplifier circuits: bidirectional (energy-based) and one-way with a G and an H."""
-    c = amplifier_circuit(np.random.default_rng(seed), backward=backward, shockley=False, extra=not backward)
+    c = amplifier_chain(np.random.default_rng(seed), backward=backward, shockley=False, extra=not backward)
     res = mna_gradient(c)
     fd = _ngspice_fd(c, 1e-3)
     assert np.max(np.abs(res.grad - fd)) <= TOL_GRAD * np.max(np.abs(fd))
@@ -109,36 +86,6 @@ def test_relu_mlp_runs_in_ngspice():
         y = np.array([ng.voltages[o] for o in mc.outputs])
         err = np.abs(y - mlp_forward(Ws, bs, x))
         assert np.all(err <= ngspice_error_bound(Ws, bs, x)) and np.max(err) < 1e-2
-
-
-def random_shockley_controlled(rng, n=10, nd=6, nc=4, gain=10.0):
-    """Random resistor trees with Shockley diodes and every kind of controlled source (one-way E, G,
-    F and H sensing 0 V sources), gains up to ``gain``: positive feedback included."""
-    nodes = [f"n{i}" for i in range(n)]
-    m = DiodeModel("dm", IS=10 ** rng.uniform(-15, -9), N=rng.uniform(0.8, 2))
-    els = [VoltageSource("v1", nodes[0], "0", rng.uniform(-5, 5))]
-    for i in range(1, n):
-        els.append(Resistor(f"rt{i}", nodes[i], nodes[int(rng.integers(0, i))], 10 ** rng.uniform(-4, -1)))
-        els.append(Resistor(f"rg{i}", nodes[i], "0", 10 ** rng.uniform(-5, -2)))
-    for c in range(nc):
-        a, b = rng.choice(np.arange(1, n), 2, replace=False)
-        k = rng.integers(0, 4)
-        if k == 0:
-            els += [VCVS(f"e{c}", f"o{c}", "0", nodes[a], "0", rng.uniform(-gain, gain)),
-                    Resistor(f"ro{c}", f"o{c}", nodes[b], 10 ** rng.uniform(-4, -2))]
-        elif k == 1:
-            els.append(VCCS(f"g{c}", nodes[b], "0", nodes[a], "0", rng.uniform(-1e-3, 1e-3)))
-        else:
-            els += [VoltageSource(f"vs{c}", nodes[a], f"s{c}", 0.0), Resistor(f"rs{c}", f"s{c}", "0", 1e-3)]
-            if k == 2:
-                els.append(CCCS(f"f{c}", nodes[b], "0", f"vs{c}", rng.uniform(-2, 2)))
-            else:
-                els += [CCVS(f"h{c}", f"q{c}", "0", f"vs{c}", rng.uniform(-100, 100)),
-                        Resistor(f"rq{c}", f"q{c}", nodes[b], 1e-3)]
-    for d in range(nd):
-        a, b = rng.choice(np.arange(0, n), 2, replace=False)
-        els.append(ShockleyDiode(f"d{d}", nodes[a], "0" if rng.random() < 0.4 else nodes[b], m))
-    return Circuit(tuple(els))
 
 
 def test_fuzz_controlled_shockley_against_ngspice():
