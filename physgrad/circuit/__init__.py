@@ -16,8 +16,18 @@ type or shape raise its subclass :class:`physgrad.types.BadArgumentError`, which
 steady state raises :class:`physgrad.types.NotSolvedError` (``strict=True``; exit code 1):
 :class:`physgrad.types.InfeasibleError` for ideal diodes forced forward, ``NotSolvedError`` itself
 for a minimizer that did not converge or a certificate that failed.
+
+Controlled sources (SPICE's linear E, F, G, H: :class:`VCVS`, :class:`CCCS`, :class:`VCCS`,
+:class:`CCVS`) are solved on the MNA equations (:mod:`physgrad.circuit.mna`, solvers ``lcp`` and
+``mna-newton``) or, for energy-based amplifier circuits, as their equivalent circuit
+(:mod:`physgrad.circuit.amplifiers`); :mod:`physgrad.circuit.adjoint` gives the exact gradient of any
+of them, :mod:`physgrad.circuit.mlp` turns a ReLU MLP into such a circuit.
 """
 from physgrad.circuit.elements import (
+    CCCS,
+    CCVS,
+    VCCS,
+    VCVS,
     GROUND,
     Circuit,
     CurrentSource,
@@ -33,7 +43,7 @@ from physgrad.circuit.solution import CircuitSolution
 from physgrad.circuit.solve import SOLVERS, solve
 
 __all__ = [
-    "GROUND", "Circuit", "CurrentSource", "DiodeModel", "IdealDiode", "Resistor", "ShockleyDiode", "VoltageSource",
-    "Deck", "NetlistError", "parse_netlist", "read_deck", "read_netlist", "write_netlist", "CircuitSolution", "SOLVERS",
-    "solve", "BatchSolution", "BatchSolver", "solve_batch",
+    "CCCS", "CCVS", "VCCS", "VCVS", "GROUND", "Circuit", "CurrentSource", "DiodeModel", "IdealDiode", "Resistor",
+    "ShockleyDiode", "VoltageSource", "Deck", "NetlistError", "parse_netlist", "read_deck", "read_netlist",
+    "write_netlist", "CircuitSolution", "SOLVERS", "solve", "BatchSolution", "BatchSolver", "solve_batch",
 ]

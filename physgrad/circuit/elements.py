@@ -273,8 +273,112 @@ def _mapping(value, what: str) -> Mapping:
     return value
 
 
-Element = Union[Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource]
-ELEMENT_TYPES = (Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource)
+@dataclass(frozen=True)
+class VCVS:
+    """Voltage-controlled voltage source (SPICE ``E``): ``v(pos) - v(neg) = gain (v(cpos) - v(cneg))``.
+
+    ``gain`` is dimensionless; the control nodes draw no current. Its current (A) flows from
+    ``pos`` through the source to ``neg`` (so a source delivering current into ``pos``'s circuit
+    has a negative current, as ngspice's ``i(ename)``).
+    """
+
+    name: str
+    pos: str
+    neg: str
+    cpos: str
+    cneg: str
+    gain: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "e", "voltage-controlled voltage source"))
+        _two_nodes(self, "pos", "neg", "VCVS")
+        _control_nodes(self)
+        object.__setattr__(self, "gain", _finite(self.gain, f"gain of {self.name}"))
+
+    @property
+    def nodes(self):
+        return (self.pos, self.neg, self.cpos, self.cneg)
+
+
+@dataclass(frozen=True)
+class VCCS:
+    """Voltage-controlled current source (SPICE ``G``): a current ``gain (v(cpos) - v(cneg))`` (A)
+    from ``pos`` through the source to ``neg``; ``gain`` is a transconductance (S)."""
+
+    name: str
+    pos: str
+    neg: str
+    cpos: str
+    cneg: str
+    gain: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "g", "voltage-controlled current source"))
+        _two_nodes(self, "pos", "neg", "VCCS")
+        _control_nodes(self)
+        object.__setattr__(self, "gain", _finite(self.gain, f"gain of {self.name}"))
+
+    @property
+    def nodes(self):
+        return (self.pos, self.neg, self.cpos, self.cneg)
+
+
+@dataclass(frozen=True)
+class CCCS:
+    """Current-controlled current source (SPICE ``F``): a current ``gain * i(control)`` (A) from
+    ``pos`` through the source to ``neg``; ``control`` names a voltage source (usually 0 V, a
+    current sense) whose current (from its ``pos`` through it to its ``neg``) controls it."""
+
+    name: str
+    pos: str
+    neg: str
+    control: str
+    gain: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "f", "current-controlled current source"))
+        _two_nodes(self, "pos", "neg", "CCCS")
+        object.__setattr__(self, "control", _element_name(self.control, "v", f"controlling source of {self.name}"))
+        object.__setattr__(self, "gain", _finite(self.gain, f"gain of {self.name}"))
+
+    @property
+    def nodes(self):
+        return (self.pos, self.neg)
+
+
+@dataclass(frozen=True)
+class CCVS:
+    """Current-controlled voltage source (SPICE ``H``): ``v(pos) - v(neg) = gain * i(control)``
+    (``gain`` a transresistance, ohm; ``control`` a voltage source, as for :class:`CCCS`)."""
+
+    name: str
+    pos: str
+    neg: str
+    control: str
+    gain: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "h", "current-controlled voltage source"))
+        _two_nodes(self, "pos", "neg", "CCVS")
+        object.__setattr__(self, "control", _element_name(self.control, "v", f"controlling source of {self.name}"))
+        object.__setattr__(self, "gain", _finite(self.gain, f"gain of {self.name}"))
+
+    @property
+    def nodes(self):
+        return (self.pos, self.neg)
+
+
+def _control_nodes(obj):
+    a, b = node_name(obj.cpos), node_name(obj.cneg)
+    if a == b:
+        raise PhysgradError(f"{obj.name} is controlled by the voltage between node {a!r} and itself (always 0 V)")
+    object.__setattr__(obj, "cpos", a)
+    object.__setattr__(obj, "cneg", b)
+
+
+CONTROLLED_TYPES = (VCVS, CCCS, VCCS, CCVS)
+Element = Union[Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource, VCVS, CCCS, VCCS, CCVS]
+ELEMENT_TYPES = (Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource) + CONTROLLED_TYPES
 
 
 @dataclass(frozen=True)
@@ -283,7 +387,8 @@ class Circuit:
 
     Parameters
     ----------
-    elements : sequence of Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource
+    elements : sequence of Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource, VCVS, CCCS,
+        VCCS, CCVS (the controlled sources' controlling voltage sources must be elements of the circuit)
     title : str
         First line of the netlist.
     targets : mapping node -> value (V), optional
@@ -310,6 +415,11 @@ class Circuit:
             if el.name in seen:
                 raise PhysgradError(f"duplicate element name {el.name!r}")
             seen[el.name] = el
+        for el in elements:
+            if isinstance(el, (CCCS, CCVS)) and not isinstance(seen.get(el.control), VoltageSource):
+                what = "is not an element of the circuit" if el.control not in seen else "is not a voltage source"
+                raise PhysgradError(f"{el.name} is controlled by the current of {el.control!r}, which {what} (SPICE's "
+                                    "F and H elements sense the current of a voltage source, usually a 0 V one)")
         object.__setattr__(self, "elements", elements)
         title = str(self.title)
         if "\n" in title or "\r" in title:
@@ -378,6 +488,11 @@ class Circuit:
 
     def of_type(self, kind) -> tuple:
         return tuple(el for el in self.elements if isinstance(el, kind))
+
+    @property
+    def controlled_sources(self) -> tuple:
+        """The controlled sources (E, F, G, H elements), in circuit order."""
+        return self.of_type(CONTROLLED_TYPES)
 
     @property
     def resistors(self) -> tuple:

@@ -12,6 +12,10 @@ Reading (case-insensitive in ASCII; the first line of the top file is the title,
                                     t = 0 (SPICE's rule for the operating point)
     Iname n+ n- ...                 the same for a current (A) flowing from n+ through the source to n-
     Dname anode cathode model [area] [m=M] [off]
+    Ename n+ n- nc+ nc- gain        VCVS: v(n+) - v(n-) = gain (v(nc+) - v(nc-))
+    Fname n+ n- Vsense gain         CCCS: gain * i(Vsense) (A) from n+ through the source to n-
+    Gname n+ n- nc+ nc- gm          VCCS: gm (v(nc+) - v(nc-)) (A, gm in S) from n+ through it to n-
+    Hname n+ n- Vsense r            CCVS: v(n+) - v(n-) = r * i(Vsense) (r in ohm)
     Xname nodes... subckt [params: name=value ...]   subcircuit instance (flattened)
     .model name D(IS=1e-14 N=1 RS=0 BV=.. IBV=..)    Shockley diode (level 1); capacitance, noise
                                     and temperature parameters have no effect at DC (ignored)
@@ -29,8 +33,8 @@ Reading (case-insensitive in ASCII; the first line of the top file is the title,
 
 Analysis and output cards other than ``.op`` (``.tran .ac .dc .noise .tf .print .plot .save .meas
 .four .ic .nodeset`` ...) and ``.control ... .endc`` blocks are ignored: :func:`read_deck` returns one
-note naming them. Devices physgrad does not model (transistors, controlled sources, switches,
-transmission lines, behavioural sources) are refused with the file and line. Numbers take the
+note naming them. Devices physgrad does not model (transistors, nonlinear or behavioural controlled
+sources (``POLY``, ``VALUE=``, ``TABLE``), switches, transmission lines, behavioural sources) are refused with the file and line. Numbers take the
 engineering suffixes f p n u m k meg g t mil (trailing unit letters are ignored, as in SPICE:
 ``10kohm``, ``5V``). Every error names the file and line.
 
@@ -51,6 +55,10 @@ from pathlib import Path
 from typing import Optional, Union
 
 from physgrad.circuit.elements import (
+    CCCS,
+    CCVS,
+    VCCS,
+    VCVS,
     GROUND_ALIASES,
     NGSPICE_GMIN,
     NGSPICE_VT,
@@ -94,8 +102,6 @@ DIODE_DC_IRRELEVANT = {
 DIODE_METADATA = {"mfg", "type", "noise"}
 _NO_DC_EFFECT_LETTERS = {"c": "capacitor", "k": "mutual inductance"}
 _REFUSED = {"q": "bipolar transistor", "m": "MOSFET", "j": "JFET", "z": "MESFET", "b": "behavioural source",
-            "e": "voltage-controlled voltage source", "f": "current-controlled current source",
-            "g": "voltage-controlled current source", "h": "current-controlled voltage source",
             "s": "voltage-controlled switch", "w": "current-controlled switch", "t": "transmission line",
             "o": "lossy transmission line", "u": "RC line", "y": "transmission line", "p": "coupled lines",
             "a": "XSPICE code model", "n": "OSDI/Verilog-A device"}
@@ -460,6 +466,7 @@ class _Builder:
         self.title: Optional[str] = None
         self.count = 0
         self.couplings: list = []
+        self.controls: list = []  # (where, raw name, flattened control name, name as written)
 
     # --- pass 1: blocks and global definitions ------------------------------------------------
     def split(self, lines):
@@ -663,9 +670,11 @@ class _Builder:
         full = fold(raw) if not prefix else f"{letter}.{prefix}{fold(raw)}"
         if letter in _REFUSED:
             raise NetlistError(f"{where}: {raw} is a {_REFUSED[letter]}, which physgrad does not model "
-                               "(it simulates R, C (open at DC), L (short at DC), V, I, D and subcircuits of them)")
-        if letter not in "rclkvid":
-            raise NetlistError(f"{where}: unknown element letter {raw[0]!r} in {raw!r} (supported: R C L K V I D X)")
+                               "(it simulates R, C (open at DC), L (short at DC), V, I, D, the linear controlled "
+                               "sources E, F, G, H and subcircuits of them)")
+        if letter not in "rclkvidefgh":
+            raise NetlistError(f"{where}: unknown element letter {raw[0]!r} in {raw!r} "
+                               "(supported: R C L K V I D E F G H X)")
         if letter == "k":  # mutual inductance: no effect at DC, but it must couple two inductors
             pos, _ = _split_args(toks[1:], where)
             if len(pos) != 3:
@@ -693,6 +702,8 @@ class _Builder:
             elif letter == "r":
                 self.add(Resistor(full, n1, n2, self.conductance(toks[3:], where, raw, scope)), where,
                          shown=repr(raw) if not prefix else None)
+            elif letter in "efgh":
+                self.controlled(letter, toks, where, raw, full, prefix, nodemap, scope)
             elif letter in "vi":
                 value = self.source_value(toks[3:], where, raw, scope)
                 self.add((VoltageSource if letter == "v" else CurrentSource)(full, n1, n2, value), where,
@@ -703,6 +714,38 @@ class _Builder:
             raise
         except PhysgradError as exc:
             raise NetlistError(f"{where}: {exc}") from None
+
+    def controlled(self, letter, toks, where, raw, full, prefix, nodemap, scope):
+        """A linear controlled source: ``E``/``G`` (four nodes and a gain), ``F``/``H`` (two nodes, the
+        controlling voltage source and a gain). The controlling source of an F or H inside a
+        subcircuit is the instance's own copy (as ngspice flattens it); it is checked once the whole
+        deck is read (:meth:`finish`)."""
+        pos, kw = _split_args(toks[1:], where)
+        special = [t for t in pos if fold(t) in ("poly", "table", "laplace", "freq", "value", "vol", "cur", "nand",
+                                                "nor", "and", "or")]
+        if kw or special:
+            what = special[0] if special else next(iter(kw)) + "="
+            raise NetlistError(f"{where}: {raw}: the {what!r} form (a nonlinear or behavioural controlled source) is "
+                               "not supported; physgrad models the linear forms 'Ename n+ n- nc+ nc- gain', "
+                               "'Fname n+ n- Vsense gain', 'Gname n+ n- nc+ nc- gm', 'Hname n+ n- Vsense r'")
+        four = letter in "eg"
+        usage = (f"'{letter.upper()}name n+ n- nc+ nc- {'gain' if letter == 'e' else 'gm'}'" if four else
+                 f"'{letter.upper()}name n+ n- Vsense {'gain' if letter == 'f' else 'r'}'")
+        if len(pos) != (5 if four else 4):
+            raise NetlistError(f"{where}: {raw}: expected {usage}, got {len(pos) + 1} fields")
+        gain = scope.number(pos[-1], where, f"gain of {raw}")
+        n1, n2 = self.node(pos[0], prefix, nodemap), self.node(pos[1], prefix, nodemap)
+        if four:
+            c1, c2 = self.node(pos[2], prefix, nodemap), self.node(pos[3], prefix, nodemap)
+            el = (VCVS if letter == "e" else VCCS)(full, n1, n2, c1, c2, gain)
+        else:
+            control = fold(pos[2]) if not prefix else f"v.{prefix}{fold(pos[2])}"
+            if control[:1] != "v":
+                raise NetlistError(f"{where}: {raw} is controlled by {pos[2]!r}, which is not a voltage source "
+                                   "(SPICE's F and H elements sense the current of a V source)")
+            el = (CCCS if letter == "f" else CCVS)(full, n1, n2, control, gain)
+            self.controls.append((where, raw, control, pos[2]))
+        self.add(el, where, shown=repr(raw) if not prefix else None)
 
     def conductance(self, rest, where, name, scope) -> float:
         pos, kw = _split_args(rest, where)
@@ -883,6 +926,10 @@ class _Builder:
         for where, raw, source in self.couplings:
             if source not in self.names:
                 raise NetlistError(f"{where}: {raw} couples inductor {source[2:]!r}, which the deck does not define")
+        for where, raw, control, written in self.controls:
+            if control not in self.names:
+                raise NetlistError(f"{where}: {raw} is controlled by the current of {written!r}, which the deck does "
+                                   "not define")
         elements = [e for e in self.elements if e is not None]
         if not elements:
             raise NetlistError(f"{filename}: the netlist has no elements")
@@ -1073,6 +1120,10 @@ def write_netlist(circuit: Circuit) -> str:
             out.append(f"{el.name} {el.pos} {el.neg} DC {fmt(el.value)}")
         elif isinstance(el, CurrentSource):
             out.append(f"{el.name} {el.pos} {el.neg} DC {fmt(el.value)}")
+        elif isinstance(el, (VCVS, VCCS)):
+            out.append(f"{el.name} {el.pos} {el.neg} {el.cpos} {el.cneg} {fmt(el.gain)}")
+        elif isinstance(el, (CCCS, CCVS)):
+            out.append(f"{el.name} {el.pos} {el.neg} {el.control} {fmt(el.gain)}")
         elif isinstance(el, ShockleyDiode):
             prev = shk_models.setdefault(el.model.name, el.model)
             if prev != el.model:

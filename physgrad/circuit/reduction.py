@@ -267,6 +267,16 @@ def build_problem(
         An ideal diode the sources force beyond its threshold.
     """
     check_arguments(circuit, nudge)
+    if circuit.controlled_sources:
+        names = ", ".join(el.name for el in circuit.controlled_sources[:5])
+        raise PhysgradError(
+            f"the circuit has controlled sources ({names}{' ...' if len(circuit.controlled_sources) > 5 else ''}): "
+            "its co-content is not this reduced problem. Solve it with physgrad.circuit.solve (energy-based "
+            "amplifier circuits go through their equivalent circuit, the others through the lcp or mna-newton "
+            "solvers); train or estimate gradients by EP on physgrad.circuit.amplifiers.analyze(circuit)"
+            ".equivalent().circuit (energy-based ones: multiply each conductance's gradient by its "
+            "conductance_scale), or take the exact gradient of any of them with "
+            "physgrad.circuit.adjoint.mna_gradient (physgrad grad --method exact)")
     arr = circuit.arrays
     n = arr.n_nodes
     out = _output_nodes(circuit, outputs) if (not nudge.is_free or outputs is not None) else np.zeros(0, np.int64)

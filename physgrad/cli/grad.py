@@ -69,8 +69,17 @@ NUDGED = tuple(EP_VARIANTS) + ("ep4", "fp", "hep")  # the methods that take --be
 
 def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float = 1e-2, steps: int = 300,
                 points: Optional[int] = None) -> dict:
-    """The ``grad`` command's JSON object for a circuit (see :func:`run`)."""
+    """The ``grad`` command's JSON object for a circuit (see :func:`run`).
+
+    Circuits with controlled sources: ``exact`` is the adjoint of the MNA equations on the active set
+    (:func:`physgrad.circuit.adjoint.mna_gradient`, any circuit); every other method runs on the
+    equivalent circuit of an energy-based one (:mod:`physgrad.circuit.amplifiers`), each conductance's
+    estimate times its island factor ``c_I a_I^2`` (``island_factor``; it is the factor ``c_I / c_L``,
+    ``island_weight``, on the local rule in physical voltages), and is refused for the others with a message naming the exact route.
+    """
     beta = default_beta(circuit) if beta is None else beta
+    if circuit.controlled_sources:
+        return _controlled_grad(circuit, method, beta, eta, steps, points)
     from physgrad.energies.co_content import CoContentEnergy
     from physgrad.minimizers.co_content import CoContentMinimizer
     from physgrad.learning import ExactGradient, make_estimator, mean_cost, switching_radius
@@ -103,6 +112,44 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
     return out
 
 
+def _controlled_grad(circuit, method, beta, eta, steps, points) -> dict:
+    from physgrad.circuit.adjoint import mna_gradient
+    from physgrad.circuit.amplifiers import analyze
+    from physgrad.types import PhysgradError
+
+    analysis = analyze(circuit)
+    if method == "exact":
+        res = mna_gradient(circuit)
+        return {"cost": res.cost, "method": method, "beta": None, "grad": dict(zip(res.names, map(float, res.grad))),
+                "surrogate": None, "route": "adjoint of the MNA equations on the active set",
+                "islands": analysis.describe(), "unique": bool(res.solution.info.get("unique")),
+                "active_set": {"min_slack_V": _finite_or_none(res.min_slack),
+                               "min_current_A": _finite_or_none(res.min_current), "near_kink": res.near_kink,
+                               "active_diodes": list(res.active_diodes)}}
+    if not analysis.has_equivalent:
+        raise PhysgradError(
+            f"--method {method} needs an energy-based circuit (equilibrium propagation and the other estimators "
+            f"contrast equilibria of a co-content); this one has none it can use ({analysis.why_not_equivalent}). "
+            "Use --method exact: the adjoint of the circuit's equations on its active set, exact for any circuit")
+    eq = analysis.equivalent()
+    off = [nd for nd, _ in circuit.targets
+           if (analysis.weights[analysis.island[nd]], analysis.scales[analysis.island[nd]]) != (1.0, 1.0)]
+    if off:
+        raise PhysgradError(f"--method {method}: the outputs {', '.join(off)} lie in islands of weight or voltage "
+                            "scale other than the first output's (outputs on both sides of an amplifier); use "
+                            "--method exact")
+    out = grad_result(eq.circuit, method, beta, eta, steps, points)
+    res_names = [r.name for r in circuit.resistors]
+    factor = dict(zip(res_names, eq.conductance_scale))
+    out["grad"] = {name: g * float(factor[name]) for name, g in out["grad"].items()}
+    out["island_factor"] = {name: float(factor[name]) for name in out["grad"]}
+    weight = dict(zip(res_names, analysis.element_weights()[circuit.arrays.res_pos]))
+    out["island_weight"] = {name: float(weight[name]) for name in out["grad"]}
+    out["route"] = "equivalent circuit of the energy-based amplifier circuit, times the island factors c_I a_I^2"
+    out["islands"] = analysis.describe()
+    return out
+
+
 def _finite_or_none(x):
     return float(x) if np.isfinite(x) else None
 
@@ -120,6 +167,8 @@ def run(args) -> int:
               + (f"   beta = {res['beta']:g} S" if res["beta"] is not None else "")
               + (f"   eta = {args.eta:g}" if args.method in ("pcpl", "ncpl", "ccpl") else "")
               + (f"   steps = {args.steps}" if args.method in ("tbp", "rbp") else ""))
+        if "route" in res:
+            print(f"circuit: {res['islands']}\ngradient: {res['route']}")
         if res["surrogate"] is not None:
             print(f"surrogate L_beta = {res['surrogate']:.15g} V^2")
         if "switching_radius_S" in res:
