@@ -80,6 +80,7 @@ _REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order
 NARROW = 64  # a weight matrix W_k (k >= 2) with fewer than this many columns keeps a transposed copy
 PAR_WORK = 1 << 20  # multiply-adds above which a block update is split between threads
 PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between threads
+SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
 
 
 def require() -> None:
@@ -95,13 +96,13 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
 
     ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN). Then ``acc[r] = P[r] W1`` for
     ``r < n_p`` and, for a DRN, ``acc[-1] = 1 W1`` (the column sums). Zero coefficients are skipped
-    (most pixels are 0): the same values as the dense product.
+    (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
+    of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
     """
     n0 = W1.shape[0]
-    w = j1 - j0
     nb = s0.shape[0]
     last = acc.shape[0] - 1
-    t = np.empty(w, W1.dtype)
+    t = np.empty(SUB, W1.dtype)
     cu = np.empty(nb + 1, W1.dtype)
     iu = np.empty(nb + 1, np.int64)
     cp = np.empty(n_p + 1, W1.dtype)
@@ -111,9 +112,8 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
     if drn:
         acc[last, j0:j1] = 0
     for i in range(n0):
-        row = W1[i, j0:j1]
+        nu = 0
         if update:
-            nu = 0
             for b in range(nb):
                 v = s0[b, i]
                 if v != 0:
@@ -124,14 +124,29 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
                 cu[nu] = -1
                 iu[nu] = nb
                 nu += 1
+        n_c = 0
+        for b in range(n_p):
+            v = P[b, i]
+            if v != 0:
+                cp[n_c] = v
+                ip[n_c] = b
+                n_c += 1
+        if drn:
+            cp[n_c] = 1
+            ip[n_c] = last
+            n_c += 1
+        for k0 in range(j0, j1, SUB):
+            k1 = min(k0 + SUB, j1)
+            w = k1 - k0
+            row = W1[i, k0:k1]
             if nu > 0:
                 c = cu[0]
-                br = Bs[iu[0], j0:j1]
+                br = Bs[iu[0], k0:k1]
                 for j in range(w):
                     t[j] = c * br[j]
                 for q in range(1, nu):
                     c = cu[q]
-                    br = Bs[iu[q], j0:j1]
+                    br = Bs[iu[q], k0:k1]
                     for j in range(w):
                         t[j] += c * br[j]
                 if drn:
@@ -141,22 +156,15 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
                 else:
                     for j in range(w):
                         row[j] += t[j]
-        n_c = 0
-        for b in range(n_p):
-            v = P[b, i]
-            if v != 0:
-                cp[n_c] = v
-                ip[n_c] = b
-                n_c += 1
-        for q in range(n_c):
-            c = cp[q]
-            a = acc[ip[q], j0:j1]
-            for j in range(w):
-                a[j] += c * row[j]
-        if drn:
-            a = acc[last, j0:j1]
-            for j in range(w):
-                a[j] += row[j]
+            for q in range(n_c):
+                c = cp[q]
+                a = acc[ip[q], k0:k1]
+                if q == n_c - 1 and drn:  # the column sums: 1 * w
+                    for j in range(w):
+                        a[j] += row[j]
+                else:
+                    for j in range(w):
+                        a[j] += c * row[j]
 
 
 @njit(cache=True, parallel=True)
