@@ -77,7 +77,7 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 
 INSTALL_HINT = "the compiled (numba) backend needs numba: pip install 'physgrad[fast]' (or pip install numba)"
 _REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order for the compiled code
-NARROW = 64  # a weight matrix W_k (k >= 2) with fewer than this many columns keeps a transposed copy
+NARROW = 64  # a layer with fewer units (the outputs) is driven from below by dot products with W_k^T
 PAR_WORK = 1 << 20  # multiply-adds above which a block update is split between threads
 PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between threads
 SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
@@ -195,17 +195,6 @@ def _dot_rows(W, S, out, j0, j1, zero):
             out[r, j] += a
 
 
-@njit(cache=True, fastmath=_REDUCE)
-def _row_sums(W, out, zero):
-    """``out[i] = sum_j W[i, j]`` (vectorised, fixed order)."""
-    for i in range(W.shape[0]):
-        a = zero
-        w = W[i]
-        for j in range(W.shape[1]):
-            a += w[j]
-        out[i] = a
-
-
 @njit(cache=True)
 def _col_sums(W, out):
     """``out[j] = sum_i W[i, j]``, summed over ``i`` in order."""
@@ -229,20 +218,17 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
             out[r, j0:j1] = const1[r % Bc, j0:j1]
         else:
             out[r, j0:j1] = bs[k - 1][j0:j1]
-    if k < L:  # s_{k+1} W_{k+1}^T
-        if narrow[k]:
-            WTk = WT[k]
-            sn = S[k]
-            for m in range(WTk.shape[0]):
-                wrow = WTk[m, j0:j1]
-                for r in range(R):
-                    v = sn[r, m]
-                    if v != 0:
-                        o = out[r, j0:j1]
-                        for j in range(j1 - j0):
-                            o[j] += v * wrow[j]
-        else:
-            _dot_rows(Ws[k], S[k], out, j0, j1, zero)
+    if k < L:  # s_{k+1} W_{k+1}^T, as rows of the transposed copy (zero units skipped)
+        WTk = WT[k]
+        sn = S[k]
+        for m in range(WTk.shape[0]):
+            wrow = WTk[m, j0:j1]
+            for r in range(R):
+                v = sn[r, m]
+                if v != 0:
+                    o = out[r, j0:j1]
+                    for j in range(j1 - j0):
+                        o[j] += v * wrow[j]
     if k > 1:  # s_{k-1} W_k
         if narrow[k - 1]:
             _dot_rows(WT[k - 1], S[k - 2], out, j0, j1, zero)
@@ -385,10 +371,7 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             else:
                 _col_sums(Ws[k - 1], den)
             rs = np.empty_like(den)
-            if narrow[k]:
-                _col_sums(WT[k], rs)
-            else:
-                _row_sums(Ws[k], rs, zero)
+            _col_sums(WT[k], rs)  # row sums of W_{k+1}
             for j in range(den.shape[0]):
                 den[j] += rs[j]
             _recip(den, inv[k - 1])
@@ -465,8 +448,7 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             Bm[2 * B + 1] = half * (qa - qm)
         Bm *= wcoef[k - 1]
         _rank_update(Ws[k - 1], A, Bm, drn, nthreads, par_work)
-        if narrow[k - 1]:
-            _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
+        _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
     # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1
     Bs = np.empty((B + 1, n1), Ws[0].dtype)
     s_p, s_m = Sn[0][B:], Sn[0][:B]
@@ -501,8 +483,11 @@ class Workspace:
     """Buffers of the compiled step for one network, batch size and thread count.
 
     Holds the drive ``[s0 W1; 1 W1]`` of the coming batch, the state buffers, and transposed copies
-    ``W_k^T`` of the narrow weight matrices (``k >= 2`` with fewer than :data:`NARROW` columns: the
-    output layer), kept equal bit for bit to ``W_k`` by the update (rebuilt by :meth:`attach`).
+    ``W_k^T`` (``k >= 2``), kept equal bit for bit to ``W_k`` by the update (rebuilt by
+    :meth:`attach`): a block update reads its weights as rows, ``s_{k-1} W_k`` from ``W_k`` (skipping
+    units at 0 V, about half of a DRN's hidden units) and ``s_{k+1} W_{k+1}^T`` from ``W_{k+1}^T``;
+    a layer narrower than :data:`NARROW` units (the outputs) takes ``s_{k-1} W_k`` as dot products
+    with the rows of ``W_k^T`` instead.
     Network state is not kept here: parameters are the caller's (updated in place).
 
     Parameters
@@ -566,10 +551,9 @@ class Workspace:
         self._sized = {}
 
     def attach(self, params) -> None:
-        """(Re)build the transposed copies of the narrow weight matrices from ``params``."""
+        """(Re)build the transposed copies ``W_k^T`` (``k >= 2``) from ``params``."""
         L = self.spec.n_layers
-        self.WT = tuple(np.ascontiguousarray(params[k].T) if self.narrow[k] else np.zeros((0, 0), self.dtype)
-                        for k in range(L))
+        self.WT = (np.zeros((0, 0), self.dtype),) + tuple(np.ascontiguousarray(params[k].T) for k in range(1, L))
 
     def buffers(self, B: int):
         """State buffers for a batch of ``B <= batch_size`` rows (views of the full ones when smaller)."""
