@@ -27,23 +27,28 @@ from physgrad.layered.presets import Preset
 from physgrad.types import PhysgradError
 
 EngineName = Literal["fast", "generic"]
-BackendName = Literal["numpy", "numba"]
-BACKENDS = ("numpy", "numba")
+BackendName = Literal["numpy", "numba", "torch"]
+BACKENDS = ("numpy", "numba", "torch")
 
 
 class Stepper(Protocol):
     """One training engine.
 
     Parameters are numpy arrays on the host, ``(W_1..W_L, b_1..b_L)``, handed to the constructor
-    (from :func:`initial_params` or a checkpoint); ``params`` always holds the current ones.
+    (from :func:`initial_params` or a checkpoint); ``params`` always holds the current ones, in the
+    backend's own array type (numpy arrays, or torch tensors on a device); :meth:`to_host` gives
+    host numpy arrays for checkpoints.
 
     Attributes
     ----------
     params : tuple of arrays
-        Current parameters (for checkpoints and evaluation).
+        Current parameters (the backend's arrays; for :meth:`evaluate`).
     """
 
     params: tuple
+
+    def to_host(self, arrays=None) -> tuple:
+        """``arrays`` (default: ``params``; or a warm start returned by :meth:`step`) as host numpy arrays."""
 
     def start_epoch(self, x: np.ndarray, order: np.ndarray, start_batch: int) -> None:
         """Called before the batch ``start_batch`` of an epoch whose sample order is ``order``
@@ -151,6 +156,10 @@ class FusedCEPStepper:
         """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
         return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
 
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): already host numpy arrays."""
+        return tuple(self.params if arrays is None else arrays)
+
     def close(self):
         """Stop the thread pool and restore the BLAS thread limits."""
         self.ws.close()
@@ -217,6 +226,10 @@ class CompiledCEPStepper:
     def evaluate(self, params, x):
         """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
         return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
+
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): already host numpy arrays."""
+        return tuple(self.params if arrays is None else arrays)
 
     def close(self):
         """Restore numba's thread count."""
@@ -324,6 +337,10 @@ class RuleStepper:
             eq = self.eval_minimizer.minimize(self.energy, params, x[i:i + self.eval_batch])
             preds[i:i + self.eval_batch] = np.argmax(np.asarray(self.energy.outputs(eq.state)), axis=1)
         return preds
+
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): already host numpy arrays."""
+        return tuple(self.params if arrays is None else arrays)
 
     def close(self):
         """Restore the BLAS thread limits."""

@@ -48,7 +48,7 @@ from physgrad.types import PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
 Engine = Literal["auto", "fast", "generic"]
-Backend = Literal["auto", "numpy", "numba"]
+Backend = Literal["auto", "numpy", "numba", "torch"]
 Device = Literal["cpu", "cuda"]
 ALGORITHMS = get_args(Algorithm)
 ENGINES = get_args(Engine)
@@ -198,6 +198,10 @@ def _versions() -> dict:
     return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
             "physgrad": physgrad.__version__, "blas": blas, "machine": platform.machine(),
             "cpus": os.cpu_count()}
+
+
+def _host_warm(stepper, warm):
+    return None if warm is None else list(stepper.to_host(warm))
 
 
 def _backend_record(config: TrainConfig) -> dict:
@@ -419,14 +423,15 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     if flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after):
                         t_train += time.perf_counter() - t0
                         bar.close()
-                        save_checkpoint(ckpt_path, stepper.params, warm, epoch=epoch, batch=bi + 1,
-                                        n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
+                        save_checkpoint(ckpt_path, stepper.to_host(), _host_warm(stepper, warm), epoch=epoch,
+                                        batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
                         return metrics
                 t_train += time.perf_counter() - t0
                 bar.close()
-                if not all(np.all(np.isfinite(a)) for a in stepper.params):
+                host = stepper.to_host()
+                if not all(np.all(np.isfinite(a)) for a in host):
                     raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
                                         f"checkpoint of the previous epoch is kept; lower the learning rates")
                 t1 = time.perf_counter()
@@ -438,7 +443,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 metrics.append(row)
                 _append_metrics(metrics_path, row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
-                save_checkpoint(ckpt_path, stepper.params, warm, epoch=epoch, batch=0, n_wrong=0,
+                save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, batch=0, n_wrong=0,
                                 n_seen=0, train_seconds=0.0)
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
