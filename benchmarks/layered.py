@@ -14,8 +14,8 @@ In one run it measures, for each preset:
 - the **arithmetic floor**: the dense matmul FLOPs of a batch (:func:`train_flops`) at the sgemm rate
   measured here with the same number of threads;
 - the **memory floor**: one read and one write of every weight matrix per batch
-  (:func:`weight_bytes`) at the copy bandwidth measured here -- from L3 when the weights fit in
-  32 MB, from DRAM otherwise (both bandwidths are measured and printed);
+  (:func:`weight_bytes`) at the copy bandwidth measured here -- from L2 when the weights fit in
+  1 MB, from L3 up to 32 MB, from DRAM otherwise (all three are measured and printed);
 - the ratio of the measured epoch to each floor;
 - the **evaluation** of the 10,000 test images (DRN-XL: 2,000, extrapolated) and its matmul rate as a
   percentage of the sgemm rate.
@@ -47,7 +47,9 @@ from physgrad.layered.presets import get_preset  # noqa: E402
 from physgrad.layered.steppers import initial_params, make_stepper  # noqa: E402
 
 N_TRAIN, N_TEST, B = 60000, 10000, 4
+L2_LIMIT = 1 << 20  # weights up to this size stay in L2 (2 MB per core)
 L3_LIMIT = 32 << 20  # weights up to this size are taken to stream from L3, larger ones from DRAM
+LEVELS = (("L2", 512 << 10), ("L3", 8 << 20), ("DRAM", 512 << 20))  # copy buffers measured (each of 2)
 TARGETS = {"drn-xs": 2.0, "drn-1h": 10.0, "drn-xl": 360.0}  # epoch seconds, issue 11
 EVAL_TARGET = 70.0  # % of the sgemm rate
 
@@ -142,7 +144,7 @@ def eval_flops(p, n_samples) -> int:
     return f + p.sweeps_eval * per_sweep
 
 
-def sgemm_rate(threads, m=1000, k=784, n=1024, seconds=1.0):
+def sgemm_rate(threads, m=1000, k=784, n=1024, seconds=0.3):
     """FLOP/s of ``(m, k) @ (k, n)`` float32 with ``threads`` BLAS threads: ``(per wall second, per CPU
     second)``."""
     rng = np.random.default_rng(0)
@@ -159,7 +161,7 @@ def sgemm_rate(threads, m=1000, k=784, n=1024, seconds=1.0):
         return work / (time.perf_counter() - t0), work / (time.process_time() - c0)
 
 
-def copy_bandwidth(nbytes, threads, seconds=1.0):
+def copy_bandwidth(nbytes, threads, seconds=0.3):
     """Bytes/s of ``np.copyto`` (read + write counted) over buffers of ``nbytes``, split between
     ``threads``: ``(per wall second, per CPU second)``."""
     n = nbytes // 4
@@ -178,8 +180,9 @@ def copy_bandwidth(nbytes, threads, seconds=1.0):
         return work / (time.perf_counter() - t0), work / (time.process_time() - c0)
 
 
-def time_stepper(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None):
-    """(wall s per batch, CPU s per batch, batches) of the stepper on consecutive MNIST batches."""
+def time_stepper(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None, segments=5):
+    """Per-batch (best wall s, best CPU s, median wall s, batches) of the stepper on consecutive MNIST
+    batches, timed in ``segments`` segments (best of the segments: the least disturbed by other jobs)."""
     params = initial_params(p, 0, "float32")
     st = make_stepper("fast", p, "cep", params, threads=threads, backend=backend)
     try:
@@ -196,15 +199,20 @@ def time_stepper(p, backend, threads, x, y, seconds, min_batches=10, max_batches
 
         for _ in range(3):  # warm up (compiled code loaded, caches filled)
             one()
-        n, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while True:
-            one()
-            n += 1
-            dt = time.perf_counter() - t0
-            if (dt > seconds and n >= min_batches) or (max_batches and n >= max_batches):
-                break
-        cpu = time.process_time() - c0
-        return dt / n, cpu / n, n, st.params, st
+        walls, cpus, n = [], [], 0
+        for _ in range(segments):
+            m, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while True:
+                one()
+                m += 1
+                dt = time.perf_counter() - t0
+                if (dt > seconds / segments and m * segments >= min_batches) or \
+                        (max_batches and m * segments >= max_batches):
+                    break
+            walls.append(dt / m)
+            cpus.append((time.process_time() - c0) / m)
+            n += m
+        return min(walls), min(cpus), float(np.median(walls)), n, st.to_host(), st
     finally:
         st.close()
 
@@ -255,6 +263,10 @@ def main(argv=None):
         print("numba is not installed: measuring the numpy backend only", file=sys.stderr)
         args.backends = [b for b in args.backends if b != "numba"]
 
+    def best(f, *a, repeat=3):
+        runs = [f(*a) for _ in range(repeat)]
+        return max(r[0] for r in runs), max(r[1] for r in runs)
+
     t_start = time.time()
     up0 = uptime()
     x, y, x_test, source = load_images(args.data_dir)
@@ -266,31 +278,38 @@ def main(argv=None):
 
     out(f"data: {source}; machine: {machine()}")
     out(f"at start: {up0}")
-    sg = {t: sgemm_rate(t) for t in args.threads}
-    bw = {(lvl, t): copy_bandwidth(nb, t) for lvl, nb in (("L3", 8 << 20), ("DRAM", 512 << 20))
-          for t in args.threads}
+    def rates():
+        return ({t: best(sgemm_rate, t) for t in args.threads},
+                {(lvl, t): best(copy_bandwidth, nb, t) for lvl, nb in LEVELS for t in args.threads})
+
+    sg, bw = rates()
     out("sgemm (1000x784 @ 784x1024, float32), per wall second / per CPU second: " + ", ".join(
         f"{t} thread(s) {v[0] / 1e9:.0f} / {v[1] / 1e9:.0f} GFLOP/s" for t, v in sg.items()))
     out("copy bandwidth (read + write), per wall second / per CPU second: " + ", ".join(
         f"{lvl} {t} thread(s) {v[0] / 1e9:.0f} / {v[1] / 1e9:.0f} GB/s" for (lvl, t), v in bw.items()))
-    out("Floors and ratios: 'wall' uses the wall-time rates measured now at the same thread count (both "
-        "sides slowed by the load); 'CPU' divides the process CPU time of the epoch by the floor at the "
-        "per-CPU-second rates (what an idle machine would show).")
+    out("Rates are the best of 3 short measurements, re-measured before each preset (the table's floors "
+        "use the preset's own); epoch times are the best of 5 timed segments (median in brackets), "
+        "extrapolated to 15,000 batches. Floors and ratios: 'wall' uses the wall-time rates at the same "
+        "thread count (both sides slowed by the load); 'CPU' divides the process CPU time of the epoch by "
+        "the floor at the per-CPU-second rates (closer to what an idle machine would show).")
     out()
 
     scale = N_TRAIN / B
     rows, verdicts = [], []
     for name in args.presets:
         p = get_preset(name)
+        if name != args.presets[0]:
+            sg, bw = rates()
         fl, wb = train_flops(p), weight_bytes(p)
-        level = "L3" if wb <= L3_LIMIT else "DRAM"
+        level = "L2" if wb <= L2_LIMIT else ("L3" if wb <= L3_LIMIT else "DRAM")
         big = wb > L3_LIMIT
         ref_dt, ref_n = time_reference(p, x, y, args.seconds, 3 if big else 10 ** 6)
         best = None
         for backend in args.backends:
             for t in args.threads:
-                dt, cpu, n, params, st = time_stepper(p, backend, t, x, y, args.seconds,
-                                                      min_batches=5 if big else 20, max_batches=40 if big else None)
+                dt, cpu, med, n, params, st = time_stepper(p, backend, t, x, y, args.seconds,
+                                                           min_batches=10 if big else 20,
+                                                           max_batches=40 if big else None)
                 n_eval = 2000 if big else N_TEST
                 fused.evaluate(st.spec, params, x_test[:500], p.sweeps_eval, n_threads=t)  # warm up
                 t0 = time.perf_counter()
@@ -299,7 +318,8 @@ def main(argv=None):
                 eval_pct = 100 * eval_flops(p, N_TEST) / t_eval / sg[t][0]
                 arith, arith_cpu = fl / sg[t][0], fl / sg[t][1]
                 mem, mem_cpu = 2 * wb / bw[level, t][0], 2 * wb / bw[level, t][1]
-                row = dict(preset=name, backend=backend, threads=t, epoch=dt * scale, cpu=cpu * scale, batches=n,
+                row = dict(preset=name, backend=backend, threads=t, epoch=dt * scale, med=med * scale,
+                           cpu=cpu * scale, batches=n, sgemm=sg[t][0], bw=bw[level, t][0],
                            mflop=fl / 1e6, mb=2 * wb / 1e6, arith=arith * scale, mem=mem * scale, level=level,
                            r_arith=dt / arith, r_mem=dt / mem, r_arith_cpu=cpu / arith_cpu, r_mem_cpu=cpu / mem_cpu,
                            ref=ref_dt * scale, ref_n=ref_n, speedup=ref_dt / dt, eval=t_eval, eval_pct=eval_pct)
@@ -316,14 +336,16 @@ def main(argv=None):
                             f"arithmetic floor {best['arith']:.1f} s)")
     up1 = uptime()
 
-    head = ("| preset | backend | threads | epoch (s, wall) | epoch (s, CPU) | batches | MFLOP/batch | arith. floor (s) "
-            "| x arith. wall / CPU | MB moved/batch | memory floor (s) | x memory wall / CPU "
+    head = ("| preset | backend | threads | epoch (s, wall) | epoch (s, CPU) | batches | MFLOP/batch "
+            "| sgemm GFLOP/s | arith. floor (s) "
+            "| x arith. wall / CPU | MB moved/batch | copy GB/s | memory floor (s) | x memory wall / CPU "
             "| numpy reference step, epoch (s) | speedup | eval 10k (s) | eval % of sgemm |")
     out(head)
     out("|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
     for r in rows:
-        out(f"| {r['preset']} | {r['backend']} | {r['threads']} | {r['epoch']:.1f} | {r['cpu']:.1f} | {r['batches']} "
-            f"| {r['mflop']:.1f} | {r['arith']:.1f} | {r['r_arith']:.1f} / {r['r_arith_cpu']:.1f} | {r['mb']:.1f} "
+        out(f"| {r['preset']} | {r['backend']} | {r['threads']} | {r['epoch']:.1f} ({r['med']:.1f}) | {r['cpu']:.1f} "
+            f"| {r['batches']} | {r['mflop']:.1f} | {r['sgemm'] / 1e9:.0f} | {r['arith']:.1f} "
+            f"| {r['r_arith']:.1f} / {r['r_arith_cpu']:.1f} | {r['mb']:.1f} | {r['bw'] / 1e9:.0f} "
             f"| {r['mem']:.1f} ({r['level']}) | {r['r_mem']:.1f} / {r['r_mem_cpu']:.1f} "
             f"| {r['ref']:.0f} ({r['ref_n']} batches) | {r['speedup']:.0f}x "
             f"| {r['eval']:.2f} | {r['eval_pct']:.0f} % |")
