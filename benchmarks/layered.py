@@ -158,26 +158,33 @@ def sgemm_rate(threads, m=1000, k=784, n=1024, seconds=0.3):
             np.matmul(a, b, out=out)
             reps += 1
         work = 2 * m * k * n * reps
-        return work / (time.perf_counter() - t0), work / (time.process_time() - c0)
+        return work / (time.perf_counter() - t0), work / max(time.process_time() - c0, 1e-9)
 
 
 def copy_bandwidth(nbytes, threads, seconds=0.3):
     """Bytes/s of ``np.copyto`` (read + write counted) over buffers of ``nbytes``, split between
-    ``threads``: ``(per wall second, per CPU second)``."""
+    ``threads``, each thread copying its part repeatedly (so small, cache-resident buffers are not
+    timed as thread hand-offs): ``(per wall second, per CPU second)``."""
     n = nbytes // 4
     src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
     cuts = np.linspace(0, n, threads + 1).astype(int)
+    inner = max(1, (64 << 20) // nbytes)
     parts = [(dst[a:b], src[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+    def work(ab):
+        for _ in range(inner):
+            np.copyto(*ab)
+
     with ThreadPoolExecutor(threads) as pool:
         def once():
-            list(pool.map(lambda ab: np.copyto(*ab), parts))
+            list(pool.map(work, parts))
         once()
         reps, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds or reps < 3:
             once()
             reps += 1
-        work = 2 * nbytes * reps
-        return work / (time.perf_counter() - t0), work / (time.process_time() - c0)
+        work_bytes = 2 * nbytes * inner * reps
+        return work_bytes / (time.perf_counter() - t0), work_bytes / max(time.process_time() - c0, 1e-9)
 
 
 def time_stepper(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None, segments=5):
@@ -190,8 +197,13 @@ def time_stepper(p, backend, threads, x, y, seconds, min_batches=10, max_batches
         st.start_epoch(x, order, 0)
         warm, bi = None, 0
 
-        def one():
+        nb = len(x) // B - 1
+
+        def one():  # consecutive batches, wrapping around the training set
             nonlocal warm, bi
+            if bi == nb:
+                bi = 0
+                st.start_epoch(x, order, 0)
             idx = order[bi * B:(bi + 1) * B]
             nxt = order[(bi + 1) * B:(bi + 2) * B]
             warm, _ = st.step(x, idx, y[idx], nxt, warm, 1.0)
@@ -263,7 +275,7 @@ def main(argv=None):
         print("numba is not installed: measuring the numpy backend only", file=sys.stderr)
         args.backends = [b for b in args.backends if b != "numba"]
 
-    def best(f, *a, repeat=3):
+    def best_of(f, *a, repeat=3):
         runs = [f(*a) for _ in range(repeat)]
         return max(r[0] for r in runs), max(r[1] for r in runs)
 
@@ -279,8 +291,8 @@ def main(argv=None):
     out(f"data: {source}; machine: {machine()}")
     out(f"at start: {up0}")
     def rates():
-        return ({t: best(sgemm_rate, t) for t in args.threads},
-                {(lvl, t): best(copy_bandwidth, nb, t) for lvl, nb in LEVELS for t in args.threads})
+        return ({t: best_of(sgemm_rate, t) for t in args.threads},
+                {(lvl, t): best_of(copy_bandwidth, nb, t) for lvl, nb in LEVELS for t in args.threads})
 
     sg, bw = rates()
     out("sgemm (1000x784 @ 784x1024, float32), per wall second / per CPU second: " + ", ".join(
