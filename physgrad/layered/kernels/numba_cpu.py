@@ -139,7 +139,17 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
             k1 = min(k0 + SUB, j1)
             w = k1 - k0
             row = W1[i, k0:k1]
-            if nu > 0:
+            if nu == 1:  # one coefficient (a DRN row with no pixel in the batch): no update buffer
+                c = cu[0]
+                br = Bs[iu[0], k0:k1]
+                if drn:
+                    for j in range(w):
+                        x = row[j] + c * br[j]
+                        row[j] = 0 if x < 0 else x
+                else:
+                    for j in range(w):
+                        row[j] += c * br[j]
+            elif nu > 1:
                 c = cu[0]
                 br = Bs[iu[0], k0:k1]
                 for j in range(w):
