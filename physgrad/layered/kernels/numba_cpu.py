@@ -4,7 +4,8 @@ The same step as the numpy reference :func:`physgrad.layered.fused.cep_step`, sp
 :class:`~physgrad.layered.fused.FusedSpec` (the energy of :mod:`physgrad.energies.layered`: sizes,
 input layer, bounds, the ``-beta`` check; the block schedule of
 :func:`physgrad.minimizers.block.layer_groups`), compiled with numba. One call of :func:`cep_step`
-does, for a batch of ``B`` samples and ``L`` weight layers:
+does, for a batch of ``B`` samples and ``L`` weight layers (float32 or float64, DRN or DHN, any
+depth and schedule):
 
 1. the per-batch constants: the input drive ``a1 = s0 W1`` and the column sums ``1 W1`` (both left
    by the previous call), the DRN denominators ``1 W_k + W_{k+1} 1`` and their reciprocals;
@@ -22,8 +23,9 @@ does, for a batch of ``B`` samples and ``L`` weight layers:
 4. fused with the update of ``W1`` (rank ``B+1``) and its clamp: the next batch's drive
    ``[s0'; 1] W1`` -- one read and one write of ``W1`` per batch.
 
-**Parallel and deterministic.** The pass over ``W1`` (and, for large layers, the block updates and
-the updates of ``W_k``) is split over *columns* (output units): every output element is computed by
+**Parallel and deterministic.** The pass over ``W1`` (and, above :data:`PAR_WORK` multiply-adds --
+no preset by default -- the block updates and the updates of ``W_k``) is split over *columns*
+(output units) between threads: every output element is computed by
 one thread, by the same sequence of floating-point operations whatever the number of threads or the
 chunk sizes. Results are therefore bit-for-bit identical for every thread count (tested), and
 reductions run in a fixed order. Dot products over a row (the narrow output layer) are compiled with
