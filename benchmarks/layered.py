@@ -1,30 +1,38 @@
-"""Speed of layered-mode training and evaluation (DRN presets, centered EP, float32, batch 4).
+"""Speed of layered-mode C-EP training against this machine's floors (DRN presets, float32, batch 4).
 
 Usage::
 
-    python benchmarks/layered.py [--presets drn-xs drn-1h drn-2h] [--seconds 4] [--threads 1 2] [--data-dir D]
+    python benchmarks/layered.py [--presets drn-xs drn-1h drn-2h drn-xl] [--backends numba numpy]
+        [--threads 1 2] [--seconds 3] [--data-dir D] [--report reports/benchmarks/layered.md]
 
-For each preset it prints, in one run:
+In one run it measures, for each preset:
 
-- the time of one training epoch (60,000 samples, batch 4) of the fused C-EP step
-  (:mod:`physgrad.layered.fused`), **extrapolated** from the batches that fit in ``--seconds``
-  (the number measured is printed), for each thread count;
-- the time of a straightforward numpy implementation of the same step (:func:`reference_cep_step`
-  below: recomputes ``s0 @ W1`` and the column sums in every sweep, forms each full gradient
-  matrix, then updates and clamps), also extrapolated;
-- the evaluation time on the 10,000 test images (batches of 1000, from the zero state);
-- the matmul FLOPs per training batch and per evaluation, the achieved rates, and the measured
-  BLAS ``sgemm`` rate on the evaluation's shape, with 1 and 2 threads.
+- the **epoch time** (60,000 images, 15,000 batches of 4) of the fast engine's stepper on each backend
+  and thread count, **extrapolated** from the batches that fit in ``--seconds`` (the number measured is
+  printed; DRN-XL is always extrapolated), wall time and process CPU time;
+- the **plain numpy reference step** (:func:`reference_cep_step`, one BLAS thread), extrapolated;
+- the **arithmetic floor**: the dense matmul FLOPs of a batch (:func:`train_flops`) at the sgemm rate
+  measured here with the same number of threads;
+- the **memory floor**: one read and one write of every weight matrix per batch
+  (:func:`weight_bytes`) at the copy bandwidth measured here -- from L2 when the weights fit in
+  1 MB, from L3 up to 32 MB, from DRAM otherwise (all three are measured and printed);
+- the ratio of the measured epoch to each floor;
+- the **evaluation** of the 10,000 test images (DRN-XL: 2,000, extrapolated) and its matmul rate as a
+  percentage of the sgemm rate.
 
-Uses MNIST when found (``--data-dir``, ``$PHYSGRAD_DATA``, ... see :mod:`physgrad.layered.data`), random
-sparse images otherwise. Timings on a shared machine vary; the load average is printed.
+and checks the targets of issue 11. The machine is shared (other engineers' jobs, often a background
+training run): the load averages at start and end are printed and written to the report; CPU time
+of one thread approximates the wall time on an idle core.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from physgrad.layered import fused  # noqa: E402
 from physgrad.layered.data import DataNotFoundError, load_dataset  # noqa: E402
+from physgrad.layered.kernels import numba_cpu  # noqa: E402
 from physgrad.layered.presets import get_preset  # noqa: E402
+from physgrad.layered.steppers import initial_params, make_stepper  # noqa: E402
 
 N_TRAIN, N_TEST, B = 60000, 10000, 4
-
-PASSES = """
-Passes over W1 (n0 x n1 float32) per training batch, counted from the code:
-  fused step   : 1 read + 1 write from L3/memory. W1 is processed in ~512 KB row blocks that stay in L2;
-                 per block: rank-(B+1) update product (written to a block buffer), add, clamp at 0, and
-                 the next batch's [s0'; 1] @ W1 (drive + column sums) -- 4 in-cache sub-passes.
-                 The drive s0 @ W1 and the column sums are computed once per batch, not per sweep.
-  naive step   : 24 reads for s0 @ W1 and the column sums (every sweep of the 3 phases x 4 sweeps),
-                 about 16 reads + 8 writes to form the two full dE/dW1 matrices and their difference,
-                 3 reads + 2 writes for the SGD update, 1 read + 1 write for the clamp:
-                 about 44 reads + 11 writes.
-"""
+L2_LIMIT = 1 << 20  # weights up to this size stay in L2 (2 MB per core)
+L3_LIMIT = 32 << 20  # weights up to this size are taken to stream from L3, larger ones from DRAM
+LEVELS = (("L2", 512 << 10), ("L3", 8 << 20), ("DRAM", 512 << 20))  # copy buffers measured (each of 2)
+TARGETS = {"drn-xs": 2.0, "drn-1h": 10.0, "drn-xl": 360.0}  # epoch seconds, issue 11
+EVAL_TARGET = 70.0  # % of the sgemm rate
 
 
 def reference_cep_step(spec: fused.FusedSpec, params, x, y1h, s_warm, beta, weight_lrs, bias_lrs, sweeps):
@@ -107,10 +110,13 @@ def load_images(data_dir=None):
 
 
 def train_flops(p) -> int:
-    """Matmul FLOPs of one fused C-EP batch (multiply-add = 2 FLOPs)."""
+    """Dense matmul FLOPs of one C-EP batch (multiply-add = 2 FLOPs): the next batch's ``[s0; 1] W1``
+    and the rank-``(B+1)`` update of ``W1``, ``3 x sweeps`` block sweeps (free, -beta, +beta), and the
+    rank-``(2B+2)`` updates of the deeper weights. Zero inputs are counted (the compiled kernel skips
+    them, so for MNIST it does fewer)."""
     n = p.sizes
     L = len(n) - 1
-    f = 2 * (B + 1) * n[0] * n[1] * 2  # next batch's [s0; 1] @ W1, and the rank-(B+1) update of W1
+    f = 2 * (B + 1) * n[0] * n[1] * 2
     per_sweep = 0
     for k in range(1, L + 1):
         if k > 1:
@@ -123,6 +129,12 @@ def train_flops(p) -> int:
     return f
 
 
+def weight_bytes(p) -> int:
+    """float32 bytes of all weight matrices (the memory floor moves each once in and once out)."""
+    n = p.sizes
+    return 4 * sum(a * b for a, b in zip(n[:-1], n[1:]))
+
+
 def eval_flops(p, n_samples) -> int:
     n = p.sizes
     L = len(n) - 1
@@ -132,49 +144,9 @@ def eval_flops(p, n_samples) -> int:
     return f + p.sweeps_eval * per_sweep
 
 
-def time_fast(p, spec, x, y, threads, seconds):
-    params = p.energy().init_theta(np.random.default_rng(0), 1.0, spec.dtype)
-    ws = fused.Workspace(spec, B, n_threads=threads)
-    eye = np.eye(10, dtype=np.float32)
-    lrs, blrs = list(p.weight_lrs), list(p.bias_lrs)
-    with threadpool_limits(1):
-        warm = spec.zero_state(B)
-        drive = fused.make_drive(spec, ws, params[0], spec.input_layer(x[:B]))
-        n, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while True:
-            i = (n * B) % (N_TRAIN - 2 * B)
-            both = spec.input_layer(x[i:i + 2 * B])  # this batch's and the next one's, as the stepper does
-            s0, nxt = both[:B], both[B:]
-            _, warm, drive = fused.cep_step(spec, params, ws, drive, warm, eye[y[i:i + B]], p.beta, lrs, blrs,
-                                            p.sweeps, s0, nxt)
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt > seconds and n >= 20:
-                break
-        cpu = time.process_time() - c0
-    ws.close()
-    return dt / n, cpu / n, n, params
-
-
-def time_naive(p, spec, x, y, seconds, threads):
-    params = p.energy().init_theta(np.random.default_rng(0), 1.0, spec.dtype)
-    eye = np.eye(10, dtype=np.float32)
-    with threadpool_limits(threads):
-        warm = spec.zero_state(B)
-        n, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while True:
-            i = (n * B) % (N_TRAIN - B)
-            params, _, warm = reference_cep_step(spec, params, x[i:i + B], eye[y[i:i + B]], warm, p.beta,
-                                                 p.weight_lrs, p.bias_lrs, p.sweeps)
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt > seconds and n >= 5:
-                break
-        cpu = time.process_time() - c0
-    return dt / n, cpu / n, n
-
-
-def blas_rate(m, k, n, threads, seconds=1.0):
+def sgemm_rate(threads, m=1000, k=784, n=1024, seconds=0.3):
+    """FLOP/s of ``(m, k) @ (k, n)`` float32 with ``threads`` BLAS threads: ``(per wall second, per CPU
+    second)``."""
     rng = np.random.default_rng(0)
     a = rng.random((m, k), dtype=np.float32)
     b = rng.random((k, n), dtype=np.float32)
@@ -185,63 +157,231 @@ def blas_rate(m, k, n, threads, seconds=1.0):
         while time.perf_counter() - t0 < seconds:
             np.matmul(a, b, out=out)
             reps += 1
-        dt = (time.perf_counter() - t0) / reps
-        cpu = (time.process_time() - c0) / reps
-    return 2 * m * k * n / dt, 2 * m * k * n / cpu
+        work = 2 * m * k * n * reps
+        return work / (time.perf_counter() - t0), work / max(time.process_time() - c0, 1e-9)
+
+
+def copy_bandwidth(nbytes, threads, seconds=0.3):
+    """Bytes/s of ``np.copyto`` (read + write counted) over buffers of ``nbytes``, split between
+    ``threads``, each thread copying its part repeatedly (so small, cache-resident buffers are not
+    timed as thread hand-offs): ``(per wall second, per CPU second)``."""
+    n = nbytes // 4
+    src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
+    cuts = np.linspace(0, n, threads + 1).astype(int)
+    inner = max(1, (64 << 20) // nbytes)
+    parts = [(dst[a:b], src[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+    def work(ab):
+        for _ in range(inner):
+            np.copyto(*ab)
+
+    with ThreadPoolExecutor(threads) as pool:
+        def once():
+            list(pool.map(work, parts))
+        once()
+        reps, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds or reps < 3:
+            once()
+            reps += 1
+        work_bytes = 2 * nbytes * inner * reps
+        return work_bytes / (time.perf_counter() - t0), work_bytes / max(time.process_time() - c0, 1e-9)
+
+
+def time_stepper(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None, segments=5):
+    """Per-batch (best wall s, best CPU s, median wall s, batches) of the stepper on consecutive MNIST
+    batches, timed in ``segments`` segments (best of the segments: the least disturbed by other jobs)."""
+    params = initial_params(p, 0, "float32")
+    st = make_stepper("fast", p, "cep", params, threads=threads, backend=backend)
+    try:
+        order = np.arange(len(x))
+        st.start_epoch(x, order, 0)
+        warm, bi = None, 0
+
+        nb = len(x) // B - 1
+
+        def one():  # consecutive batches, wrapping around the training set
+            nonlocal warm, bi
+            if bi == nb:
+                bi = 0
+                st.start_epoch(x, order, 0)
+            idx = order[bi * B:(bi + 1) * B]
+            nxt = order[(bi + 1) * B:(bi + 2) * B]
+            warm, _ = st.step(x, idx, y[idx], nxt, warm, 1.0)
+            bi += 1
+
+        for _ in range(3):  # warm up (compiled code loaded, caches filled)
+            one()
+        walls, cpus, n = [], [], 0
+        for _ in range(segments):
+            m, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while True:
+                one()
+                m += 1
+                dt = time.perf_counter() - t0
+                if (dt > seconds / segments and m * segments >= min_batches) or \
+                        (max_batches and m * segments >= max_batches):
+                    break
+            walls.append(dt / m)
+            cpus.append((time.process_time() - c0) / m)
+            n += m
+        return min(walls), min(cpus), float(np.median(walls)), n, st.to_host(), st
+    finally:
+        st.close()
+
+
+def time_reference(p, x, y, seconds, max_batches):
+    spec = fused.FusedSpec(p.energy(), p.schedule, np.float32)
+    params = initial_params(p, 0, "float32")
+    eye = np.eye(10, dtype=np.float32)
+    with threadpool_limits(1):
+        warm = spec.zero_state(B)
+        n, t0 = 0, time.perf_counter()
+        while True:
+            i = n * B
+            params, _, warm = reference_cep_step(spec, params, x[i:i + B], eye[y[i:i + B]], warm, p.beta,
+                                                 p.weight_lrs, p.bias_lrs, p.sweeps)
+            n += 1
+            dt = time.perf_counter() - t0
+            if (dt > seconds and n >= 2) or n >= max_batches:
+                break
+    return dt / n, n
+
+
+def machine() -> str:
+    try:
+        model = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")][0]
+    except (OSError, IndexError):  # pragma: no cover
+        model = platform.processor()
+    return f"{model}, {os.cpu_count()} CPUs, {platform.platform()}"
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:  # pragma: no cover
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["drn-xs", "drn-1h", "drn-2h"])
-    ap.add_argument("--seconds", type=float, default=4.0, help="measuring time per training configuration")
+    ap.add_argument("--presets", nargs="+", default=["drn-xs", "drn-1h", "drn-2h", "drn-xl"])
+    ap.add_argument("--backends", nargs="+", default=["numba", "numpy"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--naive-threads", type=int, default=2, help="BLAS threads for the naive numpy step")
+    ap.add_argument("--seconds", type=float, default=3.0, help="measuring time per training configuration")
     ap.add_argument("--data-dir", default=None, help="folder with MNIST (default: $PHYSGRAD_DATA, ~/.physgrad/data)")
+    ap.add_argument("--report", default=None, help="write a markdown report here")
     args = ap.parse_args(argv)
+    if "numba" in args.backends and not numba_cpu.AVAILABLE:
+        print("numba is not installed: measuring the numpy backend only", file=sys.stderr)
+        args.backends = [b for b in args.backends if b != "numba"]
 
+    def best_of(f, *a, repeat=3):
+        runs = [f(*a) for _ in range(repeat)]
+        return max(r[0] for r in runs), max(r[1] for r in runs)
+
+    t_start = time.time()
+    up0 = uptime()
     x, y, x_test, source = load_images(args.data_dir)
-    print(f"data: {source}; load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    rates = {t: blas_rate(1000, 784, 1024, t) for t in (1, 2)}
-    print("BLAS sgemm (1000x784 @ 784x1024): " + ", ".join(
-        f"{t} thread(s) {r[0] / 1e9:.1f} GFLOP/s wall, {r[1] / 1e9:.1f} GFLOP per CPU-second" for t, r in rates.items()))
-    print("Epoch times are per 60,000 images (15,000 batches of 4), extrapolated from the batches measured.")
-    print("'wall' is elapsed time; 'CPU' is this process's CPU time (all its threads): on a shared, loaded")
-    print("machine 'CPU' for 1 thread approximates the wall time on an idle core. Evaluation: 10,000 test")
-    print("images from the zero state; its rate (matmul GFLOP per CPU-second) is compared with the BLAS")
-    print("rate per CPU-second at the same thread count ('% BLAS').")
-    print()
-    head = (f"{'preset':8s} {'thr':>3s} {'wall ep s':>9s} {'CPU ep s':>9s} {'batches':>8s} {'MFLOP/b':>8s} "
-            f"{'GFLOP/CPU-s':>11s} {'naive wall':>10s} {'naive CPU':>9s} {'speedup':>8s} {'eval s':>7s} "
-            f"{'ev CPU':>6s} {'ev GF/CPU-s':>9s} {'% BLAS':>7s}")
-    print(head)
-    print("-" * len(head))
-    targets = {"drn-xs": 5.0, "drn-1h": 30.0}
+    lines = []
+
+    def out(s=""):
+        print(s, flush=True)
+        lines.append(s)
+
+    out(f"data: {source}; machine: {machine()}")
+    out(f"at start: {up0}")
+    def rates():
+        return ({t: best_of(sgemm_rate, t) for t in args.threads},
+                {(lvl, t): best_of(copy_bandwidth, nb, t) for lvl, nb in LEVELS for t in args.threads})
+
+    sg, bw = rates()
+    out("sgemm (1000x784 @ 784x1024, float32), per wall second / per CPU second: " + ", ".join(
+        f"{t} thread(s) {v[0] / 1e9:.0f} / {v[1] / 1e9:.0f} GFLOP/s" for t, v in sg.items()))
+    out("copy bandwidth (read + write), per wall second / per CPU second: " + ", ".join(
+        f"{lvl} {t} thread(s) {v[0] / 1e9:.0f} / {v[1] / 1e9:.0f} GB/s" for (lvl, t), v in bw.items()))
+    out("Rates are the best of 3 short measurements, re-measured before each preset (the table's floors "
+        "use the preset's own); epoch times are the best of 5 timed segments (median in brackets), "
+        "extrapolated to 15,000 batches. Floors and ratios: 'wall' uses the wall-time rates at the same "
+        "thread count (both sides slowed by the load); 'CPU' divides the process CPU time of the epoch by "
+        "the floor at the per-CPU-second rates (closer to what an idle machine would show).")
+    out()
+
     scale = N_TRAIN / B
-    best = None
+    rows, verdicts = [], []
     for name in args.presets:
         p = get_preset(name)
-        spec = fused.FusedSpec(p.energy(), p.schedule, np.float32)
-        naive_dt, naive_cpu, naive_n = time_naive(p, spec, x, y, args.seconds, args.naive_threads)
-        fl = train_flops(p)
-        for t in args.threads:
-            dt, cpu, n, params = time_fast(p, spec, x, y, t, args.seconds)
-            fused.evaluate(spec, params, x_test[:1000], p.sweeps_eval, n_threads=t)  # warm up
-            t0, c0 = time.perf_counter(), time.process_time()
-            fused.evaluate(spec, params, x_test[:N_TEST], p.sweeps_eval, n_threads=t)
-            t_eval, c_eval = time.perf_counter() - t0, time.process_time() - c0
-            ef = eval_flops(p, N_TEST)
-            best = min(best, (dt * scale, t)) if t != args.threads[0] else (dt * scale, t)
-            print(f"{name:8s} {t:3d} {dt * scale:9.1f} {cpu * scale:9.1f} {n:8d} {fl / 1e6:8.1f} {fl / cpu / 1e9:11.1f} "
-                  f"{naive_dt * scale:10.1f} {naive_cpu * scale:9.1f} {naive_cpu / cpu:7.1f}x {t_eval:7.2f} "
-                  f"{c_eval:6.2f} {ef / c_eval / 1e9:9.1f} {100 * ef / c_eval / rates[t][1]:6.0f}%")
-        print(f"{'':8s}     naive numpy step: {naive_n} batches measured, {args.naive_threads} BLAS thread(s); "
-              f"speedup = naive CPU / fused CPU")
-        tgt = targets.get(name)
-        if tgt is not None:
-            ok = "MET" if best[0] < tgt else f"MISSED by {best[0] - tgt:.1f} s"
-            print(f"{'':8s}     target: epoch < {tgt:g} s -> {ok} (best wall time {best[0]:.1f} s, {best[1]} thread(s))")
-    print(PASSES)
-    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+        if name != args.presets[0]:
+            sg, bw = rates()
+        fl, wb = train_flops(p), weight_bytes(p)
+        level = "L2" if wb <= L2_LIMIT else ("L3" if wb <= L3_LIMIT else "DRAM")
+        big = wb > L3_LIMIT
+        ref_dt, ref_n = time_reference(p, x, y, args.seconds, 3 if big else 10 ** 6)
+        best = None
+        for backend in args.backends:
+            for t in args.threads:
+                dt, cpu, med, n, params, st = time_stepper(p, backend, t, x, y, args.seconds,
+                                                           min_batches=10 if big else 20,
+                                                           max_batches=40 if big else None)
+                n_eval = 2000 if big else N_TEST
+                fused.evaluate(st.spec, params, x_test[:500], p.sweeps_eval, n_threads=t)  # warm up
+                t0 = time.perf_counter()
+                fused.evaluate(st.spec, params, x_test[:n_eval], p.sweeps_eval, n_threads=t)
+                t_eval = (time.perf_counter() - t0) * N_TEST / n_eval
+                eval_pct = 100 * eval_flops(p, N_TEST) / t_eval / sg[t][0]
+                arith, arith_cpu = fl / sg[t][0], fl / sg[t][1]
+                mem, mem_cpu = 2 * wb / bw[level, t][0], 2 * wb / bw[level, t][1]
+                row = dict(preset=name, backend=backend, threads=t, epoch=dt * scale, med=med * scale,
+                           cpu=cpu * scale, batches=n, sgemm=sg[t][0], bw=bw[level, t][0],
+                           mflop=fl / 1e6, mb=2 * wb / 1e6, arith=arith * scale, mem=mem * scale, level=level,
+                           r_arith=dt / arith, r_mem=dt / mem, r_arith_cpu=cpu / arith_cpu, r_mem_cpu=cpu / mem_cpu,
+                           ref=ref_dt * scale, ref_n=ref_n, speedup=ref_dt / dt, eval=t_eval, eval_pct=eval_pct)
+                rows.append(row)
+                if backend == args.backends[0] and (best is None or row["epoch"] < best["epoch"]):
+                    best = row
+                print(f"  {name} {backend} {t} thread(s): {row['epoch']:.1f} s/epoch ({n} batches), "
+                      f"eval {t_eval:.2f} s ({eval_pct:.0f} % of sgemm)", file=sys.stderr, flush=True)
+        if name in TARGETS and best is not None:
+            tgt = TARGETS[name]
+            ok = best["epoch"] <= tgt
+            verdicts.append(f"{name}: epoch <= {tgt:g} s -> {'MET' if ok else 'MISSED'} (best {best['epoch']:.1f} s, "
+                            f"{best['backend']}, {best['threads']} thread(s); memory floor {best['mem']:.1f} s, "
+                            f"arithmetic floor {best['arith']:.1f} s)")
+    up1 = uptime()
+
+    head = ("| preset | backend | threads | epoch (s, wall) | epoch (s, CPU) | batches | MFLOP/batch "
+            "| sgemm GFLOP/s | arith. floor (s) "
+            "| x arith. wall / CPU | MB moved/batch | copy GB/s | memory floor (s) | x memory wall / CPU "
+            "| numpy reference step, epoch (s) | speedup | eval 10k (s) | eval % of sgemm |")
+    out(head)
+    out("|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
+    for r in rows:
+        out(f"| {r['preset']} | {r['backend']} | {r['threads']} | {r['epoch']:.1f} ({r['med']:.1f}) | {r['cpu']:.1f} "
+            f"| {r['batches']} | {r['mflop']:.1f} | {r['sgemm'] / 1e9:.0f} | {r['arith']:.1f} "
+            f"| {r['r_arith']:.1f} / {r['r_arith_cpu']:.1f} | {r['mb']:.1f} | {r['bw'] / 1e9:.0f} "
+            f"| {r['mem']:.1f} ({r['level']}) | {r['r_mem']:.1f} / {r['r_mem_cpu']:.1f} "
+            f"| {r['ref']:.0f} ({r['ref_n']} batches) | {r['speedup']:.0f}x "
+            f"| {r['eval']:.2f} | {r['eval_pct']:.0f} % |")
+    out()
+    out("Targets (issue 11; best of the first backend over thread counts):")
+    for v in verdicts:
+        out(f"- {v}")
+    ev = [r for r in rows if r["backend"] == args.backends[0]]
+    if ev:
+        top = max(ev, key=lambda r: r["eval_pct"])
+        out(f"- large-batch evaluation >= {EVAL_TARGET:g} % of sgemm -> "
+            f"{'MET' if top['eval_pct'] >= EVAL_TARGET else 'MISSED'} (best {top['eval_pct']:.0f} %: "
+            f"{top['preset']}, {top['threads']} thread(s))")
+    out()
+    out(f"at end: {up1}; benchmark took {time.time() - t_start:.0f} s")
+    out(f"numba {numba_cpu.VERSION}, threading layer "
+        f"{numba_cpu.numba.config.THREADING_LAYER if numba_cpu.AVAILABLE else 'n/a'}; numpy {np.__version__}")
+    if args.report:
+        path = Path(args.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = "python benchmarks/layered.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        path.write_text("# Layered-mode C-EP speed (`benchmarks/layered.py`)\n\nCommand: `" + cmd + "`\n\n"
+                        + "\n".join(lines) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import sys
 
 from physgrad.layered.data import DATASETS
 from physgrad.layered.presets import PRESETS
-from physgrad.layered.train import ALGORITHMS, DTYPES, ENGINES, TrainConfig, train
+from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
 
 
 def register(sub) -> None:
@@ -28,7 +28,13 @@ def register(sub) -> None:
                    help="CPU threads for the fused pass over W1, evaluation and the generic engine's BLAS "
                         "(default 1; more threads pay off only on otherwise idle cores)")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--engine", default="auto", choices=ENGINES)
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="fast: the centered-EP kernels (cep only); generic: any algorithm on the numpy reference "
+                        "route; auto: fast for cep")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="kernel of the fast engine: numba (compiled CPU, pip install 'physgrad[fast]'), numpy "
+                        "(reference), torch (pip install 'physgrad[torch]'); auto: numba if installed, else numpy")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="torch device (--backend torch)")
     p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -41,7 +47,7 @@ def run(args) -> int:
     cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
-                      engine=args.engine, eta=args.eta)
+                      engine=args.engine, eta=args.eta, backend=args.backend, device=args.device)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
                     command=" ".join(sys.argv) if sys.argv else None)

@@ -4,8 +4,12 @@ The training loop (:func:`physgrad.layered.train.train`) owns the data order, th
 schedule, checkpoints and metrics; a stepper owns the parameters while it runs and everything
 that is specific to how a batch is computed (kernels, buffers, threads, BLAS limits).
 
-* :class:`FusedCEPStepper` (``--engine fast``): centered EP on the fused kernel of
-  :mod:`physgrad.layered.fused` (float32, in place, threads over the rows of ``W1``).
+* :class:`FusedCEPStepper` (``--engine fast --backend numpy``): centered EP on the fused numpy kernel
+  of :mod:`physgrad.layered.fused` (float32, in place, Python threads over the rows of ``W1``);
+* :class:`CompiledCEPStepper` (``--engine fast --backend numba``): the same step as one compiled
+  call per batch (:mod:`physgrad.layered.kernels.numba_cpu`, threads over the columns of ``W1``);
+* :class:`physgrad.layered.kernels.torch_backend.TorchCEPStepper` (``--backend torch``): the same
+  step on torch tensors, CPU or CUDA;
 * :class:`RuleStepper` (``--engine generic``): any rule of :mod:`physgrad.learning` on the preset's
   energy and :class:`physgrad.minimizers.block.BlockCoordinateDescent`; the reference route.
 
@@ -23,21 +27,28 @@ from physgrad.layered.presets import Preset
 from physgrad.types import PhysgradError
 
 EngineName = Literal["fast", "generic"]
+BackendName = Literal["numpy", "numba", "torch"]
+BACKENDS = ("numpy", "numba", "torch")
 
 
 class Stepper(Protocol):
     """One training engine.
 
     Parameters are numpy arrays on the host, ``(W_1..W_L, b_1..b_L)``, handed to the constructor
-    (from :func:`initial_params` or a checkpoint); ``params`` always holds the current ones.
+    (from :func:`initial_params` or a checkpoint); ``params`` always holds the current ones, in the
+    backend's own array type (numpy arrays, or torch tensors on a device); :meth:`to_host` gives
+    host numpy arrays for checkpoints.
 
     Attributes
     ----------
     params : tuple of arrays
-        Current parameters (for checkpoints and evaluation).
+        Current parameters (the backend's arrays; for :meth:`evaluate`).
     """
 
     params: tuple
+
+    def to_host(self, arrays=None) -> tuple:
+        """``arrays`` (default: ``params``; or a warm start returned by :meth:`step`) as host numpy arrays."""
 
     def start_epoch(self, x: np.ndarray, order: np.ndarray, start_batch: int) -> None:
         """Called before the batch ``start_batch`` of an epoch whose sample order is ``order``
@@ -145,10 +156,106 @@ class FusedCEPStepper:
         """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
         return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
 
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): already host numpy arrays."""
+        return tuple(self.params if arrays is None else arrays)
+
     def close(self):
         """Stop the thread pool and restore the BLAS thread limits."""
         self.ws.close()
         self._limits.restore_original_limits()
+
+
+class CompiledCEPStepper:
+    """Centered EP on the compiled kernel of :mod:`physgrad.layered.kernels.numba_cpu` (one call per
+    batch; ``params`` updated in place). Evaluation is the numpy kernel's (large BLAS products).
+
+    Parameters
+    ----------
+    preset : Preset
+    params : tuple of arrays
+        Initial parameters, float32 or float64, C-contiguous; modified in place.
+    threads : int
+        numba threads (``numba.set_num_threads``, restored by :meth:`close`) for the pass over
+        ``W1`` (split by columns when ``W1`` has at least ``PAR_W1`` elements) and large block
+        updates; BLAS threads of the evaluation. Results do not depend on it (bit for bit).
+    """
+
+    def __init__(self, preset: Preset, params, threads: int = 1):
+        from physgrad.layered.kernels import numba_cpu
+
+        numba_cpu.require()
+        import numba
+
+        self.preset = preset
+        self.spec = fused.FusedSpec(preset.energy(), preset.schedule, params[0].dtype)
+        self.params = numba_cpu._check_params(self.spec, params)
+        self.threads = int(threads)
+        if not 1 <= self.threads <= numba.config.NUMBA_NUM_THREADS:
+            raise PhysgradError(f"threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} (numba's "
+                                f"NUMBA_NUM_THREADS), got {threads}")
+        self._kernel = numba_cpu
+        self._old_threads = numba.get_num_threads()
+        numba.set_num_threads(self.threads)
+        self.ws = numba_cpu.Workspace(self.spec, preset.batch_size, threads=self.threads)
+        self.ws.attach(self.params)
+
+    def start_epoch(self, x, order, start_batch):
+        """Compute the first batch's drive ``[s0; 1] @ W1`` (and rebuild the transposed copies)."""
+        B = self.preset.batch_size
+        idx = order[start_batch * B:(start_batch + 1) * B]
+        self.ws.attach(self.params)
+        self._kernel.make_drive(self.spec, self.ws, self.params[0], self.spec.input_layer(x[idx]))
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        """One :func:`physgrad.layered.kernels.numba_cpu.cep_step` (it also leaves the next batch's drive)."""
+        spec, p = self.spec, self.preset
+        B = len(idx)
+        if warm is None or len(warm[0]) != B:
+            warm = spec.zero_state(B)
+        if nxt is None:
+            s0, next_s0 = spec.input_layer(x[idx]), None
+        else:  # one call for this batch's and the next batch's input layers
+            both = spec.input_layer(x[np.concatenate([idx, nxt])])
+            s0, next_s0 = both[:B], both[B:]
+        free, s_plus = self._kernel.cep_step(
+            spec, self.params, self.ws, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
+            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
+        return s_plus, np.argmax(free[-1], axis=1)
+
+    def evaluate(self, params, x):
+        """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
+        return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
+
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): already host numpy arrays."""
+        return tuple(self.params if arrays is None else arrays)
+
+    def close(self):
+        """Restore numba's thread count."""
+        import numba
+
+        numba.set_num_threads(self._old_threads)
+
+
+def backend_info(backend: str, threads: int, device: str = "cpu") -> dict:
+    """What a run records about its backend in ``config.json``: versions, threads, determinism."""
+    info = {"backend": backend, "threads": int(threads), "device": device}
+    if backend == "numba":
+        import numba
+
+        from physgrad.layered.kernels import numba_cpu
+        info.update(numba=numba.__version__, numba_threading_layer=numba.config.THREADING_LAYER,
+                    numba_max_threads=numba.config.NUMBA_NUM_THREADS,
+                    deterministic="bit-for-bit for every thread count (column-parallel, fixed reduction order)",
+                    narrow_columns=numba_cpu.NARROW)
+    elif backend == "numpy":
+        info.update(deterministic="bit-for-bit for a given thread count (row blocks summed in a fixed order)")
+    elif backend == "torch":
+        from physgrad.layered.kernels import torch_backend
+
+        info.update(torch_backend.determinism_flags(device))
+    return info
 
 
 class RuleStepper:
@@ -231,17 +338,32 @@ class RuleStepper:
             preds[i:i + self.eval_batch] = np.argmax(np.asarray(self.energy.outputs(eq.state)), axis=1)
         return preds
 
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): already host numpy arrays."""
+        return tuple(self.params if arrays is None else arrays)
+
     def close(self):
         """Restore the BLAS thread limits."""
         self._limits.restore_original_limits()
 
 
 def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, threads: int = 1,
-                 eta: float = 0.5) -> Stepper:
-    """The stepper of ``engine``: ``"fast"`` (centered EP only) or ``"generic"``."""
+                 eta: float = 0.5, backend: BackendName = "numpy", device: str = "cpu") -> Stepper:
+    """The stepper of ``engine``: ``"fast"`` (centered EP only, on ``backend``: ``"numpy"``,
+    ``"numba"`` or ``"torch"`` on ``device``) or ``"generic"`` (numpy reference, any rule)."""
     if engine == "fast":
         if algorithm != "cep":
             raise PhysgradError(f"the fast engine implements centered EP only (cep), not {algorithm!r}")
+        if backend not in BACKENDS:
+            raise PhysgradError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend != "torch" and device != "cpu":
+            raise PhysgradError(f"device {device!r} needs --backend torch; the {backend} backend runs on the cpu")
+        if backend == "numba":
+            return CompiledCEPStepper(preset, params, threads=threads)
+        if backend == "torch":
+            from physgrad.layered.kernels.torch_backend import TorchCEPStepper
+
+            return TorchCEPStepper(preset, params, device=device, threads=threads)
         return FusedCEPStepper(preset, params, threads=threads)
     if engine == "generic":
         return RuleStepper(preset, algorithm, params, threads=threads, eta=eta)

@@ -14,9 +14,14 @@ Same seed, same result: the initial parameters come from ``default_rng(seed)`` (
 ``init_theta``, the same for every engine) and the order of epoch ``e`` from ``default_rng([seed, e])``;
 the fused kernel sums partial products in a fixed order.
 
-Engines (:mod:`physgrad.layered.steppers`): ``cep`` (centered EP) runs on the fused float32 kernel of
-:mod:`physgrad.layered.fused` (``--engine fast``, the default for it); every algorithm, ``cep``
-included, runs on the generic engine (``--engine generic``): the preset's energy
+Engines (:mod:`physgrad.layered.steppers`): ``cep`` (centered EP) runs on the fast engine
+(``--engine fast``, the default for it) with one of three backends (``--backend``): ``numba``, the
+compiled CPU kernel of :mod:`physgrad.layered.kernels.numba_cpu` (the default when numba is installed);
+``numpy``, the fused numpy kernel of :mod:`physgrad.layered.fused` (the reference, and the fallback
+without numba); ``torch``, :mod:`physgrad.layered.kernels.torch_backend` on ``--device cpu|cuda``.
+Checkpoints are host numpy arrays, so a run resumes on any backend (``--backend``, ``--device`` and
+``--threads`` may change on ``--resume``; the continuation then differs by rounding). Every algorithm,
+``cep`` included, runs on the generic engine (``--engine generic``): the preset's energy
 (:class:`physgrad.energies.layered.DeepResistive` / :class:`~physgrad.energies.layered.DeepHopfield`),
 :class:`physgrad.minimizers.block.BlockCoordinateDescent` and the learning rules of
 :mod:`physgrad.learning`.
@@ -43,8 +48,13 @@ from physgrad.types import PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
 Engine = Literal["auto", "fast", "generic"]
+Backend = Literal["auto", "numpy", "numba", "torch"]
+Device = Literal["cpu", "cuda"]
 ALGORITHMS = get_args(Algorithm)
 ENGINES = get_args(Engine)
+BACKENDS = get_args(Backend)
+DEVICES = get_args(Device)
+RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
@@ -77,6 +87,13 @@ class TrainConfig:
         learning rules of :mod:`physgrad.learning` (any algorithm); ``auto``: fast for cep.
     eta : float
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
+    backend : {"auto", "numpy", "numba", "torch"}
+        Kernel of the fast engine: ``numba`` the compiled CPU kernel (``physgrad[fast]``),
+        ``numpy`` the reference fused kernel, ``torch`` torch tensors on ``device``
+        (``physgrad[torch]``); ``auto``: numba when it is installed, else numpy (with a note). The
+        generic engine is numpy (``auto`` or ``numpy`` only).
+    device : {"cpu", "cuda"}
+        Torch device (the numpy and numba backends run on the cpu).
     """
 
     preset: str = "drn-1h"
@@ -92,11 +109,13 @@ class TrainConfig:
     dtype: str = "float32"
     engine: Engine = "auto"
     eta: float = 0.5
+    backend: Backend = "auto"
+    device: Device = "cpu"
 
     def __post_init__(self):
         get_preset(self.preset)
         for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
-                            ("dtype", DTYPES)):
+                            ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
             if getattr(self, name) not in valid:
                 raise PhysgradError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
         for name in ("epochs", "train_size", "test_size", "batch_size"):
@@ -109,6 +128,11 @@ class TrainConfig:
             raise PhysgradError(f"threads must be >= 1, got {self.threads}")
         if self.engine == "fast" and self.algorithm != "cep":
             raise PhysgradError(f"the fast engine implements centered EP only (cep), not {self.algorithm!r}")
+        if self.resolved_engine == "generic" and self.backend not in ("auto", "numpy"):
+            raise PhysgradError(f"backend {self.backend!r} runs the fast centered-EP engine only; the generic "
+                                f"engine (algorithm {self.algorithm!r}) is the numpy reference: use --backend numpy")
+        if self.device != "cpu" and self.backend != "torch":
+            raise PhysgradError(f"device {self.device!r} needs --backend torch (numpy and numba run on the cpu)")
 
     @property
     def resolved_preset(self) -> Preset:
@@ -125,6 +149,33 @@ class TrainConfig:
         if self.engine != "auto":
             return self.engine
         return "fast" if self.algorithm == "cep" else "generic"
+
+    @property
+    def resolved_backend(self) -> str:
+        """``numba``, ``numpy`` or ``torch``: ``auto`` is numba for the fast engine when numba is
+        installed, numpy otherwise (see :attr:`backend_note`). Raises :class:`PhysgradError` when
+        the chosen backend's package is missing."""
+        if self.resolved_engine == "generic":
+            return "numpy"
+        if self.backend == "auto":
+            from physgrad.layered.kernels import numba_cpu
+            return "numba" if numba_cpu.AVAILABLE else "numpy"
+        if self.backend == "numba":
+            from physgrad.layered.kernels import numba_cpu
+            numba_cpu.require()
+        if self.backend == "torch":
+            from physgrad.layered.kernels import torch_backend
+            torch_backend.require(self.device)
+        return self.backend
+
+    @property
+    def backend_note(self) -> Optional[str]:
+        """A note when ``auto`` fell back to the (slower) numpy kernel, else None."""
+        if self.resolved_engine == "fast" and self.backend == "auto" and self.resolved_backend == "numpy":
+            from physgrad.layered.kernels import numba_cpu
+            return ("numba is not installed: the fast engine runs on the numpy kernel (several times slower "
+                    "at batch 4); " + numba_cpu.INSTALL_HINT)
+        return None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -147,6 +198,20 @@ def _versions() -> dict:
     return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
             "physgrad": physgrad.__version__, "blas": blas, "machine": platform.machine(),
             "cpus": os.cpu_count()}
+
+
+def _host_warm(stepper, warm):
+    return None if warm is None else list(stepper.to_host(warm))
+
+
+def _backend_record(config: TrainConfig) -> dict:
+    """The resolved backend, its versions, threads and determinism flags (``config.json``)."""
+    from physgrad.layered.steppers import backend_info
+
+    info = backend_info(config.resolved_backend, config.threads, config.device)
+    if config.backend_note:
+        info["note"] = config.backend_note
+    return info
 
 
 class _StopFlag:
@@ -186,6 +251,11 @@ def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong
     np.savez(tmp, epoch=epoch, batch=batch, n_wrong=n_wrong, n_seen=n_seen, train_seconds=train_seconds,
              n_params=len(params), n_warm=0 if warm is None else len(warm), **arrays)
     os.replace(tmp, path)
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    with np.load(path) as z:
+        return int(z["epoch"])
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -273,21 +343,29 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         saved_all = json.loads(cfg_path.read_text())
         saved = TrainConfig.from_dict(saved_all["config"])
         diff = {k: (getattr(saved, k), getattr(config, k)) for k in asdict(config)
-                if getattr(saved, k) != getattr(config, k) and k != "epochs"}
+                if getattr(saved, k) != getattr(config, k) and k not in RESUME_MAY_CHANGE}
         if diff:
             raise PhysgradError(f"--resume: options differ from the saved run (saved, given): {diff}; "
-                                f"only --epochs may change (to extend or shorten the schedule)")
-        if saved.epochs != config.epochs:  # extending a run does not change its trajectory
-            saved_all["config"]["epochs"] = config.epochs
+                                f"only {', '.join(RESUME_MAY_CHANGE)} may change")
+        changed = {k: getattr(config, k) for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(config, k)}
+        if changed:  # a longer schedule or another backend/thread count: the checkpoint is host numpy arrays
+            saved_all["config"].update(changed)
             saved_all["preset"]["epochs"] = preset.epochs
+            if set(changed) - {"epochs"}:
+                saved_all.setdefault("resumed_with", []).append(
+                    {"at_epoch": _checkpoint_epoch(ckpt_path), "changed": changed, "backend": _backend_record(config)})
+                print(f"note: resuming with {changed}; rounding differs from the saved backend/threads, so the "
+                      f"continuation is not bit-identical to an uninterrupted run", file=sys.stderr)
             cfg_path.write_text(json.dumps(saved_all, indent=2) + "\n")
     else:
         if ckpt_path.exists() or metrics_path.exists():
             raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
         out.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
-                                        "engine": config.resolved_engine, "command": command,
-                                        "versions": _versions()}, indent=2) + "\n")
+                                        "engine": config.resolved_engine, "backend": _backend_record(config),
+                                        "command": command, "versions": _versions()}, indent=2) + "\n")
+    if config.backend_note:
+        print(f"note: {config.backend_note}", file=sys.stderr)
 
     data = load_dataset(config.dataset, config.data_dir)
     dtype = np.dtype(config.dtype)
@@ -317,7 +395,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     show = sys.stderr.isatty() if progress is None else progress
 
     stepper = make_stepper(config.resolved_engine, preset, config.algorithm, params, threads=config.threads,
-                           eta=config.eta)
+                           eta=config.eta, backend=config.resolved_backend, device=config.device)
     batches_done = 0
 
     def plot():
@@ -345,14 +423,15 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     if flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after):
                         t_train += time.perf_counter() - t0
                         bar.close()
-                        save_checkpoint(ckpt_path, stepper.params, warm, epoch=epoch, batch=bi + 1,
-                                        n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
+                        save_checkpoint(ckpt_path, stepper.to_host(), _host_warm(stepper, warm), epoch=epoch,
+                                        batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
                         return metrics
                 t_train += time.perf_counter() - t0
                 bar.close()
-                if not all(np.all(np.isfinite(a)) for a in stepper.params):
+                host = stepper.to_host()
+                if not all(np.all(np.isfinite(a)) for a in host):
                     raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
                                         f"checkpoint of the previous epoch is kept; lower the learning rates")
                 t1 = time.perf_counter()
@@ -364,7 +443,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 metrics.append(row)
                 _append_metrics(metrics_path, row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
-                save_checkpoint(ckpt_path, stepper.params, warm, epoch=epoch, batch=0, n_wrong=0,
+                save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, batch=0, n_wrong=0,
                                 n_seen=0, train_seconds=0.0)
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()

@@ -1,0 +1,669 @@
+r"""Compiled CPU kernel (numba) of the layered centered-EP step: one call per batch.
+
+The same step as the numpy reference :func:`physgrad.layered.fused.cep_step`, specified by the same
+:class:`~physgrad.layered.fused.FusedSpec` (the energy of :mod:`physgrad.energies.layered`: sizes,
+input layer, bounds, the ``-beta`` check; the block schedule of
+:func:`physgrad.minimizers.block.layer_groups`), compiled with numba. One call of :func:`cep_step`
+does, for a batch of ``B`` samples and ``L`` weight layers (float32 or float64, DRN or DHN, any
+depth and schedule):
+
+1. the per-batch constants: the input drive ``a1 = s0 W1`` and the column sums ``1 W1`` (both left
+   by the previous call), the DRN denominators ``1 W_k + W_{k+1} 1`` and their reciprocals;
+2. ``sweeps`` block-coordinate sweeps of the free phase from the warm start, then ``sweeps`` of the
+   ``-beta`` and ``+beta`` phases from the free state, relaxed together as one stacked batch of ``2B``
+   rows. A block update is the energy's ``block_solve``:
+
+   .. math:: s_k = \operatorname{clip}\big((s_{k-1} W_k + s_{k+1} W_{k+1}^\top + b_k [+\beta y])
+             \cdot r_k,\ lo_k,\ hi_k\big),
+
+   ``r_k = 1/(1 W_k + W_{k+1} 1 [+\beta])`` (DRN; 0 for a unit without conductance) or ``1``
+   (DHN; ``1/(1+\beta)`` at the outputs), ``(lo_k, hi_k)`` the energy's ``bounds(k)``;
+3. the C-EP update ``theta -= lr (dE/dtheta(s+) - dE/dtheta(s-)) / (2 beta)`` (batch mean), written
+   as rank updates (see :mod:`physgrad.layered.fused`), conductances clamped at 0 S (DRN);
+4. fused with the update of ``W1`` (rank ``B+1``) and its clamp: the next batch's drive
+   ``[s0'; 1] W1`` -- one read and one write of ``W1`` per batch.
+
+**Parallel and deterministic.** The pass over ``W1`` (and, above :data:`PAR_WORK` multiply-adds --
+no preset by default -- the block updates and the updates of ``W_k``) is split over *columns*
+(output units) between threads: every output element is computed by
+one thread, by the same sequence of floating-point operations whatever the number of threads or the
+chunk sizes. Results are therefore bit-for-bit identical for every thread count (tested), and
+reductions run in a fixed order. Dot products over a row (the narrow output layer) are compiled with
+``fastmath={"reassoc", "nsz", "contract"}``: vectorised, in a fixed order set by the compiled code.
+
+**Compilation.** ``cache=True``: compiled once per machine (15-30 s the first time for each (dtype,
+depth) combination), then loaded from ``__pycache__`` (or ``$NUMBA_CACHE_DIR``) in about a second.
+
+**Threads.** ``numba.set_num_threads`` (the stepper sets it). Unless ``NUMBA_THREADING_LAYER`` is set,
+importing this module selects numba's ``workqueue`` threading layer: on a shared 2-core machine
+(load average 4-5) OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one
+thread (12.9 ms vs 1.2 ms), while workqueue threads sleep when idle (1.4 ms); ``OMP_WAIT_POLICY=passive``
+does as well. The kernels launch one parallel region at a time and never nest them.
+
+When numba is not installed, :data:`AVAILABLE` is False and nothing here can be called; the steppers
+then fall back to the numpy kernel (``pip install physgrad[fast]`` brings numba).
+
+References
+----------
+B. Scellier et al., "Fast algorithm to simulate nonlinear resistive networks", ICML 2024.
+A. Laborieux et al., "Scaling equilibrium propagation to deep ConvNets", 2021 (centered EP).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from physgrad.layered.fused import FusedSpec
+from physgrad.types import PhysgradError
+
+try:  # optional dependency: physgrad[fast]
+    import numba
+    from numba import njit, prange
+    AVAILABLE = True
+    VERSION = numba.__version__
+    if "NUMBA_THREADING_LAYER" not in os.environ:  # no busy-waiting pool (see the module docstring)
+        numba.config.THREADING_LAYER = "workqueue"
+except ImportError:  # pragma: no cover - exercised where numba is absent
+    numba = None
+    AVAILABLE = False
+    VERSION = None
+
+    def njit(*args, **kwargs):  # a stand-in decorator: the functions exist but are never called
+        if args and callable(args[0]):
+            return args[0]
+        return lambda f: f
+
+    prange = range
+
+INSTALL_HINT = "the compiled (numba) backend needs numba: pip install 'physgrad[fast]' (or pip install numba)"
+_REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order for the compiled code
+NARROW = 64  # a layer with fewer units (the outputs) is driven from below by dot products with W_k^T
+PAR_WORK = 1 << 26  # multiply-adds above which a block or weight update is split between threads (see Workspace)
+PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between threads
+SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
+
+
+def require() -> None:
+    """Raise :class:`PhysgradError` (with the install command) unless numba is importable."""
+    if not AVAILABLE:
+        raise PhysgradError(INSTALL_HINT)
+
+
+# --- the pass over W1 ------------------------------------------------------------------------------
+@njit(cache=True)
+def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
+    """Columns ``j0:j1`` of the pass over ``W1`` (in place).
+
+    ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN). Then ``acc[r] = P[r] W1`` for
+    ``r < n_p`` and, for a DRN, ``acc[-1] = 1 W1`` (the column sums). Zero coefficients are skipped
+    (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
+    of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
+    """
+    n0 = W1.shape[0]
+    nb = s0.shape[0]
+    last = acc.shape[0] - 1
+    t = np.empty(SUB, W1.dtype)
+    cu = np.empty(nb + 1, W1.dtype)
+    iu = np.empty(nb + 1, np.int64)
+    cp = np.empty(n_p + 1, W1.dtype)
+    ip = np.empty(n_p + 1, np.int64)
+    for r in range(n_p):
+        acc[r, j0:j1] = 0
+    if drn:
+        acc[last, j0:j1] = 0
+    for i in range(n0):
+        nu = 0
+        if update:
+            for b in range(nb):
+                v = s0[b, i]
+                if v != 0:
+                    cu[nu] = v
+                    iu[nu] = b
+                    nu += 1
+            if drn:
+                cu[nu] = -1
+                iu[nu] = nb
+                nu += 1
+        n_c = 0
+        for b in range(n_p):
+            v = P[b, i]
+            if v != 0:
+                cp[n_c] = v
+                ip[n_c] = b
+                n_c += 1
+        if drn:
+            cp[n_c] = 1
+            ip[n_c] = last
+            n_c += 1
+        for k0 in range(j0, j1, SUB):
+            k1 = min(k0 + SUB, j1)
+            w = k1 - k0
+            row = W1[i, k0:k1]
+            if nu == 1:  # one coefficient (a DRN row with no pixel in the batch): no update buffer
+                c = cu[0]
+                br = Bs[iu[0], k0:k1]
+                if drn:
+                    for j in range(w):
+                        x = row[j] + c * br[j]
+                        row[j] = 0 if x < 0 else x
+                else:
+                    for j in range(w):
+                        row[j] += c * br[j]
+            elif nu > 1:
+                c = cu[0]
+                br = Bs[iu[0], k0:k1]
+                for j in range(w):
+                    t[j] = c * br[j]
+                for q in range(1, nu):
+                    c = cu[q]
+                    br = Bs[iu[q], k0:k1]
+                    for j in range(w):
+                        t[j] += c * br[j]
+                if drn:
+                    for j in range(w):
+                        x = row[j] + t[j]
+                        row[j] = 0 if x < 0 else x  # NaN stays NaN, like np.maximum
+                else:
+                    for j in range(w):
+                        row[j] += t[j]
+            for q in range(n_c):
+                c = cp[q]
+                a = acc[ip[q], k0:k1]
+                if q == n_c - 1 and drn:  # the column sums: 1 * w
+                    for j in range(w):
+                        a[j] += row[j]
+                else:
+                    for j in range(w):
+                        a[j] += c * row[j]
+
+
+@njit(cache=True, parallel=True)
+def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc):
+    for c in prange(len(cuts) - 1):
+        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc)
+
+
+@njit(cache=True)
+def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc):
+    for c in range(len(cuts) - 1):
+        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc)
+
+
+# --- block updates --------------------------------------------------------------------------------
+@njit(cache=True, fastmath=_REDUCE)
+def _dot_rows(W, S, out, j0, j1, zero):
+    """``out[r, j] += sum_m S[r, m] W[j, m]`` for ``j0 <= j < j1`` (a vectorised dot per element)."""
+    R = S.shape[0]
+    n = W.shape[1]
+    for j in range(j0, j1):
+        w = W[j]
+        for r in range(R):
+            s = S[r]
+            a = zero
+            for m in range(n):
+                a += s[m] * w[m]
+            out[r, j] += a
+
+
+@njit(cache=True)
+def _col_sums(W, out):
+    """``out[j] = sum_i W[i, j]``, summed over ``i`` in order."""
+    out[:] = 0
+    for i in range(W.shape[0]):
+        w = W[i]
+        for j in range(W.shape[1]):
+            out[j] += w[j]
+
+
+@njit(cache=True)
+def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo, hi, drn, zero):
+    """Columns ``j0:j1`` of the block update of free layer ``k`` (1..L) for every row of ``S``."""
+    L = len(Ws)
+    R = out.shape[0]
+    Bc = const1.shape[0]
+    for r in range(R):
+        if k == L:
+            out[r, j0:j1] = cout[r, j0:j1]
+        elif k == 1:
+            out[r, j0:j1] = const1[r % Bc, j0:j1]
+        else:
+            out[r, j0:j1] = bs[k - 1][j0:j1]
+    if k < L:  # s_{k+1} W_{k+1}^T, as rows of the transposed copy (zero units skipped)
+        WTk = WT[k]
+        sn = S[k]
+        for m in range(WTk.shape[0]):
+            wrow = WTk[m, j0:j1]
+            for r in range(R):
+                v = sn[r, m]
+                if v != 0:
+                    o = out[r, j0:j1]
+                    for j in range(j1 - j0):
+                        o[j] += v * wrow[j]
+    if k > 1:  # s_{k-1} W_k
+        if narrow[k - 1]:
+            _dot_rows(WT[k - 1], S[k - 2], out, j0, j1, zero)
+        else:
+            W = Ws[k - 1]
+            sp = S[k - 2]
+            for i in range(W.shape[0]):
+                wrow = W[i, j0:j1]
+                for r in range(R):
+                    v = sp[r, i]
+                    if v != 0:
+                        o = out[r, j0:j1]
+                        for j in range(j1 - j0):
+                            o[j] += v * wrow[j]
+    if k == L:
+        for r in range(R):
+            for j in range(j0, j1):
+                out[r, j] *= invout[r, j]
+    else:
+        lok, hik, ik = lo[k - 1], hi[k - 1], inv[k - 1]
+        for r in range(R):
+            for j in range(j0, j1):
+                x = out[r, j]
+                if drn:
+                    x *= ik[j]
+                if x < lok[j]:
+                    x = lok[j]
+                if x > hik[j]:
+                    x = hik[j]
+                out[r, j] = x
+
+
+@njit(cache=True, parallel=True)
+def _layer_par(k, nch, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo, hi, drn, zero):
+    n = out.shape[1]
+    for c in prange(nch):
+        _layer_cols(k, c * n // nch, (c + 1) * n // nch, Ws, WT, narrow, S, out, const1, bs, cout, inv,
+                    invout, lo, hi, drn, zero)
+
+
+@njit(cache=True)
+def _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads, par_work,
+           zero):
+    """``sweeps`` sweeps of the groups ``gl[gp[g]:gp[g+1]]`` on the state ``S`` (in place; ``T`` scratch)."""
+    L = len(Ws)
+    R = S[0].shape[0]
+    for _ in range(sweeps):
+        for g in range(len(gp) - 1):
+            for q in range(gp[g], gp[g + 1]):
+                k = gl[q]
+                n = Ws[k - 1].shape[1]
+                work = 0
+                if k > 1:
+                    work += Ws[k - 1].shape[0]
+                if k < L:
+                    work += Ws[k].shape[1]
+                work *= R * n
+                if nthreads > 1 and work >= par_work:
+                    _layer_par(k, min(nthreads, n), Ws, WT, narrow, S, T[k - 1], const1, bs, cout, inv, invout,
+                               lo, hi, drn, zero)
+                else:
+                    _layer_cols(k, 0, n, Ws, WT, narrow, S, T[k - 1], const1, bs, cout, inv, invout, lo, hi,
+                                drn, zero)
+            for q in range(gp[g], gp[g + 1]):
+                k = gl[q]
+                S[k - 1][:, :] = T[k - 1]
+
+
+# --- weight updates -------------------------------------------------------------------------------
+@njit(cache=True)
+def _rank_rows(W, i0, i1, A, Bs, clamp):
+    """Rows ``i0:i1`` of ``W += A^T Bs`` (each element ``sum_q A[q, i] Bs[q, j]`` in order ``q``), clamped
+    at 0 when ``clamp``."""
+    n = W.shape[1]
+    nq = A.shape[0]
+    t = np.empty(n, W.dtype)
+    for i in range(i0, i1):
+        c = A[0, i]
+        for j in range(n):
+            t[j] = c * Bs[0, j]
+        for q in range(1, nq):
+            c = A[q, i]
+            for j in range(n):
+                t[j] += c * Bs[q, j]
+        w = W[i]
+        for j in range(n):
+            x = w[j] + t[j]
+            if clamp and x < 0:
+                x = 0
+            w[j] = x
+
+
+@njit(cache=True, parallel=True)
+def _rank_par(W, nch, A, Bs, clamp):
+    n = W.shape[0]
+    for c in prange(nch):
+        _rank_rows(W, c * n // nch, (c + 1) * n // nch, A, Bs, clamp)
+
+
+@njit(cache=True)
+def _rank_update(W, A, Bs, clamp, nthreads, par_work):
+    if nthreads > 1 and W.size * A.shape[0] >= par_work:
+        _rank_par(W, min(nthreads, W.shape[0]), A, Bs, clamp)
+    else:
+        _rank_rows(W, 0, W.shape[0], A, Bs, clamp)
+
+
+@njit(cache=True)
+def _recip(den, out):
+    for j in range(den.shape[0]):
+        out[j] = 1 / den[j] if den[j] > 0 else 0
+
+
+# --- the batch ------------------------------------------------------------------------------------
+@njit(cache=True)
+def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, warm, y, beta, wcoef, bcoef,
+               sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, den_out, cout_f, invout_f,
+               cout_n, invout_n, zero):
+    """One centered-EP step (see the module docstring). Returns 0, or 1 when ``-beta`` makes the
+    nudged output block non-convex (nothing is changed then)."""
+    L = len(Ws)
+    B = y.shape[0]
+    one = zero + 1
+    half = one / 2
+    nL = Ws[L - 1].shape[1]
+    n1 = Ws[0].shape[1]
+    # per-batch constants: output denominators and the -beta check, hidden reciprocals, a1 + b1
+    if drn:
+        if L > 1:
+            _col_sums(Ws[L - 1], den_out)
+        else:
+            den_out[:] = drive[drive.shape[0] - 1]
+        for j in range(nL):
+            if not den_out[j] - beta > 0:
+                return 1
+        for k in range(1, L):
+            den = np.empty(Ws[k - 1].shape[1], Ws[0].dtype)
+            if k == 1:
+                den[:] = drive[drive.shape[0] - 1]
+            else:
+                _col_sums(Ws[k - 1], den)
+            rs = np.empty_like(den)
+            _col_sums(WT[k], rs)  # row sums of W_{k+1}
+            for j in range(den.shape[0]):
+                den[j] += rs[j]
+            _recip(den, inv[k - 1])
+    elif beta >= 1:
+        return 1
+    for b in range(B):
+        for j in range(n1):
+            c1buf[b, j] = drive[b, j] + bs[0][j]
+    base = c1buf if L == 1 else bs[L - 1].reshape((1, nL))
+    # free phase
+    for r in range(B):
+        cout_f[r] = base[r % base.shape[0]]
+        if drn:
+            _recip(den_out, invout_f[r])
+        else:
+            invout_f[r] = one
+    for k in range(L):
+        Sf[k][:, :] = warm[k]
+    _relax(Sf, Tf, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_f, inv, invout_f, lo, hi, drn, nthreads, par_work,
+           zero)
+    # the -beta (rows 0..B-1) and +beta (rows B..2B-1) phases from the free state, stacked
+    d = np.empty(nL, Ws[0].dtype)
+    for r in range(2 * B):
+        br = -beta if r < B else beta
+        for j in range(nL):
+            cout_n[r, j] = base[r % base.shape[0], j] + br * y[r % B, j]
+        if drn:
+            for j in range(nL):
+                d[j] = den_out[j] + br
+            _recip(d, invout_n[r])
+        else:
+            invout_n[r] = one / (one + br)
+    for k in range(L):
+        Sn[k][:B] = Sf[k]
+        Sn[k][B:] = Sf[k]
+    _relax(Sn, Tn, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_n, inv, invout_n, lo, hi, drn, nthreads, par_work,
+           zero)
+    # biases: b += lr (sum s+ - sum s-) / (2 beta B)
+    for k in range(L):
+        sp = np.zeros(Sn[k].shape[1], Ws[0].dtype)
+        sm = np.zeros_like(sp)
+        for r in range(B):
+            sm += Sn[k][r]
+            sp += Sn[k][B + r]
+        bk = bs[k]
+        for j in range(sp.shape[0]):
+            bk[j] += bcoef[k] * (sp[j] - sm[j])
+    # deeper weights: W_k += A^T Bs (rank 2B+2 for a DRN, 2B for a DHN), clamp; the transposed copy alike
+    for k in range(2, L + 1):
+        a = Sn[k - 2]
+        h = Sn[k - 1]
+        na, nh = a.shape[1], h.shape[1]
+        nq = 2 * B + 2 if drn else 2 * B
+        A = np.empty((nq, na), Ws[0].dtype)
+        Bm = np.empty((nq, nh), Ws[0].dtype)
+        for r in range(B):
+            A[r] = a[B + r]
+            A[B + r] = -a[r]
+            Bm[r] = h[B + r]
+            Bm[B + r] = h[r]
+        if drn:
+            ra = np.zeros(na, Ws[0].dtype)
+            rm = np.zeros(na, Ws[0].dtype)
+            qa = np.zeros(nh, Ws[0].dtype)
+            qm = np.zeros(nh, Ws[0].dtype)
+            for r in range(B):
+                ra += a[B + r] * a[B + r]
+                rm += a[r] * a[r]
+                qa += h[B + r] * h[B + r]
+                qm += h[r] * h[r]
+            A[2 * B] = -(half * (ra - rm))
+            A[2 * B + 1] = -one
+            Bm[2 * B] = one
+            Bm[2 * B + 1] = half * (qa - qm)
+        Bm *= wcoef[k - 1]
+        _rank_update(Ws[k - 1], A, Bm, drn, nthreads, par_work)
+        _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
+    # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1
+    Bs = np.empty((B + 1, n1), Ws[0].dtype)
+    s_p, s_m = Sn[0][B:], Sn[0][:B]
+    for r in range(B):
+        Bs[r] = s_p[r] - s_m[r]
+    if drn:
+        qa = np.zeros(n1, Ws[0].dtype)
+        qm = np.zeros(n1, Ws[0].dtype)
+        for r in range(B):
+            qa += s_p[r] * s_p[r]
+            qm += s_m[r] * s_m[r]
+        Bs[B] = half * (qa - qm)
+    Bs *= wcoef[0]
+    if nthreads > 1 and Ws[0].size >= par_w1:
+        _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive)
+    else:
+        _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive)
+    return 0
+
+
+@njit(cache=True)
+def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1):
+    """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
+    if nthreads > 1 and W1.size >= par_w1:
+        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc)
+    else:
+        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc)
+
+
+# --- Python side ----------------------------------------------------------------------------------
+class Workspace:
+    """Buffers of the compiled step for one network, batch size and thread count.
+
+    Holds the drive ``[s0 W1; 1 W1]`` of the coming batch, the state buffers, and transposed copies
+    ``W_k^T`` (``k >= 2``), kept equal bit for bit to ``W_k`` by the update (rebuilt by
+    :meth:`attach`): a block update reads its weights as rows, ``s_{k-1} W_k`` from ``W_k`` (skipping
+    units at 0 V, about half of a DRN's hidden units) and ``s_{k+1} W_{k+1}^T`` from ``W_{k+1}^T``;
+    a layer narrower than :data:`NARROW` units (the outputs) takes ``s_{k-1} W_k`` as dot products
+    with the rows of ``W_k^T`` instead.
+    Network state is not kept here: parameters are the caller's (updated in place).
+
+    Parameters
+    ----------
+    spec : FusedSpec
+    batch_size : int
+        Largest batch (smaller ones work too).
+    threads : int
+        Threads of the parallel parts (``numba.set_num_threads`` is the caller's).
+    chunk : int, optional
+        Largest number of columns of ``W1`` per task of the pass over ``W1`` (default 32768: the
+        ``2 (B+1)`` rows of accumulators and coefficients of a task, 1.3 MB at batch 4, stay in a 2 MB
+        L2 cache while ``W1`` streams through in row order); there are at least ``threads`` tasks.
+    par_work, par_w1 : int
+        Thresholds of the parallel paths: multiply-adds of a block or weight update, and elements of
+        ``W1`` (below them one thread is faster than the hand-off; 0 forces the parallel paths). The
+        default :data:`PAR_WORK` keeps the block updates of every preset on one thread: on the shared
+        2-core machine each parallel region waits for the busier core, and DRN-XL with 2 threads took
+        48 ms per batch with ~20 parallel regions (block updates split) against 32 ms with one (the
+        pass over ``W1``); 1 thread: 38 ms.
+    """
+
+    def __init__(self, spec: FusedSpec, batch_size: int, threads: int = 1, chunk: Optional[int] = None,
+                 par_work: int = PAR_WORK, par_w1: int = PAR_W1):
+        require()
+        if int(threads) < 1:
+            raise PhysgradError(f"threads must be >= 1, got {threads}")
+        if int(batch_size) < 1:
+            raise PhysgradError(f"batch_size must be >= 1, got {batch_size}")
+        self.spec, self.dtype = spec, spec.dtype
+        self.B, self.threads = int(batch_size), int(threads)
+        sizes, L = spec.sizes, spec.n_layers
+        n1 = sizes[1]
+        chunk = 32768 if chunk is None else int(chunk)
+        if chunk < 1:
+            raise PhysgradError(f"chunk must be >= 1, got {chunk}")
+        self.par_work, self.par_w1 = int(par_work), int(par_w1)
+        nch = max(-(-n1 // chunk), self.threads if n1 * sizes[0] >= self.par_w1 else 1)
+        nch = min(nch, n1)
+        cuts = [c * n1 // nch for c in range(nch + 1)]
+        if n1 >= 16 * nch:  # chunk starts on 64-byte boundaries (float32)
+            cuts = [0] + [(c // 16) * 16 for c in cuts[1:-1]] + [n1]
+        self.cuts = np.asarray(cuts, np.int64)
+        dt = self.dtype
+        self.zero = dt.type(0)
+        self.drive = np.zeros((self.B + 1, n1), dt)
+        self.c1buf = np.zeros((self.B, n1), dt)
+        self.narrow = np.array([False] + [sizes[k] < NARROW for k in range(2, L + 1)])
+        bounds = [spec.energy.bounds(k) for k in range(1, L + 1)]
+        self.lo = tuple(np.asarray(b[0], dt) for b in bounds)
+        self.hi = tuple(np.asarray(b[1], dt) for b in bounds)
+        self.inv = tuple(np.ones(n, dt) for n in sizes[1:])
+        self.Sf = tuple(np.zeros((self.B, n), dt) for n in sizes[1:])
+        self.Tf = tuple(np.zeros((self.B, n), dt) for n in sizes[1:])
+        self.Sn = tuple(np.zeros((2 * self.B, n), dt) for n in sizes[1:])
+        self.Tn = tuple(np.zeros((2 * self.B, n), dt) for n in sizes[1:])
+        nL = sizes[-1]
+        self.den_out = np.zeros(nL, dt)
+        self.cout_f, self.invout_f = np.zeros((self.B, nL), dt), np.zeros((self.B, nL), dt)
+        self.cout_n, self.invout_n = np.zeros((2 * self.B, nL), dt), np.zeros((2 * self.B, nL), dt)
+        groups = spec.groups
+        self.gl = np.asarray([k for g in groups for k in g], np.int64)
+        self.gp = np.asarray(np.cumsum([0] + [len(g) for g in groups]), np.int64)
+        self.WT = None
+        self._sized = {}
+
+    def attach(self, params) -> None:
+        """(Re)build the transposed copies ``W_k^T`` (``k >= 2``) from ``params``."""
+        L = self.spec.n_layers
+        self.WT = (np.zeros((0, 0), self.dtype),) + tuple(np.ascontiguousarray(params[k].T) for k in range(1, L))
+
+    def buffers(self, B: int):
+        """State buffers for a batch of ``B <= batch_size`` rows (views of the full ones when smaller)."""
+        if B == self.B:
+            return self.Sf, self.Tf, self.Sn, self.Tn, self.cout_f, self.invout_f, self.cout_n, self.invout_n
+        if B not in self._sized:
+            sizes, dt, nL = self.spec.sizes, self.dtype, self.spec.sizes[-1]
+            self._sized[B] = (tuple(np.zeros((B, n), dt) for n in sizes[1:]),
+                              tuple(np.zeros((B, n), dt) for n in sizes[1:]),
+                              tuple(np.zeros((2 * B, n), dt) for n in sizes[1:]),
+                              tuple(np.zeros((2 * B, n), dt) for n in sizes[1:]),
+                              np.zeros((B, nL), dt), np.zeros((B, nL), dt),
+                              np.zeros((2 * B, nL), dt), np.zeros((2 * B, nL), dt))
+        return self._sized[B]
+
+
+def _check_params(spec: FusedSpec, params) -> tuple:
+    spec.energy.split(params)
+    for p in params:
+        if p.dtype != spec.dtype or not p.flags.c_contiguous or not p.flags.writeable:
+            raise PhysgradError(f"the compiled kernel updates C-contiguous, writeable {spec.dtype.name} parameters "
+                                f"in place; got {p.dtype.name} (contiguous={p.flags.c_contiguous})")
+    return tuple(params)
+
+
+def make_drive(spec: FusedSpec, ws: Workspace, W1, s0) -> None:
+    """Fill ``ws.drive`` with ``[s0 W1; 1 W1]`` (the drive of the coming batch; ``s0`` its input layer)."""
+    s0 = np.ascontiguousarray(s0, dtype=spec.dtype)
+    if len(s0) > ws.B:
+        raise PhysgradError(f"batch of {len(s0)} rows exceeds the workspace's batch_size {ws.B}")
+    _drive(W1, ws.cuts, s0, spec.drn, ws.drive, ws.threads, ws.par_w1)
+
+
+def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, weight_lrs, bias_lrs,
+             sweeps: int, s0, next_s0=None):
+    """One centered-EP step; updates the arrays of ``params`` **in place** (same contract as
+    :func:`physgrad.layered.fused.cep_step`, with the drive kept in ``ws``).
+
+    Parameters
+    ----------
+    params : tuple of arrays
+        ``(W_1..W_L, b_1..b_L)``, C-contiguous, ``spec.dtype``; ``ws.attach(params)`` must have been
+        called for these arrays (the stepper does it).
+    s_warm : sequence of arrays
+        Warm start of the free phase, ``(B, n_k)`` each.
+    y1h : array (B, n_out)
+        One-hot targets.
+    beta : float
+        Nudging strength (> 0).
+    weight_lrs, bias_lrs : sequence of float
+        Learning rate per layer.
+    sweeps : int
+    s0 : array (B, n0)
+        This batch's input layer (the drive in ``ws`` must be ``[s0 W1; 1 W1]``).
+    next_s0 : array (B', n0) or None
+        The next batch's input layer: its drive is left in ``ws.drive``; None leaves only the column sums.
+
+    Returns
+    -------
+    free, s_plus : list of arrays
+        The free state and the ``+beta`` state (new arrays).
+
+    Raises
+    ------
+    PhysgradError
+        ``-beta`` makes the nudged energy non-convex (the energy's ``check_beta`` message); nothing
+        is updated then.
+    """
+    L = spec.n_layers
+    dt = spec.dtype
+    y1h = np.ascontiguousarray(y1h, dtype=dt)
+    B = len(y1h)
+    if B > ws.B:
+        raise PhysgradError(f"batch of {B} rows exceeds the workspace's batch_size {ws.B}")
+    Sf, Tf, Sn, Tn, cout_f, invout_f, cout_n, invout_n = ws.buffers(B)
+    warm = tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)
+    scale = 1.0 / (2.0 * beta * B)
+    wcoef = np.array([lr * scale for lr in weight_lrs], dt)
+    bcoef = np.array([lr * scale for lr in bias_lrs], dt)
+    s0 = np.ascontiguousarray(s0, dtype=dt)
+    if next_s0 is None:
+        nxt, n_next = s0[:0], 0
+    else:
+        nxt = np.ascontiguousarray(next_s0, dtype=dt)
+        n_next = len(nxt)
+        if n_next > ws.B:
+            raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
+    status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
+                        Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0, nxt,
+                        n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.den_out, cout_f, invout_f,
+                        cout_n, invout_n, ws.zero)
+    if status:
+        spec.energy.check_beta(-beta, ws.den_out)
+        raise PhysgradError(f"beta={beta:g} makes the nudged energy non-convex")  # pragma: no cover
+    free = [a.copy() for a in Sf]
+    s_plus = [a[B:].copy() for a in Sn]
+    return free, s_plus
