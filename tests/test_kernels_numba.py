@@ -155,7 +155,7 @@ def test_stepper_and_workspace_errors():
 
 
 # --- the training loop on the numba backend -------------------------------------------------------
-from test_train import cfg, data_dir, params_of, read_metrics  # noqa: E402,F401
+from test_train import cfg, params_of, read_metrics  # noqa: E402,F401  (data_dir: tests/conftest.py)
 from physgrad.layered.train import train  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from physgrad.layered.presets import MNIST_PIXELS, Preset  # noqa: E402
 from physgrad.layered.steppers import FusedCEPStepper, initial_params, make_stepper  # noqa: E402
 from physgrad.layered.train import train  # noqa: E402
 
-from test_train import cfg, data_dir, params_of  # noqa: E402,F401
+from test_train import cfg, params_of  # noqa: E402,F401  (data_dir: tests/conftest.py)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
