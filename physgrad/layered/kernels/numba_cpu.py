@@ -662,8 +662,9 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
                         n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.den_out, cout_f, invout_f,
                         cout_n, invout_n, ws.zero)
     if status:
-        spec.energy.check_beta(-beta, ws.den_out)
-        raise PhysgradError(f"beta={beta:g} makes the nudged energy non-convex")  # pragma: no cover
+        spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
+        raise PhysgradError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
+                            f"the outputs are not finite ({ws.den_out}); the parameters diverged")
     free = [a.copy() for a in Sf]
     s_plus = [a[B:].copy() for a in Sn]
     return free, s_plus
