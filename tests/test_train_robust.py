@@ -294,3 +294,14 @@ def test_real_signal_saves_and_exits_128_plus_signal(data_dir, tmp_path, sig, co
     assert "saved" in err and "Traceback" not in err
     ck = load_checkpoint(out / CK)
     assert ck["epoch"] >= 1
+
+
+def test_row_written_after_the_checkpoint_is_dropped_others_kept_verbatim(run_folder, data_dir, tmp_path):
+    folder = tmp_path / "r"
+    shutil.copytree(run_folder, folder)
+    first = (folder / MET).read_text()
+    with open(folder / MET, "a", newline="") as fh:  # as if killed between the row and the checkpoint
+        fh.write("2,1,1,1,1,1\r\n")
+    assert cli(data_dir, folder, "--resume") == 0
+    text = (folder / MET).read_text()
+    assert text.startswith(first) and len(text.splitlines()) == 3 and "2,1,1,1,1,1" not in text

@@ -598,11 +598,12 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 print(f"note: resuming with {changed}; rounding differs from the saved backend/threads, so the "
                       f"continuation is not bit-identical to an uninterrupted run", file=sys.stderr)
             cfg_path.write_text(json.dumps(saved_all, indent=2) + "\n")
-        if len(metrics) > epoch:  # a row written after the last checkpoint
+        if len(metrics) > epoch:  # a row written after the last checkpoint: drop it, keep the others verbatim
             metrics = metrics[:epoch]
-            metrics_path.unlink()
-            for m in metrics:
-                _append_metrics(metrics_path, m)
+            lines = metrics_path.read_text().splitlines(keepends=True)[:epoch + 1]
+            tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+            tmp.write_text("".join(lines))
+            os.replace(tmp, metrics_path)
     else:
         try:
             cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
