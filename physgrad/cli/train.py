@@ -47,15 +47,20 @@ def run(args) -> int:
 
     Exit codes: 0 the run finished its schedule; 2 bad input (options, data, ``--out``, a corrupted
     run folder on ``--resume``); 130 / 143 interrupted by SIGINT / SIGTERM after saving the
-    checkpoint (128 + signal; continue with ``--resume``).
+    checkpoint (128 + signal; continue with ``--resume``); 130 also for a second Ctrl-C, which aborts
+    at once (the last saved checkpoint is kept).
     """
     cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
                       engine=args.engine, eta=args.eta, backend=args.backend, device=args.device)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
-    metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
-                    command=" ".join(sys.argv) if sys.argv else None)
+    try:
+        metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
+                        command=" ".join(sys.argv) if sys.argv else None)
+    except KeyboardInterrupt:  # a second Ctrl-C: aborted at once, the last saved checkpoint is kept
+        print(f"\naborted; {out} keeps its last saved checkpoint (continue with --resume)", file=sys.stderr)
+        return 130
     if metrics:
         last = metrics[-1]
         print(f"{out}: epoch {int(last['epoch'])}, test error {last['test_error']:.2f}%")
