@@ -104,7 +104,7 @@ def test_errors(data_dir, tmp_path, monkeypatch):
         train(cfg(data_dir, epochs=1, train_size=8, seed=5), out, resume=True, progress=False)
     monkeypatch.delenv("PHYSGRAD_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(PhysgradError, match="not found"):
+    with pytest.raises(PhysgradError, match="nodata does not exist"):  # an explicit --data-dir: no fallback
         train(cfg(str(tmp_path / "nodata")), tmp_path / "y", progress=False)
 
 

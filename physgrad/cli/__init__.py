@@ -7,6 +7,8 @@ Exit codes: 0 success; 1 not solved (infeasible, not converged, a failed certifi
 2 bad input (a file that cannot be read or is not a netlist, a netlist error naming file:line, an
 ill-posed circuit, bad arguments). Output cut short by a closed pipe (``physgrad solve x.cir | head``)
 ends quietly with 141 (128 + SIGPIPE, what a shell reports for a process killed by SIGPIPE).
+``physgrad train`` interrupted by SIGINT / SIGTERM saves its checkpoint and exits with 130 / 143
+(128 + signal); a corrupted run folder on ``train --resume`` is bad input (2).
 """
 from __future__ import annotations
 

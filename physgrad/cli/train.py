@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed, an integer >= 0")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the fused pass over W1, evaluation and the generic engine's BLAS "
                         "(default 1; more threads pay off only on otherwise idle cores)")
@@ -43,15 +43,27 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    """Train (or resume) into the run folder; print the last epoch's test error."""
+    """Train (or resume) into the run folder; print the last epoch's test error.
+
+    Exit codes: 0 the run finished its schedule; 2 bad input (options, data, ``--out``, a corrupted
+    run folder on ``--resume``); 130 / 143 interrupted by SIGINT / SIGTERM after saving the
+    checkpoint (128 + signal; continue with ``--resume``); 130 also for a second Ctrl-C, which aborts
+    at once (the last saved checkpoint is kept).
+    """
     cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
                       engine=args.engine, eta=args.eta, backend=args.backend, device=args.device)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
-    metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
-                    command=" ".join(sys.argv) if sys.argv else None)
+    try:
+        metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
+                        command=" ".join(sys.argv) if sys.argv else None)
+    except KeyboardInterrupt:  # a second Ctrl-C: aborted at once, the last saved checkpoint is kept
+        print(f"\naborted; {out} keeps its last saved checkpoint (continue with --resume)", file=sys.stderr)
+        return 130
     if metrics:
         last = metrics[-1]
         print(f"{out}: epoch {int(last['epoch'])}, test error {last['test_error']:.2f}%")
+    if getattr(metrics, "interrupted", None):
+        return 128 + int(metrics.interrupted)  # 130 SIGINT, 143 SIGTERM: saved, not finished
     return 0

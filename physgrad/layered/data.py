@@ -4,14 +4,26 @@ The three MNIST-format datasets (MNIST, Fashion-MNIST, Kuzushiji-MNIST) ship as 
 each (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
 ``t10k-labels-idx1-ubyte``), gzipped (``.gz``) or raw.
 
-Where the files are looked for, in order (the first folder holding all four files wins):
+Where the files are looked for:
 
-1. the ``data_dir`` argument (``--data-dir``), as given and as ``data_dir/<name>``;
-2. the environment variable ``PHYSGRAD_DATA``, as given and as ``$PHYSGRAD_DATA/<name>``;
-3. ``~/.physgrad/data/<name>`` (where :func:`download` puts files by default);
-4. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` installs there).
+* an explicit ``data_dir`` argument (``--data-dir``) is the only place looked at: the folder as
+  given, then ``data_dir/<name>``; when neither holds the four files, :class:`DataNotFoundError`
+  names the folder and the missing files (no fallback to another folder);
+* otherwise, in order (the first folder holding all four files wins): ``$PHYSGRAD_DATA/<name>``,
+  then the folder ``$PHYSGRAD_DATA`` itself; ``~/.physgrad/data/<name>`` (where :func:`download`
+  puts files by default); ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist``
+  installs there). A missing dataset raises :class:`DataNotFoundError` listing every folder
+  looked at.
 
-A missing dataset raises :class:`DataNotFoundError` listing every folder looked at.
+Which dataset a folder holds: ``$PHYSGRAD_DATA`` names no dataset, so its files are used *as given*
+only when something says they are the dataset asked for: the folder is named after it (e.g.
+``.../fashion-mnist``) or its four gzipped files match the dataset's published md5
+(:data:`DATASETS`). Otherwise (``--dataset fashion-mnist`` with ``PHYSGRAD_DATA`` pointing at a
+folder ``mnist`` or ``data`` of MNIST files) :class:`WrongDatasetError` is raised, never a silent
+substitute. In every folder, a gzipped file that is, by its md5, the published file of *another*
+dataset is refused the same way. An explicit ``--data-dir`` is taken at its word otherwise (your
+own files, re-compressed or raw). A training run records the folder used and the SHA-256 of its
+four files in ``config.json`` (:func:`data_record`).
 
 References
 ----------
@@ -29,6 +41,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -38,6 +51,7 @@ import numpy as np
 from physgrad.types import PhysgradError
 
 ENV_VAR = "PHYSGRAD_DATA"
+IMAGE_SHAPE = (28, 28)
 SYSTEM_DATA = Path("/usr/share/datasets")  # Debian's dataset-* packages (dataset-fashion-mnist)
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -53,6 +67,10 @@ _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2")
 
 class DataNotFoundError(PhysgradError):
     """The dataset's files were not found in any of the folders searched."""
+
+
+class WrongDatasetError(PhysgradError):
+    """A data folder holds the published files of another dataset than the one asked for."""
 
 
 class ChecksumError(PhysgradError):
@@ -169,14 +187,16 @@ def read_idx(path) -> np.ndarray:
         Bad magic number, unknown type code, or a size that does not match the header.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    opener = gzip.open if head == b"\x1f\x8b" else open
+    head = b""
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise PhysgradError(f"{path}: cannot read ({exc})") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        kind = "corrupted gzip file" if head == b"\x1f\x8b" else "cannot read"
+        raise PhysgradError(f"{path}: {kind} ({exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise PhysgradError(f"{path}: not an IDX file (bad magic number {raw[:4]!r})")
     code, ndim = raw[2], raw[3]
@@ -218,10 +238,12 @@ def candidate_dirs(name: str, data_dir=None, env: Optional[Mapping[str, str]] = 
     env = os.environ if env is None else env
     home = Path.home() if home is None else Path(home)
     out = []
-    for root in (data_dir, env.get(ENV_VAR) or None):
-        if root is not None:
-            root = Path(root).expanduser()
-            out += [root, root / name]
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        out += [root, root / name]
+    if env.get(ENV_VAR):
+        root = Path(env[ENV_VAR]).expanduser()
+        out += [root / name, root]  # the named subfolder first: it says which dataset it holds
     out += [home / ".physgrad" / "data" / name, SYSTEM_DATA / name]
     return out
 
@@ -242,15 +264,77 @@ def find_data_dir(name: str, data_dir=None, **kw) -> Path:
         Listing every folder looked at and how to get the files.
     """
     dataset_spec(name)
+    if data_dir is not None:  # explicit: only this folder (as given, then <folder>/<name>), no fallback
+        root = Path(data_dir).expanduser()
+        for folder in (root, root / name):
+            if all(_find_file(folder, stem) for stem in FILES.values()):
+                check_not_other_dataset(name, folder)
+                return folder
+        if not root.is_dir():
+            why = "does not exist" if not root.exists() else "is not a folder"
+            raise DataNotFoundError(f"--data-dir {root} {why}; pass the folder holding the four files of "
+                                    f"{name!r} ({', '.join(FILES.values())}, .gz or raw)")
+        missing = [stem for stem in FILES.values() if not _find_file(root, stem)]
+        raise DataNotFoundError(
+            f"--data-dir {root} does not hold dataset {name!r}: missing {', '.join(missing)} (.gz or raw), "
+            f"and {root / name} does not hold all four files either")
     looked = candidate_dirs(name, data_dir, **kw)
+    env = os.environ if kw.get("env") is None else kw["env"]
+    env_root = Path(env[ENV_VAR]).expanduser() if env.get(ENV_VAR) else None
     for folder in looked:
         if all(_find_file(folder, stem) for stem in FILES.values()):
+            check_not_other_dataset(name, folder)
+            if folder == env_root and folder.name != name and not _published(name, folder):
+                raise WrongDatasetError(
+                    f"{ENV_VAR}={env_root} holds four MNIST-format files but nothing says they are {name!r}: "
+                    f"the folder is not named {name!r} and its files do not match the published {name!r} "
+                    f"checksums. Put them in {env_root / name}, or pass --data-dir {env_root} if they "
+                    f"are {name!r}.")
             return folder
     lines = "\n".join(f"  {p}" for p in looked)
     raise DataNotFoundError(
         f"dataset {name!r} not found: none of these folders holds the four files "
         f"{', '.join(FILES.values())} (.gz or raw):\n{lines}\n"
         f"Pass --data-dir, set {ENV_VAR}, or run `physgrad download {name}`.")
+
+
+def check_not_other_dataset(name: str, folder) -> None:
+    """Raise :class:`WrongDatasetError` when a gzipped file of ``folder`` is, by its md5, a published
+    file of another dataset of :data:`DATASETS` (files matching no published checksum pass)."""
+    folder = Path(folder)
+    for stem in FILES.values():
+        path = _find_file(folder, stem)
+        if path is None or path.suffix != ".gz":
+            continue
+        md5 = file_digest(path, "md5")
+        for other, spec in DATASETS.items():
+            if other != name and spec.checksums.get(path.name, {}).get("md5") == md5:
+                raise WrongDatasetError(
+                    f"{path} is the published {other!r} file (md5 {md5}), not {name!r}: {folder} holds "
+                    f"{other!r}; point --data-dir or {ENV_VAR} at the {name!r} files (or at a folder with a "
+                    f"{name}/ subfolder)")
+
+
+def _published(name: str, folder: Path) -> bool:
+    """Whether all four files of ``folder`` are gzipped and match ``name``'s published md5."""
+    sums = dataset_spec(name).checksums
+    for stem in FILES.values():
+        path = _find_file(folder, stem)
+        if path is None or path.suffix != ".gz" or sums.get(path.name, {}).get("md5") is None:
+            return False
+        if file_digest(path, "md5") != sums[path.name]["md5"]:
+            return False
+    return True
+
+
+def data_record(folder) -> dict:
+    """``{"folder": absolute path, "files": {filename: sha256}}`` of the four files in ``folder``."""
+    folder = Path(folder)
+    files = {}
+    for stem in FILES.values():
+        path = _find_file(folder, stem)
+        files[path.name] = file_digest(path, "sha256")
+    return {"folder": str(folder.resolve()), "files": files}
 
 
 def load_dataset(name: str = "mnist", data_dir=None, **kw) -> Dataset:
@@ -261,6 +345,11 @@ def load_dataset(name: str = "mnist", data_dir=None, **kw) -> Dataset:
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise PhysgradError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match")
+        if len(x) == 0:
+            raise PhysgradError(f"{folder}: the {split} split has 0 images")
+        if x.shape[1:] != IMAGE_SHAPE or x.dtype != np.uint8:
+            raise PhysgradError(f"{folder}: {split} images are {x.shape[1]}x{x.shape[2]} {x.dtype}; MNIST-format "
+                                f"datasets are {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} uint8")
         if y.size and (y.min() < 0 or y.max() >= dataset_spec(name).n_classes):
             raise PhysgradError(f"{folder}: {split} labels outside 0..{dataset_spec(name).n_classes - 1}")
     flat = {k: v.reshape(len(v), -1) if k.endswith("images") else v.astype(np.int64)

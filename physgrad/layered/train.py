@@ -7,8 +7,21 @@ A run folder holds everything needed to reproduce and continue it:
   eval_seconds, lr_scale`` (errors in %; train error is the running error of the free phases);
 * ``checkpoint.npz`` -- parameters, the warm-start state, the position in the epoch, written after
   every epoch and on SIGINT/SIGTERM (Ctrl-C finishes the current batch, saves, and exits);
-  ``--resume`` continues from it bit-for-bit;
+  ``--resume`` continues from it bit-for-bit. Written atomically (a temporary file, fsync,
+  ``os.replace``) with the SHA-256 of its arrays stored inside, verified on load;
 * ``learning_curve.png``.
+
+``config.json`` also records the data folder used and the SHA-256 of its four files (``data``);
+``--resume`` refuses data whose checksums differ from the recorded ones.
+
+``--resume`` validates everything it reads back (config, checkpoint checksum, keys, shapes, dtypes,
+the position in the epoch, metrics rows) and refuses a damaged run folder with
+:class:`CorruptRunError` (exit 2) before changing anything in it.
+
+Interrupted runs: after SIGINT or SIGTERM the checkpoint is saved and :func:`train` returns its
+metrics with ``interrupted`` set to the signal number; ``physgrad train`` then exits with
+128 + signal (130 for SIGINT, 143 for SIGTERM), as a shell reports a process killed by it, so that
+scripts can tell an interrupted run from a finished one (exit 0).
 
 Same seed, same result: the initial parameters come from ``default_rng(seed)`` (the energy's
 ``init_theta``, the same for every engine) and the order of epoch ``e`` from ``default_rng([seed, e])``;
@@ -29,7 +42,9 @@ Checkpoints are host numpy arrays, so a run resumes on any backend (``--backend`
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import math
 import os
 import platform
 import signal
@@ -41,7 +56,7 @@ from typing import Literal, Optional, get_args
 
 import numpy as np
 
-from physgrad.layered.data import DATASETS, load_dataset
+from physgrad.layered.data import DATASETS, data_record, load_dataset
 from physgrad.layered.presets import Preset, get_preset
 from physgrad.layered.steppers import initial_params, make_stepper
 from physgrad.types import PhysgradError
@@ -58,6 +73,19 @@ RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
+CHECKPOINT_SCALARS = {"epoch": "i", "batch": "i", "n_wrong": "i", "n_seen": "i", "train_seconds": "f",
+                      "n_params": "i", "n_warm": "i"}
+
+
+class CorruptRunError(PhysgradError):
+    """A run folder on ``--resume`` cannot be read back consistently (checkpoint, config or metrics)."""
+
+
+class Metrics(list):
+    """The metrics rows of :func:`train`; ``interrupted`` is the signal number (``signal.SIGINT``,
+    ``signal.SIGTERM``) when the run stopped early after saving its checkpoint, else None."""
+
+    interrupted: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,8 @@ class TrainConfig:
                 raise PhysgradError(f"{name} must be >= 1, got {v}")
         if not (0 < float(self.eta) <= 1):
             raise PhysgradError(f"eta must be in (0, 1], got {self.eta}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise PhysgradError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.threads < 1:
             raise PhysgradError(f"threads must be >= 1, got {self.threads}")
         if self.engine == "fast" and self.algorithm != "cep":
@@ -219,6 +249,7 @@ class _StopFlag:
 
     def __init__(self):
         self.stop = False
+        self.signum: Optional[int] = None
         self._old = {}
 
     def __enter__(self):
@@ -232,6 +263,7 @@ class _StopFlag:
         if self.stop:  # second Ctrl-C: give up at once
             raise KeyboardInterrupt
         self.stop = True
+        self.signum = signum
         print("\ninterrupt: finishing the batch and saving a checkpoint (Ctrl-C again to abort)",
               file=sys.stderr)
 
@@ -241,37 +273,176 @@ class _StopFlag:
         return False
 
 
+def _arrays_sha256(arrays: dict) -> str:
+    """SHA-256 over the arrays of a checkpoint (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
                     train_seconds: float) -> None:
-    """Write the checkpoint atomically (``path`` is replaced only once the file is complete)."""
-    arrays = {f"param_{i}": p for i, p in enumerate(params)}
+    """Write the checkpoint atomically (a temporary file, fsync, ``os.replace``) with the SHA-256 of
+    its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file."""
+    arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(params)}
     if warm is not None:
-        arrays.update({f"warm_{i}": w for i, w in enumerate(warm)})
+        arrays.update({f"warm_{i}": np.asarray(w) for i, w in enumerate(warm)})
+    arrays.update(epoch=np.int64(epoch), batch=np.int64(batch), n_wrong=np.int64(n_wrong),
+                  n_seen=np.int64(n_seen), train_seconds=np.float64(train_seconds),
+                  n_params=np.int64(len(params)), n_warm=np.int64(0 if warm is None else len(warm)))
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, epoch=epoch, batch=batch, n_wrong=n_wrong, n_seen=n_seen, train_seconds=train_seconds,
-             n_params=len(params), n_warm=0 if warm is None else len(warm), **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, sha256=np.array(_arrays_sha256(arrays)), **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        try:  # make the rename itself durable
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:  # pragma: no cover - platforms without directory fsync
+            pass
+    except OSError as exc:
+        raise PhysgradError(f"cannot write the checkpoint {path}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path, *, expect_params=None) -> dict:
+    """Read and verify a checkpoint.
+
+    Parameters
+    ----------
+    path : Path
+    expect_params : sequence of arrays, optional
+        Parameters of the same run (e.g. its initial ones): the checkpoint's must have their
+        number, shapes and dtypes.
+
+    Raises
+    ------
+    CorruptRunError
+        Not a readable ``.npz``, a missing or extra key, a checksum that does not match the arrays,
+        a scalar of the wrong kind, or parameters of the wrong number, shape or dtype.
+    """
+    path = Path(path)
+
+    def bad(why):
+        return CorruptRunError(f"--resume: corrupted checkpoint {path}: {why}; the run folder cannot be "
+                               f"continued (start a new run with another --out)")
+
+    try:
+        with open(path, "rb") as fh:
+            z = np.load(fh, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with z:
+                arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, ...
+        raise bad(f"cannot read it ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in CHECKPOINT_SCALARS if k not in arrays]
+    if missing:
+        raise bad(f"missing key(s) {missing}")
+    stored = arrays.pop("sha256", None)
+    if stored is None:
+        print(f"note: {path} has no checksum (written by an older physgrad); checked by structure only",
+              file=sys.stderr)
+    elif stored.shape != () or stored.dtype.kind != "U" or str(stored) != _arrays_sha256(arrays):
+        raise bad("its SHA-256 does not match its arrays (bit flip or partial write)")
+    scalars = {}
+    for key, kind in CHECKPOINT_SCALARS.items():
+        a = arrays[key]
+        if a.shape != () or a.dtype.kind not in ("iu" if kind == "i" else "f"):
+            raise bad(f"{key} is not a scalar {'integer' if kind == 'i' else 'float'} ({a.dtype}, shape {a.shape})")
+        scalars[key] = int(a) if kind == "i" else float(a)
+    n_params, n_warm = scalars["n_params"], scalars["n_warm"]
+    if n_params < 1 or n_warm < 0:
+        raise bad(f"n_params={n_params}, n_warm={n_warm}")
+    expected = set(CHECKPOINT_SCALARS) | {f"param_{i}" for i in range(n_params)} | {f"warm_{i}" for i in range(n_warm)}
+    if set(arrays) != expected:
+        extra, lost = sorted(set(arrays) - expected), sorted(expected - set(arrays))
+        raise bad(f"keys do not match n_params/n_warm (missing {lost}, unexpected {extra})")
+    params = tuple(arrays[f"param_{i}"].copy() for i in range(n_params))
+    warm = [arrays[f"warm_{i}"].copy() for i in range(n_warm)] or None
+    for i, p in enumerate(params):
+        if p.dtype.kind != "f" or not np.all(np.isfinite(p)):
+            raise bad(f"param_{i} is not a finite float array ({p.dtype})")
+    for i, w in enumerate(warm or ()):
+        if w.dtype.kind != "f" or not np.all(np.isfinite(w)):
+            raise bad(f"warm_{i} is not a finite float array ({w.dtype})")
+    if expect_params is not None:
+        if len(expect_params) != n_params:
+            raise bad(f"{n_params} parameter arrays, the run has {len(expect_params)}")
+        for i, (p, e) in enumerate(zip(params, expect_params)):
+            if p.shape != e.shape or p.dtype != e.dtype:
+                raise bad(f"param_{i} is {p.dtype} {p.shape}, the run's is {e.dtype} {e.shape}")
+    if not math.isfinite(scalars["train_seconds"]) or scalars["train_seconds"] < 0:
+        raise bad(f"train_seconds = {scalars['train_seconds']}")
+    return {"params": params, "warm": warm, "epoch": scalars["epoch"], "batch": scalars["batch"],
+            "n_wrong": scalars["n_wrong"], "n_seen": scalars["n_seen"], "train_seconds": scalars["train_seconds"]}
+
+
+def _check_position(ck: dict, path: Path, *, n_train: int, batch_size: int) -> None:
+    """The checkpoint's place in the schedule must be one this run can have written."""
+    n_batches = -(-n_train // batch_size)
+    epoch, batch, n_seen, n_wrong = ck["epoch"], ck["batch"], ck["n_seen"], ck["n_wrong"]
+    why = None
+    if not 0 <= epoch:
+        why = f"epoch {epoch} < 0"
+    elif not 0 <= batch <= n_batches:
+        why = f"batch counter {batch} is outside the epoch's 0..{n_batches} batches"
+    elif n_seen != min(batch * batch_size, n_train):
+        why = f"n_seen={n_seen} does not match batch {batch} of size {batch_size} ({n_train} training images)"
+    elif not 0 <= n_wrong <= n_seen:
+        why = f"n_wrong={n_wrong} outside 0..n_seen={n_seen}"
+    if why:
+        raise CorruptRunError(f"--resume: corrupted checkpoint {path}: {why}; the run folder cannot be continued")
 
 
 def _checkpoint_epoch(path: Path) -> int:
-    with np.load(path) as z:
-        return int(z["epoch"])
+    return load_checkpoint(path)["epoch"]
 
 
-def load_checkpoint(path: Path) -> dict:
-    with np.load(path) as z:
-        params = tuple(z[f"param_{i}"].copy() for i in range(int(z["n_params"])))
-        warm = [z[f"warm_{i}"].copy() for i in range(int(z["n_warm"]))] or None
-        return {"params": params, "warm": warm, "epoch": int(z["epoch"]), "batch": int(z["batch"]),
-                "n_wrong": int(z["n_wrong"]), "n_seen": int(z["n_seen"]),
-                "train_seconds": float(z["train_seconds"])}
-
-
-def _read_metrics(path: Path) -> list:
-    if not path.exists():
+def _read_metrics(path: Path, *, strict: bool = False) -> list:
+    """The rows of ``metrics.csv`` (floats). With ``strict`` (on ``--resume``), anything but the
+    header :data:`METRIC_FIELDS` and rows of finite numbers for epochs 1, 2, ... raises
+    :class:`CorruptRunError`."""
+    if not path.exists() and not path.is_symlink():
         return []
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CorruptRunError(f"--resume: cannot read {path} ({exc})") from None
+    if header is None and not rows:
+        if strict:
+            raise CorruptRunError(f"--resume: {path} is empty (no header row)")
+        return []
+    if tuple(header or ()) != METRIC_FIELDS:
+        raise CorruptRunError(f"--resume: {path} has header {header}, expected {list(METRIC_FIELDS)}")
+    out = []
+    for n, row in enumerate(rows, start=2):
+        try:
+            if None in row or any(v is None for v in row.values()):
+                raise ValueError("wrong number of fields")
+            vals = {k: float(v) for k, v in row.items()}
+            if not all(math.isfinite(v) for v in vals.values()):
+                raise ValueError("non-finite value")
+            if vals["epoch"] != len(out) + 1:
+                raise ValueError(f"epoch {row['epoch']} where epoch {len(out) + 1} belongs")
+        except ValueError as exc:
+            raise CorruptRunError(f"--resume: {path} line {n} is garbled ({exc}): {row}") from None
+        out.append(vals)
+    return out
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -281,6 +452,28 @@ def _append_metrics(path: Path, row: dict) -> None:
         if new:
             w.writeheader()
         w.writerow({k: row[k] for k in METRIC_FIELDS})
+
+
+def _read_run_config(cfg_path: Path) -> tuple:
+    """``(config.json as a dict, the saved TrainConfig)``; a missing, unreadable or malformed file raises
+    :class:`CorruptRunError`."""
+    try:
+        saved_all = json.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        raise CorruptRunError(f"--resume: {cfg_path} is missing; the run folder cannot be continued") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CorruptRunError(f"--resume: cannot read {cfg_path} ({type(exc).__name__}: {exc}); the run "
+                              f"folder cannot be continued") from None
+    try:
+        if not isinstance(saved_all, dict) or not isinstance(saved_all.get("config"), dict) \
+                or not isinstance(saved_all.get("preset"), dict):
+            raise ValueError("no 'config' and 'preset' objects")
+        if not isinstance(saved_all.get("data", {}), dict):
+            raise ValueError("'data' is not an object")
+        saved = TrainConfig.from_dict(saved_all["config"])
+    except (PhysgradError, ValueError, TypeError) as exc:
+        raise CorruptRunError(f"--resume: {cfg_path} is not a valid run configuration ({exc})") from None
+    return saved_all, saved
 
 
 def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=None) -> None:
@@ -319,8 +512,10 @@ def _progress(total, initial, desc, disable):
 
 
 def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[bool] = None,
-          command: Optional[str] = None, _interrupt_after: Optional[int] = None) -> list:
-    """Run (or continue) a training run into folder ``out``; returns the metrics rows.
+          command: Optional[str] = None, _interrupt_after: Optional[int] = None) -> Metrics:
+    """Run (or continue) a training run into folder ``out``; returns the metrics rows
+    (:class:`Metrics`, whose ``interrupted`` is the signal number when SIGINT/SIGTERM stopped the run
+    after saving its checkpoint).
 
     Parameters
     ----------
@@ -333,41 +528,45 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         Show a progress bar (default: when stderr is a terminal).
     _interrupt_after : int, optional
         Testing hook: behave as if Ctrl-C arrived after this many batches.
+
+    Raises
+    ------
+    CorruptRunError
+        ``resume`` and a run folder that does not read back consistently (nothing is changed in it).
+    PhysgradError
+        Bad options, data or ``out``.
     """
     out = Path(out)
     preset = config.resolved_preset
     cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
-    if resume:
-        if not ckpt_path.exists():
+    if out.exists() and not out.is_dir():
+        raise PhysgradError(f"--out {out} is a file, not a folder; pass a folder for the run")
+    if resume:  # read and validate everything before changing anything in the run folder
+        if not ckpt_path.exists() and not ckpt_path.is_symlink():
             raise PhysgradError(f"--resume: no checkpoint at {ckpt_path}")
-        saved_all = json.loads(cfg_path.read_text())
-        saved = TrainConfig.from_dict(saved_all["config"])
+        saved_all, saved = _read_run_config(cfg_path)
         diff = {k: (getattr(saved, k), getattr(config, k)) for k in asdict(config)
                 if getattr(saved, k) != getattr(config, k) and k not in RESUME_MAY_CHANGE}
         if diff:
             raise PhysgradError(f"--resume: options differ from the saved run (saved, given): {diff}; "
                                 f"only {', '.join(RESUME_MAY_CHANGE)} may change")
-        changed = {k: getattr(config, k) for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(config, k)}
-        if changed:  # a longer schedule or another backend/thread count: the checkpoint is host numpy arrays
-            saved_all["config"].update(changed)
-            saved_all["preset"]["epochs"] = preset.epochs
-            if set(changed) - {"epochs"}:
-                saved_all.setdefault("resumed_with", []).append(
-                    {"at_epoch": _checkpoint_epoch(ckpt_path), "changed": changed, "backend": _backend_record(config)})
-                print(f"note: resuming with {changed}; rounding differs from the saved backend/threads, so the "
-                      f"continuation is not bit-identical to an uninterrupted run", file=sys.stderr)
-            cfg_path.write_text(json.dumps(saved_all, indent=2) + "\n")
     else:
         if ckpt_path.exists() or metrics_path.exists():
             raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
-                                        "engine": config.resolved_engine, "backend": _backend_record(config),
-                                        "command": command, "versions": _versions()}, indent=2) + "\n")
-    if config.backend_note:
-        print(f"note: {config.backend_note}", file=sys.stderr)
 
-    data = load_dataset(config.dataset, config.data_dir)
+    data = load_dataset(config.dataset, config.data_dir)  # before creating anything: bad data leaves no folder
+    record = data_record(data.source)
+    if not resume:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".physgrad-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise PhysgradError(f"--out {out}: cannot write the run folder ({exc})") from None
+    if resume and saved_all.get("data") and saved_all["data"].get("files") != record["files"]:
+        raise PhysgradError(f"--resume: the data in {record['folder']} differ from the run's (SHA-256 in "
+                            f"{cfg_path}: {saved_all['data'].get('files')}, now: {record['files']})")
     dtype = np.dtype(config.dtype)
     n_train = len(data.x_train) if config.train_size is None else min(int(config.train_size), len(data.x_train))
     n_test = len(data.x_test) if config.test_size is None else min(int(config.test_size), len(data.x_test))
@@ -378,20 +577,47 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
 
     B = preset.batch_size
     n_batches = -(-n_train // B)
+    init = initial_params(preset, config.seed, dtype)
     if resume:
-        ck = load_checkpoint(ckpt_path)
+        ck = load_checkpoint(ckpt_path, expect_params=init)
+        _check_position(ck, ckpt_path, n_train=n_train, batch_size=B)
         params, warm = ck["params"], ck["warm"]
         epoch, start_batch = ck["epoch"], ck["batch"]
         n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
+        metrics = _read_metrics(metrics_path, strict=True)
+        if len(metrics) < epoch:
+            raise CorruptRunError(f"--resume: {metrics_path} has {len(metrics)} epoch rows but the checkpoint is "
+                                  f"at the end of epoch {epoch}; the run folder cannot be continued")
+        changed = {k: getattr(config, k) for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(config, k)}
+        if changed:  # a longer schedule or another backend/thread count: the checkpoint is host numpy arrays
+            saved_all["config"].update(changed)
+            saved_all["preset"]["epochs"] = preset.epochs
+            if set(changed) - {"epochs"}:
+                saved_all.setdefault("resumed_with", []).append(
+                    {"at_epoch": epoch, "changed": changed, "backend": _backend_record(config)})
+                print(f"note: resuming with {changed}; rounding differs from the saved backend/threads, so the "
+                      f"continuation is not bit-identical to an uninterrupted run", file=sys.stderr)
+            cfg_path.write_text(json.dumps(saved_all, indent=2) + "\n")
+        if len(metrics) > epoch:  # a row written after the last checkpoint: drop it, keep the others verbatim
+            metrics = metrics[:epoch]
+            lines = metrics_path.read_text().splitlines(keepends=True)[:epoch + 1]
+            tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+            tmp.write_text("".join(lines))
+            os.replace(tmp, metrics_path)
     else:
-        params = initial_params(preset, config.seed, dtype)
+        try:
+            cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
+                                            "engine": config.resolved_engine, "backend": _backend_record(config),
+                                            "data": record, "command": command, "versions": _versions()},
+                                           indent=2) + "\n")
+        except OSError as exc:
+            raise PhysgradError(f"--out {out}: cannot write {cfg_path} ({exc})") from None
+        params = init
         warm, epoch, start_batch, n_wrong, n_seen, t_train = None, 0, 0, 0, 0, 0.0
-    metrics = _read_metrics(metrics_path)
-    if resume and any(m["epoch"] > epoch for m in metrics):  # a row written after the last checkpoint
-        metrics = [m for m in metrics if m["epoch"] <= epoch]
-        metrics_path.unlink()
-        for m in metrics:
-            _append_metrics(metrics_path, m)
+        metrics = []
+    metrics = Metrics(metrics)
+    if config.backend_note:
+        print(f"note: {config.backend_note}", file=sys.stderr)
     show = sys.stderr.isatty() if progress is None else progress
 
     stepper = make_stepper(config.resolved_engine, preset, config.algorithm, params, threads=config.threads,
@@ -427,6 +653,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                                         batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
+                        metrics.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
                         return metrics
                 t_train += time.perf_counter() - t0
                 bar.close()
