@@ -47,6 +47,7 @@ from scipy.sparse.csgraph import connected_components
 
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.circuit.elements import CCCS, CCVS, VCCS, VCVS, Circuit, VoltageSource
+from physgrad.circuit.reduction import nudge_values, output_nodes
 from physgrad.circuit.solution import CERT_ATOL, CERT_RTOL, CircuitSolution, KKTCertificate
 from physgrad.types import FREE, BadArgumentError, Nudge, PhysgradError, SingularSystemError, as_float_array
 
@@ -291,25 +292,6 @@ def factor_general(K: sp.spmatrix):
     return lu
 
 
-def _outputs(circuit: Circuit, outputs) -> np.ndarray:
-    if outputs is not None and (isinstance(outputs, (str, bytes)) or not hasattr(outputs, "__iter__")):
-        raise BadArgumentError(f"outputs must be a sequence of node names, got {type(outputs).__name__}")
-    names = [t[0] for t in circuit.targets] if outputs is None else list(outputs)
-    return np.array([circuit.index_of_node(nm) for nm in names], dtype=np.int64)
-
-
-def _nudge_values(circuit, nudge: Nudge, out: np.ndarray, key: str) -> np.ndarray:
-    values = getattr(nudge, key)
-    if values is None:
-        if key == "target" and circuit.targets:
-            return np.array([t[1] for t in circuit.targets])
-        raise PhysgradError(f"the nudge needs a {key} for the {len(out)} output nodes")
-    values = as_float_array(values, f"nudge {key}").reshape(-1)
-    if values.shape != (len(out),):
-        raise PhysgradError(f"nudge {key} has {values.size} values for {len(out)} output nodes")
-    return values
-
-
 def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[str]] = None,
               conductances: Optional[np.ndarray] = None) -> MNAProblem:
     """The :class:`MNAProblem` of ``circuit`` (any elements), with a nudge and conductances (S) as in
@@ -329,7 +311,7 @@ def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[
         raise BadArgumentError(f"nudge must be a physgrad Nudge, got {type(nudge).__name__}")
     arr = circuit.arrays
     n = arr.n_nodes
-    out = _outputs(circuit, outputs) if (not nudge.is_free or outputs is not None) else np.zeros(0, np.int64)
+    out = output_nodes(circuit, outputs) if (not nudge.is_free or outputs is not None) else np.zeros(0, np.int64)
     g = arr.g if conductances is None else as_float_array(conductances, "conductances (S)", arr.g.shape,
                                                           nonnegative=True)
     idx = circuit.node_index
@@ -338,7 +320,7 @@ def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[
     branches = [el.name for el in branch_els]
     clamp = None
     if nudge.clamp is not None:
-        clamp = _nudge_values(circuit, nudge, out, "clamp")
+        clamp = nudge_values(circuit, nudge, out, "clamp")
         branches += [f"clamp({circuit.nodes[o]})" for o in out]
     nb = len(branches)
     col = {name: n + j for j, name in enumerate(branches)}
@@ -382,7 +364,7 @@ def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[
             put(int(o), j, 1.0), put(j, int(o), 1.0)
             b[j] = value
     elif nudge.beta != 0.0:
-        y = _nudge_values(circuit, nudge, out, "target")
+        y = nudge_values(circuit, nudge, out, "target")
         for o, yo in zip(out, y):
             put(int(o), int(o), nudge.beta)
             b[o] += nudge.beta * yo

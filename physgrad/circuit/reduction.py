@@ -171,14 +171,17 @@ class Problem:
         return out
 
 
-def _output_nodes(circuit: Circuit, outputs: Optional[Sequence[str]]) -> np.ndarray:
+def output_nodes(circuit: Circuit, outputs: Optional[Sequence[str]]) -> np.ndarray:
+    """Indices of the output nodes (default: the circuit's ``.target`` nodes), shape ``(n_out,)``."""
     if outputs is not None and (isinstance(outputs, (str, bytes)) or not hasattr(outputs, "__iter__")):
         raise BadArgumentError(f"outputs must be a sequence of node names, got {type(outputs).__name__} {outputs!r:.60}")
     names = [t[0] for t in circuit.targets] if outputs is None else list(outputs)
     return np.array([circuit.index_of_node(n) for n in names], dtype=np.int64)
 
 
-def _nudge_vectors(circuit, nudge: Nudge, outputs: np.ndarray, key: str) -> np.ndarray:
+def nudge_values(circuit, nudge: Nudge, outputs: np.ndarray, key: str) -> np.ndarray:
+    """The nudge's ``target`` or ``clamp`` (``key``) as one value per output node (V); a missing target
+    defaults to the circuit's ``.target`` values."""
     values = getattr(nudge, key)
     if values is None:
         if key == "target" and circuit.targets:
@@ -279,10 +282,10 @@ def build_problem(
             "physgrad.circuit.adjoint.mna_gradient (physgrad grad --method exact)")
     arr = circuit.arrays
     n = arr.n_nodes
-    out = _output_nodes(circuit, outputs) if (not nudge.is_free or outputs is not None) else np.zeros(0, np.int64)
+    out = output_nodes(circuit, outputs) if (not nudge.is_free or outputs is not None) else np.zeros(0, np.int64)
     edges = [(circuit.elements[p].name, a, b, v) for a, b, v, p in zip(arr.vs_a, arr.vs_b, arr.vs_value, arr.vs_pos)]
     if nudge.clamp is not None:
-        clamp = _nudge_vectors(circuit, nudge, out, "clamp")
+        clamp = nudge_values(circuit, nudge, out, "clamp")
         edges += [(f"clamp({circuit.nodes[o]})", o, -1, v) for o, v in zip(out, clamp)]
     g = arr.g if conductances is None else as_float_array(conductances, "conductances (S)", arr.g.shape,
                                                           nonnegative=True)
@@ -357,7 +360,7 @@ def _quadratic_part(circuit: Circuit, P, c, g, nudge: Nudge, out) -> dict:
     f = f + P.T @ inj
     const -= float(inj @ c)
     if nudge.beta != 0.0:
-        y = _nudge_vectors(circuit, nudge, out, "target")
+        y = nudge_values(circuit, nudge, out, "target")
         jo = col[out]
         free = jo >= 0
         diag = diag + np.bincount(jo[free], np.full(int(free.sum()), nudge.beta), minlength=n_u)

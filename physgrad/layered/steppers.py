@@ -96,7 +96,20 @@ def one_hot(y: np.ndarray, n: int, dtype) -> np.ndarray:
     return out
 
 
-class FusedCEPStepper:
+class _HostFusedEvaluation:
+    """What the two C-EP steppers on host numpy arrays share: evaluation by the fused evaluator and
+    parameters that are already host arrays (needs ``spec``, ``preset``, ``threads``, ``params``)."""
+
+    def evaluate(self, params, x):
+        """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
+        return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
+
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): already host numpy arrays."""
+        return tuple(self.params if arrays is None else arrays)
+
+
+class FusedCEPStepper(_HostFusedEvaluation):
     """Centered EP on the fused kernel of :mod:`physgrad.layered.fused` (``params`` updated in place).
 
     Parameters
@@ -152,21 +165,13 @@ class FusedCEPStepper:
         self.drive = drive
         return s_plus, np.argmax(free[-1], axis=1)
 
-    def evaluate(self, params, x):
-        """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
-        return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
-
-    def to_host(self, arrays=None):
-        """The parameters (or ``arrays``): already host numpy arrays."""
-        return tuple(self.params if arrays is None else arrays)
-
     def close(self):
         """Stop the thread pool and restore the BLAS thread limits."""
         self.ws.close()
         self._limits.restore_original_limits()
 
 
-class CompiledCEPStepper:
+class CompiledCEPStepper(_HostFusedEvaluation):
     """Centered EP on the compiled kernel of :mod:`physgrad.layered.kernels.numba_cpu` (one call per
     batch; ``params`` updated in place). Evaluation is the numpy kernel's (large BLAS products).
 
@@ -222,14 +227,6 @@ class CompiledCEPStepper:
             spec, self.params, self.ws, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
             [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
         return s_plus, np.argmax(free[-1], axis=1)
-
-    def evaluate(self, params, x):
-        """:func:`physgrad.layered.fused.evaluate` with ``preset.sweeps_eval`` sweeps and ``threads`` BLAS threads."""
-        return fused.evaluate(self.spec, params, x, self.preset.sweeps_eval, n_threads=self.threads)
-
-    def to_host(self, arrays=None):
-        """The parameters (or ``arrays``): already host numpy arrays."""
-        return tuple(self.params if arrays is None else arrays)
 
     def close(self):
         """Restore numba's thread count."""
