@@ -71,3 +71,22 @@ def offset_forest(n: int, a: np.ndarray, b: np.ndarray, value: np.ndarray, start
                     tree[k] = True
                     stack.append(y)
     return OffsetForest(root, offset, tree, parent, parent_edge)
+
+
+def unreachable_from_ground(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Indices of the nodes ``0..n-1`` with no path to ground along the edges ``a[k] -- b[k]``
+    (node indices; ``-1`` or ``n`` is ground), in increasing order."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    a, b = np.where(a < 0, n, a), np.where(b < 0, n, b)
+    graph = sp.csr_matrix((np.ones(len(a)), (a, b)), shape=(n + 1, n + 1))
+    _, label = connected_components(graph, directed=False)
+    return np.flatnonzero(label[:n] != label[n])
+
+
+def node_list(names: Sequence[str], most: int = 20) -> str:
+    """``names`` joined by commas, the first ``most`` of them (`` ...`` when there are more)."""
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")

@@ -43,12 +43,12 @@ from typing import Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from scipy.sparse.csgraph import connected_components
 
+from physgrad.circuit.graphs import node_list, unreachable_from_ground
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.circuit.elements import CCCS, CCVS, VCCS, VCVS, Circuit, VoltageSource
 from physgrad.circuit.reduction import nudge_values, output_nodes
-from physgrad.circuit.solution import CERT_ATOL, CERT_RTOL, CircuitSolution, KKTCertificate
+from physgrad.circuit.solution import CERT_ATOL, CERT_RTOL, CircuitSolution, KKTCertificate, demote_unsound
 from physgrad.types import FREE, BadArgumentError, Nudge, PhysgradError, SingularSystemError, as_float_array
 
 
@@ -409,16 +409,10 @@ def _check_connected(circuit: Circuit, g: np.ndarray, outputs: np.ndarray):
     volt = [el for el in circuit.elements if isinstance(el, (VCVS, CCVS))]
     a.append(np.array([ix(el.pos) for el in volt], dtype=np.int64))
     b.append(np.array([ix(el.neg) for el in volt], dtype=np.int64))
-    a = np.concatenate(a).astype(np.int64)
-    b = np.concatenate(b).astype(np.int64)
-    a, b = np.where(a < 0, G, a), np.where(b < 0, G, b)
-    graph = sp.csr_matrix((np.ones(len(a)), (a, b)), shape=(n + 1, n + 1))
-    _, label = connected_components(graph, directed=False)
-    floating = [circuit.nodes[i] for i in np.flatnonzero(label[:n] != label[G])]
+    floating = [circuit.nodes[i] for i in unreachable_from_ground(n, np.concatenate(a), np.concatenate(b))]
     if floating:
-        shown = ", ".join(floating[:20]) + (" ..." if len(floating) > 20 else "")
         raise PhysgradError(
-            f"floating subnetwork: node(s) {shown} have no path to ground through resistors, Shockley diodes, voltage "
+            f"floating subnetwork: node(s) {node_list(floating)} have no path to ground through resistors, Shockley diodes, voltage "
             "sources or the outputs of E/H sources (control ports and F/G outputs do not fix a voltage); their "
             "voltages are not unique")
 
@@ -495,19 +489,7 @@ def assemble_mna(mp: MNAProblem, x: np.ndarray, lam: np.ndarray, *, status, solv
         power = float(mp.g @ dv**2) + float(i_dio @ arr.vth) + float(currents[arr.shk_pos] @ vd)
         cert = certify_mna(mp, x, lam)
         finite = bool(np.all(np.isfinite(v)) and np.all(np.isfinite(currents)) and math.isfinite(co))
-    if status == "converged" and not finite:
-        status = "solver_error"
-        message = (message + "; " if message else "") + "values overflow float64"
-    if status == "converged" and not cert.passed:
-        status = "solver_error"
-        message = (message + "; " if message else "") + "KKT certificate failed: " + cert.describe()
-    broken = [(circuit.elements[p].name, float(u), circuit.elements[p].model)
-              for p, u in zip(arr.shk_pos, vd) if u < circuit.elements[p].model.breakdown_limit]
-    if status == "converged" and broken:
-        status = "solver_error"
-        name, u, model = broken[0]
-        message = (f"diode {name} sits at {u:.6g} V, in or near reverse breakdown (model {model.name}: BV = "
-                   f"{model.bv:g} V), which physgrad does not model")
+    status, message = demote_unsound(circuit, status, message, currents, finite, cert, vd)
     info = dict(info or {})
     info.update(x=x, diode_multipliers=lam)
     if mp.nudge.clamp is not None:

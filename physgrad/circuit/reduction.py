@@ -34,11 +34,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from physgrad.circuit.elements import Circuit
 from physgrad.types import FREE, BadArgumentError, InfeasibleError, Nudge, PhysgradError, as_float_array
-from physgrad.circuit.graphs import offset_forest
+from physgrad.circuit.graphs import node_list, offset_forest, unreachable_from_ground
 from physgrad.circuit.sparse import solve as sparse_solve
 
 
@@ -221,14 +220,10 @@ def _check_connected(circuit: Circuit, tree_root: np.ndarray, beta: float, outpu
     keep = g > 0
     a = np.concatenate([arr.res_a[keep], arr.shk_a, np.arange(n), outputs if beta > 0 else []]).astype(np.int64)
     b = np.concatenate([arr.res_b[keep], arr.shk_b, tree_root, np.full(len(outputs) if beta > 0 else 0, G)])
-    a, b = np.where(a < 0, G, a), np.where(b < 0, G, b).astype(np.int64)
-    graph = sp.csr_matrix((np.ones(len(a)), (a, b)), shape=(n + 1, n + 1))
-    _, label = connected_components(graph, directed=False)
-    floating = [circuit.nodes[i] for i in np.flatnonzero(label[:n] != label[G])]
+    floating = [circuit.nodes[i] for i in unreachable_from_ground(n, a, b)]
     if floating:
-        shown = ", ".join(floating[:20]) + (" ..." if len(floating) > 20 else "")
         raise PhysgradError(
-            f"floating subnetwork: node(s) {shown} have no path through resistors, Shockley diodes or "
+            f"floating subnetwork: node(s) {node_list(floating)} have no path through resistors, Shockley diodes or "
             "voltage sources to ground; their voltages are not unique"
         )
 

@@ -297,6 +297,16 @@ def _assemble(
     with np.errstate(over="ignore", invalid="ignore"):
         cert = certify(problem, u, lam)
     finite = bool(np.all(np.isfinite(v)) and np.all(np.isfinite(currents)) and np.isfinite(co) and np.isfinite(power))
+    status, message = demote_unsound(circuit, status, message, currents, finite, cert, vd)
+    return CircuitSolution(circuit, v, currents, co, energy, power, status, solver, n_iter, cert, message, info)
+
+
+def demote_unsound(circuit: Circuit, status: Status, message: str, currents: np.ndarray, finite: bool,
+                   cert: KKTCertificate, vd: np.ndarray) -> tuple:
+    """``(status, message)``: a ``converged`` answer becomes ``solver_error`` when its values overflow
+    float64, its KKT certificate fails, or a Shockley diode sits in or near reverse breakdown (at
+    ``vd`` (V) below its model's ``breakdown_limit``), with the reason appended to the message."""
+    arr = circuit.arrays
     if status == "converged" and not finite:
         status = "solver_error"
         bad = [el.name for el, i in zip(circuit.elements, currents) if not np.isfinite(i)][:5]
@@ -314,7 +324,7 @@ def _assemble(
         message = (f"diode {name} sits at {v:.6g} V, in or near reverse breakdown (model {model.name}: BV = "
                    f"{model.bv:g} V), which physgrad does not model"
                    + (f" (and {len(broken) - 1} more diodes)" if len(broken) > 1 else ""))
-    return CircuitSolution(circuit, v, currents, co, energy, power, status, solver, n_iter, cert, message, info)
+    return status, message
 
 
 def infeasible_solution(circuit: Circuit, solver: str, message: str, info=None,

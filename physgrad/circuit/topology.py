@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, ShockleyDiode, VoltageSource
+from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, VoltageSource
 from physgrad.circuit.graphs import offset_forest
 from physgrad.circuit.reduction import Problem, build_problem
 from physgrad.types import FREE, InfeasibleError, PhysgradError

@@ -41,7 +41,7 @@ import numpy as np
 from physgrad.circuit.elements import CurrentSource, VoltageSource
 from physgrad.circuit.netlist import read_netlist, write_netlist
 from physgrad.energies.co_content import CoContentEnergy
-from physgrad.graphs.data import Table, class_names, encode_labels, read_table
+from physgrad.graphs.data import class_names, encode_labels, read_table
 from physgrad.graphs.losses import LOSSES, Loss
 from physgrad.learning import METHODS, make_estimator, optim
 from physgrad.minimizers.co_content import CoContentMinimizer
