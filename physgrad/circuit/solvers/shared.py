@@ -296,6 +296,24 @@ def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.nda
     return _solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx)
 
 
+def _solve_stack(S: np.ndarray, rhs: np.ndarray) -> tuple:
+    """``z[j] = S[j]^{-1} rhs[j]`` for a stack ``S`` ``(nb, k, k)``, ``rhs`` ``(nb, k)``: one batched
+    solve, or sample by sample when one system is singular. Returns ``(z, solved)``; a singular
+    sample has ``z[j] = 0`` and ``solved[j] = False``."""
+    nb, k = rhs.shape
+    solved = np.ones(nb, bool)
+    try:
+        return np.linalg.solve(S, rhs[:, :, None])[:, :, 0], solved
+    except np.linalg.LinAlgError:
+        z = np.zeros((nb, k))
+        for j in range(nb):
+            try:
+                z[j] = np.linalg.solve(S[j], rhs[j])
+            except np.linalg.LinAlgError:
+                solved[j] = False
+        return z, solved
+
+
 def _solve_on_sets(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx):
     nb = idx.size
     n, m, n_out = system.n, system.m, system.n_out
@@ -350,15 +368,8 @@ def _solve_on_sets(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx):
             S = S + lam_diag[None, :, None] * eye
             qo = (system._Qd.T @ X0b[:n]) if system.dense else np.asarray(system.Q.T @ X0b[:n])
             ctx[:, kmax - n_out:] = qo.T - out_rhs[idx]
-        try:
-            z = np.linalg.solve(S, ctx[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            z = np.zeros((nb, kmax))
-            for j in range(nb):
-                try:
-                    z[j] = np.linalg.solve(S[j], ctx[j])
-                except np.linalg.LinAlgError:
-                    ok[j] = False
+        z, solved = _solve_stack(S, ctx)
+        ok &= solved
         z = np.where(mask, z, 0.0)
         if system.nK * nb * kmax <= GATHER_MAX:
             Yg = system.Y[:, cols]  # (nK, nb, kmax)
@@ -414,15 +425,8 @@ def _solve_full_mask(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx):
     S[:, np.arange(k), np.arange(k)] += diag
     ok = np.ones(nb, bool)
     rhs = np.where(mask, ctx, 0.0)
-    try:
-        z = np.linalg.solve(S, rhs[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
-        z = np.zeros((nb, k))
-        for j in range(nb):
-            try:
-                z[j] = np.linalg.solve(S[j], rhs[j])
-            except np.linalg.LinAlgError:
-                ok[j] = False
+    z, solved = _solve_stack(S, rhs)
+    ok &= solved
     x = X0b - Yf[:, :k] @ z.T
     u = x[:n].T
     lam = np.zeros((nb, m))
