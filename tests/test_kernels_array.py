@@ -12,6 +12,7 @@ from physgrad.layered.presets import MNIST_PIXELS, Preset
 from physgrad.layered.steppers import FusedCEPStepper, initial_params
 from physgrad.minimizers.block import SCHEDULES
 from physgrad.types import PhysgradError
+from stepper_pairs import step_side_by_side  # noqa: E402
 
 from test_fused import DEPTHS, SWEEPS, fused_step, setup
 
@@ -93,18 +94,7 @@ def test_namespace_stepper_equals_numpy_stepper(xp, model):
     try:
         for u, v in zip(a.params, b.to_host()):  # initialised on the host: the same numbers
             np.testing.assert_array_equal(u, v)
-        order, B = np.arange(len(x)), preset.batch_size
-        for st in (a, b):
-            st.start_epoch(x, order, 0)
-        wa = wb = None
-        for bi in range(-(-len(x) // B)):
-            idx = order[bi * B:(bi + 1) * B]
-            nxt = order[(bi + 1) * B:(bi + 2) * B] if (bi + 1) * B < len(x) else None
-            wa, pa = a.step(x, idx, y[idx], nxt, wa, 0.9)
-            wb, pb = b.step(x, idx, y[idx], nxt, wb, 0.9)
-            np.testing.assert_array_equal(pa, pb)
-            for u, v in zip(wa, b.to_host(wb)):
-                np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+        step_side_by_side(a, b, x, y)
         for u, v in zip(a.params, b.to_host()):
             np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
         pred = b.evaluate(b.params, x)

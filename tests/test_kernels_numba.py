@@ -121,18 +121,7 @@ def test_steppers_agree_over_batches_with_a_short_last_one(model):
     b = make_stepper("fast", preset, "cep", initial_params(preset, 0, "float64"), backend="numba")
     assert isinstance(b, CompiledCEPStepper)
     try:
-        order, B = np.arange(len(x)), preset.batch_size
-        for st in (a, b):
-            st.start_epoch(x, order, 0)
-        wa = wb = None
-        for bi in range(-(-len(x) // B)):
-            idx = order[bi * B:(bi + 1) * B]
-            nxt = order[(bi + 1) * B:(bi + 2) * B] if (bi + 1) * B < len(x) else None
-            wa, pa = a.step(x, idx, y[idx], nxt, wa, 0.9)
-            wb, pb = b.step(x, idx, y[idx], nxt, wb, 0.9)
-            np.testing.assert_array_equal(pa, pb)
-            for u, v in zip(wa, wb):
-                np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+        step_side_by_side(a, b, x, y)
         for u, v in zip(a.params, b.params):
             np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
         np.testing.assert_array_equal(a.evaluate(a.params, x), b.evaluate(b.params, x))
@@ -155,8 +144,9 @@ def test_stepper_and_workspace_errors():
 
 
 # --- the training loop on the numba backend -------------------------------------------------------
-from test_train import cfg, params_of, read_metrics  # noqa: E402,F401  (data_dir: tests/conftest.py)
+from test_train import cfg, params_of  # noqa: E402  (data_dir: tests/conftest.py)
 from physgrad.layered.train import train  # noqa: E402
+from stepper_pairs import step_side_by_side  # noqa: E402
 
 
 def test_numba_backend_is_auto_default_and_recorded(data_dir, tmp_path):

@@ -17,6 +17,7 @@ from physgrad.layered.kernels.torch_backend import TorchCEPStepper  # noqa: E402
 from physgrad.layered.presets import MNIST_PIXELS, Preset  # noqa: E402
 from physgrad.layered.steppers import FusedCEPStepper, initial_params, make_stepper  # noqa: E402
 from physgrad.layered.train import train  # noqa: E402
+from stepper_pairs import step_side_by_side  # noqa: E402
 
 from test_train import cfg, params_of  # noqa: E402,F401  (data_dir: tests/conftest.py)
 
@@ -40,19 +41,8 @@ def test_torch_stepper_equals_numpy_float64(model, device):
     b = make_stepper("fast", preset, "cep", initial_params(preset, 0, "float64"), backend="torch", device=device)
     assert isinstance(b, TorchCEPStepper) and all(isinstance(p, torch.Tensor) for p in b.params)
     try:
-        order, B = np.arange(len(x)), preset.batch_size
-        for st in (a, b):
-            st.start_epoch(x, order, 0)
-        wa = wb = None
         first = b.params[0]
-        for bi in range(-(-len(x) // B)):
-            idx = order[bi * B:(bi + 1) * B]
-            nxt = order[(bi + 1) * B:(bi + 2) * B] if (bi + 1) * B < len(x) else None
-            wa, pa = a.step(x, idx, y[idx], nxt, wa, 0.9)
-            wb, pb = b.step(x, idx, y[idx], nxt, wb, 0.9)
-            np.testing.assert_array_equal(pa, pb)
-            for u, v in zip(wa, b.to_host(wb)):
-                np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+        step_side_by_side(a, b, x, y)
         assert b.params[0] is first  # updated in place
         for u, v in zip(a.params, b.to_host()):
             assert isinstance(v, np.ndarray)
