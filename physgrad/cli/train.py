@@ -35,6 +35,10 @@ def register(sub) -> None:
                    help="kernel of the fast engine: numba (compiled CPU, pip install 'physgrad[fast]'), numpy "
                         "(reference), torch (pip install 'physgrad[torch]'); auto: numba if installed, else numpy")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="torch device (--backend torch)")
+    p.add_argument("--device-model", default="ideal", metavar="NAME|FILE",
+                   help="conductance devices of the weights: a preset (ideal, levels{N}-nearest, levels{N}-stochastic, "
+                        "digipot128, reram-sb, reram-es, pcm-pair) or a .json/.toml device file (default ideal)")
+    p.add_argument("--beta", type=float, default=None, help="nudge strength > 0 (default: the preset's)")
     p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -53,7 +57,8 @@ def run(args) -> int:
     cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
-                      engine=args.engine, eta=args.eta, backend=args.backend, device=args.device)
+                      engine=args.engine, eta=args.eta, backend=args.backend, device=args.device,
+                      device_model=args.device_model, beta=args.beta)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
         metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,

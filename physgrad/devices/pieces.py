@@ -22,7 +22,7 @@ from physgrad.types import PhysgradError
 
 Rounding = Literal["nearest", "stochastic"]
 ROUNDINGS = get_args(Rounding)
-Resample = Literal["phase", "example"]
+Resample = Literal["phase", "example", "step"]
 RESAMPLES = get_args(Resample)
 StuckAt = Literal["min", "max", "random"]
 STUCK_AT = get_args(StuckAt)
@@ -205,13 +205,16 @@ class ReadNoise:
     their difference divided by :math:`\beta` adds an error :math:`O(\sigma/\beta)` to each estimate
     (variance :math:`O(\sigma^2/\beta^2)`), so :math:`\beta` trades EP's bias against this noise: the
     mean-square error is smallest at :math:`\beta \sim \sigma^{1/3}` (centered) or :math:`\sigma^{1/2}`
-    (positive, negative).
+    (positive, negative). ``"step"`` -- one realisation per training step, shared by every example
+    and phase of the batch (what the fused layered kernels can do: they relax the whole batch at one
+    set of conductances); like ``"example"`` it adds no :math:`O(\sigma/\beta)` term, but the
+    examples of a batch see the same network.
 
     Parameters
     ----------
     sigma : float
         Standard deviation, >= 0 (relative to ``g``, or to :math:`g_\mathrm{ref}`).
-    resample : {"phase", "example"}
+    resample : {"phase", "example", "step"}
     relative : bool
     """
 

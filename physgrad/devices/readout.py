@@ -40,7 +40,8 @@ class ReadThrough:
     Example ``b`` of a batch in a phase with nudge ``n`` is relaxed at
     ``device.read(theta, device_rng(seed, "read", *key, b, p), state)`` with ``p = phase_index(n)``,
     or ``p = 0`` in every phase when ``device.read_noise.resample == "example"`` (the example keeps
-    its realisation through its phases). The realisations are a pure function of
+    its realisation through its phases); with ``"step"`` every example and phase reads the
+    realisation ``(seed, key, 0, 0)`` and the batch is relaxed at once. The realisations are a pure function of
     ``(seed, key, b, p)``: give each training step (or trial) its own ``key``. With random reads a
     batch is relaxed example by example (one inner call each) and reassembled; deterministic reads
     (drift only) relax the batch at once.
@@ -86,13 +87,16 @@ class ReadThrough:
         """The conductances example ``example`` sees in the phase of ``nudge``."""
         if not self.random:
             return self.device.read(theta, None, self.state)
-        p = 0 if self.device.read_noise.resample == "example" else phase_index(nudge)
+        if self.device.read_noise.resample == "step":
+            example, p = 0, 0
+        else:
+            p = 0 if self.device.read_noise.resample == "example" else phase_index(nudge)
         return self.device.read(theta, device_rng(self.seed, "read", *self.key, int(example), p), self.state)
 
     def minimize(self, energy, theta, x, *, nudge: Nudge = FREE, s0=None) -> Equilibrium:
         """The inner minimizer's equilibrium at the read conductances (see the class docstring)."""
         batch = 1 if x is None or np.ndim(x) < 2 else int(np.shape(x)[0])
-        if not self.random or batch == 1:
+        if not self.random or batch == 1 or self.device.read_noise.resample == "step":
             return self.minimizer.minimize(energy, self.read(theta, 0, nudge), x, nudge=nudge, s0=s0)
         eqs = [self.minimizer.minimize(energy, self.read(theta, b, nudge), np.asarray(x)[b:b + 1],
                                        nudge=_row_nudge(nudge, b, batch), s0=_row(s0, b))

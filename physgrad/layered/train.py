@@ -11,6 +11,14 @@ A run folder holds everything needed to reproduce and continue it:
   ``os.replace``) with the SHA-256 of its arrays stored inside, verified on load;
 * ``learning_curve.png``.
 
+Device models (``device_model``, ``--device-model NAME|FILE``): a preset of
+:func:`physgrad.devices.get_device` or a JSON/TOML file; the weights :math:`W_k` are devices, the
+biases are not. A non-ideal device wraps the engine's stepper in
+:class:`physgrad.layered.on_device.DeviceStepper` (reads before, ``device.update`` after each step;
+evaluation reads once). The device state rides in the checkpoint (``device.*`` arrays and
+``device_meta``, under the same checksum) and ``config.json`` records the device's dict
+(``device``); the ideal device (the default) runs the plain stepper, bit-for-bit as without it.
+
 ``config.json`` also records the data folder used and the SHA-256 of its four files (``data``);
 ``--resume`` refuses data whose checksums differ from the recorded ones.
 
@@ -56,6 +64,8 @@ from typing import Literal, Optional, get_args
 
 import numpy as np
 
+from physgrad.devices import DeviceState, device_from_spec, device_rng, device_to_dict
+from physgrad.devices import Device as DeviceModel
 from physgrad.layered.data import DATASETS, data_record, load_dataset
 from physgrad.layered.presets import Preset, get_preset
 from physgrad.layered.steppers import initial_params, make_stepper
@@ -122,6 +132,13 @@ class TrainConfig:
         generic engine is numpy (``auto`` or ``numpy`` only).
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
+    device_model : str
+        Conductance devices of the weights: a preset name of :func:`physgrad.devices.get_device`
+        (``ideal``, ``levels16-stochastic``, ``pcm-pair``, ...) or a ``.json``/``.toml`` file
+        (:func:`physgrad.devices.load_device`). Read noise resampled per phase or per example needs
+        the generic engine (:func:`physgrad.layered.on_device.check_device_engine`).
+    beta : float or None
+        Nudge strength, > 0 (None = the preset's).
     """
 
     preset: str = "drn-1h"
@@ -139,9 +156,16 @@ class TrainConfig:
     eta: float = 0.5
     backend: Backend = "auto"
     device: Device = "cpu"
+    device_model: str = "ideal"
+    beta: Optional[float] = None
 
     def __post_init__(self):
         get_preset(self.preset)
+        if not isinstance(self.device_model, str) or not self.device_model:
+            raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
+        if self.beta is not None and not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)
+                                          and self.beta > 0):
+            raise PhysgradError(f"beta must be a number > 0, got {self.beta!r}")
         for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
                             ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
             if getattr(self, name) not in valid:
@@ -163,6 +187,13 @@ class TrainConfig:
                                 f"engine (algorithm {self.algorithm!r}) is the numpy reference: use --backend numpy")
         if self.device != "cpu" and self.backend != "torch":
             raise PhysgradError(f"device {self.device!r} needs --backend torch (numpy and numba run on the cpu)")
+        from physgrad.layered.on_device import check_device_engine
+        check_device_engine(self.resolved_device, self.resolved_engine, self.algorithm)
+
+    @property
+    def resolved_device(self) -> DeviceModel:
+        """The device model of ``device_model`` (read from its file each time)."""
+        return device_from_spec(self.device_model)
 
     @property
     def resolved_preset(self) -> Preset:
@@ -172,6 +203,8 @@ class TrainConfig:
             opts["epochs"] = int(self.epochs)
         if self.batch_size is not None:
             opts["batch_size"] = int(self.batch_size)
+        if self.beta is not None:
+            opts["beta"] = float(self.beta)
         return p.with_options(**opts) if opts else p
 
     @property
@@ -284,10 +317,15 @@ def _arrays_sha256(arrays: dict) -> str:
 
 
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
-                    train_seconds: float) -> None:
+                    train_seconds: float, device_state: Optional[DeviceState] = None) -> None:
     """Write the checkpoint atomically (a temporary file, fsync, ``os.replace``) with the SHA-256 of
-    its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file."""
+    its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file.
+    A ``device_state`` is stored as arrays ``device.<name>`` and the JSON string ``device_meta``."""
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(params)}
+    if device_state is not None:
+        dev_arrays, dev_meta = device_state.state_dict()
+        arrays.update({f"device.{k}": np.asarray(v) for k, v in dev_arrays.items()})
+        arrays["device_meta"] = np.array(json.dumps(dev_meta))
     if warm is not None:
         arrays.update({f"warm_{i}": np.asarray(w) for i, w in enumerate(warm)})
     arrays.update(epoch=np.int64(epoch), batch=np.int64(batch), n_wrong=np.int64(n_wrong),
@@ -365,6 +403,16 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
     n_params, n_warm = scalars["n_params"], scalars["n_warm"]
     if n_params < 1 or n_warm < 0:
         raise bad(f"n_params={n_params}, n_warm={n_warm}")
+    device_arrays = {k[len("device."):]: arrays.pop(k) for k in [k for k in arrays if k.startswith("device.")]}
+    device_state = None
+    if "device_meta" in arrays:
+        meta = arrays.pop("device_meta")
+        try:
+            device_state = DeviceState.from_state(device_arrays, json.loads(str(meta)))
+        except (PhysgradError, ValueError, TypeError, KeyError) as exc:
+            raise bad(f"its device state cannot be read ({exc})") from None
+    elif device_arrays:
+        raise bad(f"device arrays {sorted(device_arrays)[:3]} without device_meta")
     expected = set(CHECKPOINT_SCALARS) | {f"param_{i}" for i in range(n_params)} | {f"warm_{i}" for i in range(n_warm)}
     if set(arrays) != expected:
         extra, lost = sorted(set(arrays) - expected), sorted(expected - set(arrays))
@@ -386,7 +434,8 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
     if not math.isfinite(scalars["train_seconds"]) or scalars["train_seconds"] < 0:
         raise bad(f"train_seconds = {scalars['train_seconds']}")
     return {"params": params, "warm": warm, "epoch": scalars["epoch"], "batch": scalars["batch"],
-            "n_wrong": scalars["n_wrong"], "n_seen": scalars["n_seen"], "train_seconds": scalars["train_seconds"]}
+            "n_wrong": scalars["n_wrong"], "n_seen": scalars["n_seen"], "train_seconds": scalars["train_seconds"],
+            "device_state": device_state}
 
 
 def _check_position(ck: dict, path: Path, *, n_train: int, batch_size: int) -> None:
@@ -550,6 +599,9 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         if diff:
             raise PhysgradError(f"--resume: options differ from the saved run (saved, given): {diff}; "
                                 f"only {', '.join(RESUME_MAY_CHANGE)} may change")
+        if "device" in saved_all and saved_all["device"] != device_to_dict(config.resolved_device):
+            raise PhysgradError(f"--resume: device model {config.device_model!r} is now "
+                                f"{device_to_dict(config.resolved_device)}, the run's was {saved_all['device']}")
     else:
         if ckpt_path.exists() or metrics_path.exists():
             raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
@@ -578,10 +630,16 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     B = preset.batch_size
     n_batches = -(-n_train // B)
     init = initial_params(preset, config.seed, dtype)
+    device = config.resolved_device
+    device_state = None
     if resume:
         ck = load_checkpoint(ckpt_path, expect_params=init)
         _check_position(ck, ckpt_path, n_train=n_train, batch_size=B)
         params, warm = ck["params"], ck["warm"]
+        device_state = ck["device_state"]
+        if (device_state is None) != device.is_ideal:
+            raise CorruptRunError(f"--resume: {ckpt_path} {'has no' if device_state is None else 'has a'} device "
+                                  f"state, but the run's device model is {device.label!r}")
         epoch, start_batch = ck["epoch"], ck["batch"]
         n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
         metrics = _read_metrics(metrics_path, strict=True)
@@ -608,11 +666,15 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         try:
             cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
                                             "engine": config.resolved_engine, "backend": _backend_record(config),
+                                            "device": device_to_dict(device),
                                             "data": record, "command": command, "versions": _versions()},
                                            indent=2) + "\n")
         except OSError as exc:
             raise PhysgradError(f"--out {out}: cannot write {cfg_path} ({exc})") from None
         params = init
+        if not device.is_ideal:  # program the initial weights onto the devices (the biases are not devices)
+            params, device_state = device.init(init, device_rng(config.seed, "init"),
+                                               arrays=range(preset.energy().n_layers))
         warm, epoch, start_batch, n_wrong, n_seen, t_train = None, 0, 0, 0, 0, 0.0
         metrics = []
     metrics = Metrics(metrics)
@@ -620,8 +682,14 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         print(f"note: {config.backend_note}", file=sys.stderr)
     show = sys.stderr.isatty() if progress is None else progress
 
-    stepper = make_stepper(config.resolved_engine, preset, config.algorithm, params, threads=config.threads,
-                           eta=config.eta, backend=config.resolved_backend, device=config.device)
+    stepper = make_stepper(config.resolved_engine, preset, config.algorithm,
+                           params if device.is_ideal else tuple(np.array(p, copy=True) for p in params),
+                           threads=config.threads, eta=config.eta, backend=config.resolved_backend,
+                           device=config.device)
+    if not device.is_ideal:
+        from physgrad.layered.on_device import PER_EXAMPLE, DeviceStepper, random_reads
+        stepper = DeviceStepper(stepper, device, params, device_state, config.seed,
+                                read_through=random_reads(device) in PER_EXAMPLE)
     batches_done = 0
 
     def plot():
@@ -650,7 +718,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                         t_train += time.perf_counter() - t0
                         bar.close()
                         save_checkpoint(ckpt_path, stepper.to_host(), _host_warm(stepper, warm), epoch=epoch,
-                                        batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
+                                        batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train,
+                                        device_state=getattr(stepper, "device_state", None))
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
                         metrics.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
@@ -671,7 +740,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 _append_metrics(metrics_path, row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
                 save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, batch=0, n_wrong=0,
-                                n_seen=0, train_seconds=0.0)
+                                n_seen=0, train_seconds=0.0, device_state=getattr(stepper, "device_state", None))
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
                 print(f"epoch {row['epoch']:3d}  train {row['train_error']:.2f}%  test {row['test_error']:.2f}%  "

@@ -1,0 +1,172 @@
+r"""Layered training on a device model: one wrapper around any stepper.
+
+A :class:`DeviceStepper` holds the *true* device conductances :math:`\theta` and the
+:class:`~physgrad.devices.DeviceState`, and runs an inner stepper (fused numpy, numba, torch,
+generic, or any other stepper of the protocol of :mod:`physgrad.layered.steppers`) as a black box:
+
+1. before each step the inner stepper's parameters are set to what the circuit reads,
+   :math:`\tilde\theta = \mathrm{read}(\theta)` (drift; read noise with one realisation for the
+   step, ``device_rng(seed, "read", n, 0, 0)`` with ``n = state.n_updates``), and the inner stepper
+   rebuilds what it caches from them (``start_epoch``: the input layer's drive, transposed copies);
+2. the inner stepper trains on the batch and changes its parameters to :math:`\tilde\theta'` (its
+   own optimiser step, including its projection onto :math:`g \ge 0`);
+3. the requested change is :math:`\Delta = \tilde\theta' - \tilde\theta`; the devices deliver
+   :math:`(\theta, \text{state}) \leftarrow \mathrm{update}(\theta, \Delta, \text{rng}, \text{state})`
+   with ``rng = device_rng(seed, "update", n)``. Only the weights :math:`W_k` are devices (a DRN's
+   biases are current sources, not conductances): they take the inner stepper's values as they are.
+
+Read-noise realisations (``Device.read_noise.resample``):
+
+- ``"step"``: one realisation per step, shared by all examples and by the free and nudged phases:
+  every engine (what the fused kernels can do: they relax the batch at one set of conductances).
+- ``"phase"`` / ``"example"``: a fresh realisation per example and phase, or per example held
+  through its phases: the generic engine only, whose minimizer is wrapped in
+  :class:`~physgrad.devices.ReadThrough` with ``key = (n,)`` (the inner parameters are then the true
+  conductances, and each phase reads them). Rules that unroll the minimizer's ``step`` (TBP, RBP)
+  cannot read through and need ``"step"``. :func:`check_device_engine` refuses the other
+  combinations, naming the alternative.
+
+Evaluation reads the conductances once, ``device_rng(seed, "read", n, EVAL_READ, 0)``: the drift at
+the current device clock and one read-noise realisation for the whole test set (a chip read once at
+test time; per-image noise would need one relaxation per image).
+
+The ideal device is never wrapped (:func:`physgrad.layered.train.train` keeps the plain stepper),
+so its runs are bit-for-bit those without a device model.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from physgrad.devices import Device, DeviceState, ReadThrough, device_rng
+from physgrad.types import PhysgradError
+
+EVAL_READ = 1 << 40
+"""The ``example`` counter of the evaluation's read (beyond any example index of a step)."""
+PER_EXAMPLE = ("phase", "example")
+
+
+def random_reads(device: Device) -> Optional[str]:
+    """``device.read_noise.resample`` when reads draw random numbers, else None."""
+    rn = device.read_noise
+    return rn.resample if rn is not None and rn.sigma > 0 else None
+
+
+def check_device_engine(device: Device, engine: str, algorithm: str) -> None:
+    """Refuse a device whose reads the engine cannot realise (see the module docstring).
+
+    Raises
+    ------
+    PhysgradError
+        Read noise resampled per phase or per example with the fast engine (the fused kernels share
+        one set of conductances between the phases), or with TBP/RBP (they unroll the minimizer).
+    """
+    how = random_reads(device)
+    if how not in PER_EXAMPLE:
+        return
+    if engine != "generic":
+        raise PhysgradError(
+            f"device {device.label!r}: read noise resampled per {how} needs the generic engine (--engine generic, "
+            f"one relaxation per example); the fast engine can only share one realisation per step between the "
+            f"free and nudged phases: use a device file with [read_noise] resample = \"step\" for that")
+    if algorithm in ("tbp", "rbp"):
+        raise PhysgradError(
+            f"device {device.label!r}: {algorithm} unrolls the minimizer's sweeps and cannot read through the "
+            f"device per {how}; use [read_noise] resample = \"step\" (one realisation per step) or an EP/CpL rule")
+
+
+def _write(inner, values) -> None:
+    """Set the inner stepper's parameters to host arrays ``values`` (in place for host arrays, so
+    that kernels holding them see the change; through ``to_device`` for device tensors)."""
+    if all(isinstance(p, np.ndarray) for p in inner.params):
+        for p, v in zip(inner.params, values):
+            np.copyto(p, v, casting="same_kind")
+    elif hasattr(inner, "to_device"):
+        inner.params = tuple(inner.to_device(np.ascontiguousarray(v)) for v in values)
+    else:  # pragma: no cover - a stepper outside the protocol
+        raise PhysgradError(f"{type(inner).__name__}: cannot set its parameters for a device model")
+
+
+class DeviceStepper:
+    """A stepper whose conductances live on devices (see the module docstring).
+
+    Parameters
+    ----------
+    inner : Stepper
+        Built on (a copy of) ``params``; its parameters are overwritten before each step.
+    device : Device
+        Not ideal (the ideal device runs the plain stepper).
+    params : tuple of host arrays
+        The true device conductances (``device.init`` or a checkpoint), ``(W_1..W_L, b_1..b_L)``.
+    device_state : DeviceState
+    seed : int
+        The run's seed (device streams: :func:`physgrad.devices.device_rng`).
+    read_through : bool
+        Per-example/per-phase reads (the inner stepper must be the generic one).
+    """
+
+    def __init__(self, inner, device: Device, params, device_state: DeviceState, seed: int, read_through: bool = False):
+        if not isinstance(device, Device) or device.is_ideal:
+            raise PhysgradError("DeviceStepper needs a non-ideal Device (run the plain stepper for the ideal one)")
+        self.inner, self.device, self.device_state, self.seed = inner, device, device_state, int(seed)
+        self.read_through = bool(read_through)
+        if self.read_through and not hasattr(inner, "minimizer"):
+            raise PhysgradError("per-example/per-phase device reads need the generic engine (--engine generic)")
+        self._minimizer = getattr(inner, "minimizer", None)
+        self.params = tuple(np.array(p, copy=True) for p in params)
+        self._sync()
+
+    # --- what the inner stepper sees -----------------------------------------------------------
+    def _read(self, example: int = 0) -> tuple:
+        n = self.device_state.n_updates
+        rng = device_rng(self.seed, "read", n, example, 0) if random_reads(self.device) else None
+        return tuple(self.device.read(self.params, rng, self.device_state))
+
+    def _sync(self) -> None:
+        """Inner parameters = the conductances of the coming step."""
+        if self.read_through:
+            _write(self.inner, self.params)
+            self.inner.minimizer = ReadThrough(self._minimizer, self.device, self.device_state, self.seed,
+                                               (self.device_state.n_updates,))
+        else:
+            _write(self.inner, self._read())
+
+    # --- protocol --------------------------------------------------------------------------------
+    def start_epoch(self, x, order, start_batch):
+        """Inner parameters from the devices, then the inner stepper's own preparation."""
+        self._sync()
+        self.inner.start_epoch(x, order, start_batch)
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        """The inner step at the read conductances, then ``device.update`` with its requested change."""
+        before = tuple(np.array(p, copy=True) for p in self.inner.to_host())
+        warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
+        after = tuple(np.asarray(p) for p in self.inner.to_host())
+        requested = tuple(a - b for a, b in zip(after, before))
+        rng = device_rng(self.seed, "update", self.device_state.n_updates)
+        new, self.device_state = self.device.update(self.params, requested, rng, self.device_state)
+        # arrays that are not devices (biases) keep the inner stepper's own values, not before + (after - before)
+        self.params = tuple(np.array(a if leaf is None else n, copy=True)
+                            for a, n, leaf in zip(after, new, self.device_state.leaves))
+        self._sync()
+        if nxt is not None:  # rebuild the next batch's cached drive / copies from the new conductances
+            self.inner.start_epoch(x, nxt, 0)
+        return warm, pred
+
+    def evaluate(self, params, x):
+        """Predictions at one read of ``params`` (drift now, one read-noise realisation for all of ``x``)."""
+        n = self.device_state.n_updates
+        rng = device_rng(self.seed, "read", n, EVAL_READ, 0) if random_reads(self.device) else None
+        _write(self.inner, tuple(self.device.read(tuple(params), rng, self.device_state)))
+        try:  # the generic engine evaluates with its own (plain) evaluation minimizer
+            return self.inner.evaluate(self.inner.params, x)
+        finally:
+            self._sync()
+
+    def to_host(self, arrays=None) -> tuple:
+        """The true conductances (or ``arrays``, e.g. a warm start, through the inner stepper)."""
+        return tuple(self.params) if arrays is None else self.inner.to_host(arrays)
+
+    def close(self):
+        self.inner.close()

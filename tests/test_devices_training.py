@@ -1,0 +1,213 @@
+"""Device models in layered training: the ideal device is bit-for-bit the plain run, levels and bounds
+hold after training, stochastic rounding is unbiased at the training level, runs on noisy devices
+resume bit-for-bit, and bad device models are refused (exit 2) with a clear message."""
+import json
+
+import numpy as np
+import pytest
+
+from physgrad.cli import main
+from physgrad.devices import Bounds, Device, device_rng, get_device
+from physgrad.layered.on_device import DeviceStepper
+from physgrad.layered.presets import get_preset
+from physgrad.layered.steppers import initial_params, make_stepper
+from physgrad.layered.train import TrainConfig, load_checkpoint, train
+from physgrad.sweep.tasks import get_task
+from physgrad.types import PhysgradError
+
+NOISY = {"base": "pcm-pair", "read_noise": {"sigma": 0.05, "resample": "step"}}
+"""A PCM pair (pulses with cycle-to-cycle noise, drift, refresh) with read noise once per step."""
+
+
+def cfg(data_dir, **kw):
+    base = dict(preset="drn-xs", data_dir=data_dir, epochs=1, train_size=48, threads=1, backend="numpy")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def params_of(folder):
+    return load_checkpoint(folder / "checkpoint.npz")["params"]
+
+
+def device_file(tmp_path, d, name="dev.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(d))
+    return str(path)
+
+
+def g_ref(seed=0):
+    """Largest initial conductance of each weight array of DRN-XS (the unit of relative bounds)."""
+    init = initial_params(get_preset("drn-xs"), seed, np.float32)
+    return [float(np.max(np.abs(w))) for w in init[:2]]
+
+
+# --- the ideal device --------------------------------------------------------------------------
+@pytest.mark.parametrize("engine,backend", [("fast", "numpy"), ("fast", "numba"), ("generic", "numpy")])
+def test_ideal_device_is_bit_for_bit_the_plain_run(data_dir, tmp_path, engine, backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    kw = dict(engine=engine, backend=backend, train_size=24)
+    train(cfg(data_dir, **kw), tmp_path / "plain", progress=False)
+    train(cfg(data_dir, device_model="ideal", **kw), tmp_path / "ideal", progress=False)
+    for p, q in zip(params_of(tmp_path / "plain"), params_of(tmp_path / "ideal")):
+        np.testing.assert_array_equal(p, q)
+    assert load_checkpoint(tmp_path / "ideal" / "checkpoint.npz")["device_state"] is None
+    assert json.loads((tmp_path / "ideal" / "config.json").read_text())["device"] == {"name": "ideal"}
+
+
+@pytest.mark.parametrize("engine", ["fast", "generic"])
+def test_wrapper_with_an_unbounded_continuous_device_follows_the_plain_stepper(data_dir, engine):
+    """The hook itself (read, inner step, requested change, update) changes nothing when the device
+    delivers every request: the same parameters as the plain stepper to float32 rounding."""
+    from physgrad.layered.data import load_dataset
+
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:24].astype(np.float32) / np.float32(255)
+    y = data.y_train[:24]
+    init = initial_params(preset, 0, np.float32)
+    algo = "cep"
+    plain = make_stepper(engine, preset, algo, tuple(p.copy() for p in init), backend="numpy")
+    dev = Device(name="unbounded", bounds=Bounds(0.0, np.inf, relative=False))
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    wrapped = DeviceStepper(make_stepper(engine, preset, algo, tuple(p.copy() for p in init), backend="numpy"),
+                            dev, theta, state, seed=0)
+    order = np.arange(24)
+    warm_a = warm_b = None
+    for s in (plain, wrapped):
+        s.start_epoch(x, order, 0)
+    for bi in range(6):
+        idx, nxt = order[4 * bi:4 * bi + 4], (order[4 * bi + 4:4 * bi + 8] if bi < 5 else None)
+        warm_a, _ = plain.step(x, idx, y[idx], nxt, warm_a, 1.0)
+        warm_b, _ = wrapped.step(x, idx, y[idx], nxt, warm_b, 1.0)
+    assert wrapped.device_state.n_updates == 6
+    for p, q in zip(plain.to_host(), wrapped.to_host()):
+        np.testing.assert_allclose(q, p, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(plain.evaluate(plain.params, x), wrapped.evaluate(wrapped.params, x))
+    plain.close(), wrapped.close()
+
+
+# --- what the devices deliver ------------------------------------------------------------------------
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("engine", ["fast", "generic"])
+def test_levels_quantise_the_trained_conductances(data_dir, tmp_path, rounding, engine):
+    n = 16
+    train(cfg(data_dir, engine=engine, device_model=f"levels{n}-{rounding}"), tmp_path / "r", progress=False)
+    params = params_of(tmp_path / "r")
+    init = initial_params(get_preset("drn-xs"), 0, np.float32)
+    moved = 0
+    for W, W0, ref in zip(params[:2], init[:2], g_ref()):
+        step = 2.0 * ref / (n - 1)
+        k = W.astype(np.float64) / step
+        np.testing.assert_allclose(k, np.rint(k), atol=1e-4)  # on the grid g = k * step
+        assert k.min() > -1e-4 and k.max() < n - 1 + 1e-4
+        moved += int(np.sum(np.rint(k) != np.rint(W0.astype(np.float64) / step)))
+    assert moved > 0  # training changed levels
+    assert not np.array_equal(params[2], init[2])  # the biases (not devices) train freely
+
+
+def test_bounds_hold_after_training(data_dir, tmp_path):
+    path = device_file(tmp_path, {"bounds": {"g_min": 0.1, "g_max": 0.6}})
+    train(cfg(data_dir, device_model=path), tmp_path / "r", progress=False)
+    params = params_of(tmp_path / "r")
+    for W, ref in zip(params[:2], g_ref()):
+        assert W.min() >= np.float32(0.1 * ref) * (1 - 1e-6) and W.max() <= np.float32(0.6 * ref) * (1 + 1e-6)
+        assert np.mean(W == np.float32(0.6 * ref)) > 0  # the upper bound is reached (init goes to 1.0 g_ref)
+
+
+def test_stochastic_rounding_is_unbiased_at_the_training_level(data_dir):
+    """One training step from the same programmed start with K device seeds: the mean delivered
+    change of W equals the requested one (the same for every seed) within 4 standard errors."""
+    from physgrad.layered.data import load_dataset
+
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:4].astype(np.float32) / np.float32(255)
+    y = data.y_train[:4]
+    dev = get_device("levels16-stochastic")
+    init = initial_params(preset, 0, np.float32)
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    K, delivered, requested = 200, [], None
+    for seed in range(K):
+        inner = make_stepper("fast", preset, "cep", tuple(p.copy() for p in theta), backend="numpy")
+        s = DeviceStepper(inner, dev, theta, state, seed=seed)
+        s.start_epoch(x, np.arange(4), 0)
+        plain = make_stepper("fast", preset, "cep", tuple(p.copy() for p in theta), backend="numpy")
+        plain.start_epoch(x, np.arange(4), 0)
+        s.step(x, np.arange(4), y, None, None, 1.0)
+        plain.step(x, np.arange(4), y, None, None, 1.0)
+        req = plain.params[1].astype(np.float64) - theta[1]
+        assert requested is None or np.array_equal(req, requested)
+        requested = req
+        delivered.append(s.params[1].astype(np.float64) - theta[1])
+        s.close(), plain.close()
+    delivered = np.array(delivered)
+    step = 2.0 * g_ref()[1] / 15
+    inside = (theta[1] + requested > 0) & (theta[1] + requested < 2 * g_ref()[1])  # away from the bounds
+    assert np.sum(inside & (requested != 0)) > 100
+    # each delivered change is a whole number of levels around the request
+    np.testing.assert_allclose(delivered / step, np.rint(delivered / step), atol=1e-3)
+    assert np.all(np.abs(delivered - requested)[:, inside] <= step * (1 + 1e-4))
+    err = (delivered.mean(axis=0) - requested)[inside]
+    se = step / 2 / np.sqrt(K)  # the per-sample standard deviation is at most half a level
+    assert np.all(np.abs(err) <= 5 * se)
+    assert abs(err.mean()) <= 4 * se / np.sqrt(err.size)
+
+
+# --- checkpoints and resume ------------------------------------------------------------------------
+@pytest.mark.parametrize("engine,model", [("fast", "noisy"), ("generic", "pcm-pair")])
+def test_noisy_device_resumes_bit_for_bit(data_dir, tmp_path, engine, model):
+    model = device_file(tmp_path, NOISY) if model == "noisy" else model
+    config = cfg(data_dir, engine=engine, device_model=model, epochs=2, train_size=24 if engine == "generic" else 48)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    m_full = train(config, full, progress=False)
+    train(config, parts, progress=False, _interrupt_after=4)  # mid-epoch 1
+    ck = load_checkpoint(parts / "checkpoint.npz")
+    assert ck["device_state"] is not None and ck["device_state"].n_updates == 4
+    m_parts = train(config, parts, resume=True, progress=False)
+    for p, q in zip(params_of(full), params_of(parts)):
+        np.testing.assert_array_equal(p, q)
+    a, b = (load_checkpoint(f / "checkpoint.npz")["device_state"].state_dict() for f in (full, parts))
+    assert a[1] == b[1] and a[1]["n_updates"] == 2 * config.train_size // 4
+    for k in a[0]:
+        np.testing.assert_array_equal(a[0][k], b[0][k])
+    assert [m["test_error"] for m in m_full] == [m["test_error"] for m in m_parts]
+    saved = json.loads((full / "config.json").read_text())
+    assert saved["device"]["name"] in ("dev", "pcm-pair") and "pair" in saved["device"]
+
+
+def test_resume_refuses_a_changed_device_file(data_dir, tmp_path):
+    path = device_file(tmp_path, {"bounds": {"g_max": 1.5}})
+    config = cfg(data_dir, device_model=path)
+    train(config, tmp_path / "r", progress=False, _interrupt_after=2)
+    device_file(tmp_path, {"bounds": {"g_max": 1.2}})
+    with pytest.raises(PhysgradError, match="device model"):
+        train(config, tmp_path / "r", resume=True, progress=False)
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,match", [
+    (["--device-model", "levels16-roundish"], "unknown device model 'levels16-roundish'; presets: ideal"),
+    (["--device-model", "missing.toml"], "cannot read device model missing.toml"),
+    (["--device-model", "BAD"], "unknown key"),
+    (["--device-model", "pcm-pair"], r"needs the generic engine \(--engine generic"),
+    (["--device-model", "pcm-pair", "--engine", "generic", "--algorithm", "tbp"], "tbp unrolls"),
+    (["--beta", "-1"], "beta must be a number > 0"),
+])
+def test_bad_device_models_exit_2(data_dir, tmp_path, capsys, args, match):
+    args = [device_file(tmp_path, {"bounds": {"gmax": 1}}) if a == "BAD" else a for a in args]
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "1", "--train-size", "8",
+                 "--out", str(out), "--no-progress", *args])
+    assert code == 2
+    import re
+    assert re.search(match, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_sweep_specs_take_the_device_model(data_dir):
+    task = get_task("train")
+    config = task.config({"preset": "drn-xs", "device_model": "levels16-stochastic", "seed": 0})
+    assert config.resolved_device.name == "levels16-stochastic"
+    with pytest.raises(PhysgradError, match="unknown device model"):
+        task.config({"preset": "drn-xs", "device_model": "memristor9", "seed": 0})
