@@ -211,3 +211,24 @@ def test_sweep_specs_take_the_device_model(data_dir):
     assert config.resolved_device.name == "levels16-stochastic"
     with pytest.raises(PhysgradError, match="unknown device model"):
         task.config({"preset": "drn-xs", "device_model": "memristor9", "seed": 0})
+
+
+def test_step_read_noise_is_one_realisation_for_every_example_and_phase():
+    from physgrad.devices import ReadNoise, ReadThrough
+    from physgrad.types import Nudge
+
+    dev = Device(read_noise=ReadNoise(0.1, resample="step"))
+    theta = (np.ones((3, 2)), np.zeros(2))
+    _, state = dev.init(theta, device_rng(0, "init"), arrays=[0])
+    rt = ReadThrough(object(), dev, state, seed=3, key=(7,))
+    reads = [rt.read(theta, b, n)[0] for b in (0, 5) for n in (Nudge(0.0), Nudge(1.0, np.zeros(2)), Nudge(-1.0, np.zeros(2)))]
+    assert not np.array_equal(reads[0], theta[0])
+    for r in reads[1:]:
+        np.testing.assert_array_equal(r, reads[0])
+    other = ReadThrough(object(), dev, state, seed=3, key=(8,)).read(theta, 0, Nudge(0.0))[0]
+    assert not np.array_equal(other, reads[0])  # a new step, a new realisation
+
+
+def test_beta_option_overrides_the_preset():
+    assert TrainConfig(preset="drn-xs", beta=0.25).resolved_preset.beta == 0.25
+    assert TrainConfig(preset="drn-xs").resolved_preset.beta == get_preset("drn-xs").beta
