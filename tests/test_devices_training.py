@@ -55,11 +55,22 @@ def test_ideal_device_is_bit_for_bit_the_plain_run(data_dir, tmp_path, engine, b
     assert json.loads((tmp_path / "ideal" / "config.json").read_text())["device"] == {"name": "ideal"}
 
 
-@pytest.mark.parametrize("engine", ["fast", "generic"])
+@pytest.mark.parametrize("engine", ["fast", "generic", "array"])
 def test_wrapper_with_an_unbounded_continuous_device_follows_the_plain_stepper(data_dir, engine):
     """The hook itself (read, inner step, requested change, update) changes nothing when the device
-    delivers every request: the same parameters as the plain stepper to float32 rounding."""
+    delivers every request: the same parameters as the plain stepper to float32 rounding. ``array``:
+    the array-API stepper (the torch backend's base class) on array_api_strict, whose parameters are
+    not numpy arrays (set through ``to_device``)."""
     from physgrad.layered.data import load_dataset
+
+    if engine == "array":
+        xp = pytest.importorskip("array_api_strict")
+        from physgrad.layered.kernels.array_stepper import ArrayCEPStepper
+
+        def make_stepper(engine, preset, algo, params, backend):  # noqa: F811 - the array-API stepper
+            return ArrayCEPStepper(preset, params, xp)
+    else:
+        from physgrad.layered.steppers import make_stepper
 
     preset = get_preset("drn-xs")
     data = load_dataset("mnist", data_dir)
