@@ -32,7 +32,7 @@ def rows(runs: Path, sweep: str) -> list:
                 continue
             p = json.loads(r["params"])
             p["device"] = Path(p.get("device_model", "ideal")).stem
-            p["test_error"] = float(r["final_error"])
+            p["test_error"] = round(float(r["final_error"]), 2)
             p["seconds"] = float(r["seconds"])
             out.append(p)
         return out
