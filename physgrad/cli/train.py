@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from physgrad.layered.data import DATASETS
-from physgrad.layered.presets import PRESETS
+from physgrad.layered.presets import LR_SCHEDULES, PRESETS
 from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
 
 
@@ -36,6 +36,15 @@ def register(sub) -> None:
                         "(reference), torch (pip install 'physgrad[torch]'); auto: numba if installed, else numpy")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="torch device (--backend torch)")
     p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
+    g = p.add_argument_group("training recipe (overrides of the preset; default: the preset's)")
+    g.add_argument("--lr-factor", type=float, default=None, help="multiply all the preset's learning rates")
+    g.add_argument("--beta", type=float, default=None, help="nudging strength beta (S for DRNs)")
+    g.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
+                   help="exponential: lr_decay**epoch (the papers'); cosine: warm-up then cosine decay per batch")
+    g.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up length (cosine schedule)")
+    g.add_argument("--lr-final", type=float, default=None, help="final factor of the cosine schedule, in [0, 1)")
+    g.add_argument("--ema-decay", type=float, default=None,
+                   help="evaluate an exponential moving average of the parameters (decay per batch, in [0, 1))")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -53,7 +62,9 @@ def run(args) -> int:
     cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
-                      engine=args.engine, eta=args.eta, backend=args.backend, device=args.device)
+                      engine=args.engine, eta=args.eta, backend=args.backend, device=args.device,
+                      lr_factor=args.lr_factor, beta=args.beta, lr_schedule=args.lr_schedule,
+                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
         metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,

@@ -10,6 +10,7 @@ networks", ICML 2024.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Literal, Optional, Union, get_args
 
@@ -19,6 +20,8 @@ from physgrad.types import PhysgradError
 
 Model = Literal["drn", "dhn"]
 MODELS = get_args(Model)
+LRSchedule = Literal["exponential", "cosine"]
+LR_SCHEDULES = get_args(LRSchedule)
 MNIST_PIXELS = 28 * 28  # inputs of every preset: a flattened 28 x 28 image, pixels in [0, 1]
 
 
@@ -47,7 +50,19 @@ class Preset:
         SGD learning rate per layer (input side first).
     epochs, batch_size : int
     lr_decay : float
-        Learning rates multiplied by this after every epoch.
+        Learning rates multiplied by this after every epoch (``lr_schedule = "exponential"``).
+    lr_schedule : {"exponential", "cosine"}
+        Factor on every learning rate (:meth:`lr_scale`): ``lr_decay ** epoch``, constant within an
+        epoch (the papers'); or a linear warm-up over ``warmup_epochs`` followed by a cosine decay to
+        ``lr_final`` at the end of the last epoch, updated every batch.
+    warmup_epochs : float
+        Length of the linear warm-up (epochs, may be fractional; cosine only).
+    lr_final : float
+        Factor at the end of the cosine schedule, in [0, 1).
+    ema_decay : float
+        Exponential moving average of the parameters, ``bar_theta <- d bar_theta + (1 - d) theta``
+        after every batch (``d`` in [0, 1); 0 = off). With ``d > 0`` evaluation (test error,
+        checkpoints' averaged copy) uses ``bar_theta``; training always uses ``theta``.
     weight_gain : float
         Initial weights uniform in ``+-weight_gain / sqrt(fan_in)`` (DRN: then clamped at 0).
     schedule : {"asynchronous", "synchronous", "forward", "backward"}
@@ -68,6 +83,10 @@ class Preset:
     epochs: int = 10
     batch_size: int = 4
     lr_decay: float = 0.99
+    lr_schedule: LRSchedule = "exponential"
+    warmup_epochs: float = 0.0
+    lr_final: float = 0.0
+    ema_decay: float = 0.0
     weight_gain: float = 1.0
     schedule: Schedule = "asynchronous"
     paper_error: Optional[float] = None
@@ -96,6 +115,33 @@ class Preset:
             raise PhysgradError(f"beta must be > 0, got {self.beta}")
         if not 0 < self.lr_decay <= 1:
             raise PhysgradError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise PhysgradError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise PhysgradError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.warmup_epochs > 0 and self.lr_schedule != "cosine":
+            raise PhysgradError("warmup_epochs needs lr_schedule = 'cosine'")
+        for name in ("lr_final", "ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise PhysgradError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def lr_scale(self, epoch: int, batch: int, n_batches: int) -> float:
+        """Factor on every learning rate for batch ``batch`` (0-based) of epoch ``epoch`` (0-based)
+        of ``n_batches``.
+
+        ``exponential``: :math:`\\gamma^{e}` (``lr_decay``), the same for the whole epoch.
+        ``cosine``: with :math:`t = e + b / n_b` in epochs, :math:`t_w` = ``warmup_epochs``,
+        :math:`T` = ``epochs`` and :math:`f` = ``lr_final``:
+        :math:`t / t_w` while :math:`t < t_w`, then
+        :math:`f + (1 - f) \\tfrac12 (1 + \\cos(\\pi (t - t_w) / (T - t_w)))`.
+        """
+        if self.lr_schedule == "exponential":
+            return self.lr_decay ** epoch
+        t = epoch + batch / n_batches
+        if t < self.warmup_epochs:
+            return t / self.warmup_epochs
+        u = (t - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
+        return self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
 
     def energy(self) -> Union[DeepResistive, DeepHopfield]:
         """The network: :class:`~physgrad.energies.layered.DeepResistive` (with ``input_gain``) or

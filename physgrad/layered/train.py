@@ -70,6 +70,7 @@ ENGINES = get_args(Engine)
 BACKENDS = get_args(Backend)
 DEVICES = get_args(Device)
 RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
+RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay")
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
@@ -122,6 +123,10 @@ class TrainConfig:
         generic engine is numpy (``auto`` or ``numpy`` only).
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
+    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay : optional
+        Training-recipe overrides of the preset (None = the preset's): ``lr_factor`` multiplies all
+        of its learning rates; the others replace the :class:`~physgrad.layered.presets.Preset`
+        fields of the same names (see there).
     """
 
     preset: str = "drn-1h"
@@ -139,9 +144,18 @@ class TrainConfig:
     eta: float = 0.5
     backend: Backend = "auto"
     device: Device = "cpu"
+    lr_factor: Optional[float] = None
+    beta: Optional[float] = None
+    lr_schedule: Optional[str] = None
+    warmup_epochs: Optional[float] = None
+    lr_final: Optional[float] = None
+    ema_decay: Optional[float] = None
 
     def __post_init__(self):
         get_preset(self.preset)
+        if self.lr_factor is not None and not float(self.lr_factor) > 0:
+            raise PhysgradError(f"lr_factor must be > 0, got {self.lr_factor}")
+        self.resolved_preset  # the recipe overrides are validated by the preset
         for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
                             ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
             if getattr(self, name) not in valid:
@@ -172,6 +186,13 @@ class TrainConfig:
             opts["epochs"] = int(self.epochs)
         if self.batch_size is not None:
             opts["batch_size"] = int(self.batch_size)
+        for name in RECIPE_OPTIONS:
+            if getattr(self, name) is not None:
+                opts[name] = getattr(self, name)
+        if self.lr_factor is not None:
+            f = float(self.lr_factor)
+            opts["weight_lrs"] = tuple(f * v for v in p.weight_lrs)
+            opts["bias_lrs"] = tuple(f * v for v in p.bias_lrs)
         return p.with_options(**opts) if opts else p
 
     @property
@@ -284,12 +305,15 @@ def _arrays_sha256(arrays: dict) -> str:
 
 
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
-                    train_seconds: float) -> None:
+                    train_seconds: float, ema=None) -> None:
     """Write the checkpoint atomically (a temporary file, fsync, ``os.replace``) with the SHA-256 of
-    its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file."""
+    its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file.
+    ``ema``: the averaged parameters (``ema_decay > 0``), stored as ``ema_i`` with their count ``n_ema``."""
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(params)}
     if warm is not None:
         arrays.update({f"warm_{i}": np.asarray(w) for i, w in enumerate(warm)})
+    if ema is not None:
+        arrays.update({f"ema_{i}": np.asarray(e) for i, e in enumerate(ema)}, n_ema=np.int64(len(ema)))
     arrays.update(epoch=np.int64(epoch), batch=np.int64(batch), n_wrong=np.int64(n_wrong),
                   n_seen=np.int64(n_seen), train_seconds=np.float64(train_seconds),
                   n_params=np.int64(len(params)), n_warm=np.int64(0 if warm is None else len(warm)))
@@ -351,6 +375,7 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
     if missing:
         raise bad(f"missing key(s) {missing}")
     stored = arrays.pop("sha256", None)
+    n_ema = arrays.get("n_ema", np.int64(0))  # optional: only runs with ema_decay > 0 write it
     if stored is None:
         print(f"note: {path} has no checksum (written by an older physgrad); checked by structure only",
               file=sys.stderr)
@@ -365,15 +390,24 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
     n_params, n_warm = scalars["n_params"], scalars["n_warm"]
     if n_params < 1 or n_warm < 0:
         raise bad(f"n_params={n_params}, n_warm={n_warm}")
+    if n_ema.shape != () or n_ema.dtype.kind not in "iu" or int(n_ema) not in (0, n_params):
+        raise bad(f"n_ema is not 0 or n_params={n_params} ({n_ema!r})")
+    n_ema = int(n_ema)
     expected = set(CHECKPOINT_SCALARS) | {f"param_{i}" for i in range(n_params)} | {f"warm_{i}" for i in range(n_warm)}
+    if n_ema:
+        expected |= {"n_ema"} | {f"ema_{i}" for i in range(n_ema)}
     if set(arrays) != expected:
         extra, lost = sorted(set(arrays) - expected), sorted(expected - set(arrays))
         raise bad(f"keys do not match n_params/n_warm (missing {lost}, unexpected {extra})")
     params = tuple(arrays[f"param_{i}"].copy() for i in range(n_params))
     warm = [arrays[f"warm_{i}"].copy() for i in range(n_warm)] or None
+    ema = tuple(arrays[f"ema_{i}"].copy() for i in range(n_ema)) or None
     for i, p in enumerate(params):
         if p.dtype.kind != "f" or not np.all(np.isfinite(p)):
             raise bad(f"param_{i} is not a finite float array ({p.dtype})")
+    for i, (e, p) in enumerate(zip(ema or (), params)):
+        if e.shape != p.shape or e.dtype != p.dtype or not np.all(np.isfinite(e)):
+            raise bad(f"ema_{i} is not a finite array like param_{i} ({e.dtype} {e.shape})")
     for i, w in enumerate(warm or ()):
         if w.dtype.kind != "f" or not np.all(np.isfinite(w)):
             raise bad(f"warm_{i} is not a finite float array ({w.dtype})")
@@ -385,7 +419,7 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
                 raise bad(f"param_{i} is {p.dtype} {p.shape}, the run's is {e.dtype} {e.shape}")
     if not math.isfinite(scalars["train_seconds"]) or scalars["train_seconds"] < 0:
         raise bad(f"train_seconds = {scalars['train_seconds']}")
-    return {"params": params, "warm": warm, "epoch": scalars["epoch"], "batch": scalars["batch"],
+    return {"params": params, "warm": warm, "ema": ema, "epoch": scalars["epoch"], "batch": scalars["batch"],
             "n_wrong": scalars["n_wrong"], "n_seen": scalars["n_seen"], "train_seconds": scalars["train_seconds"]}
 
 
@@ -505,6 +539,24 @@ def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=
     plt.close(fig)
 
 
+class _Average:
+    """The exponential moving average of the parameters (host arrays), ``bar <- d bar + (1 - d) theta``
+    after every batch; ``params`` is None when ``d = 0`` (no averaging)."""
+
+    def __init__(self, params, decay: float):
+        self.params = None if params is None else tuple(np.array(p, copy=True) for p in params)
+        self.c = 1.0 - float(decay)
+        self._tmp = None if params is None else tuple(np.empty_like(p) for p in params)
+
+    def update(self, stepper) -> None:
+        if self.params is None:
+            return
+        for e, p, t in zip(self.params, stepper.to_host(), self._tmp):
+            np.subtract(p, e, out=t)
+            t *= t.dtype.type(self.c)
+            e += t
+
+
 def _progress(total, initial, desc, disable):
     from tqdm import tqdm
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, mininterval=2.0,
@@ -550,6 +602,9 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         if diff:
             raise PhysgradError(f"--resume: options differ from the saved run (saved, given): {diff}; "
                                 f"only {', '.join(RESUME_MAY_CHANGE)} may change")
+        if saved.epochs != config.epochs and preset.lr_schedule == "cosine":
+            raise PhysgradError("--resume: the cosine learning-rate schedule is laid out over the run's epochs "
+                                f"({saved.resolved_preset.epochs}); it cannot be lengthened (start a new run)")
     else:
         if ckpt_path.exists() or metrics_path.exists():
             raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
@@ -581,7 +636,10 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     if resume:
         ck = load_checkpoint(ckpt_path, expect_params=init)
         _check_position(ck, ckpt_path, n_train=n_train, batch_size=B)
-        params, warm = ck["params"], ck["warm"]
+        params, warm, ema = ck["params"], ck["warm"], ck["ema"]
+        if (ema is not None) != (preset.ema_decay > 0):
+            raise CorruptRunError(f"--resume: corrupted checkpoint {ckpt_path}: averaged parameters "
+                                  f"{'present' if ema is not None else 'missing'} but ema_decay = {preset.ema_decay}")
         epoch, start_batch = ck["epoch"], ck["batch"]
         n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
         metrics = _read_metrics(metrics_path, strict=True)
@@ -613,6 +671,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         except OSError as exc:
             raise PhysgradError(f"--out {out}: cannot write {cfg_path} ({exc})") from None
         params = init
+        ema = tuple(p.copy() for p in init) if preset.ema_decay > 0 else None
         warm, epoch, start_batch, n_wrong, n_seen, t_train = None, 0, 0, 0, 0, 0.0
         metrics = []
     metrics = Metrics(metrics)
@@ -623,6 +682,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     stepper = make_stepper(config.resolved_engine, preset, config.algorithm, params, threads=config.threads,
                            eta=config.eta, backend=config.resolved_backend, device=config.device)
     batches_done = 0
+    average = _Average(ema, preset.ema_decay)
 
     def plot():
         plot_learning_curve(metrics, out / "learning_curve.png", f"{preset.name} {config.algorithm} {config.dataset}",
@@ -632,14 +692,16 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         with _StopFlag() as flag:
             while epoch < preset.epochs:
                 order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
-                lr_scale = preset.lr_decay ** epoch
+                lr_scale = preset.lr_scale(epoch, start_batch, n_batches)
                 bar = _progress(n_batches, start_batch, f"epoch {epoch + 1}/{preset.epochs}", not show)
                 t0 = time.perf_counter()
                 stepper.start_epoch(x_train, order, start_batch)
                 for bi in range(start_batch, n_batches):
                     idx = order[bi * B:(bi + 1) * B]
                     nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
+                    lr_scale = preset.lr_scale(epoch, bi, n_batches)
                     warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                    average.update(stepper)
                     n_wrong += int(np.sum(pred != y_train[idx]))
                     n_seen += len(idx)
                     batches_done += 1
@@ -650,7 +712,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                         t_train += time.perf_counter() - t0
                         bar.close()
                         save_checkpoint(ckpt_path, stepper.to_host(), _host_warm(stepper, warm), epoch=epoch,
-                                        batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train)
+                                        batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train,
+                                        ema=average.params)
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
                         metrics.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
@@ -662,7 +725,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
                                         f"checkpoint of the previous epoch is kept; lower the learning rates")
                 t1 = time.perf_counter()
-                pred = stepper.evaluate(stepper.params, x_test)
+                pred = stepper.evaluate(stepper.params if average.params is None else average.params, x_test)
                 t_eval = time.perf_counter() - t1
                 row = {"epoch": epoch + 1, "train_error": 100.0 * n_wrong / max(n_seen, 1),
                        "test_error": 100.0 * float(np.mean(pred != y_test)), "train_seconds": t_train,
@@ -671,7 +734,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 _append_metrics(metrics_path, row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
                 save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, batch=0, n_wrong=0,
-                                n_seen=0, train_seconds=0.0)
+                                n_seen=0, train_seconds=0.0, ema=average.params)
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
                 print(f"epoch {row['epoch']:3d}  train {row['train_error']:.2f}%  test {row['test_error']:.2f}%  "
