@@ -29,8 +29,8 @@ def register(sub) -> None:
                         "(default 1; more threads pay off only on otherwise idle cores)")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="fast: the centered-EP kernels (cep only); generic: any algorithm on the numpy reference "
-                        "route; auto: fast for cep")
+                   help="fast: the fused kernels (cep, tbp); generic: any algorithm on the numpy reference "
+                        "route; auto: fast for cep and tbp")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="kernel of the fast engine: numba (compiled CPU, pip install 'physgrad[fast]'), numpy "
                         "(reference), torch (pip install 'physgrad[torch]'); auto: numba if installed, else numpy")

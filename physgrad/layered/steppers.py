@@ -6,6 +6,8 @@ that is specific to how a batch is computed (kernels, buffers, threads, BLAS lim
 
 * :class:`FusedCEPStepper` (``--engine fast --backend numpy``): centered EP on the fused numpy kernel
   of :mod:`physgrad.layered.fused` (float32, in place, Python threads over the rows of ``W1``);
+* :class:`FusedTBPStepper` (``--engine fast``, algorithm ``tbp``): truncated backprop by hand
+  through the unrolled sweeps (:mod:`physgrad.layered.fused_tbp`), on the same numpy workspace;
 * :class:`CompiledCEPStepper` (``--engine fast --backend numba``): the same step as one compiled
   call per batch (:mod:`physgrad.layered.kernels.numba_cpu`, threads over the columns of ``W1``);
 * :class:`physgrad.layered.kernels.torch_backend.TorchCEPStepper` (``--backend torch``): the same
@@ -29,6 +31,8 @@ from physgrad.types import PhysgradError
 EngineName = Literal["fast", "generic"]
 BackendName = Literal["numpy", "numba", "torch"]
 BACKENDS = ("numpy", "numba", "torch")
+FAST_ALGORITHMS = ("cep", "tbp")
+"""Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
 
 
 class Stepper(Protocol):
@@ -169,6 +173,40 @@ class FusedCEPStepper(_HostFusedEvaluation):
         """Stop the thread pool and restore the BLAS thread limits."""
         self.ws.close()
         self._limits.restore_original_limits()
+
+
+class FusedTBPStepper(FusedCEPStepper):
+    """Truncated backprop on the fused kernel of :mod:`physgrad.layered.fused_tbp` (``params``
+    updated in place): the free phase from the warm start, then the gradient of the cost after
+    ``preset.sweeps`` sweeps unrolled from the free state (the generic route's
+    ``TruncatedBackprop(steps=preset.sweeps, init="free")``), a projected SGD step.
+
+    Parameters
+    ----------
+    preset, params, threads
+        As for :class:`FusedCEPStepper` (the same workspace, BLAS limits and fused pass over ``W1``).
+    """
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        """One :func:`physgrad.layered.fused_tbp.tbp_step`; returns the free state as the next warm start."""
+        from physgrad.layered import fused_tbp
+
+        spec, p = self.spec, self.preset
+        B = len(idx)
+        if warm is None or len(warm[0]) != B:
+            warm = spec.zero_state(B)
+        if nxt is None or len(nxt) != B:
+            s0, next_s0 = spec.input_layer(x[idx]), None
+        else:
+            both = spec.input_layer(x[np.concatenate([idx, nxt])])
+            s0, next_s0 = both[:B], both[B:]
+        free, drive = fused_tbp.tbp_step(
+            spec, self.params, self.ws, self.drive, warm, one_hot(y, spec.sizes[-1], spec.dtype),
+            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
+        if nxt is not None and next_s0 is None:
+            drive = fused.make_drive(spec, self.ws, self.params[0], spec.input_layer(x[nxt]))
+        self.drive = drive
+        return free, np.argmax(free[-1], axis=1)
 
 
 class CompiledCEPStepper(_HostFusedEvaluation):
@@ -346,11 +384,17 @@ class RuleStepper:
 
 def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, threads: int = 1,
                  eta: float = 0.5, backend: BackendName = "numpy", device: str = "cpu") -> Stepper:
-    """The stepper of ``engine``: ``"fast"`` (centered EP only, on ``backend``: ``"numpy"``,
-    ``"numba"`` or ``"torch"`` on ``device``) or ``"generic"`` (numpy reference, any rule)."""
+    """The stepper of ``engine``: ``"fast"`` (centered EP on ``backend``: ``"numpy"``, ``"numba"`` or
+    ``"torch"`` on ``device``; truncated backprop on ``"numpy"``) or ``"generic"`` (numpy reference,
+    any rule)."""
     if engine == "fast":
-        if algorithm != "cep":
-            raise PhysgradError(f"the fast engine implements centered EP only (cep), not {algorithm!r}")
+        if algorithm not in FAST_ALGORITHMS:
+            raise PhysgradError(f"the fast engine implements {' and '.join(FAST_ALGORITHMS)}, not {algorithm!r}")
+        if algorithm == "tbp":
+            if backend != "numpy" or device != "cpu":
+                raise PhysgradError(f"truncated backprop (tbp) on the fast engine runs on the numpy backend (cpu), "
+                                    f"not {backend!r} on {device!r}")
+            return FusedTBPStepper(preset, params, threads=threads)
         if backend not in BACKENDS:
             raise PhysgradError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if backend != "torch" and device != "cpu":

@@ -33,7 +33,9 @@ compiled CPU kernel of :mod:`physgrad.layered.kernels.numba_cpu` (the default wh
 ``numpy``, the fused numpy kernel of :mod:`physgrad.layered.fused` (the reference, and the fallback
 without numba); ``torch``, :mod:`physgrad.layered.kernels.torch_backend` on ``--device cpu|cuda``.
 Checkpoints are host numpy arrays, so a run resumes on any backend (``--backend``, ``--device`` and
-``--threads`` may change on ``--resume``; the continuation then differs by rounding). Every algorithm,
+``--threads`` may change on ``--resume``; the continuation then differs by rounding). ``tbp``
+(truncated backprop) also runs on the fast engine by default, on the numpy kernel of
+:mod:`physgrad.layered.fused_tbp`. Every algorithm,
 ``cep`` included, runs on the generic engine (``--engine generic``): the preset's energy
 (:class:`physgrad.energies.layered.DeepResistive` / :class:`~physgrad.energies.layered.DeepHopfield`),
 :class:`physgrad.minimizers.block.BlockCoordinateDescent` and the learning rules of
@@ -58,7 +60,7 @@ import numpy as np
 
 from physgrad.layered.data import DATASETS, data_record, load_dataset
 from physgrad.layered.presets import Preset, get_preset
-from physgrad.layered.steppers import initial_params, make_stepper
+from physgrad.layered.steppers import FAST_ALGORITHMS, initial_params, make_stepper
 from physgrad.types import PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
@@ -112,15 +114,16 @@ class TrainConfig:
         busy core holds up the whole step).
     dtype : {"float32", "float64"}
     engine : {"auto", "fast", "generic"}
-        ``fast``: the fused float32 centered-EP kernel; ``generic``: energy + block minimizer + the
-        learning rules of :mod:`physgrad.learning` (any algorithm); ``auto``: fast for cep.
+        ``fast``: the fused kernels of centered EP and truncated backprop (cep, tbp); ``generic``:
+        energy + block minimizer + the learning rules of :mod:`physgrad.learning` (any algorithm);
+        ``auto``: fast for cep and tbp.
     eta : float
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
     backend : {"auto", "numpy", "numba", "torch"}
         Kernel of the fast engine: ``numba`` the compiled CPU kernel (``physgrad[fast]``),
         ``numpy`` the reference fused kernel, ``torch`` torch tensors on ``device``
         (``physgrad[torch]``); ``auto``: numba when it is installed, else numpy (with a note). The
-        generic engine is numpy (``auto`` or ``numpy`` only).
+        generic engine and fast tbp are numpy (``auto`` or ``numpy`` only).
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
     lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay : optional
@@ -170,11 +173,15 @@ class TrainConfig:
             raise PhysgradError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.threads < 1:
             raise PhysgradError(f"threads must be >= 1, got {self.threads}")
-        if self.engine == "fast" and self.algorithm != "cep":
-            raise PhysgradError(f"the fast engine implements centered EP only (cep), not {self.algorithm!r}")
+        if self.engine == "fast" and self.algorithm not in FAST_ALGORITHMS:
+            raise PhysgradError(f"the fast engine implements centered EP (cep) and truncated backprop (tbp), "
+                                f"not {self.algorithm!r}: use --engine generic")
         if self.resolved_engine == "generic" and self.backend not in ("auto", "numpy"):
-            raise PhysgradError(f"backend {self.backend!r} runs the fast centered-EP engine only; the generic "
+            raise PhysgradError(f"backend {self.backend!r} runs the fast engine only; the generic "
                                 f"engine (algorithm {self.algorithm!r}) is the numpy reference: use --backend numpy")
+        if self.resolved_engine == "fast" and self.algorithm == "tbp" and self.backend not in ("auto", "numpy"):
+            raise PhysgradError(f"backend {self.backend!r} runs centered EP only; truncated backprop (tbp) on the "
+                                f"fast engine is the numpy kernel: use --backend numpy (or auto)")
         if self.device != "cpu" and self.backend != "torch":
             raise PhysgradError(f"device {self.device!r} needs --backend torch (numpy and numba run on the cpu)")
 
@@ -199,14 +206,14 @@ class TrainConfig:
     def resolved_engine(self) -> str:
         if self.engine != "auto":
             return self.engine
-        return "fast" if self.algorithm == "cep" else "generic"
+        return "fast" if self.algorithm in FAST_ALGORITHMS else "generic"
 
     @property
     def resolved_backend(self) -> str:
         """``numba``, ``numpy`` or ``torch``: ``auto`` is numba for the fast engine when numba is
         installed, numpy otherwise (see :attr:`backend_note`). Raises :class:`PhysgradError` when
         the chosen backend's package is missing."""
-        if self.resolved_engine == "generic":
+        if self.resolved_engine == "generic" or self.algorithm == "tbp":
             return "numpy"
         if self.backend == "auto":
             from physgrad.layered.kernels import numba_cpu
@@ -222,7 +229,8 @@ class TrainConfig:
     @property
     def backend_note(self) -> Optional[str]:
         """A note when ``auto`` fell back to the (slower) numpy kernel, else None."""
-        if self.resolved_engine == "fast" and self.backend == "auto" and self.resolved_backend == "numpy":
+        if (self.resolved_engine == "fast" and self.algorithm == "cep" and self.backend == "auto"
+                and self.resolved_backend == "numpy"):
             from physgrad.layered.kernels import numba_cpu
             return ("numba is not installed: the fast engine runs on the numpy kernel (several times slower "
                     "at batch 4); " + numba_cpu.INSTALL_HINT)
