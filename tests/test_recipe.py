@@ -190,3 +190,94 @@ def test_cli_recipe_flags(data_dir, tmp_path, capsys):
                "--out", str(tmp_path / "bad"), "--no-progress"])
     assert rc == 2
     assert "warmup_epochs needs lr_schedule = 'cosine'" in capsys.readouterr().err
+
+
+# --- optimizers (momentum, adam) ------------------------------------------------------------------------
+def test_layer_optimizer_matches_the_learning_optimizers():
+    """Each array takes physgrad.learning.optim's step with its own learning rate."""
+    from physgrad.layered.optimizer import LayerOptimizer
+    from physgrad.learning import optim
+    rng = np.random.default_rng(1)
+    params = (rng.normal(size=(3, 2)), rng.normal(size=2))
+    for kind in ("momentum", "adam"):
+        opt = LayerOptimizer(kind, momentum=0.8)
+        state = opt.init(params)
+        ref_state = [optim.init(kind, (p,)) for p in params]
+        p_ref, p = params, params
+        for _ in range(3):
+            grads = tuple(rng.normal(size=q.shape) for q in params)
+            p, state = opt.step(p, grads, [0.1, 0.01], state)
+            out = [optim.step(kind, (q,), (g,), s, lr, momentum=0.8) for q, g, s, lr in
+                   zip(p_ref, grads, ref_state, [0.1, 0.01])]
+            p_ref, ref_state = tuple(o[0][0] for o in out), [o[1] for o in out]
+        for a, b in zip(p, p_ref):
+            np.testing.assert_array_equal(a, b)
+        arrays = opt.state_arrays(state)
+        back = opt.load_state_arrays(arrays, p)
+        assert opt.state_arrays(back).keys() == arrays.keys()
+        with pytest.raises(PhysgradError, match="not those of"):
+            opt.load_state_arrays({k: v for k, v in list(arrays.items())[:-1]}, p)
+    with pytest.raises(PhysgradError, match="for 'momentum' or 'adam'"):
+        LayerOptimizer("sgd")
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_optimizer_fast_equals_generic_float64(data_dir, tmp_path, optimizer):
+    """Centered EP with momentum / adam: the numpy array stepper and the generic engine agree."""
+    kw = dict(dtype="float64", train_size=24, optimizer=optimizer, lr_factor=0.1 if optimizer == "momentum" else 0.01)
+    fast, gen = tmp_path / "fast", tmp_path / "gen"
+    train(cfg(data_dir, engine="fast", backend="auto", **kw), fast, progress=False)
+    train(cfg(data_dir, engine="generic", **kw), gen, progress=False)
+    a, b = ck(fast), ck(gen)
+    for p, q in zip(a["params"], b["params"]):
+        np.testing.assert_allclose(p, q, rtol=1e-8, atol=1e-11)
+    assert sorted(a["optimizer_state"]) == sorted(b["optimizer_state"])
+    for k in a["optimizer_state"]:
+        np.testing.assert_allclose(a["optimizer_state"][k], b["optimizer_state"][k], rtol=1e-7, atol=1e-11)
+    saved = json.loads((fast / "config.json").read_text())
+    assert saved["backend"]["backend"] == "numpy" and saved["preset"]["optimizer"] == optimizer
+    # the optimizer changes the run (it is not silently SGD)
+    sgd = tmp_path / "sgd"
+    train(cfg(data_dir, engine="fast", backend="numpy", dtype="float64", train_size=24), sgd, progress=False)
+    assert not np.allclose(ck(sgd)["params"][0], a["params"][0])
+
+
+@pytest.mark.parametrize("engine", ["fast", "generic"])
+def test_optimizer_resume_is_bit_for_bit(data_dir, tmp_path, engine):
+    c = cfg(data_dir, epochs=2, train_size=24, optimizer="adam", lr_factor=0.01, engine=engine)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    train(c, full, progress=False)
+    train(c, parts, progress=False, _interrupt_after=4)
+    train(c, parts, resume=True, progress=False)
+    for p, q in zip(ck(full)["params"], ck(parts)["params"]):
+        np.testing.assert_array_equal(p, q)
+    for k, v in ck(full)["optimizer_state"].items():
+        np.testing.assert_array_equal(v, ck(parts)["optimizer_state"][k])
+
+
+def test_optimizer_state_is_checked_on_resume(data_dir, tmp_path):
+    out = tmp_path / "r"
+    c = cfg(data_dir, epochs=1, train_size=8, optimizer="momentum")
+    train(c, out, progress=False)
+    k = ck(out)
+    save_checkpoint(out / "checkpoint.npz", k["params"], k["warm"], epoch=1, batch=0, n_wrong=0, n_seen=0,
+                    train_seconds=0.0)
+    with pytest.raises(CorruptRunError, match="no optimizer state for optimizer 'momentum'"):
+        train(cfg(data_dir, epochs=2, train_size=8, optimizer="momentum"), out, resume=True, progress=False)
+    bad = dict(k["optimizer_state"])
+    bad["opt.v_0"] = bad["opt.v_0"][:1]
+    save_checkpoint(out / "checkpoint.npz", k["params"], k["warm"], epoch=1, batch=0, n_wrong=0, n_seen=0,
+                    train_seconds=0.0, optimizer_state=bad)
+    with pytest.raises(CorruptRunError, match="optimizer state v_0 is not a finite"):
+        train(cfg(data_dir, epochs=2, train_size=8, optimizer="momentum"), out, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(optimizer="adam", backend="numba"), "needs the explicit gradient"),
+    (dict(optimizer="adam", algorithm="tbp"), "needs --engine generic"),
+    (dict(optimizer="nesterov"), "optimizer must be one of"),
+    (dict(optimizer="momentum", momentum=1.0), r"momentum must be in \[0, 1\)"),
+])
+def test_bad_optimizer_options(data_dir, kw, match):
+    with pytest.raises(PhysgradError, match=match):
+        cfg(data_dir, **kw)

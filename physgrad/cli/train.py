@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from physgrad.layered.data import DATASETS
-from physgrad.layered.presets import LR_SCHEDULES, PRESETS
+from physgrad.layered.presets import LR_SCHEDULES, OPTIMIZERS, PRESETS
 from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
 
 
@@ -43,6 +43,10 @@ def register(sub) -> None:
                    help="exponential: lr_decay**epoch (the papers'); cosine: warm-up then cosine decay per batch")
     g.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up length (cosine schedule)")
     g.add_argument("--lr-final", type=float, default=None, help="final factor of the cosine schedule, in [0, 1)")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                   help="sgd (in place in every kernel), momentum or adam (explicit gradient: the numpy array "
+                        "stepper for cep, or --engine generic; adam's learning rates are steps in S)")
+    g.add_argument("--momentum", type=float, default=None, help="heavy-ball coefficient of --optimizer momentum")
     g.add_argument("--ema-decay", type=float, default=None,
                    help="evaluate an exponential moving average of the parameters (decay per batch, in [0, 1))")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
@@ -64,7 +68,8 @@ def run(args) -> int:
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
                       engine=args.engine, eta=args.eta, backend=args.backend, device=args.device,
                       lr_factor=args.lr_factor, beta=args.beta, lr_schedule=args.lr_schedule,
-                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay)
+                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay,
+                      optimizer=args.optimizer, momentum=args.momentum)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
         metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,

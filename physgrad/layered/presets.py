@@ -22,6 +22,8 @@ Model = Literal["drn", "dhn"]
 MODELS = get_args(Model)
 LRSchedule = Literal["exponential", "cosine"]
 LR_SCHEDULES = get_args(LRSchedule)
+Optimizer = Literal["sgd", "momentum", "adam"]
+OPTIMIZERS = get_args(Optimizer)
 MNIST_PIXELS = 28 * 28  # inputs of every preset: a flattened 28 x 28 image, pixels in [0, 1]
 
 
@@ -59,6 +61,13 @@ class Preset:
         Length of the linear warm-up (epochs, may be fractional; cosine only).
     lr_final : float
         Factor at the end of the cosine schedule, in [0, 1).
+    optimizer : {"sgd", "momentum", "adam"}
+        ``sgd``: projected SGD, in place in every kernel (the papers'); ``momentum`` (heavy ball,
+        coefficient ``momentum``) and ``adam`` (:mod:`physgrad.learning.optim`; its learning rates
+        are steps in S per update, so scale them with ``lr_factor``) need the explicit gradient:
+        the generic engine, or the fast engine's numpy array stepper (centered EP).
+    momentum : float
+        Heavy-ball coefficient in [0, 1) of ``optimizer = "momentum"``.
     ema_decay : float
         Exponential moving average of the parameters, ``bar_theta <- d bar_theta + (1 - d) theta``
         after every batch (``d`` in [0, 1); 0 = off). With ``d > 0`` evaluation (test error,
@@ -87,6 +96,8 @@ class Preset:
     warmup_epochs: float = 0.0
     lr_final: float = 0.0
     ema_decay: float = 0.0
+    optimizer: Optimizer = "sgd"
+    momentum: float = 0.9
     weight_gain: float = 1.0
     schedule: Schedule = "asynchronous"
     paper_error: Optional[float] = None
@@ -121,7 +132,9 @@ class Preset:
             raise PhysgradError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
         if self.warmup_epochs > 0 and self.lr_schedule != "cosine":
             raise PhysgradError("warmup_epochs needs lr_schedule = 'cosine'")
-        for name in ("lr_final", "ema_decay"):
+        if self.optimizer not in OPTIMIZERS:
+            raise PhysgradError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("lr_final", "ema_decay", "momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise PhysgradError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 

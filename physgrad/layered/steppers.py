@@ -299,7 +299,7 @@ class RuleStepper:
     The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
     with ``strict=False``. As in the fused engine, the next batch's free phase starts from the last
     nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP). New parameters are
-    ``project(theta - lr * grad)``, stored in the dtype of the initial parameters.
+    ``project(theta - lr * grad)`` (SGD) or ``project`` of the optimizer's step (``preset.optimizer``), stored in the dtype of the initial parameters.
 
     Parameters
     ----------
@@ -339,6 +339,12 @@ class RuleStepper:
             self.rule = TruncatedBackprop(steps=preset.sweeps, init="free", strict=False)
         else:
             self.rule = make_estimator(algorithm, beta=preset.beta, eta=eta, steps=preset.sweeps, strict=False)
+        self.optimizer = None
+        if preset.optimizer != "sgd":
+            from physgrad.layered.optimizer import LayerOptimizer
+
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.opt_state = self.optimizer.init(self.params)
         self._limits = threadpool_limits(int(threads))
 
     def start_epoch(self, x, order, start_batch):
@@ -359,10 +365,25 @@ class RuleStepper:
             grads = self.rule.estimate(self.energy, self.params, xb, y1h, self.minimizer, free=free)
             last = free
         lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
-        new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+        if self.optimizer is None:
+            new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+        else:
+            new, self.opt_state = self.optimizer.step(self.params, grads, lrs, self.opt_state)
         self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))
         warm = [np.asarray(s, dtype=self.dtype) for s in last.state]
         return warm, np.argmax(np.asarray(self.energy.outputs(free.state)), axis=1)
+
+    def state_arrays(self) -> dict:
+        """The optimizer state as named arrays (empty for SGD)."""
+        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Continue from a checkpoint's optimizer state."""
+        if self.optimizer is None:
+            if arrays:
+                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
+            return
+        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
 
     def evaluate(self, params, x):
         """Block coordinate descent on the energy from the zero state, ``preset.sweeps_eval`` sweeps
@@ -394,6 +415,9 @@ def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, 
             if backend != "numpy" or device != "cpu":
                 raise PhysgradError(f"truncated backprop (tbp) on the fast engine runs on the numpy backend (cpu), "
                                     f"not {backend!r} on {device!r}")
+            if preset.optimizer != "sgd":
+                raise PhysgradError(f"optimizer {preset.optimizer!r} with tbp needs the generic engine (the fast "
+                                    f"truncated-backprop kernel applies SGD in place)")
             return FusedTBPStepper(preset, params, threads=threads)
         if backend not in BACKENDS:
             raise PhysgradError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -401,6 +425,13 @@ def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, 
             raise PhysgradError(f"device {device!r} needs --backend torch; the {backend} backend runs on the cpu")
         if backend == "numba":
             return CompiledCEPStepper(preset, params, threads=threads)
+        if preset.optimizer != "sgd":
+            if backend != "numpy":
+                raise PhysgradError(f"optimizer {preset.optimizer!r} runs on the numpy array stepper (--backend "
+                                    f"numpy); the {backend} kernel applies SGD in place")
+            from physgrad.layered.kernels.array_stepper import OptimizerCEPStepper
+
+            return OptimizerCEPStepper(preset, params)
         if backend == "torch":
             from physgrad.layered.kernels.torch_backend import TorchCEPStepper
 

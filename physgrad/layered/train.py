@@ -59,6 +59,7 @@ from typing import Literal, Optional, get_args
 import numpy as np
 
 from physgrad.layered.data import DATASETS, data_record, load_dataset
+from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
 from physgrad.layered.presets import Preset, get_preset
 from physgrad.layered.steppers import FAST_ALGORITHMS, initial_params, make_stepper
 from physgrad.types import PhysgradError
@@ -72,10 +73,11 @@ ENGINES = get_args(Engine)
 BACKENDS = get_args(Backend)
 DEVICES = get_args(Device)
 RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
-RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay")
+RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay", "optimizer", "momentum")
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
+
 CHECKPOINT_SCALARS = {"epoch": "i", "batch": "i", "n_wrong": "i", "n_seen": "i", "train_seconds": "f",
                       "n_params": "i", "n_warm": "i"}
 
@@ -126,7 +128,7 @@ class TrainConfig:
         generic engine and fast tbp are numpy (``auto`` or ``numpy`` only).
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
-    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay : optional
+    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay, optimizer, momentum : optional
         Training-recipe overrides of the preset (None = the preset's): ``lr_factor`` multiplies all
         of its learning rates; the others replace the :class:`~physgrad.layered.presets.Preset`
         fields of the same names (see there).
@@ -153,6 +155,8 @@ class TrainConfig:
     warmup_epochs: Optional[float] = None
     lr_final: Optional[float] = None
     ema_decay: Optional[float] = None
+    optimizer: Optional[str] = None
+    momentum: Optional[float] = None
 
     def __post_init__(self):
         get_preset(self.preset)
@@ -184,6 +188,15 @@ class TrainConfig:
                                 f"fast engine is the numpy kernel: use --backend numpy (or auto)")
         if self.device != "cpu" and self.backend != "torch":
             raise PhysgradError(f"device {self.device!r} needs --backend torch (numpy and numba run on the cpu)")
+        opt = self.resolved_preset.optimizer
+        if opt != "sgd" and self.resolved_engine == "fast":
+            if self.algorithm != "cep":
+                raise PhysgradError(f"optimizer {opt!r} with {self.algorithm!r} needs --engine generic (the fast "
+                                    f"truncated-backprop kernel applies SGD in place)")
+            if self.backend not in ("auto", "numpy"):
+                raise PhysgradError(f"optimizer {opt!r} needs the explicit gradient: the fast engine runs it on "
+                                    f"the numpy array stepper (--backend numpy or auto), not on {self.backend!r}, "
+                                    f"whose kernel applies SGD in place")
 
     @property
     def resolved_preset(self) -> Preset:
@@ -213,7 +226,7 @@ class TrainConfig:
         """``numba``, ``numpy`` or ``torch``: ``auto`` is numba for the fast engine when numba is
         installed, numpy otherwise (see :attr:`backend_note`). Raises :class:`PhysgradError` when
         the chosen backend's package is missing."""
-        if self.resolved_engine == "generic" or self.algorithm == "tbp":
+        if self.resolved_engine == "generic" or self.algorithm == "tbp" or self.resolved_preset.optimizer != "sgd":
             return "numpy"
         if self.backend == "auto":
             from physgrad.layered.kernels import numba_cpu
@@ -230,7 +243,7 @@ class TrainConfig:
     def backend_note(self) -> Optional[str]:
         """A note when ``auto`` fell back to the (slower) numpy kernel, else None."""
         if (self.resolved_engine == "fast" and self.algorithm == "cep" and self.backend == "auto"
-                and self.resolved_backend == "numpy"):
+                and self.resolved_preset.optimizer == "sgd" and self.resolved_backend == "numpy"):
             from physgrad.layered.kernels import numba_cpu
             return ("numba is not installed: the fast engine runs on the numpy kernel (several times slower "
                     "at batch 4); " + numba_cpu.INSTALL_HINT)
@@ -313,15 +326,20 @@ def _arrays_sha256(arrays: dict) -> str:
 
 
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
-                    train_seconds: float, ema=None) -> None:
+                    train_seconds: float, ema=None, optimizer_state=None) -> None:
     """Write the checkpoint atomically (a temporary file, fsync, ``os.replace``) with the SHA-256 of
     its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file.
-    ``ema``: the averaged parameters (``ema_decay > 0``), stored as ``ema_i`` with their count ``n_ema``."""
+    ``ema``: the averaged parameters (``ema_decay > 0``), stored as ``ema_i`` with their count ``n_ema``;
+    ``optimizer_state``: the stepper's optimizer arrays (``opt.*``, momentum / adam)."""
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(params)}
     if warm is not None:
         arrays.update({f"warm_{i}": np.asarray(w) for i, w in enumerate(warm)})
     if ema is not None:
         arrays.update({f"ema_{i}": np.asarray(e) for i, e in enumerate(ema)}, n_ema=np.int64(len(ema)))
+    for key, a in (optimizer_state or {}).items():
+        if not key.startswith(OPTIMIZER_PREFIX):
+            raise PhysgradError(f"optimizer state key {key!r} does not start with {OPTIMIZER_PREFIX!r}")
+        arrays[key] = np.asarray(a)
     arrays.update(epoch=np.int64(epoch), batch=np.int64(batch), n_wrong=np.int64(n_wrong),
                   n_seen=np.int64(n_seen), train_seconds=np.float64(train_seconds),
                   n_params=np.int64(len(params)), n_warm=np.int64(0 if warm is None else len(warm)))
@@ -389,6 +407,7 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
               file=sys.stderr)
     elif stored.shape != () or stored.dtype.kind != "U" or str(stored) != _arrays_sha256(arrays):
         raise bad("its SHA-256 does not match its arrays (bit flip or partial write)")
+    optimizer_state = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith(OPTIMIZER_PREFIX)]}
     scalars = {}
     for key, kind in CHECKPOINT_SCALARS.items():
         a = arrays[key]
@@ -427,7 +446,7 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
                 raise bad(f"param_{i} is {p.dtype} {p.shape}, the run's is {e.dtype} {e.shape}")
     if not math.isfinite(scalars["train_seconds"]) or scalars["train_seconds"] < 0:
         raise bad(f"train_seconds = {scalars['train_seconds']}")
-    return {"params": params, "warm": warm, "ema": ema, "epoch": scalars["epoch"], "batch": scalars["batch"],
+    return {"params": params, "warm": warm, "ema": ema, "optimizer_state": optimizer_state, "epoch": scalars["epoch"], "batch": scalars["batch"],
             "n_wrong": scalars["n_wrong"], "n_seen": scalars["n_seen"], "train_seconds": scalars["train_seconds"]}
 
 
@@ -545,6 +564,22 @@ def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=
     ax.legend()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _optimizer_state(stepper) -> dict:
+    """The stepper's optimizer arrays (momentum / adam), empty for in-place SGD."""
+    get = getattr(stepper, "state_arrays", None)
+    return {} if get is None else get()
+
+
+def _load_optimizer_state(stepper, arrays: dict, preset: Preset) -> None:
+    if preset.optimizer == "sgd":
+        if arrays:
+            raise PhysgradError(f"optimizer state {sorted(arrays)[:3]} in the checkpoint of an SGD run")
+        return
+    if not arrays:
+        raise PhysgradError(f"no optimizer state for optimizer {preset.optimizer!r}")
+    stepper.load_state_arrays(arrays)
 
 
 class _Average:
@@ -691,6 +726,13 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                            eta=config.eta, backend=config.resolved_backend, device=config.device)
     batches_done = 0
     average = _Average(ema, preset.ema_decay)
+    if resume:
+        try:
+            _load_optimizer_state(stepper, ck["optimizer_state"], preset)
+        except PhysgradError as exc:
+            stepper.close()
+            raise CorruptRunError(f"--resume: corrupted checkpoint {ckpt_path}: {exc}; the run folder cannot "
+                                  f"be continued") from None
 
     def plot():
         plot_learning_curve(metrics, out / "learning_curve.png", f"{preset.name} {config.algorithm} {config.dataset}",
@@ -721,7 +763,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                         bar.close()
                         save_checkpoint(ckpt_path, stepper.to_host(), _host_warm(stepper, warm), epoch=epoch,
                                         batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train,
-                                        ema=average.params)
+                                        ema=average.params, optimizer_state=_optimizer_state(stepper))
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
                         metrics.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
@@ -742,7 +784,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 _append_metrics(metrics_path, row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
                 save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, batch=0, n_wrong=0,
-                                n_seen=0, train_seconds=0.0, ema=average.params)
+                                n_seen=0, train_seconds=0.0, ema=average.params, optimizer_state=_optimizer_state(stepper))
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
                 print(f"epoch {row['epoch']:3d}  train {row['train_error']:.2f}%  test {row['test_error']:.2f}%  "
