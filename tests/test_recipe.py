@@ -118,6 +118,27 @@ def test_average_follows_its_formula():
     assert train_mod._Average(None, 0.0).params is None
 
 
+
+def test_average_is_sampled_every_k_batches_and_at_the_epoch_end():
+    calls = []
+
+    class Spy(train_mod._Average):
+        def update(self, stepper, m=1):
+            calls.append(m)
+
+    avg = Spy(None, 0.9, every=3)
+    positions = []
+    for b in range(7):
+        n = len(calls)
+        avg.after_batch(None, b, 7)
+        if len(calls) > n:
+            positions.append(b)
+    assert positions == [2, 5, 6] and calls == [3, 3, 1]
+    # the sampled average equals d^m-weighted updates: with constant parameters it is the same EMA
+    with pytest.raises(PhysgradError, match="ema_every must be >= 1"):
+        get_preset("drn-xs").with_options(ema_every=0)
+
+
 def test_ema_does_not_change_training_and_is_what_is_evaluated(data_dir, tmp_path):
     plain, avg = tmp_path / "plain", tmp_path / "avg"
     train(cfg(data_dir), plain, progress=False)

@@ -49,6 +49,7 @@ def register(sub) -> None:
     g.add_argument("--momentum", type=float, default=None, help="heavy-ball coefficient of --optimizer momentum")
     g.add_argument("--ema-decay", type=float, default=None,
                    help="evaluate an exponential moving average of the parameters (decay per batch, in [0, 1))")
+    g.add_argument("--ema-every", type=int, default=None, help="batches between updates of the average (16)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -68,7 +69,7 @@ def run(args) -> int:
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
                       engine=args.engine, eta=args.eta, backend=args.backend, device=args.device,
                       lr_factor=args.lr_factor, beta=args.beta, lr_schedule=args.lr_schedule,
-                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay,
+                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay, ema_every=args.ema_every,
                       optimizer=args.optimizer, momentum=args.momentum)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:

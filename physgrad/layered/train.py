@@ -73,7 +73,8 @@ ENGINES = get_args(Engine)
 BACKENDS = get_args(Backend)
 DEVICES = get_args(Device)
 RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
-RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay", "optimizer", "momentum")
+RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay", "ema_every", "optimizer",
+                  "momentum")
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
@@ -128,7 +129,7 @@ class TrainConfig:
         generic engine and fast tbp are numpy (``auto`` or ``numpy`` only).
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
-    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay, optimizer, momentum : optional
+    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay, ema_every, optimizer, momentum : optional
         Training-recipe overrides of the preset (None = the preset's): ``lr_factor`` multiplies all
         of its learning rates; the others replace the :class:`~physgrad.layered.presets.Preset`
         fields of the same names (see there).
@@ -155,6 +156,7 @@ class TrainConfig:
     warmup_epochs: Optional[float] = None
     lr_final: Optional[float] = None
     ema_decay: Optional[float] = None
+    ema_every: Optional[int] = None
     optimizer: Optional[str] = None
     momentum: Optional[float] = None
 
@@ -583,20 +585,30 @@ def _load_optimizer_state(stepper, arrays: dict, preset: Preset) -> None:
 
 
 class _Average:
-    """The exponential moving average of the parameters (host arrays), ``bar <- d bar + (1 - d) theta``
-    after every batch; ``params`` is None when ``d = 0`` (no averaging)."""
+    """The exponential moving average of the parameters (host arrays) with decay ``d`` per batch,
+    sampled every ``every`` batches (:attr:`Preset.ema_decay`); ``params`` is None when ``d = 0``."""
 
-    def __init__(self, params, decay: float):
+    def __init__(self, params, decay: float, every: int = 1):
         self.params = None if params is None else tuple(np.array(p, copy=True) for p in params)
-        self.c = 1.0 - float(decay)
+        self.decay, self.every = float(decay), int(every)
         self._tmp = None if params is None else tuple(np.empty_like(p) for p in params)
 
-    def update(self, stepper) -> None:
+    def after_batch(self, stepper, batch: int, n_batches: int) -> None:
+        """Update after batch ``batch`` (0-based) of ``n_batches`` when ``every`` batches have passed
+        since the last update or the epoch ends (a function of the position only, so a resumed run
+        updates at the same batches)."""
+        m = (batch + 1) % self.every or self.every
+        if (batch + 1) % self.every == 0 or batch == n_batches - 1:
+            self.update(stepper, m)
+
+    def update(self, stepper, m: int = 1) -> None:
+        """``bar <- d^m bar + (1 - d^m) theta``."""
         if self.params is None:
             return
+        c = 1.0 - self.decay ** m
         for e, p, t in zip(self.params, stepper.to_host(), self._tmp):
             np.subtract(p, e, out=t)
-            t *= t.dtype.type(self.c)
+            t *= t.dtype.type(c)
             e += t
 
 
@@ -725,7 +737,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     stepper = make_stepper(config.resolved_engine, preset, config.algorithm, params, threads=config.threads,
                            eta=config.eta, backend=config.resolved_backend, device=config.device)
     batches_done = 0
-    average = _Average(ema, preset.ema_decay)
+    average = _Average(ema, preset.ema_decay, preset.ema_every)
     if resume:
         try:
             _load_optimizer_state(stepper, ck["optimizer_state"], preset)
@@ -751,7 +763,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
                     lr_scale = preset.lr_scale(epoch, bi, n_batches)
                     warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
-                    average.update(stepper)
+                    average.after_batch(stepper, bi, n_batches)
                     n_wrong += int(np.sum(pred != y_train[idx]))
                     n_seen += len(idx)
                     batches_done += 1
