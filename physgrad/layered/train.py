@@ -112,7 +112,8 @@ class TrainConfig:
     dtype : {"float32", "float64"}
     engine : {"auto", "fast", "generic"}
         ``fast``: the fused float32 centered-EP kernel; ``generic``: energy + block minimizer + the
-        learning rules of :mod:`physgrad.learning` (any algorithm); ``auto``: fast for cep.
+        learning rules of :mod:`physgrad.learning` (any algorithm); ``auto``: fast for cep (generic
+        for a DRN with amplifiers between layers, which the fused kernels refuse).
     eta : float
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
     backend : {"auto", "numpy", "numba", "torch"}
@@ -122,6 +123,11 @@ class TrainConfig:
         generic engine is numpy (``auto`` or ``numpy`` only).
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
+    input_gain : float or None
+        Overrides the preset's DRN input gain (V); None = the preset's.
+    amplifier_gains : tuple of float or None
+        Overrides the preset's DRN amplifier gains ``(A_2, ..., A_L)``; None = the preset's, ``()``
+        or all 1 = no amplifiers.
     """
 
     preset: str = "drn-1h"
@@ -139,9 +145,14 @@ class TrainConfig:
     eta: float = 0.5
     backend: Backend = "auto"
     device: Device = "cpu"
+    input_gain: Optional[float] = None
+    amplifier_gains: Optional[tuple] = None
 
     def __post_init__(self):
         get_preset(self.preset)
+        if self.amplifier_gains is not None and isinstance(self.amplifier_gains, list):  # from config.json
+            object.__setattr__(self, "amplifier_gains", tuple(self.amplifier_gains))
+        self.resolved_preset  # validates the overrides
         for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
                             ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
             if getattr(self, name) not in valid:
@@ -172,13 +183,18 @@ class TrainConfig:
             opts["epochs"] = int(self.epochs)
         if self.batch_size is not None:
             opts["batch_size"] = int(self.batch_size)
+        if self.input_gain is not None:
+            opts["input_gain"] = self.input_gain
+        if self.amplifier_gains is not None:
+            opts["amplifier_gains"] = self.amplifier_gains
         return p.with_options(**opts) if opts else p
 
     @property
     def resolved_engine(self) -> str:
         if self.engine != "auto":
             return self.engine
-        return "fast" if self.algorithm == "cep" else "generic"
+        amplified = bool(self.resolved_preset.amplifier_gains)  # the fused kernels have no amplifiers
+        return "fast" if self.algorithm == "cep" and not amplified else "generic"
 
     @property
     def resolved_backend(self) -> str:
