@@ -292,3 +292,37 @@ def test_bad_gains_are_clear_errors(data_dir, tmp_path, capsys):
     assert "comma-separated numbers" in capsys.readouterr().err
     assert main(["train", "--preset", "drn-2h", "--amplifier-gains", "2,0", "--out", str(tmp_path / "z")]) == 2
     assert "finite and > 0" in capsys.readouterr().err
+
+
+def test_training_with_amplifiers_is_training_the_rescaled_plain_drn():
+    """C-EP steps on the amplified network = C-EP steps on the plain DRN with input gain g A (one hidden
+    layer, P = (1, A)), biases b_1 A and bias learning rate of layer 1 times A^2 (float64, 3 steps)."""
+    from physgrad.layered.steppers import RuleStepper
+
+    A, g = 3.0, 2.0
+    common = dict(model="drn", hidden=(4,), n_outputs=3, sweeps=4, beta=0.1, weight_lrs=(0.05, 0.05))
+    amp = Preset("amp", input_gain=g, amplifier_gains=(A,), bias_lrs=(0.01, 0.02), **common)
+    plain = Preset("plain", input_gain=g * A, bias_lrs=(0.01 * A ** 2, 0.02), **common)
+    rng = np.random.default_rng(5)
+    th = amp.energy().init_theta(rng)
+    th = tuple(W + 0.01 for W in th[:2]) + (rng.normal(size=4) * 0.1, rng.normal(size=3) * 0.1)
+    x, y = rng.uniform(size=(8, 784)), rng.integers(0, 3, size=8)
+    sa = RuleStepper(amp, "cep", th)
+    sp = RuleStepper(plain, "cep", th[:2] + (th[2] * A, th[3]))
+    wa = wp = None
+    try:
+        for step in range(3):
+            idx = np.arange(4 * (step % 2), 4 * (step % 2) + 4)
+            wa, pa = sa.step(x, idx, y[idx], None, wa, 1.0)
+            wp, pp = sp.step(x, idx, y[idx], None, wp, 1.0)
+            np.testing.assert_array_equal(pa, pp)
+            np.testing.assert_allclose(wa[0], wp[0] / A, rtol=1e-10, atol=1e-13)  # s_1 = (P_1/P_L) s'_1
+            np.testing.assert_allclose(wa[1], wp[1], rtol=1e-10, atol=1e-13)
+    finally:
+        sa.close(), sp.close()
+    (W1, W2, b1, b2), (V1, V2, c1, c2) = sa.params, sp.params
+    np.testing.assert_allclose(W1, V1, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(W2, V2, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(b1 * A, c1, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(b2, c2, rtol=1e-10, atol=1e-13)
+    assert not np.allclose(W2, th[1])  # it did learn
