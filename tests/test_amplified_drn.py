@@ -294,9 +294,12 @@ def test_bad_gains_are_clear_errors(data_dir, tmp_path, capsys):
     assert "finite and > 0" in capsys.readouterr().err
 
 
-def test_training_with_amplifiers_is_training_the_rescaled_plain_drn():
-    """C-EP steps on the amplified network = C-EP steps on the plain DRN with input gain g A (one hidden
-    layer, P = (1, A)), biases b_1 A and bias learning rate of layer 1 times A^2 (float64, 3 steps)."""
+@pytest.mark.parametrize("algorithm", ["cep", "tbp"])
+def test_training_with_amplifiers_is_training_the_rescaled_plain_drn(algorithm):
+    """Steps on the amplified network = steps on the plain DRN with input gain g A (one hidden layer,
+    P = (1, A)), biases b_1 A and bias learning rate of layer 1 times A^2 (float64, 3 steps), for C-EP
+    (with the island factors) and truncated BP alike: amplifiers cannot change the EP-TBP gap beyond
+    what an input gain and bias learning rates do."""
     from physgrad.layered.steppers import RuleStepper
 
     A, g = 3.0, 2.0
@@ -307,8 +310,8 @@ def test_training_with_amplifiers_is_training_the_rescaled_plain_drn():
     th = amp.energy().init_theta(rng)
     th = tuple(W + 0.01 for W in th[:2]) + (rng.normal(size=4) * 0.1, rng.normal(size=3) * 0.1)
     x, y = rng.uniform(size=(8, 784)), rng.integers(0, 3, size=8)
-    sa = RuleStepper(amp, "cep", th)
-    sp = RuleStepper(plain, "cep", th[:2] + (th[2] * A, th[3]))
+    sa = RuleStepper(amp, algorithm, th)
+    sp = RuleStepper(plain, algorithm, th[:2] + (th[2] * A, th[3]))
     wa = wp = None
     try:
         for step in range(3):
