@@ -4,6 +4,7 @@ See :mod:`physgrad.layered.train` for the run folder (config, metrics, checkpoin
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from physgrad.layered.data import DATASETS
@@ -35,6 +36,11 @@ def register(sub) -> None:
                    help="kernel of the fast engine: numba (compiled CPU, pip install 'physgrad[fast]'), numpy "
                         "(reference), torch (pip install 'physgrad[torch]'); auto: numba if installed, else numpy")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="torch device (--backend torch)")
+    p.add_argument("--input-gain", type=float, default=None, help="DRN input gain g (V), overriding the preset's")
+    p.add_argument("--amplifier-gains", type=_gains, default=None, metavar="A2,A3,...",
+                   help="DRN: gains of bidirectional amplifiers between free layers, one per hidden layer "
+                        "(e.g. 2,2 for two hidden layers; 'none' = no amplifiers), overriding the preset's; "
+                        "runs on the generic engine")
     p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
     g = p.add_argument_group("training recipe (overrides of the preset; default: the preset's)")
     g.add_argument("--lr-factor", type=float, default=None, help="multiply all the preset's learning rates")
@@ -56,6 +62,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _gains(text: str) -> tuple:
+    """``"2,2"`` -> ``(2.0, 2.0)``; ``"none"`` -> ``()`` (values are checked by the energy)."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 2,2 or 'none', got {text!r}") from None
+
+
 def run(args) -> int:
     """Train (or resume) into the run folder; print the last epoch's test error.
 
@@ -70,7 +86,8 @@ def run(args) -> int:
                       engine=args.engine, eta=args.eta, backend=args.backend, device=args.device,
                       lr_factor=args.lr_factor, beta=args.beta, lr_schedule=args.lr_schedule,
                       warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay, ema_every=args.ema_every,
-                      optimizer=args.optimizer, momentum=args.momentum)
+                      optimizer=args.optimizer, momentum=args.momentum,
+                      input_gain=args.input_gain, amplifier_gains=args.amplifier_gains)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
         metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,

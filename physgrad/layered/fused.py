@@ -102,6 +102,10 @@ class FusedSpec:
             raise PhysgradError(f"dtype must be one of {DTYPES}, got {dtype.name!r}")
         L = self.energy.n_layers
         drn = isinstance(self.energy, DeepResistive)
+        if drn and self.energy.amplified:
+            raise PhysgradError(f"the fused kernels implement the DRN without amplifiers between layers, not "
+                                f"amplifier_gains={self.energy.amplifier_gains}: use the generic engine "
+                                f"(--engine generic)")
         bounds = {k: tuple(np.asarray(b, dtype) for b in self.energy.bounds(k)) for k in range(1, L)} if drn else {}
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "drn", drn)

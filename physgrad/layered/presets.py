@@ -42,6 +42,9 @@ class Preset:
     n_outputs : int
     input_gain : float
         DRN input voltage scale (V per unit pixel).
+    amplifier_gains : tuple of float
+        DRN only: gains ``(A_2, ..., A_L)`` of bidirectional amplifiers between free layers (one per
+        hidden layer; see :class:`~physgrad.energies.layered.DeepResistive`); ``()``: none.
     sweeps : int
         Block-coordinate sweeps per phase (training and evaluation).
     sweeps_eval : int
@@ -89,6 +92,7 @@ class Preset:
     hidden: tuple
     n_outputs: int = 10
     input_gain: float = 1.0
+    amplifier_gains: tuple = ()
     sweeps: int = 4
     sweeps_eval: int = 4
     beta: float = 1.0
@@ -117,7 +121,11 @@ class Preset:
         object.__setattr__(self, "hidden", hidden)
         if not hidden:
             raise PhysgradError("a preset needs at least one hidden layer")
-        self.energy()  # the energy validates the sizes (positive; a DRN's even) and the input gain
+        if self.model != "drn" and self.amplifier_gains:
+            raise PhysgradError(f"amplifier_gains are a DRN option, not {self.model!r}'s")
+        energy = self.energy()  # validates the sizes (positive; a DRN's even), the input and amplifier gains
+        if self.model == "drn":  # one spelling: () when every gain is 1
+            object.__setattr__(self, "amplifier_gains", energy.amplifier_gains if energy.amplified else ())
         n_layers = len(hidden) + 1
         wl = tuple(float(v) for v in self.weight_lrs)
         bl = tuple(float(v) for v in (self.bias_lrs or self.weight_lrs))
@@ -166,7 +174,8 @@ class Preset:
         """The network: :class:`~physgrad.energies.layered.DeepResistive` (with ``input_gain``) or
         :class:`~physgrad.energies.layered.DeepHopfield`, on :data:`MNIST_PIXELS` inputs."""
         if self.model == "drn":
-            return DeepResistive(MNIST_PIXELS, self.hidden, self.n_outputs, input_gain=self.input_gain)
+            return DeepResistive(MNIST_PIXELS, self.hidden, self.n_outputs, input_gain=self.input_gain,
+                                 amplifier_gains=self.amplifier_gains)
         return DeepHopfield(MNIST_PIXELS, self.hidden, self.n_outputs)
 
     def minimizer(self, sweeps: Optional[int] = None) -> BlockCoordinateDescent:
@@ -200,6 +209,14 @@ PRESETS = {p.name: p for p in (
     Preset("drn-3h", "drn", (1024, 1024, 1024), input_gain=4000.0, sweeps=6, sweeps_eval=6, beta=2.0,
            weight_lrs=(0.005, 0.02, 0.08, 0.005), bias_lrs=(0.0005, 0.002, 0.008, 0.0005), epochs=50,
            paper_error=1.66),
+    # DRN-2H/3H with DRN-1H's input gain and Kendall amplifiers of gain 2 between layers (issue 10):
+    # amplifiers of product P act like an input gain P times larger (DeepResistive), here 480 * 4 = 1920
+    # (drn-2h: 2000) and 480 * 8 = 3840 (drn-3h: 4000), with input voltages 480 V.
+    Preset("drn-2h-amp", "drn", (1024, 1024), input_gain=480.0, amplifier_gains=(2.0, 2.0), sweeps=5,
+           sweeps_eval=5, beta=1.0, weight_lrs=(0.002, 0.006, 0.018), epochs=50),
+    Preset("drn-3h-amp", "drn", (1024, 1024, 1024), input_gain=480.0, amplifier_gains=(2.0, 2.0, 2.0), sweeps=6,
+           sweeps_eval=6, beta=2.0, weight_lrs=(0.005, 0.02, 0.08, 0.005),
+           bias_lrs=(0.0005, 0.002, 0.008, 0.0005), epochs=50),
     Preset("drn-xl", "drn", (32768,), input_gain=800.0, sweeps=4, sweeps_eval=4, beta=1.0,
            weight_lrs=(0.006, 0.006), epochs=100, paper_error=1.33),
     Preset("dhn-1h", "dhn", (1024,), sweeps=15, sweeps_eval=15, beta=0.2, weight_lrs=(0.05, 0.05),

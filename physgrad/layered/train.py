@@ -119,7 +119,8 @@ class TrainConfig:
     engine : {"auto", "fast", "generic"}
         ``fast``: the fused kernels of centered EP and truncated backprop (cep, tbp); ``generic``:
         energy + block minimizer + the learning rules of :mod:`physgrad.learning` (any algorithm);
-        ``auto``: fast for cep and tbp.
+        ``auto``: fast for cep and tbp (generic for a DRN with amplifiers between layers, which the
+        fused kernels refuse).
     eta : float
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
     backend : {"auto", "numpy", "numba", "torch"}
@@ -133,6 +134,11 @@ class TrainConfig:
         Training-recipe overrides of the preset (None = the preset's): ``lr_factor`` multiplies all
         of its learning rates; the others replace the :class:`~physgrad.layered.presets.Preset`
         fields of the same names (see there).
+    input_gain : float or None
+        Overrides the preset's DRN input gain (V); None = the preset's.
+    amplifier_gains : tuple of float or None
+        Overrides the preset's DRN amplifier gains ``(A_2, ..., A_L)``; None = the preset's, ``()``
+        or all 1 = no amplifiers.
     """
 
     preset: str = "drn-1h"
@@ -159,12 +165,16 @@ class TrainConfig:
     ema_every: Optional[int] = None
     optimizer: Optional[str] = None
     momentum: Optional[float] = None
+    input_gain: Optional[float] = None
+    amplifier_gains: Optional[tuple] = None
 
     def __post_init__(self):
         get_preset(self.preset)
+        if self.amplifier_gains is not None and isinstance(self.amplifier_gains, list):  # from config.json
+            object.__setattr__(self, "amplifier_gains", tuple(self.amplifier_gains))
         if self.lr_factor is not None and not float(self.lr_factor) > 0:
             raise PhysgradError(f"lr_factor must be > 0, got {self.lr_factor}")
-        self.resolved_preset  # the recipe overrides are validated by the preset
+        self.resolved_preset  # the preset validates the overrides (recipe, input gain, amplifiers)
         for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
                             ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
             if getattr(self, name) not in valid:
@@ -215,13 +225,18 @@ class TrainConfig:
             f = float(self.lr_factor)
             opts["weight_lrs"] = tuple(f * v for v in p.weight_lrs)
             opts["bias_lrs"] = tuple(f * v for v in p.bias_lrs)
+        if self.input_gain is not None:
+            opts["input_gain"] = self.input_gain
+        if self.amplifier_gains is not None:
+            opts["amplifier_gains"] = self.amplifier_gains
         return p.with_options(**opts) if opts else p
 
     @property
     def resolved_engine(self) -> str:
         if self.engine != "auto":
             return self.engine
-        return "fast" if self.algorithm in FAST_ALGORITHMS else "generic"
+        amplified = bool(self.resolved_preset.amplifier_gains)  # the fused kernels have no amplifiers
+        return "fast" if self.algorithm in FAST_ALGORITHMS and not amplified else "generic"
 
     @property
     def resolved_backend(self) -> str:
