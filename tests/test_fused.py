@@ -150,8 +150,8 @@ def test_engines_start_from_the_same_params_and_evaluate_alike(model):
 def test_stepper_errors():
     preset = tiny_preset("drn")
     params = initial_params(preset, 0, "float32")
-    with pytest.raises(PhysgradError, match="centered EP only"):
-        make_stepper("fast", preset, "tbp", params)
+    with pytest.raises(PhysgradError, match="implements cep and tbp"):
+        make_stepper("fast", preset, "pep", params)
     with pytest.raises(PhysgradError, match="engine"):
         make_stepper("gpu", preset, "cep", params)
     with pytest.raises(PhysgradError, match="layer 1"):

@@ -136,7 +136,11 @@ def test_backend_selection_and_errors(monkeypatch, tmp_path, capsys):
     with pytest.raises(PhysgradError, match="needs --backend torch"):
         TrainConfig(device="cuda")
     with pytest.raises(PhysgradError, match="generic engine"):
+        TrainConfig(algorithm="pep", backend="numba")
+    with pytest.raises(PhysgradError, match="centered EP only"):
         TrainConfig(algorithm="tbp", backend="numba")
+    assert TrainConfig(algorithm="tbp").resolved_engine == "fast"
+    assert TrainConfig(algorithm="tbp", engine="generic").resolved_engine == "generic"
     assert TrainConfig(algorithm="tbp").resolved_backend == "numpy"
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("array_api_compat") is None:
         with pytest.raises(PhysgradError, match=r"pip install 'physgrad\[torch\]'"):

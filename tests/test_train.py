@@ -72,9 +72,22 @@ def test_fast_engine_equals_generic_engine_float64(data_dir, tmp_path):
     assert [r["test_error"] for r in read_metrics(fast)] == [r["test_error"] for r in read_metrics(gen)]
 
 
+def test_fast_tbp_equals_generic_tbp_float64(data_dir, tmp_path):
+    """TBP runs on the fast engine by default, and gives the generic engine's run (float64)."""
+    fast, gen = tmp_path / "fast", tmp_path / "gen"
+    assert cfg(data_dir, algorithm="tbp").resolved_engine == "fast"
+    train(cfg(data_dir, algorithm="tbp", dtype="float64", train_size=24), fast, progress=False)
+    train(cfg(data_dir, algorithm="tbp", dtype="float64", engine="generic", train_size=24), gen, progress=False)
+    assert json.loads((fast / "config.json").read_text())["engine"] == "fast"
+    for p, q in zip(params_of(fast), params_of(gen)):
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
+    assert [r["test_error"] for r in read_metrics(fast)] == [r["test_error"] for r in read_metrics(gen)]
+
+
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "cep"])
 def test_every_algorithm_trains_generic(data_dir, tmp_path, algorithm):
-    m = train(cfg(data_dir, algorithm=algorithm, epochs=1, train_size=8), tmp_path / algorithm, progress=False)
+    m = train(cfg(data_dir, algorithm=algorithm, epochs=1, train_size=8, engine="generic"), tmp_path / algorithm,
+              progress=False)
     assert len(m) == 1 and 0 <= m[0]["test_error"] <= 100
     params = params_of(tmp_path / algorithm)
     assert all(np.all(np.isfinite(p)) for p in params) and all(np.all(W >= 0) for W in params[:2])
@@ -91,7 +104,7 @@ def test_errors(data_dir, tmp_path, monkeypatch):
     with pytest.raises(PhysgradError, match="algorithm must be one of"):
         cfg(data_dir, algorithm="sgd")
     with pytest.raises(PhysgradError, match="fast engine"):
-        cfg(data_dir, algorithm="tbp", engine="fast")
+        cfg(data_dir, algorithm="pep", engine="fast")
     with pytest.raises(PhysgradError, match="unknown training option"):
         TrainConfig.from_dict({"preset": "drn-xs", "lr": 1})
     with pytest.raises(PhysgradError, match="no checkpoint"):

@@ -64,6 +64,10 @@ def register(sub) -> None:
                    help="class voltages for --loss levels (default evenly inside the span of the sources)")
     p.add_argument("--margin", type=float, default=None, help="--loss argmax margin (V), default 5%% of the span")
     p.add_argument("--temperature", type=float, default=None, help="--loss xent temperature (V), default 5%% of the span")
+    p.add_argument("--device-model", default="ideal", metavar="NAME|FILE",
+                   help="the trainable resistors are devices: a preset (ideal, levels{N}-nearest, "
+                        "levels{N}-stochastic, digipot128, reram-sb, reram-es, pcm-pair) or a .json/.toml device "
+                        "file; updates go through the devices, equilibria see what they read; default ideal")
     p.add_argument("--out", default=None, help="run folder (default runs/fit-<netlist name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -80,9 +84,11 @@ def run(args) -> int:
                    label_column=args.label_column, loss=args.loss, method=args.method, beta=args.beta, eta=args.eta,
                    optimizer=args.optimizer, lr=args.lr, g_min=args.g_min, g_max=args.g_max, epochs=args.epochs,
                    batch_size=args.batch_size, seed=args.seed, levels=args.levels, margin=args.margin,
-                   temperature=args.temperature)
+                   temperature=args.temperature, device_model=args.device_model)
     out = args.out or f"runs/fit-{Path(args.netlist).stem}"
     fit_run(spec, out, resume=args.resume, progress=False if args.no_progress else None,
             command=" ".join(["physgrad"] + sys.argv[1:]) if sys.argv else None)
-    print(f"{out}: metrics.csv, config.json, checkpoint.npz, learning_curve.png, trained.cir")
+    files = [f for f in ("metrics.csv", "config.json", "checkpoint.npz", "learning_curve.png", "trained.cir")
+             if (Path(out) / f).exists()]
+    print(f"{out}: {', '.join(files)}")
     return 0

@@ -4,10 +4,11 @@ See :mod:`physgrad.layered.train` for the run folder (config, metrics, checkpoin
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from physgrad.layered.data import DATASETS
-from physgrad.layered.presets import PRESETS
+from physgrad.layered.presets import LR_SCHEDULES, OPTIMIZERS, PRESETS
 from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
 
 
@@ -29,21 +30,49 @@ def register(sub) -> None:
                         "(default 1; more threads pay off only on otherwise idle cores)")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="fast: the centered-EP kernels (cep only); generic: any algorithm on the numpy reference "
-                        "route; auto: fast for cep")
+                   help="fast: the fused kernels (cep, tbp); generic: any algorithm on the numpy reference "
+                        "route; auto: fast for cep and tbp")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="kernel of the fast engine: numba (compiled CPU, pip install 'physgrad[fast]'), numpy "
                         "(reference), torch (pip install 'physgrad[torch]'); auto: numba if installed, else numpy")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="torch device (--backend torch)")
+    p.add_argument("--input-gain", type=float, default=None, help="DRN input gain g (V), overriding the preset's")
+    p.add_argument("--amplifier-gains", type=_gains, default=None, metavar="A2,A3,...",
+                   help="DRN: gains of bidirectional amplifiers between free layers, one per hidden layer "
+                        "(e.g. 2,2 for two hidden layers; 'none' = no amplifiers), overriding the preset's; "
+                        "runs on the generic engine")
     p.add_argument("--device-model", default="ideal", metavar="NAME|FILE",
                    help="conductance devices of the weights: a preset (ideal, levels{N}-nearest, levels{N}-stochastic, "
                         "digipot128, reram-sb, reram-es, pcm-pair) or a .json/.toml device file (default ideal)")
-    p.add_argument("--beta", type=float, default=None, help="nudge strength > 0 (default: the preset's)")
     p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
+    g = p.add_argument_group("training recipe (overrides of the preset; default: the preset's)")
+    g.add_argument("--lr-factor", type=float, default=None, help="multiply all the preset's learning rates")
+    g.add_argument("--beta", type=float, default=None, help="nudging strength beta (S for DRNs)")
+    g.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
+                   help="exponential: lr_decay**epoch (the papers'); cosine: warm-up then cosine decay per batch")
+    g.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up length (cosine schedule)")
+    g.add_argument("--lr-final", type=float, default=None, help="final factor of the cosine schedule, in [0, 1)")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                   help="sgd (in place in every kernel), momentum or adam (explicit gradient: the numpy array "
+                        "stepper for cep, or --engine generic; adam's learning rates are steps in S)")
+    g.add_argument("--momentum", type=float, default=None, help="heavy-ball coefficient of --optimizer momentum")
+    g.add_argument("--ema-decay", type=float, default=None,
+                   help="evaluate an exponential moving average of the parameters (decay per batch, in [0, 1))")
+    g.add_argument("--ema-every", type=int, default=None, help="batches between updates of the average (16)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+
+
+def _gains(text: str) -> tuple:
+    """``"2,2"`` -> ``(2.0, 2.0)``; ``"none"`` -> ``()`` (values are checked by the energy)."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 2,2 or 'none', got {text!r}") from None
 
 
 def run(args) -> int:
@@ -58,7 +87,11 @@ def run(args) -> int:
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
                       engine=args.engine, eta=args.eta, backend=args.backend, device=args.device,
-                      device_model=args.device_model, beta=args.beta)
+                      lr_factor=args.lr_factor, beta=args.beta, lr_schedule=args.lr_schedule,
+                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay, ema_every=args.ema_every,
+                      optimizer=args.optimizer, momentum=args.momentum,
+                      input_gain=args.input_gain, amplifier_gains=args.amplifier_gains,
+                      device_model=args.device_model)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
         metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,

@@ -141,6 +141,41 @@ class DeepResistive(_Layered):
     ground to the unit), the second half ``s <= 0`` (diode from the unit to ground). The output
     layer is linear (no diodes).
 
+    **Amplifiers between layers** (``amplifier_gains``; Kendall et al. 2020). Between free layer
+    ``k - 1`` and the conductances ``W_k`` (``k = 2..L``) each unit may sit behind a bidirectional
+    amplifier of gain ``A_k > 0``: a VCVS drives the input side of ``W_k`` at ``A_k s_{k-1}`` and a
+    CCCS draws ``1/A_k`` times the current it delivers back out of the unit. KCL at a unit of
+    layer ``k`` (``A_1 = 1``: the input gain plays that role) reads
+
+    .. math::
+
+        s_k (\mathbf 1 W_k + W_{k+1}\mathbf 1) = A_k\, s_{k-1} W_k
+        + \tfrac{1}{A_{k+1}}\, s_{k+1} W_{k+1}^\top + b_k \;(+\text{diode current}).
+
+    Cutting the circuit at its amplifiers leaves a chain of islands (island ``k``: layer ``k``, its
+    diodes and bias sources, and ``W_k``), so the steady state is still the unique minimiser of one
+    convex function (:mod:`physgrad.circuit.amplifiers`: ``c_Q = c_P B/A`` with ``B = 1/A``):
+
+    .. math::
+
+        E(s, \theta, x) = \sum_{k=1}^{L} c_k \Big[\sum_{i,j} \tfrac12 W_k[i,j]\,
+        (A_k s_{k-1,i} - s_{k,j})^2 - b_k\cdot s_k\Big],
+        \qquad c_k = \prod_{m=k+1}^{L} A_m^2, \quad c_L = 1,
+
+    which is what :meth:`energy` returns (W, per sample; ``c_k`` dimensionless). Its stationarity
+    in ``s_k`` is ``c_k`` times the KCL above. Since the outputs' island has ``c_L = 1``, the
+    nudged function is ``E + beta C`` unchanged and equilibrium propagation stays exact as
+    ``beta -> 0`` with :meth:`theta_grad` carrying the island factors ``c_k`` (the "per-layer
+    factors" of centered EP; its bias is the usual ``O(beta^2)``). With all gains 1 every formula
+    is the plain DRN's, bit for bit.
+
+    The amplified network is a reparametrisation of the plain one: with ``P_k = prod_{m<=k} A_m``
+    and ``s_k = (P_k / P_L) s'_k``, ``s'`` is the plain DRN's state with input gain ``g P_L`` and
+    biases ``b'_k = b_k P_L / P_k`` (every block update maps onto the plain one, so this holds
+    sweep by sweep, not only at the fixed point); ``dC/dW`` is the same, ``dC/db_k = (P_L/P_k)
+    dC/db'_k``. Amplifiers of product ``P_L`` therefore do what an input gain ``P_L`` times larger
+    does, with voltages inside layer ``k`` lower by ``P_k / P_L``.
+
     Parameters
     ----------
     n_inputs : int
@@ -150,9 +185,18 @@ class DeepResistive(_Layered):
     n_outputs : int
     input_gain : float
         ``g`` (V).
+    amplifier_gains : tuple of float, optional
+        ``(A_2, ..., A_L)`` (dimensionless, each finite and > 0), one per connection between free
+        layers (``len(hidden)`` values); ``()`` (default) means all 1: no amplifiers.
+
+    References
+    ----------
+    J. Kendall, R. Pantone, K. Manickavasagam, Y. Bengio, B. Scellier, "Training end-to-end analog
+    neural networks with equilibrium propagation", arXiv:2006.01981 (2020).
     """
 
     input_gain: float = 1.0
+    amplifier_gains: tuple = ()
 
     def __post_init__(self):
         super().__post_init__()
@@ -162,6 +206,40 @@ class DeepResistive(_Layered):
         if not np.isfinite(g) or g <= 0:
             raise PhysgradError(f"input_gain must be finite and > 0, got {self.input_gain}")
         object.__setattr__(self, "input_gain", g)
+        gains = self.amplifier_gains
+        if isinstance(gains, (str, bytes)) or not hasattr(gains, "__len__"):
+            raise PhysgradError(f"amplifier_gains must be a tuple of {len(self.hidden)} numbers, got {gains!r}")
+        try:
+            gains = tuple(float(a) for a in gains)
+        except (TypeError, ValueError):
+            raise PhysgradError(f"amplifier_gains must be numbers, got {self.amplifier_gains!r}") from None
+        if not gains:
+            gains = (1.0,) * len(self.hidden)
+        if len(gains) != len(self.hidden):
+            raise PhysgradError(f"amplifier_gains needs one gain per connection between free layers: "
+                                f"{len(self.hidden)} for hidden={self.hidden}, got {len(gains)}")
+        bad = [a for a in gains if not (np.isfinite(a) and a > 0)]
+        if bad:
+            raise PhysgradError(f"amplifier gains must be finite and > 0, got {gains}")
+        object.__setattr__(self, "amplifier_gains", gains)
+
+    @property
+    def amplified(self) -> bool:
+        """Whether any amplifier gain differs from 1."""
+        return any(a != 1.0 for a in self.amplifier_gains)
+
+    def gain(self, k: int) -> float:
+        """``A_k``, the gain in front of ``W_k`` (``k = 1..L``; ``A_1 = 1``)."""
+        return 1.0 if k == 1 else self.amplifier_gains[k - 2]
+
+    @property
+    def island_weights(self) -> tuple:
+        """``(c_1, ..., c_L)`` with ``c_k = prod_{m>k} A_m^2`` (``c_L = 1``), dimensionless."""
+        c, out = 1.0, [1.0]
+        for k in range(self.n_layers, 1, -1):
+            c = c * self.gain(k) ** 2
+            out.append(c)
+        return tuple(reversed(out))
 
     @property
     def n_input_units(self) -> int:
@@ -178,27 +256,40 @@ class DeepResistive(_Layered):
         """Total energy per sample (W), shape ``(batch,)``."""
         Ws, bs = self.split(theta)
         layers = self._layers(state, x)
+        c = self.island_weights
         E = 0.0
         for k, (W, b) in enumerate(zip(Ws, bs), start=1):
-            a, h = layers[k - 1], layers[k]
-            E = E + 0.5 * anp.dot(a * a, anp.sum(W, axis=1)) + 0.5 * anp.dot(h * h, anp.sum(W, axis=0)) \
-                - anp.sum(anp.dot(a, W) * h, axis=1) - anp.dot(h, b)
+            a, h = self._drive(layers[k - 1], k), layers[k]
+            t = (0.5 * anp.dot(a * a, anp.sum(W, axis=1)), 0.5 * anp.dot(h * h, anp.sum(W, axis=0)),
+                 -anp.sum(anp.dot(a, W) * h, axis=1), -anp.dot(h, b))
+            if c[k - 1] == 1.0:  # summed into E term by term: the plain DRN's rounding, bit for bit
+                E = E + t[0] + t[1] + t[2] + t[3]
+            else:
+                E = E + c[k - 1] * (t[0] + t[1] + t[2] + t[3])
         return E
+
+    def _drive(self, s_prev, k: int):
+        """``A_k s_{k-1}``: the voltages on the input side of ``W_k`` (V)."""
+        A = self.gain(k)
+        return s_prev if A == 1.0 else A * s_prev
 
     def theta_grad(self, state, theta, x):
         r""":math:`\partial E/\partial\theta` at fixed state, averaged over the batch.
 
-        ``dE/dW_k[i,j] = mean_b 1/2 (s_{k-1,i} - s_{k,j})^2`` (V^2), ``dE/db_k = -mean_b s_k`` (V).
+        ``dE/dW_k[i,j] = c_k mean_b 1/2 (A_k s_{k-1,i} - s_{k,j})^2`` (V^2), ``dE/db_k = -c_k mean_b
+        s_k`` (V), with the island weights ``c_k`` and gains ``A_k`` (all 1 without amplifiers).
         """
         Ws, bs = self.split(theta)
         layers = self._layers(state, x)
         B = anp.shape(layers[0])[0]
+        c = self.island_weights
         gW, gb = [], []
         for k in range(1, self.n_layers + 1):
-            a, h = layers[k - 1], layers[k]
-            gW.append(0.5 * (anp.mean(a * a, axis=0)[:, None] + anp.mean(h * h, axis=0)[None, :])
-                      - anp.dot(a.T, h) / B)
-            gb.append(-anp.mean(h, axis=0))
+            a, h = self._drive(layers[k - 1], k), layers[k]
+            w = 0.5 * (anp.mean(a * a, axis=0)[:, None] + anp.mean(h * h, axis=0)[None, :]) - anp.dot(a.T, h) / B
+            v = -anp.mean(h, axis=0)
+            gW.append(w if c[k - 1] == 1.0 else c[k - 1] * w)
+            gb.append(v if c[k - 1] == 1.0 else c[k - 1] * v)
         return tuple(gW) + tuple(gb)
 
     def project(self, theta):
@@ -219,20 +310,24 @@ class DeepResistive(_Layered):
     def block_solve(self, k: int, state, theta, x, nudge: Nudge = FREE):
         r"""Exact minimiser of ``E + beta C`` over layer ``k`` with the other layers fixed.
 
-        .. math:: s_k = \operatorname{clip}\Big(\frac{s_{k-1} W_k + s_{k+1} W_{k+1}^\top + b_k
-                  [+\beta y]}{\mathbf 1 W_k + W_{k+1}\mathbf 1\,[+\beta]}\Big)
+        .. math:: s_k = \operatorname{clip}\Big(\frac{A_k s_{k-1} W_k + A_{k+1}^{-1} s_{k+1} W_{k+1}^\top
+                  + b_k [+\beta y]}{\mathbf 1 W_k + W_{k+1}\mathbf 1\,[+\beta]}\Big)
 
         (the conductance-weighted mean of the neighbours plus the bias current over the total
-        conductance; the units of a layer are decoupled, so clipping to the diode bounds is exact).
-        A unit with no conductance at all is set to 0 V. Pure and traceable.
+        conductance; the units of a layer are decoupled, so clipping to the diode bounds is exact;
+        ``A_k`` the amplifier gains, all 1 without amplifiers: dividing the energy's stationarity
+        in ``s_k`` by ``c_k`` gives this KCL). A unit with no conductance at all is set to 0 V.
+        Pure and traceable.
         """
         Ws, bs = self.split(theta)
         layers = self._layers(state, x)
         L = self.n_layers
-        num = anp.dot(layers[k - 1], Ws[k - 1]) + bs[k - 1]
+        num = anp.dot(self._drive(layers[k - 1], k), Ws[k - 1]) + bs[k - 1]
         den = anp.sum(Ws[k - 1], axis=0)
         if k < L:
-            num = num + anp.dot(layers[k + 1], Ws[k].T)
+            back = anp.dot(layers[k + 1], Ws[k].T)
+            A = self.gain(k + 1)
+            num = num + (back if A == 1.0 else back / A)
             den = den + anp.sum(Ws[k], axis=1)
         if k == L:
             beta, y = self._nudge_terms(nudge, anp.shape(num)[0])
@@ -293,9 +388,15 @@ class DeepResistive(_Layered):
         Returns
         -------
         physgrad.circuit.Circuit
-            Nodes ``in{i}``, ``h{k}_{j}``, ``out{j}``; outputs are ``out{j}``.
+            Nodes ``in{i}``, ``h{k}_{j}``, ``out{j}``; outputs are ``out{j}``. A connection with an
+            amplifier gain ``A_k != 1`` gets, per unit ``i`` of layer ``k - 1``, a bidirectional
+            amplifier as ngspice writes it (Kendall et al.): ``E{k}_{i}`` (gain ``A_k``) driving node
+            ``m{k-1}_{i}``, a 0 V sense source ``VS{k}_{i}`` from there to ``u{k-1}_{i}`` (where
+            ``W_k``'s resistors start) and ``F{k}_{i}`` drawing ``1/A_k`` of the sensed current out
+            of the unit.
         """
-        from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, Resistor, VoltageSource
+        from physgrad.circuit.elements import (CCCS, VCVS, Circuit, CurrentSource, IdealDiode, Resistor,
+                                               VoltageSource)
 
         s0 = np.asarray(self.input_layer(x))
         if s0.shape[0] != 1:
@@ -306,8 +407,15 @@ class DeepResistive(_Layered):
             W = Ws[k - 1]
             if np.any(W < 0):
                 raise PhysgradError(f"W_{k} has negative conductances; project theta first")
+            A = self.gain(k)
+            start = [self.node(k - 1, i) for i in range(self.sizes[k - 1])]
+            if A != 1.0:
+                for i, unit in enumerate(start):
+                    mid, start[i] = f"m{k - 1}_{i}", f"u{k - 1}_{i}"
+                    els += [VCVS(f"E{k}_{i}", mid, "0", unit, "0", A), VoltageSource(f"VS{k}_{i}", mid, start[i], 0.0),
+                            CCCS(f"F{k}_{i}", unit, "0", f"VS{k}_{i}", 1.0 / A)]
             for i, j in zip(*np.nonzero(W)):
-                els.append(Resistor(f"R{k}_{i}_{j}", self.node(k - 1, i), self.node(k, j), float(W[i, j])))
+                els.append(Resistor(f"R{k}_{i}_{j}", start[i], self.node(k, j), float(W[i, j])))
             for j, b in enumerate(bs[k - 1]):
                 if b != 0:
                     els.append(CurrentSource(f"I{k}_{j}", "0", self.node(k, j), float(b)))

@@ -9,6 +9,21 @@ batched call of the learning rule (:mod:`physgrad.learning`) on the circuit's co
 one factorization shared by the samples and phases of the batch), an optimizer step
 (:mod:`physgrad.learning.optim`) and a clip of the conductances into ``[g_min, g_max]``.
 
+**Devices** (``device_model``, :mod:`physgrad.devices`; default ``"ideal"``, which leaves every line
+above exactly as it is, bit for bit): the trainable conductances are devices. After the initial clip
+``device.init`` draws each device's fixed properties (variability, stuck devices) from
+``device_rng(seed, "init")`` and programs the initial conductances; after each optimizer step the
+*request* ``clip(theta_opt, g_min, g_max) - theta`` goes to ``device.update`` (stream
+``device_rng(seed, "update", n)``, ``n`` the number of updates so far), and the conductances are what
+the devices then hold (their own bounds, levels, faults; ``[g_min, g_max]`` bounds the request only).
+Every equilibrium (the learning rule's phases and the evaluation) is relaxed at ``device.read(theta)``
+through :class:`~physgrad.devices.readout.ReadThrough`: with read noise one realisation per example
+and per phase (``ReadNoise.resample = "phase"``) or per example through its phases (``"example"``),
+training step ``n`` under key ``(0, n)``, evaluation under ``(1 + split, n, chunk start)``. Random
+reads are relaxed example by example (each example its own conductances, so no factorization is
+shared), which is slower but the same semantics. ``method = "exact"`` differentiates the network
+it is given and is refused with a device that reads non-ideally (read noise or drift).
+
 The run folder ``DIR``:
 
 * ``config.json`` -- the resolved options (defaults filled in), classes, command line, versions and
@@ -16,12 +31,14 @@ The run folder ``DIR``:
 * ``metrics.csv`` -- one row per epoch (``0`` = before training): ``epoch, train_cost, test_cost,
   train_accuracy, test_accuracy, seconds`` (costs are the loss's batch mean; accuracy columns where
   there are labels, test columns with ``--test``);
-* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets; after every
-  epoch. ``--resume`` continues bit for bit (the order of epoch ``e`` is ``default_rng([seed, e])``
+* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets, and the device
+  state (``dev_*`` arrays and ``dev_meta`` JSON: per-device properties, clock, update counter); after
+  every epoch. ``--resume`` continues bit for bit (the order of epoch ``e`` is ``default_rng([seed, e])``
   and the batched solver's factor cache is cleared at each epoch start, so nothing outside the
   checkpoint steers the arithmetic);
 * ``learning_curve.png``; ``trained.cir`` -- the trained netlist (:func:`physgrad.circuit.netlist.write_netlist`:
-  runs in ngspice, reads back exactly).
+  runs in ngspice, reads back exactly), with the conductances the devices hold; not written (and
+  the log says so) when a device holds 0 S, which a SPICE resistor cannot express.
 """
 from __future__ import annotations
 
@@ -40,6 +57,7 @@ import numpy as np
 
 from physgrad.circuit.elements import CurrentSource, VoltageSource
 from physgrad.circuit.netlist import read_netlist, write_netlist
+from physgrad.devices import Device, DeviceState, ReadThrough, device_from_spec, device_rng, device_to_dict
 from physgrad.energies.co_content import CoContentEnergy
 from physgrad.graphs.data import class_names, encode_labels, read_table
 from physgrad.graphs.losses import LOSSES, Loss
@@ -49,6 +67,9 @@ from physgrad.types import NotSolvedError, PhysgradError
 
 FIT_METHODS = tuple(m for m in METHODS if m not in ("tbp", "rbp"))
 CHECKPOINT = "checkpoint.npz"
+TRAIN_READS, EVAL_READS = 0, 1
+"""First entry of the :class:`ReadThrough` key of a training step ``(0, n)`` and of an evaluation
+``(1 + split, n, chunk start)`` (split 0 train, 1 test), so no two reads share a realisation."""
 EVAL_CHUNK = 1024  # samples per batched solve when evaluating a whole dataset
 
 
@@ -73,6 +94,8 @@ class FitSpec:
     epochs, batch_size, seed : the schedule; the order of epoch ``e`` is ``default_rng([seed, e])``
     levels : class voltages of ``levels`` (V); default evenly inside the span of the sources
     margin : ``argmax`` margin (V), default 5 % of the span; temperature : ``xent`` (V), default 5 %
+    device_model : a preset name or a JSON/TOML file (:func:`physgrad.devices.device_from_spec`);
+        default ``"ideal"`` (no device effects, bit for bit the plain optimizer)
     """
 
     netlist: str
@@ -95,6 +118,7 @@ class FitSpec:
     levels: Optional[tuple] = None
     margin: Optional[float] = None
     temperature: Optional[float] = None
+    device_model: str = "ideal"
 
     def __post_init__(self):
         if self.method not in FIT_METHODS:
@@ -114,6 +138,13 @@ class FitSpec:
             raise PhysgradError(f"g_min must be a finite number >= 0, got {self.g_min!r}")
         if not self.inputs:
             raise PhysgradError("name the input sources (--inputs V1,V2,...)")
+        if not isinstance(self.device_model, str) or not self.device_model.strip():
+            raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
+        device = device_from_spec(self.device_model)  # raises a clear PhysgradError for a bad name or file
+        if self.method == "exact" and not device.reads_ideally:
+            raise PhysgradError(f"method 'exact' differentiates the network it is given; device model "
+                                f"{device.label!r} reads its conductances non-ideally (read noise or drift): "
+                                "use an EP or coupled-learning method")
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitSpec":
@@ -138,6 +169,7 @@ class Problem:
     Y_test: Optional[np.ndarray]
     classes: Optional[tuple]
     resolved: dict
+    device: Device
 
 
 def _file_digest(path) -> str:
@@ -196,6 +228,7 @@ def resolve(spec: FitSpec) -> Problem:
         Y = encode_labels(train, classes)
         Y_test = encode_labels(test, classes) if test else None
     energy = CoContentEnergy(circuit, inputs, outputs)
+    device = device_from_spec(spec.device_model)
     g0 = energy.theta0()
     g_med = float(np.median(g0[g0 > 0])) if np.any(g0 > 0) else 1.0
     # span of the source voltages: fixed sources, the inputs in the data, and ground
@@ -233,18 +266,32 @@ def resolve(spec: FitSpec) -> Problem:
         "temperature": loss.temperature if loss_kind == "xent" else None, "classes": None if classes is None else list(classes),
         "median_conductance_S": g_med, "source_span_V": [v_lo, v_hi], "trainable": list(energy.param_names),
         "n_train": int(X.shape[0]), "n_test": None if X_test is None else int(X_test.shape[0]),
+        "device": device_to_dict(device),
     }
     if resolved["g_max"] is not None and resolved["g_max"] <= resolved["g_min"]:
         raise PhysgradError(f"g_max ({resolved['g_max']} S) must exceed g_min ({resolved['g_min']} S)")
-    return Problem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved)
+    return Problem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device)
 
 
 # --- evaluation and one step -----------------------------------------------------------------------
-def evaluate(pb: Problem, theta, X, Y, minimizer) -> dict:
-    """Mean loss (and accuracy) over a dataset, in chunks of :data:`EVAL_CHUNK` samples."""
+def reading(pb: Problem, minimizer, dstate: Optional[DeviceState], key: tuple):
+    """``minimizer``, or a :class:`ReadThrough` relaxing at ``pb.device.read(theta)`` with ``key``
+    when the devices read non-ideally (``dstate`` None: no devices, the minimizer itself)."""
+    if dstate is None or pb.device.reads_ideally:
+        return minimizer
+    return ReadThrough(minimizer, pb.device, dstate, pb.resolved["seed"], key)
+
+
+def evaluate(pb: Problem, theta, X, Y, minimizer, dstate: Optional[DeviceState] = None, split: int = 0) -> dict:
+    """Mean loss (and accuracy) over a dataset, in chunks of :data:`EVAL_CHUNK` samples.
+
+    With a device state, every equilibrium is relaxed at the conductances the devices read
+    (:func:`reading`, key ``(1 + split, n_updates, chunk start)``).
+    """
     outs = []
     for start in range(0, len(X), EVAL_CHUNK):
-        eq = minimizer.minimize(pb.energy, theta, X[start:start + EVAL_CHUNK])
+        key = (EVAL_READS + split, 0 if dstate is None else dstate.n_updates, start)
+        eq = reading(pb, minimizer, dstate, key).minimize(pb.energy, theta, X[start:start + EVAL_CHUNK])
         if not eq.converged:
             raise NotSolvedError(f"evaluation: {eq.status}: {eq.message}")
         outs.append(np.asarray(pb.energy.outputs(eq.state), float))
@@ -269,6 +316,50 @@ def clip(theta, g_min: float, g_max: Optional[float]):
     return np.clip(theta, g_min, np.inf if g_max is None else g_max)
 
 
+def init_devices(pb: Problem) -> tuple:
+    """``(theta, DeviceState)``: the run's initial conductances (clipped into ``[g_min, g_max]``)
+    programmed onto devices drawn from ``device_rng(seed, "init")``; ``(theta, None)`` for the
+    ideal device (nothing drawn, nothing changed)."""
+    r = pb.resolved
+    theta = clip(pb.energy.theta0(), r["g_min"], r["g_max"])
+    if pb.device.is_ideal:
+        return theta, None
+    return pb.device.init(theta, device_rng(r["seed"], "init"))
+
+
+def program_devices(pb: Problem, theta) -> tuple:
+    """Ex situ: write ``theta`` (S, e.g. fitted with the ideal device) onto the devices a run of
+    ``pb`` would train in situ -- the same realisation (:func:`init_devices`: same seed, same
+    variability and stuck devices) -- by ``device.program`` (write-verify: each value clipped to
+    its device's bounds, rounded to its level, stuck devices unchanged).
+
+    Returns
+    -------
+    (theta, DeviceState or None)
+        What the devices hold, and their state (for :func:`evaluate`).
+    """
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != pb.energy.theta0().shape:
+        raise PhysgradError(f"program_devices: {theta.shape[0] if theta.ndim else 0} conductances for "
+                            f"{pb.energy.theta0().shape[0]} trainable resistors")
+    _, dstate = init_devices(pb)
+    if dstate is None:
+        return theta, None
+    return pb.device.program(theta, dstate)
+
+
+def device_step(pb: Problem, theta, theta_opt, dstate: Optional[DeviceState]) -> tuple:
+    """After an optimizer step to ``theta_opt``: ``(theta, dstate)``. Ideal: the clip into
+    ``[g_min, g_max]``; devices: ``device.update`` of the clipped request, stream
+    ``device_rng(seed, "update", n_updates)``."""
+    r = pb.resolved
+    target = clip(theta_opt, r["g_min"], r["g_max"])
+    if dstate is None:
+        return target, None
+    rng = device_rng(r["seed"], "update", dstate.n_updates)
+    return pb.device.update(theta, target - theta, rng, dstate)
+
+
 # --- run folder ---------------------------------------------------------------------------------------
 def _versions() -> dict:
     import physgrad
@@ -278,8 +369,13 @@ def _versions() -> dict:
             "physgrad": physgrad.__version__, "machine": platform.machine(), "cpus": os.cpu_count()}
 
 
-def _save_checkpoint(path: Path, theta, state: dict, epoch: int, seconds: float, warm: dict) -> None:
+def _save_checkpoint(path: Path, theta, state: dict, epoch: int, seconds: float, warm: dict,
+                     dstate: Optional[DeviceState] = None) -> None:
     arrays = {f"opt_{k}": np.asarray(v) for k, v in state.items()}
+    if dstate is not None:
+        dev, meta = dstate.state_dict()
+        arrays.update({f"dev_{k}": v for k, v in dev.items()})
+        arrays["devmeta"] = np.array(json.dumps(meta))
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, theta=theta, epoch=epoch, seconds=seconds, **arrays,
              **{f"warm_{k}": v for k, v in warm.items()})
@@ -291,8 +387,12 @@ def _load_checkpoint(path: Path) -> dict:
         state = {k[4:]: z[k].copy() for k in z.files if k.startswith("opt_")}
         state["t"] = int(state["t"])
         warm = {k[5:]: z[k].copy() for k in z.files if k.startswith("warm_")}
+        dstate = None
+        if "devmeta" in z.files:
+            dstate = DeviceState.from_state({k[4:]: z[k].copy() for k in z.files if k.startswith("dev_")},
+                                            json.loads(str(z["devmeta"])))
         return {"theta": z["theta"].copy(), "epoch": int(z["epoch"]), "seconds": float(z["seconds"]),
-                "state": state, "warm": warm}
+                "state": state, "warm": warm, "device": dstate}
 
 
 def metric_fields(pb: Problem) -> list:
@@ -369,6 +469,10 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         for key, path in (("netlist_sha256", spec.netlist), ("data_sha256", spec.data), ("test_sha256", spec.test)):
             if path and saved.get(key) and saved[key] != _file_digest(path):
                 raise PhysgradError(f"--resume: {path} changed since the run started")
+        saved_device = saved["resolved"].get("device", {"name": "ideal"})
+        if json.loads(json.dumps(device_to_dict(device_from_spec(spec.device_model)))) != saved_device:
+            raise PhysgradError(f"--resume: device model {spec.device_model!r} is not the one the run started with "
+                                f"({saved_device})")
     elif ckpt_path.exists() or metrics_path.exists():
         raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
     pb = resolve(spec)
@@ -383,6 +487,10 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         cfg_path.write_text(json.dumps(saved, indent=2) + "\n")
         ck = _load_checkpoint(ckpt_path)
         theta, state, epoch, seconds = ck["theta"], ck["state"], ck["epoch"], ck["seconds"]
+        dstate = ck["device"]
+        if (dstate is None) != pb.device.is_ideal:
+            raise PhysgradError(f"--resume: {ckpt_path} has {'no ' if dstate is None else ''}device state but the "
+                                f"device model is {pb.device.label!r}")
         energy.solver.set_warm_state(ck["warm"])
         rows = [m for m in _read_metrics(metrics_path) if m["epoch"] <= epoch]
     else:
@@ -391,11 +499,11 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
                "netlist_sha256": _file_digest(spec.netlist), "data_sha256": _file_digest(spec.data),
                "test_sha256": _file_digest(spec.test) if spec.test else None}
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-        theta = clip(energy.theta0(), r["g_min"], r["g_max"])
+        theta, dstate = init_devices(pb)
         state = optim.init(r["optimizer"], theta)
         epoch, seconds = 0, 0.0
-        rows = [_epoch_row(pb, theta, minimizer, 0, 0.0)]
-        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, energy.solver.warm_state())
+        rows = [_epoch_row(pb, theta, minimizer, 0, 0.0, dstate)]
+        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, energy.solver.warm_state(), dstate)
         _write_metrics(metrics_path, rows, names)
         log(_describe(rows[-1]))
     n = len(pb.X)
@@ -410,23 +518,30 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         bar = _progress(n_batches, f"epoch {epoch + 1}/{r['epochs']}", not show)
         for bi in range(n_batches):
             idx = order[bi * B:(bi + 1) * B]
-            g = gradient(pb, theta, pb.X[idx], pb.Y[idx], minimizer, estimator)
-            theta, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
-            theta = clip(theta, r["g_min"], r["g_max"])
+            key = (TRAIN_READS, 0 if dstate is None else dstate.n_updates)
+            g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator)
+            theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
+            theta, dstate = device_step(pb, theta, theta_opt, dstate)
             bar.update(1)
         bar.close()
         if not np.all(np.isfinite(theta)):
             raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite conductances); lower --lr")
         seconds += time.perf_counter() - t0
         epoch += 1
-        rows.append(_epoch_row(pb, theta, minimizer, epoch, seconds))
-        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, energy.solver.warm_state())
+        rows.append(_epoch_row(pb, theta, minimizer, epoch, seconds, dstate))
+        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, energy.solver.warm_state(), dstate)
         _write_metrics(metrics_path, rows, names)
         log(_describe(rows[-1]))
         if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
             break
     plot_learning_curve(rows, out / "learning_curve.png", title, pb.loss.classifies)
-    (out / "trained.cir").write_text(trained_netlist(pb, theta))
+    open_ = [n for n, g in zip(energy.param_names, theta) if not g > 0]
+    if open_:  # a device at 0 S (level 0, stuck at g_min = 0): a SPICE resistor cannot be open
+        (out / "trained.cir").unlink(missing_ok=True)
+        log(f"trained.cir not written: resistor(s) {', '.join(open_)} hold 0 S, which a netlist cannot express "
+            f"(the conductances are in {CHECKPOINT})")
+    else:
+        (out / "trained.cir").write_text(trained_netlist(pb, theta))
     return rows
 
 
@@ -443,14 +558,14 @@ def trained_netlist(pb: Problem, theta) -> str:
     return head + "\n" + note + "\n" + rest
 
 
-def _epoch_row(pb: Problem, theta, minimizer, epoch: int, seconds: float) -> dict:
+def _epoch_row(pb: Problem, theta, minimizer, epoch: int, seconds: float, dstate=None) -> dict:
     row = {"epoch": epoch}
-    tr = evaluate(pb, theta, pb.X, pb.Y, minimizer)
+    tr = evaluate(pb, theta, pb.X, pb.Y, minimizer, dstate, 0)
     row["train_cost"] = tr["cost"]
     if "accuracy" in tr:
         row["train_accuracy"] = tr["accuracy"]
     if pb.X_test is not None:
-        te = evaluate(pb, theta, pb.X_test, pb.Y_test, minimizer)
+        te = evaluate(pb, theta, pb.X_test, pb.Y_test, minimizer, dstate, 1)
         row["test_cost"] = te["cost"]
         if "accuracy" in te:
             row["test_accuracy"] = te["accuracy"]

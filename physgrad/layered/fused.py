@@ -102,6 +102,10 @@ class FusedSpec:
             raise PhysgradError(f"dtype must be one of {DTYPES}, got {dtype.name!r}")
         L = self.energy.n_layers
         drn = isinstance(self.energy, DeepResistive)
+        if drn and self.energy.amplified:
+            raise PhysgradError(f"the fused kernels implement the DRN without amplifiers between layers, not "
+                                f"amplifier_gains={self.energy.amplifier_gains}: use the generic engine "
+                                f"(--engine generic)")
         bounds = {k: tuple(np.asarray(b, dtype) for b in self.energy.bounds(k)) for k in range(1, L)} if drn else {}
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "drn", drn)
@@ -282,6 +286,46 @@ def prepare(spec: FusedSpec, params, drive: Drive, sums=None) -> BatchConsts:
     return BatchConsts(spec, const, inv, den_out, WT)
 
 
+def block_value(spec: FusedSpec, consts: BatchConsts, Ws, s: list, k: int, c_out, inv_out, skinny: bool):
+    r"""The block update of free layer ``k`` before its clip, a new array ``(rows, n_k)``.
+
+    DRN: ``(s_{k-1} W_k + s_{k+1} W_{k+1}^T + b_k) / (1 W_k + W_{k+1} 1)`` (times ``consts.inv[k]``,
+    0 for a unit with no conductance); DHN: ``s_{k-1} W_k + s_{k+1} W_{k+1}^T + b_k``; the output
+    layer ``k = L``: the numerator ``s_{L-1} W_L + c_out`` times ``inv_out`` (``consts.output``).
+    Hidden layers are then clipped by :func:`clip_hidden`; together the two are the energy's
+    ``block_solve``. ``skinny``: few rows (``(W @ v.T).T`` layouts, see :func:`relax`).
+    """
+    L = spec.n_layers
+    WT = consts.WT
+    if k < L:
+        num = (np.matmul(Ws[k], s[k].T).T if skinny else s[k] @ WT[k + 1]) + consts.const[k]
+        if k > 1:
+            num += np.matmul(WT[k], s[k - 2].T).T if skinny else s[k - 2] @ Ws[k - 1]
+        if spec.drn:
+            num *= consts.inv[k]
+        return num
+    if k == 1:
+        num = c_out.copy()
+    else:
+        num = (np.matmul(WT[k], s[k - 2].T).T if skinny else s[k - 2] @ Ws[k - 1]) + c_out
+    if inv_out is not None:
+        num *= inv_out
+    return num
+
+
+def clip_hidden(spec: FusedSpec, k: int, v):
+    """Clip hidden layer ``k``'s block value ``v`` **in place**: DRN to the diode bounds
+    ``spec.bounds[k]``, DHN to [0, 1] (ufuncs: less call overhead than ``np.clip``)."""
+    if spec.drn:
+        lo, hi = spec.bounds[k]
+        np.maximum(v, lo, out=v)
+        np.minimum(v, hi, out=v)
+    else:
+        np.maximum(v, 0, out=v)
+        np.minimum(v, 1, out=v)
+    return v
+
+
 def relax(spec: FusedSpec, params, drive: Drive, s: list, sweeps: int, beta=0.0,
           y: Optional[np.ndarray] = None, sums=None, consts: Optional[BatchConsts] = None) -> list:
     r"""Block-coordinate sweeps from state ``s`` (a list ``[s_1..s_L]``), returns the new list.
@@ -302,9 +346,7 @@ def relax(spec: FusedSpec, params, drive: Drive, s: list, sweeps: int, beta=0.0,
         consts = prepare(spec, params, drive, sums)
     L = spec.n_layers
     Ws = params[:L]
-    drn = spec.drn
     c_out, inv_out = consts.output(beta, y)
-    WT = consts.WT
     s = list(s)
     # A few rows against a large matrix (training, batch 4): (W @ v.T).T and (W^T @ v.T).T with W^T
     # cached contiguous are the fastest BLAS layouts. Many rows (evaluation): plain products, so that
@@ -314,25 +356,9 @@ def relax(spec: FusedSpec, params, drive: Drive, s: list, sweeps: int, beta=0.0,
         for group in spec.groups:
             new = []
             for k in group:
+                num = block_value(spec, consts, Ws, s, k, c_out, inv_out, skinny)
                 if k < L:
-                    num = (np.matmul(Ws[k], s[k].T).T if skinny else s[k] @ WT[k + 1]) + consts.const[k]
-                    if k > 1:
-                        num += np.matmul(WT[k], s[k - 2].T).T if skinny else s[k - 2] @ Ws[k - 1]
-                    if drn:  # diode bounds (ufuncs: less call overhead than clip)
-                        num *= consts.inv[k]
-                        lo, hi = spec.bounds[k]
-                        np.maximum(num, lo, out=num)
-                        np.minimum(num, hi, out=num)
-                    else:
-                        np.maximum(num, 0, out=num)
-                        np.minimum(num, 1, out=num)
-                else:
-                    if k == 1:
-                        num = c_out.copy()
-                    else:
-                        num = (np.matmul(WT[k], s[k - 2].T).T if skinny else s[k - 2] @ Ws[k - 1]) + c_out
-                    if inv_out is not None:
-                        num *= inv_out
+                    clip_hidden(spec, k, num)
                 new.append((k, num))
             for k, v in new:
                 s[k - 1] = v
@@ -539,21 +565,32 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, drive: Drive, s_warm: list,
     else:
         AT = np.ascontiguousarray(s0.T)
         Bm = D * (weight_lrs[0] * scale)
-    Bm = np.ascontiguousarray(Bm, dtype=Ws[0].dtype)
+    return free, s_p, update_first_layer(spec, ws, Ws[0], AT, Bm, next_s0)
+
+
+def update_first_layer(spec: FusedSpec, ws: Workspace, W1, AT, Bm, next_s0=None) -> Optional[Drive]:
+    """``W1 += AT @ Bm`` **in place**, clamped at 0 (DRN), by the fused pass of :func:`first_layer_pass`,
+    which also computes the next batch's :class:`Drive` (``next_s0``: its input layer, or None).
+
+    Returns
+    -------
+    Drive or None
+        DRN: ``next_s0 @ W1`` (None without ``next_s0``) and the column sums of the new ``W1``;
+        DHN: ``next_s0 @ W1``, or None without ``next_s0``.
+    """
+    Bm = np.ascontiguousarray(Bm, dtype=W1.dtype)
     P = None
-    if drn:
-        ones = np.ones((1, spec.sizes[0]), Ws[0].dtype)
+    if spec.drn:
+        ones = np.ones((1, spec.sizes[0]), W1.dtype)
         P = ones if next_s0 is None else np.concatenate([next_s0, ones])
     elif next_s0 is not None:
         P = next_s0
-    out = first_layer_pass(ws, Ws[0], AT, Bm, P)
-    next_drive = None
-    if out is not None:
-        if drn:
-            next_drive = Drive(out[:-1], out[-1]) if next_s0 is not None else Drive(None, out[-1])
-        else:
-            next_drive = Drive(out, None)
-    return free, s_p, next_drive
+    out = first_layer_pass(ws, W1, AT, Bm, P)
+    if out is None:
+        return None
+    if spec.drn:
+        return Drive(out[:-1], out[-1]) if next_s0 is not None else Drive(None, out[-1])
+    return Drive(out, None)
 
 
 def make_drive(spec: FusedSpec, ws: Workspace, W1, s0) -> Drive:

@@ -164,6 +164,14 @@ class DeviceStepper:
         finally:
             self._sync()
 
+    def state_arrays(self) -> dict:
+        """The inner stepper's optimizer arrays (momentum / adam), empty for in-place SGD."""
+        get = getattr(self.inner, "state_arrays", None)
+        return {} if get is None else get()
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        self.inner.load_state_arrays(arrays)
+
     def to_host(self, arrays=None) -> tuple:
         """The true conductances (or ``arrays``, e.g. a warm start, through the inner stepper)."""
         return tuple(self.params) if arrays is None else self.inner.to_host(arrays)

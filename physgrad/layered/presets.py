@@ -10,6 +10,7 @@ networks", ICML 2024.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Literal, Optional, Union, get_args
 
@@ -19,6 +20,10 @@ from physgrad.types import PhysgradError
 
 Model = Literal["drn", "dhn"]
 MODELS = get_args(Model)
+LRSchedule = Literal["exponential", "cosine"]
+LR_SCHEDULES = get_args(LRSchedule)
+Optimizer = Literal["sgd", "momentum", "adam"]
+OPTIMIZERS = get_args(Optimizer)
 MNIST_PIXELS = 28 * 28  # inputs of every preset: a flattened 28 x 28 image, pixels in [0, 1]
 
 
@@ -37,6 +42,9 @@ class Preset:
     n_outputs : int
     input_gain : float
         DRN input voltage scale (V per unit pixel).
+    amplifier_gains : tuple of float
+        DRN only: gains ``(A_2, ..., A_L)`` of bidirectional amplifiers between free layers (one per
+        hidden layer; see :class:`~physgrad.energies.layered.DeepResistive`); ``()``: none.
     sweeps : int
         Block-coordinate sweeps per phase (training and evaluation).
     sweeps_eval : int
@@ -47,7 +55,31 @@ class Preset:
         SGD learning rate per layer (input side first).
     epochs, batch_size : int
     lr_decay : float
-        Learning rates multiplied by this after every epoch.
+        Learning rates multiplied by this after every epoch (``lr_schedule = "exponential"``).
+    lr_schedule : {"exponential", "cosine"}
+        Factor on every learning rate (:meth:`lr_scale`): ``lr_decay ** epoch``, constant within an
+        epoch (the papers'); or a linear warm-up over ``warmup_epochs`` followed by a cosine decay to
+        ``lr_final`` at the end of the last epoch, updated every batch.
+    warmup_epochs : float
+        Length of the linear warm-up (epochs, may be fractional; cosine only).
+    lr_final : float
+        Factor at the end of the cosine schedule, in [0, 1).
+    optimizer : {"sgd", "momentum", "adam"}
+        ``sgd``: projected SGD, in place in every kernel (the papers'); ``momentum`` (heavy ball,
+        coefficient ``momentum``) and ``adam`` (:mod:`physgrad.learning.optim`; its learning rates
+        are steps in S per update, so scale them with ``lr_factor``) need the explicit gradient:
+        the generic engine, or the fast engine's numpy array stepper (centered EP).
+    momentum : float
+        Heavy-ball coefficient in [0, 1) of ``optimizer = "momentum"``.
+    ema_decay : float
+        Exponential moving average of the parameters with decay ``d`` per batch (``d`` in [0, 1);
+        0 = off), sampled every ``ema_every`` batches: ``bar_theta <- d^m bar_theta + (1 - d^m) theta``
+        after every ``m = ema_every`` batches and after an epoch's last batch (``m`` = the batches
+        since the previous update). With ``d > 0`` evaluation (test error) uses ``bar_theta``
+        (checkpoints hold both); training always uses ``theta``.
+    ema_every : int
+        Batches between two updates of the average (each costs a few passes over the parameters,
+        several times a batch step of the compiled kernel on DRN-1H; 16 keeps it to a small fraction).
     weight_gain : float
         Initial weights uniform in ``+-weight_gain / sqrt(fan_in)`` (DRN: then clamped at 0).
     schedule : {"asynchronous", "synchronous", "forward", "backward"}
@@ -60,6 +92,7 @@ class Preset:
     hidden: tuple
     n_outputs: int = 10
     input_gain: float = 1.0
+    amplifier_gains: tuple = ()
     sweeps: int = 4
     sweeps_eval: int = 4
     beta: float = 1.0
@@ -68,6 +101,13 @@ class Preset:
     epochs: int = 10
     batch_size: int = 4
     lr_decay: float = 0.99
+    lr_schedule: LRSchedule = "exponential"
+    warmup_epochs: float = 0.0
+    lr_final: float = 0.0
+    ema_decay: float = 0.0
+    ema_every: int = 16
+    optimizer: Optimizer = "sgd"
+    momentum: float = 0.9
     weight_gain: float = 1.0
     schedule: Schedule = "asynchronous"
     paper_error: Optional[float] = None
@@ -81,7 +121,11 @@ class Preset:
         object.__setattr__(self, "hidden", hidden)
         if not hidden:
             raise PhysgradError("a preset needs at least one hidden layer")
-        self.energy()  # the energy validates the sizes (positive; a DRN's even) and the input gain
+        if self.model != "drn" and self.amplifier_gains:
+            raise PhysgradError(f"amplifier_gains are a DRN option, not {self.model!r}'s")
+        energy = self.energy()  # validates the sizes (positive; a DRN's even), the input and amplifier gains
+        if self.model == "drn":  # one spelling: () when every gain is 1
+            object.__setattr__(self, "amplifier_gains", energy.amplifier_gains if energy.amplified else ())
         n_layers = len(hidden) + 1
         wl = tuple(float(v) for v in self.weight_lrs)
         bl = tuple(float(v) for v in (self.bias_lrs or self.weight_lrs))
@@ -89,19 +133,49 @@ class Preset:
         object.__setattr__(self, "bias_lrs", bl)
         if len(wl) != n_layers or len(bl) != n_layers:
             raise PhysgradError(f"need {n_layers} weight and bias learning rates, got {len(wl)} and {len(bl)}")
-        for name in ("sweeps", "sweeps_eval", "epochs", "batch_size", "n_outputs"):
+        for name in ("sweeps", "sweeps_eval", "epochs", "batch_size", "n_outputs", "ema_every"):
             if int(getattr(self, name)) < 1:
                 raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.beta > 0:
             raise PhysgradError(f"beta must be > 0, got {self.beta}")
         if not 0 < self.lr_decay <= 1:
             raise PhysgradError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise PhysgradError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise PhysgradError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.warmup_epochs > 0 and self.lr_schedule != "cosine":
+            raise PhysgradError("warmup_epochs needs lr_schedule = 'cosine'")
+        if self.optimizer not in OPTIMIZERS:
+            raise PhysgradError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("lr_final", "ema_decay", "momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise PhysgradError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def lr_scale(self, epoch: int, batch: int, n_batches: int) -> float:
+        """Factor on every learning rate for batch ``batch`` (0-based) of epoch ``epoch`` (0-based)
+        of ``n_batches``.
+
+        ``exponential``: :math:`\\gamma^{e}` (``lr_decay``), the same for the whole epoch.
+        ``cosine``: with :math:`t = e + b / n_b` in epochs, :math:`t_w` = ``warmup_epochs``,
+        :math:`T` = ``epochs`` and :math:`f` = ``lr_final``:
+        :math:`t / t_w` while :math:`t < t_w`, then
+        :math:`f + (1 - f) \\tfrac12 (1 + \\cos(\\pi (t - t_w) / (T - t_w)))`.
+        """
+        if self.lr_schedule == "exponential":
+            return self.lr_decay ** epoch
+        t = epoch + batch / n_batches
+        if t < self.warmup_epochs:
+            return t / self.warmup_epochs
+        u = (t - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
+        return self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
 
     def energy(self) -> Union[DeepResistive, DeepHopfield]:
         """The network: :class:`~physgrad.energies.layered.DeepResistive` (with ``input_gain``) or
         :class:`~physgrad.energies.layered.DeepHopfield`, on :data:`MNIST_PIXELS` inputs."""
         if self.model == "drn":
-            return DeepResistive(MNIST_PIXELS, self.hidden, self.n_outputs, input_gain=self.input_gain)
+            return DeepResistive(MNIST_PIXELS, self.hidden, self.n_outputs, input_gain=self.input_gain,
+                                 amplifier_gains=self.amplifier_gains)
         return DeepHopfield(MNIST_PIXELS, self.hidden, self.n_outputs)
 
     def minimizer(self, sweeps: Optional[int] = None) -> BlockCoordinateDescent:
@@ -135,6 +209,14 @@ PRESETS = {p.name: p for p in (
     Preset("drn-3h", "drn", (1024, 1024, 1024), input_gain=4000.0, sweeps=6, sweeps_eval=6, beta=2.0,
            weight_lrs=(0.005, 0.02, 0.08, 0.005), bias_lrs=(0.0005, 0.002, 0.008, 0.0005), epochs=50,
            paper_error=1.66),
+    # DRN-2H/3H with DRN-1H's input gain and Kendall amplifiers of gain 2 between layers (issue 10):
+    # amplifiers of product P act like an input gain P times larger (DeepResistive), here 480 * 4 = 1920
+    # (drn-2h: 2000) and 480 * 8 = 3840 (drn-3h: 4000), with input voltages 480 V.
+    Preset("drn-2h-amp", "drn", (1024, 1024), input_gain=480.0, amplifier_gains=(2.0, 2.0), sweeps=5,
+           sweeps_eval=5, beta=1.0, weight_lrs=(0.002, 0.006, 0.018), epochs=50),
+    Preset("drn-3h-amp", "drn", (1024, 1024, 1024), input_gain=480.0, amplifier_gains=(2.0, 2.0, 2.0), sweeps=6,
+           sweeps_eval=6, beta=2.0, weight_lrs=(0.005, 0.02, 0.08, 0.005),
+           bias_lrs=(0.0005, 0.002, 0.008, 0.0005), epochs=50),
     Preset("drn-xl", "drn", (32768,), input_gain=800.0, sweeps=4, sweeps_eval=4, beta=1.0,
            weight_lrs=(0.006, 0.006), epochs=100, paper_error=1.33),
     Preset("dhn-1h", "dhn", (1024,), sweeps=15, sweeps_eval=15, beta=0.2, weight_lrs=(0.05, 0.05),

@@ -6,6 +6,8 @@ that is specific to how a batch is computed (kernels, buffers, threads, BLAS lim
 
 * :class:`FusedCEPStepper` (``--engine fast --backend numpy``): centered EP on the fused numpy kernel
   of :mod:`physgrad.layered.fused` (float32, in place, Python threads over the rows of ``W1``);
+* :class:`FusedTBPStepper` (``--engine fast``, algorithm ``tbp``): truncated backprop by hand
+  through the unrolled sweeps (:mod:`physgrad.layered.fused_tbp`), on the same numpy workspace;
 * :class:`CompiledCEPStepper` (``--engine fast --backend numba``): the same step as one compiled
   call per batch (:mod:`physgrad.layered.kernels.numba_cpu`, threads over the columns of ``W1``);
 * :class:`physgrad.layered.kernels.torch_backend.TorchCEPStepper` (``--backend torch``): the same
@@ -29,6 +31,8 @@ from physgrad.types import PhysgradError
 EngineName = Literal["fast", "generic"]
 BackendName = Literal["numpy", "numba", "torch"]
 BACKENDS = ("numpy", "numba", "torch")
+FAST_ALGORITHMS = ("cep", "tbp")
+"""Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
 
 
 class Stepper(Protocol):
@@ -171,6 +175,40 @@ class FusedCEPStepper(_HostFusedEvaluation):
         self._limits.restore_original_limits()
 
 
+class FusedTBPStepper(FusedCEPStepper):
+    """Truncated backprop on the fused kernel of :mod:`physgrad.layered.fused_tbp` (``params``
+    updated in place): the free phase from the warm start, then the gradient of the cost after
+    ``preset.sweeps`` sweeps unrolled from the free state (the generic route's
+    ``TruncatedBackprop(steps=preset.sweeps, init="free")``), a projected SGD step.
+
+    Parameters
+    ----------
+    preset, params, threads
+        As for :class:`FusedCEPStepper` (the same workspace, BLAS limits and fused pass over ``W1``).
+    """
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        """One :func:`physgrad.layered.fused_tbp.tbp_step`; returns the free state as the next warm start."""
+        from physgrad.layered import fused_tbp
+
+        spec, p = self.spec, self.preset
+        B = len(idx)
+        if warm is None or len(warm[0]) != B:
+            warm = spec.zero_state(B)
+        if nxt is None or len(nxt) != B:
+            s0, next_s0 = spec.input_layer(x[idx]), None
+        else:
+            both = spec.input_layer(x[np.concatenate([idx, nxt])])
+            s0, next_s0 = both[:B], both[B:]
+        free, drive = fused_tbp.tbp_step(
+            spec, self.params, self.ws, self.drive, warm, one_hot(y, spec.sizes[-1], spec.dtype),
+            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
+        if nxt is not None and next_s0 is None:
+            drive = fused.make_drive(spec, self.ws, self.params[0], spec.input_layer(x[nxt]))
+        self.drive = drive
+        return free, np.argmax(free[-1], axis=1)
+
+
 class CompiledCEPStepper(_HostFusedEvaluation):
     """Centered EP on the compiled kernel of :mod:`physgrad.layered.kernels.numba_cpu` (one call per
     batch; ``params`` updated in place). Evaluation is the numpy kernel's (large BLAS products).
@@ -261,7 +299,7 @@ class RuleStepper:
     The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
     with ``strict=False``. As in the fused engine, the next batch's free phase starts from the last
     nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP). New parameters are
-    ``project(theta - lr * grad)``, stored in the dtype of the initial parameters.
+    ``project(theta - lr * grad)`` (SGD) or ``project`` of the optimizer's step (``preset.optimizer``), stored in the dtype of the initial parameters.
 
     Parameters
     ----------
@@ -301,6 +339,12 @@ class RuleStepper:
             self.rule = TruncatedBackprop(steps=preset.sweeps, init="free", strict=False)
         else:
             self.rule = make_estimator(algorithm, beta=preset.beta, eta=eta, steps=preset.sweeps, strict=False)
+        self.optimizer = None
+        if preset.optimizer != "sgd":
+            from physgrad.layered.optimizer import LayerOptimizer
+
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.opt_state = self.optimizer.init(self.params)
         self._limits = threadpool_limits(int(threads))
 
     def start_epoch(self, x, order, start_batch):
@@ -321,10 +365,25 @@ class RuleStepper:
             grads = self.rule.estimate(self.energy, self.params, xb, y1h, self.minimizer, free=free)
             last = free
         lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
-        new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+        if self.optimizer is None:
+            new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+        else:
+            new, self.opt_state = self.optimizer.step(self.params, grads, lrs, self.opt_state)
         self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))
         warm = [np.asarray(s, dtype=self.dtype) for s in last.state]
         return warm, np.argmax(np.asarray(self.energy.outputs(free.state)), axis=1)
+
+    def state_arrays(self) -> dict:
+        """The optimizer state as named arrays (empty for SGD)."""
+        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Continue from a checkpoint's optimizer state."""
+        if self.optimizer is None:
+            if arrays:
+                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
+            return
+        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
 
     def evaluate(self, params, x):
         """Block coordinate descent on the energy from the zero state, ``preset.sweeps_eval`` sweeps
@@ -346,17 +405,33 @@ class RuleStepper:
 
 def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, threads: int = 1,
                  eta: float = 0.5, backend: BackendName = "numpy", device: str = "cpu") -> Stepper:
-    """The stepper of ``engine``: ``"fast"`` (centered EP only, on ``backend``: ``"numpy"``,
-    ``"numba"`` or ``"torch"`` on ``device``) or ``"generic"`` (numpy reference, any rule)."""
+    """The stepper of ``engine``: ``"fast"`` (centered EP on ``backend``: ``"numpy"``, ``"numba"`` or
+    ``"torch"`` on ``device``; truncated backprop on ``"numpy"``) or ``"generic"`` (numpy reference,
+    any rule)."""
     if engine == "fast":
-        if algorithm != "cep":
-            raise PhysgradError(f"the fast engine implements centered EP only (cep), not {algorithm!r}")
+        if algorithm not in FAST_ALGORITHMS:
+            raise PhysgradError(f"the fast engine implements {' and '.join(FAST_ALGORITHMS)}, not {algorithm!r}")
+        if algorithm == "tbp":
+            if backend != "numpy" or device != "cpu":
+                raise PhysgradError(f"truncated backprop (tbp) on the fast engine runs on the numpy backend (cpu), "
+                                    f"not {backend!r} on {device!r}")
+            if preset.optimizer != "sgd":
+                raise PhysgradError(f"optimizer {preset.optimizer!r} with tbp needs the generic engine (the fast "
+                                    f"truncated-backprop kernel applies SGD in place)")
+            return FusedTBPStepper(preset, params, threads=threads)
         if backend not in BACKENDS:
             raise PhysgradError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if backend != "torch" and device != "cpu":
             raise PhysgradError(f"device {device!r} needs --backend torch; the {backend} backend runs on the cpu")
         if backend == "numba":
             return CompiledCEPStepper(preset, params, threads=threads)
+        if preset.optimizer != "sgd":
+            if backend != "numpy":
+                raise PhysgradError(f"optimizer {preset.optimizer!r} runs on the numpy array stepper (--backend "
+                                    f"numpy); the {backend} kernel applies SGD in place")
+            from physgrad.layered.kernels.array_stepper import OptimizerCEPStepper
+
+            return OptimizerCEPStepper(preset, params)
         if backend == "torch":
             from physgrad.layered.kernels.torch_backend import TorchCEPStepper
 

@@ -41,7 +41,9 @@ compiled CPU kernel of :mod:`physgrad.layered.kernels.numba_cpu` (the default wh
 ``numpy``, the fused numpy kernel of :mod:`physgrad.layered.fused` (the reference, and the fallback
 without numba); ``torch``, :mod:`physgrad.layered.kernels.torch_backend` on ``--device cpu|cuda``.
 Checkpoints are host numpy arrays, so a run resumes on any backend (``--backend``, ``--device`` and
-``--threads`` may change on ``--resume``; the continuation then differs by rounding). Every algorithm,
+``--threads`` may change on ``--resume``; the continuation then differs by rounding). ``tbp``
+(truncated backprop) also runs on the fast engine by default, on the numpy kernel of
+:mod:`physgrad.layered.fused_tbp`. Every algorithm,
 ``cep`` included, runs on the generic engine (``--engine generic``): the preset's energy
 (:class:`physgrad.energies.layered.DeepResistive` / :class:`~physgrad.energies.layered.DeepHopfield`),
 :class:`physgrad.minimizers.block.BlockCoordinateDescent` and the learning rules of
@@ -67,8 +69,9 @@ import numpy as np
 from physgrad.devices import DeviceState, device_from_spec, device_rng, device_to_dict
 from physgrad.devices import Device as DeviceModel
 from physgrad.layered.data import DATASETS, data_record, load_dataset
+from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
 from physgrad.layered.presets import Preset, get_preset
-from physgrad.layered.steppers import initial_params, make_stepper
+from physgrad.layered.steppers import FAST_ALGORITHMS, initial_params, make_stepper
 from physgrad.types import PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
@@ -80,9 +83,12 @@ ENGINES = get_args(Engine)
 BACKENDS = get_args(Backend)
 DEVICES = get_args(Device)
 RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
+RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay", "ema_every", "optimizer",
+                  "momentum")
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
+
 CHECKPOINT_SCALARS = {"epoch": "i", "batch": "i", "n_wrong": "i", "n_seen": "i", "train_seconds": "f",
                       "n_params": "i", "n_warm": "i"}
 
@@ -121,24 +127,33 @@ class TrainConfig:
         busy core holds up the whole step).
     dtype : {"float32", "float64"}
     engine : {"auto", "fast", "generic"}
-        ``fast``: the fused float32 centered-EP kernel; ``generic``: energy + block minimizer + the
-        learning rules of :mod:`physgrad.learning` (any algorithm); ``auto``: fast for cep.
+        ``fast``: the fused kernels of centered EP and truncated backprop (cep, tbp); ``generic``:
+        energy + block minimizer + the learning rules of :mod:`physgrad.learning` (any algorithm);
+        ``auto``: fast for cep and tbp (generic for a DRN with amplifiers between layers, which the
+        fused kernels refuse).
     eta : float
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
     backend : {"auto", "numpy", "numba", "torch"}
         Kernel of the fast engine: ``numba`` the compiled CPU kernel (``physgrad[fast]``),
         ``numpy`` the reference fused kernel, ``torch`` torch tensors on ``device``
         (``physgrad[torch]``); ``auto``: numba when it is installed, else numpy (with a note). The
-        generic engine is numpy (``auto`` or ``numpy`` only).
+        generic engine and fast tbp are numpy (``auto`` or ``numpy`` only).
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
+    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay, ema_every, optimizer, momentum : optional
+        Training-recipe overrides of the preset (None = the preset's): ``lr_factor`` multiplies all
+        of its learning rates; the others replace the :class:`~physgrad.layered.presets.Preset`
+        fields of the same names (see there).
+    input_gain : float or None
+        Overrides the preset's DRN input gain (V); None = the preset's.
+    amplifier_gains : tuple of float or None
+        Overrides the preset's DRN amplifier gains ``(A_2, ..., A_L)``; None = the preset's, ``()``
+        or all 1 = no amplifiers.
     device_model : str
         Conductance devices of the weights: a preset name of :func:`physgrad.devices.get_device`
         (``ideal``, ``levels16-stochastic``, ``pcm-pair``, ...) or a ``.json``/``.toml`` file
         (:func:`physgrad.devices.load_device`). Read noise resampled per phase or per example needs
         the generic engine (:func:`physgrad.layered.on_device.check_device_engine`).
-    beta : float or None
-        Nudge strength, > 0 (None = the preset's).
     """
 
     preset: str = "drn-1h"
@@ -156,16 +171,28 @@ class TrainConfig:
     eta: float = 0.5
     backend: Backend = "auto"
     device: Device = "cpu"
-    device_model: str = "ideal"
+    lr_factor: Optional[float] = None
     beta: Optional[float] = None
+    lr_schedule: Optional[str] = None
+    warmup_epochs: Optional[float] = None
+    lr_final: Optional[float] = None
+    ema_decay: Optional[float] = None
+    ema_every: Optional[int] = None
+    optimizer: Optional[str] = None
+    momentum: Optional[float] = None
+    input_gain: Optional[float] = None
+    amplifier_gains: Optional[tuple] = None
+    device_model: str = "ideal"
 
     def __post_init__(self):
         get_preset(self.preset)
         if not isinstance(self.device_model, str) or not self.device_model:
             raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
-        if self.beta is not None and not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)
-                                          and self.beta > 0):
-            raise PhysgradError(f"beta must be a number > 0, got {self.beta!r}")
+        if self.amplifier_gains is not None and isinstance(self.amplifier_gains, list):  # from config.json
+            object.__setattr__(self, "amplifier_gains", tuple(self.amplifier_gains))
+        if self.lr_factor is not None and not float(self.lr_factor) > 0:
+            raise PhysgradError(f"lr_factor must be > 0, got {self.lr_factor}")
+        self.resolved_preset  # the preset validates the overrides (recipe, input gain, amplifiers)
         for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
                             ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
             if getattr(self, name) not in valid:
@@ -180,13 +207,26 @@ class TrainConfig:
             raise PhysgradError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.threads < 1:
             raise PhysgradError(f"threads must be >= 1, got {self.threads}")
-        if self.engine == "fast" and self.algorithm != "cep":
-            raise PhysgradError(f"the fast engine implements centered EP only (cep), not {self.algorithm!r}")
+        if self.engine == "fast" and self.algorithm not in FAST_ALGORITHMS:
+            raise PhysgradError(f"the fast engine implements centered EP (cep) and truncated backprop (tbp), "
+                                f"not {self.algorithm!r}: use --engine generic")
         if self.resolved_engine == "generic" and self.backend not in ("auto", "numpy"):
-            raise PhysgradError(f"backend {self.backend!r} runs the fast centered-EP engine only; the generic "
+            raise PhysgradError(f"backend {self.backend!r} runs the fast engine only; the generic "
                                 f"engine (algorithm {self.algorithm!r}) is the numpy reference: use --backend numpy")
+        if self.resolved_engine == "fast" and self.algorithm == "tbp" and self.backend not in ("auto", "numpy"):
+            raise PhysgradError(f"backend {self.backend!r} runs centered EP only; truncated backprop (tbp) on the "
+                                f"fast engine is the numpy kernel: use --backend numpy (or auto)")
         if self.device != "cpu" and self.backend != "torch":
             raise PhysgradError(f"device {self.device!r} needs --backend torch (numpy and numba run on the cpu)")
+        opt = self.resolved_preset.optimizer
+        if opt != "sgd" and self.resolved_engine == "fast":
+            if self.algorithm != "cep":
+                raise PhysgradError(f"optimizer {opt!r} with {self.algorithm!r} needs --engine generic (the fast "
+                                    f"truncated-backprop kernel applies SGD in place)")
+            if self.backend not in ("auto", "numpy"):
+                raise PhysgradError(f"optimizer {opt!r} needs the explicit gradient: the fast engine runs it on "
+                                    f"the numpy array stepper (--backend numpy or auto), not on {self.backend!r}, "
+                                    f"whose kernel applies SGD in place")
         from physgrad.layered.on_device import check_device_engine
         check_device_engine(self.resolved_device, self.resolved_engine, self.algorithm)
 
@@ -203,22 +243,32 @@ class TrainConfig:
             opts["epochs"] = int(self.epochs)
         if self.batch_size is not None:
             opts["batch_size"] = int(self.batch_size)
-        if self.beta is not None:
-            opts["beta"] = float(self.beta)
+        for name in RECIPE_OPTIONS:
+            if getattr(self, name) is not None:
+                opts[name] = getattr(self, name)
+        if self.lr_factor is not None:
+            f = float(self.lr_factor)
+            opts["weight_lrs"] = tuple(f * v for v in p.weight_lrs)
+            opts["bias_lrs"] = tuple(f * v for v in p.bias_lrs)
+        if self.input_gain is not None:
+            opts["input_gain"] = self.input_gain
+        if self.amplifier_gains is not None:
+            opts["amplifier_gains"] = self.amplifier_gains
         return p.with_options(**opts) if opts else p
 
     @property
     def resolved_engine(self) -> str:
         if self.engine != "auto":
             return self.engine
-        return "fast" if self.algorithm == "cep" else "generic"
+        amplified = bool(self.resolved_preset.amplifier_gains)  # the fused kernels have no amplifiers
+        return "fast" if self.algorithm in FAST_ALGORITHMS and not amplified else "generic"
 
     @property
     def resolved_backend(self) -> str:
         """``numba``, ``numpy`` or ``torch``: ``auto`` is numba for the fast engine when numba is
         installed, numpy otherwise (see :attr:`backend_note`). Raises :class:`PhysgradError` when
         the chosen backend's package is missing."""
-        if self.resolved_engine == "generic":
+        if self.resolved_engine == "generic" or self.algorithm == "tbp" or self.resolved_preset.optimizer != "sgd":
             return "numpy"
         if self.backend == "auto":
             from physgrad.layered.kernels import numba_cpu
@@ -234,7 +284,8 @@ class TrainConfig:
     @property
     def backend_note(self) -> Optional[str]:
         """A note when ``auto`` fell back to the (slower) numpy kernel, else None."""
-        if self.resolved_engine == "fast" and self.backend == "auto" and self.resolved_backend == "numpy":
+        if (self.resolved_engine == "fast" and self.algorithm == "cep" and self.backend == "auto"
+                and self.resolved_preset.optimizer == "sgd" and self.resolved_backend == "numpy"):
             from physgrad.layered.kernels import numba_cpu
             return ("numba is not installed: the fast engine runs on the numpy kernel (several times slower "
                     "at batch 4); " + numba_cpu.INSTALL_HINT)
@@ -317,10 +368,13 @@ def _arrays_sha256(arrays: dict) -> str:
 
 
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
-                    train_seconds: float, device_state: Optional[DeviceState] = None) -> None:
+                    train_seconds: float, ema=None, optimizer_state=None,
+                    device_state: Optional[DeviceState] = None) -> None:
     """Write the checkpoint atomically (a temporary file, fsync, ``os.replace``) with the SHA-256 of
     its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file.
-    A ``device_state`` is stored as arrays ``device.<name>`` and the JSON string ``device_meta``."""
+    ``ema``: the averaged parameters (``ema_decay > 0``), stored as ``ema_i`` with their count ``n_ema``;
+    ``optimizer_state``: the stepper's optimizer arrays (``opt.*``, momentum / adam);
+    ``device_state``: stored as arrays ``device.<name>`` and the JSON string ``device_meta``."""
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(params)}
     if device_state is not None:
         dev_arrays, dev_meta = device_state.state_dict()
@@ -328,6 +382,12 @@ def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong
         arrays["device_meta"] = np.array(json.dumps(dev_meta))
     if warm is not None:
         arrays.update({f"warm_{i}": np.asarray(w) for i, w in enumerate(warm)})
+    if ema is not None:
+        arrays.update({f"ema_{i}": np.asarray(e) for i, e in enumerate(ema)}, n_ema=np.int64(len(ema)))
+    for key, a in (optimizer_state or {}).items():
+        if not key.startswith(OPTIMIZER_PREFIX):
+            raise PhysgradError(f"optimizer state key {key!r} does not start with {OPTIMIZER_PREFIX!r}")
+        arrays[key] = np.asarray(a)
     arrays.update(epoch=np.int64(epoch), batch=np.int64(batch), n_wrong=np.int64(n_wrong),
                   n_seen=np.int64(n_seen), train_seconds=np.float64(train_seconds),
                   n_params=np.int64(len(params)), n_warm=np.int64(0 if warm is None else len(warm)))
@@ -389,11 +449,13 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
     if missing:
         raise bad(f"missing key(s) {missing}")
     stored = arrays.pop("sha256", None)
+    n_ema = arrays.get("n_ema", np.int64(0))  # optional: only runs with ema_decay > 0 write it
     if stored is None:
         print(f"note: {path} has no checksum (written by an older physgrad); checked by structure only",
               file=sys.stderr)
     elif stored.shape != () or stored.dtype.kind != "U" or str(stored) != _arrays_sha256(arrays):
         raise bad("its SHA-256 does not match its arrays (bit flip or partial write)")
+    optimizer_state = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith(OPTIMIZER_PREFIX)]}
     scalars = {}
     for key, kind in CHECKPOINT_SCALARS.items():
         a = arrays[key]
@@ -413,15 +475,24 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
             raise bad(f"its device state cannot be read ({exc})") from None
     elif device_arrays:
         raise bad(f"device arrays {sorted(device_arrays)[:3]} without device_meta")
+    if n_ema.shape != () or n_ema.dtype.kind not in "iu" or int(n_ema) not in (0, n_params):
+        raise bad(f"n_ema is not 0 or n_params={n_params} ({n_ema!r})")
+    n_ema = int(n_ema)
     expected = set(CHECKPOINT_SCALARS) | {f"param_{i}" for i in range(n_params)} | {f"warm_{i}" for i in range(n_warm)}
+    if n_ema:
+        expected |= {"n_ema"} | {f"ema_{i}" for i in range(n_ema)}
     if set(arrays) != expected:
         extra, lost = sorted(set(arrays) - expected), sorted(expected - set(arrays))
         raise bad(f"keys do not match n_params/n_warm (missing {lost}, unexpected {extra})")
     params = tuple(arrays[f"param_{i}"].copy() for i in range(n_params))
     warm = [arrays[f"warm_{i}"].copy() for i in range(n_warm)] or None
+    ema = tuple(arrays[f"ema_{i}"].copy() for i in range(n_ema)) or None
     for i, p in enumerate(params):
         if p.dtype.kind != "f" or not np.all(np.isfinite(p)):
             raise bad(f"param_{i} is not a finite float array ({p.dtype})")
+    for i, (e, p) in enumerate(zip(ema or (), params)):
+        if e.shape != p.shape or e.dtype != p.dtype or not np.all(np.isfinite(e)):
+            raise bad(f"ema_{i} is not a finite array like param_{i} ({e.dtype} {e.shape})")
     for i, w in enumerate(warm or ()):
         if w.dtype.kind != "f" or not np.all(np.isfinite(w)):
             raise bad(f"warm_{i} is not a finite float array ({w.dtype})")
@@ -433,7 +504,7 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
                 raise bad(f"param_{i} is {p.dtype} {p.shape}, the run's is {e.dtype} {e.shape}")
     if not math.isfinite(scalars["train_seconds"]) or scalars["train_seconds"] < 0:
         raise bad(f"train_seconds = {scalars['train_seconds']}")
-    return {"params": params, "warm": warm, "epoch": scalars["epoch"], "batch": scalars["batch"],
+    return {"params": params, "warm": warm, "ema": ema, "optimizer_state": optimizer_state, "epoch": scalars["epoch"], "batch": scalars["batch"],
             "n_wrong": scalars["n_wrong"], "n_seen": scalars["n_seen"], "train_seconds": scalars["train_seconds"],
             "device_state": device_state}
 
@@ -554,6 +625,50 @@ def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=
     plt.close(fig)
 
 
+def _optimizer_state(stepper) -> dict:
+    """The stepper's optimizer arrays (momentum / adam), empty for in-place SGD."""
+    get = getattr(stepper, "state_arrays", None)
+    return {} if get is None else get()
+
+
+def _load_optimizer_state(stepper, arrays: dict, preset: Preset) -> None:
+    if preset.optimizer == "sgd":
+        if arrays:
+            raise PhysgradError(f"optimizer state {sorted(arrays)[:3]} in the checkpoint of an SGD run")
+        return
+    if not arrays:
+        raise PhysgradError(f"no optimizer state for optimizer {preset.optimizer!r}")
+    stepper.load_state_arrays(arrays)
+
+
+class _Average:
+    """The exponential moving average of the parameters (host arrays) with decay ``d`` per batch,
+    sampled every ``every`` batches (:attr:`Preset.ema_decay`); ``params`` is None when ``d = 0``."""
+
+    def __init__(self, params, decay: float, every: int = 1):
+        self.params = None if params is None else tuple(np.array(p, copy=True) for p in params)
+        self.decay, self.every = float(decay), int(every)
+        self._tmp = None if params is None else tuple(np.empty_like(p) for p in params)
+
+    def after_batch(self, stepper, batch: int, n_batches: int) -> None:
+        """Update after batch ``batch`` (0-based) of ``n_batches`` when ``every`` batches have passed
+        since the last update or the epoch ends (a function of the position only, so a resumed run
+        updates at the same batches)."""
+        m = (batch + 1) % self.every or self.every
+        if (batch + 1) % self.every == 0 or batch == n_batches - 1:
+            self.update(stepper, m)
+
+    def update(self, stepper, m: int = 1) -> None:
+        """``bar <- d^m bar + (1 - d^m) theta``."""
+        if self.params is None:
+            return
+        c = 1.0 - self.decay ** m
+        for e, p, t in zip(self.params, stepper.to_host(), self._tmp):
+            np.subtract(p, e, out=t)
+            t *= t.dtype.type(c)
+            e += t
+
+
 def _progress(total, initial, desc, disable):
     from tqdm import tqdm
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, mininterval=2.0,
@@ -602,6 +717,9 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         if "device" in saved_all and saved_all["device"] != device_to_dict(config.resolved_device):
             raise PhysgradError(f"--resume: device model {config.device_model!r} is now "
                                 f"{device_to_dict(config.resolved_device)}, the run's was {saved_all['device']}")
+        if saved.epochs != config.epochs and preset.lr_schedule == "cosine":
+            raise PhysgradError("--resume: the cosine learning-rate schedule is laid out over the run's epochs "
+                                f"({saved.resolved_preset.epochs}); it cannot be lengthened (start a new run)")
     else:
         if ckpt_path.exists() or metrics_path.exists():
             raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
@@ -635,11 +753,14 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     if resume:
         ck = load_checkpoint(ckpt_path, expect_params=init)
         _check_position(ck, ckpt_path, n_train=n_train, batch_size=B)
-        params, warm = ck["params"], ck["warm"]
+        params, warm, ema = ck["params"], ck["warm"], ck["ema"]
         device_state = ck["device_state"]
         if (device_state is None) != device.is_ideal:
             raise CorruptRunError(f"--resume: {ckpt_path} {'has no' if device_state is None else 'has a'} device "
                                   f"state, but the run's device model is {device.label!r}")
+        if (ema is not None) != (preset.ema_decay > 0):
+            raise CorruptRunError(f"--resume: corrupted checkpoint {ckpt_path}: averaged parameters "
+                                  f"{'present' if ema is not None else 'missing'} but ema_decay = {preset.ema_decay}")
         epoch, start_batch = ck["epoch"], ck["batch"]
         n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
         metrics = _read_metrics(metrics_path, strict=True)
@@ -666,8 +787,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         try:
             cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
                                             "engine": config.resolved_engine, "backend": _backend_record(config),
-                                            "device": device_to_dict(device),
-                                            "data": record, "command": command, "versions": _versions()},
+                                            "device": device_to_dict(device), "data": record, "command": command, "versions": _versions()},
                                            indent=2) + "\n")
         except OSError as exc:
             raise PhysgradError(f"--out {out}: cannot write {cfg_path} ({exc})") from None
@@ -675,6 +795,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         if not device.is_ideal:  # program the initial weights onto the devices (the biases are not devices)
             params, device_state = device.init(init, device_rng(config.seed, "init"),
                                                arrays=range(preset.energy().n_layers))
+        ema = tuple(p.copy() for p in params) if preset.ema_decay > 0 else None
         warm, epoch, start_batch, n_wrong, n_seen, t_train = None, 0, 0, 0, 0, 0.0
         metrics = []
     metrics = Metrics(metrics)
@@ -691,6 +812,14 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         stepper = DeviceStepper(stepper, device, params, device_state, config.seed,
                                 read_through=random_reads(device) in PER_EXAMPLE)
     batches_done = 0
+    average = _Average(ema, preset.ema_decay, preset.ema_every)
+    if resume:
+        try:
+            _load_optimizer_state(stepper, ck["optimizer_state"], preset)
+        except PhysgradError as exc:
+            stepper.close()
+            raise CorruptRunError(f"--resume: corrupted checkpoint {ckpt_path}: {exc}; the run folder cannot "
+                                  f"be continued") from None
 
     def plot():
         plot_learning_curve(metrics, out / "learning_curve.png", f"{preset.name} {config.algorithm} {config.dataset}",
@@ -700,14 +829,16 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         with _StopFlag() as flag:
             while epoch < preset.epochs:
                 order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
-                lr_scale = preset.lr_decay ** epoch
+                lr_scale = preset.lr_scale(epoch, start_batch, n_batches)
                 bar = _progress(n_batches, start_batch, f"epoch {epoch + 1}/{preset.epochs}", not show)
                 t0 = time.perf_counter()
                 stepper.start_epoch(x_train, order, start_batch)
                 for bi in range(start_batch, n_batches):
                     idx = order[bi * B:(bi + 1) * B]
                     nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
+                    lr_scale = preset.lr_scale(epoch, bi, n_batches)
                     warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                    average.after_batch(stepper, bi, n_batches)
                     n_wrong += int(np.sum(pred != y_train[idx]))
                     n_seen += len(idx)
                     batches_done += 1
@@ -719,6 +850,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                         bar.close()
                         save_checkpoint(ckpt_path, stepper.to_host(), _host_warm(stepper, warm), epoch=epoch,
                                         batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train,
+                                        ema=average.params, optimizer_state=_optimizer_state(stepper),
                                         device_state=getattr(stepper, "device_state", None))
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
@@ -731,7 +863,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
                                         f"checkpoint of the previous epoch is kept; lower the learning rates")
                 t1 = time.perf_counter()
-                pred = stepper.evaluate(stepper.params, x_test)
+                pred = stepper.evaluate(stepper.params if average.params is None else average.params, x_test)
                 t_eval = time.perf_counter() - t1
                 row = {"epoch": epoch + 1, "train_error": 100.0 * n_wrong / max(n_seen, 1),
                        "test_error": 100.0 * float(np.mean(pred != y_test)), "train_seconds": t_train,
@@ -740,7 +872,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 _append_metrics(metrics_path, row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
                 save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, batch=0, n_wrong=0,
-                                n_seen=0, train_seconds=0.0, device_state=getattr(stepper, "device_state", None))
+                                n_seen=0, train_seconds=0.0, ema=average.params, optimizer_state=_optimizer_state(stepper),
+                                device_state=getattr(stepper, "device_state", None))
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
                 print(f"epoch {row['epoch']:3d}  train {row['train_error']:.2f}%  test {row['test_error']:.2f}%  "

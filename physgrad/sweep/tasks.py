@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping
 
+from physgrad.graphs.fit import CHECKPOINT as FIT_CHECKPOINT
+from physgrad.graphs.fit import FitSpec, fit_run
 from physgrad.layered.train import CHECKPOINT, TrainConfig, train
 from physgrad.sweep.spec import SpecError
 
@@ -25,7 +27,8 @@ class RunResult:
     ----------
     status : {"ok", "unfinished", "error"}
     final_error, best_error : float
-        Last and best test error (%) over the epochs run (NaN when none).
+        Last and best test error (%) over the epochs run (NaN when none); for ``fit`` see
+        :func:`fit_error`.
     epochs : int
         Epochs completed.
     seconds : float
@@ -48,7 +51,17 @@ def read_curve(folder: Path) -> list:
     if not path.exists():
         return []
     with open(path, newline="") as fh:
-        return [(int(float(r["epoch"])), float(r["test_error"])) for r in csv.DictReader(fh)]
+        return [(int(float(r["epoch"])), float(r["test_error"]) if "test_error" in r else fit_error(r))
+                for r in csv.DictReader(fh)]
+
+
+def fit_error(row: Mapping) -> float:
+    """The error of one row of a ``physgrad fit`` ``metrics.csv``: the test error (%),
+    ``100 (1 - test_accuracy)``, for a classifier; the test cost (the loss's mean) for a
+    regression; the training columns when the run has no test set."""
+    split = "test" if "test_cost" in row else "train"
+    acc = row.get(f"{split}_accuracy")
+    return 100.0 * (1.0 - float(acc)) if acc not in (None, "") else float(row[f"{split}_cost"])
 
 
 def _train_config(params: Mapping) -> TrainConfig:
@@ -92,7 +105,33 @@ class Task:
     run: Callable
 
 
-TASKS = {"train": Task("train", _train_config, _train_run)}
+def _fit_config(params: Mapping) -> FitSpec:
+    """``physgrad fit``'s options (``inputs``/``outputs`` as lists or comma-separated text)."""
+    d = dict(params)
+    for key in ("inputs", "outputs"):
+        if isinstance(d.get(key), str):
+            d[key] = [s.strip() for s in d[key].split(",") if s.strip()]
+    valid = {f.name for f in fields(FitSpec)}
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise SpecError(f"fit has no option(s) {unknown}; valid: {sorted(valid - {'seed'})}")
+    return FitSpec.from_dict(d)
+
+
+def _fit_run(spec: FitSpec, out: Path, command: str) -> RunResult:
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    resume = (out / FIT_CHECKPOINT).exists()
+    with threadpool_limits(1):
+        rows = fit_run(spec, out, resume=resume, progress=False, command=command)
+    errors = [fit_error({k: v for k, v in r.items()}) for r in rows]
+    done = len(rows) > 0 and int(rows[-1]["epoch"]) >= spec.epochs
+    return RunResult("ok" if done else "unfinished", errors[-1] if errors else float("nan"),
+                     min(errors) if errors else float("nan"), len(rows) - 1, time.perf_counter() - t0)
+
+
+TASKS = {"train": Task("train", _train_config, _train_run), "fit": Task("fit", _fit_config, _fit_run)}
 
 
 def get_task(name: str) -> Task:

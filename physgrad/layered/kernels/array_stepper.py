@@ -95,13 +95,18 @@ class ArrayCEPStepper:
         consts = _math.batch_constants(xp, self.net, self.params, a1, c1)
         spec.energy.check_beta(-p.beta, self._host(consts.den_out) if spec.drn else None)
         free, s_m, s_p = _math.phases(xp, self.net, self.params, consts, warm, y1h, p.beta, p.sweeps)
-        dbs, factors = _math.cep_factors(xp, self.net, s0, s_m, s_p, p.beta,
-                                         [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs])
+        wl, bl = self._factor_lrs(lr_scale)
+        dbs, factors = _math.cep_factors(xp, self.net, s0, s_m, s_p, p.beta, wl, bl)
         self.params = self._apply(dbs, factors)
         if nxt is not None:
             self.drive = _math.drive(xp, self.net, self.params[0], self._input(x, nxt))
         pred = np.asarray(self._host(xp.argmax(free[-1], axis=1)), dtype=np.int64)
         return s_p, pred
+
+    def _factor_lrs(self, lr_scale):
+        """The learning rates folded into the update factors: the preset's times ``lr_scale``."""
+        p = self.preset
+        return [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs]
 
     def _apply(self, dbs, factors) -> tuple:
         return _math.apply_update(self.xp, self.net, self.params, dbs, factors)
@@ -123,3 +128,47 @@ class ArrayCEPStepper:
     def close(self):
         """Nothing to release."""
 
+
+
+class OptimizerCEPStepper(ArrayCEPStepper):
+    """Centered EP on numpy arrays with ``preset.optimizer`` = ``momentum`` or ``adam``
+    (:class:`physgrad.layered.optimizer.LayerOptimizer`): the update factors at unit learning rate
+    are minus the C-EP gradient estimate, :math:`g_k = -A_k^\\top B_k` and :math:`-db_k`; each array
+    then takes the optimizer's step with its learning rate times the schedule's factor, and DRN
+    conductances are clamped at 0.
+
+    Parameters
+    ----------
+    preset : Preset
+        With ``optimizer`` in {"momentum", "adam"}.
+    params : tuple of numpy arrays
+    """
+
+    def __init__(self, preset, params):
+        from physgrad.layered.optimizer import LayerOptimizer
+
+        super().__init__(preset, params, np)
+        self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+        self.opt_state = self.optimizer.init(self.params)
+        self._lrs = None
+
+    def _factor_lrs(self, lr_scale):
+        p = self.preset
+        self._lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
+        return [1.0] * len(p.weight_lrs), [1.0] * len(p.bias_lrs)
+
+    def _apply(self, dbs, factors) -> tuple:
+        L = self.net.n_layers
+        grads = [-(A.T @ Bm) for A, Bm in factors] + [-db for db in dbs]
+        new, self.opt_state = self.optimizer.step(self.params, grads, self._lrs, self.opt_state)
+        if self.net.drn:
+            new = tuple(np.maximum(W, 0, out=W) for W in new[:L]) + new[L:]
+        return new
+
+    def state_arrays(self) -> dict:
+        """The optimizer state as named arrays (for the checkpoint)."""
+        return self.optimizer.state_arrays(self.opt_state)
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Continue from a checkpoint's optimizer state."""
+        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)

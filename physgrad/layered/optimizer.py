@@ -1,0 +1,87 @@
+r"""Optimizers of layered training beyond in-place SGD: one state per parameter array, each array
+with its own learning rate, as data that a checkpoint stores.
+
+The fused kernels apply projected SGD in place (:math:`\theta \leftarrow P(\theta - \alpha_k g)`);
+``momentum`` and ``adam`` need the gradient itself and a state per array, so they run on the
+steppers that form the gradient explicitly: the generic engine
+(:class:`physgrad.layered.steppers.RuleStepper`) and the array stepper on numpy
+(:class:`physgrad.layered.kernels.array_stepper.OptimizerCEPStepper`). The update rules are the
+ones of :mod:`physgrad.learning.optim` (defined once there), applied array by array with that
+array's learning rate, then the energy's projection ``P`` (DRN conductances :math:`\ge 0`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from physgrad.learning import optim
+from physgrad.types import PhysgradError
+
+STATE_PREFIX = "opt."
+
+
+@dataclass(frozen=True)
+class LayerOptimizer:
+    r"""``optim.step(kind, ...)`` on each parameter array with its own learning rate.
+
+    Attributes
+    ----------
+    kind : {"momentum", "adam"}
+    momentum : float
+        Heavy-ball coefficient :math:`\mu` (``momentum``: :math:`v \leftarrow \mu v + g`,
+        :math:`\theta \leftarrow \theta - \alpha v`).
+    """
+
+    kind: str
+    momentum: float = 0.9
+
+    def __post_init__(self):
+        if self.kind not in ("momentum", "adam"):
+            raise PhysgradError(f"LayerOptimizer is for 'momentum' or 'adam', got {self.kind!r}")
+
+    def init(self, params) -> list:
+        """One state per array (zeros shaped like it)."""
+        return [optim.init(self.kind, (np.asarray(p),)) for p in params]
+
+    def step(self, params, grads, lrs, state: list) -> tuple:
+        """``(new params, new state)``: array ``i`` takes ``optim.step`` with learning rate ``lrs[i]``
+        (the gradient ``grads[i]`` in the array's dtype); the inputs are not modified."""
+        new_p, new_s = [], []
+        for p, g, lr, s in zip(params, grads, lrs, state):
+            (q,), s2 = optim.step(self.kind, (p,), (np.asarray(g, dtype=p.dtype),), s, p.dtype.type(lr),
+                                  momentum=self.momentum)
+            new_p.append(np.asarray(q, dtype=p.dtype))
+            new_s.append(s2)
+        return tuple(new_p), new_s
+
+    def state_arrays(self, state: list) -> dict:
+        """The state as named arrays (``opt.t``, ``opt.v_i``, ``opt.m_i``) for a checkpoint."""
+        out = {STATE_PREFIX + "t": np.int64(state[0]["t"])}
+        for i, s in enumerate(state):
+            for key in ("m", "v"):
+                if key in s:
+                    out[f"{STATE_PREFIX}{key}_{i}"] = np.asarray(s[key][0])
+        return out
+
+    def load_state_arrays(self, arrays: dict, params) -> list:
+        """The state from :meth:`state_arrays`; raises :class:`PhysgradError` when the arrays do not
+        belong to this optimizer and these parameters."""
+        keys = ("v",) if self.kind == "momentum" else ("m", "v")
+        expected = {STATE_PREFIX + "t"} | {f"{STATE_PREFIX}{k}_{i}" for k in keys for i in range(len(params))}
+        if set(arrays) != expected:
+            raise PhysgradError(f"optimizer state keys {sorted(arrays)} are not those of {self.kind!r} "
+                                f"({sorted(expected)})")
+        t = arrays[STATE_PREFIX + "t"]
+        if np.shape(t) != () or np.asarray(t).dtype.kind not in "iu" or int(t) < 0:
+            raise PhysgradError(f"optimizer step counter is not an integer >= 0 ({t!r})")
+        state = []
+        for i, p in enumerate(params):
+            s = {"t": int(t)}
+            for k in keys:
+                a = np.asarray(arrays[f"{STATE_PREFIX}{k}_{i}"])
+                if a.shape != p.shape or a.dtype != p.dtype or not np.all(np.isfinite(a)):
+                    raise PhysgradError(f"optimizer state {k}_{i} is not a finite {p.dtype} array of shape {p.shape}")
+                s[k] = (a.copy(),)
+            state.append(s)
+        return state
