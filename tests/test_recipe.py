@@ -302,3 +302,13 @@ def test_optimizer_state_is_checked_on_resume(data_dir, tmp_path):
 def test_bad_optimizer_options(data_dir, kw, match):
     with pytest.raises(PhysgradError, match=match):
         cfg(data_dir, **kw)
+
+
+def test_resume_refuses_a_preset_that_changed_since_the_run_started(data_dir, tmp_path):
+    out = tmp_path / "r"
+    train(cfg(data_dir, epochs=1), out, progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    saved["preset"]["beta"] = 0.5  # the run was started with another definition of the preset
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(PhysgradError, match=r"defined differently from when the run started .*'beta': \(0.5, 1.0\)"):
+        train(cfg(data_dir, epochs=2), out, resume=True, progress=False)

@@ -717,6 +717,13 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         if "device" in saved_all and saved_all["device"] != device_to_dict(config.resolved_device):
             raise PhysgradError(f"--resume: device model {config.device_model!r} is now "
                                 f"{device_to_dict(config.resolved_device)}, the run's was {saved_all['device']}")
+        now = json.loads(json.dumps(asdict(preset)))  # tuples as lists, like the saved copy
+        changed = {k: (v, now[k]) for k, v in saved_all["preset"].items()
+                   if k in now and k != "epochs" and v != now[k]}
+        if changed:
+            raise PhysgradError(f"--resume: the preset {preset.name!r} is defined differently from when the run "
+                                f"started (saved, now): {changed}; continue with the physgrad version that "
+                                f"started it, or start a new run")
         if saved.epochs != config.epochs and preset.lr_schedule == "cosine":
             raise PhysgradError("--resume: the cosine learning-rate schedule is laid out over the run's epochs "
                                 f"({saved.resolved_preset.epochs}); it cannot be lengthened (start a new run)")
