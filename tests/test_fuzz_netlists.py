@@ -56,3 +56,20 @@ def test_random_circuits_agree_with_ngspice(seed):
     r = fuzz.compare_with_ngspice(fuzz.random_diode_circuit(seed))
     assert r["kind"] == "agree", r
     assert r["worst"] <= fuzz.DISAGREE_V
+
+
+def test_guard_reports_a_hang_after_its_cpu_time_limit():
+    """The guard counts CPU seconds of this process (ITIMER_PROF), not wall time."""
+    import time
+
+    from verification import fuzz
+
+    def burn():
+        t = time.process_time()
+        while time.process_time() - t < 30:
+            pass
+
+    t0 = time.process_time()
+    out = fuzz._guard(burn, 1)
+    assert out.kind == "hang" and out.detail == "more than 1 s of CPU time"
+    assert time.process_time() - t0 < 10

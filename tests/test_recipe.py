@@ -312,3 +312,10 @@ def test_resume_refuses_a_preset_that_changed_since_the_run_started(data_dir, tm
     (out / "config.json").write_text(json.dumps(saved))
     with pytest.raises(PhysgradError, match=r"defined differently from when the run started .*'beta': \(0.5, 1.0\)"):
         train(cfg(data_dir, epochs=2), out, resume=True, progress=False)
+
+
+def test_named_recipe_preset_is_the_confirmed_recipe():
+    """drn-1h-ema is exactly drn-1h with the options of reports/experiments/drn-1h-recipe/confirm-b.toml."""
+    from dataclasses import replace
+    confirmed = TrainConfig(preset="drn-1h", ema_decay=0.99998).resolved_preset
+    assert replace(get_preset("drn-1h-ema"), name="drn-1h") == confirmed

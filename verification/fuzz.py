@@ -43,7 +43,9 @@ class Outcome:
 
 
 def run_text(text: str, filename: str = "fuzz.cir", timeout_s: int = 20) -> Outcome:
-    """Read and solve netlist ``text`` in this process (SIGALRM time limit; main thread only)."""
+    """Read and solve netlist ``text`` in this process (a limit of ``timeout_s`` CPU seconds of this
+    process, ``ITIMER_PROF``, so a loaded machine does not turn a slow solve into a hang; main thread
+    only)."""
     from physgrad.circuit.netlist import read_deck_text
     from physgrad.circuit.solve import solve
 
@@ -58,15 +60,15 @@ def run_path(path, timeout_s: int = 20) -> Outcome:
 
 
 def _guard(fn, timeout_s: int) -> Outcome:
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(timeout_s)
+    old = signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, timeout_s)
     try:
         sol = fn()
         if sol.status != "converged":
             return Outcome("not solved", sol.message)
         return Outcome("ok", "", sol.voltage_dict())
     except Hang:
-        return Outcome("hang", f"more than {timeout_s} s")
+        return Outcome("hang", f"more than {timeout_s} s of CPU time")
     except PhysgradError as exc:
         return Outcome("refused", str(exc))
     except NotSolvedError as exc:
@@ -74,8 +76,8 @@ def _guard(fn, timeout_s: int) -> Outcome:
     except Exception:  # noqa: BLE001 - counted as a crash
         return Outcome("crash", traceback.format_exc(limit=4))
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
 
 
 # --- random valid circuits --------------------------------------------------------------------
