@@ -2,7 +2,7 @@
 
     python3 reports/experiments/devices/report.py --runs /work/runs/devices --exsitu exsitu.csv
 
-Reads ``RUNS/<sweep>/results.csv`` of the sweeps a_cep, a_tbp, b_laws, c_readnoise_phase,
+Reads ``RUNS/<sweep>/results.csv`` of the sweeps a_cep, a_levels_tbp_fast, a_levels_tbp, b_laws, c_readnoise_phase,
 c_readnoise_ref2000, c_readnoise_step, d_faults_insitu (missing ones are skipped) and writes
 ``a_levels.csv``, ``b_laws.csv``, ``c_readnoise.csv``, ``d_faults.csv``, ``tables.md`` and one PNG per
 experiment next to this script.
@@ -59,7 +59,7 @@ def main():
     # (a) levels x rounding x rule
     table, ideal = [], {}
     fig, ax = plt.subplots(figsize=(6, 4))
-    for sweep, rule in (("a_cep", "C-EP"), ("a_levels_tbp", "TBP")):
+    for sweep, rule in (("a_cep", "C-EP"), ("a_levels_tbp_fast", "TBP"), ("a_levels_tbp", "TBP (generic engine)")):
         by = {}
         for r in rows(runs, sweep):
             m = re.match(r"levels(\d+)-(\w+)", r["device"])
@@ -74,7 +74,8 @@ def main():
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if rounding == "stochastic" else "s--",
                     label=f"{rule} {rounding}")
         if rule in ideal:
-            ax.axhline(ideal[rule], ls=":", color="k" if rule == "C-EP" else "gray", label=f"{rule} ideal")
+            ax.axhline(ideal[rule], ls=":", color={"C-EP": "k", "TBP": "gray"}.get(rule, "silver"),
+                       label=f"{rule} ideal")
     if table:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
