@@ -152,6 +152,10 @@ class Preset:
             if not 0 <= getattr(self, name) < 1:
                 raise PhysgradError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
+    def learning_rates(self, scale: float = 1.0) -> tuple:
+        """``(weight_lrs, bias_lrs)`` times ``scale`` (the schedule's factor), as lists."""
+        return [lr * scale for lr in self.weight_lrs], [lr * scale for lr in self.bias_lrs]
+
     def lr_scale(self, epoch: int, batch: int, n_batches: int) -> float:
         """Factor on every learning rate for batch ``batch`` (0-based) of epoch ``epoch`` (0-based)
         of ``n_batches``.

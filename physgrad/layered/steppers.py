@@ -150,23 +150,32 @@ class FusedCEPStepper(_HostFusedEvaluation):
         idx = order[start_batch * B:(start_batch + 1) * B]
         self.drive = fused.make_drive(self.spec, self.ws, self.params[0], self.spec.input_layer(x[idx]))
 
+    def _inputs(self, x, idx, nxt, warm):
+        """``(warm, s0, next_s0)`` of a batch: zeros when ``warm`` does not fit it; one call for
+        this batch's and the next batch's input layers (``next_s0`` None when there is no next batch
+        or it is a shorter last one, whose drive :meth:`_keep_drive` computes separately)."""
+        spec, B = self.spec, len(idx)
+        if warm is None or len(warm[0]) != B:
+            warm = spec.zero_state(B)
+        if nxt is None or len(nxt) != B:
+            return warm, spec.input_layer(x[idx]), None
+        both = spec.input_layer(x[np.concatenate([idx, nxt])])
+        return warm, both[:B], both[B:]
+
+    def _keep_drive(self, drive, x, nxt, next_s0) -> None:
+        """Hold the next batch's drive (the kernel's, or computed here for a shorter last batch)."""
+        if nxt is not None and next_s0 is None:
+            drive = fused.make_drive(self.spec, self.ws, self.params[0], self.spec.input_layer(x[nxt]))
+        self.drive = drive
+
     def step(self, x, idx, y, nxt, warm, lr_scale):
         """One :func:`physgrad.layered.fused.cep_step`; also prepares the next batch's drive."""
         spec, p = self.spec, self.preset
-        B = len(idx)
-        if warm is None or len(warm[0]) != B:
-            warm = spec.zero_state(B)
-        if nxt is None or len(nxt) != B:  # no next batch, or a shorter last one (its drive is computed separately)
-            s0, next_s0 = spec.input_layer(x[idx]), None
-        else:  # one call for this batch's and the next batch's input layers
-            both = spec.input_layer(x[np.concatenate([idx, nxt])])
-            s0, next_s0 = both[:B], both[B:]
+        warm, s0, next_s0 = self._inputs(x, idx, nxt, warm)
         free, s_plus, drive = fused.cep_step(
             spec, self.params, self.ws, self.drive, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
-            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
-        if nxt is not None and next_s0 is None:
-            drive = fused.make_drive(spec, self.ws, self.params[0], spec.input_layer(x[nxt]))
-        self.drive = drive
+            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0)
+        self._keep_drive(drive, x, nxt, next_s0)
         return s_plus, np.argmax(free[-1], axis=1)
 
     def close(self):
@@ -192,20 +201,11 @@ class FusedTBPStepper(FusedCEPStepper):
         from physgrad.layered import fused_tbp
 
         spec, p = self.spec, self.preset
-        B = len(idx)
-        if warm is None or len(warm[0]) != B:
-            warm = spec.zero_state(B)
-        if nxt is None or len(nxt) != B:
-            s0, next_s0 = spec.input_layer(x[idx]), None
-        else:
-            both = spec.input_layer(x[np.concatenate([idx, nxt])])
-            s0, next_s0 = both[:B], both[B:]
+        warm, s0, next_s0 = self._inputs(x, idx, nxt, warm)
         free, drive = fused_tbp.tbp_step(
             spec, self.params, self.ws, self.drive, warm, one_hot(y, spec.sizes[-1], spec.dtype),
-            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
-        if nxt is not None and next_s0 is None:
-            drive = fused.make_drive(spec, self.ws, self.params[0], spec.input_layer(x[nxt]))
-        self.drive = drive
+            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0)
+        self._keep_drive(drive, x, nxt, next_s0)
         return free, np.argmax(free[-1], axis=1)
 
 
@@ -263,7 +263,7 @@ class CompiledCEPStepper(_HostFusedEvaluation):
             s0, next_s0 = both[:B], both[B:]
         free, s_plus = self._kernel.cep_step(
             spec, self.params, self.ws, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
-            [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs], p.sweeps, s0, next_s0)
+            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0)
         return s_plus, np.argmax(free[-1], axis=1)
 
     def close(self):
@@ -364,7 +364,8 @@ class RuleStepper:
         else:
             grads = self.rule.estimate(self.energy, self.params, xb, y1h, self.minimizer, free=free)
             last = free
-        lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
+        wl, bl = p.learning_rates(lr_scale)
+        lrs = wl + bl
         if self.optimizer is None:
             new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
         else:

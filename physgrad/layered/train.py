@@ -828,6 +828,11 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
             raise CorruptRunError(f"--resume: corrupted checkpoint {ckpt_path}: {exc}; the run folder cannot "
                                   f"be continued") from None
 
+    def checkpoint(host, **position):
+        """Save the run at the current ``epoch`` and warm start; ``position``: the batch counters."""
+        save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, **position, ema=average.params,
+                        optimizer_state=_optimizer_state(stepper), device_state=getattr(stepper, "device_state", None))
+
     def plot():
         plot_learning_curve(metrics, out / "learning_curve.png", f"{preset.name} {config.algorithm} {config.dataset}",
                             preset.paper_error if config.algorithm == "cep" and config.dataset == "mnist" else None)
@@ -855,10 +860,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     if flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after):
                         t_train += time.perf_counter() - t0
                         bar.close()
-                        save_checkpoint(ckpt_path, stepper.to_host(), _host_warm(stepper, warm), epoch=epoch,
-                                        batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen, train_seconds=t_train,
-                                        ema=average.params, optimizer_state=_optimizer_state(stepper),
-                                        device_state=getattr(stepper, "device_state", None))
+                        checkpoint(stepper.to_host(), batch=bi + 1, n_wrong=n_wrong, n_seen=n_seen,
+                                   train_seconds=t_train)
                         print(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); "
                               f"continue with --resume", file=sys.stderr)
                         metrics.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
@@ -878,9 +881,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                 metrics.append(row)
                 _append_metrics(metrics_path, row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
-                save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, batch=0, n_wrong=0,
-                                n_seen=0, train_seconds=0.0, ema=average.params, optimizer_state=_optimizer_state(stepper),
-                                device_state=getattr(stepper, "device_state", None))
+                checkpoint(host, batch=0, n_wrong=0, n_seen=0, train_seconds=0.0)
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
                 print(f"epoch {row['epoch']:3d}  train {row['train_error']:.2f}%  test {row['test_error']:.2f}%  "

@@ -95,18 +95,17 @@ class ArrayCEPStepper:
         consts = _math.batch_constants(xp, self.net, self.params, a1, c1)
         spec.energy.check_beta(-p.beta, self._host(consts.den_out) if spec.drn else None)
         free, s_m, s_p = _math.phases(xp, self.net, self.params, consts, warm, y1h, p.beta, p.sweeps)
-        wl, bl = self._factor_lrs(lr_scale)
-        dbs, factors = _math.cep_factors(xp, self.net, s0, s_m, s_p, p.beta, wl, bl)
-        self.params = self._apply(dbs, factors)
+        self.params = self._update(s0, s_m, s_p, lr_scale)
         if nxt is not None:
             self.drive = _math.drive(xp, self.net, self.params[0], self._input(x, nxt))
         pred = np.asarray(self._host(xp.argmax(free[-1], axis=1)), dtype=np.int64)
         return s_p, pred
 
-    def _factor_lrs(self, lr_scale):
-        """The learning rates folded into the update factors: the preset's times ``lr_scale``."""
-        p = self.preset
-        return [lr * lr_scale for lr in p.weight_lrs], [lr * lr_scale for lr in p.bias_lrs]
+    def _update(self, s0, s_m, s_p, lr_scale) -> tuple:
+        """New parameters: the C-EP factors with the learning rates folded in, applied by :meth:`_apply`."""
+        dbs, factors = _math.cep_factors(self.xp, self.net, s0, s_m, s_p, self.preset.beta,
+                                         *self.preset.learning_rates(lr_scale))
+        return self._apply(dbs, factors)
 
     def _apply(self, dbs, factors) -> tuple:
         return _math.apply_update(self.xp, self.net, self.params, dbs, factors)
@@ -150,17 +149,15 @@ class OptimizerCEPStepper(ArrayCEPStepper):
         super().__init__(preset, params, np)
         self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
         self.opt_state = self.optimizer.init(self.params)
-        self._lrs = None
 
-    def _factor_lrs(self, lr_scale):
-        p = self.preset
-        self._lrs = [lr * lr_scale for lr in p.weight_lrs] + [lr * lr_scale for lr in p.bias_lrs]
-        return [1.0] * len(p.weight_lrs), [1.0] * len(p.bias_lrs)
-
-    def _apply(self, dbs, factors) -> tuple:
-        L = self.net.n_layers
+    def _update(self, s0, s_m, s_p, lr_scale) -> tuple:
+        """The factors at unit learning rates give the gradient; the optimizer steps each array with
+        its learning rate times ``lr_scale``."""
+        p, L = self.preset, self.net.n_layers
+        wl, bl = p.learning_rates(lr_scale)
+        dbs, factors = _math.cep_factors(np, self.net, s0, s_m, s_p, p.beta, [1.0] * len(wl), [1.0] * len(bl))
         grads = [-(A.T @ Bm) for A, Bm in factors] + [-db for db in dbs]
-        new, self.opt_state = self.optimizer.step(self.params, grads, self._lrs, self.opt_state)
+        new, self.opt_state = self.optimizer.step(self.params, grads, wl + bl, self.opt_state)
         if self.net.drn:
             new = tuple(np.maximum(W, 0, out=W) for W in new[:L]) + new[L:]
         return new
