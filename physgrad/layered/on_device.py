@@ -40,6 +40,7 @@ from typing import Optional
 import numpy as np
 
 from physgrad.devices import Device, DeviceState, ReadThrough, device_rng
+from physgrad.layered.steppers import optimizer_state
 from physgrad.types import PhysgradError
 
 EVAL_READ = 1 << 40
@@ -166,8 +167,7 @@ class DeviceStepper:
 
     def state_arrays(self) -> dict:
         """The inner stepper's optimizer arrays (momentum / adam), empty for in-place SGD."""
-        get = getattr(self.inner, "state_arrays", None)
-        return {} if get is None else get()
+        return optimizer_state(self.inner)
 
     def load_state_arrays(self, arrays: dict) -> None:
         self.inner.load_state_arrays(arrays)

@@ -93,6 +93,13 @@ def initial_params(preset: Preset, seed: int, dtype) -> tuple:
     return preset.energy().init_theta(np.random.default_rng(seed), preset.weight_gain, np.dtype(dtype))
 
 
+def optimizer_state(stepper) -> dict:
+    """The stepper's optimizer arrays (``state_arrays()``: momentum / adam), empty for steppers
+    that apply SGD in place."""
+    get = getattr(stepper, "state_arrays", None)
+    return {} if get is None else get()
+
+
 def one_hot(y: np.ndarray, n: int, dtype) -> np.ndarray:
     """Targets ``(len(y), n)``: 1 at each label, 0 elsewhere."""
     out = np.zeros((len(y), n), dtype=dtype)

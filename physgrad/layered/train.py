@@ -71,7 +71,7 @@ from physgrad.devices import Device as DeviceModel
 from physgrad.layered.data import DATASETS, data_record, load_dataset
 from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
 from physgrad.layered.presets import Preset, get_preset
-from physgrad.layered.steppers import FAST_ALGORITHMS, initial_params, make_stepper
+from physgrad.layered.steppers import FAST_ALGORITHMS, initial_params, make_stepper, optimizer_state
 from physgrad.types import PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
@@ -625,12 +625,6 @@ def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=
     plt.close(fig)
 
 
-def _optimizer_state(stepper) -> dict:
-    """The stepper's optimizer arrays (momentum / adam), empty for in-place SGD."""
-    get = getattr(stepper, "state_arrays", None)
-    return {} if get is None else get()
-
-
 def _load_optimizer_state(stepper, arrays: dict, preset: Preset) -> None:
     if preset.optimizer == "sgd":
         if arrays:
@@ -831,7 +825,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     def checkpoint(host, **position):
         """Save the run at the current ``epoch`` and warm start; ``position``: the batch counters."""
         save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, **position, ema=average.params,
-                        optimizer_state=_optimizer_state(stepper), device_state=getattr(stepper, "device_state", None))
+                        optimizer_state=optimizer_state(stepper), device_state=getattr(stepper, "device_state", None))
 
     def plot():
         plot_learning_curve(metrics, out / "learning_curve.png", f"{preset.name} {config.algorithm} {config.dataset}",
