@@ -10,7 +10,7 @@ import pytest
 
 from physgrad.cli import main
 from physgrad.devices import DeviceState
-from physgrad.graphs.fit import (FitSpec, clip, evaluate, fit_run, gradient, program_devices, resolve)
+from physgrad.netlists.fit import (FitSpec, clip, evaluate, fit_run, gradient, program_devices, resolve)
 from physgrad.learning import make_estimator, optim
 from physgrad.minimizers.co_content import CoContentMinimizer
 

@@ -8,7 +8,7 @@ import pytest
 
 from physgrad.cli import main
 from physgrad.devices import Bounds, Device, device_rng, get_device
-from physgrad.layered.on_device import DeviceStepper
+from physgrad.layered.device_model import DeviceStepper
 from physgrad.layered.presets import get_preset
 from physgrad.layered.steppers import initial_params, make_stepper
 from physgrad.layered.train import TrainConfig, load_checkpoint, train

@@ -3,7 +3,7 @@ r"""Equilibria of one circuit for a whole batch of inputs: ``solve_batch`` and :
 For circuits of resistors, ideal diodes and sources, every sample and every phase (free, beta-nudged,
 clamped) of a batch shares one factorization per parameter value (the reduced conductance matrix,
 or a reference KKT matrix with the batch's majority set of conducting diodes); each sample's
-conducting diodes, nudge or clamp are low-rank borders of it (:mod:`physgrad.circuit.solvers.shared`),
+conducting diodes, nudge or clamp are low-rank borders of it (:mod:`physgrad.circuit.solvers.bordered`),
 and the primal-dual active-set iteration runs on the whole batch at once. Warm starts: a phase may
 start from a state ``s0`` (the diodes tight at ``s0`` conduct first), and the free phase of an
 input seen before starts from that input's last conducting set (a bounded LRU of bit masks).
@@ -28,7 +28,7 @@ from physgrad.circuit.elements import Circuit
 from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.solution import CERT_RTOL, KKTCertificate, certify, ideal_diode_currents
 from physgrad.circuit.solvers.kkt import solve_active_set
-from physgrad.circuit.solvers.shared import (RowData, SharedSystem, max_negative_beta, pdas_batch, solve_on_sets,
+from physgrad.circuit.solvers.bordered import (RowData, SharedSystem, max_negative_beta, pdas_batch, solve_on_sets,
                                              tolerances)
 from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError

@@ -20,7 +20,7 @@ O(nnz): nothing dense of size nodes x resistors, nothing cached per input.
 
 A nudge ``beta/2 |v_o - y|^2`` and a clamp ``v_o = y`` act on the outputs only, through the
 columns ``Q = P^T E_o`` (n_u x n_out): rank-``n_out`` updates of the shared system (see
-:mod:`physgrad.circuit.solvers.shared`).
+:mod:`physgrad.circuit.solvers.bordered`).
 """
 from __future__ import annotations
 

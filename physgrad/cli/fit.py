@@ -1,5 +1,5 @@
 """``physgrad fit NETLIST --data TRAIN.csv --inputs V1,... --outputs N1,...``: train a netlist's
-conductances on a CSV dataset (see :mod:`physgrad.graphs.fit` for the run folder)."""
+conductances on a CSV dataset (see :mod:`physgrad.netlists.fit` for the run folder)."""
 from __future__ import annotations
 
 import argparse
@@ -27,8 +27,8 @@ def _floats(text: str) -> tuple:
 
 def register(sub) -> None:
     """Add ``fit`` to an ``add_subparsers()`` object."""
-    from physgrad.graphs.fit import FIT_METHODS
-    from physgrad.graphs.losses import LOSSES
+    from physgrad.netlists.fit import FIT_METHODS
+    from physgrad.netlists.losses import LOSSES
     from physgrad.learning.optim import OPTIMIZERS
 
     p = sub.add_parser("fit", help="train a netlist's conductances on a CSV dataset",
@@ -78,7 +78,7 @@ def run(args) -> int:
     """Train into the run folder; print one line per epoch and the folder's files."""
     from pathlib import Path
 
-    from physgrad.graphs.fit import FitSpec, fit_run
+    from physgrad.netlists.fit import FitSpec, fit_run
 
     spec = FitSpec(netlist=args.netlist, data=args.data, test=args.test, inputs=args.inputs, outputs=args.outputs,
                    label_column=args.label_column, loss=args.loss, method=args.method, beta=args.beta, eta=args.eta,

@@ -14,7 +14,7 @@ A run folder holds everything needed to reproduce and continue it:
 Device models (``device_model``, ``--device-model NAME|FILE``): a preset of
 :func:`physgrad.devices.get_device` or a JSON/TOML file; the weights :math:`W_k` are devices, the
 biases are not. A non-ideal device wraps the engine's stepper in
-:class:`physgrad.layered.on_device.DeviceStepper` (reads before, ``device.update`` after each step;
+:class:`physgrad.layered.device_model.DeviceStepper` (reads before, ``device.update`` after each step;
 evaluation reads once). The device state rides in the checkpoint (``device.*`` arrays and
 ``device_meta``, under the same checksum) and ``config.json`` records the device's dict
 (``device``); the ideal device (the default) runs the plain stepper, bit-for-bit as without it.
@@ -77,11 +77,11 @@ from physgrad.types import PhysgradError
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
 Engine = Literal["auto", "fast", "generic"]
 Backend = Literal["auto", "numpy", "numba", "torch"]
-Device = Literal["cpu", "cuda"]
+TorchDevice = Literal["cpu", "cuda"]
 ALGORITHMS = get_args(Algorithm)
 ENGINES = get_args(Engine)
 BACKENDS = get_args(Backend)
-DEVICES = get_args(Device)
+DEVICES = get_args(TorchDevice)
 RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
 RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay", "ema_every", "optimizer",
                   "momentum")
@@ -153,7 +153,7 @@ class TrainConfig:
         Conductance devices of the weights: a preset name of :func:`physgrad.devices.get_device`
         (``ideal``, ``levels16-stochastic``, ``pcm-pair``, ...) or a ``.json``/``.toml`` file
         (:func:`physgrad.devices.load_device`). Read noise resampled per phase or per example needs
-        the generic engine (:func:`physgrad.layered.on_device.check_device_engine`).
+        the generic engine (:func:`physgrad.layered.device_model.check_device_engine`).
     """
 
     preset: str = "drn-1h"
@@ -170,7 +170,7 @@ class TrainConfig:
     engine: Engine = "auto"
     eta: float = 0.5
     backend: Backend = "auto"
-    device: Device = "cpu"
+    device: TorchDevice = "cpu"
     lr_factor: Optional[float] = None
     beta: Optional[float] = None
     lr_schedule: Optional[str] = None
@@ -227,7 +227,7 @@ class TrainConfig:
                 raise PhysgradError(f"optimizer {opt!r} needs the explicit gradient: the fast engine runs it on "
                                     f"the numpy array stepper (--backend numpy or auto), not on {self.backend!r}, "
                                     f"whose kernel applies SGD in place")
-        from physgrad.layered.on_device import check_device_engine
+        from physgrad.layered.device_model import check_device_engine
         check_device_engine(self.resolved_device, self.resolved_engine, self.algorithm)
 
     @property
@@ -809,7 +809,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                            threads=config.threads, eta=config.eta, backend=config.resolved_backend,
                            device=config.device)
     if not device.is_ideal:
-        from physgrad.layered.on_device import PER_EXAMPLE, DeviceStepper, random_reads
+        from physgrad.layered.device_model import PER_EXAMPLE, DeviceStepper, random_reads
         stepper = DeviceStepper(stepper, device, params, device_state, config.seed,
                                 read_through=random_reads(device) in PER_EXAMPLE)
     batches_done = 0

@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping
 
-from physgrad.graphs.fit import CHECKPOINT as FIT_CHECKPOINT
-from physgrad.graphs.fit import FitSpec, fit_run
+from physgrad.netlists.fit import CHECKPOINT as FIT_CHECKPOINT
+from physgrad.netlists.fit import FitSpec, fit_run
 from physgrad.layered.train import CHECKPOINT, TrainConfig, train
 from physgrad.sweep.spec import SpecError
 

@@ -11,7 +11,7 @@ draw ``d`` (2 draws), with ``seed = k + 5 d`` (the seed orders the samples and d
 * for each device model ``devices/<condition>.toml``:
   - **in situ**: ``physgrad fit --device-model devices/<condition>.toml`` (trained on the faulty devices);
   - **ex situ**: the ideal fit's conductances written onto the same devices (the same seed, so the
-    same variability and stuck devices: :func:`physgrad.graphs.fit.program_devices`, write-verify)
+    same variability and stuck devices: :func:`physgrad.netlists.fit.program_devices`, write-verify)
     and evaluated there.
 
 Every fit: centered EP (default beta), argmax loss, Adam lr 2e-5 S, 100 epochs, batches of 16, the
@@ -36,7 +36,7 @@ ROOT = HERE.parents[3]
 sys.path.insert(0, str(ROOT))
 
 from physgrad.cli import main  # noqa: E402
-from physgrad.graphs.fit import FitSpec, evaluate, program_devices, resolve  # noqa: E402
+from physgrad.netlists.fit import FitSpec, evaluate, program_devices, resolve  # noqa: E402
 from physgrad.minimizers.co_content import CoContentMinimizer  # noqa: E402
 
 CIR = "physgrad/examples/iris/iris16.cir"

@@ -10,8 +10,8 @@ import pytest
 from physgrad.circuit.netlist import read_netlist, write_netlist
 from physgrad.circuit.solve import solve
 from physgrad.cli import main
-from physgrad.graphs.fit import FitSpec, fit_run
-from physgrad.graphs.losses import Loss
+from physgrad.netlists.fit import FitSpec, fit_run
+from physgrad.netlists.losses import Loss
 from verification.circuits import training_graph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def test_trained_netlist_reproduces_physgrad_outputs(tmp_path, capsys):
     g = {r.name: r.conductance for r in trained.resistors}
     assert np.array_equal([g[f"r{k}"] for k in range(1, 17)], theta)
     sol = solve(trained)
-    from physgrad.graphs.fit import resolve
+    from physgrad.netlists.fit import resolve
 
     pb = resolve(FitSpec(netlist=str(IRIS_CIR), data=str(IRIS_CSV), inputs=("vsl", "vsw", "vpl", "vpw"),
                          outputs=("o1", "o2", "o3"), label_column="species"))

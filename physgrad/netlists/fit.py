@@ -2,7 +2,7 @@
 
 Each named input source takes its value from the CSV column of the same name; with ``--loss mse``
 each output node's target is the column named like the node, otherwise ``--label-column`` holds the
-class and the loss (``levels``, ``argmax``, ``xent``, :mod:`physgrad.graphs.losses`) encodes it. The
+class and the loss (``levels``, ``argmax``, ``xent``, :mod:`physgrad.netlists.losses`) encodes it. The
 netlist's ``.trainable`` line (default: every resistor) says what is trained. Every step is one
 batched call of the learning rule (:mod:`physgrad.learning`) on the circuit's co-content
 (:class:`~physgrad.energies.co_content.CoContentEnergy`, :class:`~physgrad.minimizers.co_content.CoContentMinimizer`:
@@ -59,8 +59,8 @@ from physgrad.circuit.elements import CurrentSource, VoltageSource
 from physgrad.circuit.netlist import read_netlist, write_netlist
 from physgrad.devices import Device, DeviceState, ReadThrough, device_from_spec, device_rng, device_to_dict
 from physgrad.energies.co_content import CoContentEnergy
-from physgrad.graphs.data import class_names, encode_labels, read_table
-from physgrad.graphs.losses import LOSSES, Loss
+from physgrad.netlists.data import class_names, encode_labels, read_table
+from physgrad.netlists.losses import LOSSES, Loss
 from physgrad.learning import METHODS, make_estimator, optim
 from physgrad.minimizers.co_content import CoContentMinimizer
 from physgrad.types import NotSolvedError, PhysgradError
@@ -157,7 +157,7 @@ class FitSpec:
 
 
 @dataclass
-class Problem:
+class FitProblem:
     """A resolved fit: the circuit's energy, the data as arrays, the loss, and the filled-in options."""
 
     spec: FitSpec
@@ -201,7 +201,7 @@ def _names(circuit, inputs, outputs):
     return ins, outs
 
 
-def resolve(spec: FitSpec) -> Problem:
+def resolve(spec: FitSpec) -> FitProblem:
     """Read the netlist and data, check them against each other, fill in the defaults."""
     circuit = read_netlist(spec.netlist)
     inputs, outputs = _names(circuit, spec.inputs, spec.outputs)
@@ -270,11 +270,11 @@ def resolve(spec: FitSpec) -> Problem:
     }
     if resolved["g_max"] is not None and resolved["g_max"] <= resolved["g_min"]:
         raise PhysgradError(f"g_max ({resolved['g_max']} S) must exceed g_min ({resolved['g_min']} S)")
-    return Problem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device)
+    return FitProblem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device)
 
 
 # --- evaluation and one step -----------------------------------------------------------------------
-def reading(pb: Problem, minimizer, dstate: Optional[DeviceState], key: tuple):
+def reading(pb: FitProblem, minimizer, dstate: Optional[DeviceState], key: tuple):
     """``minimizer``, or a :class:`ReadThrough` relaxing at ``pb.device.read(theta)`` with ``key``
     when the devices read non-ideally (``dstate`` None: no devices, the minimizer itself)."""
     if dstate is None or pb.device.reads_ideally:
@@ -282,7 +282,7 @@ def reading(pb: Problem, minimizer, dstate: Optional[DeviceState], key: tuple):
     return ReadThrough(minimizer, pb.device, dstate, pb.resolved["seed"], key)
 
 
-def evaluate(pb: Problem, theta, X, Y, minimizer, dstate: Optional[DeviceState] = None, split: int = 0) -> dict:
+def evaluate(pb: FitProblem, theta, X, Y, minimizer, dstate: Optional[DeviceState] = None, split: int = 0) -> dict:
     """Mean loss (and accuracy) over a dataset, in chunks of :data:`EVAL_CHUNK` samples.
 
     With a device state, every equilibrium is relaxed at the conductances the devices read
@@ -302,7 +302,7 @@ def evaluate(pb: Problem, theta, X, Y, minimizer, dstate: Optional[DeviceState] 
     return row
 
 
-def gradient(pb: Problem, theta, X, Y, minimizer, estimator):
+def gradient(pb: FitProblem, theta, X, Y, minimizer, estimator):
     """The estimator's dL/dtheta on one batch (the loss through its effective targets)."""
     eq = minimizer.minimize(pb.energy, theta, X)
     if not eq.converged:
@@ -316,7 +316,7 @@ def clip(theta, g_min: float, g_max: Optional[float]):
     return np.clip(theta, g_min, np.inf if g_max is None else g_max)
 
 
-def init_devices(pb: Problem) -> tuple:
+def init_devices(pb: FitProblem) -> tuple:
     """``(theta, DeviceState)``: the run's initial conductances (clipped into ``[g_min, g_max]``)
     programmed onto devices drawn from ``device_rng(seed, "init")``; ``(theta, None)`` for the
     ideal device (nothing drawn, nothing changed)."""
@@ -327,7 +327,7 @@ def init_devices(pb: Problem) -> tuple:
     return pb.device.init(theta, device_rng(r["seed"], "init"))
 
 
-def program_devices(pb: Problem, theta) -> tuple:
+def program_devices(pb: FitProblem, theta) -> tuple:
     """Ex situ: write ``theta`` (S, e.g. fitted with the ideal device) onto the devices a run of
     ``pb`` would train in situ -- the same realisation (:func:`init_devices`: same seed, same
     variability and stuck devices) -- by ``device.program`` (write-verify: each value clipped to
@@ -348,7 +348,7 @@ def program_devices(pb: Problem, theta) -> tuple:
     return pb.device.program(theta, dstate)
 
 
-def device_step(pb: Problem, theta, theta_opt, dstate: Optional[DeviceState]) -> tuple:
+def device_step(pb: FitProblem, theta, theta_opt, dstate: Optional[DeviceState]) -> tuple:
     """After an optimizer step to ``theta_opt``: ``(theta, dstate)``. Ideal: the clip into
     ``[g_min, g_max]``; devices: ``device.update`` of the clipped request, stream
     ``device_rng(seed, "update", n_updates)``."""
@@ -395,7 +395,7 @@ def _load_checkpoint(path: Path) -> dict:
                 "state": state, "warm": warm, "device": dstate}
 
 
-def metric_fields(pb: Problem) -> list:
+def metric_fields(pb: FitProblem) -> list:
     names = ["epoch", "train_cost"] + (["test_cost"] if pb.X_test is not None else [])
     if pb.loss.classifies:
         names += ["train_accuracy"] + (["test_accuracy"] if pb.X_test is not None else [])
@@ -545,7 +545,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
     return rows
 
 
-def trained_netlist(pb: Problem, theta) -> str:
+def trained_netlist(pb: FitProblem, theta) -> str:
     """The trained circuit as a netlist (:func:`write_netlist`), its input sources set to the first
     training sample (so that ``ngspice -b trained.cir`` shows one of the trained outputs)."""
     energy = pb.energy
@@ -558,7 +558,7 @@ def trained_netlist(pb: Problem, theta) -> str:
     return head + "\n" + note + "\n" + rest
 
 
-def _epoch_row(pb: Problem, theta, minimizer, epoch: int, seconds: float, dstate=None) -> dict:
+def _epoch_row(pb: FitProblem, theta, minimizer, epoch: int, seconds: float, dstate=None) -> dict:
     row = {"epoch": epoch}
     tr = evaluate(pb, theta, pb.X, pb.Y, minimizer, dstate, 0)
     row["train_cost"] = tr["cost"]
