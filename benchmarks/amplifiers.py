@@ -33,7 +33,7 @@ from physgrad.circuit.mlp import mlp_circuit, mlp_forward, ngspice_error_bound  
 from physgrad.circuit.mna import build_mna, certify_mna  # noqa: E402
 from physgrad.circuit.ngspice import NgspiceError, ngspice_version, run_ngspice  # noqa: E402
 from physgrad.circuit.solve import solve  # noqa: E402
-from physgrad.cli.grad import grad_result  # noqa: E402
+from physgrad.netlists.grad import grad_result  # noqa: E402
 from verification.amplifiers import (all_equilibria, amplifier_chain, kendall_chain,  # noqa: E402
                                      random_shockley_controlled, three_equilibria_cell)
 

@@ -326,7 +326,7 @@ def test_adjoint_gradient_matches_finite_differences(which):
 
 
 def test_ep_on_the_equivalent_circuit_matches_the_adjoint():
-    from physgrad.cli.grad import grad_result
+    from physgrad.netlists.grad import grad_result
 
     for backward in (None, (4.0, -1.0)):  # Kendall's B = 1/A; a transformer (B = A) and B/A = 1/2
         c = kendall_chain(ideal=False, backward=backward)

@@ -117,7 +117,7 @@ def test_default_beta_scales_with_the_circuit():
     """Without --beta the nudge is 1e-4 x the median conductance: C-EP then matches the exact gradient."""
     from pathlib import Path
 
-    from physgrad.cli.grad import default_beta, grad_result
+    from physgrad.netlists.grad import default_beta, grad_result
     from physgrad.circuit.netlist import read_netlist
 
     circuit = read_netlist(Path(__file__).resolve().parents[1] / "physgrad" / "examples" / "rectifier.cir")

@@ -49,7 +49,8 @@ def register(sub) -> None:
                         "cross-entropy); default argmax with --label-column")
     p.add_argument("--method", choices=FIT_METHODS, default="cep",
                    help="learning rule: exact (KKT adjoint), pep/nep/cep (EP), cl, pcpl/ncpl/ccpl (coupled); default cep")
-    p.add_argument("--beta", type=float, default=None, help="EP nudge (S); default 1e-4 x median conductance")
+    p.add_argument("--beta", type=float, default=None, help="EP nudge (S); default 1e-4 x the median conductance of all resistors (as grad); "
+                        "refused below round-off for the circuit's scales (exit 2, naming the smallest usable beta)")
     p.add_argument("--eta", type=float, default=0.1, help="coupled-learning amplitude, default 0.1")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
     p.add_argument("--lr", type=float, default=None,

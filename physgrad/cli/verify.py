@@ -1,20 +1,50 @@
-"""``physgrad verify [--quick] [--out DIR] [--seed S]``: the gradient-verification suite and its report.
+"""``physgrad verify [--quick] [--out DIR] [--overwrite] [--seed S]``: the gradient-verification suite and its report.
 
-Exit code 1 when any check fails.
+The report goes to a new folder, ``verify-quick-<UTC time>`` (or ``verify-full-...``) in the working
+directory, unless ``--out`` names one; a non-empty ``--out`` is refused (exit 2) unless ``--overwrite``,
+so the committed ``reports/verify-quick/`` is replaced only when asked. Exit code 1 when any check fails.
 """
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
+
+from physgrad.types import PhysgradError
 
 
 def register(sub) -> None:
     """Add ``verify`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("verify", help="run the gradient-verification suite and write a report",
                        description="Check every estimator against exact gradients on a catalogue of circuits.")
-    p.add_argument("--quick", action="store_true", help="the small case set (seconds)")
-    p.add_argument("--out", default=None, help="report folder (default reports/verify-quick or reports/verify-full)")
+    p.add_argument("--quick", action="store_true", help="the small case set (about a minute instead of several)")
+    p.add_argument("--out", default=None,
+                   help="report folder; default a new folder verify-quick-<UTC time> (or verify-full-...) in the "
+                        "working directory; a non-empty folder is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing its report files (e.g. the committed "
+                        "reports/verify-quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of the finite-difference directions")
     p.set_defaults(func=run)
+
+
+def report_folder(out, mode: str, overwrite: bool) -> Path:
+    """The folder the report goes to: ``out`` (refused when it is a non-empty folder, unless
+    ``overwrite``; refused when it is a file), or a new ``verify-<mode>-<UTC time>`` folder."""
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        path = Path(f"verify-{mode}-{stamp}")
+        k = 1
+        while path.exists():
+            k += 1
+            path = Path(f"verify-{mode}-{stamp}-{k}")
+        return path
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise PhysgradError(f"--out {out}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise PhysgradError(f"--out {out}: folder is not empty; give --overwrite to replace its report, or another --out")
+    return path
 
 
 def run(args) -> int:
@@ -22,8 +52,9 @@ def run(args) -> int:
     from verification.report import bound_margins, counts, read_noise_tables, slope_table
     from verification.suite import verify
 
-    argv = ["physgrad", "verify"] + (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
-    df, env, paths = verify(quick=args.quick, out=args.out, seed=args.seed, argv=argv,
+    out = report_folder(args.out, "quick" if args.quick else "full", args.overwrite)
+    argv = ["physgrad", "verify"] + (["--quick"] if args.quick else []) + ["--out", str(out)]
+    df, env, paths = verify(quick=args.quick, out=str(out), seed=args.seed, argv=argv,
                             progress=lambda name, s: print(f"  {name:<12} {s:6.2f} s", file=sys.stderr))
     tot = counts(df).sum()
     print(f"{df.case.nunique()} cases, {int(tot['pass'])} passed, {int(tot['fail'])} failed, "

@@ -60,6 +60,7 @@ from physgrad.circuit.netlist import read_netlist, write_netlist
 from physgrad.devices import Device, DeviceState, ReadThrough, device_from_spec, device_rng, device_to_dict
 from physgrad.energies.co_content import CoContentEnergy
 from physgrad.netlists.data import class_names, encode_labels, read_table
+from physgrad.netlists.grad import BETA_FLOOR, EPS, NUDGED, check_beta, default_beta, output_conductance
 from physgrad.netlists.losses import LOSSES, Loss
 from physgrad.learning import METHODS, make_estimator, optim
 from physgrad.minimizers.co_content import CoContentMinimizer
@@ -85,7 +86,8 @@ class FitSpec:
     label_column : the class column (classification), or None (regression on the output columns)
     loss : {"mse", "levels", "argmax", "xent"}; default ``mse``, or ``argmax`` with a label column
     method : {"exact", "pep", "nep", "cep", "cl", "pcpl", "ncpl", "ccpl"}
-    beta : EP nudge (S); default 1e-4 x the median trainable conductance (as ``physgrad grad``)
+    beta : EP nudge (S); default :func:`physgrad.netlists.grad.default_beta` (1e-4 x the median
+        conductance of all resistors, as ``physgrad grad``); refused below the round-off floor
     eta : coupled-learning amplitude (dimensionless, the fraction of the way to the target)
     optimizer : {"sgd", "momentum", "adam"}; lr : learning rate (adam: S per step, default 0.01 x
         the median conductance; sgd/momentum: S^2/V^2, default 0.05 g^2/V^2 with g the median
@@ -258,7 +260,7 @@ def resolve(spec: FitSpec) -> FitProblem:
         lr = 0.01 * g_med if spec.optimizer == "adam" else 0.05 * g_med**2 / span**2
     resolved = {
         "inputs": list(inputs), "outputs": list(outputs), "label_column": label, "loss": loss_kind,
-        "method": spec.method, "beta": spec.beta if spec.beta is not None else 1e-4 * g_med, "eta": spec.eta,
+        "method": spec.method, "beta": spec.beta if spec.beta is not None else default_beta(circuit), "eta": spec.eta,
         "optimizer": spec.optimizer, "lr": lr,
         "g_min": spec.g_min if spec.g_min is not None else 1e-3 * g_med,
         "g_max": spec.g_max, "epochs": int(spec.epochs), "batch_size": int(spec.batch_size), "seed": int(spec.seed),
@@ -268,6 +270,8 @@ def resolve(spec: FitSpec) -> FitProblem:
         "n_train": int(X.shape[0]), "n_test": None if X_test is None else int(X_test.shape[0]),
         "device": device_to_dict(device),
     }
+    if spec.method in NUDGED:  # the nudge must move the outputs by more than round-off (at |y - v| ~ V)
+        check_beta(resolved["beta"], BETA_FLOOR * EPS * output_conductance(circuit, outputs), "beta")
     if resolved["g_max"] is not None and resolved["g_max"] <= resolved["g_min"]:
         raise PhysgradError(f"g_max ({resolved['g_max']} S) must exceed g_min ({resolved['g_min']} S)")
     return FitProblem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device)
