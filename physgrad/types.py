@@ -6,7 +6,7 @@ inside an :class:`Equilibrium`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Protocol, runtime_checkable
 
 import autograd.numpy as anp
 import numpy as np
@@ -254,3 +254,127 @@ class QuadraticForm:
         """Reduced coordinates ``u`` of a state (least squares through ``P``), shape ``(batch, n)``."""
         rhs = np.asarray(state, float) - np.asarray(self.c, float)
         return np.linalg.lstsq(np.asarray(self.P, float), rhs.T, rcond=None)[0].T
+
+
+# --- the three abstractions, as typing Protocols --------------------------------------------------------
+# Structural types: any object with these methods is one (nothing to inherit). ``isinstance(obj, P)``
+# checks that the methods exist (``runtime_checkable``), which is how the optional capabilities below
+# are probed; :func:`missing` names what an object lacks, for error messages.
+
+@runtime_checkable
+class Energy(Protocol):
+    r"""An energy function :math:`E(s, \theta, x)` (definitions only: no state, no caches of solves).
+
+    For circuits (:class:`physgrad.energies.co_content.CoContentEnergy`) ``E`` is the co-content (W),
+    ``s`` the node voltages (V), ``theta`` the trainable conductances (S, not the ohms of a netlist),
+    ``x`` the input sources' values (V or A).
+    """
+
+    n_outputs: int
+
+    def energy(self, state, theta, x):
+        """Total energy per sample, shape ``(batch,)``; pure and traceable by autograd."""
+
+    def theta_grad(self, state, theta, x):
+        r""":math:`\partial E/\partial\theta` at fixed state, batch mean, shaped like ``theta``."""
+
+    def outputs(self, state):
+        """The output units' values (V), shape ``(batch, n_out)``."""
+
+    def project(self, theta):
+        """The nearest feasible parameters (conductances >= 0 S)."""
+
+
+@runtime_checkable
+class SplitsParameters(Protocol):
+    """Optional energy capability: ``split(theta)`` checks and splits a parameter tuple into its parts."""
+
+    def split(self, theta): ...
+
+
+@runtime_checkable
+class ChecksNudge(Protocol):
+    """Optional energy capability: ``check_nudge(theta, nudge)`` raises :class:`PhysgradError` for a
+    nudge that makes the energy non-convex (e.g. ``beta < 0`` below the output conductance, S)."""
+
+    def check_nudge(self, theta, nudge) -> None: ...
+
+
+@runtime_checkable
+class ChecksState(Protocol):
+    """Optional energy capability: ``check_state(state, batch) -> state`` validates a start state."""
+
+    def check_state(self, state, batch: int): ...
+
+
+@runtime_checkable
+class HasQuadraticForm(Protocol):
+    """Optional energy capability: a piecewise-quadratic energy's reduced form
+    (:class:`QuadraticForm`, Hessian in S for circuits) and the state rows of its outputs."""
+
+    output_rows: tuple
+
+    def quadratic_form(self, theta, x) -> "QuadraticForm": ...
+
+
+@runtime_checkable
+class Minimizer(Protocol):
+    """An energy minimizer: energy in, :class:`Equilibrium` out (keeps no state between calls)."""
+
+    def minimize(self, energy, theta, x, *, nudge: Nudge = ..., s0=None) -> Equilibrium:
+        """Relax to the minimum of ``E + beta C`` (or with clamped outputs); ``theta`` in S for circuits."""
+
+    def accepts(self, energy) -> None:
+        """Raise :class:`PhysgradError` naming what ``energy`` lacks for this minimizer."""
+
+
+@runtime_checkable
+class Steps(Protocol):
+    """Optional minimizer capability: a pure, autograd-traceable ``step(energy, theta, x, s, nudge) -> s``
+    (what truncated and recurrent backprop differentiate through)."""
+
+    def step(self, energy, theta, x, s, nudge=...): ...
+
+
+@runtime_checkable
+class ImplicitGradient(Protocol):
+    """Optional minimizer capability: ``implicit_gradient(energy, theta, x, free, out_grad)``, a sparse
+    adjoint of the equilibrium (dC/dtheta in V^2/S for circuits), or None when it does not apply."""
+
+    def implicit_gradient(self, energy, theta, x, free, out_grad): ...
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    r"""A learning rule: an estimate of :math:`\partial C/\partial\theta` (batch mean; V^2/S for
+    circuits, whose ``theta`` are conductances in S), shaped like ``theta``."""
+
+    def estimate(self, energy, theta, x, y, minimizer, free=None):
+        """The estimate at ``theta`` for inputs ``x`` and targets ``y`` (V); ``free`` a computed free phase."""
+
+
+LearningRule = Estimator
+"""The talk's name for an :class:`Estimator`."""
+
+
+@runtime_checkable
+class HasPhases(Protocol):
+    """Optional estimator capability: ``phases(...)`` returns the equilibria the estimate contrasts."""
+
+    def phases(self, energy, theta, x, y, minimizer, free=None): ...
+
+
+def missing(obj, protocol) -> list:
+    """Names of ``protocol``'s methods and attributes that ``obj`` lacks (empty: ``obj`` is one)."""
+    names = [n for n in getattr(protocol, "__protocol_attrs__", None) or _protocol_names(protocol)]
+    return sorted(n for n in names if not hasattr(obj, n))
+
+
+def _protocol_names(protocol) -> list:
+    names = set()
+    for base in protocol.__mro__:
+        if base in (Protocol, object) or base.__name__ == "Generic":
+            continue
+        names.update(n for n in vars(base) if not n.startswith("_"))
+        names.update(getattr(base, "__annotations__", {}))
+    return sorted(names)

@@ -1,4 +1,4 @@
-"""Command-line interface: ``physgrad solve | grad | verify | train | fit | download | sweep``.
+"""Command-line interface: ``physgrad solve | grad | verify | train | fit | predict | netlist | download | sweep``.
 
 The only place with argparse: each command is one module of this package with ``register(sub)``
 (adds its parser) and ``run(args) -> int``. ``python -m physgrad`` is the same as ``physgrad``.
@@ -17,12 +17,12 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from physgrad.cli import download, fit, grad, solve, sweep, train, verify
+from physgrad.cli import download, fit, grad, netlist, predict, solve, sweep, train, verify
 from physgrad.types import NotSolvedError, PhysgradError
 
 EXIT_OK, EXIT_NOT_SOLVED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_BROKEN_PIPE = 141
-COMMANDS = (solve, grad, verify, train, fit, download, sweep)
+COMMANDS = (solve, grad, verify, train, fit, predict, netlist, download, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

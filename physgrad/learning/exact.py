@@ -56,7 +56,7 @@ import scipy.linalg
 from autograd import grad as ag_grad
 from autograd import jacobian
 
-from physgrad.types import PhysgradError, QuadraticForm
+from physgrad.types import ImplicitGradient, PhysgradError, QuadraticForm
 from physgrad.learning._phase import check_choice, check_positive, free_phase
 from physgrad.learning.cost import check_targets, cost_per_sample, mean_cost
 from physgrad.pytree import as_float_tree, tree_flatten, tree_map
@@ -277,7 +277,7 @@ class ExactGradient:
         free = free_phase(energy, theta, x, minimizer, free, self.strict)
         y = check_targets(energy, free.state, y)
         theta = as_float_tree(theta)
-        if self.route != "autograd" and hasattr(minimizer, "implicit_gradient"):
+        if self.route != "autograd" and isinstance(minimizer, ImplicitGradient):
             outputs = np.asarray(energy.outputs(free.state), float)
             out_grad = ag_grad(lambda o: anp.mean(cost_per_sample(o, y)))(outputs)
             res = minimizer.implicit_gradient(energy, theta, x, free, out_grad)

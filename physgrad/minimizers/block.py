@@ -27,7 +27,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.builtins import tuple as atuple
 
-from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
+from physgrad.types import FREE, ChecksNudge, ChecksState, Equilibrium, Nudge, PhysgradError, SplitsParameters
 from physgrad.minimizers.loop import iterate
 
 Schedule = Literal["asynchronous", "synchronous", "forward", "backward"]
@@ -123,7 +123,7 @@ class BlockCoordinateDescent:
         t0 = time.perf_counter()
         x = np.asarray(x, dtype=float) if not isinstance(x, np.ndarray) else x
         B = np.shape(energy.input_layer(x))[0]
-        if hasattr(energy, "split"):
+        if isinstance(energy, SplitsParameters):
             energy.split(theta)
         for t in (theta if isinstance(theta, (tuple, list)) else (theta,)):
             if not np.all(np.isfinite(t)):
@@ -132,7 +132,7 @@ class BlockCoordinateDescent:
             y = np.asarray(nudge.target, dtype=float)
             if y.shape[-1] != energy.n_outputs or y.ndim > 2 or (y.ndim == 2 and y.shape[0] not in (1, B)):
                 raise PhysgradError(f"nudge target shape {y.shape} does not match ({B}, {energy.n_outputs})")
-            if hasattr(energy, "check_nudge"):
+            if isinstance(energy, ChecksNudge):
                 energy.check_nudge(theta, nudge)
         if nudge.clamp is not None:
             c = np.asarray(nudge.clamp, dtype=float)
@@ -142,7 +142,7 @@ class BlockCoordinateDescent:
             dtype = np.result_type(*[np.asarray(t).dtype for t in theta]) if isinstance(theta, (tuple, list)) else float
             s = tuple(np.zeros((B, n), dtype=dtype) for n in energy.sizes[1:])
         else:
-            s = energy.check_state(tuple(np.asarray(a) for a in s0), B) if hasattr(energy, "check_state") else tuple(s0)
+            s = energy.check_state(tuple(np.asarray(a) for a in s0), B) if isinstance(energy, ChecksState) else tuple(s0)
             if not all(np.all(np.isfinite(a)) for a in s):
                 raise PhysgradError("s0 contains NaN or inf")
         s = _clamped(s, nudge)

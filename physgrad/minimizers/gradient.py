@@ -20,7 +20,7 @@ import numpy as np
 from autograd import grad
 from autograd.builtins import tuple as atuple
 
-from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
+from physgrad.types import FREE, ChecksNudge, ChecksState, Equilibrium, Nudge, PhysgradError
 from physgrad.minimizers.block import _clamped
 from physgrad.minimizers.loop import iterate
 
@@ -90,10 +90,10 @@ class GradientDescent:
         self.accepts(energy)
         t0 = time.perf_counter()
         B = np.shape(energy.input_layer(x))[0]
-        if hasattr(energy, "check_nudge"):
+        if isinstance(energy, ChecksNudge):
             energy.check_nudge(theta, nudge)
         s = tuple(np.zeros((B, n)) for n in energy.sizes[1:]) if s0 is None else tuple(np.asarray(a, float) for a in s0)
-        if hasattr(energy, "check_state"):
+        if isinstance(energy, ChecksState):
             energy.check_state(s, B)
         s = self._project(energy, _clamped(s, nudge))
         s, status, n, residual, message = iterate(lambda s: self.step(energy, theta, x, s, nudge), s,

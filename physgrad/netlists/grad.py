@@ -284,3 +284,27 @@ def controlled_grad(circuit, method, beta, eta, steps, points) -> dict:
     out["route"] = "equivalent circuit of the energy-based amplifier circuit, times the island factors c_I a_I^2"
     out["islands"] = analysis.describe()
     return out
+
+
+def as_circuit(circuit):
+    """A :class:`~physgrad.Circuit` from a Circuit (returned as is), a netlist path, or netlist text.
+
+    Parameters
+    ----------
+    circuit : Circuit, str or os.PathLike
+        A string holding a newline is netlist text (resistors in ohms; the first line is the
+        title, as in SPICE); any other string or path names a netlist file.
+    """
+    import os
+
+    from physgrad.circuit import Circuit
+    from physgrad.circuit.netlist import parse_netlist, read_netlist
+    from physgrad.types import BadArgumentError
+
+    if isinstance(circuit, Circuit):
+        return circuit
+    if isinstance(circuit, str) and "\n" in circuit:
+        return parse_netlist(circuit)
+    if isinstance(circuit, (str, os.PathLike)):
+        return read_netlist(circuit)
+    raise BadArgumentError(f"expected a Circuit, a netlist path or netlist text, got {type(circuit).__name__}")
