@@ -7,7 +7,7 @@ from physgrad.layered.data import DATASETS, download
 def register(sub) -> None:
     """Add ``download`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("download", help="download an MNIST-format dataset (checksummed)")
-    p.add_argument("name", choices=sorted(DATASETS))
+    p.add_argument("name", choices=sorted(DATASETS), help="dataset to download")
     p.add_argument("--dest", default=None, help="target folder (default ~/.physgrad/data/NAME)")
     p.add_argument("--mirror", action="append", default=None, help="base URL (repeatable); default: public mirrors")
     p.set_defaults(func=run)

@@ -58,8 +58,8 @@ def register(sub) -> None:
                         "0.05 g^2/V^2 (g the median conductance, V the span of the source voltages)")
     p.add_argument("--g-min", type=float, default=None, help="smallest conductance (S); default 1e-3 x median")
     p.add_argument("--g-max", type=float, default=None, help="largest conductance (S); default none")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (passes over --data), default 20")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per learning step, default 32")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample order")
     p.add_argument("--levels", type=_floats, default=None,
                    help="class voltages for --loss levels (default evenly inside the span of the sources)")
@@ -71,7 +71,7 @@ def register(sub) -> None:
                         "file; updates go through the devices, equilibria see what they read; default ideal")
     p.add_argument("--out", default=None, help="run folder (default runs/fit-<netlist name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=run)
 
 

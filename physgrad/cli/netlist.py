@@ -55,6 +55,7 @@ def register(sub) -> None:
     q.add_argument("--both-diodes", action="store_true",
                    help="clip each hidden unit on both sides (hard tanh; needs --vth > 0)")
     q.add_argument("--no-skip", action="store_true", help="leave out the direct input -> output resistors")
+    q.add_argument("--no-bias", action="store_true", help="leave out the two bias sources (no per-unit offsets)")
     q.add_argument("--seed", type=int, default=0, help="seed of the initial conductances (uniform 0.5-1.5 x)")
     q.add_argument("--out", default=None, help="netlist file to write (refused if it exists unless --overwrite); "
                                                "default: print to stdout")
@@ -69,7 +70,7 @@ def run(args) -> int:
 
     text = layered_netlist(args.inputs, args.hidden, args.outputs, g0=1.0 / args.resistance,
                            hidden_scale=args.hidden_scale, bias=args.bias, vth=args.vth, both=args.both_diodes,
-                           skip=not args.no_skip, seed=args.seed)
+                           skip=not args.no_skip, bias_sources=not args.no_bias, seed=args.seed)
     if args.out:
         write_new_file(args.out, text, args.overwrite)
         print(f"{args.out}: {text.count(chr(10))} lines")

@@ -15,7 +15,8 @@ def register(sub) -> None:
                                    "failed, a diode in breakdown); 2 bad input (unreadable file, a netlist error "
                                    "naming file:line, an ill-posed circuit).")
     p.add_argument("file", help="netlist file (see physgrad.circuit.netlist for the accepted SPICE subset)")
-    p.add_argument("--solver", choices=SOLVERS, default="auto")
+    p.add_argument("--solver", choices=SOLVERS, default="auto",
+                   help="circuit solver; default auto (chosen by the circuit: linear, active set, Newton, MNA)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--engine", default="auto", choices=("auto", "dask", "pool"),
                    help="auto: Dask when installed, else a local process pool")
     p.add_argument("--status", action="store_true", help="print the table of what is done and exit")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=run)
 
 

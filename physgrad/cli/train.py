@@ -16,19 +16,19 @@ def register(sub) -> None:
     """Add ``train`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("train", help="train a layered network (DRN/DHN preset) on MNIST-format data",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="drn-1h", choices=list(PRESETS))
-    p.add_argument("--algorithm", default="cep", choices=ALGORITHMS)
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--train-size", type=int, default=None)
-    p.add_argument("--test-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--preset", default="drn-1h", choices=list(PRESETS), help="network and training recipe, default drn-1h")
+    p.add_argument("--algorithm", default="cep", choices=ALGORITHMS, help="learning rule, default cep (centered EP)")
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="dataset, default mnist")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX files (default: $PHYSGRAD_DATA, then the usual places; see physgrad download)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
+    p.add_argument("--train-size", type=int, default=None, help="use the first N training images (default: all)")
+    p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images (default: all)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed, an integer >= 0")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the fused pass over W1, evaluation and the generic engine's BLAS "
                         "(default 1; more threads pay off only on otherwise idle cores)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="floating-point type of weights and states, default float32")
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="fast: the fused kernels (cep, tbp); generic: any algorithm on the numpy reference "
                         "route; auto: fast for cep and tbp")
@@ -61,7 +61,7 @@ def register(sub) -> None:
     g.add_argument("--ema-every", type=int, default=None, help="batches between updates of the average (16)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=run)
 
 

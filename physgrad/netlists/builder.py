@@ -45,7 +45,7 @@ def _count(value, what: str, lo: int) -> int:
 
 def layered_circuit(n_inputs: int, n_hidden: int, n_outputs: int, *, g0: float = 1e-3, hidden_scale: float = 0.1,
                     bias: float = 1.0, vth: float = 0.0, both: bool = False, skip: bool = True,
-                    seed: int = 0) -> Circuit:
+                    bias_sources: bool = True, seed: int = 0) -> Circuit:
     """The layered circuit (see module docstring) as a :class:`Circuit` (conductances in S).
 
     Parameters
@@ -65,6 +65,8 @@ def layered_circuit(n_inputs: int, n_hidden: int, n_outputs: int, *, g0: float =
     skip : bool
         Direct input -> output resistors (the crossbar). Without them and without a hidden layer the
         outputs are joined to the bias sources only.
+    bias_sources : bool
+        The two bias sources (without them the units have no offset).
     seed : int
         Seed of the initial conductances.
     """
@@ -82,8 +84,10 @@ def layered_circuit(n_inputs: int, n_hidden: int, n_outputs: int, *, g0: float =
     for i in range(1, n_in + 1):
         els += [VoltageSource(f"vx{i}", f"x{i}", "0", 0.0), VoltageSource(f"vx{i}n", f"x{i}n", "0", 0.0)]
         ins += [f"x{i}", f"x{i}n"]
-    els += [VoltageSource("vbp", "bp", "0", float(bias)), VoltageSource("vbn", "bn", "0", -float(bias))]
-    sources = ins + ["bp", "bn"]
+    biases = ["bp", "bn"] if bias_sources else []
+    if bias_sources:
+        els += [VoltageSource("vbp", "bp", "0", float(bias)), VoltageSource("vbn", "bn", "0", -float(bias))]
+    sources = ins + biases
     count = [0]
 
     def res(a, b, scale):
@@ -97,7 +101,7 @@ def layered_circuit(n_inputs: int, n_hidden: int, n_outputs: int, *, g0: float =
         for s in sources:
             res(s, h, hidden_scale)
     for o in outs:
-        for s in (sources if skip else ["bp", "bn"]):
+        for s in (sources if skip else biases):
             res(s, o, 1.0)
         for h in hid:
             res(h, o, hidden_scale)

@@ -47,8 +47,8 @@ class _CircuitEstimator(BaseEstimator):
                  loss: Optional[str] = None, epochs: int = 20, batch_size: int = 32, optimizer: str = "adam",
                  lr: Optional[float] = None, beta: Optional[float] = None, eta: float = 0.1,
                  g_min: Optional[float] = None, g_max: Optional[float] = None, resistance: float = 1000.0,
-                 hidden_scale: float = 0.1, bias: float = 1.0, vth: float = 0.0, seed: int = 0,
-                 device_model: str = "ideal"):
+                 hidden_scale: float = 0.1, bias: float = 1.0, vth: float = 0.0, skip: bool = True,
+                 bias_sources: bool = True, seed: int = 0, device_model: str = "ideal"):
         self.netlist = netlist
         self.inputs = inputs
         self.outputs = outputs
@@ -67,6 +67,8 @@ class _CircuitEstimator(BaseEstimator):
         self.hidden_scale = hidden_scale
         self.bias = bias
         self.vth = vth
+        self.skip = skip
+        self.bias_sources = bias_sources
         self.seed = seed
         self.device_model = device_model
 
@@ -75,7 +77,8 @@ class _CircuitEstimator(BaseEstimator):
         """``(circuit, inputs, outputs, signed)`` for data with ``n_features`` columns."""
         if self.netlist is None:
             c = layered_circuit(n_features, int(self.hidden), n_outputs, g0=1.0 / float(self.resistance),
-                                hidden_scale=self.hidden_scale, bias=self.bias, vth=self.vth, seed=self.seed)
+                                hidden_scale=self.hidden_scale, bias=self.bias, vth=self.vth, skip=self.skip,
+                                bias_sources=self.bias_sources, seed=self.seed)
             return c, input_sources(n_features), tuple(f"o{k}" for k in range(1, n_outputs + 1)), True
         c = as_circuit(self.netlist)
         if self.inputs is None:
@@ -113,7 +116,7 @@ class _CircuitEstimator(BaseEstimator):
                                + ([str(int(targets[i, 0]))] if label else [repr(float(v)) for v in targets[i]]))
             spec = FitSpec(netlist=str(tmp / "net.cir"), data=str(tmp / "train.csv"), inputs=ins, outputs=outs,
                            label_column="label" if label else None, loss=self.loss or self._loss_default,
-                           method=self.method, beta=self.beta, eta=self.eta, optimizer=self.optimizer, lr=self.lr,
+                           method=self.method, beta=self.beta, eta=self.eta, optimizer=self.optimizer, lr=self._lr(),
                            g_min=self.g_min, g_max=self.g_max, epochs=int(self.epochs),
                            batch_size=int(self.batch_size), seed=int(self.seed), device_model=self.device_model)
             rows = fit_run(spec, tmp / "run", progress=False, log=lambda *a, **k: None)
@@ -129,6 +132,15 @@ class _CircuitEstimator(BaseEstimator):
         self.history_ = rows
         self.n_features_in_ = int(np.shape(X)[1])
         return self
+
+    def _lr(self) -> Optional[float]:
+        """The learning rate: ``lr``; for a built circuit with adam by default ``0.1 / resistance`` (S per
+        step: a tenth of the crossbar's conductance, whatever the hidden layer's initial scale; the
+        fit default, 0.01 x the median conductance, drops tenfold when a hidden layer that starts
+        small holds most of the resistors); else ``fit``'s default."""
+        if self.lr is not None or self.netlist is not None or self.optimizer != "adam":
+            return self.lr
+        return 0.1 / float(self.resistance)
 
     def _one_output(self) -> bool:
         return (self.loss or self._loss_default) == "levels"
@@ -160,10 +172,11 @@ class CircuitClassifier(ClassifierMixin, _CircuitEstimator):
     loss : {"argmax", "xent", "levels"}, optional
         Default ``argmax`` (one output per class; the highest voltage wins).
     epochs, batch_size, optimizer, lr, beta, eta, g_min, g_max, seed, device_model
-        As ``physgrad fit`` (beta, g_min, g_max in S; lr in S per step for adam).
-    resistance, hidden_scale, bias, vth
+        As ``physgrad fit`` (beta, g_min, g_max in S; lr in S per step for adam; for a built circuit
+        with adam the default lr is ``0.1 / resistance``).
+    resistance, hidden_scale, bias, vth, skip, bias_sources
         Built circuit: typical resistance (ohm), hidden-layer conductance ratio, bias voltage (V), diode
-        threshold (V).
+        threshold (V), direct input -> output resistors, the two bias sources.
 
     Attributes
     ----------

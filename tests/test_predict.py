@@ -1,0 +1,148 @@
+"""``physgrad predict`` and ``physgrad netlist``: predictions against independent solves of trained.cir
+(the circuit core's one-sample solve and ngspice), metrics, files never overwritten, exit codes."""
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from physgrad.circuit.netlist import parse_netlist, read_netlist
+from physgrad.circuit.solve import solve
+from physgrad.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+IRIS_CIR = ROOT / "physgrad" / "examples" / "iris" / "iris16.cir"
+IRIS_CSV = ROOT / "physgrad" / "examples" / "iris" / "iris.csv"
+INPUTS = ("vsl", "vsw", "vpl", "vpw")
+
+
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory):
+    """A one-epoch fit run of the Iris netlist on 30 rows (10 per class), and its CSV."""
+    tmp = tmp_path_factory.mktemp("iris")
+    lines = IRIS_CSV.read_text().splitlines()
+    rows = [lines[0]] + lines[1:11] + lines[51:61] + lines[101:111]
+    data = tmp / "iris30.csv"
+    data.write_text("\n".join(rows) + "\n")
+    assert main(["fit", str(IRIS_CIR), "--data", str(data), "--inputs", ",".join(INPUTS), "--outputs", "o1,o2,o3",
+                 "--label-column", "species", "--epochs", "1", "--out", str(tmp / "run"), "--no-progress"]) == 0
+    return tmp / "run", data
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _independent(trained, data):
+    """Output voltages of trained.cir for each CSV row: one circuit-core solve per row (not batched)."""
+    c = read_netlist(trained)
+    out = []
+    for row in _rows(data):
+        sol = solve(c.with_sources({s: float(row[s]) for s in INPUTS}))
+        out.append([sol.voltage(f"o{k}") for k in (1, 2, 3)])
+    return np.array(out)
+
+
+def test_predict_from_run_folder_matches_independent_solves(iris_run, tmp_path, capsys):
+    run, data = iris_run
+    out = tmp_path / "pred.csv"
+    capsys.readouterr()
+    assert main(["predict", str(run), "--data", str(data), "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    pred = _rows(out)
+    v = np.array([[float(r[f"o{k}"]) for k in (1, 2, 3)] for r in pred])
+    np.testing.assert_allclose(v, _independent(run / "trained.cir", data), rtol=0, atol=1e-9)
+    # accuracy: the predicted class is the highest output; labels from the CSV
+    names = ["setosa", "versicolor", "virginica"]
+    truth = [r["species"] for r in _rows(data)]
+    assert [r["label"] for r in pred] == truth
+    assert [r["predicted"] for r in pred] == [names[i] for i in np.argmax(v, axis=1)]
+    assert res["accuracy"] == pytest.approx(np.mean([p["predicted"] == t for p, t in zip(pred, truth)]))
+    assert [int(r["line"]) for r in pred] == list(range(2, 32))
+
+
+def test_predict_rmse_with_target_columns_and_a_bare_netlist(iris_run, tmp_path, capsys):
+    run, data = iris_run
+    v = _independent(run / "trained.cir", data)
+    rng = np.random.default_rng(1)
+    y = v + rng.normal(0, 0.1, v.shape)
+    rows = _rows(data)
+    with open(tmp_path / "targets.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*INPUTS, "o1", "o2", "o3"])
+        for r, t in zip(rows, y):
+            w.writerow([r[s] for s in INPUTS] + [repr(float(a)) for a in t])
+    # a bare netlist: inputs = the columns named like its sources, outputs given
+    capsys.readouterr()
+    assert main(["predict", str(run / "trained.cir"), "--data", str(tmp_path / "targets.csv"), "--outputs",
+                 "o1,o2,o3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["inputs"] == list(INPUTS)
+    assert res["rmse_V"] == pytest.approx(np.sqrt(np.mean((v - y) ** 2)), rel=1e-9)
+    for k in (1, 2, 3):
+        assert res["rmse_V_per_output"][f"o{k}"] == pytest.approx(np.sqrt(np.mean((v[:, k - 1] - y[:, k - 1]) ** 2)),
+                                                                  rel=1e-9)
+    assert "accuracy" not in res
+
+
+@pytest.mark.ngspice
+def test_predict_agrees_with_ngspice(iris_run, tmp_path, capsys):
+    if shutil.which("ngspice") is None:
+        if os.environ.get("CI"):
+            pytest.fail("ngspice missing under CI")
+        pytest.skip("ngspice not installed")
+    from physgrad.circuit.ngspice import run_ngspice
+
+    run, data = iris_run
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run), "--data", str(data), "--out", str(out)]) == 0
+    trained = read_netlist(run / "trained.cir")
+    for row, pred in list(zip(_rows(data), _rows(out)))[::12]:
+        ng = run_ngspice(trained.with_sources({s: float(row[s]) for s in INPUTS}))
+        for k in (1, 2, 3):
+            assert float(pred[f"o{k}"]) == pytest.approx(ng.voltage(f"o{k}"), abs=1e-8)
+
+
+def test_predict_never_overwrites_and_exit_codes(iris_run, tmp_path, capsys):
+    run, data = iris_run
+    out = tmp_path / "pred.csv"
+    out.write_text("mine\n")
+    assert main(["predict", str(run), "--data", str(data), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_text() == "mine\n"
+    assert main(["predict", str(run), "--data", str(data), "--out", str(out), "--overwrite"]) == 0
+    assert out.read_text().startswith("line,o1,o2,o3,predicted,label")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pred.csv")]  # no temporary left
+    bad = tmp_path / "bad.csv"
+    bad.write_text("vsl,vsw,vpl,vpw,species\n1,2,x,4,setosa\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), "--data", str(bad)]) == 2
+    assert "bad.csv:2" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "--data", str(data)]) == 2  # a folder without trained.cir
+    assert "trained.cir" in capsys.readouterr().err
+    assert main(["predict", str(run), "--data", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_netlist_layered_builds_a_trainable_circuit(tmp_path, capsys):
+    path = tmp_path / "net.cir"
+    assert main(["netlist", "layered", "--inputs", "3", "--hidden", "4", "--outputs", "2", "--out", str(path)]) == 0
+    c = read_netlist(path)
+    names = {el.name for el in c.elements}
+    assert {f"vx{i}" for i in (1, 2, 3)} | {f"vx{i}n" for i in (1, 2, 3)} | {"vbp", "vbn"} <= names
+    assert sum(1 for n in names if n.startswith("dh")) == 4
+    # (3 x 2 inputs + 2 biases) x (4 hidden + 2 outputs) + 4 x 2 hidden -> output = 56 resistors
+    assert len(c.resistors) == 8 * 6 + 4 * 2 and len(c.trainable_names) == len(c.resistors)
+    assert [t[0] for t in c.targets] == ["o1", "o2"]
+    x = np.array([0.3, -1.2, 2.0])
+    sol = solve(c.with_sources({**{f"vx{i + 1}": x[i] for i in range(3)}, **{f"vx{i + 1}n": -x[i] for i in range(3)}}))
+    assert all(sol.voltage(f"h{j}") <= 1e-12 for j in range(1, 5))  # the diodes clip the hidden units at 0 V
+    assert main(["netlist", "layered", "--inputs", "3", "--outputs", "2", "--out", str(path)]) == 2  # exists
+    capsys.readouterr()
+    assert main(["netlist", "layered", "--inputs", "2", "--hidden", "1", "--outputs", "2", "--both-diodes"]) == 2
+    assert "vth" in capsys.readouterr().err
+    assert main(["netlist", "layered", "--inputs", "2", "--outputs", "1", "--no-skip", "--hidden", "0"]) == 0
+    text = capsys.readouterr().out
+    assert parse_netlist(text).resistors and "x1 o1" not in text
