@@ -47,6 +47,9 @@ BETA_FLOOR = 1e3
 keeps about ``-log10(1 / BETA_FLOOR) = 3`` correct digits at the floor, measured in
 ``tests/test_front_door.py``)."""
 EPS = float(np.finfo(float).eps)
+MAX_ETA = 1e3
+"""Largest coupled-learning amplitude: a clamp 1000 times farther than the target is no small
+perturbation, and far beyond it the phases' squared voltages overflow."""
 
 
 def estimate_label(method: str) -> str:
@@ -135,7 +138,11 @@ def check_beta(beta: float, floor: float, what: str = "--beta") -> None:
 
 
 def check_eta(eta: float, floor: float, what: str = "--eta") -> None:
-    """Refuse a coupled-learning amplitude below its round-off floor (naming the smallest usable eta)."""
+    """Refuse a coupled-learning amplitude below its round-off floor (naming the smallest usable eta)
+    or above :data:`MAX_ETA`."""
+    if eta > MAX_ETA:
+        raise PhysgradError(f"{what} {eta:.3g} is above {MAX_ETA:g}: the clamp would sit {eta:.3g} times farther "
+                            "from the outputs than the target; use eta <= 1 (1: clamp to the target)")
     if not eta >= floor:
         raise PhysgradError(f"{what} {eta:.3g} is below round-off for this circuit's scales (the clamp would move the "
                             f"outputs by less than {BETA_FLOOR:.0f} round-offs of its voltages); the smallest usable "
@@ -162,7 +169,8 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
         (:class:`PhysgradError`); the default is raised to that floor when below it (noted in
         ``"notes"``).
     eta : float
-        Coupled-learning amplitude (dimensionless), refused below :func:`smallest_eta`.
+        Coupled-learning amplitude (dimensionless), refused below :func:`smallest_eta` and above
+        :data:`MAX_ETA`.
     steps : int
         TBP sweeps / RBP iterations. ``points`` : nudges per period (fp, hep).
 

@@ -34,6 +34,8 @@ CHUNK = 1024
 """Samples per batched solve."""
 MAX_CONFIG_BYTES = 1 << 20
 """Largest ``config.json`` read from a run folder."""
+MAX_INPUT = 1e100
+"""Largest input magnitude (V or A): beyond it the co-content's squares overflow; refused (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,11 @@ def predict(model: Model, X) -> np.ndarray:
         raise PhysgradError(f"inputs must have shape (n, {len(model.inputs)}), got {X.shape}")
     if not np.all(np.isfinite(X)):
         raise PhysgradError("inputs contain NaN or inf")
+    big = np.argwhere(np.abs(X) > MAX_INPUT)
+    if big.size:
+        i, j = big[0]
+        raise PhysgradError(f"row {i + 1}: input {model.inputs[j]} = {X[i, j]:.3g} exceeds {MAX_INPUT:.0e} in "
+                            "magnitude (V or A)")
     energy = CoContentEnergy(model.circuit, model.inputs, model.outputs,
                              trainable=tuple(r.name for r in model.circuit.resistors)[:1] or None)
     theta, minimizer = energy.theta0(), CoContentMinimizer()
@@ -173,7 +180,10 @@ def predict(model: Model, X) -> np.ndarray:
         eq = minimizer.minimize(energy, theta, X[start:start + CHUNK])
         if not eq.converged:
             raise NotSolvedError(f"samples {start + 1}-{min(start + CHUNK, len(X))}: {eq.status}: {eq.message}")
-        outs.append(np.asarray(energy.outputs(eq.state), float))
+        o = np.asarray(energy.outputs(eq.state), float)
+        if not np.all(np.isfinite(o)):
+            raise NotSolvedError(f"samples {start + 1}-{min(start + CHUNK, len(X))}: non-finite output voltages")
+        outs.append(o)
     return np.concatenate(outs) if outs else np.zeros((0, len(model.outputs)))
 
 
@@ -226,7 +236,13 @@ def predict_table(model: Model, path) -> Prediction:
         numeric.update({n: f"target of output node {n}" for n in model.outputs})
     label = model.label_column if model.label_column in cols and model.loss is not None else None
     table = read_table(path, numeric, label)
-    out = predict(model, table.matrix(model.inputs))
+    X = table.matrix(model.inputs)
+    big = np.argwhere(np.abs(X) > MAX_INPUT)
+    if big.size:
+        i, j = big[0]
+        raise DataError(f"{path}:{table.lines[i]}: column {model.inputs[j]} = {X[i, j]:.3g} exceeds {MAX_INPUT:.0e} "
+                        "in magnitude (V or A)")
+    out = predict(model, X)
     metrics, targets, predicted, labels = {"n": int(table.n_rows)}, None, None, None
     if has_targets:
         targets = table.matrix(model.outputs)
