@@ -21,14 +21,14 @@ capabilities :class:`SplitsParameters`, :class:`ChecksNudge`, :class:`ChecksStat
 
 The package is layered; an import only ever points down this list (checked by import-linter):
 ``cli`` -> ``sweep`` -> ``layered`` | ``netlists`` | ``verification`` -> ``learning`` -> ``minimizers`` ->
-``energies`` -> ``circuit`` | ``devices`` -> ``pytree`` -> ``types``. This module sits beside the list
-(it only re-exports).
+``energies`` -> ``circuit`` | ``devices`` -> ``pytree`` -> ``types``. This module sits beside the list:
+it imports nothing at import time and resolves each name with ``importlib`` on first use, so a lower
+floor's ``from physgrad import __version__`` pulls in nothing above it.
 """
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -46,17 +46,14 @@ _LAZY = {
     "physgrad.minimizers.co_content": ("CoContentMinimizer",),
     "physgrad.learning": ("make_estimator", "METHODS"),
     # netlists: gradients, prediction, design, scikit-learn estimators
-    "physgrad.netlists.grad": ("as_circuit", "default_beta"),
+    "physgrad.netlists.grad": ("as_circuit", "default_beta", "solve", "gradient"),
     "physgrad.netlists.predict": ("predict",),
     "physgrad.netlists.builder": ("layered_netlist",),
     "physgrad.netlists.estimators": ("CircuitRegressor", "CircuitClassifier"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = sorted(_WHERE) + ["solve", "gradient", "__version__"]
-
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from physgrad.circuit import Circuit, CircuitSolution
+__all__ = sorted(_WHERE) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -71,76 +68,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list:
     return sorted(set(globals()) | set(__all__))
-
-
-def solve(circuit: Union[str, Path, "Circuit"], **options) -> "CircuitSolution":
-    """The steady state of a circuit given as a :class:`Circuit`, a netlist path or netlist text.
-
-    Parameters
-    ----------
-    circuit : Circuit, str or os.PathLike
-        A :class:`Circuit` (conductances in S), a path to a netlist file, or the netlist text itself
-        (a string holding a newline; its first line is the title, as in SPICE; resistors in ohms).
-    **options
-        Passed to :func:`physgrad.circuit.solve` (``solver=``, ``nudge=`` (beta in S), ...).
-
-    Returns
-    -------
-    CircuitSolution
-        Node voltages (V), element currents (A), the KKT certificate; ``.to_json()`` is strict JSON.
-
-    Examples
-    --------
-    >>> import physgrad
-    >>> sol = physgrad.solve("clipper\\nV1 in 0 5\\nR1 in out 1k\\nD1 out 0 dth\\n.model dth D(ideal=1 vth=0.7)\\n")
-    >>> round(sol.voltage("out"), 12), round(sol.current("d1") * 1e3, 12)   # V, mA
-    (0.7, 4.3)
-    """
-    from physgrad.circuit import solve as solve_circuit
-    from physgrad.netlists.grad import as_circuit
-
-    return solve_circuit(as_circuit(circuit), **options)
-
-
-def gradient(circuit: Union[str, Path, "Circuit"], method: str = "exact", *, beta: Optional[float] = None,
-             eta: float = 1e-2, steps: int = 300, points: Optional[int] = None) -> dict:
-    """dC/dg for every trainable resistor (``.trainable``, default all) of a circuit with ``.target`` lines.
-
-    The cost is :math:`C = \\tfrac12 \\sum_o (v_o - y_o)^2` (V^2) over the target nodes; ``g = 1/R``
-    in S, so each entry is in V^2/S (the clamped rules ``cl``, ``pcpl``, ``ncpl``, ``ccpl`` return an
-    update direction in V^2 instead: see the result's ``estimate`` and ``unit``).
-
-    Parameters
-    ----------
-    circuit : Circuit, str or os.PathLike
-        As in :func:`solve` (a netlist path or text in ohms, or a Circuit in S).
-    method : str
-        One of :data:`METHODS`: ``exact`` (KKT implicit differentiation), ``pep``/``nep``/``cep``
-        (equilibrium propagation), ``ep4``, ``fp``, ``hep``, ``cl``, ``pcpl``/``ncpl``/``ccpl``,
-        ``tbp``/``rbp``.
-    beta : float, optional
-        EP nudge (S); default :func:`default_beta` (1e-4 x the median resistor conductance). A nudge
-        below round-off for the circuit's scales raises :class:`PhysgradError` naming the smallest
-        usable beta.
-    eta : float
-        Coupled-learning amplitude (dimensionless). ``steps``: TBP/RBP iterations; ``points``: nudges
-        per period (fp, hep).
-
-    Returns
-    -------
-    dict
-        ``grad`` (resistor name -> value), ``cost`` (V^2), ``method``, ``beta`` (S), ``estimate``,
-        ``unit`` and method-specific entries (:func:`physgrad.netlists.grad.grad_result`); every
-        number finite (strict JSON).
-
-    Examples
-    --------
-    >>> import physgrad
-    >>> net = "divider\\nV1 in 0 1\\nR1 in out 1\\nR2 out 0 1\\n.target out 0.2\\n"
-    >>> g = physgrad.gradient(net)["grad"]          # C = (v - 0.2)^2 / 2 with v = g1 / (g1 + g2)
-    >>> round(g["r1"], 12), round(g["r2"], 12)      # V^2/S
-    (0.075, -0.075)
-    """
-    from physgrad.netlists.grad import as_circuit, grad_result
-
-    return grad_result(as_circuit(circuit), method, beta, eta, steps, points)

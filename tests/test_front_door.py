@@ -221,3 +221,12 @@ def test_verify_writes_a_new_folder_and_refuses_a_non_empty_one(tmp_path, monkey
     assert "--overwrite" in capsys.readouterr().err and (mine / "summary.md").read_text() == "keep me"
     assert report_folder(str(mine), "quick", True) == mine
     assert report_folder(str(tmp_path / "new"), "full", False) == tmp_path / "new"
+
+
+def test_docstring_examples_of_the_front_door_run():
+    import doctest
+
+    from physgrad.netlists import grad
+
+    res = doctest.testmod(grad, raise_on_error=False)
+    assert res.attempted >= 4 and res.failed == 0

@@ -1,4 +1,6 @@
-r"""Gradients of a netlist's cost: the one default nudge, its round-off floor, and ``physgrad grad``'s result.
+r"""Gradients of a netlist's cost (the one default nudge, its round-off floor, ``physgrad grad``'s result)
+and the front door's :func:`solve` and :func:`gradient` (``physgrad.solve``, ``physgrad.gradient``: a
+Circuit, a netlist path or netlist text in).
 
 The cost of a netlist with ``.target NODE VALUE`` lines is :math:`C = \tfrac12 \sum_o (v_o - y_o)^2`
 (V^2); its gradient is taken with respect to the conductances :math:`g = 1/R` (S) of the trainable
@@ -23,10 +25,12 @@ more than ``BETA_FLOOR`` round-offs.
 from __future__ import annotations
 
 import math
-from typing import Optional
+import os
+from typing import Optional, Union
 
 import numpy as np
 
+from physgrad.circuit import Circuit, CircuitSolution
 from physgrad.learning import CODES
 from physgrad.types import PhysgradError
 
@@ -316,3 +320,73 @@ def as_circuit(circuit):
     if isinstance(circuit, (str, os.PathLike)):
         return read_netlist(circuit)
     raise BadArgumentError(f"expected a Circuit, a netlist path or netlist text, got {type(circuit).__name__}")
+
+
+def solve(circuit: Union[str, os.PathLike, Circuit], **options) -> CircuitSolution:
+    """The steady state of a circuit given as a :class:`Circuit`, a netlist path or netlist text.
+
+    Parameters
+    ----------
+    circuit : Circuit, str or os.PathLike
+        A :class:`Circuit` (conductances in S), a path to a netlist file, or the netlist text itself
+        (a string holding a newline; its first line is the title, as in SPICE; resistors in ohms).
+    **options
+        Passed to :func:`physgrad.circuit.solve` (``solver=``, ``nudge=`` (beta in S), ...).
+
+    Returns
+    -------
+    CircuitSolution
+        Node voltages (V), element currents (A), the KKT certificate; ``.to_json()`` is strict JSON.
+
+    Examples
+    --------
+    >>> import physgrad
+    >>> sol = physgrad.solve("clipper\\nV1 in 0 5\\nR1 in out 1k\\nD1 out 0 dth\\n.model dth D(ideal=1 vth=0.7)\\n")
+    >>> round(sol.voltage("out"), 12), round(sol.current("d1") * 1e3, 12)   # V, mA
+    (0.7, 4.3)
+    """
+    from physgrad.circuit import solve as solve_circuit
+
+    return solve_circuit(as_circuit(circuit), **options)
+
+
+def gradient(circuit: Union[str, os.PathLike, Circuit], method: str = "exact", *, beta: Optional[float] = None,
+             eta: float = 1e-2, steps: int = 300, points: Optional[int] = None) -> dict:
+    """dC/dg for every trainable resistor (``.trainable``, default all) of a circuit with ``.target`` lines.
+
+    The cost is :math:`C = \\tfrac12 \\sum_o (v_o - y_o)^2` (V^2) over the target nodes; ``g = 1/R``
+    in S, so each entry is in V^2/S (the clamped rules ``cl``, ``pcpl``, ``ncpl``, ``ccpl`` return an
+    update direction in V^2 instead: see the result's ``estimate`` and ``unit``).
+
+    Parameters
+    ----------
+    circuit : Circuit, str or os.PathLike
+        As in :func:`solve` (a netlist path or text in ohms, or a Circuit in S).
+    method : str
+        One of :data:`METHODS`: ``exact`` (KKT implicit differentiation), ``pep``/``nep``/``cep``
+        (equilibrium propagation), ``ep4``, ``fp``, ``hep``, ``cl``, ``pcpl``/``ncpl``/``ccpl``,
+        ``tbp``/``rbp``.
+    beta : float, optional
+        EP nudge (S); default :func:`default_beta` (1e-4 x the median resistor conductance). A nudge
+        below round-off for the circuit's scales raises :class:`PhysgradError` naming the smallest
+        usable beta.
+    eta : float
+        Coupled-learning amplitude (dimensionless). ``steps``: TBP/RBP iterations; ``points``: nudges
+        per period (fp, hep).
+
+    Returns
+    -------
+    dict
+        ``grad`` (resistor name -> value), ``cost`` (V^2), ``method``, ``beta`` (S), ``estimate``,
+        ``unit`` and method-specific entries (:func:`physgrad.netlists.grad.grad_result`); every
+        number finite (strict JSON).
+
+    Examples
+    --------
+    >>> import physgrad
+    >>> net = "divider\\nV1 in 0 1\\nR1 in out 1\\nR2 out 0 1\\n.target out 0.2\\n"
+    >>> g = physgrad.gradient(net)["grad"]          # C = (v - 0.2)^2 / 2 with v = g1 / (g1 + g2)
+    >>> round(g["r1"], 12), round(g["r2"], 12)      # V^2/S
+    (0.075, -0.075)
+    """
+    return grad_result(as_circuit(circuit), method, beta, eta, steps, points)
