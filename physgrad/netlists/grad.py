@@ -250,7 +250,7 @@ def _set_grad(out: dict, names, grad) -> None:
         bad = [n for n, v in zip(names, g) if not np.isfinite(v)]
         out["grad"] = None
         out["reason"] = (f"the estimate is not finite for {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} "
-                         "(overflow in the nudged phases: try a smaller --beta or --eta)")
+                         "(overflow: the circuit's voltages, conductances or nudge exceed what float64 holds)")
 
 
 def controlled_grad(circuit, method, beta, eta, steps, points) -> dict:
