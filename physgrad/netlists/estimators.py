@@ -187,7 +187,7 @@ class CircuitClassifier(ClassifierMixin, _CircuitEstimator):
         Built circuit: features are clipped to ``[-input_clip, input_clip]`` V before they drive the
         sources (default 3 V: after ``StandardScaler`` a rare feature of tiny variance reaches tens of
         volts, and that span sets the argmax margin and swamps the other inputs; on digits clipping took
-        the crossbar from 73.5 % to 97.4 % test accuracy, ``reports/experiments/netlist-design/``).
+        the crossbar from 73.8 % to 96.2 % test accuracy, ``reports/experiments/netlist-design/``).
 
     Attributes
     ----------
