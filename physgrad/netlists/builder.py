@@ -137,7 +137,10 @@ def layered_netlist(n_inputs: int, n_hidden: int, n_outputs: int, title: Optiona
         "* written by physgrad netlist layered (physgrad.netlists.builder); resistances in ohms",
         f"* inputs: sources {ins}; the data needs columns vx<i> = x_i and vx<i>n = -x_i (V)",
         f"* outputs: nodes {outs} (.target lines are placeholders; fit takes targets from the data)",
-        f"* train:  physgrad fit NETLIST --data TRAIN.csv --inputs {ins} --outputs {outs} --label-column LABEL",
+        f"* train:  physgrad fit NETLIST --data TRAIN.csv --inputs {ins} --outputs {outs} --label-column LABEL "
+        f"--lr {0.1 * options.get('g0', 1e-3):.3g}",
+        "*   (--lr 0.1 x the crossbar's conductance, S per step: fit's default, 0.01 x the median conductance, is",
+        "*   10x too small when the hidden layer starts small; features scaled to a few volts, e.g. clipped to +-3)",
     ]
     del head
     return "\n".join(note) + "\n" + rest
