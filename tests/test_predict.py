@@ -146,3 +146,56 @@ def test_netlist_layered_builds_a_trainable_circuit(tmp_path, capsys):
     assert main(["netlist", "layered", "--inputs", "2", "--outputs", "1", "--no-skip", "--hidden", "0"]) == 0
     text = capsys.readouterr().out
     assert parse_netlist(text).resistors and "x1 o1" not in text
+
+
+def test_predict_with_a_train_run_on_idx_npy_and_png(data_dir, tmp_path, capsys):
+    """A one-epoch DRN-XS run; predictions on IDX, NPY and PNG inputs agree with an independent
+    relaxation (the block-coordinate minimizer on the preset's energy, float64) and with each other."""
+    from physgrad.layered.data import FILES, read_idx
+    from physgrad.layered.predict import predict_run
+    from physgrad.layered.presets import PRESETS
+    from physgrad.layered.train import load_checkpoint
+    from physgrad.minimizers.block import BlockCoordinateDescent
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "drn-xs", "--data-dir", data_dir, "--epochs", "1", "--train-size", "16",
+                 "--test-size", "8", "--out", str(run), "--no-progress"]) == 0
+    idx_images = next(Path(data_dir).glob(FILES["test_images"] + "*"))
+    idx_labels = next(Path(data_dir).glob(FILES["test_labels"] + "*"))
+    images, labels = read_idx(idx_images), read_idx(idx_labels)
+    out, plot = tmp_path / "pred.csv", tmp_path / "confusion.png"
+    capsys.readouterr()
+    assert main(["predict", str(run), "--images", str(idx_images), "--labels", str(idx_labels), "--out", str(out),
+                 "--plot", str(plot), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    rows = _rows(out)
+    pred = np.array([int(r["predicted"]) for r in rows])
+    assert len(rows) == len(images) and res["accuracy"] == pytest.approx(np.mean(pred == labels))
+    assert np.array(res["confusion"]).sum() == len(images) and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # independent route: the generic minimizer, float64, on the stored parameters
+    preset = PRESETS["drn-xs"]
+    params = load_checkpoint(run / "checkpoint.npz")["params"]
+    energy = preset.energy()
+    x = images.reshape(len(images), -1) / 255.0
+    eq = BlockCoordinateDescent(schedule=preset.schedule, sweeps=preset.sweeps_eval, tol=None).minimize(
+        energy, tuple(np.asarray(p, np.float64) for p in params), x)
+    ref = np.asarray(energy.outputs(eq.state))
+    v = np.array([[float(r[f"out_{j}"]) for j in range(10)] for r in rows])
+    np.testing.assert_allclose(v, ref, atol=1e-4)  # float32 fused kernels vs float64 reference
+    assert np.mean(np.argmax(ref, axis=1) == pred) >= 0.85  # near-ties may flip between float32 and float64
+    # the same images as .npy and as PNG files give the same predictions
+    np.save(tmp_path / "x.npy", images)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    import matplotlib.image as mpimg
+
+    for i in range(4):
+        mpimg.imsave(pngs / f"img{i}.png", images[i], cmap="gray", vmin=0, vmax=255)
+    assert predict_run(run, np.load(tmp_path / "x.npy").reshape(len(images), -1) / 255.0).predicted.tolist() == \
+        pred.tolist()
+    assert main(["predict", str(run), "--images", str(pngs), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
+    assert main(["predict", str(run), "--images", str(tmp_path / "x.npy"), "--out", str(out)]) == 2  # exists
+    assert main(["predict", str(run), "--images", str(tmp_path / "x.npy"), "--plot", str(plot)]) == 2  # no labels
+    assert main(["predict", str(run), "--data", str(out)]) == 2
+    capsys.readouterr()
