@@ -47,7 +47,7 @@ _LAZY = {
     "physgrad.learning": ("make_estimator", "METHODS"),
     # netlists: gradients, prediction, design, scikit-learn estimators
     "physgrad.netlists.grad": ("as_circuit", "default_beta", "solve", "gradient"),
-    "physgrad.netlists.predict": ("predict",),
+    "physgrad.netlists.predict": ("load_model", "predict"),
     "physgrad.netlists.builder": ("layered_netlist",),
     "physgrad.netlists.estimators": ("CircuitRegressor", "CircuitClassifier"),
 }
