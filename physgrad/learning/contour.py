@@ -47,7 +47,7 @@ import numpy as np
 from physgrad.learning._phase import check_choice, check_positive, free_phase, solve_phase
 from physgrad.learning.cost import check_targets
 from physgrad.pytree import as_float_tree, tree_map
-from physgrad.types import Nudge, NotSolvedError, PhysgradError
+from physgrad.types import HasQuadraticForm, Nudge, NotSolvedError, PhysgradError
 
 Stencil = Literal["ep4", "fp"]
 STENCILS = get_args(Stencil)
@@ -166,7 +166,7 @@ class HolomorphicEP:
 
     def estimate(self, energy, theta, x, y, minimizer, free=None):
         """The real part of :math:`\\frac{1}{N b}\\sum_n e^{-2\\pi i n/N} \\partial_\\theta E(s_{\\beta_n})`."""
-        if not (hasattr(energy, "quadratic_form") and hasattr(energy, "output_rows")):
+        if not isinstance(energy, HasQuadraticForm):
             raise PhysgradError(f"holomorphic EP needs an energy with quadratic_form and output_rows (a circuit's "
                                 f"co-content); {type(energy).__name__} has not: use cep or ep4")
         free = free_phase(energy, theta, x, minimizer, free, self.strict)

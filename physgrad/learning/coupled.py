@@ -35,7 +35,7 @@ import numpy as np
 from autograd import grad as ag_grad
 from autograd import jacobian
 
-from physgrad.types import Nudge, PhysgradError
+from physgrad.types import HasQuadraticForm, Nudge, PhysgradError
 from physgrad.learning._phase import (CODES, VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
                                       solve_phase)
 from physgrad.learning.cost import check_targets
@@ -119,7 +119,7 @@ def coupled_limit(energy, theta, x, y, minimizer, free=None, active_tol: float =
     free = free_phase(energy, theta, x, minimizer, free, strict)
     y = check_targets(energy, free.state, y)
     theta = as_float_tree(theta)
-    if not (hasattr(energy, "quadratic_form") and hasattr(energy, "output_rows")):
+    if not isinstance(energy, HasQuadraticForm):
         return _smooth_coupled_limit(energy, theta, x, y, free.state, active_tol)
     qf = energy.quadratic_form(theta, x)
     if qf.has_smooth:
