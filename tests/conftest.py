@@ -23,3 +23,26 @@ def data_dir(tmp_path_factory):
                      ("test_labels", (te.reshape(16, -1).sum(1) % 10).astype(np.uint8))):
         write_idx(root / (FILES[key] + ".gz"), arr)
     return str(root)
+
+
+# CPU seconds per test (this process and the subprocesses it waited for), written as CSV when
+# PHYSGRAD_CPU_DURATIONS names a file: wall-clock durations mislead on a loaded machine, and the default
+# run's budget is stated in CPU seconds.
+import os as _os
+import resource as _resource
+
+
+def _cpu_now() -> float:
+    own = _resource.getrusage(_resource.RUSAGE_SELF)
+    kids = _resource.getrusage(_resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    path = _os.environ.get("PHYSGRAD_CPU_DURATIONS")
+    start = _cpu_now() if path else 0.0
+    yield
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{item.nodeid},{_cpu_now() - start:.3f}\n")
