@@ -78,6 +78,8 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
     ``island_weight``, on the local rule in physical voltages), and is refused for the others with a message naming the exact route.
     """
     beta = default_beta(circuit) if beta is None else beta
+    if circuit.transistors:
+        return _transistor_grad(circuit, method)
     if circuit.controlled_sources:
         return _controlled_grad(circuit, method, beta, eta, steps, points)
     from physgrad.energies.co_content import CoContentEnergy
@@ -148,6 +150,24 @@ def _controlled_grad(circuit, method, beta, eta, steps, points) -> dict:
     out["route"] = "equivalent circuit of the energy-based amplifier circuit, times the island factors c_I a_I^2"
     out["islands"] = analysis.describe()
     return out
+
+
+def _transistor_grad(circuit, method) -> dict:
+    """Circuits with transistors: the exact adjoint only (no co-content, so no EP estimate)."""
+    from physgrad.circuit.adjoint import mna_gradient
+    from physgrad.types import PhysgradError
+
+    if method != "exact":
+        raise PhysgradError(f"--method {method}: the circuit has transistors, which have no co-content (not "
+                            "reciprocal), so equilibrium propagation and the other estimators do not apply; use "
+                            "--method exact (the adjoint of the MNA equations)")
+    res = mna_gradient(circuit)
+    return {"cost": res.cost, "method": method, "beta": None, "grad": dict(zip(res.names, map(float, res.grad))),
+            "surrogate": None, "route": "adjoint of the MNA equations (transistors: no co-content)",
+            "islands": f"{len(circuit.transistors)} transistors", "unique": False,
+            "active_set": {"min_slack_V": _finite_or_none(res.min_slack),
+                           "min_current_A": _finite_or_none(res.min_current), "near_kink": res.near_kink,
+                           "active_diodes": list(res.active_diodes)}}
 
 
 def _finite_or_none(x):
