@@ -425,7 +425,10 @@ def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[
     mp = MNAProblem(circuit, n, tuple(branches), K, b, N, arr.vth[keep].astype(float), keep, shares, S, g, nudge,
                     out, y)
     try:
-        mp.lu
+        if mp.transistors.count:  # nodes may hang on transistors only: check the source loops with a shunt
+            factor_general(K + sp.diags(np.r_[np.ones(n), np.zeros(size - n)]))
+        else:
+            mp.lu
     except SingularSystemError:
         raise PhysgradError(
             "the circuit's equations are singular (its MNA matrix is exactly singular): a loop of voltage sources "

@@ -154,9 +154,12 @@ class TwinNetwork:
             els += [VoltageSource(f"vc{k}", name(k), "0", float(v)) for k, v in zip(self.outputs, clamp)]
         for e, (a, b) in enumerate(self.edges):
             if self.gate == "midpoint":  # g = V_G + v_a/2 + v_b/2 through two VCVS and the capacitor's source
-                els += [VCVS(f"ea{e}", f"ha{e}", "0", name(int(a)), "0", 0.5),
-                        VCVS(f"eb{e}", f"hb{e}", f"ha{e}", name(int(b)), "0", 0.5),
-                        VoltageSource(f"vg{e}", f"g{e}", f"hb{e}", float(v_gate[e]))]
+                ref = "0"
+                for tag, k in (("a", int(a)), ("b", int(b))):
+                    if name(k) != "0":
+                        els.append(VCVS(f"e{tag}{e}", f"h{tag}{e}", ref, name(k), "0", 0.5))
+                        ref = f"h{tag}{e}"
+                els.append(VoltageSource(f"vg{e}", f"g{e}", ref, float(v_gate[e])))
             else:
                 els.append(VoltageSource(f"vg{e}", f"g{e}", "0", float(v_gate[e])))
             els += [Mosfet(f"m{e}", name(int(a)), f"g{e}", name(int(b)), "0", self.model, W=self.W, L=self.L)]
