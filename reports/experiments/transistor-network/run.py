@@ -4,7 +4,7 @@ exact gradient of the gate voltages; the cosine between the two updates through 
 
 Run from the repository root::
 
-    PYTHONPATH=$PWD python3 reports/experiments/transistor-network/run.py [--steps N] [--out DIR]
+    PYTHONPATH=$PWD python3 reports/experiments/transistor-network/run.py [--steps N] [--tau T] [--eta E] [--out DIR]
 
 Writes ``metrics_<task>_<rule>.csv`` (step, cost, cosine, predictions), ``summary.json`` and the
 plots ``xor.png``, ``regression.png``, ``modes.png``, ``cosine.png`` into ``--out`` (default: this
@@ -29,15 +29,15 @@ X_REG = np.linspace(0.0, 1.0, 9)[:, None]
 Y_REG = 0.2 + 0.5 * X_REG**2
 
 
-def tasks(steps: int) -> dict:
+def tasks(steps: int, tau: float = 1000.0, eta: float = 0.01) -> dict:
     """The two tasks: network, data, the two rules' configurations (rates tuned per rule)."""
     edges = torus_edges(4, 4)
     xor_net = TwinNetwork(16, edges, inputs=(5, 15), fixed=((0, 0.0), (10, 1.0)), outputs=(3, 12), differential=True)
     reg_net = TwinNetwork(16, edges, inputs=(5,), fixed=((0, 0.0), (10, 1.0)), outputs=(3,))
     every = max(1, steps // 100)
-    # both rules leak alike (tau = 2000 steps toward 2.5 V: the initial gates); the rates differ: the
+    # both rules leak alike (tau steps toward 2.5 V, the initial gates' mean); the rates differ: the
     # local update is ~1e-3 of the gradient's size (it carries the output's conductance, see twin.py)
-    leak = {"tau_steps": 2000.0, "v_rest": 2.5, "steps": steps, "record_every": every, "eta": 0.1}
+    leak = {"tau_steps": tau, "v_rest": 2.5, "steps": steps, "record_every": every, "eta": eta}
     cfgs = {"local": TwinConfig(rate=2e4, **leak), "exact": TwinConfig(rate=5.0, **leak)}
     return {"xor": (xor_net, X_XOR, Y_XOR, cfgs), "regression": (reg_net, X_REG, Y_REG, cfgs)}
 
@@ -55,12 +55,14 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tau", type=float, default=1000.0, help="gate-capacitor leak time (steps)")
+    ap.add_argument("--eta", type=float, default=0.01, help="clamping fraction of the local rule")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"steps": args.steps, "seed": args.seed, "runs": {}}
+    summary = {"steps": args.steps, "seed": args.seed, "tau_steps": args.tau, "eta": args.eta, "runs": {}}
     hists = {}
-    for task, (net, X, Y, cfgs) in tasks(args.steps).items():
+    for task, (net, X, Y, cfgs) in tasks(args.steps, args.tau, args.eta).items():
         vg0 = 2.5 + 0.3 * np.random.default_rng(args.seed).standard_normal(net.n_edges)
         for rule, cfg in cfgs.items():
             t0, c0 = time.perf_counter(), time.process_time()
@@ -74,6 +76,9 @@ def main(argv=None) -> dict:
                    "predictions": [round(float(p), 4) for p in pred]}
             if task == "xor":
                 row["correct"] = int(np.sum(np.sign(pred) == np.sign(Y[:, 0])))
+                acc = np.array([np.sum(np.sign(o[:, 0]) == np.sign(Y[:, 0])) for o in h.outputs])
+                row["first_step_4_of_4"] = int(h.step[int(np.argmax(acc == 4))]) if np.any(acc == 4) else None
+                row["fraction_4_of_4_last_fifth"] = float(np.mean(acc[-max(1, len(acc) // 5):] == 4))
             else:
                 modes = np.array([error_modes(X[:, 0], o[:, 0] - Y[:, 0]) for o in h.outputs])
                 row["modes_initial"] = [float(m) for m in modes[0]]
