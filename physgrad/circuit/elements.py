@@ -17,7 +17,7 @@ Sign conventions (written once, here):
 Names of nodes and elements are case-insensitive in ASCII only (``A``-``Z`` fold to ``a``-``z`` and
 names are stored folded, as ngspice does); other characters are kept as they are, so the Kelvin sign
 ``K`` (U+212A) and ``k`` stay distinct names. An element's name starts with its SPICE letter (R, D,
-V, I).
+V, I, M, Q).
 """
 from __future__ import annotations
 
