@@ -497,6 +497,10 @@ class BjtModel:
         coefficients (> 0).
     gmin : float
         Conductance across each junction (S, ngspice's ``CKTgmin``); vt : thermal voltage (V).
+    SUBS : {1, -1, 0}
+        Substrate junction: 1 vertical (collector to substrate), -1 lateral (base to substrate), 0
+        ngspice's default (vertical for NPN, lateral for PNP). With ISS = 0 (not modelled otherwise)
+        it carries ngspice's gmin only.
     """
 
     name: str
@@ -516,12 +520,15 @@ class BjtModel:
     NC: float = 2.0
     gmin: float = NGSPICE_GMIN
     vt: float = NGSPICE_VT
+    SUBS: int = 0
 
     def __post_init__(self):
         name = _name_text(self.name, "model")
         if not name or any(ch.isspace() for ch in name):
             raise PhysgradError(f"invalid model name {self.name!r}")
         object.__setattr__(self, "name", name)
+        if self.SUBS not in (1, -1, 0):
+            raise PhysgradError(f"SUBS of BJT model {name} must be 1 (vertical), -1 (lateral) or 0, got {self.SUBS!r}")
         pol = str(self.polarity).lower()
         if pol not in ("npn", "pnp"):
             raise PhysgradError(f"BJT model {name}: polarity must be 'npn' or 'pnp', got {self.polarity!r}")
@@ -550,12 +557,17 @@ class BjtModel:
         """``+1`` for NPN, ``-1`` for PNP (SPICE's ``type``)."""
         return 1.0 if self.polarity == "npn" else -1.0
 
+    @property
+    def vertical(self) -> bool:
+        """Whether the substrate junction sits at the collector (else at the base)."""
+        return self.SUBS == 1 or (self.SUBS == 0 and self.polarity == "npn")
+
 
 @dataclass(frozen=True)
 class Bjt:
-    """Bipolar transistor (SPICE ``Q``): ``collector base emitter`` nodes, ``model`` and ``area``
-    (> 0, scales IS, ISE, ISC, IKF, IKR). Its current is the collector current (into the
-    collector terminal, A)."""
+    """Bipolar transistor (SPICE ``Q``): ``collector base emitter`` nodes, ``model``, ``area``
+    (> 0, scales IS, ISE, ISC, IKF, IKR) and the ``substrate`` node (ground by default, as SPICE's
+    3-node form). Its current is the collector current (into the collector terminal, A)."""
 
     name: str
     collector: str
@@ -563,10 +575,11 @@ class Bjt:
     emitter: str
     model: BjtModel
     area: float = 1.0
+    substrate: str = GROUND
 
     def __post_init__(self):
         object.__setattr__(self, "name", _element_name(self.name, "q", "bipolar transistor"))
-        for attr in ("collector", "base", "emitter"):
+        for attr in ("collector", "base", "emitter", "substrate"):
             object.__setattr__(self, attr, node_name(getattr(self, attr)))
         if not isinstance(self.model, BjtModel):
             raise PhysgradError(f"BJT {self.name}: model must be a BjtModel, got {type(self.model).__name__}")
@@ -577,7 +590,7 @@ class Bjt:
 
     @property
     def nodes(self):
-        return (self.collector, self.base, self.emitter)
+        return (self.collector, self.base, self.emitter) + ((self.substrate,) if self.substrate != GROUND else ())
 
 
 def _control_nodes(obj):

@@ -898,12 +898,14 @@ class _Builder:
         resolved in :meth:`finish`."""
         pos, kw = _split_args(toks[1:], where)
         count = 4 if letter == "m" else 3
+        substrate = None
         if letter == "q" and len(pos) > 4 and fold(pos[3]) not in self.models:
-            pos = pos[:3] + pos[4:]  # the substrate node: no DC current (ISS = 0)
+            substrate = self.node(pos[3], prefix, nodemap)  # the substrate node: gmin only (ISS = 0)
+            pos = pos[:3] + pos[4:]
         if len(pos) < count + 1:
             raise NetlistError(f"{where}: expected '{'Mname nd ng ns nb model' if letter == 'm' else 'Qname nc nb ne model'}"
                                " [parameters]'")
-        nodes = tuple(self.node(t, prefix, nodemap) for t in pos[:count])
+        nodes = tuple(self.node(t, prefix, nodemap) for t in pos[:count]) + ((substrate,) if substrate else ())
         area = 1.0
         for tok in pos[count + 1:]:
             if fold(tok) != "off":

@@ -36,7 +36,7 @@ MOS_DC_IRRELEVANT = {
 BJT_DC_IRRELEVANT = {
     "cje", "vje", "pe", "mje", "me", "tf", "xtf", "vtf", "itf", "ptf", "cjc", "vjc", "pc", "mjc", "mc", "xcjc",
     "cdis", "tr", "cjs", "ccs", "csub", "vjs", "ps", "mjs", "ms", "xtb", "eg", "xti", "kf", "af", "fc", "ns", "nkf",
-    "tnom", "mfg", "type", "subs", "rbm", "irb", "quasimod", "rco", "vo", "gamma", "qco", "level", "rb", "rc", "re",
+    "tnom", "mfg", "type", "rbm", "irb", "quasimod", "rco", "vo", "gamma", "qco", "level", "rb", "rc", "re",
     "iss", "tlev", "tlevc", "icrating", "vceo", "vcbo", "vebo", "pd",
 }
 
@@ -90,7 +90,7 @@ def bjt_model(name: str, kind: str, params: dict, number: Callable[[str, str], f
         if a in p:
             p.setdefault(k, p.pop(a))
     inf = (lambda k: p[k] if p.get(k, 0.0) != 0.0 else math.inf)  # SPICE: 0 means "none"
-    known = {"is", "bf", "br", "nf", "nr", "vaf", "var", "ikf", "ikr", "ise", "ne", "isc", "nc"}
+    known = {"is", "bf", "br", "nf", "nr", "vaf", "var", "ikf", "ikr", "ise", "ne", "isc", "nc", "subs"}
     unknown = set(p) - BJT_DC_IRRELEVANT - known
     if unknown:
         raise PhysgradError(f"BJT model {name}: unsupported parameter(s) {sorted(unknown)} (physgrad models IS BF BR "
@@ -98,7 +98,7 @@ def bjt_model(name: str, kind: str, params: dict, number: Callable[[str, str], f
     return BjtModel(name, kind, IS=p.get("is", 1e-16), BF=p.get("bf", 100.0), BR=p.get("br", 1.0),
                     NF=p.get("nf", 1.0), NR=p.get("nr", 1.0), VAF=inf("vaf"), VAR=inf("var"), IKF=inf("ikf"),
                     IKR=inf("ikr"), ISE=p.get("ise", 0.0), NE=p.get("ne", 1.5), ISC=p.get("isc", 0.0),
-                    NC=p.get("nc", 2.0))
+                    NC=p.get("nc", 2.0), SUBS=int(p.get("subs", 0.0)) if p.get("subs", 0.0) in (1.0, -1.0) else 0)
 
 
 def with_gmin(model, gmin: float):
@@ -127,7 +127,8 @@ def mosfet_instance(name: str, nodes: tuple, model: MosfetModel, ld: float, js: 
 
 
 def bjt_instance(name: str, nodes: tuple, model: BjtModel, area: float, inst: dict) -> Bjt:
-    """A :class:`Bjt` from its card (``area`` times the instance's ``AREA``/``M``)."""
+    """A :class:`Bjt` from its card (``area`` times the instance's ``AREA``/``M``); ``nodes``:
+    collector, base, emitter and optionally the substrate."""
     inst = dict(inst)
     for k in ("temp", "dtemp"):
         t = inst.pop(k, 27.0 if k == "temp" else 0.0)
@@ -136,7 +137,7 @@ def bjt_instance(name: str, nodes: tuple, model: BjtModel, area: float, inst: di
     area = area * inst.pop("area", 1.0) * inst.pop("m", 1.0)
     if inst:
         raise PhysgradError(f"BJT {name}: unsupported instance parameter(s) {sorted(inst)}")
-    return Bjt(name, *nodes, model, area=area)
+    return Bjt(name, *nodes[:3], model, area=area, substrate=nodes[3] if len(nodes) > 3 else "0")
 
 
 def _fmt(x: float) -> str:
@@ -157,6 +158,8 @@ def model_card(model) -> str:
         if math.isfinite(getattr(model, k)):
             parts.append(f"{k}={_fmt(getattr(model, k))}")
     parts += [f"ISE={_fmt(model.ISE)}", f"NE={_fmt(model.NE)}", f"ISC={_fmt(model.ISC)}", f"NC={_fmt(model.NC)}"]
+    if model.SUBS:
+        parts.append(f"SUBS={model.SUBS}")
     return f".model {model.name} {model.polarity.upper()}({' '.join(parts)})"
 
 
@@ -165,7 +168,8 @@ def instance_card(el) -> str:
     if isinstance(el, Mosfet):
         return (f"{el.name} {el.drain} {el.gate} {el.source} {el.bulk} {el.model.name} W={_fmt(el.W)} L={_fmt(el.L)}"
                 + (f" M={_fmt(el.m)}" if el.m != 1.0 else ""))
-    return f"{el.name} {el.collector} {el.base} {el.emitter} {el.model.name} {_fmt(el.area)}"
+    sub = f" {el.substrate}" if el.substrate != "0" else ""
+    return f"{el.name} {el.collector} {el.base} {el.emitter}{sub} {el.model.name} {_fmt(el.area)}"
 
 
 __all__ = ["MOS_KINDS", "BJT_KINDS", "mosfet_model", "bjt_model", "with_gmin", "mosfet_instance", "bjt_instance",

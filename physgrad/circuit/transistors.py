@@ -40,7 +40,10 @@ BJT, Gummel-Poon without series resistances, as ngspice's ``bjtload.c``: ``v_be 
 
 with the leakage diodes ``I_ben = ISE (e^{v_be/(NE v_t)} - 1) + g_min v_be`` and ``I_bcn`` (ISC, NC)
 likewise (ngspice puts its gmin there). Terminal currents (into the device) are ``t I_c`` at the
-collector, ``t I_b`` at the base and ``-t (I_c + I_b)`` at the emitter.
+collector, ``t I_b`` at the base and ``-t (I_c + I_b)`` at the emitter. The substrate junction
+(ISS = 0) is ngspice's gmin alone, from the collector (vertical, NPN's default) or the base
+(lateral, PNP's default) to the substrate node: a conductance ``gmin`` (measured against
+ngspice-39: a PNP's base held at 3 V through 1 GOhm loses ``gmin * 3 V`` to ground).
 
 References
 ----------
@@ -51,7 +54,7 @@ Syst. Tech. J. 49 (1970); ngspice ``src/spicelib/devices/mos1/mos1load.c``, ``bj
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -215,6 +218,7 @@ class TransistorTables:
     bjt_nodes: np.ndarray
     bjt: dict
     bjt_pos: np.ndarray
+    sub_nodes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))  # (k_q, 2): junction node, substrate
 
     @property
     def count(self) -> int:
@@ -244,8 +248,10 @@ def transistor_tables(circuit: Circuit) -> TransistorTables:
           "ISE": col(bjt, lambda e: e.model.ISE * e.area), "NE": col(bjt, lambda e: e.model.NE),
           "ISC": col(bjt, lambda e: e.model.ISC * e.area), "NC": col(bjt, lambda e: e.model.NC),
           "gmin": col(bjt, lambda e: e.model.gmin), "vt": col(bjt, lambda e: e.model.vt)}
+    sub_nodes = np.array([[ix(e.collector if e.model.vertical else e.base), ix(e.substrate)] for _, e in bjt],
+                         dtype=np.int64).reshape(-1, 2)
     return TransistorTables(mos_nodes, mp, np.array([k for k, _ in mos], dtype=np.int64), bjt_nodes, bp,
-                            np.array([k for k, _ in bjt], dtype=np.int64))
+                            np.array([k for k, _ in bjt], dtype=np.int64), sub_nodes)
 
 
 def _gather(vg: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -322,6 +328,16 @@ def transistor_terms(tab: TransistorTables, x: np.ndarray, n: int, *, jacobian: 
             c = np.repeat(nodes[:, None, :], m, axis=1)
             ok = (r >= 0) & (c >= 0)
             rows.append(r[ok]), cols.append(c[ok]), vals.append(J[ok])
+    if len(tab.sub_nodes):  # substrate junctions: gmin each
+        a, b = tab.sub_nodes[:, 0], tab.sub_nodes[:, 1]
+        g = tab.bjt["gmin"]
+        i = g * (vg[a] - vg[b])
+        np.add.at(T, a[a >= 0], i[a >= 0])
+        np.add.at(T, b[b >= 0], -i[b >= 0])
+        if jacobian:
+            for r, c, sgn in ((a, a, 1.0), (b, b, 1.0), (a, b, -1.0), (b, a, -1.0)):
+                ok = (r >= 0) & (c >= 0)
+                rows.append(r[ok]), cols.append(c[ok]), vals.append(sgn * g[ok])
     if not jacobian:
         return T, None
     if rows:
@@ -377,9 +393,9 @@ def limit_fraction(tab: TransistorTables, x: np.ndarray, dx: np.ndarray, n: int)
 def connections(tab: TransistorTables) -> tuple:
     """``(a, b)`` node pairs (ground ``-1``) that fix relative voltages: each junction (MOSFET
     bulk-drain, bulk-source; BJT base-emitter, base-collector). A gate fixes nothing."""
-    m, q = tab.mos_nodes, tab.bjt_nodes
-    a = np.concatenate([m[:, 3], m[:, 3], q[:, 1], q[:, 1]]).astype(np.int64)
-    b = np.concatenate([m[:, 0], m[:, 2], q[:, 2], q[:, 0]]).astype(np.int64)
+    m, q, sub = tab.mos_nodes, tab.bjt_nodes, tab.sub_nodes
+    a = np.concatenate([m[:, 3], m[:, 3], q[:, 1], q[:, 1], sub[:, 0]]).astype(np.int64)
+    b = np.concatenate([m[:, 0], m[:, 2], q[:, 2], q[:, 0], sub[:, 1]]).astype(np.int64)
     return a, b
 
 
