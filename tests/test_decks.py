@@ -126,7 +126,7 @@ def test_subcircuits_flattened_with_params_and_node_mapping():
     ("t\n.subckt s a b\nr1 a b 1\n", r"t\.cir:2: .subckt s without .ends"),
     ("t\nr1 a 0 1\n.ends\n", r"t\.cir:3: .ends without .subckt"),
     ("t\n.subckt s a b p=1\nr1 a b {p}\n.ends\nx1 a 0 s q=2\nv1 a 0 1\n", r"t\.cir:5: .*has no parameter"),
-    ("t\n.subckt s a b\nq1 a b 0 npn\n.ends\nx1 a 0 s\nv1 a 0 1\n", r"t\.cir:3: q1 is a bipolar transistor"),
+    ("t\n.subckt s a b\nj1 a b 0 jn\n.ends\nx1 a 0 s\nv1 a 0 1\n", r"t\.cir:3: j1 is a JFET"),
     ("t\nv1 a 0 1\nr1 a 0 1k\ne1 b 0 poly(1) a 0 0 2\n", r"t\.cir:4: e1: the 'poly' form"),
     ("t\nv1 a 0 1\nr1 a 0 1k\nf1 b 0 vx 2\nr2 b 0 1\n", r"t\.cir:4: f1 is controlled by the current of 'vx'"),
     ("t\nv1 a 0 1\nr1 a 0 1k\n.temp 50\n", r"t\.cir:4: temp = 50.0 C"),

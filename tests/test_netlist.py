@@ -57,8 +57,9 @@ def test_shockley_model_and_gmin_option():
 
 
 ERRORS = [
-    ("t\nr1 a 0 1k\nq1 a 0 1\n", r"t\.cir:3: q1 is a bipolar transistor, which physgrad does not model"),
-    ("t\nr1 a 0 1k\nv1 a 0 1\nm1 a a 0 0 nm\n", r"t\.cir:4: m1 is a MOSFET"),
+    ("t\nr1 a 0 1k\nj1 a 0 1 jm\n", r"t\.cir:3: j1 is a JFET, which physgrad does not model"),
+    ("t\nr1 a 0 1k\nq1 a 0 1\n", r"t\.cir:3: expected 'Qname nc nb ne model"),
+    ("t\nr1 a 0 1k\nv1 a 0 1\nm1 a a 0 0 nm\n", r"t\.cir:4: m1 uses unknown model 'nm'"),
     ("t\nr1 a 0 1k\n%1 a 0 1\n", r"t\.cir:3: unknown element letter '%'"),
     ("t\nr1 a 0\n", r"t\.cir:2: expected 'Rname n1 n2 value'"),
     ("t\nr1 a 0 0\n", r"t\.cir:2: resistor r1 needs a positive resistance"),

@@ -22,6 +22,9 @@ Controlled sources (SPICE's linear E, F, G, H: :class:`VCVS`, :class:`CCCS`, :cl
 ``mna-newton``) or, for energy-based amplifier circuits, as their equivalent circuit
 (:mod:`physgrad.circuit.amplifiers`); :mod:`physgrad.circuit.adjoint` gives the exact gradient of any
 of them, :mod:`physgrad.circuit.mlp` turns a ReLU MLP into such a circuit.
+
+Transistors (:class:`Mosfet` level 1, :class:`Bjt` Gummel-Poon; laws in
+:mod:`physgrad.circuit.transistors`) have no co-content: they are solved by ``mna-newton`` only.
 """
 from physgrad.circuit.elements import (
     CCCS,
@@ -29,10 +32,14 @@ from physgrad.circuit.elements import (
     VCCS,
     VCVS,
     GROUND,
+    Bjt,
+    BjtModel,
     Circuit,
     CurrentSource,
     DiodeModel,
     IdealDiode,
+    Mosfet,
+    MosfetModel,
     Resistor,
     ShockleyDiode,
     VoltageSource,
@@ -44,6 +51,6 @@ from physgrad.circuit.solve import SOLVERS, solve
 
 __all__ = [
     "CCCS", "CCVS", "VCCS", "VCVS", "GROUND", "Circuit", "CurrentSource", "DiodeModel", "IdealDiode", "Resistor",
-    "ShockleyDiode", "VoltageSource", "Deck", "NetlistError", "parse_netlist", "read_deck", "read_netlist",
+    "ShockleyDiode", "VoltageSource", "Mosfet", "MosfetModel", "Bjt", "BjtModel", "Deck", "NetlistError", "parse_netlist", "read_deck", "read_netlist",
     "write_netlist", "CircuitSolution", "SOLVERS", "solve", "BatchSolution", "BatchSolver", "solve_batch",
 ]

@@ -13,6 +13,9 @@ With the cost :math:`C = \tfrac12\sum_o (v_o - y_o)^2`, one solve of the transpo
 .. math:: \frac{dC}{dg_k} = -\mu^\top \frac{\partial R}{\partial g_k} = -\Delta v_k\,(\mu_a - \mu_b)
 
 for a resistor ``k`` from node ``a`` to node ``b`` (``Delta v_k = v_a - v_b``; ``mu`` on ground is 0).
+The same ``mu`` gives every independent source's derivative (``R`` holds ``-b``): ``dC/dV_j = mu_j``
+on a voltage source's branch row, ``dC/dI_k = mu_b - mu_a`` for a current source from ``a`` to
+``b``. Transistors add their Jacobian ``dT/dx`` (:mod:`physgrad.circuit.transistors`) to ``J``.
 It is the true gradient wherever the active set is locally constant (strict complementarity); the
 margins (smallest slack of an off diode, V; smallest current of a conducting one, A) are reported,
 and ``near_kink`` flags them below ``kink_tol`` relative to the voltage and current scales, as in
@@ -26,13 +29,13 @@ Trans. Circuit Theory 16 (1969).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.circuit.elements import Circuit
+from physgrad.circuit.elements import Circuit, CurrentSource, VoltageSource
 from physgrad.circuit.mna import build_mna, factor_general
 from physgrad.circuit.solution import CircuitSolution
 from physgrad.circuit.solve import solve
@@ -52,11 +55,18 @@ class AdjointResult:
     min_current: float
     near_kink: bool
     solution: CircuitSolution
+    source_grad: np.ndarray = field(default_factory=lambda: np.zeros(0))  # V^2/V or V^2/A, per ``source_names``
+    source_names: tuple = ()
 
 
 def mna_gradient(circuit: Circuit, solution: Optional[CircuitSolution] = None, *, kink_tol: float = 1e-7,
-                 solver: str = "auto") -> AdjointResult:
-    """``dC/dg`` for the trainable resistors of ``circuit`` (its ``.target`` lines define ``C``).
+                 solver: str = "auto", sources: Sequence[str] = (), resistors: Optional[Sequence[str]] = None
+                 ) -> AdjointResult:
+    """``dC/dg`` for the trainable resistors of ``circuit`` (its ``.target`` lines define ``C``), and
+    ``dC/d(value)`` for the independent sources named in ``sources`` (``source_grad``).
+
+    ``resistors`` (names) replaces the circuit's trainable resistors (may be empty when sources are
+    asked for).
 
     ``solution`` (a converged free steady state of ``circuit``, with the MNA unknowns ``info["x"]``)
     is computed with ``solver`` when not given. Raises :class:`PhysgradError` without targets or
@@ -65,9 +75,10 @@ def mna_gradient(circuit: Circuit, solution: Optional[CircuitSolution] = None, *
     """
     if not circuit.targets:
         raise PhysgradError("the circuit has no output nodes: add `.target NODE VALUE` lines")
-    names = circuit.trainable_names
-    if not names:
-        raise PhysgradError("the circuit has no trainable resistors")
+    names = tuple(circuit.trainable_names if resistors is None else resistors)
+    sources = tuple(sources)
+    if not names and not sources:
+        raise PhysgradError("the circuit has no trainable resistors (and no sources were asked for)")
     sol = solve(circuit, solver) if solution is None else solution
     if not sol.converged:
         raise NotSolvedError(f"the free steady state is not converged: {sol.status}: {sol.message}")
@@ -87,6 +98,8 @@ def mna_gradient(circuit: Circuit, solution: Optional[CircuitSolution] = None, *
     if mp.S.shape[0]:
         _, _, slope = mp.shockley_terms(x)
         A = A + mp.S.T @ sp.diags(slope) @ mp.S
+    if mp.transistors.count:
+        A = A + mp.transistor_terms(x)[1]
     NW = mp.N[:, idx]
     J = sp.bmat([[A, NW], [NW.T, None]], format="csc") if idx.size else sp.csc_matrix(A)
     out = np.array([circuit.index_of_node(t[0]) for t in circuit.targets])
@@ -107,6 +120,17 @@ def mna_gradient(circuit: Circuit, solution: Optional[CircuitSolution] = None, *
     res_names = [circuit.elements[p].name for p in arr.res_pos]
     pos = {nm: k for k, nm in enumerate(res_names)}
     grad = np.array([g_all[pos[nm]] for nm in names])
+    src = np.zeros(len(sources))
+    for k, nm in enumerate(sources):
+        el = circuit.element(nm)
+        if isinstance(el, VoltageSource):
+            src[k] = mu[mp.branch_index[el.name]]
+        elif isinstance(el, CurrentSource):
+            ia, ib = circuit.arrays.cs_a, circuit.arrays.cs_b
+            j = list(circuit.arrays.cs_pos).index(circuit.element_index[el.name])
+            src[k] = mug[ib[j]] - mug[ia[j]]
+        else:
+            raise PhysgradError(f"{nm!r} is not an independent source (V or I)")
     cost = 0.5 * float(np.sum((v[out] - y) ** 2))
     w = mp.slack(x)
     min_slack = float(np.min(w[~W], initial=np.inf))
@@ -116,7 +140,7 @@ def mna_gradient(circuit: Circuit, solution: Optional[CircuitSolution] = None, *
     near = min_slack < kink_tol * v_scale or min_current < kink_tol * i_scale
     dio_names = [circuit.elements[p].name for p in arr.dio_pos[mp.dio_rows]]
     return AdjointResult(grad, cost, tuple(names), tuple(dio_names[k] for k in idx), min_slack, min_current,
-                         bool(near), sol)
+                         bool(near), sol, src, tuple(circuit.element(nm).name for nm in sources))
 
 
 __all__ = ["AdjointResult", "mna_gradient"]

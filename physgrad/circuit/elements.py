@@ -17,7 +17,7 @@ Sign conventions (written once, here):
 Names of nodes and elements are case-insensitive in ASCII only (``A``-``Z`` fold to ``a``-``z`` and
 names are stored folded, as ngspice does); other characters are kept as they are, so the Kelvin sign
 ``K`` (U+212A) and ``k`` stay distinct names. An element's name starts with its SPICE letter (R, D,
-V, I).
+V, I, M, Q).
 """
 from __future__ import annotations
 
@@ -368,6 +368,231 @@ class CCVS:
         return (self.pos, self.neg)
 
 
+@dataclass(frozen=True)
+class MosfetModel:
+    r"""MOSFET model, SPICE level 1 (Shichman-Hodges) at DC, as ngspice's MOS1 computes it.
+
+    Parameters
+    ----------
+    name : str
+        Model name (``.model NAME NMOS|PMOS(...)``).
+    polarity : {"nmos", "pmos"}
+    VTO : float
+        Zero-bias threshold voltage (V; negative for an enhancement PMOS).
+    KP : float
+        Transconductance parameter (A/V^2, > 0); ngspice's default 2e-5.
+    LAMBDA : float
+        Channel-length modulation (1/V, >= 0), applied in the linear region too (as MOS1 does).
+    GAMMA : float
+        Body-effect coefficient (V^0.5, >= 0).
+    PHI : float
+        Surface potential (V, > 0).
+    IS : float
+        Saturation current of the bulk-drain and bulk-source junctions (A, >= 0).
+    gmin : float
+        Conductance across each bulk junction (S, ngspice's ``CKTgmin``, 1e-12 by default).
+    vt : float
+        Thermal voltage of the junctions (V).
+
+    The channel has no co-content (it is not reciprocal): circuits with MOSFETs are solved on the
+    MNA equations only (:mod:`physgrad.circuit.transistors` has the law).
+    """
+
+    name: str
+    polarity: str = "nmos"
+    VTO: float = 0.0
+    KP: float = 2e-5
+    LAMBDA: float = 0.0
+    GAMMA: float = 0.0
+    PHI: float = 0.6
+    IS: float = 1e-14
+    gmin: float = NGSPICE_GMIN
+    vt: float = NGSPICE_VT
+
+    def __post_init__(self):
+        name = _name_text(self.name, "model")
+        if not name or any(ch.isspace() for ch in name):
+            raise PhysgradError(f"invalid model name {self.name!r}")
+        object.__setattr__(self, "name", name)
+        pol = str(self.polarity).lower()
+        if pol not in ("nmos", "pmos"):
+            raise PhysgradError(f"MOSFET model {name}: polarity must be 'nmos' or 'pmos', got {self.polarity!r}")
+        object.__setattr__(self, "polarity", pol)
+        for attr, low, strict in (("VTO", None, False), ("KP", 0.0, True), ("LAMBDA", 0.0, False),
+                                  ("GAMMA", 0.0, False), ("PHI", 0.0, True), ("IS", 0.0, False),
+                                  ("gmin", 0.0, False), ("vt", 0.0, True)):
+            x = _finite(getattr(self, attr), f"{attr} of MOSFET model {name}")
+            if low is not None and (x < low or (strict and x == low)):
+                raise PhysgradError(f"{attr} of MOSFET model {name} must be {'>' if strict else '>='} {low:g}, got {x}")
+            object.__setattr__(self, attr, x)
+
+    @property
+    def sign(self) -> float:
+        """``+1`` for NMOS, ``-1`` for PMOS (SPICE's ``type``)."""
+        return 1.0 if self.polarity == "nmos" else -1.0
+
+
+@dataclass(frozen=True)
+class Mosfet:
+    """MOSFET (SPICE ``M``): ``drain gate source bulk`` nodes, ``model``, channel width ``W`` and
+    length ``L`` (m, > 0; ngspice's defaults 100 um) and multiplier ``m`` (> 0).
+
+    Its current (:meth:`physgrad.circuit.solution.CircuitSolution.current`) is the drain current:
+    into the drain terminal, through the device (channel and bulk-drain junction), in A.
+    """
+
+    name: str
+    drain: str
+    gate: str
+    source: str
+    bulk: str
+    model: MosfetModel
+    W: float = 1e-4
+    L: float = 1e-4
+    m: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "m", "MOSFET"))
+        for attr in ("drain", "gate", "source", "bulk"):
+            object.__setattr__(self, attr, node_name(getattr(self, attr)))
+        if self.drain == self.source:
+            raise PhysgradError(f"MOSFET {self.name} connects its drain and source to the same node {self.drain!r}")
+        if not isinstance(self.model, MosfetModel):
+            raise PhysgradError(f"MOSFET {self.name}: model must be a MosfetModel, got {type(self.model).__name__}")
+        for attr in ("W", "L", "m"):
+            x = _finite(getattr(self, attr), f"{attr} of {self.name}")
+            if x <= 0:
+                raise PhysgradError(f"{attr} of MOSFET {self.name} must be > 0, got {x}")
+            object.__setattr__(self, attr, x)
+
+    @property
+    def nodes(self):
+        return (self.drain, self.gate, self.source, self.bulk)
+
+    @property
+    def beta(self) -> float:
+        """``KP m W / L`` (A/V^2)."""
+        return self.model.KP * self.m * self.W / self.L
+
+
+@dataclass(frozen=True)
+class BjtModel:
+    r"""Bipolar transistor model: ngspice's Gummel-Poon at DC without series resistances.
+
+    Parameters (SPICE names; defaults as SPICE's)
+    ----------
+    polarity : {"npn", "pnp"}
+    IS : float
+        Transport saturation current (A, > 0).
+    BF, BR : float
+        Forward and reverse current gains (> 0).
+    NF, NR : float
+        Forward and reverse emission coefficients (> 0).
+    VAF, VAR : float
+        Forward and reverse Early voltages (V, > 0; ``inf``: none).
+    IKF, IKR : float
+        High-injection knee currents (A, > 0; ``inf``: none).
+    ISE, NE, ISC, NC : float
+        Base-emitter and base-collector leakage saturation currents (A, >= 0) and their emission
+        coefficients (> 0).
+    gmin : float
+        Conductance across each junction (S, ngspice's ``CKTgmin``); vt : thermal voltage (V).
+    SUBS : {1, -1, 0}
+        Substrate junction: 1 vertical (collector to substrate), -1 lateral (base to substrate), 0
+        ngspice's default (vertical for NPN, lateral for PNP). With ISS = 0 (not modelled otherwise)
+        it carries ngspice's gmin only.
+    """
+
+    name: str
+    polarity: str = "npn"
+    IS: float = 1e-16
+    BF: float = 100.0
+    BR: float = 1.0
+    NF: float = 1.0
+    NR: float = 1.0
+    VAF: float = math.inf
+    VAR: float = math.inf
+    IKF: float = math.inf
+    IKR: float = math.inf
+    ISE: float = 0.0
+    NE: float = 1.5
+    ISC: float = 0.0
+    NC: float = 2.0
+    gmin: float = NGSPICE_GMIN
+    vt: float = NGSPICE_VT
+    SUBS: int = 0
+
+    def __post_init__(self):
+        name = _name_text(self.name, "model")
+        if not name or any(ch.isspace() for ch in name):
+            raise PhysgradError(f"invalid model name {self.name!r}")
+        object.__setattr__(self, "name", name)
+        if self.SUBS not in (1, -1, 0):
+            raise PhysgradError(f"SUBS of BJT model {name} must be 1 (vertical), -1 (lateral) or 0, got {self.SUBS!r}")
+        pol = str(self.polarity).lower()
+        if pol not in ("npn", "pnp"):
+            raise PhysgradError(f"BJT model {name}: polarity must be 'npn' or 'pnp', got {self.polarity!r}")
+        object.__setattr__(self, "polarity", pol)
+        for attr in ("IS", "BF", "BR", "NF", "NR", "NE", "NC", "vt"):
+            x = _finite(getattr(self, attr), f"{attr} of BJT model {name}")
+            if x <= 0:
+                raise PhysgradError(f"{attr} of BJT model {name} must be > 0, got {x}")
+            object.__setattr__(self, attr, x)
+        for attr in ("VAF", "VAR", "IKF", "IKR"):
+            try:
+                x = float(getattr(self, attr))
+            except (TypeError, ValueError):
+                raise PhysgradError(f"{attr} of BJT model {name} must be a number") from None
+            if not x > 0:
+                raise PhysgradError(f"{attr} of BJT model {name} must be > 0 (inf for none), got {x}")
+            object.__setattr__(self, attr, x)
+        for attr in ("ISE", "ISC", "gmin"):
+            x = _finite(getattr(self, attr), f"{attr} of BJT model {name}")
+            if x < 0:
+                raise PhysgradError(f"{attr} of BJT model {name} must be >= 0, got {x}")
+            object.__setattr__(self, attr, x)
+
+    @property
+    def sign(self) -> float:
+        """``+1`` for NPN, ``-1`` for PNP (SPICE's ``type``)."""
+        return 1.0 if self.polarity == "npn" else -1.0
+
+    @property
+    def vertical(self) -> bool:
+        """Whether the substrate junction sits at the collector (else at the base)."""
+        return self.SUBS == 1 or (self.SUBS == 0 and self.polarity == "npn")
+
+
+@dataclass(frozen=True)
+class Bjt:
+    """Bipolar transistor (SPICE ``Q``): ``collector base emitter`` nodes, ``model``, ``area``
+    (> 0, scales IS, ISE, ISC, IKF, IKR) and the ``substrate`` node (ground by default, as SPICE's
+    3-node form). Its current is the collector current (into the collector terminal, A)."""
+
+    name: str
+    collector: str
+    base: str
+    emitter: str
+    model: BjtModel
+    area: float = 1.0
+    substrate: str = GROUND
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", _element_name(self.name, "q", "bipolar transistor"))
+        for attr in ("collector", "base", "emitter", "substrate"):
+            object.__setattr__(self, attr, node_name(getattr(self, attr)))
+        if not isinstance(self.model, BjtModel):
+            raise PhysgradError(f"BJT {self.name}: model must be a BjtModel, got {type(self.model).__name__}")
+        a = _finite(self.area, f"area of {self.name}")
+        if a <= 0:
+            raise PhysgradError(f"area of BJT {self.name} must be > 0, got {a}")
+        object.__setattr__(self, "area", a)
+
+    @property
+    def nodes(self):
+        return (self.collector, self.base, self.emitter) + ((self.substrate,) if self.substrate != GROUND else ())
+
+
 def _control_nodes(obj):
     a, b = node_name(obj.cpos), node_name(obj.cneg)
     if a == b:
@@ -377,8 +602,10 @@ def _control_nodes(obj):
 
 
 CONTROLLED_TYPES = (VCVS, CCCS, VCCS, CCVS)
-Element = Union[Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource, VCVS, CCCS, VCCS, CCVS]
-ELEMENT_TYPES = (Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource) + CONTROLLED_TYPES
+TRANSISTOR_TYPES = (Mosfet, Bjt)  # no co-content (not reciprocal): MNA route only
+Element = Union[Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource, VCVS, CCCS, VCCS, CCVS, Mosfet,
+                Bjt]
+ELEMENT_TYPES = (Resistor, IdealDiode, ShockleyDiode, VoltageSource, CurrentSource) + CONTROLLED_TYPES + TRANSISTOR_TYPES
 
 
 @dataclass(frozen=True)
@@ -493,6 +720,11 @@ class Circuit:
     def controlled_sources(self) -> tuple:
         """The controlled sources (E, F, G, H elements), in circuit order."""
         return self.of_type(CONTROLLED_TYPES)
+
+    @property
+    def transistors(self) -> tuple:
+        """The MOSFETs and BJTs (M, Q elements), in circuit order: they have no co-content."""
+        return self.of_type(TRANSISTOR_TYPES)
 
     @property
     def resistors(self) -> tuple:

@@ -9,7 +9,7 @@ solves
 
 .. math::
 
-    K x + S^\top I(S x) + N \lambda = b, \qquad
+    K x + S^\top I(S x) + T(x) + N \lambda = b, \qquad
     w = d - N^\top x \ge 0, \quad \lambda \ge 0, \quad \lambda \cdot w = 0,
 
 where the node rows of ``K x - b`` are Kirchhoff's current law (the current leaving each node
@@ -17,7 +17,9 @@ through resistors ``g``, branch currents, CCCS ``gain * i_ctrl``, VCCS ``gm (v_c
 current sources and a beta-nudge ``beta (v_o - y_o)``) and the branch rows are the branch
 equations (``v+ - v- = value``; ``v+ - v- - A (v_c+ - v_c-) = 0``; ``v+ - v- - r i_ctrl = 0``).
 ``N`` is the ideal diodes' incidence (+1 at the anode, -1 at the cathode, node rows only), ``d``
-their thresholds (V), ``S`` the Shockley diodes' voltage rows. Without Shockley diodes,
+their thresholds (V), ``S`` the Shockley diodes' voltage rows, ``T(x)`` the currents the
+transistors (MOSFETs, BJTs: :mod:`physgrad.circuit.transistors`) draw from each node. Without
+Shockley diodes and transistors,
 eliminating ``x`` gives the linear complementarity problem (LCP) on the diode ports
 
 .. math:: w = M\lambda + q,\qquad M = N^\top K^{-1} N,\quad q = d - N^\top K^{-1} b.
@@ -48,6 +50,8 @@ from physgrad.circuit.graphs import node_list, unreachable_from_ground
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.circuit.elements import CCCS, CCVS, VCCS, VCVS, Circuit, VoltageSource
 from physgrad.circuit.reduction import nudge_values, output_nodes
+from physgrad.circuit.transistors import (TransistorTables, connections, device_currents, transistor_tables,
+                                         transistor_terms)
 from physgrad.circuit.solution import CERT_ATOL, CERT_RTOL, CircuitSolution, KKTCertificate, demote_unsound
 from physgrad.types import FREE, BadArgumentError, Nudge, PhysgradError, SingularSystemError, as_float_array
 
@@ -105,6 +109,21 @@ class MNAProblem:
         return arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin
 
     @cached_property
+    def transistors(self) -> TransistorTables:
+        """Index and parameter arrays of the MOSFETs and BJTs (:mod:`physgrad.circuit.transistors`)."""
+        return transistor_tables(self.circuit)
+
+    @property
+    def nonlinear(self) -> bool:
+        """Whether the equations have smooth nonlinear terms (Shockley diodes or transistors)."""
+        return bool(self.S.shape[0] or self.transistors.count)
+
+    def transistor_terms(self, x: np.ndarray, jacobian: bool = True):
+        """``(T, dT)``: the transistors' currents leaving each node (A, shape ``(size,)``) and their
+        Jacobian (S, sparse; None with ``jacobian=False``)."""
+        return transistor_terms(self.transistors, x, self.n, jacobian=jacobian)
+
+    @cached_property
     def branch_index(self) -> dict:
         return {name: self.n + j for j, name in enumerate(self.branches)}
 
@@ -139,6 +158,8 @@ class MNAProblem:
         r = self.K @ x + self.N @ lam - self.b
         if self.S.shape[0]:
             r = r + self.S.T @ self.shockley_terms(x)[1]
+        if self.transistors.count:
+            r = r + self.transistor_terms(x, jacobian=False)[0]
         return r
 
     def slack(self, x: np.ndarray) -> np.ndarray:
@@ -147,8 +168,8 @@ class MNAProblem:
 
     def lcp(self):
         """Dense ``(M, q)`` of the LCP ``w = M lam + q`` (linear circuits only; ``m`` solves with ``K``)."""
-        if self.S.shape[0]:
-            raise PhysgradError("the LCP form needs a piecewise-linear circuit (no Shockley diodes)")
+        if self.nonlinear:
+            raise PhysgradError("the LCP form needs a piecewise-linear circuit (no Shockley diodes, no transistors)")
         Kinv_N = self.lu.solve(self.N.toarray()) if self.m else np.zeros((self.size, 0))
         M = self.N.T @ Kinv_N
         q = self.d - self.N.T @ self.lu.solve(self.b)
@@ -162,8 +183,9 @@ class MNAProblem:
         .. math:: s_i = \sum_{k \ni i} (|i_k| + G_k V)
 
         over the elements ``k`` at node ``i``: resistors (``G = g``), Shockley diodes (``G = I'``),
-        VCCS (``G = |gm|``), a beta-nudge (``G = |beta|``); branch elements, CCCS, ideal diodes and
-        current sources count their currents only. ``V`` is :attr:`voltage_scale`.
+        VCCS (``G = |gm|``), a beta-nudge (``G = |beta|``), transistors (each terminal's ``|I|`` plus
+        its row of ``|dI/dv|`` times ``V``); branch elements, CCCS, ideal diodes and current sources
+        count their currents only. ``V`` is :attr:`voltage_scale`.
         """
         with np.errstate(over="ignore", invalid="ignore"):
             return self._node_scales(x, lam)
@@ -215,10 +237,24 @@ class MNAProblem:
         add(t["br_a"], t["br_b"], np.abs(x[n:]))
         add(t["f_a"], t["f_b"], np.abs(t["f_gain"] * x[t["f_ctrl"]]) if t["f_a"].size else np.zeros(0))
         add(t["g_a"], t["g_b"], np.abs(t["g_gain"]) * (np.abs(vg[t["g_cp"]] - vg[t["g_cn"]]) + V))
+        if self.transistors.count:
+            T_abs, dT = self._transistor_scale(x)
+            out[:n] += T_abs[:n] + V * dT[:n]
         if self.nudge.beta != 0.0 and self.nudge.clamp is None:
             out[:] += np.bincount(self.outputs, abs(self.nudge.beta) * (np.abs(vg[self.outputs] - self.y) + V),
                                   minlength=n + 1)
         return out[:n]
+
+    def _transistor_scale(self, x):
+        """Per row: the sum of the transistors' ``|terminal current|`` (A) and of ``|dI/dv|`` (S)."""
+        tab, n = self.transistors, self.n
+        mos, bjt = device_currents(tab, x, n)
+        T_abs = np.zeros(self.size)
+        for nodes, cur in ((tab.mos_nodes, mos), (tab.bjt_nodes, bjt)):
+            keep = nodes >= 0
+            np.add.at(T_abs, nodes[keep], np.abs(cur[keep]))
+        _, dT = self.transistor_terms(x)
+        return T_abs, np.asarray(abs(dT).sum(axis=1)).ravel()
 
     def branch_scales(self, x: np.ndarray) -> np.ndarray:
         """Each branch equation's voltage scale (V): ``V + |v+ - v-|`` plus ``|A (v_c+ - v_c-)|`` (VCVS)
@@ -389,7 +425,10 @@ def build_mna(circuit: Circuit, nudge: Nudge = FREE, outputs: Optional[Sequence[
     mp = MNAProblem(circuit, n, tuple(branches), K, b, N, arr.vth[keep].astype(float), keep, shares, S, g, nudge,
                     out, y)
     try:
-        mp.lu
+        if mp.transistors.count:  # nodes may hang on transistors only: check the source loops with a shunt
+            factor_general(K + sp.diags(np.r_[np.ones(n), np.zeros(size - n)]))
+        else:
+            mp.lu
     except SingularSystemError:
         raise PhysgradError(
             "the circuit's equations are singular (its MNA matrix is exactly singular): a loop of voltage sources "
@@ -404,8 +443,9 @@ def _check_connected(circuit: Circuit, g: np.ndarray, outputs: np.ndarray):
     G = n
     idx = circuit.node_index
     ix = (lambda name: G if name == "0" else idx[name])
-    a = [arr.res_a[g > 0], arr.shk_a, arr.vs_a, outputs]
-    b = [arr.res_b[g > 0], arr.shk_b, arr.vs_b, np.full(len(outputs), -1)]
+    ta, tb = connections(transistor_tables(circuit))
+    a = [arr.res_a[g > 0], arr.shk_a, arr.vs_a, outputs, ta]
+    b = [arr.res_b[g > 0], arr.shk_b, arr.vs_b, np.full(len(outputs), -1), tb]
     volt = [el for el in circuit.elements if isinstance(el, (VCVS, CCVS))]
     a.append(np.array([ix(el.pos) for el in volt], dtype=np.int64))
     b.append(np.array([ix(el.neg) for el in volt], dtype=np.int64))
@@ -413,8 +453,8 @@ def _check_connected(circuit: Circuit, g: np.ndarray, outputs: np.ndarray):
     if floating:
         raise PhysgradError(
             f"floating subnetwork: node(s) {node_list(floating)} have no path to ground through resistors, Shockley diodes, voltage "
-            "sources or the outputs of E/H sources (control ports and F/G outputs do not fix a voltage); their "
-            "voltages are not unique")
+            "sources, the outputs of E/H sources or transistor junctions (control ports, MOSFET gates and F/G outputs "
+            "do not fix a voltage); their voltages are not unique")
 
 
 def _distinct_diodes(arr):
@@ -436,7 +476,8 @@ def _distinct_diodes(arr):
 
 # --- the user's view ----------------------------------------------------------------------------------
 def element_currents(mp: MNAProblem, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """Current (A) of every element, ``circuit.elements`` order, first node -> second node."""
+    """Current (A) of every element, ``circuit.elements`` order, first node -> second node (MOSFET:
+    into the drain; BJT: into the collector)."""
     circuit, arr, n = mp.circuit, mp.circuit.arrays, mp.n
     vg = np.concatenate([x[:n], [0.0]])
     cur = np.zeros(len(circuit.elements))
@@ -450,6 +491,11 @@ def element_currents(mp: MNAProblem, x: np.ndarray, lam: np.ndarray) -> np.ndarr
     cur[t["br_pos"]] = x[n:n + nb]
     cur[t["f_pos"]] = t["f_gain"] * x[t["f_ctrl"]] if t["f_pos"].size else 0.0
     cur[t["g_pos"]] = t["g_gain"] * (vg[t["g_cp"]] - vg[t["g_cn"]])
+    tab = mp.transistors
+    if tab.count:
+        mos, bjt = device_currents(tab, x, n)
+        cur[tab.mos_pos] = mos[:, 0]  # drain current (into the drain)
+        cur[tab.bjt_pos] = bjt[:, 0]  # collector current (into the collector)
     return cur
 
 
@@ -458,7 +504,8 @@ def assemble_mna(mp: MNAProblem, x: np.ndarray, lam: np.ndarray, *, status, solv
                  ) -> CircuitSolution:
     """The :class:`CircuitSolution` of an MNA answer ``(x, lam)``, certified by :func:`certify_mna`.
 
-    ``co_content`` is the two-terminal elements' total co-content (W; controlled sources have none);
+    ``co_content`` is the two-terminal elements' total co-content (W; controlled sources and
+    transistors have none);
     ``energy`` is the minimised objective ``sum_I c_I E_I + beta C`` when per-element island weights
     ``weights`` (one per element, :mod:`physgrad.circuit.amplifiers`) are given, else the
     co-content plus the nudge; ``power`` the power dissipated in resistors and diodes (W).
@@ -487,6 +534,10 @@ def assemble_mna(mp: MNAProblem, x: np.ndarray, lam: np.ndarray, *, status, solv
             energy += 0.5 * mp.nudge.beta * float(np.sum((v[mp.outputs] - mp.y) ** 2))
         i_dio = currents[arr.dio_pos]
         power = float(mp.g @ dv**2) + float(i_dio @ arr.vth) + float(currents[arr.shk_pos] @ vd)
+        tab = mp.transistors
+        if tab.count:  # sum over terminals of (current into the device) x (terminal voltage)
+            mos, bjt = device_currents(tab, x, n)
+            power += float(np.sum(mos * vg[tab.mos_nodes])) + float(np.sum(bjt * vg[tab.bjt_nodes]))
         cert = certify_mna(mp, x, lam)
         finite = bool(np.all(np.isfinite(v)) and np.all(np.isfinite(currents)) and math.isfinite(co))
     status, message = demote_unsound(circuit, status, message, currents, finite, cert, vd)

@@ -12,6 +12,8 @@ Reading (case-insensitive in ASCII; the first line of the top file is the title,
                                     t = 0 (SPICE's rule for the operating point)
     Iname n+ n- ...                 the same for a current (A) flowing from n+ through the source to n-
     Dname anode cathode model [area] [m=M] [off]
+    Mname nd ng ns nb model [L=..] [W=..] [M=..]   MOSFET, level 1 (physgrad.circuit.transistor_cards)
+    Qname nc nb ne [ns] model [area]                BJT, Gummel-Poon without series resistances
     Ename n+ n- nc+ nc- gain        VCVS: v(n+) - v(n-) = gain (v(nc+) - v(nc-))
     Fname n+ n- Vsense gain         CCCS: gain * i(Vsense) (A) from n+ through the source to n-
     Gname n+ n- nc+ nc- gm          VCCS: gm (v(nc+) - v(nc-)) (A, gm in S) from n+ through it to n-
@@ -20,6 +22,7 @@ Reading (case-insensitive in ASCII; the first line of the top file is the title,
     .model name D(IS=1e-14 N=1 RS=0 BV=.. IBV=..)    Shockley diode (level 1); capacitance, noise
                                     and temperature parameters have no effect at DC (ignored)
     .model name D(ideal=1 vth=0.3)  ideal diode with threshold vth >= 0 (V)
+    .model name NMOS|PMOS(LEVEL=1 VTO KP LAMBDA GAMMA PHI IS)   .model name NPN|PNP(IS BF BR NF NR VAF ...)
     .subckt name nodes... [params: name=value ...] ... .ends
     .param name=value ...           values and {expressions} (physgrad.circuit.expr: no eval)
     .func name(a, b) {expression}
@@ -33,7 +36,7 @@ Reading (case-insensitive in ASCII; the first line of the top file is the title,
 
 Analysis and output cards other than ``.op`` (``.tran .ac .dc .noise .tf .print .plot .save .meas
 .four .ic .nodeset`` ...) and ``.control ... .endc`` blocks are ignored: :func:`read_deck` returns one
-note naming them. Devices physgrad does not model (transistors, nonlinear or behavioural controlled
+note naming them. Devices physgrad does not model (JFETs, MESFETs, MOSFET levels above 1, nonlinear or behavioural controlled
 sources (``POLY``, ``VALUE=``, ``TABLE``), switches, transmission lines, behavioural sources) are refused with the file and line. Numbers take the
 engineering suffixes f p n u m k meg g t mil (trailing unit letters are ignored, as in SPICE:
 ``10kohm``, ``5V``). Every error names the file and line.
@@ -101,7 +104,7 @@ DIODE_DC_IRRELEVANT = {
 }
 DIODE_METADATA = {"mfg", "type", "noise"}
 _NO_DC_EFFECT_LETTERS = {"c": "capacitor", "k": "mutual inductance"}
-_REFUSED = {"q": "bipolar transistor", "m": "MOSFET", "j": "JFET", "z": "MESFET", "b": "behavioural source",
+_REFUSED = {"j": "JFET", "z": "MESFET", "b": "behavioural source",
             "s": "voltage-controlled switch", "w": "current-controlled switch", "t": "transmission line",
             "o": "lossy transmission line", "u": "RC line", "y": "transmission line", "p": "coupled lines",
             "a": "XSPICE code model", "n": "OSDI/Verilog-A device"}
@@ -460,6 +463,7 @@ class _Builder:
         self.elements: list = []
         self.names: dict = {}
         self.diodes: list = []   # (index in elements, where, name, anode, cathode, model, scale)
+        self.transistor_cards: list = []  # (index in elements, where, name, letter, nodes, model, area, instance)
         self.generated: set = set()
         self.targets: list = []
         self.trainable: Optional[list] = None
@@ -671,10 +675,12 @@ class _Builder:
         if letter in _REFUSED:
             raise NetlistError(f"{where}: {raw} is a {_REFUSED[letter]}, which physgrad does not model "
                                "(it simulates R, C (open at DC), L (short at DC), V, I, D, the linear controlled "
-                               "sources E, F, G, H and subcircuits of them)")
-        if letter not in "rclkvidefgh":
+                               "sources E, F, G, H, MOSFETs (level 1), BJTs and subcircuits of them)")
+        if letter not in "rclkvidefghmq":
             raise NetlistError(f"{where}: unknown element letter {raw[0]!r} in {raw!r} "
-                               "(supported: R C L K V I D E F G H X)")
+                               "(supported: R C L K V I D E F G H M Q X)")
+        if letter in "mq":
+            return self.transistor(letter, toks, where, raw, full, prefix, nodemap, scope)
         if letter == "k":  # mutual inductance: no effect at DC, but it must couple two inductors
             pos, _ = _split_args(toks[1:], where)
             if len(pos) != 3:
@@ -887,6 +893,55 @@ class _Builder:
         self.add(None, where)
         self.names[full] = where
 
+    def transistor(self, letter, toks, where, raw, full, prefix, nodemap, scope):
+        """An ``M`` (4 nodes) or ``Q`` (3 nodes, an optional substrate node) card; its model is
+        resolved in :meth:`finish`."""
+        pos, kw = _split_args(toks[1:], where)
+        count = 4 if letter == "m" else 3
+        substrate = None
+        if letter == "q" and len(pos) > 4 and fold(pos[3]) not in self.models:
+            substrate = self.node(pos[3], prefix, nodemap)  # the substrate node: gmin only (ISS = 0)
+            pos = pos[:3] + pos[4:]
+        if len(pos) < count + 1:
+            raise NetlistError(f"{where}: expected '{'Mname nd ng ns nb model' if letter == 'm' else 'Qname nc nb ne model'}"
+                               " [parameters]'")
+        nodes = tuple(self.node(t, prefix, nodemap) for t in pos[:count]) + ((substrate,) if substrate else ())
+        area = 1.0
+        for tok in pos[count + 1:]:
+            if fold(tok) != "off":
+                area *= scope.number(tok, where, f"area of {raw}")
+        inst = {k: scope.number(v if isinstance(v, str) else v[0], where, f"{k} of {raw}") for k, v in kw.items()
+                if k != "ic"}
+        if full in self.names:
+            raise NetlistError(f"{where}: duplicate element name {raw!r} (first defined at {self.names[full]})")
+        self.transistor_cards.append((len(self.elements), where, full, letter, nodes, fold(pos[count]), area, inst))
+        self.add(None, where)
+        self.names[full] = where
+
+    def finish_transistors(self, gmin: float):
+        from physgrad.circuit import transistor_cards as tc
+
+        for pos, where, name, letter, nodes, model, area, inst in self.transistor_cards:
+            kinds = tc.MOS_KINDS if letter == "m" else tc.BJT_KINDS
+            if model not in self.models:
+                raise NetlistError(f"{where}: {name} uses unknown model {model!r} (no .model line defines it)")
+            kind, params, mwhere, _ = self.models[model]
+            if kind not in kinds:
+                raise NetlistError(f"{where}: {name} uses model {model!r} of type {kind!r} ({mwhere}), not "
+                                   f"{' or '.join(k.upper() for k in kinds)}")
+            number = (lambda text, what: self.glob.number(text if isinstance(text, str) else text[0], mwhere, what))
+            try:
+                if letter == "m":
+                    mm, ld, js = tc.mosfet_model(model, kind, params, number)
+                    self.elements[pos] = tc.mosfet_instance(name, nodes, tc.with_gmin(mm, gmin), ld, js, inst)
+                else:
+                    bm = tc.bjt_model(model, kind, params, number)
+                    self.elements[pos] = tc.bjt_instance(name, nodes, tc.with_gmin(bm, gmin), area, inst)
+            except NetlistError:
+                raise
+            except PhysgradError as exc:
+                raise NetlistError(f"{where}: {exc}") from None
+
     # --- pass 3: diodes and the circuit -------------------------------------------------------
     def finish(self, title: str, filename: str) -> Circuit:
         for key, (value, where) in self.options.items():
@@ -921,6 +976,7 @@ class _Builder:
                 raise
             except PhysgradError as exc:
                 raise NetlistError(f"{where}: {exc}") from None
+        self.finish_transistors(gmin)
         for el, where in extra:
             self.add(el, where, generated=True)
         for where, raw, source in self.couplings:
@@ -1096,6 +1152,11 @@ def _resistance_text(g: float) -> str:
     return "{1/" + fmt(g) + "}"
 
 
+def circuit_transistor_types() -> tuple:
+    from physgrad.circuit.elements import TRANSISTOR_TYPES
+    return TRANSISTOR_TYPES
+
+
 def write_netlist(circuit: Circuit) -> str:
     """Netlist text for ``circuit``: runnable by ngspice and read back exactly by :func:`parse_netlist`.
 
@@ -1105,14 +1166,22 @@ def write_netlist(circuit: Circuit) -> str:
         raise BadArgumentError(f"write_netlist needs a physgrad Circuit, got {type(circuit).__name__}")
     out = [circuit.title, "* written by physgrad", f".options {TIGHT_OPTIONS}"]
     shk_models = {}
-    gmins = {d.model.gmin for d in circuit.of_type(ShockleyDiode)}
+    gmins = {d.model.gmin for d in circuit.of_type(ShockleyDiode)} | {t.model.gmin for t in circuit.transistors}
     if len(gmins) > 1:
-        raise PhysgradError("Shockley diodes with different gmin cannot be written: gmin is a global .options value")
+        raise PhysgradError("Shockley diodes or transistors with different gmin cannot be written: gmin is a global "
+                            ".options value")
     if gmins and gmins != {NGSPICE_GMIN}:
         out[-1] += f" gmin={fmt(gmins.pop())}"
     ideal_models = {}
+    tr_models = {}
     for el in circuit.elements:
-        if isinstance(el, Resistor):
+        if isinstance(el, circuit_transistor_types()):
+            from physgrad.circuit.transistor_cards import instance_card
+            prev = tr_models.setdefault(el.model.name, el.model)
+            if prev != el.model:
+                raise PhysgradError(f"two different transistor models are both called {el.model.name!r}")
+            out.append(instance_card(el))
+        elif isinstance(el, Resistor):
             if el.conductance == 0:
                 raise PhysgradError(f"resistor {el.name} is open (conductance 0 S): a netlist cannot express it")
             out.append(f"{el.name} {el.n1} {el.n2} {_resistance_text(el.conductance)}")
@@ -1151,6 +1220,9 @@ def write_netlist(circuit: Circuit) -> str:
             out.append(f"{PRAGMA}.model {name} D(IS={fmt(m.IS)} N={fmt(m.N)} vt={fmt(m.vt)}{bv})")
             out += [NGSPICE_ONLY_BEGIN, f".model {name} D(IS={fmt(m.IS)} N={fmt(m.N * m.vt / NGSPICE_VT)}{bv})",
                     NGSPICE_ONLY_END]
+    if tr_models:
+        from physgrad.circuit.transistor_cards import model_card
+        out += [model_card(m) for m in tr_models.values()]
     for vth, name in ideal_models.items():
         out.append(f"{PRAGMA}.model {name} D(ideal=1 vth={fmt(vth)})")
     if ideal_models:

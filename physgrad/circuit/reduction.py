@@ -265,6 +265,14 @@ def build_problem(
         An ideal diode the sources force beyond its threshold.
     """
     check_arguments(circuit, nudge)
+    if circuit.transistors:
+        names = ", ".join(el.name for el in circuit.transistors[:5])
+        raise PhysgradError(
+            f"the circuit has transistors ({names}{' ...' if len(circuit.transistors) > 5 else ''}): a transistor has "
+            "no co-content (its channel is not reciprocal), so neither the co-content solvers nor equilibrium "
+            "propagation apply. Solve it with physgrad.circuit.solve (solver mna-newton, which auto chooses); take "
+            "the exact gradient with physgrad.circuit.adjoint.mna_gradient (physgrad grad --method exact); train it "
+            "with coupled learning on free and clamped MNA solves (physgrad.netlists.twin)")
     if circuit.controlled_sources:
         names = ", ".join(el.name for el in circuit.controlled_sources[:5])
         raise PhysgradError(

@@ -179,7 +179,10 @@ def solve(
         beyond their threshold) or the minimizer did not converge.
     """
     _check_solver(solver)
-    if isinstance(circuit, Circuit) and (circuit.controlled_sources or solver in MNA_SOLVERS):
+    if isinstance(circuit, Circuit) and circuit.transistors and solver not in ("auto",) + MNA_SOLVERS:
+        raise PhysgradError(f"the {solver} solver minimises a co-content, and transistors have none (a transistor "
+                            "is not reciprocal); use solver mna-newton, which auto chooses")
+    if isinstance(circuit, Circuit) and (circuit.controlled_sources or circuit.transistors or solver in MNA_SOLVERS):
         sol = solve_controlled(circuit, solver, nudge=nudge, outputs=outputs, conductances=conductances, **options)
         if strict and sol.status != "converged":
             if sol.status == "infeasible":
@@ -268,11 +271,15 @@ def solve_controlled(circuit: Circuit, solver: str = "auto", *, nudge: Nudge = F
     circuit that is not energy-based raises :class:`PhysgradError` naming the reason and the routes
     that apply. Never raises for a solution that is not converged (the caller's ``strict`` does).
     """
-    analysis = analyze(circuit, outputs if outputs is not None else ()) if circuit.controlled_sources else None
+    analysis = (analyze(circuit, outputs if outputs is not None else ())
+                if circuit.controlled_sources and not circuit.transistors else None)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
         mp = build_mna(circuit, nudge, outputs, conductances)
     weights = analysis.element_weights() if analysis is not None and analysis.energy_based else None
     notes = [] if analysis is None else [analysis.describe()]
+    if circuit.transistors and solver not in ("auto",) + MNA_SOLVERS:
+        raise PhysgradError(f"the {solver} solver minimises a co-content, and transistors have none (a transistor "
+                            "is not reciprocal); use solver mna-newton, which auto chooses")
     co_content_route = solver not in MNA_SOLVERS and (solver != "auto" or (analysis is not None
                                                                            and analysis.has_equivalent))
     if co_content_route:
@@ -294,7 +301,7 @@ def solve_controlled(circuit: Circuit, solver: str = "auto", *, nudge: Nudge = F
             why = f"it ended with {sol.status}: {sol.message[:200]}"
         # auto: the co-content route on the equivalent circuit failed; the MNA route takes over
         notes = notes + [f"not solved as the equivalent circuit ({why}); solved on the MNA equations"]
-    name = solver if solver in MNA_SOLVERS else ("mna-newton" if mp.S.shape[0] else "lcp")
+    name = solver if solver in MNA_SOLVERS else ("mna-newton" if mp.nonlinear else "lcp")
     module = _MODULES[name]
     module.accepts(mp)
     options = _mna_options(mp, name, options)
@@ -302,6 +309,8 @@ def solve_controlled(circuit: Circuit, solver: str = "auto", *, nudge: Nudge = F
     with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
         raw = module.minimize(mp, **options)
     unique, text = _uniqueness(analysis, raw.info, nudge)
+    if circuit.transistors:  # no co-content, no uniqueness certificate (latches and flip-flops have several)
+        unique, text = False, "an equilibrium (transistors: others may exist)"
     info = {**raw.info, "seconds": time.perf_counter() - t0, "unique": unique}
     if raw.active is not None:
         info["active_ports"] = raw.active

@@ -196,6 +196,8 @@ def grad_result(circuit, method: str, beta: Optional[float] = None, eta: float =
     """
     explicit = beta is not None
     beta = default_beta(circuit) if beta is None else float(beta)
+    if circuit.transistors:
+        return transistor_grad(circuit, method)
     if circuit.controlled_sources:
         return controlled_grad(circuit, method, beta if explicit else None, eta, steps, points)
     from physgrad.energies.co_content import CoContentEnergy
@@ -253,6 +255,31 @@ def _set_grad(out: dict, names, grad) -> None:
                          "(overflow: the circuit's voltages, conductances or nudge exceed what float64 holds)")
 
 
+def _mna_exact(res, route: str, islands: str, unique: bool) -> dict:
+    """The JSON object of an exact adjoint gradient (:func:`physgrad.circuit.adjoint.mna_gradient`)."""
+    out = {"cost": finite_or_none(res.cost), "method": "exact", "beta": None, "estimate": estimate_label("exact"),
+           "unit": estimate_unit("exact"), "grad": None, "surrogate": None, "notes": [], "route": route,
+           "islands": islands, "unique": unique,
+           "active_set": {"min_slack_V": finite_or_none(res.min_slack),
+                          "min_current_A": finite_or_none(res.min_current), "near_kink": res.near_kink,
+                          "active_diodes": list(res.active_diodes)}}
+    _set_grad(out, res.names, res.grad)
+    return out
+
+
+def transistor_grad(circuit, method) -> dict:
+    """:func:`grad_result` for a circuit with transistors: the exact adjoint only (transistors have no
+    co-content, so no equilibrium-propagation estimate exists)."""
+    from physgrad.circuit.adjoint import mna_gradient
+
+    if method != "exact":
+        raise PhysgradError(f"--method {method}: the circuit has transistors, which have no co-content (not "
+                            "reciprocal), so equilibrium propagation and the other estimators do not apply; use "
+                            "--method exact (the adjoint of the MNA equations)")
+    return _mna_exact(mna_gradient(circuit), "adjoint of the MNA equations (transistors: no co-content)",
+                      f"{len(circuit.transistors)} transistors", False)
+
+
 def controlled_grad(circuit, method, beta, eta, steps, points) -> dict:
     """:func:`grad_result` for a circuit with controlled sources (see there); ``beta`` None: the default."""
     from physgrad.circuit.adjoint import mna_gradient
@@ -261,14 +288,8 @@ def controlled_grad(circuit, method, beta, eta, steps, points) -> dict:
     analysis = analyze(circuit)
     if method == "exact":
         res = mna_gradient(circuit)
-        out = {"cost": finite_or_none(res.cost), "method": method, "beta": None, "estimate": estimate_label(method),
-               "unit": estimate_unit(method), "grad": None, "surrogate": None, "notes": [], "route": "adjoint of the MNA equations on the active set",
-               "islands": analysis.describe(), "unique": bool(res.solution.info.get("unique")),
-               "active_set": {"min_slack_V": finite_or_none(res.min_slack),
-                              "min_current_A": finite_or_none(res.min_current), "near_kink": res.near_kink,
-                              "active_diodes": list(res.active_diodes)}}
-        _set_grad(out, res.names, res.grad)
-        return out
+        return _mna_exact(res, "adjoint of the MNA equations on the active set", analysis.describe(),
+                          bool(res.solution.info.get("unique")))
     if not analysis.has_equivalent:
         raise PhysgradError(
             f"--method {method} needs an energy-based circuit (equilibrium propagation and the other estimators "

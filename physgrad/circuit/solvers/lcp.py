@@ -50,9 +50,9 @@ METHODS = ("auto", "lemke", "newton")
 
 
 def accepts(mp: MNAProblem) -> None:
-    if mp.S.shape[0]:
+    if mp.nonlinear:
         raise PhysgradError("the lcp solver handles resistors, sources, controlled sources and ideal diodes; this "
-                            "circuit has Shockley diodes (use mna-newton)")
+                            "circuit has Shockley diodes or transistors (use mna-newton)")
 
 
 # --- Lemke -----------------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
-r"""Newton on the MNA equations: Shockley diodes with controlled sources (and ideal diodes).
+r"""Newton on the MNA equations: Shockley diodes and transistors with controlled sources (and ideal
+diodes).
 
 Solves (:mod:`physgrad.circuit.mna`)
 
-.. math:: F(x) = K x + S^\top I(S x) + N\lambda - b = 0,\qquad
+.. math:: F(x) = K x + S^\top I(S x) + T(x) + N\lambda - b = 0,\qquad
           \phi(\lambda, \sigma w) = 0,\; w = d - N^\top x,
 
-with ``I`` the Shockley law of :mod:`physgrad.circuit.diode` (ngspice's) and ``phi`` the
+with ``I`` the Shockley law of :mod:`physgrad.circuit.diode` (ngspice's), ``T`` the transistors'
+currents (:mod:`physgrad.circuit.transistors`: MOSFET level 1, Gummel-Poon BJT) and ``phi`` the
 Fischer-Burmeister function (ideal diodes; ``sigma`` a conductance scale, S). There is no energy
 to descend when controlled sources break reciprocity, so the iteration is SPICE's: Newton steps
-limited by junction-voltage limiting (:func:`physgrad.circuit.diode.pnjlim`, one factor for the
-whole step), every step taken (SPICE's iteration); if that fails, the same steps backtracked on
+limited by junction-voltage limiting (:func:`physgrad.circuit.diode.pnjlim`; for transistors
+also SPICE's ``fetlim``/``limvds``: :func:`physgrad.circuit.transistors.limit_fraction`; one factor
+for the whole step), every step taken (SPICE's iteration); if that fails, the same steps backtracked on
 the squared scaled residual (a limited step taken without decrease when no shorter one decreases
 it). Fallbacks as in SPICE: gmin stepping (a shunt from every node to ground, 1e-2 S down by
 decades) and source stepping (sources and thresholds scaled from 0 to 1).
@@ -20,7 +23,8 @@ held conducting (``w_W = 0``) to round-off, then the signs are checked and ``W``
 new ``W`` and the loop runs again.
 
 Start: the circuit with each Shockley diode replaced by an ideal one (threshold 0) plus its gmin,
-solved as an LCP (all junctions at ``v <= 0``, where the law cannot overflow); 0 V where that fails.
+solved as an LCP (all junctions at ``v <= 0``, where the law cannot overflow); 0 V where that fails
+and for circuits with transistors.
 
 Stopping rule: every row's residual within ``rtol`` of its own scale (node rows:
 :meth:`physgrad.circuit.mna.MNAProblem.node_scales`; branch rows: ``branch_scales``), then up to
@@ -36,6 +40,7 @@ from physgrad.circuit.elements import IdealDiode, Resistor, ShockleyDiode
 from physgrad.circuit.mna import MNAProblem, build_mna, factor_general
 from physgrad.circuit.solvers import lcp
 from physgrad.circuit.solvers.result import ReducedSolution
+from physgrad.circuit.transistors import limit_fraction
 from physgrad.types import PhysgradError, SingularSystemError
 
 GMIN_STEPS = tuple(10.0 ** -k for k in range(2, 13))
@@ -44,7 +49,7 @@ POLISH_STEPS = 3
 
 
 def accepts(mp: MNAProblem) -> None:
-    """Any MNA problem (linear, Shockley, ideal diodes, controlled sources)."""
+    """Any MNA problem (linear, Shockley, ideal diodes, controlled sources, transistors)."""
 
 
 class _System:
@@ -81,17 +86,23 @@ class _System:
         r = self.K @ x + self.NP @ lp - self.alpha * mp.b
         if mp.S.shape[0]:
             r = r + mp.S.T @ i_shk
+        dT = None
+        if mp.transistors.count:
+            T, dT = mp.transistor_terms(x)
+            r = r + T
         wP = self.alpha * mp.d[self.ports] - self.NP.T @ x
         if self.W is None:
             phi, da, db = lcp.fischer_burmeister(lp, self.sigma * wP)
         else:
             phi, da, db = -wP, None, None
-        return np.concatenate([r, phi]) * self.row_scale, (vd, slope, da, db)
+        return np.concatenate([r, phi]) * self.row_scale, (vd, slope, da, db, dT)
 
     def jacobian(self, parts):
         mp = self.mp
-        vd, slope, da, db = parts
+        vd, slope, da, db, dT = parts
         A = self.K + (mp.S.T @ sp.diags(slope) @ mp.S if mp.S.shape[0] else 0)
+        if dT is not None:
+            A = A + dT
         if self.W is None:
             J = sp.bmat([[A, self.NP], [-(sp.diags(self.sigma * db) @ self.NP.T), sp.diags(da)]], format="csc")
         else:
@@ -118,17 +129,20 @@ class _System:
     def limit(self, z, dz):
         """Junction-limited step length (SPICE's pnjlim on every Shockley diode, one factor)."""
         mp = self.mp
-        if not mp.S.shape[0]:
+        if not mp.nonlinear:
             return 1.0
         x, dx = z[:mp.size], dz[:mp.size]
+        t_tr = limit_fraction(mp.transistors, x, dx, mp.n) if mp.transistors.count else 1.0
+        if not mp.S.shape[0]:
+            return t_tr
         vd, dvd = mp.S @ x, mp.S @ dx
         vnew = vd + dvd
         lim = pnjlim(vnew, vd, self.nvt, self.vcrit)
         limited = (lim != vnew) & (np.abs(dvd) > 0)
         if not np.any(limited):
-            return 1.0
+            return t_tr
         t = float(np.min(np.clip((lim[limited] - vd[limited]) / dvd[limited], 0.0, 1.0)))
-        return max(t, 1e-6)
+        return max(min(t, t_tr), 1e-6)
 
 
 def _newton(sys: _System, z, rtol: float, max_iter: int, damped: bool = False):
@@ -238,7 +252,7 @@ def start(mp: MNAProblem):
     solved as an LCP; zeros where that fails."""
     zero = (np.zeros(mp.size), np.zeros(mp.m))
     circuit = mp.circuit
-    if not mp.S.shape[0]:
+    if not mp.S.shape[0] or mp.transistors.count:
         return zero
     els, extra = [], []
     for el in circuit.elements:

@@ -1,0 +1,95 @@
+"""The twin transistor network (issue 21): its batched solver against the MNA route and ngspice, its
+adjoint gradient against finite differences and against the MNA adjoint, the local rule's limit.
+
+Tolerances: equilibria 1e-9 V against physgrad's MNA Newton (both solve ngspice's MOS1 law to
+round-off); gradients 1e-5 relative (central differences, step 1e-5 V); the local rule's cosine with
+the exact gradient >= 0.98 with small drops (edges nearly linear), where coupled learning is the
+gradient of a reciprocal network.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from physgrad.circuit.adjoint import mna_gradient
+from physgrad.circuit.solve import solve
+from physgrad.netlists.twin import (TwinConfig, TwinNetwork, cost_and_gradient, error_modes, local_update,
+                                    solve_batch, torus_edges, train)
+from physgrad.types import PhysgradError
+
+X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float)
+Y_XOR = np.where(X[:, 0] != X[:, 1], 0.2, -0.2)[:, None]
+
+
+def _net(gate="ground", differential=True):
+    return TwinNetwork(16, torus_edges(), inputs=(5, 15), fixed=((0, 0.0), (10, 1.0)),
+                       outputs=(3, 12) if differential else (3,), differential=differential, gate=gate)
+
+
+def _vg(seed=0):
+    return 2.5 + 0.3 * np.random.default_rng(seed).standard_normal(32)
+
+
+@pytest.mark.parametrize("gate", ["ground", "midpoint"])
+def test_batched_solver_matches_the_mna_route(gate):
+    net, vg = _net(gate), _vg()
+    eq = solve_batch(net, vg, X)
+    clamp = net.clamp(eq.v, Y_XOR, 0.3)
+    eqc = solve_batch(net, vg, X, clamp=clamp)
+    for k in (1, 3):
+        for v, cl in ((eq.v, None), (eqc.v, clamp[k])):
+            sol = solve(net.circuit(vg, X[k], cl))
+            assert sol.solver == "mna-newton"
+            got = np.array([sol.voltage(f"n{j}") if j != 0 else 0.0 for j in range(16)])
+            assert np.max(np.abs(got - v[k])) <= 1e-9
+
+
+@pytest.mark.parametrize("gate", ["ground", "midpoint"])
+def test_gradient_matches_differences_and_the_mna_adjoint(gate):
+    net, vg = _net(gate, differential=False), _vg(1)
+    Y = np.full((4, 1), 0.45)
+    C, g = cost_and_gradient(net, vg, X, Y, solve_batch(net, vg, X))
+    h = 1e-5
+    fd = np.array([(cost_and_gradient(net, vg + h * e, X, Y, solve_batch(net, vg + h * e, X))[0]
+                    - cost_and_gradient(net, vg - h * e, X, Y, solve_batch(net, vg - h * e, X))[0]) / (2 * h)
+                   for e in np.eye(32)])
+    assert np.max(np.abs(g - fd)) <= 1e-5 * np.max(np.abs(fd))
+    # the MNA adjoint of one example's circuit (its gate sources' gradient), averaged as the cost is
+    mna = np.zeros(32)
+    for k in range(4):
+        c = net.circuit(vg, X[k])
+        c = c.with_targets({"n3": 0.45})
+        res = mna_gradient(c, resistors=(), sources=tuple(f"vg{e}" for e in range(32)))
+        mna += res.source_grad / 4
+    assert np.max(np.abs(g - mna)) <= 1e-7 * np.max(np.abs(g))
+
+
+def test_local_rule_is_the_gradient_for_small_drops():
+    s = 0.01  # 10 mV inputs: every edge in its linear region, nearly a linear conductance
+    net = TwinNetwork(16, torus_edges(), inputs=(5, 15), fixed=((0, 0.0), (10, s)), outputs=(3, 12))
+    vg, Y = _vg(), np.full((4, 2), 0.5 * s)
+    free = solve_batch(net, vg, X * s)
+    _, g = cost_and_gradient(net, vg, X * s, Y, free)
+    u = local_update(net, free, solve_batch(net, vg, X * s, clamp=net.clamp(free.v, Y, 1e-3)), 1e-3)
+    assert -(u @ g) / (np.linalg.norm(u) * np.linalg.norm(g)) >= 0.98
+
+
+def test_training_records_and_refusals():
+    net = _net()
+    h = train(net, X, Y_XOR, TwinConfig(eta=0.1, rate=5.0, steps=20, record_every=10), "exact", v_gate0=_vg())
+    assert h.step == [0, 10, 20] and h.cost[-1] < h.cost[0] and all(-1 <= c <= 1 for c in h.cosine)
+    assert np.all((h.v_gate >= 0) & (h.v_gate <= 5))
+    with pytest.raises(PhysgradError, match="rule"):
+        train(net, X, Y_XOR, TwinConfig(steps=1), "ep")
+    with pytest.raises(PhysgradError, match="distinct"):
+        TwinNetwork(16, torus_edges(), inputs=(5, 15), fixed=((5, 0.0),), outputs=(3,))
+    with pytest.raises(PhysgradError, match="eta"):
+        TwinConfig(eta=0.0)
+
+
+def test_error_modes_are_orthonormal_coefficients():
+    x = np.linspace(0, 1, 9)
+    err = 0.3 + 0.2 * (x - 0.5) + 0.1 * ((x - 0.5) ** 2)
+    c = error_modes(x, err)
+    assert np.linalg.norm(c) == pytest.approx(np.linalg.norm(err))
+    assert np.allclose(error_modes(x, np.full(9, 0.7))[1:], 0, atol=1e-14)
