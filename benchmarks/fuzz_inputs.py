@@ -5,7 +5,8 @@ in a subprocess with a CPU-time and memory limit. The small seeded form is
 ``tests/test_fuzz_inputs.py``; the generators are :func:`verification.fuzz.hostile_decks` and
 :func:`verification.fuzz.hostile_csvs`.
 
-Each run is classified as ``ok`` (exit 0), ``refused`` (exit 2, the message naming the input file),
+Each run is classified as ``ok`` (exit 0), ``refused`` (exit 2, the message naming the input file or a file beside it, such as the include where
+a limit was crossed),
 ``not solved`` (exit 1 without a traceback), ``traceback`` (a Python traceback on stderr, whatever the
 exit code), ``hang`` (killed at the CPU limit or past the wall limit), ``nan-json`` (NaN or Infinity in
 ``--json`` output), ``unnamed`` (exit 2 whose message does not name the input file) or ``other``; and
@@ -78,7 +79,7 @@ def classify(case: fuzz.HostileCase, rc, stdout: str, stderr: str, timed_out: bo
     if rc == 1:
         return "not solved"
     if rc == 2:
-        return "refused" if (case.path in stderr or Path(case.path).name in stderr) else "unnamed"
+        return "refused" if (case.path in stderr or str(Path(case.path).parent) + "/" in stderr) else "unnamed"
     return "other"
 
 
