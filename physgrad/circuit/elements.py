@@ -80,7 +80,11 @@ def _element_name(name, letter: str, kind: str) -> str:
     return norm
 
 
-def _finite(value, what: str) -> float:
+def _finite(value, what: str, *args) -> float:
+    """``float(value)`` if finite; else an error naming ``what`` (formatted with ``args`` only then)."""
+    if type(value) is float and value - value == 0.0:  # the common case, first
+        return value
+    what = what.format(*args) if args else what
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -113,7 +117,7 @@ class Resistor:
     def __post_init__(self):
         object.__setattr__(self, "name", _element_name(self.name, "r", "resistor"))
         _two_nodes(self, "n1", "n2", "resistor")
-        g = _finite(self.conductance, f"conductance of {self.name}")
+        g = _finite(self.conductance, "conductance of {}", self.name)
         if g < 0:
             raise PhysgradError(f"resistor {self.name} has negative conductance {g} S")
         object.__setattr__(self, "conductance", g)
@@ -140,7 +144,7 @@ class IdealDiode:
     def __post_init__(self):
         object.__setattr__(self, "name", _element_name(self.name, "d", "diode"))
         _two_nodes(self, "anode", "cathode", "diode")
-        vth = _finite(self.vth, f"threshold of {self.name}")
+        vth = _finite(self.vth, "threshold of {}", self.name)
         if vth < 0:
             raise PhysgradError(f"diode {self.name} has negative threshold vth={vth} V")
         object.__setattr__(self, "vth", vth)

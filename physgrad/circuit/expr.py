@@ -40,6 +40,7 @@ _NUMBER_TOKEN = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)(meg|mil|[
 MAX_LENGTH = 20000   # characters of one expression
 MAX_DEPTH = 60       # nesting of parentheses, unary operators and function calls
 CONSTANTS = {"pi": math.pi}
+_PLAIN_START = frozenset("0123456789.+-")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -54,6 +55,11 @@ def shown(text: str, limit: int = 80) -> str:
 
 def parse_number(token: str) -> float:
     """SPICE number with engineering suffix (``4.7k``, ``1meg``, ``10u``, ``5V``); ValueError if not."""
+    if token[:1] in _PLAIN_START and "_" not in token and "n" not in token and "N" not in token:
+        try:  # a plain decimal number ('123.4', '1e-3'), the common case: what float() reads
+            return float(token)
+        except ValueError:
+            pass
     token = token.strip()
     m = _NUMBER_TOKEN.match(token.lower() if token.isascii() else token.translate(_ASCII_LOWER))
     if not m:
