@@ -38,6 +38,14 @@ sources (``POLY``, ``VALUE=``, ``TABLE``), switches, transmission lines, behavio
 engineering suffixes f p n u m k meg g t mil (trailing unit letters are ignored, as in SPICE:
 ``10kohm``, ``5V``). Every error names the file and line.
 
+Hostile decks are bounded by :class:`ReaderLimits` (bytes, lines and files read, include and
+subcircuit depth, elements and instances after flattening, expression work), each overridable by
+keyword (``read_netlist(path, max_files=10**5)``). Only regular files are read: a folder, a device
+(``/dev/zero``), a FIFO or a symbolic-link loop is refused before anything is read. Flattening and
+``.param`` resolution use explicit stacks (any depth within the limits, no Python recursion);
+``.func`` calls are memoized. Node ``0`` (and ``gnd``) is the global ground inside subcircuits, also
+when a pin is named so (as in ngspice).
+
 Writing produces a file that ngspice runs (``ngspice -b file.cir``) *and* that :func:`read_netlist`
 reads back to an equal :class:`Circuit`: tight ``.options`` (ngspice is silently
 wrong at its default tolerances with near-ideal diodes, see :data:`physgrad.circuit.ngspice.TIGHT_OPTIONS`), ideal diodes exported to ngspice as steep Shockley
