@@ -959,8 +959,8 @@ class _Builder:
             raise NetlistError(f"{where}: {raw} needs two nodes")
         if prefix:
             n1, n2 = self.node(toks[1], prefix, nodemap), self.node(toks[2], prefix, nodemap)
-        else:
-            n1, n2 = fold(toks[1]), fold(toks[2])
+        else:  # top level: the element classes normalise node names themselves (ASCII fold, gnd -> 0)
+            n1, n2 = toks[1], toks[2]
         try:
             if letter == "r":
                 self.add(Resistor(full, n1, n2, self.conductance(toks[3:], where, raw, scope)), where,
