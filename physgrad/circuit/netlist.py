@@ -747,15 +747,15 @@ class _Builder:
         for name in self.subckts:
             if name in sizes:
                 continue
-            stack, on_path = [name], {name}
+            body[name] = census(self.subckts[name].body)
+            stack, on_path = [(name, iter(body[name][1]))], {name}
             while stack:
-                cur = stack[-1]
-                if cur not in body:
-                    body[cur] = census(self.subckts[cur].body)
-                todo = [k for k in body[cur][1] if k in self.subckts and k not in sizes and k not in on_path]
-                if todo:
-                    stack.append(todo[0])
-                    on_path.add(todo[0])
+                cur, kids = stack[-1]
+                nxt = next((k for k in kids if k in self.subckts and k not in sizes and k not in on_path), None)
+                if nxt is not None:
+                    body[nxt] = census(self.subckts[nxt].body)
+                    stack.append((nxt, iter(body[nxt][1])))
+                    on_path.add(nxt)
                     continue
                 n_el, n_inst = body[cur][0], 0
                 for k in body[cur][1]:
