@@ -59,19 +59,11 @@ def run_path(path, timeout_s: int = 20) -> Outcome:
     return _guard(lambda: solve(read_deck(path).circuit, strict=False), timeout_s)
 
 
-def run_csv(path, label: Optional[str] = None, timeout_s: int = 20) -> Outcome:
-    """Read the CSV ``path`` as ``physgrad fit`` does for :data:`FIT_NETLIST` (columns ``v1`` and
-    ``out``, or ``v1`` and the class column ``label``) in this process, under the same CPU-time guard
-    as :func:`run_text`; ``ok`` carries no voltages."""
-    from physgrad.netlists.data import class_names, encode_labels, read_table
-
-    def read():
-        table = read_table(path, {"v1": "input", **({} if label else {"out": "target"})}, label)
-        if label:
-            encode_labels(table, class_names(table.labels))
-        return None
-
-    return _guard(read, timeout_s)
+def run_call(fn, timeout_s: int = 20) -> Outcome:
+    """Run ``fn()`` under the CPU-time guard of :func:`run_text`: ``ok`` when it returns ``None`` or a
+    converged solution, ``refused`` for a :class:`PhysgradError`, ``crash`` for any other exception,
+    ``hang`` past ``timeout_s`` CPU seconds."""
+    return _guard(fn, timeout_s)
 
 
 def _guard(fn, timeout_s: int) -> Outcome:
