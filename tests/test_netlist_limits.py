@@ -195,3 +195,19 @@ def test_limits_api():
         ReaderLimits(max_bytes=0)
     with pytest.raises(BadArgumentError):
         read_deck("x.cir", limits="big")
+
+
+@pytest.mark.ngspice
+def test_shockley_ladder_agrees_with_ngspice():
+    """The benchmark family is a valid deck for both simulators (tight options, as write_netlist uses)."""
+    if shutil.which("ngspice") is None:
+        if os.environ.get("CI"):
+            pytest.fail("ngspice is not installed in CI")
+        pytest.skip("ngspice not installed")
+    from physgrad.circuit.ngspice import run_ngspice
+
+    text = diode_ladder(200, "shockley", seed=4).replace(".op", ".options reltol=1e-6 vntol=1e-9 abstol=1e-15\n.op")
+    sol = solve(parse_netlist(text))
+    ng = run_ngspice(text)
+    worst = max(abs(sol.voltage(n) - ng.voltages[n]) for n in ("n1", "n50", "n200", "m1", "m200"))
+    assert worst <= 1e-6
