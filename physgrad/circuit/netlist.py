@@ -805,8 +805,10 @@ class _Builder:
         """The flattened name of node ``name`` inside the instance ``prefix``: ground (``0``,
         ``gnd``) is global even when a pin is called so (as in ngspice), then the pins, then
         ``.global`` nodes, else a local node ``prefix + name``."""
+        if not prefix:  # top level: as written (the element classes fold names and map gnd to 0)
+            return name
         key = fold(name)
-        if not prefix or key in GROUND_ALIASES:
+        if key in GROUND_ALIASES:
             return key
         if key in nodemap:
             return nodemap[key]
@@ -926,7 +928,7 @@ class _Builder:
                                "subcircuits (raise the limit with max_elements=...)")
         if el is not None:
             if el.name in self.names:
-                raise NetlistError(f"{where}: duplicate element name {repr(shown or el.name)} (first defined at "
+                raise NetlistError(f"{where}: duplicate element name {shown or repr(el.name)} (first defined at "
                                    f"{self.names[el.name]})")
             self.names[el.name] = where
             if generated:
@@ -957,30 +959,29 @@ class _Builder:
             return
         if len(toks) < 3:
             raise NetlistError(f"{where}: {raw} needs two nodes")
-        if prefix:
-            n1, n2 = self.node(toks[1], prefix, nodemap), self.node(toks[2], prefix, nodemap)
-        else:  # top level: the element classes normalise node names themselves (ASCII fold, gnd -> 0)
-            n1, n2 = toks[1], toks[2]
+        n1, n2 = self.node(toks[1], prefix, nodemap), self.node(toks[2], prefix, nodemap)
         try:
-            if letter == "r":
-                self.add(Resistor(full, n1, n2, self.conductance(toks[3:], where, raw, scope)), where,
-                         shown=None if prefix else raw)
-            elif letter == "d":
-                self.diode(toks[3:], where, raw, full, n1, n2, scope)
-            elif letter in "cl":
+            if letter in "cl":
                 pos, _ = _split_args(toks[3:], where)
                 if not pos:
                     raise NetlistError(f"{where}: {raw} needs a value")
                 if fold(pos[0]) not in self.models:  # a value (not a model name): it must be a number
                     scope.number(pos[0], where, f"value of {raw}")
-                if letter == "l":  # a short at DC (open if 'c')
-                    self.add(VoltageSource(f"v.{full}", n1, n2, 0.0), where, generated=True)
+            if letter == "c":
+                return  # open at DC
+            if letter == "l":
+                self.add(VoltageSource(f"v.{full}", n1, n2, 0.0), where, generated=True)
+            elif letter == "r":
+                self.add(Resistor(full, n1, n2, self.conductance(toks[3:], where, raw, scope)), where,
+                         shown=repr(raw) if not prefix else None)
             elif letter in "efgh":
                 self.controlled(letter, toks, where, raw, full, prefix, nodemap, scope)
             elif letter in "vi":
                 value = self.source_value(toks[3:], where, raw, scope)
                 self.add((VoltageSource if letter == "v" else CurrentSource)(full, n1, n2, value), where,
-                         shown=None if prefix else raw)
+                         shown=repr(raw) if not prefix else None)
+            else:
+                self.diode(toks[3:], where, raw, full, n1, n2, scope)
         except NetlistError:
             raise
         except PhysgradError as exc:
@@ -1016,7 +1017,7 @@ class _Builder:
                                    "(SPICE's F and H elements sense the current of a V source)")
             el = (CCCS if letter == "f" else CCVS)(full, n1, n2, control, gain)
             self.controls.append((where, raw, control, pos[2]))
-        self.add(el, where, shown=None if prefix else raw)
+        self.add(el, where, shown=repr(raw) if not prefix else None)
 
     def conductance(self, rest, where, name, scope) -> float:
         if len(rest) == 1:  # 'Rname n1 n2 value': the common case, first
