@@ -59,11 +59,20 @@ def run_path(path, timeout_s: int = 20) -> Outcome:
     return _guard(lambda: solve(read_deck(path).circuit, strict=False), timeout_s)
 
 
+def run_call(fn, timeout_s: int = 20) -> Outcome:
+    """Run ``fn()`` under the CPU-time guard of :func:`run_text`: ``ok`` when it returns ``None`` or a
+    converged solution, ``refused`` for a :class:`PhysgradError`, ``crash`` for any other exception,
+    ``hang`` past ``timeout_s`` CPU seconds."""
+    return _guard(fn, timeout_s)
+
+
 def _guard(fn, timeout_s: int) -> Outcome:
     old = signal.signal(signal.SIGPROF, _alarm)
     signal.setitimer(signal.ITIMER_PROF, timeout_s)
     try:
         sol = fn()
+        if sol is None:
+            return Outcome("ok")
         if sol.status != "converged":
             return Outcome("not solved", sol.message)
         return Outcome("ok", "", sol.voltage_dict())
@@ -268,3 +277,202 @@ def seed_netlists() -> list:
         "t\nv1 in 0 10\nr1 in out 1k\nd1 out 0 di\n.model di D(ideal=1 vth=0.3)\n.target out 0.2\n",
     ]
     return decks + [write_netlist(random_diode_circuit(s)) for s in range(4)]
+
+
+# --- hostile inputs (issue 18): the reader's limits and the CSV reader ------------------------------
+
+@dataclass(frozen=True)
+class HostileCase:
+    """One hostile input: ``command`` is ``"solve"`` (``path`` a netlist) or ``"fit"`` (``path`` a CSV
+    for :data:`FIT_NETLIST`, read with ``label`` as the class column when given); ``expect`` the
+    outcomes that are right (a subset of ``ok``, ``refused``, ``not solved``); ``check`` an optional
+    ``{node: voltage}`` that an ``ok`` answer must hold (to 1e-9 V)."""
+
+    name: str
+    command: str
+    path: str
+    expect: frozenset
+    label: Optional[str] = None
+    check: Optional[dict] = None
+
+
+OK, REFUSED, EITHER = frozenset({"ok"}), frozenset({"refused"}), frozenset({"ok", "refused"})
+FIT_NETLIST = "fit target\nv1 in 0 1\nr1 in out 1k\nr2 out 0 1k\n.end\n"
+
+
+def _bomb_includes(folder: Path, depth: int) -> str:
+    for k in range(depth):
+        nxt = f"bomb{k + 1}.inc" if k + 1 < depth else "leaf.inc"
+        (folder / f"bomb{k}.inc").write_text(f".include {nxt}\n.include {nxt}\n")
+    (folder / "leaf.inc").write_text("* leaf\n.param leafp=1\n")
+    return "include bomb\nv1 a 0 1\nr1 a 0 1k\n.include bomb0.inc\n.end\n"
+
+
+def _subckt_bomb(levels: int, fanout: int, leaf: str) -> str:
+    out = ["subcircuit bomb", f".subckt s0 a b\n{leaf}.ends"]
+    for k in range(1, levels + 1):
+        out.append(f".subckt s{k} a b\n" + "".join(f"x{j} a b s{k - 1}\n" for j in range(fanout)) + ".ends")
+    out += ["v1 a 0 1", "r1 a 0 1k", f"x1 a 0 s{levels}", ".end", ""]
+    return "\n".join(out)
+
+
+def _nested_subckts(depth: int) -> str:
+    out = ["nested subcircuits", ".subckt s1 a\nr1 a 0 1k\n.ends"]
+    for k in range(2, depth + 1):
+        out.append(f".subckt s{k} a\nr1 a 0 1k\nx1 a s{k - 1}\n.ends")
+    out += ["v1 a 0 1", f"x1 a s{depth}", ".end", ""]
+    return "\n".join(out)
+
+
+def _func_chain(levels: int, distinct: bool) -> str:
+    out = ["func chain", ".func f0(x) {x+1}"]
+    for k in range(1, levels + 1):
+        body = f"f{k - 1}(x*1.7)+f{k - 1}(x+0.31)" if distinct else f"f{k - 1}(x)+f{k - 1}(x)"
+        out.append(f".func f{k}(x) {{{body}}}")
+    out += ["v1 a 0 1", f"r1 a 0 {{f{levels}(1)}}", ".end", ""]
+    return "\n".join(out)
+
+
+def _param_chain(n: int, reverse: bool, double: bool = False) -> str:
+    defs = [".param p0=1"] + [f".param p{k}={{p{k - 1}+p{k - 1}}}" if double else f".param p{k}={{p{k - 1}+1}}"
+                              for k in range(1, n + 1)]
+    if reverse:
+        defs = defs[::-1]
+    return "\n".join(["param chain"] + defs + ["v1 a 0 1", f"r1 a 0 {{p{n}}}", ".end", ""])
+
+
+def hostile_decks(folder: Path, seed: int = 0, scale: float = 1.0) -> list:
+    """Hostile netlists under ``folder`` (sizes drawn from ``seed``; ``scale`` < 1 shrinks the big
+    ones for a quick run): include bombs and fan-outs, subcircuit bombs whose leaves hold no element,
+    deep nesting, ``.func`` and ``.param`` chains, overflowing expressions, huge tokens, odd bytes,
+    symlink loops, device files, FIFOs and folders in ``.include`` and as the netlist itself, and node
+    ``0`` used as a subcircuit pin. Returns :class:`HostileCase` s."""
+    import os
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = []
+
+    def deck(name, text, expect, check=None):
+        p = folder / name
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        cases.append(HostileCase(name, "solve", str(p), expect, check=check))
+
+    deck("include_bomb.cir", _bomb_includes(folder, int(rng.integers(24, 41))), REFUSED)
+    (folder / "small.inc").write_text(".param small=1\n")
+    deck("include_fanout.cir", "fan-out\nv1 a 0 1\nr1 a 0 1k\n" + ".include small.inc\n" * int(rng.integers(12000, 20000)),
+         REFUSED)
+    deck("subckt_bomb_empty.cir", _subckt_bomb(int(rng.integers(10, 15)), 10, ""), REFUSED)
+    deck("subckt_bomb_capacitor.cir", _subckt_bomb(int(rng.integers(10, 15)), 10, "c1 a b 1p\n"), REFUSED)
+    deck("subckt_bomb_param.cir", _subckt_bomb(int(rng.integers(10, 15)), 10, ".param q=1\n"), REFUSED)
+    deck("nested_1000.cir", _nested_subckts(1000), OK, {"a": 1.0})
+    deck("nested_deep.cir", _nested_subckts(max(1001, int(rng.integers(2000, 6000) * scale))), EITHER)
+    deck("func_chain_twice.cir", _func_chain(int(rng.integers(12, 40)), False), EITHER)
+    deck("func_chain_distinct.cir", _func_chain(int(rng.integers(17, 21)), True), EITHER)
+    n = int(rng.integers(10000, 20001) * scale)
+    deck("param_chain.cir", _param_chain(n, False), OK, {"a": 1.0})
+    deck("param_chain_reverse.cir", _param_chain(n, True), OK, {"a": 1.0})
+    deck("param_chain_overflow.cir", _param_chain(int(rng.integers(1030, 1200)), False, double=True), REFUSED)
+    overflows = ["{1e200*1e200}", "{(1e308*10) % 2}", "{exp(1e5)}", "{1e308*10 - 1e308*10}", "{atan(1e308*10)+1}",
+                 "{int(1e308*10)}", "{nint(1e308*10)}", "{floor(1e308*10)}", "{(-1e308*10)^0.5}", "{1/(1e-308/1e300)}",
+                 "{(1e308*10) ? 1 : 2}", "{max(1e308*10, 1)}", "{sgn(1e308*10)}", "{exp(709)*3}",
+                 "{pow(10, 400)}", "{pwr(-10, 400)}", "{10**400}", "{1e308*10 > 1}"]
+    for k, expr in enumerate(overflows):
+        deck(f"overflow{k}.cir", f"overflow\nv1 a 0 1\nr1 a 0 {expr}\n.end\n", REFUSED)
+    big = int(rng.integers(200_000, 400_000) * scale)
+    deck("huge_node.cir", f"huge node\nv1 {'n' * big} 0 1\nr1 {'n' * big} 0 1k\n.end\n", EITHER)
+    deck("huge_number.cir", f"huge number\nv1 a 0 1\nr1 a 0 1{'0' * big}\n.end\n", REFUSED)
+    deck("huge_digits.cir", f"many digits\nv1 a 0 1\nr1 a 0 0.{'0' * big}1\n.end\n", EITHER)
+    deck("huge_expression.cir", "huge expression\nv1 a 0 1\nr1 a 0 {" + "1+" * big + "1}\n.end\n", REFUSED)
+    deck("huge_continuation.cir", "continuations\nv1 a 0 1\nr1 a 0\n" + "+ \n" * big + "+ 1k\n.end\n", EITHER)
+    for k in range(4):
+        deck(f"random_bytes{k}.cir", bytes(rng.integers(0, 256, int(rng.integers(10, 5000)), dtype=np.uint8)), EITHER)
+        good = bytearray(b"odd bytes\nv1 a 0 1\nr1 a b 1k\nr2 b 0 1k\n.end\n")
+        for _ in range(3):
+            good.insert(int(rng.integers(10, len(good))), int(rng.choice([0x85, 0xff, 0x80, 0x0b, 0x0c, 0x1c, 0xc0])))
+        deck(f"odd_bytes{k}.cir", bytes(good), EITHER)
+    deck("line_separators.cir", "seps\nv1 a 0 1\u2028r1 a 0 1k\u2029r2 a 0 2k\x85\nr3 a 0 3k\n.end\n", EITHER)
+    deck("cr_only.cir", b"cr\rv1 a 0 1\rr1 a 0 1k\r.end\r", OK, {"a": 1.0})
+    # symlink loops, devices, FIFOs and folders
+    for a, b in (("loop_a.inc", "loop_b.inc"), ("loop_b.inc", "loop_a.inc"), ("self.inc", "self.inc")):
+        if not os.path.lexists(folder / a):
+            os.symlink(b, folder / a)
+    deck("include_symlink_loop.cir", "loop\nv1 a 0 1\nr1 a 0 1k\n.include loop_a.inc\n.end\n", REFUSED)
+    deck("include_self_link.cir", "self\nv1 a 0 1\nr1 a 0 1k\n.include self.inc\n.end\n", REFUSED)
+    fifo = folder / "fifo.inc"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    (folder / "a_folder.inc").mkdir(exist_ok=True)
+    for name, target in (("dev_zero", "/dev/zero"), ("dev_urandom", "/dev/urandom"), ("dev_null", "/dev/null"),
+                         ("fifo", str(fifo)), ("folder", str(folder / "a_folder.inc")), ("proc_mem", "/proc/self/mem"),
+                         ("lib_dev_zero", "/dev/zero")):
+        head = f".lib {target} sec" if name.startswith("lib_") else f".include {target}"
+        deck(f"include_{name}.cir", f"device\nv1 a 0 1\nr1 a 0 1k\n{head}\n.end\n", REFUSED)
+    sparse = folder / "sparse.inc"
+    with open(sparse, "wb") as fh:
+        fh.truncate(3 << 30)  # a 3 GiB file of zeros that holds no disk space
+    deck("include_sparse_3gib.cir", "sparse\nv1 a 0 1\nr1 a 0 1k\n.include sparse.inc\n.end\n", REFUSED)
+    for target in ("/dev/zero", str(fifo), str(folder / "a_folder.inc")):
+        cases.append(HostileCase(f"netlist_is_{Path(target).name}", "solve", target, REFUSED))
+    link = folder / "netlist_link_loop.cir"
+    if not os.path.lexists(link):
+        os.symlink("loop_a.inc", link)
+    cases.append(HostileCase("netlist_symlink_loop", "solve", str(link), REFUSED))
+    # node 0 is the global ground inside a subcircuit, also as a pin (ngspice: b = 0.5 V)
+    deck("subckt_pin_0.cir", "pin 0\n.subckt s a 0\nr1 a 0 1k\nr2 a gnd 1k\n.ends\nv1 in 0 1\nr0 in b 1k\nx1 in b s\n"
+         "rb b 0 1k\n.end\n", OK, {"b": 0.5, "in": 1.0})
+    return cases
+
+
+def hostile_csvs(folder: Path, seed: int = 0, scale: float = 1.0) -> list:
+    """Hostile CSV files for ``physgrad fit`` on :data:`FIT_NETLIST` (columns ``v1``, ``out``, label
+    ``y``): a field over the size limit, one huge integer label, too many columns, non-UTF-8 and NUL
+    bytes, unterminated quotes, non-finite cells, random bytes, a folder, ``/dev/zero`` and a FIFO as
+    the CSV. Returns :class:`HostileCase` s (``command="fit"``)."""
+    import os
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = []
+    good_rows = "".join(f"{x:.3f},{x / 2:.4f},{k % 2}\n" for k, x in enumerate(rng.uniform(0, 1, 16)))
+
+    def csv(name, data, expect, label=None):
+        p = folder / name
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+        cases.append(HostileCase(name, "fit", str(p), expect, label=label))
+
+    csv("good.csv", "v1,out,y\n" + good_rows, OK)
+    csv("good_labels.csv", "v1,out,y\n" + good_rows, OK, label="y")
+    big = int(rng.integers(140_000, 400_000) * scale)
+    csv("field_over_limit.csv", "v1,out,y\n" + good_rows + f"1,{'9' * big},0\n", REFUSED)
+    csv("field_quoted_over_limit.csv", "v1,out,y\n" + good_rows + f'1,"{"x" * big}",0\n', REFUSED)
+    csv("unterminated_quote.csv", "v1,out,y\n" + good_rows + '1,"0.5,0\n' + good_rows, REFUSED)
+    csv("huge_label.csv", "v1,out,y\n" + good_rows + f"0.5,0.25,{int(rng.integers(10 ** 8, 10 ** 9))}\n", REFUSED,
+        label="y")
+    csv("huge_label_digits.csv", "v1,out,y\n" + good_rows + f"0.5,0.25,{'9' * 4000}\n", REFUSED, label="y")
+    csv("many_labels.csv", "v1,out,y\n" + "".join(f"0.5,0.25,c{k}\n" for k in range(int(20000 * max(scale, 0.6)))),
+        REFUSED, label="y")
+    ncol = int(rng.integers(120_000, 200_000) * scale) + 20_000
+    csv("many_columns.csv", "v1,out," + ",".join(f"c{k}" for k in range(ncol)) + "\n", REFUSED)
+    bad = bytearray(("v1,out,y\n" + good_rows).encode())
+    bad[len(bad) // 2] = 0xff
+    csv("non_utf8.csv", bytes(bad), REFUSED)
+    csv("latin1_header.csv", "v1,out,y\u00e9\n".encode("latin-1") + good_rows.encode(), REFUSED)
+    csv("nul_bytes.csv", ("v1,out,y\n" + good_rows).replace("\n", "\x00\n", 3).encode(), REFUSED)
+    csv("nonfinite.csv", "v1,out,y\n" + good_rows + "nan,inf,0\n", REFUSED)
+    csv("huge_number.csv", "v1,out,y\n" + good_rows + f"1{'0' * 400},0.5,0\n", REFUSED)
+    csv("header_only.csv", "v1,out,y\n", REFUSED)
+    csv("empty.csv", "", REFUSED)
+    csv("ragged.csv", "v1,out,y\n" + good_rows + "1,2\n", REFUSED)
+    csv("cr_only.csv", ("v1,out,y\n" + good_rows).replace("\n", "\r"), OK)
+    csv("bom_in_middle.csv", "v1,out,y\n" + good_rows + "\ufeff0.5,0.25,1\n", REFUSED)
+    for k in range(3):
+        csv(f"random_bytes{k}.csv", bytes(rng.integers(0, 256, int(rng.integers(10, 4000)), dtype=np.uint8)),
+            REFUSED)
+    fifo = folder / "fifo.csv"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    (folder / "a_folder.csv").mkdir(exist_ok=True)
+    for target in ("/dev/zero", str(fifo), str(folder / "a_folder.csv"), "/dev/null"):
+        cases.append(HostileCase(f"csv_is_{Path(target).name}", "fit", target, REFUSED))
+    return cases

@@ -22,6 +22,7 @@ V, I, M, Q).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping, Optional, Sequence, Union
@@ -43,10 +44,16 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 def fold(name: str) -> str:
     """Case-fold ``name`` in ASCII only (``A``-``Z`` -> ``a``-``z``), as ngspice does; other characters
     (the Kelvin sign, dotted capital I, ...) are left alone so that distinct names stay distinct."""
-    return name.translate(_ASCII_LOWER)
+    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+
+
+_HAS_SPACE = re.compile(r"\s").search
 
 
 def _name_text(value, kind: str) -> str:
+    if type(value) is str:  # the common case, first (netlists build ~10^5 names)
+        value = value.strip()
+        return value.lower() if value.isascii() else value.translate(_ASCII_LOWER)
     if not isinstance(value, (str, int, np.integer)) or isinstance(value, bool):
         raise BadArgumentError(f"{kind} name must be a string, got {type(value).__name__} {value!r:.60}")
     return fold(str(value).strip())
@@ -54,22 +61,30 @@ def _name_text(value, kind: str) -> str:
 
 def node_name(node) -> str:
     """Normalise a node name (ASCII lower case; ``gnd`` -> ``0``); raise on empty or blank names."""
-    name = _name_text(node, "node")
-    if not name or any(ch.isspace() for ch in name):
+    if type(node) is str:  # the common case, inline (a netlist names ~10^5 nodes)
+        name = node.strip()
+        name = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+    else:
+        name = _name_text(node, "node")
+    if not name or _HAS_SPACE(name):
         raise PhysgradError(f"invalid node name {node!r}: node names are non-empty and contain no spaces")
     return GROUND if name in GROUND_ALIASES else name
 
 
 def _element_name(name, letter: str, kind: str) -> str:
     norm = _name_text(name, kind)
-    if not norm or any(ch.isspace() for ch in norm):
+    if not norm or _HAS_SPACE(norm):
         raise PhysgradError(f"invalid {kind} name {name!r}")
     if norm[0] != letter:
         raise PhysgradError(f"{kind} name {name!r} must start with {letter.upper()!r} (SPICE convention)")
     return norm
 
 
-def _finite(value, what: str) -> float:
+def _finite(value, what: str, *args) -> float:
+    """``float(value)`` if finite; else an error naming ``what`` (formatted with ``args`` only then)."""
+    if type(value) is float and value - value == 0.0:  # the common case, first
+        return value
+    what = what.format(*args) if args else what
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -102,7 +117,7 @@ class Resistor:
     def __post_init__(self):
         object.__setattr__(self, "name", _element_name(self.name, "r", "resistor"))
         _two_nodes(self, "n1", "n2", "resistor")
-        g = _finite(self.conductance, f"conductance of {self.name}")
+        g = _finite(self.conductance, "conductance of {}", self.name)
         if g < 0:
             raise PhysgradError(f"resistor {self.name} has negative conductance {g} S")
         object.__setattr__(self, "conductance", g)
@@ -129,7 +144,7 @@ class IdealDiode:
     def __post_init__(self):
         object.__setattr__(self, "name", _element_name(self.name, "d", "diode"))
         _two_nodes(self, "anode", "cathode", "diode")
-        vth = _finite(self.vth, f"threshold of {self.name}")
+        vth = _finite(self.vth, "threshold of {}", self.name)
         if vth < 0:
             raise PhysgradError(f"diode {self.name} has negative threshold vth={vth} V")
         object.__setattr__(self, "vth", vth)

@@ -41,6 +41,14 @@ sources (``POLY``, ``VALUE=``, ``TABLE``), switches, transmission lines, behavio
 engineering suffixes f p n u m k meg g t mil (trailing unit letters are ignored, as in SPICE:
 ``10kohm``, ``5V``). Every error names the file and line.
 
+Hostile decks are bounded by :class:`ReaderLimits` (bytes, lines and files read, include and
+subcircuit depth, elements and instances after flattening, expression work), each overridable by
+keyword (``read_netlist(path, max_files=10**5)``). Only regular files are read: a folder, a device
+(``/dev/zero``), a FIFO or a symbolic-link loop is refused before anything is read. Flattening and
+``.param`` resolution use explicit stacks (any depth within the limits, no Python recursion);
+``.func`` calls are memoized. Node ``0`` (and ``gnd``) is the global ground inside subcircuits, also
+when a pin is named so (as in ngspice).
+
 Writing produces a file that ngspice runs (``ngspice -b file.cir``) *and* that :func:`read_netlist`
 reads back to an equal :class:`Circuit`: tight ``.options`` (ngspice is silently
 wrong at its default tolerances with near-ideal diodes, see :data:`physgrad.circuit.ngspice.TIGHT_OPTIONS`), ideal diodes exported to ngspice as steep Shockley
@@ -50,10 +58,12 @@ skips it).
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -74,7 +84,9 @@ from physgrad.circuit.elements import (
     VoltageSource,
     fold,
 )
-from physgrad.circuit.expr import SUFFIXES, ExpressionError, UserFunction, evaluate, parse_number  # noqa: F401
+from physgrad.circuit.files import InputFileError, TooLargeError, read_limited
+from physgrad.circuit.expr import (SUFFIXES, Budget, ExpressionError, UserFunction, evaluate, names_in,  # noqa: F401
+                                  parse_number, shown)
 from physgrad.types import BadArgumentError, PhysgradError
 
 # ngspice's replacement for ideal diodes: IS (A) and N chosen so the forward drop at 1 mA is ~0.4 mV.
@@ -84,11 +96,76 @@ TIGHT_OPTIONS = "reltol=1e-6 vntol=1e-9 abstol=1e-15"
 PRAGMA = "*@physgrad "
 NGSPICE_ONLY_BEGIN = "*@ngspice-only begin"
 NGSPICE_ONLY_END = "*@ngspice-only end"
-# Limits that keep a hostile or broken deck from hanging the reader.
-MAX_INCLUDE_DEPTH = 50
-MAX_SUBCKT_DEPTH = 100
-MAX_ELEMENTS = 2_000_000
-MAX_FILE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class ReaderLimits:
+    """Limits that keep a hostile or broken deck from hanging the reader or exhausting memory.
+
+    Every reading function takes them as keywords (``read_netlist(path, max_elements=10**7)``) or as
+    ``limits=ReaderLimits(...)``. A deck past a limit is refused with :class:`NetlistError` naming the
+    file, the line and the keyword that raises the limit.
+
+    Attributes
+    ----------
+    max_bytes : int
+        Bytes read in all, the top file and every ``.include``/``.lib`` (256 MiB).
+    max_lines : int
+        Lines read in all, counted per inclusion (10,000,000).
+    max_files : int
+        Files read, counted per inclusion: a file included twice counts twice (10,000).
+    max_include_depth : int
+        Nesting of ``.include``/``.lib`` (50).
+    max_subckt_depth : int
+        Nesting of subcircuit instances (1,000); flattening is iterative, so this bounds the
+        length of flattened names, not Python's stack.
+    max_elements : int
+        Element cards after flattening subcircuits (2,000,000), counted before flattening from the
+        definitions.
+    max_instances : int
+        Subcircuit instances after flattening (1,000,000): a hierarchy whose leaves hold no
+        element still multiplies instances.
+    max_eval_steps : int
+        Expression tokens evaluated in all (``.param``, ``.func`` bodies, ``{...}`` values;
+        10,000,000, about 10 s of CPU): user-function calls are memoized, so a ``.func`` that calls
+        the previous one twice costs linear time; work that still multiplies stops here.
+    max_eval_steps_per_value : int
+        Expression tokens evaluated for one value (one ``.param`` or element value with the
+        functions it calls; 1,000,000, about 1 s).
+    """
+
+    max_bytes: int = 256 << 20
+    max_lines: int = 10_000_000
+    max_files: int = 10_000
+    max_include_depth: int = 50
+    max_subckt_depth: int = 1_000
+    max_elements: int = 2_000_000
+    max_instances: int = 1_000_000
+    max_eval_steps: int = 10_000_000
+    max_eval_steps_per_value: int = 1_000_000
+
+    def __post_init__(self):
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BadArgumentError(f"reader limit {name} must be an integer >= 1, got {value!r}")
+
+
+DEFAULT_LIMITS = ReaderLimits()
+
+
+def reader_limits(limits: Optional[ReaderLimits] = None, **overrides) -> ReaderLimits:
+    """``limits`` (default :data:`DEFAULT_LIMITS`) with ``overrides`` (keywords of
+    :class:`ReaderLimits`; an unknown one is an error listing the valid names)."""
+    if limits is None:
+        limits = DEFAULT_LIMITS
+    elif not isinstance(limits, ReaderLimits):
+        raise BadArgumentError(f"limits must be a ReaderLimits, got {type(limits).__name__}")
+    unknown = set(overrides) - set(ReaderLimits.__dataclass_fields__)
+    if unknown:
+        raise BadArgumentError(f"unknown reader limit(s) {sorted(unknown)}; the limits are "
+                               f"{', '.join(ReaderLimits.__dataclass_fields__)}")
+    return replace(limits, **overrides) if overrides else limits
 
 # Cards ignored for the DC operating point (noted once).
 IGNORED_CARDS = {".tran", ".ac", ".dc", ".noise", ".tf", ".sens", ".disto", ".pz", ".four", ".pss", ".sp",
@@ -141,96 +218,112 @@ class Deck:
         return "ignored for the DC operating point: " + ", ".join(parts)
 
 
-@dataclass(frozen=True)
 class _Line:
-    where: str
-    text: str
+    """One card: ``where`` (``file:line``), its text (continuations joined, comments dropped) and
+    its tokens (split once, by :meth:`_Builder.split`)."""
+
+    __slots__ = ("where", "text", "toks")
+
+    def __init__(self, where: str, text: str):
+        self.where, self.text, self.toks = where, text, None
+
+
+_INLINE = re.compile(r"(?:^|\s)(?:\$|//)")
 
 
 def _strip_inline(text: str) -> str:
     """Drop inline comments: ``;`` anywhere, `` $ `` and `` // `` after white space (ngspice)."""
-    text = text.split(";")[0]
-    for mark in ("$", "//"):
-        m = re.search(r"(^|\s)" + re.escape(mark), text)
-        if m:
-            text = text[: m.start()]
+    text = text.split(";", 1)[0]
+    m = _INLINE.search(text)
+    if m:
+        text = text[: m.start()]
     return text.strip()
 
 
 def _file_lines(text: str, filename: str, *, top: bool):
-    """Join ``+`` continuations, strip comments: ``(title, [_Line])`` (title only for the top file)."""
+    """Join ``+`` continuations, strip comments: ``(title, [_Line])`` (title only for the top file).
+    Linear in the text (continuations are joined once, at the end of each card)."""
     if "\x00" in text:
         raise NetlistError(f"{filename}: not a text netlist (it contains NUL bytes)")
     raw = text.lstrip("\ufeff").splitlines()
     if top and not raw:
         raise NetlistError(f"{filename}:1: empty netlist (the first line is the title)")
     title = raw[0].strip() if top else ""
-    lines: list[_Line] = []
+    lines: list = []
+    more: dict = {}   # index in lines -> continuation texts
     skipping = False
     start = 2 if top else 1
     for i, line in enumerate(raw[1:] if top else raw, start=start):
         stripped = line.strip()
-        low = fold(stripped)
-        if low.startswith(NGSPICE_ONLY_BEGIN):
-            skipping = True
-            continue
-        if low.startswith(NGSPICE_ONLY_END):
-            skipping = False
-            continue
-        if skipping:
-            continue
-        if low.startswith(PRAGMA):
-            stripped = stripped[len(PRAGMA):].strip()
-        elif stripped.startswith("*") or not stripped:
-            continue
-        stripped = _strip_inline(stripped)
         if not stripped:
             continue
-        if stripped.startswith("+"):
+        first = stripped[0]
+        if first == "*":
+            if stripped[1:2] != "@":
+                continue
+            low = fold(stripped)
+            if low.startswith(NGSPICE_ONLY_BEGIN):
+                skipping = True
+                continue
+            if low.startswith(NGSPICE_ONLY_END):
+                skipping = False
+                continue
+            if skipping or not low.startswith(PRAGMA):
+                continue
+            stripped = stripped[len(PRAGMA):].strip()
+            if not stripped:
+                continue
+            first = stripped[0]
+        elif skipping:
+            continue
+        if ";" in stripped or "$" in stripped or "//" in stripped:
+            stripped = _strip_inline(stripped)
+            if not stripped:
+                continue
+        if first == "+":
             if not lines:
                 raise NetlistError(f"{filename}:{i}: continuation line '+' with nothing to continue")
-            prev = lines[-1]
-            lines[-1] = _Line(prev.where, prev.text + " " + stripped[1:].strip())
+            more.setdefault(len(lines) - 1, []).append(stripped[1:].strip())
             continue
         lines.append(_Line(f"{filename}:{i}", stripped))
     if skipping:
         raise NetlistError(f"{filename}: '{NGSPICE_ONLY_BEGIN}' without '{NGSPICE_ONLY_END}'")
+    for k, parts in more.items():
+        lines[k].text = " ".join([lines[k].text] + parts)
     return title, lines
 
 
-def _read_text(path: Path, where: str) -> str:
-    """A netlist file's text; :class:`NetlistError` (naming ``where``) for anything unreadable."""
+def _decode(data: bytes, path: Path, where: str) -> str:
+    """The text of a netlist file's bytes: UTF-8, else Latin-1 when it looks like text."""
     what = "" if where == str(path) else f" {path}"
-    try:
-        if path.is_dir():
-            raise NetlistError(f"{where}:{what} is a directory, not a netlist file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise NetlistError(f"{where}:{what} is larger than {MAX_FILE_BYTES >> 20} MiB")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NetlistError(f"{where}:{what} no such file") from None
-    except PermissionError:
-        raise NetlistError(f"{where}:{what} permission denied") from None
-    except OSError as exc:
-        raise NetlistError(f"{where}:{what} cannot be read ({exc.strerror or exc})") from None
     if b"\x00" in data:
         raise NetlistError(f"{where}:{what} not a text netlist (it contains NUL bytes)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        try:
-            return data.decode("latin-1") if _mostly_text(data) else _not_text(path, where)
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-            return _not_text(path, where)
+        if _mostly_text(data):
+            return data.decode("latin-1")
+        raise NetlistError(f"{where}:{what} not a text file") from None
+
+
+def _read_text(path: Path, where: str, max_bytes: int, total: Optional[int] = None) -> str:
+    """A netlist file's text; :class:`NetlistError` (naming ``where``) for anything unreadable: a
+    missing file, a folder, a device or FIFO, a symbolic-link loop, more than ``max_bytes`` (what is
+    left of the deck's ``total`` byte limit, when given)."""
+    what = "" if where == str(path) else f" {path}"
+    try:
+        data = read_limited(path, max_bytes)
+    except TooLargeError as exc:
+        why = str(exc) if total is None else f"would bring the bytes read past the limit of {total:,}"
+        raise NetlistError(f"{where}:{what} {why} (raise it with max_bytes=...)") from None
+    except InputFileError as exc:
+        raise NetlistError(f"{where}:{what} {exc}") from None
+    return _decode(data, path, where)
 
 
 def _mostly_text(data: bytes) -> bool:
     printable = sum(1 for b in data[:65536] if b in (9, 10, 13) or 32 <= b < 127 or b >= 160)
     return printable >= 0.95 * min(len(data), 65536)
-
-
-def _not_text(path, where):
-    raise NetlistError(f"{where}:{'' if where == str(path) else ' ' + str(path)} not a text file")
 
 
 def _path_arg(toks: list, where: str, what: str, text: str = "") -> str:
@@ -244,16 +337,40 @@ def _path_arg(toks: list, where: str, what: str, text: str = "") -> str:
 
 
 class _Loader:
-    """Expands ``.include``/``.lib``, drops ``.control`` blocks and what follows ``.end``."""
+    """Expands ``.include``/``.lib``, drops ``.control`` blocks and what follows ``.end``; counts
+    the files, bytes and lines read against the :class:`ReaderLimits`."""
 
-    def __init__(self):
+    def __init__(self, limits: ReaderLimits):
         self.notes: list = []
+        self.limits = limits
+        self.files = self.bytes = self.lines = 0
+
+    def account(self, text: str, n_lines: int, where: str, path) -> None:
+        """Count one file read (``text`` of ``n_lines`` lines) against the limits."""
+        lim = self.limits
+        self.files += 1
+        self.bytes += len(text)
+        self.lines += n_lines
+        what = "" if path is None or where == str(path) else f" {path}:"
+        if self.files > lim.max_files:
+            raise NetlistError(f"{where}:{what} more than {lim.max_files:,} files read (every .include/.lib counts; "
+                               "raise the limit with max_files=...)")
+        if self.bytes > lim.max_bytes:
+            raise NetlistError(f"{where}:{what} more than {lim.max_bytes:,} bytes read in all (top file and includes; "
+                               "raise the limit with max_bytes=...)")
+        if self.lines > lim.max_lines:
+            raise NetlistError(f"{where}:{what} more than {lim.max_lines:,} lines read in all (top file and "
+                               "includes; raise the limit with max_lines=...)")
 
     def expand(self, lines, base: Path, stack: tuple) -> list:
         out = []
         i = 0
         while i < len(lines):
             ln = lines[i]
+            if ln.text[0] != ".":
+                out.append(ln)
+                i += 1
+                continue
             toks = ln.text.split()
             head = fold(toks[0])
             if head == ".end":
@@ -271,10 +388,10 @@ class _Loader:
             if head == ".endc":
                 raise NetlistError(f"{ln.where}: .endc without .control")
             if head in (".include", ".inc", ".incl"):
-                path = self._resolve(_path_arg(toks, ln.where, head, ln.text), base, ln.where)
+                path = self._resolve(_path_arg(toks, ln.where, head, ln.text), base)
                 out += self.load_file(path, ln.where, stack)
             elif head == ".lib" and len(toks) >= 3:
-                path = self._resolve(_path_arg(toks, ln.where, ".lib", ln.text), base, ln.where)
+                path = self._resolve(_path_arg(toks, ln.where, ".lib", ln.text), base)
                 out += self.load_section(path, fold(toks[-1]), ln.where, stack)
             elif head == ".lib":  # a section definition that nothing here calls: skipped
                 j = i + 1
@@ -291,27 +408,35 @@ class _Loader:
         return out
 
     @staticmethod
-    def _resolve(name: str, base: Path, where: str) -> Path:
+    def _resolve(name: str, base: Path) -> Path:
+        """The absolute path of an included file, symbolic links resolved where they resolve (a
+        link loop is left for the read to refuse)."""
         path = Path(name)
-        return (path if path.is_absolute() else base / path).resolve()
+        return Path(os.path.realpath(path if path.is_absolute() else base / path))
 
     def _check_stack(self, key, where, stack):
         if key in stack:
             chain = " -> ".join(str(k[0]) + (f" [{k[1]}]" if k[1] else "") for k in stack + (key,))
             raise NetlistError(f"{where}: include cycle: {chain}")
-        if len(stack) >= MAX_INCLUDE_DEPTH:
-            raise NetlistError(f"{where}: includes nested deeper than {MAX_INCLUDE_DEPTH}")
+        if len(stack) >= self.limits.max_include_depth:
+            raise NetlistError(f"{where}: includes nested deeper than {self.limits.max_include_depth} (raise the "
+                               "limit with max_include_depth=...)")
+
+    def _read(self, path: Path, where: str) -> list:
+        text = _read_text(path, where, max(0, self.limits.max_bytes - self.bytes), self.limits.max_bytes)
+        _, lines = _file_lines(text, str(path), top=False)
+        self.account(text, text.count("\n") + 1, where, path)
+        return lines
 
     def load_file(self, path: Path, where: str, stack: tuple) -> list:
         key = (path, "")
         self._check_stack(key, where, stack)
-        _, lines = _file_lines(_read_text(path, where), str(path), top=False)
-        return self.expand(lines, path.parent, stack + (key,))
+        return self.expand(self._read(path, where), path.parent, stack + (key,))
 
     def load_section(self, path: Path, section: str, where: str, stack: tuple) -> list:
         key = (path, section)
         self._check_stack(key, where, stack)
-        _, lines = _file_lines(_read_text(path, where), str(path), top=False)
+        lines = self._read(path, where)
         for i, ln in enumerate(lines):
             toks = ln.text.split()
             if fold(toks[0]) == ".lib" and len(toks) == 2 and fold(toks[1]) == section:
@@ -325,10 +450,13 @@ class _Loader:
 
 
 _TOKEN = re.compile(r"\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|'[^']*'|[(),=]|[^\s(),={}']+)")
+_SPECIAL = re.compile(r"[{}'(),=]")
 
 
 def _tokens(text: str, where: str) -> list:
     """Split a card: ``{...}`` and ``'...'`` stay whole; ``( ) , =`` are tokens of their own."""
+    if _SPECIAL.search(text) is None:  # most cards: white space separates every token
+        return text.split()
     out, pos = [], 0
     text = text.strip()
     while pos < len(text):
@@ -368,14 +496,36 @@ def _split_args(toks: list, where: str):
     return pos, kw
 
 
-class _Scope:
-    """Parameters: raw expressions evaluated on first use, with cycle detection; falls back to ``parent``."""
+class _Pending(Exception):
+    """Raised inside a parameter's evaluation when it needs another parameter of the same scope that
+    is not evaluated yet: :meth:`_Scope.resolve` evaluates that one first (an explicit stack, not
+    Python's, so chains of any length resolve)."""
 
-    def __init__(self, parent: Optional["_Scope"], functions: dict):
-        self.parent, self.functions = parent, functions
+    def __init__(self, scope: "_Scope", name: str):
+        super().__init__(name)
+        self.scope, self.name = scope, name
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _param_names(tok: str) -> list:
+    """The parameter names a value token reads (``{expr}``, ``'expr'`` or a bare name)."""
+    if tok[:1] in "{'" and len(tok) >= 2:
+        return names_in(tok[1:-1])
+    return [fold(tok)] if _NAME.fullmatch(tok) else []
+
+
+class _Scope:
+    """Parameters: raw expressions evaluated on first use (dependencies first, iteratively; a cycle
+    is an error), falling back to ``parent``. ``budget`` and ``memo`` are the deck's expression
+    budget and memo of user-function calls (:func:`physgrad.circuit.expr.evaluate`)."""
+
+    def __init__(self, parent: Optional["_Scope"], functions: dict, budget: Budget, memo: dict):
+        self.parent, self.functions, self.budget, self.memo = parent, functions, budget, memo
         self.raw: dict = {}
         self.values: dict = {}
-        self.busy: set = set()
+        self.resolving = False
 
     def define(self, name: str, text: str, where: str):
         self.raw[fold(name)] = (text, where)
@@ -390,22 +540,48 @@ class _Scope:
 
     def lookup(self, name: str, where: str = "") -> float:
         name = fold(name)
-        if name in self.values:
-            return self.values[name]
-        if name in self.raw:
-            text, at = self.raw[name]
-            if name in self.busy:
-                raise NetlistError(f"{at}: parameter {name!r} is defined in terms of itself")
-            self.busy.add(name)
-            try:
-                value = self.number(text, at, f"parameter {name}")
-            finally:
-                self.busy.discard(name)
-            self.values[name] = value
+        value = self.values.get(name)
+        if value is not None:
             return value
+        if name in self.raw:
+            if self.resolving:
+                raise _Pending(self, name)
+            self.resolve(name)
+            return self.values[name]
         if self.parent is not None:
             return self.parent.lookup(name, where)
         raise NetlistError(f"{where}: unknown parameter {name!r}")
+
+    def resolve(self, name: str) -> None:
+        """Evaluate parameter ``name`` and, first, the parameters of this scope it needs."""
+        stack, on_stack = [name], {name}
+        self.resolving = True
+        try:
+            while stack:
+                top = stack[-1]
+                text, at = self.raw[top]
+                for dep in _param_names(text):  # what the text reads: evaluate those first
+                    if dep in self.raw and dep not in self.values and dep not in on_stack:
+                        stack.append(dep)
+                        on_stack.add(dep)
+                if stack[-1] != top:
+                    continue
+                try:
+                    value = self.number(text, at, f"parameter {top}")
+                except _Pending as need:
+                    if need.scope is not self:
+                        raise
+                    if need.name in on_stack:
+                        raise NetlistError(f"{self.raw[need.name][1]}: parameter {need.name!r} is defined in terms "
+                                           "of itself") from None
+                    stack.append(need.name)
+                    on_stack.add(need.name)
+                    continue
+                self.values[top] = value
+                stack.pop()
+                on_stack.discard(top)
+        finally:
+            self.resolving = False
 
     def number(self, tok: str, where: str, what: str) -> float:
         """A value token: a number, ``{expr}``, ``'expr'`` or a parameter name."""
@@ -420,14 +596,15 @@ class _Scope:
             try:
                 x = parse_number(tok)
             except ValueError:
-                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", tok) and self.has(tok):
+                if _NAME.fullmatch(tok) and self.has(tok):
                     return self.lookup(tok, where)
-                raise NetlistError(f"{where}: {what} {tok!r} is not a number") from None
+                raise NetlistError(f"{where}: {what} {shown(tok)} is not a number") from None
             if not math.isfinite(x):
-                raise NetlistError(f"{where}: {what} must be finite, got {tok!r}")
+                raise NetlistError(f"{where}: {what} must be finite, got {shown(tok)}")
             return x
         try:
-            return evaluate(inner, lambda n: self.lookup(n, where), where, self.functions)
+            return evaluate(inner, lambda n: self.lookup(n, where), where, self.functions, budget=self.budget,
+                            memo=self.memo)
         except ExpressionError as exc:
             raise NetlistError(f"{exc} (for {what})") from None
 
@@ -449,13 +626,32 @@ def _subckt_header(toks, where):
     return _Subckt(fold(toks[1]), tuple(pos), kw, where)
 
 
+class _Frame:
+    """One subcircuit body being flattened: its cards, the next one to read, its parameters, the
+    prefix of its names, its pins (formal -> actual node) and its subcircuit's name."""
+
+    __slots__ = ("lines", "scope", "prefix", "nodemap", "subname")
+
+    def __init__(self, lines, scope, prefix, nodemap, subname):
+        self.lines, self.scope, self.prefix, self.nodemap, self.subname = iter(lines), scope, prefix, nodemap, subname
+
+
+def _instance_target(toks, where) -> str:
+    """The subcircuit an ``X`` card names (its last positional token)."""
+    pos = [t for t in _split_args([t for t in toks[1:] if fold(t) != "params:"], where)[0]]
+    return fold(pos[-1]) if pos else ""
+
+
 class _Builder:
     """Collects definitions and flattens the deck into physgrad elements."""
 
-    def __init__(self, notes: list):
+    def __init__(self, notes: list, limits: ReaderLimits = DEFAULT_LIMITS):
         self.notes = notes
+        self.limits = limits
         self.functions: dict = {}
-        self.glob = _Scope(None, self.functions)
+        self.budget = Budget(limits.max_eval_steps, limits.max_eval_steps_per_value)
+        self.memo: dict = {}
+        self.glob = _Scope(None, self.functions, self.budget, self.memo)
         self.models: dict = {}
         self.subckts: dict = {}
         self.global_nodes = set(GROUND_ALIASES)
@@ -469,14 +665,23 @@ class _Builder:
         self.trainable: Optional[list] = None
         self.title: Optional[str] = None
         self.count = 0
+        self.instances = 0
+        self.max_elements = limits.max_elements
         self.couplings: list = []
         self.controls: list = []  # (where, raw name, flattened control name, name as written)
 
     # --- pass 1: blocks and global definitions ------------------------------------------------
     def split(self, lines):
+        """Tokenize every card (once), collect ``.subckt`` bodies, models and functions; the
+        top-level cards are returned."""
         top, stack = [], []
+        special = _SPECIAL.search
         for ln in lines:
-            toks = _tokens(ln.text, ln.where)
+            text = ln.text
+            toks = ln.toks = text.split() if special(text) is None else _tokens(text, ln.where)
+            if toks[0][0] != ".":
+                (stack[-1].body if stack else top).append(ln)
+                continue
             head = fold(toks[0])
             if head == ".subckt":
                 stack.append(_subckt_header(toks, ln.where))
@@ -526,68 +731,125 @@ class _Builder:
 
     def check_size(self, top, filename):
         """Refuse, before flattening, a deck whose subcircuits would expand to more than
-        ``MAX_ELEMENTS`` elements (a hierarchy of instances multiplies)."""
-        sizes: dict = {}
+        ``max_elements`` element cards or ``max_instances`` instances: each definition's expanded
+        size is computed once, children first, with an explicit stack (any nesting depth)."""
+        body: dict = {}   # subckt -> (element cards, [subckt of each X card])
 
-        def size(lines, path):
-            n = 0
+        def census(lines):
+            n, kids = 0, []
             for ln in lines:
-                head = fold(ln.text.split()[0])
-                if head.startswith("."):
+                c = ln.toks[0][0]
+                if c == ".":
                     continue
-                if head[0] != "x":
+                if c in "xX":
+                    kids.append(_instance_target(ln.toks, ln.where))
+                else:
                     n += 1
-                    continue
-                pos = [t for t in _split_args(_tokens(ln.text, ln.where)[1:], ln.where)[0] if fold(t) != "params:"]
-                sub = fold(pos[-1]) if pos else ""
-                if sub in self.subckts and sub not in path:
-                    if sub not in sizes:
-                        sizes[sub] = size(self.subckts[sub].body, path + (sub,))
-                    n += sizes[sub]
-                if n > MAX_ELEMENTS:
-                    raise NetlistError(f"{ln.where}: the deck expands to more than {MAX_ELEMENTS} elements "
-                                       "after flattening its subcircuits")
-            return n
+            return n, kids
 
-        size(top, ())
+        sizes: dict = {}   # subckt -> (elements, instances) it expands to, its own X cards included
+        for name in self.subckts:
+            if name in sizes:
+                continue
+            body[name] = census(self.subckts[name].body)
+            stack, on_path = [(name, iter(body[name][1]))], {name}
+            while stack:
+                cur, kids = stack[-1]
+                nxt = next((k for k in kids if k in self.subckts and k not in sizes and k not in on_path), None)
+                if nxt is not None:
+                    body[nxt] = census(self.subckts[nxt].body)
+                    stack.append((nxt, iter(body[nxt][1])))
+                    on_path.add(nxt)
+                    continue
+                n_el, n_inst = body[cur][0], 0
+                for k in body[cur][1]:
+                    n_inst += 1
+                    if k in sizes and k not in on_path:  # a cycle is refused when instantiated
+                        n_el += sizes[k][0]
+                        n_inst += sizes[k][1]
+                sizes[cur] = (n_el, n_inst)
+                stack.pop()
+                on_path.discard(cur)
+        lim = self.limits
+        n_el = n_inst = 0
+        for ln in top:
+            c = ln.toks[0][0]
+            if c == ".":
+                continue
+            if c in "xX":
+                sub = _instance_target(ln.toks, ln.where)
+                e, i = sizes.get(sub, (0, 0))
+                n_el, n_inst = n_el + e, n_inst + 1 + i
+            else:
+                n_el += 1
+            if n_el > lim.max_elements:
+                raise NetlistError(f"{ln.where}: the deck expands to more than {lim.max_elements:,} element cards after "
+                                   "flattening its subcircuits (raise the limit with max_elements=...)")
+            if n_inst > lim.max_instances:
+                raise NetlistError(f"{ln.where}: the deck expands to more than {lim.max_instances:,} subcircuit "
+                                   "instances after flattening (raise the limit with max_instances=...)")
 
     # --- pass 2: instantiate ------------------------------------------------------------------
     def params(self, lines, scope: _Scope):
         for ln in lines:
-            toks = _tokens(ln.text, ln.where)
-            if fold(toks[0]) == ".param":
+            toks = ln.toks
+            if toks[0][0] != ".":
+                continue
+            head = fold(toks[0])
+            if head == ".param":
                 pos, kw = _split_args(toks[1:], ln.where)
                 if pos:
                     raise NetlistError(f"{ln.where}: .param expects NAME=VALUE, got {pos[0]!r}")
                 for k, v in kw.items():
                     scope.define(k, v if isinstance(v, str) else ",".join(v), ln.where)
-            elif fold(toks[0]) == ".global":
+            elif head == ".global":
                 self.global_nodes.update(fold(t) for t in toks[1:])
 
     def node(self, name: str, prefix: str, nodemap: dict) -> str:
+        """The flattened name of node ``name`` inside the instance ``prefix``: ground (``0``,
+        ``gnd``) is global even when a pin is called so (as in ngspice), then the pins, then
+        ``.global`` nodes, else a local node ``prefix + name``."""
+        if not prefix:  # top level: as written (the element classes fold names and map gnd to 0)
+            return name
         key = fold(name)
+        if key in GROUND_ALIASES:
+            return key
         if key in nodemap:
             return nodemap[key]
-        if key in self.global_nodes or not prefix:
+        if key in self.global_nodes:
             return key
         return prefix + key
 
-    def instantiate(self, lines, scope: _Scope, prefix: str, nodemap: dict, depth: int, path: tuple):
-        for ln in lines:
-            toks = _tokens(ln.text, ln.where)
-            head = fold(toks[0])
-            if head.startswith("."):
-                self.directive(head, toks, ln, top=not prefix)
-                continue
-            if len(toks) > 1 and toks[1] == "(":  # 'R1 (a b) 1k': a parenthesised node list
-                if ")" not in toks[2:]:
-                    raise NetlistError(f"{ln.where}: unbalanced parenthesis in the node list of {toks[0]}")
-                j = toks.index(")", 2)
-                toks = [toks[0]] + toks[2:j] + toks[j + 1:]
-            if head[0] == "x":
-                self.instance(toks, ln, scope, prefix, nodemap, depth, path)
+    def instantiate(self, lines, scope: _Scope):
+        """Flatten ``lines`` (the top level) and every instance in them, depth first, with an
+        explicit stack of :class:`_Frame` s (no recursion: nesting is bounded by
+        ``max_subckt_depth``, not by Python's stack)."""
+        stack = [_Frame(lines, scope, "", {}, "")]
+        active: set = set()
+        element = self.element
+        while stack:
+            frame = stack[-1]
+            scope, prefix, nodemap = frame.scope, frame.prefix, frame.nodemap
+            for ln in frame.lines:
+                toks = ln.toks
+                first = toks[0][0]
+                if first == ".":
+                    self.directive(fold(toks[0]), toks, ln, top=not prefix)
+                    continue
+                if len(toks) > 1 and toks[1] == "(":  # 'R1 (a b) 1k': a parenthesised node list
+                    if ")" not in toks[2:]:
+                        raise NetlistError(f"{ln.where}: unbalanced parenthesis in the node list of {toks[0]}")
+                    j = toks.index(")", 2)
+                    toks = [toks[0]] + toks[2:j] + toks[j + 1:]
+                if first in "xX":
+                    child = self.instance(toks, ln, frame, stack, active)
+                    stack.append(child)
+                    active.add(child.subname)
+                    break
+                element(toks, ln, scope, prefix, nodemap)
             else:
-                self.element(toks, ln, scope, prefix, nodemap)
+                stack.pop()
+                active.discard(frame.subname)
 
     def directive(self, head, toks, ln, top: bool):
         where = ln.where
@@ -620,7 +882,9 @@ class _Builder:
         else:
             raise NetlistError(f"{where}: unsupported directive {toks[0]!r} (physgrad reads what SPICE's .op uses)")
 
-    def instance(self, toks, ln, scope, prefix, nodemap, depth, path):
+    def instance(self, toks, ln, parent: _Frame, stack: list, active: set) -> _Frame:
+        """The frame of subcircuit instance ``toks`` inside ``parent`` (checked: known subcircuit,
+        pin count, parameters, no self-instantiation, depth and instance limits)."""
         where = ln.where
         name = fold(toks[0])
         args = [t for t in toks[1:] if fold(t) != "params:"]
@@ -635,29 +899,37 @@ class _Builder:
         if len(actual) != len(sub.nodes):
             raise NetlistError(f"{where}: instance {toks[0]} connects {len(actual)} nodes but subcircuit "
                                f"{sub.name} ({sub.where}) has {len(sub.nodes)}")
-        if subname in path:
-            raise NetlistError(f"{where}: subcircuit {sub.name} instantiates itself (through {' -> '.join(path)})")
-        if depth >= MAX_SUBCKT_DEPTH:
-            raise NetlistError(f"{where}: subcircuits nested deeper than {MAX_SUBCKT_DEPTH}")
+        if subname in active:
+            path = " -> ".join(f.subname for f in stack[1:])
+            raise NetlistError(f"{where}: subcircuit {sub.name} instantiates itself (through {path})")
+        if len(stack) > self.limits.max_subckt_depth:
+            raise NetlistError(f"{where}: subcircuits nested deeper than {self.limits.max_subckt_depth} (raise the "
+                               "limit with max_subckt_depth=...)")
+        self.instances += 1
+        if self.instances > self.limits.max_instances:
+            raise NetlistError(f"{where}: more than {self.limits.max_instances:,} subcircuit instances after "
+                               "flattening (raise the limit with max_instances=...)")
         unknown = set(kw) - set(sub.defaults)
         if unknown:
             raise NetlistError(f"{where}: instance {toks[0]}: subcircuit {sub.name} has no parameter(s) "
                                f"{sorted(unknown)}")
-        inner = _Scope(self.glob, self.functions)
+        inner = _Scope(self.glob, self.functions, self.budget, self.memo)
         for k, v in sub.defaults.items():
             if k in kw:
-                inner.set(k, scope.number(kw[k], where, f"parameter {k} of {toks[0]}"))
+                inner.set(k, parent.scope.number(kw[k], where, f"parameter {k} of {toks[0]}"))
             else:
                 inner.define(k, v if isinstance(v, str) else ",".join(v), sub.where)
         self.params(sub.body, inner)
-        mapping = {fold(f): self.node(a, prefix, nodemap) for f, a in zip(sub.nodes, actual)}
+        prefix = parent.prefix
+        mapping = {fold(f): self.node(a, prefix, parent.nodemap) for f, a in zip(sub.nodes, actual)}
         inst = (prefix[:-1] + "." if prefix else "") + name
-        self.instantiate(sub.body, inner, inst + ".", mapping, depth + 1, path + (subname,))
+        return _Frame(sub.body, inner, inst + ".", mapping, subname)
 
     def add(self, el, where, generated=False, shown=None):
         self.count += 1
-        if self.count > MAX_ELEMENTS:
-            raise NetlistError(f"{where}: more than {MAX_ELEMENTS} elements after flattening subcircuits")
+        if self.count > self.max_elements:
+            raise NetlistError(f"{where}: more than {self.limits.max_elements:,} elements after flattening "
+                               "subcircuits (raise the limit with max_elements=...)")
         if el is not None:
             if el.name in self.names:
                 raise NetlistError(f"{where}: duplicate element name {shown or repr(el.name)} (first defined at "
@@ -754,6 +1026,13 @@ class _Builder:
         self.add(el, where, shown=repr(raw) if not prefix else None)
 
     def conductance(self, rest, where, name, scope) -> float:
+        if len(rest) == 1:  # 'Rname n1 n2 value': the common case, first
+            try:
+                r = parse_number(rest[0])
+            except ValueError:
+                r = None
+            if r is not None and 0 < r < math.inf:
+                return 1.0 / r
         pos, kw = _split_args(rest, where)
         if "r" in kw or "resistance" in kw:
             pos = pos + [kw.pop("r", None) or kw.pop("resistance")]
@@ -785,10 +1064,10 @@ class _Builder:
                     raise NetlistError(f"{where}: resistor {name} needs a positive conductance, got {g}")
                 return g * m
         if fold(tok) in self.models and not re.match(r"^[\d.+-]", tok):
-            raise NetlistError(f"{where}: {name} uses model {tok!r}: semiconductor resistors are not supported")
+            raise NetlistError(f"{where}: {name} uses model {shown(tok)}: semiconductor resistors are not supported")
         r = scope.number(tok, where, f"resistance of {name}")
         if r <= 0:
-            raise NetlistError(f"{where}: resistor {name} needs a positive resistance, got {tok!r}"
+            raise NetlistError(f"{where}: resistor {name} needs a positive resistance, got {shown(tok)}"
                                + (f" (= {r:g})" if tok[:1] in "{'" else ""))
         return m / r
 
@@ -864,6 +1143,11 @@ class _Builder:
         return vals[0]  # PULSE: V1; EXP: V1
 
     def diode(self, rest, where, raw, full, n1, n2, scope):
+        if len(rest) == 1 and full not in self.names:  # 'Dname anode cathode model': the common case, first
+            self.diodes.append((len(self.elements), where, full, n1, n2, fold(rest[0]), 1.0))
+            self.add(None, where)
+            self.names[full] = where
+            return
         pos, kw = _split_args(rest, where)
         if not pos:
             raise NetlistError(f"{where}: expected 'Dname anode cathode model'")
@@ -1101,43 +1385,76 @@ def _build_model(name, params, where, gmin, scale, scope, index):
 
 
 def read_deck_text(text: str, filename: str = "<netlist>", base: Optional[Union[str, Path]] = None,
-                   _self: Optional[Path] = None) -> Deck:
-    """Read netlist ``text`` (``.include`` paths relative to ``base``, default the working directory)."""
+                   _self: Optional[Path] = None, *, limits: Optional[ReaderLimits] = None, **overrides) -> Deck:
+    """Read netlist ``text`` (``.include`` paths relative to ``base``, default the working directory).
+
+    ``limits`` and keyword ``overrides`` (``max_bytes``, ``max_lines``, ``max_files``,
+    ``max_include_depth``, ``max_subckt_depth``, ``max_elements``, ``max_instances``,
+    ``max_eval_steps``, ``max_eval_steps_per_value``) set the :class:`ReaderLimits`.
+    """
     if not isinstance(text, str):
         raise BadArgumentError(f"netlist text must be a string, got {type(text).__name__}")
     if not isinstance(filename, str):
         raise BadArgumentError(f"filename must be a string, got {type(filename).__name__}")
+    limits = reader_limits(limits, **overrides)
+    with _no_cyclic_gc():
+        return _read_deck(text, filename, base, _self, limits)
+
+
+@contextmanager
+def _no_cyclic_gc():
+    """Pause Python's cyclic garbage collector: reading allocates ~10 objects per card and no
+    cycles worth collecting, and the collector's passes over them cost a third of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_deck(text: str, filename: str, base, _self, limits: ReaderLimits) -> Deck:
+    loader = _Loader(limits)
+    if len(text) > limits.max_bytes:
+        raise NetlistError(f"{filename}: larger than the limit of {limits.max_bytes:,} bytes (raise it with "
+                           "max_bytes=...)")
     title, lines = _file_lines(text, filename, top=True)
-    loader = _Loader()
-    base_path = Path(base).resolve() if base is not None else Path.cwd()
+    loader.account(text, text.count("\n") + 1, filename, None)
+    base_path = Path(os.path.realpath(base)) if base is not None else Path.cwd()
     lines = loader.expand(lines, base_path, ((_self, ""),) if _self is not None else ())
-    builder = _Builder(loader.notes)
+    builder = _Builder(loader.notes, limits)
     top = builder.split(lines)
     builder.check_size(top, filename)
     builder.params(top, builder.glob)
-    builder.instantiate(top, builder.glob, "", {}, 0, ())
+    builder.instantiate(top, builder.glob)
     circuit = builder.finish(title, filename)
     return Deck(circuit, tuple(builder.notes))
 
 
-def parse_netlist(text: str, filename: str = "<netlist>") -> Circuit:
+def parse_netlist(text: str, filename: str = "<netlist>", **limits) -> Circuit:
     """Parse netlist ``text``; errors name ``filename`` and the line (includes relative to the
-    working directory)."""
-    return read_deck_text(text, filename).circuit
+    working directory). Keywords: the :class:`ReaderLimits`."""
+    return read_deck_text(text, filename, **limits).circuit
 
 
-def read_deck(path: Union[str, os.PathLike]) -> Deck:
-    """Read a netlist file with the notes on what was ignored (see the module docstring)."""
+def read_deck(path: Union[str, os.PathLike], *, limits: Optional[ReaderLimits] = None, **overrides) -> Deck:
+    """Read a netlist file with the notes on what was ignored (see the module docstring). Only a
+    regular file is read (a folder, device, FIFO or symbolic-link loop is refused); ``limits`` and
+    keyword ``overrides`` set the :class:`ReaderLimits`."""
     if not isinstance(path, (str, os.PathLike)):
         raise BadArgumentError(f"a netlist path must be a string or path, got {type(path).__name__}")
+    limits = reader_limits(limits, **overrides)
     path = Path(path)
-    text = _read_text(path, str(path))
-    return read_deck_text(text, str(path), base=path.resolve().parent, _self=path.resolve())
+    text = _read_text(path, str(path), limits.max_bytes)
+    real = Path(os.path.realpath(path))
+    return read_deck_text(text, str(path), base=real.parent, _self=real, limits=limits)
 
 
-def read_netlist(path: Union[str, os.PathLike]) -> Circuit:
-    """Read a netlist file (see the module docstring for the syntax)."""
-    return read_deck(path).circuit
+def read_netlist(path: Union[str, os.PathLike], **limits) -> Circuit:
+    """Read a netlist file (see the module docstring for the syntax). Keywords: the
+    :class:`ReaderLimits`."""
+    return read_deck(path, **limits).circuit
 
 
 def fmt(x: float) -> str:
