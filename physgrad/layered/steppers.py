@@ -229,6 +229,10 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         numba threads (``numba.set_num_threads``, restored by :meth:`close`) for the pass over
         ``W1`` (split by columns when ``W1`` has at least ``PAR_W1`` elements) and large block
         updates; BLAS threads of the evaluation. Results do not depend on it (bit for bit).
+
+    ``preset.optimizer`` ``momentum`` or ``adam`` runs inside the same compiled step (the state of
+    :class:`physgrad.layered.optimizer.LayerOptimizer`, updated in place; equal to
+    :class:`~physgrad.layered.kernels.array_stepper.OptimizerCEPStepper` to float rounding).
     """
 
     def __init__(self, preset: Preset, params, threads: int = 1):
@@ -249,6 +253,12 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         numba.set_num_threads(self.threads)
         self.ws = numba_cpu.Workspace(self.spec, preset.batch_size, threads=self.threads)
         self.ws.attach(self.params)
+        self.optimizer = None
+        if preset.optimizer != "sgd":
+            from physgrad.layered.optimizer import LayerOptimizer
+
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.opt_state = self.optimizer.init(self.params)
 
     def start_epoch(self, x, order, start_batch):
         """Compute the first batch's drive ``[s0; 1] @ W1`` (and rebuild the transposed copies)."""
@@ -268,10 +278,25 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         else:  # one call for this batch's and the next batch's input layers
             both = spec.input_layer(x[np.concatenate([idx, nxt])])
             s0, next_s0 = both[:B], both[B:]
+        opt = None if self.optimizer is None else (self.optimizer.kind, self.optimizer.momentum, self.opt_state)
         free, s_plus = self._kernel.cep_step(
             spec, self.params, self.ws, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
-            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0)
+            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0, optimizer=opt)
         return s_plus, np.argmax(free[-1], axis=1)
+
+    def state_arrays(self) -> dict:
+        """The optimizer state as named arrays (empty for SGD; the format of
+        :meth:`physgrad.layered.optimizer.LayerOptimizer.state_arrays`, so a checkpoint moves between
+        this stepper and the numpy ones)."""
+        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Continue from a checkpoint's optimizer state."""
+        if self.optimizer is None:
+            if arrays:
+                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
+            return
+        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
 
     def close(self):
         """Restore numba's thread count."""

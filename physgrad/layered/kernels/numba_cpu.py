@@ -51,6 +51,7 @@ A. Laborieux et al., "Scaling equilibrium propagation to deep ConvNets", 2021 (c
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
 import numpy as np
@@ -91,12 +92,45 @@ def require() -> None:
         raise PhysgradError(INSTALL_HINT)
 
 
+# --- optimizers -----------------------------------------------------------------------------------
+SGD, MOMENTUM, ADAM = 0, 1, 2
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+N_OC = 9  # optimizer constants per parameter array: lr, mu, b1, 1-b1, b2, 1-b2, 1-b1^t, 1-b2^t, eps
+
+
+@njit(cache=True)
+def _opt_apply(w, t, m, v, kind, oc, clamp):
+    r"""``w`` takes one optimizer step with the gradient ``g = -t`` (``t``: the update at unit learning
+    rate), in place with its state ``m``, ``v`` (``kind``: :data:`MOMENTUM` uses ``v`` only), then the
+    clamp at 0 (``clamp``): the formulas of :func:`physgrad.learning.optim.step`, element by element
+    (momentum :math:`v \leftarrow \mu v + g,\ w \leftarrow w - \alpha v`; Adam with bias-corrected
+    moments). ``oc``: :data:`N_OC` constants of this array (see :func:`optimizer_constants`)."""
+    lr, mu, b1, ob1, b2, ob2, d1, d2, eps = oc[0], oc[1], oc[2], oc[3], oc[4], oc[5], oc[6], oc[7], oc[8]
+    for j in range(w.shape[0]):
+        g = -t[j]
+        if kind == MOMENTUM:
+            a = mu * v[j] + g
+            v[j] = a
+            x = w[j] - lr * a
+        else:
+            a = b1 * m[j] + ob1 * g
+            c = b2 * v[j] + ob2 * g * g
+            m[j] = a
+            v[j] = c
+            x = w[j] - lr * ((a / d1) / (np.sqrt(c / d2) + eps))
+        if clamp and x < 0:
+            x = 0
+        w[j] = x
+
+
 # --- the pass over W1 ------------------------------------------------------------------------------
 @njit(cache=True)
-def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
+def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
     """Columns ``j0:j1`` of the pass over ``W1`` (in place).
 
-    ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN). Then ``acc[r] = P[r] W1`` for
+    ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN) -- or, with an optimizer
+    (``kind`` not :data:`SGD`), the optimizer's step on the gradient ``-[s0; -1]^T Bs`` (``Bs`` at
+    unit learning rate; state ``M1``, ``V1``, constants ``oc``). Then ``acc[r] = P[r] W1`` for
     ``r < n_p`` and, for a DRN, ``acc[-1] = 1 W1`` (the column sums). Zero coefficients are skipped
     (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
     of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
@@ -141,7 +175,17 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
             k1 = min(k0 + SUB, j1)
             w = k1 - k0
             row = W1[i, k0:k1]
-            if nu == 1:  # one coefficient (a DRN row with no pixel in the batch): no update buffer
+            if update and kind != SGD:
+                for j in range(w):
+                    t[j] = 0
+                for q in range(nu):
+                    c = cu[q]
+                    br = Bs[iu[q], k0:k1]
+                    for j in range(w):
+                        t[j] += c * br[j]
+                vrow = V1[i, k0:k1]
+                _opt_apply(row, t[:w], vrow if kind == MOMENTUM else M1[i, k0:k1], vrow, kind, oc, drn)
+            elif nu == 1:  # one coefficient (a DRN row with no pixel in the batch): no update buffer
                 c = cu[0]
                 br = Bs[iu[0], k0:k1]
                 if drn:
@@ -180,15 +224,15 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
 
 
 @njit(cache=True, parallel=True)
-def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc):
+def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
     for c in prange(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc)
+        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1)
 
 
 @njit(cache=True)
-def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc):
+def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
     for c in range(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc)
+        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1)
 
 
 # --- block updates --------------------------------------------------------------------------------
@@ -333,6 +377,24 @@ def _rank_rows(W, i0, i1, A, Bs, clamp):
             w[j] = x
 
 
+@njit(cache=True)
+def _rank_opt(W, A, Bs, clamp, kind, oc, M, V):
+    """The optimizer's step on ``W`` with the gradient ``-A^T Bs`` (``Bs`` at unit learning rate; each
+    element ``sum_q A[q, i] Bs[q, j]`` in order ``q``), state ``M``, ``V``, clamped at 0 when ``clamp``."""
+    n = W.shape[1]
+    nq = A.shape[0]
+    t = np.empty(n, W.dtype)
+    for i in range(W.shape[0]):
+        c = A[0, i]
+        for j in range(n):
+            t[j] = c * Bs[0, j]
+        for q in range(1, nq):
+            c = A[q, i]
+            for j in range(n):
+                t[j] += c * Bs[q, j]
+        _opt_apply(W[i], t, V[i] if kind == MOMENTUM else M[i], V[i], kind, oc, clamp)
+
+
 @njit(cache=True, parallel=True)
 def _rank_par(W, nch, A, Bs, clamp):
     n = W.shape[0]
@@ -358,9 +420,14 @@ def _recip(den, out):
 @njit(cache=True)
 def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, warm, y, beta, wcoef, bcoef,
                sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, den_out, cout_f, invout_f,
-               cout_n, invout_n, zero):
+               cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb):
     """One centered-EP step (see the module docstring). Returns 0, or 1 when ``-beta`` makes the
-    nudged output block non-convex (nothing is changed then)."""
+    nudged output block non-convex (nothing is changed then).
+
+    ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
+    update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
+    minus the C-EP gradient) and parameter array ``i`` (``W_1..W_L, b_1..b_L``) takes the optimizer's
+    step with constants ``ocs[i]`` and state ``MW``/``VW`` (weights), ``Mb``/``Vb`` (biases)."""
     L = len(Ws)
     B = y.shape[0]
     one = zero + 1
@@ -429,8 +496,12 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             sm += Sn[k][r]
             sp += Sn[k][B + r]
         bk = bs[k]
-        for j in range(sp.shape[0]):
-            bk[j] += bcoef[k] * (sp[j] - sm[j])
+        if kind == SGD:
+            for j in range(sp.shape[0]):
+                bk[j] += bcoef[k] * (sp[j] - sm[j])
+        else:
+            tb = bcoef[k] * (sp - sm)
+            _opt_apply(bk, tb, Vb[k] if kind == MOMENTUM else Mb[k], Vb[k], kind, ocs[L + k], False)
     # deeper weights: W_k += A^T Bs (rank 2B+2 for a DRN, 2B for a DHN), clamp; the transposed copy alike
     for k in range(2, L + 1):
         a = Sn[k - 2]
@@ -459,8 +530,12 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             Bm[2 * B] = one
             Bm[2 * B + 1] = half * (qa - qm)
         Bm *= wcoef[k - 1]
-        _rank_update(Ws[k - 1], A, Bm, drn, nthreads, par_work)
-        _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
+        if kind == SGD:
+            _rank_update(Ws[k - 1], A, Bm, drn, nthreads, par_work)
+            _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
+        else:
+            _rank_opt(Ws[k - 1], A, Bm, drn, kind, ocs[k - 1], MW[k - 1], VW[k - 1])
+            WT[k - 1][:, :] = Ws[k - 1].T
     # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1
     Bs = np.empty((B + 1, n1), Ws[0].dtype)
     s_p, s_m = Sn[0][B:], Sn[0][:B]
@@ -475,19 +550,19 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
         Bs[B] = half * (qa - qm)
     Bs *= wcoef[0]
     if nthreads > 1 and Ws[0].size >= par_w1:
-        _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive)
+        _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0])
     else:
-        _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive)
+        _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0])
     return 0
 
 
 @njit(cache=True)
-def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1):
+def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1, oc):
     """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
     if nthreads > 1 and W1.size >= par_w1:
-        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc)
+        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1)
     else:
-        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc)
+        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1)
 
 
 # --- Python side ----------------------------------------------------------------------------------
@@ -600,11 +675,58 @@ def make_drive(spec: FusedSpec, ws: Workspace, W1, s0) -> None:
     s0 = np.ascontiguousarray(s0, dtype=spec.dtype)
     if len(s0) > ws.B:
         raise PhysgradError(f"batch of {len(s0)} rows exceeds the workspace's batch_size {ws.B}")
-    _drive(W1, ws.cuts, s0, spec.drn, ws.drive, ws.threads, ws.par_w1)
+    with _compile_note(_drive, f"{spec.dtype.name}, the pass over W1"):
+        _drive(W1, ws.cuts, s0, spec.drn, ws.drive, ws.threads, ws.par_w1, np.zeros(N_OC, spec.dtype))
+
+
+def optimizer_constants(kind: str, lrs, momentum: float, t: int, dtype, betas=(0.9, 0.999)) -> np.ndarray:
+    """``(len(lrs), N_OC)`` constants of :func:`_opt_apply` for step number ``t`` (1 for the first):
+    ``lr, mu, b1, 1-b1, b2, 1-b2, 1-b1^t, 1-b2^t, eps`` in ``dtype``, as
+    :func:`physgrad.learning.optim.step` forms them (Python floats rounded once to ``dtype``)."""
+    from physgrad.learning.optim import ADAM_EPS
+
+    b1, b2 = betas
+    row = [0.0, momentum, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** t, 1 - b2 ** t, ADAM_EPS]
+    out = np.empty((len(lrs), N_OC), dtype)
+    for i, lr in enumerate(lrs):
+        out[i] = [lr] + row[1:]
+    return out
+
+
+class _compile_note:
+    """A one-line note on stderr when the first call of ``kernel`` in this process (compiling, or
+    loading from numba's cache) takes longer than :data:`NOTE_AFTER` seconds."""
+
+    _seen: set = set()
+
+    def __init__(self, kernel, what: str):
+        self.timer = None
+        key = (kernel.__name__, what)
+        if key not in self._seen:  # the first call of this kernel for these types in this process
+            import threading
+
+            self._seen.add(key)
+            where = numba.config.CACHE_DIR or "__pycache__ beside physgrad/layered/kernels"
+            msg = (f"note: compiling the numba kernel ({what}) -- about 30 s once per machine and numba version, "
+                   f"then cached in {where}")
+            self.timer = threading.Timer(NOTE_AFTER, lambda: print(msg, file=sys.stderr, flush=True))
+            self.timer.daemon = True
+
+    def __enter__(self):
+        if self.timer is not None:
+            self.timer.start()
+
+    def __exit__(self, *exc):
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+NOTE_AFTER = 3.0
+"""Seconds of a first kernel call after which :class:`_compile_note` speaks (loading from the cache takes about 1 s)."""
 
 
 def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, weight_lrs, bias_lrs,
-             sweeps: int, s0, next_s0=None):
+             sweeps: int, s0, next_s0=None, optimizer=None):
     """One centered-EP step; updates the arrays of ``params`` **in place** (same contract as
     :func:`physgrad.layered.fused.cep_step`, with the drive kept in ``ws``).
 
@@ -626,6 +748,13 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         This batch's input layer (the drive in ``ws`` must be ``[s0 W1; 1 W1]``).
     next_s0 : array (B', n0) or None
         The next batch's input layer: its drive is left in ``ws.drive``; None leaves only the column sums.
+    optimizer : tuple or None
+        None: projected SGD in place. ``(kind, momentum, state)`` with ``kind`` ``"momentum"`` or
+        ``"adam"`` and ``state`` the per-array state of
+        :class:`physgrad.layered.optimizer.LayerOptimizer` (``init``/``load_state_arrays``): the
+        learning rates scale the optimizer's step of each array, as in
+        :class:`~physgrad.layered.kernels.array_stepper.OptimizerCEPStepper`; the state's arrays are
+        updated in place and its step counters advanced.
 
     Returns
     -------
@@ -647,6 +776,20 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
     Sf, Tf, Sn, Tn, cout_f, invout_f, cout_n, invout_n = ws.buffers(B)
     warm = tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)
     scale = 1.0 / (2.0 * beta * B)
+    if optimizer is None:
+        kind = SGD
+        ocs = np.zeros((2 * L, N_OC), dt)
+        MW = VW = tuple(np.zeros((0, 0), dt) for _ in range(L))
+        Mb = Vb = tuple(np.zeros(0, dt) for _ in range(L))
+    else:
+        name, momentum, state = optimizer
+        kind = OPTIMIZER_CODES[name]
+        t = int(state[0]["t"]) + 1
+        ocs = optimizer_constants(name, list(weight_lrs) + list(bias_lrs), momentum, t, dt)
+        weight_lrs, bias_lrs = [1.0] * L, [1.0] * L  # unit rates: the update terms are minus the gradient
+        V = tuple(s["v"][0] for s in state)
+        M = tuple(s["m"][0] for s in state) if kind == ADAM else V
+        MW, VW, Mb, Vb = M[:L], V[:L], M[L:], V[L:]
     wcoef = np.array([lr * scale for lr in weight_lrs], dt)
     bcoef = np.array([lr * scale for lr in bias_lrs], dt)
     s0 = np.ascontiguousarray(s0, dtype=dt)
@@ -657,14 +800,18 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         n_next = len(nxt)
         if n_next > ws.B:
             raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
-    status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
-                        Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0, nxt,
-                        n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.den_out, cout_f, invout_f,
-                        cout_n, invout_n, ws.zero)
+    with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
+        status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
+                            Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0,
+                            nxt, n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.den_out, cout_f,
+                            invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb)
     if status:
         spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
         raise PhysgradError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
                             f"the outputs are not finite ({ws.den_out}); the parameters diverged")
+    if optimizer is not None:
+        for st in optimizer[2]:
+            st["t"] = t
     free = [a.copy() for a in Sf]
     s_plus = [a[B:].copy() for a in Sn]
     return free, s_plus
