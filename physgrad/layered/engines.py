@@ -22,7 +22,7 @@ fast       tbp         numpy          sgd                 ``FusedTBPStepper``
 generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
 ========== =========== ============== =================== ==========================================
 
-* ``engine="auto"``: fast for ``cep`` and ``tbp``, generic for the other algorithms.
+* ``engine="auto"``: fast for ``cep`` and for ``tbp`` with SGD, generic otherwise.
 * Amplifiers between layers (a DRN with ``amplifier_gains``): the fast numpy and numba steppers run
   the plain DRN they are an exact reparametrisation of (:class:`physgrad.layered.steppers.AmplifiedStepper`);
   torch refuses them; the generic engine runs the amplified energy itself.
@@ -121,7 +121,8 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     if torch_device != "cpu" and backend != "torch":
         raise PhysgradError(f"device {torch_device!r} needs --backend torch (numpy and numba run on the cpu)")
     if engine == "auto":
-        engine = "fast" if algorithm in FAST_ALGORITHMS else "generic"
+        fast = algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd")
+        engine = "fast" if fast else "generic"
     if device_model is not None:
         from physgrad.layered.device_model import check_device_engine
         check_device_engine(device_model, engine, algorithm)
