@@ -130,6 +130,48 @@ def test_steppers_agree_over_batches_with_a_short_last_one(model):
         b.close()
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+@pytest.mark.parametrize("model", ["drn", "dhn"])
+def test_compiled_optimizers_equal_the_numpy_optimizer_stepper(model, optimizer, dtype):
+    """Momentum and Adam inside the compiled step against the numpy array stepper
+    (OptimizerCEPStepper, physgrad.learning.optim's formulas): predictions, warm starts, parameters
+    and optimizer state over four batches (the last one shorter), float64 to 1e-11 and float32 to its
+    rounding (1e-5 relative; Adam divides by sqrt(v), so where a gradient is at round-off level its
+    step may differ by a fraction of the learning rate: 1 % of it); the optimizer state round-trips
+    through state_arrays."""
+    from physgrad.layered.kernels.array_stepper import OptimizerCEPStepper
+
+    preset = tiny_preset(model).with_options(optimizer=optimizer)
+    if optimizer == "adam":
+        preset = preset.with_options(weight_lrs=(1e-3,) * 3, bias_lrs=(1e-3,) * 3)
+    rng = np.random.default_rng(2)
+    x = rng.random((14, MNIST_PIXELS))
+    x[x < 0.8] = 0
+    y = rng.integers(0, 10, len(x))
+    tol = dict(rtol=1e-11, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+    a = OptimizerCEPStepper(preset, initial_params(preset, 0, dtype))
+    b = make_stepper("fast", preset, "cep", initial_params(preset, 0, dtype), backend="numba")
+    assert isinstance(b, CompiledCEPStepper)
+    try:
+        step_side_by_side(a, b, x, y, **tol)
+        for u, v, u0 in zip(a.params, b.params, initial_params(preset, 0, dtype)):
+            assert v.dtype == np.dtype(dtype) and not np.allclose(u, u0)
+            atol = 1e-2 * 1e-3 if (optimizer, dtype) == ("adam", "float32") else tol["atol"] * max(1.0, np.max(np.abs(u)))
+            np.testing.assert_allclose(v, u, rtol=tol["rtol"], atol=atol)
+        sa, sb = a.state_arrays(), b.state_arrays()
+        assert sorted(sa) == sorted(sb) and int(sb["opt.t"]) == 4
+        for key in sa:
+            np.testing.assert_allclose(sb[key], sa[key], rtol=10 * tol["rtol"], atol=tol["atol"] * np.max(np.abs(sa[key])))
+        c = make_stepper("fast", preset, "cep", tuple(p.copy() for p in b.params), backend="numba")
+        c.load_state_arrays(sb)
+        assert all(np.array_equal(c.state_arrays()[k], sb[k]) for k in sb)
+        c.close()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_stepper_and_workspace_errors():
     preset = tiny_preset()
     params = initial_params(preset, 0, "float32")

@@ -132,12 +132,12 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
                                 f"{algorithm!r}) is the numpy reference: use --backend numpy (or auto)")
         return EnginePlan("generic", "numpy", algorithm, optimizer, "RuleStepper")
     if algorithm not in FAST_ALGORITHMS:
-        raise PhysgradError(f"the fast engine implements centered EP (cep) and truncated backprop (tbp), "
+        raise PhysgradError(f"the fast engine implements cep and tbp (centered EP and truncated backprop), "
                             f"not {algorithm!r}: use --engine generic")
     if algorithm == "tbp":
         if backend not in ("auto", "numpy"):
             raise PhysgradError(f"backend {backend!r} runs centered EP only; truncated backprop (tbp) on the fast "
-                                f"engine is the numpy kernel: use --backend numpy (or auto), or --engine generic")
+                                f"engine runs on the numpy backend: use --backend numpy (or auto), or --engine generic")
         if optimizer != "sgd":
             raise PhysgradError(f"optimizer {optimizer!r} with tbp needs --engine generic (the fast "
                                 f"truncated-backprop kernel applies SGD in place)")

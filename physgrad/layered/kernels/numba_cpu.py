@@ -31,8 +31,15 @@ chunk sizes. Results are therefore bit-for-bit identical for every thread count 
 reductions run in a fixed order. Dot products over a row (the narrow output layer) are compiled with
 ``fastmath={"reassoc", "nsz", "contract"}``: vectorised, in a fixed order set by the compiled code.
 
-**Compilation.** ``cache=True``: compiled once per machine (15-30 s the first time for each (dtype,
-depth) combination), then loaded from ``__pycache__`` (or ``$NUMBA_CACHE_DIR``) in about a second.
+**Compilation.** ``cache=True``: compiled once per machine and numba version (15-30 s of CPU the
+first time for each (dtype, depth) combination), then loaded from ``__pycache__`` beside this file
+(or from ``$NUMBA_CACHE_DIR``; CI and the tests set one shared folder) in about a second. A first call
+that takes longer than :data:`NOTE_AFTER` seconds prints one line on stderr saying so.
+
+**Optimizers.** ``momentum`` and ``adam`` run inside the same step: the update terms are formed at
+unit learning rate (minus the C-EP gradient) and each element then takes
+:func:`physgrad.learning.optim.step`'s formula with its state (:func:`_opt_apply`), in the same pass
+(the state of ``W1`` streams with it); the transposed copies are refreshed by a copy.
 
 **Threads.** ``numba.set_num_threads`` (the stepper sets it). Unless ``NUMBA_THREADING_LAYER`` is set,
 importing this module selects numba's ``workqueue`` threading layer: on a shared 2-core machine
@@ -40,8 +47,8 @@ importing this module selects numba's ``workqueue`` threading layer: on a shared
 thread (12.9 ms vs 1.2 ms), while workqueue threads sleep when idle (1.4 ms); ``OMP_WAIT_POLICY=passive``
 does as well. The kernels launch one parallel region at a time and never nest them.
 
-When numba is not installed, :data:`AVAILABLE` is False and nothing here can be called; the steppers
-then fall back to the numpy kernel (``pip install physgrad[fast]`` brings numba).
+numba is a dependency of physgrad; where it cannot be imported, :data:`AVAILABLE` is False and
+nothing here can be called; the steppers then fall back to the numpy kernel, with a note.
 
 References
 ----------
@@ -59,7 +66,7 @@ import numpy as np
 from physgrad.layered.fused import FusedSpec
 from physgrad.types import PhysgradError
 
-try:  # optional dependency: physgrad[fast]
+try:  # a dependency; the numpy kernel is the fallback where it cannot be imported
     import numba
     from numba import njit, prange
     AVAILABLE = True
@@ -78,7 +85,8 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 
     prange = range
 
-INSTALL_HINT = "the compiled (numba) backend needs numba: pip install 'physgrad[fast]' (or pip install numba)"
+INSTALL_HINT = ("the compiled (numba) backend needs numba, a dependency of physgrad that cannot be imported here: "
+                "pip install numba (or pip install 'physgrad[fast]')")
 _REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order for the compiled code
 NARROW = 64  # a layer with fewer units (the outputs) is driven from below by dot products with W_k^T
 PAR_WORK = 1 << 26  # multiply-adds above which a block or weight update is split between threads (see Workspace)
@@ -640,6 +648,8 @@ class Workspace:
         self.gp = np.asarray(np.cumsum([0] + [len(g) for g in groups]), np.int64)
         self.WT = None
         self._sized = {}
+        self.no_optimizer = (np.zeros((2 * L, N_OC), dt), tuple(np.zeros((0, 0), dt) for _ in range(L)),
+                             tuple(np.zeros(0, dt) for _ in range(L)))  # the optimizer arguments of SGD
 
     def attach(self, params) -> None:
         """(Re)build the transposed copies ``W_k^T`` (``k >= 2``) from ``params``."""
@@ -778,9 +788,8 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
     scale = 1.0 / (2.0 * beta * B)
     if optimizer is None:
         kind = SGD
-        ocs = np.zeros((2 * L, N_OC), dt)
-        MW = VW = tuple(np.zeros((0, 0), dt) for _ in range(L))
-        Mb = Vb = tuple(np.zeros(0, dt) for _ in range(L))
+        ocs, MW, Mb = ws.no_optimizer
+        VW, Vb = MW, Mb
     else:
         name, momentum, state = optimizer
         kind = OPTIMIZER_CODES[name]
