@@ -38,8 +38,9 @@ def test_train_config_and_make_stepper_agree_over_the_whole_grid():
         preset = TrainConfig(preset="drn-xs", optimizer=optimizer,
                              amplifier_gains=(2.0,) if amplified else None).resolved_preset
         params = initial_params(preset, 0, "float32")
+        dev = get_device(device_model)
         got, stepper = verdict(lambda: make_stepper(engine, preset, algorithm, params, backend=backend, device=device,
-                                                    device_model=get_device(device_model)))
+                                                    device_model=dev))
         assert got == kind, f"{where}: TrainConfig {kind} ({cfg}), make_stepper {got} ({stepper})"
         counts[kind] += 1
         if kind == "refused":
@@ -48,7 +49,7 @@ def test_train_config_and_make_stepper_agree_over_the_whole_grid():
         try:
             plan = cfg.plan
             assert plan == plan_engine(plan.engine, algorithm, plan.backend, device, optimizer, amplified,
-                                       get_device(device_model)), where  # a resolved plan is a fixed point
+                                       dev), where  # a resolved plan is a fixed point
             assert plan.amplified == (amplified and plan.engine == "fast"), where
             inner = stepper.inner if isinstance(stepper, AmplifiedStepper) else stepper
             assert isinstance(stepper, AmplifiedStepper) == plan.amplified, where
@@ -74,7 +75,9 @@ def test_the_rules_that_matter():
                             (dict(backend="numba", numba_available=False), "pip install"),
                             (dict(engine="generic", backend="numba"), "--backend numpy"),
                             (dict(torch_device="cuda"), "--backend torch"),
-                            (dict(device_model=get_device("pcm-pair")), "--engine generic")]:
+                            (dict(device_model=get_device("pcm-pair")), "--engine generic"),
+                            (dict(device_model=get_device("pcm-pair"), engine="generic", algorithm="tbp"),
+                             "EP/CpL rule")]:
         with pytest.raises(PhysgradError, match=alternative.replace("-", r"\-")):
             plan_engine(**kw)
     if numba_cpu.AVAILABLE:

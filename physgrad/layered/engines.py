@@ -29,8 +29,9 @@ generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
 * Refused (each with its alternative): an algorithm other than cep/tbp on the fast engine; a backend
   other than numpy for tbp or the generic engine; momentum/adam with fast tbp or on torch;
   ``device="cuda"`` without torch; ``backend="numba"`` without numba; amplifiers on torch; device
-  models whose reads cannot be realised by the engine
-  (:func:`physgrad.layered.device_model.check_device_engine`).
+  models whose random reads the engine cannot realise: read noise resampled per phase or per
+  example needs the generic engine (the fused kernels share one set of conductances between the
+  phases) and an EP/CpL rule (tbp/rbp unroll the minimizer's sweeps).
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ FAST_ALGORITHMS = ("cep", "tbp")
 """Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
 ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
 OPTIMIZERS = ("sgd", "momentum", "adam")
+PER_EXAMPLE_READS = ("phase", "example")
+"""Read-noise resampling (``device.read_noise.resample``) that only the generic engine realises."""
 STEPPERS = ("CompiledCEPStepper", "FusedCEPStepper", "OptimizerCEPStepper", "TorchCEPStepper", "FusedTBPStepper",
             "RuleStepper")
 
@@ -102,7 +105,8 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     amplified : bool
         A DRN with amplifiers between layers.
     device_model : physgrad.devices.Device or None
-        The conductance devices of the weights (None or ideal: no rule).
+        The conductance devices of the weights: how it resamples its random reads
+        (``read_noise.resample`` when ``read_noise.sigma > 0``) decides which engines can realise them.
     numba_available : bool, optional
         Whether numba can be imported (default: :data:`physgrad.layered.kernels.numba_cpu.AVAILABLE`).
 
@@ -123,9 +127,20 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     if engine == "auto":
         fast = algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd")
         engine = "fast" if fast else "generic"
-    if device_model is not None:
-        from physgrad.layered.device_model import check_device_engine
-        check_device_engine(device_model, engine, algorithm)
+    rn = getattr(device_model, "read_noise", None)
+    device_reads = rn.resample if rn is not None and rn.sigma > 0 else None
+    device_label = getattr(device_model, "label", "")
+    if device_reads in PER_EXAMPLE_READS:
+        if engine != "generic":
+            raise PhysgradError(
+                f"device {device_label!r}: read noise resampled per {device_reads} needs the generic engine (--engine "
+                f"generic, one relaxation per example); the fast engine can only share one realisation per step "
+                f"between the free and nudged phases: use a device file with [read_noise] resample = \"step\" for that")
+        if algorithm in ("tbp", "rbp"):
+            raise PhysgradError(
+                f"device {device_label!r}: {algorithm} unrolls the minimizer's sweeps and cannot read through the "
+                f"device per {device_reads}; use [read_noise] resample = \"step\" (one realisation per step) or an "
+                f"EP/CpL rule")
     if engine == "generic":
         if backend not in ("auto", "numpy"):
             raise PhysgradError(f"backend {backend!r} runs the fast engine only; the generic engine (algorithm "

@@ -574,8 +574,8 @@ def make_stepper(engine: str, preset: Preset, algorithm: str, params, *, threads
     """The stepper that :func:`physgrad.layered.engines.plan_engine` chooses for ``engine`` (``"auto"``,
     ``"fast"`` or ``"generic"``), ``algorithm``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``,
     ``"torch"``) on torch ``device``, ``preset.optimizer``, the preset's amplifiers and
-    ``device_model`` (a :class:`physgrad.devices.Device` whose reads the engine must realise; the
-    caller wraps the stepper for it); refused combinations raise its :class:`PhysgradError`."""
+    ``device_model`` (a :class:`physgrad.devices.Device` whose random reads the engine must realise;
+    the caller wraps the stepper for it); refused combinations raise its :class:`PhysgradError`."""
     plan = plan_engine(engine, algorithm, backend, device, preset.optimizer,
                        amplified=preset.model == "drn" and bool(preset.amplifier_gains), device_model=device_model)
     return build_stepper(plan, preset, params, threads=threads, eta=eta)

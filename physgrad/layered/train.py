@@ -156,7 +156,7 @@ class TrainConfig:
         Conductance devices of the weights: a preset name of :func:`physgrad.devices.get_device`
         (``ideal``, ``levels16-stochastic``, ``pcm-pair``, ...) or a ``.json``/``.toml`` file
         (:func:`physgrad.devices.load_device`). Read noise resampled per phase or per example needs
-        the generic engine (:func:`physgrad.layered.device_model.check_device_engine`).
+        the generic engine (:func:`physgrad.layered.engines.plan_engine`).
     """
 
     preset: str = "drn-1h"
