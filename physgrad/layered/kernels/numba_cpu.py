@@ -42,10 +42,10 @@ unit learning rate (minus the C-EP gradient) and each element then takes
 (the state of ``W1`` streams with it); the transposed copies are refreshed by a copy.
 
 **Threads.** ``numba.set_num_threads`` (the stepper sets it). Unless ``NUMBA_THREADING_LAYER`` is set,
-importing this module selects numba's ``workqueue`` threading layer: on a shared 2-core machine
-(load average 4-5) OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one
-thread (12.9 ms vs 1.2 ms), while workqueue threads sleep when idle (1.4 ms); ``OMP_WAIT_POLICY=passive``
-does as well. The kernels launch one parallel region at a time and never nest them.
+importing this module selects numba's ``workqueue`` threading layer, whose threads sleep when idle:
+OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one thread on a busy
+machine (``reports/benchmarks/layered.md``; ``OMP_WAIT_POLICY=passive`` avoids it too). The kernels
+launch one parallel region per batch (the pass over ``W1``) and never nest them.
 
 numba is a dependency of physgrad; where it cannot be imported, :data:`AVAILABLE` is False and
 nothing here can be called; the steppers then fall back to the numpy kernel, with a note.
@@ -599,10 +599,10 @@ class Workspace:
     par_work, par_w1 : int
         Thresholds of the parallel paths: multiply-adds of a block or weight update, and elements of
         ``W1`` (below them one thread is faster than the hand-off; 0 forces the parallel paths). The
-        default :data:`PAR_WORK` keeps the block updates of every preset on one thread: on the shared
-        2-core machine each parallel region waits for the busier core, and DRN-XL with 2 threads took
-        48 ms per batch with ~20 parallel regions (block updates split) against 32 ms with one (the
-        pass over ``W1``); 1 thread: 38 ms.
+        default :data:`PAR_WORK` keeps the block updates of every preset on one thread: each parallel
+        region waits for the busier core, and DRN-XL with 2 threads on a busy machine took 48 ms per
+        batch with ~20 parallel regions (block updates split) against 32 ms with one (the pass over
+        ``W1``); 1 thread: 38 ms.
     """
 
     def __init__(self, spec: FusedSpec, batch_size: int, threads: int = 1, chunk: Optional[int] = None,
