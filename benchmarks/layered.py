@@ -372,7 +372,13 @@ def main(argv=None):
             line = (f"{name}: 2 threads vs 1 (interleaved, same load): {sp:.2f}x faster in wall time; "
                     f"CPU time x{cpu_ratio:.2f} (2 threads / 1; 1.0 = no parallel overhead)")
             if name == SPEEDUP_TARGET[0]:
-                line += f" -> >= {SPEEDUP_TARGET[1]:g}x {'MET' if sp >= SPEEDUP_TARGET[1] else 'MISSED'}"
+                load = os.getloadavg()[0]
+                if load > (os.cpu_count() or 1):  # the scheduler, not the kernel, sets the wall-time ratio then
+                    line += (f" -> >= {SPEEDUP_TARGET[1]:g}x NOT JUDGED: load average {load:.1f} on {os.cpu_count()} "
+                             f"CPUs, where a 2-thread process gets two scheduler shares and a 1-thread one a "
+                             f"fraction of a core")
+                else:
+                    line += f" -> >= {SPEEDUP_TARGET[1]:g}x {'MET' if sp >= SPEEDUP_TARGET[1] else 'MISSED'}"
             verdicts.append(line)
     up1 = uptime()
 

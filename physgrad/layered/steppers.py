@@ -9,13 +9,17 @@ that is specific to how a batch is computed (kernels, buffers, threads, BLAS lim
 * :class:`FusedTBPStepper` (``--engine fast``, algorithm ``tbp``): truncated backprop by hand
   through the unrolled sweeps (:mod:`physgrad.layered.fused_tbp`), on the same numpy workspace;
 * :class:`CompiledCEPStepper` (``--engine fast --backend numba``): the same step as one compiled
-  call per batch (:mod:`physgrad.layered.kernels.numba_cpu`, threads over the columns of ``W1``);
+  call per batch (:mod:`physgrad.layered.kernels.numba_cpu`, threads over the columns of ``W1`` and
+  the rows of each phase; SGD, momentum or Adam);
 * :class:`physgrad.layered.kernels.torch_backend.TorchCEPStepper` (``--backend torch``): the same
   step on torch tensors, CPU or CUDA;
 * :class:`RuleStepper` (``--engine generic``): any rule of :mod:`physgrad.learning` on the preset's
-  energy and :class:`physgrad.minimizers.block.BlockCoordinateDescent`; the reference route.
+  energy and :class:`physgrad.minimizers.block.BlockCoordinateDescent`; the reference route;
+* :class:`AmplifiedStepper`: a DRN with amplifiers between layers on a fast numpy/numba stepper, as
+  the plain DRN it is an exact reparametrisation of.
 
-Both start from :func:`initial_params` (the energy's ``init_theta``, drawn on the host from
+Which one runs is :func:`physgrad.layered.engines.plan_engine`'s verdict; :func:`make_stepper` builds it.
+All start from :func:`initial_params` (the energy's ``init_theta``, drawn on the host from
 ``default_rng(seed)``), so a seed gives the same start on every engine.
 """
 from __future__ import annotations
@@ -25,10 +29,9 @@ from typing import Optional, Protocol
 import numpy as np
 
 from physgrad.layered import fused
+from physgrad.layered.engines import plan_engine
 from physgrad.layered.presets import Preset
 from physgrad.types import PhysgradError
-
-from physgrad.layered.engines import FAST_ALGORITHMS, plan_engine  # noqa: F401  (FAST_ALGORITHMS: re-exported)
 
 
 class Stepper(Protocol):

@@ -25,7 +25,9 @@ depth and schedule):
 
 **Parallel and deterministic.** The pass over ``W1`` (and, above :data:`PAR_WORK` multiply-adds --
 no preset by default -- the block updates and the updates of ``W_k``) is split over *columns*
-(output units) between threads: every output element is computed by
+(output units) between threads; the relaxation of a phase is split over its *rows* (samples and
+the two nudged phases, which do not interact; above :data:`PAR_ROWS`), one parallel region for all
+its sweeps. Every output element is computed by
 one thread, by the same sequence of floating-point operations whatever the number of threads or the
 chunk sizes. Results are therefore bit-for-bit identical for every thread count (tested), and
 reductions run in a fixed order. Dot products over a row (the narrow output layer) are compiled with
@@ -45,7 +47,8 @@ unit learning rate (minus the C-EP gradient) and each element then takes
 importing this module selects numba's ``workqueue`` threading layer, whose threads sleep when idle:
 OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one thread on a busy
 machine (``reports/benchmarks/layered.md``; ``OMP_WAIT_POLICY=passive`` avoids it too). The kernels
-launch one parallel region per batch (the pass over ``W1``) and never nest them.
+launch three parallel regions per batch (the free phase, the nudged phases, the pass over ``W1``)
+and never nest them.
 
 numba is a dependency of physgrad; where it cannot be imported, :data:`AVAILABLE` is False and
 nothing here can be called; the steppers then fall back to the numpy kernel, with a note.
@@ -91,6 +94,7 @@ _REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order
 NARROW = 64  # a layer with fewer units (the outputs) is driven from below by dot products with W_k^T
 PAR_WORK = 1 << 26  # multiply-adds above which a block or weight update is split between threads (see Workspace)
 PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between threads
+PAR_ROWS = 1 << 14  # multiply-adds per row and sweep above which a phase's rows are split between threads
 SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
 
 
@@ -245,13 +249,13 @@ def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
 
 # --- block updates --------------------------------------------------------------------------------
 @njit(cache=True, fastmath=_REDUCE)
-def _dot_rows(W, S, out, j0, j1, zero):
-    """``out[r, j] += sum_m S[r, m] W[j, m]`` for ``j0 <= j < j1`` (a vectorised dot per element)."""
-    R = S.shape[0]
+def _dot_rows(W, S, out, j0, j1, r0, r1, zero):
+    """``out[r, j] += sum_m S[r, m] W[j, m]`` for ``j0 <= j < j1``, ``r0 <= r < r1`` (a vectorised dot
+    per element)."""
     n = W.shape[1]
     for j in range(j0, j1):
         w = W[j]
-        for r in range(R):
+        for r in range(r0, r1):
             s = S[r]
             a = zero
             for m in range(n):
@@ -270,12 +274,12 @@ def _col_sums(W, out):
 
 
 @njit(cache=True)
-def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo, hi, drn, zero):
-    """Columns ``j0:j1`` of the block update of free layer ``k`` (1..L) for every row of ``S``."""
+def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo, hi, drn, zero, r0, r1):
+    """Columns ``j0:j1`` of the block update of free layer ``k`` (1..L) for the rows ``r0:r1`` of ``S``
+    (each row, a sample and phase, is independent of the others)."""
     L = len(Ws)
-    R = out.shape[0]
     Bc = const1.shape[0]
-    for r in range(R):
+    for r in range(r0, r1):
         if k == L:
             out[r, j0:j1] = cout[r, j0:j1]
         elif k == 1:
@@ -287,7 +291,7 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
         sn = S[k]
         for m in range(WTk.shape[0]):
             wrow = WTk[m, j0:j1]
-            for r in range(R):
+            for r in range(r0, r1):
                 v = sn[r, m]
                 if v != 0:
                     o = out[r, j0:j1]
@@ -295,25 +299,25 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
                         o[j] += v * wrow[j]
     if k > 1:  # s_{k-1} W_k
         if narrow[k - 1]:
-            _dot_rows(WT[k - 1], S[k - 2], out, j0, j1, zero)
+            _dot_rows(WT[k - 1], S[k - 2], out, j0, j1, r0, r1, zero)
         else:
             W = Ws[k - 1]
             sp = S[k - 2]
             for i in range(W.shape[0]):
                 wrow = W[i, j0:j1]
-                for r in range(R):
+                for r in range(r0, r1):
                     v = sp[r, i]
                     if v != 0:
                         o = out[r, j0:j1]
                         for j in range(j1 - j0):
                             o[j] += v * wrow[j]
     if k == L:
-        for r in range(R):
+        for r in range(r0, r1):
             for j in range(j0, j1):
                 out[r, j] *= invout[r, j]
     else:
         lok, hik, ik = lo[k - 1], hi[k - 1], inv[k - 1]
-        for r in range(R):
+        for r in range(r0, r1):
             for j in range(j0, j1):
                 x = out[r, j]
                 if drn:
@@ -330,15 +334,16 @@ def _layer_par(k, nch, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo
     n = out.shape[1]
     for c in prange(nch):
         _layer_cols(k, c * n // nch, (c + 1) * n // nch, Ws, WT, narrow, S, out, const1, bs, cout, inv,
-                    invout, lo, hi, drn, zero)
+                    invout, lo, hi, drn, zero, 0, out.shape[0])
 
 
 @njit(cache=True)
 def _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads, par_work,
-           zero):
-    """``sweeps`` sweeps of the groups ``gl[gp[g]:gp[g+1]]`` on the state ``S`` (in place; ``T`` scratch)."""
+           zero, r0, r1):
+    """``sweeps`` sweeps of the groups ``gl[gp[g]:gp[g+1]]`` on the rows ``r0:r1`` of the state ``S``
+    (in place; ``T`` scratch)."""
     L = len(Ws)
-    R = S[0].shape[0]
+    R = r1 - r0
     for _ in range(sweeps):
         for g in range(len(gp) - 1):
             for q in range(gp[g], gp[g + 1]):
@@ -355,10 +360,42 @@ def _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, 
                                lo, hi, drn, zero)
                 else:
                     _layer_cols(k, 0, n, Ws, WT, narrow, S, T[k - 1], const1, bs, cout, inv, invout, lo, hi,
-                                drn, zero)
+                                drn, zero, r0, r1)
             for q in range(gp[g], gp[g + 1]):
                 k = gl[q]
-                S[k - 1][:, :] = T[k - 1]
+                S[k - 1][r0:r1, :] = T[k - 1][r0:r1]
+
+
+@njit(cache=True, parallel=True)
+def _relax_rows(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nch, zero):
+    """:func:`_relax` with the rows of ``S`` (samples and phases, independent of each other) split into
+    ``nch`` chunks between threads: one parallel region for all the sweeps of a phase."""
+    R = S[0].shape[0]
+    for c in prange(nch):
+        _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, 1, 0, zero,
+               c * R // nch, (c + 1) * R // nch)
+
+
+@njit(cache=True)
+def _relax_phase(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads,
+                 par_work, par_rows, zero):
+    """The relaxation of one phase: rows split between threads (:func:`_relax_rows`) when there are
+    several threads and a row's sweep has at least ``par_rows`` multiply-adds, else :func:`_relax`."""
+    L = len(Ws)
+    R = S[0].shape[0]
+    per_row = 0
+    for k in range(1, L + 1):
+        n = Ws[k - 1].shape[1]
+        if k > 1:
+            per_row += Ws[k - 1].shape[0] * n
+        if k < L:
+            per_row += Ws[k].shape[1] * n
+    if nthreads > 1 and R > 1 and per_row >= par_rows:
+        _relax_rows(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn,
+                    min(nthreads, R), zero)
+    else:
+        _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads, par_work,
+               zero, 0, R)
 
 
 # --- weight updates -------------------------------------------------------------------------------
@@ -427,8 +464,8 @@ def _recip(den, out):
 # --- the batch ------------------------------------------------------------------------------------
 @njit(cache=True)
 def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, warm, y, beta, wcoef, bcoef,
-               sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, den_out, cout_f, invout_f,
-               cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb):
+               sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, par_rows, den_out, cout_f,
+               invout_f, cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb):
     """One centered-EP step (see the module docstring). Returns 0, or 1 when ``-beta`` makes the
     nudged output block non-convex (nothing is changed then).
 
@@ -477,8 +514,8 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             invout_f[r] = one
     for k in range(L):
         Sf[k][:, :] = warm[k]
-    _relax(Sf, Tf, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_f, inv, invout_f, lo, hi, drn, nthreads, par_work,
-           zero)
+    _relax_phase(Sf, Tf, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_f, inv, invout_f, lo, hi, drn, nthreads,
+                 par_work, par_rows, zero)
     # the -beta (rows 0..B-1) and +beta (rows B..2B-1) phases from the free state, stacked
     d = np.empty(nL, Ws[0].dtype)
     for r in range(2 * B):
@@ -494,8 +531,8 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
     for k in range(L):
         Sn[k][:B] = Sf[k]
         Sn[k][B:] = Sf[k]
-    _relax(Sn, Tn, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_n, inv, invout_n, lo, hi, drn, nthreads, par_work,
-           zero)
+    _relax_phase(Sn, Tn, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_n, inv, invout_n, lo, hi, drn, nthreads,
+                 par_work, par_rows, zero)
     # biases: b += lr (sum s+ - sum s-) / (2 beta B)
     for k in range(L):
         sp = np.zeros(Sn[k].shape[1], Ws[0].dtype)
@@ -603,10 +640,14 @@ class Workspace:
         region waits for the busier core, and DRN-XL with 2 threads on a busy machine took 48 ms per
         batch with ~20 parallel regions (block updates split) against 32 ms with one (the pass over
         ``W1``); 1 thread: 38 ms.
+    par_rows : int
+        Multiply-adds per row and sweep of a phase above which the phase's rows (samples, and the
+        two nudged phases) are split between threads: one parallel region per phase, no barrier
+        between the sweeps (rows are independent). Default :data:`PAR_ROWS`: DRN-1H and larger.
     """
 
     def __init__(self, spec: FusedSpec, batch_size: int, threads: int = 1, chunk: Optional[int] = None,
-                 par_work: int = PAR_WORK, par_w1: int = PAR_W1):
+                 par_work: int = PAR_WORK, par_w1: int = PAR_W1, par_rows: int = PAR_ROWS):
         require()
         if int(threads) < 1:
             raise PhysgradError(f"threads must be >= 1, got {threads}")
@@ -619,7 +660,7 @@ class Workspace:
         chunk = 32768 if chunk is None else int(chunk)
         if chunk < 1:
             raise PhysgradError(f"chunk must be >= 1, got {chunk}")
-        self.par_work, self.par_w1 = int(par_work), int(par_w1)
+        self.par_work, self.par_w1, self.par_rows = int(par_work), int(par_w1), int(par_rows)
         nch = max(-(-n1 // chunk), self.threads if n1 * sizes[0] >= self.par_w1 else 1)
         nch = min(nch, n1)
         cuts = [c * n1 // nch for c in range(nch + 1)]
@@ -812,8 +853,8 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
     with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
         status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
                             Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0,
-                            nxt, n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.den_out, cout_f,
-                            invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb)
+                            nxt, n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.par_rows,
+                            ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb)
     if status:
         spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
         raise PhysgradError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
