@@ -246,3 +246,18 @@ def test_same_test_error_on_real_mnist(tmp_path):
             err[backend, dtype] = m[0]["test_error"]
     assert err["numba", "float64"] == err["numpy", "float64"]
     assert abs(err["numba", "float32"] - err["numpy", "float32"]) <= 0.5 and err["numba", "float32"] < 25
+
+
+def test_first_slow_call_prints_one_note(capsys, monkeypatch):
+    """A kernel's first call in a process that takes longer than NOTE_AFTER (compiling) says so once
+    on stderr, naming the cache folder; later calls are silent."""
+    import time
+
+    monkeypatch.setattr(numba_cpu, "NOTE_AFTER", 0.0)
+    monkeypatch.setattr(numba_cpu._compile_note, "_seen", set())
+    for _ in range(2):
+        with numba_cpu._compile_note(numba_cpu._cep_batch, "float32, 9 weight layer(s)"):
+            time.sleep(0.3)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("note: compiling the numba kernel (float32, 9 weight layer(s))")
+    assert "cached in" in err[0]
