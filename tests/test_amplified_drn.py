@@ -330,12 +330,14 @@ def test_training_with_amplifiers_is_training_the_rescaled_plain_drn(algorithm):
     assert not np.allclose(W2, th[1])  # it did learn
 
 
-@pytest.mark.parametrize("backend,optimizer", [("numba", "sgd"), ("numba", "adam"), ("numpy", "sgd"),
-                                               ("numpy", "momentum")])
-def test_fast_engine_on_amplifiers_equals_the_generic_engine(backend, optimizer):
+@pytest.mark.parametrize("backend,optimizer,algorithm", [("numba", "sgd", "cep"), ("numba", "adam", "cep"),
+                                                         ("numpy", "sgd", "cep"), ("numpy", "momentum", "cep"),
+                                                         ("numpy", "sgd", "tbp")])
+def test_fast_engine_on_amplifiers_equals_the_generic_engine(backend, optimizer, algorithm):
     """The fast engine runs an amplified DRN as the reparametrised plain DRN (AmplifiedStepper): over
     four batches (float64) it gives the generic engine's predictions, warm starts, parameters,
-    optimizer state and evaluation, all in the amplified network's coordinates."""
+    optimizer state and evaluation, all in the amplified network's coordinates (C-EP on the compiled
+    and numpy kernels with SGD, momentum, Adam; truncated backprop on the numpy kernel)."""
     from physgrad.layered.presets import MNIST_PIXELS
     from physgrad.layered.steppers import AmplifiedStepper, make_stepper
     from stepper_pairs import step_side_by_side
@@ -352,8 +354,8 @@ def test_fast_engine_on_amplifiers_equals_the_generic_engine(backend, optimizer)
     x = rng.random((16, MNIST_PIXELS))
     x[x < 0.7] = 0
     y = rng.integers(0, 10, len(x))
-    generic = make_stepper("generic", amp, "cep", tuple(a.copy() for a in th))
-    fast = make_stepper("fast", amp, "cep", tuple(a.copy() for a in th), backend=backend)
+    generic = make_stepper("generic", amp, algorithm, tuple(a.copy() for a in th))
+    fast = make_stepper("fast", amp, algorithm, tuple(a.copy() for a in th), backend=backend)
     assert isinstance(fast, AmplifiedStepper) and fast.r == (1.0, 0.5, 1.0)
     try:
         step_side_by_side(generic, fast, x, y, rtol=1e-8, atol=1e-10)
