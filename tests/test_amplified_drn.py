@@ -260,7 +260,7 @@ def test_presets_and_training_with_amplifiers(data_dir, tmp_path):
                                                                weight_lrs=(1, 1)).amplifier_gains == ()
     cfg = TrainConfig(preset="drn-xs", data_dir=data_dir, epochs=1, train_size=8, threads=1, input_gain=25.0,
                       amplifier_gains=(4.0,))
-    assert cfg.resolved_engine == "generic" and cfg.resolved_preset.energy().amplifier_gains == (4.0,)
+    assert cfg.resolved_engine == "fast" and cfg.plan.amplified and cfg.resolved_preset.energy().amplifier_gains == (4.0,)
     m = train(cfg, tmp_path / "amp", progress=False)
     assert len(m) == 1
     saved = json.loads((tmp_path / "amp" / "config.json").read_text())
@@ -282,9 +282,8 @@ def test_bad_gains_are_clear_errors(data_dir, tmp_path, capsys):
         TrainConfig(preset="drn-2h", amplifier_gains=(2.0,))
     with pytest.raises(PhysgradError, match="generic engine"):
         fused.FusedSpec(get_preset("drn-2h-amp").energy())
-    with pytest.raises(PhysgradError, match="generic engine"):
-        train(TrainConfig(preset="drn-2h-amp", engine="fast", train_size=4, epochs=1, data_dir=data_dir), tmp_path / "f",
-              progress=False)
+    with pytest.raises(PhysgradError, match="on the torch backend: use --backend numba or numpy"):
+        TrainConfig(preset="drn-2h-amp", backend="torch")
     from physgrad.cli import main
     with pytest.raises(SystemExit) as exc:
         main(["train", "--preset", "drn-2h", "--amplifier-gains", "2,x"])
@@ -329,3 +328,44 @@ def test_training_with_amplifiers_is_training_the_rescaled_plain_drn(algorithm):
     np.testing.assert_allclose(b1 * A, c1, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(b2, c2, rtol=1e-10, atol=1e-13)
     assert not np.allclose(W2, th[1])  # it did learn
+
+
+@pytest.mark.parametrize("backend,optimizer,algorithm", [("numba", "sgd", "cep"), ("numba", "adam", "cep"),
+                                                         ("numpy", "sgd", "cep"), ("numpy", "momentum", "cep"),
+                                                         ("numpy", "sgd", "tbp")])
+def test_fast_engine_on_amplifiers_equals_the_generic_engine(backend, optimizer, algorithm):
+    """The fast engine runs an amplified DRN as the reparametrised plain DRN (AmplifiedStepper): over
+    four batches (float64) it gives the generic engine's predictions, warm starts, parameters,
+    optimizer state and evaluation, all in the amplified network's coordinates (C-EP on the compiled
+    and numpy kernels with SGD, momentum, Adam; truncated backprop on the numpy kernel)."""
+    from physgrad.layered.presets import MNIST_PIXELS
+    from physgrad.layered.steppers import AmplifiedStepper, make_stepper
+    from stepper_pairs import step_side_by_side
+
+    if backend == "numba":
+        pytest.importorskip("numba")
+    lrs = dict(weight_lrs=(1e-3,) * 3, bias_lrs=(1e-3,) * 3) if optimizer == "adam" else \
+        dict(weight_lrs=(0.1, 0.1, 0.1), bias_lrs=(0.05, 0.2, 0.1))
+    amp = Preset("amp", "drn", (16, 12), input_gain=3.0, amplifier_gains=(2.0, 0.5), sweeps=3, beta=0.05,
+                 optimizer=optimizer, **lrs)
+    rng = np.random.default_rng(3)
+    th = amp.energy().init_theta(rng, 1.0, np.dtype(np.float64))
+    th = th[:3] + tuple(rng.normal(size=b.shape) * 0.1 for b in th[3:])
+    x = rng.random((16, MNIST_PIXELS))
+    x[x < 0.7] = 0
+    y = rng.integers(0, 10, len(x))
+    generic = make_stepper("generic", amp, algorithm, tuple(a.copy() for a in th))
+    fast = make_stepper("fast", amp, algorithm, tuple(a.copy() for a in th), backend=backend)
+    assert isinstance(fast, AmplifiedStepper) and fast.r == (1.0, 0.5, 1.0)
+    try:
+        step_side_by_side(generic, fast, x, y, rtol=1e-8, atol=1e-10)
+        for u, v, u0 in zip(generic.params, fast.to_host(), th):
+            assert not np.allclose(u, u0)  # it learned
+            np.testing.assert_allclose(v, u, rtol=1e-8, atol=1e-10)
+        sa, sb = generic.state_arrays(), fast.state_arrays()
+        assert sorted(sa) == sorted(sb)
+        for key in sa:
+            np.testing.assert_allclose(sb[key], sa[key], rtol=1e-7, atol=1e-12)
+        np.testing.assert_array_equal(fast.evaluate(fast.params, x), generic.evaluate(generic.params, x))
+    finally:
+        generic.close(), fast.close()

@@ -22,15 +22,22 @@ from physgrad.types import PhysgradError  # noqa: E402
 from test_fused import DEPTHS, SWEEPS, fused_step, setup  # noqa: E402
 
 
-def numba_step(spec, th, x, y, warm, lrs, blrs, beta=0.5, threads=1, next_x=None, **ws_options):
+def numba_step(spec, th, x, y, warm, lrs, blrs, beta=0.5, threads=1, next_x=None, optimizer=None, **ws_options):
+    """One compiled step on copies of ``th``; ``optimizer``: None (SGD) or "momentum"/"adam" from a
+    fresh state (returned as a fifth item)."""
+    from physgrad.layered.optimizer import LayerOptimizer
+
     ws = numba_cpu.Workspace(spec, len(x), threads=threads, **ws_options)
     params = tuple(a.copy() for a in th)
     ws.attach(params)
     s0 = spec.input_layer(x)
     numba_cpu.make_drive(spec, ws, params[0], s0)
     nxt = s0 if next_x is None else spec.input_layer(next_x)
-    free, s_plus = numba_cpu.cep_step(spec, params, ws, warm, y, beta, lrs, blrs, SWEEPS, s0, nxt)
-    return params, free, s_plus, ws
+    opt = None if optimizer is None else (optimizer, 0.9, LayerOptimizer(optimizer).init(params))
+    free, s_plus = numba_cpu.cep_step(spec, params, ws, warm, y, beta, lrs, blrs, SWEEPS, s0, nxt, optimizer=opt)
+    if opt is None:
+        return params, free, s_plus, ws
+    return params, free, s_plus, ws, [s[k][0] for s in opt[2] for k in ("m", "v") if k in s]
 
 
 def rel_err(a, b):
@@ -79,16 +86,22 @@ def test_numba_step_float32_within_1e6_of_reference(model, schedule):
     assert np.max(np.abs(ws.drive[:len(x)] - nxt_r.a1)) <= 1e-6 * np.max(np.abs(s0) @ np.abs(ref[0]))
 
 
-def test_bit_for_bit_for_every_thread_count_and_chunking():
+@pytest.mark.parametrize("optimizer", [None, "momentum", "adam"])
+def test_bit_for_bit_for_every_thread_count_and_chunking(optimizer):
     """Each output element is computed by one thread with the same operations: runs with 1 and 2
-    threads, parallel paths forced on (thresholds 0), and different column chunks are identical."""
+    threads, parallel paths forced on (thresholds 0: block updates split by columns, or phases split
+    by rows), and different column chunks are identical (SGD, and momentum/Adam with their state)."""
     en, th, x, y, warm = setup("drn", (40, 24), n_pix=50, dtype=np.float32, B=3)
     spec = fused.FusedSpec(en, "asynchronous", np.float32)
     lrs, blrs = [0.05] * 3, [0.02] * 3
-    base = numba_step(spec, th, x, y, warm, lrs, blrs)
-    for opts in (dict(threads=1), dict(threads=2, par_work=0, par_w1=0), dict(threads=2, par_work=0, par_w1=0, chunk=7)):
-        got = numba_step(spec, th, x, y, warm, lrs, blrs, **opts)
-        for a, b in zip(list(got[0]) + got[1] + got[2] + [got[3].drive], list(base[0]) + base[1] + base[2] + [base[3].drive]):
+    base = numba_step(spec, th, x, y, warm, lrs, blrs, optimizer=optimizer)
+    assert not np.array_equal(base[0][0], th[0])
+    for opts in (dict(threads=1), dict(threads=2, par_work=0, par_w1=0, par_rows=1 << 60),  # column splits
+                 dict(threads=2, par_rows=0, par_w1=0), dict(threads=2, par_rows=0, par_w1=0, chunk=7)):  # row splits
+        got = numba_step(spec, th, x, y, warm, lrs, blrs, optimizer=optimizer, **opts)
+        extra = (got[4], base[4]) if optimizer else ([], [])
+        for a, b in zip(list(got[0]) + got[1] + got[2] + [got[3].drive] + extra[0],
+                        list(base[0]) + base[1] + base[2] + [base[3].drive] + extra[1]):
             np.testing.assert_array_equal(a, b)
 
 
@@ -125,6 +138,49 @@ def test_steppers_agree_over_batches_with_a_short_last_one(model):
         for u, v in zip(a.params, b.params):
             np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
         np.testing.assert_array_equal(a.evaluate(a.params, x), b.evaluate(b.params, x))
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+@pytest.mark.parametrize("model", ["drn", "dhn"])
+def test_compiled_optimizers_equal_the_numpy_optimizer_stepper(model, optimizer, dtype):
+    """Momentum and Adam inside the compiled step against the numpy array stepper
+    (OptimizerCEPStepper, physgrad.learning.optim's formulas): predictions, warm starts, parameters
+    and optimizer state over four batches (the last one shorter), float64 to 1e-11 and float32 to its
+    rounding (1e-5 relative; Adam divides by sqrt(v), so where a gradient is at round-off level its
+    step may differ by a fraction of the learning rate: 1 % of it); the optimizer state round-trips
+    through state_arrays."""
+    from physgrad.layered.kernels.array_stepper import OptimizerCEPStepper
+
+    preset = tiny_preset(model).with_options(optimizer=optimizer)
+    if optimizer == "adam":
+        preset = preset.with_options(weight_lrs=(1e-3,) * 3, bias_lrs=(1e-3,) * 3)
+    rng = np.random.default_rng(2)
+    x = rng.random((14, MNIST_PIXELS))
+    x[x < 0.8] = 0
+    y = rng.integers(0, 10, len(x))
+    tol = dict(rtol=1e-11, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+    a = OptimizerCEPStepper(preset, initial_params(preset, 0, dtype))
+    b = make_stepper("fast", preset, "cep", initial_params(preset, 0, dtype), backend="numba")
+    assert isinstance(b, CompiledCEPStepper)
+    try:
+        step_side_by_side(a, b, x, y, **tol)
+        for u, v, u0 in zip(a.params, b.params, initial_params(preset, 0, dtype)):
+            assert v.dtype == np.dtype(dtype) and not np.allclose(u, u0)
+            atol = 1e-2 * 1e-3 if (optimizer, dtype) == ("adam", "float32") else tol["atol"] * max(1.0, np.max(np.abs(u)))
+            np.testing.assert_allclose(v, u, rtol=tol["rtol"], atol=atol)
+        sa, sb = a.state_arrays(), b.state_arrays()
+        assert sorted(sa) == sorted(sb) and int(sb["opt.t"]) == 4
+        state_atol = 1e-11 if dtype == "float64" else 1e-4  # float32: the C-EP gradient is a difference of
+        for key in sa:                                        # two phases, its rounding ~1e3 float32 eps
+            np.testing.assert_allclose(sb[key], sa[key], rtol=10 * tol["rtol"], atol=state_atol * np.max(np.abs(sa[key])))
+        c = make_stepper("fast", preset, "cep", tuple(p.copy() for p in b.params), backend="numba")
+        c.load_state_arrays(sb)
+        assert all(np.array_equal(c.state_arrays()[k], sb[k]) for k in sb)
+        c.close()
     finally:
         a.close()
         b.close()
@@ -190,3 +246,18 @@ def test_same_test_error_on_real_mnist(tmp_path):
             err[backend, dtype] = m[0]["test_error"]
     assert err["numba", "float64"] == err["numpy", "float64"]
     assert abs(err["numba", "float32"] - err["numpy", "float32"]) <= 0.5 and err["numba", "float32"] < 25
+
+
+def test_first_slow_call_prints_one_note(capsys, monkeypatch):
+    """A kernel's first call in a process that takes longer than NOTE_AFTER (compiling) says so once
+    on stderr, naming the cache folder; later calls are silent."""
+    import time
+
+    monkeypatch.setattr(numba_cpu, "NOTE_AFTER", 0.0)
+    monkeypatch.setattr(numba_cpu._compile_note, "_seen", set())
+    for _ in range(2):
+        with numba_cpu._compile_note(numba_cpu._cep_batch, "float32, 9 weight layer(s)"):
+            time.sleep(0.3)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("note: compiling the numba kernel (float32, 9 weight layer(s))")
+    assert "cached in" in err[0]

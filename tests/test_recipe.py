@@ -242,12 +242,16 @@ def test_layer_optimizer_matches_the_learning_optimizers():
         LayerOptimizer("sgd")
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
-def test_optimizer_fast_equals_generic_float64(data_dir, tmp_path, optimizer):
-    """Centered EP with momentum / adam: the numpy array stepper and the generic engine agree."""
+def test_optimizer_fast_equals_generic_float64(data_dir, tmp_path, optimizer, backend):
+    """Centered EP with momentum / adam: the numpy array stepper, the compiled kernel and the generic
+    engine agree."""
+    if backend == "numba":
+        pytest.importorskip("numba")
     kw = dict(dtype="float64", train_size=24, optimizer=optimizer, lr_factor=0.1 if optimizer == "momentum" else 0.01)
     fast, gen = tmp_path / "fast", tmp_path / "gen"
-    train(cfg(data_dir, engine="fast", backend="auto", **kw), fast, progress=False)
+    train(cfg(data_dir, engine="fast", backend=backend, **kw), fast, progress=False)
     train(cfg(data_dir, engine="generic", **kw), gen, progress=False)
     a, b = ck(fast), ck(gen)
     for p, q in zip(a["params"], b["params"]):
@@ -256,16 +260,16 @@ def test_optimizer_fast_equals_generic_float64(data_dir, tmp_path, optimizer):
     for k in a["optimizer_state"]:
         np.testing.assert_allclose(a["optimizer_state"][k], b["optimizer_state"][k], rtol=1e-7, atol=1e-11)
     saved = json.loads((fast / "config.json").read_text())
-    assert saved["backend"]["backend"] == "numpy" and saved["preset"]["optimizer"] == optimizer
+    assert saved["backend"]["backend"] == backend and saved["preset"]["optimizer"] == optimizer
     # the optimizer changes the run (it is not silently SGD)
     sgd = tmp_path / "sgd"
     train(cfg(data_dir, engine="fast", backend="numpy", dtype="float64", train_size=24), sgd, progress=False)
     assert not np.allclose(ck(sgd)["params"][0], a["params"][0])
 
 
-@pytest.mark.parametrize("engine", ["fast", "generic"])
-def test_optimizer_resume_is_bit_for_bit(data_dir, tmp_path, engine):
-    c = cfg(data_dir, epochs=2, train_size=24, optimizer="adam", lr_factor=0.01, engine=engine)
+@pytest.mark.parametrize("engine, backend", [("fast", "auto"), ("fast", "numpy"), ("generic", "auto")])
+def test_optimizer_resume_is_bit_for_bit(data_dir, tmp_path, engine, backend):
+    c = cfg(data_dir, epochs=2, train_size=24, optimizer="adam", lr_factor=0.01, engine=engine, backend=backend)
     full, parts = tmp_path / "full", tmp_path / "parts"
     train(c, full, progress=False)
     train(c, parts, progress=False, _interrupt_after=4)
@@ -294,8 +298,8 @@ def test_optimizer_state_is_checked_on_resume(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(optimizer="adam", backend="numba"), "needs the explicit gradient"),
-    (dict(optimizer="adam", algorithm="tbp"), "needs --engine generic"),
+    (dict(optimizer="adam", backend="torch"), "its kernel applies SGD in place; use --backend numba or numpy"),
+    (dict(optimizer="adam", algorithm="tbp", engine="fast"), "needs --engine generic"),
     (dict(optimizer="nesterov"), "optimizer must be one of"),
     (dict(optimizer="momentum", momentum=1.0), r"momentum must be in \[0, 1\)"),
 ])

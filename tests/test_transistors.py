@@ -129,7 +129,7 @@ def test_co_content_route_and_ep_refuse_transistors():
 
 
 def test_grad_cli_routes_transistors_to_the_adjoint():
-    from physgrad.cli.grad import grad_result
+    from physgrad.netlists.grad import grad_result
 
     c = _inverter().replace_elements(_inverter().elements + (Resistor("r2", "in", "out", 1e-5),))
     c = Circuit(c.elements, c.title, {"out": 1.0})

@@ -1,11 +1,12 @@
 r"""Optimizers of layered training beyond in-place SGD: one state per parameter array, each array
 with its own learning rate, as data that a checkpoint stores.
 
-The fused kernels apply projected SGD in place (:math:`\theta \leftarrow P(\theta - \alpha_k g)`);
-``momentum`` and ``adam`` need the gradient itself and a state per array, so they run on the
-steppers that form the gradient explicitly: the generic engine
-(:class:`physgrad.layered.steppers.RuleStepper`) and the array stepper on numpy
-(:class:`physgrad.layered.kernels.array_stepper.OptimizerCEPStepper`). The update rules are the
+The fused numpy and torch kernels apply projected SGD in place (:math:`\theta \leftarrow
+P(\theta - \alpha_k g)`); ``momentum`` and ``adam`` need a state per array: they run on the generic
+engine (:class:`physgrad.layered.steppers.RuleStepper`), the array stepper on numpy
+(:class:`physgrad.layered.kernels.array_stepper.OptimizerCEPStepper`) and inside the compiled kernel
+(:class:`physgrad.layered.steppers.CompiledCEPStepper`, the same formulas element by element), all
+with this class's state. The update rules are the
 ones of :mod:`physgrad.learning.optim` (defined once there), applied array by array with that
 array's learning rate, then the energy's projection ``P`` (DRN conductances :math:`\ge 0`).
 """

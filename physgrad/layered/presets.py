@@ -67,8 +67,9 @@ class Preset:
     optimizer : {"sgd", "momentum", "adam"}
         ``sgd``: projected SGD, in place in every kernel (the papers'); ``momentum`` (heavy ball,
         coefficient ``momentum``) and ``adam`` (:mod:`physgrad.learning.optim`; its learning rates
-        are steps in S per update, so scale them with ``lr_factor``) need the explicit gradient:
-        the generic engine, or the fast engine's numpy array stepper (centered EP).
+        are steps in S per update, so scale them with ``lr_factor``): on the compiled kernel and
+        the numpy array stepper (centered EP) and on the generic engine
+        (:func:`physgrad.layered.engines.plan_engine`).
     momentum : float
         Heavy-ball coefficient in [0, 1) of ``optimizer = "momentum"``.
     ema_decay : float
@@ -217,7 +218,7 @@ PRESETS = {p.name: p for p in (
     Preset("drn-3h", "drn", (1024, 1024, 1024), input_gain=4000.0, sweeps=6, sweeps_eval=6, beta=2.0,
            weight_lrs=(0.005, 0.02, 0.08, 0.005), bias_lrs=(0.0005, 0.002, 0.008, 0.0005), epochs=50,
            paper_error=1.66),
-    # DRN-2H/3H with DRN-1H's input gain and Kendall amplifiers of gain 2 between layers (issue 10):
+    # DRN-2H/3H with DRN-1H's input gain and Kendall amplifiers of gain 2 between layers:
     # amplifiers of product P act like an input gain P times larger (DeepResistive), here 480 * 4 = 1920
     # (drn-2h: 2000) and 480 * 8 = 3840 (drn-3h: 4000), with input voltages 480 V.
     Preset("drn-2h-amp", "drn", (1024, 1024), input_gain=480.0, amplifier_gains=(2.0, 2.0), sweeps=5,

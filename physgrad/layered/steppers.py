@@ -9,30 +9,29 @@ that is specific to how a batch is computed (kernels, buffers, threads, BLAS lim
 * :class:`FusedTBPStepper` (``--engine fast``, algorithm ``tbp``): truncated backprop by hand
   through the unrolled sweeps (:mod:`physgrad.layered.fused_tbp`), on the same numpy workspace;
 * :class:`CompiledCEPStepper` (``--engine fast --backend numba``): the same step as one compiled
-  call per batch (:mod:`physgrad.layered.kernels.numba_cpu`, threads over the columns of ``W1``);
+  call per batch (:mod:`physgrad.layered.kernels.numba_cpu`, threads over the columns of ``W1`` and
+  the rows of each phase; SGD, momentum or Adam);
 * :class:`physgrad.layered.kernels.torch_backend.TorchCEPStepper` (``--backend torch``): the same
   step on torch tensors, CPU or CUDA;
 * :class:`RuleStepper` (``--engine generic``): any rule of :mod:`physgrad.learning` on the preset's
-  energy and :class:`physgrad.minimizers.block.BlockCoordinateDescent`; the reference route.
+  energy and :class:`physgrad.minimizers.block.BlockCoordinateDescent`; the reference route;
+* :class:`AmplifiedStepper`: a DRN with amplifiers between layers on a fast numpy/numba stepper, as
+  the plain DRN it is an exact reparametrisation of.
 
-Both start from :func:`initial_params` (the energy's ``init_theta``, drawn on the host from
+Which one runs is :func:`physgrad.layered.engines.plan_engine`'s verdict; :func:`make_stepper` builds it.
+All start from :func:`initial_params` (the energy's ``init_theta``, drawn on the host from
 ``default_rng(seed)``), so a seed gives the same start on every engine.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 
 from physgrad.layered import fused
+from physgrad.layered.engines import plan_engine
 from physgrad.layered.presets import Preset
 from physgrad.types import PhysgradError
-
-EngineName = Literal["fast", "generic"]
-BackendName = Literal["numpy", "numba", "torch"]
-BACKENDS = ("numpy", "numba", "torch")
-FAST_ALGORITHMS = ("cep", "tbp")
-"""Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
 
 
 class Stepper(Protocol):
@@ -229,6 +228,10 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         numba threads (``numba.set_num_threads``, restored by :meth:`close`) for the pass over
         ``W1`` (split by columns when ``W1`` has at least ``PAR_W1`` elements) and large block
         updates; BLAS threads of the evaluation. Results do not depend on it (bit for bit).
+
+    ``preset.optimizer`` ``momentum`` or ``adam`` runs inside the same compiled step (the state of
+    :class:`physgrad.layered.optimizer.LayerOptimizer`, updated in place; equal to
+    :class:`~physgrad.layered.kernels.array_stepper.OptimizerCEPStepper` to float rounding).
     """
 
     def __init__(self, preset: Preset, params, threads: int = 1):
@@ -249,6 +252,12 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         numba.set_num_threads(self.threads)
         self.ws = numba_cpu.Workspace(self.spec, preset.batch_size, threads=self.threads)
         self.ws.attach(self.params)
+        self.optimizer = None
+        if preset.optimizer != "sgd":
+            from physgrad.layered.optimizer import LayerOptimizer
+
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.opt_state = self.optimizer.init(self.params)
 
     def start_epoch(self, x, order, start_batch):
         """Compute the first batch's drive ``[s0; 1] @ W1`` (and rebuild the transposed copies)."""
@@ -268,10 +277,25 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         else:  # one call for this batch's and the next batch's input layers
             both = spec.input_layer(x[np.concatenate([idx, nxt])])
             s0, next_s0 = both[:B], both[B:]
+        opt = None if self.optimizer is None else (self.optimizer.kind, self.optimizer.momentum, self.opt_state)
         free, s_plus = self._kernel.cep_step(
             spec, self.params, self.ws, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
-            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0)
+            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0, optimizer=opt)
         return s_plus, np.argmax(free[-1], axis=1)
+
+    def state_arrays(self) -> dict:
+        """The optimizer state as named arrays (empty for SGD; the format of
+        :meth:`physgrad.layered.optimizer.LayerOptimizer.state_arrays`, so a checkpoint moves between
+        this stepper and the numpy ones)."""
+        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Continue from a checkpoint's optimizer state."""
+        if self.optimizer is None:
+            if arrays:
+                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
+            return
+        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
 
     def close(self):
         """Restore numba's thread count."""
@@ -411,40 +435,150 @@ class RuleStepper:
         self._limits.restore_original_limits()
 
 
-def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, threads: int = 1,
-                 eta: float = 0.5, backend: BackendName = "numpy", device: str = "cpu") -> Stepper:
-    """The stepper of ``engine``: ``"fast"`` (centered EP on ``backend``: ``"numpy"``, ``"numba"`` or
-    ``"torch"`` on ``device``; truncated backprop on ``"numpy"``) or ``"generic"`` (numpy reference,
-    any rule)."""
-    if engine == "fast":
-        if algorithm not in FAST_ALGORITHMS:
-            raise PhysgradError(f"the fast engine implements {' and '.join(FAST_ALGORITHMS)}, not {algorithm!r}")
-        if algorithm == "tbp":
-            if backend != "numpy" or device != "cpu":
-                raise PhysgradError(f"truncated backprop (tbp) on the fast engine runs on the numpy backend (cpu), "
-                                    f"not {backend!r} on {device!r}")
-            if preset.optimizer != "sgd":
-                raise PhysgradError(f"optimizer {preset.optimizer!r} with tbp needs the generic engine (the fast "
-                                    f"truncated-backprop kernel applies SGD in place)")
-            return FusedTBPStepper(preset, params, threads=threads)
-        if backend not in BACKENDS:
-            raise PhysgradError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend != "torch" and device != "cpu":
-            raise PhysgradError(f"device {device!r} needs --backend torch; the {backend} backend runs on the cpu")
-        if backend == "numba":
-            return CompiledCEPStepper(preset, params, threads=threads)
-        if preset.optimizer != "sgd":
-            if backend != "numpy":
-                raise PhysgradError(f"optimizer {preset.optimizer!r} runs on the numpy array stepper (--backend "
-                                    f"numpy); the {backend} kernel applies SGD in place")
-            from physgrad.layered.kernels.array_stepper import OptimizerCEPStepper
+class AmplifiedStepper:
+    r"""A fast stepper on a DRN with amplifiers between layers, run as the plain DRN it is an exact
+    reparametrisation of.
 
-            return OptimizerCEPStepper(preset, params)
-        if backend == "torch":
-            from physgrad.layered.kernels.torch_backend import TorchCEPStepper
+    With :math:`P_k = \prod_{m \le k} A_m` (:math:`A_1 = 1`) and :math:`r_k = P_L / P_k`, the amplified
+    network with input gain :math:`g`, biases :math:`b_k` and voltages :math:`s_k` computes, sweep by
+    sweep, what the plain DRN with input gain :math:`g P_L`, biases :math:`b'_k = r_k b_k` and voltages
+    :math:`s'_k = r_k s_k` does, with the same conductances (``tests/test_amplified_drn.py``). A
+    gradient step on :math:`b_k` is then a step on :math:`b'_k` with the learning rate times
+    :math:`r_k^2` (SGD, momentum) or :math:`r_k` (Adam, whose steps do not scale with the gradient;
+    exact up to its :math:`\epsilon`). The inner stepper trains the plain DRN; this wrapper maps
+    biases, warm starts and optimizer state back, so parameters, checkpoints and metrics are the
+    amplified network's, interchangeable with the generic engine's.
 
-            return TorchCEPStepper(preset, params, device=device, threads=threads)
+    Parameters
+    ----------
+    preset : Preset
+        A DRN preset with ``amplifier_gains``.
+    params : tuple of host arrays
+        The amplified network's parameters ``(W_1..W_L, b_1..b_L)`` (the weights are handed to the
+        inner stepper, which may update them in place).
+    make_inner : callable
+        ``make_inner(plain_preset, plain_params) -> Stepper`` (a host-array stepper: numpy or numba).
+    """
+
+    def __init__(self, preset: Preset, params, make_inner):
+        energy = preset.energy()
+        L = energy.n_layers
+        P = np.cumprod([1.0] + list(energy.amplifier_gains))
+        self.r = tuple(float(P[-1] / P[k]) for k in range(L))
+        self.preset, self.L = preset, L
+        bias_power = 1 if preset.optimizer == "adam" else 2
+        self.plain = preset.with_options(
+            name=preset.name + "-as-plain", input_gain=preset.input_gain * float(P[-1]), amplifier_gains=(),
+            bias_lrs=tuple(lr * r ** bias_power for lr, r in zip(preset.bias_lrs, self.r)))
+        dt = params[0].dtype
+        self._r = tuple(dt.type(r) for r in self.r)
+        self.inner = make_inner(self.plain, tuple(params[:L]) + tuple(b * r for b, r in zip(params[L:], self._r)))
+        self.params = tuple(self.inner.params[:L]) + tuple(np.array(b, copy=True) for b in params[L:])
+        self._pull()
+
+    def _pull(self) -> None:
+        """Parameters from the inner stepper: its weights (the same arrays), ``b_k = b'_k / r_k``."""
+        inner = self.inner.params
+        for b, bp, r in zip(self.params[self.L:], inner[self.L:], self._r):
+            np.divide(bp, r, out=b)
+        self.params = tuple(inner[:self.L]) + self.params[self.L:]
+        self._biases = tuple(b.copy() for b in self.params[self.L:])
+
+    def _push(self) -> None:
+        """Biases changed from outside since :meth:`_pull` (a device model, a checkpoint) go to the
+        inner stepper as ``b'_k = r_k b_k``; the weights are its own arrays already."""
+        inner = self.inner.params
+        for b, seen, bp, r in zip(self.params[self.L:], self._biases, inner[self.L:], self._r):
+            if not np.array_equal(b, seen):
+                np.multiply(b, r, out=bp)
+        for W, Wi in zip(self.params[:self.L], inner[:self.L]):
+            if W is not Wi:
+                np.copyto(Wi, W)
+
+    def start_epoch(self, x, order, start_batch):
+        """The inner stepper's (after taking over outside changes of the parameters)."""
+        self._push()
+        self.inner.start_epoch(x, order, start_batch)
+
+    def step(self, x, idx, y, nxt, warm, lr_scale):
+        """One step of the plain DRN; warm starts in and out as the amplified network's voltages."""
+        self._push()
+        if warm is not None:
+            warm = [s * r for s, r in zip(warm, self._r)]
+        warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
+        self._pull()
+        return [s / r for s, r in zip(warm, self._r)], pred
+
+    def evaluate(self, params, x):
+        """The plain DRN's evaluation of the amplified network's ``params`` (biases mapped)."""
+        L = self.L
+        return self.inner.evaluate(tuple(params[:L]) + tuple(b * r for b, r in zip(params[L:], self._r)), x)
+
+    def to_host(self, arrays=None):
+        """The parameters (or ``arrays``): host numpy arrays already."""
+        return tuple(self.params if arrays is None else arrays)
+
+    def _scale_state(self, arrays: dict, inverse: bool) -> dict:
+        from physgrad.layered.optimizer import STATE_PREFIX
+
+        out = dict(arrays)
+        for k, r in enumerate(self.r):  # dL/db_k = r_k dL/db'_k: momentum and m scale by r_k, Adam's v by r_k^2
+            for key in ("m", "v"):
+                name = f"{STATE_PREFIX}{key}_{self.L + k}"
+                if name in out:
+                    f = r ** 2 if (key == "v" and self.preset.optimizer == "adam") else r
+                    out[name] = out[name] / f if inverse else out[name] * f
+        return out
+
+    def state_arrays(self) -> dict:
+        """The inner stepper's optimizer state, mapped to the amplified network's biases."""
+        return self._scale_state(optimizer_state(self.inner), inverse=False)
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Continue from a checkpoint's optimizer state (the amplified network's)."""
+        if self.preset.optimizer == "sgd":
+            if arrays:
+                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
+            return
+        self.inner.load_state_arrays(self._scale_state(arrays, inverse=True))
+
+    def close(self):
+        """The inner stepper's."""
+        self.inner.close()
+
+
+def build_stepper(plan, preset: Preset, params, *, threads: int = 1, eta: float = 0.5) -> Stepper:
+    """The stepper of an :class:`~physgrad.layered.engines.EnginePlan` (checks nothing: the plan did)."""
+    if plan.amplified:
+        from dataclasses import replace
+
+        plain = replace(plan, amplified=False)
+        return AmplifiedStepper(preset, params, lambda p, q: build_stepper(plain, p, q, threads=threads, eta=eta))
+    name = plan.stepper
+    if name == "RuleStepper":
+        return RuleStepper(preset, plan.algorithm, params, threads=threads, eta=eta)
+    if name == "CompiledCEPStepper":
+        return CompiledCEPStepper(preset, params, threads=threads)
+    if name == "FusedCEPStepper":
         return FusedCEPStepper(preset, params, threads=threads)
-    if engine == "generic":
-        return RuleStepper(preset, algorithm, params, threads=threads, eta=eta)
-    raise PhysgradError(f"engine must be 'fast' or 'generic', got {engine!r}")
+    if name == "FusedTBPStepper":
+        return FusedTBPStepper(preset, params, threads=threads)
+    if name == "OptimizerCEPStepper":
+        from physgrad.layered.kernels.array_stepper import OptimizerCEPStepper
+
+        return OptimizerCEPStepper(preset, params)
+    from physgrad.layered.kernels.torch_backend import TorchCEPStepper
+
+    return TorchCEPStepper(preset, params, device=plan.torch_device, threads=threads)
+
+
+def make_stepper(engine: str, preset: Preset, algorithm: str, params, *, threads: int = 1, eta: float = 0.5,
+                 backend: str = "numpy", device: str = "cpu", device_model=None) -> Stepper:
+    """The stepper that :func:`physgrad.layered.engines.plan_engine` chooses for ``engine`` (``"auto"``,
+    ``"fast"`` or ``"generic"``), ``algorithm``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``,
+    ``"torch"``) on torch ``device``, ``preset.optimizer``, the preset's amplifiers and
+    ``device_model`` (a :class:`physgrad.devices.Device` whose random reads the engine must realise;
+    the caller wraps the stepper for it); refused combinations raise its :class:`PhysgradError`."""
+    plan = plan_engine(engine, algorithm, backend, device, preset.optimizer,
+                       amplified=preset.model == "drn" and bool(preset.amplifier_gains), device_model=device_model)
+    return build_stepper(plan, preset, params, threads=threads, eta=eta)

@@ -71,7 +71,8 @@ from physgrad.devices import Device as DeviceModel
 from physgrad.layered.data import DATASETS, data_record, load_dataset
 from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
 from physgrad.layered.presets import Preset, get_preset
-from physgrad.layered.steppers import FAST_ALGORITHMS, initial_params, make_stepper, optimizer_state
+from physgrad.layered.engines import EnginePlan, plan_engine
+from physgrad.layered.steppers import initial_params, make_stepper, optimizer_state
 from physgrad.types import PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
@@ -129,15 +130,17 @@ class TrainConfig:
     engine : {"auto", "fast", "generic"}
         ``fast``: the fused kernels of centered EP and truncated backprop (cep, tbp); ``generic``:
         energy + block minimizer + the learning rules of :mod:`physgrad.learning` (any algorithm);
-        ``auto``: fast for cep and tbp (generic for a DRN with amplifiers between layers, which the
-        fused kernels refuse).
+        ``auto``: fast for cep and tbp (a DRN with amplifiers between layers runs on the fast engine
+        as the plain DRN it is an exact reparametrisation of). Every rule of which engine, backend
+        and stepper run what is :func:`physgrad.layered.engines.plan_engine` (:attr:`plan`).
     eta : float
         Coupled-learning amplitude (pcpl/ncpl/ccpl); contrastive learning (cl) always clamps to y.
     backend : {"auto", "numpy", "numba", "torch"}
         Kernel of the fast engine: ``numba`` the compiled CPU kernel (``physgrad[fast]``),
         ``numpy`` the reference fused kernel, ``torch`` torch tensors on ``device``
-        (``physgrad[torch]``); ``auto``: numba when it is installed, else numpy (with a note). The
-        generic engine and fast tbp are numpy (``auto`` or ``numpy`` only).
+        (``physgrad[torch]``); ``auto``: numba when it is importable (a core dependency), else numpy
+        (with a note). The generic engine and fast tbp are numpy (``auto`` or ``numpy`` only);
+        ``momentum``/``adam`` run on numba (compiled) or numpy (the array stepper), not on torch.
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
     lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay, ema_every, optimizer, momentum : optional
@@ -153,7 +156,7 @@ class TrainConfig:
         Conductance devices of the weights: a preset name of :func:`physgrad.devices.get_device`
         (``ideal``, ``levels16-stochastic``, ``pcm-pair``, ...) or a ``.json``/``.toml`` file
         (:func:`physgrad.devices.load_device`). Read noise resampled per phase or per example needs
-        the generic engine (:func:`physgrad.layered.device_model.check_device_engine`).
+        the generic engine (:func:`physgrad.layered.engines.plan_engine`).
     """
 
     preset: str = "drn-1h"
@@ -207,28 +210,7 @@ class TrainConfig:
             raise PhysgradError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.threads < 1:
             raise PhysgradError(f"threads must be >= 1, got {self.threads}")
-        if self.engine == "fast" and self.algorithm not in FAST_ALGORITHMS:
-            raise PhysgradError(f"the fast engine implements centered EP (cep) and truncated backprop (tbp), "
-                                f"not {self.algorithm!r}: use --engine generic")
-        if self.resolved_engine == "generic" and self.backend not in ("auto", "numpy"):
-            raise PhysgradError(f"backend {self.backend!r} runs the fast engine only; the generic "
-                                f"engine (algorithm {self.algorithm!r}) is the numpy reference: use --backend numpy")
-        if self.resolved_engine == "fast" and self.algorithm == "tbp" and self.backend not in ("auto", "numpy"):
-            raise PhysgradError(f"backend {self.backend!r} runs centered EP only; truncated backprop (tbp) on the "
-                                f"fast engine is the numpy kernel: use --backend numpy (or auto)")
-        if self.device != "cpu" and self.backend != "torch":
-            raise PhysgradError(f"device {self.device!r} needs --backend torch (numpy and numba run on the cpu)")
-        opt = self.resolved_preset.optimizer
-        if opt != "sgd" and self.resolved_engine == "fast":
-            if self.algorithm != "cep":
-                raise PhysgradError(f"optimizer {opt!r} with {self.algorithm!r} needs --engine generic (the fast "
-                                    f"truncated-backprop kernel applies SGD in place)")
-            if self.backend not in ("auto", "numpy"):
-                raise PhysgradError(f"optimizer {opt!r} needs the explicit gradient: the fast engine runs it on "
-                                    f"the numpy array stepper (--backend numpy or auto), not on {self.backend!r}, "
-                                    f"whose kernel applies SGD in place")
-        from physgrad.layered.device_model import check_device_engine
-        check_device_engine(self.resolved_device, self.resolved_engine, self.algorithm)
+        self.plan  # the engine rules (physgrad.layered.engines): refused combinations raise here
 
     @property
     def resolved_device(self) -> DeviceModel:
@@ -257,39 +239,33 @@ class TrainConfig:
         return p.with_options(**opts) if opts else p
 
     @property
+    def plan(self) -> EnginePlan:
+        """Engine, backend and stepper of this run: :func:`physgrad.layered.engines.plan_engine` (the
+        one table of engine rules, also behind :func:`~physgrad.layered.steppers.make_stepper`)."""
+        p = self.resolved_preset
+        return plan_engine(self.engine, self.algorithm, self.backend, self.device, p.optimizer,
+                           amplified=p.model == "drn" and bool(p.amplifier_gains), device_model=self.resolved_device)
+
+    @property
     def resolved_engine(self) -> str:
-        if self.engine != "auto":
-            return self.engine
-        amplified = bool(self.resolved_preset.amplifier_gains)  # the fused kernels have no amplifiers
-        return "fast" if self.algorithm in FAST_ALGORITHMS and not amplified else "generic"
+        """``fast`` or ``generic`` (:attr:`plan`)."""
+        return self.plan.engine
 
     @property
     def resolved_backend(self) -> str:
-        """``numba``, ``numpy`` or ``torch``: ``auto`` is numba for the fast engine when numba is
-        installed, numpy otherwise (see :attr:`backend_note`). Raises :class:`PhysgradError` when
+        """``numba``, ``numpy`` or ``torch`` (:attr:`plan`: ``auto`` is numba for the fast engine when numba is
+        importable, numpy otherwise, see :attr:`backend_note`). Raises :class:`PhysgradError` when
         the chosen backend's package is missing."""
-        if self.resolved_engine == "generic" or self.algorithm == "tbp" or self.resolved_preset.optimizer != "sgd":
-            return "numpy"
-        if self.backend == "auto":
-            from physgrad.layered.kernels import numba_cpu
-            return "numba" if numba_cpu.AVAILABLE else "numpy"
-        if self.backend == "numba":
-            from physgrad.layered.kernels import numba_cpu
-            numba_cpu.require()
-        if self.backend == "torch":
+        backend = self.plan.backend
+        if backend == "torch":
             from physgrad.layered.kernels import torch_backend
             torch_backend.require(self.device)
-        return self.backend
+        return backend
 
     @property
     def backend_note(self) -> Optional[str]:
         """A note when ``auto`` fell back to the (slower) numpy kernel, else None."""
-        if (self.resolved_engine == "fast" and self.algorithm == "cep" and self.backend == "auto"
-                and self.resolved_preset.optimizer == "sgd" and self.resolved_backend == "numpy"):
-            from physgrad.layered.kernels import numba_cpu
-            return ("numba is not installed: the fast engine runs on the numpy kernel (several times slower "
-                    "at batch 4); " + numba_cpu.INSTALL_HINT)
-        return None
+        return self.plan.note
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -4,7 +4,7 @@ block schedule of :func:`physgrad.minimizers.block.layer_groups`).
 
 * :mod:`physgrad.layered.fused` -- the numpy reference kernel (float32/float64, BLAS, Python threads);
 * :mod:`.numba_cpu` -- one compiled (numba) kernel per batch, parallel over the columns of ``W1``
-  (optional: ``pip install physgrad[fast]``);
+  (numba is a dependency; SGD, momentum and Adam);
 * :mod:`._math` -- the C-EP step written once against an array namespace (numpy, torch,
   array-api-strict), used by :mod:`.torch_backend` (optional: ``pip install physgrad[torch]``).
 """

@@ -25,23 +25,33 @@ depth and schedule):
 
 **Parallel and deterministic.** The pass over ``W1`` (and, above :data:`PAR_WORK` multiply-adds --
 no preset by default -- the block updates and the updates of ``W_k``) is split over *columns*
-(output units) between threads: every output element is computed by
+(output units) between threads; the relaxation of a phase is split over its *rows* (samples and
+the two nudged phases, which do not interact; above :data:`PAR_ROWS`), one parallel region for all
+its sweeps. Every output element is computed by
 one thread, by the same sequence of floating-point operations whatever the number of threads or the
 chunk sizes. Results are therefore bit-for-bit identical for every thread count (tested), and
 reductions run in a fixed order. Dot products over a row (the narrow output layer) are compiled with
 ``fastmath={"reassoc", "nsz", "contract"}``: vectorised, in a fixed order set by the compiled code.
 
-**Compilation.** ``cache=True``: compiled once per machine (15-30 s the first time for each (dtype,
-depth) combination), then loaded from ``__pycache__`` (or ``$NUMBA_CACHE_DIR``) in about a second.
+**Compilation.** ``cache=True``: compiled once per machine and numba version (15-30 s of CPU the
+first time for each (dtype, depth) combination), then loaded from ``__pycache__`` beside this file
+(or from ``$NUMBA_CACHE_DIR``; CI and the tests set one shared folder) in about a second. A first call
+that takes longer than :data:`NOTE_AFTER` seconds prints one line on stderr saying so.
+
+**Optimizers.** ``momentum`` and ``adam`` run inside the same step: the update terms are formed at
+unit learning rate (minus the C-EP gradient) and each element then takes
+:func:`physgrad.learning.optim.step`'s formula with its state (:func:`_opt_apply`), in the same pass
+(the state of ``W1`` streams with it); the transposed copies are refreshed by a copy.
 
 **Threads.** ``numba.set_num_threads`` (the stepper sets it). Unless ``NUMBA_THREADING_LAYER`` is set,
-importing this module selects numba's ``workqueue`` threading layer: on a shared 2-core machine
-(load average 4-5) OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one
-thread (12.9 ms vs 1.2 ms), while workqueue threads sleep when idle (1.4 ms); ``OMP_WAIT_POLICY=passive``
-does as well. The kernels launch one parallel region at a time and never nest them.
+importing this module selects numba's ``workqueue`` threading layer, whose threads sleep when idle:
+OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one thread on a busy
+machine (``reports/benchmarks/layered.md``; ``OMP_WAIT_POLICY=passive`` avoids it too). The kernels
+launch three parallel regions per batch (the free phase, the nudged phases, the pass over ``W1``)
+and never nest them.
 
-When numba is not installed, :data:`AVAILABLE` is False and nothing here can be called; the steppers
-then fall back to the numpy kernel (``pip install physgrad[fast]`` brings numba).
+numba is a dependency of physgrad; where it cannot be imported, :data:`AVAILABLE` is False and
+nothing here can be called; the steppers then fall back to the numpy kernel, with a note.
 
 References
 ----------
@@ -51,6 +61,7 @@ A. Laborieux et al., "Scaling equilibrium propagation to deep ConvNets", 2021 (c
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
 import numpy as np
@@ -58,7 +69,7 @@ import numpy as np
 from physgrad.layered.fused import FusedSpec
 from physgrad.types import PhysgradError
 
-try:  # optional dependency: physgrad[fast]
+try:  # a dependency; the numpy kernel is the fallback where it cannot be imported
     import numba
     from numba import njit, prange
     AVAILABLE = True
@@ -77,11 +88,13 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 
     prange = range
 
-INSTALL_HINT = "the compiled (numba) backend needs numba: pip install 'physgrad[fast]' (or pip install numba)"
+INSTALL_HINT = ("the compiled (numba) backend needs numba, a dependency of physgrad that cannot be imported here: "
+                "pip install numba (or pip install 'physgrad[fast]')")
 _REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order for the compiled code
 NARROW = 64  # a layer with fewer units (the outputs) is driven from below by dot products with W_k^T
 PAR_WORK = 1 << 26  # multiply-adds above which a block or weight update is split between threads (see Workspace)
 PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between threads
+PAR_ROWS = 1 << 14  # multiply-adds per row and sweep above which a phase's rows are split between threads
 SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
 
 
@@ -91,12 +104,45 @@ def require() -> None:
         raise PhysgradError(INSTALL_HINT)
 
 
+# --- optimizers -----------------------------------------------------------------------------------
+SGD, MOMENTUM, ADAM = 0, 1, 2
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+N_OC = 9  # optimizer constants per parameter array: lr, mu, b1, 1-b1, b2, 1-b2, 1-b1^t, 1-b2^t, eps
+
+
+@njit(cache=True)
+def _opt_apply(w, t, m, v, kind, oc, clamp):
+    r"""``w`` takes one optimizer step with the gradient ``g = -t`` (``t``: the update at unit learning
+    rate), in place with its state ``m``, ``v`` (``kind``: :data:`MOMENTUM` uses ``v`` only), then the
+    clamp at 0 (``clamp``): the formulas of :func:`physgrad.learning.optim.step`, element by element
+    (momentum :math:`v \leftarrow \mu v + g,\ w \leftarrow w - \alpha v`; Adam with bias-corrected
+    moments). ``oc``: :data:`N_OC` constants of this array (see :func:`optimizer_constants`)."""
+    lr, mu, b1, ob1, b2, ob2, d1, d2, eps = oc[0], oc[1], oc[2], oc[3], oc[4], oc[5], oc[6], oc[7], oc[8]
+    for j in range(w.shape[0]):
+        g = -t[j]
+        if kind == MOMENTUM:
+            a = mu * v[j] + g
+            v[j] = a
+            x = w[j] - lr * a
+        else:
+            a = b1 * m[j] + ob1 * g
+            c = b2 * v[j] + ob2 * g * g
+            m[j] = a
+            v[j] = c
+            x = w[j] - lr * ((a / d1) / (np.sqrt(c / d2) + eps))
+        if clamp and x < 0:
+            x = 0
+        w[j] = x
+
+
 # --- the pass over W1 ------------------------------------------------------------------------------
 @njit(cache=True)
-def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
+def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
     """Columns ``j0:j1`` of the pass over ``W1`` (in place).
 
-    ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN). Then ``acc[r] = P[r] W1`` for
+    ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN) -- or, with an optimizer
+    (``kind`` not :data:`SGD`), the optimizer's step on the gradient ``-[s0; -1]^T Bs`` (``Bs`` at
+    unit learning rate; state ``M1``, ``V1``, constants ``oc``). Then ``acc[r] = P[r] W1`` for
     ``r < n_p`` and, for a DRN, ``acc[-1] = 1 W1`` (the column sums). Zero coefficients are skipped
     (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
     of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
@@ -141,7 +187,17 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
             k1 = min(k0 + SUB, j1)
             w = k1 - k0
             row = W1[i, k0:k1]
-            if nu == 1:  # one coefficient (a DRN row with no pixel in the batch): no update buffer
+            if update and kind != SGD:
+                for j in range(w):
+                    t[j] = 0
+                for q in range(nu):
+                    c = cu[q]
+                    br = Bs[iu[q], k0:k1]
+                    for j in range(w):
+                        t[j] += c * br[j]
+                vrow = V1[i, k0:k1]
+                _opt_apply(row, t[:w], vrow if kind == MOMENTUM else M1[i, k0:k1], vrow, kind, oc, drn)
+            elif nu == 1:  # one coefficient (a DRN row with no pixel in the batch): no update buffer
                 c = cu[0]
                 br = Bs[iu[0], k0:k1]
                 if drn:
@@ -180,26 +236,26 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc):
 
 
 @njit(cache=True, parallel=True)
-def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc):
+def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
     for c in prange(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc)
+        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1)
 
 
 @njit(cache=True)
-def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc):
+def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
     for c in range(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc)
+        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1)
 
 
 # --- block updates --------------------------------------------------------------------------------
 @njit(cache=True, fastmath=_REDUCE)
-def _dot_rows(W, S, out, j0, j1, zero):
-    """``out[r, j] += sum_m S[r, m] W[j, m]`` for ``j0 <= j < j1`` (a vectorised dot per element)."""
-    R = S.shape[0]
+def _dot_rows(W, S, out, j0, j1, r0, r1, zero):
+    """``out[r, j] += sum_m S[r, m] W[j, m]`` for ``j0 <= j < j1``, ``r0 <= r < r1`` (a vectorised dot
+    per element)."""
     n = W.shape[1]
     for j in range(j0, j1):
         w = W[j]
-        for r in range(R):
+        for r in range(r0, r1):
             s = S[r]
             a = zero
             for m in range(n):
@@ -218,12 +274,12 @@ def _col_sums(W, out):
 
 
 @njit(cache=True)
-def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo, hi, drn, zero):
-    """Columns ``j0:j1`` of the block update of free layer ``k`` (1..L) for every row of ``S``."""
+def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo, hi, drn, zero, r0, r1):
+    """Columns ``j0:j1`` of the block update of free layer ``k`` (1..L) for the rows ``r0:r1`` of ``S``
+    (each row, a sample and phase, is independent of the others)."""
     L = len(Ws)
-    R = out.shape[0]
     Bc = const1.shape[0]
-    for r in range(R):
+    for r in range(r0, r1):
         if k == L:
             out[r, j0:j1] = cout[r, j0:j1]
         elif k == 1:
@@ -235,7 +291,7 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
         sn = S[k]
         for m in range(WTk.shape[0]):
             wrow = WTk[m, j0:j1]
-            for r in range(R):
+            for r in range(r0, r1):
                 v = sn[r, m]
                 if v != 0:
                     o = out[r, j0:j1]
@@ -243,25 +299,25 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
                         o[j] += v * wrow[j]
     if k > 1:  # s_{k-1} W_k
         if narrow[k - 1]:
-            _dot_rows(WT[k - 1], S[k - 2], out, j0, j1, zero)
+            _dot_rows(WT[k - 1], S[k - 2], out, j0, j1, r0, r1, zero)
         else:
             W = Ws[k - 1]
             sp = S[k - 2]
             for i in range(W.shape[0]):
                 wrow = W[i, j0:j1]
-                for r in range(R):
+                for r in range(r0, r1):
                     v = sp[r, i]
                     if v != 0:
                         o = out[r, j0:j1]
                         for j in range(j1 - j0):
                             o[j] += v * wrow[j]
     if k == L:
-        for r in range(R):
+        for r in range(r0, r1):
             for j in range(j0, j1):
                 out[r, j] *= invout[r, j]
     else:
         lok, hik, ik = lo[k - 1], hi[k - 1], inv[k - 1]
-        for r in range(R):
+        for r in range(r0, r1):
             for j in range(j0, j1):
                 x = out[r, j]
                 if drn:
@@ -278,15 +334,16 @@ def _layer_par(k, nch, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo
     n = out.shape[1]
     for c in prange(nch):
         _layer_cols(k, c * n // nch, (c + 1) * n // nch, Ws, WT, narrow, S, out, const1, bs, cout, inv,
-                    invout, lo, hi, drn, zero)
+                    invout, lo, hi, drn, zero, 0, out.shape[0])
 
 
 @njit(cache=True)
 def _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads, par_work,
-           zero):
-    """``sweeps`` sweeps of the groups ``gl[gp[g]:gp[g+1]]`` on the state ``S`` (in place; ``T`` scratch)."""
+           zero, r0, r1):
+    """``sweeps`` sweeps of the groups ``gl[gp[g]:gp[g+1]]`` on the rows ``r0:r1`` of the state ``S``
+    (in place; ``T`` scratch)."""
     L = len(Ws)
-    R = S[0].shape[0]
+    R = r1 - r0
     for _ in range(sweeps):
         for g in range(len(gp) - 1):
             for q in range(gp[g], gp[g + 1]):
@@ -303,10 +360,42 @@ def _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, 
                                lo, hi, drn, zero)
                 else:
                     _layer_cols(k, 0, n, Ws, WT, narrow, S, T[k - 1], const1, bs, cout, inv, invout, lo, hi,
-                                drn, zero)
+                                drn, zero, r0, r1)
             for q in range(gp[g], gp[g + 1]):
                 k = gl[q]
-                S[k - 1][:, :] = T[k - 1]
+                S[k - 1][r0:r1, :] = T[k - 1][r0:r1]
+
+
+@njit(cache=True, parallel=True)
+def _relax_rows(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nch, zero):
+    """:func:`_relax` with the rows of ``S`` (samples and phases, independent of each other) split into
+    ``nch`` chunks between threads: one parallel region for all the sweeps of a phase."""
+    R = S[0].shape[0]
+    for c in prange(nch):
+        _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, 1, 0, zero,
+               c * R // nch, (c + 1) * R // nch)
+
+
+@njit(cache=True)
+def _relax_phase(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads,
+                 par_work, par_rows, zero):
+    """The relaxation of one phase: rows split between threads (:func:`_relax_rows`) when there are
+    several threads and a row's sweep has at least ``par_rows`` multiply-adds, else :func:`_relax`."""
+    L = len(Ws)
+    R = S[0].shape[0]
+    per_row = 0
+    for k in range(1, L + 1):
+        n = Ws[k - 1].shape[1]
+        if k > 1:
+            per_row += Ws[k - 1].shape[0] * n
+        if k < L:
+            per_row += Ws[k].shape[1] * n
+    if nthreads > 1 and R > 1 and per_row >= par_rows:
+        _relax_rows(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn,
+                    min(nthreads, R), zero)
+    else:
+        _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads, par_work,
+               zero, 0, R)
 
 
 # --- weight updates -------------------------------------------------------------------------------
@@ -333,6 +422,24 @@ def _rank_rows(W, i0, i1, A, Bs, clamp):
             w[j] = x
 
 
+@njit(cache=True)
+def _rank_opt(W, A, Bs, clamp, kind, oc, M, V):
+    """The optimizer's step on ``W`` with the gradient ``-A^T Bs`` (``Bs`` at unit learning rate; each
+    element ``sum_q A[q, i] Bs[q, j]`` in order ``q``), state ``M``, ``V``, clamped at 0 when ``clamp``."""
+    n = W.shape[1]
+    nq = A.shape[0]
+    t = np.empty(n, W.dtype)
+    for i in range(W.shape[0]):
+        c = A[0, i]
+        for j in range(n):
+            t[j] = c * Bs[0, j]
+        for q in range(1, nq):
+            c = A[q, i]
+            for j in range(n):
+                t[j] += c * Bs[q, j]
+        _opt_apply(W[i], t, V[i] if kind == MOMENTUM else M[i], V[i], kind, oc, clamp)
+
+
 @njit(cache=True, parallel=True)
 def _rank_par(W, nch, A, Bs, clamp):
     n = W.shape[0]
@@ -357,10 +464,15 @@ def _recip(den, out):
 # --- the batch ------------------------------------------------------------------------------------
 @njit(cache=True)
 def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, warm, y, beta, wcoef, bcoef,
-               sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, den_out, cout_f, invout_f,
-               cout_n, invout_n, zero):
+               sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, par_rows, den_out, cout_f,
+               invout_f, cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb):
     """One centered-EP step (see the module docstring). Returns 0, or 1 when ``-beta`` makes the
-    nudged output block non-convex (nothing is changed then)."""
+    nudged output block non-convex (nothing is changed then).
+
+    ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
+    update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
+    minus the C-EP gradient) and parameter array ``i`` (``W_1..W_L, b_1..b_L``) takes the optimizer's
+    step with constants ``ocs[i]`` and state ``MW``/``VW`` (weights), ``Mb``/``Vb`` (biases)."""
     L = len(Ws)
     B = y.shape[0]
     one = zero + 1
@@ -402,8 +514,8 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             invout_f[r] = one
     for k in range(L):
         Sf[k][:, :] = warm[k]
-    _relax(Sf, Tf, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_f, inv, invout_f, lo, hi, drn, nthreads, par_work,
-           zero)
+    _relax_phase(Sf, Tf, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_f, inv, invout_f, lo, hi, drn, nthreads,
+                 par_work, par_rows, zero)
     # the -beta (rows 0..B-1) and +beta (rows B..2B-1) phases from the free state, stacked
     d = np.empty(nL, Ws[0].dtype)
     for r in range(2 * B):
@@ -419,8 +531,8 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
     for k in range(L):
         Sn[k][:B] = Sf[k]
         Sn[k][B:] = Sf[k]
-    _relax(Sn, Tn, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_n, inv, invout_n, lo, hi, drn, nthreads, par_work,
-           zero)
+    _relax_phase(Sn, Tn, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_n, inv, invout_n, lo, hi, drn, nthreads,
+                 par_work, par_rows, zero)
     # biases: b += lr (sum s+ - sum s-) / (2 beta B)
     for k in range(L):
         sp = np.zeros(Sn[k].shape[1], Ws[0].dtype)
@@ -429,8 +541,12 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             sm += Sn[k][r]
             sp += Sn[k][B + r]
         bk = bs[k]
-        for j in range(sp.shape[0]):
-            bk[j] += bcoef[k] * (sp[j] - sm[j])
+        if kind == SGD:
+            for j in range(sp.shape[0]):
+                bk[j] += bcoef[k] * (sp[j] - sm[j])
+        else:
+            tb = bcoef[k] * (sp - sm)
+            _opt_apply(bk, tb, Vb[k] if kind == MOMENTUM else Mb[k], Vb[k], kind, ocs[L + k], False)
     # deeper weights: W_k += A^T Bs (rank 2B+2 for a DRN, 2B for a DHN), clamp; the transposed copy alike
     for k in range(2, L + 1):
         a = Sn[k - 2]
@@ -459,8 +575,12 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             Bm[2 * B] = one
             Bm[2 * B + 1] = half * (qa - qm)
         Bm *= wcoef[k - 1]
-        _rank_update(Ws[k - 1], A, Bm, drn, nthreads, par_work)
-        _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
+        if kind == SGD:
+            _rank_update(Ws[k - 1], A, Bm, drn, nthreads, par_work)
+            _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
+        else:
+            _rank_opt(Ws[k - 1], A, Bm, drn, kind, ocs[k - 1], MW[k - 1], VW[k - 1])
+            WT[k - 1][:, :] = Ws[k - 1].T
     # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1
     Bs = np.empty((B + 1, n1), Ws[0].dtype)
     s_p, s_m = Sn[0][B:], Sn[0][:B]
@@ -475,19 +595,19 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
         Bs[B] = half * (qa - qm)
     Bs *= wcoef[0]
     if nthreads > 1 and Ws[0].size >= par_w1:
-        _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive)
+        _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0])
     else:
-        _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive)
+        _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0])
     return 0
 
 
 @njit(cache=True)
-def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1):
+def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1, oc):
     """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
     if nthreads > 1 and W1.size >= par_w1:
-        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc)
+        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1)
     else:
-        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc)
+        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1)
 
 
 # --- Python side ----------------------------------------------------------------------------------
@@ -516,14 +636,18 @@ class Workspace:
     par_work, par_w1 : int
         Thresholds of the parallel paths: multiply-adds of a block or weight update, and elements of
         ``W1`` (below them one thread is faster than the hand-off; 0 forces the parallel paths). The
-        default :data:`PAR_WORK` keeps the block updates of every preset on one thread: on the shared
-        2-core machine each parallel region waits for the busier core, and DRN-XL with 2 threads took
-        48 ms per batch with ~20 parallel regions (block updates split) against 32 ms with one (the
-        pass over ``W1``); 1 thread: 38 ms.
+        default :data:`PAR_WORK` keeps the block updates of every preset on one thread: each parallel
+        region waits for the busier core, and DRN-XL with 2 threads on a busy machine took 48 ms per
+        batch with ~20 parallel regions (block updates split) against 32 ms with one (the pass over
+        ``W1``); 1 thread: 38 ms.
+    par_rows : int
+        Multiply-adds per row and sweep of a phase above which the phase's rows (samples, and the
+        two nudged phases) are split between threads: one parallel region per phase, no barrier
+        between the sweeps (rows are independent). Default :data:`PAR_ROWS`: DRN-1H and larger.
     """
 
     def __init__(self, spec: FusedSpec, batch_size: int, threads: int = 1, chunk: Optional[int] = None,
-                 par_work: int = PAR_WORK, par_w1: int = PAR_W1):
+                 par_work: int = PAR_WORK, par_w1: int = PAR_W1, par_rows: int = PAR_ROWS):
         require()
         if int(threads) < 1:
             raise PhysgradError(f"threads must be >= 1, got {threads}")
@@ -536,7 +660,7 @@ class Workspace:
         chunk = 32768 if chunk is None else int(chunk)
         if chunk < 1:
             raise PhysgradError(f"chunk must be >= 1, got {chunk}")
-        self.par_work, self.par_w1 = int(par_work), int(par_w1)
+        self.par_work, self.par_w1, self.par_rows = int(par_work), int(par_w1), int(par_rows)
         nch = max(-(-n1 // chunk), self.threads if n1 * sizes[0] >= self.par_w1 else 1)
         nch = min(nch, n1)
         cuts = [c * n1 // nch for c in range(nch + 1)]
@@ -565,6 +689,8 @@ class Workspace:
         self.gp = np.asarray(np.cumsum([0] + [len(g) for g in groups]), np.int64)
         self.WT = None
         self._sized = {}
+        self.no_optimizer = (np.zeros((2 * L, N_OC), dt), tuple(np.zeros((0, 0), dt) for _ in range(L)),
+                             tuple(np.zeros(0, dt) for _ in range(L)))  # the optimizer arguments of SGD
 
     def attach(self, params) -> None:
         """(Re)build the transposed copies ``W_k^T`` (``k >= 2``) from ``params``."""
@@ -600,11 +726,58 @@ def make_drive(spec: FusedSpec, ws: Workspace, W1, s0) -> None:
     s0 = np.ascontiguousarray(s0, dtype=spec.dtype)
     if len(s0) > ws.B:
         raise PhysgradError(f"batch of {len(s0)} rows exceeds the workspace's batch_size {ws.B}")
-    _drive(W1, ws.cuts, s0, spec.drn, ws.drive, ws.threads, ws.par_w1)
+    with _compile_note(_drive, f"{spec.dtype.name}, the pass over W1"):
+        _drive(W1, ws.cuts, s0, spec.drn, ws.drive, ws.threads, ws.par_w1, np.zeros(N_OC, spec.dtype))
+
+
+def optimizer_constants(kind: str, lrs, momentum: float, t: int, dtype, betas=(0.9, 0.999)) -> np.ndarray:
+    """``(len(lrs), N_OC)`` constants of :func:`_opt_apply` for step number ``t`` (1 for the first):
+    ``lr, mu, b1, 1-b1, b2, 1-b2, 1-b1^t, 1-b2^t, eps`` in ``dtype``, as
+    :func:`physgrad.learning.optim.step` forms them (Python floats rounded once to ``dtype``)."""
+    from physgrad.learning.optim import ADAM_EPS
+
+    b1, b2 = betas
+    row = [0.0, momentum, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** t, 1 - b2 ** t, ADAM_EPS]
+    out = np.empty((len(lrs), N_OC), dtype)
+    for i, lr in enumerate(lrs):
+        out[i] = [lr] + row[1:]
+    return out
+
+
+class _compile_note:
+    """A one-line note on stderr when the first call of ``kernel`` in this process (compiling, or
+    loading from numba's cache) takes longer than :data:`NOTE_AFTER` seconds."""
+
+    _seen: set = set()
+
+    def __init__(self, kernel, what: str):
+        self.timer = None
+        key = (kernel.__name__, what)
+        if key not in self._seen:  # the first call of this kernel for these types in this process
+            import threading
+
+            self._seen.add(key)
+            where = numba.config.CACHE_DIR or "__pycache__ beside physgrad/layered/kernels"
+            msg = (f"note: compiling the numba kernel ({what}) -- about 30 s once per machine and numba version, "
+                   f"then cached in {where}")
+            self.timer = threading.Timer(NOTE_AFTER, lambda: print(msg, file=sys.stderr, flush=True))
+            self.timer.daemon = True
+
+    def __enter__(self):
+        if self.timer is not None:
+            self.timer.start()
+
+    def __exit__(self, *exc):
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+NOTE_AFTER = 3.0
+"""Seconds of a first kernel call after which :class:`_compile_note` speaks (loading from the cache takes about 1 s)."""
 
 
 def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, weight_lrs, bias_lrs,
-             sweeps: int, s0, next_s0=None):
+             sweeps: int, s0, next_s0=None, optimizer=None):
     """One centered-EP step; updates the arrays of ``params`` **in place** (same contract as
     :func:`physgrad.layered.fused.cep_step`, with the drive kept in ``ws``).
 
@@ -626,6 +799,13 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         This batch's input layer (the drive in ``ws`` must be ``[s0 W1; 1 W1]``).
     next_s0 : array (B', n0) or None
         The next batch's input layer: its drive is left in ``ws.drive``; None leaves only the column sums.
+    optimizer : tuple or None
+        None: projected SGD in place. ``(kind, momentum, state)`` with ``kind`` ``"momentum"`` or
+        ``"adam"`` and ``state`` the per-array state of
+        :class:`physgrad.layered.optimizer.LayerOptimizer` (``init``/``load_state_arrays``): the
+        learning rates scale the optimizer's step of each array, as in
+        :class:`~physgrad.layered.kernels.array_stepper.OptimizerCEPStepper`; the state's arrays are
+        updated in place and its step counters advanced.
 
     Returns
     -------
@@ -647,6 +827,19 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
     Sf, Tf, Sn, Tn, cout_f, invout_f, cout_n, invout_n = ws.buffers(B)
     warm = tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)
     scale = 1.0 / (2.0 * beta * B)
+    if optimizer is None:
+        kind = SGD
+        ocs, MW, Mb = ws.no_optimizer
+        VW, Vb = MW, Mb
+    else:
+        name, momentum, state = optimizer
+        kind = OPTIMIZER_CODES[name]
+        t = int(state[0]["t"]) + 1
+        ocs = optimizer_constants(name, list(weight_lrs) + list(bias_lrs), momentum, t, dt)
+        weight_lrs, bias_lrs = [1.0] * L, [1.0] * L  # unit rates: the update terms are minus the gradient
+        V = tuple(s["v"][0] for s in state)
+        M = tuple(s["m"][0] for s in state) if kind == ADAM else V
+        MW, VW, Mb, Vb = M[:L], V[:L], M[L:], V[L:]
     wcoef = np.array([lr * scale for lr in weight_lrs], dt)
     bcoef = np.array([lr * scale for lr in bias_lrs], dt)
     s0 = np.ascontiguousarray(s0, dtype=dt)
@@ -657,14 +850,18 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         n_next = len(nxt)
         if n_next > ws.B:
             raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
-    status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
-                        Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0, nxt,
-                        n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.den_out, cout_f, invout_f,
-                        cout_n, invout_n, ws.zero)
+    with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
+        status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
+                            Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0,
+                            nxt, n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.par_rows,
+                            ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb)
     if status:
         spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
         raise PhysgradError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
                             f"the outputs are not finite ({ws.den_out}); the parameters diverged")
+    if optimizer is not None:
+        for st in optimizer[2]:
+            st["t"] = t
     free = [a.copy() for a in Sf]
     s_plus = [a[B:].copy() for a in Sn]
     return free, s_plus

@@ -1,0 +1,182 @@
+"""What runs where: the one table of engine rules of layered training.
+
+:func:`plan_engine` turns the options of a run (engine, algorithm, backend, torch device, optimizer,
+amplifiers, device model) into an :class:`EnginePlan` -- the engine, the backend and the stepper
+class that will run it -- or refuses the combination with one :class:`~physgrad.types.PhysgradError`
+that names the alternative. :class:`physgrad.layered.train.TrainConfig` validates and resolves its
+options with it, and :func:`physgrad.layered.steppers.make_stepper` builds the plan's stepper without
+checking anything itself, so the two cannot disagree (``tests/test_engines.py`` walks the whole grid).
+
+The table (``auto`` = the first choice that applies):
+
+========== =========== ============== =================== ==========================================
+engine     algorithm   backend        optimizer           stepper
+========== =========== ============== =================== ==========================================
+fast       cep         numba          sgd/momentum/adam   ``CompiledCEPStepper`` (auto: when numba is
+                                                          importable)
+fast       cep         numpy          sgd                 ``FusedCEPStepper`` (auto without numba,
+                                                          with a note)
+fast       cep         numpy          momentum/adam       ``OptimizerCEPStepper`` (numpy array stepper)
+fast       cep         torch          sgd                 ``TorchCEPStepper`` (cpu or cuda)
+fast       tbp         numpy          sgd                 ``FusedTBPStepper``
+generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
+========== =========== ============== =================== ==========================================
+
+* ``engine="auto"``: fast for ``cep`` and for ``tbp`` with SGD, generic otherwise.
+* Amplifiers between layers (a DRN with ``amplifier_gains``): the fast numpy and numba steppers run
+  the plain DRN they are an exact reparametrisation of (:class:`physgrad.layered.steppers.AmplifiedStepper`);
+  torch refuses them; the generic engine runs the amplified energy itself.
+* Refused (each with its alternative): an algorithm other than cep/tbp on the fast engine; a backend
+  other than numpy for tbp or the generic engine; momentum/adam with fast tbp or on torch;
+  ``device="cuda"`` without torch; ``backend="numba"`` without numba; amplifiers on torch; device
+  models whose random reads the engine cannot realise: read noise resampled per phase or per
+  example needs the generic engine (the fused kernels share one set of conductances between the
+  phases) and an EP/CpL rule (tbp/rbp unroll the minimizer's sweeps).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from physgrad.types import PhysgradError
+
+ENGINES = ("auto", "fast", "generic")
+BACKENDS = ("auto", "numpy", "numba", "torch")
+TORCH_DEVICES = ("cpu", "cuda")
+FAST_ALGORITHMS = ("cep", "tbp")
+"""Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
+ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+PER_EXAMPLE_READS = ("phase", "example")
+"""Read-noise resampling (``device.read_noise.resample``) that only the generic engine realises."""
+STEPPERS = ("CompiledCEPStepper", "FusedCEPStepper", "OptimizerCEPStepper", "TorchCEPStepper", "FusedTBPStepper",
+            "RuleStepper")
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """How a run is computed (the verdict of :func:`plan_engine`).
+
+    Attributes
+    ----------
+    engine : {"fast", "generic"}
+    backend : {"numpy", "numba", "torch"}
+    algorithm : str
+    optimizer : {"sgd", "momentum", "adam"}
+    stepper : str
+        The class that runs it, one of :data:`STEPPERS`.
+    amplified : bool
+        The network has amplifiers between layers and the stepper is a fast one: it runs inside
+        :class:`physgrad.layered.steppers.AmplifiedStepper` (the exact reparametrisation).
+    torch_device : {"cpu", "cuda"}
+    note : str or None
+        Said to the user when ``auto`` chose a slower route than the best one (numba missing).
+    """
+
+    engine: str
+    backend: str
+    algorithm: str
+    optimizer: str
+    stepper: str
+    amplified: bool = False
+    torch_device: str = "cpu"
+    note: Optional[str] = None
+
+
+def _choice(name: str, value, valid) -> None:
+    if value not in valid:
+        raise PhysgradError(f"{name} must be one of {valid}, got {value!r}")
+
+
+def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "auto", torch_device: str = "cpu",
+                optimizer: str = "sgd", amplified: bool = False, device_model=None,
+                numba_available: Optional[bool] = None) -> EnginePlan:
+    """The :class:`EnginePlan` of a run, or the :class:`PhysgradError` that refuses it (module docstring).
+
+    Parameters
+    ----------
+    engine : {"auto", "fast", "generic"}
+    algorithm : str
+        One of :data:`ALGORITHMS`.
+    backend : {"auto", "numpy", "numba", "torch"}
+    torch_device : {"cpu", "cuda"}
+        Where the torch backend runs (the numpy and numba backends run on the cpu).
+    optimizer : {"sgd", "momentum", "adam"}
+    amplified : bool
+        A DRN with amplifiers between layers.
+    device_model : physgrad.devices.Device or None
+        The conductance devices of the weights: how it resamples its random reads
+        (``read_noise.resample`` when ``read_noise.sigma > 0``) decides which engines can realise them.
+    numba_available : bool, optional
+        Whether numba can be imported (default: :data:`physgrad.layered.kernels.numba_cpu.AVAILABLE`).
+
+    Raises
+    ------
+    PhysgradError
+        A refused combination; the message names the option to change.
+    """
+    for name, value, valid in (("engine", engine, ENGINES), ("algorithm", algorithm, ALGORITHMS),
+                               ("backend", backend, BACKENDS), ("device", torch_device, TORCH_DEVICES),
+                               ("optimizer", optimizer, OPTIMIZERS)):
+        _choice(name, value, valid)
+    if numba_available is None:
+        from physgrad.layered.kernels import numba_cpu
+        numba_available = numba_cpu.AVAILABLE
+    if torch_device != "cpu" and backend != "torch":
+        raise PhysgradError(f"device {torch_device!r} needs --backend torch (numpy and numba run on the cpu)")
+    if engine == "auto":
+        fast = algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd")
+        engine = "fast" if fast else "generic"
+    rn = getattr(device_model, "read_noise", None)
+    device_reads = rn.resample if rn is not None and rn.sigma > 0 else None
+    device_label = getattr(device_model, "label", "")
+    if device_reads in PER_EXAMPLE_READS:
+        if engine != "generic":
+            raise PhysgradError(
+                f"device {device_label!r}: read noise resampled per {device_reads} needs the generic engine (--engine "
+                f"generic, one relaxation per example); the fast engine can only share one realisation per step "
+                f"between the free and nudged phases: use a device file with [read_noise] resample = \"step\" for that")
+        if algorithm in ("tbp", "rbp"):
+            raise PhysgradError(
+                f"device {device_label!r}: {algorithm} unrolls the minimizer's sweeps and cannot read through the "
+                f"device per {device_reads}; use [read_noise] resample = \"step\" (one realisation per step) or an "
+                f"EP/CpL rule")
+    if engine == "generic":
+        if backend not in ("auto", "numpy"):
+            raise PhysgradError(f"backend {backend!r} runs the fast engine only; the generic engine (algorithm "
+                                f"{algorithm!r}) is the numpy reference: use --backend numpy (or auto)")
+        return EnginePlan("generic", "numpy", algorithm, optimizer, "RuleStepper")
+    if algorithm not in FAST_ALGORITHMS:
+        raise PhysgradError(f"the fast engine implements cep and tbp (centered EP and truncated backprop), "
+                            f"not {algorithm!r}: use --engine generic")
+    if algorithm == "tbp":
+        if backend not in ("auto", "numpy"):
+            raise PhysgradError(f"backend {backend!r} runs centered EP only; truncated backprop (tbp) on the fast "
+                                f"engine runs on the numpy backend: use --backend numpy (or auto), or --engine generic")
+        if optimizer != "sgd":
+            raise PhysgradError(f"optimizer {optimizer!r} with tbp needs --engine generic (the fast "
+                                f"truncated-backprop kernel applies SGD in place)")
+        return EnginePlan("fast", "numpy", algorithm, optimizer, "FusedTBPStepper", amplified=amplified)
+    note = None
+    if backend == "auto":
+        backend = "numba" if numba_available else "numpy"
+        if not numba_available:
+            from physgrad.layered.kernels import numba_cpu
+            note = ("numba is not importable: the fast engine runs on the numpy kernel (several times slower "
+                    "at batch 4); " + numba_cpu.INSTALL_HINT)
+    if backend == "numba":
+        if not numba_available:
+            from physgrad.layered.kernels import numba_cpu
+            raise PhysgradError(f"--backend numba: {numba_cpu.INSTALL_HINT}; or use --backend numpy")
+        return EnginePlan("fast", "numba", algorithm, optimizer, "CompiledCEPStepper", amplified=amplified)
+    if backend == "torch":
+        if optimizer != "sgd":
+            raise PhysgradError(f"optimizer {optimizer!r} on the torch backend: its kernel applies SGD in place; "
+                                f"use --backend numba or numpy (the compiled kernel and the numpy array stepper "
+                                f"run momentum and adam)")
+        if amplified:
+            raise PhysgradError("amplifiers between layers on the torch backend: use --backend numba or numpy (the "
+                                "fast engine runs them as the equivalent plain DRN) or --engine generic")
+        return EnginePlan("fast", "torch", algorithm, optimizer, "TorchCEPStepper", torch_device=torch_device)
+    stepper = "FusedCEPStepper" if optimizer == "sgd" else "OptimizerCEPStepper"
+    return EnginePlan("fast", "numpy", algorithm, optimizer, stepper, amplified=amplified, note=note)
