@@ -218,3 +218,41 @@ def test_kernel_choice_is_checked():
     cell, g, d, dw0, clock = case(dev, (2, 3))
     with pytest.raises(PhysgradError, match="device kernel must be one of"):
         run(dev, "fortran", cell, g, d, dw0)
+
+
+# --- reads ------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not pulsing.AVAILABLE, reason="numba not installed")
+@pytest.mark.parametrize("name,extra", [("pcm-pair", {}), ("reram-sb", {"read_noise": {"sigma": 0.05}}),
+                                        ("levels16-nearest", {"read_noise": {"sigma": 0.02, "relative": False}}),
+                                        ("levels16-nearest", {"drift": {"nu": 0.1, "nu_std": 0.02}})])
+def test_reads_are_the_same_on_both_routes_and_draw_like_numpy(name, extra, monkeypatch):
+    """Read noise is drawn cell by cell in C order (``rng.standard_normal(shape)`` per cell), so the
+    routes agree bit for bit, and with the reference formula (drift, noise, clip at 0 S, pair difference)."""
+    from physgrad.devices import device_from_dict
+
+    dev = device_from_dict({"base": name, **extra})
+    rng = np.random.default_rng(4)
+    theta0 = (rng.random((30, 20)).astype(np.float32), np.zeros(20, np.float32))
+    theta, state = dev.init(theta0, device_rng(0, "init"), arrays=[0])
+    theta, state = dev.update(theta, (rng.standard_normal((30, 20)).astype(np.float32) * 0.05, theta0[1]),
+                              device_rng(0, "update", 0), state)
+    state = dev.advance(state, 100.0)
+    reads = {}
+    for route in ("numba", "numpy"):
+        monkeypatch.setattr(pulsing, "BACKEND", route)
+        reads[route] = [dev.read(theta, device_rng(0, "read", k), state)[0] for k in range(2)]
+    for a, b in zip(reads["numba"], reads["numpy"]):
+        np.testing.assert_array_equal(a, b)
+    # the formula, written out
+    leaf, r = state.leaves[0], np.random.default_rng(device_rng(0, "read", 1).bit_generator.seed_seq)
+    gs = leaf.pair if leaf.pair else (theta[0].astype(float),)
+    vals = []
+    for g, cell in zip(gs, leaf.cells):
+        v = g * (((dev.drift.t0 + state.clock - cell.t_prog) / dev.drift.t0) ** (-cell.nu)) if dev.drift else g
+        if dev.read_noise is not None and dev.read_noise.sigma > 0:
+            xi = r.standard_normal(v.shape)
+            s = dev.read_noise.sigma
+            v = v * (1 + s * xi) if dev.read_noise.relative else v + s * leaf.scale * xi
+        vals.append(np.maximum(v, 0.0))
+    expect = (vals[0] - vals[1]) if leaf.pair else vals[0]
+    np.testing.assert_array_equal(reads["numpy"][1], expect.astype(np.float32))

@@ -372,25 +372,27 @@ class Device:
         if self.read_noise is not None and self.read_noise.sigma > 0 and rng is None:
             raise PhysgradError("read needs a random generator: the device has read noise")
         out = list(items)
+        rn = self.read_noise
+        sigma = rn.sigma if rn is not None else 0.0
         for i, (a, leaf) in enumerate(zip(items, state.leaves)):
             if leaf is None:
                 continue
-            if leaf.pair:
-                g = self._read_cell(leaf.cells[0], leaf.pair[0], leaf, rng, state.clock) \
-                    - self._read_cell(leaf.cells[1], leaf.pair[1], leaf, rng, state.clock)
-            else:
-                g = self._read_cell(leaf.cells[0], np.asarray(a, dtype=float), leaf, rng, state.clock)
-            out[i] = g.astype(np.asarray(a).dtype)
+            gs = leaf.pair if leaf.pair else (a,)
+            factors = tuple(self._drift_factor_of(state, i, j) for j in range(len(gs)))
+            out[i] = pulsing.read_pair_or_cell(gs, factors, sigma, rn is None or rn.relative,
+                                               sigma * leaf.scale, self.bounds is not None, rng, np.asarray(a).dtype)
         return _join(out, is_tuple)
 
-    def _read_cell(self, cell: Cell, g: np.ndarray, leaf: LeafState, rng, clock: float) -> np.ndarray:
-        if self.drift is not None:
-            g = g * self._drift_factor(cell, clock)
-        rn = self.read_noise
-        if rn is not None and rn.sigma > 0:
-            xi = rng.standard_normal(np.shape(g))
-            g = g * (1.0 + rn.sigma * xi) if rn.relative else g + rn.sigma * leaf.scale * xi
-        return np.maximum(g, 0.0) if self.bounds is not None else g
+    def _drift_factor_of(self, state: DeviceState, i: int, j: int):
+        """The drift factor of cell ``j`` of leaf ``i`` at ``state.clock`` (None without drift), computed
+        once per state (a state is immutable; reads between two updates share it)."""
+        if self.drift is None:
+            return None
+        cache = state.__dict__.setdefault("_drift_factors", {})
+        key = (self.drift, i, j)
+        if key not in cache:
+            cache[key] = np.asarray(self._drift_factor(state.leaves[i].cells[j], state.clock), dtype=float)
+        return cache[key]
 
     def advance(self, state: DeviceState, seconds: float) -> DeviceState:
         """The state ``seconds`` later (drift continues; nothing else changes)."""

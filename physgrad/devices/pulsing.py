@@ -166,6 +166,7 @@ def move(p: Plan, cell, g, delta, dw0: float, rng, clock: float, side: int = 0, 
 
 
 _WORK = threading.local()
+_NO_DRAWS = np.random.default_rng(0)
 
 
 def _work(size: int) -> tuple:
@@ -374,3 +375,60 @@ def _pulse_kernel(g, n, law, c2c, lp, up, down, g_min, g_max, rng, out, act, wa,
             else:
                 out[i] = gi
         k = kk
+
+
+# --- reads ------------------------------------------------------------------------------------------------
+def read_pair_or_cell(gs, factors, sigma: float, relative: bool, sig_abs: float, bounded: bool, rng, dtype,
+                      backend: Optional[str] = None) -> np.ndarray:
+    r"""What one array of devices (``gs = (g,)``) or pairs (``gs = (G+, G-)``) reads: per device
+    :math:`v = g f`, then :math:`v(1 + \sigma\xi)` (``relative``) or :math:`v + \sigma_\mathrm{abs}\xi`,
+    then :math:`\max(v, 0)` when ``bounded``; a pair reads :math:`v_+ - v_-`, in ``dtype``.
+
+    ``factors``: the drift factor of each cell (float64, shaped like ``g``) or None; ``sigma = 0``:
+    no noise (nothing drawn). The noise is drawn cell by cell, each in C order: the same numbers
+    as ``rng.standard_normal(shape)`` per cell, so both routes agree bit for bit.
+    """
+    backend = BACKEND if backend is None else backend
+    if backend == "numpy" or not AVAILABLE:
+        out = None
+        for g, f in zip(gs, factors):
+            v = np.asarray(g, dtype=float)
+            if f is not None:
+                v = v * f
+            if sigma > 0:
+                xi = rng.standard_normal(np.shape(v))
+                v = v * (1.0 + sigma * xi) if relative else v + sig_abs * xi
+            if bounded:
+                v = np.maximum(v, 0.0)
+            out = v if out is None else out - v
+        return out.astype(dtype)
+    shape = np.shape(gs[0])
+    if rng is None:  # no noise: nothing is drawn, but the kernel is typed for a generator
+        rng = _NO_DRAWS
+    w = _work(int(np.prod(shape)))[4] if len(gs) > 1 else np.empty(1)
+    out = np.empty(shape, dtype)
+    one = np.ones(1)
+    for k, (g, f) in enumerate(zip(gs, factors)):
+        last = k == len(gs) - 1
+        _read_kernel(np.ascontiguousarray(g).reshape(-1), one if f is None else np.ascontiguousarray(f).reshape(-1),
+                     f is not None, float(sigma), bool(relative), float(sig_abs), bool(bounded), rng,
+                     w, k > 0, out.reshape(-1) if last else w)
+    return out
+
+
+@njit(cache=True)
+def _read_kernel(g, f, drift, sigma, relative, sig_abs, bounded, rng, prev, has_prev, out):  # pragma: no cover
+    """One cell of :func:`read_pair_or_cell`: ``out = v`` or ``out = prev - v``."""
+    for i in range(g.size):
+        v = float(g[i])
+        if drift:
+            v = v * f[i]
+        if sigma > 0:
+            xi = rng.standard_normal()
+            if relative:
+                v = v * (1.0 + sigma * xi)
+            else:
+                v = v + sig_abs * xi
+        if bounded:
+            v = max(v, 0.0)
+        out[i] = prev[i] - v if has_prev else v
