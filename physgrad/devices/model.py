@@ -291,6 +291,13 @@ class Device:
         (theta, DeviceState)
             New parameters (each array in its own dtype) and state (``n_updates`` + 1). The ideal
             device returns ``theta + dtheta`` computed leaf-wise, drawing nothing.
+
+        Raises
+        ------
+        PhysgradError
+            A request holding NaN or inf (a diverged learning rule), naming the parameter array;
+            nothing is drawn or changed. Each array is updated in one pass by
+            :func:`physgrad.devices.pulsing.move` (compiled with numba when installed).
         """
         items, is_tuple = _split(theta)
         deltas, _ = _split(dtheta)

@@ -23,12 +23,10 @@ from dataclasses import replace
 import numpy as np
 
 from physgrad.devices.pieces import ConstantStep, SoftBounds
+from physgrad.devices.pulsing import SATURATING_RANGES
 from physgrad.devices.state import Cell
 from physgrad.types import PhysgradError
 
-SATURATING_RANGES = 10
-"""Soft-bounds and exponential-step devices take at most this many full ranges of nominal pulses per
-update (``ceil(10 / dw_min)``): after them a soft-bounds device is within ``exp(-20)`` of its bound."""
 
 
 def move_reference(device, cell: Cell, g: np.ndarray, delta: np.ndarray, dw0: float, rng,
