@@ -139,15 +139,16 @@ def move(p: Plan, cell, g, delta, dw0: float, rng, clock: float, side: int = 0, 
     dtype = np.dtype(float if dtype is None else dtype)
     if backend == "numpy" or not AVAILABLE:
         return _move_numpy(p, cell, np.asarray(g), np.asarray(delta), float(dw0), rng, float(clock), side, dtype)
-    flat = [np.ascontiguousarray(np.asarray(a, dtype=float)).reshape(-1)
-            for a in (cell.g_min, cell.g_max, cell.step_up, cell.step_down, cell.nu, cell.t_prog)]
-    for a, what in zip(flat, ("g_min", "g_max", "step_up", "step_down", "nu", "t_prog")):
-        if a.size not in (1, int(np.prod(shape))):
-            raise PhysgradError(f"device cell field {what} has {a.size} values for {int(np.prod(shape))} devices")
     gf = np.ascontiguousarray(g).reshape(-1)
     df = np.ascontiguousarray(delta).reshape(-1)
     if gf.dtype.kind != "f" or df.dtype.kind != "f":
         raise PhysgradError("device update: conductances and requests must be float arrays")
+    flat = []
+    for what in ("g_min", "g_max", "step_up", "step_down", "nu", "t_prog"):
+        a = np.ascontiguousarray(getattr(cell, what), dtype=float).reshape(-1)
+        if a.size != 1 and a.size != gf.size:
+            raise PhysgradError(f"device cell field {what} has {a.size} values for {gf.size} devices")
+        flat.append(a)
     g_min, g_max, up, down, nu, t_prog = flat
     n, act, wa, left, gw = _work(gf.size)
     if _counts_kernel(df, int(side), float(dw0), p.law, p.stochastic, p.cap, rng, n) >= 0:
