@@ -1,9 +1,12 @@
 """Device models: how non-ideal conductances (levels, bounds, pulse responses, noise, drift, faults,
-compound cells) enter training. A device model depends on numpy and :mod:`physgrad.types` only, so
-every floor above it (energies, minimizers, learning rules, engines, verification) can use it.
+compound cells) enter training. A device model depends on numpy and :mod:`physgrad.types` only (numba,
+when installed, compiles its update), so every floor above it (energies, minimizers, learning rules,
+engines, verification) can use it.
 
 - :mod:`~physgrad.devices.pieces`: one frozen record per physical effect;
 - :mod:`~physgrad.devices.model`: :class:`Device` (``init``, ``update``, ``read``, ``program``, ``advance``);
+- :mod:`~physgrad.devices.pulsing`: the update and read of one array in one pass (compiled or numpy);
+- :mod:`~physgrad.devices.reference`: the original per-pulse update, the tests' reference;
 - :mod:`~physgrad.devices.state`: :class:`DeviceState` (checkpointable) and :func:`device_rng`;
 - :mod:`~physgrad.devices.presets`: named presets, the JSON/TOML file form;
 - :mod:`~physgrad.devices.readout`: :class:`ReadThrough`, any minimizer relaxing the energy at the

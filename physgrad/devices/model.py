@@ -24,14 +24,12 @@ from typing import Optional
 
 import numpy as np
 
-from physgrad.devices.pieces import (Bounds, ConstantStep, DifferentialPair, Drift, Pulses, ReadNoise, SoftBounds,
-                                     Stuck, Variability)
+from physgrad.devices import pulsing
+from physgrad.devices.pieces import Bounds, ConstantStep, DifferentialPair, Drift, Pulses, ReadNoise, Stuck, Variability
 from physgrad.devices.state import Cell, DeviceState, LeafState
 from physgrad.types import PhysgradError
 
-SATURATING_RANGES = 10
-"""Soft-bounds and exponential-step devices take at most this many full ranges of nominal pulses per
-update (``ceil(10 / dw_min)``): after them a soft-bounds device is within ``exp(-20)`` of its bound."""
+SATURATING_RANGES = pulsing.SATURATING_RANGES
 PIECES = {"bounds": Bounds, "pulses": Pulses, "read_noise": ReadNoise, "drift": Drift,
           "variability": Variability, "stuck": Stuck, "pair": DifferentialPair}
 """The slots of a :class:`Device` and the piece each holds."""
@@ -143,6 +141,8 @@ class Device:
                 leaves.append(None)
                 continue
             a64 = np.asarray(a, dtype=float)
+            if not np.all(np.isfinite(a64)):
+                raise PhysgradError(f"parameter array {i}: initial values must be finite (NaN or inf found)")
             scale = float(np.max(np.abs(a64))) if a64.size else 0.0
             needs_scale = (self.bounds is not None and self.bounds.relative) or \
                           (self.read_noise is not None and not self.read_noise.relative)
@@ -291,6 +291,13 @@ class Device:
         (theta, DeviceState)
             New parameters (each array in its own dtype) and state (``n_updates`` + 1). The ideal
             device returns ``theta + dtheta`` computed leaf-wise, drawing nothing.
+
+        Raises
+        ------
+        PhysgradError
+            A request holding NaN or inf (a diverged learning rule), naming the parameter array;
+            nothing is drawn or changed. Each array is updated in one pass by
+            :func:`physgrad.devices.pulsing.move` (compiled with numba when installed).
         """
         items, is_tuple = _split(theta)
         deltas, _ = _split(dtheta)
@@ -302,85 +309,44 @@ class Device:
             return _join([a + d for a, d in zip(items, deltas)], is_tuple), state.with_leaves(state.leaves, n_updates=n_next)
         clock = state.clock
         out, leaves = [], []
-        for a, d, leaf in zip(items, deltas, state.leaves):
+        for i, (a, d, leaf) in enumerate(zip(items, deltas, state.leaves)):
             if leaf is None:
                 out.append(a + d)
                 leaves.append(None)
                 continue
-            dtype = np.asarray(a).dtype
-            d64 = np.asarray(d, dtype=float)
-            if leaf.pair:
-                (gp, cp), (gm, cm) = (self._move(c, g, np.maximum(s * d64, 0.0), leaf.dw0, rng, clock)
-                                      for c, g, s in zip(leaf.cells, leaf.pair, (1.0, -1.0)))
-                leaf = replace(leaf, cells=(cp, cm), pair=(gp, gm))
-                if self.pair.refresh_every is not None and n_next % self.pair.refresh_every == 0:
-                    gp, gm = self._program_pair(leaf, gp - gm)
-                    leaf = replace(leaf, cells=tuple(self._restart(c, clock) for c in leaf.cells), pair=(gp, gm))
-                out.append((gp - gm).astype(dtype))
-            else:
-                g, cell = self._move(leaf.cells[0], np.asarray(a, dtype=float), d64, leaf.dw0, rng, clock)
-                leaf = replace(leaf, cells=(cell,))
-                out.append(g.astype(dtype))
+            a, d = np.asarray(a), np.asarray(d)
+            if a.dtype.kind != "f" or d.dtype.kind != "f":
+                raise PhysgradError(f"device update: parameter array {i} and its change must be float arrays, got "
+                                    f"{a.dtype} and {d.dtype}")
+            try:
+                if leaf.pair:
+                    (gp, cp), (gm, cm) = (self._move(c, g, d, leaf.dw0, rng, clock, side=s)
+                                          for c, g, s in zip(leaf.cells, leaf.pair, (1, -1)))
+                    leaf = replace(leaf, cells=(cp, cm), pair=(gp, gm))
+                    if self.pair.refresh_every is not None and n_next % self.pair.refresh_every == 0:
+                        gp, gm = self._program_pair(leaf, gp - gm)
+                        leaf = replace(leaf, cells=tuple(self._restart(c, clock) for c in leaf.cells), pair=(gp, gm))
+                    out.append((gp - gm).astype(a.dtype))
+                else:
+                    g, cell = self._move(leaf.cells[0], a, d, leaf.dw0, rng, clock, dtype=a.dtype)
+                    leaf = replace(leaf, cells=(cell,))
+                    out.append(g)
+            except PhysgradError as err:
+                raise PhysgradError(f"parameter array {i}: {err}") from None
             leaves.append(leaf)
         tick = self.drift.seconds_per_update if self.drift is not None else 0.0
         return _join(out, is_tuple), state.with_leaves(leaves, clock=clock + tick, n_updates=n_next)
 
-    def _move(self, cell: Cell, g: np.ndarray, delta: np.ndarray, dw0: float, rng, clock: float) -> tuple:
-        """One array of devices asked to change by ``delta`` (S): ``(new g, new cell)``."""
-        n = self._count(delta / dw0, rng) if self.pulses is not None else None
-        moved = delta != 0 if n is None else n != 0
-        if self.drift is not None:
-            g = np.where(moved, g * self._drift_factor(cell, clock), g)
-        g = g + delta if n is None else self._respond(cell, g, n, rng)
-        g = self._hold_stuck(cell, np.clip(g, cell.g_min, cell.g_max))
-        if self.drift is not None:
-            cell = replace(cell, t_prog=np.where(moved, clock, cell.t_prog))
+    def _move(self, cell: Cell, g, delta, dw0: float, rng, clock: float, side: int = 0, dtype=None) -> tuple:
+        """One array of devices asked to change by ``delta`` (S): ``(new g, new cell)``
+        (:func:`physgrad.devices.pulsing.move`, then stuck devices held)."""
+        g, t_prog = pulsing.move(pulsing.plan(self.pulses, self.drift), cell, g, delta, dw0, rng, clock, side=side,
+                                 dtype=dtype)
+        if cell.stuck_index.size:
+            g.flat[cell.stuck_index] = cell.stuck_value
+        if t_prog is not None:
+            cell = replace(cell, t_prog=t_prog)
         return g, cell
-
-    def _count(self, x: np.ndarray, rng) -> np.ndarray:
-        """Pulse counts ``R(x)`` (int64): nearest, or stochastic without bias."""
-        if self.pulses.rounding == "nearest":
-            return np.rint(x).astype(np.int64)
-        fl = np.floor(x)
-        return (fl + (rng.random(x.shape) < x - fl)).astype(np.int64)
-
-    def _respond(self, cell: Cell, g: np.ndarray, n: np.ndarray, rng) -> np.ndarray:
-        """Conductances after ``n`` pulses (up for n > 0), per the law, with cycle-to-cycle noise."""
-        c2c = self.pulses.c2c
-        if isinstance(self.pulses.law, ConstantStep):
-            m = np.abs(n).astype(float)
-            if c2c > 0:
-                idx = np.flatnonzero(n)
-                m.flat[idx] += c2c * np.sqrt(m.flat[idx]) * rng.standard_normal(idx.size)
-            return g + np.sign(n) * np.where(n > 0, cell.step_up, cell.step_down) * m
-        idx = np.flatnonzero(n)
-        g = np.array(g, dtype=float)
-        if not idx.size:
-            return g
-        lo, hi, up, down = (np.broadcast_to(f, g.shape).ravel()[idx]
-                            for f in (cell.g_min, cell.g_max, cell.step_up, cell.step_down))
-        cap = int(np.ceil(SATURATING_RANGES / self.pulses.dw_min))  # the device saturates long before
-        gi, sgn, left = g.ravel()[idx], np.sign(n.ravel()[idx]), np.minimum(np.abs(n.ravel()[idx]), cap)
-        act = np.arange(idx.size)
-        while act.size:  # one pulse on every device that still has pulses to take
-            step = self._law_step(gi[act], sgn[act], lo[act], hi[act], up[act], down[act])
-            if c2c > 0:
-                step = step * (1.0 + c2c * rng.standard_normal(act.size))
-            gi[act] = np.clip(gi[act] + sgn[act] * step, lo[act], hi[act])
-            left[act] -= 1
-            act = act[left[act] > 0]
-        g.flat[idx] = gi
-        return g
-
-    def _law_step(self, g, sgn, lo, hi, up, down) -> np.ndarray:
-        """Size (S, >= 0) of one pulse in direction ``sgn`` at ``g`` (soft bounds / exponential step)."""
-        law, R = self.pulses.law, hi - lo
-        if isinstance(law, SoftBounds):
-            return np.where(sgn > 0, up * 2.0 * (hi - g) / R, down * 2.0 * (g - lo) / R)
-        z = 2.0 * law.a * (g - 0.5 * (hi + lo)) / R + law.b
-        y_up = 1.0 - law.A_up * np.exp(law.gamma_up * z)
-        y_down = 1.0 - law.A_down * np.exp(-law.gamma_down * z)
-        return np.where(sgn > 0, up * np.maximum(y_up, 0.0), down * np.maximum(y_down, 0.0))
 
     def _drift_factor(self, cell: Cell, clock: float) -> np.ndarray:
         """:math:`((t_0 + \\text{clock} - t_\\mathrm{prog}) / t_0)^{-\\nu}` per device."""
@@ -413,25 +379,27 @@ class Device:
         if self.read_noise is not None and self.read_noise.sigma > 0 and rng is None:
             raise PhysgradError("read needs a random generator: the device has read noise")
         out = list(items)
+        rn = self.read_noise
+        sigma = rn.sigma if rn is not None else 0.0
         for i, (a, leaf) in enumerate(zip(items, state.leaves)):
             if leaf is None:
                 continue
-            if leaf.pair:
-                g = self._read_cell(leaf.cells[0], leaf.pair[0], leaf, rng, state.clock) \
-                    - self._read_cell(leaf.cells[1], leaf.pair[1], leaf, rng, state.clock)
-            else:
-                g = self._read_cell(leaf.cells[0], np.asarray(a, dtype=float), leaf, rng, state.clock)
-            out[i] = g.astype(np.asarray(a).dtype)
+            gs = leaf.pair if leaf.pair else (a,)
+            factors = tuple(self._drift_factor_of(state, i, j) for j in range(len(gs)))
+            out[i] = pulsing.read_pair_or_cell(gs, factors, sigma, rn is None or rn.relative,
+                                               sigma * leaf.scale, self.bounds is not None, rng, np.asarray(a).dtype)
         return _join(out, is_tuple)
 
-    def _read_cell(self, cell: Cell, g: np.ndarray, leaf: LeafState, rng, clock: float) -> np.ndarray:
-        if self.drift is not None:
-            g = g * self._drift_factor(cell, clock)
-        rn = self.read_noise
-        if rn is not None and rn.sigma > 0:
-            xi = rng.standard_normal(np.shape(g))
-            g = g * (1.0 + rn.sigma * xi) if rn.relative else g + rn.sigma * leaf.scale * xi
-        return np.maximum(g, 0.0) if self.bounds is not None else g
+    def _drift_factor_of(self, state: DeviceState, i: int, j: int):
+        """The drift factor of cell ``j`` of leaf ``i`` at ``state.clock`` (None without drift), computed
+        once per state (a state is immutable; reads between two updates share it)."""
+        if self.drift is None:
+            return None
+        cache = state.__dict__.setdefault("_drift_factors", {})
+        key = (self.drift, i, j)
+        if key not in cache:
+            cache[key] = np.asarray(self._drift_factor(state.leaves[i].cells[j], state.clock), dtype=float)
+        return cache[key]
 
     def advance(self, state: DeviceState, seconds: float) -> DeviceState:
         """The state ``seconds`` later (drift continues; nothing else changes)."""

@@ -28,12 +28,18 @@ StuckAt = Literal["min", "max", "random"]
 STUCK_AT = get_args(StuckAt)
 
 
+def short(value, n: int = 80) -> str:
+    """``repr(value)``, cut to ``n`` characters (values read from files may be huge)."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
 def check_number(owner: str, name: str, value, *, lo: Optional[float] = None, hi: Optional[float] = None,
                  lo_open: bool = False, hi_open: bool = False, allow_inf: bool = False) -> float:
     """``value`` as a float, or :class:`PhysgradError` naming ``owner.name`` and the allowed interval."""
     try:
         v = float(value) if not isinstance(value, (bool, str)) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         v = math.nan
     ok = not math.isnan(v) and (allow_inf or math.isfinite(v))
     ok = ok and (lo is None or v > lo or (v == lo and not lo_open))
@@ -42,14 +48,14 @@ def check_number(owner: str, name: str, value, *, lo: Optional[float] = None, hi
         interval = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", "
                     + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open or hi is None else "]"))
         raise PhysgradError(f"{owner}.{name} must be a number in {interval}"
-                            + ("" if allow_inf else " (finite)") + f", got {value!r}")
+                            + ("" if allow_inf else " (finite)") + f", got {short(value)}")
     return v
 
 
 def check_choice(owner: str, name: str, value, valid) -> None:
     """:class:`PhysgradError` naming ``owner.name`` unless ``value`` is one of ``valid``."""
     if value not in valid:
-        raise PhysgradError(f"{owner}.{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
+        raise PhysgradError(f"{owner}.{name} must be one of {', '.join(map(repr, valid))}; got {short(value)}")
 
 
 def _set(obj, name, value):
@@ -184,7 +190,7 @@ class Pulses:
         check_choice("Pulses", "rounding", self.rounding, ROUNDINGS)
         if not isinstance(self.law, tuple(LAWS.values())):
             raise PhysgradError(f"Pulses.law must be one of {', '.join(LAWS)} (ConstantStep(), SoftBounds(), "
-                                f"ExpStep(...)); got {self.law!r}")
+                                f"ExpStep(...)); got {short(self.law)}")
         _set(self, "up_down", check_number("Pulses", "up_down", self.up_down, lo=-1.0, hi=1.0, lo_open=True,
                                            hi_open=True))
         _set(self, "c2c", check_number("Pulses", "c2c", self.c2c, lo=0.0))
@@ -340,7 +346,9 @@ class DifferentialPair:
 
     def __post_init__(self):
         r = self.refresh_every
-        if r is not None and (isinstance(r, bool) or int(r) != r or r < 1):
-            raise PhysgradError(f"DifferentialPair.refresh_every must be an integer >= 1 or None, got {r!r}")
+        ok = r is None or (isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r)
+                           and int(r) == r and 1 <= r <= 2 ** 62)
+        if not ok:
+            raise PhysgradError(f"DifferentialPair.refresh_every must be an integer >= 1 or None, got {short(r)}")
         if r is not None:
             _set(self, "refresh_every", int(r))

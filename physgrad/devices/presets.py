@@ -45,13 +45,15 @@ File form (JSON or TOML; every table optional, unknown keys are errors)::
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import fields
 from pathlib import Path
 
 from physgrad.devices.model import PIECES, Device
 from physgrad.devices.pieces import (LAWS, Bounds, DifferentialPair, Drift, ExpStep, Pulses, ReadNoise, SoftBounds,
-                                     Variability)
+                                     Variability, short)
 from physgrad.types import PhysgradError
 
 try:  # Python >= 3.11
@@ -184,9 +186,10 @@ def device_to_dict(device: Device) -> dict:
 def _law(value, where: str):
     if isinstance(value, str):
         value = {"kind": value}
-    if not isinstance(value, dict) or value.get("kind") not in LAWS:
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if not isinstance(kind, str) or kind not in LAWS:
         raise PhysgradError(f"{where}: pulses.law must be one of {', '.join(map(repr, LAWS))} or a table with "
-                            f"kind = one of them, got {value!r}")
+                            f"kind = one of them, got {short(value)}")
     params = {k: v for k, v in value.items() if k != "kind"}
     cls = LAWS[value["kind"]]
     valid = {f.name for f in fields(cls)}
@@ -210,14 +213,21 @@ def device_from_dict(d: dict, source: str = "<device>") -> Device:
     unknown = set(d) - {"name", "base"} - set(PIECES)
     if unknown:
         raise PhysgradError(f"{source}: unknown key(s) {sorted(unknown)}; valid: name, base, {', '.join(PIECES)}")
-    base = get_device(d["base"]) if "base" in d else Device()
+    for key in ("name", "base"):
+        if key in d and not (isinstance(d[key], str) and 0 < len(d[key]) <= MAX_NAME):
+            raise PhysgradError(f"{source}: {key} must be a string of 1 to {MAX_NAME} characters, got "
+                                f"{short(d[key])}")
+    try:
+        base = get_device(d["base"]) if "base" in d else Device()
+    except PhysgradError as err:
+        raise PhysgradError(f"{source}: base: {err}") from None
     slots = {slot: getattr(base, slot) for slot in PIECES}
     for slot, cls in PIECES.items():
         if slot not in d:
             continue
         table = d[slot]
         if not isinstance(table, dict):
-            raise PhysgradError(f"{source}: {slot} must be a table of parameters, got {table!r}")
+            raise PhysgradError(f"{source}: {slot} must be a table of parameters, got {short(table)}")
         valid = {f.name for f in fields(cls)}
         bad = set(table) - valid
         if bad:
@@ -227,10 +237,10 @@ def device_from_dict(d: dict, source: str = "<device>") -> Device:
             params["law"] = _law(params["law"], source)
         try:
             slots[slot] = cls(**params)
-        except TypeError as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise PhysgradError(f"{source}: {slot}: {err}") from None
         except PhysgradError as err:
-            raise PhysgradError(f"{source}: {err}") from None
+            raise PhysgradError(f"{source}: {slot}: {err}") from None
     name = d.get("name", Path(source).stem if source != "<device>" else "custom")
     try:
         return Device(name=str(name), **slots)
@@ -238,21 +248,71 @@ def device_from_dict(d: dict, source: str = "<device>") -> Device:
         raise PhysgradError(f"{source}: {err}") from None
 
 
-def load_device(path) -> Device:
-    """Read a device model from a ``.json`` or ``.toml`` file (see the module docstring)."""
-    path = Path(path)
+MAX_FILE_BYTES = 1 << 20
+"""Largest device file read (1 MiB; a device model is a few hundred bytes)."""
+MAX_NAME = 200
+"""Longest ``name`` of a device model (characters)."""
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a regular file of at most :data:`MAX_FILE_BYTES` (read no further)."""
     try:
-        text = path.read_text()
+        st = os.stat(path)
     except OSError as err:
-        raise PhysgradError(f"cannot read device model {path}: {err}") from None
+        raise PhysgradError(f"cannot read device model {path}: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PhysgradError(f"cannot read device model {path}: not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise PhysgradError(f"{path}: a device model file is at most {MAX_FILE_BYTES} bytes, this one has {st.st_size}")
     try:
-        if path.suffix.lower() == ".json":
-            d = json.loads(text)
-        elif path.suffix.lower() == ".toml":
-            d = tomllib.loads(text)
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise PhysgradError(f"cannot read device model {path}: {err.strerror or err}") from None
+    if len(data) > MAX_FILE_BYTES:  # grew since stat
+        raise PhysgradError(f"{path}: a device model file is at most {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise PhysgradError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {data[err.start:err.start + 1]!r})") from None
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise PhysgradError(f"duplicate key(s) {dup}")
+    return dict(pairs)
+
+
+def load_device(path) -> Device:
+    """Read a device model from a ``.json`` or ``.toml`` file (see the module docstring).
+
+    Only a regular file of at most :data:`MAX_FILE_BYTES` bytes of UTF-8 text is read; every
+    failure (missing, a directory or device such as ``/dev/zero``, too large, not UTF-8, malformed,
+    duplicate JSON keys, nesting too deep, wrong types or values) is a :class:`PhysgradError` naming
+    the file and the line or key.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise PhysgradError(f"{path}: a device model file ends in .json or .toml")
+    text = _read_text(path)
+    try:
+        if suffix == ".json":
+            d = json.loads(text, object_pairs_hook=_no_duplicates)
         else:
-            raise PhysgradError(f"{path}: a device model file ends in .json or .toml")
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+            d = tomllib.loads(text)
+    except json.JSONDecodeError as err:
+        raise PhysgradError(f"{path}:{err.lineno}: {err.msg} (column {err.colno})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise PhysgradError(f"{path}: {err}") from None
+    except PhysgradError as err:
+        raise PhysgradError(f"{path}: {err}") from None
+    except RecursionError:
+        raise PhysgradError(f"{path}: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer literal beyond Python's digit limit
         raise PhysgradError(f"{path}: {err}") from None
     return device_from_dict(d, str(path))
 

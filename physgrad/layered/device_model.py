@@ -125,13 +125,24 @@ class DeviceStepper:
         return tuple(self.device.read(self.params, rng, self.device_state))
 
     def _sync(self) -> None:
-        """Inner parameters = the conductances of the coming step."""
+        """Inner parameters = the conductances of the coming step (kept in ``_written``: the inner
+        stepper's parameters before its step, without copying them back)."""
+        values = self.params if self.read_through else self._read()
+        _write(self.inner, values)
         if self.read_through:
-            _write(self.inner, self.params)
             self.inner.minimizer = ReadThrough(self._minimizer, self.device, self.device_state, self.seed,
                                                (self.device_state.n_updates,))
-        else:
-            _write(self.inner, self._read())
+        self._written = values
+
+    def _before(self) -> tuple:
+        """The inner stepper's parameters now: what :meth:`_sync` wrote when the host arrays hold exactly
+        those values (same dtypes), else a copy of them."""
+        host = self.inner.to_host()
+        written = getattr(self, "_written", None)
+        if written is not None and all(isinstance(p, np.ndarray) and np.asarray(w).dtype == p.dtype
+                                       and np.shape(w) == p.shape for p, w in zip(host, written)):
+            return tuple(np.asarray(w) for w in written)
+        return tuple(np.array(p, copy=True) for p in host)
 
     # --- protocol --------------------------------------------------------------------------------
     def start_epoch(self, x, order, start_batch):
@@ -141,14 +152,15 @@ class DeviceStepper:
 
     def step(self, x, idx, y, nxt, warm, lr_scale):
         """The inner step at the read conductances, then ``device.update`` with its requested change."""
-        before = tuple(np.array(p, copy=True) for p in self.inner.to_host())
+        before = self._before()
         warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
         after = tuple(np.asarray(p) for p in self.inner.to_host())
         requested = tuple(a - b for a, b in zip(after, before))
         rng = device_rng(self.seed, "update", self.device_state.n_updates)
         new, self.device_state = self.device.update(self.params, requested, rng, self.device_state)
-        # arrays that are not devices (biases) keep the inner stepper's own values, not before + (after - before)
-        self.params = tuple(np.array(a if leaf is None else n, copy=True)
+        # arrays that are not devices (biases) keep the inner stepper's own values, not before + (after - before);
+        # the devices' arrays are new (update returns fresh arrays), the inner stepper's are copied
+        self.params = tuple(np.array(a, copy=True) if leaf is None else n
                             for a, n, leaf in zip(after, new, self.device_state.leaves))
         self._sync()
         if nxt is not None:  # rebuild the next batch's cached drive / copies from the new conductances

@@ -1,0 +1,455 @@
+r"""Pulsed updates of one array of devices, in one pass: compiled with numba when it is installed,
+vectorised numpy otherwise; both give the same numbers.
+
+:func:`move` is the inner loop of :meth:`Device.update <physgrad.devices.model.Device.update>`:
+for every device :math:`i` of an array asked to change by :math:`\delta_i` (S),
+
+1. the pulse count :math:`n_i = R(\delta_i/\Delta_0)` (nearest or unbiased stochastic rounding),
+   :math:`|n_i|` at most ``ceil(10 / dw_min)`` for the soft-bounds and exponential-step laws (ten
+   full ranges: saturated long before) and :data:`MAX_COUNT` otherwise (beyond any range);
+2. a device that moves (:math:`n_i \ne 0`; :math:`\delta_i \ne 0` without pulses) first takes its
+   drifted value :math:`g_i ((t_0 + t - t_{\mathrm{prog},i})/t_0)^{-\nu_i}` and restarts its clock;
+3. the response: constant steps in closed form, :math:`g + \mathrm{sign}(n)\Delta_\pm(|n| +
+   \sigma_{c2c}\sqrt{|n|}\,\xi)`; soft bounds and exponential steps pulse by pulse (each step depends
+   on the conductance the previous pulse left, clipped to the bounds after each pulse); continuous
+   devices :math:`g + \delta`;
+4. the result clipped to the device's bounds, written in the dtype asked for.
+
+Random numbers are drawn from the update's generator in a fixed order, the same in both routes:
+first one uniform per device whose :math:`\delta_i/\Delta_0` has a fractional part (stochastic
+rounding; a device asked for nothing or for a whole number of pulses draws nothing), in C order;
+then, with cycle-to-cycle noise, one normal per moving device (constant steps) or one normal per
+pulse (other laws; pulse-major: the first pulse of every moving device in C order, then the second
+pulse of those with two or more, ...). So the two routes agree bit for bit (the exponential step
+and drift call ``exp``/``pow``, whose last bit may differ between numpy's and the compiled
+library's), and :mod:`physgrad.devices.reference` (the original per-pulse code, which drew one
+uniform for every device) agrees bit for bit where nothing is random and in distribution where it is.
+
+Cost: one pass over the array plus, for the soft-bounds and exponential-step laws, one iteration per
+pulse taken (about 1.3 per device and update when training DRN-XS on ``reram-sb``); compiled, about
+the cost of the draws.
+
+A request that is not finite (NaN or inf: a diverged learning rule) raises :class:`PhysgradError`
+before anything is drawn or written.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from physgrad.devices.pieces import ConstantStep, ExpStep, SoftBounds
+from physgrad.types import PhysgradError
+
+try:  # optional dependency: physgrad[fast]
+    from numba import njit
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised where numba is absent
+    AVAILABLE = False
+
+    def njit(*args, **kwargs):  # a stand-in decorator: the kernel exists but is never called
+        if args and callable(args[0]):
+            return args[0]
+        return lambda f: f
+
+SATURATING_RANGES = 10
+"""Soft-bounds and exponential-step devices take at most this many full ranges of nominal pulses per
+update (``ceil(10 / dw_min)``): after them a soft-bounds device is within ``exp(-20)`` of its bound."""
+MAX_COUNT = float(2 ** 53)
+"""Largest pulse count of a constant-step device (exact in float64 and int64; any bound is reached long before)."""
+CONTINUOUS, CONSTANT, SOFT_BOUNDS, EXP_STEP = 0, 1, 2, 3
+BACKENDS = ("auto", "numba", "numpy")
+BACKEND = os.environ.get("PHYSGRAD_DEVICE_KERNEL", "auto")
+"""Route of :func:`move` when none is given: ``auto`` (numba when installed), ``numba`` or ``numpy``."""
+
+
+class Plan(NamedTuple):
+    """What :func:`move` needs of a device model (built once per model by :func:`plan`)."""
+
+    law: int
+    stochastic: bool
+    cap: float
+    c2c: float
+    law_params: np.ndarray  # (A_up, A_down, gamma_up, gamma_down, a, b) of an exponential step, else zeros
+    drift: bool
+    t0: float
+
+
+@functools.lru_cache(maxsize=64)
+def plan(pulses, drift) -> Plan:
+    """The :class:`Plan` of a device with ``pulses`` (or None: continuous updates) and ``drift`` (or None)."""
+    lp = np.zeros(6)
+    if pulses is None:
+        law, stochastic, cap, c2c = CONTINUOUS, False, MAX_COUNT, 0.0
+    else:
+        law = {ConstantStep: CONSTANT, SoftBounds: SOFT_BOUNDS, ExpStep: EXP_STEP}[type(pulses.law)]
+        stochastic, c2c = pulses.rounding == "stochastic", float(pulses.c2c)
+        cap = MAX_COUNT if law == CONSTANT else float(math.ceil(SATURATING_RANGES / pulses.dw_min))
+        if law == EXP_STEP:
+            w = pulses.law
+            lp = np.array([w.A_up, w.A_down, w.gamma_up, w.gamma_down, w.a, w.b], dtype=float)
+    return Plan(law, stochastic, cap, c2c, lp, drift is not None, float(drift.t0) if drift is not None else 1.0)
+
+
+def move(p: Plan, cell, g, delta, dw0: float, rng, clock: float, side: int = 0, dtype=None,
+         backend: Optional[str] = None) -> tuple:
+    r"""One array of devices asked to change by ``delta`` (see the module docstring).
+
+    Parameters
+    ----------
+    p : Plan
+    cell : physgrad.devices.state.Cell
+        The devices' properties (fields 0-d or shaped like ``g``).
+    g : array, any float dtype
+        Current conductances (S), before drift.
+    delta : array like g, any float dtype
+        Requested change (S); with ``side = +1`` / ``-1`` the request is ``max(+-delta, 0)`` (the
+        potentiation-only devices :math:`G_+` / :math:`G_-` of a pair).
+    dw0 : float
+        Nominal pulse step :math:`\Delta_0` (S); unused without pulses.
+    rng : numpy Generator
+    clock : float
+        Device time (s).
+    dtype : numpy dtype, optional
+        Of the result (default float64).
+    backend : {"auto", "numba", "numpy"}, optional
+        Default :data:`BACKEND`.
+
+    Returns
+    -------
+    (g, t_prog)
+        New conductances (before stuck devices are held), shaped like ``g``, in ``dtype``; new
+        programming times (float64, shaped like ``g``) with drift, else None.
+
+    Raises
+    ------
+    PhysgradError
+        A non-finite request (nothing drawn, nothing written).
+    """
+    backend = BACKEND if backend is None else backend
+    if backend not in BACKENDS:
+        raise PhysgradError(f"device kernel must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "numba" and not AVAILABLE:
+        raise PhysgradError("the compiled device kernel needs numba: pip install 'physgrad[fast]'")
+    shape = np.shape(g)
+    dtype = np.dtype(float if dtype is None else dtype)
+    if backend == "numpy" or not AVAILABLE:
+        return _move_numpy(p, cell, np.asarray(g), np.asarray(delta), float(dw0), rng, float(clock), side, dtype)
+    gf = np.ascontiguousarray(g).reshape(-1)
+    df = np.ascontiguousarray(delta).reshape(-1)
+    if gf.dtype.kind != "f" or df.dtype.kind != "f":
+        raise PhysgradError("device update: conductances and requests must be float arrays")
+    flat = []
+    for what in ("g_min", "g_max", "step_up", "step_down", "nu", "t_prog"):
+        a = np.ascontiguousarray(getattr(cell, what), dtype=float).reshape(-1)
+        if a.size != 1 and a.size != gf.size:
+            raise PhysgradError(f"device cell field {what} has {a.size} values for {gf.size} devices")
+        flat.append(a)
+    g_min, g_max, up, down, nu, t_prog = flat
+    n, act, wa, left, gw = _work(gf.size)
+    if _counts_kernel(df, int(side), float(dw0), p.law, p.stochastic, p.cap, rng, n) >= 0:
+        raise PhysgradError(_bad_message(np.asarray(delta), side))
+    t_out = None
+    if p.drift:
+        t_out = np.empty(shape)
+        _drift_kernel(gf, n, nu, t_prog, p.t0, float(clock), gw, t_out.reshape(-1))
+        gf = gw
+    out = np.empty(shape, dtype)
+    if p.law in (CONTINUOUS, CONSTANT):
+        _closed_form_kernel(gf, df, int(side), n, p.law, p.c2c, up, down, g_min, g_max, rng, out.reshape(-1))
+    else:
+        _pulse_kernel(gf, n, p.law, p.c2c, p.law_params, up, down, g_min, g_max, rng, out.reshape(-1), act, wa, left)
+    return out, t_out
+
+
+_WORK = threading.local()
+_NO_DRAWS = np.random.default_rng(0)
+
+
+def _work(size: int) -> tuple:
+    """Work arrays of the kernel, ``size`` entries each, kept per thread and grown as needed."""
+    have = getattr(_WORK, "arrays", None)
+    if have is None or have[0].size < size:
+        have = (np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size), np.empty(size, np.int64),
+                np.empty(size))
+        _WORK.arrays = have
+    return tuple(a[:size] for a in have)
+
+
+def _bad_message(delta, side) -> str:
+    d = np.asarray(delta, dtype=float)
+    k = int(np.count_nonzero(~np.isfinite(d)))
+    return (f"device update: the requested change holds {k} non-finite value(s) (NaN or inf) of {d.size}: the "
+            f"learning rule diverged; lower the learning rates")
+
+
+# --- numpy route -------------------------------------------------------------------------------------
+def _counts(p: Plan, x: np.ndarray, rng) -> np.ndarray:
+    """Pulse counts (int64) of ``x = delta / dw0`` (float64), clamped to ``+-p.cap``."""
+    x = np.clip(x, -p.cap, p.cap)
+    if not p.stochastic:
+        return np.rint(x).astype(np.int64)
+    fl = np.floor(x)
+    frac = x - fl
+    need = np.flatnonzero(frac > 0)
+    if need.size:
+        fl.flat[need] += rng.random(need.size) < frac.flat[need]
+    return fl.astype(np.int64)
+
+
+def _move_numpy(p: Plan, cell, g, delta, dw0, rng, clock, side, dtype) -> tuple:
+    g = np.array(g, dtype=float)
+    delta = np.asarray(delta, dtype=float)
+    if side:
+        delta = np.maximum(float(side) * delta, 0.0)
+    if not np.all(np.isfinite(delta)):
+        raise PhysgradError(_bad_message(delta, 0))
+    n = None if p.law == CONTINUOUS else _counts(p, delta / dw0, rng)
+    moved = delta != 0 if n is None else n != 0
+    t_prog = None
+    if p.drift:
+        idx = np.flatnonzero(moved)
+        tp = np.broadcast_to(cell.t_prog, g.shape).ravel()[idx]
+        nu = np.broadcast_to(cell.nu, g.shape).ravel()[idx]
+        g.flat[idx] = g.flat[idx] * (((p.t0 + clock) - tp) / p.t0) ** (-nu)
+        t_prog = np.where(moved, clock, cell.t_prog)
+    if p.law == CONTINUOUS:
+        g = g + delta
+    elif p.law == CONSTANT:
+        m = np.abs(n).astype(float)
+        if p.c2c > 0:
+            idx = np.flatnonzero(n)
+            m.flat[idx] += p.c2c * np.sqrt(m.flat[idx]) * rng.standard_normal(idx.size)
+        g = g + np.sign(n) * np.where(n > 0, cell.step_up, cell.step_down) * m
+    else:
+        _pulse_numpy(p, cell, g, n, rng)
+    return np.clip(g, cell.g_min, cell.g_max).astype(dtype, copy=False), t_prog
+
+
+def _pulse_numpy(p: Plan, cell, g, n, rng) -> None:
+    """Soft bounds / exponential step, in place on ``g``: one vectorised iteration per pulse index."""
+    idx = np.flatnonzero(n)
+    if not idx.size:
+        return
+    lo, hi, up, down = (np.broadcast_to(f, g.shape).ravel()[idx]
+                        for f in (cell.g_min, cell.g_max, cell.step_up, cell.step_down))
+    gi, nn = g.ravel()[idx], n.ravel()[idx]
+    sgn, left = np.sign(nn).astype(float), np.abs(nn)
+    act = np.arange(idx.size)
+    while act.size:  # pulse k of every device with at least k pulses
+        step = _law_step_numpy(p, gi[act], sgn[act], lo[act], hi[act], up[act], down[act])
+        if p.c2c > 0:
+            step = step * (1.0 + p.c2c * rng.standard_normal(act.size))
+        gi[act] = np.clip(gi[act] + sgn[act] * step, lo[act], hi[act])
+        left[act] -= 1
+        act = act[left[act] > 0]
+    g.flat[idx] = gi
+
+
+def _law_step_numpy(p: Plan, g, sgn, lo, hi, up, down) -> np.ndarray:
+    R = hi - lo
+    R = np.where(R > 0, R, 1.0)
+    if p.law == SOFT_BOUNDS:
+        step = np.where(sgn > 0, up * 2.0 * (hi - g) / R, down * 2.0 * (g - lo) / R)
+    else:
+        A_up, A_down, gamma_up, gamma_down, a, b = p.law_params
+        z = 2.0 * a * (g - 0.5 * (hi + lo)) / R + b
+        y_up = 1.0 - A_up * np.exp(gamma_up * z)
+        y_down = 1.0 - A_down * np.exp(-gamma_down * z)
+        step = np.where(sgn > 0, up * np.maximum(y_up, 0.0), down * np.maximum(y_down, 0.0))
+    return np.where(hi > lo, step, 0.0)
+
+
+# --- compiled route ------------------------------------------------------------------------------------
+# One small kernel per stage: a single loop with every law's branches in it ran 3x slower.
+@njit(cache=True)
+def _counts_kernel(d, side, dw0, law, stochastic, cap, rng, n):  # pragma: no cover - compiled
+    """Pulse counts into ``n`` (continuous law: 1 where the request is nonzero); -1, or the flat
+    index of the first non-finite request. The rounding draws, in C order. The loops without draws
+    have no branch in them (vectorised: 2.5x faster than one loop with early exits)."""
+    bad = False
+    for i in range(d.size):
+        bad |= not np.isfinite(d[i])
+    if bad:
+        for i in range(d.size):
+            if not np.isfinite(d[i]):
+                return i
+    sd = float(side)
+    if law == 0:
+        for i in range(d.size):
+            di = float(d[i])
+            di = max(sd * di, 0.0) if side != 0 else di
+            n[i] = 1 if di != 0.0 else 0
+    elif not stochastic:
+        for i in range(d.size):
+            di = float(d[i])
+            di = max(sd * di, 0.0) if side != 0 else di
+            n[i] = np.int64(np.rint(min(max(di / dw0, -cap), cap)))
+    else:
+        for i in range(d.size):
+            di = float(d[i])
+            if di == 0.0:  # most requests (the weights of pixels that were 0 in the whole batch)
+                n[i] = 0
+                continue
+            di = max(sd * di, 0.0) if side != 0 else di
+            x = min(max(di / dw0, -cap), cap)
+            fl = np.floor(x)
+            f = x - fl
+            if f > 0:
+                u = rng.random()
+                fl += u < f  # a select, not a branch: 2x faster than `if rng.random() < f`
+            n[i] = np.int64(fl)
+    return -1
+
+
+@njit(cache=True)
+def _drift_kernel(g, n, nu, t_prog, t0, clock, gw, t_out):  # pragma: no cover - compiled
+    """Moving devices (``n != 0``) take their drifted value and restart their clock: ``gw`` (float64)
+    and ``t_out``."""
+    s_nu, s_tp = int(nu.size > 1), int(t_prog.size > 1)
+    for i in range(g.size):
+        gi, tp = float(g[i]), t_prog[i * s_tp]
+        if n[i] != 0:
+            gi = gi * (((t0 + clock) - tp) / t0) ** (-nu[i * s_nu])
+            tp = clock
+        gw[i] = gi
+        t_out[i] = tp
+
+
+@njit(cache=True)
+def _closed_form_kernel(g, d, side, n, law, c2c, up, down, g_min, g_max, rng, out):  # pragma: no cover
+    """Continuous (``law`` 0) and constant-step (1) responses, clipped, into ``out``; the noise draws
+    of moving devices in C order."""
+    s_lo, s_hi, s_up, s_dn = int(g_min.size > 1), int(g_max.size > 1), int(up.size > 1), int(down.size > 1)
+    if c2c > 0 and law == 1:
+        for i in range(g.size):
+            gi = float(g[i])
+            ni = n[i]
+            if ni != 0:
+                m = float(abs(ni))
+                m += c2c * np.sqrt(m) * rng.standard_normal()
+                if ni > 0:
+                    gi = gi + up[i * s_up] * m
+                else:
+                    gi = gi + (-down[i * s_dn]) * m
+            out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+    elif law == 1:  # no branch: n = 0 adds (-down) * 0.0 = -0.0, which leaves g as it is
+        for i in range(g.size):
+            ni = n[i]
+            st = up[i * s_up] if ni > 0 else -down[i * s_dn]
+            gi = float(g[i]) + st * float(abs(ni))
+            out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+    else:
+        sd = float(side)
+        for i in range(g.size):
+            di = float(d[i])
+            di = max(sd * di, 0.0) if side != 0 else di
+            gi = float(g[i]) + di if n[i] != 0 else float(g[i])
+            out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+
+
+@njit(cache=True)
+def _pulse_kernel(g, n, law, c2c, lp, up, down, g_min, g_max, rng, out, act, wa, left):  # pragma: no cover
+    """Soft-bounds (``law`` 2) and exponential-step (3) responses, pulse by pulse, clipped, into
+    ``out``; the noise draws pulse-major (see the module docstring)."""
+    s_lo, s_hi, s_up, s_dn = int(g_min.size > 1), int(g_max.size > 1), int(up.size > 1), int(down.size > 1)
+    k = 0
+    for i in range(g.size):
+        gi = float(g[i])
+        if n[i] != 0:
+            act[k], wa[k], left[k] = i, gi, abs(n[i])
+            k += 1
+        else:
+            out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+    while k > 0:  # pulse p of every device with at least p pulses, in C order
+        kk = 0
+        for j in range(k):
+            i = act[j]
+            lo, hi = g_min[i * s_lo], g_max[i * s_hi]
+            gi = wa[j]
+            R = hi - lo
+            if not R > 0:
+                R = 1.0
+            if law == 2:
+                if n[i] > 0:
+                    step = up[i * s_up] * 2.0 * (hi - gi) / R
+                else:
+                    step = down[i * s_dn] * 2.0 * (gi - lo) / R
+            else:
+                z = 2.0 * lp[4] * (gi - 0.5 * (hi + lo)) / R + lp[5]
+                if n[i] > 0:
+                    step = up[i * s_up] * max(1.0 - lp[0] * np.exp(lp[2] * z), 0.0)
+                else:
+                    step = down[i * s_dn] * max(1.0 - lp[1] * np.exp(-lp[3] * z), 0.0)
+            if not hi > lo:
+                step = 0.0
+            if c2c > 0:
+                step = step * (1.0 + c2c * rng.standard_normal())
+            gi = min(max(gi + step if n[i] > 0 else gi + (-step), lo), hi)
+            if left[j] > 1:  # compact in place (kk <= j)
+                act[kk], wa[kk], left[kk] = i, gi, left[j] - 1
+                kk += 1
+            else:
+                out[i] = gi
+        k = kk
+
+
+# --- reads ------------------------------------------------------------------------------------------------
+def read_pair_or_cell(gs, factors, sigma: float, relative: bool, sig_abs: float, bounded: bool, rng, dtype,
+                      backend: Optional[str] = None) -> np.ndarray:
+    r"""What one array of devices (``gs = (g,)``) or pairs (``gs = (G+, G-)``) reads: per device
+    :math:`v = g f`, then :math:`v(1 + \sigma\xi)` (``relative``) or :math:`v + \sigma_\mathrm{abs}\xi`,
+    then :math:`\max(v, 0)` when ``bounded``; a pair reads :math:`v_+ - v_-`, in ``dtype``.
+
+    ``factors``: the drift factor of each cell (float64, shaped like ``g``) or None; ``sigma = 0``:
+    no noise (nothing drawn). The noise is drawn cell by cell, each in C order: the same numbers
+    as ``rng.standard_normal(shape)`` per cell, so both routes agree bit for bit.
+    """
+    backend = BACKEND if backend is None else backend
+    if backend == "numpy" or not AVAILABLE:
+        out = None
+        for g, f in zip(gs, factors):
+            v = np.asarray(g, dtype=float)
+            if f is not None:
+                v = v * f
+            if sigma > 0:
+                xi = rng.standard_normal(np.shape(v))
+                v = v * (1.0 + sigma * xi) if relative else v + sig_abs * xi
+            if bounded:
+                v = np.maximum(v, 0.0)
+            out = v if out is None else out - v
+        return out.astype(dtype)
+    shape = np.shape(gs[0])
+    if rng is None:  # no noise: nothing is drawn, but the kernel is typed for a generator
+        rng = _NO_DRAWS
+    w = _work(int(np.prod(shape)))[4] if len(gs) > 1 else np.empty(1)
+    out = np.empty(shape, dtype)
+    one = np.ones(1)
+    for k, (g, f) in enumerate(zip(gs, factors)):
+        last = k == len(gs) - 1
+        _read_kernel(np.ascontiguousarray(g).reshape(-1), one if f is None else np.ascontiguousarray(f).reshape(-1),
+                     f is not None, float(sigma), bool(relative), float(sig_abs), bool(bounded), rng,
+                     w, k > 0, out.reshape(-1) if last else w)
+    return out
+
+
+@njit(cache=True)
+def _read_kernel(g, f, drift, sigma, relative, sig_abs, bounded, rng, prev, has_prev, out):  # pragma: no cover
+    """One cell of :func:`read_pair_or_cell`: ``out = v`` or ``out = prev - v``."""
+    for i in range(g.size):
+        v = float(g[i])
+        if drift:
+            v = v * f[i]
+        if sigma > 0:
+            xi = rng.standard_normal()
+            if relative:
+                v = v * (1.0 + sigma * xi)
+            else:
+                v = v + sig_abs * xi
+        if bounded:
+            v = max(v, 0.0)
+        out[i] = prev[i] - v if has_prev else v
