@@ -78,7 +78,7 @@ def test_linear_network_one_factorization_for_all_inputs_and_phases():
     free = mini.minimize(energy, theta, X)
     mini.minimize(energy, theta, X, nudge=Nudge(1e-3, target=np.zeros(3)), s0=free.state)
     mini.minimize(energy, theta, X, nudge=Nudge(clamp=np.zeros(3)), s0=free.state)
-    assert energy.solver.stats["factorizations"] == 1
+    assert mini.batch_solver(energy).stats["factorizations"] == 1
     assert free.n_iter == 40  # one solve per sample, all in one multi-right-hand-side solve
     np.testing.assert_allclose(free.state, _reference(circuit, inputs, outputs, X, FREE), rtol=0, atol=1e-12)
 
@@ -160,15 +160,15 @@ def test_negative_beta_bound_reuses_the_factor_and_keeps_the_message():
 def test_caches_are_bounded():
     circuit, inputs, outputs = training_graph(100, 6)
     energy = CoContentEnergy(circuit, inputs, outputs)
-    energy.solver.n_warm = 50
     mini = CoContentMinimizer()
+    mini.batch_solver(energy).n_warm = 50
     rng = np.random.default_rng(0)
     theta = energy.theta0()
     for step in range(20):
         X = rng.uniform(-1, 1, (8, len(inputs)))
         theta = theta * rng.uniform(0.99, 1.01, theta.size)
         mini.minimize(energy, theta, X)
-    s = energy.solver
+    s = mini.batch_solver(energy)
     assert len(s._entries) <= s.n_params and all(len(e.data) <= 2 for e in s._entries.values())
     assert len(s._warm) <= 50
 

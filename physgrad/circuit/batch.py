@@ -527,6 +527,14 @@ class BatchSolver:
         sol["certificates"][b] = None
 
     # --- the adjoint ----------------------------------------------------------------------------
+    def adjoint_scales(self, g: np.ndarray, W: np.ndarray) -> tuple:
+        """Scales of the reduced system at conductances ``g`` (S) and source values ``W``
+        ``(B, n_src)``: ``(h, f)`` with ``h`` the largest diagonal conductance of ``H_0`` (S) and
+        ``f`` the largest forcing current ``|K_f w|`` (A), for the adjoint's tolerances."""
+        e = self.entry(np.asarray(g, float))
+        F = e.Kf @ np.asarray(W, float).T
+        return (float(np.max(np.abs(e.h_diag), initial=0.0)), float(np.max(np.abs(F), initial=0.0)))
+
     def adjoint(self, g: np.ndarray, active: np.ndarray, out_grad: np.ndarray):
         """Adjoint node potentials ``P p_b`` (V^2/A per unit of cost) of the free equilibria with
         conducting sets ``active`` (B, m): ``K_b [p; q] = [Q a_b; 0]``, ``a_b = dC/do_b`` (V).

@@ -491,7 +491,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         if (dstate is None) != pb.device.is_ideal:
             raise PhysgradError(f"--resume: {ckpt_path} has {'no ' if dstate is None else ''}device state but the "
                                 f"device model is {pb.device.label!r}")
-        energy.solver.set_warm_state(ck["warm"])
+        minimizer.set_warm_state(energy, ck["warm"])
         rows = [m for m in _read_metrics(metrics_path) if m["epoch"] <= epoch]
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -503,7 +503,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         state = optim.init(r["optimizer"], theta)
         epoch, seconds = 0, 0.0
         rows = [_epoch_row(pb, theta, minimizer, 0, 0.0, dstate)]
-        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, energy.solver.warm_state(), dstate)
+        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, minimizer.warm_state(energy), dstate)
         _write_metrics(metrics_path, rows, names)
         log(_describe(rows[-1]))
     n = len(pb.X)
@@ -512,7 +512,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
     show = sys.stderr.isatty() if progress is None else progress
     title = f"{Path(spec.netlist).name}: {r['method']}, {r['loss']} loss, {r['optimizer']}"
     while epoch < r["epochs"]:
-        energy.solver.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
+        minimizer.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
         order = np.random.default_rng([r["seed"], epoch]).permutation(n)
         t0 = time.perf_counter()
         bar = _progress(n_batches, f"epoch {epoch + 1}/{r['epochs']}", not show)
@@ -529,7 +529,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         seconds += time.perf_counter() - t0
         epoch += 1
         rows.append(_epoch_row(pb, theta, minimizer, epoch, seconds, dstate))
-        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, energy.solver.warm_state(), dstate)
+        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, minimizer.warm_state(energy), dstate)
         _write_metrics(metrics_path, rows, names)
         log(_describe(rows[-1]))
         if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
