@@ -19,7 +19,8 @@ import numpy as np
 
 from physgrad.circuit.batch import BatchSolver
 from physgrad.circuit.solution import KKTCertificate
-from physgrad.circuit.solve import SOLVERS, solve
+from physgrad.circuit.reduction import build_problem
+from physgrad.circuit.solve import SOLVERS, solve, solve_problem
 from physgrad.energies.co_content import CoContentEnergy
 from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
 
@@ -150,7 +151,11 @@ class CoContentMinimizer:
             state = sol.voltages
             currents, active = sol.diode_currents, sol.active
         else:
-            samples = [_solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver)
+            starts = None
+            if self.warm and s0 is not None and np.shape(s0) == (len(xs), len(energy.circuit.nodes)):
+                starts = np.asarray(s0, float)
+            samples = [_solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver,
+                                                  None if starts is None else starts[b])
                        for b, row in enumerate(xs)]
             statuses = [r.status for r in samples]
             certs = tuple(r.certificate for r in samples)
@@ -291,11 +296,26 @@ class _Sample(NamedTuple):
     active: Optional[np.ndarray]
 
 
-def _solve_with_circuit_solver(energy, theta, x_row, nudge, solver) -> _Sample:
-    """One sample through :func:`physgrad.circuit.solve.solve` (Newton for Shockley diodes, or a named solver)."""
+def _solve_with_circuit_solver(energy, theta, x_row, nudge, solver, s0_row=None) -> _Sample:
+    """One sample through :func:`physgrad.circuit.solve.solve` (Newton for Shockley diodes, or a named solver).
+
+    ``s0_row`` (V, ``(n_nodes,)``): Newton starts there (e.g. a nudged phase from the free state:
+    a few Newton steps instead of a solve from the ideal-diode start; the answer is the same to the
+    solver's tolerance)."""
     c = energy.circuit if not energy.inputs else energy.circuit.with_sources(dict(zip(energy.inputs, x_row)))
-    sol = solve(c, solver, nudge=nudge, outputs=energy.output_nodes,
-                conductances=np.asarray(energy.conductances(np.asarray(theta, float))), strict=False)
+    g = np.asarray(energy.conductances(np.asarray(theta, float)))
+    sol = None
+    if s0_row is not None and solver in ("auto", "newton") and energy.has_shockley and np.all(np.isfinite(s0_row)):
+        try:
+            pb = build_problem(c, nudge, outputs=energy.output_nodes, conductances=g)
+        except PhysgradError:  # infeasible or bad input: the plain route reports it
+            pb = None
+        if pb is not None and pb.n_u:
+            counts = np.maximum(np.asarray(abs(pb.P).sum(axis=0)).ravel(), 1.0)
+            u0 = (pb.P.T @ (np.asarray(s0_row, float) - pb.c)) / counts  # each (super)node's mean voltage
+            sol = solve_problem(pb, "newton", u0=u0)
+    if sol is None:
+        sol = solve(c, solver, nudge=nudge, outputs=energy.output_nodes, conductances=g, strict=False)
     arr = energy.circuit.arrays
     currents = np.asarray(sol.currents)[arr.dio_pos] if len(arr.dio_pos) else np.zeros(0)
     return _Sample(np.asarray(sol.voltages), sol.status, sol.n_iter, sol.certificate, sol.message, currents,

@@ -498,6 +498,8 @@ def tolerances(h_scale: np.ndarray, F: np.ndarray, d: np.ndarray):
 # one factorization (measured when the shared one was built) and leaves a border of the outputs only.
 SCHUR_FLOPS = 2e9
 GATHER_S = 2e-9
+# Fixed cost of one more pattern system (building its rows, columns and base solutions in Python), s.
+PATTERN_OVERHEAD_S = 5e-4
 # Never a dense border above this many corrections, whatever the estimate says.
 BORDER_MAX = 400
 # Pattern factorizations kept per parameter value (LRU), and their total factor entries.
@@ -566,8 +568,9 @@ class Router:
         self._x0: dict = {}  # id(system) -> (system, X0 (nK, B), filled (B,) bool)
 
     def _cap(self, system: SharedSystem) -> float:
-        """Border cost (s) above which a pattern factorization is cheaper."""
-        return max(system.t_factor, 1e-5)
+        """Border cost (s) above which a pattern system is cheaper: its factorization (as measured for
+        ``system``), its output columns and base solution, and the bookkeeping of one more system."""
+        return system.t_factor + (system.n_out + 2) * system.column_cost() + PATTERN_OVERHEAD_S
 
     def _base(self, system: SharedSystem, idx: np.ndarray) -> np.ndarray:
         held = self._x0.get(id(system))
@@ -588,8 +591,10 @@ class Router:
         n_out = shared.n_out if self.out_rhs is not None else 0
         corr = W[todo] ^ shared.ref[None, :]
         k = corr.sum(axis=1) + n_out
-        new_cols = np.sum(corr & (shared.col[None, :shared.m] < 0), axis=1)  # columns not yet computed
-        cost = border_cost(k, shared.nK) + new_cols * shared.column_cost()
+        # columns not yet computed, each shared by the samples that need it
+        need = corr & (shared.col[None, :shared.m] < 0)
+        share = np.sum(need / np.maximum(need.sum(axis=0), 1)[None, :], axis=1)
+        cost = border_cost(k, shared.nK) + share * shared.column_cost()
         cheap = (k <= BORDER_MAX) & (cost <= self._cap(shared))
         if self.pool is None or np.all(cheap):
             self.stats["border_samples"] += int(todo.size)
