@@ -20,7 +20,7 @@ Part B, inside a centered-EP training step (free, +beta, -beta; batch 32; fresh 
 step) on independent random diode networks (``indep``: a lattice graph with no fixed sources, 5 input
 sources, n/4 ideal diodes): physgrad's equilibria per CPU second and wall second; one sparse LU per
 input (the final KKT system of each equilibrium, factorized and solved once: the arithmetic floor of
-solving inputs one at a time); ngspice ``.op`` per input (process CPU); a cvxpy model compiled once
+solving inputs one at a time); ngspice ``.op`` per input (process CPU; up to 2,000 nodes); a cvxpy model compiled once
 (OSQP, inputs as parameters) at <= 1k nodes; RSS after each step. Shockley circuits: physgrad's CPU
 per equilibrium (sample by sample, damped Newton) against ngspice's process CPU.
 
@@ -290,6 +290,7 @@ def train_family(kind: str, n: int, steps: int, batch: int, do_ngspice: bool, do
     from physgrad.minimizers.co_content import CoContentMinimizer
 
     circuit, inputs, outputs = with_inputs(kind, n, seed)
+    do_ngspice = do_ngspice and circuit.arrays.n_nodes <= NGSPICE_TRAIN_MAX_NODES
     energy = CoContentEnergy(circuit, inputs, outputs)
     mini = CoContentMinimizer()
     theta = energy.theta0()
@@ -569,6 +570,8 @@ def report(data: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+# ngspice per input inside training only up to this size (its .op on 10k-node diode graphs ran for minutes)
+NGSPICE_TRAIN_MAX_NODES = 2000
 SOLVE_CASES = [("ladder", 1000, False), ("ladder", 33333, False), ("ladder", 1000, True), ("ladder", 33333, True),
                ("grid", 1000, False), ("grid", 10000, False), ("grid", 100, True), ("grid", 1000, True),
                ("random", 1000, False), ("random", 10000, False), ("drn", 64, False), ("drn", 64, True),

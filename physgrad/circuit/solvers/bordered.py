@@ -234,7 +234,8 @@ class SharedSystem:
         self.keys = np.concatenate([self.keys, new])
         k1 = len(self.keys)
         if k1 > self._Ybuf.shape[1]:
-            buf = np.zeros((self.nK, max(k1, 2 * self._Ybuf.shape[1], 8)), order="F")
+            cap = max(k1, min(2 * self._Ybuf.shape[1], self.m + self.n_out), 8)  # at most every key once
+            buf = np.zeros((self.nK, cap), order="F")
             buf[:, :k0] = self._Ybuf[:, :k0]
             self._Ybuf = buf
         self._Ybuf[:, k0:k1] = Ynew
@@ -504,7 +505,7 @@ PATTERN_OVERHEAD_S = 5e-4
 BORDER_MAX = 400
 # Pattern factorizations kept per parameter value (LRU), and their total factor entries.
 POOL_SIZE = 64
-POOL_NNZ = 24_000_000
+POOL_NNZ = 8_000_000
 
 
 def border_cost(k, nK: int) -> np.ndarray:
@@ -576,6 +577,10 @@ class Router:
         held = self._x0.get(id(system))
         B = self.F.shape[0]
         if held is None or held[0] is not system:
+            # keep base solutions only of systems still pooled (an evicted factor is freed, not held here)
+            live = {id(sy) for sy in self.pool.systems.values()} if self.pool is not None else set()
+            for key in [k for k in self._x0 if k not in live]:
+                del self._x0[key]
             held = (system, np.zeros((system.nK, B), order="F"), np.zeros(B, bool))
             self._x0[id(system)] = held
         _, X0, filled = held
