@@ -1,39 +1,37 @@
-"""Benchmark (issue 9): training arbitrary graphs — equilibria per second inside a training step.
+"""Benchmark (issue 17): circuit families nobody tuned for, solved alone and inside training.
 
-Circuits: :func:`verification.circuits.training_graph` (a random grid-like graph of resistors and
-ideal diodes, ``n // 50`` fixed sources, 5 input voltage sources joined by one resistor each, 3
-output nodes), at ``--sizes`` nodes (default 100, 1000, 10000). Data: inputs uniform in [-1, 1] V,
-targets uniform in [-0.3, 0.3] V, a dataset of ``4 x batch`` samples cycled by the steps (so later
-epochs revisit inputs, as training does).
+Families (seeded; :func:`family` builds each): ``ladder`` (series resistors, shunt resistors and
+shunt diodes to ground: a chain; 33,333 sections = 10^5 elements), ``grid`` (a random 2-D lattice
+graph of resistors and diodes, :func:`verification.circuits.random_grid_graph`), ``random`` (an
+expander-like random sparse graph, :func:`verification.circuits.random_diode_graph`), ``drn`` (a
+DRN-like layered graph: +x/-x input sources, resistive crossbars, diode hidden units to ground,
+outputs), ``power`` (a power-grid-like mesh: a 2-D mesh of low-resistance wires, supply sources
+at a few pads, loads drawing current, clamp diodes), each with ideal diodes or (``-shk``) Shockley
+diodes (``verification.circuits.SHOCKLEY_MODEL``, the physics ngspice simulates).
 
-Routes, side by side in one run (each size in a fresh child process, for its peak memory):
+Part A, ``physgrad solve`` on one circuit (fresh random source values; each family in its own
+child process for its peak memory): physgrad in-process (``physgrad.circuit.solve``; netlist
+reading excluded: it belongs to the reader), the same through the CLI process
+(``python3 -m physgrad solve FILE``: start-up and reading included), ngspice's process (start-up
+included, tight options; its CPU from the children's rusage), and "one sparse LU": the final
+system (conducting diodes known; Shockley: the last Newton matrix) factorized once by SuperLU.
 
-- **physgrad warm / cold**: one centered-EP training step (free, +beta and -beta phases, the update)
-  with :class:`~physgrad.minimizers.co_content.CoContentMinimizer` (``warm=True``: the nudged phases
-  start from the free state, the free phase from the inputs' last sets or the last reference set;
-  ``warm=False``: every phase from "no diode conducts"), batch 32; equilibria per second =
-  3 x 32 / step time. Both give the same states (max |dV| reported).
-- **ngspice .op per input**: ``write_netlist`` of the circuit with the sample's input values, one
-  ``ngspice -b`` process per input (ideal diodes as steep Shockley diodes, tight options).
-- **cvxpy compiled once**: ``min 1/2 quad_form(u, psd_wrap(H)) - f'u, D u <= d`` with ``f`` and ``d``
-  as ``cp.Parameter`` (the inputs enter them linearly), compiled once, solved per input by OSQP
-  (eps 1e-10, polish); the answer is checked against physgrad's (max |dV|).
-- **arithmetic limit**: the final KKT system of each input (its conducting diodes known) factorized
-  per input by SuperLU and solved ("one LU per input"), and the reduced conductance matrix factorized
-  once and solved for all 32 right-hand sides at once ("one LU shared by 32").
+Part B, inside a centered-EP training step (free, +beta, -beta; batch 32; fresh random inputs every
+step) on independent random diode networks (``indep``: a lattice graph with no fixed sources, 5 input
+sources, n/4 ideal diodes): physgrad's equilibria per CPU second and wall second; one sparse LU per
+input (the final KKT system of each equilibrium, factorized and solved once: the arithmetic floor of
+solving inputs one at a time); ngspice ``.op`` per input (process CPU; up to 2,000 nodes); a cvxpy model compiled once
+(OSQP, inputs as parameters) at <= 1k nodes; RSS after each step. Shockley circuits: physgrad's CPU
+per equilibrium (sample by sample, damped Newton) against ngspice's process CPU.
 
-Also: the exact gradient (sparse adjoint) of a batch of 32 (and of one sample), peak memory (max
-RSS of the child), the RSS after each epoch of steps (flat = no growth), and a DRN-XS-size circuit
-(784 x 2 input sources, 100 ideal-diode hidden nodes, 10 outputs: 157,800 resistors) trained on
-batches of 32.
+Part C, ``fit`` end to end at 1k nodes (a 1k-node ``indep`` netlist, 512 samples, 2 epochs, evaluation
+every epoch and every second epoch) against the in-step rate. The report's discussion of the issue's
+targets is written by hand below the generated tables (``--report-only JSON`` regenerates the tables).
 
-Times are wall-clock and CPU (process time; BLAS runs on one thread): the machine is shared, so
-the report records ``uptime``'s load before and after.
+Every time is CPU (process time; BLAS on one thread) and wall; the machine is shared, so the report
+records ``uptime``'s load. Usage::
 
-Usage::
-
-    python3 benchmarks/graphs.py [--sizes 100,1000,10000] [--batch 32] [--no-ngspice] [--no-cvxpy]
-                                 [--no-drn] [--out reports/benchmarks/graphs]
+    python3 benchmarks/graphs.py [--quick] [--no-ngspice] [--out reports/benchmarks/graphs]
 """
 from __future__ import annotations
 
@@ -45,6 +43,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,8 +52,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-TARGETS = {100: 20_000, 1000: 2_000, 10000: 20}  # eq/s in a training step, batch 32 (issue 9)
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
 
 def rss_mb() -> float:
@@ -68,324 +67,392 @@ def peak_mb() -> float:
 
 
 class Clock:
+    """Wall and CPU seconds of a block (CPU of this process and of the children it waited for)."""
+
     def __enter__(self):
         self.w, self.c = time.perf_counter(), time.process_time()
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.k = r.ru_utime + r.ru_stime
         return self
 
     def __exit__(self, *exc):
         self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.child_cpu = r.ru_utime + r.ru_stime - self.k
         return False
 
 
-def setup(n: int, batch: int, seed: int = 0):
-    from physgrad.energies.co_content import CoContentEnergy
-    from verification.circuits import training_graph
+# --- the families ------------------------------------------------------------------------------------------
+def _els():
+    from physgrad.circuit import elements as E
+    from verification.circuits import SHOCKLEY_MODEL
 
-    circuit, inputs, outputs = training_graph(n, seed)
+    return E, SHOCKLEY_MODEL
+
+
+def _diode(name, a, b, shockley, vth=0.0):
+    E, model = _els()
+    return E.ShockleyDiode(name, a, b, model) if shockley else E.IdealDiode(name, a, b, vth)
+
+
+def ladder(sections: int, seed: int = 0, shockley: bool = False):
+    """Series resistors (10-100 ohm), shunt resistors (1-10 kohm) and shunt diodes to ground (ideal:
+    thresholds 0.3-0.7 V); one input source ``vin`` at the head. ``3 x sections`` elements."""
+    E, _ = _els()
     rng = np.random.default_rng(seed)
-    X = rng.uniform(-1, 1, (4 * batch, len(inputs)))
-    Y = rng.uniform(-0.3, 0.3, (4 * batch, len(outputs)))
-    return circuit, inputs, outputs, X, Y, CoContentEnergy
+    els = [E.VoltageSource("vin", "n0", "0", 5.0)]
+    rs, rp, vt = rng.uniform(10, 100, sections), rng.uniform(1e3, 1e4, sections), rng.uniform(0.3, 0.7, sections)
+    for k in range(1, sections + 1):
+        els += [E.Resistor(f"rs{k}", f"n{k - 1}", f"n{k}", 1.0 / rs[k - 1]),
+                E.Resistor(f"rp{k}", f"n{k}", "0", 1.0 / rp[k - 1]),
+                _diode(f"d{k}", f"n{k}", "0", shockley, vt[k - 1])]
+    return E.Circuit(tuple(els), f"diode ladder, {sections} sections"), ("vin",), (f"n{sections}",)
 
 
-def train_steps(energy, minimizer, X, Y, batch, steps, beta):
-    """``steps`` centered-EP steps (Adam-free plain update) cycling over the dataset."""
-    from physgrad.learning import EquilibriumPropagation
+def drn(n_in: int, n_hidden: int, n_out: int, seed: int = 0, shockley: bool = False):
+    """DRN-like layered graph: inputs as +x/-x source pairs, full resistive crossbars input -> hidden ->
+    output, each hidden node with a diode pair to bias sources (+-0.5 V) and a resistor to ground."""
+    E, _ = _els()
+    rng = np.random.default_rng(seed)
+    els = [E.VoltageSource("vbp", "bp", "0", 0.5), E.VoltageSource("vbn", "bn", "0", -0.5)]
+    inputs = []
+    for i in range(n_in):
+        els += [E.VoltageSource(f"vp{i}", f"xp{i}", "0", 0.0), E.VoltageSource(f"vn{i}", f"xn{i}", "0", 0.0)]
+        inputs += [f"vp{i}", f"vn{i}"]
+    g1 = rng.uniform(1e-4, 1e-3, (2 * n_in, n_hidden))
+    for j in range(n_hidden):
+        for i in range(n_in):
+            els += [E.Resistor(f"rp{i}_{j}", f"xp{i}", f"h{j}", g1[2 * i, j]),
+                    E.Resistor(f"rn{i}_{j}", f"xn{i}", f"h{j}", g1[2 * i + 1, j])]
+        els += [_diode(f"du{j}", f"h{j}", "bp", shockley), _diode(f"dl{j}", "bn", f"h{j}", shockley),
+                E.Resistor(f"rg{j}", f"h{j}", "0", 1e-3)]
+    g2 = rng.uniform(1e-4, 1e-3, (n_hidden, n_out))
+    for o in range(n_out):
+        els += [E.Resistor(f"ro{j}_{o}", f"h{j}", f"o{o}", g2[j, o]) for j in range(n_hidden)]
+        els.append(E.Resistor(f"rog{o}", f"o{o}", "0", 1e-3))
+    c = E.Circuit(tuple(els), f"DRN-like layered graph {n_in}x2-{n_hidden}-{n_out}")
+    return c, tuple(inputs), tuple(f"o{o}" for o in range(n_out))
 
-    est = EquilibriumPropagation(beta=beta, variant="centered")
-    theta = energy.theta0()
-    g_min = 1e-3 * float(np.median(theta))
-    n_batches = len(X) // batch
-    walls, cpus, iters, rss = [], [], [], []
-    states = None
-    for s in range(steps):
-        k = s % n_batches
-        x, y = X[k * batch:(k + 1) * batch], Y[k * batch:(k + 1) * batch]
-        with Clock() as c:
-            ph = est.phases(energy, theta, x, y, minimizer)
-            g = est.estimate_from_phases(energy, theta, x, ph)
-            theta = np.maximum(theta - 0.05 * np.median(theta) * g / max(np.max(np.abs(g)), 1e-300), g_min)
-        walls.append(c.wall)
-        cpus.append(c.cpu)
-        iters.append([ph.free.n_iter / batch, ph.plus.n_iter / batch, ph.minus.n_iter / batch])
-        if k == n_batches - 1:
-            rss.append(round(rss_mb(), 1))
-        states = ph
-    return np.array(walls), np.array(cpus), np.array(iters), rss, states, theta
+
+def power(side: int, seed: int = 0, shockley: bool = False):
+    """Power-grid-like mesh: ``side x side`` nodes joined by 0.05-0.2 ohm wires, supply sources (1 V)
+    at the 4 corners through 0.01 ohm, a load current source (0-5 mA) at every 4th node, a clamp
+    diode from ground to every 10th node (conducts when the node undershoots 0 V) and a 1 kohm leak at
+    every node. Inputs: the 4 supplies."""
+    E, _ = _els()
+    rng = np.random.default_rng(seed)
+    name = lambda r, c: f"p{r}_{c}"  # noqa: E731
+    els = []
+    for r in range(side):
+        for c in range(side):
+            if c + 1 < side:
+                els.append(E.Resistor(f"rh{r}_{c}", name(r, c), name(r, c + 1), 1.0 / rng.uniform(0.05, 0.2)))
+            if r + 1 < side:
+                els.append(E.Resistor(f"rv{r}_{c}", name(r, c), name(r + 1, c), 1.0 / rng.uniform(0.05, 0.2)))
+            k = r * side + c
+            els.append(E.Resistor(f"rl{r}_{c}", name(r, c), "0", 1e-3))
+            if k % 4 == 1:
+                els.append(E.CurrentSource(f"il{r}_{c}", name(r, c), "0", float(rng.uniform(0, 5e-3))))
+            if k % 10 == 3:
+                els.append(_diode(f"dc{r}_{c}", "0", name(r, c), shockley))
+    pads = [(0, 0), (0, side - 1), (side - 1, 0), (side - 1, side - 1)]
+    inputs = []
+    for i, (r, c) in enumerate(pads):
+        els += [E.VoltageSource(f"vdd{i}", f"pad{i}", "0", 1.0), E.Resistor(f"rpad{i}", f"pad{i}", name(r, c), 100.0)]
+    # (100 S = 0.01 ohm)
+        inputs.append(f"vdd{i}")
+    return E.Circuit(tuple(els), f"power-grid mesh {side}x{side}"), tuple(inputs), (name(side // 2, side // 2),)
 
 
-def measure_size(n: int, batch: int, steps: int, do_ngspice: bool, do_cvxpy: bool, n_ext: int) -> dict:
-    from physgrad.circuit.sparse import factor
-    from physgrad.learning import ExactGradient
-    from physgrad.minimizers.co_content import CoContentMinimizer
+def indep(n: int, seed: int = 0, shockley: bool = False):
+    """Independent random diode network: :func:`random_grid_graph` without its fixed sources, 5 input
+    sources each joined to a random node, 3 output nodes (the issue's training-step circuit)."""
+    E, _ = _els()
+    from verification.circuits import random_grid_graph
 
-    out = {"nodes": n}
-    circuit, inputs, outputs, X, Y, Energy = setup(n, batch)
-    out["resistors"] = len(circuit.arrays.g)
-    out["diodes"] = len(circuit.arrays.vth)
-    out["sources"] = len(circuit.arrays.vs_value) + len(circuit.arrays.cs_value)
-    out["rss_start_mb"] = round(rss_mb(), 1)
-    with Clock() as c:
-        energy = Energy(circuit, inputs, outputs)
-    out["energy_build_s"] = c.wall
-    topo = energy.topology
-    out["n_u"], out["m"] = topo.n_u, topo.m
-    g_med = float(np.median(energy.theta0()))
-    beta = 1e-4 * g_med
-    # --- physgrad, warm and cold --------------------------------------------------------------------
-    res = {}
-    for mode, warm in (("warm", True), ("cold", False)):
-        e = energy if warm else Energy(circuit, inputs, outputs)
-        walls, cpus, iters, rss, ph, theta = train_steps(e, CoContentMinimizer(warm=warm), X, Y, batch, steps + 1,
-                                                         beta)
-        walls, cpus, iters = walls[1:], cpus[1:], iters[1:]  # the first step builds the caches
-        res[mode] = ph
-        if warm:
-            res["theta"] = theta
-        out[f"{mode}_step_wall_s"] = float(np.median(walls))
-        out[f"{mode}_step_cpu_s"] = float(np.median(cpus))
-        out[f"{mode}_eq_per_s"] = 3 * batch / float(np.median(walls))
-        out[f"{mode}_eq_per_cpu_s"] = 3 * batch / float(np.median(cpus))
-        out[f"{mode}_iterations"] = [round(float(v), 2) for v in iters.mean(axis=0)]
-        out[f"{mode}_rss_per_epoch_mb"] = rss
-        out[f"{mode}_stats"] = dict(e.solver.stats)
-    # same answer with and without warm starts: both minimizers at the warm run's last parameters
-    from physgrad.learning import EquilibriumPropagation
+    c = random_grid_graph(n, seed, shockley=shockley)
+    rng = np.random.default_rng(seed + 17)
+    els = [e for e in c.elements if not isinstance(e, (E.VoltageSource, E.CurrentSource))]
+    nodes = c.replace_elements(els).nodes
+    for k in range(5):
+        els += [E.VoltageSource(f"vin{k}", f"in{k}", "0", 0.0),
+                E.Resistor(f"rin{k}", f"in{k}", nodes[int(rng.integers(len(nodes)))], float(rng.uniform(1e-3, 1e-2)))]
+    outputs = tuple(nodes[int(i)] for i in rng.choice(len(nodes), 3, replace=False))
+    return c.replace_elements(els), tuple(f"vin{k}" for k in range(5)), outputs
 
-    est = EquilibriumPropagation(beta=beta, variant="centered")
-    theta_last = res["theta"]
-    x, y = X[:batch], Y[:batch]
-    a = est.phases(energy, theta_last, x, y, CoContentMinimizer(warm=True))
-    b = est.phases(Energy(circuit, inputs, outputs), theta_last, x, y, CoContentMinimizer(warm=False))
-    out["warm_vs_cold_max_dv"] = max(float(np.max(np.abs(getattr(a, k).state - getattr(b, k).state)))
-                                     for k in ("free", "plus", "minus"))
-    # --- exact gradient -----------------------------------------------------------------------------
-    mini = CoContentMinimizer()
-    theta = energy.theta0()
-    x, y = X[:batch], Y[:batch]
-    free = mini.minimize(energy, theta, x)
-    with Clock() as c:
-        ExactGradient().compute(energy, theta, x, y, mini, free)
-    out["exact_grad_batch_s"] = c.wall
-    with Clock() as c:
-        eq1 = mini.minimize(energy, theta * 1.0001, x[:1])
-        ExactGradient().compute(energy, theta * 1.0001, x[:1], y[:1], mini, eq1)
-    out["exact_grad_one_with_solve_s"] = c.wall
-    out["peak_rss_physgrad_mb"] = round(peak_mb(), 1)  # before the comparison routes run
-    # --- arithmetic limits --------------------------------------------------------------------------
+
+def with_inputs(kind: str, n: int, seed: int = 0, shockley: bool = False):
+    """A family member with inputs: ``(circuit, inputs, outputs)``."""
+    if kind == "ladder":
+        return ladder(n, seed, shockley)
+    if kind == "drn":
+        return drn(n, max(8, n // 4), 10, seed, shockley)
+    if kind == "power":
+        return power(n, seed, shockley)
+    if kind == "indep":
+        return indep(n, seed, shockley)
+    from physgrad.circuit.elements import VoltageSource
+    from verification.circuits import random_diode_graph, random_grid_graph
+
+    if kind == "grid":
+        c = random_grid_graph(n, seed, shockley=shockley)
+    elif kind == "random":
+        if shockley:
+            raise ValueError("the random family has ideal diodes only")
+        c = random_diode_graph(n, seed)
+    else:
+        raise ValueError(kind)
+    srcs = tuple(e.name for e in c.elements if isinstance(e, VoltageSource))
+    return c, srcs, (c.nodes[0],)
+
+
+def random_inputs(circuit, inputs, rng):
+    """Fresh source values: each input uniform in [-1, 1] x its magnitude (at least 1 V)."""
+    vals = {}
+    for s in inputs:
+        v = circuit.element(s).value
+        vals[s] = float(rng.uniform(-1, 1) * max(abs(v), 1.0))
+    return circuit.with_sources(vals)
+
+
+# --- part A: one circuit ------------------------------------------------------------------------------------
+def one_lu(sol, circuit) -> float:
+    """CPU seconds of one SuperLU factorization + solve of the final system of ``sol``."""
     import scipy.sparse as sp
 
-    g = energy.conductances(theta)
-    H0 = topo.H0(g)
-    W = topo.source_values(x)
-    F = topo.forces(g, W)
-    d = topo.bounds(W)
-    act = np.asarray(free.info["active"], bool)
-    per, per_cpu = [], []
-    for b in range(min(batch, n_ext if n >= 10000 else batch)):
-        rows = np.flatnonzero(act[b])
-        DW = topo.D[rows]
-        K = sp.bmat([[H0, DW.T], [DW, None]], format="csc") if rows.size else H0.tocsc()
-        rhs = np.concatenate([F[b], d[b, rows]])
+    from physgrad.circuit.reduction import build_problem
+    from physgrad.circuit.solvers.kkt import eliminate
+    from physgrad.circuit.sparse import factor
+
+    pb = build_problem(circuit)
+    if pb.S.shape[0]:
+        from physgrad.circuit.diode import shockley_slope
+        from physgrad.circuit.solvers.newton import _params
+
+        import scipy.sparse.linalg as spla
+
+        P = sp.csc_matrix(pb.P)
+        u = spla.spsolve((P.T @ P).tocsc(), P.T @ (sol.voltages - pb.c))
+        sl = shockley_slope(pb.S @ u + pb.e, *_params(pb))
+        A = (pb.H + pb.S.T @ sp.diags(sl) @ pb.S).tocsc()
+        rhs = np.ones(pb.n_u)
+    else:
+        W = np.asarray(sol.info.get("active", np.zeros(pb.D.shape[0], bool)), bool)
+        el = eliminate(pb.D, pb.d, W, pb.n_u) if W.size else None
+        A = (el[0].T @ pb.H @ el[0]).tocsc() if el is not None else pb.H.tocsc()
+        rhs = np.ones(A.shape[0])
+    with Clock() as c:
+        factor(A).solve(rhs)
+    return c.cpu
+
+
+def solve_family(kind: str, n: int, shockley: bool, do_ngspice: bool, seed: int = 0) -> dict:
+    from physgrad.circuit.netlist import write_netlist
+    from physgrad.circuit.solve import solve
+
+    circuit, inputs, _ = with_inputs(kind, n, seed, shockley)
+    circuit = random_inputs(circuit, inputs, np.random.default_rng(seed + 1))
+    solve(ladder(3, shockley=shockley)[0], strict=False)  # imports and first-call costs, on a tiny circuit
+    with Clock() as c:  # a fresh circuit: its arrays are built inside the solve, as in the CLI
+        sol = solve(circuit, strict=False)
+    out = {"family": kind + ("-shk" if shockley else ""), "n": n, "nodes": circuit.arrays.n_nodes,
+           "elements": len(circuit.elements)}
+    out.update(physgrad_cpu=c.cpu, physgrad_wall=c.wall, status=sol.status, certified=bool(sol.certificate.passed),
+               linear_solves=dict(sol.info.get("linear_solves", {})))
+    out["lu_cpu"] = one_lu(sol, circuit)
+    text = write_netlist(circuit)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.cir"
+        path.write_text(text)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
         with Clock() as c:
-            factor(K).solve(rhs)
-        per.append(c.wall)
-        per_cpu.append(c.cpu)
-    out["lu_per_input_eq_per_s"] = 1.0 / float(np.mean(per))
-    out["lu_per_input_eq_per_cpu_s"] = 1.0 / max(float(np.mean(per_cpu)), 1e-9)
-    H0c, FT = H0.tocsc(), np.asfortranarray(F.T)
-    walls, cpus = [], []
-    for _ in range(3):
-        with Clock() as c:
-            factor(H0c).solve(FT)
-        walls.append(c.wall)
-        cpus.append(c.cpu)
-    out["lu_shared_eq_per_s"] = batch / min(walls)
-    out["lu_shared_eq_per_cpu_s"] = batch / max(min(cpus), 1e-9)
-    # --- ngspice -------------------------------------------------------------------------------------
+            r = subprocess.run([sys.executable, "-m", "physgrad", "solve", str(path), "--json"], capture_output=True,
+                               env=env, timeout=600)
+        out.update(cli_cpu=c.child_cpu, cli_wall=c.wall, cli_rc=r.returncode)
     if do_ngspice:
-        out.update(ngspice_route(circuit, inputs, x[:n_ext], free.state[:n_ext]))
-    if do_cvxpy:
-        out.update(cvxpy_route(topo, H0, F[:n_ext], d[:n_ext], free.state[:n_ext], W[:n_ext]))
-    out["peak_rss_mb"] = round(peak_mb(), 1)
+        from physgrad.circuit.ngspice import run_ngspice
+
+        try:
+            with Clock() as c:
+                res = run_ngspice(text, timeout_s=600)
+            out.update(ngspice_cpu=c.child_cpu, ngspice_wall=c.wall,
+                       ngspice_max_dv=float(np.max(np.abs(np.array([res.voltages[x] for x in circuit.nodes])
+                                                         - sol.voltages))))
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            out["ngspice_error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    out["peak_mb"] = peak_mb()
     return out
 
 
-def ngspice_route(circuit, inputs, X, V) -> dict:
+# --- part B: inside training ------------------------------------------------------------------------------
+def train_family(kind: str, n: int, steps: int, batch: int, do_ngspice: bool, do_cvxpy: bool, seed: int = 0) -> dict:
+    from physgrad.energies.co_content import CoContentEnergy
+    from physgrad.learning import EquilibriumPropagation
+    from physgrad.minimizers.co_content import CoContentMinimizer
+
+    circuit, inputs, outputs = with_inputs(kind, n, seed)
+    do_ngspice = do_ngspice and circuit.arrays.n_nodes <= NGSPICE_TRAIN_MAX_NODES
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    mini = CoContentMinimizer()
+    theta = energy.theta0()
+    beta = 1e-4 * float(np.median(theta))
+    est = EquilibriumPropagation(beta=beta, variant="centered")
+    rng = np.random.default_rng(seed + 5)
+    out = {"family": kind, "n": n, "nodes": circuit.arrays.n_nodes, "n_u": energy.topology.n_u, "m": energy.topology.m}
+    cpus, walls, rss, iters, info = [], [], [], [], {}
+    for s in range(steps + 1):
+        X = rng.uniform(-1, 1, (batch, len(inputs)))  # fresh inputs every step
+        Y = rng.uniform(-0.3, 0.3, (batch, len(outputs)))
+        theta_step = theta
+        with Clock() as c:
+            ph = est.phases(energy, theta, X, Y, mini)
+            g = est.estimate_from_phases(energy, theta, X, ph)
+            theta = np.maximum(theta - 0.05 * np.median(theta) * g / max(np.max(np.abs(g)), 1e-300),
+                               1e-3 * np.median(theta))
+        assert ph.free.converged and ph.plus.converged and ph.minus.converged
+        if s:  # the first step builds the caches
+            cpus.append(c.cpu)
+            walls.append(c.wall)
+            rss.append(round(rss_mb(), 1))
+            iters.append([p.n_iter / batch for p in (ph.free, ph.plus, ph.minus)])
+            for p in (ph.free, ph.plus, ph.minus):
+                for k, v in p.info["solver_info"].items():
+                    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                        info[k] = info.get(k, 0) + int(v)
+    out.update(eq_per_cpu_s=3 * batch / float(np.median(cpus)), eq_per_wall_s=3 * batch / float(np.median(walls)),
+               iterations=[round(float(v), 2) for v in np.mean(iters, axis=0)], rss_per_step=rss, solver_info=info)
+    # one sparse LU per input on the last step's free equilibria (their conducting sets known)
+    out.update(lu_route(energy, theta_step, X, ph.free))
+    trained = circuit.with_conductances(dict(zip(energy.param_names, theta_step)))
+    if do_ngspice:
+        out.update(ngspice_per_input(trained, inputs, X[:3], ph.free.state[:3]))
+    if do_cvxpy:
+        out.update(cvxpy_route(energy, theta_step, X[:8], ph.free.state[:8]))
+    out["peak_mb"] = peak_mb()
+    return out
+
+
+def lu_route(energy, theta, X, free) -> dict:
+    """Each input's final KKT system (elimination of its conducting diodes) factorized by SuperLU and
+    solved: CPU seconds per equilibrium."""
+    from physgrad.circuit.solvers.kkt import eliminate
+    from physgrad.circuit.sparse import factor
+
+    topo = energy.topology
+    g = energy.conductances(theta)
+    H = topo.H0(g)
+    W = topo.source_values(X)
+    F = np.asarray((topo.Kf(g) @ W.T).T)
+    d = topo.bounds(W)
+    cpu = 0.0
+    for b in range(len(X)):
+        with Clock() as c:
+            el = eliminate(topo.D, d[b], np.asarray(free.info["active"][b], bool), topo.n_u)
+            T, t0 = el[0], el[1]
+            z = factor((T.T @ H @ T).tocsc()).solve(T.T @ (F[b] - H @ t0))
+            u = T @ z + t0
+        cpu += c.cpu
+    V = np.asarray(topo.P @ u) + topo.offsets(W)[-1]
+    return {"lu_eq_per_cpu_s": len(X) / cpu, "lu_max_dv": float(np.max(np.abs(V - free.state[-1])))}
+
+
+def ngspice_per_input(circuit, inputs, X, V) -> dict:
     from physgrad.circuit.netlist import write_netlist
     from physgrad.circuit.ngspice import run_ngspice
 
-    walls, dvs = [], []
+    cpu, wall, dvs = 0.0, 0.0, []
     for b, row in enumerate(X):
         c = circuit.with_sources(dict(zip(inputs, row)))
-        text = write_netlist(c)
         with Clock() as clk:
-            res = run_ngspice(text, timeout_s=600)
-        walls.append(clk.wall)
+            res = run_ngspice(write_netlist(c), timeout_s=600)
+        cpu += clk.child_cpu
+        wall += clk.wall
         dvs.append(float(np.max(np.abs(np.array([res.voltages[n] for n in c.nodes]) - V[b]))))
-    return {"ngspice_eq_per_s": 1.0 / float(np.mean(walls)), "ngspice_max_dv": max(dvs), "ngspice_inputs": len(X)}
+    return {"ngspice_eq_per_cpu_s": len(X) / max(cpu, 1e-9), "ngspice_eq_per_wall_s": len(X) / wall,
+            "ngspice_max_dv": max(dvs)}
 
 
-def cvxpy_route(topo, H0, F, d, V, W) -> dict:
+def cvxpy_route(energy, theta, X, V) -> dict:
     import warnings
 
     import cvxpy as cp
 
     warnings.simplefilter("ignore")
-    n = topo.n_u
-    u = cp.Variable(n)
-    f = cp.Parameter(n)
-    dd = cp.Parameter(topo.m)
+    topo = energy.topology
+    g = energy.conductances(theta)
+    H0 = topo.H0(g)
+    W = topo.source_values(X)
+    F = np.asarray((topo.Kf(g) @ W.T).T)
+    d = topo.bounds(W)
+    u = cp.Variable(topo.n_u)
+    f, dd = cp.Parameter(topo.n_u), cp.Parameter(topo.m)
     prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(u, cp.psd_wrap(H0)) - f @ u), [topo.D @ u <= dd])
     opts = dict(solver=cp.OSQP, eps_abs=1e-10, eps_rel=1e-10, polish=True, max_iter=200000, warm_start=True)
     f.value, dd.value = F[0], d[0]
     with Clock() as c:
         prob.solve(**opts)
-    compile_s = c.wall
-    walls, cpus, dvs = [], [], []
+    compile_cpu = c.cpu
+    cpu, dvs = 0.0, []
     C = topo.offsets(W)
-    for b in range(len(F)):
+    for b in range(len(X)):
         f.value, dd.value = F[b], d[b]
         with Clock() as c:
             prob.solve(**opts)
-        walls.append(c.wall)
-        cpus.append(c.cpu)
-        v = topo.lift(u.value[None, :], C[b:b + 1])[0]
-        dvs.append(float(np.max(np.abs(v - V[b]))))
-    return {"cvxpy_compile_s": compile_s, "cvxpy_eq_per_s": 1.0 / float(np.mean(walls)),
-            "cvxpy_eq_per_cpu_s": 1.0 / max(float(np.mean(cpus)), 1e-9), "cvxpy_max_dv": max(dvs),
-            "cvxpy_inputs": len(F), "cvxpy_status": prob.status}
+        cpu += c.cpu
+        dvs.append(float(np.max(np.abs(topo.lift(u.value[None, :], C[b:b + 1])[0] - V[b]))))
+    return {"cvxpy_compile_cpu": compile_cpu, "cvxpy_eq_per_cpu_s": len(X) / max(cpu, 1e-9), "cvxpy_max_dv": max(dvs)}
 
 
-def measure_drn(batch: int) -> dict:
-    """A DRN-XS-size circuit (157,800 resistors) as a training graph: solve, one C-EP step, exact gradient."""
+def shockley_train(n: int, n_eq: int, do_ngspice: bool, seed: int = 0) -> dict:
+    """Shockley ``indep`` network: physgrad's CPU per equilibrium (sample by sample) vs ngspice's."""
     from physgrad.energies.co_content import CoContentEnergy
-    from physgrad.energies.layered import DeepResistive
-    from physgrad.learning import EquilibriumPropagation, ExactGradient
     from physgrad.minimizers.co_content import CoContentMinimizer
 
-    out = {"rss_start_mb": round(rss_mb(), 1)}
-    rng = np.random.default_rng(0)
-    net = DeepResistive(784, (100,), 10, input_gain=1.0)
-    n_in = net.n_input_units
-    W1 = rng.uniform(0, 1 / np.sqrt(n_in), (n_in, 100))
-    W2 = rng.uniform(0, 1 / np.sqrt(100), (100, 10))
-    x0 = rng.uniform(0, 1, (1, 784))
-    with Clock() as c:
-        circuit = net.to_circuit((W1, W2, np.zeros(100), np.zeros(10)), x0)
-    out["circuit_build_s"] = c.wall
-    inputs = tuple(el.name for el in circuit.elements if el.name.startswith("vin"))
-    outputs = tuple(n for n in circuit.nodes if n.startswith("out"))
-    with Clock() as c:
-        energy = CoContentEnergy(circuit, inputs, outputs)
-    out["energy_build_s"] = c.wall
-    out["resistors"] = len(circuit.arrays.g)
-    out["nodes"] = circuit.arrays.n_nodes
-    out["n_inputs"] = len(inputs)
-    pix = rng.uniform(0, 1, (batch, 784))
-    X = np.hstack([pix, -pix])  # the DRN's input layer: (x, -x)
-    Y = np.eye(10)[rng.integers(0, 10, batch)] * 0.1
+    circuit, inputs, outputs = indep(n, seed, shockley=True)
+    energy = CoContentEnergy(circuit, inputs, outputs)
     mini = CoContentMinimizer()
-    theta = energy.theta0()
+    X = np.random.default_rng(seed + 9).uniform(-1, 1, (n_eq, len(inputs)))
+    mini.minimize(energy, energy.theta0(), X[:1])
     with Clock() as c:
-        free = mini.minimize(energy, theta, X)
-    out["free_batch_s"] = c.wall
-    out["converged"] = free.converged
-    est = EquilibriumPropagation(beta=1e-4 * float(np.median(theta)), variant="centered")
-    with Clock() as c:
-        ph = est.phases(energy, theta * 1.001, X, Y, mini)
-        est.estimate_from_phases(energy, theta * 1.001, X, ph)
-    out["cep_step_s"] = c.wall
-    out["cep_eq_per_s"] = 3 * batch / c.wall
-    with Clock() as c:
-        ExactGradient().compute(energy, theta * 1.001, X, Y, mini, ph.free)
-    out["exact_grad_batch_s"] = c.wall
-    out["peak_rss_mb"] = round(peak_mb(), 1)
+        eq = mini.minimize(energy, energy.theta0(), X)
+    out = {"family": "indep-shk", "n": n, "physgrad_cpu_per_eq": c.cpu / n_eq, "converged": eq.converged}
+    if do_ngspice:
+        r = ngspice_per_input(circuit, inputs, X, eq.state)
+        out.update(ngspice_cpu_per_eq=1.0 / r["ngspice_eq_per_cpu_s"], ngspice_max_dv=r["ngspice_max_dv"])
+    out["peak_mb"] = peak_mb()
     return out
 
 
-NOTES = """## Notes
+# --- part C: fit end to end ----------------------------------------------------------------------------------
+def fit_end_to_end(n: int, n_samples: int, seed: int = 0) -> dict:
+    from physgrad.circuit.netlist import write_netlist
+    from physgrad.netlists.fit import FitSpec, fit_run
 
-- **How the batch is solved.** Per parameter value one factorization (SuperLU, symmetric mode,
-  minimum degree on A + A^T) of the reduced conductance matrix, or of the KKT matrix of the batch's
-  majority set of conducting diodes once that set is large (1,000 nodes: ~130 diodes conduct,
-  samples differ from the majority in ~20; 10,000 nodes: ~1,200 and ~30). Each sample's own diodes,
-  nudge and clamp are Schur-complement borders on it; the base solutions of the batch are one
-  multi-right-hand-side solve reused by every phase; the correction columns one solve each, shared by
-  the batch. Small circuits (up to ~700 unknowns) use dense LAPACK factors and one masked batched
-  Schur solve per iteration. Every sample is KKT-certified (the circuit core's certificate formula);
-  none needed the one-sample fallback here.
-- **Warm vs cold.** Warm: the nudged phases start from the free state's tight diodes (1.0 iteration
-  per sample), the free phase from the input's last set (an LRU of bit masks) or the last reference
-  set; cold: every phase from "no diode conducts". Same states to round-off (column "warm = cold").
-- **Gap at 100 nodes.** There a phase costs ~1.2 ms of CPU for 32 samples, almost all interpreter
-  and numpy dispatch (the arithmetic limit, one LU shared by 32, is a few microseconds per input):
-  the CPU-time rate is at or near the 20,000 target, the wall-clock rate is about half of it
-  on this shared machine (load ~6 on 2 cores during the run).
-- **Memory.** Sparse topology maps (no nodes x resistors matrix), factorizations of the last two
-  parameter values, bit masks of recent inputs: the resident size is flat over epochs (column "RSS
-  per epoch"). The DRN-XS-size circuit (157,800 resistors) peaks at a few hundred MB.
-- **CHOLMOD vs SuperLU + Schur borders** (table above, scikit-sparse 0.4.16 built against SuiteSparse
-  5.12 in a separate virtual environment): CHOLMOD factors 2x faster (6-10x with its symbolic
-  analysis reused), solves many right-hand sides 2-4x faster, and updates a factor by a rank-3 nudge
-  in 0.1 ms. Not adopted: (1) at 10,000 nodes factorizations and triangular solves are ~25 % of a
-  warm step's CPU time (profiled), so the gain would be ~15 % where the target is already exceeded
-  tenfold or more; (2) CHOLMOD factors symmetric positive definite matrices, while the reference
-  with conducting diodes is an indefinite KKT matrix (or, eliminated, a system whose corrections are
-  row/column deletions and additions, which scikit-sparse does not expose); (3) scikit-sparse ships
-  no wheels here (a C build against SuiteSparse headers), a heavy dependency for every user and CI.
-"""
-
-
-def measure_cholmod(sizes) -> list:
-    """SuperLU (physgrad's factorization) against CHOLMOD (scikit-sparse, when installed) on the
-    systems the batched solver factorizes: ``H0`` and the reduced system of the majority set, for
-    one factorization, 32 and 500 right-hand sides, and a rank-3 update+downdate (a nudge)."""
-    try:
-        from sksparse.cholmod import analyze, cholesky
-    except ImportError:
-        return []
-    import scipy.sparse as sp
-
-    from physgrad.circuit.solvers.kkt import eliminate
-    from physgrad.circuit.sparse import factor
-    from physgrad.minimizers.co_content import CoContentMinimizer
-    from threadpoolctl import threadpool_limits
-
-    def best(f, rep=5):
-        ts = []
-        for _ in range(rep):
-            c = time.process_time()
-            f()
-            ts.append(time.process_time() - c)
-        return min(ts) * 1e3  # ms
-
-    out = []
-    with threadpool_limits(1):
-        for n in sizes:
-            circuit, inputs, outputs, X, Y, Energy = setup(n, 32)
-            e = Energy(circuit, inputs, outputs)
-            topo = e.topology
-            H = topo.H0(e.conductances(e.theta0())).tocsc()
-            eq = CoContentMinimizer().minimize(e, e.theta0(), X[:32])
-            W = np.mean(eq.info["active"], axis=0) > 0.5
-            T = eliminate(topo.D, topo.bounds(topo.source_values(X[:1]))[0], W, topo.n_u)[0]
-            for name, M, Q in (("H0", H, sp.csc_matrix(topo.Q)), ("reduced (majority set)", (T.T @ H @ T).tocsc(),
-                                                                   sp.csc_matrix(T.T @ topo.Q))):
-                b32 = np.asfortranarray(np.random.default_rng(0).random((M.shape[0], 32)))
-                b500 = np.asfortranarray(np.random.default_rng(0).random((M.shape[0], 500)))
-                F, C, S = factor(M), cholesky(M), analyze(M)
-                row = {"nodes": n, "matrix": name, "size": M.shape[0],
-                       "superlu_factor_ms": best(lambda: factor(M)), "superlu_solve32_ms": best(lambda: F.solve(b32)),
-                       "superlu_solve500_ms": best(lambda: F.solve(b500), 2),
-                       "cholmod_factor_ms": best(lambda: cholesky(M)), "cholmod_numeric_ms": best(lambda: S.cholesky(M)),
-                       "cholmod_solve32_ms": best(lambda: C(b32)), "cholmod_solve500_ms": best(lambda: C(b500), 2),
-                       "cholmod_rank3_update_downdate_ms": best(lambda: (C.update_inplace(Q * 1e-3),
-                                                                         C.update_inplace(Q * 1e-3, subtract=True)))}
-                out.append(row)
+    circuit, inputs, outputs = indep(n, seed)
+    rng = np.random.default_rng(seed + 3)
+    X = rng.uniform(-1, 1, (n_samples, len(inputs)))
+    Y = rng.uniform(-0.3, 0.3, (n_samples, len(outputs)))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "net.cir").write_text(write_netlist(circuit))
+        lines = [",".join(inputs + outputs)] + [",".join(f"{v:.6f}" for v in np.concatenate([x, y]))
+                                                for x, y in zip(X, Y)]
+        (tmp / "train.csv").write_text("\n".join(lines) + "\n")
+        out = {}
+        for k in (1, 2):
+            spec = FitSpec(netlist=str(tmp / "net.cir"), data=str(tmp / "train.csv"), inputs=inputs, outputs=outputs,
+                           method="cep", epochs=2, batch_size=32, eval_every=k)
+            with Clock() as c:
+                rows = fit_run(spec, tmp / f"run{k}", progress=False, log=lambda s: None)
+            # equilibria: 3 per sample per epoch (training) + 1 per sample per full evaluation
+            n_eval = sum(1 for r in rows if "train_cost" in r)
+            n_eq = 3 * n_samples * 2 + n_samples * n_eval
+            out[f"eval_every_{k}"] = {"cpu": c.cpu, "wall": c.wall, "equilibria": n_eq, "eq_per_cpu_s": n_eq / c.cpu,
+                                      "full_evaluations": n_eval, "rss_mb": round(rss_mb(), 1)}
     return out
 
 
+# --- driver ------------------------------------------------------------------------------------------------
 def _child(conn, fn, args):
     try:
         conn.send(("ok", fn(*args)))
@@ -407,7 +474,7 @@ def in_child(fn, *args):
     msg = parent.recv()
     p.join()
     if msg[0] != "ok":
-        raise RuntimeError(msg[1] + "\n" + msg[2])
+        return {"error": msg[1], "traceback": msg[2][-2000:]}
     return msg[1]
 
 
@@ -421,108 +488,137 @@ def uptime() -> str:
 def fmt(x, digits=3):
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "—"
-    if x >= 100:
+    if isinstance(x, str):
+        return x
+    if abs(x) >= 100:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
 
-def report(rows: list, drn: dict, env: dict, chol: list = ()) -> str:
-    lines = ["# Graph training benchmark (issue 9)", "",
-             f"`{env['command']}`; {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, cvxpy {env['cvxpy']}, "
-             f"{env['machine']} ({env['cpus']} cores, shared with other jobs).", "",
-             f"- load before: `{env['uptime_before']}`", f"- load after: `{env['uptime_after']}`",
-             f"- total {env['seconds']:.0f} s", "",
-             "Equilibria per second inside a centered-EP training step (3 phases x batch 32), wall clock "
-             "(CPU-time figure in brackets: the machine was shared; ngspice runs in its own process, wall "
-             "clock only). Nodes: the lattice nodes (5 input nodes come on top).", "",
-             "| nodes | physgrad warm | physgrad cold | target | ngspice `.op` per input | cvxpy compiled once "
-             "| one LU per input | one LU shared by 32 | exact gradient, batch 32 | peak RSS physgrad (all routes) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        n = r["nodes"]
-        lines.append(
-            f"| {n:,} | **{fmt(r['warm_eq_per_s'])}** ({fmt(r['warm_eq_per_cpu_s'])}) | {fmt(r['cold_eq_per_s'])} "
-            f"({fmt(r['cold_eq_per_cpu_s'])}) | {TARGETS.get(n, 0):,} | {fmt(r.get('ngspice_eq_per_s'))} | "
-            f"{fmt(r.get('cvxpy_eq_per_s'))} ({fmt(r.get('cvxpy_eq_per_cpu_s'))}) | {fmt(r['lu_per_input_eq_per_s'])} "
-            f"({fmt(r['lu_per_input_eq_per_cpu_s'])}) | {fmt(r['lu_shared_eq_per_s'])} ({fmt(r['lu_shared_eq_per_cpu_s'])}) | "
-            f"{fmt(r['exact_grad_batch_s'])} s | {fmt(r['peak_rss_physgrad_mb'])} MB ({fmt(r['peak_rss_mb'])} MB) |")
-    lines += ["", "Details:", "", "| nodes | R | diodes | sources | n_u | active-set iterations per sample (free, +beta, -beta) "
-              "warm / cold | warm = cold (max abs dV) | ngspice max abs dV | cvxpy max abs dV (compile) | "
-              "exact grad of 1 sample incl. its solve | RSS per epoch, warm (MB) | factorizations warm / cold |",
-              "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['nodes']:,} | {r['resistors']:,} | {r['diodes']:,} | {r['sources']} | {r['n_u']:,} | "
-            f"{r['warm_iterations']} / {r['cold_iterations']} | {r['warm_vs_cold_max_dv']:.1e} | "
-            f"{r.get('ngspice_max_dv', float('nan')):.1e} | {r.get('cvxpy_max_dv', float('nan')):.1e} "
-            f"({fmt(r.get('cvxpy_compile_s'))} s) | {fmt(r['exact_grad_one_with_solve_s'])} s | "
-            f"{r['warm_rss_per_epoch_mb']} | {r['warm_stats']['factorizations']} / {r['cold_stats']['factorizations']} |")
-    if drn:
-        lines += ["", "DRN-XS-size circuit (784 x 2 input sources, 100 ideal-diode hidden nodes, 10 outputs; "
-                  f"{drn['resistors']:,} resistors, {drn['n_inputs']} inputs), batch 32:", "",
-                  f"- build: circuit {drn['circuit_build_s']:.2f} s, energy (sparse topology) {drn['energy_build_s']:.2f} s",
-                  f"- free phase of 32 inputs: {drn['free_batch_s']:.3f} s (converged: {drn['converged']}); "
-                  f"one C-EP step {drn['cep_step_s']:.3f} s ({fmt(drn['cep_eq_per_s'])} eq/s); exact gradient "
-                  f"(adjoint) {drn['exact_grad_batch_s']:.3f} s",
-                  f"- peak RSS {drn['peak_rss_mb']:.0f} MB (interpreter and imports: {drn['rss_start_mb']:.0f} MB); "
-                  "target < 2 GB"]
-    if chol:
-        lines += ["", "SuperLU (used) vs CHOLMOD (scikit-sparse, measured only), CPU ms, one thread:", "",
-                  "| nodes | matrix | size | SuperLU factor | CHOLMOD factor (numeric only) | SuperLU solve 32 / 500 rhs "
-                  "| CHOLMOD solve 32 / 500 rhs | CHOLMOD rank-3 update + downdate |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
-        for c in chol:
-            lines.append(f"| {c['nodes']:,} | {c['matrix']} | {c['size']:,} | {c['superlu_factor_ms']:.2f} | "
-                         f"{c['cholmod_factor_ms']:.2f} ({c['cholmod_numeric_ms']:.2f}) | {c['superlu_solve32_ms']:.2f} / "
-                         f"{c['superlu_solve500_ms']:.1f} | {c['cholmod_solve32_ms']:.2f} / {c['cholmod_solve500_ms']:.1f} | "
-                         f"{c['cholmod_rank3_update_downdate_ms']:.2f} |")
-    else:
-        lines += ["", "(CHOLMOD not measured: scikit-sparse is not installed in this interpreter.)"]
-    return "\n".join(lines + ["", NOTES]) + "\n"
+TARGETS_NOTE = ""  # the targets' discussion is written by hand into the report after a run
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or not b else a / b
+
+
+def report(data: dict) -> str:
+    """The markdown report: the tables and each target of issue 17, met or missed."""
+    env = data["env"]
+    L = ["# Circuit families nobody tuned for (issue 17)", "",
+         f"`{env['command']}`; Python {env['python']}, numpy {env['numpy']}, {env['cpu_count']} cores shared with "
+         "other jobs (every time below is CPU seconds of the process that did the work unless marked wall; "
+         "BLAS on one thread).", "",
+         f"- load before: `{env['load_before']}`", f"- load after: `{env['load_after']}`",
+         f"- total {env['total_s']} s wall", ""]
+    L += ["## A. One circuit: `physgrad solve` against ngspice", "",
+          "physgrad = `physgrad.circuit.solve` in process on a freshly built circuit (netlist reading excluded; "
+          "it is the reader's part); CLI = `python3 -m physgrad solve FILE --json` as a process (interpreter "
+          "start-up, imports, reading and writing included); ngspice = its process (start-up included, tight "
+          "options); one LU = SuperLU factorization + solve of the final system (conducting diodes known; "
+          "Shockley: the last Newton matrix).", "",
+          "| family | size | nodes | elements | physgrad CPU s (wall) | CLI process CPU s | ngspice process CPU s "
+          "(wall) | one LU CPU s | physgrad / ngspice | max abs dV vs ngspice (V) | certified | linear solves | "
+          "peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    for r in data["solve"]:
+        if "error" in r:
+            L.append(f"| {r.get('family', '?')} | | | | error: {r['error'][:80]} | | | | | | | | |")
+            continue
+        ls = r.get("linear_solves") or {}
+        lss = ", ".join(f"{k} {v}" for k, v in ls.items() if v) or "—"
+        L.append(f"| {r['family']} | {r['n']:,} | {r['nodes']:,} | {r['elements']:,} | {fmt(r['physgrad_cpu'])} "
+                 f"({fmt(r['physgrad_wall'])}) | {fmt(r.get('cli_cpu'))} | {fmt(r.get('ngspice_cpu'))} "
+                 f"({fmt(r.get('ngspice_wall'))}) | {fmt(r['lu_cpu'])} | "
+                 f"{fmt(_ratio(r['physgrad_cpu'], r.get('ngspice_cpu')))} | {fmt(r.get('ngspice_max_dv'))} | "
+                 f"{r['certified']} | {lss} | {fmt(r['peak_mb'])} |")
+    L += ["", "## B. Inside a centered-EP training step (batch 32, fresh random inputs every step)", "",
+          "Equilibria per CPU second (3 phases x 32 per step; median over the steps after the first); "
+          "one LU per input = each equilibrium's final KKT system factorized and solved once (SuperLU); "
+          "ngspice `.op` per input (process CPU, 3 inputs); cvxpy = a model compiled once (OSQP, tight eps, 8 "
+          "inputs; <= 1k nodes).", "",
+          "| family | size | n_u / diodes | physgrad eq/CPU-s (eq/wall-s) | one LU per input eq/CPU-s | "
+          "physgrad / LU | ngspice eq/CPU-s | cvxpy eq/CPU-s | iterations per sample (free, +, -) | routes "
+          "(border / pattern sample-iterations, pattern factorizations) | RSS per step MB | max dV LU, ngspice, "
+          "cvxpy (V) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
+    for r in data["train"]:
+        if "error" in r:
+            L.append(f"| {r.get('family', '?')} | | error: {r['error'][:80]} | | | | | | | | | |")
+            continue
+        si = r["solver_info"]
+        L.append(f"| {r['family']} | {r['n']:,} | {r['n_u']:,} / {r['m']:,} | **{fmt(r['eq_per_cpu_s'])}** "
+                 f"({fmt(r['eq_per_wall_s'])}) | {fmt(r['lu_eq_per_cpu_s'])} | "
+                 f"{fmt(_ratio(r['eq_per_cpu_s'], r['lu_eq_per_cpu_s']))} | {fmt(r.get('ngspice_eq_per_cpu_s'))} | "
+                 f"{fmt(r.get('cvxpy_eq_per_cpu_s'))} | {r['iterations']} | {si.get('border_samples', 0)} / "
+                 f"{si.get('pattern_samples', 0)}, {si.get('pattern_factorizations', 0)} | {r['rss_per_step']} | "
+                 f"{fmt(r['lu_max_dv'])}, {fmt(r.get('ngspice_max_dv'))}, {fmt(r.get('cvxpy_max_dv'))} |")
+    L += ["", "Shockley circuits (the `indep` network with Shockley diodes; physgrad sample by sample, damped Newton):",
+          "", "| size | physgrad CPU s per equilibrium | ngspice process CPU s per equilibrium | ratio | max dV (V) |",
+          "|---:|---:|---:|---:|---:|"]
+    for r in data["shockley"]:
+        if "error" in r:
+            L.append(f"| error: {r['error'][:80]} | | | | |")
+            continue
+        L.append(f"| {r['n']:,} | {fmt(r['physgrad_cpu_per_eq'])} | {fmt(r.get('ngspice_cpu_per_eq'))} | "
+                 f"{fmt(_ratio(r['physgrad_cpu_per_eq'], r.get('ngspice_cpu_per_eq')))} | {fmt(r.get('ngspice_max_dv'))} |")
+    fit = data.get("fit") or {}
+    if fit and "error" not in fit:
+        L += ["", "## C. `fit` end to end (1k-node `indep` netlist, 512 samples, 2 epochs, batch 32)", "",
+              "| --eval-every | CPU s (wall) | equilibria (training 3/sample/epoch + full evaluations) | eq/CPU-s | "
+              "full evaluations | RSS MB at the end |", "|---:|---:|---:|---:|---:|---:|"]
+        for k, v in fit.items():
+            L.append(f"| {k.rsplit('_', 1)[-1]} | {fmt(v['cpu'])} ({fmt(v['wall'])}) | {v['equilibria']:,} | "
+                     f"{fmt(v['eq_per_cpu_s'])} | {v['full_evaluations']} | {v['rss_mb']} |")
+    return "\n".join(L) + "\n"
+
+
+# ngspice per input inside training only up to this size (its .op on 10k-node diode graphs ran for minutes)
+NGSPICE_TRAIN_MAX_NODES = 2000
+SOLVE_CASES = [("ladder", 1000, False), ("ladder", 33333, False), ("ladder", 1000, True), ("ladder", 33333, True),
+               ("grid", 1000, False), ("grid", 10000, False), ("grid", 100, True), ("grid", 1000, True),
+               ("random", 1000, False), ("random", 10000, False), ("drn", 64, False), ("drn", 64, True),
+               ("power", 100, False), ("power", 200, False)]
+TRAIN_CASES = [("indep", 100, 10), ("indep", 1000, 4), ("indep", 10000, 2), ("grid", 1000, 4), ("drn", 64, 4)]
+QUICK_SOLVE = [("ladder", 1000, False), ("ladder", 1000, True), ("grid", 100, True)]
+QUICK_TRAIN = [("indep", 100, 2)]
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="100,1000,10000")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", default="60,20,6", help="timed training steps per size")
-    p.add_argument("--ext-inputs", type=int, default=4, help="inputs for ngspice / cvxpy (per size)")
-    p.add_argument("--no-ngspice", action="store_true")
-    p.add_argument("--no-cvxpy", action="store_true")
-    p.add_argument("--no-drn", action="store_true")
-    p.add_argument("--out", default="reports/benchmarks/graphs")
-    args = p.parse_args(argv)
-    import cvxpy
-    import scipy
-
-    sizes = [int(s) for s in args.sizes.split(",")]
-    steps = [int(s) for s in args.steps.split(",")]
-    env = {"command": "python3 benchmarks/graphs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-           "cvxpy": cvxpy.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
-           "uptime_before": uptime()}
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few small cases (a smoke test)")
+    ap.add_argument("--no-ngspice", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "graphs"))
+    ap.add_argument("--report-only", default=None, metavar="JSON", help="rewrite the .md from a saved .json")
+    args = ap.parse_args(argv)
+    if args.report_only:
+        data = json.loads(Path(args.report_only).read_text())
+        Path(args.out).with_suffix(".md").write_text(report(data) + TARGETS_NOTE)
+        return 0
+    ng = not args.no_ngspice
+    env = {"python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count(),
+           "load_before": uptime(), "command": " ".join([Path(sys.executable).name] + sys.argv)}
     t0 = time.perf_counter()
-    rows = []
-    for n, s in zip(sizes, steps + [steps[-1]] * len(sizes)):
-        print(f"size {n} ...", file=sys.stderr, flush=True)
-        r = in_child(measure_size, n, args.batch, s, not args.no_ngspice, not args.no_cvxpy, args.ext_inputs)
-        print(json.dumps(r), file=sys.stderr, flush=True)
-        rows.append(r)
-    drn = {}
-    if not args.no_drn:
-        print("DRN-XS size ...", file=sys.stderr, flush=True)
-        drn = in_child(measure_drn, args.batch)
-        print(json.dumps(drn), file=sys.stderr, flush=True)
-    chol = in_child(measure_cholmod, [n for n in sizes if n >= 1000])
-    env["seconds"] = time.perf_counter() - t0
-    env["uptime_after"] = uptime()
+    solves = [in_child(solve_family, k, n, shk, ng) for k, n, shk in (QUICK_SOLVE if args.quick else SOLVE_CASES)]
+    for r in solves:
+        print(json.dumps({k: v for k, v in r.items() if k != "traceback"}), flush=True)
+    trains = [in_child(train_family, k, n, steps, 32, ng, n <= 1000 and k != "drn")
+              for k, n, steps in (QUICK_TRAIN if args.quick else TRAIN_CASES)]
+    for r in trains:
+        print(json.dumps({k: v for k, v in r.items() if k != "traceback"}), flush=True)
+    shk = [in_child(shockley_train, n, 8, ng) for n in ((100,) if args.quick else (100, 1000))]
+    for r in shk:
+        print(json.dumps(r), flush=True)
+    fit = {} if args.quick else in_child(fit_end_to_end, 1000, 512)
+    print(json.dumps(fit), flush=True)
+    env["load_after"] = uptime()
+    env["total_s"] = round(time.perf_counter() - t0, 1)
+    data = {"env": env, "solve": solves, "train": trains, "shockley": shk, "fit": fit}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(str(out) + ".json").write_text(json.dumps({"env": env, "sizes": rows, "drn_xs": drn, "cholmod": chol},
-                                                   indent=2) + "\n")
-    text = report(rows, drn, env, chol)
-    Path(str(out) + ".md").write_text(text)
-    print(text)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=float) + "\n")
+    out.with_suffix(".md").write_text(report(data) + TARGETS_NOTE)
+    print(f"wrote {out.with_suffix('.json')} and .md ({env['total_s']} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

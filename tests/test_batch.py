@@ -78,7 +78,7 @@ def test_linear_network_one_factorization_for_all_inputs_and_phases():
     free = mini.minimize(energy, theta, X)
     mini.minimize(energy, theta, X, nudge=Nudge(1e-3, target=np.zeros(3)), s0=free.state)
     mini.minimize(energy, theta, X, nudge=Nudge(clamp=np.zeros(3)), s0=free.state)
-    assert energy.solver.stats["factorizations"] == 1
+    assert mini.batch_solver(energy).stats["factorizations"] == 1
     assert free.n_iter == 40  # one solve per sample, all in one multi-right-hand-side solve
     np.testing.assert_allclose(free.state, _reference(circuit, inputs, outputs, X, FREE), rtol=0, atol=1e-12)
 
@@ -160,15 +160,15 @@ def test_negative_beta_bound_reuses_the_factor_and_keeps_the_message():
 def test_caches_are_bounded():
     circuit, inputs, outputs = training_graph(100, 6)
     energy = CoContentEnergy(circuit, inputs, outputs)
-    energy.solver.n_warm = 50
     mini = CoContentMinimizer()
+    mini.batch_solver(energy).n_warm = 50
     rng = np.random.default_rng(0)
     theta = energy.theta0()
     for step in range(20):
         X = rng.uniform(-1, 1, (8, len(inputs)))
         theta = theta * rng.uniform(0.99, 1.01, theta.size)
         mini.minimize(energy, theta, X)
-    s = energy.solver
+    s = mini.batch_solver(energy)
     assert len(s._entries) <= s.n_params and all(len(e.data) <= 2 for e in s._entries.values())
     assert len(s._warm) <= 50
 
@@ -289,3 +289,94 @@ def test_circuit_whose_own_values_force_a_diode_still_trains_on_other_inputs():
     assert eq.status == "infeasible" and "d1 is forced forward" in eq.message
     np.testing.assert_allclose(eq.state[:2, 2], [0.2 / 3, 0.4 / 3], atol=1e-15)
     assert np.all(np.isnan(eq.state[2]))
+
+
+# --- routes of the training-step solver: shared border or a factor per conducting pattern ---------------
+def _independent_network(n, seed=0):
+    """A random grid graph with its fixed sources removed and 5 input sources: the diodes' states vary
+    from input to input (many corrections against any one reference set)."""
+    from verification.circuits import random_grid_graph
+
+    c = random_grid_graph(n, seed)
+    rng = np.random.default_rng(seed + 17)
+    els = [e for e in c.elements if not isinstance(e, (VoltageSource, CurrentSource))]
+    nodes = c.replace_elements(els).nodes
+    for k in range(5):
+        els += [VoltageSource(f"vin{k}", f"in{k}", "0", 0.0),
+                Resistor(f"rin{k}", f"in{k}", nodes[int(rng.integers(len(nodes)))], float(rng.uniform(1e-3, 1e-2)))]
+    outputs = tuple(nodes[int(i)] for i in rng.choice(len(nodes), 3, replace=False))
+    return c.replace_elements(els), tuple(f"vin{k}" for k in range(5)), outputs
+
+
+@pytest.mark.parametrize("route", ["border", "pattern"])
+def test_pattern_and_border_routes_equal_one_by_one(route, monkeypatch):
+    """Forcing every sample onto one route (a Schur border of the shared factor, or a factor of its own
+    conducting set) gives each sample's own solve; the info counters show which route ran."""
+    from physgrad.circuit.solvers import bordered
+
+    if route == "border":
+        monkeypatch.setattr(bordered, "SCHUR_FLOPS", 1e30)
+        monkeypatch.setattr(bordered, "GATHER_S", 0.0)
+    else:
+        monkeypatch.setattr(bordered, "SCHUR_FLOPS", 1e-30)
+    circuit, inputs, outputs = _independent_network(800, 2)
+    X = np.random.default_rng(4).uniform(-1, 1, (6, 5))
+    Y = np.random.default_rng(5).uniform(-0.3, 0.3, (6, 3))
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    mini = CoContentMinimizer()
+    theta = energy.theta0()
+    free = mini.minimize(energy, theta, X)
+    plus = mini.minimize(energy, theta, X, nudge=Nudge(1e-5, target=Y), s0=free.state)
+    for eq, nudged in ((free, False), (plus, True)):
+        assert eq.converged and all(c.passed for c in eq.info["certificates"])
+        ref = np.array([_reference(circuit, inputs, outputs, X[b:b + 1], Nudge(1e-5, target=Y[b]) if nudged else FREE)[0]
+                        for b in range(len(X))])
+        # 1e-9 V: nodes that conducting diodes nearly isolate sit at ~1e-9 V, where two solves that both
+        # meet the KKT tolerance (1e-11 relative) differ by up to ~3e-10 V
+        np.testing.assert_allclose(eq.state, ref, rtol=0, atol=1e-9)
+    info = free.info["solver_info"]
+    assert info["fallbacks"] == 0
+    if route == "border":
+        assert info["pattern_samples"] == 0 and info["border_samples"] > 0
+    else:
+        assert info["pattern_factorizations"] > 0 and info["pattern_samples"] > 0
+        # the nudged phase starts from the free phase's sets: their factors are reused, not rebuilt
+        assert plus.info["solver_info"]["pattern_factorizations"] <= info["pattern_factorizations"]
+
+
+def test_router_groups_samples_with_one_pattern():
+    """Samples with the same conducting set share one pattern factorization."""
+    from physgrad.circuit.solvers import bordered
+
+    circuit, inputs, outputs = _independent_network(800, 3)
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 5))
+    X = np.repeat(x, 5, axis=0)
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    saved = bordered.SCHUR_FLOPS
+    try:
+        bordered.SCHUR_FLOPS = 1e-30
+        eq = CoContentMinimizer(warm=False).minimize(energy, energy.theta0(), X)
+    finally:
+        bordered.SCHUR_FLOPS = saved
+    info = eq.info["solver_info"]
+    assert eq.converged and info["pattern_samples"] >= 5
+    assert info["pattern_factorizations"] <= info["pattern_samples"] // 5 + 1
+    np.testing.assert_allclose(eq.state, np.repeat(eq.state[:1], 5, axis=0), rtol=0, atol=0)
+
+
+def test_shockley_nudged_phase_warm_starts_from_the_free_state():
+    """Shockley circuits (sample by sample, Newton): a nudged phase given the free state starts Newton
+    there; the answer is the cold solve's to 1e-12 V, in fewer Newton steps."""
+    circuit, inputs, outputs = training_graph(60, 1, shockley=True)
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    X = np.random.default_rng(7).uniform(-1, 1, (4, len(inputs)))
+    Y = np.random.default_rng(8).uniform(-0.3, 0.3, (4, len(outputs)))
+    theta = energy.theta0()
+    nudge = Nudge(1e-4 * float(np.median(theta)), target=Y)
+    free = CoContentMinimizer().minimize(energy, theta, X)
+    warm = CoContentMinimizer().minimize(energy, theta, X, nudge=nudge, s0=free.state)
+    cold = CoContentMinimizer(warm=False).minimize(energy, theta, X, nudge=nudge, s0=free.state)
+    assert free.converged and warm.converged and cold.converged
+    assert all(c.passed for c in warm.info["certificates"])
+    np.testing.assert_allclose(warm.state, cold.state, rtol=0, atol=1e-12)
+    assert warm.n_iter < cold.n_iter

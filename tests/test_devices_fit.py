@@ -74,7 +74,7 @@ def test_ideal_device_is_the_plain_loop_bit_for_bit(tmp_path):
     state = optim.init(r["optimizer"], theta)
     evaluate(pb, theta, pb.X, pb.Y, m), evaluate(pb, theta, pb.X_test, pb.Y_test, m)
     for epoch in range(2):
-        pb.energy.solver.clear_factors()
+        m.clear_factors()
         order = np.random.default_rng([r["seed"], epoch]).permutation(len(pb.X))
         for i in range(0, len(order), 16):
             idx = order[i:i + 16]

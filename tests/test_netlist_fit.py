@@ -12,6 +12,7 @@ from physgrad.circuit.solve import solve
 from physgrad.cli import main
 from physgrad.netlists.fit import FitSpec, fit_run
 from physgrad.netlists.losses import Loss
+from physgrad.types import PhysgradError
 from verification.circuits import training_graph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_trained_netlist_reproduces_physgrad_outputs(tmp_path, capsys):
                             "--out", out], capsys)
     assert code == 0 and "train acc" in stdout
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_cost,train_accuracy,seconds" and len(rows) == 4
+    assert rows[0] == "epoch,train_cost,train_accuracy,train_cost_in_epoch,seconds" and len(rows) == 4
     trained = read_netlist(out / "trained.cir")
     with np.load(out / "checkpoint.npz") as z:
         theta = z["theta"]
@@ -177,7 +178,7 @@ def test_classification_losses_run(tmp_path, capsys, loss):
                               "--method", "exact", "--out", tmp_path / loss], capsys)
     assert code == 0, err
     header = (tmp_path / loss / "metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,train_cost,test_cost,train_accuracy,test_accuracy,seconds"
+    assert header == "epoch,train_cost,test_cost,train_accuracy,test_accuracy,train_cost_in_epoch,seconds"
 
 
 @pytest.mark.parametrize("kind", ["mse", "levels", "argmax", "xent"])
@@ -196,3 +197,25 @@ def test_loss_gradients_and_effective_targets(kind):
         fd = (loss.per_sample(o + e, y) - loss.per_sample(o - e, y)) / (2 * h)
         np.testing.assert_allclose(g[:, j], fd, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(o - loss.effective_targets(o, y), g, atol=1e-15)
+
+
+def test_eval_every_skips_full_evaluations_and_records_the_in_epoch_cost(diode_task, tmp_path):
+    """``--eval-every K``: the whole-set evaluation runs every K epochs and after the last; every epoch
+    records the mean loss of its own free phases. Training is unchanged (evaluation only warms starts)."""
+    net, data, inputs, outputs = diode_task
+    kw = dict(netlist=str(net), data=str(data), inputs=inputs, outputs=outputs, method="cep", epochs=3,
+              batch_size=8, optimizer="momentum", seed=1)
+    every = fit_run(FitSpec(**kw), tmp_path / "every", progress=False, log=lambda s: None)
+    sparse = fit_run(FitSpec(**kw, eval_every=2), tmp_path / "sparse", progress=False, log=lambda s: None)
+    assert [("train_cost" in r) for r in sparse] == [True, False, True, True]
+    assert all("train_cost_in_epoch" in r for r in sparse[1:]) and "train_cost_in_epoch" not in sparse[0]
+    rows = _rows_but_seconds(tmp_path / "sparse")
+    assert rows[1]["train_cost"] == "" and float(rows[1]["train_cost_in_epoch"]) > 0
+    for a, b in zip(every, sparse):
+        np.testing.assert_allclose(a["train_cost_in_epoch"] if "train_cost_in_epoch" in a else 0.0,
+                                   b.get("train_cost_in_epoch", 0.0), rtol=1e-9)
+    np.testing.assert_allclose(every[-1]["train_cost"], sparse[-1]["train_cost"], rtol=1e-9)
+    with np.load(tmp_path / "every" / "checkpoint.npz") as a, np.load(tmp_path / "sparse" / "checkpoint.npz") as b:
+        np.testing.assert_allclose(a["theta"], b["theta"], rtol=1e-10)
+    with pytest.raises(PhysgradError, match="eval_every must be >= 1"):
+        FitSpec(**kw, eval_every=0)

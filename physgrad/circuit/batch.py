@@ -28,8 +28,9 @@ from physgrad.circuit.elements import Circuit
 from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.solution import CERT_RTOL, KKTCertificate, certify, ideal_diode_currents
 from physgrad.circuit.solvers.kkt import solve_active_set
-from physgrad.circuit.solvers.bordered import (RowData, SharedSystem, max_negative_beta, pdas_batch, solve_on_sets,
-                                             tolerances)
+from physgrad.circuit.solvers.strategy import blas_threads
+from physgrad.circuit.solvers.bordered import (PatternPool, RowData, Router, SharedSystem, max_negative_beta,
+                                               pdas_batch, solve_on_sets, tolerances)
 from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError
 
@@ -39,24 +40,6 @@ from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, Physgra
 REF_MIN = 24
 REF_GAIN = 2.0
 MAX_REFACTORS = 8
-_CONTROLLER = []
-
-
-def blas_threads(n: Optional[int]):
-    """Context limiting BLAS to ``n`` threads (``None``: unchanged). Small multi-right-hand-side
-    solves ran 30-500x slower with two OpenBLAS threads than with one on a loaded 2-core machine
-    (measured: 7 ms vs 17 us for a 100 x 100 LU solve with 4 right-hand sides)."""
-    import contextlib
-
-    if n is None:
-        return contextlib.nullcontext()
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=int(n), user_api="blas")
-
-
 # Topologies with at most this many entries in their node x reduced-variable maps keep dense copies
 # of them: for small circuits scipy.sparse's per-call overhead (~20-50 us) dominates the arithmetic.
 DENSE_OPS_MAX = 250_000
@@ -140,6 +123,7 @@ class _Entry:
             self.H0m = self.H0.toarray() if M.dense else self.H0
             self.Kfm = self.Kf.toarray() if M.dense else self.Kf
         self.system: Optional[SharedSystem] = None
+        self.pool: Optional[PatternPool] = None  # factors of whole conducting sets (refactor per pattern)
         self.free_system: Optional[SharedSystem] = None  # factor of H0 itself (empty reference)
         self.data: OrderedDict = OrderedDict()  # X digest -> batch data (bounded)
         self._bmax = None
@@ -188,6 +172,7 @@ class BatchSolver:
         self.stats = {"factorizations": 0, "fallbacks": 0, "batches": 0}
         self.M = _Mats(topology)
         self._last_ref = None
+        self._last_free = None  # (digest of the last free voltages, their conducting sets)
 
     # --- caches ---------------------------------------------------------------------------------
     def entry(self, g: np.ndarray) -> _Entry:
@@ -328,8 +313,14 @@ class BatchSolver:
         if warm and topo.m:
             if s0 is not None and np.shape(s0) == (B, topo.n_nodes) and np.all(np.isfinite(s0)):
                 s0 = np.asarray(s0, float)
-                slack0 = topo.vth[None, :] - _apply(self.M.Dn, s0)
-                W0 = slack0 <= 1e-9 * max(1.0, float(np.max(np.abs(s0), initial=0.0)))
+                held = self._last_free
+                if held is not None and held[0] == _digest(s0):
+                    # s0 is the last free solution: start from its conducting set exactly (weakly
+                    # active diodes, tight but carrying no current, would otherwise start conducting)
+                    W0 = held[1].copy()
+                else:
+                    slack0 = topo.vth[None, :] - _apply(self.M.Dn, s0)
+                    W0 = slack0 <= 1e-9 * max(1.0, float(np.max(np.abs(s0), initial=0.0)))
             else:
                 known = self.warm_sets(X) if kind == "free" else None
                 if known is not None:
@@ -361,8 +352,13 @@ class BatchSolver:
             return s, self._x0(s, data)
 
         cur = [system]
+        router = None
+        if not system.dense and topo.m:
+            if e.pool is None:
+                e.pool = PatternPool(lambda pattern: self._pattern_system(e, pattern))
+            router = Router(system, X0, F, d, out_rhs, out_lambda, e.pool)
         u, lam, z_out, W, status, n_iter, system, X0 = pdas_batch(
-            system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor)
+            system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor, router=router)
         e.system = system
         self._last_ref = system.ref
         V = _apply(self.M.P, u) + C
@@ -380,9 +376,13 @@ class BatchSolver:
             self._one_by_one(g, X, nudge, redo, sol, reason="batched route not certified")
         if kind == "free":
             self._remember(X, sol["active"], sol["status"] == "converged")
+            self._last_free = (_digest(np.asarray(sol["voltages"], float)), np.array(sol["active"], bool))
         return BatchSolution(**{k: (tuple(v) if k in ("certificates", "messages") else v) for k, v in sol.items()},
                              info={"refactorizations": refactors[0], "fallbacks": int(redo.size),
-                                   "reference_size": int(system.ref_rows.size), "dense": system.dense})
+                                   "reference_size": int(system.ref_rows.size), "dense": system.dense,
+                                   **(router.stats if router is not None else
+                                      {"border_samples": int(np.sum(n_iter)), "pattern_samples": 0,
+                                       "pattern_factorizations": 0})})
 
     def _worth_reference(self, system: SharedSystem, W: np.ndarray) -> bool:
         """Whether the majority set of ``W`` would cut the corrections enough to refactor."""
@@ -402,6 +402,14 @@ class BatchSolver:
             return SharedSystem(e.H0, self.topo.D, self.topo.Q, ref, rows=self.M.rows)
         except SingularSystemError:  # dependent reference rows: fall back to H0 itself
             return SharedSystem(e.H0, self.topo.D, self.topo.Q, rows=self.M.rows)
+
+    def _pattern_system(self, e: _Entry, pattern: np.ndarray) -> SharedSystem:
+        """A reference factorization of one whole conducting set (the refactor-per-pattern route)."""
+        self.stats["factorizations"] += 1
+        try:
+            return SharedSystem(e.H0, self.topo.D, self.topo.Q, np.asarray(pattern, bool), rows=self.M.rows)
+        except SingularSystemError:  # dependent rows in the set: the factor of H0, rows as borders
+            return e.h0_system(self.topo, self.M.rows)
 
     # --- certificates ----------------------------------------------------------------------------
     def _certify(self, e: _Entry, data: dict, u, V, lam, z_out, kind: str, beta: float, out_rhs):
@@ -527,6 +535,14 @@ class BatchSolver:
         sol["certificates"][b] = None
 
     # --- the adjoint ----------------------------------------------------------------------------
+    def adjoint_scales(self, g: np.ndarray, W: np.ndarray) -> tuple:
+        """Scales of the reduced system at conductances ``g`` (S) and source values ``W``
+        ``(B, n_src)``: ``(h, f)`` with ``h`` the largest diagonal conductance of ``H_0`` (S) and
+        ``f`` the largest forcing current ``|K_f w|`` (A), for the adjoint's tolerances."""
+        e = self.entry(np.asarray(g, float))
+        F = e.Kf @ np.asarray(W, float).T
+        return (float(np.max(np.abs(e.h_diag), initial=0.0)), float(np.max(np.abs(F), initial=0.0)))
+
     def adjoint(self, g: np.ndarray, active: np.ndarray, out_grad: np.ndarray):
         """Adjoint node potentials ``P p_b`` (V^2/A per unit of cost) of the free equilibria with
         conducting sets ``active`` (B, m): ``K_b [p; q] = [Q a_b; 0]``, ``a_b = dC/do_b`` (V).

@@ -60,6 +60,9 @@ def register(sub) -> None:
     p.add_argument("--g-max", type=float, default=None, help="largest conductance (S); default none")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (passes over --data), default 20")
     p.add_argument("--batch-size", type=int, default=32, help="samples per learning step, default 32")
+    p.add_argument("--eval-every", type=int, default=1, metavar="K",
+                   help="evaluate the whole training and test sets every K epochs and after the last (default 1); "
+                        "every epoch also records train_cost_in_epoch, the mean loss of its own free phases")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample order")
     p.add_argument("--levels", type=_floats, default=None,
                    help="class voltages for --loss levels (default evenly inside the span of the sources)")
@@ -85,7 +88,8 @@ def run(args) -> int:
                    label_column=args.label_column, loss=args.loss, method=args.method, beta=args.beta, eta=args.eta,
                    optimizer=args.optimizer, lr=args.lr, g_min=args.g_min, g_max=args.g_max, epochs=args.epochs,
                    batch_size=args.batch_size, seed=args.seed, levels=args.levels, margin=args.margin,
-                   temperature=args.temperature, device_model=args.device_model)
+                   temperature=args.temperature, device_model=args.device_model,
+                   eval_every=args.eval_every)
     out = args.out or f"runs/fit-{Path(args.netlist).stem}"
     fit_run(spec, out, resume=args.resume, progress=False if args.no_progress else None,
             command=" ".join(["physgrad"] + sys.argv[1:]) if sys.argv else None)

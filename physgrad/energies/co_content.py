@@ -31,7 +31,6 @@ from typing import Optional
 import autograd.numpy as anp
 import numpy as np
 
-from physgrad.circuit.batch import BatchSolver
 from physgrad.circuit.elements import Circuit, CurrentSource, Resistor, VoltageSource
 from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
@@ -71,9 +70,9 @@ class CoContentEnergy:
         Trainable resistor names; default ``circuit.trainable_names``.
 
     Internals are sparse and per topology (:class:`physgrad.circuit.topology.Topology`): index
-    arrays of the resistors' nodes, the sources' linear maps, and a :class:`BatchSolver` holding
-    the factorizations of the last two parameter values and the last conducting sets of recent
-    inputs (bounded). Nothing grows with the dataset; memory is O(nnz).
+    arrays of the resistors' nodes and the sources' linear maps. The energy is a definition only:
+    factorizations and warm starts live in the minimizer
+    (:class:`physgrad.minimizers.co_content.CoContentMinimizer`). Memory is O(nnz).
     """
 
     circuit: Circuit
@@ -116,7 +115,7 @@ class CoContentEnergy:
             train_idx=train_idx, gpos=gpos, g_circuit=arr.g.copy(), res_a=arr.res_a, res_b=arr.res_b,
             ta=arr.res_a[train_idx], tb=arr.res_b[train_idx],
             out=np.array([c.index_of_node(n) for n in self.output_nodes]),
-            shk=len(arr.shk_a) > 0, topology=topo, solver=BatchSolver(topo))
+            shk=len(arr.shk_a) > 0, topology=topo)
 
     # --- contract ----------------------------------------------------------------------------
     @property
@@ -139,9 +138,10 @@ class CoContentEnergy:
         return self._cache["topology"]
 
     @property
-    def solver(self) -> BatchSolver:
-        """The batched solver of this topology (its caches are bounded)."""
-        return self._cache["solver"]
+    def has_shockley(self) -> bool:
+        """Whether the circuit has Shockley (exponential) diodes: smooth energy terms, no batched
+        active-set route."""
+        return bool(self._cache["shk"])
 
     def theta0(self) -> np.ndarray:
         """The circuit's own trainable conductances (S), shape ``(n_trainable,)``."""
@@ -200,9 +200,7 @@ class CoContentEnergy:
 
     def _injections(self, x):
         topo = self.topology
-        W = topo.source_values(self.batch_inputs(x) if self.inputs else None)
-        Mi = self.solver.M.Mi
-        return W @ Mi.T if isinstance(Mi, np.ndarray) else topo.injections(W)
+        return topo.injections(topo.source_values(self.batch_inputs(x) if self.inputs else None))
 
     @staticmethod
     def _branch(state, a, b):
@@ -214,7 +212,7 @@ class CoContentEnergy:
         """Co-content (W) per sample, shape ``(batch,)`` (ideal diodes: feasible states only)."""
         dv = self._branch(state, self._cache["res_a"], self._cache["res_b"])
         e = 0.5 * anp.sum(self.conductances(theta) * dv**2, axis=1) - anp.sum(state * self._injections(x), axis=1)
-        if self._cache["shk"]:
+        if self.has_shockley:
             e = e + self._shockley(state)
         return e
 
@@ -279,7 +277,7 @@ class CoContentEnergy:
         f = anp.dot(inj, P) - anp.dot(AMw * g, PA.T)
         c = topo.offsets(W)
         smooth = {}
-        if self._cache["shk"]:
+        if self.has_shockley:
             arr = self.circuit.arrays
 
             def terms(v):

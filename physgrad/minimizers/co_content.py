@@ -10,14 +10,17 @@ that the exact gradient uses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
 import autograd.numpy as anp
 import numpy as np
 
+from physgrad.circuit.batch import BatchSolver
 from physgrad.circuit.solution import KKTCertificate
-from physgrad.circuit.solve import SOLVERS, solve
+from physgrad.circuit.reduction import build_problem
+from physgrad.circuit.solve import SOLVERS, solve, solve_problem
 from physgrad.energies.co_content import CoContentEnergy
 from physgrad.types import FREE, Equilibrium, Nudge, PhysgradError
 
@@ -39,6 +42,34 @@ def _nudge_row(nudge: Nudge, b: int) -> Nudge:
     return Nudge(nudge.beta, target=_sample_row(nudge.target, b))
 
 
+class SolverCache:
+    """The minimizer's state: one :class:`BatchSolver` per circuit topology (an LRU of at most
+    ``n_topologies``), each holding the factorizations of its last parameter values and the
+    conducting sets of recent inputs (bounded). Keyed by the energy's
+    :class:`~physgrad.circuit.topology.Topology` object (identity)."""
+
+    def __init__(self, n_topologies: int = 4):
+        self.n_topologies = int(n_topologies)
+        self._solvers: OrderedDict = OrderedDict()
+
+    def solver(self, energy: CoContentEnergy) -> BatchSolver:
+        """The batched solver of ``energy``'s topology (built on first use)."""
+        topo = energy.topology
+        key = id(topo)
+        held = self._solvers.get(key)
+        if held is None or held.topo is not topo:
+            held = BatchSolver(topo)
+            self._solvers[key] = held
+            while len(self._solvers) > self.n_topologies:
+                self._solvers.popitem(last=False)
+        else:
+            self._solvers.move_to_end(key)
+        return held
+
+    def clear(self) -> None:
+        self._solvers.clear()
+
+
 @dataclass(frozen=True)
 class CoContentMinimizer:
     """Minimizer of a :class:`CoContentEnergy` for a whole batch, plus a pure coordinate-descent ``step``.
@@ -57,10 +88,15 @@ class CoContentMinimizer:
         phase of an input seen before from that input's last conducting set, else from the
         batch's reference set. ``False``: every solve starts from "no diode conducts". A start
         changes the number of iterations, never the answer.
+
+    The minimizer owns its caches (:class:`SolverCache`: factorizations and warm-start sets per
+    topology, bounded); the energy holds none. Keep one minimizer across the steps of a training
+    run for warm starts; :meth:`warm_state` / :meth:`set_warm_state` checkpoint them.
     """
 
     solver: str = "auto"
     warm: bool = True
+    cache: SolverCache = field(default_factory=SolverCache, repr=False, compare=False)
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -71,9 +107,28 @@ class CoContentMinimizer:
             raise PhysgradError(f"CoContentMinimizer handles CoContentEnergy, not {type(energy).__name__}")
 
     def _batched(self, energy) -> bool:
-        if self.solver == "activeset" and energy._cache["shk"]:
+        if self.solver == "activeset" and energy.has_shockley:
             raise PhysgradError("the active-set route handles ideal diodes only; use solver='newton' for Shockley diodes")
-        return self.solver == "activeset" or (self.solver == "auto" and not energy._cache["shk"])
+        return self.solver == "activeset" or (self.solver == "auto" and not energy.has_shockley)
+
+    def batch_solver(self, energy) -> BatchSolver:
+        """The batched solver this minimizer keeps for ``energy``'s topology."""
+        self.accepts(energy)
+        return self.cache.solver(energy)
+
+    def warm_state(self, energy) -> dict:
+        """Warm-start memory for ``energy`` as arrays (a checkpoint); see :meth:`BatchSolver.warm_state`."""
+        return self.batch_solver(energy).warm_state()
+
+    def set_warm_state(self, energy, state: dict) -> None:
+        """Restore :meth:`warm_state` exactly."""
+        self.batch_solver(energy).set_warm_state(state)
+
+    def clear_factors(self) -> None:
+        """Forget every factorization (warm-start sets stay): the next solves depend on the
+        parameters, the inputs and the warm sets only."""
+        for s in self.cache._solvers.values():
+            s.clear_factors()
 
     def minimize(self, energy, theta, x, *, nudge: Nudge = FREE, s0=None) -> Equilibrium:
         """Equilibrium of every sample; state shape ``(batch, n_nodes)`` (V).
@@ -87,7 +142,7 @@ class CoContentMinimizer:
         xs = energy.batch_inputs(x)
         if self._batched(energy):
             g = np.asarray(energy.conductances(np.asarray(theta, float)), dtype=float)
-            sol = energy.solver.solve(g, xs if energy.inputs else None, nudge, s0=s0, warm=self.warm)
+            sol = self.batch_solver(energy).solve(g, xs if energy.inputs else None, nudge, s0=s0, warm=self.warm)
             statuses = sol.status
             certs = sol.certificates
             msgs = [f"sample {b}: {m}" for b, m in enumerate(sol.messages) if m]
@@ -96,7 +151,11 @@ class CoContentMinimizer:
             state = sol.voltages
             currents, active = sol.diode_currents, sol.active
         else:
-            samples = [_solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver)
+            starts = None
+            if self.warm and s0 is not None and np.shape(s0) == (len(xs), len(energy.circuit.nodes)):
+                starts = np.asarray(s0, float)
+            samples = [_solve_with_circuit_solver(energy, theta, row, _nudge_row(nudge, b), self.solver,
+                                                  None if starts is None else starts[b])
                        for b, row in enumerate(xs)]
             statuses = [r.status for r in samples]
             certs = tuple(r.certificate for r in samples)
@@ -148,7 +207,7 @@ class CoContentMinimizer:
         g = np.asarray(energy.conductances(np.asarray(theta, float)), dtype=float)
         if np.any(g <= 0):
             return None
-        Pp, ok = energy.solver.adjoint(g, active, np.asarray(out_grad, float))
+        Pp, ok = self.batch_solver(energy).adjoint(g, active, np.asarray(out_grad, float))
         if not np.all(ok):
             return None
         grad = -np.sum(energy.branch_voltages(Pp) * energy.branch_voltages(state), axis=0)
@@ -157,10 +216,9 @@ class CoContentMinimizer:
         d = topo.bounds(W)
         slack = topo.vth[None, :] - np.asarray((topo.Dn @ state.T).T)
         lam = np.asarray(free.info["diode_currents"], float)[:, topo.base.dio_rows] if topo.m else np.zeros((B, 0))
-        F = energy.solver.entry(g).Kf @ W.T
-        h = float(np.max(np.abs(energy.solver.entry(g).h_diag), initial=0.0))
+        h, f_max = self.batch_solver(energy).adjoint_scales(g, W)
         v_scale = max(float(np.max(np.abs(state), initial=0.0)), float(np.max(np.abs(d), initial=0.0)), 1e-30)
-        i_scale = max(h * v_scale, float(np.max(np.abs(F), initial=0.0)), 1e-300)
+        i_scale = max(h * v_scale, f_max, 1e-300)
         certs = free.info.get("certificates", ())
         return dict(grad=grad, rows=tuple(tuple(int(i) for i in np.flatnonzero(a)) for a in active),
                     min_slack=float(np.min(np.where(active, np.inf, slack), initial=np.inf)),
@@ -238,11 +296,26 @@ class _Sample(NamedTuple):
     active: Optional[np.ndarray]
 
 
-def _solve_with_circuit_solver(energy, theta, x_row, nudge, solver) -> _Sample:
-    """One sample through :func:`physgrad.circuit.solve.solve` (Newton for Shockley diodes, or a named solver)."""
+def _solve_with_circuit_solver(energy, theta, x_row, nudge, solver, s0_row=None) -> _Sample:
+    """One sample through :func:`physgrad.circuit.solve.solve` (Newton for Shockley diodes, or a named solver).
+
+    ``s0_row`` (V, ``(n_nodes,)``): Newton starts there (e.g. a nudged phase from the free state:
+    a few Newton steps instead of a solve from the ideal-diode start; the answer is the same to the
+    solver's tolerance)."""
     c = energy.circuit if not energy.inputs else energy.circuit.with_sources(dict(zip(energy.inputs, x_row)))
-    sol = solve(c, solver, nudge=nudge, outputs=energy.output_nodes,
-                conductances=np.asarray(energy.conductances(np.asarray(theta, float))), strict=False)
+    g = np.asarray(energy.conductances(np.asarray(theta, float)))
+    sol = None
+    if s0_row is not None and solver in ("auto", "newton") and energy.has_shockley and np.all(np.isfinite(s0_row)):
+        try:
+            pb = build_problem(c, nudge, outputs=energy.output_nodes, conductances=g)
+        except PhysgradError:  # infeasible or bad input: the plain route reports it
+            pb = None
+        if pb is not None and pb.n_u:
+            counts = np.maximum(np.asarray(abs(pb.P).sum(axis=0)).ravel(), 1.0)
+            u0 = (pb.P.T @ (np.asarray(s0_row, float) - pb.c)) / counts  # each (super)node's mean voltage
+            sol = solve_problem(pb, "newton", u0=u0)
+    if sol is None:
+        sol = solve(c, solver, nudge=nudge, outputs=energy.output_nodes, conductances=g, strict=False)
     arr = energy.circuit.arrays
     currents = np.asarray(sol.currents)[arr.dio_pos] if len(arr.dio_pos) else np.zeros(0)
     return _Sample(np.asarray(sol.voltages), sol.status, sol.n_iter, sol.certificate, sol.message, currents,

@@ -98,6 +98,9 @@ class FitSpec:
     margin : ``argmax`` margin (V), default 5 % of the span; temperature : ``xent`` (V), default 5 %
     device_model : a preset name or a JSON/TOML file (:func:`physgrad.devices.device_from_spec`);
         default ``"ideal"`` (no device effects, bit for bit the plain optimizer)
+    eval_every : evaluate the whole training (and test) set every this many epochs, and after the
+        last (default 1). Every epoch's row also has ``train_cost_in_epoch``: the mean loss of the
+        epoch's own free phases (each batch at the parameters before its update), which costs nothing.
     """
 
     netlist: str
@@ -121,6 +124,7 @@ class FitSpec:
     margin: Optional[float] = None
     temperature: Optional[float] = None
     device_model: str = "ideal"
+    eval_every: int = 1
 
     def __post_init__(self):
         if self.method not in FIT_METHODS:
@@ -129,7 +133,7 @@ class FitSpec:
             raise PhysgradError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if self.optimizer not in optim.OPTIMIZERS:
             raise PhysgradError(f"optimizer must be one of {', '.join(optim.OPTIMIZERS)}; got {self.optimizer!r}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("beta", "eta", "lr", "g_max", "margin", "temperature"):
@@ -306,12 +310,15 @@ def evaluate(pb: FitProblem, theta, X, Y, minimizer, dstate: Optional[DeviceStat
     return row
 
 
-def gradient(pb: FitProblem, theta, X, Y, minimizer, estimator):
-    """The estimator's dL/dtheta on one batch (the loss through its effective targets)."""
+def gradient(pb: FitProblem, theta, X, Y, minimizer, estimator, costs: Optional[list] = None):
+    """The estimator's dL/dtheta on one batch (the loss through its effective targets); ``costs``
+    (a list) receives the batch's per-sample losses at its free phase."""
     eq = minimizer.minimize(pb.energy, theta, X)
     if not eq.converged:
         raise NotSolvedError(f"free phase: {eq.status}: {eq.message}")
     o = np.asarray(pb.energy.outputs(eq.state), float)
+    if costs is not None:
+        costs.append(np.asarray(pb.loss.per_sample(o, Y), float))
     y_eff = pb.loss.effective_targets(o, Y)
     return estimator.estimate(pb.energy, theta, X, y_eff, minimizer, free=eq)
 
@@ -403,7 +410,7 @@ def metric_fields(pb: FitProblem) -> list:
     names = ["epoch", "train_cost"] + (["test_cost"] if pb.X_test is not None else [])
     if pb.loss.classifies:
         names += ["train_accuracy"] + (["test_accuracy"] if pb.X_test is not None else [])
-    return names + ["seconds"]
+    return names + ["train_cost_in_epoch", "seconds"]
 
 
 def _write_metrics(path: Path, rows: list, names: list) -> None:
@@ -412,7 +419,9 @@ def _write_metrics(path: Path, rows: list, names: list) -> None:
         w = csv.DictWriter(fh, fieldnames=names)
         w.writeheader()
         for r in rows:
-            w.writerow({k: (repr(float(r[k])) if k != "epoch" else int(r[k])) for k in names})
+            # a value not measured in that epoch (--eval-every, epoch 0's in-epoch cost) is left empty
+            w.writerow({k: ("" if r.get(k) is None else repr(float(r[k])) if k != "epoch" else int(r[k]))
+                        for k in names})
     os.replace(tmp, path)
 
 
@@ -420,7 +429,7 @@ def _read_metrics(path: Path) -> list:
     if not path.exists():
         return []
     with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
 
 
 def plot_learning_curve(rows: list, path: Path, title: str, classifies: bool) -> None:
@@ -432,15 +441,19 @@ def plot_learning_curve(rows: list, path: Path, title: str, classifies: bool) ->
 
     if not rows:
         return
-    ep = [r["epoch"] for r in rows]
     panels = [("cost", "loss (batch mean)")] + ([("accuracy", "accuracy")] if classifies else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         for split, style in (("train", "o-"), ("test", "s-")):
             col = f"{split}_{key}"
-            if col in rows[0]:
-                ax.plot(ep, [r[col] for r in rows], style, ms=3, label=split)
-        if key == "cost" and all(r["train_cost"] > 0 for r in rows):
+            pts = [(r["epoch"], r[col]) for r in rows if r.get(col) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3, label=split)
+        if key == "cost" and any("train_cost_in_epoch" in r for r in rows):
+            pts = [(r["epoch"], r["train_cost_in_epoch"]) for r in rows if r.get("train_cost_in_epoch") is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "x:", ms=3, label="train (in epoch)")
+        if key == "cost" and all(v > 0 for r in rows for k, v in r.items() if k.endswith("cost") or
+                                 k == "train_cost_in_epoch"):
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -466,10 +479,10 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         saved = json.loads(cfg_path.read_text())
         saved_spec = FitSpec.from_dict(saved["spec"])
         diff = {k: (getattr(saved_spec, k), getattr(spec, k)) for k in asdict(spec)
-                if getattr(saved_spec, k) != getattr(spec, k) and k != "epochs"}
+                if getattr(saved_spec, k) != getattr(spec, k) and k not in ("epochs", "eval_every")}
         if diff:
             raise PhysgradError(f"--resume: options differ from the saved run (saved, given): {diff}; only --epochs "
-                                "may change")
+                                "and --eval-every may change")
         for key, path in (("netlist_sha256", spec.netlist), ("data_sha256", spec.data), ("test_sha256", spec.test)):
             if path and saved.get(key) and saved[key] != _file_digest(path):
                 raise PhysgradError(f"--resume: {path} changed since the run started")
@@ -488,6 +501,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
     if resume:
         saved["spec"]["epochs"] = int(spec.epochs)
         saved["resolved"]["epochs"] = int(spec.epochs)
+        saved["spec"]["eval_every"] = int(spec.eval_every)
         cfg_path.write_text(json.dumps(saved, indent=2) + "\n")
         ck = _load_checkpoint(ckpt_path)
         theta, state, epoch, seconds = ck["theta"], ck["state"], ck["epoch"], ck["seconds"]
@@ -495,7 +509,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         if (dstate is None) != pb.device.is_ideal:
             raise PhysgradError(f"--resume: {ckpt_path} has {'no ' if dstate is None else ''}device state but the "
                                 f"device model is {pb.device.label!r}")
-        energy.solver.set_warm_state(ck["warm"])
+        minimizer.set_warm_state(energy, ck["warm"])
         rows = [m for m in _read_metrics(metrics_path) if m["epoch"] <= epoch]
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -507,7 +521,7 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         state = optim.init(r["optimizer"], theta)
         epoch, seconds = 0, 0.0
         rows = [_epoch_row(pb, theta, minimizer, 0, 0.0, dstate)]
-        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, energy.solver.warm_state(), dstate)
+        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, minimizer.warm_state(energy), dstate)
         _write_metrics(metrics_path, rows, names)
         log(_describe(rows[-1]))
     n = len(pb.X)
@@ -516,14 +530,15 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
     show = sys.stderr.isatty() if progress is None else progress
     title = f"{Path(spec.netlist).name}: {r['method']}, {r['loss']} loss, {r['optimizer']}"
     while epoch < r["epochs"]:
-        energy.solver.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
+        minimizer.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
         order = np.random.default_rng([r["seed"], epoch]).permutation(n)
         t0 = time.perf_counter()
         bar = _progress(n_batches, f"epoch {epoch + 1}/{r['epochs']}", not show)
+        costs: list = []
         for bi in range(n_batches):
             idx = order[bi * B:(bi + 1) * B]
             key = (TRAIN_READS, 0 if dstate is None else dstate.n_updates)
-            g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator)
+            g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs)
             theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
             theta, dstate = device_step(pb, theta, theta_opt, dstate)
             bar.update(1)
@@ -532,8 +547,11 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
             raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite conductances); lower --lr")
         seconds += time.perf_counter() - t0
         epoch += 1
-        rows.append(_epoch_row(pb, theta, minimizer, epoch, seconds, dstate))
-        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, energy.solver.warm_state(), dstate)
+        full = epoch % int(spec.eval_every) == 0 or epoch >= r["epochs"]
+        row = _epoch_row(pb, theta, minimizer, epoch, seconds, dstate) if full else {"epoch": epoch, "seconds": seconds}
+        row["train_cost_in_epoch"] = float(np.mean(np.concatenate(costs)))
+        rows.append(row)
+        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, minimizer.warm_state(energy), dstate)
         _write_metrics(metrics_path, rows, names)
         log(_describe(rows[-1]))
         if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
@@ -578,7 +596,11 @@ def _epoch_row(pb: FitProblem, theta, minimizer, epoch: int, seconds: float, dst
 
 
 def _describe(row: dict) -> str:
-    parts = [f"epoch {int(row['epoch']):3d}", f"train cost {row['train_cost']:.6g}"]
+    parts = [f"epoch {int(row['epoch']):3d}"]
+    if "train_cost" in row:
+        parts.append(f"train cost {row['train_cost']:.6g}")
+    if "train_cost_in_epoch" in row:
+        parts.append(f"(in epoch {row['train_cost_in_epoch']:.6g})")
     if "test_cost" in row:
         parts.append(f"test cost {row['test_cost']:.6g}")
     if "train_accuracy" in row:

@@ -42,6 +42,8 @@ SIAM J. Sci. Stat. Comput. 5 (1984) 562-589 (Schur-complement updates of a fixed
 """
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
@@ -70,6 +72,7 @@ class Factor:
     def __init__(self, K, dense: bool):
         self.n = K.shape[0]
         self.dense = dense
+        self.nnz = 0
         if self.n == 0:
             return
         if dense:
@@ -78,8 +81,10 @@ class Factor:
             if np.any(np.diag(lu) == 0.0):
                 raise SingularSystemError("the reference KKT matrix is exactly singular")
             self._lu = (lu, piv)
+            self.nnz = self.n * self.n
         else:
             self._lu = sparse_factor(sp.csc_matrix(K))
+            self.nnz = int(self._lu.L.nnz + self._lu.U.nnz)
 
     def solve(self, B: np.ndarray) -> np.ndarray:
         """``K^{-1} B`` for ``B`` of shape ``(n,)`` or ``(n, k)``."""
@@ -152,7 +157,11 @@ class SharedSystem:
                 K = sp.bmat([[sp.csr_matrix(H0), A.T], [A, None]], format="csc")
         else:
             K = H0
+        t0 = time.process_time()
         self.factor = Factor(K, self.dense)
+        # measured CPU seconds of this factorization: the cost model's price of a new reference
+        self.t_factor = time.process_time() - t0
+        self.nnz_factor = self.factor.nnz
         if self.dense:
             self._Dd = rows.Dd if rows.Dd is not None else self.D.toarray()
             self._Qd = rows.Qd if rows.Qd is not None else self.Q.toarray()
@@ -160,8 +169,13 @@ class SharedSystem:
         # correction columns: key k < m -> diode row k; key m + o -> output o
         self.col = np.full(self.m + self.n_out, -1, dtype=np.int64)
         self.keys = np.zeros(0, dtype=np.int64)
-        self.Y = np.zeros((self.nK, 0), order="F")
+        self._Ybuf = np.zeros((self.nK, 0), order="F")  # capacity grows by doubling; Y is a view
+        self.Y = self._Ybuf[:, :0]
         self.G = np.zeros((0, 0))
+
+    def column_cost(self) -> float:
+        """Estimated seconds of one new correction column (a forward and backward solve)."""
+        return 4.0 * max(self.nnz_factor, self.nK) * GATHER_S
 
     # --- the columns C and C^T ----------------------------------------------------------------------
     def _columns(self, keys: np.ndarray) -> np.ndarray:
@@ -218,7 +232,14 @@ class SharedSystem:
         k0 = len(self.keys)
         self.col[new] = k0 + np.arange(len(new))
         self.keys = np.concatenate([self.keys, new])
-        self.Y = np.asfortranarray(np.hstack([self.Y, Ynew]))
+        k1 = len(self.keys)
+        if k1 > self._Ybuf.shape[1]:
+            cap = max(k1, min(2 * self._Ybuf.shape[1], self.m + self.n_out), 8)  # at most every key once
+            buf = np.zeros((self.nK, cap), order="F")
+            buf[:, :k0] = self._Ybuf[:, :k0]
+            self._Ybuf = buf
+        self._Ybuf[:, k0:k1] = Ynew
+        self.Y = self._Ybuf[:, :k1]
         G = np.zeros((len(self.keys), len(self.keys)))
         G[:k0, :k0] = self.G
         cross = self.ct(Ynew, self.keys)  # C[:, all]^T Y_new
@@ -287,13 +308,38 @@ def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.nda
     if system.dense and system.m + system.n_out <= FULL_MASK_MAX:
         return _solve_full_mask(system, X0, d, W, out_rhs, out_lambda, idx)
     # bound the batched Schur systems' memory (nb x k x k): chunks of samples when the corrections are many
-    k_est = int(np.max(np.sum(W[idx] ^ system.ref[None, :], axis=1), initial=0)) + system.n_out
+    n_corr = np.sum(W[idx] ^ system.ref[None, :], axis=1)
+    k_est = int(np.max(n_corr, initial=0)) + system.n_out
     chunk = max(1, SCHUR_MAX // max(k_est * k_est, 1))
-    if idx.size > chunk:
-        parts = [_solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx[i:i + chunk])
-                 for i in range(0, idx.size, chunk)]
-        return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))
+    if idx.size > chunk or (idx.size >= 8 and k_est > 16):
+        # samples sorted by their number of corrections, in groups: every Schur system is padded to
+        # its group's largest, not the batch's (the dense solves cost ~ k^3 each)
+        order = np.argsort(n_corr, kind="stable")
+        groups = _k_groups(n_corr[order], chunk)
+        parts = [_solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx[order[a:b]]) for a, b in groups]
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+        return tuple(np.concatenate([p[j] for p in parts])[inv] for j in range(4))
     return _solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx)
+
+
+def _k_groups(k_sorted: np.ndarray, chunk: int) -> list:
+    """Cut sorted correction counts into consecutive groups: a new group starts where the padded
+    cost ``size * kmax^3`` would exceed the cost of two groups by a third, or at ``chunk`` samples."""
+    groups, a = [], 0
+    n = k_sorted.size
+    while a < n:
+        b = a + 1
+        while b < n and b - a < chunk:
+            k_hi = float(k_sorted[b]) + 1.0
+            # padded cost of [a, b] versus [a, b) plus a new group starting at b
+            if (b + 1 - a) * k_hi ** 3 > 1.33 * ((b - a) * (float(k_sorted[b - 1]) + 1.0) ** 3 + k_hi ** 3) \
+                    and b - a >= 4:
+                break
+            b += 1
+        groups.append((a, b))
+        a = b
+    return groups
 
 
 def _solve_stack(S: np.ndarray, rhs: np.ndarray) -> tuple:
@@ -446,16 +492,162 @@ def tolerances(h_scale: np.ndarray, F: np.ndarray, d: np.ndarray):
     return 1e-11 * v_scale, 1e-11 * i_scale
 
 
+# --- the cost model: border the shared factor, or factorize the sample's own pattern ---------------
+# Effective rates of the per-sample work on one core: dense Schur solves (flop/s) and gathers of the
+# correction columns (s per entry). A sample's border of k corrections costs about
+# k^3 / 3 / SCHUR_FLOPS + nK k GATHER_S per iteration; a reference of its own conducting set costs
+# one factorization (measured when the shared one was built) and leaves a border of the outputs only.
+SCHUR_FLOPS = 2e9
+GATHER_S = 2e-9
+# Fixed cost of one more pattern system (building its rows, columns and base solutions in Python), s.
+PATTERN_OVERHEAD_S = 5e-4
+# Never a dense border above this many corrections, whatever the estimate says.
+BORDER_MAX = 400
+# Pattern factorizations kept per parameter value (LRU), and their total factor entries.
+POOL_SIZE = 64
+POOL_NNZ = 8_000_000
+
+
+def border_cost(k, nK: int) -> np.ndarray:
+    """Estimated seconds of one sample's Schur border with ``k`` corrections on a factor of size ``nK``."""
+    k = np.asarray(k, dtype=float)
+    return k ** 3 / 3.0 / SCHUR_FLOPS + nK * k * GATHER_S
+
+
+class PatternPool:
+    """Reference factorizations of whole conducting sets ("patterns"), bounded (LRU by count and by
+    factor entries): the refactor-per-pattern route. A sample is served by the pooled system nearest
+    to its set (fewest differing rows), if its border there is cheap, else by a new system of its own
+    set, shared by every sample with the same set."""
+
+    def __init__(self, make_system, size: int = POOL_SIZE, max_nnz: int = POOL_NNZ):
+        self.make_system = make_system
+        self.size, self.max_nnz = size, max_nnz
+        self.systems: OrderedDict = OrderedDict()  # packed pattern -> SharedSystem
+        self.built = 0
+
+    def nearest(self, W: np.ndarray):
+        """``(system, n_differing_rows)`` of the pooled system nearest to each row of ``W`` (B, m)."""
+        if not self.systems:
+            return [None] * len(W), np.full(len(W), np.iinfo(np.int64).max)
+        refs = np.array([sy.ref for sy in self.systems.values()])  # (P, m)
+        diff = (W[:, None, :] ^ refs[None, :, :]).sum(axis=2)  # (B, P)
+        j = np.argmin(diff, axis=1)
+        systems = list(self.systems.values())
+        return [systems[i] for i in j], diff[np.arange(len(W)), j]
+
+    def get(self, pattern: np.ndarray) -> SharedSystem:
+        key = np.packbits(pattern).tobytes()
+        sy = self.systems.get(key)
+        if sy is None:
+            sy = self.make_system(pattern)
+            self.built += 1
+            self.systems[key] = sy
+            while len(self.systems) > 1 and (len(self.systems) > self.size or
+                                             sum(x.nnz_factor for x in self.systems.values()) > self.max_nnz):
+                self.systems.popitem(last=False)
+        else:
+            self.systems.move_to_end(key)
+        return sy
+
+
+class Router:
+    """Per sample and iteration, the cheaper of: the shared factor with a Schur border, or a factor
+    of (nearly) the sample's own conducting set from a :class:`PatternPool` (see :func:`border_cost`).
+
+    ``F`` (B, n) and ``d`` (B, m) are the batch's forces (A) and diode bounds (V): a pattern system
+    needs its own base solutions. ``stats`` counts ``border_samples`` and ``pattern_samples``
+    (sample-iterations on each route) and ``pattern_factorizations``.
+    """
+
+    def __init__(self, shared: SharedSystem, X0: np.ndarray, F: np.ndarray, d: np.ndarray,
+                 out_rhs: Optional[np.ndarray], out_lambda: float, pool: Optional[PatternPool]):
+        self.shared, self.X0 = shared, X0
+        self.F, self.d, self.out_rhs, self.out_lambda = F, d, out_rhs, out_lambda
+        self.pool = pool
+        self.stats = {"border_samples": 0, "pattern_samples": 0, "pattern_factorizations": 0}
+        self._x0: dict = {}  # id(system) -> (system, X0 (nK, B), filled (B,) bool)
+
+    def _cap(self, system: SharedSystem) -> float:
+        """Border cost (s) above which a pattern system is cheaper: its factorization (as measured for
+        ``system``), its output columns and base solution, and the bookkeeping of one more system."""
+        return system.t_factor + (system.n_out + 2) * system.column_cost() + PATTERN_OVERHEAD_S
+
+    def _base(self, system: SharedSystem, idx: np.ndarray) -> np.ndarray:
+        held = self._x0.get(id(system))
+        B = self.F.shape[0]
+        if held is None or held[0] is not system:
+            # keep base solutions only of systems still pooled (an evicted factor is freed, not held here)
+            live = {id(sy) for sy in self.pool.systems.values()} if self.pool is not None else set()
+            for key in [k for k in self._x0 if k not in live]:
+                del self._x0[key]
+            held = (system, np.zeros((system.nK, B), order="F"), np.zeros(B, bool))
+            self._x0[id(system)] = held
+        _, X0, filled = held
+        need = idx[~filled[idx]]
+        if need.size:
+            X0[:, need] = system.base(self.F[need], self.d[need])
+            filled[need] = True
+        return X0
+
+    def solve(self, W: np.ndarray, todo: np.ndarray):
+        """:func:`solve_on_sets` for the samples ``todo``, each on its cheaper route."""
+        shared = self.shared
+        n_out = shared.n_out if self.out_rhs is not None else 0
+        corr = W[todo] ^ shared.ref[None, :]
+        k = corr.sum(axis=1) + n_out
+        # columns not yet computed, each shared by the samples that need it
+        need = corr & (shared.col[None, :shared.m] < 0)
+        share = np.sum(need / np.maximum(need.sum(axis=0), 1)[None, :], axis=1)
+        cost = border_cost(k, shared.nK) + share * shared.column_cost()
+        cheap = (k <= BORDER_MAX) & (cost <= self._cap(shared))
+        if self.pool is None or np.all(cheap):
+            self.stats["border_samples"] += int(todo.size)
+            return solve_on_sets(shared, self.X0, self.d, W, self.out_rhs, self.out_lambda, todo)
+        B = W.shape[0]
+        u = np.zeros((todo.size, shared.n))
+        lam = np.zeros((todo.size, shared.m))
+        z_out = np.zeros((todo.size, shared.n_out))
+        ok = np.ones(todo.size, bool)
+        pos = np.full(B, -1, dtype=np.int64)
+        pos[todo] = np.arange(todo.size)
+        groups = []
+        if np.any(cheap):
+            groups.append((shared, self.X0, todo[cheap]))
+            self.stats["border_samples"] += int(cheap.sum())
+        rest = todo[~cheap]
+        self.stats["pattern_samples"] += int(rest.size)
+        near, dist = self.pool.nearest(W[rest])
+        chosen = {}
+        for j, b in enumerate(rest):
+            sy = near[j]
+            if sy is None or dist[j] + n_out > BORDER_MAX or \
+                    border_cost(dist[j] + n_out, sy.nK) + dist[j] * sy.column_cost() > self._cap(sy):
+                before = self.pool.built
+                sy = self.pool.get(W[b])
+                self.stats["pattern_factorizations"] += self.pool.built - before
+            chosen.setdefault(id(sy), (sy, []))[1].append(b)
+        for sy, members in chosen.values():
+            idx = np.asarray(members, dtype=np.int64)
+            groups.append((sy, self._base(sy, idx), idx))
+        for sy, X0, idx in groups:
+            ub, lb, zb, okb = solve_on_sets(sy, X0, self.d, W, self.out_rhs, self.out_lambda, idx)
+            p = pos[idx]
+            u[p], lam[p], z_out[p], ok[p] = ub, lb, zb, okb
+        return u, lam, z_out, ok
+
+
 CYCLE_CHECK_FROM = 6
 
 
 def pdas_batch(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W0: np.ndarray,
                out_rhs: Optional[np.ndarray], out_lambda: float, tol_v: np.ndarray, tol_i: np.ndarray,
-               max_iter: int = 50, refactor=None):
+               max_iter: int = 50, refactor=None, router: Optional[Router] = None):
     """Primal-dual active-set iteration on every sample at once.
 
     ``refactor(W) -> (system, X0) or None`` is called after an iteration whose corrections are
     large; it may return a new reference factorization (then the iteration continues on it).
+    ``router`` (a :class:`Router` on ``system``): each sample's solve on its cheaper route.
 
     Returns ``(u, lam, z_out, W, status, n_iter, system, X0)`` with status per sample
     ``"converged"``, ``"max_iter"`` (cycled or out of iterations) or ``"singular"``.
@@ -473,7 +665,10 @@ def pdas_batch(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W0: np.ndarr
     for it in range(1, max_iter + 1):
         if not todo.size:
             break
-        ub, lb, zb, ok = solve_on_sets(system, X0, d, W, out_rhs, out_lambda, todo)
+        if router is not None:
+            ub, lb, zb, ok = router.solve(W, todo)
+        else:
+            ub, lb, zb, ok = solve_on_sets(system, X0, d, W, out_rhs, out_lambda, todo)
         u[todo], lam[todo], z_out[todo] = ub, lb, zb
         n_iter[todo] = it
         bad = todo[~ok]
@@ -510,5 +705,7 @@ def pdas_batch(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W0: np.ndarr
             res = refactor(W, todo)
             if res is not None:
                 system, X0 = res
+                if router is not None:
+                    router.shared, router.X0 = system, X0
     status[status == ""] = "max_iter"
     return u, lam, z_out, W, status, n_iter, system, X0

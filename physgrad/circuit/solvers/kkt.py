@@ -30,6 +30,7 @@ import scipy.sparse.linalg as spla
 from physgrad.circuit.graphs import offset_forest
 from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.sparse import solve as sparse_solve
+from physgrad.circuit.solvers.strategy import new_stats, solve_spd
 from physgrad.types import InfeasibleError, NotSolvedError, SingularSystemError
 
 
@@ -62,11 +63,10 @@ def kkt_direct(H: sp.spmatrix, f: np.ndarray, D: sp.csr_matrix, d: np.ndarray, W
 
 
 # Above this many variables the KKT systems of the PDAS iteration are solved by eliminating the
-# active constraints and running preconditioned CG on the reduced SPD system (a sparse direct
-# factorisation of a 10k-node random graph takes seconds and millions of fill-in entries; CG took
-# 30 ms to a 1e-16 residual here). CG that stalls falls back to the direct KKT solve.
+# active constraints and solving the reduced SPD system by the route of
+# :mod:`physgrad.circuit.solvers.strategy` (sparse LDL^T on chains, ladders and meshes; bounded
+# Jacobi-CG that falls back to LDL^T on expander-like random graphs).
 ITERATIVE_MIN_SIZE = 3000
-CG_RTOL = 1e-14
 
 
 def eliminate(D: sp.csr_matrix, d: np.ndarray, W: np.ndarray, n: int, tol: float = 1e-12):
@@ -122,13 +122,16 @@ def eliminate(D: sp.csr_matrix, d: np.ndarray, W: np.ndarray, n: int, tol: float
     return T, t0, kept
 
 
-def kkt_reduced(H, f, D, d, W, u0=None, iterative=False):
+def kkt_reduced(H, f, D, d, W, u0=None, iterative=None, stats=None):
     """KKT solve by eliminating the active rows (dependent ones too, see :func:`eliminate`).
 
-    The reduced system ``T^T H T z = T^T (f - H t0)`` is SPD; it is solved by Jacobi-preconditioned
-    CG (``iterative``) or a sparse factorisation. Multipliers of the kept rows follow from
-    stationarity by least squares (exact: the kept rows are independent); dropped rows carry 0.
-    Returns ``(u, lam)`` or ``None`` (rows not eliminable, CG not converged).
+    The reduced system ``T^T H T z = T^T (f - H t0)`` is SPD; it is solved by the route
+    :func:`physgrad.circuit.solvers.strategy.solve_spd` picks by cost (``iterative=None``), or by
+    Jacobi-preconditioned CG with a bounded iteration count and a direct fallback (``True``), or by
+    sparse LDL^T (``False``); ``stats`` (a dict of :func:`~physgrad.circuit.solvers.strategy.new_stats`)
+    counts the routes taken. Multipliers of the kept rows follow from stationarity by least squares
+    (exact: the kept rows are independent); dropped rows carry 0. Returns ``(u, lam)`` or ``None``
+    (rows not eliminable).
     """
     el = eliminate(D, d, W, H.shape[0])
     if el is None:
@@ -138,17 +141,10 @@ def kkt_reduced(H, f, D, d, W, u0=None, iterative=False):
     b = T.T @ (f - H @ t0)
     if A.shape[0] == 0:
         z = np.zeros(0)
-    elif iterative:
-        diag = A.diagonal()
-        if np.any(diag <= 0):
-            return None
-        z0 = None if u0 is None else (T.T @ u0) / np.maximum(np.asarray(T.sum(axis=0)).ravel(), 1)
-        z, info = spla.cg(A, b, x0=z0, rtol=CG_RTOL, atol=0.0, maxiter=max(500, 2 * A.shape[0] // 10),
-                          M=sp.diags(1.0 / diag))
-        if info != 0:
-            return None
     else:
-        z = sparse_solve(A, b)
+        z0 = None if u0 is None else (T.T @ u0) / np.maximum(np.asarray(T.sum(axis=0)).ravel(), 1)
+        method = "auto" if iterative is None else ("iterative" if iterative else "direct")
+        z = solve_spd(A, b, z0, method=method, stats=stats)
     u = T @ z + t0
     return u, multipliers(D, d, W, f - H @ u, kept)
 
@@ -177,17 +173,18 @@ def multipliers(D, d, W, r, kept=None) -> np.ndarray:
     return lam
 
 
-def kkt_auto(H, f, D, d, W, u0=None):
-    """The KKT solve used by the active-set iterations: elimination + CG on large problems, the
-    direct KKT factorisation otherwise, elimination (dropping dependent rows) where that is singular."""
+def kkt_auto(H, f, D, d, W, u0=None, stats=None):
+    """The KKT solve used by the active-set iterations: elimination + the cost-chosen SPD route
+    (:mod:`physgrad.circuit.solvers.strategy`) on large problems, the direct KKT factorisation
+    otherwise, elimination (dropping dependent rows) where that is singular."""
     if H.shape[0] >= ITERATIVE_MIN_SIZE:
-        sol = kkt_reduced(H, f, D, d, W, u0, iterative=True)
+        sol = kkt_reduced(H, f, D, d, W, u0, stats=stats)
         if sol is not None:
             return sol
     try:
         return kkt_direct(H, f, D, d, W)
     except SingularSystemError:
-        sol = kkt_reduced(H, f, D, d, W)
+        sol = kkt_reduced(H, f, D, d, W, stats=stats)
         if sol is None:
             raise
         return sol
@@ -213,25 +210,31 @@ def pdas_step(W, lam, slack, tol_i: float, tol_v: float):
 
 
 def pdas(H, f, D, d, W0=None, max_iter=50) -> ReducedSolution:
-    """Primal-dual active-set iteration from the initial active set ``W0`` (bool mask)."""
+    """Primal-dual active-set iteration from the initial active set ``W0`` (bool mask).
+
+    ``info["linear_solves"]`` counts the routes of the large reduced solves (direct, iterative,
+    iterative_fallbacks, cg_iterations; :func:`~physgrad.circuit.solvers.strategy.new_stats`).
+    """
     m = D.shape[0]
     W = np.zeros(m, bool) if W0 is None else np.asarray(W0, bool).copy()
     tol_v, tol_i = _tolerances(H, f, d)
     seen = set()
     u = None
+    stats = new_stats()
     for it in range(1, max_iter + 1):
-        u, lam = kkt_auto(H, f, D, d, W, u)
+        u, lam = kkt_auto(H, f, D, d, W, u, stats)
         slack = d - D @ u
         ok, newW = pdas_step(W, lam, slack, tol_i, tol_v)
         if ok:
             lam = np.where(W, np.maximum(lam, 0.0), 0.0)
-            return ReducedSolution(u, lam, "converged", it, "pdas", "converged", active=W)
+            return ReducedSolution(u, lam, "converged", it, "pdas", "converged", {"linear_solves": stats}, active=W)
         key = newW.tobytes()
         if key in seen:
             break
         seen.add(key)
         W = newW
-    return ReducedSolution(u, lam, "max_iter", it, "pdas", "active-set iteration cycled", active=W)
+    return ReducedSolution(u, lam, "max_iter", it, "pdas", "active-set iteration cycled", {"linear_solves": stats},
+                           active=W)
 
 
 def feasible_point(D, d, n):

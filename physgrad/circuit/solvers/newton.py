@@ -43,7 +43,7 @@ from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
 from physgrad.circuit.diode import (pnjlim, shockley_co_content, shockley_current, shockley_slope,
                                     shockley_vcrit)
-from physgrad.circuit.sparse import solve as sparse_solve
+from physgrad.circuit.solvers.strategy import SPDFactor
 from physgrad.types import SingularSystemError
 
 EPS = np.finfo(float).eps
@@ -162,7 +162,7 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
                                             "own current scale")
         K = T.T @ (problem.H + problem.S.T @ sp.diags(sl) @ problem.S) @ T
         try:
-            dz = sparse_solve(K, -g)
+            dz = SPDFactor(K).solve(-g)  # LDL^T (qdldl), SuperLU where it meets a zero pivot
         except SingularSystemError:  # e.g. slopes of 1e60 S swamping the rest in float64
             return u, "solver_error", it - 1, f"singular Newton matrix at KCL residual {res:.2e} A"
         du = T @ dz
