@@ -48,7 +48,13 @@ def format_solution(sol) -> str:
     width = max([7] + [len(e.name) for e in sol.circuit.elements])
     lines += ["", f"{'element':<{width}}  {'current (A)':>22}   (first node -> second node)"]
     lines += [f"{n:<{width}}  {i:>22.15g}" for n, i in sol.current_dict().items()]
-    lines += ["", f"co-content: {sol.co_content:.15g} W   power dissipated: {sol.power:.15g} W"]
+    lines += ["", f"{'element':<{width}}  {'power (W)':>22}   (absorbed; sources that deliver are negative)"]
+    lines += [f"{n:<{width}}  {p:>22.15g}" for n, p in sol.power_dict().items()]
+    bal = sol.power_balance
+    lines += ["", f"co-content: {sol.co_content:.15g} W   power dissipated: {sol.power:.15g} W",
+              f"Tellegen: sources deliver {bal.delivered:.15g} W, resistors and diodes dissipate "
+              f"{bal.dissipated:.15g} W, sum of V*I over all elements {bal.residual:.3g} W "
+              f"(relative {bal.relative:.3g})"]
     if sol.certificate is not None:
         lines.append("KKT certificate: " + sol.certificate.describe())
     return "\n".join(lines)

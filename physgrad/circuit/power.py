@@ -1,0 +1,100 @@
+r"""Power of every element of a solved circuit, and Tellegen's balance.
+
+Each element carries its current :math:`I_e` (A) from its first node through it to its second node
+(the convention of :mod:`physgrad.circuit.elements`), so the power it absorbs is
+
+.. math:: P_e = (v_{a(e)} - v_{b(e)})\, I_e \quad \text{(W)},
+
+positive for an element that dissipates (resistors, diodes) and negative for a source that delivers
+power (independent V and I sources, and the E, F, G, H controlled sources, whose control ports draw
+no current). Tellegen's theorem: whenever the currents satisfy Kirchhoff's current law and the
+voltages are node potentials, :math:`\sum_e P_e = 0`, i.e. the power the sources deliver equals
+what the passive elements dissipate. :func:`tellegen` measures how far a solution is from that.
+
+A nudged solution (``beta != 0`` or an output clamp) has extra currents into the output nodes that
+belong to no element; :func:`tellegen` then does not balance and is not meant to.
+
+References
+----------
+B. D. H. Tellegen, "A general network theorem, with applications", Philips Research Reports 7,
+259-269 (1952).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, Resistor, ShockleyDiode, VoltageSource
+
+PASSIVE_TYPES = (Resistor, IdealDiode, ShockleyDiode)
+
+
+def element_powers(circuit: Circuit, voltages: np.ndarray, currents: np.ndarray) -> np.ndarray:
+    r"""Power absorbed by each element, :math:`P_e = (v_a - v_b) I_e` (W).
+
+    Parameters
+    ----------
+    circuit : Circuit
+    voltages : (n_nodes,) V, in the order of ``circuit.nodes`` (ground is 0 V)
+    currents : (n_elements,) A, in the order of ``circuit.elements``, first node -> second node
+
+    Returns
+    -------
+    (n_elements,) W: positive absorbed (dissipated), negative delivered.
+    """
+    v = np.asarray(voltages, dtype=float)
+    i = np.asarray(currents, dtype=float)
+    index = circuit.node_index
+    vg = np.concatenate([v, [0.0]])
+    ground = len(v)
+
+    def at(node):
+        return vg[index.get(node, ground)]
+
+    dv = np.array([at(el.nodes[0]) - at(el.nodes[1]) for el in circuit.elements], dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return dv * i
+
+
+def is_passive(element) -> bool:
+    """True for resistors and diodes (they only dissipate); False for every kind of source."""
+    return isinstance(element, PASSIVE_TYPES)
+
+
+@dataclass(frozen=True)
+class PowerBalance:
+    r"""Tellegen's balance of a solution.
+
+    Attributes
+    ----------
+    dissipated : float, W -- sum of :math:`P_e` over resistors and diodes (>= 0)
+    delivered : float, W -- minus the sum of :math:`P_e` over all sources (V, I, E, F, G, H)
+    residual : float, W -- :math:`\sum_e P_e` (0 by Tellegen's theorem)
+    scale : float, W -- :math:`\sum_e |P_e|` (what ``residual`` is relative to)
+    """
+
+    dissipated: float
+    delivered: float
+    residual: float
+    scale: float
+
+    @property
+    def relative(self) -> float:
+        """``|residual| / scale`` (0 for a circuit that carries no power)."""
+        if not (np.isfinite(self.residual) and np.isfinite(self.scale)):
+            return float("nan")
+        return abs(self.residual) / self.scale if self.scale > 0 else 0.0
+
+
+def tellegen(circuit: Circuit, powers: np.ndarray) -> PowerBalance:
+    """Split element powers (W, from :func:`element_powers`) into dissipated and delivered."""
+    p = np.asarray(powers, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _balance(circuit, p)
+
+
+def _balance(circuit: Circuit, p: np.ndarray) -> PowerBalance:
+    passive = np.array([is_passive(el) for el in circuit.elements], dtype=bool)
+    return PowerBalance(dissipated=float(np.sum(p[passive])), delivered=float(-np.sum(p[~passive])),
+                        residual=float(np.sum(p)), scale=float(np.sum(np.abs(p))))
