@@ -98,3 +98,37 @@ def _balance(circuit: Circuit, p: np.ndarray) -> PowerBalance:
     passive = np.array([is_passive(el) for el in circuit.elements], dtype=bool)
     return PowerBalance(dissipated=float(np.sum(p[passive])), delivered=float(-np.sum(p[~passive])),
                         residual=float(np.sum(p)), scale=float(np.sum(np.abs(p))))
+
+
+# --- Energy of a settling phase (RC model) ---------------------------------------------------------
+NODE_CAPACITANCE = 1e-12
+"""F: default capacitance of each circuit node to ground (a crossbar line of ~100 cells, or a pad)."""
+SETTLING_MULTIPLE = 5.0
+"""Settling time in RC time constants: ``exp(-5)`` (0.7 %) of the initial error is left."""
+
+
+def settling_time(node_capacitance: float, g_min: float, k: float = SETTLING_MULTIPLE) -> float:
+    r"""Settling time (s) of an RC network: :math:`t_s = k\, C_\mathrm{node} / G_\mathrm{min}`.
+
+    ``g_min`` (S) is the smallest total conductance from any free node to the rest of the circuit
+    (the slowest node's time constant is :math:`C/G`; for a uniform ``C`` the exact slowest mode is
+    :math:`C/\lambda_\mathrm{min}(L)` of the free-node conductance matrix ``L``, which is at most
+    this). ``k`` time constants leave :math:`e^{-k}` of the initial error.
+    """
+    c, g, k = float(node_capacitance), float(g_min), float(k)
+    if not (np.isfinite(c) and c >= 0 and np.isfinite(g) and g > 0 and np.isfinite(k) and k > 0):
+        raise ValueError(f"settling_time needs C >= 0 F, G > 0 S and k > 0; got C={c!r}, G={g!r}, k={k!r}")
+    return k * c / g
+
+
+def phase_energy(power: float, t_settle: float, node_capacitance: float = 0.0, voltages=()) -> float:
+    r"""Energy (J) a circuit draws from its sources during one phase of length ``t_settle`` (s).
+
+    :math:`E = P\, t_s + C \sum_n v_n^2`: the equilibrium dissipation ``power`` (W) taken over the
+    whole window (the model ignores that the power differs while the state is still settling), plus charging each node's
+    capacitance ``C`` (F) from 0 to ``v_n`` (V): the source delivers :math:`C v^2`, half stored and
+    half dissipated in the charging path, and the stored half is dissipated when the node is
+    discharged before the next phase.
+    """
+    v = np.asarray(voltages, dtype=float)
+    return float(power) * float(t_settle) + float(node_capacitance) * float(np.sum(v * v))
