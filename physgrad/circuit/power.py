@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physgrad.circuit.elements import Circuit, CurrentSource, IdealDiode, Resistor, ShockleyDiode, VoltageSource
+from physgrad.circuit.elements import Circuit, IdealDiode, Resistor, ShockleyDiode
+from physgrad.types import PhysgradError
 
 PASSIVE_TYPES = (Resistor, IdealDiode, ShockleyDiode)
 
@@ -117,7 +118,7 @@ def settling_time(node_capacitance: float, g_min: float, k: float = SETTLING_MUL
     """
     c, g, k = float(node_capacitance), float(g_min), float(k)
     if not (np.isfinite(c) and c >= 0 and np.isfinite(g) and g > 0 and np.isfinite(k) and k > 0):
-        raise ValueError(f"settling_time needs C >= 0 F, G > 0 S and k > 0; got C={c!r}, G={g!r}, k={k!r}")
+        raise PhysgradError(f"settling_time needs C >= 0 F, G > 0 S and k > 0; got C={c!r}, G={g!r}, k={k!r}")
     return k * c / g
 
 
@@ -132,3 +133,37 @@ def phase_energy(power: float, t_settle: float, node_capacitance: float = 0.0, v
     """
     v = np.asarray(voltages, dtype=float)
     return float(power) * float(t_settle) + float(node_capacitance) * float(np.sum(v * v))
+
+
+def min_node_conductance(circuit: Circuit) -> float:
+    """Smallest total resistor conductance (S) at any non-ground node that has a resistor with
+    ``G > 0`` (the slowest node's ``G`` in ``t = C / G``; diodes and sources are not counted);
+    0 when the circuit has no such resistor."""
+    total: dict = {}
+    for el in circuit.elements:
+        if isinstance(el, Resistor) and el.conductance > 0:
+            for n in el.nodes:
+                total[n] = total.get(n, 0.0) + el.conductance
+    total.pop("0", None)
+    return min(total.values()) if total else 0.0
+
+
+def settling_phase(solution, node_capacitance: float = NODE_CAPACITANCE, k: float = SETTLING_MULTIPLE) -> dict:
+    """The energy of one settling phase of a solved circuit as a JSON-able dict (strict: non-finite
+    values become None): ``node_capacitance_F``, ``settling_multiple``, ``g_min_S``,
+    ``settling_time_s`` (:func:`settling_time`) and ``energy_J`` (:func:`phase_energy` with the
+    solution's dissipated power and node voltages). ``None`` time and energy without resistors."""
+    c = float(node_capacitance)
+    if not (np.isfinite(c) and c >= 0):
+        raise PhysgradError(f"node capacitance must be a finite number >= 0 F, got {node_capacitance!r}")
+    if not (np.isfinite(float(k)) and float(k) > 0):
+        raise PhysgradError(f"settling multiple must be a finite number > 0, got {k!r}")
+    g = min_node_conductance(solution.circuit)
+    t = settling_time(c, g, k) if g > 0 else None
+    e = phase_energy(solution.power, t, c, solution.voltages) if t is not None else None
+
+    def fin(x):
+        return x if x is not None and np.isfinite(x) else None
+
+    return {"node_capacitance_F": c, "settling_multiple": float(k), "g_min_S": g, "settling_time_s": fin(t),
+            "energy_J": fin(e)}

@@ -17,6 +17,12 @@ def register(sub) -> None:
     p.add_argument("file", help="netlist file (see physgrad.circuit.netlist for the accepted SPICE subset)")
     p.add_argument("--solver", choices=SOLVERS, default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--node-capacitance", type=float, default=None, metavar="F",
+                   help="also report the energy of one settling phase: capacitance of every node to ground in F "
+                        "(e.g. 1e-12); settling time = k C / G_min (G_min: smallest total resistor conductance at a "
+                        "node), energy = P t + C sum v^2")
+    p.add_argument("--settling-multiple", type=float, default=5.0, metavar="K",
+                   help="settling time in RC time constants (default 5: exp(-5) of the error left)")
     p.set_defaults(func=run)
 
 
@@ -28,10 +34,22 @@ def run(args) -> int:
     if deck.notes:
         print(f"physgrad: note: {deck.note()}", file=sys.stderr)
     sol = solve(deck.circuit, args.solver, strict=False)
+    phase = None
+    if getattr(args, "node_capacitance", None) is not None:
+        from physgrad.circuit.power import settling_phase
+        phase = settling_phase(sol, args.node_capacitance, args.settling_multiple)
     if args.json:
-        print(sol.to_json())
+        if phase is None:
+            print(sol.to_json())
+        else:
+            import json
+            print(json.dumps({**sol.to_dict(), "settling": phase}, indent=2, allow_nan=False))
     else:
         print(format_solution(sol))
+        if phase is not None:
+            print(f"settling: C = {phase['node_capacitance_F']:g} F per node, G_min = {phase['g_min_S']:.6g} S, "
+                  f"t = {phase['settling_multiple']:g} C/G_min = {phase['settling_time_s']:.6g} s, "
+                  f"energy = P t + C sum v^2 = {phase['energy_J']:.6g} J")
     return 0 if sol.status == "converged" else 1
 
 
