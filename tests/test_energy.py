@@ -105,3 +105,28 @@ def test_layout_must_fit():
     with pytest.raises(PhysgradError):
         CrossbarLayout(hidden=30)
     assert CrossbarLayout().devices_used == 2 * (64 * 22 + 22 * 10) <= 64 * 64
+
+
+def test_physical_nudge_equals_ep_nudge_and_step_energy():
+    from physgrad.circuit.elements import IdealDiode
+    from physgrad.netlists.energy import ep_step_energy, nudged_circuit
+    from physgrad.types import Nudge
+    c = Circuit((VoltageSource("vin", "in", "0", 1.0), Resistor("r1", "in", "h", 2e-3), Resistor("r2", "h", "0", 1e-3),
+                 IdealDiode("d1", "h", "out", 0.1), Resistor("r3", "out", "0", 5e-4), Resistor("r4", "h", "out", 1e-4)))
+    beta, y = 2e-4, [0.05]
+    phys = solve(nudged_circuit(c, ["out"], y, beta))
+    ref = solve(c, nudge=Nudge(beta, target=np.array(y)), outputs=["out"])
+    for n in c.nodes:
+        assert phys.voltage(n) == pytest.approx(ref.voltage(n), abs=1e-12)
+    assert phys.power_balance.relative <= 1e-9
+    e = ep_step_energy(c, ["out"], y, beta, node_capacitance=1e-12, k=5.0,
+                       g_before=np.array([1e-5]), g_after=np.array([1.4e-5]), write=TAOX_WRITE, pulse_step=1e-6, batch=2)
+    free = solve(c)
+    g_min = min(2e-3 + 1e-3 + 1e-4, 2e-3, 5e-4 + 1e-4)  # nodes h, in, out
+    t = 5.0 * 1e-12 / g_min
+    assert e.settling_time == pytest.approx(t, rel=1e-12)
+    assert e.free == pytest.approx(free.power * t + 1e-12 * np.sum(free.voltages ** 2), rel=1e-12)
+    assert e.nudged > 0 and e.programming == pytest.approx(4 * 1.0 * 1e-5 * 100e-9 / 2, rel=1e-12)
+    assert e.total == pytest.approx(e.free + e.nudged + e.programming)
+    with pytest.raises(PhysgradError):
+        nudged_circuit(c, ["out"], y, -1e-3)
