@@ -54,14 +54,51 @@ def devices():
     return {"ideal": Device(name="ideal"), "reram-sb": reram, "levels64-stochastic": lv}
 
 
+def plot_energy(summary: dict, out: Path) -> None:
+    """Bar chart (log scale) of the energy per training example: crossbar reads and programming per
+    device, the CPU and GPU figures; whiskers are the stated ranges."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels, mid, lo, hi = [], [], [], []
+    for r in summary["rows"]:
+        labels.append("crossbar\n" + r["network"].rsplit(", ", 1)[-1])
+        mid.append(r["total_J"])
+        lo.append(r["total_J_range"][0])
+        hi.append(r["total_J_range"][1])
+    for name, key in (("CPU\n(EP step)", "cpu_J_per_example"), ("GPU\n(EP FLOPs)", "gpu_J_per_example"),
+                      ("CPU\n(backprop)", "backprop_cpu_J_per_example"), ("GPU\n(backprop FLOPs)", "backprop_gpu_J_per_example")):
+        a, b, c = summary[key]
+        labels.append(name)
+        lo.append(a)
+        mid.append(b)
+        hi.append(c)
+    mid, lo, hi = np.array(mid), np.array(lo), np.array(hi)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(labels))
+    ax.bar(x, mid, color=["tab:green"] * len(summary["rows"]) + ["tab:blue", "tab:red", "tab:blue", "tab:red"])
+    ax.errorbar(x, mid, yerr=[mid - lo, hi - mid], fmt="none", ecolor="k", capsize=3)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("J per training example")
+    ax.set_title("Energy per example (ideal crossbar: reads only; peripherals not counted)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "energy.png", dpi=100)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--replot", action="store_true", help="only redraw energy.png from results.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        plot_energy(json.loads((out / "results.json").read_text()), out)
+        return
     X, y = load_digits()
     lay = CrossbarLayout()
     runs = {}
@@ -163,6 +200,7 @@ def main():
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / "accuracy.png", dpi=100)
+        plot_energy(summary, out)
     except ImportError:
         pass
 
