@@ -122,11 +122,14 @@ def test_physical_nudge_equals_ep_nudge_and_step_energy():
     e = ep_step_energy(c, ["out"], y, beta, node_capacitance=1e-12, k=5.0,
                        g_before=np.array([1e-5]), g_after=np.array([1.4e-5]), write=TAOX_WRITE, pulse_step=1e-6, batch=2)
     free = solve(c)
-    g_min = min(2e-3 + 1e-3 + 1e-4, 2e-3, 5e-4 + 1e-4)  # nodes h, in, out
+    g_min = min(2e-3 + 1e-3 + 1e-4, 5e-4 + 1e-4)  # nodes h, out (node in is held by vin)
     t = 5.0 * 1e-12 / g_min
     assert e.settling_time == pytest.approx(t, rel=1e-12)
     assert e.free == pytest.approx(free.power * t + 1e-12 * np.sum(free.voltages ** 2), rel=1e-12)
-    assert e.nudged > 0 and e.programming == pytest.approx(4 * 1.0 * 1e-5 * 100e-9 / 2, rel=1e-12)
+    nud = solve(nudged_circuit(c, ["out"], y, beta))  # out gains beta; nudge_0 is held by its source
+    t_n = 5.0 * 1e-12 / (5e-4 + 1e-4 + beta)
+    assert e.nudged == pytest.approx(nud.power * t_n + 1e-12 * np.sum(nud.voltages ** 2), rel=1e-12)
+    assert e.programming == pytest.approx(4 * 1.0 * 1e-5 * 100e-9 / 2, rel=1e-12)
     assert e.total == pytest.approx(e.free + e.nudged + e.programming)
     with pytest.raises(PhysgradError):
         nudged_circuit(c, ["out"], y, -1e-3)

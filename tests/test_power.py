@@ -92,10 +92,10 @@ def test_cli_solve_settling_energy(tmp_path, capsys):
     assert main(["solve", str(f), "--json", "--node-capacitance", "1e-12", "--settling-multiple", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     st = out["settling"]
-    # Node m has 1 mS + 1/3 mS, node a 1 mS: G_min = 1 mS; t = 4 * 1 pF / 1 mS = 4 ns.
-    assert st["g_min_S"] == pytest.approx(1e-3, rel=1e-12)
-    assert st["settling_time_s"] == pytest.approx(4e-9, rel=1e-12)
-    assert st["energy_J"] == pytest.approx(out["power"] * 4e-9 + 1e-12 * (2.0 ** 2 + 2.25 ** 2), rel=1e-12)
+    # Node a is held by V1; node m has 1 mS + 1/3 mS: G_min = 4/3 mS; t = 4 * 1 pF / G_min = 3 ns.
+    assert st["g_min_S"] == pytest.approx(4e-3 / 3, rel=1e-12)
+    assert st["settling_time_s"] == pytest.approx(3e-9, rel=1e-12)
+    assert st["energy_J"] == pytest.approx(out["power"] * 3e-9 + 1e-12 * (2.0 ** 2 + 2.25 ** 2), rel=1e-12)
     assert main(["solve", str(f), "--node-capacitance", "1e-12"]) == 0
     assert "settling:" in capsys.readouterr().out
     assert main(["solve", str(f), "--node-capacitance", "-1"]) == 2

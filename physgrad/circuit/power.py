@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physgrad.circuit.elements import Circuit, IdealDiode, Resistor, ShockleyDiode
+from physgrad.circuit.elements import Circuit, IdealDiode, Resistor, ShockleyDiode, VoltageSource
 from physgrad.types import PhysgradError
 
 PASSIVE_TYPES = (Resistor, IdealDiode, ShockleyDiode)
@@ -136,22 +136,28 @@ def phase_energy(power: float, t_settle: float, node_capacitance: float = 0.0, v
 
 
 def min_node_conductance(circuit: Circuit) -> float:
-    """Smallest total resistor conductance (S) at any non-ground node that has a resistor with
-    ``G > 0`` (the slowest node's ``G`` in ``t = C / G``; diodes and sources are not counted);
-    0 when the circuit has no such resistor."""
+    """Smallest total resistor conductance (S) at any node that settles: a non-ground node with a
+    resistor of ``G > 0``, not held by a voltage source to ground (a source sets such a node at once;
+    its line charges through the source, counted by :func:`phase_energy`'s ``C v^2``). Diodes and
+    sources are not counted; 0 when no node qualifies."""
+    held = set()
+    for el in circuit.elements:
+        if isinstance(el, VoltageSource) and "0" in (el.pos, el.neg):
+            held.add(el.neg if el.pos == "0" else el.pos)
     total: dict = {}
     for el in circuit.elements:
         if isinstance(el, Resistor) and el.conductance > 0:
             for n in el.nodes:
                 total[n] = total.get(n, 0.0) + el.conductance
-    total.pop("0", None)
+    for n in held | {"0"}:
+        total.pop(n, None)
     return min(total.values()) if total else 0.0
 
 
 def settling_phase(solution, node_capacitance: float = NODE_CAPACITANCE, k: float = SETTLING_MULTIPLE) -> dict:
     """The energy of one settling phase of a solved circuit as a JSON-able dict (strict: non-finite
     values become None): ``node_capacitance_F``, ``settling_multiple``, ``g_min_S``,
-    ``settling_time_s`` (:func:`settling_time`) and ``energy_J`` (:func:`phase_energy` with the
+    ``settling_time_s`` (:func:`settling_time` with :func:`min_node_conductance`) and ``energy_J`` (:func:`phase_energy` with the
     solution's dissipated power and node voltages). ``None`` time and energy without resistors."""
     c = float(node_capacitance)
     if not (np.isfinite(c) and c >= 0):

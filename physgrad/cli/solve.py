@@ -19,8 +19,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--node-capacitance", type=float, default=None, metavar="F",
                    help="also report the energy of one settling phase: capacitance of every node to ground in F "
-                        "(e.g. 1e-12); settling time = k C / G_min (G_min: smallest total resistor conductance at a "
-                        "node), energy = P t + C sum v^2")
+                        "(e.g. 1e-12); settling time = k C / G_min (G_min: smallest total resistor conductance at a node "
+                        "not held by a voltage source to ground), energy = P t + C sum v^2")
     p.add_argument("--settling-multiple", type=float, default=5.0, metavar="K",
                    help="settling time in RC time constants (default 5: exp(-5) of the error left)")
     p.set_defaults(func=run)
