@@ -47,11 +47,16 @@ def rapl_joules():
         return None
 
 
+NAMES = ("ideal", "reram-sb", "reram-sb lr/4", "levels64-stochastic")
+
+
 def devices():
+    """``{name: (device, learning rates)}``."""
     reram = replace(get_device("reram-sb"), name="reram-sb+pair", pair=DifferentialPair(refresh_every=50))
     lv = replace(get_device("levels64-stochastic"), name="levels64-stochastic+pair",
                  pair=DifferentialPair(refresh_every=50))
-    return {"ideal": Device(name="ideal"), "reram-sb": reram, "levels64-stochastic": lv}
+    return {"ideal": (Device(name="ideal"), LR), "reram-sb": (reram, LR),
+            "reram-sb lr/4": (reram, (LR[0] / 4, LR[1] / 4)), "levels64-stochastic": (lv, LR)}
 
 
 def plot_energy(summary: dict, out: Path) -> None:
@@ -105,8 +110,8 @@ def main():
     for seed in args.seeds:
         perm = np.random.default_rng(1000 + seed).permutation(len(X))
         tr, te = perm[:1437], perm[1437:]
-        for name, dev in devices().items():
-            t = CrossbarTrainer(lay, dev, PHYS, beta=BETA, lr=LR, seed=seed)
+        for name, (dev, lr) in devices().items():
+            t = CrossbarTrainer(lay, dev, PHYS, beta=BETA, lr=lr, seed=seed)
             curve, recs = [], []
             for ep in range(args.epochs):
                 recs += train_crossbar(t, X[tr], y[tr], 1, BATCH, seed=1000 * seed + ep, account=True)
@@ -141,7 +146,7 @@ def main():
     flops_bp = backprop_step_flops(lay)
 
     rows = []
-    for name in ("ideal", "reram-sb", "levels64-stochastic"):
+    for name in NAMES:
         es = [r["energy_per_example"] for r in runs[name]]
         read = float(np.mean([e["read_free_J"] + e["read_nudged_J"] for e in es]))
         prog = float(np.mean([e["program_J"] for e in es]))
@@ -191,7 +196,7 @@ def main():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 4))
-        for name in ("ideal", "reram-sb", "levels64-stochastic"):
+        for name in NAMES:
             a = np.array([r["test_accuracy"] for r in runs[name]])
             ax.plot(np.arange(1, a.shape[1] + 1), a.mean(0), label=f"EP crossbar, {name}")
         ax.axhline(np.mean(bp_acc), color="k", ls="--", label="backprop (feed-forward)")
