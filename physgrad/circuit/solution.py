@@ -13,6 +13,7 @@ from physgrad.types import Status
 from physgrad.circuit.reduction import Problem
 from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope
 from physgrad.circuit.sparse import solve as sparse_solve
+from physgrad.circuit.power import PowerBalance, element_powers, tellegen
 
 # Certificate tolerances, relative to the problem's own scales (see `certify`): each free node's KCL
 # residual against that node's own current scale (Problem.current_scale), the diode conditions
@@ -178,6 +179,21 @@ class CircuitSolution:
     def current_dict(self) -> dict:
         return {el.name: float(i) for el, i in zip(self.circuit.elements, self.currents)}
 
+    @property
+    def element_powers(self) -> np.ndarray:
+        """(n_elements,) W absorbed by each element, ``(v_first - v_second) * current`` (sources that
+        deliver power are negative); see :mod:`physgrad.circuit.power`."""
+        return element_powers(self.circuit, self.voltages, self.currents)
+
+    def power_dict(self) -> dict:
+        return {el.name: float(p) for el, p in zip(self.circuit.elements, self.element_powers)}
+
+    @property
+    def power_balance(self) -> PowerBalance:
+        """Tellegen's balance: power dissipated by resistors and diodes, delivered by the sources, and
+        their mismatch (0 up to rounding for an un-nudged solution)."""
+        return tellegen(self.circuit, self.element_powers)
+
     def to_dict(self) -> dict:
         """The JSON object of ``physgrad solve --json``: strict JSON (no NaN or Infinity).
 
@@ -197,6 +213,8 @@ class CircuitSolution:
             return None
 
         cert = self.certificate
+        with np.errstate(invalid="ignore", over="ignore"):
+            bal = self.power_balance
         out = {
             "status": self.status,
             "solver": self.solver,
@@ -204,6 +222,9 @@ class CircuitSolution:
             "currents": {n: num(i, f"currents.{n}") for n, i in self.current_dict().items()},
             "co_content": num(self.co_content, "co_content"),
             "power": num(self.power, "power"),
+            "element_power": {n: num(p, f"element_power.{n}") for n, p in self.power_dict().items()},
+            "power_balance": {k: num(getattr(bal, k), f"power_balance.{k}")
+                              for k in ("dissipated", "delivered", "residual", "relative")},
             "iterations": int(self.n_iter),
             "message": self.message,
             "kkt": None if cert is None else {

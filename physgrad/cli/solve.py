@@ -18,6 +18,12 @@ def register(sub) -> None:
     p.add_argument("--solver", choices=SOLVERS, default="auto",
                    help="circuit solver; default auto (chosen by the circuit: linear, active set, Newton, MNA)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--node-capacitance", type=float, default=None, metavar="F",
+                   help="also report the energy of one settling phase: capacitance of every node to ground in F "
+                        "(e.g. 1e-12); settling time = k C / G_min (G_min: smallest total resistor conductance at a node "
+                        "not held by a voltage source to ground), energy = P t + C sum v^2")
+    p.add_argument("--settling-multiple", type=float, default=5.0, metavar="K",
+                   help="settling time in RC time constants (default 5: exp(-5) of the error left)")
     p.set_defaults(func=run)
 
 
@@ -29,10 +35,22 @@ def run(args) -> int:
     if deck.notes:
         print(f"physgrad: note: {deck.note()}", file=sys.stderr)
     sol = solve(deck.circuit, args.solver, strict=False)
+    phase = None
+    if getattr(args, "node_capacitance", None) is not None:
+        from physgrad.circuit.power import settling_phase
+        phase = settling_phase(sol, args.node_capacitance, args.settling_multiple)
     if args.json:
-        print(sol.to_json())
+        if phase is None:
+            print(sol.to_json())
+        else:
+            import json
+            print(json.dumps({**sol.to_dict(), "settling": phase}, indent=2, allow_nan=False))
     else:
         print(format_solution(sol))
+        if phase is not None:
+            print(f"settling: C = {phase['node_capacitance_F']:g} F per node, G_min = {phase['g_min_S']:.6g} S, "
+                  f"t = {phase['settling_multiple']:g} C/G_min = {phase['settling_time_s']:.6g} s, "
+                  f"energy = P t + C sum v^2 = {phase['energy_J']:.6g} J")
     return 0 if sol.status == "converged" else 1
 
 
@@ -49,7 +67,13 @@ def format_solution(sol) -> str:
     width = max([7] + [len(e.name) for e in sol.circuit.elements])
     lines += ["", f"{'element':<{width}}  {'current (A)':>22}   (first node -> second node)"]
     lines += [f"{n:<{width}}  {i:>22.15g}" for n, i in sol.current_dict().items()]
-    lines += ["", f"co-content: {sol.co_content:.15g} W   power dissipated: {sol.power:.15g} W"]
+    lines += ["", f"{'element':<{width}}  {'power (W)':>22}   (absorbed; sources that deliver are negative)"]
+    lines += [f"{n:<{width}}  {p:>22.15g}" for n, p in sol.power_dict().items()]
+    bal = sol.power_balance
+    lines += ["", f"co-content: {sol.co_content:.15g} W   power dissipated: {sol.power:.15g} W",
+              f"Tellegen: sources deliver {bal.delivered:.15g} W, resistors and diodes dissipate "
+              f"{bal.dissipated:.15g} W, sum of V*I over all elements {bal.residual:.3g} W "
+              f"(relative {bal.relative:.3g})"]
     if sol.certificate is not None:
         lines.append("KKT certificate: " + sol.certificate.describe())
     return "\n".join(lines)
