@@ -416,6 +416,12 @@ def make_stepper(engine: EngineName, preset: Preset, algorithm: str, params, *, 
     """The stepper of ``engine``: ``"fast"`` (centered EP on ``backend``: ``"numpy"``, ``"numba"`` or
     ``"torch"`` on ``device``; truncated backprop on ``"numpy"``) or ``"generic"`` (numpy reference,
     any rule)."""
+    if engine == "fast" and preset.model == "dchn":  # convolutional Hopfield presets: their own EP kernel
+        if algorithm == "tbp":  # no hand-written TBP for convolutions: autograd through the reference sweeps
+            return RuleStepper(preset, algorithm, params, threads=threads, eta=eta)
+        from physgrad.layered.kernels.conv_cep import make_conv_stepper
+
+        return make_conv_stepper(preset, algorithm, params, threads=threads, backend=backend, device=device)
     if engine == "fast":
         if algorithm not in FAST_ALGORITHMS:
             raise PhysgradError(f"the fast engine implements {' and '.join(FAST_ALGORITHMS)}, not {algorithm!r}")

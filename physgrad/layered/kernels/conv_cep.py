@@ -43,28 +43,38 @@ class NumpyOps:
         self.K, self.p, self.pooling = energy.kernel, energy.padding, energy.pooling
 
     def cols(self, a, padding=None):
-        """``(B, C K K, Ho Wo)`` patches of ``a`` (a copy)."""
+        """Patches of ``a`` ``(B, C, H, W)`` as one matrix ``(C K K, B Ho Wo)`` (a copy), with ``(B, Ho, Wo)``."""
         p = self.p if padding is None else padding
         if p:
             a = np.pad(a, ((0, 0), (0, 0), (p, p), (p, p)))
         v = sliding_window_view(a, (self.K, self.K), axis=(2, 3))  # (B, C, Ho, Wo, K, K)
         B, C, Ho, Wo = v.shape[:4]
-        return np.ascontiguousarray(v.transpose(0, 1, 4, 5, 2, 3)).reshape(B, C * self.K * self.K, Ho * Wo), Ho, Wo
+        return np.ascontiguousarray(v.transpose(1, 4, 5, 0, 2, 3)).reshape(C * self.K * self.K, B * Ho * Wo), B, Ho, Wo
 
     def conv(self, a, W, padding=None, cols=None):
-        """``W \\star a`` ``(B, O, Ho, Wo)``; ``cols``: precomputed :meth:`cols` of ``a``."""
-        c, Ho, Wo = self.cols(a, padding) if cols is None else cols
-        return np.matmul(W.reshape(W.shape[0], -1), c).reshape(a.shape[0], W.shape[0], Ho, Wo)
+        """``W \\star a`` ``(B, O, Ho, Wo)``: one product ``W (C K K) x cols``; ``cols``: precomputed :meth:`cols` of ``a``."""
+        c, B, Ho, Wo = self.cols(a, padding) if cols is None else cols
+        return (W.reshape(W.shape[0], -1) @ c).reshape(W.shape[0], B, Ho, Wo).transpose(1, 0, 2, 3)
 
     def conv_t(self, g, W):
-        """Adjoint of :meth:`conv` in its input (correlation with the flipped, transposed kernels)."""
-        return self.conv(g, np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), self.K - 1 - self.p)
+        """Adjoint of :meth:`conv` in its input: one product ``W^T g`` (``(C K K, B Ho Wo)``), then the
+        ``K^2`` shifted blocks added into the (padded) input image (col2im)."""
+        B, O, Ho, Wo = g.shape
+        C, K, p = W.shape[1], self.K, self.p
+        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(O, B * Ho * Wo)
+        cols = (W.reshape(O, -1).T @ g2).reshape(C, K, K, B, Ho, Wo)
+        out = np.zeros((C, B, Ho + K - 1, Wo + K - 1), dtype=g.dtype)
+        for i in range(K):
+            for j in range(K):
+                out[:, :, i:i + Ho, j:j + Wo] += cols[:, i, j]
+        out = out.transpose(1, 0, 2, 3)
+        return out[:, :, p:out.shape[2] - p, p:out.shape[3] - p] if p else out
 
     def wgrad(self, cols, g):
-        """``sum_b g_b cols_b^T`` reshaped to ``(O, C, K, K)``; ``cols`` from :meth:`cols`."""
-        c = cols[0]
-        out = np.tensordot(g.reshape(g.shape[0], g.shape[1], -1), c, axes=([0, 2], [0, 2]))
-        return out.reshape(g.shape[1], -1, self.K, self.K)
+        """``sum_{b,i,j} g[b,o,i,j] cols[(c,p,q),(b,i,j)]`` shaped ``(O, C, K, K)``; ``cols`` from :meth:`cols`."""
+        O = g.shape[1]
+        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(O, -1)
+        return (g2 @ cols[0].T).reshape(O, -1, self.K, self.K)
 
     @staticmethod
     def _windows(z):
@@ -239,6 +249,7 @@ class ConvEPStepper:
         BLAS (numpy) or torch intra-op threads, set until :meth:`close`.
     variant : {"positive", "negative", "centered"}
     backend : {"numpy", "torch"}
+        The preset's momentum/adam run on host copies of the parameters (small for these networks).
     device : {"cpu", "cuda"} (torch only)
     eval_batch : int
         Samples relaxed together by :meth:`evaluate`.
@@ -258,9 +269,7 @@ class ConvEPStepper:
         if any(p.dtype != self.dtype for p in params):
             raise PhysgradError(f"all parameters must have one dtype, got {[p.dtype.name for p in params]}")
         self.optimizer = None
-        if preset.optimizer != "sgd":
-            if backend != "numpy":
-                raise PhysgradError(f"optimizer {preset.optimizer!r} runs on the numpy backend of the dchn kernel")
+        if preset.optimizer != "sgd":  # on host arrays (a few MB at most: the kernels are small)
             from physgrad.layered.optimizer import LayerOptimizer
 
             self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
@@ -280,7 +289,7 @@ class ConvEPStepper:
         else:
             raise PhysgradError(f"the dchn kernel runs on 'numpy' or 'torch', not {backend!r}")
         if self.optimizer is not None:
-            self.opt_state = self.optimizer.init(self.params)
+            self.opt_state = self.optimizer.init(self.to_host())
 
     def _array(self, a):
         return self.ops.asarray(a, self.params[0]) if self.backend == "torch" else np.asarray(a, dtype=self.dtype)
@@ -302,6 +311,10 @@ class ConvEPStepper:
         if self.optimizer is None:
             for t, g, lr in zip(self.params, grads, lrs):
                 t -= lr * g
+        elif self.backend == "torch":
+            new, self.opt_state = self.optimizer.step(self.to_host(), self.to_host(grads), lrs, self.opt_state)
+            for t, a in zip(self.params, new):
+                t.copy_(self.ops.asarray(a, t))
         else:
             new, self.opt_state = self.optimizer.step(self.params, grads, lrs, self.opt_state)
             self.params = tuple(np.asarray(a, dtype=self.dtype) for a in new)
@@ -332,7 +345,7 @@ class ConvEPStepper:
             if arrays:
                 raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
             return
-        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
+        self.opt_state = self.optimizer.load_state_arrays(arrays, self.to_host())
 
     def close(self):
         self._restore()
@@ -345,4 +358,16 @@ def as_energy_state(energy: ConvHopfield, r: Relaxed) -> tuple:
 
 
 __all__ = ["NumpyOps", "Relaxed", "relax", "theta_grad", "ep_gradient", "predict", "ConvEPStepper",
-           "as_energy_state", "VARIANT_SIGNS"]
+           "as_energy_state", "VARIANT_SIGNS", "make_conv_stepper"]
+
+
+def make_conv_stepper(preset, algorithm: str, params, *, threads: int = 1, backend: str = "numpy",
+                      device: str = "cpu") -> ConvEPStepper:
+    """The fast stepper of a ``dchn`` preset: ``pep``/``nep``/``cep`` on ``backend`` (``numba``, the
+    auto choice elsewhere, runs the numpy kernel here: there is no compiled convolution kernel)."""
+    variants = {"pep": "positive", "nep": "negative", "cep": "centered"}
+    if algorithm not in variants:
+        raise PhysgradError(f"the fast engine of dchn presets implements {', '.join(variants)}, not {algorithm!r}: "
+                            f"use --engine generic")
+    backend = "numpy" if backend == "numba" else backend
+    return ConvEPStepper(preset, params, threads=threads, variant=variants[algorithm], backend=backend, device=device)
