@@ -45,7 +45,7 @@ def load_x(data_dir, n, seed=0):
 class Anchor:
     """The authors' C-EP training step (their classes, their order of operations)."""
 
-    def __init__(self, anchor_dir, channels, sweeps, beta, lrs, threads):
+    def __init__(self, anchor_dir, channels, sweeps, beta, lrs, threads, device="cpu"):
         sys.path.insert(0, str(anchor_dir))
         import torch
         from model.function.cost import SquaredError
@@ -58,7 +58,8 @@ class Anchor:
         self.torch = torch
         torch.manual_seed(0)
         self.energy = ConvHopfieldEnergy28(1, channels[0], channels[1], 10)
-        self.energy.set_device("cpu")
+        self.energy.set_device(device)
+        self.device = device
         self.cost = SquaredError(self.energy.layers()[-1])
         self.network = Network(self.energy)
         free_layers = self.network.free_layers()
@@ -83,7 +84,7 @@ class Anchor:
         xb = torch.as_tensor(x).reshape(-1, 1, 28, 28)
         self.network.set_input(xb, reset=False)
         self.free_min.compute_equilibrium()
-        self.cost.set_target(torch.as_tensor(y))
+        self.cost.set_target(torch.as_tensor(y, device=self.device))
         grads = self.estimator.compute_gradient()
         for p, g in zip(self.params, grads):
             p.state.grad = g
@@ -91,7 +92,7 @@ class Anchor:
 
 
 class Ours:
-    def __init__(self, channels, sweeps, beta, lrs, threads, batch_size, backend):
+    def __init__(self, channels, sweeps, beta, lrs, threads, batch_size, backend, device="cpu"):
         from physgrad.layered.kernels.conv_cep import ConvEPStepper
         from physgrad.layered.presets import get_preset
         from physgrad.layered.steppers import initial_params
@@ -102,7 +103,7 @@ class Ours:
         params = initial_params(self.preset, 0, np.float32)
         if backend == "torch":  # the kernel's momentum is the numpy optimizer: time the torch kernel with SGD
             self.preset = self.preset.with_options(optimizer="sgd")
-        self.stepper = ConvEPStepper(self.preset, params, threads=threads, backend=backend)
+        self.stepper = ConvEPStepper(self.preset, params, threads=threads, backend=backend, device=device)
         self.warm = None
 
     def step(self, x, y):
@@ -120,6 +121,7 @@ def main(argv=None):
     ap.add_argument("--sweeps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--engines", default="anchor,numpy,torch")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the torch engines: anchor and torch)")
     ap.add_argument("--report", default=None)
     a = ap.parse_args(argv)
     channels = tuple(int(c) for c in a.channels.split(","))
@@ -127,10 +129,18 @@ def main(argv=None):
     B = a.batch_size
     x, y = load_x(a.data_dir, B * (1 + a.batches * a.rounds))
     load0 = os.getloadavg()
+    if a.device == "cuda":
+        import torch
+
+        sync = torch.cuda.synchronize
+    else:
+        def sync():
+            return None
     engines = {}
     for name in a.engines.split(","):
-        engines[name] = (Anchor(Path(a.anchor), channels, a.sweeps, 0.25, lrs, a.threads) if name == "anchor" else
-                         Ours(channels, a.sweeps, 0.25, lrs, a.threads, B, name))
+        dev = a.device if name in ("anchor", "torch") else "cpu"
+        engines[name] = (Anchor(Path(a.anchor), channels, a.sweeps, 0.25, lrs, a.threads, dev) if name == "anchor" else
+                         Ours(channels, a.sweeps, 0.25, lrs, a.threads, B, name, dev))
         engines[name].step(x[:B], y[:B])  # warm-up
     cpu = {n: [] for n in engines}
     wall = {n: [] for n in engines}
@@ -141,17 +151,18 @@ def main(argv=None):
                 sl = slice((i + b) * B, (i + b + 1) * B)
                 c0, w0 = time.process_time(), time.perf_counter()
                 eng.step(x[sl], y[sl])
+                sync()
                 cpu[name].append(time.process_time() - c0)
                 wall[name].append(time.perf_counter() - w0)
         i += a.batches
     load1 = os.getloadavg()
     n_batches = -(-60000 // B)
-    lines = [f"DCHN 1x28x28-{channels[0]}x12x12-{channels[1]}x4x4-10, batch {B}, {a.sweeps} sweeps per phase "
+    lines = [f"device {a.device}; DCHN 1x28x28-{channels[0]}x12x12-{channels[1]}x4x4-10, batch {B}, {a.sweeps} sweeps per phase "
              f"(free + two nudged), centered EP, float32, {a.threads} thread(s); {a.rounds} rounds x {a.batches} "
              f"batches per engine, alternating",
              f"load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, at end {load1[0]:.2f} {load1[1]:.2f} "
              f"{load1[2]:.2f} (2-core machine, shared)", "",
-             "| engine | CPU s / batch (median) | wall s / batch (median) | CPU s / epoch (469 batches) | speed-up (CPU) |",
+             f"| engine | CPU s / batch (median) | wall s / batch (median) | CPU s / epoch ({n_batches} batches) | speed-up (CPU) |",
              "|---|---|---|---|---|"]
     ref = np.median(cpu["anchor"]) if "anchor" in cpu else None
     for name in engines:

