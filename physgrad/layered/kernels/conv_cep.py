@@ -77,27 +77,35 @@ class NumpyOps:
         return (g2 @ cols[0].T).reshape(O, -1, self.K, self.K)
 
     @staticmethod
-    def _windows(z):
-        B, C, H, W = z.shape
-        return z.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // 2, W // 2, 4)
+    def _corners(z):
+        """The four entries of every 2x2 window as strided views, in row-major window order."""
+        return z[:, :, 0::2, 0::2], z[:, :, 0::2, 1::2], z[:, :, 1::2, 0::2], z[:, :, 1::2, 1::2]
 
     def pool(self, z):
-        """``(pooled, winners)``: 2x2 max (first maximal entry) or average pooling."""
-        w = self._windows(z)
+        """``(pooled, winners)``: 2x2 max (winner = first maximal entry, by strict comparisons in window
+        order) or average pooling (winners None)."""
+        v = self._corners(z)
         if self.pooling == "avg":
-            return w.sum(axis=-1) * 0.25, None
-        idx = np.argmax(w, axis=-1)
-        return np.take_along_axis(w, idx[..., None], axis=-1)[..., 0], idx
+            return (v[0] + v[1] + v[2] + v[3]) * 0.25, None
+        best = np.array(v[0])
+        idx = np.zeros(best.shape, dtype=np.int8)
+        for d in (1, 2, 3):
+            m = v[d] > best
+            np.copyto(best, v[d], where=m)
+            idx[m] = d
+        return best, idx
 
     def unpool(self, p, idx):
         """Adjoint of :meth:`pool`: ``p`` ``(B, C, h, w)`` onto the winners (avg: ``p / 4`` everywhere)."""
         B, C, h, w = p.shape
-        if idx is None:
-            win = np.broadcast_to((p * 0.25)[..., None], (B, C, h, w, 4))
-        else:
-            win = np.zeros((B, C, h, w, 4), dtype=p.dtype)
-            np.put_along_axis(win, idx[..., None], p[..., None], axis=-1)
-        return win.reshape(B, C, h, w, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, 2 * h, 2 * w)
+        out = np.empty((B, C, 2 * h, 2 * w), dtype=p.dtype)
+        q = p * 0.25 if idx is None else p
+        for d, view in enumerate(self._corners(out)):
+            if idx is None:
+                view[...] = q
+            else:
+                np.multiply(q, idx == d, out=view)
+        return out
 
     @staticmethod
     def clip(a):
