@@ -665,4 +665,7 @@ def run_case(case, cfg: VerifyConfig) -> list:
     rows += check_contour(case, cfg, exact, rec)
     if "read_noise" in case.tags:
         rows += check_read_noise(case, cfg, exact)
+    if "dchn" in case.tags:  # convolutional Hopfield networks: their own family in the report
+        from verification.dchn import as_dchn_rows
+        rows = as_dchn_rows(rows)
     return rows

@@ -8,6 +8,7 @@ import pandas as pd
 
 from verification.cases import catalogue
 from verification.checks import VerifyConfig, run_case
+from verification.dchn import dchn_cases
 from verification.scale import ScaleCase, run_scale_case, scale_cases
 from verification.report import environment, write_report
 
@@ -22,7 +23,7 @@ def run_suite(quick: bool = True, cfg: Optional[VerifyConfig] = None, cases=None
     cfg = cfg or VerifyConfig()
     rows = []
     if cases is None:
-        cases = catalogue(quick) + (scale_cases(quick) if scale else [])
+        cases = catalogue(quick) + dchn_cases(quick) + (scale_cases(quick) if scale else [])
     for case in cases:
         t0 = time.perf_counter()
         try:

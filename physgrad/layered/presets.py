@@ -14,11 +14,12 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Literal, Optional, Union, get_args
 
+from physgrad.energies.conv import ConvHopfield
 from physgrad.energies.layered import DeepHopfield, DeepResistive
 from physgrad.minimizers.block import SCHEDULES, BlockCoordinateDescent, Schedule
 from physgrad.types import PhysgradError
 
-Model = Literal["drn", "dhn"]
+Model = Literal["drn", "dhn", "dchn"]
 MODELS = get_args(Model)
 LRSchedule = Literal["exponential", "cosine"]
 LR_SCHEDULES = get_args(LRSchedule)
@@ -175,12 +176,14 @@ class Preset:
         u = (t - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
         return self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
 
-    def energy(self) -> Union[DeepResistive, DeepHopfield]:
+    def energy(self) -> Union[DeepResistive, DeepHopfield, ConvHopfield]:
         """The network: :class:`~physgrad.energies.layered.DeepResistive` (with ``input_gain``) or
         :class:`~physgrad.energies.layered.DeepHopfield`, on :data:`MNIST_PIXELS` inputs."""
         if self.model == "drn":
             return DeepResistive(MNIST_PIXELS, self.hidden, self.n_outputs, input_gain=self.input_gain,
                                  amplifier_gains=self.amplifier_gains)
+        if self.model == "dchn":  # hidden = the image layers' channels; 1x28x28 input, 5x5 kernels, 2x2 max pooling
+            return ConvHopfield(channels=self.hidden, n_outputs=self.n_outputs)
         return DeepHopfield(MNIST_PIXELS, self.hidden, self.n_outputs)
 
     def minimizer(self, sweeps: Optional[int] = None) -> BlockCoordinateDescent:
@@ -234,6 +237,14 @@ PRESETS = {p.name: p for p in (
            weight_lrs=(0.2, 0.05, 0.01), epochs=100, batch_size=16, weight_gain=0.7, paper_error=1.65),
     Preset("dhn-3h", "dhn", (1024, 1024, 1024), sweeps=10, sweeps_eval=100, beta=0.2,
            weight_lrs=(0.2, 0.05, 0.01, 0.002), epochs=100, batch_size=16, weight_gain=0.7, paper_error=1.65),
+    # deep convolutional Hopfield networks (issue 22; physgrad.energies.conv): "hidden" are the channels of
+    # the image layers, 1x28x28 -> c1x12x12 -> c2x4x4 -> 10 (5x5 kernels, 2x2 max pooling)
+    Preset("dchn-tiny", "dchn", (2, 4), sweeps=4, sweeps_eval=8, beta=0.25, weight_lrs=(0.05, 0.05, 0.02),
+           epochs=2, batch_size=16, weight_gain=0.8),
+    # Laborieux et al. (2021) / the authors' ConvHopfieldEnergy28 on MNIST with the comparative study's recipe
+    # (beta 0.25, 15 sweeps per phase, 60 at inference, batch 128, momentum 0.9, cosine schedule)
+    Preset("dchn-mnist", "dchn", (32, 64), sweeps=15, sweeps_eval=60, beta=0.25, weight_lrs=(0.0625, 0.0375, 0.0125),
+           epochs=30, batch_size=128, optimizer="momentum", lr_schedule="cosine", lr_final=0.01, weight_gain=0.8),
 )}
 
 

@@ -555,6 +555,13 @@ def build_stepper(plan, preset: Preset, params, *, threads: int = 1, eta: float 
         plain = replace(plan, amplified=False)
         return AmplifiedStepper(preset, params, lambda p, q: build_stepper(plain, p, q, threads=threads, eta=eta))
     name = plan.stepper
+    if preset.model == "dchn" and plan.engine == "fast":  # convolutional Hopfield presets: their own EP kernel
+        if plan.algorithm == "tbp":  # no hand-written TBP for convolutions: autograd through the reference sweeps
+            return RuleStepper(preset, plan.algorithm, params, threads=threads, eta=eta)
+        from physgrad.layered.kernels.conv_cep import make_conv_stepper
+
+        return make_conv_stepper(preset, plan.algorithm, params, threads=threads, backend=plan.backend,
+                                 device=plan.torch_device)
     if name == "RuleStepper":
         return RuleStepper(preset, plan.algorithm, params, threads=threads, eta=eta)
     if name == "CompiledCEPStepper":

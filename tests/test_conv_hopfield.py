@@ -1,0 +1,297 @@
+"""Convolutional Hopfield networks (issue 22): the energy's operators against scipy and autograd, the
+layer updates against the energy's stationarity, every learning rule through the generic route, the
+fast kernel (numpy, torch) against the reference in float64, the presets through ``physgrad train``."""
+import dataclasses
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad
+from scipy.signal import correlate
+
+from physgrad.energies.conv import ConvHopfield, conv, conv_transpose, conv_weight_grad
+from physgrad.layered.kernels import conv_cep
+from physgrad.learning import (EquilibriumPropagation, ExactGradient, RecurrentBackprop, TruncatedBackprop,
+                               contrastive_learning)
+from physgrad.minimizers.block import BlockCoordinateDescent
+from physgrad.types import Nudge, PhysgradError
+
+try:
+    import torch
+except ImportError:  # optional extra
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (optional: pip install torch)")
+
+
+def small(pooling="max", padding=1, kernel=3, image=(1, 8, 8), channels=(2, 3), n_outputs=2):
+    return ConvHopfield(image=image, channels=channels, n_outputs=n_outputs, kernel=kernel, padding=padding,
+                        pooling=pooling)
+
+
+def params(energy, seed=0, gain=2.0):
+    rng = np.random.default_rng(seed)
+    th = energy.init_theta(rng, gain)
+    L = energy.n_layers
+    return th[:L] + tuple(0.2 * rng.normal(size=b.shape) for b in th[L:])
+
+
+def flat(tree):
+    return np.concatenate([np.ravel(a) for a in tree])
+
+
+def rel(a, b):
+    return np.linalg.norm(flat(a) - flat(b)) / np.linalg.norm(flat(b))
+
+
+def test_convolution_operators_match_scipy_and_their_adjoints():
+    rng = np.random.default_rng(0)
+    a, W = rng.normal(size=(2, 3, 7, 7)), rng.normal(size=(4, 3, 3, 3))
+    z = conv(a, W, 1)
+    ref = np.stack([np.stack([sum(correlate(np.pad(a[b, c], 1), W[o, c], mode="valid") for c in range(3))
+                              for o in range(4)]) for b in range(2)])
+    np.testing.assert_allclose(z, ref, atol=1e-12)
+    g = rng.normal(size=z.shape)
+    np.testing.assert_allclose(conv_transpose(g, W, 1), grad(lambda t: anp.sum(conv(t, W, 1) * g))(a), atol=1e-12)
+    np.testing.assert_allclose(conv_weight_grad(a, g, 3, 1), grad(lambda t: anp.sum(conv(a, t, 1) * g))(W), atol=1e-12)
+
+
+def test_shapes_follow_the_authors_mnist_network():
+    e = ConvHopfield()
+    assert e.shapes == ((1, 28, 28), (32, 12, 12), (64, 4, 4), (10,))
+    assert e.param_shapes[:3] == ((32, 1, 5, 5), (64, 32, 5, 5), (1024, 10))
+    with pytest.raises(PhysgradError, match="must be even"):
+        ConvHopfield(image=(1, 9, 9), channels=(2,), kernel=3, padding=0)
+    with pytest.raises(PhysgradError, match="pooling"):
+        ConvHopfield(pooling="min")
+    with pytest.raises(PhysgradError, match="W_2 must have shape"):
+        e.split(tuple(np.zeros(s) for s in ((32, 1, 5, 5), (64, 3, 5, 5), (1024, 10), (32,), (64,), (10,))))
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_theta_grad_is_the_derivative_of_the_energy(pooling):
+    e = small(pooling)
+    th = params(e)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(3, e.n_inputs))
+    s = tuple(rng.uniform(size=(3, n)) for n in e.sizes[1:])
+    auto = grad(lambda t: anp.mean(e.energy(s, t, x)))(th)
+    for a, b in zip(e.theta_grad(s, th, x), auto):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_block_descent_reaches_a_stationary_point_on_the_box(pooling):
+    """KKT on [0, 1]: dE/ds = 0 on free units, >= 0 at 0, <= 0 at 1 (the nudged output block too)."""
+    e = small(pooling)
+    th = params(e)
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(size=(2, e.n_inputs)), rng.uniform(size=(2, 2))
+    nudge = Nudge(0.3, target=y)
+    eq = BlockCoordinateDescent(sweeps=5000, tol=1e-13).minimize(e, th, x, nudge=nudge)
+    assert eq.converged
+    g = grad(lambda s: anp.sum(e.energy(s, th, x)) + 0.3 * 0.5 * anp.sum((s[-1] - y) ** 2))(eq.state)
+    for k, (gk, sk) in enumerate(zip(g, eq.state), start=1):
+        lo, hi = e.bounds(k)
+        free = (sk > lo + 1e-9) & (sk < hi - 1e-9)
+        assert np.max(np.abs(gk[free]), initial=0) < 1e-10
+        assert np.all(gk[sk <= lo + 1e-9] >= -1e-10) and np.all(gk[sk >= hi - 1e-9] <= 1e-10)
+
+
+def test_average_pooling_updates_never_raise_the_energy():
+    e = small("avg")
+    th = params(e, 3)
+    x = np.random.default_rng(3).uniform(size=(2, e.n_inputs))
+    m = BlockCoordinateDescent(sweeps=1, tol=None, schedule="forward")
+    s = e.zero_state(2)
+    E = np.sum(e.energy(s, th, x))
+    for _ in range(30):
+        s = m.step(e, th, x, s)
+        E_new = np.sum(e.energy(s, th, x))
+        assert E_new <= E + 1e-12
+        E = E_new
+
+
+def test_learning_rules_against_the_exact_gradient_through_the_fixed_point():
+    """C-EP bias O(beta^2), P-EP O(beta); TBP/RBP converge to the implicit gradient; CL is a descent direction."""
+    e = small("max")
+    th = params(e, 1)
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(size=(2, e.n_inputs)), rng.uniform(size=(2, 2))
+    m = BlockCoordinateDescent(sweeps=20000, tol=1e-14)
+    exact = ExactGradient().compute(e, th, x, y, m)
+    assert not exact.near_kink
+    errs = {v: [rel(EquilibriumPropagation(b, v).estimate(e, th, x, y, m), exact.grad) for b in (4e-3, 2e-3, 1e-3)]
+            for v in ("positive", "centered")}
+    assert 1.8 < np.log2(errs["centered"][0] / errs["centered"][1]) < 2.2
+    assert 0.8 < np.log2(errs["positive"][0] / errs["positive"][1]) < 1.2
+    assert errs["centered"][2] < 1e-4
+    assert rel(TruncatedBackprop(100).estimate(e, th, x, y, m), exact.grad) < 1e-10
+    assert rel(RecurrentBackprop(60).estimate(e, th, x, y, m), exact.grad) < 1e-10
+    cl = flat(contrastive_learning().estimate(e, th, x, y, m))
+    assert cl @ flat(exact.grad) > 0
+
+
+def test_exact_gradient_matches_finite_differences():
+    e = small("max")
+    th = params(e, 1)
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(size=(2, e.n_inputs)), rng.uniform(size=(2, 2))
+    m = BlockCoordinateDescent(sweeps=20000, tol=1e-14)
+    g = ExactGradient().estimate(e, th, x, y, m)
+    d = tuple(rng.normal(size=t.shape) for t in th)
+
+    def cost(t):
+        s = m.minimize(e, tuple(a + t * b for a, b in zip(th, d)), x).state
+        return 0.5 * np.mean(np.sum((s[-1] - y) ** 2, axis=1))
+
+    h = 1e-5
+    fd = (cost(h) - cost(-h)) / (2 * h)
+    assert abs(fd - flat(g) @ flat(d)) < 1e-7 * np.linalg.norm(flat(g)) * np.linalg.norm(flat(d))
+
+
+@pytest.mark.parametrize("pooling,padding,kernel", [("max", 1, 3), ("avg", 0, 5)])
+@pytest.mark.parametrize("variant", ["positive", "negative", "centered"])
+def test_fast_kernel_equals_the_reference_in_float64(pooling, padding, kernel, variant):
+    e = small(pooling, padding, kernel, image=(1, 16, 16), channels=(3, 4), n_outputs=3)
+    th = params(e, 4)
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(size=(5, e.n_inputs)), np.eye(3)[rng.integers(0, 3, 5)]
+    m = BlockCoordinateDescent(sweeps=7, tol=None)
+    rule = EquilibriumPropagation(beta=0.3, variant=variant, strict=False)
+    warm = tuple(rng.uniform(size=(5, n)) for n in e.sizes[1:])
+    free = m.minimize(e, th, x, s0=warm)
+    ph = rule.phases(e, th, x, y, m, free=free)
+    ref = rule.estimate_from_phases(e, th, x, ph)
+    fast, relaxed = conv_cep.ep_gradient(e, conv_cep.NumpyOps(e), th, x, y, warm, 7, "asynchronous", 0.3, variant)
+    for a, b in zip(fast, ref):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    for a, b in zip(conv_cep.as_energy_state(e, relaxed), free.state):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    last = ph.plus if ph.plus is not None else ph.minus
+    for a, b in zip(relaxed.last, last.state):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+@needs_torch
+@pytest.mark.parametrize("pooling,padding,kernel", [("max", 1, 3), ("avg", 0, 5)])
+def test_torch_kernel_equals_numpy_in_float64(pooling, padding, kernel):
+    from physgrad.layered.kernels import conv_torch
+
+    e = small(pooling, padding, kernel, image=(1, 16, 16), channels=(3, 4), n_outputs=3)
+    th = params(e, 5)
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(size=(4, e.n_inputs)), np.eye(3)[rng.integers(0, 3, 4)]
+    g_np, r_np = conv_cep.ep_gradient(e, conv_cep.NumpyOps(e), th, x, y, None, 6, "asynchronous", 0.25)
+    ops, tp, restore = conv_torch.setup(e, th)
+    try:
+        g_t, r_t = conv_cep.ep_gradient(e, ops, tp, torch.as_tensor(x), torch.as_tensor(y), None, 6, "asynchronous", 0.25)
+    finally:
+        restore()
+    for a, b in zip(g_np, g_t):
+        np.testing.assert_allclose(b.numpy(), a, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(r_t.out.numpy(), r_np.out, rtol=0, atol=1e-12)
+
+
+def _steppers(preset, backend="numpy"):
+    from physgrad.layered.steppers import initial_params, make_stepper
+
+    p0 = initial_params(preset, 0, np.float64)
+    fast = make_stepper("fast", preset, "cep", tuple(a.copy() for a in p0), backend=backend)
+    generic = make_stepper("generic", preset, "cep", tuple(a.copy() for a in p0))
+    return fast, generic
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_fast_stepper_equals_the_generic_route(optimizer):
+    from physgrad.layered.presets import get_preset
+
+    preset = get_preset("dchn-tiny").with_options(optimizer=optimizer, sweeps=3)
+    fast, generic = _steppers(preset)
+    assert isinstance(fast, conv_cep.ConvEPStepper)
+    rng = np.random.default_rng(6)
+    x, y = rng.uniform(size=(8, 784)), rng.integers(0, 10, 8)
+    wf = wg = None
+    for _ in range(2):
+        wf, pf = fast.step(x, np.arange(8), y, None, wf, 0.5)
+        wg, pg = generic.step(x, np.arange(8), y, None, wg, 0.5)
+        np.testing.assert_array_equal(pf, pg)
+    for a, b in zip(fast.to_host(), generic.to_host()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(fast.evaluate(fast.params, x), generic.evaluate(generic.params, x))
+    fast.close()
+    generic.close()
+
+
+@needs_torch
+def test_torch_stepper_equals_the_numpy_stepper():
+    from physgrad.layered.presets import get_preset
+
+    preset = get_preset("dchn-tiny").with_options(sweeps=3, optimizer="momentum")
+    from physgrad.layered.steppers import initial_params, make_stepper
+
+    p0 = initial_params(preset, 0, np.float64)
+    a = make_stepper("fast", preset, "cep", tuple(t.copy() for t in p0), backend="numpy")
+    b = make_stepper("fast", preset, "cep", tuple(t.copy() for t in p0), backend="torch")
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(size=(8, 784)), rng.integers(0, 10, 8)
+    wa = wb = None
+    for _ in range(2):
+        wa, _ = a.step(x, np.arange(8), y, None, wa, 1.0)
+        wb, _ = b.step(x, np.arange(8), y, None, wb, 1.0)
+    for p, q in zip(a.to_host(), b.to_host()):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-10)
+    a.close()
+    b.close()
+
+
+def test_fast_engine_refuses_rules_it_does_not_implement():
+    from physgrad.layered.presets import get_preset
+    from physgrad.layered.steppers import RuleStepper, initial_params, make_stepper
+
+    preset = get_preset("dchn-tiny")
+    p0 = initial_params(preset, 0, np.float32)
+    with pytest.raises(PhysgradError, match="use --engine generic"):
+        make_stepper("fast", preset, "cl", p0)
+    assert isinstance(make_stepper("fast", preset, "tbp", p0), RuleStepper)
+
+
+@pytest.mark.slow
+def test_train_dchn_tiny_resumes_bit_for_bit(data_dir, tmp_path):
+    from physgrad.layered.train import TrainConfig, load_checkpoint, train
+
+    cfg = TrainConfig(preset="dchn-tiny", data_dir=data_dir, epochs=2, train_size=32, threads=1, backend="numpy")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    metrics = train(cfg, full, progress=False)
+    assert len(metrics) == 2 and (full / "learning_curve.png").exists()
+    train(cfg, parts, progress=False, _interrupt_after=3)
+    train(cfg, parts, resume=True, progress=False)
+    for p, q in zip(load_checkpoint(full / "checkpoint.npz")["params"], load_checkpoint(parts / "checkpoint.npz")["params"]):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("algorithm", ["pep", "cl", "tbp"])
+def test_generic_rules_train_dchn_tiny(data_dir, tmp_path, algorithm):
+    from physgrad.layered.train import TrainConfig, train
+
+    cfg = TrainConfig(preset="dchn-tiny", algorithm=algorithm, engine="generic", data_dir=data_dir, epochs=1,
+                      train_size=16, test_size=16, threads=1)
+    m = train(cfg, tmp_path / algorithm, progress=False)
+    assert len(m) == 1
+
+
+@pytest.mark.slow
+def test_dchn_verification_family_passes():
+    from verification.checks import VerifyConfig, run_case
+    from verification.dchn import dchn_case
+
+    cfg = VerifyConfig(betas=(1e-3, 3e-3, 1e-2), etas=(1e-2, 1e-1), steps=(3, 100), n_directions=1)
+    rows = run_case(dataclasses.replace(dchn_case(0, "max")), cfg)
+    assert {r["family"] for r in rows} == {"dchn"}
+    assert not [r for r in rows if r["status"] == "fail"]
+    checks = {(r["check"], r["method"]) for r in rows if r["status"] == "pass"}
+    for want in [("bias:bias_order", "cep"), ("bias:bias_order", "pep"), ("bounds:lower_bound", "pep"),
+                 ("bounds:upper_bound", "nep"), ("surrogate:ep_is_surrogate_gradient", "cep"),
+                 ("backprop:convergence", "tbp"), ("backprop:convergence", "rbp"), ("exact:exact_vs_fd", "exact")]:
+        assert want in checks
+    slope = [r for r in rows if r["check"] == "bias:bias_order" and r["method"] == "cep"][0]["value"]
+    assert abs(slope - 2) < 0.1
