@@ -82,3 +82,16 @@ def test_the_rules_that_matter():
             plan_engine(**kw)
     if numba_cpu.AVAILABLE:
         assert TrainConfig(optimizer="momentum").plan.stepper == "CompiledCEPStepper"
+
+
+def test_convolutional_presets_plan_their_own_kernel():
+    """dchn presets: cep/pep/nep on ConvEPStepper (numpy or torch, any optimizer; numba runs numpy with a
+    note), other rules refused on the fast engine and sent to the generic one by auto."""
+    for algorithm in ("cep", "pep", "nep"):
+        plan = plan_engine("auto", algorithm, "torch", optimizer="momentum", convolutional=True)
+        assert (plan.engine, plan.backend, plan.stepper) == ("fast", "torch", "ConvEPStepper")
+    plan = plan_engine("fast", "cep", "numba", convolutional=True)
+    assert (plan.backend, plan.stepper) == ("numpy", "ConvEPStepper") and "numpy kernel" in plan.note
+    assert plan_engine("auto", "tbp", convolutional=True).stepper == "RuleStepper"
+    with pytest.raises(PhysgradError, match="use --engine generic"):
+        plan_engine("fast", "cl", convolutional=True)

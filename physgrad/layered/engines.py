@@ -19,10 +19,13 @@ fast       cep         numpy          sgd                 ``FusedCEPStepper`` (a
 fast       cep         numpy          momentum/adam       ``OptimizerCEPStepper`` (numpy array stepper)
 fast       cep         torch          sgd                 ``TorchCEPStepper`` (cpu or cuda)
 fast       tbp         numpy          sgd                 ``FusedTBPStepper``
+fast       cep/pep/nep numpy/torch    sgd/momentum/adam   ``ConvEPStepper`` (convolutional Hopfield
+           (dchn)      (numba: numpy)                     presets; no compiled convolution kernel)
 generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
 ========== =========== ============== =================== ==========================================
 
-* ``engine="auto"``: fast for ``cep`` and for ``tbp`` with SGD, generic otherwise.
+* ``engine="auto"``: fast for ``cep`` and for ``tbp`` with SGD (convolutional presets: for
+  ``cep``, ``pep`` and ``nep``), generic otherwise.
 * Amplifiers between layers (a DRN with ``amplifier_gains``): the fast numpy and numba steppers run
   the plain DRN they are an exact reparametrisation of (:class:`physgrad.layered.steppers.AmplifiedStepper`);
   torch refuses them; the generic engine runs the amplified energy itself.
@@ -50,7 +53,16 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 PER_EXAMPLE_READS = ("phase", "example")
 """Read-noise resampling (``device.read_noise.resample``) that only the generic engine realises."""
 STEPPERS = ("CompiledCEPStepper", "FusedCEPStepper", "OptimizerCEPStepper", "TorchCEPStepper", "FusedTBPStepper",
-            "RuleStepper")
+            "ConvEPStepper", "RuleStepper")
+CONV_FAST_ALGORITHMS = ("cep", "pep", "nep")
+"""Algorithms of the fast engine of convolutional Hopfield presets (:mod:`physgrad.layered.kernels.conv_cep`)."""
+
+
+def preset_traits(preset) -> dict:
+    """The options of :func:`plan_engine` that a preset decides: its optimizer, whether it is a DRN with
+    amplifiers between layers, whether it is a convolutional Hopfield network."""
+    return {"optimizer": preset.optimizer, "amplified": preset.model == "drn" and bool(preset.amplifier_gains),
+            "convolutional": preset.model == "dchn"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ def _choice(name: str, value, valid) -> None:
 
 def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "auto", torch_device: str = "cpu",
                 optimizer: str = "sgd", amplified: bool = False, device_model=None,
-                numba_available: Optional[bool] = None) -> EnginePlan:
+                numba_available: Optional[bool] = None, convolutional: bool = False) -> EnginePlan:
     """The :class:`EnginePlan` of a run, or the :class:`PhysgradError` that refuses it (module docstring).
 
     Parameters
@@ -109,6 +121,8 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         (``read_noise.resample`` when ``read_noise.sigma > 0``) decides which engines can realise them.
     numba_available : bool, optional
         Whether numba can be imported (default: :data:`physgrad.layered.kernels.numba_cpu.AVAILABLE`).
+    convolutional : bool
+        A convolutional Hopfield network (``dchn`` presets): its fast engine is ``ConvEPStepper``.
 
     Raises
     ------
@@ -125,7 +139,8 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     if torch_device != "cpu" and backend != "torch":
         raise PhysgradError(f"device {torch_device!r} needs --backend torch (numpy and numba run on the cpu)")
     if engine == "auto":
-        fast = algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd")
+        fast = (algorithm in CONV_FAST_ALGORITHMS if convolutional
+                else algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd"))
         engine = "fast" if fast else "generic"
     rn = getattr(device_model, "read_noise", None)
     device_reads = rn.resample if rn is not None and rn.sigma > 0 else None
@@ -146,6 +161,13 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
             raise PhysgradError(f"backend {backend!r} runs the fast engine only; the generic engine (algorithm "
                                 f"{algorithm!r}) is the numpy reference: use --backend numpy (or auto)")
         return EnginePlan("generic", "numpy", algorithm, optimizer, "RuleStepper")
+    if convolutional:
+        if algorithm not in CONV_FAST_ALGORITHMS:
+            raise PhysgradError(f"the fast engine of convolutional Hopfield presets implements "
+                                f"{', '.join(CONV_FAST_ALGORITHMS)}, not {algorithm!r}: use --engine generic")
+        kernel = "torch" if backend == "torch" else "numpy"
+        note = None if backend != "numba" else "no compiled convolution kernel: --backend numba runs the numpy kernel"
+        return EnginePlan("fast", kernel, algorithm, optimizer, "ConvEPStepper", torch_device=torch_device, note=note)
     if algorithm not in FAST_ALGORITHMS:
         raise PhysgradError(f"the fast engine implements cep and tbp (centered EP and truncated backprop), "
                             f"not {algorithm!r}: use --engine generic")

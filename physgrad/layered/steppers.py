@@ -29,7 +29,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from physgrad.layered import fused
-from physgrad.layered.engines import plan_engine
+from physgrad.layered.engines import plan_engine, preset_traits
 from physgrad.layered.presets import Preset
 from physgrad.types import PhysgradError
 
@@ -555,9 +555,7 @@ def build_stepper(plan, preset: Preset, params, *, threads: int = 1, eta: float 
         plain = replace(plan, amplified=False)
         return AmplifiedStepper(preset, params, lambda p, q: build_stepper(plain, p, q, threads=threads, eta=eta))
     name = plan.stepper
-    if preset.model == "dchn" and plan.engine == "fast":  # convolutional Hopfield presets: their own EP kernel
-        if plan.algorithm == "tbp":  # no hand-written TBP for convolutions: autograd through the reference sweeps
-            return RuleStepper(preset, plan.algorithm, params, threads=threads, eta=eta)
+    if name == "ConvEPStepper":
         from physgrad.layered.kernels.conv_cep import make_conv_stepper
 
         return make_conv_stepper(preset, plan.algorithm, params, threads=threads, backend=plan.backend,
@@ -586,6 +584,5 @@ def make_stepper(engine: str, preset: Preset, algorithm: str, params, *, threads
     ``"torch"``) on torch ``device``, ``preset.optimizer``, the preset's amplifiers and
     ``device_model`` (a :class:`physgrad.devices.Device` whose random reads the engine must realise;
     the caller wraps the stepper for it); refused combinations raise its :class:`PhysgradError`."""
-    plan = plan_engine(engine, algorithm, backend, device, preset.optimizer,
-                       amplified=preset.model == "drn" and bool(preset.amplifier_gains), device_model=device_model)
+    plan = plan_engine(engine, algorithm, backend, device, device_model=device_model, **preset_traits(preset))
     return build_stepper(plan, preset, params, threads=threads, eta=eta)

@@ -71,7 +71,7 @@ from physgrad.devices import Device as DeviceModel
 from physgrad.layered.data import DATASETS, data_record, load_dataset
 from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
 from physgrad.layered.presets import Preset, get_preset
-from physgrad.layered.engines import EnginePlan, plan_engine
+from physgrad.layered.engines import EnginePlan, plan_engine, preset_traits
 from physgrad.layered.steppers import initial_params, make_stepper, optimizer_state
 from physgrad.types import PhysgradError
 
@@ -243,8 +243,8 @@ class TrainConfig:
         """Engine, backend and stepper of this run: :func:`physgrad.layered.engines.plan_engine` (the
         one table of engine rules, also behind :func:`~physgrad.layered.steppers.make_stepper`)."""
         p = self.resolved_preset
-        return plan_engine(self.engine, self.algorithm, self.backend, self.device, p.optimizer,
-                           amplified=p.model == "drn" and bool(p.amplifier_gains), device_model=self.resolved_device)
+        return plan_engine(self.engine, self.algorithm, self.backend, self.device, device_model=self.resolved_device,
+                           **preset_traits(p))
 
     @property
     def resolved_engine(self) -> str:
