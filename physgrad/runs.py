@@ -414,7 +414,7 @@ class RunFolder:
                                      f"or new folder, or --overwrite to write the run's files beside them")
             elif found == kind and not reentrant and not overwrite and any(
                     (path / f).exists() or (path / f).is_symlink() for f in run_files):
-                raise RunFolderError(f"{path} already holds a {kind} run; use --resume to continue it, another "
+                raise RunFolderError(f"{path} already holds a run ({kind}); use --resume to continue it, another "
                                      f"--out, or --overwrite to start it again")
             if not resume:
                 if marker_kind is None and found == kind:  # a run folder from before the marker: its files are ours
