@@ -401,9 +401,8 @@ class RunFolder:
             written, marker_kind = cls._read_marker(path)
             entries = sorted(p.name for p in path.iterdir() if p.name not in OWN_FILES)
             found = marker_kind or (_legacy_kind(path) if entries else None)
-            if found is not None and found != kind:
-                if resume or not overwrite:
-                    raise RunFolderError(f"--out {path} holds a {found} run, not a {kind} run; use another --out")
+            if found is not None and found != kind:  # even --overwrite never replaces another command's run
+                raise RunFolderError(f"--out {path} holds a {found} run, not a {kind} run; use another --out")
             if resume:
                 if found != kind:
                     raise RunFolderError(f"--resume: {path} does not hold a {kind} run"
