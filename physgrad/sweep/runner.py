@@ -155,15 +155,16 @@ def parse_scheduler(address) -> tuple:
     return scheme, host, int(port)
 
 
-def probe_scheduler(address, connect_timeout: float = CONNECT_TIMEOUT_S,
-                    handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> str:
+def probe_scheduler(address, connect_timeout: Optional[float] = None,
+                    handshake_timeout: Optional[float] = None) -> str:
     """Check that a Dask scheduler answers at ``address`` before handing it to Dask; returns the
     address as ``scheme://host:port``.
 
     A Dask peer writes its handshake as soon as the connection opens: an 8-byte little-endian length
     and a message of that many bytes. This reads only the length (never allocates by it) and
     refuses a peer that does not connect within ``connect_timeout`` s, stays silent for
-    ``handshake_timeout`` s, or announces an implausible message (junk, not Dask).
+    ``handshake_timeout`` s, or announces an implausible message (junk, not Dask). Defaults:
+    :data:`CONNECT_TIMEOUT_S`, :data:`HANDSHAKE_TIMEOUT_S` (10 s each).
 
     Raises
     ------
@@ -172,17 +173,17 @@ def probe_scheduler(address, connect_timeout: float = CONNECT_TIMEOUT_S,
     import socket
     import struct
 
+    connect_timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
+    handshake_timeout = HANDSHAKE_TIMEOUT_S if handshake_timeout is None else handshake_timeout
     scheme, host, port = parse_scheduler(address)
     where = f"--scheduler {address}"
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise PhysgradError(f"{where}: cannot resolve {host!r} ({exc})") from None
-    if scheme == "tls":  # the TLS handshake is Dask's; only check that the port accepts
-        infos = infos[:1]
     try:
         with socket.create_connection((host, port), timeout=connect_timeout) as sock:
-            if scheme == "tls":
+            if scheme == "tls":  # the TLS handshake is Dask's; only check that the port accepts
                 return f"{scheme}://{host}:{port}"
             sock.settimeout(handshake_timeout)
             head = b""
