@@ -53,16 +53,25 @@ def test_spec_value_types_exit_2_naming_the_key(task, tmp_path, capsys, base, gr
     assert needle in err and str(tmp_path / "s.toml") in err and "Traceback" not in err
 
 
-def _table(tmp_path, task):  # noqa: F811
-    """A finished one-run sweep folder."""
-    spec = fit_spec(tmp_path, task)
-    out = tmp_path / "out"
-    assert sweep(spec, out) == 0
-    return spec, out
+@pytest.fixture(scope="module")
+def finished(task, tmp_path_factory):  # noqa: F811
+    """A finished one-run sweep folder (made once per module)."""
+    d = tmp_path_factory.mktemp("sweep")
+    spec = fit_spec(d, task)
+    assert sweep(spec, d / "out") == 0
+    return spec, d / "out"
 
 
-def test_damaged_results_table_exit_2_naming_file_and_line(task, tmp_path, capsys):  # noqa: F811
-    spec, out = _table(tmp_path, task)
+def _table(finished, tmp_path):
+    """A copy of the finished sweep folder."""
+    import shutil
+    spec, out = finished
+    shutil.copytree(out, tmp_path / "out")
+    return spec, tmp_path / "out"
+
+
+def test_damaged_results_table_exit_2_naming_file_and_line(finished, tmp_path, capsys):
+    spec, out = _table(finished, tmp_path)
     capsys.readouterr()
     good = (out / "results.csv").read_text()
     header, row = good.splitlines()[:2]
@@ -90,8 +99,8 @@ def test_damaged_results_table_exit_2_naming_file_and_line(task, tmp_path, capsy
         capsys.readouterr()
 
 
-def test_two_sweeps_into_one_out(task, tmp_path, capsys):  # noqa: F811
-    spec, out = _table(tmp_path, task)
+def test_two_sweeps_into_one_out(finished, tmp_path, capsys):
+    spec, out = _table(finished, tmp_path)
     proc = hold_lock(out, "sweep")
     try:
         assert sweep(spec, out) == 2
@@ -108,6 +117,7 @@ def test_two_sweeps_into_one_out(task, tmp_path, capsys):  # noqa: F811
     assert (other / "summary.md").read_text() == "my summary"
 
 
+@pytest.mark.slow
 def test_two_real_sweep_processes_never_lose_a_row(task, tmp_path):  # noqa: F811
     spec = fit_spec(tmp_path, task, grid="lr = [0.001, 0.002]")
     out = tmp_path / "out"
@@ -250,7 +260,7 @@ def test_summary_names_train_error_without_a_test_set():
     assert "| measure |" in mixed.replace("| lr | measure |", "| measure |")
 
 
-def test_fit_sweep_summary_says_train(task, tmp_path):  # noqa: F811
-    spec, out = _table(tmp_path, task)
+def test_fit_sweep_summary_says_train(finished):
+    spec, out = finished
     text = (out / "summary.md").read_text()
     assert "Train cost over seeds" in text and "Test error" not in text
