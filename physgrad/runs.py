@@ -53,6 +53,8 @@ LOCK = ".physgrad-lock"
 OWN_FILES = (MARKER, LOCK)
 KINDS = ("train", "fit", "sweep")
 MAX_METRICS_BYTES = 64 << 20  # a metrics.csv larger than this is not one physgrad wrote
+MAX_JSON_BYTES = 16 << 20  # config.json
+MAX_CHECKPOINT_BYTES = 16 << 30
 
 
 class CorruptRunError(PhysgradError):
@@ -146,6 +148,32 @@ def save_figure(fig, path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     write_bytes(path, buf.getvalue())
+
+
+def read_regular(path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (a symlink to one is followed) of at most
+    ``limit`` bytes; ``OSError`` otherwise (a device such as ``/dev/zero``, a FIFO, a folder, too large)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a device, FIFO or socket)", str(path))
+        chunks, n = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - n))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n += len(chunk)
+            if n > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 # --- versions, progress, plots -----------------------------------------------------------------------
@@ -319,9 +347,8 @@ def _legacy_kind(folder: Path) -> Optional[str]:
     cfg = folder / "config.json"
     if cfg.is_file() and not cfg.is_symlink():
         try:
-            with open(cfg, "rb") as fh:
-                d = json.loads(fh.read(1 << 22))
-        except (OSError, ValueError):
+            d = json.loads(read_regular(cfg, MAX_JSON_BYTES))
+        except (OSError, ValueError, RecursionError):
             return None
         if isinstance(d, dict):
             if "spec" in d and "resolved" in d:
@@ -441,8 +468,7 @@ class RunFolder:
         if not m.exists() and not m.is_symlink():
             return set(), None
         try:
-            with open(m, "rb") as fh:
-                d = json.loads(fh.read(1 << 20))
+            d = json.loads(read_regular(m, 1 << 20))
             if not isinstance(d, dict) or d.get("kind") not in KINDS or not isinstance(d.get("files"), list):
                 raise ValueError("not a run marker")
             return {str(f) for f in d["files"]}, d["kind"]
@@ -500,9 +526,7 @@ def read_json(path, what: str = "run configuration") -> dict:
     """A JSON object from a run folder; missing, unreadable or not an object: :class:`CorruptRunError`."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(1 << 26)
-        d = json.loads(raw.decode("utf-8"))
+        d = json.loads(read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise CorruptRunError(f"--resume: {path} is missing; the run folder cannot be continued") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -587,7 +611,13 @@ def load_checkpoint(path, required: Iterable[str] = ()) -> dict:
     if not path.exists() and not path.is_symlink():
         raise CorruptRunError(f"--resume: no checkpoint at {path}")
     try:
-        with open(path, "rb") as fh:
+        import stat
+
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            os.set_blocking(fd, True)
             z = np.load(fh, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise ValueError("not an .npz archive")
@@ -661,11 +691,7 @@ class MetricsLog:
             self.rows, self._lines = [], []  # interrupted in the first epoch: no row yet
             return []
         try:
-            if os.path.getsize(p) > MAX_METRICS_BYTES:
-                raise CorruptRunError(f"--resume: {p} is larger than {MAX_METRICS_BYTES >> 20} MB; not a physgrad "
-                                      f"metrics file")
-            with open(p, "rb") as fh:
-                text = fh.read().decode("utf-8")
+            text = read_regular(p, MAX_METRICS_BYTES).decode("utf-8")
         except FileNotFoundError:
             raise CorruptRunError(f"--resume: {p} is missing; the run folder cannot be continued") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -728,6 +754,20 @@ class MetricsLog:
 
 
 # --- signals ----------------------------------------------------------------------------------------
+_PENDING: dict = {"signum": None}
+
+
+def defer_signals() -> None:
+    """Remember SIGINT/SIGTERM instead of acting on them until a :class:`StopFlag` is entered (which
+    then stops at once). For worker processes that run one run each: a stop request that arrives
+    between claiming the folder and installing the run's handler is not lost."""
+    def remember(signum, frame):
+        _PENDING["signum"] = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, remember)
+
+
 class StopFlag:
     """SIGINT/SIGTERM set :attr:`stop` (and :attr:`signum`); the loop saves at its next safe point and
     exits with ``128 + signum``. A second signal raises :class:`KeyboardInterrupt` at once. Outside
@@ -745,6 +785,8 @@ class StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
+            if _PENDING["signum"] is not None:  # a deferred stop request (:func:`defer_signals`)
+                self.stop, self.signum = True, _PENDING["signum"]
         return self
 
     def _handle(self, signum, frame):

@@ -8,10 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
-from physgrad.runs import CorruptRunError
+from physgrad.runs import CorruptRunError, read_regular
 from physgrad.sweep.spec import task_id
 
 RESULTS = "results.csv"
@@ -35,10 +34,7 @@ def read_results(out) -> list:
     if not path.exists() and not path.is_symlink():
         return []
     try:
-        if os.path.getsize(path) > MAX_RESULTS_BYTES:
-            raise CorruptRunError(f"{path}: larger than {MAX_RESULTS_BYTES >> 20} MB; not a physgrad sweep table")
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
+        text = read_regular(path, MAX_RESULTS_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CorruptRunError(f"{path}: cannot read it ({type(exc).__name__}: {exc}); use another --out") from None
     limit = csv.field_size_limit()

@@ -242,25 +242,30 @@ def _dask_futures(todo, submit_args, workers: int, scheduler: Optional[str], fla
                 cluster.close()
 
 
-def _ignore_sigint() -> None:
-    """Pool workers ignore SIGINT between runs (a run's own handler saves its checkpoint)."""
-    import signal
+def _worker_init() -> None:
+    """Pool workers remember SIGINT/SIGTERM until their run installs its handler, which then saves
+    the checkpoint at once (:func:`physgrad.runs.defer_signals`)."""
+    from physgrad.runs import defer_signals
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    defer_signals()
 
 
 def _pool_futures(todo, submit_args, workers: int, flag):
     """Yield ``(id, result dict)`` from a local process pool (no Dask); a dead worker is an error row.
-    When ``flag.stop`` is set, runs not started are cancelled and the running ones are sent the
-    signal (they save their checkpoints and come back ``unfinished``)."""
+    When ``flag.stop`` is set, runs not started are cancelled and each worker that holds a run's lock
+    (a run under way; the lock names its pid) is sent SIGINT once: it saves its checkpoint and comes
+    back ``unfinished``. Workers still starting up are not signalled."""
     import multiprocessing
     import signal
     from concurrent.futures import wait
 
+    from physgrad.runs import read_lock
+
     kwargs = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_ignore_sigint, **kwargs)
-    forwarded = False
+                               initializer=_worker_init, **kwargs)
+    run_dirs = {rid: Path(submit_args(rid, params)[2]) for rid, params in todo}
+    cancelled, signalled = False, set()
     try:
         futures = {pool.submit(execute, *submit_args(rid, params)): rid for rid, params in todo}
         pending = set(futures)
@@ -274,13 +279,18 @@ def _pool_futures(todo, submit_args, workers: int, flag):
                     yield rid, fut.result()
                 except Exception as exc:  # BrokenProcessPool: a worker died
                     yield rid, RunResult("error", message=f"worker died: {type(exc).__name__}: {exc}"[:500]).__dict__
-            if flag.stop and not forwarded:
-                forwarded = True
-                for f in pending:
-                    f.cancel()
-                for proc in list(getattr(pool, "_processes", {}).values()):  # tell running runs to save
-                    with contextlib.suppress(OSError, AttributeError):
-                        os.kill(proc.pid, signal.SIGINT)
+            if flag.stop:
+                if not cancelled:
+                    cancelled = True
+                    for f in pending:
+                        f.cancel()
+                pids = {proc.pid for proc in list(getattr(pool, "_processes", {}).values())}
+                for f in pending:  # tell the runs under way to save (once each)
+                    pid = read_lock(run_dirs[futures[f]]).get("pid")
+                    if pid in pids and pid not in signalled:
+                        signalled.add(pid)
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGINT)
         pool.shutdown(wait=True)
     except BaseException:  # a second Ctrl-C: stop the workers at once (their checkpoints are kept)
         for proc in list(getattr(pool, "_processes", {}).values()):
