@@ -407,7 +407,7 @@ def signal_case(argv: list, out: Path, rng, timeout_s: float, resume_argv=None) 
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return "hang", f"{sig.name}{' twice' if twice else ''} after {delay:.1f}s", ""
+        return "hang", f"{argv[0]} {sig.name}{' twice' if twice else ''} after {delay:.1f}s", ""
     what = f"{argv[0]} {sig.name}{' x2' if twice else ''} after {delay:.1f}s: exit {proc.returncode}"
     if "Traceback" in err:
         if ("<frozen runpy>" in err or "<frozen importlib" in err) and not out.exists():

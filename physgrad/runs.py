@@ -416,7 +416,7 @@ class RunFolder:
         if path.exists() and not path.is_dir():
             raise RunFolderError(f"--out {path} is a file, not a folder; pass a folder for the run")
         if resume and not path.is_dir():
-            raise RunFolderError(f"--resume: {path} does not exist (nothing to continue)")
+            raise RunFolderError(f"--resume: {path} does not exist: no checkpoint to continue from")
         created = not path.exists()
         if created:
             try:
@@ -442,6 +442,11 @@ class RunFolder:
                     (path / f).exists() or (path / f).is_symlink() for f in run_files):
                 raise RunFolderError(f"{path} already holds a run ({kind}); use --resume to continue it, another "
                                      f"--out, or --overwrite to start it again")
+            folders = [f for f in will_write if (path / f).is_dir() and not (path / f).is_symlink()
+                       and f != "runs"]
+            if folders:  # checked before anything is written: the run would fail when it writes them
+                raise RunFolderError(f"--out {path}: {', '.join(folders)} {'is a folder' if len(folders) == 1 else 'are folders'}"
+                                     f"; physgrad writes a file there (move it away)")
             if not resume:
                 if marker_kind is None and found == kind:  # a run folder from before the marker: its files are ours
                     written = set(entries)

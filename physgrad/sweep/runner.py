@@ -48,6 +48,7 @@ from physgrad.sweep.summary import write_summary
 from physgrad.sweep.tasks import RunResult, get_task
 from physgrad.types import PhysgradError
 
+STOP_GRACE_S = 60.0  # after SIGINT/SIGTERM, how long runs under way get to save before their workers are ended
 CONNECT_TIMEOUT_S = 10.0
 HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -265,7 +266,7 @@ def _pool_futures(todo, submit_args, workers: int, flag):
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, **kwargs)
     run_dirs = {rid: Path(submit_args(rid, params)[2]) for rid, params in todo}
-    cancelled, signalled = False, set()
+    cancelled, signalled, stopped_at = False, set(), None
     try:
         futures = {pool.submit(execute, *submit_args(rid, params)): rid for rid, params in todo}
         pending = set(futures)
@@ -281,9 +282,13 @@ def _pool_futures(todo, submit_args, workers: int, flag):
                     yield rid, RunResult("error", message=f"worker died: {type(exc).__name__}: {exc}"[:500]).__dict__
             if flag.stop:
                 if not cancelled:
-                    cancelled = True
+                    cancelled, stopped_at = True, time.monotonic()
                     for f in pending:
                         f.cancel()
+                elif pending and time.monotonic() - stopped_at > STOP_GRACE_S:
+                    print(f"physgrad: {len(pending)} run(s) did not stop within {STOP_GRACE_S:g} s; their workers "
+                          f"are terminated (their last checkpoints are kept; run the command again)", file=sys.stderr)
+                    raise TimeoutError("workers did not stop")
                 pids = {proc.pid for proc in list(getattr(pool, "_processes", {}).values())}
                 for f in pending:  # tell the runs under way to save (once each)
                     pid = read_lock(run_dirs[futures[f]]).get("pid")
@@ -292,12 +297,13 @@ def _pool_futures(todo, submit_args, workers: int, flag):
                         with contextlib.suppress(OSError):
                             os.kill(pid, signal.SIGINT)
         pool.shutdown(wait=True)
-    except BaseException:  # a second Ctrl-C: stop the workers at once (their checkpoints are kept)
+    except BaseException as exc:  # a second Ctrl-C: stop the workers at once (their checkpoints are kept)
         for proc in list(getattr(pool, "_processes", {}).values()):
             with contextlib.suppress(OSError, AttributeError):
                 proc.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
-        raise
+        if not isinstance(exc, TimeoutError):
+            raise
 
 
 def have_dask() -> bool:
