@@ -442,8 +442,9 @@ class RunFolder:
                     (path / f).exists() or (path / f).is_symlink() for f in run_files):
                 raise RunFolderError(f"{path} already holds a run ({kind}); use --resume to continue it, another "
                                      f"--out, or --overwrite to start it again")
-            folders = [f for f in will_write if (path / f).is_dir() and not (path / f).is_symlink()
-                       and f != "runs"]
+            read_back = set(run_files) | {"config.json", "runs"}  # these have their own messages on --resume
+            folders = [f for f in will_write if f not in read_back and (path / f).is_dir()
+                       and not (path / f).is_symlink()]
             if folders:  # checked before anything is written: the run would fail when it writes them
                 raise RunFolderError(f"--out {path}: {', '.join(folders)} {'is a folder' if len(folders) == 1 else 'are folders'}"
                                      f"; physgrad writes a file there (move it away)")

@@ -132,6 +132,7 @@ CORRUPTIONS = {
     "metrics-short-row": (MET, lambda p: p.write_text(p.read_text().splitlines()[0] + "\n0,1\n"), "line 2"),
     "metrics-directory": (MET, _as_dir, MET),
     "marker-garbled": (".physgrad-run.json", lambda p: p.write_text("{"), "unreadable"),
+    "plot-directory": ("learning_curve.png", _as_dir, "learning_curve.png is a folder"),  # found by the fuzz
 }
 
 
