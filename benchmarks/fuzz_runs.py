@@ -359,16 +359,15 @@ def writers_case(task: dict, rng, work: Path, n: int, timeout_s: float) -> tuple
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     cmd = [sys.executable, "-m", "physgrad", *fit_argv(task, out, int(rng.integers(1, 3)), "--overwrite")]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(n)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for _ in range(n)]
     results = []
     for p in procs:
         try:
             _, err = p.communicate(timeout=timeout_s)
             results.append((p.returncode, err))
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
+            _kill_group(p)
             results.append((None, "hang"))
     codes = [r[0] for r in results]
     what = f"{n} writers: exits {sorted(codes, key=str)}"
@@ -388,11 +387,20 @@ def writers_case(task: dict, rng, work: Path, n: int, timeout_s: float) -> tuple
     return "accepted", what, ""
 
 
+def _kill_group(proc) -> None:
+    """SIGKILL the process and everything it started (its own session), then reap it."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=30)
+
+
 def signal_case(argv: list, out: Path, rng, timeout_s: float, resume_argv=None) -> tuple:
+    """Signal the command's own process (as ``kill -INT PID``; its workers are not signalled by us)."""
     if out.exists():
         shutil.rmtree(out)
     proc = subprocess.Popen([sys.executable, "-m", "physgrad", *argv], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     sig = [signal.SIGINT, signal.SIGTERM][int(rng.integers(2))]
     twice = rng.random() < 0.25
     delay = float(rng.uniform(0.5, 8.0))
@@ -405,8 +413,7 @@ def signal_case(argv: list, out: Path, rng, timeout_s: float, resume_argv=None) 
     try:
         _, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+        _kill_group(proc)
         return "hang", f"{argv[0]} {sig.name}{' twice' if twice else ''} after {delay:.1f}s", ""
     what = f"{argv[0]} {sig.name}{' x2' if twice else ''} after {delay:.1f}s: exit {proc.returncode}"
     if "Traceback" in err:
@@ -501,7 +508,7 @@ def run(seed: int = 0, n_fit: int = 400, n_train: int = 60, n_sweep: int = 200, 
                                  f'[grid]\nlr = [0.001]\n')
                 out = work / "sig-sweep"
                 record("signals", signal_case(["sweep", str(spec2), "--out", str(out), "--engine", "pool",
-                                               "--workers", "1", "--no-progress"], out, rng, timeout_s))
+                                               "--workers", "1", "--no-progress"], out, rng, 3 * timeout_s))
             else:
                 out = work / "sig-fit"
                 record("signals", signal_case(fit_argv(task, out, 100000), out, rng, timeout_s,

@@ -245,10 +245,20 @@ def _dask_futures(todo, submit_args, workers: int, scheduler: Optional[str], fla
 
 def _worker_init() -> None:
     """Pool workers remember SIGINT/SIGTERM until their run installs its handler, which then saves
-    the checkpoint at once (:func:`physgrad.runs.defer_signals`)."""
+    the checkpoint at once (:func:`physgrad.runs.defer_signals`); on Linux a worker whose driver dies
+    (even by SIGKILL) gets SIGTERM, so no run is left going without its sweep."""
+    import signal
+
     from physgrad.runs import defer_signals
 
     defer_signals()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:  # the driver died before the call
+                os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _pool_futures(todo, submit_args, workers: int, flag):
