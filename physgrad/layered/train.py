@@ -22,6 +22,10 @@ evaluation reads once). The device state rides in the checkpoint (``device.*`` a
 ``config.json`` also records the data folder used and the SHA-256 of its four files (``data``);
 ``--resume`` refuses data whose checksums differ from the recorded ones.
 
+The folder is claimed and locked for the run (:meth:`physgrad.runs.RunFolder.claim`: a foreign
+non-empty ``--out`` is refused unless ``--overwrite``, which never replaces files physgrad did not
+write; a second writer exits 2 naming the first), and every file is written atomically.
+
 ``--resume`` validates everything it reads back (config, checkpoint checksum, keys, shapes, dtypes,
 the position in the epoch, metrics rows) and refuses a damaged run folder with
 :class:`CorruptRunError` (exit 2) before changing anything in it.

@@ -24,18 +24,21 @@ reads are relaxed example by example (each example its own conductances, so no f
 shared), which is slower but the same semantics. ``method = "exact"`` differentiates the network
 it is given and is refused with a device that reads non-ideally (read noise or drift).
 
-The run folder ``DIR``:
+The run folder ``DIR`` (:class:`physgrad.runs.RunFolder`: claimed, locked, every file written atomically):
 
 * ``config.json`` -- the resolved options (defaults filled in), classes, command line, versions and
   the SHA-256 of the netlist and data files;
 * ``metrics.csv`` -- one row per epoch (``0`` = before training): ``epoch, train_cost, test_cost,
   train_accuracy, test_accuracy, seconds`` (costs are the loss's batch mean; accuracy columns where
   there are labels, test columns with ``--test``);
-* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets, and the device
-  state (``dev_*`` arrays and ``dev_meta`` JSON: per-device properties, clock, update counter); after
-  every epoch. ``--resume`` continues bit for bit (the order of epoch ``e`` is ``default_rng([seed, e])``
-  and the batched solver's factor cache is cleared at each epoch start, so nothing outside the
-  checkpoint steers the arithmetic);
+* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets, the device
+  state (:func:`physgrad.runs.device_arrays`: ``device.*`` arrays and ``device_meta`` JSON) and the
+  position (``epoch`` completed epochs, ``batch`` batches into the next), with the SHA-256 of its arrays
+  (:func:`physgrad.runs.save_checkpoint`); after every epoch and on SIGINT/SIGTERM (the current batch
+  finishes, the checkpoint is saved, ``physgrad fit`` exits 130/143). ``--resume`` checks the whole
+  folder first (:class:`physgrad.runs.CorruptRunError`, exit 2, nothing changed) and continues bit for
+  bit (the order of epoch ``e`` is ``default_rng([seed, e])`` and the batched solver's factor cache is
+  cleared at each epoch start, so nothing outside the checkpoint steers the arithmetic);
 * ``learning_curve.png``; ``trained.cir`` -- the trained netlist (:func:`physgrad.circuit.netlist.write_netlist`:
   runs in ngspice, reads back exactly), with the conductances the devices hold; not written (and
   the log says so) when a device holds 0 S, which a SPICE resistor cannot express.
