@@ -202,10 +202,14 @@ def test_silent_or_junk_scheduler_is_refused_in_bounded_time(task, tmp_path, cap
     pytest.importorskip("distributed")
     monkeypatch.setattr(runner, "HANDSHAKE_TIMEOUT_S", 0.5)
     monkeypatch.setattr(runner, "CONNECT_TIMEOUT_S", 2.0)
-    server = _Server(reply)
-    if reply == b"":  # accepts and closes at once
-        server.close()
+    if reply == b"":  # a port nobody listens on
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        server = type("Closed", (), {"port": probe.getsockname()[1], "close": lambda self: None})()
+        probe.close()
         needle = "cannot connect"
+    else:
+        server = _Server(reply)
     try:
         spec = fit_spec(tmp_path, task)
         t0 = time.monotonic()

@@ -55,6 +55,7 @@ Checkpoints are host numpy arrays, so a run resumes on any backend (``--backend`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -538,15 +539,17 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
     if out.exists() and not out.is_dir():
         raise PhysgradError(f"--out {out} is a file, not a folder; pass a folder for the run")
     data = load_dataset(config.dataset, config.data_dir)  # before creating anything: bad data leaves no folder
-    folder = RunFolder.claim(out, "train", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
-                             run_files=(CHECKPOINT, "metrics.csv"), command=command)
-    try:
-        return _train(config, folder, data, resume, progress, command, _interrupt_after)
-    finally:
-        folder.release()
+    with StopFlag() as stop:  # from here on a signal is answered at the next batch boundary (saved, 130/143)
+        folder = RunFolder.claim(out, "train", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
+                                 run_files=(CHECKPOINT, "metrics.csv"), command=command)
+        try:
+            return _train(config, folder, data, resume, progress, command, _interrupt_after, stop)
+        finally:
+            folder.release()
 
 
-def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress, command, _interrupt_after) -> Metrics:
+def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress, command, _interrupt_after,
+           stop: StopFlag) -> Metrics:
     out = folder.path
     preset = config.resolved_preset
     cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
@@ -664,7 +667,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                             preset.paper_error if config.algorithm == "cep" and config.dataset == "mnist" else None)
 
     try:
-        with StopFlag() as flag:
+        with contextlib.nullcontext(stop) as flag:
             while epoch < preset.epochs:
                 order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
                 lr_scale = preset.lr_scale(epoch, start_batch, n_batches)

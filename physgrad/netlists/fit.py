@@ -45,6 +45,7 @@ The run folder ``DIR`` (:class:`physgrad.runs.RunFolder`: claimed, locked, every
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -490,15 +491,16 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, overwrite: bool = False
     ``_stop_after_epoch``: testing hook, return after saving that epoch (an interrupted run);
     ``_interrupt_after``: testing hook, behave as if SIGINT arrived after this many batches.
     """
-    folder = RunFolder.claim(out, "fit", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
-                             run_files=(CHECKPOINT, "metrics.csv"), command=command)
-    try:
-        return _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after)
-    finally:
-        folder.release()
+    with StopFlag() as stop:  # from here on a signal is answered at the next batch boundary (saved, 130/143)
+        folder = RunFolder.claim(out, "fit", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
+                                 run_files=(CHECKPOINT, "metrics.csv"), command=command)
+        try:
+            return _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after, stop)
+        finally:
+            folder.release()
 
 
-def _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after) -> Rows:
+def _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after, stop) -> Rows:
     out = folder.path
     cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
     if resume:  # read and check everything before changing anything in the folder
@@ -559,7 +561,7 @@ def _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _i
     show = sys.stderr.isatty() if progress is None else progress
     title = f"{Path(spec.netlist).name}: {r['method']}, {r['loss']} loss, {r['optimizer']}"
     batches_done = 0
-    with StopFlag() as flag:
+    with contextlib.nullcontext(stop) as flag:
         while epoch < r["epochs"]:
             energy.solver.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
             order = np.random.default_rng([r["seed"], epoch]).permutation(n)

@@ -369,16 +369,17 @@ def run_sweep(spec: SweepSpec, out, *, workers: int = 2, scheduler: Optional[str
     get_task(spec.task)
     if out.is_dir():
         read_results(out)  # a damaged table is refused before the folder is claimed
-    folder = RunFolder.claim(out, "sweep", overwrite=overwrite, reentrant=True, log=log,
-                             will_write=(RESULTS, "summary.md", "curves.png", "runs"),
-                             command=command or f"physgrad sweep {spec.source} --out {out}")
-    try:
-        return _run_sweep(spec, folder, workers, scheduler, use_dask, progress, summary, log)
-    finally:
-        folder.release()
+    with StopFlag("no new run starts; running runs save their checkpoints") as stop:
+        folder = RunFolder.claim(out, "sweep", overwrite=overwrite, reentrant=True, log=log,
+                                 will_write=(RESULTS, "summary.md", "curves.png", "runs"),
+                                 command=command or f"physgrad sweep {spec.source} --out {out}")
+        try:
+            return _run_sweep(spec, folder, workers, scheduler, use_dask, progress, summary, log, stop)
+        finally:
+            folder.release()
 
 
-def _run_sweep(spec, folder, workers, scheduler, use_dask, progress, summary, log) -> Rows:
+def _run_sweep(spec, folder, workers, scheduler, use_dask, progress, summary, log, stop) -> Rows:
     out = folder.path
     rows = read_results(out)
     todo, skipped = plan(spec, out)
@@ -392,13 +393,13 @@ def _run_sweep(spec, folder, workers, scheduler, use_dask, progress, summary, lo
         return spec.task, params, str((out / "runs" / rid).resolve()), command
 
     interrupted = None
-    if todo:
+    if todo and not stop.stop:
         from tqdm import tqdm
 
         show = sys.stderr.isatty() if progress is None else progress
         params_of = dict(todo)
         folder.file("runs").mkdir(exist_ok=True)
-        with StopFlag("no new run starts; running runs save their checkpoints") as flag:
+        with contextlib.nullcontext(stop) as flag:
             stream = _dask_futures(todo, submit_args, workers, scheduler, flag) if use_dask else \
                 _pool_futures(todo, submit_args, workers, flag)
             with tqdm(total=len(todo), desc="runs", unit="run", disable=not show, file=sys.stderr) as bar:
@@ -409,7 +410,7 @@ def _run_sweep(spec, folder, workers, scheduler, use_dask, progress, summary, lo
                     bar.update(1)
                     if result["status"] != "ok":
                         log(f"run {rid} {result['status']}: {result['message']}")
-            interrupted = flag.signum
+    interrupted = stop.signum
     if summary:
         write_summary(out, title=str(spec.source), folder=folder)
     state = latest(rows)
