@@ -7,8 +7,10 @@ Exit codes: 0 success; 1 not solved (infeasible, not converged, a failed certifi
 2 bad input (a file that cannot be read or is not a netlist, a netlist error naming file:line, an
 ill-posed circuit, bad arguments). Output cut short by a closed pipe (``physgrad solve x.cir | head``)
 ends quietly with 141 (128 + SIGPIPE, what a shell reports for a process killed by SIGPIPE).
-``physgrad train`` interrupted by SIGINT / SIGTERM saves its checkpoint and exits with 130 / 143
-(128 + signal); a corrupted run folder on ``train --resume`` is bad input (2).
+``physgrad train``, ``fit`` and ``sweep`` interrupted by SIGINT / SIGTERM save their checkpoint (or
+results) and exit with 130 / 143 (128 + signal); a second Ctrl-C aborts at once (130). A corrupted
+run folder on ``--resume``, a foreign non-empty ``--out`` and a run folder locked by another process
+are bad input (2); see :mod:`physgrad.runs`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from physgrad.types import NotSolvedError, PhysgradError
 
 EXIT_OK, EXIT_NOT_SOLVED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_BROKEN_PIPE = 141
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 COMMANDS = (solve, grad, verify, train, fit, predict, netlist, download, sweep)
 
 
@@ -53,6 +56,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NotSolvedError as exc:
         print(f"physgrad: not solved: {exc}", file=sys.stderr)
         return EXIT_NOT_SOLVED
+    except KeyboardInterrupt:
+        print("\nphysgrad: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _silence_stdout() -> None:

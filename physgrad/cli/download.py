@@ -10,10 +10,13 @@ def register(sub) -> None:
     p.add_argument("name", choices=sorted(DATASETS), help="dataset to download")
     p.add_argument("--dest", default=None, help="target folder (default ~/.physgrad/data/NAME)")
     p.add_argument("--mirror", action="append", default=None, help="base URL (repeatable); default: public mirrors")
+    p.add_argument("--force", action="store_true",
+                   help="replace files in --dest under the dataset's names that are not the published ones "
+                        "(only after a verified download); without it such a file is refused (exit 2)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     """Download and print the folder."""
-    print(download(args.name, args.dest, mirrors=args.mirror))
+    print(download(args.name, args.dest, mirrors=args.mirror, force=args.force))
     return 0

@@ -74,12 +74,20 @@ def register(sub) -> None:
                         "file; updates go through the devices, equilibria see what they read; default ideal")
     p.add_argument("--out", default=None, help="run folder (default runs/fit-<netlist name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds a fit run or other files: the files physgrad "
+                        "wrote there are replaced; files it did not write are never replaced or deleted")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Train into the run folder; print one line per epoch and the folder's files."""
+    """Train into the run folder; print one line per epoch and the folder's files.
+
+    Exit codes: 0 finished; 2 bad input (options, files, ``--out``, a corrupted run folder on
+    ``--resume``, a folder in use); 130 / 143 interrupted by SIGINT / SIGTERM after saving the
+    checkpoint (continue with ``--resume``); 130 also for a second Ctrl-C, which aborts at once.
+    """
     from pathlib import Path
 
     from physgrad.netlists.fit import FitSpec, fit_run
@@ -91,9 +99,16 @@ def run(args) -> int:
                    temperature=args.temperature, device_model=args.device_model,
                    eval_every=args.eval_every)
     out = args.out or f"runs/fit-{Path(args.netlist).stem}"
-    fit_run(spec, out, resume=args.resume, progress=False if args.no_progress else None,
-            command=" ".join(["physgrad"] + sys.argv[1:]) if sys.argv else None)
+    try:
+        rows = fit_run(spec, out, resume=args.resume, overwrite=args.overwrite,
+                       progress=False if args.no_progress else None,
+                       command=" ".join(["physgrad"] + sys.argv[1:]) if sys.argv else None)
+    except KeyboardInterrupt:  # a second Ctrl-C: aborted at once, the last saved checkpoint is kept
+        print(f"\naborted; {out} keeps its last saved checkpoint (continue with --resume)", file=sys.stderr)
+        return 130
     files = [f for f in ("metrics.csv", "config.json", "checkpoint.npz", "learning_curve.png", "trained.cir")
              if (Path(out) / f).exists()]
     print(f"{out}: {', '.join(files)}")
+    if rows.interrupted:
+        return 128 + int(rows.interrupted)  # 130 SIGINT, 143 SIGTERM: saved, not finished
     return 0

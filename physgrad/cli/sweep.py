@@ -2,11 +2,13 @@
 
 SPEC is a TOML file (see :mod:`physgrad.sweep.spec`); results, run folders and the summary over seeds
 go to DIR (see :mod:`physgrad.sweep.runner`). Running the same command again skips the finished runs
-and resumes or retries the others. Exit 1 when a run ended in error or unfinished.
+and resumes or retries the others. Exit 0 when every run is ok; 1 when a run ended in error or
+unfinished; 2 bad input (spec, a damaged results.csv, a foreign or locked --out, a bad or silent
+--scheduler); 130 / 143 interrupted by SIGINT / SIGTERM (results so far kept; run the command again).
 """
 from __future__ import annotations
 
-from physgrad.sweep import load_spec, run_sweep, write_summary
+from physgrad.sweep import load_spec, run_sweep
 from physgrad.sweep.summary import configurations, summary_markdown
 
 
@@ -21,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--engine", default="auto", choices=("auto", "dask", "pool"),
                    help="auto: Dask when installed, else a local process pool")
     p.add_argument("--status", action="store_true", help="print the table of what is done and exit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="use an --out that is not empty and not a sweep folder; files physgrad did not write "
+                        "are never replaced or deleted")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=run)
 
@@ -35,9 +40,20 @@ def run(args) -> int:
         print(f"{len(done)} of {len(done) + len(todo)} runs done")
         print(summary_markdown(configurations(args.out), title=f"{args.spec} in {args.out}"))
         return 0 if not todo else 1
-    rows = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler, engine=args.engine,
-                     progress=False if args.no_progress else None)
-    paths = write_summary(args.out, title=f"{args.spec}")
+    import sys
+    from pathlib import Path
+
+    try:
+        rows = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler, engine=args.engine,
+                         progress=False if args.no_progress else None, overwrite=args.overwrite, summary=True,
+                         command=" ".join(["physgrad"] + sys.argv[1:]) if sys.argv else None)
+    except KeyboardInterrupt:
+        print(f"\naborted; {args.out}/results.csv keeps the runs recorded so far (run the command again)",
+              file=sys.stderr)
+        return 130
     bad = [r for r in rows if r["status"] != "ok"]
-    print(f"{len(rows) - len(bad)} of {len(rows)} runs ok; summary: {paths['summary']}")
+    print(f"{len(rows) - len(bad)} of {len(rows)} runs ok; summary: {Path(args.out) / 'summary.md'}")
+    if rows.interrupted:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 128 + int(rows.interrupted)
     return 0 if not bad else 1

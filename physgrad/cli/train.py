@@ -61,6 +61,9 @@ def register(sub) -> None:
     g.add_argument("--ema-every", type=int, default=None, help="batches between updates of the average (16)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds a train run or other files: the files physgrad "
+                        "wrote there are replaced; files it did not write are never replaced or deleted")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=run)
 
@@ -94,7 +97,7 @@ def run(args) -> int:
                       device_model=args.device_model)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
-        metrics = train(cfg, out, resume=args.resume, progress=False if args.no_progress else None,
+        metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None,
                         command=" ".join(sys.argv) if sys.argv else None)
     except KeyboardInterrupt:  # a second Ctrl-C: aborted at once, the last saved checkpoint is kept
         print(f"\naborted; {out} keeps its last saved checkpoint (continue with --resume)", file=sys.stderr)

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
-import shutil
 import sys
 import tempfile
 import urllib.error
@@ -48,6 +48,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from physgrad.runs import fsync_dir
 from physgrad.types import PhysgradError
 
 ENV_VAR = "PHYSGRAD_DATA"
@@ -375,22 +376,34 @@ def verify_checksums(path, sums: Mapping[str, str]) -> None:
             raise ChecksumError(f"{path}: {algorithm} is {got}, expected {expected}")
 
 
+MAX_DOWNLOAD_BYTES = 256 << 20  # per file; the published files are at most ~30 MB
+
+
 def download(name: str, dest=None, mirrors: Optional[Sequence[str]] = None,
              checksums: Optional[Mapping[str, Mapping[str, str]]] = None,
-             timeout: float = 60.0, quiet: bool = False) -> Path:
+             timeout: float = 60.0, quiet: bool = False, force: bool = False) -> Path:
     """Download the four files of ``name`` into ``dest`` and verify their checksums.
+
+    Each file is streamed into a new unique temporary file in ``dest`` (``tempfile.mkstemp``; at
+    most :data:`MAX_DOWNLOAD_BYTES`), verified, and only then renamed over its name
+    (``os.replace``). A file already in ``dest`` with the published checksum is kept; any other
+    file (another content, a symbolic link) under one of the four names is never deleted or
+    replaced unless ``force`` -- and even then only by a verified download. Every name is checked
+    before anything is downloaded.
 
     Parameters
     ----------
     name : {"mnist", "fashion-mnist", "kmnist"}
     dest : path, optional
-        Target folder (default ``~/.physgrad/data/<name>``). Files already present with the right
-        checksum are kept.
+        Target folder (default ``~/.physgrad/data/<name>``).
     mirrors, checksums : optional
         Override the dataset's mirrors (base URLs ending in ``/``) and checksums (tests use a
         local HTTP server).
     timeout : float
-        Seconds per connection attempt.
+        Seconds per connection attempt (and per read).
+    force : bool
+        Replace files under the dataset's names that are not the published ones (after a verified
+        download).
 
     Returns
     -------
@@ -402,41 +415,72 @@ def download(name: str, dest=None, mirrors: Optional[Sequence[str]] = None,
     ChecksumError
         A file downloaded from every mirror failed verification (nothing is left behind).
     PhysgradError
-        No mirror could serve a file (the message lists each URL and its error).
+        No mirror could serve a file (the message lists each URL and its error); a file in
+        ``dest`` that is not the published one, without ``force`` (the message names it).
     """
     spec = dataset_spec(name)
     mirrors = tuple(mirrors) if mirrors is not None else spec.mirrors
     checksums = spec.checksums if checksums is None else checksums
     dest = Path(dest).expanduser() if dest is not None else Path.home() / ".physgrad" / "data" / name
-    dest.mkdir(parents=True, exist_ok=True)
-    for stem in FILES.values():
+    if dest.exists() and not dest.is_dir():
+        raise PhysgradError(f"--dest {dest} is a file, not a folder")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PhysgradError(f"--dest {dest}: cannot create the folder ({exc.strerror or exc})") from None
+    todo = []
+    for stem in FILES.values():  # check every name first: nothing is downloaded when one is refused
         fname = stem + ".gz"
         sums = checksums.get(fname)
         if not sums:
             raise PhysgradError(f"no checksum known for {fname}; refusing to download unverified data")
         target = dest / fname
-        if target.is_file():
-            try:
-                verify_checksums(target, sums)
-                continue
-            except ChecksumError:
-                target.unlink()
+        if target.is_symlink() or target.exists():
+            if target.is_dir() and not target.is_symlink():
+                raise PhysgradError(f"{target} is a folder; not replaced (move it away)")
+            if target.is_file() and not target.is_symlink():
+                try:
+                    verify_checksums(target, sums)
+                    continue  # the published file is already there
+                except ChecksumError as exc:
+                    why = f"its checksum differs: {exc}"
+                except OSError as exc:
+                    why = f"it cannot be read: {exc.strerror or exc}"
+            else:
+                why = "a symbolic link or special file"
+            if not force:
+                raise PhysgradError(f"{target} exists and is not the published {fname} ({why}); physgrad did not "
+                                    f"write it and will not replace it: move it away, or pass --force to replace it "
+                                    f"with a verified download")
+        todo.append((fname, sums, target))
+    for fname, sums, target in todo:
         errors = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + fname
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{fname}.", suffix=".part")
+            try:
+                fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{fname}.", suffix=".part")
+            except OSError as exc:
+                raise PhysgradError(f"--dest {dest}: cannot write ({exc.strerror or exc})") from None
             try:
                 with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                    shutil.copyfileobj(resp, out)
+                    n = 0
+                    for chunk in iter(lambda: resp.read(1 << 20), b""):
+                        n += len(chunk)
+                        if n > MAX_DOWNLOAD_BYTES:
+                            raise OSError(f"more than {MAX_DOWNLOAD_BYTES >> 20} MB; not the published file")
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
                 verify_checksums(tmp, sums)
                 os.replace(tmp, target)
+                fsync_dir(dest)
                 if not quiet:
                     print(f"{url} -> {target} (checksum ok)", file=sys.stderr)
                 break
-            except (urllib.error.URLError, OSError, ChecksumError) as exc:
+            except (urllib.error.URLError, OSError, ChecksumError, ValueError, http.client.HTTPException) as exc:
                 errors.append(f"  {url}: {exc}")
             finally:
-                if os.path.exists(tmp):
+                if os.path.lexists(tmp):
                     os.unlink(tmp)
         else:
             kind = ChecksumError if errors and all("expected" in e for e in errors) else PhysgradError

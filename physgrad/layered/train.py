@@ -22,6 +22,10 @@ evaluation reads once). The device state rides in the checkpoint (``device.*`` a
 ``config.json`` also records the data folder used and the SHA-256 of its four files (``data``);
 ``--resume`` refuses data whose checksums differ from the recorded ones.
 
+The folder is claimed and locked for the run (:meth:`physgrad.runs.RunFolder.claim`: a foreign
+non-empty ``--out`` is refused unless ``--overwrite``, which never replaces files physgrad did not
+write; a second writer exits 2 naming the first), and every file is written atomically.
+
 ``--resume`` validates everything it reads back (config, checkpoint checksum, keys, shapes, dtypes,
 the position in the epoch, metrics rows) and refuses a damaged run folder with
 :class:`CorruptRunError` (exit 2) before changing anything in it.
@@ -51,12 +55,9 @@ Checkpoints are host numpy arrays, so a run resumes on any backend (``--backend`
 """
 from __future__ import annotations
 
-import csv
-import hashlib
+import contextlib
 import json
 import math
-import os
-import platform
 import signal
 import sys
 import time
@@ -73,6 +74,11 @@ from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
 from physgrad.layered.presets import Preset, get_preset
 from physgrad.layered.engines import EnginePlan, plan_engine, preset_traits
 from physgrad.layered.steppers import initial_params, make_stepper, optimizer_state
+from physgrad.runs import (CorruptRunError, MetricsLog, RunFolder, Rows, StopFlag, arrays_sha256, checkpoint_error,
+                           device_arrays, plot_curve, pop_device_state, read_json, versions)
+from physgrad.runs import load_checkpoint as load_arrays
+from physgrad.runs import progress as progress_bar
+from physgrad.runs import save_checkpoint as save_arrays
 from physgrad.types import PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
@@ -94,15 +100,12 @@ CHECKPOINT_SCALARS = {"epoch": "i", "batch": "i", "n_wrong": "i", "n_seen": "i",
                       "n_params": "i", "n_warm": "i"}
 
 
-class CorruptRunError(PhysgradError):
-    """A run folder on ``--resume`` cannot be read back consistently (checkpoint, config or metrics)."""
+RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT, "learning_curve.png")
 
 
-class Metrics(list):
+class Metrics(Rows):
     """The metrics rows of :func:`train`; ``interrupted`` is the signal number (``signal.SIGINT``,
     ``signal.SIGTERM``) when the run stopped early after saving its checkpoint, else None."""
-
-    interrupted: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -276,20 +279,6 @@ class TrainConfig:
         return cls(**d)
 
 
-def _versions() -> dict:
-    import numpy
-    import physgrad
-    import scipy
-    try:
-        from threadpoolctl import threadpool_info
-        blas = [f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info()]
-    except Exception:  # pragma: no cover
-        blas = []
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "physgrad": physgrad.__version__, "blas": blas, "machine": platform.machine(),
-            "cpus": os.cpu_count()}
-
-
 def _host_warm(stepper, warm):
     return None if warm is None else list(stepper.to_host(warm))
 
@@ -304,58 +293,18 @@ def _backend_record(config: TrainConfig) -> dict:
     return info
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next batch boundary."""
-
-    def __init__(self):
-        self.stop = False
-        self.signum: Optional[int] = None
-        self._old = {}
-
-    def __enter__(self):
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.stop:  # second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        self.stop = True
-        self.signum = signum
-        print("\ninterrupt: finishing the batch and saving a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-
-def _arrays_sha256(arrays: dict) -> str:
-    """SHA-256 over the arrays of a checkpoint (names, dtypes, shapes and bytes, in name order)."""
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+_arrays_sha256 = arrays_sha256  # the checksum of runs.save_checkpoint (older name, used by tests)
 
 
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
                     train_seconds: float, ema=None, optimizer_state=None,
                     device_state: Optional[DeviceState] = None) -> None:
-    """Write the checkpoint atomically (a temporary file, fsync, ``os.replace``) with the SHA-256 of
-    its arrays (key ``sha256``), so that ``path`` is either the previous or the new complete file.
+    """Write the checkpoint atomically with the SHA-256 of its arrays (:func:`physgrad.runs.save_checkpoint`).
     ``ema``: the averaged parameters (``ema_decay > 0``), stored as ``ema_i`` with their count ``n_ema``;
     ``optimizer_state``: the stepper's optimizer arrays (``opt.*``, momentum / adam);
-    ``device_state``: stored as arrays ``device.<name>`` and the JSON string ``device_meta``."""
+    ``device_state``: :func:`physgrad.runs.device_arrays` (``device.<name>``, ``device_meta``)."""
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(params)}
-    if device_state is not None:
-        dev_arrays, dev_meta = device_state.state_dict()
-        arrays.update({f"device.{k}": np.asarray(v) for k, v in dev_arrays.items()})
-        arrays["device_meta"] = np.array(json.dumps(dev_meta))
+    arrays.update(device_arrays(device_state))
     if warm is not None:
         arrays.update({f"warm_{i}": np.asarray(w) for i, w in enumerate(warm)})
     if ema is not None:
@@ -367,27 +316,7 @@ def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong
     arrays.update(epoch=np.int64(epoch), batch=np.int64(batch), n_wrong=np.int64(n_wrong),
                   n_seen=np.int64(n_seen), train_seconds=np.float64(train_seconds),
                   n_params=np.int64(len(params)), n_warm=np.int64(0 if warm is None else len(warm)))
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, sha256=np.array(_arrays_sha256(arrays)), **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:  # pragma: no cover - platforms without directory fsync
-            pass
-    except OSError as exc:
-        raise PhysgradError(f"cannot write the checkpoint {path}: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_arrays(path, arrays)
 
 
 def load_checkpoint(path: Path, *, expect_params=None) -> dict:
@@ -407,30 +336,9 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
         a scalar of the wrong kind, or parameters of the wrong number, shape or dtype.
     """
     path = Path(path)
-
-    def bad(why):
-        return CorruptRunError(f"--resume: corrupted checkpoint {path}: {why}; the run folder cannot be "
-                               f"continued (start a new run with another --out)")
-
-    try:
-        with open(path, "rb") as fh:
-            z = np.load(fh, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with z:
-                arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, ...
-        raise bad(f"cannot read it ({type(exc).__name__}: {exc})") from None
-    missing = [k for k in CHECKPOINT_SCALARS if k not in arrays]
-    if missing:
-        raise bad(f"missing key(s) {missing}")
-    stored = arrays.pop("sha256", None)
+    bad = checkpoint_error(path)
+    arrays = load_arrays(path, required=CHECKPOINT_SCALARS)
     n_ema = arrays.get("n_ema", np.int64(0))  # optional: only runs with ema_decay > 0 write it
-    if stored is None:
-        print(f"note: {path} has no checksum (written by an older physgrad); checked by structure only",
-              file=sys.stderr)
-    elif stored.shape != () or stored.dtype.kind != "U" or str(stored) != _arrays_sha256(arrays):
-        raise bad("its SHA-256 does not match its arrays (bit flip or partial write)")
     optimizer_state = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith(OPTIMIZER_PREFIX)]}
     scalars = {}
     for key, kind in CHECKPOINT_SCALARS.items():
@@ -441,16 +349,7 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
     n_params, n_warm = scalars["n_params"], scalars["n_warm"]
     if n_params < 1 or n_warm < 0:
         raise bad(f"n_params={n_params}, n_warm={n_warm}")
-    device_arrays = {k[len("device."):]: arrays.pop(k) for k in [k for k in arrays if k.startswith("device.")]}
-    device_state = None
-    if "device_meta" in arrays:
-        meta = arrays.pop("device_meta")
-        try:
-            device_state = DeviceState.from_state(device_arrays, json.loads(str(meta)))
-        except (PhysgradError, ValueError, TypeError, KeyError) as exc:
-            raise bad(f"its device state cannot be read ({exc})") from None
-    elif device_arrays:
-        raise bad(f"device arrays {sorted(device_arrays)[:3]} without device_meta")
+    device_state = pop_device_state(arrays, bad)
     if n_ema.shape != () or n_ema.dtype.kind not in "iu" or int(n_ema) not in (0, n_params):
         raise bad(f"n_ema is not 0 or n_params={n_params} ({n_ema!r})")
     n_ema = int(n_ema)
@@ -485,13 +384,16 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
             "device_state": device_state}
 
 
-def _check_position(ck: dict, path: Path, *, n_train: int, batch_size: int) -> None:
-    """The checkpoint's place in the schedule must be one this run can have written."""
+def _check_position(ck: dict, path: Path, *, n_train: int, batch_size: int, n_epochs: int) -> None:
+    """The checkpoint's place in the schedule must be one this run (of ``n_epochs`` epochs, as saved
+    in its ``config.json``) can have written."""
     n_batches = -(-n_train // batch_size)
     epoch, batch, n_seen, n_wrong = ck["epoch"], ck["batch"], ck["n_seen"], ck["n_wrong"]
     why = None
-    if not 0 <= epoch:
-        why = f"epoch {epoch} < 0"
+    if not 0 <= epoch <= n_epochs:
+        why = f"epoch {epoch} is outside the run's 0..{n_epochs} epochs"
+    elif epoch == n_epochs and batch != 0:
+        why = f"batch counter {batch} after the run's last epoch {n_epochs}"
     elif not 0 <= batch <= n_batches:
         why = f"batch counter {batch} is outside the epoch's 0..{n_batches} batches"
     elif n_seen != min(batch * batch_size, n_train):
@@ -502,103 +404,43 @@ def _check_position(ck: dict, path: Path, *, n_train: int, batch_size: int) -> N
         raise CorruptRunError(f"--resume: corrupted checkpoint {path}: {why}; the run folder cannot be continued")
 
 
-def _checkpoint_epoch(path: Path) -> int:
-    return load_checkpoint(path)["epoch"]
-
-
-def _read_metrics(path: Path, *, strict: bool = False) -> list:
-    """The rows of ``metrics.csv`` (floats). With ``strict`` (on ``--resume``), anything but the
-    header :data:`METRIC_FIELDS` and rows of finite numbers for epochs 1, 2, ... raises
-    :class:`CorruptRunError`."""
-    if not path.exists() and not path.is_symlink():
-        return []
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            header = reader.fieldnames
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CorruptRunError(f"--resume: cannot read {path} ({exc})") from None
-    if header is None and not rows:
-        if strict:
-            raise CorruptRunError(f"--resume: {path} is empty (no header row)")
-        return []
-    if tuple(header or ()) != METRIC_FIELDS:
-        raise CorruptRunError(f"--resume: {path} has header {header}, expected {list(METRIC_FIELDS)}")
-    out = []
-    for n, row in enumerate(rows, start=2):
-        try:
-            if None in row or any(v is None for v in row.values()):
-                raise ValueError("wrong number of fields")
-            vals = {k: float(v) for k, v in row.items()}
-            if not all(math.isfinite(v) for v in vals.values()):
-                raise ValueError("non-finite value")
-            if vals["epoch"] != len(out) + 1:
-                raise ValueError(f"epoch {row['epoch']} where epoch {len(out) + 1} belongs")
-        except ValueError as exc:
-            raise CorruptRunError(f"--resume: {path} line {n} is garbled ({exc}): {row}") from None
-        out.append(vals)
-    return out
-
-
-def _append_metrics(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({k: row[k] for k in METRIC_FIELDS})
-
-
 def _read_run_config(cfg_path: Path) -> tuple:
     """``(config.json as a dict, the saved TrainConfig)``; a missing, unreadable or malformed file raises
     :class:`CorruptRunError`."""
+    saved_all = read_json(cfg_path)
     try:
-        saved_all = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise CorruptRunError(f"--resume: {cfg_path} is missing; the run folder cannot be continued") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CorruptRunError(f"--resume: cannot read {cfg_path} ({type(exc).__name__}: {exc}); the run "
-                              f"folder cannot be continued") from None
-    try:
-        if not isinstance(saved_all, dict) or not isinstance(saved_all.get("config"), dict) \
-                or not isinstance(saved_all.get("preset"), dict):
+        if not isinstance(saved_all.get("config"), dict) or not isinstance(saved_all.get("preset"), dict):
             raise ValueError("no 'config' and 'preset' objects")
         if not isinstance(saved_all.get("data", {}), dict):
             raise ValueError("'data' is not an object")
+        epochs = saved_all["preset"].get("epochs")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"preset epochs = {epochs!r}")
         saved = TrainConfig.from_dict(saved_all["config"])
-    except (PhysgradError, ValueError, TypeError) as exc:
+    except (PhysgradError, ValueError, TypeError, KeyError) as exc:
         raise CorruptRunError(f"--resume: {cfg_path} is not a valid run configuration ({exc})") from None
     return saved_all, saved
 
 
 def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=None) -> None:
     """Train and test error (%) per epoch, log scale, with the paper's number as a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    if not metrics:
-        return
     ep = [m["epoch"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
-    ax.plot(ep, [m["train_error"] for m in metrics], "o-", label="train (running, free phase)")
-    ax.plot(ep, [m["test_error"] for m in metrics], "s-", label="test")
-    if paper_error is not None:
-        ax.axhline(paper_error, color="k", ls="--", lw=1, label=f"paper {paper_error}%")
-    ax.set_yscale("log")
-    fmt = matplotlib.ticker.FormatStrFormatter("%g")
-    ax.yaxis.set_major_formatter(fmt)
-    ax.yaxis.set_minor_formatter(fmt)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("error (%)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_curve(path, [{"ylabel": "error (%)", "log": True,
+                       "lines": [("train (running, free phase)", ep, [m["train_error"] for m in metrics], "o-"),
+                                 ("test", ep, [m["test_error"] for m in metrics], "s-")] if metrics else [],
+                       "hlines": [] if paper_error is None else [(paper_error, f"paper {paper_error}%")]}], title)
+
+
+def _check_optimizer_arrays(arrays: dict, preset: Preset, path: Path) -> None:
+    """The optimizer arrays of a checkpoint fit the preset's optimizer (none for SGD; finite numbers)."""
+    bad = checkpoint_error(path)
+    if preset.optimizer == "sgd" and arrays:
+        raise bad(f"optimizer state {sorted(arrays)[:3]} in the checkpoint of an SGD run")
+    if preset.optimizer != "sgd" and not arrays:
+        raise bad(f"no optimizer state for optimizer {preset.optimizer!r}")
+    for k, a in arrays.items():
+        if a.dtype.kind not in "fiu" or not np.all(np.isfinite(a)):
+            raise bad(f"optimizer array {k} is not finite numbers ({a.dtype})")
 
 
 def _load_optimizer_state(stepper, arrays: dict, preset: Preset) -> None:
@@ -639,14 +481,9 @@ class _Average:
             e += t
 
 
-def _progress(total, initial, desc, disable):
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, disable=disable, mininterval=2.0,
-                file=sys.stderr, leave=False, unit="batch")
-
-
-def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[bool] = None,
-          command: Optional[str] = None, _interrupt_after: Optional[int] = None) -> Metrics:
+def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = False,
+          progress: Optional[bool] = None, command: Optional[str] = None,
+          _interrupt_after: Optional[int] = None) -> Metrics:
     """Run (or continue) a training run into folder ``out``; returns the metrics rows
     (:class:`Metrics`, whose ``interrupted`` is the signal number when SIGINT/SIGTERM stopped the run
     after saving its checkpoint).
@@ -655,9 +492,13 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     ----------
     config : TrainConfig
     out : path
-        Run folder (created). Without ``resume`` it must not already hold a run.
+        Run folder (:meth:`physgrad.runs.RunFolder.claim`: created; locked while the run lasts).
+        Without ``resume`` it must not already hold a run, nor other files unless ``overwrite``.
     resume : bool
         Continue from ``out/checkpoint.npz`` (the saved config must equal ``config``).
+    overwrite : bool
+        Start a new run in a folder holding a train run or other files (files physgrad did not
+        write are never replaced or deleted).
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
     _interrupt_after : int, optional
@@ -668,13 +509,27 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     CorruptRunError
         ``resume`` and a run folder that does not read back consistently (nothing is changed in it).
     PhysgradError
-        Bad options, data or ``out``.
+        Bad options, data or ``out`` (a foreign folder, a folder in use by another process).
     """
     out = Path(out)
-    preset = config.resolved_preset
-    cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
     if out.exists() and not out.is_dir():
         raise PhysgradError(f"--out {out} is a file, not a folder; pass a folder for the run")
+    data = load_dataset(config.dataset, config.data_dir)  # before creating anything: bad data leaves no folder
+    with StopFlag() as stop:  # from here on a signal is answered at the next batch boundary (saved, 130/143)
+        folder = RunFolder.claim(out, "train", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
+                                 run_files=(CHECKPOINT, "metrics.csv"), command=command)
+        try:
+            return _train(config, folder, data, resume, progress, command, _interrupt_after, stop)
+        finally:
+            folder.release()
+
+
+def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress, command, _interrupt_after,
+           stop: StopFlag) -> Metrics:
+    out = folder.path
+    preset = config.resolved_preset
+    cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
+    log = MetricsLog(metrics_path, METRIC_FIELDS, first=1)
     if resume:  # read and validate everything before changing anything in the run folder
         if not ckpt_path.exists() and not ckpt_path.is_symlink():
             raise PhysgradError(f"--resume: no checkpoint at {ckpt_path}")
@@ -697,20 +552,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
         if saved.epochs != config.epochs and preset.lr_schedule == "cosine":
             raise PhysgradError("--resume: the cosine learning-rate schedule is laid out over the run's epochs "
                                 f"({saved.resolved_preset.epochs}); it cannot be lengthened (start a new run)")
-    else:
-        if ckpt_path.exists() or metrics_path.exists():
-            raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
-
-    data = load_dataset(config.dataset, config.data_dir)  # before creating anything: bad data leaves no folder
     record = data_record(data.source)
-    if not resume:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".physgrad-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise PhysgradError(f"--out {out}: cannot write the run folder ({exc})") from None
     if resume and saved_all.get("data") and saved_all["data"].get("files") != record["files"]:
         raise PhysgradError(f"--resume: the data in {record['folder']} differ from the run's (SHA-256 in "
                             f"{cfg_path}: {saved_all['data'].get('files')}, now: {record['files']})")
@@ -729,7 +571,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
     device_state = None
     if resume:
         ck = load_checkpoint(ckpt_path, expect_params=init)
-        _check_position(ck, ckpt_path, n_train=n_train, batch_size=B)
+        _check_position(ck, ckpt_path, n_train=n_train, batch_size=B, n_epochs=saved_all["preset"]["epochs"])
         params, warm, ema = ck["params"], ck["warm"], ck["ema"]
         device_state = ck["device_state"]
         if (device_state is None) != device.is_ideal:
@@ -740,10 +582,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                                   f"{'present' if ema is not None else 'missing'} but ema_decay = {preset.ema_decay}")
         epoch, start_batch = ck["epoch"], ck["batch"]
         n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
-        metrics = _read_metrics(metrics_path, strict=True)
-        if len(metrics) < epoch:
-            raise CorruptRunError(f"--resume: {metrics_path} has {len(metrics)} epoch rows but the checkpoint is "
-                                  f"at the end of epoch {epoch}; the run folder cannot be continued")
+        metrics = log.read(upto=epoch)
+        _check_optimizer_arrays(ck["optimizer_state"], preset, ckpt_path)  # before anything is written
         changed = {k: getattr(config, k) for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(config, k)}
         if changed:  # a longer schedule or another backend/thread count: the checkpoint is host numpy arrays
             saved_all["config"].update(changed)
@@ -753,21 +593,16 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                     {"at_epoch": epoch, "changed": changed, "backend": _backend_record(config)})
                 print(f"note: resuming with {changed}; rounding differs from the saved backend/threads, so the "
                       f"continuation is not bit-identical to an uninterrupted run", file=sys.stderr)
-            cfg_path.write_text(json.dumps(saved_all, indent=2) + "\n")
-        if len(metrics) > epoch:  # a row written after the last checkpoint: drop it, keep the others verbatim
-            metrics = metrics[:epoch]
-            lines = metrics_path.read_text().splitlines(keepends=True)[:epoch + 1]
-            tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-            tmp.write_text("".join(lines))
-            os.replace(tmp, metrics_path)
+            folder.write_json("config.json", saved_all)
+        if log.needs_rewrite():  # a row written after the last checkpoint: drop it, keep the others verbatim
+            log.rewrite()
     else:
-        try:
-            cfg_path.write_text(json.dumps({"config": asdict(config), "preset": asdict(preset),
-                                            "engine": config.resolved_engine, "backend": _backend_record(config),
-                                            "device": device_to_dict(device), "data": record, "command": command, "versions": _versions()},
-                                           indent=2) + "\n")
-        except OSError as exc:
-            raise PhysgradError(f"--out {out}: cannot write {cfg_path} ({exc})") from None
+        folder.write_json("config.json", {"config": asdict(config), "preset": asdict(preset),
+                                          "engine": config.resolved_engine, "backend": _backend_record(config),
+                                          "device": device_to_dict(device), "data": record, "command": command,
+                                          "versions": versions()})
+        for stale in (CHECKPOINT, "metrics.csv", "learning_curve.png"):  # --overwrite: the previous run's files
+            folder.remove(stale)
         params = init
         if not device.is_ideal:  # program the initial weights onto the devices (the biases are not devices)
             params, device_state = device.init(init, device_rng(config.seed, "init"),
@@ -800,19 +635,19 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
 
     def checkpoint(host, **position):
         """Save the run at the current ``epoch`` and warm start; ``position``: the batch counters."""
-        save_checkpoint(ckpt_path, host, _host_warm(stepper, warm), epoch=epoch, **position, ema=average.params,
+        save_checkpoint(folder.file(CHECKPOINT), host, _host_warm(stepper, warm), epoch=epoch, **position, ema=average.params,
                         optimizer_state=optimizer_state(stepper), device_state=getattr(stepper, "device_state", None))
 
     def plot():
-        plot_learning_curve(metrics, out / "learning_curve.png", f"{preset.name} {config.algorithm} {config.dataset}",
+        plot_learning_curve(metrics, folder.file("learning_curve.png"), f"{preset.name} {config.algorithm} {config.dataset}",
                             preset.paper_error if config.algorithm == "cep" and config.dataset == "mnist" else None)
 
     try:
-        with _StopFlag() as flag:
+        with contextlib.nullcontext(stop) as flag:
             while epoch < preset.epochs:
                 order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
                 lr_scale = preset.lr_scale(epoch, start_batch, n_batches)
-                bar = _progress(n_batches, start_batch, f"epoch {epoch + 1}/{preset.epochs}", not show)
+                bar = progress_bar(n_batches, f"epoch {epoch + 1}/{preset.epochs}", not show, initial=start_batch)
                 t0 = time.perf_counter()
                 stepper.start_epoch(x_train, order, start_batch)
                 for bi in range(start_batch, n_batches):
@@ -849,7 +684,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, progress: Optional[
                        "test_error": 100.0 * float(np.mean(pred != y_test)), "train_seconds": t_train,
                        "eval_seconds": t_eval, "lr_scale": lr_scale}
                 metrics.append(row)
-                _append_metrics(metrics_path, row)
+                folder.file("metrics.csv")
+                log.append(row)
                 epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
                 checkpoint(host, batch=0, n_wrong=0, n_seen=0, train_seconds=0.0)
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end

@@ -24,29 +24,31 @@ reads are relaxed example by example (each example its own conductances, so no f
 shared), which is slower but the same semantics. ``method = "exact"`` differentiates the network
 it is given and is refused with a device that reads non-ideally (read noise or drift).
 
-The run folder ``DIR``:
+The run folder ``DIR`` (:class:`physgrad.runs.RunFolder`: claimed, locked, every file written atomically):
 
 * ``config.json`` -- the resolved options (defaults filled in), classes, command line, versions and
   the SHA-256 of the netlist and data files;
 * ``metrics.csv`` -- one row per epoch (``0`` = before training): ``epoch, train_cost, test_cost,
   train_accuracy, test_accuracy, seconds`` (costs are the loss's batch mean; accuracy columns where
   there are labels, test columns with ``--test``);
-* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets, and the device
-  state (``dev_*`` arrays and ``dev_meta`` JSON: per-device properties, clock, update counter); after
-  every epoch. ``--resume`` continues bit for bit (the order of epoch ``e`` is ``default_rng([seed, e])``
-  and the batched solver's factor cache is cleared at each epoch start, so nothing outside the
-  checkpoint steers the arithmetic);
+* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets, the device
+  state (:func:`physgrad.runs.device_arrays`: ``device.*`` arrays and ``device_meta`` JSON) and the
+  position (``epoch`` completed epochs, ``batch`` batches into the next), with the SHA-256 of its arrays
+  (:func:`physgrad.runs.save_checkpoint`); after every epoch and on SIGINT/SIGTERM (the current batch
+  finishes, the checkpoint is saved, ``physgrad fit`` exits 130/143). ``--resume`` checks the whole
+  folder first (:class:`physgrad.runs.CorruptRunError`, exit 2, nothing changed) and continues bit for
+  bit (the order of epoch ``e`` is ``default_rng([seed, e])`` and the batched solver's factor cache is
+  cleared at each epoch start, so nothing outside the checkpoint steers the arithmetic);
 * ``learning_curve.png``; ``trained.cir`` -- the trained netlist (:func:`physgrad.circuit.netlist.write_netlist`:
   runs in ngspice, reads back exactly), with the conductances the devices hold; not written (and
   the log says so) when a device holds 0 S, which a SPICE resistor cannot express.
 """
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
 import json
-import os
-import platform
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -64,6 +66,11 @@ from physgrad.netlists.grad import BETA_FLOOR, EPS, NUDGED, check_beta, default_
 from physgrad.netlists.losses import LOSSES, Loss
 from physgrad.learning import METHODS, make_estimator, optim
 from physgrad.minimizers.co_content import CoContentMinimizer
+from physgrad.runs import (CorruptRunError, MetricsLog, RunFolder, Rows, StopFlag, checkpoint_error, device_arrays,
+                           finite_like, plot_curve, pop_device_state, read_json, scalar, versions)
+from physgrad.runs import load_checkpoint as load_arrays
+from physgrad.runs import progress as progress_bar
+from physgrad.runs import save_checkpoint as save_arrays
 from physgrad.types import NotSolvedError, PhysgradError
 
 FIT_METHODS = tuple(m for m in METHODS if m not in ("tbp", "rbp"))
@@ -371,39 +378,82 @@ def device_step(pb: FitProblem, theta, theta_opt, dstate: Optional[DeviceState])
     return pb.device.update(theta, target - theta, rng, dstate)
 
 
-# --- run folder ---------------------------------------------------------------------------------------
-def _versions() -> dict:
-    import physgrad
-    import scipy
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "physgrad": physgrad.__version__, "machine": platform.machine(), "cpus": os.cpu_count()}
+# --- run folder (physgrad.runs: claim, lock, atomic writes, checksummed checkpoints, signals) -----------
+RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT, "learning_curve.png", "trained.cir")
+WARM_KEYS = ("inputs", "sets", "last_ref", "has_last_ref")
 
 
 def _save_checkpoint(path: Path, theta, state: dict, epoch: int, seconds: float, warm: dict,
-                     dstate: Optional[DeviceState] = None) -> None:
+                     dstate: Optional[DeviceState] = None, batch: int = 0, epoch_costs=None) -> None:
+    """Conductances ``theta``, optimizer state (``opt_*``), warm-start sets (``warm_*``), device state
+    (:func:`physgrad.runs.device_arrays`) and the position (``epoch`` completed epochs, ``batch``
+    batches into the next one; then ``epoch_costs``, the per-sample losses of those batches' free
+    phases, so that ``train_cost_in_epoch`` covers the whole epoch), atomically with their SHA-256."""
     arrays = {f"opt_{k}": np.asarray(v) for k, v in state.items()}
-    if dstate is not None:
-        dev, meta = dstate.state_dict()
-        arrays.update({f"dev_{k}": v for k, v in dev.items()})
-        arrays["devmeta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, theta=theta, epoch=epoch, seconds=seconds, **arrays,
-             **{f"warm_{k}": v for k, v in warm.items()})
-    os.replace(tmp, path)
+    if batch:
+        arrays["epoch_costs"] = np.asarray(epoch_costs if epoch_costs is not None else [], float).ravel()
+    arrays.update(device_arrays(dstate))
+    arrays.update({f"warm_{k}": np.asarray(v) for k, v in warm.items()})
+    save_arrays(path, {"theta": np.asarray(theta), "epoch": np.int64(epoch), "batch": np.int64(batch),
+                       "seconds": np.float64(seconds), **arrays})
 
 
-def _load_checkpoint(path: Path) -> dict:
-    with np.load(path) as z:
-        state = {k[4:]: z[k].copy() for k in z.files if k.startswith("opt_")}
-        state["t"] = int(state["t"])
-        warm = {k[5:]: z[k].copy() for k in z.files if k.startswith("warm_")}
-        dstate = None
-        if "devmeta" in z.files:
-            dstate = DeviceState.from_state({k[4:]: z[k].copy() for k in z.files if k.startswith("dev_")},
-                                            json.loads(str(z["devmeta"])))
-        return {"theta": z["theta"].copy(), "epoch": int(z["epoch"]), "seconds": float(z["seconds"]),
-                "state": state, "warm": warm, "device": dstate}
+def _load_checkpoint(path: Path, pb: FitProblem, n_epochs: int, minimizer) -> dict:
+    """Read and check a checkpoint against the run ``pb`` (of ``n_epochs`` epochs as saved):
+    checksum, keys, the conductances' shape and finiteness, the optimizer state's keys and shapes,
+    the warm-start sets, the device state, and a position the run can have reached.
+
+    Raises
+    ------
+    CorruptRunError
+    """
+    bad = checkpoint_error(path)
+    arrays = load_arrays(path, required=("theta", "epoch", "seconds", "opt_t"))
+    r = pb.resolved
+    theta0 = clip(pb.energy.theta0(), r["g_min"], r["g_max"])
+    theta = finite_like(arrays.pop("theta"), theta0, "theta (the conductances)", bad)
+    if np.any(theta < 0):
+        raise bad("theta holds negative conductances")
+    n_batches = -(-len(pb.X) // min(r["batch_size"], len(pb.X)))
+    epoch = scalar(arrays, "epoch", "i", bad, 0, n_epochs)
+    batch = scalar(arrays, "batch", "i", bad, 0, n_batches - 1 if epoch < n_epochs else 0) if "batch" in arrays else 0
+    seconds = scalar(arrays, "seconds", "f", bad, 0.0)
+    for k in ("epoch", "batch", "seconds"):
+        arrays.pop(k, None)
+    costs = arrays.pop("epoch_costs", np.zeros(0))
+    if costs.ndim != 1 or costs.size > len(pb.X) or costs.dtype.kind != "f" or not np.all(np.isfinite(costs)):
+        raise bad(f"epoch_costs is not a finite 1-D float array of at most {len(pb.X)} losses")
+    template = optim.init(r["optimizer"], theta0)
+    state = {k[4:]: arrays.pop(k) for k in [k for k in arrays if k.startswith("opt_")]}
+    if set(state) != set(template):
+        raise bad(f"optimizer state {sorted(state)} is not {r['optimizer']}'s {sorted(template)}")
+    state["t"] = scalar({"t": state["t"]}, "t", "i", bad, 0)
+    for k, v in template.items():
+        if k != "t":
+            state[k] = finite_like(state[k], np.asarray(v, dtype=float), f"opt_{k}", bad)
+    warm = {k[5:]: arrays.pop(k) for k in [k for k in arrays if k.startswith("warm_")]}
+    _check_warm(warm, minimizer.warm_state(pb.energy), bad)
+    dstate = pop_device_state(arrays, bad)
+    if (dstate is None) != pb.device.is_ideal:
+        raise bad(f"{'no' if dstate is None else 'a'} device state, but the run's device model is {pb.device.label!r}")
+    if arrays:
+        raise bad(f"unexpected key(s) {sorted(arrays)[:5]}")
+    return {"theta": theta, "epoch": epoch, "batch": batch, "seconds": seconds, "state": state, "warm": warm,
+            "device": dstate, "epoch_costs": [costs] if batch else []}
+
+
+def _check_warm(warm: dict, template: dict, bad) -> None:
+    """The warm-start sets of a checkpoint have the solver's layout (:meth:`BatchSolver.warm_state`)."""
+    if set(warm) != set(template):
+        raise bad(f"warm-start keys {sorted(warm)}, expected {sorted(template)}")
+    X, sets, last, has = (np.asarray(warm[k]) for k in WARM_KEYS)
+    n_in, nbytes = template["inputs"].shape[1], template["sets"].shape[1]
+    ok = (X.dtype.kind == "f" and X.ndim == 2 and X.shape[1] == n_in and bool(np.all(np.isfinite(X)))
+          and sets.dtype == np.uint8 and sets.shape == (len(X), nbytes) and last.dtype == bool and last.ndim == 1
+          and last.size <= 8 * nbytes and has.shape == () and has.dtype == bool and (bool(has) or last.size == 0))
+    if not ok:
+        raise bad(f"warm-start sets of the wrong layout (inputs {X.dtype} {X.shape}, sets {sets.dtype} {sets.shape}, "
+                  f"last_ref {last.dtype} {last.shape}; the circuit has {n_in} inputs)")
 
 
 def metric_fields(pb: FitProblem) -> list:
@@ -413,71 +463,71 @@ def metric_fields(pb: FitProblem) -> list:
     return names + ["train_cost_in_epoch", "seconds"]
 
 
-def _write_metrics(path: Path, rows: list, names: list) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=names)
-        w.writeheader()
-        for r in rows:
-            # a value not measured in that epoch (--eval-every, epoch 0's in-epoch cost) is left empty
-            w.writerow({k: ("" if r.get(k) is None else repr(float(r[k])) if k != "epoch" else int(r[k]))
-                        for k in names})
-    os.replace(tmp, path)
-
-
-def _read_metrics(path: Path) -> list:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
-
-
 def plot_learning_curve(rows: list, path: Path, title: str, classifies: bool) -> None:
     """Cost (log scale) and, for classification, accuracy per epoch (train and test)."""
-    import matplotlib
+    def line(label, col, style):  # the epochs that measured ``col`` (--eval-every leaves gaps)
+        pts = [(r["epoch"], r[col]) for r in rows if r.get(col) is not None]
+        return (label, [p[0] for p in pts], [p[1] for p in pts], style) if pts else None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not rows:
-        return
-    panels = [("cost", "loss (batch mean)")] + ([("accuracy", "accuracy")] if classifies else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels):
-        for split, style in (("train", "o-"), ("test", "s-")):
-            col = f"{split}_{key}"
-            pts = [(r["epoch"], r[col]) for r in rows if r.get(col) is not None]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3, label=split)
-        if key == "cost" and any("train_cost_in_epoch" in r for r in rows):
-            pts = [(r["epoch"], r["train_cost_in_epoch"]) for r in rows if r.get("train_cost_in_epoch") is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "x:", ms=3, label="train (in epoch)")
-        if key == "cost" and all(v > 0 for r in rows for k, v in r.items() if k.endswith("cost") or
-                                 k == "train_cost_in_epoch"):
-            ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    panels = []
+    for key, label, log in (("cost", "loss (batch mean)", True), ("accuracy", "accuracy", False)):
+        if key == "accuracy" and not classifies:
+            continue
+        lines = [line(split, f"{split}_{key}", style) for split, style in (("train", "o-"), ("test", "s-"))]
+        if key == "cost":
+            lines.append(line("train (in epoch)", "train_cost_in_epoch", "x:"))
+        panels.append({"ylabel": label, "log": log, "lines": [ln for ln in lines if ln is not None]})
+    plot_curve(path, panels, title)
 
 
-def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool] = None,
-            command: Optional[str] = None, log=print, _stop_after_epoch: Optional[int] = None) -> list:
-    """Train (or continue) into the run folder ``out``; returns the metrics rows.
-
-    ``_stop_after_epoch``: testing hook, return after saving that epoch (an interrupted run).
-    """
-    out = Path(out)
-    cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
-    if resume:
-        if not ckpt_path.exists():
-            raise PhysgradError(f"--resume: no checkpoint at {ckpt_path}")
-        saved = json.loads(cfg_path.read_text())
+def _read_saved(cfg_path: Path, spec: FitSpec) -> tuple:
+    """``(config.json, the saved FitSpec)`` of a run folder, checked (:class:`CorruptRunError`)."""
+    saved = read_json(cfg_path)
+    try:
+        if not isinstance(saved.get("spec"), dict) or not isinstance(saved.get("resolved"), dict):
+            raise ValueError("no 'spec' and 'resolved' objects")
+        epochs = saved["resolved"].get("epochs")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"resolved epochs = {epochs!r}")
+        if not isinstance(saved["resolved"].get("device", {"name": "ideal"}), dict):
+            raise ValueError("resolved device is not an object")
         saved_spec = FitSpec.from_dict(saved["spec"])
+    except (PhysgradError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CorruptRunError(f"--resume: {cfg_path} is not a valid fit configuration ({exc})") from None
+    return saved, saved_spec
+
+
+def fit_run(spec: FitSpec, out, *, resume: bool = False, overwrite: bool = False, progress: Optional[bool] = None,
+            command: Optional[str] = None, log=print, _stop_after_epoch: Optional[int] = None,
+            _interrupt_after: Optional[int] = None) -> Rows:
+    """Train (or continue) into the run folder ``out``; returns the metrics rows (:class:`physgrad.runs.Rows`,
+    whose ``interrupted`` is the signal number when SIGINT/SIGTERM stopped the run after saving).
+
+    ``out`` is claimed and locked (:meth:`physgrad.runs.RunFolder.claim`); ``resume`` checks the whole
+    folder before writing anything (:class:`physgrad.runs.CorruptRunError`, exit 2, folder unchanged);
+    ``overwrite`` starts a new run in a folder holding a fit run or other files (files physgrad did
+    not write are never replaced or deleted). SIGINT/SIGTERM: the current batch finishes, the
+    checkpoint is saved at that batch, and the rows come back with ``interrupted`` set.
+
+    ``_stop_after_epoch``: testing hook, return after saving that epoch (an interrupted run);
+    ``_interrupt_after``: testing hook, behave as if SIGINT arrived after this many batches.
+    """
+    with StopFlag() as stop:  # from here on a signal is answered at the next batch boundary (saved, 130/143)
+        folder = RunFolder.claim(out, "fit", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
+                                 run_files=(CHECKPOINT, "metrics.csv"), command=command)
+        try:
+            return _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after, stop)
+        finally:
+            folder.release()
+
+
+def _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after, stop) -> Rows:
+    out = folder.path
+    cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
+    if resume:  # read and check everything before changing anything in the folder
+        if not ckpt_path.exists() and not ckpt_path.is_symlink():
+            raise PhysgradError(f"--resume: no checkpoint at {ckpt_path}")
+        saved, saved_spec = _read_saved(cfg_path, spec)
         diff = {k: (getattr(saved_spec, k), getattr(spec, k)) for k in asdict(spec)
                 if getattr(saved_spec, k) != getattr(spec, k) and k not in ("epochs", "eval_every")}
         if diff:
@@ -490,80 +540,103 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, progress: Optional[bool
         if json.loads(json.dumps(device_to_dict(device_from_spec(spec.device_model)))) != saved_device:
             raise PhysgradError(f"--resume: device model {spec.device_model!r} is not the one the run started with "
                                 f"({saved_device})")
-    elif ckpt_path.exists() or metrics_path.exists():
-        raise PhysgradError(f"{out} already holds a run; use --resume or another --out")
     pb = resolve(spec)
     energy = pb.energy
     minimizer = CoContentMinimizer()
     r = pb.resolved
     estimator = make_estimator(r["method"], beta=r["beta"], eta=r["eta"])
-    names = metric_fields(pb)
+    fields = metric_fields(pb)  # every column but epoch and seconds may be empty (not measured that epoch)
+    metrics = MetricsLog(metrics_path, fields, first=0, optional=[f for f in fields if f not in ("epoch", "seconds")])
     if resume:
-        saved["spec"]["epochs"] = int(spec.epochs)
-        saved["resolved"]["epochs"] = int(spec.epochs)
-        saved["spec"]["eval_every"] = int(spec.eval_every)
-        cfg_path.write_text(json.dumps(saved, indent=2) + "\n")
-        ck = _load_checkpoint(ckpt_path)
-        theta, state, epoch, seconds = ck["theta"], ck["state"], ck["epoch"], ck["seconds"]
-        dstate = ck["device"]
-        if (dstate is None) != pb.device.is_ideal:
-            raise PhysgradError(f"--resume: {ckpt_path} has {'no ' if dstate is None else ''}device state but the "
-                                f"device model is {pb.device.label!r}")
+        ck = _load_checkpoint(ckpt_path, pb, saved["resolved"]["epochs"], minimizer)
+        theta, state, epoch, seconds, dstate = ck["theta"], ck["state"], ck["epoch"], ck["seconds"], ck["device"]
+        start_batch, costs = ck["batch"], ck["epoch_costs"]
+        rows = metrics.read(upto=epoch)
+        if (saved["resolved"]["epochs"], saved["spec"].get("eval_every", 1)) != (int(spec.epochs), int(spec.eval_every)):
+            saved["spec"]["epochs"] = int(spec.epochs)
+            saved["resolved"]["epochs"] = int(spec.epochs)
+            saved["spec"]["eval_every"] = int(spec.eval_every)
+            folder.write_json("config.json", saved)
+        if metrics.needs_rewrite():  # rows written after the last checkpoint: dropped, the others kept verbatim
+            metrics.rewrite()
         minimizer.set_warm_state(energy, ck["warm"])
-        rows = [m for m in _read_metrics(metrics_path) if m["epoch"] <= epoch]
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg = {"spec": asdict(spec), "resolved": r, "command": command, "versions": _versions(),
+        cfg = {"spec": asdict(spec), "resolved": r, "command": command, "versions": versions(),
                "netlist_sha256": _file_digest(spec.netlist), "data_sha256": _file_digest(spec.data),
                "test_sha256": _file_digest(spec.test) if spec.test else None}
-        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+        folder.write_json("config.json", cfg)
+        for stale in (CHECKPOINT, "metrics.csv", "learning_curve.png", "trained.cir"):  # --overwrite
+            folder.remove(stale)
         theta, dstate = init_devices(pb)
         state = optim.init(r["optimizer"], theta)
-        epoch, seconds = 0, 0.0
-        rows = [_epoch_row(pb, theta, minimizer, 0, 0.0, dstate)]
-        _save_checkpoint(ckpt_path, theta, state, 0, 0.0, minimizer.warm_state(energy), dstate)
-        _write_metrics(metrics_path, rows, names)
-        log(_describe(rows[-1]))
+        epoch, seconds, start_batch, costs = 0, 0.0, 0, []
+        rows = []
+        row = _epoch_row(pb, theta, minimizer, 0, 0.0, dstate)
+        _save_checkpoint(folder.file(CHECKPOINT), theta, state, 0, 0.0, minimizer.warm_state(energy), dstate)
+        folder.file("metrics.csv")
+        metrics.append(row)
+        rows.append(row)
+        log(_describe(row))
+    rows = Rows(rows)
     n = len(pb.X)
     B = min(r["batch_size"], n)
     n_batches = -(-n // B)
     show = sys.stderr.isatty() if progress is None else progress
     title = f"{Path(spec.netlist).name}: {r['method']}, {r['loss']} loss, {r['optimizer']}"
-    while epoch < r["epochs"]:
-        minimizer.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
-        order = np.random.default_rng([r["seed"], epoch]).permutation(n)
-        t0 = time.perf_counter()
-        bar = _progress(n_batches, f"epoch {epoch + 1}/{r['epochs']}", not show)
-        costs: list = []
-        for bi in range(n_batches):
-            idx = order[bi * B:(bi + 1) * B]
-            key = (TRAIN_READS, 0 if dstate is None else dstate.n_updates)
-            g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs)
-            theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
-            theta, dstate = device_step(pb, theta, theta_opt, dstate)
-            bar.update(1)
-        bar.close()
-        if not np.all(np.isfinite(theta)):
-            raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite conductances); lower --lr")
-        seconds += time.perf_counter() - t0
-        epoch += 1
-        full = epoch % int(spec.eval_every) == 0 or epoch >= r["epochs"]
-        row = _epoch_row(pb, theta, minimizer, epoch, seconds, dstate) if full else {"epoch": epoch, "seconds": seconds}
-        row["train_cost_in_epoch"] = float(np.mean(np.concatenate(costs)))
-        rows.append(row)
-        _save_checkpoint(ckpt_path, theta, state, epoch, seconds, minimizer.warm_state(energy), dstate)
-        _write_metrics(metrics_path, rows, names)
-        log(_describe(rows[-1]))
-        if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
-            break
-    plot_learning_curve(rows, out / "learning_curve.png", title, pb.loss.classifies)
+    batches_done = 0
+    with contextlib.nullcontext(stop) as flag:
+        while epoch < r["epochs"]:
+            minimizer.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
+            order = np.random.default_rng([r["seed"], epoch]).permutation(n)
+            t0 = time.perf_counter()
+            bar = progress_bar(n_batches, f"epoch {epoch + 1}/{r['epochs']}", not show, initial=start_batch)
+            for bi in range(start_batch, n_batches):
+                idx = order[bi * B:(bi + 1) * B]
+                key = (TRAIN_READS, 0 if dstate is None else dstate.n_updates)
+                g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs)
+                theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
+                theta, dstate = device_step(pb, theta, theta_opt, dstate)
+                bar.update(1)
+                batches_done += 1
+                stop = flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after)
+                if stop and bi + 1 < n_batches and np.all(np.isfinite(theta)):
+                    bar.close()
+                    seconds += time.perf_counter() - t0
+                    _save_checkpoint(folder.file(CHECKPOINT), theta, state, epoch, seconds,
+                                     minimizer.warm_state(energy), dstate, batch=bi + 1,
+                                     epoch_costs=np.concatenate(costs) if costs else None)
+                    log(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); continue with --resume")
+                    rows.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
+                    return rows
+            start_batch = 0
+            bar.close()
+            if not np.all(np.isfinite(theta)):
+                raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite conductances); lower --lr")
+            seconds += time.perf_counter() - t0
+            epoch += 1
+            full = epoch % int(spec.eval_every) == 0 or epoch >= r["epochs"]
+            row = _epoch_row(pb, theta, minimizer, epoch, seconds, dstate) if full else {"epoch": epoch, "seconds": seconds}
+            row["train_cost_in_epoch"] = float(np.mean(np.concatenate(costs)))
+            costs = []
+            _save_checkpoint(folder.file(CHECKPOINT), theta, state, epoch, seconds, minimizer.warm_state(energy), dstate)
+            metrics.append(row)
+            rows.append(row)
+            log(_describe(row))
+            if flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after):
+                if epoch < r["epochs"]:
+                    log(f"saved {ckpt_path} (end of epoch {epoch}); continue with --resume")
+                    rows.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
+                    return rows
+            if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
+                break
+    plot_learning_curve(rows, folder.file("learning_curve.png"), title, pb.loss.classifies)
     open_ = [n for n, g in zip(energy.param_names, theta) if not g > 0]
     if open_:  # a device at 0 S (level 0, stuck at g_min = 0): a SPICE resistor cannot be open
-        (out / "trained.cir").unlink(missing_ok=True)
+        folder.remove("trained.cir")
         log(f"trained.cir not written: resistor(s) {', '.join(open_)} hold 0 S, which a netlist cannot express "
             f"(the conductances are in {CHECKPOINT})")
     else:
-        (out / "trained.cir").write_text(trained_netlist(pb, theta))
+        folder.write_text("trained.cir", trained_netlist(pb, theta))
     return rows
 
 
@@ -609,10 +682,3 @@ def _describe(row: dict) -> str:
         parts.append(f"test acc {100 * row['test_accuracy']:.1f}%")
     parts.append(f"{row['seconds']:.1f} s")
     return "  ".join(parts)
-
-
-def _progress(total, desc, disable):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=disable, mininterval=1.0, file=sys.stderr, leave=False,
-                unit="batch")
