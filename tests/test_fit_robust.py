@@ -75,6 +75,11 @@ def _flip(p):
     p.write_bytes(bytes(raw))
 
 
+def _one_row(header: str) -> str:
+    """The header and a well-formed row of epoch 0 only (the checkpoint needs later rows)."""
+    return header + "\n" + ",".join(["0"] + ["1"] * header.count(",")) + "\n"
+
+
 def _as_dir(p):
     p.unlink()
     p.mkdir()
@@ -128,7 +133,7 @@ CORRUPTIONS = {
     "metrics-garbled": (MET, lambda p: p.write_bytes(b"\x00\xff garbage\n\x01,\x02\n"), MET),
     "metrics-bad-number": (MET, lambda p: p.write_text(p.read_text().replace("\n1,", "\nx,", 1)), "line 3"),
     "metrics-wrong-header": (MET, lambda p: p.write_text("a,b\n1,2\n"), "header"),
-    "metrics-row-missing": (MET, lambda p: p.write_text(p.read_text().splitlines()[0] + "\n0,1,2\n"), "epoch rows"),
+    "metrics-row-missing": (MET, lambda p: p.write_text(_one_row(p.read_text().splitlines()[0])), "epoch rows"),
     "metrics-short-row": (MET, lambda p: p.write_text(p.read_text().splitlines()[0] + "\n0,1\n"), "line 2"),
     "metrics-directory": (MET, _as_dir, MET),
     "marker-garbled": (".physgrad-run.json", lambda p: p.write_text("{"), "unreadable"),
@@ -203,8 +208,9 @@ def test_second_writer_exits_2_naming_the_owner(run_folder, task, tmp_path, caps
     assert "stale lock" in capsys.readouterr().err
 
 
-def test_interrupted_epoch_resumes_at_its_batch(task, tmp_path):
-    spec = FitSpec(**task, epochs=2)
+@pytest.mark.parametrize("eval_every", [1, 2])
+def test_interrupted_epoch_resumes_at_its_batch(task, tmp_path, eval_every):
+    spec = FitSpec(**task, epochs=2, eval_every=eval_every)
     rows = fit_run(spec, tmp_path / "i", progress=False, log=lambda s: None, _interrupt_after=6)
     assert rows.interrupted == signal.SIGINT and len(rows) == 2  # rows 0, 1; stopped in epoch 2
     ck = load_checkpoint(tmp_path / "i" / CK)
@@ -216,6 +222,13 @@ def test_interrupted_epoch_resumes_at_its_batch(task, tmp_path):
     np.testing.assert_array_equal(load_checkpoint(tmp_path / "i" / CK)["theta"],
                                   load_checkpoint(tmp_path / "f" / CK)["theta"])
     assert len(full) == 3
+    # the metrics too: the in-epoch cost of the interrupted epoch covers its batches before and after the
+    # interruption (the checkpoint carries the losses so far), and --eval-every leaves the same gaps
+    def measured(folder):  # every column but the wall-clock seconds
+        return [line.rsplit(",", 1)[0] for line in (folder / "metrics.csv").read_text().splitlines()]
+
+    assert measured(tmp_path / "i") == measured(tmp_path / "f")
+    assert ("train_cost" in full[1]) == (eval_every == 1) and "train_cost_in_epoch" in full[1]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
