@@ -512,16 +512,18 @@ def fit_run(spec: FitSpec, out, *, resume: bool = False, overwrite: bool = False
     ``_stop_after_epoch``: testing hook, return after saving that epoch (an interrupted run);
     ``_interrupt_after``: testing hook, behave as if SIGINT arrived after this many batches.
     """
+    pb = resolve(spec)  # bad input (netlist, data, options, a nudge below round-off) is refused before the folder is touched
     with StopFlag() as stop:  # from here on a signal is answered at the next batch boundary (saved, 130/143)
         folder = RunFolder.claim(out, "fit", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
                                  run_files=(CHECKPOINT, "metrics.csv"), command=command)
         try:
-            return _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after, stop)
+            return _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after,
+                            stop)
         finally:
             folder.release()
 
 
-def _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after, stop) -> Rows:
+def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch, _interrupt_after, stop) -> Rows:
     out = folder.path
     cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
     if resume:  # read and check everything before changing anything in the folder
@@ -540,7 +542,6 @@ def _fit_run(spec, folder, resume, progress, command, log, _stop_after_epoch, _i
         if json.loads(json.dumps(device_to_dict(device_from_spec(spec.device_model)))) != saved_device:
             raise PhysgradError(f"--resume: device model {spec.device_model!r} is not the one the run started with "
                                 f"({saved_device})")
-    pb = resolve(spec)
     energy = pb.energy
     minimizer = CoContentMinimizer()
     r = pb.resolved
