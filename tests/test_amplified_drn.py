@@ -330,7 +330,10 @@ def test_training_with_amplifiers_is_training_the_rescaled_plain_drn(algorithm):
     assert not np.allclose(W2, th[1])  # it did learn
 
 
-@pytest.mark.parametrize("backend,optimizer,algorithm", [("numba", "sgd", "cep"), ("numba", "adam", "cep"),
+# the numba cases compile a float64 2-hidden-layer kernel (~30 s of CPU with a cold cache): slow run; the
+# wrapper's mapping is the same code on the numpy kernel, and numba equals numpy in test_kernels_numba
+@pytest.mark.parametrize("backend,optimizer,algorithm", [pytest.param("numba", "sgd", "cep", marks=pytest.mark.slow),
+                                                         pytest.param("numba", "adam", "cep", marks=pytest.mark.slow),
                                                          ("numpy", "sgd", "cep"), ("numpy", "momentum", "cep"),
                                                          ("numpy", "sgd", "tbp")])
 def test_fast_engine_on_amplifiers_equals_the_generic_engine(backend, optimizer, algorithm):

@@ -185,6 +185,7 @@ def test_read_noise_changes_what_is_measured_not_the_seed_stream(tmp_path):
     assert runs["clean"][0]["train_cost"] != runs["noisy"][0]["train_cost"]
 
 
+@pytest.mark.slow  # a process pool of real fits, ~7 s of CPU
 def test_sweep_runs_fit_on_the_local_pool(tmp_path):
     from physgrad.sweep import load_spec, run_sweep
     from physgrad.sweep.tasks import fit_error

@@ -42,6 +42,7 @@ def test_sweep_table_corruptions(fuzz):
     assert sum(counts["sweep results.csv"].values()) == 16
 
 
+@pytest.mark.slow  # ~8 s of CPU; the lock itself is tested with a real second process in test_runs
 def test_concurrent_writers_and_a_signal(fuzz):
     counts = _check(fuzz.run(seed=14, n_fit=0, n_train=0, n_sweep=0, n_writers=1, n_signals=1, timeout_s=120,
                              log=lambda s: None))

@@ -44,7 +44,9 @@ def rel_err(a, b):
     return float(np.max(np.abs(np.asarray(a, float) - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-@pytest.mark.parametrize("hidden", DEPTHS, ids=["1h", "2h", "3h"])
+# each depth compiles its own float64 kernel (~30 s of CPU with a cold numba cache): 2 and 3 hidden layers in the slow run
+@pytest.mark.parametrize("hidden", [DEPTHS[0]] + [pytest.param(h, marks=pytest.mark.slow) for h in DEPTHS[1:]],
+                         ids=["1h", "2h", "3h"])
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("model", ["drn", "dhn"])
 def test_numba_step_equals_numpy_reference_float64(model, schedule, hidden):

@@ -127,6 +127,7 @@ def test_local_cluster_errors_resume_and_same_as_serial(tmp_path, data_dir):
     assert paths["curves"].stat().st_size > 1000
 
 
+@pytest.mark.slow  # a real cluster, ~9 s of CPU; the error-row logic is also in test_sweep_robust
 def test_a_dead_worker_becomes_an_error_row_and_is_retried(tmp_path, data_dir):
     import dask
     from distributed import Client, LocalCluster
@@ -172,6 +173,7 @@ def test_a_dead_worker_becomes_an_error_row_and_is_retried(tmp_path, data_dir):
     assert after[:kept + 1] == before[:kept + 1]
 
 
+@pytest.mark.slow  # real training runs on a pool, ~9 s of CPU
 def test_status_and_summary_statistics(tmp_path, data_dir, capsys):
     spec_path = write_spec(tmp_path / "s.toml", spec_text(data_dir))
     out = tmp_path / "out"
