@@ -23,8 +23,8 @@ Read-noise realisations (``Device.read_noise.resample``):
   through its phases: the generic engine only, whose minimizer is wrapped in
   :class:`~physgrad.devices.ReadThrough` with ``key = (n,)`` (the inner parameters are then the true
   conductances, and each phase reads them). Rules that unroll the minimizer's ``step`` (TBP, RBP)
-  cannot read through and need ``"step"``. :func:`check_device_engine` refuses the other
-  combinations, naming the alternative.
+  cannot read through and need ``"step"``. :func:`physgrad.layered.engines.plan_engine` refuses the
+  other combinations, naming the alternative.
 
 Evaluation reads the conductances once, ``device_rng(seed, "read", n, EVAL_READ, 0)``: the drift at
 the current device clock and one read-noise realisation for the whole test set (a chip read once at
@@ -35,48 +35,16 @@ so its runs are bit-for-bit those without a device model.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 
 from physgrad.devices import Device, DeviceState, ReadThrough, device_rng
+from physgrad.layered.engines import random_reads
 from physgrad.layered.steppers import optimizer_state
 from physgrad.types import PhysgradError
 
 EVAL_READ = 1 << 40
 """The ``example`` counter of the evaluation's read (beyond any example index of a step)."""
-PER_EXAMPLE = ("phase", "example")
-
-
-def random_reads(device: Device) -> Optional[str]:
-    """``device.read_noise.resample`` when reads draw random numbers, else None."""
-    rn = device.read_noise
-    return rn.resample if rn is not None and rn.sigma > 0 else None
-
-
-def check_device_engine(device: Device, engine: str, algorithm: str) -> None:
-    """Refuse a device whose reads the engine cannot realise (see the module docstring).
-
-    Raises
-    ------
-    PhysgradError
-        Read noise resampled per phase or per example with the fast engine (the fused kernels share
-        one set of conductances between the phases), or with TBP/RBP (they unroll the minimizer).
-    """
-    how = random_reads(device)
-    if how not in PER_EXAMPLE:
-        return
-    if engine != "generic":
-        raise PhysgradError(
-            f"device {device.label!r}: read noise resampled per {how} needs the generic engine (--engine generic, "
-            f"one relaxation per example); the fast engine can only share one realisation per step between the "
-            f"free and nudged phases: use a device file with [read_noise] resample = \"step\" for that")
-    if algorithm in ("tbp", "rbp"):
-        raise PhysgradError(
-            f"device {device.label!r}: {algorithm} unrolls the minimizer's sweeps and cannot read through the "
-            f"device per {how}; use [read_noise] resample = \"step\" (one realisation per step) or an EP/CpL rule")
-
-
 def _write(inner, values) -> None:
     """Set the inner stepper's parameters to host arrays ``values`` (in place for host arrays, so
     that kernels holding them see the change; through ``to_device`` for device tensors)."""

@@ -52,6 +52,13 @@ ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 PER_EXAMPLE_READS = ("phase", "example")
 """Read-noise resampling (``device.read_noise.resample``) that only the generic engine realises."""
+
+
+def random_reads(device) -> Optional[str]:
+    """``device.read_noise.resample`` when the device's reads draw random numbers (read noise with
+    ``sigma > 0``), else None; ``device`` None is the ideal device."""
+    rn = getattr(device, "read_noise", None)
+    return rn.resample if rn is not None and rn.sigma > 0 else None
 STEPPERS = ("CompiledCEPStepper", "FusedCEPStepper", "OptimizerCEPStepper", "TorchCEPStepper", "FusedTBPStepper",
             "ConvEPStepper", "RuleStepper")
 CONV_FAST_ALGORITHMS = ("cep", "pep", "nep")
@@ -142,8 +149,7 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         fast = (algorithm in CONV_FAST_ALGORITHMS if convolutional
                 else algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd"))
         engine = "fast" if fast else "generic"
-    rn = getattr(device_model, "read_noise", None)
-    device_reads = rn.resample if rn is not None and rn.sigma > 0 else None
+    device_reads = random_reads(device_model)
     device_label = getattr(device_model, "label", "")
     if device_reads in PER_EXAMPLE_READS:
         if engine != "generic":

@@ -262,7 +262,7 @@ class TrainConfig:
         backend = self.plan.backend
         if backend == "torch":
             from physgrad.layered.kernels import torch_backend
-            torch_backend.require(self.device)
+            torch_backend.require(self.device, array_api=self.plan.stepper != "ConvEPStepper")
         return backend
 
     @property
@@ -620,7 +620,9 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                            threads=config.threads, eta=config.eta, backend=config.resolved_backend,
                            device=config.device)
     if not device.is_ideal:
-        from physgrad.layered.device_model import PER_EXAMPLE, DeviceStepper, random_reads
+        from physgrad.layered.device_model import DeviceStepper
+        from physgrad.layered.engines import PER_EXAMPLE_READS as PER_EXAMPLE
+        from physgrad.layered.engines import random_reads
         stepper = DeviceStepper(stepper, device, params, device_state, config.seed,
                                 read_through=random_reads(device) in PER_EXAMPLE)
     batches_done = 0

@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from physgrad.types import PhysgradError
-
-INSTALL_HINT = "the torch backend needs torch: pip install torch"
-
 
 def require(device: str = "cpu"):
-    """Import torch or raise :class:`PhysgradError`; check that ``device`` exists."""
-    try:
-        import torch
-    except ImportError as e:
-        raise PhysgradError(f"{INSTALL_HINT} ({e})") from None
-    if device not in ("cpu", "cuda"):
-        raise PhysgradError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PhysgradError("device 'cuda': torch sees no CUDA device on this machine")
-    return torch
+    """Import torch (no array-api-compat needed here) or raise :class:`PhysgradError`; check ``device``
+    (:func:`physgrad.layered.kernels.torch_backend.require`)."""
+    from physgrad.layered.kernels.torch_backend import require as require_torch
+
+    return require_torch(device, array_api=False)
 
 
 class TorchOps:

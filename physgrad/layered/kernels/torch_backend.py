@@ -23,13 +23,16 @@ from physgrad.types import PhysgradError
 INSTALL_HINT = "the torch backend needs torch and array-api-compat: pip install 'physgrad[torch]'"
 
 
-def require(device: str = "cpu"):
-    """Import torch (and array_api_compat) or raise :class:`PhysgradError`; check that ``device`` exists."""
+def require(device: str = "cpu", *, array_api: bool = True):
+    """Import torch (and array_api_compat, with ``array_api``) or raise :class:`PhysgradError`; check
+    that ``device`` exists."""
     try:
-        import array_api_compat  # noqa: F401
+        if array_api:
+            import array_api_compat  # noqa: F401
         import torch
     except ImportError as e:
-        raise PhysgradError(f"{INSTALL_HINT} ({e})") from None
+        hint = INSTALL_HINT if array_api else "the torch backend needs torch: pip install torch"
+        raise PhysgradError(f"{hint} ({e})") from None
     if device not in ("cpu", "cuda"):
         raise PhysgradError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
