@@ -45,8 +45,11 @@ import numpy as np
 from physgrad.devices.pieces import ConstantStep, ExpStep, SoftBounds
 from physgrad.types import PhysgradError
 
-try:  # optional dependency: physgrad[fast]
+try:  # a dependency; vectorised numpy is the fallback where it cannot be imported
     from numba import njit
+
+    from physgrad import _numba_cache
+    _numba_cache.install()  # one cache for every checkout (NUMBA_CACHE_DIR/physgrad-kernels/...)
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised where numba is absent
     AVAILABLE = False

@@ -72,6 +72,9 @@ from physgrad.types import PhysgradError
 try:  # a dependency; the numpy kernel is the fallback where it cannot be imported
     import numba
     from numba import njit, prange
+
+    from physgrad import _numba_cache
+    _numba_cache.install()  # one cache for every checkout (NUMBA_CACHE_DIR/physgrad-kernels/...)
     AVAILABLE = True
     VERSION = numba.__version__
     if "NUMBA_THREADING_LAYER" not in os.environ:  # no busy-waiting pool (see the module docstring)
