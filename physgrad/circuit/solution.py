@@ -185,8 +185,10 @@ class CircuitSolution:
         deliver power are negative); see :mod:`physgrad.circuit.power`."""
         return element_powers(self.circuit, self.voltages, self.currents)
 
-    def power_dict(self) -> dict:
-        return {el.name: float(p) for el, p in zip(self.circuit.elements, self.element_powers)}
+    def power_dict(self, powers=None) -> dict:
+        """Element name -> W absorbed (``powers``: :attr:`element_powers`, computed when not given)."""
+        powers = self.element_powers if powers is None else powers
+        return {el.name: float(p) for el, p in zip(self.circuit.elements, powers)}
 
     @property
     def power_balance(self) -> PowerBalance:
@@ -214,7 +216,8 @@ class CircuitSolution:
 
         cert = self.certificate
         with np.errstate(invalid="ignore", over="ignore"):
-            bal = self.power_balance
+            powers = self.element_powers  # once: the per-element powers and Tellegen's balance share it
+            bal = tellegen(self.circuit, powers)
         out = {
             "status": self.status,
             "solver": self.solver,
@@ -222,7 +225,7 @@ class CircuitSolution:
             "currents": {n: num(i, f"currents.{n}") for n, i in self.current_dict().items()},
             "co_content": num(self.co_content, "co_content"),
             "power": num(self.power, "power"),
-            "element_power": {n: num(p, f"element_power.{n}") for n, p in self.power_dict().items()},
+            "element_power": {n: num(p, f"element_power.{n}") for n, p in self.power_dict(powers).items()},
             "power_balance": {k: num(getattr(bal, k), f"power_balance.{k}")
                               for k in ("dissipated", "delivered", "residual", "relative")},
             "iterations": int(self.n_iter),

@@ -15,34 +15,38 @@ are bad input (2); see :mod:`physgrad.runs`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Optional, Sequence
 
-from physgrad.cli import download, fit, grad, netlist, predict, solve, sweep, train, verify
 from physgrad.types import NotSolvedError, PhysgradError
 
 EXIT_OK, EXIT_NOT_SOLVED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_BROKEN_PIPE = 141
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
-COMMANDS = (solve, grad, verify, train, fit, predict, netlist, download, sweep)
+COMMANDS = ("solve", "grad", "verify", "train", "fit", "predict", "netlist", "download", "sweep")
+"""The commands, each a module of this package (imported when its parser is built)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``physgrad`` parser with one subcommand per module of :data:`COMMANDS`."""
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``physgrad`` parser with one subcommand per module of :data:`COMMANDS` (with ``only``, that
+    command's alone: a command then imports only what it needs, e.g. ``solve`` not the layered
+    package)."""
     from physgrad import __version__
 
     parser = argparse.ArgumentParser(prog="physgrad", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"physgrad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        command.register(sub)
+    for name in (only,) if only in COMMANDS else COMMANDS:
+        importlib.import_module(f"physgrad.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, map errors to exit codes."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         code = args.func(args)
         sys.stdout.flush()
