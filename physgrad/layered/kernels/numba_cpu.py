@@ -26,7 +26,7 @@ depth and schedule):
 **Parallel and deterministic.** The pass over ``W1`` (and, above :data:`PAR_WORK` multiply-adds --
 no preset by default -- the block updates and the updates of ``W_k``) is split over *columns*
 (output units) between threads; the relaxation of a phase is split over its *rows* (samples and
-the two nudged phases, which do not interact; above :data:`PAR_ROWS`), one parallel region for all
+the two nudged phases, which do not interact; above :data:`PAR_ROWS`, off by default), one parallel region for all
 its sweeps. Every output element is computed by
 one thread, by the same sequence of floating-point operations whatever the number of threads or the
 chunk sizes. Results are therefore bit-for-bit identical for every thread count (tested), and
@@ -97,7 +97,9 @@ _REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order
 NARROW = 64  # a layer with fewer units (the outputs) is driven from below by dot products with W_k^T
 PAR_WORK = 1 << 26  # multiply-adds above which a block or weight update is split between threads (see Workspace)
 PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between threads
-PAR_ROWS = 1 << 14  # multiply-adds per row and sweep above which a phase's rows are split between threads
+PAR_ROWS = 1 << 62  # multiply-adds per row and sweep above which a phase's rows are split between threads:
+# off by default (DRN-1H, batch 4, idle 2-core machine: 2 threads took 4.8-5.2 s per 3,000 batches with the
+# row split and 3.8-3.9 s without, 1 thread 2.6-2.8 s); kept, tested, for larger batches
 SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
 
 
@@ -646,7 +648,7 @@ class Workspace:
     par_rows : int
         Multiply-adds per row and sweep of a phase above which the phase's rows (samples, and the
         two nudged phases) are split between threads: one parallel region per phase, no barrier
-        between the sweeps (rows are independent). Default :data:`PAR_ROWS`: DRN-1H and larger.
+        between the sweeps (rows are independent). Default :data:`PAR_ROWS`: never (measured slower at batch 4).
     """
 
     def __init__(self, spec: FusedSpec, batch_size: int, threads: int = 1, chunk: Optional[int] = None,
