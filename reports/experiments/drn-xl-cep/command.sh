@@ -1,3 +1,3 @@
-python3 -m physgrad train --preset drn-xl --data-dir /work/shared/data --threads 2 --out /work/xl-run --no-progress   # cwd /work/wt-kernels (commit fb00300), started Tue Dec  1 21:02:50 UTC 2026
-# resumed Tue Dec  1 21:48:02 UTC 2026 at commit b6bcbc9: python3 -m physgrad train --preset drn-xl --data-dir /work/shared/data --threads 2 --out /work/xl-run --no-progress --resume
-# resumed Tue Dec  1 22:17:49 UTC 2026 at commit 3b94ec0 after an external SIGINT/SIGTERM at 22:11 UTC (checkpoint at epoch 4, batch 4515): python3 -m physgrad train --preset drn-xl --data-dir /work/shared/data --threads 2 --out /work/xl-run --no-progress --resume
+# restarted 2026-12-07 14:18 UTC on a new machine (the 2026-12-01 run folder was gone), from a copy of the
+# repository at commit 3e17252; run folder outside the repository:
+nice -n 10 python3 -m physgrad train --preset drn-xl --data-dir /path/to/data --threads 2 --out /work/xl-run --no-progress
