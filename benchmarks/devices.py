@@ -65,7 +65,7 @@ def run(model: str, train_size: int, data_dir: str, cpu: bool) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-size", type=int, default=2000)
-    ap.add_argument("--data-dir", default=os.environ.get("PHYSGRAD_DATA", "/work/shared/data/mnist"))
+    ap.add_argument("--data-dir", default=os.environ.get("PHYSGRAD_DATA"))
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--kernel", choices=("auto", "numba", "numpy"), default="auto",
                     help="route of the device update (physgrad.devices.pulsing.BACKEND)")

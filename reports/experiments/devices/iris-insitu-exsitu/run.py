@@ -2,7 +2,7 @@
 
 Usage (from the repository root; about 6 minutes on one core)::
 
-    python3 reports/experiments/devices/iris-insitu-exsitu/run.py [--runs /work/runs/devices-iris]
+    python3 reports/experiments/devices/iris-insitu-exsitu/run.py [--runs runs/devices-iris]
 
 For every stratified split ``k`` of ``reports/experiments/iris-16edge/data`` (5 splits) and device
 draw ``d`` (2 draws), with ``seed = k + 5 d`` (the seed orders the samples and draws the devices):
@@ -101,7 +101,7 @@ def ex_situ(k: int, seed: int, device: str, ideal_dir: Path) -> dict:
 
 def main_() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", default="/work/runs/devices-iris", help="run folders (outside the repository)")
+    ap.add_argument("--runs", default="runs/devices-iris", help="run folders (outside the repository)")
     runs = Path(ap.parse_args().runs)
     dev_dir = HERE / "devices"
     dev_dir.mkdir(exist_ok=True)
