@@ -199,3 +199,17 @@ def test_predict_with_a_train_run_on_idx_npy_and_png(data_dir, tmp_path, capsys)
     assert main(["predict", str(run), "--images", str(tmp_path / "x.npy"), "--plot", str(plot)]) == 2  # no labels
     assert main(["predict", str(run), "--data", str(out)]) == 2
     capsys.readouterr()
+
+
+def test_predict_refuses_special_and_oversized_data_files(tmp_path, capsys):
+    """The data CSV is read like every input: a device, a folder or a header line past the CSV field
+    limit is bad input (exit 2 naming the file), never a traceback or a hang."""
+    net = tmp_path / "n.cir"
+    net.write_text("t\nvin a 0 1\nr1 a out 1k\nr2 out 0 1k\n")
+    big = tmp_path / "big.csv"
+    big.write_text("a" * 300_000 + "\n1\n")
+    for data, reason in (("/dev/zero", "not a regular file"), (str(tmp_path), "directory"),
+                         (str(big), "header line is not CSV")):
+        assert main(["predict", str(net), "--data", data]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and "Traceback" not in err, err

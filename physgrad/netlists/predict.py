@@ -211,16 +211,22 @@ class Prediction:
 
 
 def header_of(path) -> tuple:
-    """The lower-case column names of a CSV file's header (:class:`DataError` when unreadable)."""
+    """The lower-case column names of a CSV file's header (:class:`DataError` when unreadable):
+    a regular file within the CSV reader's byte limit (:class:`physgrad.netlists.data.CsvLimits`)."""
+    from physgrad.circuit.files import InputFileError, read_limited
+    from physgrad.netlists.data import CsvLimits
+
     p = Path(path)
     try:
-        with open(p, encoding="utf-8-sig", newline="") as fh:
-            first = fh.readline(1 << 20)
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: cannot be read ({exc})") from None
-    row = next(csv.reader(io.StringIO(first)), [])
+        first = read_limited(p, CsvLimits().max_bytes).decode("utf-8-sig").splitlines()[:1]
+    except InputFileError as exc:
+        raise DataError(f"{p}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc})") from None
+    try:
+        row = next(csv.reader(first), [])
+    except csv.Error as exc:
+        raise DataError(f"{p}:1: the header line is not CSV ({exc})") from None
     if not row:
         raise DataError(f"{p}:1: no header line")
     return tuple(c.strip().lower() for c in row)
