@@ -5,6 +5,29 @@ import pytest
 from physgrad.layered.data import FILES, write_idx
 
 
+DIVIDER_NETLIST = """grad test: divider with a clipping diode
+V1 in 0 1
+R1 in a 1
+R2 a out 2
+R3 out 0 1.5
+R4 a 0 0.8
+D1 a b dth
+.model dth D(ideal=1 vth=0.05)
+V2 b 0 0.2
+.target out 0.2
+.trainable R1 R2 R3
+.end
+"""
+
+
+@pytest.fixture()
+def netlist(tmp_path):
+    """A divider with a clipping ideal diode, a target and a .trainable line (for grad, fit, solve)."""
+    p = tmp_path / "c.cir"
+    p.write_text(DIVIDER_NETLIST)
+    return p
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A tiny MNIST-format dataset (48 training and 16 test images, gzipped IDX), labels tied to the

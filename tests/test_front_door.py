@@ -15,33 +15,11 @@ from physgrad.cli import build_parser, main
 from physgrad.netlists import grad as G
 
 ROOT = Path(__file__).resolve().parents[1]
-NETLIST = """grad test: divider with a clipping diode
-V1 in 0 1
-R1 in a 1
-R2 a out 2
-R3 out 0 1.5
-R4 a 0 0.8
-D1 a b dth
-.model dth D(ideal=1 vth=0.05)
-V2 b 0 0.2
-.target out 0.2
-.trainable R1 R2 R3
-.end
-"""
-
-
-@pytest.fixture()
-def netlist(tmp_path):
-    p = tmp_path / "c.cir"
-    p.write_text(NETLIST)
-    return p
-
-
-def test_protocols_name_the_three_abstractions_and_their_capabilities():
+def test_protocols_name_the_three_abstractions_and_their_capabilities(netlist):
     from physgrad.energies.layered import DeepResistive
     from physgrad.minimizers.block import BlockCoordinateDescent
 
-    energy = physgrad.CoContentEnergy(physgrad.parse_netlist(NETLIST))
+    energy = physgrad.CoContentEnergy(physgrad.parse_netlist(netlist.read_text()))
     minimizer = physgrad.CoContentMinimizer()
     assert isinstance(energy, physgrad.Energy) and isinstance(energy, physgrad.HasQuadraticForm)
     assert isinstance(minimizer, physgrad.Minimizer) and isinstance(minimizer, physgrad.ImplicitGradient)
@@ -68,7 +46,7 @@ def test_import_physgrad_is_lazy():
 
 def test_solve_takes_text_path_or_circuit(netlist):
     c = physgrad.read_netlist(netlist)
-    a, b, d = physgrad.solve(NETLIST), physgrad.solve(netlist), physgrad.solve(c)
+    a, b, d = physgrad.solve(netlist.read_text()), physgrad.solve(netlist), physgrad.solve(c)
     for node in ("a", "out"):
         assert a.voltage(node) == b.voltage(node) == d.voltage(node)
     assert physgrad.solve(str(netlist)).voltage("out") == a.voltage("out")
@@ -92,15 +70,15 @@ def test_gradient_matches_the_divider_formula():
         assert cep["grad"][k] == pytest.approx(exact[k], rel=1e-6)
 
 
-def test_one_default_beta_for_grad_and_fit(tmp_path):
+def test_one_default_beta_for_grad_and_fit(netlist, tmp_path):
     from physgrad.netlists.fit import FitSpec, resolve
 
-    c = physgrad.parse_netlist(NETLIST)  # .trainable R1 R2 R3: the default is over all resistors (R4 too)
+    c = physgrad.parse_netlist(netlist.read_text())  # .trainable R1 R2 R3: the default is over all resistors (R4 too)
     g = [r.conductance for r in c.resistors]
     assert G.default_beta(c) == pytest.approx(1e-4 * np.median(g))
     assert G.grad_result(c, "cep")["beta"] == G.default_beta(c)
     net = tmp_path / "c.cir"
-    net.write_text(NETLIST)
+    net.write_text(netlist.read_text())
     data = tmp_path / "d.csv"
     data.write_text("v1,out\n1,0.2\n0.5,0.1\n")
     pb = resolve(FitSpec(netlist=str(net), data=str(data), inputs=("v1",), outputs=("out",)))

@@ -10,28 +10,6 @@ from physgrad.circuit.netlist import read_netlist, write_netlist
 from physgrad.circuit.solve import solve
 from verification.cases import feasible_random_circuit
 
-NETLIST = """grad test: divider with a clipping diode
-V1 in 0 1
-R1 in a 1
-R2 a out 2
-R3 out 0 1.5
-R4 a 0 0.8
-D1 a b dth
-.model dth D(ideal=1 vth=0.05)
-V2 b 0 0.2
-.target out 0.2
-.trainable R1 R2 R3
-.end
-"""
-
-
-@pytest.fixture()
-def netlist(tmp_path):
-    p = tmp_path / "c.cir"
-    p.write_text(NETLIST)
-    return p
-
-
 def run_json(capsys, *args):
     assert main(["grad", *map(str, args), "--json"]) == 0
     return json.loads(capsys.readouterr().out)

@@ -60,7 +60,7 @@ import numpy as np
 from autograd.builtins import SequenceBox
 from autograd.tracer import getval
 
-from physgrad.energies.layered import _check_x
+from physgrad.energies.layered import LayerStates, _check_x
 from physgrad.types import FREE, Nudge, PhysgradError
 
 Pooling = Literal["max", "avg"]
@@ -133,7 +133,7 @@ def unpool(p, weights):
 
 
 @dataclass(frozen=True)
-class ConvHopfield:
+class ConvHopfield(LayerStates):
     r"""Energy of a deep convolutional Hopfield network (see the module docstring for the formula).
 
     Parameters
@@ -237,22 +237,6 @@ class ConvHopfield:
                 kind = "W" if i < L else "b"
                 raise PhysgradError(f"{kind}_{i % L + 1} must have shape {want}, got {anp.shape(theta[i])}")
         return tuple(theta[i] for i in range(L)), tuple(theta[L + i] for i in range(L))
-
-    def check_state(self, state, batch: int):
-        """Validate a state tuple ``(B, n_k)`` per free layer."""
-        if not isinstance(state, (tuple, list)) or len(state) != self.n_layers:
-            raise PhysgradError(f"a state is a tuple of {self.n_layers} arrays (one per free layer)")
-        for k, s in enumerate(state, start=1):
-            if anp.shape(s) != (batch, self.sizes[k]):
-                raise PhysgradError(f"state layer {k} must have shape {(batch, self.sizes[k])}, got {anp.shape(s)}")
-        return tuple(state)
-
-    def zero_state(self, batch: int, dtype=float):
-        return tuple(np.zeros((batch, n), dtype=dtype) for n in self.sizes[1:])
-
-    def outputs(self, state):
-        """Output units ``(batch, n_outputs)``."""
-        return state[-1]
 
     def input_layer(self, x, dtype=float):
         """The pixels ``x`` ``(batch, c_0 h_0 w_0)`` in ``dtype`` (default float64)."""

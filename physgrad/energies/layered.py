@@ -38,8 +38,31 @@ def _check_x(x, n_inputs: int, dtype=float) -> np.ndarray:
     return x
 
 
+class LayerStates:
+    """States as tuples of ``(batch, n_k)`` arrays, one per free layer ``k = 1..L``: the methods every
+    layered energy shares (dense here, convolutional in :mod:`physgrad.energies.conv`), given its
+    ``n_layers`` (``L``) and ``sizes`` (``(n_0, n_1, ..., n_L)``, ``n_0`` the inputs)."""
+
+    def check_state(self, state, batch: int):
+        """Validate a state tuple for a batch of ``batch`` samples."""
+        if not isinstance(state, (tuple, list)) or len(state) != self.n_layers:
+            raise PhysgradError(f"a state is a tuple of {self.n_layers} arrays (one per free layer)")
+        for k, s in enumerate(state, start=1):
+            if anp.shape(s) != (batch, self.sizes[k]):
+                raise PhysgradError(f"state layer {k} must have shape {(batch, self.sizes[k])}, got {anp.shape(s)}")
+        return tuple(state)
+
+    def zero_state(self, batch: int, dtype=float):
+        """All-zero state (0 V)."""
+        return tuple(np.zeros((batch, n), dtype=dtype) for n in self.sizes[1:])
+
+    def outputs(self, state):
+        """Output units' values, shape ``(batch, n_outputs)``."""
+        return state[-1]
+
+
 @dataclass(frozen=True)
-class _Layered:
+class _Layered(LayerStates):
     """Shared structure of the layered energies (abstract: use DeepResistive or DeepHopfield)."""
 
     n_inputs: int
@@ -76,23 +99,6 @@ class _Layered:
                 raise PhysgradError(f"layer {k}: W must be {want} and b ({self.sizes[k]},), got "
                                     f"{anp.shape(W)} and {anp.shape(b)}")
         return Ws, bs
-
-    def check_state(self, state, batch: int):
-        """Validate a state tuple for a batch of ``batch`` samples."""
-        if not isinstance(state, (tuple, list)) or len(state) != self.n_layers:
-            raise PhysgradError(f"a state is a tuple of {self.n_layers} arrays (one per free layer)")
-        for k, s in enumerate(state, start=1):
-            if anp.shape(s) != (batch, self.sizes[k]):
-                raise PhysgradError(f"state layer {k} must have shape {(batch, self.sizes[k])}, got {anp.shape(s)}")
-        return tuple(state)
-
-    def zero_state(self, batch: int, dtype=float):
-        """All-zero state (0 V)."""
-        return tuple(np.zeros((batch, n), dtype=dtype) for n in self.sizes[1:])
-
-    def outputs(self, state):
-        """Output units' values, shape ``(batch, n_outputs)``."""
-        return state[-1]
 
     def init_theta(self, rng: np.random.Generator, weight_gain: float = 1.0, dtype=float):
         """Initial parameters: ``W_k ~ U(-a_k, a_k)`` with ``a_k = weight_gain / sqrt(n_{k-1})``
