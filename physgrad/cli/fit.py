@@ -7,12 +7,7 @@ import sys
 
 import numpy as np
 
-
-def _names(text: str) -> tuple:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
+from physgrad.cli._args import names
 
 
 def _floats(text: str) -> tuple:
@@ -39,8 +34,8 @@ def register(sub) -> None:
     p.add_argument("netlist", help="SPICE netlist (physgrad subset)")
     p.add_argument("--data", required=True, help="training CSV (header line with column names)")
     p.add_argument("--test", default=None, help="test CSV (same columns)")
-    p.add_argument("--inputs", required=True, type=_names, help="comma-separated input source names")
-    p.add_argument("--outputs", type=_names, default=None,
+    p.add_argument("--inputs", required=True, type=names, help="comma-separated input source names")
+    p.add_argument("--outputs", type=names, default=None,
                    help="comma-separated output node names (default: the netlist's .target nodes)")
     p.add_argument("--label-column", default=None, help="class column (classification)")
     p.add_argument("--loss", choices=LOSSES, default=None,

@@ -3,31 +3,10 @@
 Argparse and printing only; the result is :func:`physgrad.netlists.grad.grad_result`."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-import numpy as np
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+from physgrad.cli._args import int_at_least, positive_float
 
 
 def register(sub) -> None:
@@ -42,16 +21,16 @@ def register(sub) -> None:
                    help="exact (KKT implicit differentiation), pep/nep/cep (equilibrium propagation), ep4 (4-point "
                         "stencil), fp (frequency propagation), hep (holomorphic EP; no ideal diodes), cl "
                         "(contrastive), pcpl/ncpl/ccpl (coupled learning), tbp/rbp (truncated/recurrent backprop)")
-    p.add_argument("--beta", type=_positive_float, default=None,
+    p.add_argument("--beta", type=positive_float, default=None,
                    help="EP nudge beta (S) for pep/nep/cep/ep4/fp/hep; default 1e-4 x the median conductance of all "
                         "resistors (the same default as fit), so the nudge is a small perturbation whatever the "
                         "circuit's scale; a beta below round-off for the circuit's scales is refused (exit 2) with "
                         "the smallest usable beta")
-    p.add_argument("--eta", type=_positive_float, default=1e-2,
+    p.add_argument("--eta", type=positive_float, default=1e-2,
                    help="coupled-learning amplitude for pcpl/ncpl/ccpl (dimensionless: the clamp moves the outputs "
                         "this fraction of the way to the target), default 1e-2")
-    p.add_argument("--steps", type=_positive_int, default=300, help="TBP sweeps / RBP iterations, default 300")
-    p.add_argument("--points", type=_positive_int, default=None,
+    p.add_argument("--steps", type=int_at_least(1), default=300, help="TBP sweeps / RBP iterations, default 300")
+    p.add_argument("--points", type=int_at_least(1), default=None,
                    help="nudges per period: fp (default 8, >= 4) and hep (default 6, >= 2)")
     p.add_argument("--json", action="store_true",
                    help="print one strict JSON object (never NaN or Infinity: a non-finite estimate is null with a "

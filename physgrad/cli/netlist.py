@@ -4,32 +4,13 @@ Argparse and printing only; the design is :mod:`physgrad.netlists.builder`.
 """
 from __future__ import annotations
 
-import argparse
+from physgrad.cli._args import int_at_least, positive_float
 
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+_count = int_at_least(0)
 
 
 def _nonnegative(text: str) -> float:
-    value = _positive(text) if text.strip() not in ("0", "0.0") else 0.0
-    return value
+    return positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
 
 
 def register(sub) -> None:
@@ -45,12 +26,12 @@ def register(sub) -> None:
     q.add_argument("--inputs", type=_count, required=True, help="number of input features N (2N sources)")
     q.add_argument("--hidden", type=_count, default=0, help="number of diode hidden units H (default 0: the crossbar)")
     q.add_argument("--outputs", type=_count, required=True, help="number of output nodes M (one per class for argmax)")
-    q.add_argument("--resistance", type=_positive, default=1000.0,
+    q.add_argument("--resistance", type=positive_float, default=1000.0,
                    help="typical resistance (ohm) of the crossbar's resistors, default 1000 (1 mS)")
-    q.add_argument("--hidden-scale", type=_positive, default=0.1,
+    q.add_argument("--hidden-scale", type=positive_float, default=0.1,
                    help="initial conductances into and out of the hidden layer, relative to the crossbar's; "
                         "default 0.1 (the circuit starts close to the crossbar)")
-    q.add_argument("--bias", type=_positive, default=1.0, help="bias source voltages +B and -B (V), default 1")
+    q.add_argument("--bias", type=positive_float, default=1.0, help="bias source voltages +B and -B (V), default 1")
     q.add_argument("--vth", type=_nonnegative, default=0.0, help="diode threshold (V), default 0")
     q.add_argument("--both-diodes", action="store_true",
                    help="clip each hidden unit on both sides (hard tanh; needs --vth > 0)")

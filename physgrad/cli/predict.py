@@ -6,18 +6,12 @@ Argparse and printing only; the work is :mod:`physgrad.netlists.predict` and :mo
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
-
-def _names(text: str) -> tuple:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
+from physgrad.cli._args import names
 
 
 def register(sub) -> None:
@@ -48,10 +42,10 @@ def register(sub) -> None:
                    help="predictions CSV to write (line, one column per output node in V, predicted and label "
                         "classes when classifying); refused if it exists unless --overwrite; default: none written")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (or --plot) file")
-    p.add_argument("--inputs", type=_names, default=None,
+    p.add_argument("--inputs", type=names, default=None,
                    help="comma-separated input source names (default: the run's, or the netlist sources that "
                         "name a CSV column)")
-    p.add_argument("--outputs", type=_names, default=None,
+    p.add_argument("--outputs", type=names, default=None,
                    help="comma-separated output node names (default: the run's, or the netlist's .target nodes)")
     p.add_argument("--label-column", default=None,
                    help="class column (default: the run's); with a bare netlist the class is the largest output")

@@ -1,0 +1,40 @@
+"""Argument types shared by the commands: each turns one command-line string into a value or raises
+``argparse.ArgumentTypeError`` (argparse then exits 2 naming the option)."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def names(text: str) -> tuple:
+    """Comma-separated names, at least one (``"v1, v2"`` -> ``("v1", "v2")``)."""
+    out = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return out
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def int_at_least(minimum: int):
+    """The type of an integer option ``>= minimum``."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return value
+
+    return convert
