@@ -213,3 +213,31 @@ def test_predict_refuses_special_and_oversized_data_files(tmp_path, capsys):
         assert main(["predict", str(net), "--data", data]) == 2
         err = capsys.readouterr().err
         assert reason in err and "Traceback" not in err, err
+
+
+def test_netlist_layered_refuses_what_the_reader_could_not_read(tmp_path, capsys):
+    """Sizes and values are checked before anything is built: a product of sizes past the reader's element
+    limit is refused at once (it used to run until memory ran out), and so are conductances outside the
+    normal doubles (a subnormal conductance's resistance overflows); no file is written."""
+    from physgrad.netlists.builder import MAX_RESISTORS, resistor_count
+    path = tmp_path / "net.cir"
+    assert main(["netlist", "layered", "--inputs", "100000", "--hidden", "100000", "--outputs", "100000",
+                 "--out", str(path)]) == 2
+    assert f"at most {MAX_RESISTORS:,}" in capsys.readouterr().err and not path.exists()
+    assert main(["netlist", "layered", "--inputs", "2", "--hidden", "2", "--outputs", "2", "--hidden-scale", "1e-320",
+                 "--out", str(path)]) == 2
+    assert "normal doubles" in capsys.readouterr().err and not path.exists()
+    for skip in (True, False):  # the count the limit uses is the count written
+        assert main(["netlist", "layered", "--inputs", "3", "--hidden", "2", "--outputs", "2", "--out", str(path),
+                     "--overwrite"] + ([] if skip else ["--no-skip"])) == 0
+        assert len(read_netlist(path).resistors) == resistor_count(3, 2, 2, skip=skip)
+
+
+def test_subnormal_conductance_is_bad_input(tmp_path, capsys):
+    """{1/G} with a subnormal G (its resistance is not a finite double) is refused at its line, not solved into
+    NaN."""
+    path = tmp_path / "sub.cir"
+    path.write_text("title\nv1 a 0 1\nr1 a b {1/1e-323}\nr2 b 0 1k\n")
+    assert main(["solve", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path.name}:3" in err and "r1" in err

@@ -399,3 +399,14 @@ def test_former_fuzz_failures_agree_with_ngspice(seed):
         pytest.skip("ngspice not installed")
     r = fuzz.compare_with_ngspice(fuzz.random_diode_circuit(seed))
     assert r["kind"] == "agree" and r["worst"] <= 1e-9, r
+
+
+def test_singular_system_message_names_the_likely_cause():
+    """An exactly singular reduced system is a solver_error whose message names a cause the circuit has:
+    the conductance range for a diode-free circuit (here 1e18: 1 uohm in series with 1 Tohm to ground,
+    no source), not the ideal-diode hint."""
+    from physgrad.circuit import solve
+    sol = solve(parse_netlist("no source\nr1 a b 1e-6\nr2 b 0 1e12\n"), strict=False)
+    assert sol.status == "solver_error"
+    assert "conductances span a factor 1.0e+18" in sol.message
+    assert "diode" not in sol.message

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping, Optional, Sequence, Union
@@ -120,6 +121,9 @@ class Resistor:
         g = _finite(self.conductance, "conductance of {}", self.name)
         if g < 0:
             raise PhysgradError(f"resistor {self.name} has negative conductance {g} S")
+        if 0 < g < sys.float_info.min:  # subnormal: 1/g overflows, and so does every scaling by it
+            raise PhysgradError(f"resistor {self.name}: conductance {g:g} S is below {sys.float_info.min:.3g} S "
+                                "(its resistance is not a finite double); give 0 for an open circuit")
         object.__setattr__(self, "conductance", g)
 
     @property

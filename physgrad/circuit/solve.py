@@ -94,6 +94,22 @@ def check_options(problem: Problem, name: str, options: dict) -> dict:
     return out
 
 
+def _singular_hint(problem: Problem) -> str:
+    """The likely cause of an exactly singular KKT system, for the message: dependent ideal-diode
+    constraints where the circuit has ideal diodes, else the conductance range (max/min over the
+    resistors) when it exceeds what double precision resolves (1e15)."""
+    arrays = problem.circuit.arrays
+    hints = []
+    if len(arrays.dio_pos):
+        hints.append("dependent diode constraints, e.g. anti-parallel ideal diodes with zero thresholds both "
+                     "conducting")
+    g = arrays.g[arrays.g > 0]
+    if len(g) and g.max() > 1e15 * g.min():
+        hints.append(f"the conductances span a factor {g.max() / g.min():.1e} ({g.min():.3g} to {g.max():.3g} S), "
+                     "more than double precision resolves (about 1e15)")
+    return "; or ".join(hints) or "a node or loop the equations leave undetermined"
+
+
 def solve_problem(problem: Problem, solver: str = "auto", **options) -> CircuitSolution:
     """Minimise an already built :class:`Problem` (see :func:`solve`)."""
     _check_solver(solver)
@@ -111,8 +127,7 @@ def solve_problem(problem: Problem, solver: str = "auto", **options) -> CircuitS
             # answer ends in a status other than "converged" (energy and residual checks, assemble)
             raw = module.minimize(problem, **options)
     except SingularSystemError as exc:  # exactly singular KKT system
-        return infeasible_solution(problem.circuit, name, f"singular KKT system ({exc}): dependent diode constraints, "
-                                   "e.g. anti-parallel ideal diodes with zero thresholds both conducting",
+        return infeasible_solution(problem.circuit, name, f"singular KKT system ({exc}): {_singular_hint(problem)}",
                                    status="solver_error")
     seconds = time.perf_counter() - t0
     if problem.dio_shares and raw.status == "converged":

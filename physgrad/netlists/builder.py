@@ -24,17 +24,32 @@ Resistances are written in ohms (:func:`physgrad.circuit.netlist.write_netlist`)
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import numpy as np
 
 from physgrad.circuit import Circuit, IdealDiode, Resistor, VoltageSource
-from physgrad.circuit.netlist import write_netlist
+from physgrad.circuit.netlist import ReaderLimits, write_netlist
 from physgrad.types import PhysgradError
 
 MAX_UNITS = 100_000
 """Largest number of inputs, hidden units or outputs (the netlist has about
 ``(2 n_in + 2) (n_hidden + n_out) + n_hidden n_out`` resistors)."""
+
+
+MAX_RESISTORS = ReaderLimits().max_elements
+"""Largest number of resistors written: the netlist reader's default element limit, so that every
+netlist the builder writes can be read back."""
+
+
+def resistor_count(n_inputs: int, n_hidden: int, n_outputs: int, *, skip: bool = True,
+                   bias_sources: bool = True) -> int:
+    """Resistors of :func:`layered_circuit`: every source (``2 n_in`` inputs and 2 biases) to every hidden
+    unit, every output to every source (only the biases without ``skip``) and to every hidden unit."""
+    n_src = 2 * n_inputs + (2 if bias_sources else 0)
+    n_out_src = n_src if skip else (2 if bias_sources else 0)
+    return n_src * n_hidden + n_outputs * (n_out_src + n_hidden)
 
 
 def _count(value, what: str, lo: int) -> int:
@@ -76,6 +91,15 @@ def layered_circuit(n_inputs: int, n_hidden: int, n_outputs: int, *, g0: float =
             raise PhysgradError(f"{name} must be a finite number > 0, got {v!r}")
     if not (np.isfinite(bias) and bias > 0) or not (np.isfinite(vth) and vth >= 0):
         raise PhysgradError(f"bias must be > 0 V and vth >= 0 V, got {bias!r}, {vth!r}")
+    lo, hi = g0 * min(1.0, hidden_scale) * 0.5, g0 * max(1.0, hidden_scale) * 1.5
+    if not (lo >= sys.float_info.min and np.isfinite(hi)):
+        raise PhysgradError(f"g0 = {g0!r} S and hidden_scale = {hidden_scale!r} give conductances from {lo:.3g} to "
+                            f"{hi:.3g} S: outside the normal doubles ({sys.float_info.min:.3g} to "
+                            f"{sys.float_info.max:.3g})")
+    n_res = resistor_count(n_in, n_h, n_out, skip=skip, bias_sources=bias_sources)
+    if n_res > MAX_RESISTORS:
+        raise PhysgradError(f"{n_in} inputs, {n_h} hidden units and {n_out} outputs make {n_res:,} resistors; at most "
+                            f"{MAX_RESISTORS:,} (what physgrad's netlist reader accepts by default)")
     if both and not vth > 0:
         raise PhysgradError("two diodes per hidden unit with vth = 0 V pin every hidden node at 0 V: give vth > 0")
     rng = np.random.default_rng(seed)
