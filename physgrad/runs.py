@@ -152,28 +152,24 @@ def save_figure(fig, path) -> None:
 
 def read_regular(path, limit: int) -> bytes:
     """The bytes of ``path`` if it is a regular file (a symlink to one is followed) of at most
-    ``limit`` bytes; ``OSError`` otherwise (a device such as ``/dev/zero``, a FIFO, a folder, too large)."""
-    import stat
-
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    ``limit`` bytes; ``OSError`` otherwise (``FileNotFoundError`` when missing; a device such as
+    ``/dev/zero``, a FIFO, a folder, too large). :func:`physgrad.circuit.files.read_limited` with the
+    run folder's exception types."""
+    from physgrad.circuit.files import InputFileError, MissingFileError, read_limited  # not at import: the
+    # circuit package's imports are not needed by a run folder
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a device, FIFO or socket)", str(path))
-        chunks, n = [], 0
-        while True:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - n))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            n += len(chunk)
-            if n > limit:
-                raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        return read_limited(path, limit)
+    except MissingFileError:
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+    except InputFileError as exc:
+        raise OSError(errno.EINVAL, str(exc), str(path)) from None
+
+
+def load_json(path, limit: int = MAX_JSON_BYTES):
+    """The JSON value in the regular file ``path`` (at most ``limit`` bytes, UTF-8). Raises ``OSError``
+    (``FileNotFoundError`` when missing), ``ValueError`` (not UTF-8 or not JSON) or ``RecursionError``
+    (nested too deeply)."""
+    return json.loads(read_regular(path, limit).decode("utf-8"))
 
 
 # --- versions, progress, plots -----------------------------------------------------------------------
@@ -347,7 +343,7 @@ def _legacy_kind(folder: Path) -> Optional[str]:
     cfg = folder / "config.json"
     if cfg.is_file() and not cfg.is_symlink():
         try:
-            d = json.loads(read_regular(cfg, MAX_JSON_BYTES))
+            d = load_json(cfg)
         except (OSError, ValueError, RecursionError):
             return None
         if isinstance(d, dict):
@@ -474,7 +470,7 @@ class RunFolder:
         if not m.exists() and not m.is_symlink():
             return set(), None
         try:
-            d = json.loads(read_regular(m, 1 << 20))
+            d = load_json(m, 1 << 20)
             if not isinstance(d, dict) or d.get("kind") not in KINDS or not isinstance(d.get("files"), list):
                 raise ValueError("not a run marker")
             return {str(f) for f in d["files"]}, d["kind"]
@@ -532,7 +528,7 @@ def read_json(path, what: str = "run configuration") -> dict:
     """A JSON object from a run folder; missing, unreadable or not an object: :class:`CorruptRunError`."""
     path = Path(path)
     try:
-        d = json.loads(read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
+        d = load_json(path)
     except FileNotFoundError:
         raise CorruptRunError(f"--resume: {path} is missing; the run folder cannot be continued") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:

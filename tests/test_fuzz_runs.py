@@ -48,3 +48,22 @@ def test_concurrent_writers_and_a_signal(fuzz):
                              log=lambda s: None))
     assert counts["concurrent writers"] == {"accepted": 1}
     assert sum(counts["signals"].values()) == 1
+
+
+@pytest.fixture(scope="module")
+def fuzz_predict():
+    spec = importlib.util.spec_from_file_location("fuzz_predict", ROOT / "benchmarks" / "fuzz_predict.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_predict_on_damaged_runs_csvs_and_images(fuzz_predict):
+    """``physgrad predict`` (benchmarks/fuzz_predict.py, small seeded form): damaged fit and train run
+    folders, damaged CSVs, hostile image files; exit 0/1/2 only, the model folder unchanged, a user's
+    existing --out untouched, a new --out complete or absent."""
+    results = fuzz_predict.run(seed=21, n_fit=12, n_train=6, n_csv=16, n_images=24, timeout_s=60)
+    for name, r in results.items():
+        assert not r["bad"], (name, r["bad"][:3])
+        assert sum(r["counts"].values()) == r["cases"]
+    assert results["images hostile"]["counts"].get("refused", 0) >= 12

@@ -12,6 +12,7 @@ import pytest
 from physgrad.circuit.netlist import parse_netlist, read_netlist
 from physgrad.circuit.solve import solve
 from physgrad.cli import main
+from physgrad.types import PhysgradError
 
 ROOT = Path(__file__).resolve().parents[1]
 IRIS_CIR = ROOT / "physgrad" / "examples" / "iris" / "iris16.cir"
@@ -241,3 +242,28 @@ def test_subnormal_conductance_is_bad_input(tmp_path, capsys):
     assert main(["solve", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path.name}:3" in err and "r1" in err
+
+
+def test_predict_refuses_what_the_fuzz_found(tmp_path, capsys):
+    """Three inputs that escaped as tracebacks or exhausted memory (benchmarks/fuzz_predict.py): a fit run
+    whose config.json is a link to /dev/zero (read without a bound), a CSV target of 1e308 V (the RMSE's
+    square overflowed) and an empty .npy of images (reshape of 0 images)."""
+    from physgrad.netlists.predict import MAX_INPUT
+    net = tmp_path / "net.cir"
+    net.write_text("divider\nvin in 0 1\nr1 in out 1k\nr2 out 0 1k\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "trained.cir").write_text(net.read_text())
+    (run / "config.json").symlink_to("/dev/zero")
+    data = tmp_path / "d.csv"
+    data.write_text("vin,out\n1,0.5\n2,1e308\n")
+    assert main(["predict", str(run), "--data", str(data)]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert main(["predict", str(net), "--data", str(data), "--inputs", "vin", "--outputs", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "d.csv:3" in err and "column out" in err and f"{MAX_INPUT:.0e}" in err
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 28, 28), np.uint8))
+    from physgrad.layered.predict import read_images
+    with pytest.raises(PhysgradError, match="holds no images"):
+        read_images([empty])

@@ -24,6 +24,10 @@ class TooLargeError(InputFileError):
     """A file over the byte limit it was read with."""
 
 
+class MissingFileError(InputFileError):
+    """A file that does not exist."""
+
+
 def read_limited(path, max_bytes: int) -> bytes:
     """The bytes of the regular file ``path``, at most ``max_bytes`` of them.
 
@@ -45,7 +49,7 @@ def read_limited(path, max_bytes: int) -> bytes:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise InputFileError("no such file") from None
+        raise MissingFileError("no such file") from None
     except PermissionError:
         raise InputFileError("permission denied") from None
     except OSError as exc:

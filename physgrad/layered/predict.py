@@ -13,17 +13,16 @@ the run's input size (784 for MNIST). At most :data:`MAX_IMAGES`.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from physgrad.runs import load_json
 from physgrad.types import PhysgradError
 
 MAX_IMAGES = 1_000_000
-MAX_CONFIG_BYTES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,8 @@ def is_train_run(folder) -> bool:
     if not (p.is_dir() and (p / "config.json").is_file() and (p / "checkpoint.npz").exists()):
         return False
     try:
-        if (p / "config.json").stat().st_size > MAX_CONFIG_BYTES:
-            return False
-        cfg = json.loads((p / "config.json").read_text())
-    except (OSError, ValueError):
+        cfg = load_json(p / "config.json")
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(cfg, dict) and isinstance(cfg.get("preset"), dict) and isinstance(cfg.get("config"), dict)
 
@@ -104,6 +101,8 @@ def read_images(paths: Sequence) -> tuple:
     arrays, names = [], []
     for f in files:
         a, n = _images_from(f)
+        if len(a) == 0:
+            raise PhysgradError(f"{f}: holds no images")
         arrays.append(a.reshape(len(a), -1))
         names += n
     sizes = {a.shape[1] for a in arrays}
@@ -142,9 +141,9 @@ def predict_run(folder, x: np.ndarray, labels: Optional[np.ndarray] = None, name
     if not is_train_run(folder):
         raise PhysgradError(f"{folder}: not a physgrad train run folder (config.json with a preset, checkpoint.npz)")
     try:
-        config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
+        config = TrainConfig.from_dict(load_json(folder / "config.json")["config"])
         preset = config.resolved_preset
-    except (PhysgradError, ValueError, TypeError, KeyError) as exc:
+    except (PhysgradError, OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
         raise PhysgradError(f"{folder / 'config.json'}: not a valid train run configuration ({exc})") from None
     dtype = np.dtype(config.dtype)
     ck = load_checkpoint(folder / "checkpoint.npz", expect_params=initial_params(preset, config.seed, dtype))

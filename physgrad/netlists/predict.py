@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import tempfile
@@ -28,14 +27,14 @@ from physgrad.circuit import Circuit, CurrentSource, VoltageSource
 from physgrad.netlists.data import DataError, encode_labels, read_table
 from physgrad.netlists.grad import as_circuit
 from physgrad.netlists.losses import Loss
+from physgrad.runs import load_json
 from physgrad.types import NotSolvedError, PhysgradError
 
 CHUNK = 1024
 """Samples per batched solve."""
-MAX_CONFIG_BYTES = 1 << 20
-"""Largest ``config.json`` read from a run folder."""
 MAX_INPUT = 1e100
-"""Largest input magnitude (V or A): beyond it the co-content's squares overflow; refused (exit 2)."""
+"""Largest input or target magnitude (V or A) read from a CSV: beyond it the co-content's and the RMSE's squares
+overflow; refused (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -133,9 +132,7 @@ def _run_model(folder: Path, inputs, outputs, label) -> Model:
     if not net.is_file():
         raise PhysgradError(f"{folder}: not a fit run folder with a trained netlist (no trained.cir)")
     try:
-        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise PhysgradError(f"{cfg_path}: larger than {MAX_CONFIG_BYTES} bytes")
-        cfg = json.loads(cfg_path.read_text())
+        cfg = load_json(cfg_path)
         r = cfg["resolved"]
         kind, classes = r["loss"], r.get("classes")
         run_inputs, run_outputs = tuple(r["inputs"]), tuple(r["outputs"])
@@ -145,7 +142,7 @@ def _run_model(folder: Path, inputs, outputs, label) -> Model:
                         margin=float(r.get("margin") or 0.0), temperature=float(r.get("temperature") or 1.0))
     except FileNotFoundError:
         raise PhysgradError(f"{folder}: no config.json (a fit run folder holds one)") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise PhysgradError(f"{cfg_path}: not a fit run's config ({type(exc).__name__}: {exc})") from None
     circuit = as_circuit(net)
     inputs, outputs = inputs or run_inputs, outputs or run_outputs
@@ -242,16 +239,11 @@ def predict_table(model: Model, path) -> Prediction:
         numeric.update({n: f"target of output node {n}" for n in model.outputs})
     label = model.label_column if model.label_column in cols and model.loss is not None else None
     table = read_table(path, numeric, label)
-    X = table.matrix(model.inputs)
-    big = np.argwhere(np.abs(X) > MAX_INPUT)
-    if big.size:
-        i, j = big[0]
-        raise DataError(f"{path}:{table.lines[i]}: column {model.inputs[j]} = {X[i, j]:.3g} exceeds {MAX_INPUT:.0e} "
-                        "in magnitude (V or A)")
+    X = _bounded(table, model.inputs, path, "V or A")
     out = predict(model, X)
     metrics, targets, predicted, labels = {"n": int(table.n_rows)}, None, None, None
     if has_targets:
-        targets = table.matrix(model.outputs)
+        targets = _bounded(table, model.outputs, path, "V")
         per = np.sqrt(np.mean((out - targets) ** 2, axis=0))
         metrics["rmse_V"] = _finite(np.sqrt(np.mean((out - targets) ** 2)))
         metrics["rmse_V_per_output"] = {n: _finite(v) for n, v in zip(model.outputs, per)}
@@ -262,6 +254,18 @@ def predict_table(model: Model, path) -> Prediction:
             labels = encode_labels(table, classes)
             metrics["accuracy"] = _finite(float(np.mean(predicted == labels)))
     return Prediction(model, table.lines, out, predicted, labels, targets, metrics)
+
+
+def _bounded(table, names, path, unit: str) -> np.ndarray:
+    """The columns ``names`` of ``table`` (n, len(names)); a value past :data:`MAX_INPUT` in magnitude
+    is a :class:`DataError` naming the line and column (squares of such values overflow the RMSE)."""
+    X = table.matrix(names)
+    big = np.argwhere(np.abs(X) > MAX_INPUT)
+    if big.size:
+        i, j = big[0]
+        raise DataError(f"{path}:{table.lines[i]}: column {names[j]} = {X[i, j]:.3g} exceeds {MAX_INPUT:.0e} "
+                        f"in magnitude ({unit})")
+    return X
 
 
 def _finite(x) -> Optional[float]:
