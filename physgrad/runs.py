@@ -93,16 +93,20 @@ def fsync_dir(folder) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
+def atomic_write(path, mode: str = "wb", replace: bool = True):
     """Write ``path`` atomically: yields a file object on a new unique temporary file in the same
     folder (``tempfile.mkstemp``: created with ``O_EXCL``, so a symlink planted at any name is never
     followed), then ``fsync``, ``os.replace`` and an ``fsync`` of the folder. On an exception the
     temporary file is removed and ``path`` is unchanged.
 
+    With ``replace=False`` the file is put in place by ``os.link``, which fails if anything (a file,
+    a folder, a symlink, dangling or not) holds the name by then: two writers racing for one new
+    file never replace each other's (the loser gets the "exists" error).
+
     Raises
     ------
     PhysgradError
-        The folder cannot be written (names ``path``).
+        The folder cannot be written (names ``path``), or ``replace=False`` and ``path`` exists.
     """
     path = Path(path)
     try:
@@ -115,8 +119,14 @@ def atomic_write(path, mode: str = "wb"):
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path, follow_symlinks=False)
+            os.unlink(tmp)
         ok = True
+    except FileExistsError:
+        raise PhysgradError(f"{path}: exists; give --overwrite to replace it, or name another file") from None
     except OSError as exc:
         raise PhysgradError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
@@ -136,6 +146,29 @@ def write_bytes(path, data: bytes) -> None:
     """:func:`atomic_write` of bytes."""
     with atomic_write(path, "wb") as fh:
         fh.write(data)
+
+
+def write_new_file(path, data, overwrite: bool = False) -> Path:
+    """Write ``data`` (str: UTF-8 text; bytes) to a file a user named (``--out``, ``--plot``):
+    atomically, and never over an existing file unless ``overwrite`` (then atomically replaced).
+
+    Raises
+    ------
+    PhysgradError
+        ``path`` is a folder, its folder does not exist, it exists and not ``overwrite`` (checked
+        first, and again atomically when the file is put in place), or it cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PhysgradError(f"{path}: is a folder; name a file")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise PhysgradError(f"{path}: exists; give --overwrite to replace it, or name another file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise PhysgradError(f"{path}: folder {folder} does not exist")
+    with atomic_write(path, "w" if isinstance(data, str) else "wb", replace=overwrite) as fh:
+        fh.write(data)
+    return path
 
 
 def write_json(path, obj) -> None:

@@ -340,3 +340,47 @@ def test_download_caps_what_a_peer_sends(tmp_path, monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_write_new_file_never_replaces_a_file_that_appeared(tmp_path):
+    """The no-clobber write puts the file in place with os.link: a file, or a dangling symlink, that holds
+    the name by then stays as it was (the pre-check alone left a window); with overwrite it is replaced
+    atomically. Eight threads racing for one new name: exactly one wins, every other gets "exists"."""
+    import threading
+
+    from physgrad.runs import atomic_write, write_new_file
+
+    target = tmp_path / "out.csv"
+    with pytest.raises(PhysgradError, match="exists"):
+        with atomic_write(target, "w", replace=False) as fh:
+            fh.write("mine")
+            target.write_text("the user's")  # appears after any pre-check
+    assert target.read_text() == "the user's"
+    link = tmp_path / "dangling.csv"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(PhysgradError, match="exists"):
+        write_new_file(link, "x")
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+    write_new_file(target, b"replaced", overwrite=True)
+    assert target.read_bytes() == b"replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.csv", "out.csv"]  # no temporary left
+
+    race = tmp_path / "race.csv"
+    outcomes = []
+
+    def writer(k):
+        try:
+            write_new_file(race, f"writer {k}\n")
+            outcomes.append(("won", k))
+        except PhysgradError as exc:
+            outcomes.append(("lost", str(exc)))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [k for kind, k in outcomes if kind == "won"]
+    assert len(won) == 1 and race.read_text() == f"writer {won[0]}\n"
+    assert all("exists" in msg for kind, msg in outcomes if kind == "lost")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.csv", "out.csv", "race.csv"]

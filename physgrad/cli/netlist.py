@@ -47,7 +47,7 @@ def register(sub) -> None:
 def run(args) -> int:
     """Write (or print) the netlist."""
     from physgrad.netlists.builder import layered_netlist
-    from physgrad.netlists.predict import write_new_file
+    from physgrad.runs import write_new_file
 
     text = layered_netlist(args.inputs, args.hidden, args.outputs, g0=1.0 / args.resistance,
                            hidden_scale=args.hidden_scale, bias=args.bias, vth=args.vth, both=args.both_diodes,

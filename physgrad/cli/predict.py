@@ -57,7 +57,8 @@ def register(sub) -> None:
 def run(args) -> int:
     """Predict; write ``--out``; print the metrics. 0 when every equilibrium was certified."""
     from physgrad.layered.predict import is_train_run
-    from physgrad.netlists.predict import header_of, load_model, predict_table, predictions_csv, write_new_file
+    from physgrad.netlists.predict import header_of, load_model, predict_table, predictions_csv
+    from physgrad.runs import write_new_file
     from physgrad.types import PhysgradError
 
     if is_train_run(args.model):
@@ -96,7 +97,7 @@ def _run_images(args) -> int:
 
     from physgrad.layered.predict import (confusion_matrix, plot_confusion, predict_run, predictions_csv,
                                           read_images, read_labels)
-    from physgrad.netlists.predict import write_new_file
+    from physgrad.runs import write_new_file
     from physgrad.types import PhysgradError
 
     if not args.images:
@@ -116,7 +117,8 @@ def _run_images(args) -> int:
     counts = np.bincount(pred.predicted, minlength=k)
     m = None if labels is None else confusion_matrix(labels, pred.predicted, k)
     if args.plot:
-        plot_confusion(m, args.plot, f"{Path(args.model).name}: {len(x)} images, accuracy {100 * pred.accuracy:.2f} %")
+        plot_confusion(m, args.plot, f"{Path(args.model).name}: {len(x)} images, accuracy {100 * pred.accuracy:.2f} %",
+                       args.overwrite)
     if args.json:
         print(json.dumps({"model": str(args.model), "n": len(x), "predicted_counts": counts.tolist(),
                           "accuracy": pred.accuracy, "confusion": None if m is None else m.tolist(),

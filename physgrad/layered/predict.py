@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from physgrad.runs import load_json
+from physgrad.runs import load_json, write_new_file
 from physgrad.types import PhysgradError
 
 MAX_IMAGES = 1_000_000
@@ -187,11 +187,10 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
     return m
 
 
-def plot_confusion(m: np.ndarray, path, title: str = "") -> None:
-    """The confusion matrix as a PNG (counts in the cells), written to a unique temporary file in the
-    target folder and renamed onto ``path``."""
-    import os
-    import tempfile
+def plot_confusion(m: np.ndarray, path, title: str = "", overwrite: bool = False) -> None:
+    """The confusion matrix as a PNG (counts in the cells), written with
+    :func:`physgrad.runs.write_new_file` (atomically; an existing ``path`` only with ``overwrite``)."""
+    import io
 
     import matplotlib
 
@@ -211,16 +210,9 @@ def plot_confusion(m: np.ndarray, path, title: str = "") -> None:
     ax.set_yticks(range(k))
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent if str(path.parent) else ".")
+    buf = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, dpi=100, format="png")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buf, dpi=100, format="png")
     finally:
         plt.close(fig)
+    write_new_file(path, buf.getvalue(), overwrite)

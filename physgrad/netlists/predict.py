@@ -16,7 +16,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -290,29 +289,3 @@ def predictions_csv(pred: Prediction) -> str:
             row.append(classes[int(pred.labels[i])])
         w.writerow(row)
     return buf.getvalue()
-
-
-def write_new_file(path, text: str, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` atomically (a unique temporary file in the same folder, fsync,
-    rename); an existing ``path`` is refused (:class:`PhysgradError`) unless ``overwrite``."""
-    path = Path(path)
-    if path.is_dir():
-        raise PhysgradError(f"{path}: is a folder; name a file")
-    if path.exists() and not overwrite:
-        raise PhysgradError(f"{path}: exists; give --overwrite to replace it, or another --out")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise PhysgradError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if not overwrite and path.exists():  # appeared meanwhile: never replace a file we did not write
-            raise PhysgradError(f"{path}: exists; give --overwrite to replace it, or another --out")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
