@@ -98,4 +98,31 @@ def test_cli_solve_settling_energy(tmp_path, capsys):
     assert st["energy_J"] == pytest.approx(out["power"] * 3e-9 + 1e-12 * (2.0 ** 2 + 2.25 ** 2), rel=1e-12)
     assert main(["solve", str(f), "--node-capacitance", "1e-12"]) == 0
     assert "settling:" in capsys.readouterr().out
-    assert main(["solve", str(f), "--node-capacitance", "-1"]) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse: the option's type refuses it
+        main(["solve", str(f), "--node-capacitance", "-1"])
+    assert exc.value.code == 2
+
+
+def test_cli_settling_options_checked_and_overflow_said_in_words(tmp_path, capsys):
+    """--settling-multiple alone (it would be ignored), 0 or inf is bad input; a settling time or energy past
+    the doubles prints 'none (...)' in the table (it raised TypeError) and null in strict JSON; a circuit
+    with no resistor-settled node too."""
+    f = tmp_path / "c.cir"
+    f.write_text("t\nV1 a 0 2\nR1 a m 1k\nR2 m 0 3k\n.end\n")
+    assert main(["solve", str(f), "--settling-multiple", "3"]) == 2
+    assert "--node-capacitance" in capsys.readouterr().err
+    for k in ("0", "inf", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            main(["solve", str(f), "--node-capacitance", "1e-12", "--settling-multiple", k])
+        assert exc.value.code == 2
+    capsys.readouterr()
+    assert main(["solve", str(f), "--node-capacitance", "1e300", "--settling-multiple", "1e308"]) == 0
+    assert "none (" in capsys.readouterr().out
+    assert main(["solve", str(f), "--json", "--node-capacitance", "1e300", "--settling-multiple", "1e308"]) == 0
+    st = json.loads(capsys.readouterr().out)["settling"]
+    assert st["settling_time_s"] is None and st["energy_J"] is None
+    g = tmp_path / "held.cir"
+    g.write_text("t\nV1 a 0 2\nD1 a 0 dm\n.model dm d\n.end\n")
+    rc = main(["solve", str(g), "--node-capacitance", "1e-12"])
+    out = capsys.readouterr().out
+    assert rc in (0, 1) and ("none (" in out or "settling:" not in out)

@@ -4,13 +4,9 @@ Argparse and printing only; the design is :mod:`physgrad.netlists.builder`.
 """
 from __future__ import annotations
 
-from physgrad.cli._args import int_at_least, positive_float
+from physgrad.cli._args import int_at_least, nonnegative_float, positive_float
 
 _count = int_at_least(0)
-
-
-def _nonnegative(text: str) -> float:
-    return positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
 
 
 def register(sub) -> None:
@@ -32,7 +28,7 @@ def register(sub) -> None:
                    help="initial conductances into and out of the hidden layer, relative to the crossbar's; "
                         "default 0.1 (the circuit starts close to the crossbar)")
     q.add_argument("--bias", type=positive_float, default=1.0, help="bias source voltages +B and -B (V), default 1")
-    q.add_argument("--vth", type=_nonnegative, default=0.0, help="diode threshold (V), default 0")
+    q.add_argument("--vth", type=nonnegative_float, default=0.0, help="diode threshold (V), default 0")
     q.add_argument("--both-diodes", action="store_true",
                    help="clip each hidden unit on both sides (hard tanh; needs --vth > 0)")
     q.add_argument("--no-skip", action="store_true", help="leave out the direct input -> output resistors")

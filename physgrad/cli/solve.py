@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from physgrad.circuit.netlist import read_deck
+from physgrad.cli._args import nonnegative_float, positive_float
 from physgrad.circuit.solve import SOLVERS, solve
 
 
@@ -18,12 +19,13 @@ def register(sub) -> None:
     p.add_argument("--solver", choices=SOLVERS, default="auto",
                    help="circuit solver; default auto (chosen by the circuit: linear, active set, Newton, MNA)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--node-capacitance", type=float, default=None, metavar="F",
+    p.add_argument("--node-capacitance", type=nonnegative_float, default=None, metavar="F",
                    help="also report the energy of one settling phase: capacitance of every node to ground in F "
                         "(e.g. 1e-12); settling time = k C / G_min (G_min: smallest total resistor conductance at a node "
                         "not held by a voltage source to ground), energy = P t + C sum v^2")
-    p.add_argument("--settling-multiple", type=float, default=5.0, metavar="K",
-                   help="settling time in RC time constants (default 5: exp(-5) of the error left)")
+    p.add_argument("--settling-multiple", type=positive_float, default=None, metavar="K",
+                   help="with --node-capacitance: settling time in RC time constants (default 5: exp(-5) of the "
+                        "error left)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +33,10 @@ def run(args) -> int:
     """Solve, print a table (or strict JSON); exit 0 when converged, else 1. What the netlist holds
     that has no effect on the operating point (analysis cards, ``.control`` blocks) is named in one
     note on stderr."""
+    if args.settling_multiple is not None and args.node_capacitance is None:
+        from physgrad.types import PhysgradError
+        raise PhysgradError("--settling-multiple sets the settling time of --node-capacitance's energy: give "
+                            "--node-capacitance too")
     deck = read_deck(args.file)
     if deck.notes:
         print(f"physgrad: note: {deck.note()}", file=sys.stderr)
@@ -38,7 +44,9 @@ def run(args) -> int:
     phase = None
     if getattr(args, "node_capacitance", None) is not None:
         from physgrad.circuit.power import settling_phase
-        phase = settling_phase(sol, args.node_capacitance, args.settling_multiple)
+        from physgrad.circuit.power import SETTLING_MULTIPLE
+        k = SETTLING_MULTIPLE if args.settling_multiple is None else args.settling_multiple
+        phase = settling_phase(sol, args.node_capacitance, k)
     if args.json:
         if phase is None:
             print(sol.to_json())
@@ -49,9 +57,15 @@ def run(args) -> int:
         print(format_solution(sol))
         if phase is not None:
             print(f"settling: C = {phase['node_capacitance_F']:g} F per node, G_min = {phase['g_min_S']:.6g} S, "
-                  f"t = {phase['settling_multiple']:g} C/G_min = {phase['settling_time_s']:.6g} s, "
-                  f"energy = P t + C sum v^2 = {phase['energy_J']:.6g} J")
+                  f"t = {phase['settling_multiple']:g} C/G_min = {_shown(phase['settling_time_s'], 's')}, "
+                  f"energy = P t + C sum v^2 = {_shown(phase['energy_J'], 'J')}")
     return 0 if sol.status == "converged" else 1
+
+
+def _shown(x, unit: str) -> str:
+    """A settling figure for the table: None (no node settles through a resistor, or the value
+    overflows a double) is said in words."""
+    return f"{x:.6g} {unit}" if x is not None else "none (no node settles through a resistor, or beyond 1.8e308)"
 
 
 def format_solution(sol) -> str:
