@@ -106,3 +106,18 @@ def test_default_beta_scales_with_the_circuit():
     for name, v in exact.items():
         # C-EP's bias is O(beta^2): ~1e-8 relative here; 1e-6 leaves room for the phases' round-off.
         assert abs(cep["grad"][name] - v) <= 1e-6 * scale, name
+
+
+def test_iteration_counts_are_bounded(netlist, capsys):
+    """--steps and --points are sizes read from input: past their bounds they are refused at once (exit 2)
+    instead of running for minutes (TBP's tape grew by ~40 KB per sweep: 100,000 sweeps took 3.1 GB)."""
+    from physgrad.learning.backprop import MAX_RBP_STEPS, MAX_TBP_STEPS
+    from physgrad.learning.contour import MAX_POINTS
+    for argv, bound in ((["--method", "tbp", "--steps", str(MAX_TBP_STEPS + 1)], MAX_TBP_STEPS),
+                        (["--method", "rbp", "--steps", str(MAX_RBP_STEPS + 1)], MAX_RBP_STEPS),
+                        (["--method", "hep", "--points", str(MAX_POINTS + 1)], MAX_POINTS),
+                        (["--method", "fp", "--points", "100000000"], MAX_POINTS)):
+        assert main(["grad", str(netlist), *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"{bound:,}" in err or str(bound) in err
+    assert main(["grad", str(netlist), "--method", "tbp", "--steps", "50", "--json"]) in (0, 1)

@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--eta", type=positive_float, default=1e-2,
                    help="coupled-learning amplitude for pcpl/ncpl/ccpl (dimensionless: the clamp moves the outputs "
                         "this fraction of the way to the target), default 1e-2")
-    p.add_argument("--steps", type=int_at_least(1), default=300, help="TBP sweeps / RBP iterations, default 300")
+    p.add_argument("--steps", type=int_at_least(1), default=300,
+                   help="TBP sweeps (at most 10,000: the tape keeps each) / RBP iterations (at most 10^6), default 300")
     p.add_argument("--points", type=int_at_least(1), default=None,
                    help="nudges per period: fp (default 8, >= 4) and hep (default 6, >= 2)")
     p.add_argument("--json", action="store_true",

@@ -53,9 +53,14 @@ Stencil = Literal["ep4", "fp"]
 STENCILS = get_args(Stencil)
 
 
-def _check_points(points, minimum: int) -> int:
-    if isinstance(points, bool) or int(points) != points or points < minimum:
-        raise PhysgradError(f"points must be an integer >= {minimum}, got {points!r}")
+MAX_POINTS = 1024
+"""Most nudges per period (fp, hep): each is one equilibrium; past a few dozen the estimate's error is
+round-off, not the stencil's."""
+
+
+def _check_points(points, minimum: int, name: str = "points", maximum: int = MAX_POINTS) -> int:
+    if isinstance(points, bool) or int(points) != points or not minimum <= points <= maximum:
+        raise PhysgradError(f"{name} must be an integer in [{minimum}, {maximum}], got {points!r}")
     return int(points)
 
 
@@ -162,7 +167,7 @@ class HolomorphicEP:
         object.__setattr__(self, "beta", check_positive("beta", self.beta))
         object.__setattr__(self, "points", _check_points(self.points, 2))
         object.__setattr__(self, "rtol", check_positive("rtol", self.rtol))
-        object.__setattr__(self, "max_iter", _check_points(self.max_iter, 1))
+        object.__setattr__(self, "max_iter", _check_points(self.max_iter, 1, "max_iter", 10_000))
 
     def estimate(self, energy, theta, x, y, minimizer, free=None):
         """The real part of :math:`\\frac{1}{N b}\\sum_n e^{-2\\pi i n/N} \\partial_\\theta E(s_{\\beta_n})`."""
