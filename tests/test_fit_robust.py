@@ -250,3 +250,23 @@ def test_real_signal_during_fit_saves_and_exits(task, tmp_path, sig, code):
     ck = load_checkpoint(out / CK)
     assert not (out / ".physgrad-lock").exists()
     assert main(argv(task, out, "--resume", epochs=int(ck["epoch"]) + 1)) == 0
+
+
+def test_options_that_would_be_ignored_or_crash_are_refused(tmp_path, capsys):
+    """A negative --seed raised ValueError from numpy (a traceback); --levels/--margin/--temperature with a
+    loss that has no such parameter were silently ignored. Each is exit 2 naming the option; nothing is
+    written."""
+    from physgrad.cli import main
+    net = tmp_path / "n.cir"
+    net.write_text("div\nvin in 0 1\nr1 in out 1k\nr2 out 0 1k\n.target out 0.5\n")
+    data = tmp_path / "d.csv"
+    data.write_text("vin,out\n1,0.3\n2,0.7\n")
+    base = ["fit", str(net), "--data", str(data), "--inputs", "vin", "--outputs", "out", "--epochs", "1",
+            "--no-progress"]
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--out", str(tmp_path / "a"), "--seed", "-1"])
+    assert exc.value.code == 2
+    for k, (opt, val) in enumerate((("--levels", "1,2"), ("--margin", "0.1"), ("--temperature", "0.1"))):
+        out = tmp_path / f"run{k}"
+        assert main(base + ["--out", str(out), opt, val]) == 2
+        assert f"{opt} is a parameter of --loss" in capsys.readouterr().err and not out.exists()

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from physgrad.cli._args import names
+from physgrad.cli._args import int_at_least, names
 
 
 def _floats(text: str) -> tuple:
@@ -58,7 +58,7 @@ def register(sub) -> None:
     p.add_argument("--eval-every", type=int, default=1, metavar="K",
                    help="evaluate the whole training and test sets every K epochs and after the last (default 1); "
                         "every epoch also records train_cost_in_epoch, the mean loss of its own free phases")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample order")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the sample order")
     p.add_argument("--levels", type=_floats, default=None,
                    help="class voltages for --loss levels (default evenly inside the span of the sources)")
     p.add_argument("--margin", type=float, default=None, help="--loss argmax margin (V), default 5%% of the span")

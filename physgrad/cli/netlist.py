@@ -33,7 +33,7 @@ def register(sub) -> None:
                    help="clip each hidden unit on both sides (hard tanh; needs --vth > 0)")
     q.add_argument("--no-skip", action="store_true", help="leave out the direct input -> output resistors")
     q.add_argument("--no-bias", action="store_true", help="leave out the two bias sources (no per-unit offsets)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the initial conductances (uniform 0.5-1.5 x)")
+    q.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the initial conductances (uniform 0.5-1.5 x)")
     q.add_argument("--out", default=None, help="netlist file to write (refused if it exists unless --overwrite); "
                                                "default: print to stdout")
     q.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

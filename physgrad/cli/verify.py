@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from physgrad.cli._args import int_at_least
 from physgrad.types import PhysgradError
 
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing its report files (e.g. the committed "
                         "reports/verify-quick)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the finite-difference directions")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the finite-difference directions")
     p.set_defaults(func=run)
 
 

@@ -143,6 +143,8 @@ class FitSpec:
         for name in ("epochs", "batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise PhysgradError(f"seed must be an integer >= 0, got {self.seed!r}")
         for name in ("beta", "eta", "lr", "g_max", "margin", "temperature"):
             v = getattr(self, name)
             if v is not None and not (np.isfinite(v) and v > 0):
@@ -225,6 +227,9 @@ def resolve(spec: FitSpec) -> FitProblem:
                             "choose --loss levels, argmax or xent")
     if loss_kind != "mse" and label is None:
         raise PhysgradError(f"--loss {loss_kind} classifies: name the class column with --label-column")
+    for option, owner in (("levels", "levels"), ("margin", "argmax"), ("temperature", "xent")):
+        if getattr(spec, option) is not None and loss_kind != owner:  # it would be ignored
+            raise PhysgradError(f"--{option} is a parameter of --loss {owner}; the loss here is {loss_kind}")
     numeric = {s: f"value of input source {s}" for s in inputs}
     if loss_kind == "mse":
         numeric.update({n: f"target of output node {n}" for n in outputs})
