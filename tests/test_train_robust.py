@@ -305,3 +305,16 @@ def test_row_written_after_the_checkpoint_is_dropped_others_kept_verbatim(run_fo
     assert cli(data_dir, folder, "--resume") == 0
     text = (folder / MET).read_text()
     assert text.startswith(first) and len(text.splitlines()) == 3 and "2,1,1,1,1,1" not in text
+
+
+def test_options_that_crashed_or_lied_are_refused(data_dir, tmp_path, capsys):
+    """Found by hand-fuzzing train's options: a batch larger than the training set allocated buffers by the
+    batch (373 GiB for 10^9: MemoryError traceback); amplifier gains whose product overflows raised
+    OverflowError in the compiled kernel's reparametrisation. Both are exit 2 before any folder exists.
+    """
+    base = ["train", "--preset", "drn-xs", "--data-dir", str(data_dir), "--epochs", "1", "--train-size", "16",
+            "--test-size", "8", "--no-progress", "--backend", "numpy"]
+    for k, extra in enumerate((["--batch-size", "17"], ["--amplifier-gains", "1e308"], ["--input-gain", "1e200"])):
+        out = tmp_path / f"r{k}"
+        assert main(base + ["--out", str(out)] + extra) == 2
+        assert capsys.readouterr().err.startswith("physgrad: error:") and not out.exists()

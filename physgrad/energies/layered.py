@@ -227,6 +227,10 @@ class DeepResistive(_Layered):
         bad = [a for a in gains if not (np.isfinite(a) and a > 0)]
         if bad:
             raise PhysgradError(f"amplifier gains must be finite and > 0, got {gains}")
+        total = g * float(np.prod(gains))
+        if not 1e-150 <= total <= 1e150:  # the compiled kernel's exact reparametrisation scales learning
+            # rates by this product squared: it must stay well inside the doubles
+            raise PhysgradError(f"input_gain times the amplifier gains is {total:.3g}: outside [1e-150, 1e150]")
         object.__setattr__(self, "amplifier_gains", gains)
 
     @property

@@ -79,7 +79,7 @@ from physgrad.runs import (CorruptRunError, MetricsLog, RunFolder, Rows, StopFla
 from physgrad.runs import load_checkpoint as load_arrays
 from physgrad.runs import progress as progress_bar
 from physgrad.runs import save_checkpoint as save_arrays
-from physgrad.types import PhysgradError
+from physgrad.types import NotSolvedError, PhysgradError
 
 Algorithm = Literal["cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp"]
 Engine = Literal["auto", "fast", "generic"]
@@ -515,6 +515,10 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
     if out.exists() and not out.is_dir():
         raise PhysgradError(f"--out {out} is a file, not a folder; pass a folder for the run")
     data = load_dataset(config.dataset, config.data_dir)  # before creating anything: bad data leaves no folder
+    n_train = len(data.x_train) if config.train_size is None else min(int(config.train_size), len(data.x_train))
+    if config.resolved_preset.batch_size > n_train:  # its buffers would be sized by the batch, not the data
+        raise PhysgradError(f"batch size {config.resolved_preset.batch_size} exceeds the {n_train} training images; "
+                            f"give --batch-size {n_train} or less")
     with StopFlag() as stop:  # from here on a signal is answered at the next batch boundary (saved, 130/143)
         folder = RunFolder.claim(out, "train", resume=resume, overwrite=overwrite, will_write=RUN_FILES,
                                  run_files=(CHECKPOINT, "metrics.csv"), command=command)
@@ -677,7 +681,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                 bar.close()
                 host = stepper.to_host()
                 if not all(np.all(np.isfinite(a)) for a in host):
-                    raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
+                    raise NotSolvedError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
                                         f"checkpoint of the previous epoch is kept; lower the learning rates")
                 t1 = time.perf_counter()
                 pred = stepper.evaluate(stepper.params if average.params is None else average.params, x_test)

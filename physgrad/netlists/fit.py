@@ -617,7 +617,7 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             start_batch = 0
             bar.close()
             if not np.all(np.isfinite(theta)):
-                raise PhysgradError(f"training diverged in epoch {epoch + 1} (non-finite conductances); lower --lr")
+                raise NotSolvedError(f"training diverged in epoch {epoch + 1} (non-finite conductances); lower --lr")
             seconds += time.perf_counter() - t0
             epoch += 1
             full = epoch % int(spec.eval_every) == 0 or epoch >= r["epochs"]

@@ -67,7 +67,7 @@ from typing import Optional
 import numpy as np
 
 from physgrad.layered.fused import FusedSpec
-from physgrad.types import PhysgradError
+from physgrad.types import NotSolvedError, PhysgradError
 
 try:  # a dependency; the numpy kernel is the fallback where it cannot be imported
     import numba
@@ -862,7 +862,7 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
                             ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb)
     if status:
         spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
-        raise PhysgradError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
+        raise NotSolvedError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
                             f"the outputs are not finite ({ws.den_out}); the parameters diverged")
     if optimizer is not None:
         for st in optimizer[2]:
