@@ -64,6 +64,36 @@ POLISH_STEPS = 3
 SETTLED_RTOL = 1e-7
 
 
+def junction_step_length(vd: np.ndarray, dvd: np.ndarray, nvt: np.ndarray, vcrit: np.ndarray) -> np.ndarray:
+    """SPICE's junction limiting as one length for a whole Newton step (the one rule of every Newton route).
+
+    Parameters
+    ----------
+    vd : (..., n_shk) V
+        Diode voltages at the iterate.
+    dvd : (..., n_shk) V
+        Their change along the full Newton step.
+    nvt, vcrit : (n_shk,) V
+        ``N vt`` and :func:`physgrad.circuit.diode.shockley_vcrit` of each diode.
+
+    Returns
+    -------
+    (...) dimensionless
+        ``t = min_k (pnjlim(v_k + dv_k, v_k) - v_k) / dv_k`` over the diodes that
+        :func:`physgrad.circuit.diode.pnjlim` limits, clipped to ``[1e-6, 1]``; 1 where none is limited.
+        One factor on the whole step keeps it a descent direction.
+    """
+    vd = np.asarray(vd, float)
+    dvd = np.asarray(dvd, float)
+    vnew = vd + dvd
+    lim = pnjlim(vnew, vd, nvt, vcrit)
+    limited = (lim != vnew) & (np.abs(dvd) > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(limited, np.clip((lim - vd) / np.where(limited, dvd, 1.0), 0.0, 1.0), 1.0)
+    t = np.minimum(1.0, np.min(r, axis=-1, initial=1.0))
+    return np.where(np.any(limited, axis=-1), np.maximum(t, 1e-6), 1.0)
+
+
 def accepts(problem: Problem) -> None:
     """Newton handles any circuit of this reduced form (linear, Shockley and ideal diodes)."""
 
@@ -188,16 +218,9 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
                                             "own current scale")
         slope = float(g @ dz)
         # SPICE junction limiting, as one factor on the whole step.
-        dvd = problem.S @ du
-        vnew = vd + dvd
-        lim = pnjlim(vnew, vd, nvt, vcrit)
-        limited = (lim != vnew) & (np.abs(dvd) > 0)
-        t = 1.0
-        if np.any(limited):
-            t = float(min(1.0, np.min(np.clip((lim[limited] - vd[limited]) / dvd[limited], 0.0, 1.0))))
-            t = max(t, 1e-6)
+        t_lim = float(junction_step_length(vd, problem.S @ du, nvt, vcrit))
         noise = _energy_noise(problem, u)
-        t_lim, t = t, 1.0  # the full step first; if it fails, the junction-limited one, then halving
+        t = 1.0  # the full step first; if it fails, the junction-limited one, then halving
         while t > 1e-20:
             trial = u + t * du
             E_trial = energy(problem, trial)
