@@ -168,7 +168,7 @@ def test_sparse_adjoint_gradient_against_autograd_and_finite_differences():
     ag = ExactGradient(route="autograd").compute(energy, theta, X, Y, mini)
     scale = float(np.max(np.abs(ag.grad)))
     # two routes to the same implicit derivative: round-off of the solves only
-    assert np.max(np.abs(adj.grad - ag.grad)) <= 1e-7 * scale
+    assert np.max(np.abs(adj.grad - ag.grad)) <= 1e-10 * scale
     assert not adj.near_kink
     # central finite differences of the cost along a random direction (relative step 1e-5)
     d = rng.standard_normal(theta.shape)
@@ -239,3 +239,18 @@ def test_only_shockley_without_ideal_diodes_is_batched():
     assert not supports(mixed.topology)
     eq = CoContentMinimizer().minimize(mixed, mixed.theta0(), _inputs(mixed, 2, 1, scale=0.3))
     assert eq.converged and "solver_info" not in eq.info
+
+
+def test_sample_started_far_forward_goes_to_the_one_sample_route():
+    """A source driving a diode and its load puts the diode ~5 V forward at u = 0: that sample takes the
+    one-sample route's ideal-diode start (counted as a fallback), the others stay batched; all agree."""
+    from physgrad.circuit.elements import Resistor
+
+    energy = _network(40, 17, extra=(ShockleyDiode("dr", "in0", "xr", SHOCKLEY_MODEL), Resistor("rl", "xr", "0", 1e-3)))
+    theta = energy.theta0()
+    X = _inputs(energy, 4, 18, scale=0.3)
+    X[1, 0] = 5.0
+    eq = CoContentMinimizer().minimize(energy, theta, X)
+    assert eq.converged and eq.info["solver_info"]["fallbacks"] == 1
+    ref = _one_by_one(energy, theta, X)
+    assert np.max(np.abs(eq.state - np.stack([r.voltages for r in ref]))) <= V_TOL

@@ -11,7 +11,9 @@ products over the whole batch (no per-sample circuit rebuild),
 and runs :func:`physgrad.circuit.solvers.batch_newton.newton_batch` on all of them with one symbolic
 LDL^T per topology. Starts, in order: ``s0`` when given (a nudged phase from the free state), the
 last solution of the same input (free phase; a bounded LRU, e.g. the previous training step or epoch),
-else ``u = 0`` (every free node at the offset its sources give it). Measured on the 1k-node
+else ``u = 0`` (every free node at the offset its sources give it) unless that puts a diode beyond its
+critical voltage (:func:`~physgrad.circuit.solvers.batch_newton.forward_at`: such a sample goes to the
+one-sample route and its ideal-diode start). Measured on the 1k-node
 ``indep`` network (``benchmarks/graphs.py``), the ideal-diode start of the one-sample route
 (an active-set solve per sample) cost more than the Newton iterations it saved; it stays in the
 one-sample route, which every sample the batch does not certify is handed to (with its homotopies).
@@ -37,7 +39,7 @@ import scipy.sparse as sp
 from physgrad.circuit.diode import shockley_current, shockley_slope
 from physgrad.circuit.reduction import max_negative_beta, node_current_scales
 from physgrad.circuit.solution import CERT_ATOL, CERT_RTOL, KKTCertificate
-from physgrad.circuit.solvers.batch_newton import BatchProblem, NewtonPattern, newton_batch
+from physgrad.circuit.solvers.batch_newton import BatchProblem, NewtonPattern, forward_at, newton_batch
 from physgrad.circuit.solvers.strategy import blas_threads
 from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, Nudge, PhysgradError
@@ -203,7 +205,8 @@ class ShockleyBatchSolver:
             self._recall(X, U0, have)
         self.stats["warm_starts"] += int(have.sum())
         self.stats["cold_starts"] += int((~have).sum())
-        res = newton_batch(bp, self.pattern, U0, rtol=rtol, max_iter=max_iter)
+        far = ~have & forward_at(bp, U0)  # cold samples the one-sample route starts better (ideal diodes)
+        res = newton_batch(bp, self.pattern, U0, rtol=rtol, max_iter=max_iter, skip=far)
         self.stats["factorizations"] += res.factorizations
         V = np.asarray((self.topo.P @ res.u.T).T) + C
         certs, passed = self.certify(bp, res.u, V)

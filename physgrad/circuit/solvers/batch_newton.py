@@ -32,10 +32,52 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from physgrad.circuit.diode import shockley_co_content, shockley_current, shockley_slope, shockley_vcrit
+from physgrad.circuit.diode import (pnjlim, shockley_co_content, shockley_current, shockley_slope,
+                                    shockley_vcrit)
 from physgrad.circuit.solvers.ldl import SymbolicLDL
-from physgrad.circuit.solvers.newton import (EPS, POLISH_ATOL, POLISH_RTOL, POLISH_STEPS, SETTLED_RTOL,
-                                             TINY_CURRENT, junction_step_length)
+
+EPS = np.finfo(float).eps
+# Absolute floor of the per-node KCL tolerance (A): only a node whose every incident current is
+# below this is judged absolutely (1e-14 A diodes are 1e16 times larger).
+TINY_CURRENT = 1e-30
+# Polishing once the residual is within tolerance: full Newton steps until |du| <= POLISH_RTOL |u| +
+# POLISH_ATOL (dimensionless, V), at most POLISH_STEPS of them.
+POLISH_RTOL = 1e-13
+POLISH_ATOL = 1e-300
+POLISH_STEPS = 3
+# A full Newton step below SETTLED_RTOL |u| (dimensionless) followed by a residual within tolerance
+# ends the iteration without another factorisation (the next correction would be ~1e-14 |u|).
+SETTLED_RTOL = 1e-7
+
+
+def junction_step_length(vd: np.ndarray, dvd: np.ndarray, nvt: np.ndarray, vcrit: np.ndarray) -> np.ndarray:
+    """SPICE's junction limiting as one length for a whole Newton step (the one rule of every Newton route).
+
+    Parameters
+    ----------
+    vd : (..., n_shk) V
+        Diode voltages at the iterate.
+    dvd : (..., n_shk) V
+        Their change along the full Newton step.
+    nvt, vcrit : (n_shk,) V
+        ``N vt`` and :func:`physgrad.circuit.diode.shockley_vcrit` of each diode.
+
+    Returns
+    -------
+    (...) dimensionless
+        ``t = min_k (pnjlim(v_k + dv_k, v_k) - v_k) / dv_k`` over the diodes that
+        :func:`physgrad.circuit.diode.pnjlim` limits, clipped to ``[1e-6, 1]``; 1 where none is limited.
+        One factor on the whole step keeps it a descent direction.
+    """
+    vd = np.asarray(vd, float)
+    dvd = np.asarray(dvd, float)
+    vnew = vd + dvd
+    lim = pnjlim(vnew, vd, nvt, vcrit)
+    limited = (lim != vnew) & (np.abs(dvd) > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(limited, np.clip((lim - vd) / np.where(limited, dvd, 1.0), 0.0, 1.0), 1.0)
+    t = np.minimum(1.0, np.min(r, axis=-1, initial=1.0))
+    return np.where(np.any(limited, axis=-1), np.maximum(t, 1e-6), 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,9 +109,13 @@ class NewtonPattern:
     :meth:`values` takes a new ``H`` with the same pattern."""
 
     def __init__(self, H: sp.spmatrix, S: sp.spmatrix):
-        H = sp.csr_matrix(H)
-        S = sp.csr_matrix(S)
-        pattern = abs(H) + abs(S.T @ S) + sp.identity(H.shape[0], format="csr")
+        Hb = sp.csr_matrix(H, dtype=float, copy=True)
+        Hb.data[:] = 1.0  # structure only (explicit zeros of H stay in the pattern)
+        S = sp.csr_matrix(S, dtype=float, copy=True)
+        S.eliminate_zeros()
+        Sb = S.copy()
+        Sb.data[:] = 1.0
+        pattern = Hb + Sb.T @ Sb + sp.identity(Hb.shape[0], format="csr")
         self.symbolic = SymbolicLDL(pattern)
         self.smap = self.symbolic.scatter_map(S).T.tocsr()  # (nnz, n_shk)
         self.n = H.shape[0]
@@ -132,9 +178,23 @@ class BatchNewtonResult:
     factorizations: int
 
 
+def forward_at(bp: BatchProblem, U: np.ndarray) -> np.ndarray:
+    """Samples (B,) bool whose start ``U`` puts a diode the iteration can move (a nonzero row of ``S``)
+    beyond SPICE's critical voltage (:func:`physgrad.circuit.diode.shockley_vcrit`): e.g. a source
+    across a diode and a load. Newton from there can need hundreds of limited steps (a 17 V rectifier:
+    200 without converging); the ideal-diode start of the one-sample route takes 8."""
+    live = np.diff(bp.S.indptr) > 0
+    if not np.any(live):
+        return np.zeros(U.shape[0], bool)
+    VD = _apply(bp.S, U) + bp.E
+    return np.any(VD[:, live] > shockley_vcrit(*bp.params[:3])[live], axis=1)
+
+
 def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rtol: float = 1e-13,
-                 max_iter: int = 200) -> BatchNewtonResult:
-    """Damped, junction-limited Newton from ``U0`` (B, n) for every sample (module docstring)."""
+                 max_iter: int = 200, skip=None) -> BatchNewtonResult:
+    """Damped, junction-limited Newton from ``U0`` (B, n) for every sample (module docstring).
+    Samples where ``skip`` (B,) bool is set are not iterated (status ``solver_error``, message
+    ``"not started"``)."""
     B, n = U0.shape
     IS, N, vt, gmin = bp.params
     nvt = N * vt
@@ -149,6 +209,9 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     bad = ~np.isfinite(E)
     status[bad] = "solver_error"
     messages[bad] = "co-content overflows at the start point"
+    if skip is not None:
+        status[skip] = "solver_error"
+        messages[skip] = "not started (a diode beyond its critical voltage at the start)"
     G, ratio, VD, SL = residuals(bp, allr, U, rtol)
     polish = np.zeros(B, np.int64)
     settled = np.zeros(B, bool)
@@ -157,14 +220,15 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     def finish(rows, st, it, msg):
         status[rows] = st
         n_iter[rows] = it
-        messages[rows] = msg
+        for k in rows:  # the message names each sample's KCL residual (A)
+            messages[k] = f"KCL residual {float(np.max(np.abs(G[k]), initial=0.0)):.2e} A; {msg}"
 
     for it in range(1, max_iter + 1):
         run = np.flatnonzero(status == "")
         if not run.size:
             break
         done = (ratio[run] <= 1.0) & settled[run]
-        finish(run[done], "converged", it - 1, f"KCL residual within rtol={rtol:g} of every node's own current scale")
+        finish(run[done], "converged", it - 1, f"within rtol={rtol:g} of every node's own current scale")
         run = run[~done]
         if not run.size:
             break
@@ -196,8 +260,7 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
                     E[a] = energies(bp, a, U[a])
                     polish[a] += 1
                     accept[np.flatnonzero(cand)[okt]] = True
-            finish(w[~accept], "converged", it - 1, f"KCL residual within rtol={rtol:g} of every node's own "
-                                                    "current scale")
+            finish(w[~accept], "converged", it - 1, f"within rtol={rtol:g} of every node's own current scale")
         # --- damped step with junction limiting and Armijo line search
         ls = ~within
         if not np.any(ls):
@@ -252,6 +315,6 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     run = np.flatnonzero(status == "")
     if run.size:
         conv = ratio[run] <= 1.0
-        finish(run[conv], "converged", max_iter, "KCL residual within tolerance")
+        finish(run[conv], "converged", max_iter, "within tolerance")
         finish(run[~conv], "max_iter", max_iter, f"{max_iter} iterations")
     return BatchNewtonResult(U, status, n_iter, messages, n_fact)

@@ -2,8 +2,8 @@ r"""Sparse LDL^T with one symbolic analysis for many matrices of one pattern (nu
 
 A batch of Newton matrices :math:`K_b = H + S^\top \mathrm{diag}(I'(v_b)) S` (S) of Shockley
 circuits share one sparsity pattern; only the values change from sample to sample and iteration to
-iteration. :class:`SymbolicLDL` orders the pattern once (the least fill of qdldl's AMD, SuperLU's
-minimum degree on :math:`A + A^\top` and reverse Cuthill-McKee), computes the
+iteration. :class:`SymbolicLDL` orders the pattern once (qdldl's AMD; without qdldl the lesser fill
+of SuperLU's minimum degree on :math:`A + A^\top` and reverse Cuthill-McKee), computes the
 elimination tree and the column counts of ``L`` once, and then factorizes a whole stack of value
 vectors ``(B, nnz)`` by the up-looking LDL^T of QDLDL (Stellato et al., the factorization osqp
 ships) compiled with numba: one call per batch, no Python work per sample.
@@ -212,8 +212,9 @@ class SymbolicLDL:
     pattern : sparse (n, n)
         Symmetric pattern (values ignored; the diagonal must be in it).
     ordering : {"auto", "amd", "mmd", "rcm", "natural"}
-        Fill-reducing ordering; ``"auto"`` takes whichever of approximate minimum degree (qdldl's AMD),
-        multiple minimum degree (SuperLU's ``MMD_AT_PLUS_A``) and RCM fills ``L`` least.
+        Fill-reducing ordering; ``"auto"``: approximate minimum degree (qdldl's AMD) where qdldl is
+        installed, else whichever of multiple minimum degree (SuperLU's ``MMD_AT_PLUS_A``) and RCM fills
+        ``L`` less.
 
     Attributes
     ----------
@@ -239,14 +240,14 @@ class SymbolicLDL:
                 cands.append(np.asarray(_qdldl.Solver(sp.triu(M, format="csc"), upper=True).factors()[2], np.int64))
             except (RuntimeError, IndexError, AttributeError, ValueError):
                 pass
-        if ordering in ("auto", "mmd") and n > 1:
+        if (ordering == "mmd" or (ordering == "auto" and not cands)) and n > 1:
             try:
                 lu = spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                                options={"SymmetricMode": True})
                 cands.append(np.asarray(lu.perm_c, np.int64))
             except RuntimeError:
                 pass
-        if ordering in ("auto", "rcm") and n > 1:
+        if (ordering == "rcm" or (ordering == "auto" and len(cands) != 1)) and n > 1:
             cands.append(np.asarray(reverse_cuthill_mckee(A, symmetric_mode=True), np.int64))
         if not cands:
             cands.append(np.arange(n, dtype=np.int64))
@@ -301,21 +302,39 @@ class SymbolicLDL:
     def scatter_map(self, rows: sp.spmatrix) -> sp.csr_matrix:
         """The map ``w -> values of rows^T diag(w) rows`` (csr, ``(k, nnz)``): value vectors of
         ``sum_k w_k r_k r_k^T`` for the sparse rows ``r_k`` of ``rows`` (k, n)."""
-        R = sp.csr_matrix(rows)
-        ri, ci, vi = [], [], []
-        for k in range(R.shape[0]):
-            idx = R.indices[R.indptr[k]:R.indptr[k + 1]]
-            val = R.data[R.indptr[k]:R.indptr[k + 1]]
-            for a in range(len(idx)):
-                for b in range(a, len(idx)):
-                    i, j = idx[a], idx[b]
-                    s = int(self.slot[i, j]) - 1
-                    if s < 0:
-                        raise ValueError("row product outside the symbolic pattern")
-                    ri.append(k)
-                    ci.append(s)
-                    vi.append(val[a] * val[b])
-        return sp.csr_matrix((vi, (ri, ci)), shape=(R.shape[0], self.nnz))
+        R = sp.csr_matrix(rows, dtype=float, copy=True)
+        R.eliminate_zeros()
+        R.sort_indices()
+        cnt = np.diff(R.indptr)
+        if np.any(cnt > 2):  # general rows: every pair of entries
+            ks, ii, jj, vv = [], [], [], []
+            for k in range(R.shape[0]):
+                idx = R.indices[R.indptr[k]:R.indptr[k + 1]]
+                val = R.data[R.indptr[k]:R.indptr[k + 1]]
+                for a in range(len(idx)):
+                    for b in range(a, len(idx)):
+                        ks.append(k)
+                        ii.append(idx[a])
+                        jj.append(idx[b])
+                        vv.append(val[a] * val[b])
+            ks, ii, jj, vv = (np.asarray(x) for x in (ks, ii, jj, vv))
+        else:  # rows of at most two entries (diodes between two reduced variables): vectorized
+            one = np.flatnonzero(cnt >= 1)
+            two = np.flatnonzero(cnt == 2)
+            i1, v1 = R.indices[R.indptr[one]], R.data[R.indptr[one]]
+            i2, v2 = R.indices[R.indptr[two] + 1], R.data[R.indptr[two] + 1]
+            j1, w1 = R.indices[R.indptr[two]], R.data[R.indptr[two]]
+            ks = np.concatenate([one, two, two])
+            ii = np.concatenate([i1, i2, j1])
+            jj = np.concatenate([i1, i2, i2])
+            vv = np.concatenate([v1 * v1, v2 * v2, w1 * v2])
+        if len(ks):
+            s = np.asarray(self.slot[ii, jj]).ravel() - 1
+        else:
+            s = np.zeros(0, np.int64)
+        if np.any(s < 0):
+            raise ValueError("row product outside the symbolic pattern")
+        return sp.csr_matrix((vv, (ks, s)), shape=(R.shape[0], self.nnz))
 
     def factor_solve(self, AX: np.ndarray, RHS: np.ndarray, keep: bool = False):
         """Factorize every row of ``AX`` (B, nnz) and solve with ``RHS`` (B, n).
