@@ -408,7 +408,7 @@ def cvxpy_route(energy, theta, X, V) -> dict:
 
 def shockley_train(n: int, n_eq: int, do_ngspice: bool, seed: int = 0, steps: int = 3, batch: int = 32) -> dict:
     """Shockley ``indep`` network: physgrad's CPU per equilibrium, batched (one symbolic LDL^T, cold
-    start ``u = 0``) and sample by sample (the one-sample Newton route with its ideal-diode start),
+    start ``u = 0``) and sample by sample (``physgrad.circuit.solve``'s Newton on each sample's problem),
     inside a centered-EP training step (fresh inputs every step; and the same inputs again at the
     next step's conductances: warm starts), and ngspice's process CPU per input."""
     from physgrad.energies.co_content import CoContentEnergy
@@ -424,7 +424,7 @@ def shockley_train(n: int, n_eq: int, do_ngspice: bool, seed: int = 0, steps: in
     cold.minimize(energy, theta, X[:1])  # imports, numba load, symbolic analysis
     with Clock() as c:
         eq = cold.minimize(energy, theta, X)
-    one = CoContentMinimizer(solver="newton")  # the one-sample route (as before this change)
+    one = CoContentMinimizer(solver="newton")  # the one-sample route (each sample's problem rebuilt)
     one.minimize(energy, theta, X[:1])
     with Clock() as c1:
         eq1 = one.minimize(energy, theta, X)
@@ -657,8 +657,8 @@ def report(data: dict) -> str:
     sh_env = data.get("shockley_env")
     L += ["", "Shockley circuits (the `indep` network with Shockley diodes, no fixed sources; issue 17 item 3). "
           "physgrad batched = the minimizer's batched Newton (one symbolic LDL^T for the batch, compiled numeric "
-          "refactorization per sample-iteration, cold start u = 0); one-sample route = the Newton of "
-          "`physgrad.circuit.solve` per sample (ideal-diode start; the route before item 3); ngspice = `.op` per "
+          "refactorization per sample-iteration, cold start u = 0); one-sample route = `physgrad.circuit.solve`'s "
+          "Newton per sample (each sample's reduced problem rebuilt from its circuit; `solver=\"newton\"`); ngspice = `.op` per "
           "input, process CPU (8 inputs); the same run for every column of a row"
           + (f" (load before: `{sh_env['load_before']}`; after: `{sh_env['load_after']}`)" if sh_env else "") + ".",
           "", "| size | physgrad batched CPU s / eq (wall) | one-sample route CPU s / eq | ngspice CPU s / eq | "

@@ -254,3 +254,20 @@ def test_sample_started_far_forward_goes_to_the_one_sample_route():
     assert eq.converged and eq.info["solver_info"]["fallbacks"] == 1
     ref = _one_by_one(energy, theta, X)
     assert np.max(np.abs(eq.state - np.stack([r.voltages for r in ref]))) <= V_TOL
+
+
+def test_solve_batch_takes_shockley_circuits():
+    """``physgrad.circuit.solve_batch`` (refused Shockley diodes before): batched Newton, certified,
+    equal to one solve per input; a failing input is reported by its status, the others solved."""
+    from physgrad.circuit.batch import solve_batch
+    from physgrad.circuit.solve import solve
+
+    energy = _network(40, 19, extra=(ShockleyDiode("dx", "in0", "0", SHOCKLEY_MODEL),))
+    X = _inputs(energy, 4, 20, scale=0.5)
+    X[3, 0] = 40.0
+    sol = solve_batch(energy.circuit, X, energy.inputs, outputs=energy.output_nodes)
+    assert list(sol.status[:3]) == ["converged"] * 3 and sol.status[3] == "infeasible" and sol.messages[3]
+    assert sol.info["fallbacks"] == 1
+    for b in range(3):
+        ref = solve(energy.circuit.with_sources(dict(zip(energy.inputs, X[b]))))
+        assert sol.certificates[b].passed and np.max(np.abs(sol.voltages[b] - ref.voltages)) <= V_TOL

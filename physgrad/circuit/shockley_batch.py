@@ -273,6 +273,42 @@ class ShockleyBatchSolver:
             self.stats["factorizations"] += len(p)
             return np.asarray((self.topo.P @ p.T).T), ok & np.all(np.isfinite(SL), axis=1)
 
+    def solve_alone(self, g: np.ndarray, X: Optional[np.ndarray], nudge: Nudge, res: dict, samples) -> None:
+        """Solve ``samples`` of ``res`` (a :meth:`solve` result, updated in place) one at a time on
+        their own problems by :func:`physgrad.circuit.solvers.newton.minimize` (ideal-diode start,
+        gmin and source stepping) and certify them with :func:`physgrad.circuit.solution.certify`."""
+        from physgrad.circuit.reduction import build_problem
+        from physgrad.circuit.solution import certify
+        from physgrad.circuit.solvers import newton
+        from physgrad.types import InfeasibleError
+
+        topo = self.topo
+        outs = [topo.circuit.nodes[o] for o in topo.outputs]
+        for b in samples:
+            b = int(b)
+            circuit = topo.circuit
+            if X is not None and topo.input_names:
+                circuit = circuit.with_sources(dict(zip(topo.input_names, np.asarray(X, float)[b])))
+            nb = nudge
+            if not nudge.is_free:
+                t = np.asarray(nudge.target, float)
+                nb = Nudge(nudge.beta, target=t[b] if t.ndim == 2 and t.shape[0] > 1 else t.reshape(-1))
+            try:
+                pb = build_problem(circuit, nb, outputs=outs, conductances=g)
+            except InfeasibleError as err:
+                res["status"][b], res["messages"][b], res["certificates"][b] = "infeasible", str(err), None
+                res["voltages"][b] = np.nan
+                continue
+            r = newton.minimize(pb)
+            cert = certify(pb, r.u, r.lam) if np.all(np.isfinite(r.u)) else None
+            ok = r.converged and cert is not None and cert.passed
+            res["voltages"][b] = pb.voltages(r.u)
+            res["u"][b] = r.u
+            res["status"][b] = "converged" if ok else (r.status if r.status != "converged" else "solver_error")
+            res["n_iter"][b] += r.n_iter
+            res["certificates"][b] = cert
+            res["messages"][b] = "" if ok else r.message
+
     def clear(self) -> None:
         self._H.clear()
         self._warm.clear()
