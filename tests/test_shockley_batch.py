@@ -271,3 +271,18 @@ def test_solve_batch_takes_shockley_circuits():
     for b in range(3):
         ref = solve(energy.circuit.with_sources(dict(zip(energy.inputs, X[b]))))
         assert sol.certificates[b].passed and np.max(np.abs(sol.voltages[b] - ref.voltages)) <= V_TOL
+
+
+def test_one_solve_does_not_import_numba():
+    """``physgrad solve`` of a Shockley circuit factorizes by qdldl (batch of one): no numba import
+    (~0.5 s of CPU) at start-up; the batched route compiles its kernels on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom physgrad.circuit.solve import solve\nfrom physgrad.circuit.elements import *\n"
+            "m = DiodeModel('m', IS=1e-14, N=1.0)\n"
+            "c = Circuit((VoltageSource('v', 'a', '0', 2.0), Resistor('r', 'a', 'b', 1e-3), ShockleyDiode('d', 'b', '0', m)))\n"
+            "s = solve(c)\nassert s.converged, s.message\nprint('numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -219,7 +219,7 @@ class ShockleyBatchSolver:
             self._remember(X, res.u, status == "converged")
         return dict(voltages=V, u=res.u, status=status, n_iter=res.n_iter, messages=msgs, certificates=certs,
                     info={"route": "batched newton", "factorizations": res.factorizations,
-                          "warm_starts": int(have.sum()), "symbolic_nnz_L": self.pattern.symbolic.nnz_L})
+                          "warm_starts": int(have.sum())})
 
     def certify(self, bp: BatchProblem, U: np.ndarray, V: np.ndarray):
         """Certificates as :func:`physgrad.circuit.solution.certify` computes them per sample."""

@@ -33,22 +33,32 @@ try:  # installed with osqp; its AMD ordering is the best of the candidates wher
 except ImportError:  # pragma: no cover
     _qdldl = None
 
-try:  # numba is a dependency; without it the kernels run as plain (slow) Python
-    from numba import njit
-
-    from physgrad import _numba_cache
-    _numba_cache.install()
-    AVAILABLE = True
-except ImportError:  # pragma: no cover
-    AVAILABLE = False
-
-    def njit(*args, **kwargs):
-        if args and callable(args[0]):
-            return args[0]
-        return lambda f: f
+_KERNELS = ("_etree", "_factor_one", "_solve_one", "_factor_solve_batch", "_solve_batch")
+_STATE = {"compiled": False}
+# Batches smaller than this are factorized by qdldl (C, its symbolic analysis reused by ``update``), so
+# that a single solve (``physgrad solve``) does not import numba (~0.5 s of CPU at start-up).
+NUMBA_MIN_BATCH = 2
 
 
-@njit(cache=True)
+def _compile() -> None:
+    """Compile the kernels below with numba on first use (``cache=True``: loaded from the cache after
+    the first run); numba is imported only then. Without numba they run as plain Python (slow)."""
+    if _STATE["compiled"]:
+        return
+    try:
+        from numba import njit
+
+        from physgrad import _numba_cache
+        _numba_cache.install()
+    except ImportError:  # pragma: no cover
+        _STATE["compiled"] = True
+        return
+    g = globals()
+    for name in _KERNELS:  # leaves first: a kernel's callees are compiled ones when it compiles
+        g[name] = njit(cache=True)(g[name])
+    _STATE["compiled"] = True
+
+
 def _etree(n, Ap, Ai):
     """Elimination tree and column counts of ``L`` of the upper-triangular CSC pattern ``(Ap, Ai)``."""
     work = np.zeros(n, np.int64)
@@ -67,7 +77,6 @@ def _etree(n, Ap, Ai):
     return etree, Lnz
 
 
-@njit(cache=True)
 def _factor_one(n, Ap, Ai, Ax, Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, nextcol, yVals):
     """QDLDL's numeric LDL^T of one value vector ``Ax``; fills ``Li, Lx, Dinv``. False on a bad pivot."""
     for i in range(n):
@@ -125,7 +134,6 @@ def _factor_one(n, Ap, Ai, Ax, Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, ne
     return True
 
 
-@njit(cache=True)
 def _solve_one(n, Lp, Li, Lx, Dinv, x):
     """``x <- (L D L^T)^{-1} x`` in place (permuted coordinates)."""
     for i in range(n):
@@ -141,7 +149,6 @@ def _solve_one(n, Lp, Li, Lx, Dinv, x):
         x[i] = s
 
 
-@njit(cache=True)
 def _factor_solve_batch(n, Ap, Ai, AX, Lp, etree, perm, RHS, keep, LI, LX, DINV):
     """Factor every row of ``AX`` (values on the permuted pattern) and solve with the row of ``RHS``
     (original order); returns ``(X, ok)``. With ``keep`` the factors are stored in ``LI, LX, DINV``."""
@@ -178,7 +185,6 @@ def _factor_solve_batch(n, Ap, Ai, AX, Lp, etree, perm, RHS, keep, LI, LX, DINV)
     return X, ok
 
 
-@njit(cache=True)
 def _solve_batch(n, Lp, perm, LI, LX, DINV, RHS):
     B = RHS.shape[0]
     X = np.zeros((B, n))
@@ -251,15 +257,14 @@ class SymbolicLDL:
             cands.append(np.asarray(reverse_cuthill_mckee(A, symmetric_mode=True), np.int64))
         if not cands:
             cands.append(np.arange(n, dtype=np.int64))
-        best = None
-        for perm in cands:
-            Ap, Ai, order = self._upper(A, perm)
-            etree, Lnz = _etree(n, Ap, Ai)
-            if best is None or Lnz.sum() < best[4].sum():
-                best = (perm, Ap, Ai, order, Lnz, etree)
-        self.perm, self.Ap, self.Ai, order, Lnz, self.etree = best
-        self.Lp = np.concatenate([[0], np.cumsum(Lnz)]).astype(np.int64)
-        self.nnz_L = int(self.Lp[-1])
+        if len(cands) > 1:  # compare the fills (needs the compiled elimination tree)
+            _compile()
+            fills = [int(_etree(n, *self._upper(A, perm)[:2])[1].sum()) for perm in cands]
+            cands = [cands[int(np.argmin(fills))]]
+        self.perm = cands[0]
+        self.Ap, self.Ai, order = self._upper(A, self.perm)
+        self._tree = None
+        self._q = None  # qdldl's solver for batches of one (its own symbolic analysis, reused by update)
         self.nnz = len(self.Ai)
         # slot of every (i, j) of A (both triangles) in the permuted upper CSC order
         coo = A.tocoo()
@@ -271,6 +276,27 @@ class SymbolicLDL:
         pos = np.searchsorted(order, key)
         self.slot = sp.csr_matrix((pos + 1, (coo.row, coo.col)), shape=(n, n))
         self.slot.sort_indices()
+
+    def _symbolic(self):
+        """Elimination tree and column pointers of ``L`` (computed once, compiled kernels)."""
+        if self._tree is None:
+            _compile()
+            etree, Lnz = _etree(self.n, self.Ap, self.Ai)
+            self._tree = (etree, np.concatenate([[0], np.cumsum(Lnz)]).astype(np.int64))
+        return self._tree
+
+    @property
+    def etree(self) -> np.ndarray:
+        return self._symbolic()[0]
+
+    @property
+    def Lp(self) -> np.ndarray:
+        return self._symbolic()[1]
+
+    @property
+    def nnz_L(self) -> int:
+        """Entries of ``L`` below the diagonal (fill included)."""
+        return int(self.Lp[-1])
 
     @staticmethod
     def _upper(A, perm):
@@ -342,6 +368,8 @@ class SymbolicLDL:
         Returns ``(X, ok)`` (and the :class:`Factors` when ``keep``); ``ok[b]`` False where sample
         ``b``'s matrix had a zero or non-finite pivot or its solution is not finite."""
         B = AX.shape[0]
+        if B < NUMBA_MIN_BATCH and not keep and _qdldl is not None:
+            return self._factor_solve_qdldl(np.asarray(AX, float), np.asarray(RHS, float))
         nL = max(self.nnz_L, 1)
         LI = np.zeros(nL, np.int64)
         LX = np.zeros((B if keep else 0, nL))
@@ -350,4 +378,25 @@ class SymbolicLDL:
                                     self.perm, np.ascontiguousarray(RHS, float), keep, LI, LX, DINV)
         if keep:
             return X, ok, Factors(self, LI, LX, DINV, ok)
+        return X, ok
+
+    def _factor_solve_qdldl(self, AX, RHS):
+        """:meth:`factor_solve` by qdldl (C), one matrix at a time on the permuted upper triangle."""
+        B, n = RHS.shape
+        X = np.zeros((B, n))
+        ok = np.zeros(B, bool)
+        for b in range(B):
+            M = sp.csc_matrix((AX[b], self.Ai, self.Ap), shape=(n, n))
+            try:
+                if self._q is None:
+                    self._q = _qdldl.Solver(M, upper=True)
+                else:
+                    self._q.update(M, upper=True)
+                x = self._q.solve(np.ascontiguousarray(RHS[b][self.perm]))
+            except RuntimeError:  # zero pivot
+                self._q = None
+                continue
+            if np.all(np.isfinite(x)):
+                X[b, self.perm] = x
+                ok[b] = True
         return X, ok
