@@ -421,11 +421,11 @@ def shockley_train(n: int, n_eq: int, do_ngspice: bool, seed: int = 0, steps: in
     rng = np.random.default_rng(seed + 9)
     X = rng.uniform(-1, 1, (n_eq, len(inputs)))
     cold = CoContentMinimizer(warm=False)
-    cold.minimize(energy, theta, X[:1])  # imports, numba load, symbolic analysis
+    cold.minimize(energy, theta, X[:2])  # imports, numba kernels (batches of 2+), symbolic analysis
     with Clock() as c:
         eq = cold.minimize(energy, theta, X)
     one = CoContentMinimizer(solver="newton")  # the one-sample route (each sample's problem rebuilt)
-    one.minimize(energy, theta, X[:1])
+    one.minimize(energy, theta, X[:2])
     with Clock() as c1:
         eq1 = one.minimize(energy, theta, X)
     out = {"family": "indep-shk", "n": n, "n_eq": n_eq, "physgrad_cpu_per_eq": c.cpu / n_eq,
@@ -619,7 +619,10 @@ def report(data: dict) -> str:
           "it is the reader's part); CLI = `python3 -m physgrad solve FILE --json` as a process (interpreter "
           "start-up, imports, reading and writing included); ngspice = its process (start-up included, tight "
           "options); one LU = SuperLU factorization + solve of the final system (conducting diodes known; "
-          "Shockley: the last Newton matrix).", "",
+          "Shockley: the last Newton matrix)."
+          + (f" The `-shk` rows were rerun later by `{data['shockley_env']['command']}` (load before: "
+             f"`{data['shockley_env']['load_before']}`; after: `{data['shockley_env']['load_after']}`), each "
+             "with its own ngspice run." if data.get("shockley_env") else ""), "",
           "| family | size | nodes | elements | physgrad CPU s (wall) | CLI process CPU s | ngspice process CPU s "
           "(wall) | one LU CPU s | physgrad / ngspice | max abs dV vs ngspice (V) | certified | linear solves | "
           "peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"]
