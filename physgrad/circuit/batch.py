@@ -8,6 +8,8 @@ and the primal-dual active-set iteration runs on the whole batch at once. Warm s
 start from a state ``s0`` (the diodes tight at ``s0`` conduct first), and the free phase of an
 input seen before starts from that input's last conducting set (a bounded LRU of bit masks).
 A start changes the speed, never the answer: the iteration only stops on the KKT conditions.
+:func:`solve_batch` hands circuits of Shockley diodes (no ideal diodes) to the batched Newton of
+:mod:`physgrad.circuit.shockley_batch`.
 
 Every answer carries a KKT certificate computed exactly as :func:`physgrad.circuit.solution.certify`
 would on the sample's own :class:`~physgrad.circuit.reduction.Problem`. A sample the batched route

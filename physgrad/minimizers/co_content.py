@@ -3,8 +3,11 @@ r"""Minimizer of a circuit's co-content (:class:`physgrad.energies.co_content.Co
 It wraps the circuit core: for circuits of resistors and ideal diodes the batched, warm-started
 active-set solver (:class:`physgrad.circuit.batch.BatchSolver`: one factorization per parameter
 value shared by every sample and phase, conducting diodes, nudges and clamps as low-rank updates,
-every answer KKT-certified); with Shockley diodes (or a named solver) :func:`physgrad.circuit.solve.solve`
-sample by sample. It also has the pure, traceable coordinate-descent ``step`` that truncated
+every answer KKT-certified); for circuits of Shockley diodes (no ideal diodes; free and beta-nudged
+phases) the batched Newton (:class:`physgrad.circuit.shockley_batch.ShockleyBatchSolver`: one symbolic
+LDL^T per topology, warm starts, every sample certified, its sparse adjoint for the exact gradient);
+otherwise (ideal and Shockley diodes together, clamps, or a named solver)
+:func:`physgrad.circuit.solve.solve` sample by sample. It also has the pure, traceable coordinate-descent ``step`` that truncated
 backprop differentiates through, and the sparse adjoint (:meth:`CoContentMinimizer.implicit_gradient`)
 that the exact gradient uses.
 """
@@ -81,7 +84,9 @@ class CoContentMinimizer:
     solver : str
         ``"auto"`` (default): for ideal-diode (and linear) circuits the batched exact active-set
         solve of the reduced QP (:class:`physgrad.circuit.batch.BatchSolver`), every sample
-        certified; with Shockley diodes :func:`physgrad.circuit.solve.solve` (damped Newton) sample
+        certified; with Shockley diodes only (free and beta-nudged phases) the batched Newton of
+        :class:`physgrad.circuit.shockley_batch.ShockleyBatchSolver` (a sample it does not certify is
+        solved again alone); otherwise :func:`physgrad.circuit.solve.solve` (damped Newton) sample
         by sample. ``"activeset"`` forces the batched route; any other value (``"qp"``,
         ``"coordinate"``, ``"newton"``, ``"linear"``) is passed to :func:`physgrad.circuit.solve.solve`.
     warm : bool
