@@ -26,7 +26,7 @@ symbolic analysis reused is the default.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -128,7 +128,16 @@ class NewtonPattern:
         return hv[None, :] + np.asarray((self.smap @ SL.T).T)
 
 
+# Problems with at most this many entries in H or S work on dense copies of them inside the iteration:
+# scipy.sparse's per-call overhead (~20-50 us) dominated small circuits (a 100-node grid: ~1 ms of
+# Python per Newton iteration).
+DENSE_MAX = 250_000
+
+
 def _apply(A, X):
+    """``A`` applied to each row of ``X`` (``A`` dense or sparse)."""
+    if isinstance(A, np.ndarray):
+        return X @ A.T
     return np.asarray((A @ X.T).T)
 
 
@@ -144,7 +153,7 @@ def energies(bp: BatchProblem, rows, U) -> np.ndarray:
 def _noise(bp: BatchProblem, rows, U) -> np.ndarray:
     """Round-off of :func:`energies` (W): ``16 eps`` times the sum of its terms' magnitudes."""
     VD = _apply(bp.S, U) + bp.E[rows]
-    absH = abs(bp.H)
+    absH = np.abs(bp.H) if isinstance(bp.H, np.ndarray) else abs(bp.H)
     with np.errstate(over="ignore", invalid="ignore"):
         AU = np.abs(U)
         mag = (0.5 * np.sum(AU * _apply(absH, AU), axis=1) + np.sum(np.abs(bp.F[rows]) * AU, axis=1)
@@ -200,6 +209,8 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     nvt = N * vt
     vcrit = shockley_vcrit(IS, N, vt)
     hv = pattern.h_values(bp.H)
+    if n * max(n, bp.S.shape[0]) <= DENSE_MAX:
+        bp = replace(bp, H=bp.H.toarray(), S=bp.S.toarray())
     U = np.array(U0, dtype=float, copy=True)
     allr = np.arange(B)
     status = np.full(B, "", dtype=object)
