@@ -22,7 +22,10 @@ sources, n/4 ideal diodes): physgrad's equilibria per CPU second and wall second
 input (the final KKT system of each equilibrium, factorized and solved once: the arithmetic floor of
 solving inputs one at a time); ngspice ``.op`` per input (process CPU; up to 2,000 nodes); a cvxpy model compiled once
 (OSQP, inputs as parameters) at <= 1k nodes; RSS after each step. Shockley circuits: physgrad's CPU
-per equilibrium (sample by sample, damped Newton) against ngspice's process CPU.
+per equilibrium (the batched Newton of issue 17 item 3, and the one-sample route it replaced) against
+ngspice's process CPU, the rate inside a centered-EP step (fresh inputs; the same inputs again at the
+next conductances), and the candidate factorizations of the Newton matrices (``--shockley-only``
+reruns just these rows into the saved JSON).
 
 Part C, ``fit`` end to end at 1k nodes (a 1k-node ``indep`` netlist, 512 samples, 2 epochs, evaluation
 every epoch and every second epoch) against the in-step rate. The report's discussion of the issue's
@@ -403,24 +406,124 @@ def cvxpy_route(energy, theta, X, V) -> dict:
     return {"cvxpy_compile_cpu": compile_cpu, "cvxpy_eq_per_cpu_s": len(X) / max(cpu, 1e-9), "cvxpy_max_dv": max(dvs)}
 
 
-def shockley_train(n: int, n_eq: int, do_ngspice: bool, seed: int = 0) -> dict:
-    """Shockley ``indep`` network: physgrad's CPU per equilibrium (sample by sample) vs ngspice's."""
+def shockley_train(n: int, n_eq: int, do_ngspice: bool, seed: int = 0, steps: int = 3, batch: int = 32) -> dict:
+    """Shockley ``indep`` network: physgrad's CPU per equilibrium, batched (one symbolic LDL^T, cold
+    start ``u = 0``) and sample by sample (``physgrad.circuit.solve``'s Newton on each sample's problem),
+    inside a centered-EP training step (fresh inputs every step; and the same inputs again at the
+    next step's conductances: warm starts), and ngspice's process CPU per input."""
     from physgrad.energies.co_content import CoContentEnergy
+    from physgrad.learning import EquilibriumPropagation
     from physgrad.minimizers.co_content import CoContentMinimizer
 
     circuit, inputs, outputs = indep(n, seed, shockley=True)
     energy = CoContentEnergy(circuit, inputs, outputs)
-    mini = CoContentMinimizer()
-    X = np.random.default_rng(seed + 9).uniform(-1, 1, (n_eq, len(inputs)))
-    mini.minimize(energy, energy.theta0(), X[:1])
+    theta = energy.theta0()
+    rng = np.random.default_rng(seed + 9)
+    X = rng.uniform(-1, 1, (n_eq, len(inputs)))
+    cold = CoContentMinimizer(warm=False)
+    cold.minimize(energy, theta, X[:2])  # imports, numba kernels (batches of 2+), symbolic analysis
     with Clock() as c:
-        eq = mini.minimize(energy, energy.theta0(), X)
-    out = {"family": "indep-shk", "n": n, "physgrad_cpu_per_eq": c.cpu / n_eq, "converged": eq.converged}
+        eq = cold.minimize(energy, theta, X)
+    one = CoContentMinimizer(solver="newton")  # the one-sample route (each sample's problem rebuilt)
+    one.minimize(energy, theta, X[:2])
+    with Clock() as c1:
+        eq1 = one.minimize(energy, theta, X)
+    out = {"family": "indep-shk", "n": n, "n_eq": n_eq, "physgrad_cpu_per_eq": c.cpu / n_eq,
+           "physgrad_wall_per_eq": c.wall / n_eq, "converged": eq.converged and eq1.converged,
+           "one_sample_cpu_per_eq": c1.cpu / n_eq, "batched_vs_one_sample_max_dv": float(np.max(np.abs(eq.state - eq1.state))),
+           "newton_iterations_per_sample": eq.n_iter / n_eq, "one_sample_iterations_per_sample": eq1.n_iter / n_eq,
+           "solver_info": {k: v for k, v in eq.info["solver_info"].items() if isinstance(v, (int, str))}}
+    # inside a centered-EP training step (exact gradient by the sparse adjoint alongside, as a check)
+    mini = CoContentMinimizer()
+    beta = 1e-4 * float(np.median(theta))
+    est = EquilibriumPropagation(beta=beta, variant="centered")
+    cpus, warm_cpus, walls = [], [], []
+    th = theta.copy()
+    for s in range(steps + 1):
+        Xs = rng.uniform(-1, 1, (batch, len(inputs)))
+        Ys = rng.uniform(-0.3, 0.3, (batch, len(outputs)))
+        for fresh in (True, False):  # fresh inputs, then the same inputs at the updated conductances
+            with Clock() as ck:
+                ph = est.phases(energy, th, Xs, Ys, mini)
+                g = est.estimate_from_phases(energy, th, Xs, ph)
+                th = np.maximum(th - 0.05 * np.median(th) * g / max(np.max(np.abs(g)), 1e-300), 1e-3 * np.median(th))
+            assert ph.free.converged and ph.plus.converged and ph.minus.converged
+            if s:
+                (cpus if fresh else warm_cpus).append(ck.cpu)
+                if fresh:
+                    walls.append(ck.wall)
+    out.update(step_eq_per_cpu_s=3 * batch / float(np.median(cpus)), step_eq_per_wall_s=3 * batch / float(np.median(walls)),
+               step_warm_eq_per_cpu_s=3 * batch / float(np.median(warm_cpus)))
     if do_ngspice:
-        r = ngspice_per_input(circuit, inputs, X, eq.state)
+        r = ngspice_per_input(circuit, inputs, X[:8], eq.state[:8])
         out.update(ngspice_cpu_per_eq=1.0 / r["ngspice_eq_per_cpu_s"], ngspice_max_dv=r["ngspice_max_dv"])
     out["peak_mb"] = peak_mb()
     return out
+
+
+def factorizations(n: int, seed: int = 0, batch: int = 32) -> dict:
+    """CPU seconds per numeric factorization + solve of the Newton matrices of a Shockley batch at its
+    solution: the compiled LDL^T on the symbolic analysis done once, qdldl with its symbolic reuse
+    (``update``), qdldl from scratch, SuperLU (COLAMD, MMD on A+A^T, and NATURAL on the reused
+    ordering), and the assembly of the matrices (per sample with scipy; batched value vectors)."""
+    import qdldl
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    from physgrad.circuit.diode import shockley_slope
+    from physgrad.circuit.shockley_batch import ShockleyBatchSolver
+    from physgrad.energies.co_content import CoContentEnergy
+
+    circuit, inputs, outputs = indep(n, seed, shockley=True)
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    g = energy.conductances(energy.theta0())
+    X = np.random.default_rng(seed + 9).uniform(-1, 1, (batch, len(inputs)))
+    sb = ShockleyBatchSolver(energy.topology)
+    r = sb.solve(g, X)
+    bp, _ = sb.problems(g, X)
+    SL = shockley_slope(np.asarray((bp.S @ r["u"].T).T) + bp.E, *bp.params)
+    pat = sb.pattern
+    sym = pat.symbolic
+    KV = pat.values(pat.h_values(bp.H), SL)
+    rhs = np.random.default_rng(1).standard_normal((batch, sym.n))
+    Ks = [(bp.H + bp.S.T @ sp.diags(SL[b]) @ bp.S).tocsc() for b in range(batch)]
+    Up = [sp.triu(K, format="csc") for K in Ks]
+    perm = sym.perm
+    Kp = [K[perm][:, perm].tocsc() for K in Ks]
+    qs = qdldl.Solver(Up[0], upper=True)
+
+    def best(f, reps=3):
+        t = np.inf
+        for _ in range(reps):
+            with Clock() as c:
+                f()
+            t = min(t, c.cpu)
+        return t / batch
+
+    def q_update():
+        for b in range(batch):
+            qs.update(Up[b], upper=True)
+            qs.solve(rhs[b])
+
+    def natural():
+        for b in range(batch):
+            spla.splu(Kp[b], permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True}).solve(
+                rhs[b][perm])
+
+    rows = {
+        "compiled LDL^T, symbolic once (numba; default)": best(lambda: sym.factor_solve(KV, rhs)),
+        "qdldl update (its symbolic reused)": best(q_update),
+        "qdldl from scratch (AMD + symbolic each time)": best(
+            lambda: [qdldl.Solver(Up[b], upper=True).solve(rhs[b]) for b in range(batch)]),
+        "SuperLU, COLAMD": best(lambda: [spla.splu(Ks[b], permc_spec="COLAMD").solve(rhs[b]) for b in range(batch)]),
+        "SuperLU, MMD on A+A^T": best(
+            lambda: [spla.splu(Ks[b], permc_spec="MMD_AT_PLUS_A").solve(rhs[b]) for b in range(batch)]),
+        "SuperLU, NATURAL on the reused AMD ordering": best(natural),
+        "(assembly: scipy K_b per sample)": best(
+            lambda: [(bp.H + bp.S.T @ sp.diags(SL[b]) @ bp.S).tocsc() for b in range(batch)]),
+        "(assembly: batched value vectors)": best(lambda: pat.values(pat.h_values(bp.H), SL)),
+    }
+    return {"n": n, "n_u": sym.n, "nnz_upper": sym.nnz, "nnz_L": sym.nnz_L, "cpu_per_matrix": rows}
 
 
 # --- part C: fit end to end ----------------------------------------------------------------------------------
@@ -516,7 +619,10 @@ def report(data: dict) -> str:
           "it is the reader's part); CLI = `python3 -m physgrad solve FILE --json` as a process (interpreter "
           "start-up, imports, reading and writing included); ngspice = its process (start-up included, tight "
           "options); one LU = SuperLU factorization + solve of the final system (conducting diodes known; "
-          "Shockley: the last Newton matrix).", "",
+          "Shockley: the last Newton matrix)."
+          + (f" The `-shk` rows were rerun later by `{data['shockley_env']['command']}` (load before: "
+             f"`{data['shockley_env']['load_before']}`; after: `{data['shockley_env']['load_after']}`), each "
+             "with its own ngspice run." if data.get("shockley_env") else ""), "",
           "| family | size | nodes | elements | physgrad CPU s (wall) | CLI process CPU s | ngspice process CPU s "
           "(wall) | one LU CPU s | physgrad / ngspice | max abs dV vs ngspice (V) | certified | linear solves | "
           "peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"]
@@ -551,15 +657,41 @@ def report(data: dict) -> str:
                  f"{fmt(r.get('cvxpy_eq_per_cpu_s'))} | {r['iterations']} | {si.get('border_samples', 0)} / "
                  f"{si.get('pattern_samples', 0)}, {si.get('pattern_factorizations', 0)} | {r['rss_per_step']} | "
                  f"{fmt(r['lu_max_dv'])}, {fmt(r.get('ngspice_max_dv'))}, {fmt(r.get('cvxpy_max_dv'))} |")
-    L += ["", "Shockley circuits (the `indep` network with Shockley diodes; physgrad sample by sample, damped Newton):",
-          "", "| size | physgrad CPU s per equilibrium | ngspice process CPU s per equilibrium | ratio | max dV (V) |",
-          "|---:|---:|---:|---:|---:|"]
+    sh_env = data.get("shockley_env")
+    L += ["", "Shockley circuits (the `indep` network with Shockley diodes, no fixed sources; issue 17 item 3). "
+          "physgrad batched = the minimizer's batched Newton (one symbolic LDL^T for the batch, compiled numeric "
+          "refactorization per sample-iteration, cold start u = 0); one-sample route = `physgrad.circuit.solve`'s "
+          "Newton per sample (each sample's reduced problem rebuilt from its circuit; `solver=\"newton\"`); ngspice = `.op` per "
+          "input, process CPU (8 inputs); the same run for every column of a row"
+          + (f" (load before: `{sh_env['load_before']}`; after: `{sh_env['load_after']}`)" if sh_env else "") + ".",
+          "", "| size | physgrad batched CPU s / eq (wall) | one-sample route CPU s / eq | ngspice CPU s / eq | "
+          "**batched / ngspice** | Newton iterations per sample (batched, one-sample) | C-EP step eq/CPU-s, fresh "
+          "inputs (wall) | C-EP step eq/CPU-s, same inputs next step (warm) | max dV batched vs one-sample, vs "
+          "ngspice (V) |", "|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in data["shockley"]:
         if "error" in r:
-            L.append(f"| error: {r['error'][:80]} | | | | |")
+            L.append(f"| error: {r['error'][:80]} | | | | | | | | |")
             continue
-        L.append(f"| {r['n']:,} | {fmt(r['physgrad_cpu_per_eq'])} | {fmt(r.get('ngspice_cpu_per_eq'))} | "
-                 f"{fmt(_ratio(r['physgrad_cpu_per_eq'], r.get('ngspice_cpu_per_eq')))} | {fmt(r.get('ngspice_max_dv'))} |")
+        if "one_sample_cpu_per_eq" not in r:  # a report from before item 3
+            L.append(f"| {r['n']:,} | {fmt(r['physgrad_cpu_per_eq'])} (sample by sample) | | "
+                     f"{fmt(r.get('ngspice_cpu_per_eq'))} | {fmt(_ratio(r['physgrad_cpu_per_eq'], r.get('ngspice_cpu_per_eq')))} "
+                     f"| | | | {fmt(r.get('ngspice_max_dv'))} |")
+            continue
+        L.append(f"| {r['n']:,} | {fmt(r['physgrad_cpu_per_eq'])} ({fmt(r['physgrad_wall_per_eq'])}) | "
+                 f"{fmt(r['one_sample_cpu_per_eq'])} | {fmt(r.get('ngspice_cpu_per_eq'))} | "
+                 f"**{fmt(_ratio(r['physgrad_cpu_per_eq'], r.get('ngspice_cpu_per_eq')))}** | "
+                 f"{fmt(r['newton_iterations_per_sample'])}, {fmt(r['one_sample_iterations_per_sample'])} | "
+                 f"{fmt(r['step_eq_per_cpu_s'])} ({fmt(r['step_eq_per_wall_s'])}) | {fmt(r['step_warm_eq_per_cpu_s'])} | "
+                 f"{fmt(r['batched_vs_one_sample_max_dv'])}, {fmt(r.get('ngspice_max_dv'))} |")
+    for fz in data.get("factorizations", []):
+        if "error" in fz:
+            continue
+        L += ["", f"Factorizations of the Newton matrices K_b = H + S^T diag(I') S of a batch of 32 at its solution "
+              f"({fz['n']:,}-node `indep` Shockley network: n = {fz['n_u']:,}, {fz['nnz_upper']:,} entries in the upper "
+              f"triangle, {fz['nnz_L']:,} in L with the chosen ordering); CPU microseconds per matrix (factorization + "
+              "one solve), best of 3:", "", "| route | CPU us per matrix |", "|---|---:|"]
+        for k, v in fz["cpu_per_matrix"].items():
+            L.append(f"| {k} | {v * 1e6:,.0f} |")
     fit = data.get("fit") or {}
     if fit and "error" not in fit:
         L += ["", "## C. `fit` end to end (1k-node `indep` netlist, 512 samples, 2 epochs, batch 32)", "",
@@ -588,12 +720,30 @@ def main(argv=None):
     ap.add_argument("--no-ngspice", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "graphs"))
     ap.add_argument("--report-only", default=None, metavar="JSON", help="rewrite the .md from a saved .json")
+    ap.add_argument("--shockley-only", action="store_true",
+                    help="rerun the Shockley rows of tables A and B (and the factorization table) into the saved .json")
     args = ap.parse_args(argv)
     if args.report_only:
         data = json.loads(Path(args.report_only).read_text())
         Path(args.out).with_suffix(".md").write_text(report(data) + TARGETS_NOTE)
         return 0
     ng = not args.no_ngspice
+    if args.shockley_only:
+        out = Path(args.out)
+        data = json.loads(out.with_suffix(".json").read_text())
+        sh_env = {"load_before": uptime(), "command": " ".join([Path(sys.executable).name] + sys.argv)}
+        for i, r in enumerate(data["solve"]):
+            if r.get("family", "").endswith("-shk"):
+                data["solve"][i] = in_child(solve_family, r["family"][:-4], r["n"], True, ng)
+                print(json.dumps({k: v for k, v in data["solve"][i].items() if k != "traceback"}), flush=True)
+        data["shockley"] = [in_child(shockley_train, n, 32, ng) for n in (100, 1000)]
+        data["factorizations"] = [in_child(factorizations, n) for n in (100, 1000)]
+        sh_env["load_after"] = uptime()
+        data["shockley_env"] = sh_env
+        print(json.dumps(data["shockley"]), json.dumps(data["factorizations"]), flush=True)
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=float) + "\n")
+        out.with_suffix(".md").write_text(report(data) + TARGETS_NOTE)
+        return 0
     env = {"python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count(),
            "load_before": uptime(), "command": " ".join([Path(sys.executable).name] + sys.argv)}
     t0 = time.perf_counter()
@@ -604,14 +754,15 @@ def main(argv=None):
               for k, n, steps in (QUICK_TRAIN if args.quick else TRAIN_CASES)]
     for r in trains:
         print(json.dumps({k: v for k, v in r.items() if k != "traceback"}), flush=True)
-    shk = [in_child(shockley_train, n, 8, ng) for n in ((100,) if args.quick else (100, 1000))]
+    shk = [in_child(shockley_train, n, 32, ng) for n in ((100,) if args.quick else (100, 1000))]
     for r in shk:
         print(json.dumps(r), flush=True)
     fit = {} if args.quick else in_child(fit_end_to_end, 1000, 512)
     print(json.dumps(fit), flush=True)
     env["load_after"] = uptime()
     env["total_s"] = round(time.perf_counter() - t0, 1)
-    data = {"env": env, "solve": solves, "train": trains, "shockley": shk, "fit": fit}
+    fz = [in_child(factorizations, n) for n in ((100,) if args.quick else (100, 1000))]
+    data = {"env": env, "solve": solves, "train": trains, "shockley": shk, "factorizations": fz, "fit": fit}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=float) + "\n")

@@ -231,15 +231,21 @@ def test_sparse_adjoint_matches_finite_differences():
         assert fd == pytest.approx(res.grad @ direction, rel=1e-6)
 
 
-def test_adjoint_route_refuses_shockley_and_auto_falls_back():
-    from physgrad.circuit.elements import DiodeModel, ShockleyDiode
+def test_adjoint_route_handles_shockley_and_refuses_mixed_diodes():
+    """Shockley-only circuits have the sparse adjoint (issue 17 item 3), equal to the autograd route;
+    with ideal diodes beside Shockley ones the adjoint route refuses and auto falls back."""
+    from physgrad.circuit.elements import DiodeModel, IdealDiode, ShockleyDiode
 
-    c = Circuit((VoltageSource("v1", "a", "0", 1.0), Resistor("r1", "a", "b", 1e-3), Resistor("r2", "b", "0", 2e-3),
-                 ShockleyDiode("d1", "b", "0", DiodeModel("m"))), targets={"b": 0.1})
-    energy = CoContentEnergy(c)
+    els = (VoltageSource("v1", "a", "0", 1.0), Resistor("r1", "a", "b", 1e-3), Resistor("r2", "b", "0", 2e-3),
+           ShockleyDiode("d1", "b", "0", DiodeModel("m")))
+    energy = CoContentEnergy(Circuit(els, targets={"b": 0.1}))
+    adj = ExactGradient(route="adjoint").compute(energy, energy.theta0(), None, energy.targets(), CoContentMinimizer())
+    ag = ExactGradient(route="autograd").compute(energy, energy.theta0(), None, energy.targets(), CoContentMinimizer())
+    assert np.max(np.abs(adj.grad - ag.grad)) <= 1e-10 * np.max(np.abs(ag.grad))
+    mixed = CoContentEnergy(Circuit(els + (IdealDiode("d2", "b", "0", 0.9),), targets={"b": 0.1}))
     with pytest.raises(PhysgradError, match="no sparse adjoint"):
-        ExactGradient(route="adjoint").compute(energy, energy.theta0(), None, energy.targets(), CoContentMinimizer())
-    res = ExactGradient().compute(energy, energy.theta0(), None, energy.targets(), CoContentMinimizer())
+        ExactGradient(route="adjoint").compute(mixed, mixed.theta0(), None, mixed.targets(), CoContentMinimizer())
+    res = ExactGradient().compute(mixed, mixed.theta0(), None, mixed.targets(), CoContentMinimizer())
     assert np.all(np.isfinite(res.grad))
 
 

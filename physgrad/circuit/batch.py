@@ -8,6 +8,8 @@ and the primal-dual active-set iteration runs on the whole batch at once. Warm s
 start from a state ``s0`` (the diodes tight at ``s0`` conduct first), and the free phase of an
 input seen before starts from that input's last conducting set (a bounded LRU of bit masks).
 A start changes the speed, never the answer: the iteration only stops on the KKT conditions.
+:func:`solve_batch` hands circuits of Shockley diodes (no ideal diodes) to the batched Newton of
+:mod:`physgrad.circuit.shockley_batch`.
 
 Every answer carries a KKT certificate computed exactly as :func:`physgrad.circuit.solution.certify`
 would on the sample's own :class:`~physgrad.circuit.reduction.Problem`. A sample the batched route
@@ -26,6 +28,7 @@ import numpy as np
 
 from physgrad.circuit.elements import Circuit
 from physgrad.circuit.reduction import build_problem
+from physgrad.circuit.shockley_batch import ShockleyBatchSolver, supports as shockley_supports
 from physgrad.circuit.solution import CERT_RTOL, KKTCertificate, certify, ideal_diode_currents
 from physgrad.circuit.solvers.kkt import solve_active_set
 from physgrad.circuit.solvers.strategy import blas_threads
@@ -608,4 +611,24 @@ def solve_batch(circuit: Circuit, X: Optional[np.ndarray] = None, inputs: Sequen
         X = np.asarray(X, float)
         if X.ndim != 2 or X.shape[1] != len(topo.input_names):
             raise PhysgradError(f"X must have shape (batch, {len(topo.input_names)}), got {X.shape}")
+    if shockley_supports(topo, nudge):  # Shockley diodes only: the batched Newton
+        return _shockley_solution(topo, g, X, nudge, s0, warm)
     return BatchSolver(topo).solve(g, X, nudge, s0=s0, warm=warm)
+
+
+def _shockley_solution(topo: Topology, g, X, nudge: Nudge, s0, warm: bool) -> BatchSolution:
+    """:class:`BatchSolution` of a Shockley circuit by :class:`ShockleyBatchSolver` (samples it does not
+    certify solved again alone); no ideal diodes, so ``lam``, ``active``, ``diode_currents`` are empty."""
+    solver = ShockleyBatchSolver(topo)
+    res = solver.solve(g, X, nudge, s0=s0, warm=warm)
+    redo = np.flatnonzero(res["status"] != "converged")
+    solver.solve_alone(g, X, nudge, res, redo)
+    B = len(res["status"])
+    z_out = np.zeros((B, topo.n_out))
+    if nudge.beta != 0.0 and nudge.clamp is None:
+        y = np.broadcast_to(np.asarray(nudge.target, float), (B, topo.n_out))
+        z_out = nudge.beta * (res["voltages"][:, topo.outputs] - y)
+    return BatchSolution(voltages=res["voltages"], u=res["u"], lam=np.zeros((B, 0)), active=np.zeros((B, 0), bool),
+                         diode_currents=np.zeros((B, 0)), z_out=z_out, status=np.asarray(res["status"], object),
+                         n_iter=res["n_iter"], certificates=tuple(res["certificates"]),
+                         messages=tuple(res["messages"]), info=dict(res["info"], fallbacks=int(redo.size)))

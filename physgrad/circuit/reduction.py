@@ -144,30 +144,57 @@ class Problem:
 
     def _current_scale(self, u, i_shk, slope_shk, lam):
         arr = self.circuit.arrays
-        col = self.columns
-        n_u = self.n_u
         vg = np.concatenate([self.voltages(u), [0.0]])
-        V = self.voltage_scale
-        out = np.zeros(n_u)
-
-        def add(a, b, amount):
-            ja, jb = col[a], col[b]
-            live = ja != jb
-            for j in (ja, jb):
-                m = live & (j >= 0)
-                out[:] += np.bincount(j[m], amount[m], minlength=n_u)
-
-        add(arr.res_a, arr.res_b, self.g * (np.abs(vg[arr.res_a] - vg[arr.res_b]) + V))
-        add(arr.cs_a, arr.cs_b, np.abs(arr.cs_value))
-        add(arr.shk_a, arr.shk_b, np.abs(i_shk) + np.abs(slope_shk) * V)
+        out = node_current_scales(self.columns, arr, self.n_u, self.g, np.array([self.voltage_scale]), vg[None, :],
+                                  np.asarray(i_shk)[None, :], np.asarray(slope_shk)[None, :],
+                                  np.asarray(arr.cs_value)[None, :], self.nudge.beta, self.outputs,
+                                  np.asarray(self.y)[None, :])[0]
         if lam is not None and len(lam):
             out += abs(self.D).T @ np.abs(lam)
-        if self.nudge.beta != 0.0 and len(self.outputs):
-            jo = col[self.outputs]
-            m = jo >= 0
-            amount = abs(self.nudge.beta) * (np.abs(vg[self.outputs] - self.y) + V)
-            out += np.bincount(jo[m], amount[m], minlength=n_u)
         return out
+
+
+def node_current_scales(col, arr, n_u: int, g, V, VG, I_shk, SL_shk, CS, beta: float, outputs, Y) -> np.ndarray:
+    r"""Each free (super)node's own current scale (A) for a batch: the formula of
+    :meth:`Problem.current_scale` (the one definition; that method calls this with a batch of one).
+
+    Parameters
+    ----------
+    col : (n_nodes + 1,) reduced column of every node (-1: fixed, last entry ground)
+    arr : the circuit's arrays (incidences of resistors, current sources, Shockley diodes)
+    n_u : number of reduced variables; g : (n_res,) S; V : (B,) V, voltage scales
+    VG : (B, n_nodes + 1) V, node voltages with ground (0) last
+    I_shk, SL_shk : (B, n_shk) A and S; CS : (B, n_cs) A current-source values
+    beta : float S (0: free); outputs : (n_out,) node indices; Y : (B, n_out) V targets
+
+    Returns
+    -------
+    (B, n_u) A; ideal-diode currents are added by the caller.
+    """
+    B = VG.shape[0]
+    out = np.zeros(B * n_u)
+    base = (np.arange(B) * n_u)[:, None]
+
+    def add(a, b, amount):
+        ja, jb = col[a], col[b]
+        live = ja != jb
+        for j in (ja, jb):
+            m = live & (j >= 0)
+            if np.any(m):
+                out[:] += np.bincount((base + j[m][None, :]).ravel(), np.asarray(amount)[:, m].ravel(),
+                                      minlength=B * n_u)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        add(arr.res_a, arr.res_b, g[None, :] * (np.abs(VG[:, arr.res_a] - VG[:, arr.res_b]) + V[:, None]))
+        add(arr.cs_a, arr.cs_b, np.abs(np.broadcast_to(CS, (B, len(arr.cs_a)))))
+        add(arr.shk_a, arr.shk_b, np.abs(I_shk) + np.abs(SL_shk) * V[:, None])
+        if beta != 0.0 and len(outputs):
+            jo = col[outputs]
+            m = jo >= 0
+            if np.any(m):
+                amount = abs(beta) * (np.abs(VG[:, outputs] - Y) + V[:, None])
+                out[:] += np.bincount((base + jo[m][None, :]).ravel(), amount[:, m].ravel(), minlength=B * n_u)
+    return out.reshape(B, n_u)
 
 
 def output_nodes(circuit: Circuit, outputs: Optional[Sequence[str]]) -> np.ndarray:

@@ -3,8 +3,11 @@ r"""Minimizer of a circuit's co-content (:class:`physgrad.energies.co_content.Co
 It wraps the circuit core: for circuits of resistors and ideal diodes the batched, warm-started
 active-set solver (:class:`physgrad.circuit.batch.BatchSolver`: one factorization per parameter
 value shared by every sample and phase, conducting diodes, nudges and clamps as low-rank updates,
-every answer KKT-certified); with Shockley diodes (or a named solver) :func:`physgrad.circuit.solve.solve`
-sample by sample. It also has the pure, traceable coordinate-descent ``step`` that truncated
+every answer KKT-certified); for circuits of Shockley diodes (no ideal diodes; free and beta-nudged
+phases) the batched Newton (:class:`physgrad.circuit.shockley_batch.ShockleyBatchSolver`: one symbolic
+LDL^T per topology, warm starts, every sample certified, its sparse adjoint for the exact gradient);
+otherwise (ideal and Shockley diodes together, clamps, or a named solver)
+:func:`physgrad.circuit.solve.solve` sample by sample. It also has the pure, traceable coordinate-descent ``step`` that truncated
 backprop differentiates through, and the sparse adjoint (:meth:`CoContentMinimizer.implicit_gradient`)
 that the exact gradient uses.
 """
@@ -18,6 +21,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from physgrad.circuit.batch import BatchSolver
+from physgrad.circuit.shockley_batch import ShockleyBatchSolver, supports as shockley_batch_supports
 from physgrad.circuit.solution import KKTCertificate
 from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.solve import SOLVERS, solve, solve_problem
@@ -52,13 +56,14 @@ class SolverCache:
         self.n_topologies = int(n_topologies)
         self._solvers: OrderedDict = OrderedDict()
 
-    def solver(self, energy: CoContentEnergy) -> BatchSolver:
-        """The batched solver of ``energy``'s topology (built on first use)."""
+    def solver(self, energy: CoContentEnergy, kind=BatchSolver):
+        """The batched solver of ``energy``'s topology (built on first use): ``kind`` is
+        :class:`BatchSolver` (ideal diodes) or :class:`ShockleyBatchSolver` (Shockley diodes)."""
         topo = energy.topology
-        key = id(topo)
+        key = (id(topo), kind.__name__)
         held = self._solvers.get(key)
         if held is None or held.topo is not topo:
-            held = BatchSolver(topo)
+            held = kind(topo)
             self._solvers[key] = held
             while len(self._solvers) > self.n_topologies:
                 self._solvers.popitem(last=False)
@@ -79,7 +84,9 @@ class CoContentMinimizer:
     solver : str
         ``"auto"`` (default): for ideal-diode (and linear) circuits the batched exact active-set
         solve of the reduced QP (:class:`physgrad.circuit.batch.BatchSolver`), every sample
-        certified; with Shockley diodes :func:`physgrad.circuit.solve.solve` (damped Newton) sample
+        certified; with Shockley diodes only (free and beta-nudged phases) the batched Newton of
+        :class:`physgrad.circuit.shockley_batch.ShockleyBatchSolver` (a sample it does not certify is
+        solved again alone); otherwise :func:`physgrad.circuit.solve.solve` (damped Newton) sample
         by sample. ``"activeset"`` forces the batched route; any other value (``"qp"``,
         ``"coordinate"``, ``"newton"``, ``"linear"``) is passed to :func:`physgrad.circuit.solve.solve`.
     warm : bool
@@ -126,9 +133,13 @@ class CoContentMinimizer:
 
     def clear_factors(self) -> None:
         """Forget every factorization (warm-start sets stay): the next solves depend on the
-        parameters, the inputs and the warm sets only."""
+        parameters, the inputs and the warm sets only. For Shockley circuits the remembered
+        solutions of the batched Newton are forgotten too (they are not part of :meth:`warm_state`)."""
         for s in self.cache._solvers.values():
-            s.clear_factors()
+            if isinstance(s, BatchSolver):
+                s.clear_factors()
+            else:  # Shockley: its remembered solutions too (they are not in warm_state's checkpoint)
+                s.clear()
 
     def minimize(self, energy, theta, x, *, nudge: Nudge = FREE, s0=None) -> Equilibrium:
         """Equilibrium of every sample; state shape ``(batch, n_nodes)`` (V).
@@ -150,6 +161,9 @@ class CoContentMinimizer:
             extra = {"solver_info": dict(sol.info), "nudge_currents": sol.z_out}
             state = sol.voltages
             currents, active = sol.diode_currents, sol.active
+        elif self._shockley_batched(energy, nudge):
+            state, statuses, certs, msgs, n_iter, currents, active, extra = self._minimize_shockley(
+                energy, theta, xs, nudge, s0)
         else:
             starts = None
             if self.warm and s0 is not None and np.shape(s0) == (len(xs), len(energy.circuit.nodes)):
@@ -175,6 +189,36 @@ class CoContentMinimizer:
                            info={"certificates": tuple(certs), "diode_currents": currents, "active": active,
                                  "residual_kind": "max KCL residual (A)", **extra})
 
+    def _shockley_batched(self, energy, nudge: Nudge) -> bool:
+        return (self.solver == "auto" and energy.has_shockley
+                and shockley_batch_supports(energy.topology, nudge))
+
+    def _minimize_shockley(self, energy, theta, xs, nudge: Nudge, s0):
+        """The whole batch by :class:`ShockleyBatchSolver` (one symbolic factorization, batched
+        Newton); a sample it does not certify is solved again alone by the one-sample route
+        (:func:`physgrad.circuit.solve.solve`: ideal-diode start, gmin and source stepping)."""
+        g = np.asarray(energy.conductances(np.asarray(theta, float)), dtype=float)
+        solver = self.cache.solver(energy, ShockleyBatchSolver)
+        X = xs if energy.inputs else None
+        res = solver.solve(g, X, nudge, s0=s0, warm=self.warm)
+        state = np.array(res["voltages"])
+        statuses = list(res["status"])
+        certs = list(res["certificates"])
+        n_iter = int(np.sum(res["n_iter"]))
+        redo = [b for b, st in enumerate(statuses) if st != "converged"]
+        msgs = []
+        for b in redo:
+            first = res["messages"][b]
+            r = _solve_with_circuit_solver(energy, theta, xs[b], _nudge_row(nudge, b), self.solver)
+            state[b], statuses[b], certs[b] = r.voltages, r.status, r.certificate
+            n_iter += r.n_iter
+            if r.status != "converged":
+                msgs.append(f"sample {b}: {r.message} (batched Newton: {first})")
+        B = len(statuses)
+        info = dict(res["info"], fallbacks=len(redo))
+        return (state, statuses, tuple(certs), msgs, n_iter, tuple(np.zeros(0) for _ in range(B)),
+                tuple(np.zeros(0, bool) for _ in range(B)), {"solver_info": info})
+
     def implicit_gradient(self, energy, theta, x, free: Equilibrium, out_grad):
         r"""Exact :math:`d\bar C/dg` of the trainable conductances by one sparse adjoint solve.
 
@@ -192,6 +236,8 @@ class CoContentMinimizer:
         a one-sample route, dependent constraints): the caller then differentiates the dense form.
         """
         self.accepts(energy)
+        if self._shockley_batched(energy, FREE):
+            return self._shockley_gradient(energy, theta, x, free, out_grad)
         if not self._batched(energy) or not energy.topology.batchable:
             return None
         active = free.info.get("active") if hasattr(free, "info") else None
@@ -225,6 +271,28 @@ class CoContentMinimizer:
                     min_current=float(np.min(np.where(active, lam, np.inf), initial=np.inf)),
                     kkt_residual=max([c.kcl for c in certs if c is not None], default=0.0),
                     v_scale=v_scale, i_scale=i_scale)
+
+    def _shockley_gradient(self, energy, theta, x, free: Equilibrium, out_grad):
+        """:meth:`implicit_gradient` of a Shockley circuit: one adjoint solve per sample with the Newton
+        matrix at the equilibrium (:meth:`ShockleyBatchSolver.adjoint`); no active set, so the margins are
+        infinite. ``None`` where a matrix is singular (the caller then takes the dense route)."""
+        state = np.asarray(free.state, float)
+        xs = energy.batch_inputs(x)
+        g = np.asarray(energy.conductances(np.asarray(theta, float)), dtype=float)
+        solver = self.cache.solver(energy, ShockleyBatchSolver)
+        X = xs if energy.inputs else None
+        if state.ndim != 2 or state.shape[0] != (len(xs) if X is not None else 1):
+            return None
+        Pp, ok = solver.adjoint(g, X, state, np.asarray(out_grad, float))
+        if not np.all(ok):
+            return None
+        grad = -np.sum(energy.branch_voltages(Pp) * energy.branch_voltages(state), axis=0)
+        certs = free.info.get("certificates", ()) if hasattr(free, "info") else ()
+        B = state.shape[0]
+        v_scale = max(float(np.max(np.abs(state), initial=0.0)), 1e-30)
+        return dict(grad=grad, rows=tuple(() for _ in range(B)), min_slack=np.inf, min_current=np.inf,
+                    kkt_residual=max([c.kcl for c in certs if c is not None], default=0.0),
+                    v_scale=v_scale, i_scale=1e-300)
 
     def step(self, energy, theta, x, s, nudge: Nudge = FREE):
         """One Gauss-Seidel sweep over the reduced variables (exact per coordinate, diode-projected).

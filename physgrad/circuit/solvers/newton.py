@@ -22,7 +22,13 @@ test alone leaves loose) unless the last full step was already below ``1e-7 |u|`
 convergence); or the Newton correction is below round-off (``|du_j| <= 8 eps |u_j|``). The circuit core's KKT
 certificate checks the answer independently.
 
-The start is the ideal-diode solution (every diode at ``v <= 0``, where ``E`` is finite whatever the
+Without ideal diodes the iteration is :func:`physgrad.circuit.solvers.batch_newton.newton_batch` on a
+batch of one (the same rules, one symbolic LDL^T for every iteration), started at ``u0`` or else at
+``u = 0`` (every free node at the offset its sources give it) where ``E`` is finite there and no
+diode is beyond its critical voltage (a 17 V rectifier from 0 V: 200 limited steps): on the
+benchmark families (``benchmarks/graphs.py``) the ideal-diode start saved 0-1 Newton iterations and
+cost about a quarter of the solve. If that run does not converge within :data:`PLAIN_MAX_ITER`, and with
+ideal diodes always, the start is the ideal-diode solution (every diode at ``v <= 0``, where ``E`` is finite whatever the
 emission coefficient; 0 V at every free node where no such solution exists, e.g. two diodes in series
 that a source drives forward), so near-ideal diodes (``N <= 1e-3``) cannot overflow at the start. When plain
 Newton fails, two homotopies follow, as in SPICE: gmin stepping (a shunt conductance from every free
@@ -41,27 +47,20 @@ import scipy.sparse as sp
 from physgrad.circuit.solvers.kkt import Infeasible, eliminate, multipliers, pdas_step, solve_active_set
 from physgrad.circuit.solvers.result import ReducedSolution
 from physgrad.circuit.reduction import Problem
-from physgrad.circuit.diode import (pnjlim, shockley_co_content, shockley_current, shockley_slope,
+from physgrad.circuit.diode import (shockley_co_content, shockley_current, shockley_slope,
                                     shockley_vcrit)
+from physgrad.circuit.solvers.batch_newton import (EPS, POLISH_ATOL, POLISH_RTOL, POLISH_STEPS,  # noqa: F401
+                                                   SETTLED_RTOL, TINY_CURRENT, BatchProblem, NewtonPattern,
+                                                   junction_step_length, newton_batch)
 from physgrad.circuit.solvers.strategy import SPDFactor
 from physgrad.types import SingularSystemError
 
-EPS = np.finfo(float).eps
-# Absolute floor of the per-node KCL tolerance (A): only a node whose every incident current is
-# below this is judged absolutely (1e-14 A diodes are 1e16 times larger).
-TINY_CURRENT = 1e-30
 # Homotopy stages: shunt conductances (S) of gmin stepping; loose rtol of the intermediate stages.
 GMIN_STEPS = tuple(10.0 ** -k for k in range(2, 13))
 STAGE_RTOL = 1e-8
 STAGE_MAX_ITER = 50
-# Polishing once the residual is within tolerance: full Newton steps until |du| <= POLISH_RTOL |u| +
-# POLISH_ATOL (dimensionless, V), at most POLISH_STEPS of them.
-POLISH_RTOL = 1e-13
-POLISH_ATOL = 1e-300
-POLISH_STEPS = 3
-# A full Newton step below SETTLED_RTOL |u| (dimensionless) followed by a residual within tolerance
-# ends the iteration without another factorisation (the next correction would be ~1e-14 |u|).
-SETTLED_RTOL = 1e-7
+# Iterations allowed to the first attempt from u = 0 (no start given) before the ideal-diode start.
+PLAIN_MAX_ITER = 100
 
 
 def accepts(problem: Problem) -> None:
@@ -188,16 +187,9 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
                                             "own current scale")
         slope = float(g @ dz)
         # SPICE junction limiting, as one factor on the whole step.
-        dvd = problem.S @ du
-        vnew = vd + dvd
-        lim = pnjlim(vnew, vd, nvt, vcrit)
-        limited = (lim != vnew) & (np.abs(dvd) > 0)
-        t = 1.0
-        if np.any(limited):
-            t = float(min(1.0, np.min(np.clip((lim[limited] - vd[limited]) / dvd[limited], 0.0, 1.0))))
-            t = max(t, 1e-6)
+        t_lim = float(junction_step_length(vd, problem.S @ du, nvt, vcrit))
         noise = _energy_noise(problem, u)
-        t_lim, t = t, 1.0  # the full step first; if it fails, the junction-limited one, then halving
+        t = 1.0  # the full step first; if it fails, the junction-limited one, then halving
         while t > 1e-20:
             trial = u + t * du
             E_trial = energy(problem, trial)
@@ -222,6 +214,21 @@ def _newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
     if ratio <= 1.0:
         return u, "converged", max_iter, f"KCL residual {res:.2e} A"
     return u, "max_iter", max_iter, f"{max_iter} iterations, KCL residual {res:.2e} A"
+
+
+def _plain_newton(problem: Problem, u, rtol: float, max_iter: int):
+    """Newton without ideal diodes by :func:`physgrad.circuit.solvers.batch_newton.newton_batch` (a
+    batch of one: the same rules as :func:`_newton`, one symbolic LDL^T for all iterations)."""
+    n = problem.n_u
+
+    def scales(rows, U, I, SL):
+        return np.stack([problem.current_scale(U[k], I[k], SL[k]) for k in range(len(rows))]).reshape(len(rows), n)
+
+    bp = BatchProblem(problem.H.tocsr(), problem.f[None, :], problem.S.tocsr(), problem.e[None, :],
+                      np.array([problem.const]), _params(problem), scales, np.array([problem.voltage_scale]))
+    res = newton_batch(bp, NewtonPattern(problem.H, problem.S), np.asarray(u, float)[None, :], rtol=rtol,
+                       max_iter=max_iter)
+    return res.u[0], str(res.status[0]), int(res.n_iter[0]), str(res.messages[0])
 
 
 def _robust_newton(problem: Problem, T, t0, u, rtol: float, max_iter: int):
@@ -288,10 +295,26 @@ def minimize(problem: Problem, *, rtol: float = 1e-13, max_iter: int = 200, max_
         if not np.all(np.isfinite(i_fixed)):
             return ReducedSolution(np.full(n, np.nan), np.zeros(m), "infeasible", 0, "newton",
                                "a diode whose voltage the sources fix carries a current that overflows float64")
-    u = _start(problem) if u0 is None else np.asarray(u0, float)
     if m == 0:
+        # Shockley diodes only: first the lockstep Newton of batch_newton (one symbolic LDL^T for every
+        # iteration) from u0, else from u = 0 where the co-content is finite there (measured: the
+        # ideal-diode start saved 0-1 iterations on the benchmark families and cost a quarter of the
+        # solve); if that does not converge, the ideal-diode start and the homotopies below.
+        u = np.zeros(n) if u0 is None else np.asarray(u0, float)
+        total = 0
+        vcrit = shockley_vcrit(IS, N, vt)
+        live = np.diff(problem.S.tocsr().indptr) > 0
+        far = u0 is None and bool(np.any((problem.S @ u + problem.e)[live] > vcrit[live]))
+        if not far and np.isfinite(energy(problem, u)):
+            u1, status, it, msg = _plain_newton(problem, u, rtol, max_iter if u0 is not None else PLAIN_MAX_ITER)
+            total += it
+            if status == "converged":
+                return ReducedSolution(u1, np.zeros(0), status, total, "newton", msg, active=np.zeros(0, bool))
+        if u0 is None:
+            u = _start(problem)
         u, status, it, msg = _robust_newton(problem, sp.identity(n, format="csr"), np.zeros(n), u, rtol, max_iter)
-        return ReducedSolution(u, np.zeros(0), status, it, "newton", msg, active=np.zeros(0, bool))
+        return ReducedSolution(u, np.zeros(0), status, total + it, "newton", msg, active=np.zeros(0, bool))
+    u = _start(problem) if u0 is None else np.asarray(u0, float)
     if not np.all(problem.d - problem.D @ u >= -1e-9 * max(1.0, float(np.max(np.abs(problem.d))))):
         return ReducedSolution(np.full(n, np.nan), np.zeros(m), "infeasible", 0, "newton",
                            "the ideal diodes' constraints cannot all hold (diodes forced forward)")
