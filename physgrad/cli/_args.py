@@ -38,3 +38,18 @@ def int_at_least(minimum: int):
         return value
 
     return convert
+
+
+def add_energy_options(p, what: str) -> None:
+    """``--energy``, ``--node-capacitance F``, ``--settling-multiple K`` (``train`` and ``fit``)."""
+    from physgrad.circuit.power import NODE_CAPACITANCE, SETTLING_MULTIPLE
+
+    g = p.add_argument_group("physical energy per example (metrics columns energy_*_J and energy.png)")
+    g.add_argument("--energy", action="store_true",
+                   help=f"record per example the energy of the free and nudged equilibria and the devices' programming "
+                        f"energy ({what})")
+    g.add_argument("--node-capacitance", type=positive_float, default=NODE_CAPACITANCE, metavar="F",
+                   help=f"capacitance of every node (line) to ground in F, default {NODE_CAPACITANCE:g} (an assumption: "
+                        f"a crossbar line of ~100 cells or a pad); settling time k C / G_min")
+    g.add_argument("--settling-multiple", type=positive_float, default=SETTLING_MULTIPLE, metavar="K",
+                   help=f"settling time in RC time constants, default {SETTLING_MULTIPLE:g} (exp(-5) of the error left)")
