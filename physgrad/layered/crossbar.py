@@ -113,17 +113,19 @@ def pair_conductances(w: np.ndarray, leaf, unit: float) -> tuple:
     return np.maximum(w, 0.0) * unit, np.maximum(-w, 0.0) * unit
 
 
-def read_energy(g_sum: np.ndarray, v_drive: np.ndarray, axis: int, phys: CrossbarPhysics) -> float:
+def read_energy(g_sum: np.ndarray, v_drive: np.ndarray, axis: int, phys: CrossbarPhysics):
     r"""Energy (J) of one read of a block: ``g_sum`` (rows x cols, S) = :math:`G_+ + G_-`, lines along
-    ``axis`` (0: rows) driven at ``v_drive`` (V, one example), the others at virtual ground."""
-    v2 = np.asarray(v_drive, dtype=float) ** 2
-    power = float(np.sum(v2 @ g_sum)) if axis == 0 else float(np.sum(g_sum @ v2))
+    ``axis`` (0: rows) driven at ``v_drive`` (V; one example ``(n,)`` gives a float, a batch
+    ``(batch, n)`` one energy per example), the others at virtual ground."""
+    v = np.asarray(v_drive, dtype=float)
+    v2 = v ** 2
+    power = v2 @ g_sum.sum(axis=1) if axis == 0 else v2 @ g_sum.sum(axis=0)
     sensed = g_sum.sum(axis=axis)
     g_min = float(np.min(sensed[sensed > 0])) if np.any(sensed > 0) else 0.0
     if g_min <= 0:
-        return 0.0
+        return 0.0 if v.ndim == 1 else np.zeros(len(v))
     t_s = settling_time(phys.node_capacitance, g_min, phys.settling_multiple)
-    return phase_energy(power, t_s, phys.node_capacitance, v_drive)
+    return phase_energy(power, t_s, phys.node_capacitance, v)
 
 
 def crossbar_units(theta0, phys: CrossbarPhysics, n_arrays: int = 2) -> tuple:
@@ -142,12 +144,8 @@ def phase_read_energy(conductances, x, state, n_sweeps: int, phys: CrossbarPhysi
     v = phys.v_read
     h, o = (np.asarray(a, dtype=float) for a in state)
     x = np.asarray(x, dtype=float)
-    out = np.zeros(len(x))
-    for b in range(len(x)):
-        e = read_energy(g1, v * x[b], 0, phys)
-        e += n_sweeps * (read_energy(g2, v * h[b], 0, phys) + read_energy(g2, v * np.abs(o[b]), 1, phys))
-        out[b] = e
-    return out
+    return read_energy(g1, v * x, 0, phys) + n_sweeps * (read_energy(g2, v * h, 0, phys)
+                                                         + read_energy(g2, v * np.abs(o), 1, phys))
 
 
 @dataclass
