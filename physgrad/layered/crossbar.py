@@ -97,11 +97,18 @@ class CrossbarPhysics:
     write: WriteEnergy = field(default_factory=WriteEnergy)
 
 
-def crossbar_device(device: Device) -> Device:
-    """``device`` with each weight a differential pair (signed weights), unless it is ideal or has one."""
+PAIR_REFRESH = 50
+"""Updates between two refreshes of a crossbar preset's differential pairs (reprogramming ``G+ - G-``
+from a low common level, so that potentiation-only pairs do not saturate); the experiment's choice
+(reports/experiments/crossbar-hopfield), not a figure of Yi et al."""
+
+
+def crossbar_device(device: Device, refresh_every: Optional[int] = None) -> Device:
+    """``device`` with each weight a differential pair (signed weights) refreshed every
+    ``refresh_every`` updates (None: never), unless it is ideal or has a pair already."""
     if device.is_ideal or device.pair is not None:
         return device
-    return replace(device, pair=DifferentialPair(refresh_every=None))
+    return replace(device, pair=DifferentialPair(refresh_every=refresh_every))
 
 
 def pair_conductances(w: np.ndarray, leaf, unit: float) -> tuple:

@@ -71,7 +71,7 @@ from physgrad.devices import DeviceState, device_from_spec, device_rng, device_t
 from physgrad.devices import Device as DeviceModel
 from physgrad.circuit.power import NODE_CAPACITANCE, SETTLING_MULTIPLE
 from physgrad.devices.energy import write_energy_of
-from physgrad.layered.crossbar import crossbar_device
+from physgrad.layered.crossbar import PAIR_REFRESH, crossbar_device
 from physgrad.layered.data import TRAIN_DATASETS, data_record, load_dataset
 from physgrad.layered.energy import ENERGY_COLUMNS, ENERGY_PARTS, LayeredEnergyMeter, energy_kind
 from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
@@ -253,9 +253,10 @@ class TrainConfig:
     @property
     def resolved_device(self) -> DeviceModel:
         """The device model of ``device_model`` (read from its file each time); on a crossbar preset
-        each weight a differential pair of it (:func:`physgrad.layered.crossbar.crossbar_device`)."""
+        each weight a differential pair of it, refreshed every
+        :data:`~physgrad.layered.crossbar.PAIR_REFRESH` updates (:func:`physgrad.layered.crossbar.crossbar_device`)."""
         device = device_from_spec(self.device_model)
-        return crossbar_device(device) if get_preset(self.preset).crossbar else device
+        return crossbar_device(device, PAIR_REFRESH) if get_preset(self.preset).crossbar else device
 
     @property
     def resolved_preset(self) -> Preset:
