@@ -18,6 +18,9 @@ learning step already has (:class:`FitEnergyMeter`: no extra solve): the free ph
 nudged phase (``pep``, and ``cep``'s ``+beta`` phase; ``nep`` and the coupled/clamped and exact
 rules have no physical nudged phase here, so that column stays empty) and the devices' programming
 energy (:func:`physgrad.devices.energy.leaf_programming_energy`; empty when the device states none).
+With a device that reads non-ideally (read noise, drift) the equilibria are those at the read
+conductances while the meter's power uses the devices' true conductances (an approximation of the
+order of the read noise).
 """
 from __future__ import annotations
 
