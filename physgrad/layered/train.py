@@ -4,7 +4,9 @@ A run folder holds everything needed to reproduce and continue it:
 
 * ``config.json`` -- the resolved configuration, preset, command line and versions;
 * ``metrics.csv`` -- one row per epoch: ``epoch, train_error, test_error, train_seconds,
-  eval_seconds, lr_scale`` (errors in %; train error is the running error of the free phases);
+  eval_seconds, lr_scale`` (errors in %; train error is the running error of the free phases); with
+  ``energy`` also ``energy_free_J, energy_nudged_J, energy_program_J`` (J per example, the epoch's
+  mean; empty when unknown: :mod:`physgrad.layered.energy`) and ``energy.png``;
 * ``checkpoint.npz`` -- parameters, the warm-start state, the position in the epoch, written after
   every epoch and on SIGINT/SIGTERM (Ctrl-C finishes the current batch, saves, and exits);
   ``--resume`` continues from it bit-for-bit. Written atomically (a temporary file, fsync,
