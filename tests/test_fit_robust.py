@@ -270,3 +270,17 @@ def test_options_that_would_be_ignored_or_crash_are_refused(tmp_path, capsys):
         out = tmp_path / f"run{k}"
         assert main(base + ["--out", str(out), opt, val]) == 2
         assert f"{opt} is a parameter of --loss" in capsys.readouterr().err and not out.exists()
+
+
+def test_energy_settings_without_energy_are_refused(tmp_path, capsys):
+    """--node-capacitance / --settling-multiple only shape the --energy columns: alone they would be ignored."""
+    from physgrad.cli import main
+    net = tmp_path / "n.cir"
+    net.write_text("div\nvin in 0 1\nr1 in out 1k\nr2 out 0 1k\n.target out 0.5\n")
+    data = tmp_path / "d.csv"
+    data.write_text("vin,out\n1,0.3\n2,0.7\n")
+    for opt, val in (("--node-capacitance", "1e-12"), ("--settling-multiple", "3")):
+        out = tmp_path / opt.strip("-")
+        assert main(["fit", str(net), "--data", str(data), "--inputs", "vin", "--outputs", "out", "--epochs", "1",
+                     "--no-progress", "--out", str(out), opt, val]) == 2
+        assert "give --energy too" in capsys.readouterr().err and not out.exists()

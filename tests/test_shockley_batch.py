@@ -286,3 +286,24 @@ def test_one_solve_does_not_import_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_no_free_node_is_solved_not_crashed():
+    """Every node held by a source (a Shockley diode straight across it): zero unknowns. The batched Newton
+    gathered an empty pattern (scipy NotImplementedError) and factorized an empty matrix (ValueError);
+    now it converges at once with the diode law's current, batched and alone."""
+    import math
+
+    from physgrad.circuit import parse_netlist, solve
+    from physgrad.circuit.batch import solve_batch
+    from physgrad.circuit.diode import shockley_current
+
+    c = parse_netlist("t\nV1 a 0 0.6\nD1 a 0 dm\n.model dm d\n.end\n")
+    sol = solve(c)
+    assert sol.status == "converged"
+    d = next(el for el in c.elements if el.name == "d1")
+    m = d.model
+    want = float(shockley_current(np.array([0.6]), m.IS, m.N, m.vt, m.gmin)[0])
+    assert math.isclose(sol.current_dict()["d1"], want, rel_tol=1e-12)
+    res = solve_batch(c, np.array([[0.5], [0.6], [0.7]]), inputs=("v1",))
+    assert list(res.status) == ["converged"] * 3

@@ -122,8 +122,11 @@ def settling_time(node_capacitance: float, g_min: float, k: float = SETTLING_MUL
     return k * c / g
 
 
-def phase_energy(power: float, t_settle: float, node_capacitance: float = 0.0, voltages=()) -> float:
+def phase_energy(power, t_settle: float, node_capacitance: float = 0.0, voltages=()):
     r"""Energy (J) a circuit draws from its sources during one phase of length ``t_settle`` (s).
+
+    ``power`` a float (W) and ``voltages`` ``(n_nodes,)`` give a float; ``power`` of shape
+    ``(batch,)`` and ``voltages`` ``(batch, n_nodes)`` give ``(batch,)`` J (one phase per example).
 
     :math:`E = P\, t_s + C \sum_n v_n^2`: the equilibrium dissipation ``power`` (W) taken over the
     whole window (the model ignores that the power differs while the state is still settling), plus charging each node's
@@ -132,7 +135,11 @@ def phase_energy(power: float, t_settle: float, node_capacitance: float = 0.0, v
     discharged before the next phase.
     """
     v = np.asarray(voltages, dtype=float)
-    return float(power) * float(t_settle) + float(node_capacitance) * float(np.sum(v * v))
+    p = np.asarray(power, dtype=float)
+    if p.ndim == 0:
+        return float(p) * float(t_settle) + float(node_capacitance) * float(np.sum(v * v))
+    # batched: power (batch,) W, voltages (batch, n_nodes) V -> (batch,) J
+    return p * float(t_settle) + float(node_capacitance) * np.sum(v * v, axis=-1)
 
 
 def min_node_conductance(circuit: Circuit) -> float:
@@ -173,3 +180,58 @@ def settling_phase(solution, node_capacitance: float = NODE_CAPACITANCE, k: floa
 
     return {"node_capacitance_F": c, "settling_multiple": float(k), "g_min_S": g, "settling_time_s": fin(t),
             "energy_J": fin(e)}
+
+
+def passive_power(circuit: Circuit, voltages, conductances=None, diode_currents=None) -> np.ndarray:
+    r"""Power (W) the resistors and diodes dissipate at node voltages ``voltages``, per example.
+
+    The same :math:`P_e = (v_a - v_b) I_e` as :func:`element_powers`, summed over the passive
+    elements, with each current from its element law instead of a solution's current list:
+
+    .. math:: P = \sum_{r} g_r (v_{a_r} - v_{b_r})^2 + \sum_{s} v_s I_\mathrm{shk}(v_s)
+              + \sum_{d} v_d\, i_d,
+
+    resistors ``r`` (conductance ``g_r``, S), Shockley diodes ``s`` (:func:`physgrad.circuit.diode.shockley_current`)
+    and ideal diodes ``d`` with their currents ``i_d`` (A; the KKT duals a solver returns, which
+    are 0 where a diode blocks, so a conducting diode adds :math:`v_\mathrm{th} i_d`). At an
+    equilibrium (KCL holds) this equals the power the sources deliver (Tellegen's theorem).
+
+    Parameters
+    ----------
+    circuit : Circuit
+    voltages : (n_nodes,) or (batch, n_nodes) V, in the order of ``circuit.nodes``
+    conductances : (n_resistors,) S, optional
+        Every resistor's conductance in the order of ``circuit.arrays.g`` (default: the circuit's).
+    diode_currents : (batch, n_ideal_diodes) A, optional
+        Required when the circuit has ideal diodes with a threshold ``vth > 0``; with ``vth = 0``
+        only (a conducting diode has 0 V across it) their power is 0 and may be left out.
+
+    Returns
+    -------
+    (batch,) W (a float for 1-D ``voltages``)
+    """
+    from physgrad.circuit.diode import shockley_current
+
+    v = np.asarray(voltages, dtype=float)
+    one = v.ndim == 1
+    v = np.atleast_2d(v)
+    arr = circuit.arrays
+    ext = np.concatenate([v, np.zeros((len(v), 1))], axis=1)  # ground (index -1) at 0 V
+
+    def across(a, b):
+        return ext[:, a] - ext[:, b]
+
+    g = arr.g if conductances is None else np.asarray(conductances, dtype=float)
+    dv = across(arr.res_a, arr.res_b)
+    p = np.sum(g * dv * dv, axis=1)
+    if len(arr.shk_a):
+        vs = across(arr.shk_a, arr.shk_b)
+        p = p + np.sum(vs * shockley_current(vs, arr.shk_IS, arr.shk_N, arr.shk_vt, arr.shk_gmin), axis=1)
+    if len(arr.dio_a):
+        if diode_currents is None:
+            if any(getattr(circuit.elements[int(k)], "vth", 0.0) > 0 for k in arr.dio_pos):
+                raise PhysgradError("ideal diodes with a threshold dissipate vth * i: pass their diode_currents")
+        else:
+            i = np.asarray(diode_currents, dtype=float).reshape(len(v), len(arr.dio_a))
+            p = p + np.sum(across(arr.dio_a, arr.dio_b) * i, axis=1)
+    return float(p[0]) if one else p

@@ -49,3 +49,33 @@ def int_at_least(minimum: int):
         return value
 
     return convert
+
+
+def add_energy_options(p, what: str) -> None:
+    """``--energy``, ``--node-capacitance F``, ``--settling-multiple K`` (``train`` and ``fit``)."""
+    from physgrad.circuit.power import NODE_CAPACITANCE, SETTLING_MULTIPLE
+
+    g = p.add_argument_group("physical energy per example (metrics columns energy_*_J and energy.png)")
+    g.add_argument("--energy", action="store_true",
+                   help=f"record per example the energy of the free and nudged equilibria and the devices' programming "
+                        f"energy ({what})")
+    g.add_argument("--node-capacitance", type=positive_float, default=None, metavar="F",
+                   help=f"with --energy: capacitance of every node (line) to ground in F, default {NODE_CAPACITANCE:g} "
+                        f"(an assumption: a crossbar line of ~100 cells or a pad); settling time k C / G_min")
+    g.add_argument("--settling-multiple", type=positive_float, default=None, metavar="K",
+                   help=f"with --energy: settling time in RC time constants, default {SETTLING_MULTIPLE:g} (exp(-5) of "
+                        f"the error left)")
+
+
+def energy_settings(args) -> tuple:
+    """``(node_capacitance F, settling_multiple)`` of :func:`add_energy_options`' options, defaults filled in;
+    either option without ``--energy`` is an error (it would be ignored)."""
+    from physgrad.circuit.power import NODE_CAPACITANCE, SETTLING_MULTIPLE
+    from physgrad.types import PhysgradError
+
+    given = [o for o, v in (("--node-capacitance", args.node_capacitance),
+                            ("--settling-multiple", args.settling_multiple)) if v is not None]
+    if given and not args.energy:
+        raise PhysgradError(f"{' and '.join(given)} set the energy accounting: give --energy too")
+    return (NODE_CAPACITANCE if args.node_capacitance is None else args.node_capacitance,
+            SETTLING_MULTIPLE if args.settling_multiple is None else args.settling_multiple)

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from physgrad.cli._args import int_at_least, names
+from physgrad.cli._args import add_energy_options, energy_settings, int_at_least, names
 
 
 def _floats(text: str) -> tuple:
@@ -67,6 +67,7 @@ def register(sub) -> None:
                    help="the trainable resistors are devices: a preset (ideal, levels{N}-nearest, "
                         "levels{N}-stochastic, digipot128, reram-sb, reram-es, pcm-pair) or a .json/.toml device "
                         "file; updates go through the devices, equilibria see what they read; default ideal")
+    add_energy_options(p, "the netlist's resistors, diodes and nudge resistors; physgrad.netlists.energy")
     p.add_argument("--out", default=None, help="run folder (default runs/fit-<netlist name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -87,12 +88,14 @@ def run(args) -> int:
 
     from physgrad.netlists.fit import FitSpec, fit_run
 
+    capacitance, settling = energy_settings(args)
     spec = FitSpec(netlist=args.netlist, data=args.data, test=args.test, inputs=args.inputs, outputs=args.outputs,
                    label_column=args.label_column, loss=args.loss, method=args.method, beta=args.beta, eta=args.eta,
                    optimizer=args.optimizer, lr=args.lr, g_min=args.g_min, g_max=args.g_max, epochs=args.epochs,
                    batch_size=args.batch_size, seed=args.seed, levels=args.levels, margin=args.margin,
                    temperature=args.temperature, device_model=args.device_model,
-                   eval_every=args.eval_every)
+                   eval_every=args.eval_every, energy=args.energy, node_capacitance=capacitance,
+                   settling_multiple=settling)
     out = args.out or f"runs/fit-{Path(args.netlist).stem}"
     try:
         rows = fit_run(spec, out, resume=args.resume, overwrite=args.overwrite,
@@ -101,7 +104,7 @@ def run(args) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C: aborted at once, the last saved checkpoint is kept
         print(f"\naborted; {out} keeps its last saved checkpoint (continue with --resume)", file=sys.stderr)
         return 130
-    files = [f for f in ("metrics.csv", "config.json", "checkpoint.npz", "learning_curve.png", "trained.cir")
+    files = [f for f in ("metrics.csv", "config.json", "checkpoint.npz", "learning_curve.png", "energy.png", "trained.cir")
              if (Path(out) / f).exists()]
     print(f"{out}: {', '.join(files)}")
     if rows.interrupted:

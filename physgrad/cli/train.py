@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from physgrad.layered.data import DATASETS
+from physgrad.cli._args import add_energy_options, energy_settings
+from physgrad.layered.data import TRAIN_DATASETS
 from physgrad.layered.presets import LR_SCHEDULES, OPTIMIZERS, PRESETS
 from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
 
@@ -17,8 +18,10 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a layered network (DRN/DHN preset) on MNIST-format data",
                        description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="drn-1h", choices=list(PRESETS), help="network and training recipe, default drn-1h")
-    p.add_argument("--algorithm", default="cep", choices=ALGORITHMS, help="learning rule, default cep (centered EP)")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="dataset, default mnist")
+    p.add_argument("--algorithm", default=None, choices=ALGORITHMS,
+                   help="learning rule, default the preset's (cep, centered EP; crossbar-digits: pep, the activity difference)")
+    p.add_argument("--dataset", default=None, choices=sorted(TRAIN_DATASETS),
+                   help="dataset, default the preset's (mnist; crossbar-digits: digits, the 8 x 8 digits shipped with physgrad)")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX files (default: $PHYSGRAD_DATA, then the usual places; see physgrad download)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
     p.add_argument("--train-size", type=int, default=None, help="use the first N training images (default: all)")
@@ -59,6 +62,8 @@ def register(sub) -> None:
     g.add_argument("--ema-decay", type=float, default=None,
                    help="evaluate an exponential moving average of the parameters (decay per batch, in [0, 1))")
     g.add_argument("--ema-every", type=int, default=None, help="batches between updates of the average (16)")
+    add_energy_options(p, "drn-* presets: the resistive network; crossbar-* presets: the crossbar's reads; "
+                          "runs on the generic engine; physgrad.layered.energy")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<algorithm>-<dataset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -86,6 +91,7 @@ def run(args) -> int:
     checkpoint (128 + signal; continue with ``--resume``); 130 also for a second Ctrl-C, which aborts
     at once (the last saved checkpoint is kept).
     """
+    capacitance, settling = energy_settings(args)
     cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
@@ -94,7 +100,8 @@ def run(args) -> int:
                       warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay, ema_every=args.ema_every,
                       optimizer=args.optimizer, momentum=args.momentum,
                       input_gain=args.input_gain, amplifier_gains=args.amplifier_gains,
-                      device_model=args.device_model)
+                      device_model=args.device_model, energy=args.energy, node_capacitance=capacitance,
+                      settling_multiple=settling)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
         metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None,

@@ -23,6 +23,7 @@ presets in :mod:`physgrad.devices.presets` comes with a measured write energy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -60,6 +61,12 @@ class WriteEnergy:
     @property
     def pulsed(self) -> bool:
         return self.v_write > 0 and self.t_write > 0
+
+    @property
+    def stated(self) -> bool:
+        """Whether the model states a write energy at all (pulses or J/S); metrics leave the
+        programming-energy column empty when it does not, rather than report 0 J."""
+        return self.pulsed or self.joules_per_siemens > 0
 
     def pulse_energy(self, g):
         """:math:`V_w^2 G t_w` (J) for a device of conductance ``g`` (S, any shape)."""
@@ -116,3 +123,29 @@ def programming_energy(g_before, g_after, write: WriteEnergy, pulse_step: float 
     if write.pulsed:
         return float(np.sum(pulse_counts(gb, ga, pulse_step) * write.pulse_energy(gb)))
     return float(write.joules_per_siemens * np.sum(np.abs(ga - gb)))
+
+
+def leaf_programming_energy(write: WriteEnergy, w_before, w_after, leaf_before=None, leaf_after=None,
+                            unit: float = 1.0) -> Optional[float]:
+    r"""Energy (J) of one parameter array's update as its devices deliver it, or None when unknown.
+
+    ``w_before``, ``w_after``: the array's values before and after the update, ``unit`` S per
+    unit of them (1 for arrays of conductances in S). ``leaf_before``, ``leaf_after``: its
+    :class:`~physgrad.devices.state.LeafState` (None for an ideal device): a differential pair
+    counts both devices (``leaf.pair``, its :math:`G_\pm` times ``unit``), a pulsed device
+    :math:`|\Delta G| / (\Delta_0\, \text{unit})` pulses (``leaf.dw0``, :func:`programming_energy`).
+
+    None (not 0) when ``write`` states no energy (:attr:`WriteEnergy.stated`), or asks for pulses
+    of a device without a pulse step (``dw0 = 0``): a column left empty, not a number invented.
+    """
+    if not write.stated:
+        return None
+    step = float(leaf_before.dw0) * unit if leaf_before is not None else 0.0
+    if write.pulsed and step <= 0:
+        return None
+    if leaf_before is not None and leaf_before.pair:
+        pairs = zip(leaf_before.pair, leaf_after.pair)
+    else:
+        pairs = [(w_before, w_after)]
+    return float(sum(programming_energy(np.asarray(b, float) * unit, np.asarray(a, float) * unit, write, step)
+                     for b, a in pairs))

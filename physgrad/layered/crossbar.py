@@ -33,7 +33,6 @@ B. Scellier and Y. Bengio, "Equilibrium propagation", Front. Comput. Neurosci. 1
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -43,19 +42,15 @@ from physgrad.devices.energy import WriteEnergy, programming_energy
 from physgrad.devices.model import Device
 from physgrad.devices.pieces import DifferentialPair
 from physgrad.energies.layered import DeepHopfield
+from physgrad.layered.data import DIGITS_CSV, read_digits
 from physgrad.learning.ep import EquilibriumPropagation
 from physgrad.minimizers.block import BlockCoordinateDescent
 from physgrad.types import PhysgradError
 
-DIGITS_CSV = Path(__file__).resolve().parents[1] / "examples" / "digits" / "digits.csv"
-
-
 def load_digits(path=DIGITS_CSV) -> tuple:
     """``(X, y)``: the 1797 8 x 8 digits scaled to [0, 1] (``(1797, 64)`` float64) and labels (int64)."""
-    data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 65:
-        raise PhysgradError(f"{path}: expected 65 columns (p0..p63, label), got shape {data.shape}")
-    return data[:, :64] / 16.0, data[:, 64]
+    X, y = read_digits(path)
+    return X / 16.0, y
 
 
 @dataclass(frozen=True)
@@ -102,11 +97,18 @@ class CrossbarPhysics:
     write: WriteEnergy = field(default_factory=WriteEnergy)
 
 
-def crossbar_device(device: Device) -> Device:
-    """``device`` with each weight a differential pair (signed weights), unless it is ideal or has one."""
+PAIR_REFRESH = 50
+"""Updates between two refreshes of a crossbar preset's differential pairs (reprogramming ``G+ - G-``
+from a low common level, so that potentiation-only pairs do not saturate); the experiment's choice
+(reports/experiments/crossbar-hopfield), not a figure of Yi et al."""
+
+
+def crossbar_device(device: Device, refresh_every: Optional[int] = None) -> Device:
+    """``device`` with each weight a differential pair (signed weights) refreshed every
+    ``refresh_every`` updates (None: never), unless it is ideal or has a pair already."""
     if device.is_ideal or device.pair is not None:
         return device
-    return replace(device, pair=DifferentialPair(refresh_every=None))
+    return replace(device, pair=DifferentialPair(refresh_every=refresh_every))
 
 
 def pair_conductances(w: np.ndarray, leaf, unit: float) -> tuple:
@@ -118,17 +120,39 @@ def pair_conductances(w: np.ndarray, leaf, unit: float) -> tuple:
     return np.maximum(w, 0.0) * unit, np.maximum(-w, 0.0) * unit
 
 
-def read_energy(g_sum: np.ndarray, v_drive: np.ndarray, axis: int, phys: CrossbarPhysics) -> float:
+def read_energy(g_sum: np.ndarray, v_drive: np.ndarray, axis: int, phys: CrossbarPhysics):
     r"""Energy (J) of one read of a block: ``g_sum`` (rows x cols, S) = :math:`G_+ + G_-`, lines along
-    ``axis`` (0: rows) driven at ``v_drive`` (V, one example), the others at virtual ground."""
-    v2 = np.asarray(v_drive, dtype=float) ** 2
-    power = float(np.sum(v2 @ g_sum)) if axis == 0 else float(np.sum(g_sum @ v2))
+    ``axis`` (0: rows) driven at ``v_drive`` (V; one example ``(n,)`` gives a float, a batch
+    ``(batch, n)`` one energy per example), the others at virtual ground."""
+    v = np.asarray(v_drive, dtype=float)
+    v2 = v ** 2
+    power = v2 @ g_sum.sum(axis=1) if axis == 0 else v2 @ g_sum.sum(axis=0)
     sensed = g_sum.sum(axis=axis)
     g_min = float(np.min(sensed[sensed > 0])) if np.any(sensed > 0) else 0.0
     if g_min <= 0:
-        return 0.0
+        return 0.0 if v.ndim == 1 else np.zeros(len(v))
     t_s = settling_time(phys.node_capacitance, g_min, phys.settling_multiple)
-    return phase_energy(power, t_s, phys.node_capacitance, v_drive)
+    return phase_energy(power, t_s, phys.node_capacitance, v)
+
+
+def crossbar_units(theta0, phys: CrossbarPhysics, n_arrays: int = 2) -> tuple:
+    """S per weight unit of each device array: the device range ``[0, 2 g_ref]`` (``g_ref`` the
+    array's largest absolute initial weight, :attr:`physgrad.devices.state.LeafState.scale`) spans
+    ``[0, g_max]``."""
+    return tuple(phys.g_max / (2.0 * float(np.max(np.abs(np.asarray(theta0[i], float))))) for i in range(n_arrays))
+
+
+def phase_read_energy(conductances, x, state, n_sweeps: int, phys: CrossbarPhysics) -> np.ndarray:
+    """Energy (J) per example of one relaxation phase on the crossbar: a ``W_1`` read driven by the
+    inputs ``x`` (batch, n_in) plus ``n_sweeps`` backward (outputs to hidden) and forward ``W_2``
+    reads at the phase's final state ``(h, o)``; ``conductances`` ``((G1+, G1-), (G2+, G2-))`` in S."""
+    (g1p, g1m), (g2p, g2m) = conductances
+    g1, g2 = g1p + g1m, g2p + g2m
+    v = phys.v_read
+    h, o = (np.asarray(a, dtype=float) for a in state)
+    x = np.asarray(x, dtype=float)
+    return read_energy(g1, v * x, 0, phys) + n_sweeps * (read_energy(g2, v * h, 0, phys)
+                                                         + read_energy(g2, v * np.abs(o), 1, phys))
 
 
 @dataclass
@@ -158,7 +182,7 @@ class CrossbarTrainer:
         self.rng = np.random.default_rng([self.seed, 1])
         self.theta, self.state = self.device.init(theta0, self.rng, arrays=(0, 1))
         # S per weight unit: the top of each array's device range is g_max.
-        self.units = tuple(self.phys.g_max / (2.0 * float(np.max(np.abs(theta0[i])))) for i in range(2))
+        self.units = crossbar_units(theta0, self.phys)
 
     def _leaf(self, i):
         return None if self.state is None or self.state.leaves[i] is None else self.state.leaves[i]
@@ -168,17 +192,8 @@ class CrossbarTrainer:
         return tuple(pair_conductances(np.asarray(self.theta[i], float), self._leaf(i), self.units[i]) for i in range(2))
 
     def phase_read_energy(self, x, state, n_sweeps: int) -> np.ndarray:
-        """Energy (J) per example of one phase: a W_1 read plus ``n_sweeps`` backward and forward W_2 reads."""
-        (g1p, g1m), (g2p, g2m) = self.conductances()
-        g1, g2 = g1p + g1m, g2p + g2m
-        v = self.phys.v_read
-        h, o = state
-        out = np.zeros(len(x))
-        for b in range(len(x)):
-            e = read_energy(g1, v * x[b], 0, self.phys)
-            e += n_sweeps * (read_energy(g2, v * h[b], 0, self.phys) + read_energy(g2, v * np.abs(o[b]), 1, self.phys))
-            out[b] = e
-        return out
+        """Energy (J) per example of one phase (:func:`phase_read_energy` at the current conductances)."""
+        return phase_read_energy(self.conductances(), x, state, n_sweeps, self.phys)
 
     def step(self, x, y_onehot, account: bool = True) -> dict:
         """One activity-difference update on a batch; returns its energy record (J per example)."""

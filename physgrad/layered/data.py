@@ -147,8 +147,8 @@ class Dataset:
 
     Attributes
     ----------
-    x_train, x_test : uint8 arrays, shape ``(n, 784)``
-        Pixels 0..255, images flattened row-major.
+    x_train, x_test : uint8 arrays, shape ``(n, n_pixels)``
+        Pixels ``0..scale``, images flattened row-major (MNIST-format: 784 pixels, 0..255).
     y_train, y_test : int64 arrays, shape ``(n,)``
         Class labels 0..9.
     name : str
@@ -162,6 +162,8 @@ class Dataset:
     y_test: np.ndarray
     name: str = ""
     source: str = ""
+    scale: int = 255
+    """Pixel value of full intensity: training sees ``x / scale`` in [0, 1]."""
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -328,9 +330,30 @@ def _published(name: str, folder: Path) -> bool:
     return True
 
 
+DIGITS_CSV = Path(__file__).resolve().parents[1] / "examples" / "digits" / "digits.csv"
+"""scikit-learn's 8 x 8 digits (1797 images, pixel counts 0..16), shipped with the package."""
+DIGITS_TEST = 360
+"""The last 360 images are the test split of ``--dataset digits`` (the first 1437 train)."""
+EMBEDDED = ("digits",)
+"""Datasets shipped inside the package (no download, no data folder)."""
+TRAIN_DATASETS = tuple(DATASETS) + EMBEDDED
+"""Every ``--dataset`` of ``physgrad train``."""
+
+
+def read_digits(path=DIGITS_CSV) -> tuple:
+    """``(X, y)``: the digits' pixel counts ``(1797, 64)`` uint8 in 0..16 and labels int64."""
+    data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 65 or data.min() < 0 or data[:, :64].max() > 16 or data[:, 64].max() > 9:
+        raise PhysgradError(f"{path}: expected 65 columns (p0..p63 in 0..16, label in 0..9), got shape {data.shape}")
+    return data[:, :64].astype(np.uint8), data[:, 64]
+
+
 def data_record(folder) -> dict:
-    """``{"folder": absolute path, "files": {filename: sha256}}`` of the four files in ``folder``."""
+    """``{"folder": absolute path, "files": {filename: sha256}}`` of the four files in ``folder``
+    (an embedded dataset: its one file)."""
     folder = Path(folder)
+    if folder.is_file():
+        return {"folder": str(folder.parent.resolve()), "files": {folder.name: file_digest(folder, "sha256")}}
     files = {}
     for stem in FILES.values():
         path = _find_file(folder, stem)
@@ -339,7 +362,14 @@ def data_record(folder) -> dict:
 
 
 def load_dataset(name: str = "mnist", data_dir=None, **kw) -> Dataset:
-    """Load a dataset into memory (images flattened to ``(n, 784)`` uint8)."""
+    """Load a dataset into memory (images flattened to ``(n, 784)`` uint8; ``digits``: the embedded
+    8 x 8 digits, ``(n, 64)`` in 0..16, the last :data:`DIGITS_TEST` images the test split)."""
+    if name == "digits":
+        if data_dir is not None:
+            raise PhysgradError("--dataset digits is shipped with physgrad: no --data-dir")
+        X, y = read_digits()
+        n = len(X) - DIGITS_TEST
+        return Dataset(X[:n], y[:n], X[n:], y[n:], name="digits", source=str(DIGITS_CSV), scale=16)
     folder = find_data_dir(name, data_dir, **kw)
     arrays = {key: read_idx(_find_file(folder, stem)) for key, stem in FILES.items()}
     for split in ("train", "test"):

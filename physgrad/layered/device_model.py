@@ -125,11 +125,13 @@ class DeviceStepper:
         after = tuple(np.asarray(p) for p in self.inner.to_host())
         requested = tuple(a - b for a, b in zip(after, before))
         rng = device_rng(self.seed, "update", self.device_state.n_updates)
+        params_before, state_before = self.params, self.device_state
         new, self.device_state = self.device.update(self.params, requested, rng, self.device_state)
         # arrays that are not devices (biases) keep the inner stepper's own values, not before + (after - before);
         # the devices' arrays are new (update returns fresh arrays), the inner stepper's are copied
         self.params = tuple(np.array(a, copy=True) if leaf is None else n
                             for a, n, leaf in zip(after, new, self.device_state.leaves))
+        self.last_update = (params_before, self.params, state_before, self.device_state)
         self._sync()
         if nxt is not None:  # rebuild the next batch's cached drive / copies from the new conductances
             self.inner.start_epoch(x, nxt, 0)
@@ -144,6 +146,9 @@ class DeviceStepper:
             return self.inner.evaluate(self.inner.params, x)
         finally:
             self._sync()
+
+    last_update = None
+    """``(params before, params after, DeviceState before, after)`` of the last step's device update."""
 
     def state_arrays(self) -> dict:
         """The inner stepper's optimizer arrays (momentum / adam), empty for in-place SGD."""

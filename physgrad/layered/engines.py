@@ -25,7 +25,9 @@ generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
 ========== =========== ============== =================== ==========================================
 
 * ``engine="auto"``: fast for ``cep`` and for ``tbp`` with SGD (convolutional presets: for
-  ``cep``, ``pep`` and ``nep``), generic otherwise.
+  ``cep``, ``pep`` and ``nep``), generic otherwise, and generic when the run records its physical
+  energy (``energy``, ``physgrad train --energy``: the fused kernels keep no phase states to measure;
+  ``--engine fast --energy`` is refused).
 * Amplifiers between layers (a DRN with ``amplifier_gains``): the fast numpy and numba steppers run
   the plain DRN they are an exact reparametrisation of (:class:`physgrad.layered.steppers.AmplifiedStepper`);
   torch refuses them; the generic engine runs the amplified energy itself.
@@ -109,7 +111,7 @@ def _choice(name: str, value, valid) -> None:
 
 def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "auto", torch_device: str = "cpu",
                 optimizer: str = "sgd", amplified: bool = False, device_model=None,
-                numba_available: Optional[bool] = None, convolutional: bool = False) -> EnginePlan:
+                numba_available: Optional[bool] = None, convolutional: bool = False, energy: bool = False) -> EnginePlan:
     """The :class:`EnginePlan` of a run, or the :class:`PhysgradError` that refuses it (module docstring).
 
     Parameters
@@ -130,6 +132,9 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         Whether numba can be imported (default: :data:`physgrad.layered.kernels.numba_cpu.AVAILABLE`).
     convolutional : bool
         A convolutional Hopfield network (``dchn`` presets): its fast engine is ``ConvEPStepper``.
+    energy : bool
+        The run records the energy of its equilibria (:mod:`physgrad.layered.energy`): the generic
+        engine, whose steps keep the free and nudged states.
 
     Raises
     ------
@@ -145,6 +150,11 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         numba_available = numba_cpu.AVAILABLE
     if torch_device != "cpu" and backend != "torch":
         raise PhysgradError(f"device {torch_device!r} needs --backend torch (numpy and numba run on the cpu)")
+    if energy:
+        if engine == "fast":
+            raise PhysgradError("--energy measures the free and nudged equilibria of each step, which the fast "
+                                "engine's fused kernels do not keep: use --engine generic (or auto)")
+        engine = "generic"
     if engine == "auto":
         fast = (algorithm in CONV_FAST_ALGORITHMS if convolutional
                 else algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd"))

@@ -25,7 +25,7 @@ LRSchedule = Literal["exponential", "cosine"]
 LR_SCHEDULES = get_args(LRSchedule)
 Optimizer = Literal["sgd", "momentum", "adam"]
 OPTIMIZERS = get_args(Optimizer)
-MNIST_PIXELS = 28 * 28  # inputs of every preset: a flattened 28 x 28 image, pixels in [0, 1]
+MNIST_PIXELS = 28 * 28  # inputs of the MNIST presets: a flattened 28 x 28 image, pixels in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,20 @@ class Preset:
     schedule : {"asynchronous", "synchronous", "forward", "backward"}
     paper_error : float or None
         The paper's test error (%) with centered EP, for reference.
+    n_inputs : int
+        Pixels per image (default :data:`MNIST_PIXELS`; 64 for the 8 x 8 digits).
+    dataset : str
+        The dataset ``physgrad train`` uses unless ``--dataset`` says otherwise (``mnist``; ``digits``:
+        the 8 x 8 digits shipped with physgrad).
+    algorithm : str
+        The learning rule ``physgrad train`` uses unless ``--algorithm`` says otherwise (``cep``;
+        the crossbar presets: ``pep``, the activity difference of Yi et al.).
+    crossbar : tuple
+        ``(rows, cols)`` of the one crossbar of differential pairs that holds the weights
+        (:class:`physgrad.layered.crossbar.CrossbarLayout`: a one-hidden-layer deep Hopfield network);
+        ``()``: not on a crossbar. It decides the device wrapping (each weight a differential pair)
+        and the energy model (:mod:`physgrad.layered.energy`); the arithmetic of the ideal device is the
+        plain network's.
     """
 
     name: str
@@ -113,6 +127,10 @@ class Preset:
     weight_gain: float = 1.0
     schedule: Schedule = "asynchronous"
     paper_error: Optional[float] = None
+    n_inputs: int = MNIST_PIXELS
+    dataset: str = "mnist"
+    algorithm: str = "cep"
+    crossbar: tuple = ()
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -121,6 +139,15 @@ class Preset:
             raise PhysgradError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         hidden = tuple(int(h) for h in self.hidden)
         object.__setattr__(self, "hidden", hidden)
+        object.__setattr__(self, "crossbar", tuple(int(v) for v in self.crossbar))
+        if int(self.n_inputs) < 1:
+            raise PhysgradError(f"n_inputs must be >= 1, got {self.n_inputs}")
+        if self.crossbar:
+            if self.model != "dhn" or len(hidden) != 1 or len(self.crossbar) != 2:
+                raise PhysgradError("a crossbar preset is a one-hidden-layer deep Hopfield network (model 'dhn') "
+                                    f"on one (rows, cols) array; got model {self.model!r}, hidden {hidden}, "
+                                    f"crossbar {self.crossbar}")
+            self.crossbar_layout()  # the network must fit the array
         if not hidden:
             raise PhysgradError("a preset needs at least one hidden layer")
         if self.model != "drn" and self.amplifier_gains:
@@ -178,13 +205,21 @@ class Preset:
 
     def energy(self) -> Union[DeepResistive, DeepHopfield, ConvHopfield]:
         """The network: :class:`~physgrad.energies.layered.DeepResistive` (with ``input_gain``) or
-        :class:`~physgrad.energies.layered.DeepHopfield`, on :data:`MNIST_PIXELS` inputs."""
+        :class:`~physgrad.energies.layered.DeepHopfield`, on :attr:`n_inputs` inputs."""
         if self.model == "drn":
-            return DeepResistive(MNIST_PIXELS, self.hidden, self.n_outputs, input_gain=self.input_gain,
+            return DeepResistive(self.n_inputs, self.hidden, self.n_outputs, input_gain=self.input_gain,
                                  amplifier_gains=self.amplifier_gains)
         if self.model == "dchn":  # hidden = the image layers' channels; 1x28x28 input, 5x5 kernels, 2x2 max pooling
             return ConvHopfield(channels=self.hidden, n_outputs=self.n_outputs)
-        return DeepHopfield(MNIST_PIXELS, self.hidden, self.n_outputs)
+        return DeepHopfield(self.n_inputs, self.hidden, self.n_outputs)
+
+    def crossbar_layout(self):
+        """The :class:`physgrad.layered.crossbar.CrossbarLayout` of a crossbar preset (None otherwise)."""
+        if not self.crossbar:
+            return None
+        from physgrad.layered.crossbar import CrossbarLayout
+
+        return CrossbarLayout(self.n_inputs, self.hidden[0], self.n_outputs, *self.crossbar)
 
     def minimizer(self, sweeps: Optional[int] = None) -> BlockCoordinateDescent:
         """Block coordinate descent with this preset's schedule and a fixed budget (``tol=None``) of
@@ -245,6 +280,11 @@ PRESETS = {p.name: p for p in (
     # (beta 0.25, 15 sweeps per phase, 60 at inference, batch 128, momentum 0.9, cosine schedule)
     Preset("dchn-mnist", "dchn", (32, 64), sweeps=15, sweeps_eval=60, beta=0.25, weight_lrs=(0.0625, 0.0375, 0.0125),
            epochs=30, batch_size=128, optimizer="momentum", lr_schedule="cosine", lr_final=0.01, weight_gain=0.8),
+    # Yi, Kendall, Williams, Kumar (Nature Electronics 2022): a Hopfield network on one 64 x 64 crossbar of
+    # differential pairs trained by activity differences (EP's positive variant, free and nudged states held
+    # digitally); here 64-22-10 on scikit-learn's 8 x 8 digits (shipped), as reports/experiments/crossbar-hopfield
+    Preset("crossbar-digits", "dhn", (22,), n_inputs=64, dataset="digits", algorithm="pep", crossbar=(64, 64),
+           sweeps=30, sweeps_eval=30, beta=0.2, weight_lrs=(0.2, 0.1), epochs=10, batch_size=10, lr_decay=1.0),
 )}
 
 

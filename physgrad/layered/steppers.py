@@ -377,12 +377,17 @@ class RuleStepper:
             self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
             self.opt_state = self.optimizer.init(self.params)
         self._limits = threadpool_limits(int(threads))
+        self.record = False
+        self.last = None
 
     def start_epoch(self, x, order, start_batch):
         """Nothing to prepare."""
 
     def step(self, x, idx, y, nxt, warm, lr_scale):
-        """Free phase from ``warm``, the rule's estimate, a projected SGD step."""
+        """Free phase from ``warm``, the rule's estimate, a projected SGD step. With :attr:`record`
+        set, :attr:`last` keeps the step's ``(params, x, y, free, plus)``: the parameters it relaxed
+        at, the batch, the one-hot targets, the free equilibrium and the ``+beta`` nudged one (pep,
+        cep; None for the other rules) -- what :mod:`physgrad.layered.energy` measures."""
         p = self.preset
         xb = x[idx]
         s0 = None if warm is None or len(warm[0]) != len(idx) else tuple(warm)
@@ -392,9 +397,13 @@ class RuleStepper:
             ph = self.rule.phases(self.energy, self.params, xb, y1h, self.minimizer, free=free)
             grads = self.rule.estimate_from_phases(self.energy, self.params, xb, ph)
             last = ph.plus if ph.plus is not None else (ph.minus if ph.minus is not None else ph.free)
+            positive = hasattr(self.rule, "beta") and getattr(self.rule, "variant", None) in ("positive", "centered")
+            plus = ph.plus if positive else None
         else:
             grads = self.rule.estimate(self.energy, self.params, xb, y1h, self.minimizer, free=free)
-            last = free
+            last, plus = free, None
+        if self.record:
+            self.last = (self.params, xb, y1h, free, plus)
         wl, bl = p.learning_rates(lr_scale)
         lrs = wl + bl
         if self.optimizer is None:

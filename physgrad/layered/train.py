@@ -4,7 +4,9 @@ A run folder holds everything needed to reproduce and continue it:
 
 * ``config.json`` -- the resolved configuration, preset, command line and versions;
 * ``metrics.csv`` -- one row per epoch: ``epoch, train_error, test_error, train_seconds,
-  eval_seconds, lr_scale`` (errors in %; train error is the running error of the free phases);
+  eval_seconds, lr_scale`` (errors in %; train error is the running error of the free phases); with
+  ``energy`` also ``energy_free_J, energy_nudged_J, energy_program_J`` (J per example, the epoch's
+  mean; empty when unknown: :mod:`physgrad.layered.energy`) and ``energy.png``;
 * ``checkpoint.npz`` -- parameters, the warm-start state, the position in the epoch, written after
   every epoch and on SIGINT/SIGTERM (Ctrl-C finishes the current batch, saves, and exits);
   ``--resume`` continues from it bit-for-bit. Written atomically (a temporary file, fsync,
@@ -69,9 +71,13 @@ import numpy as np
 
 from physgrad.devices import DeviceState, device_from_spec, device_rng, device_to_dict
 from physgrad.devices import Device as DeviceModel
-from physgrad.layered.data import DATASETS, data_record, load_dataset
+from physgrad.circuit.power import NODE_CAPACITANCE, SETTLING_MULTIPLE
+from physgrad.devices.energy import write_energy_of
+from physgrad.layered.crossbar import PAIR_REFRESH, crossbar_device
+from physgrad.layered.data import TRAIN_DATASETS, data_record, load_dataset
+from physgrad.layered.energy import ENERGY_COLUMNS, ENERGY_PARTS, LayeredEnergyMeter, energy_kind
 from physgrad.layered.optimizer import STATE_PREFIX as OPTIMIZER_PREFIX
-from physgrad.layered.presets import Preset, get_preset
+from physgrad.layered.presets import MNIST_PIXELS, Preset, get_preset
 from physgrad.layered.engines import EnginePlan, plan_engine, preset_traits
 from physgrad.layered.steppers import initial_params, make_stepper, optimizer_state
 from physgrad.runs import (CorruptRunError, MetricsLog, RunFolder, Rows, StopFlag, arrays_sha256, checkpoint_error,
@@ -100,7 +106,7 @@ CHECKPOINT_SCALARS = {"epoch": "i", "batch": "i", "n_wrong": "i", "n_seen": "i",
                       "n_params": "i", "n_warm": "i"}
 
 
-RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT, "learning_curve.png")
+RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT, "learning_curve.png", "energy.png")
 
 
 class Metrics(Rows):
@@ -159,12 +165,23 @@ class TrainConfig:
         Conductance devices of the weights: a preset name of :func:`physgrad.devices.get_device`
         (``ideal``, ``levels16-stochastic``, ``pcm-pair``, ...) or a ``.json``/``.toml`` file
         (:func:`physgrad.devices.load_device`). Read noise resampled per phase or per example needs
-        the generic engine (:func:`physgrad.layered.engines.plan_engine`).
+        the generic engine (:func:`physgrad.layered.engines.plan_engine`). On a crossbar preset each
+        weight is a differential pair of such devices (:func:`physgrad.layered.crossbar.crossbar_device`).
+    algorithm, dataset : optional
+        None (the default) = the preset's (:attr:`Preset.algorithm`, :attr:`Preset.dataset`); resolved
+        on construction, so ``config.json`` always names them.
+    energy : bool
+        Record per example the energy of the free and nudged equilibria and the programming energy
+        (:mod:`physgrad.layered.energy`; columns ``energy_free_J``, ``energy_nudged_J``,
+        ``energy_program_J`` and ``energy.png``); runs on the generic engine.
+    node_capacitance, settling_multiple : float
+        F per node and RC time constants per phase of the energy model (defaults
+        :data:`physgrad.circuit.power.NODE_CAPACITANCE`, :data:`~physgrad.circuit.power.SETTLING_MULTIPLE`).
     """
 
     preset: str = "drn-1h"
-    algorithm: Algorithm = "cep"
-    dataset: str = "mnist"
+    algorithm: Optional[Algorithm] = None
+    dataset: Optional[str] = None
     data_dir: Optional[str] = None
     epochs: Optional[int] = None
     train_size: Optional[int] = None
@@ -189,9 +206,22 @@ class TrainConfig:
     input_gain: Optional[float] = None
     amplifier_gains: Optional[tuple] = None
     device_model: str = "ideal"
+    energy: bool = False
+    node_capacitance: float = NODE_CAPACITANCE
+    settling_multiple: float = SETTLING_MULTIPLE
 
     def __post_init__(self):
-        get_preset(self.preset)
+        base = get_preset(self.preset)
+        if self.algorithm is None:
+            object.__setattr__(self, "algorithm", base.algorithm)
+        if self.dataset is None:
+            object.__setattr__(self, "dataset", base.dataset)
+        if not isinstance(self.energy, bool):
+            raise PhysgradError(f"energy must be true or false, got {self.energy!r}")
+        for name in ("node_capacitance", "settling_multiple"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                raise PhysgradError(f"{name} must be a finite number > 0, got {v!r}")
         if not isinstance(self.device_model, str) or not self.device_model:
             raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
         if self.amplifier_gains is not None and isinstance(self.amplifier_gains, list):  # from config.json
@@ -199,7 +229,7 @@ class TrainConfig:
         if self.lr_factor is not None and not float(self.lr_factor) > 0:
             raise PhysgradError(f"lr_factor must be > 0, got {self.lr_factor}")
         self.resolved_preset  # the preset validates the overrides (recipe, input gain, amplifiers)
-        for name, valid in (("algorithm", ALGORITHMS), ("dataset", tuple(DATASETS)), ("engine", ENGINES),
+        for name, valid in (("algorithm", ALGORITHMS), ("dataset", TRAIN_DATASETS), ("engine", ENGINES),
                             ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
             if getattr(self, name) not in valid:
                 raise PhysgradError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
@@ -213,12 +243,22 @@ class TrainConfig:
             raise PhysgradError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.threads < 1:
             raise PhysgradError(f"threads must be >= 1, got {self.threads}")
+        preset = self.resolved_preset
+        if (self.dataset == "digits") != (preset.n_inputs == 64):
+            raise PhysgradError(f"preset {preset.name!r} takes {preset.n_inputs} inputs; dataset {self.dataset!r} has "
+                                f"{64 if self.dataset == 'digits' else MNIST_PIXELS} pixels per image")
+        if self.energy and energy_kind(preset) is None:
+            raise PhysgradError(f"--energy: preset {preset.name!r} ({preset.model}) is neither a resistive circuit "
+                                f"(drn-*) nor on a crossbar (crossbar-*): no physical energy is defined for it")
         self.plan  # the engine rules (physgrad.layered.engines): refused combinations raise here
 
     @property
     def resolved_device(self) -> DeviceModel:
-        """The device model of ``device_model`` (read from its file each time)."""
-        return device_from_spec(self.device_model)
+        """The device model of ``device_model`` (read from its file each time); on a crossbar preset
+        each weight a differential pair of it, refreshed every
+        :data:`~physgrad.layered.crossbar.PAIR_REFRESH` updates (:func:`physgrad.layered.crossbar.crossbar_device`)."""
+        device = device_from_spec(self.device_model)
+        return crossbar_device(device, PAIR_REFRESH) if get_preset(self.preset).crossbar else device
 
     @property
     def resolved_preset(self) -> Preset:
@@ -247,7 +287,7 @@ class TrainConfig:
         one table of engine rules, also behind :func:`~physgrad.layered.steppers.make_stepper`)."""
         p = self.resolved_preset
         return plan_engine(self.engine, self.algorithm, self.backend, self.device, device_model=self.resolved_device,
-                           **preset_traits(p))
+                           energy=bool(self.energy), **preset_traits(p))
 
     @property
     def resolved_engine(self) -> str:
@@ -298,13 +338,17 @@ _arrays_sha256 = arrays_sha256  # the checksum of runs.save_checkpoint (older na
 
 def save_checkpoint(path: Path, params, warm, *, epoch: int, batch: int, n_wrong: int, n_seen: int,
                     train_seconds: float, ema=None, optimizer_state=None,
-                    device_state: Optional[DeviceState] = None) -> None:
+                    device_state: Optional[DeviceState] = None, energy_sums=None) -> None:
     """Write the checkpoint atomically with the SHA-256 of its arrays (:func:`physgrad.runs.save_checkpoint`).
     ``ema``: the averaged parameters (``ema_decay > 0``), stored as ``ema_i`` with their count ``n_ema``;
     ``optimizer_state``: the stepper's optimizer arrays (``opt.*``, momentum / adam);
-    ``device_state``: :func:`physgrad.runs.device_arrays` (``device.<name>``, ``device_meta``)."""
+    ``device_state``: :func:`physgrad.runs.device_arrays` (``device.<name>``, ``device_meta``);
+    ``energy_sums``: ``--energy`` runs, the epoch's summed energies so far (J, one per part of
+    :data:`physgrad.layered.energy.ENERGY_PARTS`, NaN where unknown)."""
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(params)}
     arrays.update(device_arrays(device_state))
+    if energy_sums is not None:
+        arrays["energy_sums"] = np.asarray(energy_sums, dtype=np.float64)
     if warm is not None:
         arrays.update({f"warm_{i}": np.asarray(w) for i, w in enumerate(warm)})
     if ema is not None:
@@ -353,6 +397,12 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
     if n_ema.shape != () or n_ema.dtype.kind not in "iu" or int(n_ema) not in (0, n_params):
         raise bad(f"n_ema is not 0 or n_params={n_params} ({n_ema!r})")
     n_ema = int(n_ema)
+    energy_sums = arrays.pop("energy_sums", None)
+    if energy_sums is not None:
+        e = energy_sums
+        if e.shape != (len(ENERGY_PARTS),) or e.dtype.kind != "f" or np.any(np.isinf(e)) or np.any(e[~np.isnan(e)] < 0):
+            raise bad(f"energy_sums is not {len(ENERGY_PARTS)} energies >= 0 J (NaN: unknown): {e!r}")
+        energy_sums = e.copy()
     expected = set(CHECKPOINT_SCALARS) | {f"param_{i}" for i in range(n_params)} | {f"warm_{i}" for i in range(n_warm)}
     if n_ema:
         expected |= {"n_ema"} | {f"ema_{i}" for i in range(n_ema)}
@@ -381,7 +431,7 @@ def load_checkpoint(path: Path, *, expect_params=None) -> dict:
         raise bad(f"train_seconds = {scalars['train_seconds']}")
     return {"params": params, "warm": warm, "ema": ema, "optimizer_state": optimizer_state, "epoch": scalars["epoch"], "batch": scalars["batch"],
             "n_wrong": scalars["n_wrong"], "n_seen": scalars["n_seen"], "train_seconds": scalars["train_seconds"],
-            "device_state": device_state}
+            "device_state": device_state, "energy_sums": energy_sums}
 
 
 def _check_position(ck: dict, path: Path, *, n_train: int, batch_size: int, n_epochs: int) -> None:
@@ -429,6 +479,32 @@ def plot_learning_curve(metrics: list, path: Path, title: str = "", paper_error=
                        "lines": [("train (running, free phase)", ep, [m["train_error"] for m in metrics], "o-"),
                                  ("test", ep, [m["test_error"] for m in metrics], "s-")] if metrics else [],
                        "hlines": [] if paper_error is None else [(paper_error, f"paper {paper_error}%")]}], title)
+
+
+def plot_energy(metrics: list, path: Path, title: str = "") -> None:
+    """Energy per example (J, log scale) per epoch: free and nudged phases, programming."""
+    lines = []
+    for part, col, style in zip(ENERGY_PARTS, ENERGY_COLUMNS, ("o-", "s-", "x:")):
+        pts = [(m["epoch"], m[col]) for m in metrics if m.get(col) is not None]
+        if pts and all(v > 0 for _, v in pts):
+            lines.append((part, [e for e, _ in pts], [v for _, v in pts], style))
+    plot_curve(path, [{"ylabel": "energy per example (J)", "log": True, "lines": lines}], title)
+
+
+def _step_energy(meter: LayeredEnergyMeter, stepper, preset: Preset) -> np.ndarray:
+    """The last step's summed energies over its examples (J; NaN where unknown), one per part of
+    :data:`physgrad.layered.energy.ENERGY_PARTS`, from the phases the generic stepper kept."""
+    inner = getattr(stepper, "inner", stepper)
+    params, xb, y1h, free, plus = inner.last
+    upd = getattr(stepper, "last_update", None)
+    leaves = None if upd is None else upd[2].leaves
+    energy = inner.energy
+    e_free = meter.phase(energy, params, xb, free, leaves=leaves)
+    e_plus = None if plus is None else meter.phase(energy, params, xb, plus, beta=preset.beta, y=y1h, leaves=leaves)
+    prog = None if upd is None else meter.programming(upd[0], upd[1], upd[2].leaves, upd[3].leaves)
+    return np.array([np.nan if e_free is None else float(np.sum(e_free)),
+                     np.nan if e_plus is None else float(np.sum(e_plus)),
+                     np.nan if prog is None else float(prog)])
 
 
 def _check_optimizer_arrays(arrays: dict, preset: Preset, path: Path) -> None:
@@ -533,7 +609,8 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
     out = folder.path
     preset = config.resolved_preset
     cfg_path, ckpt_path, metrics_path = out / "config.json", out / CHECKPOINT, out / "metrics.csv"
-    log = MetricsLog(metrics_path, METRIC_FIELDS, first=1)
+    log = MetricsLog(metrics_path, METRIC_FIELDS + (ENERGY_COLUMNS if config.energy else ()), first=1,
+                     optional=ENERGY_COLUMNS if config.energy else ())
     if resume:  # read and validate everything before changing anything in the run folder
         if not ckpt_path.exists() and not ckpt_path.is_symlink():
             raise PhysgradError(f"--resume: no checkpoint at {ckpt_path}")
@@ -563,9 +640,9 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
     dtype = np.dtype(config.dtype)
     n_train = len(data.x_train) if config.train_size is None else min(int(config.train_size), len(data.x_train))
     n_test = len(data.x_test) if config.test_size is None else min(int(config.test_size), len(data.x_test))
-    x_train = (data.x_train[:n_train].astype(dtype) / dtype.type(255))
+    x_train = (data.x_train[:n_train].astype(dtype) / dtype.type(data.scale))
     y_train = data.y_train[:n_train]
-    x_test = (data.x_test[:n_test].astype(dtype) / dtype.type(255))
+    x_test = (data.x_test[:n_test].astype(dtype) / dtype.type(data.scale))
     y_test = data.y_test[:n_test]
 
     B = preset.batch_size
@@ -585,6 +662,10 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
             raise CorruptRunError(f"--resume: corrupted checkpoint {ckpt_path}: averaged parameters "
                                   f"{'present' if ema is not None else 'missing'} but ema_decay = {preset.ema_decay}")
         epoch, start_batch = ck["epoch"], ck["batch"]
+        if (ck["energy_sums"] is not None) != bool(config.energy):
+            raise CorruptRunError(f"--resume: {ckpt_path} {'has' if ck['energy_sums'] is not None else 'has no'} "
+                                  f"energy sums, but the run {'does not record' if not config.energy else 'records'} energy")
+        energy_sums = ck["energy_sums"] if config.energy else None
         n_wrong, n_seen, t_train = ck["n_wrong"], ck["n_seen"], ck["train_seconds"]
         metrics = log.read(upto=epoch)
         _check_optimizer_arrays(ck["optimizer_state"], preset, ckpt_path)  # before anything is written
@@ -605,7 +686,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                                           "engine": config.resolved_engine, "backend": _backend_record(config),
                                           "device": device_to_dict(device), "data": record, "command": command,
                                           "versions": versions()})
-        for stale in (CHECKPOINT, "metrics.csv", "learning_curve.png"):  # --overwrite: the previous run's files
+        for stale in (CHECKPOINT, "metrics.csv", "learning_curve.png", "energy.png"):  # --overwrite: the previous run's files
             folder.remove(stale)
         params = init
         if not device.is_ideal:  # program the initial weights onto the devices (the biases are not devices)
@@ -613,6 +694,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                                                arrays=range(preset.energy().n_layers))
         ema = tuple(p.copy() for p in params) if preset.ema_decay > 0 else None
         warm, epoch, start_batch, n_wrong, n_seen, t_train = None, 0, 0, 0, 0, 0.0
+        energy_sums = np.zeros(len(ENERGY_PARTS)) if config.energy else None
         metrics = []
     metrics = Metrics(metrics)
     if config.backend_note:
@@ -623,6 +705,11 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                            params if device.is_ideal else tuple(np.array(p, copy=True) for p in params),
                            threads=config.threads, eta=config.eta, backend=config.resolved_backend,
                            device=config.device)
+    meter = None
+    if config.energy:  # the generic engine (plan_engine): its RuleStepper keeps the phases of each step
+        stepper.record = True
+        meter = LayeredEnergyMeter.for_preset(preset, init, write_energy_of(config.device_model),
+                                              config.node_capacitance, config.settling_multiple)
     if not device.is_ideal:
         from physgrad.layered.device_model import DeviceStepper
         from physgrad.layered.engines import PER_EXAMPLE_READS as PER_EXAMPLE
@@ -642,7 +729,8 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
     def checkpoint(host, **position):
         """Save the run at the current ``epoch`` and warm start; ``position``: the batch counters."""
         save_checkpoint(folder.file(CHECKPOINT), host, _host_warm(stepper, warm), epoch=epoch, **position, ema=average.params,
-                        optimizer_state=optimizer_state(stepper), device_state=getattr(stepper, "device_state", None))
+                        optimizer_state=optimizer_state(stepper), device_state=getattr(stepper, "device_state", None),
+                        energy_sums=energy_sums)
 
     def plot():
         plot_learning_curve(metrics, folder.file("learning_curve.png"), f"{preset.name} {config.algorithm} {config.dataset}",
@@ -661,6 +749,8 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                     nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
                     lr_scale = preset.lr_scale(epoch, bi, n_batches)
                     warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                    if meter is not None:
+                        energy_sums += _step_energy(meter, stepper, preset)
                     average.after_batch(stepper, bi, n_batches)
                     n_wrong += int(np.sum(pred != y_train[idx]))
                     n_seen += len(idx)
@@ -689,6 +779,10 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                 row = {"epoch": epoch + 1, "train_error": 100.0 * n_wrong / max(n_seen, 1),
                        "test_error": 100.0 * float(np.mean(pred != y_test)), "train_seconds": t_train,
                        "eval_seconds": t_eval, "lr_scale": lr_scale}
+                if energy_sums is not None:  # J per example over the epoch; absent (empty) where unknown
+                    row.update({c: float(e) / n_seen for c, e in zip(ENERGY_COLUMNS, energy_sums)
+                                if n_seen and not np.isnan(e)})
+                    energy_sums = np.zeros(len(ENERGY_PARTS))
                 metrics.append(row)
                 folder.file("metrics.csv")
                 log.append(row)
@@ -696,6 +790,9 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                 checkpoint(host, batch=0, n_wrong=0, n_seen=0, train_seconds=0.0)
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
+                    if config.energy:
+                        plot_energy(metrics, folder.file("energy.png"), f"{preset.name} {config.algorithm} "
+                                    f"{config.dataset} {config.device_model}: energy per example")
                 print(f"epoch {row['epoch']:3d}  train {row['train_error']:.2f}%  test {row['test_error']:.2f}%  "
                       f"({row['train_seconds']:.1f} s train, {row['eval_seconds']:.1f} s eval)", flush=True)
     finally:

@@ -61,7 +61,9 @@ from physgrad.circuit.elements import CurrentSource, VoltageSource
 from physgrad.circuit.netlist import read_netlist, write_netlist
 from physgrad.devices import Device, DeviceState, ReadThrough, device_from_spec, device_rng, device_to_dict
 from physgrad.energies.co_content import CoContentEnergy
+from physgrad.circuit.power import NODE_CAPACITANCE, SETTLING_MULTIPLE
 from physgrad.netlists.data import class_names, encode_labels, read_table
+from physgrad.netlists.energy import FitEnergyMeter
 from physgrad.netlists.grad import BETA_FLOOR, EPS, NUDGED, check_beta, default_beta, output_conductance
 from physgrad.netlists.losses import LOSSES, Loss
 from physgrad.learning import METHODS, make_estimator, optim
@@ -108,6 +110,10 @@ class FitSpec:
     eval_every : evaluate the whole training (and test) set every this many epochs, and after the
         last (default 1). Every epoch's row also has ``train_cost_in_epoch``: the mean loss of the
         epoch's own free phases (each batch at the parameters before its update), which costs nothing.
+    energy : record the physical energy per example (:class:`physgrad.netlists.energy.FitEnergyMeter`):
+        columns ``energy_free_J``, ``energy_nudged_J``, ``energy_program_J`` (module docstring)
+    node_capacitance : F per node (default :data:`physgrad.circuit.power.NODE_CAPACITANCE`, 1 pF);
+        settling_multiple : RC time constants per phase (default 5); used with ``energy``
     """
 
     netlist: str
@@ -132,6 +138,9 @@ class FitSpec:
     temperature: Optional[float] = None
     device_model: str = "ideal"
     eval_every: int = 1
+    energy: bool = False
+    node_capacitance: float = NODE_CAPACITANCE
+    settling_multiple: float = SETTLING_MULTIPLE
 
     def __post_init__(self):
         if self.method not in FIT_METHODS:
@@ -155,6 +164,12 @@ class FitSpec:
             raise PhysgradError("name the input sources (--inputs V1,V2,...)")
         if not isinstance(self.device_model, str) or not self.device_model.strip():
             raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
+        for name in ("node_capacitance", "settling_multiple"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0 or (
+                    name == "settling_multiple" and v == 0):
+                raise PhysgradError(f"{name} must be a finite number {'> 0' if name == 'settling_multiple' else '>= 0 F'}, "
+                                    f"got {v!r}")
         device = device_from_spec(self.device_model)  # raises a clear PhysgradError for a bad name or file
         if self.method == "exact" and not device.reads_ideally:
             raise PhysgradError(f"method 'exact' differentiates the network it is given; device model "
@@ -322,9 +337,12 @@ def evaluate(pb: FitProblem, theta, X, Y, minimizer, dstate: Optional[DeviceStat
     return row
 
 
-def gradient(pb: FitProblem, theta, X, Y, minimizer, estimator, costs: Optional[list] = None):
+def gradient(pb: FitProblem, theta, X, Y, minimizer, estimator, costs: Optional[list] = None,
+             seen: Optional[dict] = None):
     """The estimator's dL/dtheta on one batch (the loss through its effective targets); ``costs``
-    (a list) receives the batch's per-sample losses at its free phase."""
+    (a list) receives the batch's per-sample losses at its free phase; ``seen`` (a dict) receives
+    the phases (``free``, ``plus`` -- the ``+beta`` nudged phase of pep/cep, else None -- and the
+    effective targets ``y``), the same arithmetic as without it."""
     eq = minimizer.minimize(pb.energy, theta, X)
     if not eq.converged:
         raise NotSolvedError(f"free phase: {eq.status}: {eq.message}")
@@ -332,7 +350,14 @@ def gradient(pb: FitProblem, theta, X, Y, minimizer, estimator, costs: Optional[
     if costs is not None:
         costs.append(np.asarray(pb.loss.per_sample(o, Y), float))
     y_eff = pb.loss.effective_targets(o, Y)
-    return estimator.estimate(pb.energy, theta, X, y_eff, minimizer, free=eq)
+    if seen is None or not hasattr(estimator, "phases"):
+        if seen is not None:
+            seen.update(free=eq, plus=None, y=y_eff)
+        return estimator.estimate(pb.energy, theta, X, y_eff, minimizer, free=eq)
+    ph = estimator.phases(pb.energy, theta, X, y_eff, minimizer, free=eq)
+    positive = getattr(estimator, "variant", None) in ("positive", "centered") and hasattr(estimator, "beta")
+    seen.update(free=ph.free, plus=ph.plus if positive else None, y=y_eff)
+    return estimator.estimate_from_phases(pb.energy, theta, X, ph)
 
 
 def clip(theta, g_min: float, g_max: Optional[float]):
@@ -384,12 +409,13 @@ def device_step(pb: FitProblem, theta, theta_opt, dstate: Optional[DeviceState])
 
 
 # --- run folder (physgrad.runs: claim, lock, atomic writes, checksummed checkpoints, signals) -----------
-RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT, "learning_curve.png", "trained.cir")
+RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT, "learning_curve.png", "energy.png", "trained.cir")
 WARM_KEYS = ("inputs", "sets", "last_ref", "has_last_ref")
 
 
 def _save_checkpoint(path: Path, theta, state: dict, epoch: int, seconds: float, warm: dict,
-                     dstate: Optional[DeviceState] = None, batch: int = 0, epoch_costs=None) -> None:
+                     dstate: Optional[DeviceState] = None, batch: int = 0, epoch_costs=None,
+                     epoch_energy: Optional[dict] = None) -> None:
     """Conductances ``theta``, optimizer state (``opt_*``), warm-start sets (``warm_*``), device state
     (:func:`physgrad.runs.device_arrays`) and the position (``epoch`` completed epochs, ``batch``
     batches into the next one; then ``epoch_costs``, the per-sample losses of those batches' free
@@ -397,6 +423,8 @@ def _save_checkpoint(path: Path, theta, state: dict, epoch: int, seconds: float,
     arrays = {f"opt_{k}": np.asarray(v) for k, v in state.items()}
     if batch:
         arrays["epoch_costs"] = np.asarray(epoch_costs if epoch_costs is not None else [], float).ravel()
+        for k, v in (epoch_energy or {}).items():  # per-example energies of the epoch so far (NaN: unknown)
+            arrays[f"epoch_energy_{k}"] = np.concatenate(v) if v else np.zeros(0)
     arrays.update(device_arrays(dstate))
     arrays.update({f"warm_{k}": np.asarray(v) for k, v in warm.items()})
     save_arrays(path, {"theta": np.asarray(theta), "epoch": np.int64(epoch), "batch": np.int64(batch),
@@ -428,6 +456,19 @@ def _load_checkpoint(path: Path, pb: FitProblem, n_epochs: int, minimizer) -> di
     costs = arrays.pop("epoch_costs", np.zeros(0))
     if costs.ndim != 1 or costs.size > len(pb.X) or costs.dtype.kind != "f" or not np.all(np.isfinite(costs)):
         raise bad(f"epoch_costs is not a finite 1-D float array of at most {len(pb.X)} losses")
+    energies = {}
+    for k in ENERGY_PARTS:
+        e = arrays.pop(f"epoch_energy_{k}", None)
+        if e is None:
+            if pb.spec.energy and batch:
+                raise bad(f"epoch_energy_{k} is missing (an --energy run interrupted mid-epoch)")
+            continue
+        if not pb.spec.energy:
+            raise bad(f"epoch_energy_{k} in a run without --energy")
+        ok = e.ndim == 1 and e.size == costs.size and e.dtype.kind == "f" and not np.any(np.isinf(e))
+        if not ok or np.any(e[~np.isnan(e)] < 0):
+            raise bad(f"epoch_energy_{k} is not a 1-D array of {costs.size} energies >= 0 J (NaN: unknown)")
+        energies[k] = [e] if batch else []
     template = optim.init(r["optimizer"], theta0)
     state = {k[4:]: arrays.pop(k) for k in [k for k in arrays if k.startswith("opt_")]}
     if set(state) != set(template):
@@ -444,7 +485,8 @@ def _load_checkpoint(path: Path, pb: FitProblem, n_epochs: int, minimizer) -> di
     if arrays:
         raise bad(f"unexpected key(s) {sorted(arrays)[:5]}")
     return {"theta": theta, "epoch": epoch, "batch": batch, "seconds": seconds, "state": state, "warm": warm,
-            "device": dstate, "epoch_costs": [costs] if batch else []}
+            "device": dstate, "epoch_costs": [costs] if batch else [],
+            "epoch_energy": {k: energies.get(k, []) for k in ENERGY_PARTS}}
 
 
 def _check_warm(warm: dict, template: dict, bad) -> None:
@@ -461,11 +503,39 @@ def _check_warm(warm: dict, template: dict, bad) -> None:
                   f"last_ref {last.dtype} {last.shape}; the circuit has {n_in} inputs)")
 
 
+ENERGY_PARTS = ("free", "nudged", "program")
+ENERGY_COLUMNS = tuple(f"energy_{k}_J" for k in ENERGY_PARTS)
+
+
 def metric_fields(pb: FitProblem) -> list:
     names = ["epoch", "train_cost"] + (["test_cost"] if pb.X_test is not None else [])
     if pb.loss.classifies:
         names += ["train_accuracy"] + (["test_accuracy"] if pb.X_test is not None else [])
-    return names + ["train_cost_in_epoch", "seconds"]
+    names += ["train_cost_in_epoch"] + (list(ENERGY_COLUMNS) if pb.spec.energy else [])
+    return names + ["seconds"]
+
+
+def energy_row(parts: dict) -> dict:
+    """Epoch means (J per example) of the per-example energies ``parts`` (lists of arrays; NaN
+    unknown): a column is absent when any example's value is unknown or there is none."""
+    row = {}
+    for k in ENERGY_PARTS:
+        e = np.concatenate(parts[k]) if parts.get(k) else np.zeros(0)
+        if e.size and not np.any(np.isnan(e)):
+            row[f"energy_{k}_J"] = float(np.mean(e))
+    return row
+
+
+def batch_energy(meter: FitEnergyMeter, pb: FitProblem, seen: dict, theta_before, theta_after, dbefore,
+                 dafter) -> dict:
+    """Per-example energies (J, arrays of the batch's length; NaN where unknown) of one step."""
+    r, n = pb.resolved, len(seen["free"].state)
+    nan = np.full(n, np.nan)
+    free = meter.free(pb.energy, theta_before, seen["free"])
+    nudged = None if seen["plus"] is None else meter.nudged(pb.energy, theta_before, seen["plus"], r["beta"], seen["y"])
+    prog = meter.programming(theta_before, theta_after, dbefore, dafter)
+    return {"free": nan if free is None else free, "nudged": nan if nudged is None else nudged,
+            "program": nan if prog is None else np.full(n, prog / n)}
 
 
 def plot_learning_curve(rows: list, path: Path, title: str, classifies: bool) -> None:
@@ -483,6 +553,16 @@ def plot_learning_curve(rows: list, path: Path, title: str, classifies: bool) ->
             lines.append(line("train (in epoch)", "train_cost_in_epoch", "x:"))
         panels.append({"ylabel": label, "log": log, "lines": [ln for ln in lines if ln is not None]})
     plot_curve(path, panels, title)
+
+
+def plot_energy(rows: list, path: Path, title: str) -> None:
+    """Energy per example (J, log scale) per epoch: free and nudged phases, programming."""
+    lines = []
+    for k, style in zip(ENERGY_PARTS, ("o-", "s-", "x:")):
+        pts = [(r["epoch"], r[f"energy_{k}_J"]) for r in rows if r.get(f"energy_{k}_J") is not None]
+        if pts and all(p[1] > 0 for p in pts):
+            lines.append((k, [p[0] for p in pts], [p[1] for p in pts], style))
+    plot_curve(path, [{"ylabel": "energy per example (J)", "log": True, "lines": lines}], title)
 
 
 def _read_saved(cfg_path: Path, spec: FitSpec) -> tuple:
@@ -556,7 +636,7 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
     if resume:
         ck = _load_checkpoint(ckpt_path, pb, saved["resolved"]["epochs"], minimizer)
         theta, state, epoch, seconds, dstate = ck["theta"], ck["state"], ck["epoch"], ck["seconds"], ck["device"]
-        start_batch, costs = ck["batch"], ck["epoch_costs"]
+        start_batch, costs, energies = ck["batch"], ck["epoch_costs"], ck["epoch_energy"]
         rows = metrics.read(upto=epoch)
         if (saved["resolved"]["epochs"], saved["spec"].get("eval_every", 1)) != (int(spec.epochs), int(spec.eval_every)):
             saved["spec"]["epochs"] = int(spec.epochs)
@@ -571,11 +651,12 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
                "netlist_sha256": _file_digest(spec.netlist), "data_sha256": _file_digest(spec.data),
                "test_sha256": _file_digest(spec.test) if spec.test else None}
         folder.write_json("config.json", cfg)
-        for stale in (CHECKPOINT, "metrics.csv", "learning_curve.png", "trained.cir"):  # --overwrite
+        for stale in (CHECKPOINT, "metrics.csv", "learning_curve.png", "energy.png", "trained.cir"):  # --overwrite
             folder.remove(stale)
         theta, dstate = init_devices(pb)
         state = optim.init(r["optimizer"], theta)
         epoch, seconds, start_batch, costs = 0, 0.0, 0, []
+        energies = {k: [] for k in ENERGY_PARTS}
         rows = []
         row = _epoch_row(pb, theta, minimizer, 0, 0.0, dstate)
         _save_checkpoint(folder.file(CHECKPOINT), theta, state, 0, 0.0, minimizer.warm_state(energy), dstate)
@@ -590,6 +671,8 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
     show = sys.stderr.isatty() if progress is None else progress
     title = f"{Path(spec.netlist).name}: {r['method']}, {r['loss']} loss, {r['optimizer']}"
     batches_done = 0
+    meter = (FitEnergyMeter.for_device(spec.device_model, spec.node_capacitance, spec.settling_multiple)
+             if spec.energy else None)
     with contextlib.nullcontext(stop) as flag:
         while epoch < r["epochs"]:
             minimizer.clear_factors()  # the arithmetic of an epoch depends on the checkpoint only
@@ -599,9 +682,15 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             for bi in range(start_batch, n_batches):
                 idx = order[bi * B:(bi + 1) * B]
                 key = (TRAIN_READS, 0 if dstate is None else dstate.n_updates)
-                g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs)
+                seen = {} if meter is not None else None
+                g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs,
+                             seen)
                 theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
+                before = (theta, dstate)
                 theta, dstate = device_step(pb, theta, theta_opt, dstate)
+                if meter is not None:
+                    for k, v in batch_energy(meter, pb, seen, *before[:1], theta, before[1], dstate).items():
+                        energies[k].append(v)
                 bar.update(1)
                 batches_done += 1
                 stop = flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after)
@@ -610,7 +699,8 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
                     seconds += time.perf_counter() - t0
                     _save_checkpoint(folder.file(CHECKPOINT), theta, state, epoch, seconds,
                                      minimizer.warm_state(energy), dstate, batch=bi + 1,
-                                     epoch_costs=np.concatenate(costs) if costs else None)
+                                     epoch_costs=np.concatenate(costs) if costs else None,
+                                     epoch_energy=energies if meter is not None else None)
                     log(f"saved {ckpt_path} (epoch {epoch + 1}, batch {bi + 1}/{n_batches}); continue with --resume")
                     rows.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
                     return rows
@@ -624,6 +714,9 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             row = _epoch_row(pb, theta, minimizer, epoch, seconds, dstate) if full else {"epoch": epoch, "seconds": seconds}
             row["train_cost_in_epoch"] = float(np.mean(np.concatenate(costs)))
             costs = []
+            if meter is not None:
+                row.update(energy_row(energies))
+                energies = {k: [] for k in ENERGY_PARTS}
             _save_checkpoint(folder.file(CHECKPOINT), theta, state, epoch, seconds, minimizer.warm_state(energy), dstate)
             metrics.append(row)
             rows.append(row)
@@ -636,6 +729,8 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
                 break
     plot_learning_curve(rows, folder.file("learning_curve.png"), title, pb.loss.classifies)
+    if spec.energy:
+        plot_energy(rows, folder.file("energy.png"), title + " (energy per example)")
     open_ = [n for n, g in zip(energy.param_names, theta) if not g > 0]
     if open_:  # a device at 0 S (level 0, stuck at g_min = 0): a SPICE resistor cannot be open
         folder.remove("trained.cir")

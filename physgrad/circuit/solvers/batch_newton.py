@@ -225,7 +225,7 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
         messages[skip] = "not started (a diode beyond its critical voltage at the start)"
     G, ratio, VD, SL = residuals(bp, allr, U, rtol)
     polish = np.zeros(B, np.int64)
-    settled = np.zeros(B, bool)
+    settled = np.full(B, n == 0)  # no free node (the sources set every voltage): nothing to iterate
     n_fact = 0
 
     def finish(rows, st, it, msg):

@@ -317,6 +317,8 @@ class SymbolicLDL:
         M = sp.csr_matrix(M)
         out = np.zeros(self.nnz)
         coo = M.tocoo()
+        if coo.nnz == 0:  # e.g. no free node (every node held by a source): nothing to gather
+            return out
         s = np.asarray(self.slot[coo.row, coo.col]).ravel() - 1
         if np.any(s < 0):
             raise ValueError("matrix entry outside the symbolic pattern")
