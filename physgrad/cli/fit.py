@@ -67,6 +67,19 @@ def register(sub) -> None:
                    help="the trainable resistors are devices: a preset (ideal, levels{N}-nearest, "
                         "levels{N}-stochastic, digipot128, reram-sb, reram-es, pcm-pair) or a .json/.toml device "
                         "file; updates go through the devices, equilibria see what they read; default ideal")
+    p.add_argument("--trainable", type=names, default=None, metavar="GLOBS",
+                   help="comma-separated names or globs (*, ?, [...]; case-insensitive, as the netlist reader folds "
+                        "names) of the elements to train: resistors (conductance, S) and independent sources that are "
+                        "not inputs (V or A, e.g. the gate voltages of a transistor network); replaces the netlist's "
+                        ".trainable line; default: its .trainable resistors, else every resistor. Trained sources and "
+                        "transistor circuits take --method exact (the adjoint of the MNA equations, per sample)")
+    p.add_argument("--bounds", action="append", default=[], metavar="NAME=LO:HI",
+                   help="bounds of a trainable element (NAME a name or glob; repeatable): V for voltage sources, A for "
+                        "current sources, S (conductance) for resistors, where it replaces [--g-min, --g-max]; "
+                        "theta is clipped into them after every step; an initial value outside them is refused")
+    p.add_argument("--source-lr", type=float, default=None,
+                   help="learning rate of trained sources: adam V (or A) per step, default 0.01 x the span of the "
+                        "source voltages; sgd/momentum V/V, default 0.05")
     p.add_argument("--out", default=None, help="run folder (default runs/fit-<netlist name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -92,7 +105,8 @@ def run(args) -> int:
                    optimizer=args.optimizer, lr=args.lr, g_min=args.g_min, g_max=args.g_max, epochs=args.epochs,
                    batch_size=args.batch_size, seed=args.seed, levels=args.levels, margin=args.margin,
                    temperature=args.temperature, device_model=args.device_model,
-                   eval_every=args.eval_every)
+                   eval_every=args.eval_every, trainable=args.trainable, bounds=tuple(args.bounds),
+                   source_lr=args.source_lr)
     out = args.out or f"runs/fit-{Path(args.netlist).stem}"
     try:
         rows = fit_run(spec, out, resume=args.resume, overwrite=args.overwrite,

@@ -64,6 +64,8 @@ from physgrad.energies.co_content import CoContentEnergy
 from physgrad.netlists.data import class_names, encode_labels, read_table
 from physgrad.netlists.grad import BETA_FLOOR, EPS, NUDGED, check_beta, default_beta, output_conductance
 from physgrad.netlists.losses import LOSSES, Loss
+from physgrad.netlists.trainable import (AdjointEstimator, SampleSolver, SourceModel, Trainables, box, check_initial,
+                                         needs_adjoint_route, parse_bound, select_trainable, unit_of)
 from physgrad.learning import METHODS, make_estimator, optim
 from physgrad.minimizers.co_content import CoContentMinimizer
 from physgrad.runs import (CorruptRunError, MetricsLog, RunFolder, Rows, StopFlag, checkpoint_error, device_arrays,
@@ -108,6 +110,13 @@ class FitSpec:
     eval_every : evaluate the whole training (and test) set every this many epochs, and after the
         last (default 1). Every epoch's row also has ``train_cost_in_epoch``: the mean loss of the
         epoch's own free phases (each batch at the parameters before its update), which costs nothing.
+    trainable : globs over element names (:func:`physgrad.netlists.trainable.select_trainable`):
+        resistors and independent sources to train; None (default): the netlist's ``.trainable``
+        resistors (every resistor without the line)
+    bounds : ``"NAME=LO:HI"`` texts (NAME a name or glob; V, A, or S for resistors), projected onto
+        after every step (:func:`physgrad.netlists.trainable.box`)
+    source_lr : learning rate of the trained sources (adam: V or A per step, default 0.01 x the
+        span of the source voltages; sgd/momentum: V/V, default 0.05)
     """
 
     netlist: str
@@ -132,6 +141,9 @@ class FitSpec:
     temperature: Optional[float] = None
     device_model: str = "ideal"
     eval_every: int = 1
+    trainable: Optional[tuple] = None
+    bounds: tuple = ()
+    source_lr: Optional[float] = None
 
     def __post_init__(self):
         if self.method not in FIT_METHODS:
@@ -143,7 +155,7 @@ class FitSpec:
         for name in ("epochs", "batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("beta", "eta", "lr", "g_max", "margin", "temperature"):
+        for name in ("beta", "eta", "lr", "g_max", "margin", "temperature", "source_lr"):
             v = getattr(self, name)
             if v is not None and not (np.isfinite(v) and v > 0):
                 raise PhysgradError(f"{name} must be a finite number > 0, got {v!r}")
@@ -151,6 +163,13 @@ class FitSpec:
             raise PhysgradError(f"g_min must be a finite number >= 0, got {self.g_min!r}")
         if not self.inputs:
             raise PhysgradError("name the input sources (--inputs V1,V2,...)")
+        if self.trainable is not None and (isinstance(self.trainable, str) or not self.trainable
+                                           or not all(isinstance(t, str) and t.strip() for t in self.trainable)):
+            raise PhysgradError(f"trainable must be a non-empty sequence of names or globs, got {self.trainable!r}")
+        if isinstance(self.bounds, str) or not all(isinstance(b, str) for b in self.bounds):
+            raise PhysgradError(f"bounds must be a sequence of 'NAME=LO:HI' texts, got {self.bounds!r}")
+        for b in self.bounds:
+            parse_bound(b)  # a clear error for a malformed bound, before anything is read
         if not isinstance(self.device_model, str) or not self.device_model.strip():
             raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
         device = device_from_spec(self.device_model)  # raises a clear PhysgradError for a bad name or file
@@ -183,6 +202,10 @@ class FitProblem:
     classes: Optional[tuple]
     resolved: dict
     device: Device
+    trainables: Trainables = Trainables(())
+    lo: Optional[np.ndarray] = None  # projection box of theta (S, V, A), shape (n_params,)
+    hi: Optional[np.ndarray] = None
+    adjoint: bool = False  # the per-sample adjoint route (SourceModel): transistors or trained sources
 
 
 def _file_digest(path) -> str:
@@ -240,9 +263,21 @@ def resolve(spec: FitSpec) -> FitProblem:
         classes = class_names(train.labels)
         Y = encode_labels(train, classes)
         Y_test = encode_labels(test, classes) if test else None
-    energy = CoContentEnergy(circuit, inputs, outputs)
+    tr = select_trainable(circuit, spec.trainable, inputs)
+    if not tr.names:
+        raise PhysgradError("nothing to train: the netlist has no (trainable) resistor; name what to train with "
+                            "--trainable")
     device = device_from_spec(spec.device_model)
-    g0 = energy.theta0()
+    adjoint = needs_adjoint_route(circuit, tr)
+    if adjoint:
+        _check_adjoint_route(circuit, tr, spec, device)
+        energy = SourceModel(circuit, inputs, outputs, tr)
+        g0 = energy.theta0()[:len(tr.resistors)]
+        if not g0.size:
+            g0 = np.array([r.conductance for r in circuit.resistors], float)
+    else:
+        energy = CoContentEnergy(circuit, inputs, outputs, trainable=None if spec.trainable is None else tr.resistors)
+        g0 = energy.theta0()
     g_med = float(np.median(g0[g0 > 0])) if np.any(g0 > 0) else 1.0
     # span of the source voltages: fixed sources, the inputs in the data, and ground
     fixed = [el.value for el in circuit.elements if isinstance(el, VoltageSource) and el.name not in inputs]
@@ -269,6 +304,9 @@ def resolve(spec: FitSpec) -> FitProblem:
     lr = spec.lr
     if lr is None:
         lr = 0.01 * g_med if spec.optimizer == "adam" else 0.05 * g_med**2 / span**2
+    source_lr = None
+    if tr.sources:
+        source_lr = spec.source_lr if spec.source_lr is not None else (0.01 * span if spec.optimizer == "adam" else 0.05)
     resolved = {
         "inputs": list(inputs), "outputs": list(outputs), "label_column": label, "loss": loss_kind,
         "method": spec.method, "beta": spec.beta if spec.beta is not None else default_beta(circuit), "eta": spec.eta,
@@ -280,12 +318,32 @@ def resolve(spec: FitSpec) -> FitProblem:
         "median_conductance_S": g_med, "source_span_V": [v_lo, v_hi], "trainable": list(energy.param_names),
         "n_train": int(X.shape[0]), "n_test": None if X_test is None else int(X_test.shape[0]),
         "device": device_to_dict(device),
+        "trainable_sources": list(tr.sources), "source_lr": source_lr,
+        "route": "adjoint (one MNA solve and one adjoint solve per sample)" if adjoint else "co-content (batched)",
     }
     if spec.method in NUDGED:  # the nudge must move the outputs by more than round-off (at |y - v| ~ V)
         check_beta(resolved["beta"], BETA_FLOOR * EPS * output_conductance(circuit, outputs), "beta")
     if resolved["g_max"] is not None and resolved["g_max"] <= resolved["g_min"]:
         raise PhysgradError(f"g_max ({resolved['g_max']} S) must exceed g_min ({resolved['g_min']} S)")
-    return FitProblem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device)
+    lo, hi, explicit = box(circuit, tr, spec.bounds, resolved["g_min"], resolved["g_max"])
+    units = tuple(unit_of(circuit.element(n)) for n in tr.names)
+    check_initial(energy.theta0(), tr.names, explicit, units)
+    resolved["bounds"] = {n: [b[0], b[1], u] for n, b, u in
+                          ((n, explicit[n], u) for n, u in zip(tr.names, units) if n in explicit)}
+    return FitProblem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device, tr, lo, hi, adjoint)
+
+
+def _check_adjoint_route(circuit, tr: Trainables, spec: FitSpec, device: Device) -> None:
+    """The adjoint route trains with ``method = "exact"`` and ideal devices only (refused naming why)."""
+    why = (f"the circuit has transistors ({', '.join(t.name for t in circuit.transistors[:5])}), which have no "
+           "co-content" if circuit.transistors else
+           f"source {tr.sources[0]!r} is trainable (--trainable), and a source value is not a conductance")
+    if spec.method != "exact":
+        raise PhysgradError(f"--method {spec.method}: {why}; EP and coupled learning do not apply, so fit trains it "
+                            "with --method exact (the adjoint of the MNA equations, one solve per sample)")
+    if not device.is_ideal:
+        raise PhysgradError(f"--device-model {spec.device_model!r}: {why}; fit trains such circuits with the ideal "
+                            "device only")
 
 
 # --- evaluation and one step -----------------------------------------------------------------------
@@ -334,12 +392,31 @@ def clip(theta, g_min: float, g_max: Optional[float]):
     return np.clip(theta, g_min, np.inf if g_max is None else g_max)
 
 
+def project(pb: FitProblem, theta):
+    """``theta`` clipped into its box ``[pb.lo, pb.hi]`` (``[g_min, g_max]`` for resistors without
+    an explicit bound; ``--bounds``); the clip into ``[g_min, g_max]`` when the box is not set."""
+    if pb.lo is None:
+        r = pb.resolved
+        return clip(theta, r["g_min"], r["g_max"])
+    return np.clip(theta, pb.lo, pb.hi)
+
+
+def step_lr(pb: FitProblem):
+    """The optimizer's learning rate: ``lr`` (a number) or, with trained sources, one per parameter
+    (``lr`` for the conductances, ``source_lr`` for the sources)."""
+    r = pb.resolved
+    if not pb.trainables.sources:
+        return r["lr"]
+    return np.concatenate([np.full(len(pb.trainables.resistors), r["lr"]),
+                           np.full(len(pb.trainables.sources), r["source_lr"])])
+
+
 def init_devices(pb: FitProblem) -> tuple:
     """``(theta, DeviceState)``: the run's initial conductances (clipped into ``[g_min, g_max]``)
     programmed onto devices drawn from ``device_rng(seed, "init")``; ``(theta, None)`` for the
     ideal device (nothing drawn, nothing changed)."""
     r = pb.resolved
-    theta = clip(pb.energy.theta0(), r["g_min"], r["g_max"])
+    theta = project(pb, pb.energy.theta0())
     if pb.device.is_ideal:
         return theta, None
     return pb.device.init(theta, device_rng(r["seed"], "init"))
@@ -371,7 +448,7 @@ def device_step(pb: FitProblem, theta, theta_opt, dstate: Optional[DeviceState])
     ``[g_min, g_max]``; devices: ``device.update`` of the clipped request, stream
     ``device_rng(seed, "update", n_updates)``."""
     r = pb.resolved
-    target = clip(theta_opt, r["g_min"], r["g_max"])
+    target = project(pb, theta_opt)
     if dstate is None:
         return target, None
     rng = device_rng(r["seed"], "update", dstate.n_updates)
@@ -410,9 +487,9 @@ def _load_checkpoint(path: Path, pb: FitProblem, n_epochs: int, minimizer) -> di
     bad = checkpoint_error(path)
     arrays = load_arrays(path, required=("theta", "epoch", "seconds", "opt_t"))
     r = pb.resolved
-    theta0 = clip(pb.energy.theta0(), r["g_min"], r["g_max"])
-    theta = finite_like(arrays.pop("theta"), theta0, "theta (the conductances)", bad)
-    if np.any(theta < 0):
+    theta0 = project(pb, pb.energy.theta0())
+    theta = finite_like(arrays.pop("theta"), theta0, "theta (the conductances and trained sources)", bad)
+    if np.any(theta[:len(pb.trainables.resistors)] < 0):
         raise bad("theta holds negative conductances")
     n_batches = -(-len(pb.X) // min(r["batch_size"], len(pb.X)))
     epoch = scalar(arrays, "epoch", "i", bad, 0, n_epochs)
@@ -446,6 +523,8 @@ def _check_warm(warm: dict, template: dict, bad) -> None:
     """The warm-start sets of a checkpoint have the solver's layout (:meth:`BatchSolver.warm_state`)."""
     if set(warm) != set(template):
         raise bad(f"warm-start keys {sorted(warm)}, expected {sorted(template)}")
+    if not template:  # the per-sample solver keeps no warm state
+        return
     X, sets, last, has = (np.asarray(warm[k]) for k in WARM_KEYS)
     n_in, nbytes = template["inputs"].shape[1], template["sets"].shape[1]
     ok = (X.dtype.kind == "f" and X.ndim == 2 and X.shape[1] == n_in and bool(np.all(np.isfinite(X)))
@@ -543,9 +622,9 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             raise PhysgradError(f"--resume: device model {spec.device_model!r} is not the one the run started with "
                                 f"({saved_device})")
     energy = pb.energy
-    minimizer = CoContentMinimizer()
+    minimizer = SampleSolver() if pb.adjoint else CoContentMinimizer()
     r = pb.resolved
-    estimator = make_estimator(r["method"], beta=r["beta"], eta=r["eta"])
+    estimator = AdjointEstimator() if pb.adjoint else make_estimator(r["method"], beta=r["beta"], eta=r["eta"])
     fields = metric_fields(pb)  # every column but epoch and seconds may be empty (not measured that epoch)
     metrics = MetricsLog(metrics_path, fields, first=0, optional=[f for f in fields if f not in ("epoch", "seconds")])
     if resume:
@@ -595,7 +674,7 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
                 idx = order[bi * B:(bi + 1) * B]
                 key = (TRAIN_READS, 0 if dstate is None else dstate.n_updates)
                 g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs)
-                theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
+                theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, step_lr(pb))
                 theta, dstate = device_step(pb, theta, theta_opt, dstate)
                 bar.update(1)
                 batches_done += 1
@@ -631,7 +710,7 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
                 break
     plot_learning_curve(rows, folder.file("learning_curve.png"), title, pb.loss.classifies)
-    open_ = [n for n, g in zip(energy.param_names, theta) if not g > 0]
+    open_ = [n for n, g in zip(pb.trainables.resistors, theta) if not g > 0]
     if open_:  # a device at 0 S (level 0, stuck at g_min = 0): a SPICE resistor cannot be open
         folder.remove("trained.cir")
         log(f"trained.cir not written: resistor(s) {', '.join(open_)} hold 0 S, which a netlist cannot express "
@@ -645,12 +724,17 @@ def trained_netlist(pb: FitProblem, theta) -> str:
     """The trained circuit as a netlist (:func:`write_netlist`), its input sources set to the first
     training sample (so that ``ngspice -b trained.cir`` shows one of the trained outputs)."""
     energy = pb.energy
-    trained = energy.circuit.with_conductances(dict(zip(energy.param_names, theta)))
+    if pb.adjoint:
+        trained = energy.circuit_at(theta)
+    else:
+        trained = energy.circuit.with_conductances(dict(zip(energy.param_names, theta)))
     trained = trained.with_sources(dict(zip(energy.inputs, pb.X[0])))
     text = write_netlist(trained)
     head, rest = text.split("\n", 1)
     note = (f"* trained by physgrad fit ({pb.resolved['method']}, {pb.resolved['loss']} loss); inputs "
             f"{', '.join(energy.inputs)} set to the first training sample; outputs {', '.join(energy.output_nodes)}")
+    if pb.trainables.sources:
+        note += f"\n* trained sources: {', '.join(pb.trainables.sources)}"
     return head + "\n" + note + "\n" + rest
 
 
