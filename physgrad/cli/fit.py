@@ -27,7 +27,8 @@ def register(sub) -> None:
     from physgrad.learning.optim import OPTIMIZERS
 
     p = sub.add_parser("fit", help="train a netlist's conductances on a CSV dataset",
-                       description="Train the trainable resistors (.trainable, default all) of NETLIST on a CSV "
+                       description="Train the trainable resistors (.trainable, default all; or the resistors and "
+                                   "sources named by --trainable) of NETLIST on a CSV "
                                    "dataset: each input source takes its value from the column of the same name; "
                                    "targets are the columns named like the output nodes (--loss mse) or a class "
                                    "column (--label-column with --loss levels|argmax|xent).")

@@ -3,7 +3,11 @@
 Each named input source takes its value from the CSV column of the same name; with ``--loss mse``
 each output node's target is the column named like the node, otherwise ``--label-column`` holds the
 class and the loss (``levels``, ``argmax``, ``xent``, :mod:`physgrad.netlists.losses`) encodes it. The
-netlist's ``.trainable`` line (default: every resistor) says what is trained. Every step is one
+netlist's ``.trainable`` line (default: every resistor) says what is trained, unless ``trainable``
+(``--trainable GLOBS``, :mod:`physgrad.netlists.trainable`) names resistors and independent sources;
+``bounds`` (``--bounds NAME=LO:HI``) is the box every step is projected onto. Trained sources and
+circuits with transistors go the adjoint route (``method = "exact"``: a solve and an adjoint solve per
+sample, :class:`~physgrad.netlists.trainable.SourceModel`). Otherwise every step is one
 batched call of the learning rule (:mod:`physgrad.learning`) on the circuit's co-content
 (:class:`~physgrad.energies.co_content.CoContentEnergy`, :class:`~physgrad.minimizers.co_content.CoContentMinimizer`:
 one factorization shared by the samples and phases of the batch), an optimizer step
@@ -31,7 +35,7 @@ The run folder ``DIR`` (:class:`physgrad.runs.RunFolder`: claimed, locked, every
 * ``metrics.csv`` -- one row per epoch (``0`` = before training): ``epoch, train_cost, test_cost,
   train_accuracy, test_accuracy, seconds`` (costs are the loss's batch mean; accuracy columns where
   there are labels, test columns with ``--test``);
-* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets, the device
+* ``checkpoint.npz`` -- conductances (and trained source values), optimizer state, the solver's warm-start sets, the device
   state (:func:`physgrad.runs.device_arrays`: ``device.*`` arrays and ``device_meta`` JSON) and the
   position (``epoch`` completed epochs, ``batch`` batches into the next), with the SHA-256 of its arrays
   (:func:`physgrad.runs.save_checkpoint`); after every epoch and on SIGINT/SIGTERM (the current batch
