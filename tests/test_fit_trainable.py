@@ -123,7 +123,7 @@ def test_fit_learns_gate_voltages_within_bounds_at_every_step(files, monkeypatch
     assert cfg["resolved"]["bounds"]["vg3"] == [1.8, 2.1, "V"]
 
 
-def test_resume_equals_an_uninterrupted_run_and_predict_uses_the_trained_sources(files):
+def test_resume_equals_an_uninterrupted_run_and_predict_uses_the_trained_sources(files, capsys):
     quiet = dict(progress=False, log=lambda *a: None)
     fit_run(_spec(files, epochs=3), files / "full", **quiet)
     part = fit_run(_spec(files, epochs=3), files / "part", _interrupt_after=4, **quiet)
@@ -146,6 +146,12 @@ def test_resume_equals_an_uninterrupted_run_and_predict_uses_the_trained_sources
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     untrained = [solve(parse_netlist(NMOS).with_sources({"vin": x})).voltage("out") for x in X[:, 0]]
     assert np.max(np.abs(np.array(want) - untrained)) > 1e-3
+    capsys.readouterr()
+    assert main(["predict", str(files / "full"), "--data", str(files / "train.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = [solve(c.with_sources({"vin": x})).voltage("out") for x in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    y = np.array([0.3, 0.35, 0.45, 0.6, 0.8])
+    assert out["rmse_V"] == pytest.approx(float(np.sqrt(np.mean((np.array(rows) - y) ** 2))), abs=1e-12)
 
 
 @pytest.mark.parametrize("extra, needle", [
