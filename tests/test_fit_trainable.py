@@ -2,11 +2,12 @@
 a bias source of a diode circuit) by the per-sample adjoint route; bounds at every step; resume; predict
 with the trained sources; bad input exits 2 naming the element; the default is unchanged."""
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from physgrad.circuit.netlist import parse_netlist
+from physgrad.circuit.netlist import parse_netlist, read_netlist
 from physgrad.circuit.solve import solve
 from physgrad.cli import main
 from physgrad.netlists import fit as fitmod
@@ -201,3 +202,17 @@ def test_default_trainable_is_unchanged(files):
     np.testing.assert_array_equal(a, b)
     pb = resolve(_spec(files, **kw, trainable=None, method="cep"))
     assert not pb.adjoint and pb.resolved["trainable_sources"] == [] and pb.resolved["bounds"] == {}
+
+
+@pytest.mark.ngspice
+def test_trained_transistor_netlist_runs_in_ngspice(files):
+    if shutil.which("ngspice") is None:
+        pytest.skip("ngspice not installed")
+    from physgrad.circuit.ngspice import run_ngspice
+
+    fit_run(_spec(files, epochs=1), files / "run", progress=False, log=lambda *a: None)
+    text = (files / "run" / "trained.cir").read_text()
+    assert "* trained sources: vg1, vg2, vg3" in text
+    ng = run_ngspice(text)
+    sol = solve(read_netlist(files / "run" / "trained.cir"))
+    assert ng.voltage("out") == pytest.approx(sol.voltage("out"), abs=1e-8)
