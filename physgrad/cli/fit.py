@@ -27,7 +27,8 @@ def register(sub) -> None:
     from physgrad.learning.optim import OPTIMIZERS
 
     p = sub.add_parser("fit", help="train a netlist's conductances on a CSV dataset",
-                       description="Train the trainable resistors (.trainable, default all) of NETLIST on a CSV "
+                       description="Train the trainable resistors (.trainable, default all; or the resistors and "
+                                   "sources named by --trainable) of NETLIST on a CSV "
                                    "dataset: each input source takes its value from the column of the same name; "
                                    "targets are the columns named like the output nodes (--loss mse) or a class "
                                    "column (--label-column with --loss levels|argmax|xent).")
@@ -68,6 +69,19 @@ def register(sub) -> None:
                         "levels{N}-stochastic, digipot128, reram-sb, reram-es, pcm-pair) or a .json/.toml device "
                         "file; updates go through the devices, equilibria see what they read; default ideal")
     add_energy_options(p, "the netlist's resistors, diodes and nudge resistors; physgrad.netlists.energy")
+    p.add_argument("--trainable", type=names, default=None, metavar="GLOBS",
+                   help="comma-separated names or globs (*, ?, [...]; case-insensitive, as the netlist reader folds "
+                        "names) of the elements to train: resistors (conductance, S) and independent sources that are "
+                        "not inputs (V or A, e.g. the gate voltages of a transistor network); replaces the netlist's "
+                        ".trainable line; default: its .trainable resistors, else every resistor. Trained sources and "
+                        "transistor circuits take --method exact (the adjoint of the MNA equations, per sample)")
+    p.add_argument("--bounds", action="append", default=[], metavar="NAME=LO:HI",
+                   help="bounds of a trainable element (NAME a name or glob; repeatable): V for voltage sources, A for "
+                        "current sources, S (conductance) for resistors, where it replaces [--g-min, --g-max]; "
+                        "theta is clipped into them after every step; an initial value outside them is refused")
+    p.add_argument("--source-lr", type=float, default=None,
+                   help="learning rate of trained sources: adam V (or A) per step, default 0.01 x the span of the "
+                        "source voltages; sgd/momentum V/V, default 0.05")
     p.add_argument("--out", default=None, help="run folder (default runs/fit-<netlist name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -95,7 +109,8 @@ def run(args) -> int:
                    batch_size=args.batch_size, seed=args.seed, levels=args.levels, margin=args.margin,
                    temperature=args.temperature, device_model=args.device_model,
                    eval_every=args.eval_every, energy=args.energy, node_capacitance=capacitance,
-                   settling_multiple=settling)
+                   settling_multiple=settling, trainable=args.trainable, bounds=tuple(args.bounds),
+                   source_lr=args.source_lr)
     out = args.out or f"runs/fit-{Path(args.netlist).stem}"
     try:
         rows = fit_run(spec, out, resume=args.resume, overwrite=args.overwrite,

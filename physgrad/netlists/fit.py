@@ -3,7 +3,11 @@
 Each named input source takes its value from the CSV column of the same name; with ``--loss mse``
 each output node's target is the column named like the node, otherwise ``--label-column`` holds the
 class and the loss (``levels``, ``argmax``, ``xent``, :mod:`physgrad.netlists.losses`) encodes it. The
-netlist's ``.trainable`` line (default: every resistor) says what is trained. Every step is one
+netlist's ``.trainable`` line (default: every resistor) says what is trained, unless ``trainable``
+(``--trainable GLOBS``, :mod:`physgrad.netlists.trainable`) names resistors and independent sources;
+``bounds`` (``--bounds NAME=LO:HI``) is the box every step is projected onto. Trained sources and
+circuits with transistors go the adjoint route (``method = "exact"``: a solve and an adjoint solve per
+sample, :class:`~physgrad.netlists.trainable.SourceModel`). Otherwise every step is one
 batched call of the learning rule (:mod:`physgrad.learning`) on the circuit's co-content
 (:class:`~physgrad.energies.co_content.CoContentEnergy`, :class:`~physgrad.minimizers.co_content.CoContentMinimizer`:
 one factorization shared by the samples and phases of the batch), an optimizer step
@@ -31,7 +35,7 @@ The run folder ``DIR`` (:class:`physgrad.runs.RunFolder`: claimed, locked, every
 * ``metrics.csv`` -- one row per epoch (``0`` = before training): ``epoch, train_cost, test_cost,
   train_accuracy, test_accuracy, seconds`` (costs are the loss's batch mean; accuracy columns where
   there are labels, test columns with ``--test``);
-* ``checkpoint.npz`` -- conductances, optimizer state, the solver's warm-start sets, the device
+* ``checkpoint.npz`` -- conductances (and trained source values), optimizer state, the solver's warm-start sets, the device
   state (:func:`physgrad.runs.device_arrays`: ``device.*`` arrays and ``device_meta`` JSON) and the
   position (``epoch`` completed epochs, ``batch`` batches into the next), with the SHA-256 of its arrays
   (:func:`physgrad.runs.save_checkpoint`); after every epoch and on SIGINT/SIGTERM (the current batch
@@ -66,6 +70,8 @@ from physgrad.netlists.data import class_names, encode_labels, read_table
 from physgrad.netlists.energy import FitEnergyMeter
 from physgrad.netlists.grad import BETA_FLOOR, EPS, NUDGED, check_beta, default_beta, output_conductance
 from physgrad.netlists.losses import LOSSES, Loss
+from physgrad.netlists.trainable import (AdjointEstimator, SampleSolver, SourceModel, Trainables, box, check_initial,
+                                         needs_adjoint_route, parse_bound, select_trainable, unit_of)
 from physgrad.learning import METHODS, make_estimator, optim
 from physgrad.minimizers.co_content import CoContentMinimizer
 from physgrad.runs import (CorruptRunError, MetricsLog, RunFolder, Rows, StopFlag, checkpoint_error, device_arrays,
@@ -114,6 +120,13 @@ class FitSpec:
         columns ``energy_free_J``, ``energy_nudged_J``, ``energy_program_J`` (module docstring)
     node_capacitance : F per node (default :data:`physgrad.circuit.power.NODE_CAPACITANCE`, 1 pF);
         settling_multiple : RC time constants per phase (default 5); used with ``energy``
+    trainable : globs over element names (:func:`physgrad.netlists.trainable.select_trainable`):
+        resistors and independent sources to train; None (default): the netlist's ``.trainable``
+        resistors (every resistor without the line)
+    bounds : ``"NAME=LO:HI"`` texts (NAME a name or glob; V, A, or S for resistors), projected onto
+        after every step (:func:`physgrad.netlists.trainable.box`)
+    source_lr : learning rate of the trained sources (adam: V or A per step, default 0.01 x the
+        span of the source voltages; sgd/momentum: V/V, default 0.05)
     """
 
     netlist: str
@@ -141,6 +154,9 @@ class FitSpec:
     energy: bool = False
     node_capacitance: float = NODE_CAPACITANCE
     settling_multiple: float = SETTLING_MULTIPLE
+    trainable: Optional[tuple] = None
+    bounds: tuple = ()
+    source_lr: Optional[float] = None
 
     def __post_init__(self):
         if self.method not in FIT_METHODS:
@@ -154,7 +170,7 @@ class FitSpec:
                 raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise PhysgradError(f"seed must be an integer >= 0, got {self.seed!r}")
-        for name in ("beta", "eta", "lr", "g_max", "margin", "temperature"):
+        for name in ("beta", "eta", "lr", "g_max", "margin", "temperature", "source_lr"):
             v = getattr(self, name)
             if v is not None and not (np.isfinite(v) and v > 0):
                 raise PhysgradError(f"{name} must be a finite number > 0, got {v!r}")
@@ -162,6 +178,13 @@ class FitSpec:
             raise PhysgradError(f"g_min must be a finite number >= 0, got {self.g_min!r}")
         if not self.inputs:
             raise PhysgradError("name the input sources (--inputs V1,V2,...)")
+        if self.trainable is not None and (isinstance(self.trainable, str) or not self.trainable
+                                           or not all(isinstance(t, str) and t.strip() for t in self.trainable)):
+            raise PhysgradError(f"trainable must be a non-empty sequence of names or globs, got {self.trainable!r}")
+        if isinstance(self.bounds, str) or not all(isinstance(b, str) for b in self.bounds):
+            raise PhysgradError(f"bounds must be a sequence of 'NAME=LO:HI' texts, got {self.bounds!r}")
+        for b in self.bounds:
+            parse_bound(b)  # a clear error for a malformed bound, before anything is read
         if not isinstance(self.device_model, str) or not self.device_model.strip():
             raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
         for name in ("node_capacitance", "settling_multiple"):
@@ -200,6 +223,10 @@ class FitProblem:
     classes: Optional[tuple]
     resolved: dict
     device: Device
+    trainables: Trainables = Trainables(())
+    lo: Optional[np.ndarray] = None  # projection box of theta (S, V, A), shape (n_params,)
+    hi: Optional[np.ndarray] = None
+    adjoint: bool = False  # the per-sample adjoint route (SourceModel): transistors or trained sources
 
 
 def _file_digest(path) -> str:
@@ -260,9 +287,21 @@ def resolve(spec: FitSpec) -> FitProblem:
         classes = class_names(train.labels)
         Y = encode_labels(train, classes)
         Y_test = encode_labels(test, classes) if test else None
-    energy = CoContentEnergy(circuit, inputs, outputs)
+    tr = select_trainable(circuit, spec.trainable, inputs)
+    if not tr.names:
+        raise PhysgradError("nothing to train: the netlist has no (trainable) resistor; name what to train with "
+                            "--trainable")
     device = device_from_spec(spec.device_model)
-    g0 = energy.theta0()
+    adjoint = needs_adjoint_route(circuit, tr)
+    if adjoint:
+        _check_adjoint_route(circuit, tr, spec, device)
+        energy = SourceModel(circuit, inputs, outputs, tr)
+        g0 = energy.theta0()[:len(tr.resistors)]
+        if not g0.size:
+            g0 = np.array([r.conductance for r in circuit.resistors], float)
+    else:
+        energy = CoContentEnergy(circuit, inputs, outputs, trainable=None if spec.trainable is None else tr.resistors)
+        g0 = energy.theta0()
     g_med = float(np.median(g0[g0 > 0])) if np.any(g0 > 0) else 1.0
     # span of the source voltages: fixed sources, the inputs in the data, and ground
     fixed = [el.value for el in circuit.elements if isinstance(el, VoltageSource) and el.name not in inputs]
@@ -289,6 +328,9 @@ def resolve(spec: FitSpec) -> FitProblem:
     lr = spec.lr
     if lr is None:
         lr = 0.01 * g_med if spec.optimizer == "adam" else 0.05 * g_med**2 / span**2
+    source_lr = None
+    if tr.sources:
+        source_lr = spec.source_lr if spec.source_lr is not None else (0.01 * span if spec.optimizer == "adam" else 0.05)
     resolved = {
         "inputs": list(inputs), "outputs": list(outputs), "label_column": label, "loss": loss_kind,
         "method": spec.method, "beta": spec.beta if spec.beta is not None else default_beta(circuit), "eta": spec.eta,
@@ -300,12 +342,35 @@ def resolve(spec: FitSpec) -> FitProblem:
         "median_conductance_S": g_med, "source_span_V": [v_lo, v_hi], "trainable": list(energy.param_names),
         "n_train": int(X.shape[0]), "n_test": None if X_test is None else int(X_test.shape[0]),
         "device": device_to_dict(device),
+        "trainable_sources": list(tr.sources), "source_lr": source_lr,
+        "route": "adjoint (one MNA solve and one adjoint solve per sample)" if adjoint else "co-content (batched)",
     }
     if spec.method in NUDGED:  # the nudge must move the outputs by more than round-off (at |y - v| ~ V)
         check_beta(resolved["beta"], BETA_FLOOR * EPS * output_conductance(circuit, outputs), "beta")
     if resolved["g_max"] is not None and resolved["g_max"] <= resolved["g_min"]:
         raise PhysgradError(f"g_max ({resolved['g_max']} S) must exceed g_min ({resolved['g_min']} S)")
-    return FitProblem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device)
+    lo, hi, explicit = box(circuit, tr, spec.bounds, resolved["g_min"], resolved["g_max"])
+    units = tuple(unit_of(circuit.element(n)) for n in tr.names)
+    check_initial(energy.theta0(), tr.names, explicit, units)
+    resolved["bounds"] = {n: [b[0], b[1], u] for n, b, u in
+                          ((n, explicit[n], u) for n, u in zip(tr.names, units) if n in explicit)}
+    return FitProblem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device, tr, lo, hi, adjoint)
+
+
+def _check_adjoint_route(circuit, tr: Trainables, spec: FitSpec, device: Device) -> None:
+    """The adjoint route trains with ``method = "exact"`` and ideal devices only (refused naming why)."""
+    why = (f"the circuit has transistors ({', '.join(t.name for t in circuit.transistors[:5])}), which have no "
+           "co-content" if circuit.transistors else
+           f"source {tr.sources[0]!r} is trainable (--trainable), and a source value is not a conductance")
+    if spec.method != "exact":
+        raise PhysgradError(f"--method {spec.method}: {why}; EP and coupled learning do not apply, so fit trains it "
+                            "with --method exact (the adjoint of the MNA equations, one solve per sample)")
+    if not device.is_ideal:
+        raise PhysgradError(f"--device-model {spec.device_model!r}: {why}; fit trains such circuits with the ideal "
+                            "device only")
+    if spec.energy:
+        raise PhysgradError(f"--energy: {why}; the energy accounting reads the co-content route's phases, which this "
+                            "route does not have (not yet supported)")
 
 
 # --- evaluation and one step -----------------------------------------------------------------------
@@ -364,12 +429,31 @@ def clip(theta, g_min: float, g_max: Optional[float]):
     return np.clip(theta, g_min, np.inf if g_max is None else g_max)
 
 
+def project(pb: FitProblem, theta):
+    """``theta`` clipped into its box ``[pb.lo, pb.hi]`` (``[g_min, g_max]`` for resistors without
+    an explicit bound; ``--bounds``); the clip into ``[g_min, g_max]`` when the box is not set."""
+    if pb.lo is None:
+        r = pb.resolved
+        return clip(theta, r["g_min"], r["g_max"])
+    return np.clip(theta, pb.lo, pb.hi)
+
+
+def step_lr(pb: FitProblem):
+    """The optimizer's learning rate: ``lr`` (a number) or, with trained sources, one per parameter
+    (``lr`` for the conductances, ``source_lr`` for the sources)."""
+    r = pb.resolved
+    if not pb.trainables.sources:
+        return r["lr"]
+    return np.concatenate([np.full(len(pb.trainables.resistors), r["lr"]),
+                           np.full(len(pb.trainables.sources), r["source_lr"])])
+
+
 def init_devices(pb: FitProblem) -> tuple:
     """``(theta, DeviceState)``: the run's initial conductances (clipped into ``[g_min, g_max]``)
     programmed onto devices drawn from ``device_rng(seed, "init")``; ``(theta, None)`` for the
     ideal device (nothing drawn, nothing changed)."""
     r = pb.resolved
-    theta = clip(pb.energy.theta0(), r["g_min"], r["g_max"])
+    theta = project(pb, pb.energy.theta0())
     if pb.device.is_ideal:
         return theta, None
     return pb.device.init(theta, device_rng(r["seed"], "init"))
@@ -401,7 +485,7 @@ def device_step(pb: FitProblem, theta, theta_opt, dstate: Optional[DeviceState])
     ``[g_min, g_max]``; devices: ``device.update`` of the clipped request, stream
     ``device_rng(seed, "update", n_updates)``."""
     r = pb.resolved
-    target = clip(theta_opt, r["g_min"], r["g_max"])
+    target = project(pb, theta_opt)
     if dstate is None:
         return target, None
     rng = device_rng(r["seed"], "update", dstate.n_updates)
@@ -443,9 +527,9 @@ def _load_checkpoint(path: Path, pb: FitProblem, n_epochs: int, minimizer) -> di
     bad = checkpoint_error(path)
     arrays = load_arrays(path, required=("theta", "epoch", "seconds", "opt_t"))
     r = pb.resolved
-    theta0 = clip(pb.energy.theta0(), r["g_min"], r["g_max"])
-    theta = finite_like(arrays.pop("theta"), theta0, "theta (the conductances)", bad)
-    if np.any(theta < 0):
+    theta0 = project(pb, pb.energy.theta0())
+    theta = finite_like(arrays.pop("theta"), theta0, "theta (the conductances and trained sources)", bad)
+    if np.any(theta[:len(pb.trainables.resistors)] < 0):
         raise bad("theta holds negative conductances")
     n_batches = -(-len(pb.X) // min(r["batch_size"], len(pb.X)))
     epoch = scalar(arrays, "epoch", "i", bad, 0, n_epochs)
@@ -493,6 +577,8 @@ def _check_warm(warm: dict, template: dict, bad) -> None:
     """The warm-start sets of a checkpoint have the solver's layout (:meth:`BatchSolver.warm_state`)."""
     if set(warm) != set(template):
         raise bad(f"warm-start keys {sorted(warm)}, expected {sorted(template)}")
+    if not template:  # the per-sample solver keeps no warm state
+        return
     X, sets, last, has = (np.asarray(warm[k]) for k in WARM_KEYS)
     n_in, nbytes = template["inputs"].shape[1], template["sets"].shape[1]
     ok = (X.dtype.kind == "f" and X.ndim == 2 and X.shape[1] == n_in and bool(np.all(np.isfinite(X)))
@@ -628,9 +714,9 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             raise PhysgradError(f"--resume: device model {spec.device_model!r} is not the one the run started with "
                                 f"({saved_device})")
     energy = pb.energy
-    minimizer = CoContentMinimizer()
+    minimizer = SampleSolver() if pb.adjoint else CoContentMinimizer()
     r = pb.resolved
-    estimator = make_estimator(r["method"], beta=r["beta"], eta=r["eta"])
+    estimator = AdjointEstimator() if pb.adjoint else make_estimator(r["method"], beta=r["beta"], eta=r["eta"])
     fields = metric_fields(pb)  # every column but epoch and seconds may be empty (not measured that epoch)
     metrics = MetricsLog(metrics_path, fields, first=0, optional=[f for f in fields if f not in ("epoch", "seconds")])
     if resume:
@@ -685,7 +771,7 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
                 seen = {} if meter is not None else None
                 g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs,
                              seen)
-                theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, r["lr"])
+                theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, step_lr(pb))
                 before = (theta, dstate)
                 theta, dstate = device_step(pb, theta, theta_opt, dstate)
                 if meter is not None:
@@ -731,7 +817,7 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
     plot_learning_curve(rows, folder.file("learning_curve.png"), title, pb.loss.classifies)
     if spec.energy:
         plot_energy(rows, folder.file("energy.png"), title + " (energy per example)")
-    open_ = [n for n, g in zip(energy.param_names, theta) if not g > 0]
+    open_ = [n for n, g in zip(pb.trainables.resistors, theta) if not g > 0]
     if open_:  # a device at 0 S (level 0, stuck at g_min = 0): a SPICE resistor cannot be open
         folder.remove("trained.cir")
         log(f"trained.cir not written: resistor(s) {', '.join(open_)} hold 0 S, which a netlist cannot express "
@@ -745,12 +831,17 @@ def trained_netlist(pb: FitProblem, theta) -> str:
     """The trained circuit as a netlist (:func:`write_netlist`), its input sources set to the first
     training sample (so that ``ngspice -b trained.cir`` shows one of the trained outputs)."""
     energy = pb.energy
-    trained = energy.circuit.with_conductances(dict(zip(energy.param_names, theta)))
+    if pb.adjoint:
+        trained = energy.circuit_at(theta)
+    else:
+        trained = energy.circuit.with_conductances(dict(zip(energy.param_names, theta)))
     trained = trained.with_sources(dict(zip(energy.inputs, pb.X[0])))
     text = write_netlist(trained)
     head, rest = text.split("\n", 1)
     note = (f"* trained by physgrad fit ({pb.resolved['method']}, {pb.resolved['loss']} loss); inputs "
             f"{', '.join(energy.inputs)} set to the first training sample; outputs {', '.join(energy.output_nodes)}")
+    if pb.trainables.sources:
+        note += f"\n* trained sources: {', '.join(pb.trainables.sources)}"
     return head + "\n" + note + "\n" + rest
 
 

@@ -8,7 +8,10 @@ netlist (inputs: the CSV columns named like the netlist's independent sources; o
 nodes unless named). Netlists give resistances in ohms; the circuits here hold conductances in S.
 
 Each chunk of :data:`CHUNK` samples is one batched solve (:class:`CoContentMinimizer`), every
-equilibrium KKT-certified; an uncertified one raises :class:`NotSolvedError` (exit 1).
+equilibrium KKT-certified; an uncertified one raises :class:`NotSolvedError` (exit 1). A circuit with
+transistors (no co-content) is solved sample by sample by the MNA Newton route
+(:class:`physgrad.netlists.trainable.SampleSolver`). A fit's trained sources are in its
+``trained.cir``, so the model predicts with them.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from physgrad.circuit import Circuit, CurrentSource, VoltageSource
 from physgrad.netlists.data import DataError, encode_labels, read_table
 from physgrad.netlists.grad import as_circuit
 from physgrad.netlists.losses import Loss
+from physgrad.netlists.trainable import SampleSolver, SourceModel, Trainables
 from physgrad.runs import load_json
 from physgrad.types import NotSolvedError, PhysgradError
 
@@ -168,9 +172,13 @@ def predict(model: Model, X) -> np.ndarray:
         i, j = big[0]
         raise PhysgradError(f"row {i + 1}: input {model.inputs[j]} = {X[i, j]:.3g} exceeds {MAX_INPUT:.0e} in "
                             "magnitude (V or A)")
-    energy = CoContentEnergy(model.circuit, model.inputs, model.outputs,
-                             trainable=tuple(r.name for r in model.circuit.resistors)[:1] or None)
-    theta, minimizer = energy.theta0(), CoContentMinimizer()
+    if model.circuit.transistors:  # no co-content: one MNA solve per sample (the fit's adjoint route)
+        energy = SourceModel(model.circuit, model.inputs, model.outputs, Trainables(()))
+        theta, minimizer = energy.theta0(), SampleSolver()
+    else:
+        energy = CoContentEnergy(model.circuit, model.inputs, model.outputs,
+                                 trainable=tuple(r.name for r in model.circuit.resistors)[:1] or None)
+        theta, minimizer = energy.theta0(), CoContentMinimizer()
     outs = []
     for start in range(0, len(X), CHUNK):
         eq = minimizer.minimize(energy, theta, X[start:start + CHUNK])
