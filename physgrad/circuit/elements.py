@@ -712,6 +712,21 @@ class Circuit:
     def element_index(self) -> dict:
         return {el.name: i for i, el in enumerate(self.elements)}
 
+    @cached_property
+    def element_names(self) -> tuple:
+        """Element names, in the order of :attr:`elements`."""
+        return tuple(el.name for el in self.elements)
+
+    @cached_property
+    def terminals(self) -> tuple:
+        """``(a, b)``: index arrays, shape ``(n_elements,)``, of each element's first and second node
+        in :attr:`nodes` (ground ``-1``); a current is counted from ``a`` to ``b``."""
+        get = self.node_index.get
+        pairs = [el.nodes for el in self.elements]
+        a = np.fromiter([get(p[0], -1) for p in pairs], dtype=np.int64, count=len(pairs))
+        b = np.fromiter([get(p[1], -1) for p in pairs], dtype=np.int64, count=len(pairs))
+        return a, b
+
     def element(self, name: str) -> Element:
         """The element called ``name`` (case-insensitive); clear error if unknown."""
         key = _name_text(name, "element")
@@ -728,8 +743,26 @@ class Circuit:
             raise PhysgradError(f"unknown node {node!r}")
         return self.node_index[n]
 
+    @cached_property
+    def positions_by_type(self) -> dict:
+        """Element type -> positions in :attr:`elements` of the elements of exactly that type (one
+        pass over the elements, shared by :meth:`of_type` and :func:`circuit_arrays`)."""
+        out: dict = {}
+        for pos, el in enumerate(self.elements):
+            rows = out.get(type(el))
+            if rows is None:
+                rows = out[type(el)] = []
+            rows.append(pos)
+        return out
+
     def of_type(self, kind) -> tuple:
-        return tuple(el for el in self.elements if isinstance(el, kind))
+        """The elements that are instances of ``kind`` (a type or a tuple of types), in circuit order."""
+        groups = [rows for t, rows in self.positions_by_type.items() if issubclass(t, kind)]
+        if not groups:
+            return ()
+        pos = groups[0] if len(groups) == 1 else sorted(p for rows in groups for p in rows)
+        els = self.elements
+        return tuple(els[p] for p in pos)
 
     @property
     def controlled_sources(self) -> tuple:
@@ -885,29 +918,23 @@ def incidence(n_nodes: int, a: np.ndarray, b: np.ndarray) -> sp.csr_matrix:
 
 
 def circuit_arrays(circuit: Circuit) -> CircuitArrays:
-    """Build the :class:`CircuitArrays` of ``circuit``."""
-    idx = circuit.node_index
+    """Build the :class:`CircuitArrays` of ``circuit`` (one pass over the elements, grouped by type)."""
+    by_type = circuit.positions_by_type
+    a_all, b_all = circuit.terminals
+    els = circuit.elements
 
-    def ix(n):
-        return -1 if n == GROUND else idx[n]
-
-    def table(kind, a, b, *values):
-        rows = [(pos, el) for pos, el in enumerate(circuit.elements) if isinstance(el, kind)]
-        out = [
-            np.array([ix(getattr(el, a)) for _, el in rows], dtype=np.int64),
-            np.array([ix(getattr(el, b)) for _, el in rows], dtype=np.int64),
-        ]
+    def table(kind, *values):
+        rows = [rows for t, rows in by_type.items() if issubclass(t, kind)]
+        pos = np.array(rows[0] if len(rows) == 1 else sorted(p for r in rows for p in r), dtype=np.int64)
+        out = [a_all[pos], b_all[pos]]
         for v in values:
-            out.append(np.array([v(el) for _, el in rows], dtype=float))
-        out.append(np.array([pos for pos, _ in rows], dtype=np.int64))
+            out.append(np.fromiter((v(els[k]) for k in pos.tolist()), dtype=float, count=len(pos)))
+        out.append(pos)
         return out
 
-    res = table(Resistor, "n1", "n2", lambda e: e.conductance)
-    dio = table(IdealDiode, "anode", "cathode", lambda e: e.vth)
-    shk = table(
-        ShockleyDiode, "anode", "cathode",
-        lambda e: e.model.IS, lambda e: e.model.N, lambda e: e.model.gmin, lambda e: e.model.vt,
-    )
-    vs = table(VoltageSource, "pos", "neg", lambda e: e.value)
-    cs = table(CurrentSource, "pos", "neg", lambda e: e.value)
+    res = table(Resistor, lambda e: e.conductance)
+    dio = table(IdealDiode, lambda e: e.vth)
+    shk = table(ShockleyDiode, lambda e: e.model.IS, lambda e: e.model.N, lambda e: e.model.gmin, lambda e: e.model.vt)
+    vs = table(VoltageSource, lambda e: e.value)
+    cs = table(CurrentSource, lambda e: e.value)
     return CircuitArrays(len(circuit.nodes), *res, *dio, *shk, *vs, *cs)

@@ -48,28 +48,37 @@ def offset_forest(n: int, a: np.ndarray, b: np.ndarray, value: np.ndarray, start
 
     Trees are rooted at the nodes of ``starts`` first (e.g. ground), then in index order.
     """
-    adj = [[] for _ in range(n)]
+    a = np.asarray(a, dtype=np.int64).tolist()
+    b = np.asarray(b, dtype=np.int64).tolist()
+    value = np.asarray(value, dtype=float).tolist()
+    adj: dict = {}  # only nodes with an edge: a node without one is its own tree (root = itself)
     for k, (x, y, v) in enumerate(zip(a, b, value)):
-        adj[x].append((y, -v, k))  # x_y = x_x - v
-        adj[y].append((x, v, k))
-    root = np.full(n, -1, dtype=np.int64)
+        adj.setdefault(x, []).append((y, -v, k))  # x_y = x_x - v
+        adj.setdefault(y, []).append((x, v, k))
+    root = np.arange(n, dtype=np.int64)
+    seen = {}  # node -> its root, for the nodes reached so far
     parent = np.full(n, -1, dtype=np.int64)
     parent_edge = np.full(n, -1, dtype=np.int64)
     offset = np.zeros(n)
     tree = np.zeros(len(a), bool)
-    for start in list(starts) + list(range(n)):
-        if root[start] >= 0:
+    for start in list(starts) + sorted(adj):
+        if start in seen or start not in adj:
             continue
-        root[start] = start
+        seen[start] = start
+        off = {start: 0.0}
         stack = [start]
         while stack:
             x = stack.pop()
             for y, dv, k in adj[x]:
-                if root[y] < 0:
-                    root[y], parent[y], parent_edge[y] = start, x, k
-                    offset[y] = offset[x] + dv
+                if y not in seen:
+                    seen[y] = start
+                    parent[y], parent_edge[y] = x, k
+                    off[y] = off[x] + dv
                     tree[k] = True
                     stack.append(y)
+        nodes = np.fromiter(off, dtype=np.int64, count=len(off))
+        root[nodes] = start
+        offset[nodes] = np.fromiter(off.values(), dtype=float, count=len(off))
     return OffsetForest(root, offset, tree, parent, parent_edge)
 
 

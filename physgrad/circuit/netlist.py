@@ -451,12 +451,16 @@ class _Loader:
 
 _TOKEN = re.compile(r"\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|'[^']*'|[(),=]|[^\s(),={}']+)")
 _SPECIAL = re.compile(r"[{}'(),=]")
+_ONE_TOKEN = r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|'[^']*'|[(),=]|[^\s(),={}']+"
+_ALL_TOKENS = re.compile(rf"(?:\s*(?:{_ONE_TOKEN}))*\s*")  # a card that splits into tokens with nothing left over
 
 
 def _tokens(text: str, where: str) -> list:
     """Split a card: ``{...}`` and ``'...'`` stay whole; ``( ) , =`` are tokens of their own."""
     if _SPECIAL.search(text) is None:  # most cards: white space separates every token
         return text.split()
+    if _ALL_TOKENS.fullmatch(text):  # well formed (checked in C): every token at once
+        return _TOKEN.findall(text)
     out, pos = [], 0
     text = text.strip()
     while pos < len(text):
@@ -1235,6 +1239,7 @@ class _Builder:
                 raise NetlistError(f"{where}: option {key} (a conductance from every node to ground) is not supported")
         gmin = self.options.get("gmin", (NGSPICE_GMIN, ""))[0]
         built: dict = {}
+        scales_of: dict = {}  # model -> how many (model, scale) specs were built (labels of scaled copies)
         extra = []
         for pos, where, name, a, c, model, scale in self.diodes:
             if model not in self.models:
@@ -1245,8 +1250,9 @@ class _Builder:
             try:
                 spec = built.get((model, scale))
                 if spec is None:
-                    spec = built[(model, scale)] = _build_model(model, params, mwhere, gmin, scale, self.glob,
-                                                                sum(1 for k in built if k[0] == model))
+                    index = scales_of.get(model, 0)
+                    scales_of[model] = index + 1
+                    spec = built[(model, scale)] = _build_model(model, params, mwhere, gmin, scale, self.glob, index)
                 dmodel, rs = spec
                 if isinstance(dmodel, float):
                     self.elements[pos] = IdealDiode(name, a, c, dmodel)

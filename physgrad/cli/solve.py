@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from physgrad.circuit.netlist import read_deck
+from physgrad.circuit.solution import json_text
 from physgrad.circuit.solve import SOLVERS, solve
 
 
@@ -43,8 +44,7 @@ def run(args) -> int:
         if phase is None:
             print(sol.to_json())
         else:
-            import json
-            print(json.dumps({**sol.to_dict(), "settling": phase}, indent=2, allow_nan=False))
+            print(json_text({**sol.to_dict(), "settling": phase}))
     else:
         print(format_solution(sol))
         if phase is not None:
