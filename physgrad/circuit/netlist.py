@@ -83,6 +83,8 @@ from physgrad.circuit.elements import (
     ShockleyDiode,
     VoltageSource,
     fold,
+    node_name,
+    prechecked,
 )
 from physgrad.circuit.files import InputFileError, TooLargeError, read_limited
 from physgrad.circuit.expr import (SUFFIXES, Budget, ExpressionError, UserFunction, evaluate, names_in,  # noqa: F401
@@ -673,6 +675,7 @@ class _Builder:
         self.max_elements = limits.max_elements
         self.couplings: list = []
         self.controls: list = []  # (where, raw name, flattened control name, name as written)
+        self.node_names: dict = {}  # node as written or flattened -> node_name() of it
 
     # --- pass 1: blocks and global definitions ------------------------------------------------
     def split(self, lines):
@@ -982,20 +985,40 @@ class _Builder:
             if letter == "l":
                 self.add(VoltageSource(f"v.{full}", n1, n2, 0.0), where, generated=True)
             elif letter == "r":
-                self.add(Resistor(full, n1, n2, self.conductance(toks[3:], where, raw, scope)), where,
-                         shown=repr(raw) if not prefix else None)
+                self.add(self.two_terminal(Resistor, full, n1, n2, self.conductance(toks[3:], where, raw, scope)),
+                         where, shown=repr(raw) if not prefix else None)
             elif letter in "efgh":
                 self.controlled(letter, toks, where, raw, full, prefix, nodemap, scope)
             elif letter in "vi":
                 value = self.source_value(toks[3:], where, raw, scope)
-                self.add((VoltageSource if letter == "v" else CurrentSource)(full, n1, n2, value), where,
-                         shown=repr(raw) if not prefix else None)
+                self.add(self.two_terminal(VoltageSource if letter == "v" else CurrentSource, full, n1, n2, value),
+                         where, shown=repr(raw) if not prefix else None)
             else:
                 self.diode(toks[3:], where, raw, full, n1, n2, scope)
         except NetlistError:
             raise
         except PhysgradError as exc:
             raise NetlistError(f"{where}: {exc}") from None
+
+    def two_terminal(self, kind, full, n1, n2, value):
+        """``kind(full, n1, n2, value)``; the common case (distinct nodes, a finite value in range)
+        without the element's own checks, which it repeats: ``full`` is folded and starts with the
+        kind's letter (:meth:`element`), the nodes go through :func:`node_name` once per distinct
+        spelling. Anything else takes the element's constructor and its error."""
+        names = self.node_names
+        a = names.get(n1)
+        if a is None:
+            a = names[n1] = node_name(n1)
+        b = names.get(n2)
+        if b is None:
+            b = names[n2] = node_name(n2)
+        if kind is ShockleyDiode:
+            usual = isinstance(value, DiodeModel)
+        else:
+            usual = type(value) is float and value - value == 0.0 and not (value < 0.0 and kind in _NONNEGATIVE)
+        if a == b or not usual:
+            return kind(full, n1, n2, value)
+        return prechecked(kind, full, a, b, value)
 
     def controlled(self, letter, toks, where, raw, full, prefix, nodemap, scope):
         """A linear controlled source: ``E``/``G`` (four nodes and a gain), ``F``/``H`` (two nodes, the
@@ -1255,13 +1278,13 @@ class _Builder:
                     spec = built[(model, scale)] = _build_model(model, params, mwhere, gmin, scale, self.glob, index)
                 dmodel, rs = spec
                 if isinstance(dmodel, float):
-                    self.elements[pos] = IdealDiode(name, a, c, dmodel)
+                    self.elements[pos] = self.two_terminal(IdealDiode, name, a, c, dmodel)
                 elif rs > 0:
                     inner = f"{name}.rs"
                     self.elements[pos] = ShockleyDiode(name, inner, c, dmodel)
                     extra.append((Resistor(f"r.{name}", a, inner, 1.0 / rs), where))
                 else:
-                    self.elements[pos] = ShockleyDiode(name, a, c, dmodel)
+                    self.elements[pos] = self.two_terminal(ShockleyDiode, name, a, c, dmodel)
             except NetlistError:
                 raise
             except PhysgradError as exc:
@@ -1293,6 +1316,9 @@ class _Builder:
             except PhysgradError as exc:
                 raise NetlistError(f"{where}: {exc}") from None
         return circuit
+
+
+_NONNEGATIVE = (Resistor, IdealDiode)  # conductance, vth >= 0
 
 
 def _looks_numeric(tok: str, scope: _Scope) -> bool:
