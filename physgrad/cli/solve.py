@@ -34,7 +34,14 @@ def run(args) -> int:
     that has no effect on the operating point (analysis cards, ``.control`` blocks) is named in one
     note on stderr."""
     deck = read_deck(args.file)
-    gc.freeze()  # the circuit just read (~5 objects per element, no cycles) stays out of every later collection
+    gc.freeze()  # the circuit just read (~5 objects per element, no cycles) stays out of the collections below
+    try:
+        return _solve_and_print(deck, args)
+    finally:
+        gc.unfreeze()  # back to the oldest generation (main() may run in a longer process: tests, notebooks)
+
+
+def _solve_and_print(deck, args) -> int:
     if deck.notes:
         print(f"physgrad: note: {deck.note()}", file=sys.stderr)
     sol = solve(deck.circuit, args.solver, strict=False)
