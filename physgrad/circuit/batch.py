@@ -6,7 +6,8 @@ or a reference KKT matrix with the batch's majority set of conducting diodes); e
 conducting diodes, nudge or clamp are low-rank borders of it (:mod:`physgrad.circuit.solvers.bordered`),
 and the primal-dual active-set iteration runs on the whole batch at once. Warm starts: a phase may
 start from a state ``s0`` (the diodes tight at ``s0`` conduct first), and the free phase of an
-input seen before starts from that input's last conducting set (a bounded LRU of bit masks).
+input seen before starts from that input's last conducting set (a bounded LRU of bit masks), of
+an input not seen before from the set of the nearest remembered input (:meth:`BatchSolver.warm_sets`).
 A start changes the speed, never the answer: the iteration only stops on the KKT conditions.
 
 Every answer carries a KKT certificate computed exactly as :func:`physgrad.circuit.solution.certify`
