@@ -290,7 +290,8 @@ def prechecked(kind, name: str, a: str, b: str, value):
     reader does (``tests/test_netlist.py`` compares both routes).
     """
     obj = object.__new__(kind)
-    obj.__dict__.update(zip(_TWO_TERMINAL[kind], (name, a, b, value)))
+    f = _TWO_TERMINAL[kind]
+    obj.__dict__.update({f[0]: name, f[1]: a, f[2]: b, f[3]: value})
     return obj
 
 
