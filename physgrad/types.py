@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Protocol, runtime_checkable
 
-import autograd.numpy as anp
 import numpy as np
 
 Status = Literal["converged", "max_iter", "infeasible", "solver_error"]
@@ -248,6 +247,8 @@ class QuadraticForm:
 
     def lift(self, u):
         """State ``s = u P^T + c``, shape ``(batch, n_state)``."""
+        import autograd.numpy as anp  # here, not at import: the solve path (CLI) never loads autograd
+
         return anp.dot(u, anp.transpose(self.P)) + self.c
 
     def reduce(self, state) -> np.ndarray:

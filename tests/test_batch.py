@@ -386,3 +386,60 @@ def test_shockley_nudged_phase_warm_starts_from_the_free_state():
     assert all(c.passed for c in warm.info["certificates"])
     np.testing.assert_allclose(warm.state, cold.state, rtol=0, atol=1e-12)
     assert warm.n_iter < cold.n_iter
+
+
+def test_nearest_input_start_changes_speed_not_the_answer():
+    """Unseen inputs start the free phase from the nearest remembered input's conducting set (fewer
+    active-set iterations); the answers are each sample's own solve and every one is certified."""
+    from physgrad.circuit.batch import NEAREST_MAX
+
+    circuit, inputs, outputs = _independent_network(800, 4)
+    rng = np.random.default_rng(8)
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    theta = energy.theta0()
+    mini = CoContentMinimizer()
+    solver = mini.batch_solver(energy)
+    iters = {"nearest": 0, "reference": 0}
+    for step in range(3):
+        X = rng.uniform(-1, 1, (8, 5))  # fresh inputs: never an exact hit
+        near = solver.warm_sets(X)
+        if step:  # each start is the set of the remembered input nearest to the sample
+            keys = list(solver._warm)[-NEAREST_MAX:]
+            P = np.array([np.frombuffer(k, dtype=float) for k in keys])
+            j = np.argmin(((X[:, None, :] - P[None]) ** 2).sum(axis=2), axis=1)
+            expect = np.array([np.unpackbits(solver._warm[keys[i]], count=energy.topology.m) for i in j], bool)
+            np.testing.assert_array_equal(near, expect)
+            assert solver.warm_sets(X, nearest=False) is None
+        eq = mini.minimize(energy, theta, X)
+        cold = CoContentMinimizer(warm=False).minimize(energy, theta, X)
+        assert eq.converged and all(c.passed for c in eq.info["certificates"])
+        np.testing.assert_allclose(eq.state, cold.state, rtol=0, atol=1e-9)  # 1e-9 V: see the route test above
+        if step == 2:
+            ref = np.array([_reference(circuit, inputs, outputs, X[b:b + 1], FREE)[0] for b in range(len(X))])
+            np.testing.assert_allclose(eq.state, ref, rtol=0, atol=1e-9)
+        if step:
+            iters["nearest"] += eq.n_iter
+            iters["reference"] += cold.n_iter
+            # started from each sample's own predicted set: at most the one reference built at the start
+            assert eq.info["solver_info"]["refactorizations"] <= 1
+    assert iters["nearest"] < iters["reference"]
+
+
+@pytest.mark.parametrize("gemm", [True, False])
+def test_border_product_and_gather_agree(gemm, monkeypatch):
+    """The corrections ``x = x0 - Y z`` applied by one product with every computed column or by a
+    gather of each sample's own columns: the same equilibria (to rounding)."""
+    from physgrad.circuit.solvers import bordered
+
+    monkeypatch.setattr(bordered, "GEMM_RATIO", 0 if gemm else 10**9)
+    monkeypatch.setattr(bordered, "GATHER_MAX", 10**12)
+    monkeypatch.setattr(bordered, "SCHUR_FLOPS", 1e30)  # every sample on the border route
+    monkeypatch.setattr(bordered, "GATHER_S", 0.0)
+    circuit, inputs, outputs = _independent_network(800, 2)
+    X = np.random.default_rng(4).uniform(-1, 1, (6, 5))
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    eq = CoContentMinimizer(warm=False).minimize(energy, energy.theta0(), X)
+    assert eq.converged and all(c.passed for c in eq.info["certificates"])
+    assert eq.info["solver_info"]["border_samples"] > 0 and eq.info["solver_info"]["pattern_samples"] == 0
+    ref = np.array([_reference(circuit, inputs, outputs, X[b:b + 1], FREE)[0] for b in range(len(X))])
+    np.testing.assert_allclose(eq.state, ref, rtol=0, atol=1e-9)

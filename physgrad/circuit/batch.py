@@ -6,7 +6,8 @@ or a reference KKT matrix with the batch's majority set of conducting diodes); e
 conducting diodes, nudge or clamp are low-rank borders of it (:mod:`physgrad.circuit.solvers.bordered`),
 and the primal-dual active-set iteration runs on the whole batch at once. Warm starts: a phase may
 start from a state ``s0`` (the diodes tight at ``s0`` conduct first), and the free phase of an
-input seen before starts from that input's last conducting set (a bounded LRU of bit masks).
+input seen before starts from that input's last conducting set (a bounded LRU of bit masks), of
+an input not seen before from the set of the nearest remembered input (:meth:`BatchSolver.warm_sets`).
 A start changes the speed, never the answer: the iteration only stops on the KKT conditions.
 :func:`solve_batch` hands circuits of Shockley diodes (no ideal diodes) to the batched Newton of
 :mod:`physgrad.circuit.shockley_batch`.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -43,6 +45,10 @@ from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, Physgra
 REF_MIN = 24
 REF_GAIN = 2.0
 MAX_REFACTORS = 8
+# The free phase of an unseen input starts from the set of the nearest of at most this many remembered
+# inputs (the most recent), and at most NEAREST_ENTRIES input values are compared (wide inputs: fewer).
+NEAREST_MAX = 4096
+NEAREST_ENTRIES = 2_000_000
 # Topologies with at most this many entries in their node x reduced-variable maps keep dense copies
 # of them: for small circuits scipy.sparse's per-call overhead (~20-50 us) dominates the arithmetic.
 DENSE_OPS_MAX = 250_000
@@ -215,19 +221,42 @@ class BatchSolver:
         data["X0"] = (system, X0)
         return X0
 
-    def warm_sets(self, X: Optional[np.ndarray]) -> Optional[np.ndarray]:
-        """The last conducting sets of these inputs (free phase), where known (rows of zeros otherwise)."""
+    def warm_sets(self, X: Optional[np.ndarray], nearest: bool = True) -> Optional[np.ndarray]:
+        """Start sets of the free phase for the inputs ``X`` (B, n_inputs): an input seen before starts
+        from its last conducting set; with ``nearest``, any other input from the set of the nearest
+        (Euclidean, in the inputs' own units) of the last :data:`NEAREST_MAX` remembered inputs.
+
+        Conducting sets are piecewise constant in the inputs, so a near input's set is a near start:
+        on the issue-17 ``indep`` network (1k nodes, fresh random inputs every step) the start
+        differs from the final set in ~20 of 250 diodes instead of ~110 from the batch's reference
+        set, and the free phase takes ~3.8 active-set iterations per sample instead of ~5.2. The
+        start changes the iteration count only: the iteration stops on the KKT conditions.
+        ``None`` when nothing is remembered.
+        """
         if X is None or not self._warm:
             return None
         m = self.topo.m
+        X = np.asarray(X, float)
         out = np.zeros((len(X), m), bool)
-        hit = False
-        for b, row in enumerate(np.asarray(X, float)):
+        hit = np.zeros(len(X), bool)
+        for b, row in enumerate(X):
             packed = self._warm.get(row.tobytes())
             if packed is not None:
                 out[b] = np.unpackbits(packed, count=m).astype(bool)
-                hit = True
-        return out if hit else None
+                hit[b] = True
+        if nearest and not np.all(hit) and X.shape[1]:
+            n_max = max(1, min(NEAREST_MAX, NEAREST_ENTRIES // X.shape[1]))
+            keys = list(islice(reversed(self._warm), n_max))  # the most recent first
+            P = np.frombuffer(b"".join(keys), dtype=float).reshape(len(keys), X.shape[1])
+            miss = np.flatnonzero(~hit)
+            Xm = X[miss]
+            # |x - p|^2 = |x|^2 - 2 x.p + |p|^2 (one product for the batch)
+            dist = (Xm * Xm).sum(axis=1)[:, None] - 2.0 * (Xm @ P.T) + (P * P).sum(axis=1)[None, :]
+            j = np.argmin(dist, axis=1)
+            packed = np.array([self._warm[keys[i]] for i in j], dtype=np.uint8).reshape(len(miss), -1)
+            out[miss] = np.unpackbits(packed, axis=1, count=m).astype(bool)
+            hit[miss] = True
+        return out if np.any(hit) else None
 
     def _remember(self, X: Optional[np.ndarray], active: np.ndarray, ok: np.ndarray):
         if X is None or not self.topo.m:
@@ -313,6 +342,7 @@ class BatchSolver:
         # start: the tight diodes of s0, else the inputs' last sets, else the reference set
         system = e.system
         W0 = np.zeros((B, topo.m), bool)
+        own_start = False  # W0 holds each sample's own predicted set (s0's, or a remembered input's)
         if warm and topo.m:
             if s0 is not None and np.shape(s0) == (B, topo.n_nodes) and np.all(np.isfinite(s0)):
                 s0 = np.asarray(s0, float)
@@ -321,13 +351,16 @@ class BatchSolver:
                     # s0 is the last free solution: start from its conducting set exactly (weakly
                     # active diodes, tight but carrying no current, would otherwise start conducting)
                     W0 = held[1].copy()
+                    own_start = True
                 else:
                     slack0 = topo.vth[None, :] - _apply(self.M.Dn, s0)
                     W0 = slack0 <= 1e-9 * max(1.0, float(np.max(np.abs(s0), initial=0.0)))
+                    own_start = True
             else:
                 known = self.warm_sets(X) if kind == "free" else None
                 if known is not None:
                     W0 = known
+                    own_start = True
                 elif system is not None:
                     W0 = np.repeat(system.ref[None, :], B, axis=0)
                 elif self._last_ref is not None:  # a new parameter value: the last reference set
@@ -345,9 +378,13 @@ class BatchSolver:
         h_scale = np.full(B, float(np.max(np.abs(e.h_diag), initial=1.0)) + abs(beta))
         tol_v, tol_i = tolerances(h_scale, F, d)
         refactors = [n_ref]
+        # A start from each sample's own predicted set already gave the reference (their majority):
+        # refactoring mid-iteration then cost more than it saved (1k-node indep network: 790 against
+        # 600 equilibria per CPU second); from a shared start the iteration may pick a better one.
+        max_refactors = n_ref if own_start else MAX_REFACTORS
 
         def refactor(W, todo):
-            if refactors[0] >= MAX_REFACTORS or not self._worth_reference(cur[0], W[todo]):
+            if refactors[0] >= max_refactors or not self._worth_reference(cur[0], W[todo]):
                 return None
             s = self._new_system(e, W[todo])
             refactors[0] += 1

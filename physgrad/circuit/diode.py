@@ -42,11 +42,19 @@ three functions accept numpy arrays (broadcast elementwise).
 """
 from __future__ import annotations
 
-import autograd.numpy as anp
+import sys
+
 import numpy as np
 
 # ngspice's switch from the forward to the reverse expression, in units of N vt (dimensionless).
 REVERSE_SWITCH = 3.0
+
+
+def _xp():
+    """``autograd.numpy`` once autograd is loaded (a traced energy may pass its boxes), else numpy:
+    without autograd in ``sys.modules`` nothing can be traced, and the solve path (the CLI) stays
+    free of autograd's import."""
+    return sys.modules.get("autograd.numpy") or np
 
 
 def _split(vd, N, vt):
@@ -54,7 +62,8 @@ def _split(vd, N, vt):
     ``[v0, inf)`` (forward branch) and to ``(-inf, v0]`` (reverse branch)."""
     nvt = N * vt
     v0 = -REVERSE_SWITCH * nvt
-    return nvt, v0, anp.maximum(vd, v0), anp.minimum(vd, v0)
+    xp = _xp()
+    return nvt, v0, xp.maximum(vd, v0), xp.minimum(vd, v0)
 
 
 def _holomorphic(vd, IS, N, vt, gmin, slope: bool):
@@ -89,7 +98,7 @@ def shockley_co_content(vd, IS, N, vt, gmin):
     with np.errstate(over="ignore"):
         nvt, v0, vf, vr = _split(vd, N, vt)
         a3 = (REVERSE_SWITCH * nvt / np.e) ** 3
-        forward = IS * (nvt * anp.expm1(vf / nvt) - vf)
+        forward = IS * (nvt * _xp().expm1(vf / nvt) - vf)
         # int_{v0}^{vr} -IS (1 + a^3 s^-3) ds = -IS ((vr - v0) - a^3/2 (vr^-2 - v0^-2)); zero for vd >= v0
         reverse = -IS * ((vr - v0) - 0.5 * a3 * (1.0 / vr**2 - 1.0 / v0**2))
         return forward + reverse + 0.5 * gmin * vd**2

@@ -26,6 +26,8 @@ import re
 import sys
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -274,6 +276,27 @@ class CurrentSource:
     @property
     def nodes(self):
         return (self.pos, self.neg)
+
+
+_TWO_TERMINAL = {Resistor: ("name", "n1", "n2", "conductance"), IdealDiode: ("name", "anode", "cathode", "vth"),
+                 ShockleyDiode: ("name", "anode", "cathode", "model"), VoltageSource: ("name", "pos", "neg", "value"),
+                 CurrentSource: ("name", "pos", "neg", "value")}
+
+
+def prechecked(kind, name: str, a: str, b: str, value):
+    """``kind(name, a, b, value)`` for a two-terminal ``kind`` (R, ideal or Shockley D, V, I) built
+    without its ``__post_init__`` (about half the cost of a reader's 10^5 elements).
+
+    Only for callers that have established what ``__post_init__`` checks and normalises: ``name``
+    ASCII-folded, non-empty, no white space, starting with the kind's letter; ``a`` and ``b``
+    distinct results of :func:`node_name`; ``value`` a finite float in the kind's range
+    (conductance >= 0 S, vth >= 0 V) or, for a Shockley diode, a :class:`DiodeModel`. The netlist
+    reader does (``tests/test_netlist.py`` compares both routes).
+    """
+    obj = object.__new__(kind)
+    f = _TWO_TERMINAL[kind]
+    obj.__dict__.update({f[0]: name, f[1]: a, f[2]: b, f[3]: value})
+    return obj
 
 
 def _sequence(value, what: str) -> tuple:
@@ -654,15 +677,21 @@ class Circuit:
 
     def __post_init__(self):
         elements = _sequence(self.elements, "elements")
-        seen = {}
-        for el in elements:
-            if not isinstance(el, ELEMENT_TYPES):
-                raise PhysgradError(f"unknown element type {type(el).__name__}")
-            if el.name in seen:
-                raise PhysgradError(f"duplicate element name {el.name!r}")
-            seen[el.name] = el
-        for el in elements:
-            if isinstance(el, (CCCS, CCVS)) and not isinstance(seen.get(el.control), VoltageSource):
+        types = set(map(type, elements))  # checked per type, not per element (netlists hold 10^5 elements)
+        for t in types:
+            if not issubclass(t, ELEMENT_TYPES):
+                raise PhysgradError(f"unknown element type {t.__name__}")
+        seen = {el.name: el for el in elements}
+        if len(seen) != len(elements):
+            names: set = set()
+            for el in elements:
+                if el.name in names:
+                    raise PhysgradError(f"duplicate element name {el.name!r}")
+                names.add(el.name)
+        controlled = [el for el in elements if isinstance(el, (CCCS, CCVS))] if any(
+            issubclass(t, (CCCS, CCVS)) for t in types) else []
+        for el in controlled:
+            if not isinstance(seen.get(el.control), VoltageSource):
                 what = "is not an element of the circuit" if el.control not in seen else "is not a voltage source"
                 raise PhysgradError(f"{el.name} is controlled by the current of {el.control!r}, which {what} (SPICE's "
                                     "F and H elements sense the current of a voltage source, usually a 0 V one)")
@@ -701,11 +730,8 @@ class Circuit:
     @cached_property
     def nodes(self) -> tuple:
         """Non-ground node names, in order of first appearance."""
-        out = {}
-        for el in self.elements:
-            for n in el.nodes:
-                if n != GROUND:
-                    out.setdefault(n, None)
+        out = dict.fromkeys(chain.from_iterable([el.nodes for el in self.elements]))
+        out.pop(GROUND, None)
         return tuple(out)
 
     @cached_property
@@ -715,6 +741,21 @@ class Circuit:
     @cached_property
     def element_index(self) -> dict:
         return {el.name: i for i, el in enumerate(self.elements)}
+
+    @cached_property
+    def element_names(self) -> tuple:
+        """Element names, in the order of :attr:`elements`."""
+        return tuple(el.name for el in self.elements)
+
+    @cached_property
+    def terminals(self) -> tuple:
+        """``(a, b)``: index arrays, shape ``(n_elements,)``, of each element's first and second node
+        in :attr:`nodes` (ground ``-1``); a current is counted from ``a`` to ``b``."""
+        get, n = self.node_index.get, len(self.elements)
+        pairs = [el.nodes for el in self.elements]
+        a = np.fromiter(map(get, map(itemgetter(0), pairs), repeat(-1, n)), dtype=np.int64, count=n)
+        b = np.fromiter(map(get, map(itemgetter(1), pairs), repeat(-1, n)), dtype=np.int64, count=n)
+        return a, b
 
     def element(self, name: str) -> Element:
         """The element called ``name`` (case-insensitive); clear error if unknown."""
@@ -732,8 +773,26 @@ class Circuit:
             raise PhysgradError(f"unknown node {node!r}")
         return self.node_index[n]
 
+    @cached_property
+    def positions_by_type(self) -> dict:
+        """Element type -> positions in :attr:`elements` of the elements of exactly that type (one
+        pass over the elements, shared by :meth:`of_type` and :func:`circuit_arrays`)."""
+        out: dict = {}
+        for pos, el in enumerate(self.elements):
+            rows = out.get(type(el))
+            if rows is None:
+                rows = out[type(el)] = []
+            rows.append(pos)
+        return out
+
     def of_type(self, kind) -> tuple:
-        return tuple(el for el in self.elements if isinstance(el, kind))
+        """The elements that are instances of ``kind`` (a type or a tuple of types), in circuit order."""
+        groups = [rows for t, rows in self.positions_by_type.items() if issubclass(t, kind)]
+        if not groups:
+            return ()
+        pos = groups[0] if len(groups) == 1 else sorted(p for rows in groups for p in rows)
+        els = self.elements
+        return tuple(els[p] for p in pos)
 
     @property
     def controlled_sources(self) -> tuple:
@@ -889,29 +948,23 @@ def incidence(n_nodes: int, a: np.ndarray, b: np.ndarray) -> sp.csr_matrix:
 
 
 def circuit_arrays(circuit: Circuit) -> CircuitArrays:
-    """Build the :class:`CircuitArrays` of ``circuit``."""
-    idx = circuit.node_index
+    """Build the :class:`CircuitArrays` of ``circuit`` (one pass over the elements, grouped by type)."""
+    by_type = circuit.positions_by_type
+    a_all, b_all = circuit.terminals
+    els = circuit.elements
 
-    def ix(n):
-        return -1 if n == GROUND else idx[n]
-
-    def table(kind, a, b, *values):
-        rows = [(pos, el) for pos, el in enumerate(circuit.elements) if isinstance(el, kind)]
-        out = [
-            np.array([ix(getattr(el, a)) for _, el in rows], dtype=np.int64),
-            np.array([ix(getattr(el, b)) for _, el in rows], dtype=np.int64),
-        ]
+    def table(kind, *values):
+        rows = [rows for t, rows in by_type.items() if issubclass(t, kind)]
+        pos = np.array(rows[0] if len(rows) == 1 else sorted(p for r in rows for p in r), dtype=np.int64)
+        out = [a_all[pos], b_all[pos]]
         for v in values:
-            out.append(np.array([v(el) for _, el in rows], dtype=float))
-        out.append(np.array([pos for pos, _ in rows], dtype=np.int64))
+            out.append(np.fromiter((v(els[k]) for k in pos.tolist()), dtype=float, count=len(pos)))
+        out.append(pos)
         return out
 
-    res = table(Resistor, "n1", "n2", lambda e: e.conductance)
-    dio = table(IdealDiode, "anode", "cathode", lambda e: e.vth)
-    shk = table(
-        ShockleyDiode, "anode", "cathode",
-        lambda e: e.model.IS, lambda e: e.model.N, lambda e: e.model.gmin, lambda e: e.model.vt,
-    )
-    vs = table(VoltageSource, "pos", "neg", lambda e: e.value)
-    cs = table(CurrentSource, "pos", "neg", lambda e: e.value)
+    res = table(Resistor, lambda e: e.conductance)
+    dio = table(IdealDiode, lambda e: e.vth)
+    shk = table(ShockleyDiode, lambda e: e.model.IS, lambda e: e.model.N, lambda e: e.model.gmin, lambda e: e.model.vt)
+    vs = table(VoltageSource, lambda e: e.value)
+    cs = table(CurrentSource, lambda e: e.value)
     return CircuitArrays(len(circuit.nodes), *res, *dio, *shk, *vs, *cs)

@@ -62,6 +62,7 @@ import gc
 import math
 import os
 import re
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,8 @@ from physgrad.circuit.elements import (
     ShockleyDiode,
     VoltageSource,
     fold,
+    node_name,
+    prechecked,
 )
 from physgrad.circuit.files import InputFileError, TooLargeError, read_limited
 from physgrad.circuit.expr import (SUFFIXES, Budget, ExpressionError, UserFunction, evaluate, names_in,  # noqa: F401
@@ -96,6 +99,7 @@ TIGHT_OPTIONS = "reltol=1e-6 vntol=1e-9 abstol=1e-15"
 PRAGMA = "*@physgrad "
 NGSPICE_ONLY_BEGIN = "*@ngspice-only begin"
 NGSPICE_ONLY_END = "*@ngspice-only end"
+_PRAGMA_WIDTH = max(len(PRAGMA), len(NGSPICE_ONLY_BEGIN), len(NGSPICE_ONLY_END))
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,7 @@ def _file_lines(text: str, filename: str, *, top: bool):
         if first == "*":
             if stripped[1:2] != "@":
                 continue
-            low = fold(stripped)
+            low = fold(stripped[:_PRAGMA_WIDTH])  # the prefixes only (folding whole lines cost ~0.1 s per 10^5)
             if low.startswith(NGSPICE_ONLY_BEGIN):
                 skipping = True
                 continue
@@ -451,12 +455,16 @@ class _Loader:
 
 _TOKEN = re.compile(r"\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|'[^']*'|[(),=]|[^\s(),={}']+)")
 _SPECIAL = re.compile(r"[{}'(),=]")
+_ONE_TOKEN = r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|'[^']*'|[(),=]|[^\s(),={}']+"
+_ALL_TOKENS = re.compile(rf"(?:\s*(?:{_ONE_TOKEN}))*\s*")  # a card that splits into tokens with nothing left over
 
 
 def _tokens(text: str, where: str) -> list:
     """Split a card: ``{...}`` and ``'...'`` stay whole; ``( ) , =`` are tokens of their own."""
     if _SPECIAL.search(text) is None:  # most cards: white space separates every token
         return text.split()
+    if _ALL_TOKENS.fullmatch(text):  # well formed (checked in C): every token at once
+        return _TOKEN.findall(text)
     out, pos = [], 0
     text = text.strip()
     while pos < len(text):
@@ -669,6 +677,7 @@ class _Builder:
         self.max_elements = limits.max_elements
         self.couplings: list = []
         self.controls: list = []  # (where, raw name, flattened control name, name as written)
+        self.node_names: dict = {}  # node as written or flattened -> node_name() of it
 
     # --- pass 1: blocks and global definitions ------------------------------------------------
     def split(self, lines):
@@ -942,8 +951,9 @@ class _Builder:
     def element(self, toks, ln, scope, prefix, nodemap):
         where = ln.where
         raw = toks[0]
-        letter = fold(raw[0])
-        full = fold(raw) if not prefix else f"{letter}.{prefix}{fold(raw)}"
+        folded = fold(raw)
+        letter = folded[0]  # fold() maps character by character
+        full = folded if not prefix else f"{letter}.{prefix}{folded}"
         if letter in _REFUSED:
             raise NetlistError(f"{where}: {raw} is a {_REFUSED[letter]}, which physgrad does not model "
                                "(it simulates R, C (open at DC), L (short at DC), V, I, D, the linear controlled "
@@ -978,20 +988,40 @@ class _Builder:
             if letter == "l":
                 self.add(VoltageSource(f"v.{full}", n1, n2, 0.0), where, generated=True)
             elif letter == "r":
-                self.add(Resistor(full, n1, n2, self.conductance(toks[3:], where, raw, scope)), where,
-                         shown=repr(raw) if not prefix else None)
+                self.add(self.two_terminal(Resistor, full, n1, n2, self.conductance(toks[3:], where, raw, scope)),
+                         where, shown=repr(raw) if not prefix else None)
             elif letter in "efgh":
                 self.controlled(letter, toks, where, raw, full, prefix, nodemap, scope)
             elif letter in "vi":
                 value = self.source_value(toks[3:], where, raw, scope)
-                self.add((VoltageSource if letter == "v" else CurrentSource)(full, n1, n2, value), where,
-                         shown=repr(raw) if not prefix else None)
+                self.add(self.two_terminal(VoltageSource if letter == "v" else CurrentSource, full, n1, n2, value),
+                         where, shown=repr(raw) if not prefix else None)
             else:
                 self.diode(toks[3:], where, raw, full, n1, n2, scope)
         except NetlistError:
             raise
         except PhysgradError as exc:
             raise NetlistError(f"{where}: {exc}") from None
+
+    def two_terminal(self, kind, full, n1, n2, value):
+        """``kind(full, n1, n2, value)``; the common case (distinct nodes, a finite value in range)
+        without the element's own checks, which it repeats: ``full`` is folded and starts with the
+        kind's letter (:meth:`element`), the nodes go through :func:`node_name` once per distinct
+        spelling. Anything else takes the element's constructor and its error."""
+        names = self.node_names
+        a = names.get(n1)
+        if a is None:
+            a = names[n1] = node_name(n1)
+        b = names.get(n2)
+        if b is None:
+            b = names[n2] = node_name(n2)
+        if kind is ShockleyDiode:
+            usual = isinstance(value, DiodeModel)
+        else:
+            usual = type(value) is float and value - value == 0.0 and not (value < 0.0 and kind in _NONNEGATIVE)
+        if a == b or not usual:
+            return kind(full, n1, n2, value)
+        return prechecked(kind, full, a, b, value)
 
     def controlled(self, letter, toks, where, raw, full, prefix, nodemap, scope):
         """A linear controlled source: ``E``/``G`` (four nodes and a gain), ``F``/``H`` (two nodes, the
@@ -1026,6 +1056,15 @@ class _Builder:
         self.add(el, where, shown=repr(raw) if not prefix else None)
 
     def conductance(self, rest, where, name, scope) -> float:
+        """A resistor card's conductance (S): a normal double (its resistance 1/G must be finite too)."""
+        g = self._conductance(rest, where, name, scope)
+        if not sys.float_info.min <= g < math.inf:
+            raise NetlistError(f"{where}: resistor {name}: conductance {g:g} S is outside the normal doubles "
+                               f"({sys.float_info.min:.3g} to {sys.float_info.max:.3g} S): its resistance or its "
+                               "conductance is not a finite double")
+        return g
+
+    def _conductance(self, rest, where, name, scope) -> float:
         if len(rest) == 1:  # 'Rname n1 n2 value': the common case, first
             try:
                 r = parse_number(rest[0])
@@ -1235,6 +1274,7 @@ class _Builder:
                 raise NetlistError(f"{where}: option {key} (a conductance from every node to ground) is not supported")
         gmin = self.options.get("gmin", (NGSPICE_GMIN, ""))[0]
         built: dict = {}
+        scales_of: dict = {}  # model -> how many (model, scale) specs were built (labels of scaled copies)
         extra = []
         for pos, where, name, a, c, model, scale in self.diodes:
             if model not in self.models:
@@ -1245,17 +1285,18 @@ class _Builder:
             try:
                 spec = built.get((model, scale))
                 if spec is None:
-                    spec = built[(model, scale)] = _build_model(model, params, mwhere, gmin, scale, self.glob,
-                                                                sum(1 for k in built if k[0] == model))
+                    index = scales_of.get(model, 0)
+                    scales_of[model] = index + 1
+                    spec = built[(model, scale)] = _build_model(model, params, mwhere, gmin, scale, self.glob, index)
                 dmodel, rs = spec
                 if isinstance(dmodel, float):
-                    self.elements[pos] = IdealDiode(name, a, c, dmodel)
+                    self.elements[pos] = self.two_terminal(IdealDiode, name, a, c, dmodel)
                 elif rs > 0:
                     inner = f"{name}.rs"
                     self.elements[pos] = ShockleyDiode(name, inner, c, dmodel)
                     extra.append((Resistor(f"r.{name}", a, inner, 1.0 / rs), where))
                 else:
-                    self.elements[pos] = ShockleyDiode(name, a, c, dmodel)
+                    self.elements[pos] = self.two_terminal(ShockleyDiode, name, a, c, dmodel)
             except NetlistError:
                 raise
             except PhysgradError as exc:
@@ -1287,6 +1328,9 @@ class _Builder:
             except PhysgradError as exc:
                 raise NetlistError(f"{where}: {exc}") from None
         return circuit
+
+
+_NONNEGATIVE = (Resistor, IdealDiode)  # conductance, vth >= 0
 
 
 def _looks_numeric(tok: str, scope: _Scope) -> bool:

@@ -46,16 +46,10 @@ def element_powers(circuit: Circuit, voltages: np.ndarray, currents: np.ndarray)
     """
     v = np.asarray(voltages, dtype=float)
     i = np.asarray(currents, dtype=float)
-    index = circuit.node_index
-    vg = np.concatenate([v, [0.0]])
-    ground = len(v)
-
-    def at(node):
-        return vg[index.get(node, ground)]
-
-    dv = np.array([at(el.nodes[0]) - at(el.nodes[1]) for el in circuit.elements], dtype=float)
+    vg = np.concatenate([v, [0.0]])  # index -1 (ground) reads the appended 0 V
+    a, b = circuit.terminals
     with np.errstate(over="ignore", invalid="ignore"):
-        return dv * i
+        return (vg[a] - vg[b]) * i
 
 
 def is_passive(element) -> bool:

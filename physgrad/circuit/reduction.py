@@ -323,10 +323,9 @@ def build_problem(
     _check_connected(circuit, root[:n], nudge.beta, out, g)
 
     G = n
-    free_roots = sorted({int(r) for r in root[:n] if r != G})
-    col = {r: j for j, r in enumerate(free_roots)}
-    rows = np.array([i for i in range(n) if root[i] != G], dtype=np.int64)
-    cols = np.array([col[int(root[i])] for i in rows], dtype=np.int64)
+    rows = np.flatnonzero(np.asarray(root[:n]) != G).astype(np.int64)
+    free_roots = np.unique(root[rows])
+    cols = np.searchsorted(free_roots, root[rows]).astype(np.int64)
     P = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(free_roots)))
     c = offset[:n].copy()
     quad = _quadratic_part(circuit, P, c, g, nudge, out)
@@ -435,18 +434,41 @@ def _distinct_rows(D: sp.csr_matrix, d: np.ndarray, rows: np.ndarray):
     they share the current, which is split equally (``shares`` maps a kept row's position in the
     diode table to all the positions that share its current).
     """
-    best: dict = {}
-    for k in rows:
-        key = (D.indices[D.indptr[k]:D.indptr[k + 1]].tobytes(), D.data[D.indptr[k]:D.indptr[k + 1]].tobytes())
-        best.setdefault(key, []).append(int(k))
-    keep, shares = [], {}
-    for group in best.values():
-        dmin = min(d[k] for k in group)
-        tied = [k for k in group if d[k] == dmin]
-        keep.append(tied[0])
-        if len(tied) > 1:
-            shares[tied[0]] = tuple(tied)
-    return np.array(sorted(keep), dtype=np.int64), shares
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return rows.copy(), {}
+    start, nnz = D.indptr[rows], np.diff(D.indptr)[rows]
+    width = int(nnz.max())
+    if width > 8:  # long rows (rare): one key per row
+        best: dict = {}
+        for k in rows.tolist():
+            key = (D.indices[D.indptr[k]:D.indptr[k + 1]].tobytes(), D.data[D.indptr[k]:D.indptr[k + 1]].tobytes())
+            best.setdefault(key, []).append(k)
+        label = np.empty(rows.size, dtype=np.int64)
+        where = {k: i for i, k in enumerate(rows.tolist())}
+        for g, group in enumerate(best.values()):
+            label[[where[k] for k in group]] = g
+    else:  # a row's key: its length, column indices and the bits of its values, padded to one width
+        col = np.arange(width)
+        inside = col[None, :] < nnz[:, None]
+        at = np.where(inside, start[:, None] + col[None, :], 0)
+        key = np.concatenate([nnz[:, None], np.where(inside, D.indices[at], -1),
+                              np.where(inside, D.data[at], 0.0).view(np.int64)], axis=1)
+        _, label = np.unique(key, axis=0, return_inverse=True)
+        label = label.reshape(-1)
+    dr = np.asarray(d, dtype=float)[rows]
+    dmin = np.full(int(label.max()) + 1, np.inf)
+    np.minimum.at(dmin, label, dr)
+    tied = dr == dmin[label]
+    first = np.unique(label[tied], return_index=True)[1]
+    keep = rows[np.flatnonzero(tied)[first]]
+    shares = {}
+    count = np.bincount(label[tied])
+    if np.any(count > 1):
+        for g in np.flatnonzero(count > 1).tolist():
+            group = rows[tied & (label == g)].tolist()
+            shares[group[0]] = tuple(group)
+    return np.sort(keep), shares
 
 
 def _rows_or_zero(P: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:

@@ -174,10 +174,10 @@ class CircuitSolution:
         return float(self.currents[self.circuit.element_index[el.name]])
 
     def voltage_dict(self) -> dict:
-        return {n: float(v) for n, v in zip(self.circuit.nodes, self.voltages)}
+        return dict(zip(self.circuit.nodes, np.asarray(self.voltages, dtype=float).tolist()))
 
     def current_dict(self) -> dict:
-        return {el.name: float(i) for el, i in zip(self.circuit.elements, self.currents)}
+        return dict(zip(self.circuit.element_names, np.asarray(self.currents, dtype=float).tolist()))
 
     @property
     def element_powers(self) -> np.ndarray:
@@ -188,7 +188,7 @@ class CircuitSolution:
     def power_dict(self, powers=None) -> dict:
         """Element name -> W absorbed (``powers``: :attr:`element_powers`, computed when not given)."""
         powers = self.element_powers if powers is None else powers
-        return {el.name: float(p) for el, p in zip(self.circuit.elements, powers)}
+        return dict(zip(self.circuit.element_names, np.asarray(powers, dtype=float).tolist()))
 
     @property
     def power_balance(self) -> PowerBalance:
@@ -214,6 +214,12 @@ class CircuitSolution:
             nonfinite[key] = "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
             return None
 
+        def nums(values: dict, prefix: str) -> dict:
+            """``values`` with every non-finite number replaced (checked at once: 10^5 entries)."""
+            if np.isfinite(np.fromiter(values.values(), dtype=float, count=len(values))).all():
+                return values
+            return {n: num(v, f"{prefix}.{n}") for n, v in values.items()}
+
         cert = self.certificate
         with np.errstate(invalid="ignore", over="ignore"):
             powers = self.element_powers  # once: the per-element powers and Tellegen's balance share it
@@ -221,11 +227,11 @@ class CircuitSolution:
         out = {
             "status": self.status,
             "solver": self.solver,
-            "voltages": {n: num(v, f"voltages.{n}") for n, v in self.voltage_dict().items()},
-            "currents": {n: num(i, f"currents.{n}") for n, i in self.current_dict().items()},
+            "voltages": nums(self.voltage_dict(), "voltages"),
+            "currents": nums(self.current_dict(), "currents"),
             "co_content": num(self.co_content, "co_content"),
             "power": num(self.power, "power"),
-            "element_power": {n: num(p, f"element_power.{n}") for n, p in self.power_dict(powers).items()},
+            "element_power": nums(self.power_dict(powers), "element_power"),
             "power_balance": {k: num(getattr(bal, k), f"power_balance.{k}")
                               for k in ("dissipated", "delivered", "residual", "relative")},
             "iterations": int(self.n_iter),
@@ -245,8 +251,41 @@ class CircuitSolution:
         return out
 
     def to_json(self, indent: Optional[int] = 2) -> str:
-        """:meth:`to_dict` as strict JSON text (``json.dumps(..., allow_nan=False)``)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        """:meth:`to_dict` as strict JSON text (:func:`json_text`: ``json.dumps(..., allow_nan=False)``'s text)."""
+        return json_text(self.to_dict(), indent=indent)
+
+
+def json_text(obj, indent: Optional[int] = 2) -> str:
+    """The text of ``json.dumps(obj, indent=indent, allow_nan=False)``, written faster.
+
+    With an indent, :func:`json.dumps` runs its pure-Python encoder, ~0.2 s for a solution of
+    10^5 elements. Here a mapping of strings to finite floats (or None) -- a solution's voltages,
+    currents and powers -- is joined directly from ``float.__repr__`` and the C key escaper (the
+    same functions ``json`` uses, hence the same text); everything else goes through
+    :func:`json.dumps`. ``ValueError`` for NaN or infinity, as :func:`json.dumps`.
+    """
+    if indent is None:
+        return json.dumps(obj, allow_nan=False)
+    return _json_indented(obj, indent, 0)
+
+
+def _json_indented(obj, indent: int, level: int) -> str:
+    if type(obj) is dict and obj and set(map(type, obj)) == {str}:
+        pad, end = " " * (indent * (level + 1)), " " * (indent * level)
+        kinds = set(map(type, obj.values()))
+        if kinds <= {float, type(None)}:
+            values = np.fromiter((math.nan if v is None else v for v in obj.values()), dtype=float, count=len(obj))
+            if not np.isfinite(values[~np.isnan(values)] if type(None) in kinds else values).all():
+                raise ValueError("Out of range float values are not JSON compliant")
+            enc, rep = _encode_key, float.__repr__
+            return "{\n" + ",\n".join([f"{pad}{enc(k)}: {'null' if v is None else rep(v)}" for k, v in obj.items()]) \
+                + "\n" + end + "}"
+        items = [f"{pad}{_encode_key(k)}: {_json_indented(v, indent, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + end + "}"
+    return json.dumps(obj, indent=indent, allow_nan=False).replace("\n", "\n" + " " * (indent * level))
+
+
+_encode_key = json.encoder.encode_basestring_ascii  # what json.dumps(ensure_ascii=True) writes for a str
 
 
 def ideal_diode_currents(problem: Problem, lam: np.ndarray) -> np.ndarray:

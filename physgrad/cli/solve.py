@@ -1,11 +1,13 @@
 """``physgrad solve FILE [--solver S] [--json]``: the steady state of a netlist."""
 from __future__ import annotations
 
+import gc
 import sys
 
 from physgrad.circuit.netlist import read_deck
-from physgrad.cli._args import nonnegative_float, positive_float
+from physgrad.circuit.solution import json_text
 from physgrad.circuit.solve import SOLVERS, solve
+from physgrad.cli._args import nonnegative_float, positive_float
 
 
 def register(sub) -> None:
@@ -38,21 +40,27 @@ def run(args) -> int:
         raise PhysgradError("--settling-multiple sets the settling time of --node-capacitance's energy: give "
                             "--node-capacitance too")
     deck = read_deck(args.file)
+    gc.freeze()  # the circuit just read (~5 objects per element, no cycles) stays out of the collections below
+    try:
+        return _solve_and_print(deck, args)
+    finally:
+        gc.unfreeze()  # back to the oldest generation (main() may run in a longer process: tests, notebooks)
+
+
+def _solve_and_print(deck, args) -> int:
     if deck.notes:
         print(f"physgrad: note: {deck.note()}", file=sys.stderr)
     sol = solve(deck.circuit, args.solver, strict=False)
     phase = None
     if getattr(args, "node_capacitance", None) is not None:
-        from physgrad.circuit.power import settling_phase
-        from physgrad.circuit.power import SETTLING_MULTIPLE
+        from physgrad.circuit.power import SETTLING_MULTIPLE, settling_phase
         k = SETTLING_MULTIPLE if args.settling_multiple is None else args.settling_multiple
         phase = settling_phase(sol, args.node_capacitance, k)
     if args.json:
         if phase is None:
             print(sol.to_json())
         else:
-            import json
-            print(json.dumps({**sol.to_dict(), "settling": phase}, indent=2, allow_nan=False))
+            print(json_text({**sol.to_dict(), "settling": phase}))
     else:
         print(format_solution(sol))
         if phase is not None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import linprog, nnls
 import scipy.sparse.linalg as spla
 
 from physgrad.circuit.graphs import offset_forest
@@ -169,6 +168,8 @@ def multipliers(D, d, W, r, kept=None) -> np.ndarray:
         lam[idx] = sparse_solve(DW @ DW.T, DW @ r)
         return lam
     touched = np.unique(DW.indices)
+    from scipy.optimize import nnls  # here: scipy.optimize costs ~0.3 s of import, rarely needed
+
     lam[idx] = nnls(DW[:, touched].T.toarray(), r[touched], maxiter=50 * idx.size)[0]
     return lam
 
@@ -246,6 +247,8 @@ def feasible_point(D, d, n):
     A = sp.hstack([D, -sp.eye(m)], format="csr")
     cost = np.concatenate([np.zeros(n), np.ones(m)])
     bounds = [(None, None)] * n + [(0, None)] * m
+    from scipy.optimize import linprog  # here: ~0.3 s of import, only for this rare case
+
     res = linprog(cost, A_ub=A, b_ub=d, bounds=bounds, method="highs")
     if res.status != 0:
         raise NotSolvedError(f"phase-1 LP failed: {res.message}")
