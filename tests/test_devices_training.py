@@ -297,3 +297,44 @@ def test_every_preset_trains_an_epoch_of_real_mnist_without_nan(tmp_path, name):
     # ended at 86 % (near chance) after its one epoch on the generic engine
     if name not in ("levels16-nearest", "pcm-pair"):
         assert metrics[-1]["test_error"] < 60.0
+
+
+@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic", "digipot128", "reram-sb", "reram-es"])
+def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_dir, name):
+    """``DeviceStepper`` updating in place (the rows that changed, no copies; the default where it
+    applies) against the general route (``in_place=False``: request, ``Device.update``, copy back): the
+    same conductances, predictions and device counter after 6 batches of DRN-XS, bit for bit."""
+    from physgrad.devices import pulsing
+    from physgrad.layered.data import load_dataset
+
+    if not pulsing.AVAILABLE:
+        pytest.skip("numba not installed")
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:24].astype(np.float32) / np.float32(255)
+    y = data.y_train[:24]
+    init = initial_params(preset, 0, np.float32)
+    dev = get_device(name)
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    steppers = [DeviceStepper(make_stepper("fast", preset, "cep", tuple(p.copy() for p in init), backend="auto"),
+                              dev, theta, state, seed=0, in_place=flag) for flag in (True, False)]
+    assert [s.in_place for s in steppers] == [True, False]
+    order = np.arange(24)
+    warm, preds = [None, None], [[], []]
+    for s in steppers:
+        s.start_epoch(x, order, 0)
+    for bi in range(6):
+        idx, nxt = order[4 * bi:4 * bi + 4], (order[4 * bi + 4:4 * bi + 8] if bi < 5 else None)
+        for k, s in enumerate(steppers):
+            warm[k], pred = s.step(x, idx, y[idx], nxt, warm[k], 1.0)
+            preds[k].append(pred)
+    a, b = steppers
+    assert a.device_state.n_updates == b.device_state.n_updates == 6
+    np.testing.assert_array_equal(np.concatenate(preds[0]), np.concatenate(preds[1]))
+    for p, q, r in zip(a.to_host(), b.to_host(), a.inner.params):
+        np.testing.assert_array_equal(p, q)
+        np.testing.assert_array_equal(r, q)  # the inner stepper holds the delivered conductances
+    assert np.count_nonzero(a.to_host()[0] != theta[0]) > 0
+    np.testing.assert_array_equal(a.evaluate(a.params, x), b.evaluate(b.params, x))
+    for s in steppers:
+        s.close()
