@@ -299,11 +299,14 @@ def test_every_preset_trains_an_epoch_of_real_mnist_without_nan(tmp_path, name):
         assert metrics[-1]["test_error"] < 60.0
 
 
-@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic", "digipot128", "reram-sb", "reram-es"])
-def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_dir, name):
+@pytest.mark.parametrize("name,threads", [("levels16-nearest", 1), ("levels16-nearest", 2), ("levels16-stochastic", 1),
+                                          ("digipot128", 1), ("reram-sb", 1), ("reram-es", 1)])
+def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_dir, name, threads):
     """``DeviceStepper`` updating in place (the rows that changed, no copies; the default where it
     applies) against the general route (``in_place=False``: request, ``Device.update``, copy back): the
-    same conductances, predictions and device counter after 6 batches of DRN-XS, bit for bit."""
+    same conductances, predictions and device counter after 6 batches of DRN-XS, bit for bit. For
+    ``levels16-nearest`` and ``digipot128`` (constant steps, nearest rounding) the compiled kernel updates
+    ``W1``'s devices inside its pass over ``W1`` (``fused_w1``), with 1 and 2 threads."""
     from physgrad.devices import pulsing
     from physgrad.layered.data import load_dataset
 
@@ -316,9 +319,14 @@ def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_d
     init = initial_params(preset, 0, np.float32)
     dev = get_device(name)
     theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
-    steppers = [DeviceStepper(make_stepper("fast", preset, "cep", tuple(p.copy() for p in init), backend="auto"),
-                              dev, theta, state, seed=0, in_place=flag) for flag in (True, False)]
+    steppers = [DeviceStepper(make_stepper("fast", preset, "cep", tuple(p.copy() for p in init), backend="auto",
+                                           threads=threads), dev, theta, state, seed=0, in_place=flag)
+                for flag in (True, False)]
     assert [s.in_place for s in steppers] == [True, False]
+    assert steppers[0].fused_w1 == (name in ("levels16-nearest", "digipot128"))
+    if threads > 1:
+        steppers[0].inner.ws.par_w1 = 0  # the parallel pass over W1 (split by columns) at this size too
+        steppers[0].inner.ws.cuts = np.array([0, 48, 100], np.int64)
     order = np.arange(24)
     warm, preds = [None, None], [[], []]
     for s in steppers:

@@ -349,7 +349,8 @@ class Device:
         p = self.pulses
         return p is not None and (p.rounding == "stochastic" or p.c2c > 0)
 
-    def update_in_place(self, theta, values, rng: Optional[np.random.Generator], state: DeviceState) -> DeviceState:
+    def update_in_place(self, theta, values, rng: Optional[np.random.Generator], state: DeviceState,
+                        first: int = 0) -> DeviceState:
         """:meth:`update` with ``dtheta = values - theta``, written in place into both ``theta``'s and
         ``values``' arrays (afterwards both hold the delivered conductances; arrays that are not devices
         take ``values``), visiting only the rows that changed
@@ -362,6 +363,10 @@ class Device:
         rng : numpy Generator, or None when :attr:`update_draws` is False
             ``device_rng(seed, "update", state.n_updates)``.
         state : DeviceState
+        first : int
+            ``theta`` and ``values`` are the arrays ``first, first + 1, ...`` of the parameters; those
+            before were delivered elsewhere in this update (the compiled C-EP kernel's pass over
+            ``W1``, :func:`physgrad.layered.kernels.numba_cpu.cep_step`).
 
         Returns
         -------
@@ -379,11 +384,11 @@ class Device:
                                 f"use update")
         items, _ = _split(theta)
         new, _ = _split(values)
-        self._check_state(state, len(items))
+        self._check_state(state, len(items) + first)
         if len(new) != len(items):
             raise PhysgradError("values must have the structure of theta")
         plan = pulsing.plan(self.pulses, self.drift)
-        for i, (a, v, leaf) in enumerate(zip(items, new, state.leaves)):
+        for i, (a, v, leaf) in enumerate(zip(items, new, state.leaves[first:]), start=first):
             if leaf is None:
                 np.copyto(a, v)
                 continue

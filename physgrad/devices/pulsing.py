@@ -478,67 +478,85 @@ def move_in_place(p: Plan, cell, g: np.ndarray, values: np.ndarray, dw0: float, 
     n, act, wa, left, _ = _work(size)
     rws = _rows_work(rows)
     gf, vf = g.reshape(-1), values.reshape(-1)
-    bits = np.uint32 if g.dtype.itemsize == 4 else np.uint64 if g.dtype.itemsize == 8 else np.uint16
-    m = _changed_rows(gf.view(bits), vf.view(bits), rows, cols, rws)
+    m = _changed_rows(gf, vf, rows, cols, rws)
+    if m < 0:
+        with np.errstate(all="ignore"):
+            raise PhysgradError(_bad_message(values - g, 0))
     if m == 0:
         return 0
-    visited = _in_place_kernel(gf, vf, rws, m, cols, p.law, p.stochastic, p.cap, p.c2c, p.law_params, float(dw0),
-                               *flat, rng, n, act, wa, left)
-    if visited < 0:
-        raise PhysgradError(_bad_message(values - g, 0))
+    _in_place_kernel(gf, vf, rws, m, cols, p.law, p.stochastic, p.cap, p.c2c, p.law_params, float(dw0), *flat, rng,
+                     n, act, wa, left)
     if cell.stuck_index.size:
         g.flat[cell.stuck_index] = cell.stuck_value
         values.flat[cell.stuck_index] = g.flat[cell.stuck_index]
-    return visited
+    return m
+
+
+def nearest_constants(p: Plan, cell, dw0: float) -> Optional[np.ndarray]:
+    """``[dw0, cap, g_min, g_max, step_up, -step_down]`` (float64) when :func:`nearest_row` is the whole update
+    of ``cell``'s devices (constant steps, nearest rounding, no cycle-to-cycle noise, no drift, the same bounds
+    and steps for every device, no stuck device); else None."""
+    if p.law != CONSTANT or p.stochastic or p.c2c > 0 or p.drift or cell.stuck_index.size:
+        return None
+    fields = [np.asarray(getattr(cell, f), dtype=float) for f in ("g_min", "g_max", "step_up", "step_down")]
+    if any(f.size != 1 for f in fields):
+        return None
+    lo, hi, up, down = (float(f.reshape(-1)[0]) for f in fields)
+    return np.array([float(dw0), p.cap, lo, hi, up, -down])
 
 
 @njit(cache=True)
-def _changed_rows(gb, vb, rows, cols, out):  # pragma: no cover - compiled
-    """The rows whose bits differ between ``gb`` and ``vb`` (integer views of the two arrays) into ``out``;
-    their number. Branch-free over a row's slice (vectorised: about 0.1 ns per element)."""
+def nearest_row(gr, vr, dw0, cap, lo, hi, st_up, st_dn):  # pragma: no cover - compiled
+    """Constant-step devices ``gr`` asked to take the values ``vr`` (one row; nearest rounding, the same
+    bounds ``lo``, ``hi`` and steps ``st_up``, ``st_dn = -step_down`` for all): the delivered values into
+    both, :math:`g + \\Delta_\\pm R(\\delta/\\Delta_0)` clipped, computed in float64 from ``vr - gr`` in the
+    arrays' dtype (as :func:`_counts_kernel` and :func:`_closed_form_kernel`). Nothing is drawn; a device
+    with a zero count keeps its value (``g + (-0.0)``), so ``gr`` is written only where it changes.
+    Vectorised; also called by the compiled C-EP kernel's pass over ``W1``
+    (:mod:`physgrad.layered.kernels.numba_cpu`)."""
+    for c in range(gr.shape[0]):
+        gc = gr[c]
+        nf = np.rint(min(max(float(vr[c] - gc) / dw0, -cap), cap))
+        st = st_up if nf > 0 else st_dn
+        vr[c] = min(max(float(gc) + st * abs(nf), lo), hi)  # rounded to the arrays' dtype
+        if vr[c] != gc:
+            gr[c] = vr[c]
+
+
+@njit(cache=True)
+def _changed_rows(g, v, rows, cols, out):  # pragma: no cover - compiled
+    """The rows where the request ``v - g`` (in the arrays' dtype) is nonzero into ``out``, and their
+    number; -1 when a request is not finite. Branch-free over a row's slice (vectorised)."""
     m = 0
+    bad = False
     for r in range(rows):
-        gr, vr = gb[r * cols:(r + 1) * cols], vb[r * cols:(r + 1) * cols]
+        gr, vr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols]
         changed = False
         for c in range(cols):
-            changed |= gr[c] != vr[c]
+            di = vr[c] - gr[c]
+            changed |= di != 0
+            bad |= not (di - di == 0)
         if changed:
             out[m] = r
             m += 1
-    return m
+    return -1 if bad else m
 
 
 @njit(cache=True)
 def _in_place_kernel(g, v, rws, m, cols, law, stochastic, cap, c2c, lp, dw0, g_min, g_max, up, down, rng,
                      n, act, wa, left):  # pragma: no cover - compiled
-    """:func:`move_in_place` on the ``m`` rows ``rws`` of flat arrays ``g`` and ``v``: -1 for a non-finite
-    request (nothing written), else ``m``. The loops are those of :func:`_counts_kernel`,
+    """:func:`move_in_place` on the ``m`` rows ``rws`` of flat arrays ``g`` and ``v`` (finite requests);
+    returns ``m``. The loops are those of :func:`_counts_kernel`,
     :func:`_closed_form_kernel` and :func:`_pulse_kernel` on the visited rows (``n[j * cols + c]`` holds
     the count of column ``c`` of the ``j``-th row)."""
     s_lo, s_hi, s_up, s_dn = int(g_min.size > 1), int(g_max.size > 1), int(up.size > 1), int(down.size > 1)
-    bad = False
-    for j in range(m):  # 1. the requests are finite
-        r = rws[j]
-        gr, vr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols]
-        for c in range(cols):
-            di = vr[c] - gr[c]
-            bad |= not (di - di == 0)
-    if bad:
-        return -1
     if law == 1 and not stochastic and c2c == 0 and s_lo + s_hi + s_up + s_dn == 0:
         # nearest rounding, no noise, uniform bounds and steps (levels, digipot): nothing drawn, one
         # vectorised pass per row; the count as a float (the same integer value as below)
         lo, hi, st_up, st_dn = g_min[0], g_max[0], up[0], -down[0]
         for j in range(m):
             r = rws[j]
-            gr, vr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols]
-            for c in range(cols):
-                gc = gr[c]
-                nf = np.rint(min(max(float(vr[c] - gc) / dw0, -cap), cap))
-                st = st_up if nf > 0 else st_dn
-                vr[c] = min(max(float(gc) + st * abs(nf), lo), hi)  # rounded to the arrays' dtype
-                if vr[c] != gc:  # most devices do not move: g is written only where it changes
-                    gr[c] = vr[c]
+            nearest_row(g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols], dw0, cap, lo, hi, st_up, st_dn)
         return m
     for j in range(m):  # 2. pulse counts in C order (the rounding draws)
         r = rws[j]

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from physgrad.devices import Device, DeviceState, ReadThrough, device_rng
+from physgrad.devices import Device, DeviceState, ReadThrough, device_rng, pulsing
 from physgrad.layered.engines import random_reads
 from physgrad.layered.steppers import optimizer_state
 from physgrad.types import PhysgradError
@@ -100,6 +100,15 @@ class DeviceStepper:
                              and all(isinstance(h, np.ndarray) and h.dtype == p.dtype and h.shape == p.shape
                                      and h.flags.c_contiguous and p.flags.c_contiguous and h is not p
                                      for h, p in zip(host, self.params)))
+        self.fused_w1 = False
+        if self.in_place and hasattr(inner, "device_w1") and getattr(inner, "optimizer", None) is None:
+            leaf = device_state.leaves[0]
+            consts = None if leaf is None else pulsing.nearest_constants(
+                pulsing.plan(device.pulses, device.drift), leaf.cells[0], leaf.dw0)
+            if consts is not None:  # W1's devices update inside the kernel's pass; one array for both
+                inner.device_w1 = consts
+                self.params = (host[0],) + tuple(self.params[1:])
+                self.fused_w1 = True
 
     # --- what the inner stepper sees -----------------------------------------------------------
     def _read(self, example: int = 0) -> tuple:
@@ -135,6 +144,13 @@ class DeviceStepper:
 
     def step(self, x, idx, y, nxt, warm, lr_scale):
         """The inner step at the read conductances, then ``device.update`` with its requested change."""
+        if self.fused_w1:  # W1 delivered (and the next drive made from it) in the kernel's pass
+            warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
+            host = self.inner.params
+            self.device_state = self.device.update_in_place(self.params[1:], host[1:], None, self.device_state,
+                                                            first=1)
+            self.inner.ws.attach(host)  # the transposed copies of the deeper weights
+            return warm, pred
         if self.in_place:  # the next batch's drive is made below, from the delivered conductances
             warm, pred = self.inner.step(x, idx, y, None, warm, lr_scale)
             rng = device_rng(self.seed, "update", self.device_state.n_updates) if self.device.update_draws else None
