@@ -558,6 +558,30 @@ def _in_place_kernel(g, v, rws, m, cols, law, stochastic, cap, c2c, lp, dw0, g_m
             r = rws[j]
             nearest_row(g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols], dw0, cap, lo, hi, st_up, st_dn)
         return m
+    if law == 1 and c2c == 0 and s_lo + s_hi + s_up + s_dn == 0:
+        # stochastic rounding, no noise, uniform bounds and steps (levels*-stochastic): the response draws
+        # nothing, so count and response share one pass (the draws in C order as below)
+        lo, hi, st_up, st_dn = g_min[0], g_max[0], up[0], -down[0]
+        for j in range(m):
+            r = rws[j]
+            gr, vr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols]
+            for c in range(cols):
+                gc = gr[c]
+                di = float(vr[c] - gc)
+                if di == 0.0:
+                    vr[c] = gc
+                    continue
+                x = min(max(di / dw0, -cap), cap)
+                fl = np.floor(x)
+                f = x - fl
+                if f > 0:
+                    u = rng.random()
+                    fl += u < f
+                st = st_up if fl > 0 else st_dn
+                vr[c] = min(max(float(gc) + st * abs(fl), lo), hi)
+                if vr[c] != gc:
+                    gr[c] = vr[c]
+        return m
     for j in range(m):  # 2. pulse counts in C order (the rounding draws)
         r = rws[j]
         gr, vr, nr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols], n[j * cols:(j + 1) * cols]
