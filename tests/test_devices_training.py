@@ -346,3 +346,29 @@ def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_d
     np.testing.assert_array_equal(a.evaluate(a.params, x), b.evaluate(b.params, x))
     for s in steppers:
         s.close()
+
+
+@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic"])
+def test_in_place_routes_refuse_a_diverged_update_like_the_general_route(data_dir, name):
+    """An infinite learning-rate factor (a diverged rule): every route raises the device's
+    non-finite-request error (the fused route for ``levels16-nearest``, the in-place one for
+    ``levels16-stochastic``, the general one for both)."""
+    from physgrad.devices import pulsing
+    from physgrad.layered.data import load_dataset
+
+    if not pulsing.AVAILABLE:
+        pytest.skip("numba not installed")
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:8].astype(np.float32) / np.float32(255)
+    init = initial_params(preset, 0, np.float32)
+    dev = get_device(name)
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    for flag in (True, False):
+        s = DeviceStepper(make_stepper("fast", preset, "cep", tuple(p.copy() for p in init), backend="auto"),
+                          dev, theta, state, seed=0, in_place=flag)
+        s.start_epoch(x, np.arange(8), 0)
+        with pytest.raises(PhysgradError, match="parameter array 0: device update: the requested change holds "
+                                                "[0-9 ]*non-finite"):
+            s.step(x, np.arange(4), data.y_train[:4], np.arange(4, 8), None, float("inf"))
+        s.close()

@@ -513,7 +513,22 @@ def nearest_row(gr, vr, dw0, cap, lo, hi, st_up, st_dn):  # pragma: no cover - c
     arrays' dtype (as :func:`_counts_kernel` and :func:`_closed_form_kernel`). Nothing is drawn; a device
     with a zero count keeps its value (``g + (-0.0)``), so ``gr`` is written only where it changes.
     Vectorised; also called by the compiled C-EP kernel's pass over ``W1``
-    (:mod:`physgrad.layered.kernels.numba_cpu`)."""
+    (:mod:`physgrad.layered.kernels.numba_cpu`). A row whose requests are all below ``0.49 dw0`` in size
+    (every count 0: most rows of a training step) is only copied back, without the division. Returns True,
+    writing nothing, when a request of the row is not finite (NaN or inf), else False."""
+    thr = 0.49 * dw0
+    small = True
+    bad = False
+    for c in range(gr.shape[0]):
+        d = float(vr[c] - gr[c])
+        small &= abs(d) < thr
+        bad |= not (d - d == 0)
+    if bad:
+        return True
+    if small:
+        for c in range(gr.shape[0]):
+            vr[c] = gr[c]
+        return False
     for c in range(gr.shape[0]):
         gc = gr[c]
         nf = np.rint(min(max(float(vr[c] - gc) / dw0, -cap), cap))
@@ -521,6 +536,7 @@ def nearest_row(gr, vr, dw0, cap, lo, hi, st_up, st_dn):  # pragma: no cover - c
         vr[c] = min(max(float(gc) + st * abs(nf), lo), hi)  # rounded to the arrays' dtype
         if vr[c] != gc:
             gr[c] = vr[c]
+    return False
 
 
 @njit(cache=True)

@@ -163,6 +163,7 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
     last = acc.shape[0] - 1
     t = np.empty(SUB, W1.dtype)
     device = update and dev.shape[0] > 0
+    n_bad = 0
     old = np.empty(SUB if device else 0, W1.dtype)
     cu = np.empty(nb + 1, W1.dtype)
     iu = np.empty(nb + 1, np.int64)
@@ -239,8 +240,8 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
                 else:
                     for j in range(w):
                         row[j] += t[j]
-            if device:
-                nearest_row(old[:w], row, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5])
+            if device and nearest_row(old[:w], row, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5]):
+                n_bad += 1  # a non-finite request: the step fails (cep_step raises)
             for q in range(n_c):
                 c = cp[q]
                 a = acc[ip[q], k0:k1]
@@ -250,18 +251,23 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
                 else:
                     for j in range(w):
                         a[j] += c * row[j]
+    return n_bad
 
 
 @njit(cache=True, parallel=True)
 def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+    n_bad = 0
     for c in prange(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    return n_bad
 
 
 @njit(cache=True)
 def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+    n_bad = 0
     for c in range(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    return n_bad
 
 
 # --- block updates --------------------------------------------------------------------------------
@@ -484,7 +490,8 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
                sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, par_rows, den_out, cout_f,
                invout_f, cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1):
     """One centered-EP step (see the module docstring). Returns 0, or 1 when ``-beta`` makes the
-    nudged output block non-convex (nothing is changed then).
+    nudged output block non-convex (nothing is changed then), or 2 when a request to ``W1``'s devices
+    (``dev1``) is not finite (the step is left half done: the run must stop).
 
     ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
     update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
@@ -612,10 +619,10 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
         Bs[B] = half * (qa - qm)
     Bs *= wcoef[0]
     if nthreads > 1 and Ws[0].size >= par_w1:
-        _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
+        n_bad = _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
     else:
-        _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
-    return 0
+        n_bad = _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
+    return 2 if n_bad > 0 else 0
 
 
 @njit(cache=True)
@@ -886,6 +893,9 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
                             Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0,
                             nxt, n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.par_rows,
                             ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb, dev1)
+    if status == 2:
+        raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
+                            "(NaN or inf): the learning rule diverged; lower the learning rates")
     if status:
         spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
         raise PhysgradError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
