@@ -372,3 +372,19 @@ def test_in_place_routes_refuse_a_diverged_update_like_the_general_route(data_di
                                                 "[0-9 ]*non-finite"):
             s.step(x, np.arange(4), data.y_train[:4], np.arange(4, 8), None, float("inf"))
         s.close()
+
+
+@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic"])
+def test_in_place_device_runs_resume_bit_for_bit(data_dir, tmp_path, name):
+    """The fused (``levels16-nearest``) and in-place (``levels16-stochastic``) routes on the compiled
+    kernel: a run interrupted mid-epoch and resumed ends with the uninterrupted run's conductances."""
+    pytest.importorskip("numba")
+    config = cfg(data_dir, device_model=name, epochs=2, train_size=32, backend="numba")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    m_full = train(config, full, progress=False)
+    train(config, parts, progress=False, _interrupt_after=3)
+    m_parts = train(config, parts, resume=True, progress=False)
+    for p, q in zip(params_of(full), params_of(parts)):
+        np.testing.assert_array_equal(p, q)
+    assert load_checkpoint(parts / "checkpoint.npz")["device_state"].n_updates == 16
+    assert [m["test_error"] for m in m_full] == [m["test_error"] for m in m_parts]
