@@ -388,3 +388,34 @@ def test_in_place_device_runs_resume_bit_for_bit(data_dir, tmp_path, name):
         np.testing.assert_array_equal(p, q)
     assert load_checkpoint(parts / "checkpoint.npz")["device_state"].n_updates == 16
     assert [m["test_error"] for m in m_full] == [m["test_error"] for m in m_parts]
+
+
+@pytest.mark.parametrize("engine,algorithm,backend", [("fast", "cep", "numpy"), ("generic", "cep", "numpy"),
+                                                      ("fast", "tbp", "numpy")])
+def test_in_place_route_on_the_other_engines_is_the_general_route(data_dir, engine, algorithm, backend):
+    """The in-place route applies to every stepper on host arrays (the numpy fused kernels, the generic
+    engine): bit for bit the general route there too (``levels16-stochastic``, 4 batches)."""
+    from physgrad.layered.data import load_dataset
+
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:20].astype(np.float32) / np.float32(255)
+    y = data.y_train[:20]
+    init = initial_params(preset, 0, np.float32)
+    dev = get_device("levels16-stochastic")
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    steppers = [DeviceStepper(make_stepper(engine, preset, algorithm, tuple(p.copy() for p in init), backend=backend),
+                              dev, theta, state, seed=0, in_place=flag) for flag in (True, False)]
+    assert [s.in_place for s in steppers] == [True, False]
+    order = np.arange(20)
+    warm = [None, None]
+    for s in steppers:
+        s.start_epoch(x, order, 0)
+    for bi in range(4):
+        idx, nxt = order[4 * bi:4 * bi + 4], order[4 * bi + 4:4 * bi + 8]
+        for k, s in enumerate(steppers):
+            warm[k], _ = s.step(x, idx, y[idx], nxt, warm[k], 1.0)
+    for p, q in zip(steppers[0].to_host(), steppers[1].to_host()):
+        np.testing.assert_array_equal(p, q)
+    for s in steppers:
+        s.close()
