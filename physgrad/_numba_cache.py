@@ -12,11 +12,17 @@ source) is kept. This module imports nothing from physgrad.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SUBFOLDER = "physgrad-kernels"
+DEPENDS = {"layered/kernels/numba_cpu.py": ("devices/pulsing.py",)}
+"""Package files (paths inside the package) whose compiled functions call compiled functions of other
+package files. Numba checks a cache entry against its own source file only, so a change to a callee
+(``pulsing.nearest_row``, compiled into the C-EP kernel's pass over ``W1``) would leave the caller's
+cached machine code stale: the callees' sources join the caller's stamp."""
 
 
 def cache_subpath(py_file) -> str | None:
@@ -51,6 +57,13 @@ def install() -> bool:
         def __init__(self, py_func, py_file):
             super().__init__(py_func, py_file)
             self._cache_path = os.path.join(config.CACHE_DIR, cache_subpath(py_file))
+
+        def get_source_stamp(self):
+            stamp = super().get_source_stamp()
+            deps = DEPENDS.get(Path(self._py_file).resolve().relative_to(PACKAGE_ROOT).as_posix(), ())
+            if not deps:
+                return stamp
+            return (stamp,) + tuple(hashlib.sha256((PACKAGE_ROOT / d).read_bytes()).hexdigest() for d in deps)
 
         @classmethod
         def from_function(cls, py_func, py_file):

@@ -256,3 +256,68 @@ def test_reads_are_the_same_on_both_routes_and_draw_like_numpy(name, extra, monk
         vals.append(np.maximum(v, 0.0))
     expect = (vals[0] - vals[1]) if leaf.pair else vals[0]
     np.testing.assert_array_equal(reads["numpy"][1], expect.astype(np.float32))
+
+
+# --- in place, visiting only the rows that changed ---------------------------------------------------------
+def _in_place_devices():
+    """The devices ``update_in_place`` takes (no drift, no pair): each law, both roundings, noise, stuck devices."""
+    from physgrad.devices import Stuck
+
+    out = {f"{law}-{r}-{c}": dev for r, c in (("nearest", 0.0), ("stochastic", 0.0), ("stochastic", 2.0))
+           for law, dev in laws(r, c).items() if law != "drift"}
+    out["stuck"] = Device(bounds=Bounds(0.0, 2.0), pulses=Pulses(dw_min=1 / 15, rounding="stochastic"),
+                          stuck=Stuck(fraction=0.1, at="random"))
+    for name in ("levels16-nearest", "levels16-stochastic", "digipot128", "reram-sb", "reram-es"):
+        out[name] = get_device(name)
+    return out
+
+
+IN_PLACE = _in_place_devices()
+
+
+@pytest.mark.skipif(not pulsing.AVAILABLE, reason="numba not installed")
+@pytest.mark.parametrize("name", sorted(IN_PLACE))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_update_in_place_is_update_bit_for_bit(name, dtype):
+    """Rows with zero requests (skipped), rows of fractions of a step and of many steps, a 1-d array
+    that is not a device: the same arrays, the same state counter, and the same draws (the generator
+    ends in the same state) as the general route, which visits every device."""
+    dev = IN_PLACE[name]
+    rng = np.random.default_rng(5)
+    theta0 = ((rng.random((40, 30)) * 1.5 + 0.1).astype(dtype), rng.random(30).astype(dtype))
+    theta, state = dev.init(theta0, device_rng(0, "init"), arrays=[0])
+    dw0 = state.leaves[0].dw0 or 0.05
+    for k in range(3):
+        d = (rng.standard_normal((40, 30)) * rng.choice([0.0, 0.3, 3.0], size=(40, 30)) * dw0).astype(dtype)
+        d[rng.random(40) < 0.5] = 0  # rows asked for nothing
+        values = (theta[0] + d, theta[1] + dtype(0.25))
+        r_ref, r_new = device_rng(0, "update", k), device_rng(0, "update", k)
+        ref, ref_state = dev.update(theta, tuple(v - t for v, t in zip(values, theta)), r_ref, state)
+        g, v = tuple(np.array(t) for t in theta), tuple(np.array(t) for t in values)
+        new_state = dev.update_in_place(g, v, r_new if dev.update_draws else None, state)
+        for a, b, c in zip(ref, g, v):
+            assert b.dtype == dtype
+            np.testing.assert_array_equal(b, a)
+            np.testing.assert_array_equal(c, a)
+        assert new_state.n_updates == ref_state.n_updates == k + 1
+        assert r_ref.random() == r_new.random()  # the same number of draws
+        assert np.count_nonzero(ref[0] != theta[0]) > (0 if "nearest" in name else 100)
+        theta, state = ref, ref_state
+
+
+def test_update_in_place_refuses_what_it_cannot_do():
+    g = np.ones((4, 3))
+    dev = laws("nearest")["drift"]
+    theta, state = dev.init((g,), device_rng(0, "init"))
+    with pytest.raises(PhysgradError, match="drift"):
+        dev.update_in_place([np.array(theta[0])], [np.array(theta[0])], None, state)
+    dev = get_device("levels16-stochastic")
+    theta, state = dev.init((g,), device_rng(0, "init"))
+    with pytest.raises(PhysgradError, match="generator"):
+        dev.update_in_place([np.array(theta[0])], [np.array(theta[0]) + 0.3], None, state)
+    bad = np.array(theta[0])
+    bad[2, 1] = np.nan
+    keep = np.array(theta[0])
+    with pytest.raises(PhysgradError, match="parameter array 0.*non-finite"):
+        dev.update_in_place([keep], [bad], np.random.default_rng(0), state)
+    np.testing.assert_array_equal(keep, theta[0])  # nothing written

@@ -297,3 +297,125 @@ def test_every_preset_trains_an_epoch_of_real_mnist_without_nan(tmp_path, name):
     # ended at 86 % (near chance) after its one epoch on the generic engine
     if name not in ("levels16-nearest", "pcm-pair"):
         assert metrics[-1]["test_error"] < 60.0
+
+
+@pytest.mark.parametrize("name,threads", [("levels16-nearest", 1), ("levels16-nearest", 2), ("levels16-stochastic", 1),
+                                          ("digipot128", 1), ("reram-sb", 1), ("reram-es", 1)])
+def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_dir, name, threads):
+    """``DeviceStepper`` updating in place (the rows that changed, no copies; the default where it
+    applies) against the general route (``in_place=False``: request, ``Device.update``, copy back): the
+    same conductances, predictions and device counter after 6 batches of DRN-XS, bit for bit. For
+    ``levels16-nearest`` and ``digipot128`` (constant steps, nearest rounding) the compiled kernel updates
+    ``W1``'s devices inside its pass over ``W1`` (``fused_w1``), with 1 and 2 threads."""
+    from physgrad.devices import pulsing
+    from physgrad.layered.data import load_dataset
+
+    if not pulsing.AVAILABLE:
+        pytest.skip("numba not installed")
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:24].astype(np.float32) / np.float32(255)
+    y = data.y_train[:24]
+    init = initial_params(preset, 0, np.float32)
+    dev = get_device(name)
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    steppers = [DeviceStepper(make_stepper("fast", preset, "cep", tuple(p.copy() for p in init), backend="auto",
+                                           threads=threads), dev, theta, state, seed=0, in_place=flag)
+                for flag in (True, False)]
+    assert [s.in_place for s in steppers] == [True, False]
+    assert steppers[0].fused_w1 == (name in ("levels16-nearest", "digipot128"))
+    if threads > 1:
+        steppers[0].inner.ws.par_w1 = 0  # the parallel pass over W1 (split by columns) at this size too
+        steppers[0].inner.ws.cuts = np.array([0, 48, 100], np.int64)
+    order = np.arange(24)
+    warm, preds = [None, None], [[], []]
+    for s in steppers:
+        s.start_epoch(x, order, 0)
+    for bi in range(6):
+        idx, nxt = order[4 * bi:4 * bi + 4], (order[4 * bi + 4:4 * bi + 8] if bi < 5 else None)
+        for k, s in enumerate(steppers):
+            warm[k], pred = s.step(x, idx, y[idx], nxt, warm[k], 1.0)
+            preds[k].append(pred)
+    a, b = steppers
+    assert a.device_state.n_updates == b.device_state.n_updates == 6
+    np.testing.assert_array_equal(np.concatenate(preds[0]), np.concatenate(preds[1]))
+    for p, q, r in zip(a.to_host(), b.to_host(), a.inner.params):
+        np.testing.assert_array_equal(p, q)
+        np.testing.assert_array_equal(r, q)  # the inner stepper holds the delivered conductances
+    assert np.count_nonzero(a.to_host()[0] != theta[0]) > 0
+    np.testing.assert_array_equal(a.evaluate(a.params, x), b.evaluate(b.params, x))
+    for s in steppers:
+        s.close()
+
+
+@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic"])
+def test_in_place_routes_refuse_a_diverged_update_like_the_general_route(data_dir, name):
+    """An infinite learning-rate factor (a diverged rule): every route raises the device's
+    non-finite-request error (the fused route for ``levels16-nearest``, the in-place one for
+    ``levels16-stochastic``, the general one for both)."""
+    from physgrad.devices import pulsing
+    from physgrad.layered.data import load_dataset
+
+    if not pulsing.AVAILABLE:
+        pytest.skip("numba not installed")
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:8].astype(np.float32) / np.float32(255)
+    init = initial_params(preset, 0, np.float32)
+    dev = get_device(name)
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    for flag in (True, False):
+        s = DeviceStepper(make_stepper("fast", preset, "cep", tuple(p.copy() for p in init), backend="auto"),
+                          dev, theta, state, seed=0, in_place=flag)
+        s.start_epoch(x, np.arange(8), 0)
+        with pytest.raises(PhysgradError, match="parameter array 0: device update: the requested change holds "
+                                                "[0-9 ]*non-finite"):
+            s.step(x, np.arange(4), data.y_train[:4], np.arange(4, 8), None, float("inf"))
+        s.close()
+
+
+@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic"])
+def test_in_place_device_runs_resume_bit_for_bit(data_dir, tmp_path, name):
+    """The fused (``levels16-nearest``) and in-place (``levels16-stochastic``) routes on the compiled
+    kernel: a run interrupted mid-epoch and resumed ends with the uninterrupted run's conductances."""
+    pytest.importorskip("numba")
+    config = cfg(data_dir, device_model=name, epochs=2, train_size=32, backend="numba")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    m_full = train(config, full, progress=False)
+    train(config, parts, progress=False, _interrupt_after=3)
+    m_parts = train(config, parts, resume=True, progress=False)
+    for p, q in zip(params_of(full), params_of(parts)):
+        np.testing.assert_array_equal(p, q)
+    assert load_checkpoint(parts / "checkpoint.npz")["device_state"].n_updates == 16
+    assert [m["test_error"] for m in m_full] == [m["test_error"] for m in m_parts]
+
+
+@pytest.mark.parametrize("engine,algorithm,backend", [("fast", "cep", "numpy"), ("generic", "cep", "numpy"),
+                                                      ("fast", "tbp", "numpy")])
+def test_in_place_route_on_the_other_engines_is_the_general_route(data_dir, engine, algorithm, backend):
+    """The in-place route applies to every stepper on host arrays (the numpy fused kernels, the generic
+    engine): bit for bit the general route there too (``levels16-stochastic``, 4 batches)."""
+    from physgrad.layered.data import load_dataset
+
+    preset = get_preset("drn-xs")
+    data = load_dataset("mnist", data_dir)
+    x = data.x_train[:20].astype(np.float32) / np.float32(255)
+    y = data.y_train[:20]
+    init = initial_params(preset, 0, np.float32)
+    dev = get_device("levels16-stochastic")
+    theta, state = dev.init(init, device_rng(0, "init"), arrays=range(2))
+    steppers = [DeviceStepper(make_stepper(engine, preset, algorithm, tuple(p.copy() for p in init), backend=backend),
+                              dev, theta, state, seed=0, in_place=flag) for flag in (True, False)]
+    assert [s.in_place for s in steppers] == [True, False]
+    order = np.arange(20)
+    warm = [None, None]
+    for s in steppers:
+        s.start_epoch(x, order, 0)
+    for bi in range(4):
+        idx, nxt = order[4 * bi:4 * bi + 4], order[4 * bi + 4:4 * bi + 8]
+        for k, s in enumerate(steppers):
+            warm[k], _ = s.step(x, idx, y[idx], nxt, warm[k], 1.0)
+    for p, q in zip(steppers[0].to_host(), steppers[1].to_host()):
+        np.testing.assert_array_equal(p, q)
+    for s in steppers:
+        s.close()

@@ -23,6 +23,30 @@ def test_cache_folder_is_the_path_inside_the_package():
     assert sum(getattr(c, "_physgrad", False) for c in impl._locator_classes) == 1
 
 
+
+def test_the_sources_of_compiled_callees_join_the_callers_stamp(tmp_path, monkeypatch):
+    """``numba_cpu``'s pass over ``W1`` compiles ``pulsing.nearest_row`` in: a change to ``pulsing.py``
+    alone must invalidate ``numba_cpu``'s cache entries (numba itself checks only the caller's file)."""
+    import hashlib
+    import inspect
+
+    from numba.core import caching, config
+
+    from physgrad.devices import pulsing
+    from physgrad.layered.kernels import numba_cpu
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    assert _numba_cache.install()
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+    locator = next(c for c in impl._locator_classes if getattr(c, "_physgrad", False))
+    f = numba_cpu._cep_batch.py_func
+    stamp = locator.from_function(f, inspect.getfile(f)).get_source_stamp()
+    assert isinstance(stamp, tuple)
+    assert stamp[1] == hashlib.sha256(Path(pulsing.__file__).read_bytes()).hexdigest()
+    g = pulsing._drift_kernel.py_func  # a file without compiled callees elsewhere: numba's own stamp
+    assert not isinstance(locator.from_function(g, inspect.getfile(g)).get_source_stamp(), tuple)
+
+
 PROBE = """
 import sys
 import numpy as np

@@ -337,6 +337,67 @@ class Device:
         tick = self.drift.seconds_per_update if self.drift is not None else 0.0
         return _join(out, is_tuple), state.with_leaves(leaves, clock=clock + tick, n_updates=n_next)
 
+    @property
+    def updates_in_place(self) -> bool:
+        """Whether :meth:`update_in_place` applies: a non-ideal device without drift (no clocks to
+        restart) and without pairs."""
+        return not self.is_ideal and self.drift is None and self.pair is None
+
+    @property
+    def update_draws(self) -> bool:
+        """Whether an update draws random numbers (stochastic rounding or cycle-to-cycle noise)."""
+        p = self.pulses
+        return p is not None and (p.rounding == "stochastic" or p.c2c > 0)
+
+    def update_in_place(self, theta, values, rng: Optional[np.random.Generator], state: DeviceState,
+                        first: int = 0) -> DeviceState:
+        """:meth:`update` with ``dtheta = values - theta``, written in place into both ``theta``'s and
+        ``values``' arrays (afterwards both hold the delivered conductances; arrays that are not devices
+        take ``values``), visiting only the rows that changed
+        (:func:`physgrad.devices.pulsing.move_in_place`): the same numbers bit for bit, the same draws.
+
+        Parameters
+        ----------
+        theta, values : tuples of C-contiguous float arrays, the same shapes and dtypes
+            The devices' conductances and the optimiser's new values (S); modified in place.
+        rng : numpy Generator, or None when :attr:`update_draws` is False
+            ``device_rng(seed, "update", state.n_updates)``.
+        state : DeviceState
+        first : int
+            ``theta`` and ``values`` are the arrays ``first, first + 1, ...`` of the parameters; those
+            before were delivered elsewhere in this update (the compiled C-EP kernel's pass over
+            ``W1``, :func:`physgrad.layered.kernels.numba_cpu.cep_step`).
+
+        Returns
+        -------
+        DeviceState
+            ``n_updates`` + 1 (no drift: the clock stays).
+
+        Raises
+        ------
+        PhysgradError
+            A device with drift or pairs (:attr:`updates_in_place` False); a non-finite value, naming the
+            array (arrays before it are already updated).
+        """
+        if not self.updates_in_place:
+            raise PhysgradError(f"device {self.label!r}: update_in_place needs a device without drift and pairs; "
+                                f"use update")
+        items, _ = _split(theta)
+        new, _ = _split(values)
+        self._check_state(state, len(items) + first)
+        if len(new) != len(items):
+            raise PhysgradError("values must have the structure of theta")
+        plan = pulsing.plan(self.pulses, self.drift)
+        for i, (a, v, leaf) in enumerate(zip(items, new, state.leaves[first:]), start=first):
+            if leaf is None:
+                np.copyto(a, v)
+                continue
+            try:
+                pulsing.move_in_place(plan, leaf.cells[0], a, v, leaf.dw0, rng)
+            except PhysgradError as err:
+                raise PhysgradError(f"parameter array {i}: {err}") from None
+        return state.with_leaves(state.leaves, n_updates=state.n_updates + 1)
+
     def _move(self, cell: Cell, g, delta, dw0: float, rng, clock: float, side: int = 0, dtype=None) -> tuple:
         """One array of devices asked to change by ``delta`` (S): ``(new g, new cell)``
         (:func:`physgrad.devices.pulsing.move`, then stuck devices held)."""

@@ -183,6 +183,30 @@ def _work(size: int) -> tuple:
     return tuple(a[:size] for a in have)
 
 
+def _flat_fields(cell, size: int) -> tuple:
+    """``(g_min, g_max, step_up, step_down)`` of ``cell`` as flat float64 arrays (1 or ``size`` entries),
+    kept on the cell (its fields are never changed in place)."""
+    have = cell.__dict__.get("_flat_fields")
+    if have is None:
+        have = []
+        for what in ("g_min", "g_max", "step_up", "step_down"):
+            a = np.ascontiguousarray(getattr(cell, what), dtype=float).reshape(-1)
+            if a.size != 1 and a.size != size:
+                raise PhysgradError(f"device cell field {what} has {a.size} values for {size} devices")
+            have.append(a)
+        have = tuple(have)
+        cell.__dict__["_flat_fields"] = have
+    return have
+
+
+def _rows_work(rows: int) -> np.ndarray:
+    """A per-thread int64 work array of ``rows`` entries (the changed rows of :func:`move_in_place`)."""
+    have = getattr(_WORK, "rows", None)
+    if have is None or have.size < rows:
+        have = _WORK.rows = np.empty(max(rows, 1), np.int64)
+    return have[:max(rows, 1)]
+
+
 def _bad_message(delta, side) -> str:
     d = np.asarray(delta, dtype=float)
     k = int(np.count_nonzero(~np.isfinite(d)))
@@ -356,6 +380,22 @@ def _closed_form_kernel(g, d, side, n, law, c2c, up, down, g_min, g_max, rng, ou
 
 
 @njit(cache=True)
+def _law_step(law, lp, gi, positive, up, down, lo, hi):  # pragma: no cover - compiled
+    """The size (S, >= 0) of one pulse of the soft-bounds (``law`` 2) or exponential-step (3) law at ``gi``."""
+    if not hi > lo:
+        return 0.0
+    R = hi - lo
+    if law == 2:
+        if positive:
+            return up * 2.0 * (hi - gi) / R
+        return down * 2.0 * (gi - lo) / R
+    z = 2.0 * lp[4] * (gi - 0.5 * (hi + lo)) / R + lp[5]
+    if positive:
+        return up * max(1.0 - lp[0] * np.exp(lp[2] * z), 0.0)
+    return down * max(1.0 - lp[1] * np.exp(-lp[3] * z), 0.0)
+
+
+@njit(cache=True)
 def _pulse_kernel(g, n, law, c2c, lp, up, down, g_min, g_max, rng, out, act, wa, left):  # pragma: no cover
     """Soft-bounds (``law`` 2) and exponential-step (3) responses, pulse by pulse, clipped, into
     ``out``; the noise draws pulse-major (see the module docstring)."""
@@ -374,22 +414,7 @@ def _pulse_kernel(g, n, law, c2c, lp, up, down, g_min, g_max, rng, out, act, wa,
             i = act[j]
             lo, hi = g_min[i * s_lo], g_max[i * s_hi]
             gi = wa[j]
-            R = hi - lo
-            if not R > 0:
-                R = 1.0
-            if law == 2:
-                if n[i] > 0:
-                    step = up[i * s_up] * 2.0 * (hi - gi) / R
-                else:
-                    step = down[i * s_dn] * 2.0 * (gi - lo) / R
-            else:
-                z = 2.0 * lp[4] * (gi - 0.5 * (hi + lo)) / R + lp[5]
-                if n[i] > 0:
-                    step = up[i * s_up] * max(1.0 - lp[0] * np.exp(lp[2] * z), 0.0)
-                else:
-                    step = down[i * s_dn] * max(1.0 - lp[1] * np.exp(-lp[3] * z), 0.0)
-            if not hi > lo:
-                step = 0.0
+            step = _law_step(law, lp, gi, n[i] > 0, up[i * s_up], down[i * s_dn], lo, hi)
             if c2c > 0:
                 step = step * (1.0 + c2c * rng.standard_normal())
             gi = min(max(gi + step if n[i] > 0 else gi + (-step), lo), hi)
@@ -399,6 +424,268 @@ def _pulse_kernel(g, n, law, c2c, lp, up, down, g_min, g_max, rng, out, act, wa,
             else:
                 out[i] = gi
         k = kk
+
+
+# --- in place, visiting only the rows that changed -------------------------------------------------------
+def move_in_place(p: Plan, cell, g: np.ndarray, values: np.ndarray, dw0: float, rng) -> int:
+    r"""One array of devices ``g`` asked to take ``values`` (the optimiser's new values: the request is
+    :math:`\delta = \mathrm{values} - g`, formed in their dtype as ``values - g``), delivered **in place into
+    both arrays**: afterwards ``g`` and ``values`` hold the delivered conductances (stuck devices held).
+
+    The same numbers as :func:`move` (``move(p, cell, g, values - g, dw0, rng, clock, dtype=g.dtype)``, bit
+    for bit, the same draws in the same order) for a device without drift (``p.drift`` False): a device
+    asked for nothing is neither pulsed nor drawn for, so only the rows of ``g`` (its first axis; a 1-d
+    array is one row) where ``values`` differs from ``g`` are visited after one branch-free comparison
+    pass -- with C-EP most rows of a first layer (pixels that were 0 in the whole batch) are skipped, as
+    the ideal device's update skips them. A device visited but not moved is clipped to its bounds, as
+    :func:`move` does; one not visited already is (every value it holds came from a clip).
+
+    Parameters
+    ----------
+    p : Plan
+        Without drift.
+    cell : physgrad.devices.state.Cell
+    g, values : C-contiguous float arrays of one shape and dtype
+        Modified in place.
+    dw0 : float
+        Nominal pulse step (S).
+    rng : numpy Generator, or None when the plan draws nothing (nearest rounding, no cycle-to-cycle noise)
+
+    Returns
+    -------
+    int
+        The number of rows visited.
+
+    Raises
+    ------
+    PhysgradError
+        ``values`` not finite (nothing drawn or written); a plan with drift; arrays of other shapes/dtypes.
+    """
+    if p.drift:
+        raise PhysgradError("move_in_place: a device with drift restarts its clocks; use move")
+    if not (isinstance(g, np.ndarray) and isinstance(values, np.ndarray) and g.shape == values.shape
+            and g.dtype == values.dtype and g.dtype.kind == "f" and g.flags.c_contiguous and values.flags.c_contiguous):
+        raise PhysgradError("move_in_place: conductances and values must be C-contiguous float arrays of one "
+                            "shape and dtype")
+    if rng is None:
+        if p.stochastic or p.c2c > 0:
+            raise PhysgradError("move_in_place: this device draws random numbers; give it a generator")
+        rng = _NO_DRAWS
+    size = g.size
+    rows = g.shape[0] if g.ndim > 1 else 1
+    cols = size // rows if rows else 0
+    flat = _flat_fields(cell, size)
+    n, act, wa, left, _ = _work(size)
+    rws = _rows_work(rows)
+    gf, vf = g.reshape(-1), values.reshape(-1)
+    m = _changed_rows(gf, vf, rows, cols, rws)
+    if m < 0:
+        with np.errstate(all="ignore"):
+            raise PhysgradError(_bad_message(values - g, 0))
+    if m == 0:
+        return 0
+    _in_place_kernel(gf, vf, rws, m, cols, p.law, p.stochastic, p.cap, p.c2c, p.law_params, float(dw0), *flat, rng,
+                     n, act, wa, left)
+    if cell.stuck_index.size:
+        g.flat[cell.stuck_index] = cell.stuck_value
+        values.flat[cell.stuck_index] = g.flat[cell.stuck_index]
+    return m
+
+
+def nearest_constants(p: Plan, cell, dw0: float) -> Optional[np.ndarray]:
+    """``[dw0, cap, g_min, g_max, step_up, -step_down]`` (float64) when :func:`nearest_row` is the whole update
+    of ``cell``'s devices (constant steps, nearest rounding, no cycle-to-cycle noise, no drift, the same bounds
+    and steps for every device, no stuck device); else None."""
+    if p.law != CONSTANT or p.stochastic or p.c2c > 0 or p.drift or cell.stuck_index.size:
+        return None
+    fields = [np.asarray(getattr(cell, f), dtype=float) for f in ("g_min", "g_max", "step_up", "step_down")]
+    if any(f.size != 1 for f in fields):
+        return None
+    lo, hi, up, down = (float(f.reshape(-1)[0]) for f in fields)
+    return np.array([float(dw0), p.cap, lo, hi, up, -down])
+
+
+@njit(cache=True)
+def nearest_row(gr, vr, dw0, cap, lo, hi, st_up, st_dn):  # pragma: no cover - compiled
+    """Constant-step devices ``gr`` asked to take the values ``vr`` (one row; nearest rounding, the same
+    bounds ``lo``, ``hi`` and steps ``st_up``, ``st_dn = -step_down`` for all): the delivered values into
+    both, :math:`g + \\Delta_\\pm R(\\delta/\\Delta_0)` clipped, computed in float64 from ``vr - gr`` in the
+    arrays' dtype (as :func:`_counts_kernel` and :func:`_closed_form_kernel`). Nothing is drawn; a device
+    with a zero count keeps its value (``g + (-0.0)``), so ``gr`` is written only where it changes.
+    Vectorised; also called by the compiled C-EP kernel's pass over ``W1``
+    (:mod:`physgrad.layered.kernels.numba_cpu`). A row whose requests are all below ``0.49 dw0`` in size
+    (every count 0: most rows of a training step) is only copied back, without the division. Returns True,
+    writing nothing, when a request of the row is not finite (NaN or inf), else False."""
+    thr = 0.49 * dw0
+    small = True
+    bad = False
+    for c in range(gr.shape[0]):
+        d = float(vr[c] - gr[c])
+        small &= abs(d) < thr
+        bad |= not (d - d == 0)
+    if bad:
+        return True
+    if small:
+        for c in range(gr.shape[0]):
+            vr[c] = gr[c]
+        return False
+    for c in range(gr.shape[0]):
+        gc = gr[c]
+        nf = np.rint(min(max(float(vr[c] - gc) / dw0, -cap), cap))
+        st = st_up if nf > 0 else st_dn
+        vr[c] = min(max(float(gc) + st * abs(nf), lo), hi)  # rounded to the arrays' dtype
+        if vr[c] != gc:
+            gr[c] = vr[c]
+    return False
+
+
+@njit(cache=True)
+def _changed_rows(g, v, rows, cols, out):  # pragma: no cover - compiled
+    """The rows where the request ``v - g`` (in the arrays' dtype) is nonzero into ``out``, and their
+    number; -1 when a request is not finite. Branch-free over a row's slice (vectorised)."""
+    m = 0
+    bad = False
+    for r in range(rows):
+        gr, vr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols]
+        changed = False
+        for c in range(cols):
+            di = vr[c] - gr[c]
+            changed |= di != 0
+            bad |= not (di - di == 0)
+        if changed:
+            out[m] = r
+            m += 1
+    return -1 if bad else m
+
+
+@njit(cache=True)
+def _in_place_kernel(g, v, rws, m, cols, law, stochastic, cap, c2c, lp, dw0, g_min, g_max, up, down, rng,
+                     n, act, wa, left):  # pragma: no cover - compiled
+    """:func:`move_in_place` on the ``m`` rows ``rws`` of flat arrays ``g`` and ``v`` (finite requests);
+    returns ``m``. The loops are those of :func:`_counts_kernel`,
+    :func:`_closed_form_kernel` and :func:`_pulse_kernel` on the visited rows (``n[j * cols + c]`` holds
+    the count of column ``c`` of the ``j``-th row)."""
+    s_lo, s_hi, s_up, s_dn = int(g_min.size > 1), int(g_max.size > 1), int(up.size > 1), int(down.size > 1)
+    if law == 1 and not stochastic and c2c == 0 and s_lo + s_hi + s_up + s_dn == 0:
+        # nearest rounding, no noise, uniform bounds and steps (levels, digipot): nothing drawn, one
+        # vectorised pass per row; the count as a float (the same integer value as below)
+        lo, hi, st_up, st_dn = g_min[0], g_max[0], up[0], -down[0]
+        for j in range(m):
+            r = rws[j]
+            nearest_row(g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols], dw0, cap, lo, hi, st_up, st_dn)
+        return m
+    if law == 1 and c2c == 0 and s_lo + s_hi + s_up + s_dn == 0:
+        # stochastic rounding, no noise, uniform bounds and steps (levels*-stochastic): the response draws
+        # nothing, so count and response share one pass (the draws in C order as below)
+        lo, hi, st_up, st_dn = g_min[0], g_max[0], up[0], -down[0]
+        for j in range(m):
+            r = rws[j]
+            gr, vr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols]
+            for c in range(cols):
+                gc = gr[c]
+                di = float(vr[c] - gc)
+                if di == 0.0:
+                    vr[c] = gc
+                    continue
+                x = min(max(di / dw0, -cap), cap)
+                fl = np.floor(x)
+                f = x - fl
+                if f > 0:
+                    u = rng.random()
+                    fl += u < f
+                st = st_up if fl > 0 else st_dn
+                vr[c] = min(max(float(gc) + st * abs(fl), lo), hi)
+                if vr[c] != gc:
+                    gr[c] = vr[c]
+        return m
+    for j in range(m):  # 2. pulse counts in C order (the rounding draws)
+        r = rws[j]
+        gr, vr, nr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols], n[j * cols:(j + 1) * cols]
+        if law == 0:
+            for c in range(cols):
+                nr[c] = 1 if float(vr[c] - gr[c]) != 0.0 else 0
+        elif not stochastic:
+            for c in range(cols):
+                nr[c] = np.int64(np.rint(min(max(float(vr[c] - gr[c]) / dw0, -cap), cap)))
+        else:
+            for c in range(cols):
+                di = float(vr[c] - gr[c])
+                if di == 0.0:
+                    nr[c] = 0
+                    continue
+                x = min(max(di / dw0, -cap), cap)
+                fl = np.floor(x)
+                f = x - fl
+                if f > 0:
+                    u = rng.random()
+                    fl += u < f
+                nr[c] = np.int64(fl)
+    k = 0
+    for j in range(m):  # 3. responses of the visited rows, clipped (written into both arrays)
+        r = rws[j]
+        o = j * cols - r * cols
+        if law == 1 and c2c == 0 and s_lo + s_hi + s_up + s_dn == 0:  # uniform bounds and steps: vectorised
+            gr, vr, nr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols], n[j * cols:(j + 1) * cols]
+            lo, hi, st_up, st_dn = g_min[0], g_max[0], up[0], -down[0]
+            for c in range(cols):
+                ni = nr[c]
+                st = st_up if ni > 0 else st_dn
+                gr[c] = min(max(float(gr[c]) + st * float(abs(ni)), lo), hi)
+                vr[c] = gr[c]
+        elif law == 1 and c2c > 0:
+            for i in range(r * cols, (r + 1) * cols):
+                gi = float(g[i])
+                ni = n[o + i]
+                if ni != 0:
+                    mm = float(abs(ni))
+                    mm += c2c * np.sqrt(mm) * rng.standard_normal()
+                    if ni > 0:
+                        gi = gi + up[i * s_up] * mm
+                    else:
+                        gi = gi + (-down[i * s_dn]) * mm
+                g[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+                v[i] = g[i]
+        elif law == 1:  # no branch: n = 0 adds (-down) * 0.0 = -0.0, which leaves g as it is
+            for i in range(r * cols, (r + 1) * cols):
+                ni = n[o + i]
+                st = up[i * s_up] if ni > 0 else -down[i * s_dn]
+                gi = float(g[i]) + st * float(abs(ni))
+                g[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+                v[i] = g[i]
+        elif law == 0:
+            for i in range(r * cols, (r + 1) * cols):
+                di = float(v[i] - g[i])
+                gi = float(g[i]) + di if n[o + i] != 0 else float(g[i])
+                g[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
+                v[i] = g[i]
+        else:
+            for i in range(r * cols, (r + 1) * cols):
+                ni = n[o + i]
+                if ni != 0:
+                    act[k], wa[k], left[k] = i, float(g[i]), ni
+                    k += 1
+                else:
+                    g[i] = min(max(float(g[i]), g_min[i * s_lo]), g_max[i * s_hi])
+                    v[i] = g[i]
+    while k > 0:  # the pulse laws: pulse p of every device with at least p pulses, in C order
+        kk = 0
+        for j in range(k):
+            i = act[j]
+            lo, hi = g_min[i * s_lo], g_max[i * s_hi]
+            gi = wa[j]
+            positive = left[j] > 0
+            step = _law_step(law, lp, gi, positive, up[i * s_up], down[i * s_dn], lo, hi)
+            if c2c > 0:
+                step = step * (1.0 + c2c * rng.standard_normal())
+            gi = min(max(gi + step if positive else gi + (-step), lo), hi)
+            if abs(left[j]) > 1:  # compact in place (kk <= j)
+                act[kk], wa[kk], left[kk] = i, gi, (left[j] - 1 if positive else left[j] + 1)
+                kk += 1
+            else:
+                g[i] = gi
+                v[i] = g[i]
+        k = kk
+    return m
 
 
 # --- reads ------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from physgrad.devices import Device, DeviceState, ReadThrough, device_rng
+from physgrad.devices import Device, DeviceState, ReadThrough, device_rng, pulsing
 from physgrad.layered.engines import random_reads
 from physgrad.layered.steppers import optimizer_state
 from physgrad.types import PhysgradError
@@ -73,9 +73,18 @@ class DeviceStepper:
         The run's seed (device streams: :func:`physgrad.devices.device_rng`).
     read_through : bool
         Per-example/per-phase reads (the inner stepper must be the generic one).
+    in_place : bool
+        Update in place where it applies (:attr:`in_place` says whether it does): a device without drift,
+        pairs or read noise (its reads are the conductances themselves) and an inner stepper on host
+        arrays of the devices' dtypes. Each step then hands the inner stepper's new values to
+        :meth:`Device.update_in_place <physgrad.devices.Device.update_in_place>`, which visits only the
+        rows that changed and writes the delivered conductances into both the true and the inner arrays
+        (no copies, no generator for devices that draw nothing): the same numbers as the general route
+        bit for bit (``tests/test_device_layered.py``).
     """
 
-    def __init__(self, inner, device: Device, params, device_state: DeviceState, seed: int, read_through: bool = False):
+    def __init__(self, inner, device: Device, params, device_state: DeviceState, seed: int, read_through: bool = False,
+                 in_place: bool = True):
         if not isinstance(device, Device) or device.is_ideal:
             raise PhysgradError("DeviceStepper needs a non-ideal Device (run the plain stepper for the ideal one)")
         self.inner, self.device, self.device_state, self.seed = inner, device, device_state, int(seed)
@@ -85,6 +94,21 @@ class DeviceStepper:
         self._minimizer = getattr(inner, "minimizer", None)
         self.params = tuple(np.array(p, copy=True) for p in params)
         self._sync()
+        host = getattr(inner, "params", None)
+        self.in_place = bool(in_place and device.updates_in_place and device.reads_ideally and not self.read_through
+                             and isinstance(host, (tuple, list)) and len(host) == len(self.params)
+                             and all(isinstance(h, np.ndarray) and h.dtype == p.dtype and h.shape == p.shape
+                                     and h.flags.c_contiguous and p.flags.c_contiguous and h is not p
+                                     for h, p in zip(host, self.params)))
+        self.fused_w1 = False
+        if self.in_place and hasattr(inner, "device_w1") and getattr(inner, "optimizer", None) is None:
+            leaf = device_state.leaves[0]
+            consts = None if leaf is None else pulsing.nearest_constants(
+                pulsing.plan(device.pulses, device.drift), leaf.cells[0], leaf.dw0)
+            if consts is not None:  # W1's devices update inside the kernel's pass; one array for both
+                inner.device_w1 = consts
+                self.params = (host[0],) + tuple(self.params[1:])
+                self.fused_w1 = True
 
     # --- what the inner stepper sees -----------------------------------------------------------
     def _read(self, example: int = 0) -> tuple:
@@ -120,6 +144,20 @@ class DeviceStepper:
 
     def step(self, x, idx, y, nxt, warm, lr_scale):
         """The inner step at the read conductances, then ``device.update`` with its requested change."""
+        if self.fused_w1:  # W1 delivered (and the next drive made from it) in the kernel's pass
+            warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
+            host = self.inner.params
+            self.device_state = self.device.update_in_place(self.params[1:], host[1:], None, self.device_state,
+                                                            first=1)
+            self.inner.ws.attach(host)  # the transposed copies of the deeper weights
+            return warm, pred
+        if self.in_place:  # the next batch's drive is made below, from the delivered conductances
+            warm, pred = self.inner.step(x, idx, y, None, warm, lr_scale)
+            rng = device_rng(self.seed, "update", self.device_state.n_updates) if self.device.update_draws else None
+            self.device_state = self.device.update_in_place(self.params, self.inner.params, rng, self.device_state)
+            if nxt is not None:  # the next batch's drive from the delivered conductances
+                self.inner.start_epoch(x, nxt, 0)
+            return warm, pred
         before = self._before()
         warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
         after = tuple(np.asarray(p) for p in self.inner.to_host())

@@ -253,6 +253,10 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         self.ws = numba_cpu.Workspace(self.spec, preset.batch_size, threads=self.threads)
         self.ws.attach(self.params)
         self.optimizer = None
+        self.device_w1 = None
+        """None, or the constants of :func:`physgrad.devices.pulsing.nearest_constants`: ``W1`` is on
+        constant-step devices with nearest rounding, updated in the kernel's pass over ``W1`` (set by
+        :class:`physgrad.layered.device_model.DeviceStepper`; SGD only)."""
         if preset.optimizer != "sgd":
             from physgrad.layered.optimizer import LayerOptimizer
 
@@ -280,7 +284,7 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         opt = None if self.optimizer is None else (self.optimizer.kind, self.optimizer.momentum, self.opt_state)
         free, s_plus = self._kernel.cep_step(
             spec, self.params, self.ws, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
-            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0, optimizer=opt)
+            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0, optimizer=opt, device_w1=self.device_w1)
         return s_plus, np.argmax(free[-1], axis=1)
 
     def state_arrays(self) -> dict:

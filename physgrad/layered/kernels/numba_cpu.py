@@ -66,6 +66,8 @@ from typing import Optional
 
 import numpy as np
 
+from physgrad.devices.pulsing import nearest_row  # compiled into the pass over W1: numba's cache of this file does
+# not see changes to it (tests/test_devices_training.py compares the fused route with the device's own, bit for bit)
 from physgrad.layered.fused import FusedSpec
 from physgrad.types import NotSolvedError, PhysgradError
 
@@ -100,6 +102,7 @@ PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between
 PAR_ROWS = 1 << 62  # multiply-adds per row and sweep above which a phase's rows are split between threads:
 # off by default (DRN-1H, batch 4, idle 2-core machine: 2 threads took 4.8-5.2 s per 3,000 batches with the
 # row split and 3.8-3.9 s without, 1 thread 2.6-2.8 s); kept, tested, for larger batches
+NO_DEVICE = np.zeros(0)  # ``dev`` of the pass over W1 without devices
 SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
 
 
@@ -142,12 +145,15 @@ def _opt_apply(w, t, m, v, kind, oc, clamp):
 
 # --- the pass over W1 ------------------------------------------------------------------------------
 @njit(cache=True)
-def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
+def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
     """Columns ``j0:j1`` of the pass over ``W1`` (in place).
 
     ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN) -- or, with an optimizer
     (``kind`` not :data:`SGD`), the optimizer's step on the gradient ``-[s0; -1]^T Bs`` (``Bs`` at
-    unit learning rate; state ``M1``, ``V1``, constants ``oc``). Then ``acc[r] = P[r] W1`` for
+    unit learning rate; state ``M1``, ``V1``, constants ``oc``). ``dev``: empty, or the constants of
+    :func:`physgrad.devices.pulsing.nearest_constants` (SGD only): ``W1`` is on constant-step devices with
+    nearest rounding, and each updated row takes what they deliver
+    (:func:`physgrad.devices.pulsing.nearest_row` from the row before the update). Then ``acc[r] = P[r] W1`` for
     ``r < n_p`` and, for a DRN, ``acc[-1] = 1 W1`` (the column sums). Zero coefficients are skipped
     (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
     of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
@@ -156,6 +162,9 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
     nb = s0.shape[0]
     last = acc.shape[0] - 1
     t = np.empty(SUB, W1.dtype)
+    device = update and dev.shape[0] > 0
+    n_bad = 0
+    old = np.empty(SUB if device else 0, W1.dtype)
     cu = np.empty(nb + 1, W1.dtype)
     iu = np.empty(nb + 1, np.int64)
     cp = np.empty(n_p + 1, W1.dtype)
@@ -192,6 +201,8 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
             k1 = min(k0 + SUB, j1)
             w = k1 - k0
             row = W1[i, k0:k1]
+            if device:
+                old[:w] = row
             if update and kind != SGD:
                 for j in range(w):
                     t[j] = 0
@@ -229,6 +240,8 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
                 else:
                     for j in range(w):
                         row[j] += t[j]
+            if device and nearest_row(old[:w], row, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5]):
+                n_bad += 1  # a non-finite request: the step fails (cep_step raises)
             for q in range(n_c):
                 c = cp[q]
                 a = acc[ip[q], k0:k1]
@@ -238,18 +251,23 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
                 else:
                     for j in range(w):
                         a[j] += c * row[j]
+    return n_bad
 
 
 @njit(cache=True, parallel=True)
-def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
+def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+    n_bad = 0
     for c in prange(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1)
+        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    return n_bad
 
 
 @njit(cache=True)
-def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1):
+def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+    n_bad = 0
     for c in range(len(cuts) - 1):
-        _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1)
+        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    return n_bad
 
 
 # --- block updates --------------------------------------------------------------------------------
@@ -470,9 +488,10 @@ def _recip(den, out):
 @njit(cache=True)
 def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, warm, y, beta, wcoef, bcoef,
                sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, par_rows, den_out, cout_f,
-               invout_f, cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb):
+               invout_f, cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1):
     """One centered-EP step (see the module docstring). Returns 0, or 1 when ``-beta`` makes the
-    nudged output block non-convex (nothing is changed then).
+    nudged output block non-convex (nothing is changed then), or 2 when a request to ``W1``'s devices
+    (``dev1``) is not finite (the step is left half done: the run must stop).
 
     ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
     update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
@@ -600,19 +619,19 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
         Bs[B] = half * (qa - qm)
     Bs *= wcoef[0]
     if nthreads > 1 and Ws[0].size >= par_w1:
-        _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0])
+        n_bad = _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
     else:
-        _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0])
-    return 0
+        n_bad = _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
+    return 2 if n_bad > 0 else 0
 
 
 @njit(cache=True)
 def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1, oc):
     """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
     if nthreads > 1 and W1.size >= par_w1:
-        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1)
+        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1, NO_DEVICE)
     else:
-        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1)
+        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1, NO_DEVICE)
 
 
 # --- Python side ----------------------------------------------------------------------------------
@@ -782,7 +801,7 @@ NOTE_AFTER = 3.0
 
 
 def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, weight_lrs, bias_lrs,
-             sweeps: int, s0, next_s0=None, optimizer=None):
+             sweeps: int, s0, next_s0=None, optimizer=None, device_w1=None):
     """One centered-EP step; updates the arrays of ``params`` **in place** (same contract as
     :func:`physgrad.layered.fused.cep_step`, with the drive kept in ``ws``).
 
@@ -811,6 +830,12 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         learning rates scale the optimizer's step of each array, as in
         :class:`~physgrad.layered.kernels.array_stepper.OptimizerCEPStepper`; the state's arrays are
         updated in place and its step counters advanced.
+    device_w1 : array or None
+        ``W1`` on constant-step devices with nearest rounding: the constants of
+        :func:`physgrad.devices.pulsing.nearest_constants`; each row of ``W1`` takes what the devices
+        deliver for the SGD update, in the same pass (the next drive is then that of the delivered
+        conductances). SGD only. The same numbers as
+        :meth:`physgrad.devices.Device.update_in_place` after the step.
 
     Returns
     -------
@@ -825,6 +850,14 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
     """
     L = spec.n_layers
     dt = spec.dtype
+    if device_w1 is None:
+        dev1 = NO_DEVICE
+    elif optimizer is not None:
+        raise PhysgradError("device_w1: the devices' update in the pass over W1 is for SGD only")
+    else:
+        dev1 = np.ascontiguousarray(device_w1, dtype=np.float64)
+        if dev1.shape != (6,):
+            raise PhysgradError(f"device_w1 must hold 6 constants, got shape {dev1.shape}")
     y1h = np.ascontiguousarray(y1h, dtype=dt)
     B = len(y1h)
     if B > ws.B:
@@ -859,7 +892,10 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
                             Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0,
                             nxt, n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.par_rows,
-                            ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb)
+                            ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb, dev1)
+    if status == 2:
+        raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
+                            "(NaN or inf): the learning rule diverged; lower the learning rates")
     if status:
         spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
         raise NotSolvedError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
