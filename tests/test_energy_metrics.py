@@ -217,3 +217,17 @@ def test_crossbar_preset_with_ideal_devices_equals_the_ideal_network(tmp_path, m
 def test_layered_meter_refuses_presets_without_a_physical_picture():
     with pytest.raises(PhysgradError, match="energy is defined"):
         LayeredEnergyMeter.for_preset(preset_mod.PRESETS["dhn-1h"], None, None)
+
+
+def test_train_drn_programming_energy_on_a_device_updated_in_place(data_dir, tmp_path):
+    """A DRN on reram-sb: the device updates in place (layered2's route) except under --energy, whose
+    programming column needs the update's before/after (the routes are bit for bit the same arithmetic,
+    so the errors agree). The column was empty when --energy took the in-place route."""
+    from physgrad.layered.train import TrainConfig
+    base = dict(preset="drn-xs", data_dir=str(data_dir), epochs=1, train_size=24, test_size=8, threads=1,
+                device_model="reram-sb", engine="generic")  # --energy runs on the generic engine
+    with_energy = train(TrainConfig(**base, energy=True), tmp_path / "e", progress=False)
+    plain = train(TrainConfig(**base), tmp_path / "p", progress=False)
+    assert with_energy[-1]["energy_program_J"] > 0
+    assert with_energy[-1]["test_error"] == plain[-1]["test_error"]
+    assert with_energy[-1]["train_error"] == plain[-1]["train_error"]

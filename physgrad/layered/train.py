@@ -715,7 +715,8 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
         from physgrad.layered.engines import PER_EXAMPLE_READS as PER_EXAMPLE
         from physgrad.layered.engines import random_reads
         stepper = DeviceStepper(stepper, device, params, device_state, config.seed,
-                                read_through=random_reads(device) in PER_EXAMPLE)
+                                read_through=random_reads(device) in PER_EXAMPLE,
+                                in_place=not config.energy)  # --energy reads last_update (same arithmetic)
     batches_done = 0
     average = _Average(ema, preset.ema_decay, preset.ema_every)
     if resume:
