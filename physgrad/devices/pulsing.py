@@ -348,21 +348,28 @@ def _drift_kernel(g, n, nu, t_prog, t0, clock, gw, t_out):  # pragma: no cover -
 
 
 @njit(cache=True)
+def _noisy_steps(gi, ni, c2c, up_i, down_i, rng):  # pragma: no cover
+    r"""Conductance ``gi`` after ``ni`` constant steps (``up_i`` each; ``-down_i`` each when ``ni < 0``) with
+    cycle-to-cycle noise: the pulse count becomes :math:`m = |n| + c2c \sqrt{|n|}\,\xi`, one draw when
+    ``ni != 0`` and none otherwise (unclipped; the callers clip)."""
+    if ni != 0:
+        m = float(abs(ni))
+        m += c2c * np.sqrt(m) * rng.standard_normal()
+        if ni > 0:
+            gi = gi + up_i * m
+        else:
+            gi = gi + (-down_i) * m
+    return gi
+
+
+@njit(cache=True)
 def _closed_form_kernel(g, d, side, n, law, c2c, up, down, g_min, g_max, rng, out):  # pragma: no cover
     """Continuous (``law`` 0) and constant-step (1) responses, clipped, into ``out``; the noise draws
     of moving devices in C order."""
     s_lo, s_hi, s_up, s_dn = int(g_min.size > 1), int(g_max.size > 1), int(up.size > 1), int(down.size > 1)
     if c2c > 0 and law == 1:
         for i in range(g.size):
-            gi = float(g[i])
-            ni = n[i]
-            if ni != 0:
-                m = float(abs(ni))
-                m += c2c * np.sqrt(m) * rng.standard_normal()
-                if ni > 0:
-                    gi = gi + up[i * s_up] * m
-                else:
-                    gi = gi + (-down[i * s_dn]) * m
+            gi = _noisy_steps(float(g[i]), n[i], c2c, up[i * s_up], down[i * s_dn], rng)
             out[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
     elif law == 1:  # no branch: n = 0 adds (-down) * 0.0 = -0.0, which leaves g as it is
         for i in range(g.size):
@@ -634,15 +641,7 @@ def _in_place_kernel(g, v, rws, m, cols, law, stochastic, cap, c2c, lp, dw0, g_m
                 vr[c] = gr[c]
         elif law == 1 and c2c > 0:
             for i in range(r * cols, (r + 1) * cols):
-                gi = float(g[i])
-                ni = n[o + i]
-                if ni != 0:
-                    mm = float(abs(ni))
-                    mm += c2c * np.sqrt(mm) * rng.standard_normal()
-                    if ni > 0:
-                        gi = gi + up[i * s_up] * mm
-                    else:
-                        gi = gi + (-down[i * s_dn]) * mm
+                gi = _noisy_steps(float(g[i]), n[o + i], c2c, up[i * s_up], down[i * s_dn], rng)
                 g[i] = min(max(gi, g_min[i * s_lo]), g_max[i * s_hi])
                 v[i] = g[i]
         elif law == 1:  # no branch: n = 0 adds (-down) * 0.0 = -0.0, which leaves g as it is
