@@ -20,12 +20,14 @@ fast       cep         numpy          momentum/adam       ``OptimizerCEPStepper`
 fast       cep         torch          sgd                 ``TorchCEPStepper`` (cpu or cuda)
 fast       tbp         numpy          sgd                 ``FusedTBPStepper``
 fast       cep/pep/nep numpy/torch    sgd/momentum/adam   ``ConvEPStepper`` (convolutional Hopfield
-           (dchn)      (numba: numpy)                     presets; no compiled convolution kernel)
+           cl/*cpl     (numba: numpy)                     presets; no compiled convolution kernel)
+           (dchn)
+fast       tbp (dchn)  torch          sgd/momentum/adam   ``ConvEPStepper`` (autograd through the sweeps)
 generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
 ========== =========== ============== =================== ==========================================
 
 * ``engine="auto"``: fast for ``cep`` and for ``tbp`` with SGD (convolutional presets: for
-  ``cep``, ``pep`` and ``nep``), generic otherwise.
+  the EP, CL and CpL rules, and for ``tbp`` with ``backend="torch"``), generic otherwise.
 * Amplifiers between layers (a DRN with ``amplifier_gains``): the fast numpy and numba steppers run
   the plain DRN they are an exact reparametrisation of (:class:`physgrad.layered.steppers.AmplifiedStepper`);
   torch refuses them; the generic engine runs the amplified energy itself.
@@ -61,8 +63,9 @@ def random_reads(device) -> Optional[str]:
     return rn.resample if rn is not None and rn.sigma > 0 else None
 STEPPERS = ("CompiledCEPStepper", "FusedCEPStepper", "OptimizerCEPStepper", "TorchCEPStepper", "FusedTBPStepper",
             "ConvEPStepper", "RuleStepper")
-CONV_FAST_ALGORITHMS = ("cep", "pep", "nep")
-"""Algorithms of the fast engine of convolutional Hopfield presets (:mod:`physgrad.layered.kernels.conv_cep`)."""
+CONV_FAST_ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp")
+"""Algorithms of the fast engine of convolutional Hopfield presets (:mod:`physgrad.layered.kernels.conv_cep`;
+``tbp`` on the torch backend only)."""
 
 
 def preset_traits(preset) -> dict:
@@ -146,7 +149,7 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     if torch_device != "cpu" and backend != "torch":
         raise PhysgradError(f"device {torch_device!r} needs --backend torch (numpy and numba run on the cpu)")
     if engine == "auto":
-        fast = (algorithm in CONV_FAST_ALGORITHMS if convolutional
+        fast = ((algorithm in CONV_FAST_ALGORITHMS and (algorithm != "tbp" or backend == "torch")) if convolutional
                 else algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd"))
         engine = "fast" if fast else "generic"
     device_reads = random_reads(device_model)
@@ -171,6 +174,9 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         if algorithm not in CONV_FAST_ALGORITHMS:
             raise PhysgradError(f"the fast engine of convolutional Hopfield presets implements "
                                 f"{', '.join(CONV_FAST_ALGORITHMS)}, not {algorithm!r}: use --engine generic")
+        if algorithm == "tbp" and backend != "torch":
+            raise PhysgradError("truncated backprop (tbp) on the fast engine of convolutional presets differentiates "
+                                "through the sweeps with torch autograd: use --backend torch, or --engine generic")
         kernel = "torch" if backend == "torch" else "numpy"
         note = None if backend != "numba" else "no compiled convolution kernel: --backend numba runs the numpy kernel"
         return EnginePlan("fast", kernel, algorithm, optimizer, "ConvEPStepper", torch_device=torch_device, note=note)

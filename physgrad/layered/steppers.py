@@ -559,7 +559,7 @@ def build_stepper(plan, preset: Preset, params, *, threads: int = 1, eta: float 
         from physgrad.layered.kernels.conv_cep import make_conv_stepper
 
         return make_conv_stepper(preset, plan.algorithm, params, threads=threads, backend=plan.backend,
-                                 device=plan.torch_device)
+                                 device=plan.torch_device, eta=eta)
     if name == "RuleStepper":
         return RuleStepper(preset, plan.algorithm, params, threads=threads, eta=eta)
     if name == "CompiledCEPStepper":

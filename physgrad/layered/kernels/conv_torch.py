@@ -54,6 +54,14 @@ class TorchOps:
     def clip(self, a):
         return a.clamp(0.0, 1.0)
 
+    def grad(self, fn, params):
+        """``d fn(params) / d params`` by torch autograd (``fn`` returns a scalar tensor), detached, shaped
+        like ``params`` (zeros for parameters ``fn`` does not use)."""
+        leaves = tuple(p.detach().requires_grad_(True) for p in params)
+        with self.t.enable_grad():
+            grads = self.t.autograd.grad(fn(leaves), leaves, allow_unused=True)
+        return tuple(self.t.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads))
+
     def zeros(self, shape, like):
         return self.t.zeros(shape, dtype=like.dtype, device=like.device)
 
