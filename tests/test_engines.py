@@ -99,3 +99,7 @@ def test_convolutional_presets_plan_their_own_kernel():
         plan_engine("fast", "tbp", "numpy", convolutional=True)
     with pytest.raises(PhysgradError, match="use --engine generic"):
         plan_engine("fast", "rbp", convolutional=True)
+    assert plan_engine("auto", "cep", "torch", convolutional=True, conv_dtype="bfloat16").conv_dtype == "bfloat16"
+    for kw in ({"backend": "numpy", "convolutional": True}, {"backend": "torch"}):  # torch kernel of dchn presets only
+        with pytest.raises(PhysgradError, match="conv-dtype"):
+            plan_engine("auto", "cep", conv_dtype="bfloat16", **kw)

@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from physgrad.layered.kernels.conv_torch import CONV_DTYPES
 from physgrad.types import PhysgradError
 
 ENGINES = ("auto", "fast", "generic")
@@ -52,6 +53,7 @@ FAST_ALGORITHMS = ("cep", "tbp")
 """Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
 ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
 OPTIMIZERS = ("sgd", "momentum", "adam")
+
 PER_EXAMPLE_READS = ("phase", "example")
 """Read-noise resampling (``device.read_noise.resample``) that only the generic engine realises."""
 
@@ -93,6 +95,8 @@ class EnginePlan:
     torch_device : {"cpu", "cuda"}
     note : str or None
         Said to the user when ``auto`` chose a slower route than the best one (numba missing).
+    conv_dtype : {"full", "bfloat16"}
+        Precision of the convolutions in the sweeps (``ConvEPStepper`` on torch only).
     """
 
     engine: str
@@ -103,6 +107,7 @@ class EnginePlan:
     amplified: bool = False
     torch_device: str = "cpu"
     note: Optional[str] = None
+    conv_dtype: str = "full"
 
 
 def _choice(name: str, value, valid) -> None:
@@ -112,7 +117,8 @@ def _choice(name: str, value, valid) -> None:
 
 def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "auto", torch_device: str = "cpu",
                 optimizer: str = "sgd", amplified: bool = False, device_model=None,
-                numba_available: Optional[bool] = None, convolutional: bool = False) -> EnginePlan:
+                numba_available: Optional[bool] = None, convolutional: bool = False,
+                conv_dtype: str = "full") -> EnginePlan:
     """The :class:`EnginePlan` of a run, or the :class:`PhysgradError` that refuses it (module docstring).
 
     Parameters
@@ -133,6 +139,9 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         Whether numba can be imported (default: :data:`physgrad.layered.kernels.numba_cpu.AVAILABLE`).
     convolutional : bool
         A convolutional Hopfield network (``dchn`` presets): its fast engine is ``ConvEPStepper``.
+    conv_dtype : {"full", "bfloat16"}
+        Precision of the sweeps' convolutions: ``bfloat16`` needs the fast engine of a convolutional
+        preset on the torch backend.
 
     Raises
     ------
@@ -141,8 +150,11 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     """
     for name, value, valid in (("engine", engine, ENGINES), ("algorithm", algorithm, ALGORITHMS),
                                ("backend", backend, BACKENDS), ("device", torch_device, TORCH_DEVICES),
-                               ("optimizer", optimizer, OPTIMIZERS)):
+                               ("optimizer", optimizer, OPTIMIZERS), ("conv_dtype", conv_dtype, CONV_DTYPES)):
         _choice(name, value, valid)
+    if conv_dtype != "full" and not (convolutional and backend == "torch" and engine != "generic"):
+        raise PhysgradError(f"--conv-dtype {conv_dtype} runs the convolutions of a convolutional (dchn) preset on "
+                            f"the fast engine's torch backend: use --backend torch with a dchn preset, or --conv-dtype full")
     if numba_available is None:
         from physgrad.layered.kernels import numba_cpu
         numba_available = numba_cpu.AVAILABLE
@@ -179,7 +191,8 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
                                 "through the sweeps with torch autograd: use --backend torch, or --engine generic")
         kernel = "torch" if backend == "torch" else "numpy"
         note = None if backend != "numba" else "no compiled convolution kernel: --backend numba runs the numpy kernel"
-        return EnginePlan("fast", kernel, algorithm, optimizer, "ConvEPStepper", torch_device=torch_device, note=note)
+        return EnginePlan("fast", kernel, algorithm, optimizer, "ConvEPStepper", torch_device=torch_device, note=note,
+                          conv_dtype=conv_dtype)
     if algorithm not in FAST_ALGORITHMS:
         raise PhysgradError(f"the fast engine implements cep and tbp (centered EP and truncated backprop), "
                             f"not {algorithm!r}: use --engine generic")

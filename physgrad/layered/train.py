@@ -160,6 +160,9 @@ class TrainConfig:
         (``ideal``, ``levels16-stochastic``, ``pcm-pair``, ...) or a ``.json``/``.toml`` file
         (:func:`physgrad.devices.load_device`). Read noise resampled per phase or per example needs
         the generic engine (:func:`physgrad.layered.engines.plan_engine`).
+    conv_dtype : {"full", "bfloat16"}
+        Convolutional (dchn) presets on the torch backend: ``bfloat16`` runs the sweeps' convolutions
+        on bfloat16 operands (AMX on CPUs that have it), everything else in ``dtype``.
     """
 
     preset: str = "drn-1h"
@@ -189,6 +192,7 @@ class TrainConfig:
     input_gain: Optional[float] = None
     amplifier_gains: Optional[tuple] = None
     device_model: str = "ideal"
+    conv_dtype: str = "full"
 
     def __post_init__(self):
         get_preset(self.preset)
@@ -247,7 +251,7 @@ class TrainConfig:
         one table of engine rules, also behind :func:`~physgrad.layered.steppers.make_stepper`)."""
         p = self.resolved_preset
         return plan_engine(self.engine, self.algorithm, self.backend, self.device, device_model=self.resolved_device,
-                           **preset_traits(p))
+                           conv_dtype=self.conv_dtype, **preset_traits(p))
 
     @property
     def resolved_engine(self) -> str:
@@ -618,7 +622,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
     stepper = make_stepper(config.resolved_engine, preset, config.algorithm,
                            params if device.is_ideal else tuple(np.array(p, copy=True) for p in params),
                            threads=config.threads, eta=config.eta, backend=config.resolved_backend,
-                           device=config.device)
+                           device=config.device, conv_dtype=config.conv_dtype)
     if not device.is_ideal:
         from physgrad.layered.device_model import DeviceStepper
         from physgrad.layered.engines import PER_EXAMPLE_READS as PER_EXAMPLE

@@ -315,6 +315,8 @@ class ConvEPStepper:
         :func:`ep_gradient` and :func:`tbp_gradient`.
     eta : float
         Coupled-learning amplitude (``rule="cpl"``).
+    conv_dtype : {"full", "bfloat16"}
+        Precision of the sweeps' convolutions (torch only; :data:`physgrad.layered.kernels.conv_torch.CONV_DTYPES`).
     backend : {"numpy", "torch"}
         The preset's momentum/adam run on host copies of the parameters (small for these networks).
     device : {"cpu", "cuda"} (torch only)
@@ -323,7 +325,8 @@ class ConvEPStepper:
     """
 
     def __init__(self, preset, params, threads: int = 1, variant: str = "centered", backend: str = "numpy",
-                 device: str = "cpu", eval_batch: int = 1000, rule: str = "ep", eta: float = 0.5):
+                 device: str = "cpu", eval_batch: int = 1000, rule: str = "ep", eta: float = 0.5,
+                 conv_dtype: str = "full"):
         self.preset = preset
         self.energy = preset.energy()
         if not isinstance(self.energy, ConvHopfield):
@@ -334,6 +337,8 @@ class ConvEPStepper:
             raise PhysgradError(f"rule must be one of ('ep', 'cpl', 'tbp'), got {rule!r}")
         if rule == "tbp" and backend != "torch":
             NumpyOps.grad(None, params)  # raises: names --backend torch
+        if conv_dtype != "full" and backend != "torch":
+            raise PhysgradError(f"convolutions in {conv_dtype} run on the torch backend: use --backend torch")
         self.energy.split(params)
         self.variant, self.backend, self.eval_batch = variant, backend, int(eval_batch)
         self.rule, self.eta = rule, float(eta)
@@ -357,7 +362,7 @@ class ConvEPStepper:
         elif backend == "torch":
             from physgrad.layered.kernels import conv_torch
 
-            self.ops, self.params, self._restore = conv_torch.setup(self.energy, params, device, threads)
+            self.ops, self.params, self._restore = conv_torch.setup(self.energy, params, device, threads, conv_dtype)
         else:
             raise PhysgradError(f"the dchn kernel runs on 'numpy' or 'torch', not {backend!r}")
         if self.optimizer is not None:
@@ -445,7 +450,7 @@ RULES = {"pep": ("ep", "positive"), "nep": ("ep", "negative"), "cep": ("ep", "ce
 
 
 def make_conv_stepper(preset, algorithm: str, params, *, threads: int = 1, backend: str = "numpy",
-                      device: str = "cpu", eta: float = 0.5) -> ConvEPStepper:
+                      device: str = "cpu", eta: float = 0.5, conv_dtype: str = "full") -> ConvEPStepper:
     """The fast stepper of a ``dchn`` preset for a code of :data:`RULES` (``cl``: coupled learning with
     ``eta = 1``, positive; ``tbp``: torch only) on ``backend`` (``numba``, the auto choice elsewhere, runs
     the numpy kernel here: there is no compiled convolution kernel)."""
@@ -455,4 +460,4 @@ def make_conv_stepper(preset, algorithm: str, params, *, threads: int = 1, backe
     backend = "numpy" if backend == "numba" else backend
     rule, variant = RULES[algorithm]
     return ConvEPStepper(preset, params, threads=threads, variant=variant, backend=backend, device=device, rule=rule,
-                         eta=1.0 if algorithm == "cl" else eta)
+                         eta=1.0 if algorithm == "cl" else eta, conv_dtype=conv_dtype)
