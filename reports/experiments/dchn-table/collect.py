@@ -1,0 +1,62 @@
+"""Gather the comparative-study cells (issue 22) from their run folders into this folder.
+
+Usage: ``python reports/experiments/dchn-table/collect.py RUNS_DIR`` where ``RUNS_DIR`` holds one run folder per
+cell, named ``<dataset>-<algorithm>`` (``command.sh`` writes them). Copies each ``metrics.csv`` to
+``metrics-<dataset>-<algorithm>.csv``, writes ``table.md`` (last epoch's test error per cell, epochs done) and
+``curves.png`` (test error per epoch). Cells without a metrics file are listed as not run.
+"""
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+DATASETS = ("mnist", "fashion-mnist")
+ALGORITHMS = ("cep", "pep", "cl", "tbp")
+NAMES = {"cep": "C-EP", "pep": "P-EP", "cl": "CL", "tbp": "TBP", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+
+
+def main(runs: Path, here: Path = Path(__file__).parent) -> int:
+    rows, curves = {}, {}
+    for ds in DATASETS:
+        for alg in ALGORITHMS:
+            m = runs / f"{ds}-{alg}" / "metrics.csv"
+            if not m.exists():
+                continue
+            shutil.copyfile(m, here / f"metrics-{ds}-{alg}.csv")
+            with open(m) as f:
+                recs = list(csv.DictReader(f))
+            if recs:
+                rows[ds, alg] = recs
+                curves[ds, alg] = [(int(r["epoch"]), float(r["test_error"])) for r in recs]
+    lines = ["| algorithm | " + " | ".join(NAMES[d] + " test error (%)" for d in DATASETS) + " |",
+             "|---|" + "---|" * len(DATASETS)]
+    for alg in ALGORITHMS:
+        cells = []
+        for ds in DATASETS:
+            r = rows.get((ds, alg))
+            cells.append("not run" if r is None else f"{float(r[-1]['test_error']):.2f} (epoch {r[-1]['epoch']})")
+        lines.append(f"| {NAMES[alg]} | " + " | ".join(cells) + " |")
+    (here / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(10, 4))
+    for ax, ds in zip(axes, DATASETS):
+        for alg in ALGORITHMS:
+            if (ds, alg) in curves:
+                e, t = zip(*curves[ds, alg])
+                ax.plot(e, t, marker="o", label=NAMES[alg])
+        ax.set_title(f"dchn-mnist on {NAMES[ds]} (10,240 train / 2,000 test)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(here / "curves.png", dpi=100)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
