@@ -3,7 +3,9 @@
 Usage: ``python reports/experiments/dchn-table/collect.py RUNS_DIR`` where ``RUNS_DIR`` holds one run folder per
 cell, named ``<dataset>-<algorithm>`` (``command.sh`` writes them). Copies each ``metrics.csv`` to
 ``metrics-<dataset>-<algorithm>.csv``, writes ``table.md`` (last epoch's test error per cell, epochs done) and
-``curves.png`` (test error per epoch). Cells without a metrics file are listed as not run.
+``curves.png`` (test error per epoch), ``config-<dataset>-<algorithm>.json`` (the run's config). Cells without
+a metrics file are listed as not run; the CPU seconds and exit status come from ``<dataset>-<algorithm>.log``
+(``/usr/bin/time -v`` output of ``command.sh``) when present.
 """
 import csv
 import shutil
@@ -23,19 +25,30 @@ def main(runs: Path, here: Path = Path(__file__).parent) -> int:
             if not m.exists():
                 continue
             shutil.copyfile(m, here / f"metrics-{ds}-{alg}.csv")
+            shutil.copyfile(m.parent / "config.json", here / f"config-{ds}-{alg}.json")
             with open(m) as f:
                 recs = list(csv.DictReader(f))
             if recs:
                 rows[ds, alg] = recs
                 curves[ds, alg] = [(int(r["epoch"]), float(r["test_error"])) for r in recs]
-    lines = ["| algorithm | " + " | ".join(NAMES[d] + " test error (%)" for d in DATASETS) + " |",
+    lines = ["| algorithm | " + " | ".join(NAMES[d] + " test error (%) by epoch" for d in DATASETS) + " |",
              "|---|" + "---|" * len(DATASETS)]
+    cpu = []
     for alg in ALGORITHMS:
         cells = []
         for ds in DATASETS:
             r = rows.get((ds, alg))
-            cells.append("not run" if r is None else f"{float(r[-1]['test_error']):.2f} (epoch {r[-1]['epoch']})")
+            cells.append("not run" if r is None else " / ".join(f"{float(x['test_error']):.2f}" for x in r))
+            log = runs / f"{ds}-{alg}.log"
+            if log.exists():
+                t = {k: v.strip() for k, _, v in (ln.strip().partition(": ") for ln in log.read_text().splitlines())}
+                if "User time (seconds)" in t:
+                    sec = float(t["User time (seconds)"]) + float(t["System time (seconds)"])
+                    cpu.append((f"{NAMES[ds]} {NAMES[alg]}", sec, t.get("Exit status")))
         lines.append(f"| {NAMES[alg]} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {name}: {sec:.0f} CPU s, exit status {st}" for name, sec, st in cpu]
+    if cpu:
+        lines.append(f"- total: {sum(c[1] for c in cpu):.0f} CPU s ({sum(c[1] for c in cpu) / 60:.1f} min)")
     (here / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib
