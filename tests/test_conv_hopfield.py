@@ -375,6 +375,24 @@ def test_generic_rules_train_dchn_tiny(data_dir, tmp_path, algorithm):
     assert len(m) == 1
 
 
+@pytest.mark.parametrize("algorithm,backend,conv_dtype", [
+    ("cl", "numpy", "full"), pytest.param("tbp", "torch", "bfloat16", marks=needs_torch)])
+def test_fast_rules_train_dchn_tiny_through_physgrad_train(data_dir, tmp_path, algorithm, backend, conv_dtype):
+    """The new fast rules and --conv-dtype through TrainConfig/train (the CLI's route): the plan picks the
+    convolutional kernel, the run finishes and records its options."""
+    import json
+
+    from physgrad.layered.train import TrainConfig, train
+
+    cfg = TrainConfig(preset="dchn-tiny", algorithm=algorithm, data_dir=data_dir, epochs=1, train_size=32,
+                      test_size=16, threads=1, backend=backend, conv_dtype=conv_dtype)
+    assert (cfg.plan.engine, cfg.plan.stepper, cfg.plan.conv_dtype) == ("fast", "ConvEPStepper", conv_dtype)
+    m = train(cfg, tmp_path / "run", progress=False)
+    assert len(m) == 1 and 0 <= m[0]["test_error"] <= 100
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (saved["algorithm"], saved["conv_dtype"]) == (algorithm, conv_dtype)
+
+
 @pytest.mark.slow
 def test_dchn_verification_family_passes():
     from verification.checks import VerifyConfig, run_case
