@@ -365,6 +365,21 @@ def test_train_dchn_tiny_resumes_bit_for_bit(data_dir, tmp_path):
         np.testing.assert_array_equal(p, q)
 
 
+@needs_torch
+def test_train_dchn_tiny_on_torch_resumes_bit_for_bit(data_dir, tmp_path):
+    """A resumed torch run gets the checkpoint's warm state as host arrays (it crashed on them before)."""
+    from physgrad.layered.train import TrainConfig, load_checkpoint, train
+
+    cfg = TrainConfig(preset="dchn-tiny", algorithm="cl", data_dir=data_dir, epochs=2, train_size=32, test_size=16,
+                      threads=1, backend="torch")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    train(cfg, full, progress=False)
+    train(cfg, parts, progress=False, _interrupt_after=3)
+    train(cfg, parts, resume=True, progress=False)
+    for p, q in zip(load_checkpoint(full / "checkpoint.npz")["params"], load_checkpoint(parts / "checkpoint.npz")["params"]):
+        np.testing.assert_array_equal(p, q)
+
+
 @pytest.mark.parametrize("algorithm", ["pep", "cl", "tbp"])
 def test_generic_rules_train_dchn_tiny(data_dir, tmp_path, algorithm):
     from physgrad.layered.train import TrainConfig, train

@@ -382,6 +382,8 @@ class ConvEPStepper:
         y1h = self._array(np.eye(self.energy.n_outputs)[np.asarray(y)])
         if warm is not None and len(warm[0]) != len(idx):
             warm = None
+        if warm is not None and self.backend == "torch":  # host arrays after a resume (the checkpoint's)
+            warm = [a if self.ops.t.is_tensor(a) else self._array(a) for a in warm]
         if self.rule == "tbp":
             grads, free = tbp_gradient(self.energy, self.ops, self.params, xb, y1h, warm, p.sweeps, p.schedule)
         else:
