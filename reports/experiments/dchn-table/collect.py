@@ -5,7 +5,7 @@ cell, named ``<dataset>-<algorithm>`` (``command.sh`` writes them). Copies each 
 ``metrics-<dataset>-<algorithm>.csv``, writes ``table.md`` (last epoch's test error per cell, epochs done) and
 ``curves.png`` (test error per epoch), ``config-<dataset>-<algorithm>.json`` (the run's config). Cells without
 a metrics file are listed as not run; the CPU seconds and exit status come from ``<dataset>-<algorithm>.log``
-(``/usr/bin/time -v`` output of ``command.sh``) when present.
+and ``<dataset>-<algorithm>-resume.log`` (``/usr/bin/time -v`` output of ``command.sh``) when present.
 """
 import csv
 import shutil
@@ -38,13 +38,16 @@ def main(runs: Path, here: Path = Path(__file__).parent) -> int:
         cells = []
         for ds in DATASETS:
             r = rows.get((ds, alg))
-            cells.append("not run" if r is None else " / ".join(f"{float(x['test_error']):.2f}" for x in r))
-            log = runs / f"{ds}-{alg}.log"
-            if log.exists():
-                t = {k: v.strip() for k, _, v in (ln.strip().partition(": ") for ln in log.read_text().splitlines())}
-                if "User time (seconds)" in t:
-                    sec = float(t["User time (seconds)"]) + float(t["System time (seconds)"])
-                    cpu.append((f"{NAMES[ds]} {NAMES[alg]}", sec, t.get("Exit status")))
+            log0 = runs / f"{ds}-{alg}.log"
+            diverged = log0.exists() and "training diverged" in log0.read_text()
+            cells.append(("diverged in epoch 1 (non-finite parameters)" if diverged else "not run") if r is None
+                         else " / ".join(f"{float(x['test_error']):.2f}" for x in r))
+            for log in (runs / f"{ds}-{alg}.log", runs / f"{ds}-{alg}-resume.log"):
+                if log.exists():
+                    t = {k: v.strip() for k, _, v in (ln.strip().partition(": ") for ln in log.read_text().splitlines())}
+                    if "User time (seconds)" in t:
+                        sec = float(t["User time (seconds)"]) + float(t["System time (seconds)"])
+                        cpu.append((f"{NAMES[ds]} {NAMES[alg]} ({log.name})", sec, t.get("Exit status")))
         lines.append(f"| {NAMES[alg]} | " + " | ".join(cells) + " |")
     lines += [""] + [f"- {name}: {sec:.0f} CPU s, exit status {st}" for name, sec, st in cpu]
     if cpu:
