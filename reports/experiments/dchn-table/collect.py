@@ -14,6 +14,7 @@ from pathlib import Path
 
 DATASETS = ("mnist", "fashion-mnist")
 ALGORITHMS = ("cep", "pep", "cl", "tbp")
+COLORS = {"cep": "tab:blue", "pep": "tab:orange", "cl": "tab:green", "tbp": "tab:red"}
 NAMES = {"cep": "C-EP", "pep": "P-EP", "cl": "CL", "tbp": "TBP", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 
@@ -63,8 +64,9 @@ def main(runs: Path, here: Path = Path(__file__).parent) -> int:
         for alg in ALGORITHMS:
             if (ds, alg) in curves:
                 e, t = zip(*curves[ds, alg])
-                ax.plot(e, t, marker="o", label=NAMES[alg])
-        ax.set_title(f"dchn-mnist on {NAMES[ds]} (10,240 train / 2,000 test)")
+                ax.plot(e, t, marker="o", label=NAMES[alg], color=COLORS[alg])
+        ax.set_xticks([1, 2, 3])
+        ax.set_title(f"dchn-mnist, {NAMES[ds]}: 10,240 train / 2,000 test")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test error (%)")
         ax.grid(alpha=0.3)
