@@ -92,7 +92,7 @@ class Anchor:
 
 
 class Ours:
-    def __init__(self, channels, sweeps, beta, lrs, threads, batch_size, backend, device="cpu"):
+    def __init__(self, channels, sweeps, beta, lrs, threads, batch_size, backend, device="cpu", conv_dtype="full"):
         from physgrad.layered.kernels.conv_cep import ConvEPStepper
         from physgrad.layered.presets import get_preset
         from physgrad.layered.steppers import initial_params
@@ -103,7 +103,8 @@ class Ours:
         params = initial_params(self.preset, 0, np.float32)
         if backend == "torch":  # the kernel's momentum is the numpy optimizer: time the torch kernel with SGD
             self.preset = self.preset.with_options(optimizer="sgd")
-        self.stepper = ConvEPStepper(self.preset, params, threads=threads, backend=backend, device=device)
+        self.stepper = ConvEPStepper(self.preset, params, threads=threads, backend=backend, device=device,
+                                     conv_dtype=conv_dtype)
         self.warm = None
 
     def step(self, x, y):
@@ -120,7 +121,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--sweeps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--engines", default="anchor,numpy,torch")
+    ap.add_argument("--engines", default="anchor,numpy,torch,torch-bf16",
+                    help="anchor, numpy, torch (float32), torch-bf16 (bfloat16 convolutions in the sweeps)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the torch engines: anchor and torch)")
     ap.add_argument("--report", default=None)
     a = ap.parse_args(argv)
@@ -138,9 +140,10 @@ def main(argv=None):
             return None
     engines = {}
     for name in a.engines.split(","):
-        dev = a.device if name in ("anchor", "torch") else "cpu"
+        dev = a.device if name.split("-")[0] in ("anchor", "torch") else "cpu"
         engines[name] = (Anchor(Path(a.anchor), channels, a.sweeps, 0.25, lrs, a.threads, dev) if name == "anchor" else
-                         Ours(channels, a.sweeps, 0.25, lrs, a.threads, B, name, dev))
+                         Ours(channels, a.sweeps, 0.25, lrs, a.threads, B, name.split("-")[0], dev,
+                              "bfloat16" if name.endswith("-bf16") else "full"))
         engines[name].step(x[:B], y[:B])  # warm-up
     cpu = {n: [] for n in engines}
     wall = {n: [] for n in engines}

@@ -85,13 +85,21 @@ def test_the_rules_that_matter():
 
 
 def test_convolutional_presets_plan_their_own_kernel():
-    """dchn presets: cep/pep/nep on ConvEPStepper (numpy or torch, any optimizer; numba runs numpy with a
-    note), other rules refused on the fast engine and sent to the generic one by auto."""
-    for algorithm in ("cep", "pep", "nep"):
+    """dchn presets: EP, CL and CpL on ConvEPStepper (numpy or torch, any optimizer; numba runs numpy with a
+    note), tbp on it with torch only, rbp refused on the fast engine; auto sends the rest to the generic one."""
+    for algorithm in ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp"):
         plan = plan_engine("auto", algorithm, "torch", optimizer="momentum", convolutional=True)
         assert (plan.engine, plan.backend, plan.stepper) == ("fast", "torch", "ConvEPStepper")
-    plan = plan_engine("fast", "cep", "numba", convolutional=True)
-    assert (plan.backend, plan.stepper) == ("numpy", "ConvEPStepper") and "numpy kernel" in plan.note
+    for algorithm in ("cep", "cl"):
+        plan = plan_engine("fast", algorithm, "numba", convolutional=True)
+        assert (plan.backend, plan.stepper) == ("numpy", "ConvEPStepper") and "numpy kernel" in plan.note
     assert plan_engine("auto", "tbp", convolutional=True).stepper == "RuleStepper"
+    assert plan_engine("auto", "rbp", convolutional=True).stepper == "RuleStepper"
+    with pytest.raises(PhysgradError, match="--backend torch"):
+        plan_engine("fast", "tbp", "numpy", convolutional=True)
     with pytest.raises(PhysgradError, match="use --engine generic"):
-        plan_engine("fast", "cl", convolutional=True)
+        plan_engine("fast", "rbp", convolutional=True)
+    assert plan_engine("auto", "cep", "torch", convolutional=True, conv_dtype="bfloat16").conv_dtype == "bfloat16"
+    for kw in ({"backend": "numpy", "convolutional": True}, {"backend": "torch"}):  # torch kernel of dchn presets only
+        with pytest.raises(PhysgradError, match="conv-dtype"):
+            plan_engine("auto", "cep", conv_dtype="bfloat16", **kw)

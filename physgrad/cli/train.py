@@ -9,6 +9,7 @@ import sys
 
 from physgrad.cli._args import add_energy_options, energy_settings
 from physgrad.layered.data import TRAIN_DATASETS
+from physgrad.layered.kernels.conv_torch import CONV_DTYPES
 from physgrad.layered.presets import LR_SCHEDULES, OPTIMIZERS, PRESETS
 from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
 
@@ -39,6 +40,9 @@ def register(sub) -> None:
                    help="kernel of the fast engine: numba (compiled CPU, pip install 'physgrad[fast]'), numpy "
                         "(reference), torch (pip install 'physgrad[torch]'); auto: numba if installed, else numpy")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="torch device (--backend torch)")
+    p.add_argument("--conv-dtype", default="full", choices=CONV_DTYPES,
+                   help="dchn presets on --backend torch: precision of the convolutions in the sweeps (full: the "
+                        "--dtype; bfloat16: bfloat16 operands, AMX on CPUs that have it; states and updates stay in --dtype)")
     p.add_argument("--input-gain", type=float, default=None, help="DRN input gain g (V), overriding the preset's")
     p.add_argument("--amplifier-gains", type=_gains, default=None, metavar="A2,A3,...",
                    help="DRN: gains of bidirectional amplifiers between free layers, one per hidden layer "
@@ -101,7 +105,7 @@ def run(args) -> int:
                       optimizer=args.optimizer, momentum=args.momentum,
                       input_gain=args.input_gain, amplifier_gains=args.amplifier_gains,
                       device_model=args.device_model, energy=args.energy, node_capacitance=capacitance,
-                      settling_multiple=settling)
+                      settling_multiple=settling, conv_dtype=args.conv_dtype)
     out = args.out or f"runs/{cfg.preset}-{cfg.algorithm}-{cfg.dataset}-s{cfg.seed}"
     try:
         metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None,

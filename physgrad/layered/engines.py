@@ -20,14 +20,16 @@ fast       cep         numpy          momentum/adam       ``OptimizerCEPStepper`
 fast       cep         torch          sgd                 ``TorchCEPStepper`` (cpu or cuda)
 fast       tbp         numpy          sgd                 ``FusedTBPStepper``
 fast       cep/pep/nep numpy/torch    sgd/momentum/adam   ``ConvEPStepper`` (convolutional Hopfield
-           (dchn)      (numba: numpy)                     presets; no compiled convolution kernel)
+           cl/*cpl     (numba: numpy)                     presets; no compiled convolution kernel)
+           (dchn)
+fast       tbp (dchn)  torch          sgd/momentum/adam   ``ConvEPStepper`` (autograd through the sweeps)
 generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
 ========== =========== ============== =================== ==========================================
 
 * ``engine="auto"``: fast for ``cep`` and for ``tbp`` with SGD (convolutional presets: for
-  ``cep``, ``pep`` and ``nep``), generic otherwise, and generic when the run records its physical
-  energy (``energy``, ``physgrad train --energy``: the fused kernels keep no phase states to measure;
-  ``--engine fast --energy`` is refused).
+  the EP, CL and CpL rules, and for ``tbp`` with ``backend="torch"``), generic otherwise, and generic
+  when the run records its physical energy (``energy``, ``physgrad train --energy``: the fused kernels
+  keep no phase states to measure; ``--engine fast --energy`` is refused).
 * Amplifiers between layers (a DRN with ``amplifier_gains``): the fast numpy and numba steppers run
   the plain DRN they are an exact reparametrisation of (:class:`physgrad.layered.steppers.AmplifiedStepper`);
   torch refuses them; the generic engine runs the amplified energy itself.
@@ -43,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from physgrad.layered.kernels.conv_torch import CONV_DTYPES
 from physgrad.types import PhysgradError
 
 ENGINES = ("auto", "fast", "generic")
@@ -52,6 +55,7 @@ FAST_ALGORITHMS = ("cep", "tbp")
 """Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
 ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
 OPTIMIZERS = ("sgd", "momentum", "adam")
+
 PER_EXAMPLE_READS = ("phase", "example")
 """Read-noise resampling (``device.read_noise.resample``) that only the generic engine realises."""
 
@@ -63,8 +67,9 @@ def random_reads(device) -> Optional[str]:
     return rn.resample if rn is not None and rn.sigma > 0 else None
 STEPPERS = ("CompiledCEPStepper", "FusedCEPStepper", "OptimizerCEPStepper", "TorchCEPStepper", "FusedTBPStepper",
             "ConvEPStepper", "RuleStepper")
-CONV_FAST_ALGORITHMS = ("cep", "pep", "nep")
-"""Algorithms of the fast engine of convolutional Hopfield presets (:mod:`physgrad.layered.kernels.conv_cep`)."""
+CONV_FAST_ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp")
+"""Algorithms of the fast engine of convolutional Hopfield presets (:mod:`physgrad.layered.kernels.conv_cep`;
+``tbp`` on the torch backend only)."""
 
 
 def preset_traits(preset) -> dict:
@@ -92,6 +97,8 @@ class EnginePlan:
     torch_device : {"cpu", "cuda"}
     note : str or None
         Said to the user when ``auto`` chose a slower route than the best one (numba missing).
+    conv_dtype : {"full", "bfloat16"}
+        Precision of the convolutions in the sweeps (``ConvEPStepper`` on torch only).
     """
 
     engine: str
@@ -102,6 +109,7 @@ class EnginePlan:
     amplified: bool = False
     torch_device: str = "cpu"
     note: Optional[str] = None
+    conv_dtype: str = "full"
 
 
 def _choice(name: str, value, valid) -> None:
@@ -111,7 +119,8 @@ def _choice(name: str, value, valid) -> None:
 
 def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "auto", torch_device: str = "cpu",
                 optimizer: str = "sgd", amplified: bool = False, device_model=None,
-                numba_available: Optional[bool] = None, convolutional: bool = False, energy: bool = False) -> EnginePlan:
+                numba_available: Optional[bool] = None, convolutional: bool = False, energy: bool = False,
+                conv_dtype: str = "full") -> EnginePlan:
     """The :class:`EnginePlan` of a run, or the :class:`PhysgradError` that refuses it (module docstring).
 
     Parameters
@@ -135,6 +144,9 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     energy : bool
         The run records the energy of its equilibria (:mod:`physgrad.layered.energy`): the generic
         engine, whose steps keep the free and nudged states.
+    conv_dtype : {"full", "bfloat16"}
+        Precision of the sweeps' convolutions: ``bfloat16`` needs the fast engine of a convolutional
+        preset on the torch backend.
 
     Raises
     ------
@@ -143,8 +155,11 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     """
     for name, value, valid in (("engine", engine, ENGINES), ("algorithm", algorithm, ALGORITHMS),
                                ("backend", backend, BACKENDS), ("device", torch_device, TORCH_DEVICES),
-                               ("optimizer", optimizer, OPTIMIZERS)):
+                               ("optimizer", optimizer, OPTIMIZERS), ("conv_dtype", conv_dtype, CONV_DTYPES)):
         _choice(name, value, valid)
+    if conv_dtype != "full" and not (convolutional and backend == "torch" and engine != "generic"):
+        raise PhysgradError(f"--conv-dtype {conv_dtype} runs the convolutions of a convolutional (dchn) preset on "
+                            f"the fast engine's torch backend: use --backend torch with a dchn preset, or --conv-dtype full")
     if numba_available is None:
         from physgrad.layered.kernels import numba_cpu
         numba_available = numba_cpu.AVAILABLE
@@ -156,7 +171,7 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
                                 "engine's fused kernels do not keep: use --engine generic (or auto)")
         engine = "generic"
     if engine == "auto":
-        fast = (algorithm in CONV_FAST_ALGORITHMS if convolutional
+        fast = ((algorithm in CONV_FAST_ALGORITHMS and (algorithm != "tbp" or backend == "torch")) if convolutional
                 else algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd"))
         engine = "fast" if fast else "generic"
     device_reads = random_reads(device_model)
@@ -181,9 +196,13 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         if algorithm not in CONV_FAST_ALGORITHMS:
             raise PhysgradError(f"the fast engine of convolutional Hopfield presets implements "
                                 f"{', '.join(CONV_FAST_ALGORITHMS)}, not {algorithm!r}: use --engine generic")
+        if algorithm == "tbp" and backend != "torch":
+            raise PhysgradError("truncated backprop (tbp) on the fast engine of convolutional presets differentiates "
+                                "through the sweeps with torch autograd: use --backend torch, or --engine generic")
         kernel = "torch" if backend == "torch" else "numpy"
         note = None if backend != "numba" else "no compiled convolution kernel: --backend numba runs the numpy kernel"
-        return EnginePlan("fast", kernel, algorithm, optimizer, "ConvEPStepper", torch_device=torch_device, note=note)
+        return EnginePlan("fast", kernel, algorithm, optimizer, "ConvEPStepper", torch_device=torch_device, note=note,
+                          conv_dtype=conv_dtype)
     if algorithm not in FAST_ALGORITHMS:
         raise PhysgradError(f"the fast engine implements cep and tbp (centered EP and truncated backprop), "
                             f"not {algorithm!r}: use --engine generic")

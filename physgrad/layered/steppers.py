@@ -572,7 +572,7 @@ def build_stepper(plan, preset: Preset, params, *, threads: int = 1, eta: float 
         from physgrad.layered.kernels.conv_cep import make_conv_stepper
 
         return make_conv_stepper(preset, plan.algorithm, params, threads=threads, backend=plan.backend,
-                                 device=plan.torch_device)
+                                 device=plan.torch_device, eta=eta, conv_dtype=plan.conv_dtype)
     if name == "RuleStepper":
         return RuleStepper(preset, plan.algorithm, params, threads=threads, eta=eta)
     if name == "CompiledCEPStepper":
@@ -591,11 +591,12 @@ def build_stepper(plan, preset: Preset, params, *, threads: int = 1, eta: float 
 
 
 def make_stepper(engine: str, preset: Preset, algorithm: str, params, *, threads: int = 1, eta: float = 0.5,
-                 backend: str = "numpy", device: str = "cpu", device_model=None) -> Stepper:
+                 backend: str = "numpy", device: str = "cpu", device_model=None, conv_dtype: str = "full") -> Stepper:
     """The stepper that :func:`physgrad.layered.engines.plan_engine` chooses for ``engine`` (``"auto"``,
     ``"fast"`` or ``"generic"``), ``algorithm``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``,
     ``"torch"``) on torch ``device``, ``preset.optimizer``, the preset's amplifiers and
     ``device_model`` (a :class:`physgrad.devices.Device` whose random reads the engine must realise;
     the caller wraps the stepper for it); refused combinations raise its :class:`PhysgradError`."""
-    plan = plan_engine(engine, algorithm, backend, device, device_model=device_model, **preset_traits(preset))
+    plan = plan_engine(engine, algorithm, backend, device, device_model=device_model, conv_dtype=conv_dtype,
+                       **preset_traits(preset))
     return build_stepper(plan, preset, params, threads=threads, eta=eta)

@@ -177,6 +177,9 @@ class TrainConfig:
     node_capacitance, settling_multiple : float
         F per node and RC time constants per phase of the energy model (defaults
         :data:`physgrad.circuit.power.NODE_CAPACITANCE`, :data:`~physgrad.circuit.power.SETTLING_MULTIPLE`).
+    conv_dtype : {"full", "bfloat16"}
+        Convolutional (dchn) presets on the torch backend: ``bfloat16`` runs the sweeps' convolutions
+        on bfloat16 operands (AMX on CPUs that have it), everything else in ``dtype``.
     """
 
     preset: str = "drn-1h"
@@ -209,6 +212,7 @@ class TrainConfig:
     energy: bool = False
     node_capacitance: float = NODE_CAPACITANCE
     settling_multiple: float = SETTLING_MULTIPLE
+    conv_dtype: str = "full"
 
     def __post_init__(self):
         base = get_preset(self.preset)
@@ -287,7 +291,7 @@ class TrainConfig:
         one table of engine rules, also behind :func:`~physgrad.layered.steppers.make_stepper`)."""
         p = self.resolved_preset
         return plan_engine(self.engine, self.algorithm, self.backend, self.device, device_model=self.resolved_device,
-                           energy=bool(self.energy), **preset_traits(p))
+                           energy=bool(self.energy), conv_dtype=self.conv_dtype, **preset_traits(p))
 
     @property
     def resolved_engine(self) -> str:
@@ -704,7 +708,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
     stepper = make_stepper(config.resolved_engine, preset, config.algorithm,
                            params if device.is_ideal else tuple(np.array(p, copy=True) for p in params),
                            threads=config.threads, eta=config.eta, backend=config.resolved_backend,
-                           device=config.device)
+                           device=config.device, conv_dtype=config.conv_dtype)
     meter = None
     if config.energy:  # the generic engine (plan_engine): its RuleStepper keeps the phases of each step
         stepper.record = True

@@ -112,6 +112,13 @@ class NumpyOps:
         return np.clip(a, 0.0, 1.0)
 
     @staticmethod
+    def grad(fn, params):
+        """Reverse-mode derivative of ``fn(params)``: not available on numpy arrays (truncated backprop
+        on the fast engine runs on the torch backend)."""
+        raise PhysgradError("truncated backprop (tbp) on the fast engine of convolutional presets differentiates "
+                            "through the sweeps with torch autograd: use --backend torch, or --engine generic")
+
+    @staticmethod
     def zeros(shape, like):
         return np.zeros(shape, dtype=like.dtype)
 
@@ -137,7 +144,7 @@ def _pool_all(ops, Ws, imgs, z1_pooled, L):
 
 
 def relax(energy: ConvHopfield, ops, params, imgs, out, z1_pooled, sweeps: int, schedule: str,
-          beta: float = 0.0, y=None) -> Relaxed:
+          beta: float = 0.0, y=None, clamp=None) -> Relaxed:
     """``sweeps`` sweeps of the layer updates from ``(imgs, out)`` (not modified).
 
     Parameters
@@ -149,10 +156,15 @@ def relax(energy: ConvHopfield, ops, params, imgs, out, z1_pooled, sweeps: int, 
         ``ops.pool(ops.conv(x_img, W_1))`` (the same for every phase of a batch).
     beta, y : float, array ``(B, n_outputs)``
         Nudge of the outputs (``beta = 0``: free phase).
+    clamp : array ``(B, n_outputs)``, optional
+        Outputs held at these values (coupled and contrastive learning; ``Nudge(clamp=...)`` of the
+        reference): the output layer is never updated.
     """
     L = energy.n_layers
     Ws, bs = params[:L], params[L:]
     imgs = list(imgs)
+    if clamp is not None:
+        out = clamp
     pooled = _pool_all(ops, Ws, imgs, z1_pooled, L)
     groups = layer_groups(L, schedule)
     B = out.shape[0]
@@ -161,6 +173,8 @@ def relax(energy: ConvHopfield, ops, params, imgs, out, z1_pooled, sweeps: int, 
             new = {}
             for k in group:
                 if k == L:
+                    if clamp is not None:
+                        continue
                     num = imgs[L - 1].reshape(B, -1) @ Ws[-1] + bs[-1]
                     new[k] = (num + beta * y) / (1.0 + beta) if beta else num
                     continue
@@ -208,15 +222,23 @@ def _start(energy: ConvHopfield, ops, x, warm):
 
 
 def ep_gradient(energy: ConvHopfield, ops, params, x, y, warm, sweeps: int, schedule: str, beta: float,
-                variant: str = "centered"):
-    """Free phase from ``warm`` (flat state tuple or None = zeros), nudged phase(s) from the free
-    state, and the EP estimate of ``dC/dtheta`` (shaped like ``params``).
+                variant: str = "centered", rule: str = "ep"):
+    """Free phase from ``warm`` (flat state tuple or None = zeros), nudged or clamped phase(s) from the
+    free state, and the contrast estimate of ``dC/dtheta`` (shaped like ``params``).
+
+    ``rule="ep"``: equilibrium propagation, phases nudged by ``+-beta`` (:class:`physgrad.learning.EquilibriumPropagation`);
+    ``rule="cpl"``: coupled learning with ``eta = beta``, phases with the outputs clamped to
+    ``o_0 +- eta (y - o_0)`` (:class:`physgrad.learning.CoupledLearning`; contrastive learning is
+    ``variant="positive"``, ``beta=1``). Estimate: ``(dE/dtheta(s_hi) - dE/dtheta(s_lo)) / ((hi - lo) beta)``
+    with ``(hi, lo)`` from :data:`VARIANT_SIGNS`.
 
     Returns
     -------
     grads, free : tuple, Relaxed
-        ``free`` carries the free phase; the last nudged state is ``free.last`` (a flat tuple).
+        ``free`` carries the free phase; the last nudged (``+``, else ``-``) state is ``free.last`` (a flat tuple).
     """
+    if rule not in ("ep", "cpl"):
+        raise PhysgradError(f"rule must be 'ep' or 'cpl', got {rule!r}")
     B = x.shape[0]
     imgs, out = _start(energy, ops, x, warm)
     x_cols = ops.cols(imgs[0])
@@ -225,14 +247,44 @@ def ep_gradient(energy: ConvHopfield, ops, params, x, y, warm, sweeps: int, sche
     hi, lo = VARIANT_SIGNS[variant]
     phases = {}
     for sign in {hi, lo}:
-        phases[sign] = free if sign == 0.0 else relax(energy, ops, params, free.imgs, free.out, z1, sweeps,
-                                                      schedule, sign * beta, y)
+        if sign == 0.0:
+            phases[sign] = free
+        elif rule == "ep":
+            phases[sign] = relax(energy, ops, params, free.imgs, free.out, z1, sweeps, schedule, sign * beta, y)
+        else:
+            clamp = free.out + (sign * beta) * (y - free.out)
+            phases[sign] = relax(energy, ops, params, free.imgs, free.out, z1, sweeps, schedule, clamp=clamp)
     g_hi = theta_grad(energy, ops, params, phases[hi], x_cols)
     g_lo = theta_grad(energy, ops, params, phases[lo], x_cols)
     scale = (hi - lo) * beta
     grads = tuple((a - b) / scale for a, b in zip(g_hi, g_lo))
     last = phases[hi] if hi != 0.0 else phases[lo]
     free.last = tuple(a.reshape(B, -1) for a in last.imgs[1:]) + (last.out,)
+    return grads, free
+
+
+def tbp_gradient(energy: ConvHopfield, ops, params, x, y, warm, sweeps: int, schedule: str):
+    r"""Truncated backprop: the free phase (``sweeps`` sweeps from ``warm``), then the gradient of the
+    batch-mean cost :math:`\tfrac12\|o - y\|^2` after ``sweeps`` more sweeps from the free state (held
+    constant), by reverse-mode autodiff through them (``ops.grad``: torch autograd) -- the reference's
+    ``TruncatedBackprop(steps=sweeps, init="free")`` and the authors' backprop baseline.
+
+    Returns
+    -------
+    grads, free : tuple, Relaxed
+        ``free.last`` is the free state (the next batch's warm start, as in the reference stepper).
+    """
+    B = x.shape[0]
+    imgs, out = _start(energy, ops, x, warm)
+    z1 = ops.pool(ops.conv(imgs[0], params[0]))
+    free = relax(energy, ops, params, imgs, out, z1, sweeps, schedule)
+
+    def cost(th):
+        r = relax(energy, ops, th, free.imgs, free.out, ops.pool(ops.conv(imgs[0], th[0])), sweeps, schedule)
+        return 0.5 * ((r.out - y) ** 2).sum() / B
+
+    grads = ops.grad(cost, params)
+    free.last = tuple(a.reshape(B, -1) for a in free.imgs[1:]) + (free.out,)
     return grads, free
 
 
@@ -256,6 +308,15 @@ class ConvEPStepper:
     threads : int
         BLAS (numpy) or torch intra-op threads, set until :meth:`close`.
     variant : {"positive", "negative", "centered"}
+    rule : {"ep", "cpl", "tbp"}
+        Equilibrium propagation (nudge ``preset.beta``), coupled learning (clamp amplitude ``eta``;
+        contrastive learning: ``variant="positive"``, ``eta=1``) or truncated backprop through
+        ``preset.sweeps`` sweeps from the free state (torch only; ``variant`` unused); see
+        :func:`ep_gradient` and :func:`tbp_gradient`.
+    eta : float
+        Coupled-learning amplitude (``rule="cpl"``).
+    conv_dtype : {"full", "bfloat16"}
+        Precision of the sweeps' convolutions (torch only; :data:`physgrad.layered.kernels.conv_torch.CONV_DTYPES`).
     backend : {"numpy", "torch"}
         The preset's momentum/adam run on host copies of the parameters (small for these networks).
     device : {"cpu", "cuda"} (torch only)
@@ -264,15 +325,23 @@ class ConvEPStepper:
     """
 
     def __init__(self, preset, params, threads: int = 1, variant: str = "centered", backend: str = "numpy",
-                 device: str = "cpu", eval_batch: int = 1000):
+                 device: str = "cpu", eval_batch: int = 1000, rule: str = "ep", eta: float = 0.5,
+                 conv_dtype: str = "full"):
         self.preset = preset
         self.energy = preset.energy()
         if not isinstance(self.energy, ConvHopfield):
             raise PhysgradError(f"ConvEPStepper needs a convolutional Hopfield preset, got {preset.name!r}")
         if variant not in VARIANT_SIGNS:
             raise PhysgradError(f"variant must be one of {tuple(VARIANT_SIGNS)}, got {variant!r}")
+        if rule not in ("ep", "cpl", "tbp"):
+            raise PhysgradError(f"rule must be one of ('ep', 'cpl', 'tbp'), got {rule!r}")
+        if rule == "tbp" and backend != "torch":
+            NumpyOps.grad(None, params)  # raises: names --backend torch
+        if conv_dtype != "full" and backend != "torch":
+            raise PhysgradError(f"convolutions in {conv_dtype} run on the torch backend: use --backend torch")
         self.energy.split(params)
         self.variant, self.backend, self.eval_batch = variant, backend, int(eval_batch)
+        self.rule, self.eta = rule, float(eta)
         self.dtype = params[0].dtype
         if any(p.dtype != self.dtype for p in params):
             raise PhysgradError(f"all parameters must have one dtype, got {[p.dtype.name for p in params]}")
@@ -293,7 +362,7 @@ class ConvEPStepper:
         elif backend == "torch":
             from physgrad.layered.kernels import conv_torch
 
-            self.ops, self.params, self._restore = conv_torch.setup(self.energy, params, device, threads)
+            self.ops, self.params, self._restore = conv_torch.setup(self.energy, params, device, threads, conv_dtype)
         else:
             raise PhysgradError(f"the dchn kernel runs on 'numpy' or 'torch', not {backend!r}")
         if self.optimizer is not None:
@@ -306,14 +375,21 @@ class ConvEPStepper:
         """Nothing to prepare."""
 
     def step(self, x, idx, y, nxt, warm, lr_scale):
-        """Free phase from ``warm``, the EP phases, an SGD (or the preset's optimizer) step."""
+        """Free phase from ``warm``, the rule's phases (or TBP's unrolled sweeps), an SGD (or the preset's
+        optimizer) step."""
         p = self.preset
         xb = self._array(x[idx])
         y1h = self._array(np.eye(self.energy.n_outputs)[np.asarray(y)])
         if warm is not None and len(warm[0]) != len(idx):
             warm = None
-        grads, free = ep_gradient(self.energy, self.ops, self.params, xb, y1h, warm, p.sweeps, p.schedule, p.beta,
-                                  self.variant)
+        if warm is not None and self.backend == "torch":  # host arrays after a resume (the checkpoint's)
+            warm = [a if self.ops.t.is_tensor(a) else self._array(a) for a in warm]
+        if self.rule == "tbp":
+            grads, free = tbp_gradient(self.energy, self.ops, self.params, xb, y1h, warm, p.sweeps, p.schedule)
+        else:
+            size = p.beta if self.rule == "ep" else self.eta
+            grads, free = ep_gradient(self.energy, self.ops, self.params, xb, y1h, warm, p.sweeps, p.schedule, size,
+                                      self.variant, self.rule)
         wl, bl = p.learning_rates(lr_scale)
         lrs = wl + bl
         if self.optimizer is None:
@@ -365,17 +441,25 @@ def as_energy_state(energy: ConvHopfield, r: Relaxed) -> tuple:
     return tuple(np.asarray(a).reshape(B, -1) for a in r.imgs[1:]) + (np.asarray(r.out),)
 
 
-__all__ = ["NumpyOps", "Relaxed", "relax", "theta_grad", "ep_gradient", "predict", "ConvEPStepper",
-           "as_energy_state", "VARIANT_SIGNS", "make_conv_stepper"]
+__all__ = ["NumpyOps", "Relaxed", "relax", "theta_grad", "ep_gradient", "tbp_gradient", "predict", "ConvEPStepper",
+           "as_energy_state", "VARIANT_SIGNS", "RULES", "make_conv_stepper"]
+
+
+RULES = {"pep": ("ep", "positive"), "nep": ("ep", "negative"), "cep": ("ep", "centered"),
+         "cl": ("cpl", "positive"), "pcpl": ("cpl", "positive"), "ncpl": ("cpl", "negative"),
+         "ccpl": ("cpl", "centered"), "tbp": ("tbp", "centered")}
+"""CLI codes of the rules this kernel runs: ``(rule, variant)`` of :class:`ConvEPStepper`."""
 
 
 def make_conv_stepper(preset, algorithm: str, params, *, threads: int = 1, backend: str = "numpy",
-                      device: str = "cpu") -> ConvEPStepper:
-    """The fast stepper of a ``dchn`` preset: ``pep``/``nep``/``cep`` on ``backend`` (``numba``, the
-    auto choice elsewhere, runs the numpy kernel here: there is no compiled convolution kernel)."""
-    variants = {"pep": "positive", "nep": "negative", "cep": "centered"}
-    if algorithm not in variants:
-        raise PhysgradError(f"the fast engine of dchn presets implements {', '.join(variants)}, not {algorithm!r}: "
+                      device: str = "cpu", eta: float = 0.5, conv_dtype: str = "full") -> ConvEPStepper:
+    """The fast stepper of a ``dchn`` preset for a code of :data:`RULES` (``cl``: coupled learning with
+    ``eta = 1``, positive; ``tbp``: torch only) on ``backend`` (``numba``, the auto choice elsewhere, runs
+    the numpy kernel here: there is no compiled convolution kernel)."""
+    if algorithm not in RULES:
+        raise PhysgradError(f"the fast engine of dchn presets implements {', '.join(RULES)}, not {algorithm!r}: "
                             f"use --engine generic")
     backend = "numpy" if backend == "numba" else backend
-    return ConvEPStepper(preset, params, threads=threads, variant=variants[algorithm], backend=backend, device=device)
+    rule, variant = RULES[algorithm]
+    return ConvEPStepper(preset, params, threads=threads, variant=variant, backend=backend, device=device, rule=rule,
+                         eta=1.0 if algorithm == "cl" else eta, conv_dtype=conv_dtype)
