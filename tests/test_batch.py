@@ -249,6 +249,7 @@ def test_adjoint_route_handles_shockley_and_refuses_mixed_diodes():
     assert np.all(np.isfinite(res.grad))
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_energy_memory_is_sparse_for_drn_xs_sized_circuits():
     """157,800 resistors: the old dense incidence was nodes x resistors (~2 GB); now O(nnz)."""
     from physgrad.energies.layered import DeepResistive

@@ -168,6 +168,7 @@ def test_random_updates_and_reads_resume_bit_for_bit(tmp_path):
                 resume=True, progress=False, log=lambda s: None)
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_read_noise_changes_what_is_measured_not_the_seed_stream(tmp_path):
     """Read noise is on the measurements: same seed, same devices, different accuracy curve from
     the noiseless device; the realisation is a pure function of the seed (two runs agree)."""

@@ -101,6 +101,7 @@ def test_wrapper_with_an_unbounded_continuous_device_follows_the_plain_stepper(d
 # --- what the devices deliver ------------------------------------------------------------------------
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("engine,algorithm", [("fast", "cep"), ("generic", "cep"), ("fast", "tbp")])
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_levels_quantise_the_trained_conductances(data_dir, tmp_path, rounding, engine, algorithm):
     n = 16
     train(cfg(data_dir, engine=engine, algorithm=algorithm, device_model=f"levels{n}-{rounding}"), tmp_path / "r",
@@ -128,6 +129,7 @@ def test_bounds_hold_after_training(data_dir, tmp_path):
         assert np.mean(W == np.float32(0.6 * ref)) > 0  # the upper bound is reached (init goes to 1.0 g_ref)
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_stochastic_rounding_is_unbiased_at_the_training_level(data_dir):
     """One training step's request, delivered by K device seeds: the wrapper hands ``device.update``
     exactly the inner stepper's request (one wrapped step is bit for bit ``update`` of the plain

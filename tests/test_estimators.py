@@ -28,6 +28,7 @@ def test_params_round_trip_and_clone():
     assert clf.hidden == 2
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_classifier_in_cross_val_score_and_predictions_match_the_netlist():
     X, y = load_iris(return_X_y=True)
     pipe = make_pipeline(StandardScaler(), physgrad.CircuitClassifier(epochs=5, hidden=2, seed=1))

@@ -232,6 +232,7 @@ def test_interrupted_epoch_resumes_at_its_batch(task, tmp_path, eval_every):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_real_signal_during_fit_saves_and_exits(task, tmp_path, sig, code):
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "physgrad", *argv(task, out, epochs=100000)]

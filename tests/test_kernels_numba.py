@@ -226,6 +226,7 @@ def test_numba_and_numpy_backends_give_the_same_test_error(data_dir, tmp_path):
         assert rel_err(p, q) <= 1e-4
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_same_test_error_on_real_mnist(tmp_path):
     """DRN-XS on real MNIST, test error on 1,000 images after one epoch: float64 on 400 images (100
     batches), the same test error; float32 on 2,000 images (500 batches), within 0.5 points.

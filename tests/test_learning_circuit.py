@@ -70,6 +70,7 @@ def test_coordinate_step_fixed_point_and_convergence():
     np.testing.assert_allclose(MIN.step(energy, theta, None, nudged.state, Nudge(0.1, target=y)), nudged.state, atol=1e-12)
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_estimators_close_to_exact_on_circuit():
     circ = feasible_random_circuit(5)
     energy = CoContentEnergy(circ)

@@ -160,6 +160,7 @@ def test_ema_does_not_change_training_and_is_what_is_evaluated(data_dir, tmp_pat
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_resume_with_cosine_and_ema_is_bit_for_bit(data_dir, tmp_path, backend):
     if backend == "numba":
         pytest.importorskip("numba")

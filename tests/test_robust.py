@@ -358,6 +358,7 @@ def test_exact_gradient_size_limit(monkeypatch):
     np.testing.assert_allclose(sparse.grad, dense.grad, rtol=1e-10)
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_ladder_construction_is_not_dense():
     """A 10^5-resistor ladder: the energy builds without allocating n^2 (it used to densify at once)."""
     from physgrad.energies.co_content import CoContentEnergy

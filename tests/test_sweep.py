@@ -84,6 +84,7 @@ def test_malformed_results_table_is_refused(tmp_path, data_dir):
 
 
 # --- a real local cluster -----------------------------------------------------------------------
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_local_cluster_errors_resume_and_same_as_serial(tmp_path, data_dir):
     # one grid value points at a missing data folder: those runs raise and become error rows
     text = spec_text(data_dir, grid=f'data-dir = ["{data_dir}", "{tmp_path / "missing"}"]')

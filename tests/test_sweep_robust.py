@@ -70,6 +70,7 @@ def _table(finished, tmp_path):
     return spec, tmp_path / "out"
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_damaged_results_table_exit_2_naming_file_and_line(finished, tmp_path, capsys):
     spec, out = _table(finished, tmp_path)
     capsys.readouterr()
@@ -225,6 +226,7 @@ def test_silent_or_junk_scheduler_is_refused_in_bounded_time(task, tmp_path, cap
 
 
 # --- signals ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_sigint_during_a_sweep_keeps_results_and_exits_130(task, tmp_path):  # noqa: F811
     spec = fit_spec(tmp_path, task, epochs=100000)
     out = tmp_path / "out"

@@ -25,6 +25,7 @@ def params_of(folder):
     return load_checkpoint(folder / "checkpoint.npz")["params"]
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_outputs_and_same_seed_same_result(data_dir, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     m1 = train(cfg(data_dir), a, progress=False)
@@ -85,6 +86,7 @@ def test_fast_tbp_equals_generic_tbp_float64(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "cep"])
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_every_algorithm_trains_generic(data_dir, tmp_path, algorithm):
     m = train(cfg(data_dir, algorithm=algorithm, epochs=1, train_size=8, engine="generic"), tmp_path / algorithm,
               progress=False)

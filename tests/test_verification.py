@@ -73,6 +73,7 @@ def test_read_noise_family_on_the_analytic_chain(small_run):
         VerifyConfig(read_sigmas=(1e-6,))
 
 
+@pytest.mark.slow  # > 1.3 s of CPU (measured); the default run's budget is 150 s
 def test_report_folder(small_run, tmp_path):
     env = {"command": "test", "git_commit": "x", "git_dirty": False, "seconds": 1.0}
     paths = write_report(small_run, tmp_path / "rep", env)
