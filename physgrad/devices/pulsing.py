@@ -348,6 +348,20 @@ def _drift_kernel(g, n, nu, t_prog, t0, clock, gw, t_out):  # pragma: no cover -
 
 
 @njit(cache=True)
+def _stochastic_pulses(di, dw0, cap, rng):  # pragma: no cover
+    r"""Pulse count of a requested change ``di`` (S) by unbiased stochastic rounding: :math:`x =
+    \mathrm{clip}(d_i / dw_0, -cap, cap)`, then :math:`\lfloor x\rfloor + [u < x - \lfloor x\rfloor]` with one
+    uniform draw ``u`` only when ``x`` is not an integer (a float)."""
+    x = min(max(di / dw0, -cap), cap)
+    fl = np.floor(x)
+    f = x - fl
+    if f > 0:
+        u = rng.random()
+        fl += u < f
+    return fl
+
+
+@njit(cache=True)
 def _noisy_steps(gi, ni, c2c, up_i, down_i, rng):  # pragma: no cover
     r"""Conductance ``gi`` after ``ni`` constant steps (``up_i`` each; ``-down_i`` each when ``ni < 0``) with
     cycle-to-cycle noise: the pulse count becomes :math:`m = |n| + c2c \sqrt{|n|}\,\xi`, one draw when
@@ -594,12 +608,7 @@ def _in_place_kernel(g, v, rws, m, cols, law, stochastic, cap, c2c, lp, dw0, g_m
                 if di == 0.0:
                     vr[c] = gc
                     continue
-                x = min(max(di / dw0, -cap), cap)
-                fl = np.floor(x)
-                f = x - fl
-                if f > 0:
-                    u = rng.random()
-                    fl += u < f
+                fl = _stochastic_pulses(di, dw0, cap, rng)
                 st = st_up if fl > 0 else st_dn
                 vr[c] = min(max(float(gc) + st * abs(fl), lo), hi)
                 if vr[c] != gc:
@@ -620,13 +629,7 @@ def _in_place_kernel(g, v, rws, m, cols, law, stochastic, cap, c2c, lp, dw0, g_m
                 if di == 0.0:
                     nr[c] = 0
                     continue
-                x = min(max(di / dw0, -cap), cap)
-                fl = np.floor(x)
-                f = x - fl
-                if f > 0:
-                    u = rng.random()
-                    fl += u < f
-                nr[c] = np.int64(fl)
+                nr[c] = np.int64(_stochastic_pulses(di, dw0, cap, rng))
     k = 0
     for j in range(m):  # 3. responses of the visited rows, clipped (written into both arrays)
         r = rws[j]
