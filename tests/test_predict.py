@@ -267,3 +267,25 @@ def test_predict_refuses_what_the_fuzz_found(tmp_path, capsys):
     from physgrad.layered.predict import read_images
     with pytest.raises(PhysgradError, match="holds no images"):
         read_images([empty])
+
+
+def test_predict_on_a_digits_run_scales_pixels_by_the_runs_dataset(tmp_path, capsys):
+    """A crossbar-digits run trains on pixel counts 0..16 (x / 16); predict read integer images as 0..255
+    (x / 255), so its accuracy was not the run's. Now the run's dataset sets the scale: predict on the
+    digits' test split equals the run's own last test error."""
+    from physgrad.layered.data import load_dataset
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "crossbar-digits", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    with open(run / "metrics.csv", newline="") as fh:
+        test_error = float(list(csv.DictReader(fh))[-1]["test_error"])
+    d = load_dataset("digits")
+    np.save(tmp_path / "x.npy", d.x_test.reshape(-1, 8, 8))
+    np.save(tmp_path / "y.npy", d.y_test.astype(np.int64))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--images", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                 "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)["accuracy"]
+    assert acc == pytest.approx(1 - test_error / 100, abs=1e-12)
+    np.save(tmp_path / "big.npy", (d.x_test.reshape(-1, 8, 8) * 2).astype(np.uint8))  # 0..32: beyond 16
+    assert main(["predict", str(run), "--images", str(tmp_path / "big.npy")]) == 2
+    assert "0..16" in capsys.readouterr().err

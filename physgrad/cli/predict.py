@@ -31,7 +31,7 @@ def register(sub) -> None:
                    help="CSV with a header line; columns named like the input sources (netlists and fit runs)")
     p.add_argument("--images", nargs="+", default=None, metavar="FILE|DIR",
                    help="train runs: images as IDX files (.gz too), .npy arrays (n, H, W) or (n, H*W), PNG files or "
-                        "folders of PNGs; pixels 0..255 (integers) or 0..1")
+                        "folders of PNGs; pixels 0..255 (integers; 0..16 for a run on --dataset digits) or 0..1")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="train runs: true classes (IDX or .npy, one per image) for the accuracy and the confusion "
                         "matrix")
@@ -96,7 +96,7 @@ def _run_images(args) -> int:
     from pathlib import Path
 
     from physgrad.layered.predict import (confusion_matrix, plot_confusion, predict_run, predictions_csv,
-                                          read_images, read_labels)
+                                          read_images, read_labels, run_pixel_scale)
     from physgrad.runs import write_new_file
     from physgrad.types import PhysgradError
 
@@ -108,7 +108,7 @@ def _run_images(args) -> int:
         raise PhysgradError("--plot draws the confusion matrix: it needs --labels")
     if args.plot and Path(args.plot).exists() and not args.overwrite:
         raise PhysgradError(f"{args.plot}: exists; give --overwrite to replace it, or another --plot")
-    x, names = read_images(args.images)
+    x, names = read_images(args.images, run_pixel_scale(args.model))
     labels = read_labels(args.labels) if args.labels else None
     pred = predict_run(args.model, x, labels, names)
     if args.out:

@@ -338,6 +338,13 @@ EMBEDDED = ("digits",)
 """Datasets shipped inside the package (no download, no data folder)."""
 TRAIN_DATASETS = tuple(DATASETS) + EMBEDDED
 """Every ``--dataset`` of ``physgrad train``."""
+PIXEL_SCALE = {"digits": 16}
+"""Integer pixel value of full intensity where it is not 255 (the digits count 0..16 pen strokes)."""
+
+
+def pixel_scale(dataset: str) -> int:
+    """The integer pixel value of full intensity of ``dataset``'s images (255; ``digits``: 16)."""
+    return PIXEL_SCALE.get(dataset, 255)
 
 
 def read_digits(path=DIGITS_CSV) -> tuple:
@@ -369,7 +376,7 @@ def load_dataset(name: str = "mnist", data_dir=None, **kw) -> Dataset:
             raise PhysgradError("--dataset digits is shipped with physgrad: no --data-dir")
         X, y = read_digits()
         n = len(X) - DIGITS_TEST
-        return Dataset(X[:n], y[:n], X[n:], y[n:], name="digits", source=str(DIGITS_CSV), scale=16)
+        return Dataset(X[:n], y[:n], X[n:], y[n:], name="digits", source=str(DIGITS_CSV), scale=pixel_scale("digits"))
     folder = find_data_dir(name, data_dir, **kw)
     arrays = {key: read_idx(_find_file(folder, stem)) for key, stem in FILES.items()}
     for split in ("train", "test"):

@@ -7,7 +7,7 @@ the fused evaluator (:func:`physgrad.layered.fused.free_outputs`), as the train 
 and the class is the output unit with the largest value (V for DRNs). Device models are not applied
 (the parameters as stored).
 
-Images: an IDX file (``.gz`` allowed), a ``.npy`` array (``(n, H, W)`` or ``(n, H*W)``; integers 0..255 or
+Images: an IDX file (``.gz`` allowed), a ``.npy`` array (``(n, H, W)`` or ``(n, H*W)``; integers 0..255 (the digits: 0..16) or
 floats 0..1), or PNG files / a folder of PNGs (grey or colour, averaged to grey; 0..1). They must have
 the run's input size (784 for MNIST). At most :data:`MAX_IMAGES`.
 """
@@ -49,8 +49,9 @@ def is_train_run(folder) -> bool:
     return isinstance(cfg, dict) and isinstance(cfg.get("preset"), dict) and isinstance(cfg.get("config"), dict)
 
 
-def _images_from(path: Path) -> tuple:
-    """``(array (n, h, w) or (n, d), names)`` from one IDX / NPY / PNG file."""
+def _images_from(path: Path, scale: int = 255) -> tuple:
+    """``(array (n, h, w) or (n, d), names)`` from one IDX / NPY / PNG file; integer pixels divided by
+    ``scale`` (their full intensity)."""
     name = path.name.lower()
     if name.endswith(".npy"):
         try:
@@ -63,7 +64,7 @@ def _images_from(path: Path) -> tuple:
         if arr.dtype.kind not in "uif":
             raise PhysgradError(f"{path}: images must be numbers, got dtype {arr.dtype}")
         if arr.dtype.kind in "ui":
-            arr = arr.astype(np.float64) / 255.0
+            arr = arr.astype(np.float64) / scale
         return arr, tuple(f"{path.name}[{i}]" for i in range(len(arr)))
     if name.endswith(".png"):
         import matplotlib.image as mpimg
@@ -80,11 +81,12 @@ def _images_from(path: Path) -> tuple:
     arr = read_idx(path)  # raises PhysgradError naming the file for anything that is not IDX
     if arr.ndim not in (2, 3) or len(arr) > MAX_IMAGES:
         raise PhysgradError(f"{path}: expected an IDX file of images (n, H, W), got shape {arr.shape}")
-    return arr.astype(np.float64) / 255.0, tuple(f"{path.name}[{i}]" for i in range(len(arr)))
+    return arr.astype(np.float64) / scale, tuple(f"{path.name}[{i}]" for i in range(len(arr)))
 
 
-def read_images(paths: Sequence) -> tuple:
-    """``(x (n, d) float in 0..1, names)`` from files and folders of PNGs (sorted by name)."""
+def read_images(paths: Sequence, scale: int = 255) -> tuple:
+    """``(x (n, d) float in 0..1, names)`` from files and folders of PNGs (sorted by name); integer
+    pixels (IDX, integer ``.npy``) in ``0..scale`` (:func:`run_pixel_scale`: 255, the digits 16)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -100,7 +102,7 @@ def read_images(paths: Sequence) -> tuple:
         raise PhysgradError(f"{len(files)} image files: more than {MAX_IMAGES}")
     arrays, names = [], []
     for f in files:
-        a, n = _images_from(f)
+        a, n = _images_from(f, scale)
         if len(a) == 0:
             raise PhysgradError(f"{f}: holds no images")
         arrays.append(a.reshape(len(a), -1))
@@ -110,7 +112,7 @@ def read_images(paths: Sequence) -> tuple:
         raise PhysgradError(f"the images have different sizes ({sorted(sizes)} pixels)")
     x = np.concatenate(arrays)
     if not np.all(np.isfinite(x)) or x.min(initial=0) < 0 or x.max(initial=0) > 1:
-        raise PhysgradError("pixel values must lie in 0..255 (integers) or 0..1 (floats)")
+        raise PhysgradError(f"pixel values must lie in 0..{scale} (integers) or 0..1 (floats)")
     return x, tuple(names)
 
 
@@ -129,6 +131,18 @@ def read_labels(path) -> np.ndarray:
     if y.ndim != 1 or y.dtype.kind not in "ui" or len(y) > MAX_IMAGES:
         raise PhysgradError(f"{p}: labels must be a 1-D integer array, got {y.dtype} {y.shape}")
     return y.astype(np.int64)
+
+
+def run_pixel_scale(folder) -> int:
+    """Full intensity of the integer pixels the train run in ``folder`` was trained on (its dataset's
+    :func:`physgrad.layered.data.pixel_scale`; 255 when the run names none)."""
+    from physgrad.layered.data import pixel_scale
+
+    try:
+        cfg = load_json(Path(folder) / "config.json")["config"]
+        return pixel_scale(cfg.get("dataset") or "mnist")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise PhysgradError(f"{Path(folder) / 'config.json'}: not a valid train run configuration ({exc})") from None
 
 
 def predict_run(folder, x: np.ndarray, labels: Optional[np.ndarray] = None, names: Sequence = ()) -> LayeredPrediction:
