@@ -45,3 +45,30 @@ def test_python_dash_m_entry_points(module):
                        timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert "usage:" in r.stdout
+
+
+def test_no_machine_specific_paths_in_committed_files():
+    """Committed files name no folder of one machine (a workspace, a home folder): commands and configs in
+    reports use placeholders (<data>, <runs>) or environment variables ($PHYSGRAD_DATA). Checks every text
+    file git tracks."""
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: the committed files cannot be listed")
+    pattern = re.compile(rb"(?<![\w.<$])/(?:work|root|home)/\w")
+    here = Path(__file__).resolve()
+    bad = []
+    for name in listed.stdout.decode().split("\0"):
+        path = root / name
+        if not name or path.resolve() == here or path.suffix in (".png", ".gz", ".npz", ".npy", ".pdf"):
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if b"\0" in data[:4096]:
+            continue  # binary
+        for k, line in enumerate(data.splitlines(), 1):
+            if pattern.search(line):
+                bad.append(f"{name}:{k}: {line.decode(errors='replace').strip()[:100]}")
+    assert not bad, bad[:10]

@@ -1,7 +1,7 @@
 """Voltages of DRN-2H at initialisation (seed 0) on the first 200 MNIST training images, free phase of
 5 sweeps from 0 V, for the input gains / amplifier gains of the experiment.
 
-``python3 reports/experiments/amplified-drn/init_voltages.py /work/shared/data``
+``python3 reports/experiments/amplified-drn/init_voltages.py <data>``
 """
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 """Table (results.csv, markdown on stdout) and plot (test_error.png) of the amplified-DRN runs.
 
-``python3 reports/experiments/amplified-drn/summarize.py /work/runs/ampdrn``
+``python3 reports/experiments/amplified-drn/summarize.py <runs>/ampdrn``
 """
 import csv
 import json

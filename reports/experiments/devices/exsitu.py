@@ -7,7 +7,7 @@ device-to-device spread). The ideal run's trained weights are written onto it wi
 devices, stuck devices keep their value) and evaluated on the full test set at the programmed
 conductances (these devices have no drift or read noise).
 
-    python3 reports/experiments/devices/exsitu.py --ideal-run RUN --data-dir /work/shared/data DEVICE.json ...
+    python3 reports/experiments/devices/exsitu.py --ideal-run RUN --data-dir <data> DEVICE.json ...
 
 Prints a CSV ``device,exsitu_test_error`` (%).
 """

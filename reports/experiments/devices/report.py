@@ -1,6 +1,6 @@
 """Tables (CSV + markdown) and plots of the device experiments from the sweep folders.
 
-    python3 reports/experiments/devices/report.py --runs /work/runs/devices --exsitu exsitu.csv
+    python3 reports/experiments/devices/report.py --runs <runs>/devices --exsitu exsitu.csv
 
 Reads ``RUNS/<sweep>/results.csv`` of the sweeps a_cep, a_levels_tbp_fast, a_levels_tbp, b_laws, c_readnoise_phase,
 c_readnoise_ref2000, c_readnoise_step, d_faults_insitu (missing ones are skipped) and writes
@@ -50,7 +50,7 @@ def write(name: str, header: list, table: list) -> str:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", default="/work/runs/devices")
+    ap.add_argument("--runs", default="<runs>/devices")
     ap.add_argument("--exsitu", default=None, help="CSV printed by exsitu.py")
     args = ap.parse_args()
     runs = Path(args.runs)
