@@ -820,6 +820,8 @@ class StopFlag:
         self.signum: Optional[int] = None
         self.message = message
         self._old = {}
+        self._critical = 0
+        self._abort = False
 
     def __enter__(self):
         import threading
@@ -832,7 +834,10 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.stop:  # second signal: give up at once
+        if self.stop:  # second signal: give up at once (at the end of a critical section)
+            if self._critical:
+                self._abort = True
+                return
             raise KeyboardInterrupt
         self.stop = True
         self.signum = signum
@@ -842,6 +847,19 @@ class StopFlag:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
+
+    @contextlib.contextmanager
+    def critical(self):
+        """A section a second signal does not cut (a checkpoint and its metrics row, which must agree):
+        the abort it asks for is raised (:class:`KeyboardInterrupt`) when the section ends."""
+        self._critical += 1
+        try:
+            yield self
+        finally:
+            self._critical -= 1
+        if not self._critical and self._abort:
+            self._abort = False
+            raise KeyboardInterrupt
 
 
 def exit_code(signum: Optional[int]) -> int:

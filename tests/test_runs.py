@@ -384,3 +384,28 @@ def test_write_new_file_never_replaces_a_file_that_appeared(tmp_path):
     assert len(won) == 1 and race.read_text() == f"writer {won[0]}\n"
     assert all("exists" in msg for kind, msg in outcomes if kind == "lost")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.csv", "out.csv", "race.csv"]
+
+
+def test_a_second_signal_waits_for_the_end_of_a_critical_section():
+    """fuzz_runs found a fit whose second Ctrl-C landed between the end-of-epoch checkpoint and its metrics
+    row: the folder could not be resumed. A second signal inside StopFlag.critical() aborts only when the
+    section ends (both writes done); outside one it aborts at once, as before."""
+    import os
+    import signal as sig
+
+    from physgrad.runs import StopFlag
+
+    done = []
+    with StopFlag() as flag:
+        os.kill(os.getpid(), sig.SIGINT)
+        assert flag.stop and flag.signum == sig.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            with flag.critical():
+                os.kill(os.getpid(), sig.SIGINT)  # the abort
+                done.append("checkpoint")
+                done.append("metrics row")
+        assert done == ["checkpoint", "metrics row"]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig.SIGINT)
+            for _ in range(10 ** 6):  # the handler runs between bytecodes
+                pass

@@ -788,11 +788,12 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                     row.update({c: float(e) / n_seen for c, e in zip(ENERGY_COLUMNS, energy_sums)
                                 if n_seen and not np.isnan(e)})
                     energy_sums = np.zeros(len(ENERGY_PARTS))
-                metrics.append(row)
-                folder.file("metrics.csv")
-                log.append(row)
-                epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
-                checkpoint(host, batch=0, n_wrong=0, n_seen=0, train_seconds=0.0)
+                with flag.critical():  # the row and the checkpoint agree even under a second Ctrl-C
+                    metrics.append(row)
+                    folder.file("metrics.csv")
+                    log.append(row)
+                    epoch, start_batch, n_wrong, n_seen, t_train = epoch + 1, 0, 0, 0, 0.0
+                    checkpoint(host, batch=0, n_wrong=0, n_seen=0, train_seconds=0.0)
                 if row["train_seconds"] >= 5.0 or epoch == preset.epochs:  # cheap runs: only at the end
                     plot()
                     if config.energy:

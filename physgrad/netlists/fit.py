@@ -745,9 +745,10 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
         energies = {k: [] for k in ENERGY_PARTS}
         rows = []
         row = _epoch_row(pb, theta, minimizer, 0, 0.0, dstate)
-        _save_checkpoint(folder.file(CHECKPOINT), theta, state, 0, 0.0, minimizer.warm_state(energy), dstate)
-        folder.file("metrics.csv")
-        metrics.append(row)
+        with stop.critical():  # the row and the checkpoint agree even under a second Ctrl-C
+            _save_checkpoint(folder.file(CHECKPOINT), theta, state, 0, 0.0, minimizer.warm_state(energy), dstate)
+            folder.file("metrics.csv")
+            metrics.append(row)
         rows.append(row)
         log(_describe(row))
     rows = Rows(rows)
@@ -803,9 +804,11 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
             if meter is not None:
                 row.update(energy_row(energies))
                 energies = {k: [] for k in ENERGY_PARTS}
-            _save_checkpoint(folder.file(CHECKPOINT), theta, state, epoch, seconds, minimizer.warm_state(energy), dstate)
-            metrics.append(row)
-            rows.append(row)
+            with flag.critical():  # the row and the checkpoint agree even under a second Ctrl-C
+                _save_checkpoint(folder.file(CHECKPOINT), theta, state, epoch, seconds, minimizer.warm_state(energy),
+                                 dstate)
+                metrics.append(row)
+                rows.append(row)
             log(_describe(row))
             if flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after):
                 if epoch < r["epochs"]:
