@@ -10,12 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_runs", ROOT / "benchmarks" / "fuzz_runs.py")
+def _benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (the benchmarks folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def fuzz():
+    return _benchmark("fuzz_runs")
 
 
 def _check(result):
@@ -52,10 +57,7 @@ def test_concurrent_writers_and_a_signal(fuzz):
 
 @pytest.fixture(scope="module")
 def fuzz_predict():
-    spec = importlib.util.spec_from_file_location("fuzz_predict", ROOT / "benchmarks" / "fuzz_predict.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark("fuzz_predict")
 
 
 def test_predict_on_damaged_runs_csvs_and_images(fuzz_predict):
