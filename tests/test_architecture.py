@@ -72,3 +72,14 @@ def test_no_machine_specific_paths_in_committed_files():
             if pattern.search(line):
                 bad.append(f"{name}:{k}: {line.decode(errors='replace').strip()[:100]}")
     assert not bad, bad[:10]
+
+
+def test_top_level_holds_only_the_project_files():
+    """The repository's root holds packages, folders and the project's configuration only: a scratch
+    script left at the top (one importing from a temporary folder once landed here) fails this test."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: the committed files cannot be listed")
+    top = {name for name in listed.stdout.decode().split("\0") if name and "/" not in name}
+    allowed = {".gitignore", ".importlinter", "README.md", "pyproject.toml", "setup.cfg"}
+    assert top <= allowed, sorted(top - allowed)
