@@ -149,7 +149,7 @@ def test_netlist_layered_builds_a_trainable_circuit(tmp_path, capsys):
     assert parse_netlist(text).resistors and "x1 o1" not in text
 
 
-def test_predict_with_a_train_run_on_idx_npy_and_png(data_dir, tmp_path, capsys):
+def test_predict_with_a_train_run_on_idx_npy_and_png(data_dir, tmp_path, capsys, monkeypatch):
     """A one-epoch DRN-XS run; predictions on IDX, NPY and PNG inputs agree with an independent
     relaxation (the block-coordinate minimizer on the preset's energy, float64) and with each other."""
     from physgrad.layered.data import FILES, read_idx
@@ -194,8 +194,16 @@ def test_predict_with_a_train_run_on_idx_npy_and_png(data_dir, tmp_path, capsys)
         mpimg.imsave(pngs / f"img{i}.png", images[i], cmap="gray", vmin=0, vmax=255)
     assert predict_run(run, np.load(tmp_path / "x.npy").reshape(len(images), -1) / 255.0).predicted.tolist() == \
         pred.tolist()
+    # the run's config.json is read once per prediction (one record feeds the pixel scale and the network)
+    from physgrad.layered import predict as layered_predict
+
+    reads = []
+    real = layered_predict.load_json
+    monkeypatch.setattr(layered_predict, "load_json", lambda path: reads.append(path) or real(path))
     assert main(["predict", str(run), "--images", str(pngs), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 4
+    assert [Path(p).name for p in reads] == ["config.json"]
+    monkeypatch.undo()
     assert main(["predict", str(run), "--images", str(tmp_path / "x.npy"), "--out", str(out)]) == 2  # exists
     assert main(["predict", str(run), "--images", str(tmp_path / "x.npy"), "--plot", str(plot)]) == 2  # no labels
     assert main(["predict", str(run), "--data", str(out)]) == 2

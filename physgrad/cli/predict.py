@@ -56,13 +56,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Predict; write ``--out``; print the metrics. 0 when every equilibrium was certified."""
-    from physgrad.layered.predict import is_train_run
+    from physgrad.layered.predict import train_run_record
     from physgrad.netlists.predict import header_of, load_model, predict_table, predictions_csv
     from physgrad.runs import write_new_file
     from physgrad.types import PhysgradError
 
-    if is_train_run(args.model):
-        return _run_images(args)
+    record = train_run_record(args.model)
+    if record is not None:
+        return _run_images(args, record)
     if args.images or args.labels or args.plot:
         raise PhysgradError(f"--images, --labels and --plot need a physgrad train run folder; {args.model} is not one")
     if args.data is None:
@@ -91,8 +92,9 @@ def run(args) -> int:
     return 0
 
 
-def _run_images(args) -> int:
-    """A train run on images: predictions CSV, accuracy and confusion matrix."""
+def _run_images(args, record: dict) -> int:
+    """A train run on images (``record``: its ``config.json``, read once): predictions CSV, accuracy and
+    confusion matrix."""
     from pathlib import Path
 
     from physgrad.layered.predict import (confusion_matrix, plot_confusion, predict_run, predictions_csv,
@@ -108,9 +110,9 @@ def _run_images(args) -> int:
         raise PhysgradError("--plot draws the confusion matrix: it needs --labels")
     if args.plot and Path(args.plot).exists() and not args.overwrite:
         raise PhysgradError(f"{args.plot}: exists; give --overwrite to replace it, or another --plot")
-    x, names = read_images(args.images, run_pixel_scale(args.model))
+    x, names = read_images(args.images, run_pixel_scale(args.model, record))
     labels = read_labels(args.labels) if args.labels else None
-    pred = predict_run(args.model, x, labels, names)
+    pred = predict_run(args.model, x, labels, names, record)
     if args.out:
         write_new_file(args.out, predictions_csv(pred), args.overwrite)
     k = pred.outputs.shape[1]

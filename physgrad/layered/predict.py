@@ -37,16 +37,25 @@ class LayeredPrediction:
     accuracy: Optional[float]
 
 
-def is_train_run(folder) -> bool:
-    """True when ``folder`` holds a ``physgrad train`` run (config.json with a preset and a checkpoint)."""
+def train_run_record(folder) -> Optional[dict]:
+    """The ``config.json`` of the ``physgrad train`` run in ``folder``, read once (a dict with a
+    ``preset`` and a ``config``); ``None`` when ``folder`` is not such a run (no checkpoint, no
+    ``config.json``, or one that is not a train run's). The callers below take this record, so a
+    prediction reads the file once."""
     p = Path(folder)
     if not (p.is_dir() and (p / "config.json").is_file() and (p / "checkpoint.npz").exists()):
-        return False
+        return None
     try:
         cfg = load_json(p / "config.json")
     except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(cfg, dict) and isinstance(cfg.get("preset"), dict) and isinstance(cfg.get("config"), dict)
+        return None
+    ok = isinstance(cfg, dict) and isinstance(cfg.get("preset"), dict) and isinstance(cfg.get("config"), dict)
+    return cfg if ok else None
+
+
+def is_train_run(folder) -> bool:
+    """True when ``folder`` holds a ``physgrad train`` run (:func:`train_run_record` is not None)."""
+    return train_run_record(folder) is not None
 
 
 def _images_from(path: Path, scale: int = 255) -> tuple:
@@ -133,29 +142,33 @@ def read_labels(path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def run_pixel_scale(folder) -> int:
+def run_pixel_scale(folder, record: Optional[dict] = None) -> int:
     """Full intensity of the integer pixels the train run in ``folder`` was trained on (its dataset's
-    :func:`physgrad.layered.data.pixel_scale`; 255 when the run names none)."""
+    :func:`physgrad.layered.data.pixel_scale`; 255 when the run names none). ``record``: the run's
+    :func:`train_run_record`, when the caller has it (else ``config.json`` is read)."""
     from physgrad.layered.data import pixel_scale
 
     try:
-        cfg = load_json(Path(folder) / "config.json")["config"]
+        cfg = (record if record is not None else load_json(Path(folder) / "config.json"))["config"]
         return pixel_scale(cfg.get("dataset") or "mnist")
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise PhysgradError(f"{Path(folder) / 'config.json'}: not a valid train run configuration ({exc})") from None
 
 
-def predict_run(folder, x: np.ndarray, labels: Optional[np.ndarray] = None, names: Sequence = ()) -> LayeredPrediction:
-    """Predict classes of images ``x`` (n, d) in 0..1 with the train run in ``folder``."""
+def predict_run(folder, x: np.ndarray, labels: Optional[np.ndarray] = None, names: Sequence = (),
+                record: Optional[dict] = None) -> LayeredPrediction:
+    """Predict classes of images ``x`` (n, d) in 0..1 with the train run in ``folder`` (``record``: its
+    :func:`train_run_record`, when the caller has it; else it is read here)."""
     from physgrad.layered import fused
     from physgrad.layered.steppers import initial_params
     from physgrad.layered.train import TrainConfig, load_checkpoint
 
     folder = Path(folder)
-    if not is_train_run(folder):
+    record = record if record is not None else train_run_record(folder)
+    if record is None:
         raise PhysgradError(f"{folder}: not a physgrad train run folder (config.json with a preset, checkpoint.npz)")
     try:
-        config = TrainConfig.from_dict(load_json(folder / "config.json")["config"])
+        config = TrainConfig.from_dict(record["config"])
         preset = config.resolved_preset
     except (PhysgradError, OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
         raise PhysgradError(f"{folder / 'config.json'}: not a valid train run configuration ({exc})") from None
