@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -43,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from physgrad.cli import main  # noqa: E402
+from verification.fuzz import snapshot  # noqa: E402,F401  (also imported from here by fuzz_predict)
 
 try:
     from physgrad.runs import arrays_sha256  # noqa: E402
@@ -57,19 +57,6 @@ GOOD = ("refused", "accepted")
 
 class Hang(BaseException):
     pass
-
-
-def snapshot(folder) -> dict:
-    out = {}
-    for p in sorted(Path(folder).rglob("*")):
-        key = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[key] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[key] = "dir"
-    return out
 
 
 def run_main(argv, timeout_s: float) -> tuple:

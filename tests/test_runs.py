@@ -24,23 +24,10 @@ from physgrad.layered.data import FILES, download
 from physgrad.runs import (LOCK, MARKER, CorruptRunError, MetricsLog, RunFolder, RunFolderError, RunLockedError,
                            atomic_write, load_checkpoint, save_checkpoint)
 from physgrad.types import PhysgradError
+from verification.fuzz import snapshot  # noqa: F401  (imported from here by other tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def snapshot(folder):
-    """sha256 of every file (hidden ones included) and the list of folders under ``folder``."""
-    out = {}
-    for p in sorted(Path(folder).rglob("*")):
-        key = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[key] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[key] = "dir"
-    return out
 
 
 HOLDER = textwrap.dedent("""

@@ -11,6 +11,8 @@ is *physgrad's* unless physgrad's own answer passes the KKT certificate (per-nod
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 import traceback
 from dataclasses import dataclass
@@ -476,3 +478,20 @@ def hostile_csvs(folder: Path, seed: int = 0, scale: float = 1.0) -> list:
     for target in ("/dev/zero", str(fifo), str(folder / "a_folder.csv"), "/dev/null"):
         cases.append(HostileCase(f"csv_is_{Path(target).name}", "fit", target, REFUSED))
     return cases
+
+
+def snapshot(folder) -> dict:
+    """The fingerprint of a folder: ``{relative path: sha256 of a file | "link:<target>" | "dir"}`` for
+    everything under ``folder``, hidden files included. Two equal snapshots mean nothing was written,
+    replaced or deleted (the "refused resume leaves the folder byte-identical" checks of the tests and
+    of ``benchmarks/fuzz_runs.py``)."""
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        key = str(p.relative_to(folder))
+        if p.is_symlink():
+            out[key] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[key] = "dir"
+    return out
