@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from physgrad.cli import build_parser  # noqa: E402
+from verification.circuits import NMOS_EDGES_CSV, NMOS_EDGES_DECK  # noqa: E402
 
 EXAMPLES = ROOT / "physgrad" / "examples"
 HOSTILE = ("", "-1", "0", "nan", "inf", "-inf", "1e308", "1e-320", "abc", "9" * 400, "1e400", "0x10", " 1",
@@ -55,24 +56,10 @@ SKIP = {"--help", "--version", "--data-dir", "--dest", "--mirror", "--scheduler"
 """Options not fuzzed: help, and those naming a network location or a data folder (covered by the
 data-path tests)."""
 
-NMOS = """* three NMOS edges, gates on sources
-vin in 0 0.5
-vdd dd 0 2
-vg1 g1 0 2.0
-vg2 g2 0 2.0
-vg3 g3 0 2.0
-m1 dd g1 out 0 nch W=10u L=1u
-m2 in g2 out 0 nch W=10u L=1u
-m3 out g3 0 0 nch W=10u L=1u
-r1 out 0 100k
-.model nch NMOS(LEVEL=1 VTO=0.7 KP=2e-5 LAMBDA=0.02)
-.end
-"""
-NMOS_CSV = "vin,out\n0.0,0.3\n0.25,0.35\n0.5,0.45\n0.75,0.6\n1.0,0.8\n"
 def fixtures(folder: Path) -> dict:
     """Write the baselines' input files into ``folder``; ``{name: path}``."""
-    (folder / "nmos.cir").write_text(NMOS)
-    (folder / "nmos.csv").write_text(NMOS_CSV)
+    (folder / "nmos.cir").write_text(NMOS_EDGES_DECK)
+    (folder / "nmos.csv").write_text(NMOS_EDGES_CSV)
     return {"iris": str(EXAMPLES / "iris" / "iris16.cir"), "iris_csv": str(EXAMPLES / "iris" / "iris.csv"),
             "rect": str(EXAMPLES / "rectifier.cir"), "nmos": str(folder / "nmos.cir"),
             "nmos_csv": str(folder / "nmos.csv")}

@@ -3,7 +3,11 @@ concurrent writers and signals. The small seeded form runs in the default tests
 (``tests/test_fuzz_runs.py``); the large form is this script::
 
     python3 benchmarks/fuzz_runs.py [--seed 0] [--fit 400] [--train 60] [--sweep 200] [--writers 12]
-                                    [--signals 16] [--markdown reports/benchmarks/fuzz-runs.md]
+                                    [--signals 16] [--sources 0] [--energy 0]
+                                    [--markdown reports/benchmarks/fuzz-runs.md]
+
+``--sources``: run folders of ``fit --trainable 'vg*'`` on a transistor network (trained gate sources in
+the checkpoint); ``--energy``: run folders of ``train --energy`` (energy columns, ``energy.png``).
 
 Each case is classified:
 
@@ -117,6 +121,37 @@ def make_fit_runs(root: Path, task: dict) -> list:
     return [a, b]
 
 
+SOURCE_FIT = ("--method", "exact", "--trainable", "vg*", "--bounds", "vg*=0:3")
+"""The trained-source options of the ``fit --trainable`` surface (gate voltages of a transistor network)."""
+
+
+def make_source_task(root: Path) -> dict:
+    """The transistor network whose gate sources ``fit --trainable 'vg*'`` trains (adjoint route)."""
+    from verification.circuits import NMOS_EDGES_CSV, NMOS_EDGES_DECK
+
+    (root / "nmos.cir").write_text(NMOS_EDGES_DECK)
+    (root / "nmos.csv").write_text(NMOS_EDGES_CSV)
+    return {"netlist": str(root / "nmos.cir"), "data": str(root / "nmos.csv"), "inputs": "vin", "outputs": "out"}
+
+
+def source_fit_argv(task: dict, out, epochs: int = 3, *extra) -> list:
+    return ["fit", task["netlist"], "--data", task["data"], "--inputs", task["inputs"], "--outputs",
+            task["outputs"], "--batch-size", "2", "--epochs", str(epochs), "--out", str(out), "--no-progress",
+            *SOURCE_FIT, *extra]
+
+
+def make_source_fit_runs(root: Path, task: dict) -> list:
+    """Two ``fit --trainable`` run folders: one stopped after epoch 1, one interrupted mid-epoch."""
+    from physgrad.netlists.fit import FitSpec, fit_run
+
+    spec = FitSpec(netlist=task["netlist"], data=task["data"], inputs=(task["inputs"],), outputs=(task["outputs"],),
+                   method="exact", trainable=("vg*",), bounds=("vg*=0:3",), batch_size=2, epochs=3)
+    a, b = root / "src-epoch", root / "src-batch"
+    fit_run(spec, a, progress=False, log=lambda s: None, _stop_after_epoch=1)
+    fit_run(spec, b, progress=False, log=lambda s: None, _interrupt_after=4)
+    return [a, b]
+
+
 def make_train_data(root: Path) -> str:
     from physgrad.layered.data import FILES, write_idx
 
@@ -143,12 +178,13 @@ def train_argv(data_dir: str, out, *extra) -> list:
             *extra]
 
 
-def make_train_run(root: Path, data_dir: str) -> Path:
+def make_train_run(root: Path, data_dir: str, energy: bool = False) -> Path:
+    """A DRN-XS run interrupted mid-epoch (``energy``: with ``--energy``, its energy columns and plot)."""
     from physgrad.layered.train import TrainConfig, train
 
-    out = root / "train-run"
+    out = root / ("train-energy-run" if energy else "train-run")
     train(TrainConfig(preset="drn-xs", data_dir=data_dir, epochs=2, train_size=40, test_size=8, threads=1,
-                      backend="numpy"), out, progress=False, _interrupt_after=14)
+                      backend="numpy", energy=energy), out, progress=False, _interrupt_after=14)
     return out
 
 
@@ -450,7 +486,8 @@ def fake_sweep(spec: Path, out: Path) -> None:
 
 
 def run(seed: int = 0, n_fit: int = 400, n_train: int = 60, n_sweep: int = 200, n_writers: int = 12,
-        n_signals: int = 16, timeout_s: float = 60.0, log=print, real_sweep: bool = True) -> dict:
+        n_signals: int = 16, timeout_s: float = 60.0, log=print, real_sweep: bool = True, n_sources: int = 0,
+        n_energy: int = 0) -> dict:
     """Run every surface; returns ``{surface: Counter of classes}`` and the failures.
     ``real_sweep=False``: the sweep tables' base folder is written directly (no worker processes)."""
     rng = np.random.default_rng(seed)
@@ -473,12 +510,24 @@ def run(seed: int = 0, n_fit: int = 400, n_train: int = 60, n_sweep: int = 200, 
             base = fit_bases[k % 2]
             record("fit --resume", corruption_case(base, lambda c: fit_argv(task, c, 3, "--resume"), rng, work,
                                                    timeout_s))
-        if n_train:
+        if n_sources:
+            stask = make_source_task(root)
+            sbases = make_source_fit_runs(root, stask)
+            for k in range(n_sources):
+                record("fit --trainable --resume", corruption_case(
+                    sbases[k % 2], lambda c: source_fit_argv(stask, c, 3, "--resume"), rng, work, timeout_s))
+        if n_train or n_energy:
             data_dir = make_train_data(root)
+        if n_train:
             tbase = make_train_run(root, data_dir)
             for _ in range(n_train):
                 record("train --resume", corruption_case(tbase, lambda c: train_argv(data_dir, c, "--resume"), rng,
                                                          work, timeout_s))
+        if n_energy:
+            ebase = make_train_run(root, data_dir, energy=True)
+            for _ in range(n_energy):
+                record("train --energy --resume", corruption_case(
+                    ebase, lambda c: train_argv(data_dir, c, "--energy", "--resume"), rng, work, timeout_s))
         if n_sweep:
             spec = root / "s.toml"
             spec.write_text(f'task = "fit"\nseeds = [0, 1]\n[base]\nnetlist = "{task["netlist"]}"\n'
@@ -516,7 +565,8 @@ def markdown(result: dict, seconds: float, cpu: float, args) -> str:
     classes = ["refused", "accepted", "traceback", "hang", "changed", "lost", "bad-exit", "startup"]
     lines = ["# Run-folder fuzz (benchmarks/fuzz_runs.py)", "",
              f"Command: `python3 benchmarks/fuzz_runs.py --seed {args.seed} --fit {args.fit} --train {args.train} "
-             f"--sweep {args.sweep} --writers {args.writers} --signals {args.signals}`", "",
+             f"--sweep {args.sweep} --writers {args.writers} --signals {args.signals} --sources {args.sources} "
+             f"--energy {args.energy}`", "",
              f"Wall {seconds:.0f} s, CPU {cpu:.0f} s (this process and its children), load average before: "
              f"{args.load}. Shared 2-core machine.", "",
              "| surface | cases | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
@@ -539,12 +589,15 @@ if __name__ == "__main__":
     ap.add_argument("--sweep", type=int, default=200)
     ap.add_argument("--writers", type=int, default=12)
     ap.add_argument("--signals", type=int, default=16)
+    ap.add_argument("--sources", type=int, default=0, help="cases of fit --trainable (trained gate sources) --resume")
+    ap.add_argument("--energy", type=int, default=0, help="cases of train --energy --resume")
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args()
     args.load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     t0, c0 = time.time(), time.process_time()
-    result = run(args.seed, args.fit, args.train, args.sweep, args.writers, args.signals, args.timeout)
+    result = run(args.seed, args.fit, args.train, args.sweep, args.writers, args.signals, args.timeout,
+                 n_sources=args.sources, n_energy=args.energy)
     ch = os.times()
     cpu = ch.user + ch.system + ch.children_user + ch.children_system
     text = markdown(result, time.time() - t0, cpu, args)

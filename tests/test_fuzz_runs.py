@@ -41,6 +41,14 @@ def test_train_resume_corruptions(fuzz):
     assert sum(counts["train --resume"].values()) == 5
 
 
+def test_trained_source_resume_corruptions(fuzz):
+    """``fit --trainable 'vg*'`` run folders (gate voltages of a transistor network in the checkpoint)."""
+    counts = _check(fuzz.run(seed=15, n_fit=0, n_train=0, n_sweep=0, n_writers=0, n_signals=0, timeout_s=60,
+                             log=lambda s: None, n_sources=8))
+    assert sum(counts["fit --trainable --resume"].values()) == 8
+    assert counts["fit --trainable --resume"].get("refused", 0) >= 4
+
+
 def test_sweep_table_corruptions(fuzz):
     counts = _check(fuzz.run(seed=13, n_fit=0, n_train=0, n_sweep=16, n_writers=0, n_signals=0, timeout_s=60,
                              log=lambda s: None, real_sweep=False))

@@ -317,3 +317,23 @@ def training_graph(n_nodes: int, seed: int = 0, n_inputs: int = 5, n_outputs: in
     candidates = [x for x in nodes if x not in driven]
     outputs = tuple(candidates[int(i)] for i in rng.choice(len(candidates), n_outputs, replace=False))
     return c, tuple(f"vin{k}" for k in range(n_inputs)), outputs
+
+
+NMOS_EDGES_DECK = """* three NMOS edges whose gates sit on sources vg1..vg3 (the twin-network edge in small)
+vin in 0 0.5
+vdd dd 0 2
+vg1 g1 0 2.0
+vg2 g2 0 2.0
+vg3 g3 0 2.0
+m1 dd g1 out 0 nch W=10u L=1u
+m2 in g2 out 0 nch W=10u L=1u
+m3 out g3 0 0 nch W=10u L=1u
+r1 out 0 100k
+.model nch NMOS(LEVEL=1 VTO=0.7 KP=2e-5 LAMBDA=0.02)
+.end
+"""
+"""A small transistor network for ``physgrad fit --method exact --trainable 'vg*'`` (the gate voltages
+trained): input source ``vin``, output node ``out``; with :data:`NMOS_EDGES_CSV` the fuzz baselines of
+``benchmarks/fuzz_options.py`` and ``benchmarks/fuzz_runs.py``."""
+NMOS_EDGES_CSV = "vin,out\n0.0,0.3\n0.25,0.35\n0.5,0.45\n0.75,0.6\n1.0,0.8\n"
+"""Five samples ``vin, out`` (V) for :data:`NMOS_EDGES_DECK`."""
