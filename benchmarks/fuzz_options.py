@@ -9,10 +9,11 @@ flag is added alone. Every case runs ``python3 -m physgrad ...`` in a fresh fold
 with a CPU-time and memory limit, and is classified:
 
 ``ok`` (exit 0, no NaN or infinity in stdout or in any text file written), ``refused`` (exit 2 whose
-message names the option, as ``--lr`` or argparse's ``argument --lr``), ``not solved`` (exit 1 without a
+message names the option, as ``--lr`` or argparse's ``argument --lr``, or the value given, as in
+``missing column 'abc'``), ``not solved`` (exit 1 without a
 traceback), ``traceback`` (a Python traceback on stderr), ``hang`` (killed at the CPU or wall limit),
-``nan-output`` (exit 0 with NaN/Infinity written), ``unnamed`` (exit 2 whose message does not name the
-option) or ``other`` (any other exit code). The bad classes are ``traceback, hang, nan-output, unnamed,
+``nan-output`` (exit 0 with NaN/Infinity written), ``unnamed`` (exit 2 whose message names neither the
+option nor the value) or ``other`` (any other exit code). The bad classes are ``traceback, hang, nan-output, unnamed,
 other``. Cases accepted (exit 0) with a non-finite or negative number are listed for review: some are
 legitimate (``--seed 0``), some are a silent acceptance to fix.
 
@@ -76,7 +77,7 @@ BASELINES = {
     "train-digits": ["train", "--preset", "crossbar-digits", "--epochs", "1", "--train-size", "60", "--out", "{out}",
                      "--no-progress"],
     "predict": ["predict", "{run}", "--data", "{iris_csv}"],
-    "netlist": ["netlist", "layered", "--inputs", "4", "--outputs", "3", "--hidden", "5", "--out", "{out}/net.cir"],
+    "netlist": ["netlist", "layered", "--inputs", "4", "--outputs", "3", "--hidden", "5", "--out", "{out}.cir"],
 }
 """Valid, quick command lines; ``{out}`` is a fresh folder per case, ``{run}`` a fit run made once."""
 
@@ -133,7 +134,10 @@ def _limits(cpu: int, mem_gb: float):
     return apply
 
 
-NONFINITE = re.compile(rb"(?i)(?<![\w.])-?(nan|inf|infinity)(?![\w])")
+NONFINITE = re.compile(rb"(?i)(?<![\w.\"/])-?(nan|inf|infinity)(?![\w\"/])")
+"""A NaN or infinity written as a number (not inside a quoted string or a path)."""
+PATH_OPTIONS = ("--out", "--plot")
+"""Options whose value is a file or folder name (printed back on success)."""
 
 
 def nonfinite_written(stdout: bytes, folder: Path) -> str:
@@ -163,12 +167,14 @@ def run_case(case, files: dict, cpu: int, mem_gb: float, wall: float) -> dict:
         except subprocess.TimeoutExpired as exc:
             rc, stdout, stderr = None, exc.stdout or b"", (exc.stderr or b"").decode(errors="replace")
         seconds = time.perf_counter() - t0
+        if rc == 0 and flag in PATH_OPTIONS and value:  # the folder's own name is not a number written
+            stdout = stdout.replace(value.encode(), b"")
         written = nonfinite_written(stdout, Path(tmp)) if rc == 0 else ""
     return {"baseline": name, "option": flag, "value": value, "rc": rc, "seconds": round(seconds, 2),
-            "outcome": classify(rc, stderr, flag, written), "message": last_line(stderr), "nonfinite": written}
+            "outcome": classify(rc, stderr, flag, written, value), "message": last_line(stderr), "nonfinite": written}
 
 
-def classify(rc, stderr: str, flag: str, written: str) -> str:
+def classify(rc, stderr: str, flag: str, written: str, value=None) -> str:
     if "Traceback (most recent call last)" in stderr:
         return "traceback"
     if rc is None or rc in (-9, -24, 152, 137):
@@ -178,7 +184,8 @@ def classify(rc, stderr: str, flag: str, written: str) -> str:
     if rc == 1:
         return "not solved"
     if rc == 2:
-        return "refused" if names_option(stderr, flag) else "unnamed"
+        named = names_option(stderr, flag) or (value is not None and len(value) > 1 and value[:30] in stderr)
+        return "refused" if named else "unnamed"
     return "other"
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from physgrad.cli import main
 from physgrad.learning import METHODS
+from physgrad.netlists.grad import COUPLED, NUDGED
 from physgrad.circuit.netlist import read_netlist, write_netlist
 from physgrad.circuit.solve import solve
 from verification.cases import feasible_random_circuit
@@ -63,7 +64,9 @@ def test_every_method_runs(netlist, capsys):
     for m in METHODS:
         if m == "hep":  # ideal diodes are not holomorphic: refused (tests/test_contour.py)
             continue
-        res = run_json(capsys, netlist, "--method", m, "--beta", "1e-4", "--eta", "1e-3", "--steps", "200")
+        extra = {"beta": ["--beta", "1e-4"] if m in NUDGED else [], "eta": ["--eta", "1e-3"] if m in COUPLED else [],
+                 "steps": ["--steps", "200"] if m in ("tbp", "rbp") else []}
+        res = run_json(capsys, netlist, "--method", m, *sum(extra.values(), []))
         g = np.array(list(res["grad"].values()))
         assert g.shape == exact.shape and np.all(np.isfinite(g))
         if m in ("pep", "nep", "cep"):

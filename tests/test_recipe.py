@@ -66,9 +66,9 @@ def test_overrides_reach_the_preset():
     p, base = c.resolved_preset, get_preset("drn-2h")
     assert p.weight_lrs == tuple(2 * v for v in base.weight_lrs) and p.bias_lrs == tuple(2 * v for v in base.bias_lrs)
     assert (p.beta, p.lr_schedule, p.ema_decay) == (0.5, "cosine", 0.9)
-    with pytest.raises(PhysgradError, match="lr_factor must be > 0"):
+    with pytest.raises(PhysgradError, match="lr_factor must be a finite number > 0"):
         TrainConfig(lr_factor=0.0)
-    with pytest.raises(PhysgradError, match="beta must be > 0"):
+    with pytest.raises(PhysgradError, match="beta must be a finite number > 0"):
         TrainConfig(beta=-1.0)
 
 

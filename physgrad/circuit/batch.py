@@ -553,12 +553,14 @@ class BatchSolver:
             if pb.P.shape == topo.P.shape and nb.clamp is None:
                 sol["u"][b] = res.u
             status = "converged" if res.converged else "max_iter"
+            message = "" if res.converged else res.message
             if status == "converged" and not cert.passed:
                 status = "solver_error"
+                message = "KKT certificate failed: " + cert.describe()
             sol["status"][b] = status
             sol["n_iter"][b] = res.n_iter
             sol["certificates"][b] = cert
-            sol["messages"][b] = "" if res.converged else res.message
+            sol["messages"][b] = message
             if nb.beta != 0.0:
                 v = sol["voltages"][b][topo.outputs]
                 sol["z_out"][b] = nb.beta * (v - np.asarray(nb.target, float))

@@ -47,7 +47,8 @@ def register(sub) -> None:
                    help="learning rule: exact (KKT adjoint), pep/nep/cep (EP), cl, pcpl/ncpl/ccpl (coupled); default cep")
     p.add_argument("--beta", type=float, default=None, help="EP nudge (S); default 1e-4 x the median conductance of all resistors (as grad); "
                         "refused below round-off for the circuit's scales (exit 2, naming the smallest usable beta)")
-    p.add_argument("--eta", type=float, default=0.1, help="coupled-learning amplitude, default 0.1")
+    p.add_argument("--eta", type=float, default=None,
+                   help="coupled-learning amplitude (pcpl, ncpl, ccpl; refused with other methods), default 0.1")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate; default adam 0.01 x median conductance (S per step), sgd/momentum "
@@ -102,9 +103,16 @@ def run(args) -> int:
 
     from physgrad.netlists.fit import FitSpec, fit_run
 
+    from physgrad.netlists.grad import COUPLED
+    from physgrad.types import PhysgradError
+
     capacitance, settling = energy_settings(args)
+    if args.eta is not None and args.method not in COUPLED:  # it would be ignored
+        raise PhysgradError(f"--eta is the amplitude of coupled learning ({', '.join(COUPLED)}); the method here is "
+                            f"{args.method}")
+    eta = {} if args.eta is None else {"eta": args.eta}
     spec = FitSpec(netlist=args.netlist, data=args.data, test=args.test, inputs=args.inputs, outputs=args.outputs,
-                   label_column=args.label_column, loss=args.loss, method=args.method, beta=args.beta, eta=args.eta,
+                   label_column=args.label_column, loss=args.loss, method=args.method, beta=args.beta, **eta,
                    optimizer=args.optimizer, lr=args.lr, g_min=args.g_min, g_max=args.g_max, epochs=args.epochs,
                    batch_size=args.batch_size, seed=args.seed, levels=args.levels, margin=args.margin,
                    temperature=args.temperature, device_model=args.device_model,

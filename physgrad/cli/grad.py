@@ -26,10 +26,10 @@ def register(sub) -> None:
                         "resistors (the same default as fit), so the nudge is a small perturbation whatever the "
                         "circuit's scale; a beta below round-off for the circuit's scales is refused (exit 2) with "
                         "the smallest usable beta")
-    p.add_argument("--eta", type=positive_float, default=1e-2,
+    p.add_argument("--eta", type=positive_float, default=None,
                    help="coupled-learning amplitude for pcpl/ncpl/ccpl (dimensionless: the clamp moves the outputs "
                         "this fraction of the way to the target), default 1e-2")
-    p.add_argument("--steps", type=int_at_least(1), default=300,
+    p.add_argument("--steps", type=int_at_least(1), default=None,
                    help="TBP sweeps (at most 10,000: the tape keeps each) / RBP iterations (at most 10^6), default 300")
     p.add_argument("--points", type=int_at_least(1), default=None,
                    help="nudges per period: fp (default 8, >= 4) and hep (default 6, >= 2)")
@@ -44,8 +44,17 @@ def run(args) -> int:
     from physgrad.circuit.netlist import read_netlist
     from physgrad.netlists.grad import grad_result
 
+    from physgrad.netlists.grad import COUPLED, NUDGED
+    from physgrad.types import PhysgradError
+
+    for option, owners in (("beta", NUDGED), ("eta", COUPLED), ("steps", ("tbp", "rbp")), ("points", ("fp", "hep"))):
+        if getattr(args, option) is not None and args.method not in owners:  # it would be ignored
+            raise PhysgradError(f"--{option} is an option of --method {', '.join(owners)}; the method here is "
+                                f"{args.method}")
+    eta = 1e-2 if args.eta is None else args.eta
+    steps = 300 if args.steps is None else args.steps
     circuit = read_netlist(args.file)
-    res = grad_result(circuit, args.method, args.beta, args.eta, args.steps, args.points)
+    res = grad_result(circuit, args.method, args.beta, eta, steps, args.points)
     for note in res["notes"]:
         print(f"physgrad: note: {note}", file=sys.stderr)
     if args.json:
@@ -58,8 +67,8 @@ def run(args) -> int:
         cost = "n/a" if res["cost"] is None else f"{res['cost']:.15g}"
         print(f"cost C = {cost} V^2   method: {args.method}"
               + (f"   beta = {res['beta']:g} S" if res["beta"] is not None else "")
-              + (f"   eta = {args.eta:g}" if args.method in ("pcpl", "ncpl", "ccpl") else "")
-              + (f"   steps = {args.steps}" if args.method in ("tbp", "rbp") else ""))
+              + (f"   eta = {eta:g}" if args.method in COUPLED else "")
+              + (f"   steps = {steps}" if args.method in ("tbp", "rbp") else ""))
         if res["estimate"] == "update":
             print(f"estimate: the {'contrastive' if args.method == 'cl' else 'coupled'}-learning update (a descent direction: dC/dg preconditioned by the output "
                   "block of the free Hessian), not dC/dg; compare directions, not sizes")

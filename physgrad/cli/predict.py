@@ -68,7 +68,11 @@ def run(args) -> int:
         raise PhysgradError(f"--images, --labels and --plot need a physgrad train run folder; {args.model} is not one")
     if args.data is None:
         raise PhysgradError("--data CSV is required with a netlist or a fit run")
-    model = load_model(args.model, args.inputs, args.outputs, args.label_column, columns=header_of(args.data))
+    columns = header_of(args.data)
+    if args.label_column is not None and args.label_column.strip().lower() not in columns:  # named, so expected
+        raise PhysgradError(f"{args.data}:1: no column {args.label_column!r} (--label-column); the columns are: "
+                            f"{', '.join(columns)}")
+    model = load_model(args.model, args.inputs, args.outputs, args.label_column, columns=columns)
     pred = predict_table(model, args.data)
     if args.out:
         write_new_file(args.out, predictions_csv(pred), args.overwrite)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from physgrad.cli._args import add_energy_options, energy_settings
+from physgrad.cli._args import add_energy_options, energy_settings, positive_float
 from physgrad.layered.data import TRAIN_DATASETS
+from physgrad.layered.engines import COUPLED_ALGORITHMS
 from physgrad.layered.kernels.conv_torch import CONV_DTYPES
 from physgrad.layered.presets import LR_SCHEDULES, OPTIMIZERS, PRESETS
 from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
+from physgrad.types import PhysgradError
 
 
 def register(sub) -> None:
@@ -43,7 +45,7 @@ def register(sub) -> None:
     p.add_argument("--conv-dtype", default="full", choices=CONV_DTYPES,
                    help="dchn presets on --backend torch: precision of the convolutions in the sweeps (full: the "
                         "--dtype; bfloat16: bfloat16 operands, AMX on CPUs that have it; states and updates stay in --dtype)")
-    p.add_argument("--input-gain", type=float, default=None, help="DRN input gain g (V), overriding the preset's")
+    p.add_argument("--input-gain", type=positive_float, default=None, help="DRN input gain g (V), overriding the preset's")
     p.add_argument("--amplifier-gains", type=_gains, default=None, metavar="A2,A3,...",
                    help="DRN: gains of bidirectional amplifiers between free layers, one per hidden layer "
                         "(e.g. 2,2 for two hidden layers; 'none' = no amplifiers), overriding the preset's; "
@@ -51,10 +53,11 @@ def register(sub) -> None:
     p.add_argument("--device-model", default="ideal", metavar="NAME|FILE",
                    help="conductance devices of the weights: a preset (ideal, levels{N}-nearest, levels{N}-stochastic, "
                         "digipot128, reram-sb, reram-es, pcm-pair) or a .json/.toml device file (default ideal)")
-    p.add_argument("--eta", type=float, default=0.5, help="coupled-learning amplitude (pcpl/ncpl/ccpl)")
+    p.add_argument("--eta", type=float, default=None,
+                   help="coupled-learning amplitude (pcpl/ncpl/ccpl; refused with other algorithms), default 0.5")
     g = p.add_argument_group("training recipe (overrides of the preset; default: the preset's)")
-    g.add_argument("--lr-factor", type=float, default=None, help="multiply all the preset's learning rates")
-    g.add_argument("--beta", type=float, default=None, help="nudging strength beta (S for DRNs)")
+    g.add_argument("--lr-factor", type=positive_float, default=None, help="multiply all the preset's learning rates")
+    g.add_argument("--beta", type=positive_float, default=None, help="nudging strength beta (S for DRNs)")
     g.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
                    help="exponential: lr_decay**epoch (the papers'); cosine: warm-up then cosine decay per batch")
     g.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up length (cosine schedule)")
@@ -96,10 +99,14 @@ def run(args) -> int:
     at once (the last saved checkpoint is kept).
     """
     capacitance, settling = energy_settings(args)
+    algorithm = args.algorithm or PRESETS[args.preset].algorithm
+    if args.eta is not None and algorithm not in COUPLED_ALGORITHMS:  # it would be ignored
+        raise PhysgradError(f"--eta is the amplitude of coupled learning ({', '.join(COUPLED_ALGORITHMS)}); the "
+                            f"algorithm here is {algorithm}")
     cfg = TrainConfig(preset=args.preset, algorithm=args.algorithm, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, dtype=args.dtype,
-                      engine=args.engine, eta=args.eta, backend=args.backend, device=args.device,
+                      engine=args.engine, eta=0.5 if args.eta is None else args.eta, backend=args.backend, device=args.device,
                       lr_factor=args.lr_factor, beta=args.beta, lr_schedule=args.lr_schedule,
                       warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay, ema_every=args.ema_every,
                       optimizer=args.optimizer, momentum=args.momentum,

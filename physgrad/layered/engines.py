@@ -54,6 +54,8 @@ TORCH_DEVICES = ("cpu", "cuda")
 FAST_ALGORITHMS = ("cep", "tbp")
 """Algorithms of the fast engine: centered EP (every backend) and truncated backprop (numpy)."""
 ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp", "rbp")
+COUPLED_ALGORITHMS = ("pcpl", "ncpl", "ccpl")
+"""The algorithms that take ``eta`` (coupled learning's amplitude); the others ignore it."""
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
 PER_EXAMPLE_READS = ("phase", "example")

@@ -165,8 +165,8 @@ class Preset:
         for name in ("sweeps", "sweeps_eval", "epochs", "batch_size", "n_outputs", "ema_every"):
             if int(getattr(self, name)) < 1:
                 raise PhysgradError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.beta > 0:
-            raise PhysgradError(f"beta must be > 0, got {self.beta}")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise PhysgradError(f"beta must be a finite number > 0, got {self.beta}")
         if not 0 < self.lr_decay <= 1:
             raise PhysgradError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.lr_schedule not in LR_SCHEDULES:

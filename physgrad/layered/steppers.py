@@ -411,7 +411,9 @@ class RuleStepper:
         wl, bl = p.learning_rates(lr_scale)
         lrs = wl + bl
         if self.optimizer is None:
-            new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+            with np.errstate(over="ignore"):  # a diverging run's overflow is reported by the train loop (exit 1)
+                new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype)
+                            for t, g, lr in zip(self.params, grads, lrs))
         else:
             new, self.opt_state = self.optimizer.step(self.params, grads, lrs, self.opt_state)
         self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))

@@ -230,8 +230,11 @@ class TrainConfig:
             raise PhysgradError(f"device_model must be a preset name or a .json/.toml file, got {self.device_model!r}")
         if self.amplifier_gains is not None and isinstance(self.amplifier_gains, list):  # from config.json
             object.__setattr__(self, "amplifier_gains", tuple(self.amplifier_gains))
-        if self.lr_factor is not None and not float(self.lr_factor) > 0:
-            raise PhysgradError(f"lr_factor must be > 0, got {self.lr_factor}")
+        if self.lr_factor is not None and not (math.isfinite(float(self.lr_factor)) and float(self.lr_factor) > 0):
+            raise PhysgradError(f"lr_factor must be a finite number > 0, got {self.lr_factor}")
+        if self.input_gain is not None and get_preset(self.preset).model != "drn":
+            raise PhysgradError(f"input_gain is a DRN option; preset {self.preset!r} is a "
+                                f"{get_preset(self.preset).model!r} network, whose inputs enter unscaled")
         self.resolved_preset  # the preset validates the overrides (recipe, input gain, amplifiers)
         for name, valid in (("algorithm", ALGORITHMS), ("dataset", TRAIN_DATASETS), ("engine", ENGINES),
                             ("dtype", DTYPES), ("backend", BACKENDS), ("device", DEVICES)):
@@ -561,6 +564,14 @@ class _Average:
             e += t
 
 
+
+def _diverged(epoch: int, checkpoint: Path) -> str:
+    """The message of a run whose parameters became non-finite in ``epoch`` (0-based; exit 1); the
+    run folder's ``checkpoint`` (the last one saved, if any) is left as it is."""
+    kept = (f"{checkpoint} (the last one saved) is kept" if checkpoint.exists() else "no checkpoint had been saved")
+    return f"training diverged in epoch {epoch + 1} (non-finite parameters); {kept}; lower the learning rates"
+
+
 def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = False,
           progress: Optional[bool] = None, command: Optional[str] = None,
           _interrupt_after: Optional[int] = None) -> Metrics:
@@ -753,7 +764,12 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                     idx = order[bi * B:(bi + 1) * B]
                     nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
                     lr_scale = preset.lr_scale(epoch, bi, n_batches)
-                    warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                    try:
+                        warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                    except PhysgradError:  # a minimizer refusing non-finite parameters: the run diverged
+                        if all(np.all(np.isfinite(a)) for a in stepper.to_host()):
+                            raise
+                        raise NotSolvedError(_diverged(epoch, folder.path / CHECKPOINT)) from None
                     if meter is not None:
                         energy_sums += _step_energy(meter, stepper, preset)
                     average.after_batch(stepper, bi, n_batches)
@@ -776,8 +792,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                 bar.close()
                 host = stepper.to_host()
                 if not all(np.all(np.isfinite(a)) for a in host):
-                    raise NotSolvedError(f"training diverged in epoch {epoch + 1} (non-finite parameters); the "
-                                        f"checkpoint of the previous epoch is kept; lower the learning rates")
+                    raise NotSolvedError(_diverged(epoch, folder.path / CHECKPOINT))
                 t1 = time.perf_counter()
                 pred = stepper.evaluate(stepper.params if average.params is None else average.params, x_test)
                 t_eval = time.perf_counter() - t1

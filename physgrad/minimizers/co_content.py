@@ -46,6 +46,18 @@ def _nudge_row(nudge: Nudge, b: int) -> Nudge:
     return Nudge(nudge.beta, target=_sample_row(nudge.target, b))
 
 
+
+MESSAGE_SAMPLES = 3
+"""A batch's message names at most this many samples' messages, then counts the rest."""
+
+
+def join_messages(msgs, limit: int = MESSAGE_SAMPLES) -> str:
+    """``"; "``-joined ``msgs``, the first ``limit`` of them and ``"... and N more"`` (a batch of
+    thousands of failed samples gives one readable line, not thousands)."""
+    msgs = list(msgs)
+    head = "; ".join(msgs[:limit])
+    return head if len(msgs) <= limit else f"{head}; ... and {len(msgs) - limit} more"
+
 class SolverCache:
     """The minimizer's state: one :class:`BatchSolver` per circuit topology (an LRU of at most
     ``n_topologies``), each holding the factorizations of its last parameter values and the
@@ -182,10 +194,11 @@ class CoContentMinimizer:
         status = next((s for s in ("solver_error", "infeasible", "max_iter") if s in set(statuses)), "converged")
         if status == "converged" and any(c is not None and not c.passed for c in certs):
             status = "solver_error"
-            msgs.append("KKT certificate failed: " + "; ".join(c.describe() for c in certs if c is not None and not c.passed))
+            failed = [c.describe() for c in certs if c is not None and not c.passed]
+            msgs.append("KKT certificate failed: " + join_messages(failed))
         return Equilibrium(state=state, energy=np.asarray(energy.energy(state, theta, xs)), status=status,
                            n_iter=n_iter, residual=max([c.kcl for c in certs if c is not None], default=0.0),
-                           solver=f"co-content/{self.solver}", message="; ".join(msgs),
+                           solver=f"co-content/{self.solver}", message=join_messages(msgs),
                            info={"certificates": tuple(certs), "diode_currents": currents, "active": active,
                                  "residual_kind": "max KCL residual (A)", **extra})
 

@@ -93,15 +93,15 @@ def layered_circuit(n_inputs: int, n_hidden: int, n_outputs: int, *, g0: float =
         raise PhysgradError(f"bias must be > 0 V and vth >= 0 V, got {bias!r}, {vth!r}")
     lo, hi = g0 * min(1.0, hidden_scale) * 0.5, g0 * max(1.0, hidden_scale) * 1.5
     if not (lo >= sys.float_info.min and np.isfinite(hi)):
-        raise PhysgradError(f"g0 = {g0!r} S and hidden_scale = {hidden_scale!r} give conductances from {lo:.3g} to "
-                            f"{hi:.3g} S: outside the normal doubles ({sys.float_info.min:.3g} to "
-                            f"{sys.float_info.max:.3g})")
+        raise PhysgradError(f"g0 = {g0!r} S (resistance {1.0 / g0:.3g} ohm) and hidden_scale = {hidden_scale!r} give "
+                            f"conductances from {lo:.3g} to {hi:.3g} S: outside the normal doubles "
+                            f"({sys.float_info.min:.3g} to {sys.float_info.max:.3g})")
     n_res = resistor_count(n_in, n_h, n_out, skip=skip, bias_sources=bias_sources)
     if n_res > MAX_RESISTORS:
         raise PhysgradError(f"{n_in} inputs, {n_h} hidden units and {n_out} outputs make {n_res:,} resistors; at most "
                             f"{MAX_RESISTORS:,} (what physgrad's netlist reader accepts by default)")
     if both and not vth > 0:
-        raise PhysgradError("two diodes per hidden unit with vth = 0 V pin every hidden node at 0 V: give vth > 0")
+        raise PhysgradError("both diodes (two per hidden unit) with vth = 0 V pin every hidden node at 0 V: give vth > 0")
     rng = np.random.default_rng(seed)
     els = []
     ins = []

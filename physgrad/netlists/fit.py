@@ -291,6 +291,7 @@ def resolve(spec: FitSpec) -> FitProblem:
     if not tr.names:
         raise PhysgradError("nothing to train: the netlist has no (trainable) resistor; name what to train with "
                             "--trainable")
+    _check_used(spec, tr)
     device = device_from_spec(spec.device_model)
     adjoint = needs_adjoint_route(circuit, tr)
     if adjoint:
@@ -355,6 +356,22 @@ def resolve(spec: FitSpec) -> FitProblem:
     resolved["bounds"] = {n: [b[0], b[1], u] for n, b, u in
                           ((n, explicit[n], u) for n, u in zip(tr.names, units) if n in explicit)}
     return FitProblem(spec, energy, loss, X, Y, X_test, Y_test, classes, resolved, device, tr, lo, hi, adjoint)
+
+
+def _check_used(spec: FitSpec, tr: Trainables) -> None:
+    """Refuse an option that this fit would ignore: ``beta`` with a method that does not nudge,
+    ``source_lr`` with no trained source, ``lr``/``g_min``/``g_max`` with no trained resistor."""
+    if spec.beta is not None and spec.method not in NUDGED:
+        raise PhysgradError(f"--beta is the nudge of EP ({', '.join(m for m in NUDGED if m in FIT_METHODS)}); "
+                            f"method {spec.method} has none")
+    if spec.source_lr is not None and not tr.sources:
+        raise PhysgradError("--source-lr is the learning rate of trained sources; none is trained here (name them "
+                            "with --trainable)")
+    if not tr.resistors:
+        given = [f"--{n.replace('_', '-')}" for n in ("lr", "g_min", "g_max") if getattr(spec, n) is not None]
+        if given:
+            raise PhysgradError(f"{', '.join(given)}: no resistor is trained here ({', '.join(tr.names)}); the "
+                                "sources' learning rate is --source-lr and their bounds --bounds")
 
 
 def _check_adjoint_route(circuit, tr: Trainables, spec: FitSpec, device: Device) -> None:
@@ -770,8 +787,15 @@ def _fit_run(spec, pb, folder, resume, progress, command, log, _stop_after_epoch
                 idx = order[bi * B:(bi + 1) * B]
                 key = (TRAIN_READS, 0 if dstate is None else dstate.n_updates)
                 seen = {} if meter is not None else None
-                g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator, costs,
-                             seen)
+                try:
+                    g = gradient(pb, theta, pb.X[idx], pb.Y[idx], reading(pb, minimizer, dstate, key), estimator,
+                                 costs, seen)
+                except NotSolvedError as exc:
+                    if not batches_done:
+                        raise
+                    raise NotSolvedError(f"{exc} -- after {batches_done} optimizer steps the trained parameters span "
+                                         f"{np.min(theta):.3g} to {np.max(theta):.3g}: if they grew out of the "
+                                         "circuit's range, the run diverged; lower --lr") from None
                 theta_opt, state = optim.step(r["optimizer"], theta, np.asarray(g, float), state, step_lr(pb))
                 before = (theta, dstate)
                 theta, dstate = device_step(pb, theta, theta_opt, dstate)
