@@ -33,9 +33,10 @@ from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.shockley_batch import ShockleyBatchSolver, supports as shockley_supports
 from physgrad.circuit.solution import CERT_RTOL, KKTCertificate, certify, ideal_diode_currents
 from physgrad.circuit.solvers.kkt import solve_active_set
+from physgrad.circuit.solvers.qdkkt import QDPattern
 from physgrad.circuit.solvers.strategy import blas_threads
-from physgrad.circuit.solvers.bordered import (PatternPool, RowData, Router, SharedSystem, max_negative_beta,
-                                               pdas_batch, solve_on_sets, tolerances)
+from physgrad.circuit.solvers.bordered import (FULL_MASK_MAX, Anchors, PatternPool, RowData, Router, SharedSystem,
+                                               max_negative_beta, pdas_batch, solve_on_sets, tolerances)
 from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError
 
@@ -134,6 +135,7 @@ class _Entry:
         self.system: Optional[SharedSystem] = None
         self.pool: Optional[PatternPool] = None  # factors of whole conducting sets (refactor per pattern)
         self.free_system: Optional[SharedSystem] = None  # factor of H0 itself (empty reference)
+        self.qd = None  # the per-sample LDL^T route's system (QDSystem) at this parameter value
         self.data: OrderedDict = OrderedDict()  # X digest -> batch data (bounded)
         self._bmax = None
         self.h_diag = np.diagonal(self.H0m).copy() if isinstance(self.H0m, np.ndarray) else self.H0.diagonal()
@@ -171,8 +173,14 @@ class BatchSolver:
     (bit masks, for the next step's free phase). Memory does not grow with the dataset.
     """
 
-    def __init__(self, topology: Topology, n_params: int = 2, n_warm: int = 65536, threads: Optional[int] = 1):
+    def __init__(self, topology: Topology, n_params: int = 2, n_warm: int = 65536, threads: Optional[int] = 1,
+                 reuse_factors: bool = True, kkt_route: str = "auto"):
+        if kkt_route not in ("auto", "schur", "ldl"):
+            raise ValueError(f"kkt_route must be 'auto', 'schur' or 'ldl', got {kkt_route!r}")
         self.topo = topology
+        self.reuse_factors = reuse_factors
+        self.kkt_route = kkt_route
+        self._qd_pattern = None
         self.threads = threads
         self.n_params = n_params
         self.n_warm = n_warm
@@ -181,7 +189,8 @@ class BatchSolver:
         self.stats = {"factorizations": 0, "fallbacks": 0, "batches": 0}
         self.M = _Mats(topology)
         self._last_ref = None
-        self._last_free = None  # (digest of the last free voltages, their conducting sets)
+        # (digest of the last free voltages, their conducting sets, their Anchors, the batch data)
+        self._last_free = None
 
     # --- caches ---------------------------------------------------------------------------------
     def entry(self, g: np.ndarray) -> _Entry:
@@ -342,6 +351,7 @@ class BatchSolver:
         # start: the tight diodes of s0, else the inputs' last sets, else the reference set
         system = e.system
         W0 = np.zeros((B, topo.m), bool)
+        anchors = None  # each sample's factorized Schur system, bordered by its later changes
         own_start = False  # W0 holds each sample's own predicted set (s0's, or a remembered input's)
         if warm and topo.m:
             if s0 is not None and np.shape(s0) == (B, topo.n_nodes) and np.all(np.isfinite(s0)):
@@ -352,6 +362,9 @@ class BatchSolver:
                     # active diodes, tight but carrying no current, would otherwise start conducting)
                     W0 = held[1].copy()
                     own_start = True
+                    if held[2] is not None and held[3] is data and self.reuse_factors:
+                        # ... and from its factorized Schur systems: the nudge or clamp borders them
+                        anchors = held[2].inherit()
                 else:
                     slack0 = topo.vth[None, :] - _apply(self.M.Dn, s0)
                     W0 = slack0 <= 1e-9 * max(1.0, float(np.max(np.abs(s0), initial=0.0)))
@@ -365,6 +378,11 @@ class BatchSolver:
                     W0 = np.repeat(system.ref[None, :], B, axis=0)
                 elif self._last_ref is not None:  # a new parameter value: the last reference set
                     W0 = np.repeat(self._last_ref[None, :], B, axis=0)
+        h_scale = np.full(B, float(np.max(np.abs(e.h_diag), initial=1.0)) + abs(beta))
+        tol_v, tol_i = tolerances(h_scale, F, d)
+        if self.route() == "ldl":
+            return self._conclude(e, data, X, nudge, kind, beta, out_rhs, special,
+                                *self._solve_ldl(e, data, W0, out_rhs, out_lambda, beta, kind, tol_v, tol_i))
         n_ref = 0
         if system is None or (warm and self._worth_reference(system, W0)):
             system = self._new_system(e, W0 if warm else None)
@@ -374,9 +392,6 @@ class BatchSolver:
             # reference row: start on the factor of H0 itself (then the iteration picks a reference)
             system = e.h0_system(self.topo, self.M.rows)
         X0 = self._x0(system, data)
-        # tolerances of the iteration (per sample)
-        h_scale = np.full(B, float(np.max(np.abs(e.h_diag), initial=1.0)) + abs(beta))
-        tol_v, tol_i = tolerances(h_scale, F, d)
         refactors = [n_ref]
         # A start from each sample's own predicted set already gave the reference (their majority):
         # refactoring mid-iteration then cost more than it saved (1k-node indep network: 790 against
@@ -393,14 +408,68 @@ class BatchSolver:
 
         cur = [system]
         router = None
+        if anchors is None and topo.m and self.reuse_factors and kind == "free":
+            # the free phase keeps each sample's last factorized Schur system for its nudged phases
+            # (measured: bordering within the free phase, where the sets move by ~5-40 rows per
+            # iteration, costs as much as factorizing afresh)
+            anchors = Anchors(B, border=False)
         if not system.dense and topo.m:
             if e.pool is None:
                 e.pool = PatternPool(lambda pattern: self._pattern_system(e, pattern))
-            router = Router(system, X0, F, d, out_rhs, out_lambda, e.pool)
+            router = Router(system, X0, F, d, out_rhs, out_lambda, e.pool, anchors)
         u, lam, z_out, W, status, n_iter, system, X0 = pdas_batch(
-            system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor, router=router)
+            system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor, router=router,
+            anchors=anchors)
         e.system = system
         self._last_ref = system.ref
+        info = {"refactorizations": refactors[0], "reference_size": int(system.ref_rows.size), "dense": system.dense,
+                "route": "schur",
+                **(router.stats if router is not None else
+                   {"border_samples": int(np.sum(n_iter)) - (
+                       anchors.stats["anchored_samples"] if anchors is not None else 0),
+                    "pattern_samples": 0, "pattern_factorizations": 0}),
+                **(anchors.stats if anchors is not None else {"anchored_samples": 0, "anchors_factored": 0})}
+        return self._conclude(e, data, X, nudge, kind, beta, out_rhs, special, u, lam, z_out, W, status, n_iter, info,
+                            anchors)
+
+    def route(self) -> str:
+        """The equality-constrained solves' route: ``"schur"`` (borders of one shared factorization,
+        :mod:`~physgrad.circuit.solvers.bordered`) or ``"ldl"`` (each sample's own quasi-definite KKT
+        system, one symbolic LDL^T for all, :mod:`~physgrad.circuit.solvers.qdkkt`). ``"auto"``: the
+        Schur route where every diode row and output fits one small dense Schur system
+        (``m + n_out <= FULL_MASK_MAX``), the LDL^T route otherwise (measured in
+        ``reports/benchmarks/graphs.md``)."""
+        if self.kkt_route != "auto":
+            return self.kkt_route if self.topo.m else "schur"
+        return "ldl" if self.topo.m + self.topo.n_out > FULL_MASK_MAX else "schur"
+
+    def _solve_ldl(self, e: _Entry, data: dict, W0, out_rhs, out_lambda, beta, kind, tol_v, tol_i):
+        """The active-set iteration with each sample's own KKT system factorized (:mod:`qdkkt`)."""
+        topo = self.topo
+        if self._qd_pattern is None:
+            self._qd_pattern = QDPattern(e.H0, topo.D, topo.Q)
+        if e.qd is None:
+            e.qd = self._qd_pattern.system(e.H0)
+        qd = e.qd.configure(data["F"], data["d"], out_rhs, beta, kind == "clamp")
+        stats0 = dict(qd.stats)
+        B = data["F"].shape[0]
+        u, lam, z_out, W, status, n_iter, _, _ = pdas_batch(
+            qd, np.zeros((0, B)), data["d"], W0, out_rhs, out_lambda, tol_v, tol_i, router=qd)
+        if W.size:
+            self._last_ref = np.mean(W, axis=0) > 0.5
+        info = {"refactorizations": 0, "reference_size": 0, "dense": False, "route": "ldl",
+                "border_samples": 0, "pattern_samples": 0, "pattern_factorizations": 0,
+                "anchored_samples": 0, "anchors_factored": 0,
+                **{k: v - stats0[k] for k, v in qd.stats.items()}}
+        return u, lam, z_out, W, status, n_iter, info, None
+
+    def _conclude(self, e: _Entry, data: dict, X, nudge: Nudge, kind: str, beta: float, out_rhs, special,
+                u, lam, z_out, W, status, n_iter, info: dict, anchors) -> BatchSolution:
+        """Certify, fall back where needed, remember the free sets: the :class:`BatchSolution`."""
+        topo = self.topo
+        g = e.g
+        B = u.shape[0]
+        C = data["C"]
         V = _apply(self.M.P, u) + C
         certs, passed = self._certify(e, data, u, V, lam, z_out, kind, beta, out_rhs)
         status = np.where((status == "converged") & passed, "converged", status).astype(object)
@@ -416,13 +485,10 @@ class BatchSolver:
             self._one_by_one(g, X, nudge, redo, sol, reason="batched route not certified")
         if kind == "free":
             self._remember(X, sol["active"], sol["status"] == "converged")
-            self._last_free = (_digest(np.asarray(sol["voltages"], float)), np.array(sol["active"], bool))
+            self._last_free = (_digest(np.asarray(sol["voltages"], float)), np.array(sol["active"], bool),
+                               anchors if kind == "free" else None, data)
         return BatchSolution(**{k: (tuple(v) if k in ("certificates", "messages") else v) for k, v in sol.items()},
-                             info={"refactorizations": refactors[0], "fallbacks": int(redo.size),
-                                   "reference_size": int(system.ref_rows.size), "dense": system.dense,
-                                   **(router.stats if router is not None else
-                                      {"border_samples": int(np.sum(n_iter)), "pattern_samples": 0,
-                                       "pattern_factorizations": 0})})
+                             info={"fallbacks": int(redo.size), **info})
 
     def _worth_reference(self, system: SharedSystem, W: np.ndarray) -> bool:
         """Whether the majority set of ``W`` would cut the corrections enough to refactor."""
