@@ -35,7 +35,7 @@ from physgrad.circuit.solution import CERT_RTOL, KKTCertificate, certify, ideal_
 from physgrad.circuit.solvers.kkt import solve_active_set
 from physgrad.circuit.solvers.qdkkt import QDPattern
 from physgrad.circuit.solvers.strategy import blas_threads
-from physgrad.circuit.solvers.bordered import (FULL_MASK_MAX, Anchors, PatternPool, RowData, Router, SharedSystem,
+from physgrad.circuit.solvers.bordered import (FULL_MASK_MAX, PatternPool, RowData, Router, SharedSystem,
                                                max_negative_beta, pdas_batch, solve_on_sets, tolerances)
 from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError
@@ -46,6 +46,9 @@ from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, Physgra
 REF_MIN = 24
 REF_GAIN = 2.0
 MAX_REFACTORS = 8
+# The equality-constrained solves' route of a BatchSolver built without ``kkt_route``: "auto" (see
+# :meth:`BatchSolver.route`), "schur" or "ldl".
+DEFAULT_KKT_ROUTE = "auto"
 # The free phase of an unseen input starts from the set of the nearest of at most this many remembered
 # inputs (the most recent), and at most NEAREST_ENTRIES input values are compared (wide inputs: fewer).
 NEAREST_MAX = 4096
@@ -174,11 +177,10 @@ class BatchSolver:
     """
 
     def __init__(self, topology: Topology, n_params: int = 2, n_warm: int = 65536, threads: Optional[int] = 1,
-                 reuse_factors: bool = True, kkt_route: str = "auto"):
-        if kkt_route not in ("auto", "schur", "ldl"):
+                 kkt_route: Optional[str] = None):
+        if kkt_route not in (None, "auto", "schur", "ldl"):
             raise ValueError(f"kkt_route must be 'auto', 'schur' or 'ldl', got {kkt_route!r}")
         self.topo = topology
-        self.reuse_factors = reuse_factors
         self.kkt_route = kkt_route
         self._qd_pattern = None
         self.threads = threads
@@ -189,8 +191,7 @@ class BatchSolver:
         self.stats = {"factorizations": 0, "fallbacks": 0, "batches": 0}
         self.M = _Mats(topology)
         self._last_ref = None
-        # (digest of the last free voltages, their conducting sets, their Anchors, the batch data)
-        self._last_free = None
+        self._last_free = None  # (digest of the last free voltages, their conducting sets)
 
     # --- caches ---------------------------------------------------------------------------------
     def entry(self, g: np.ndarray) -> _Entry:
@@ -351,7 +352,6 @@ class BatchSolver:
         # start: the tight diodes of s0, else the inputs' last sets, else the reference set
         system = e.system
         W0 = np.zeros((B, topo.m), bool)
-        anchors = None  # each sample's factorized Schur system, bordered by its later changes
         own_start = False  # W0 holds each sample's own predicted set (s0's, or a remembered input's)
         if warm and topo.m:
             if s0 is not None and np.shape(s0) == (B, topo.n_nodes) and np.all(np.isfinite(s0)):
@@ -362,9 +362,6 @@ class BatchSolver:
                     # active diodes, tight but carrying no current, would otherwise start conducting)
                     W0 = held[1].copy()
                     own_start = True
-                    if held[2] is not None and held[3] is data and self.reuse_factors:
-                        # ... and from its factorized Schur systems: the nudge or clamp borders them
-                        anchors = held[2].inherit()
                 else:
                     slack0 = topo.vth[None, :] - _apply(self.M.Dn, s0)
                     W0 = slack0 <= 1e-9 * max(1.0, float(np.max(np.abs(s0), initial=0.0)))
@@ -408,29 +405,19 @@ class BatchSolver:
 
         cur = [system]
         router = None
-        if anchors is None and topo.m and self.reuse_factors and kind == "free":
-            # the free phase keeps each sample's last factorized Schur system for its nudged phases
-            # (measured: bordering within the free phase, where the sets move by ~5-40 rows per
-            # iteration, costs as much as factorizing afresh)
-            anchors = Anchors(B, border=False)
         if not system.dense and topo.m:
             if e.pool is None:
                 e.pool = PatternPool(lambda pattern: self._pattern_system(e, pattern))
-            router = Router(system, X0, F, d, out_rhs, out_lambda, e.pool, anchors)
+            router = Router(system, X0, F, d, out_rhs, out_lambda, e.pool)
         u, lam, z_out, W, status, n_iter, system, X0 = pdas_batch(
-            system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor, router=router,
-            anchors=anchors)
+            system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor, router=router)
         e.system = system
         self._last_ref = system.ref
         info = {"refactorizations": refactors[0], "reference_size": int(system.ref_rows.size), "dense": system.dense,
                 "route": "schur",
                 **(router.stats if router is not None else
-                   {"border_samples": int(np.sum(n_iter)) - (
-                       anchors.stats["anchored_samples"] if anchors is not None else 0),
-                    "pattern_samples": 0, "pattern_factorizations": 0}),
-                **(anchors.stats if anchors is not None else {"anchored_samples": 0, "anchors_factored": 0})}
-        return self._conclude(e, data, X, nudge, kind, beta, out_rhs, special, u, lam, z_out, W, status, n_iter, info,
-                            anchors)
+                   {"border_samples": int(np.sum(n_iter)), "pattern_samples": 0, "pattern_factorizations": 0})}
+        return self._conclude(e, data, X, nudge, kind, beta, out_rhs, special, u, lam, z_out, W, status, n_iter, info)
 
     def route(self) -> str:
         """The equality-constrained solves' route: ``"schur"`` (borders of one shared factorization,
@@ -439,8 +426,9 @@ class BatchSolver:
         Schur route where every diode row and output fits one small dense Schur system
         (``m + n_out <= FULL_MASK_MAX``), the LDL^T route otherwise (measured in
         ``reports/benchmarks/graphs.md``)."""
-        if self.kkt_route != "auto":
-            return self.kkt_route if self.topo.m else "schur"
+        route = DEFAULT_KKT_ROUTE if self.kkt_route is None else self.kkt_route
+        if route != "auto":
+            return route if self.topo.m else "schur"
         return "ldl" if self.topo.m + self.topo.n_out > FULL_MASK_MAX else "schur"
 
     def _solve_ldl(self, e: _Entry, data: dict, W0, out_rhs, out_lambda, beta, kind, tol_v, tol_i):
@@ -459,12 +447,11 @@ class BatchSolver:
             self._last_ref = np.mean(W, axis=0) > 0.5
         info = {"refactorizations": 0, "reference_size": 0, "dense": False, "route": "ldl",
                 "border_samples": 0, "pattern_samples": 0, "pattern_factorizations": 0,
-                "anchored_samples": 0, "anchors_factored": 0,
                 **{k: v - stats0[k] for k, v in qd.stats.items()}}
-        return u, lam, z_out, W, status, n_iter, info, None
+        return u, lam, z_out, W, status, n_iter, info
 
     def _conclude(self, e: _Entry, data: dict, X, nudge: Nudge, kind: str, beta: float, out_rhs, special,
-                u, lam, z_out, W, status, n_iter, info: dict, anchors) -> BatchSolution:
+                u, lam, z_out, W, status, n_iter, info: dict) -> BatchSolution:
         """Certify, fall back where needed, remember the free sets: the :class:`BatchSolution`."""
         topo = self.topo
         g = e.g
@@ -485,8 +472,7 @@ class BatchSolver:
             self._one_by_one(g, X, nudge, redo, sol, reason="batched route not certified")
         if kind == "free":
             self._remember(X, sol["active"], sol["status"] == "converged")
-            self._last_free = (_digest(np.asarray(sol["voltages"], float)), np.array(sol["active"], bool),
-                               anchors if kind == "free" else None, data)
+            self._last_free = (_digest(np.asarray(sol["voltages"], float)), np.array(sol["active"], bool))
         return BatchSolution(**{k: (tuple(v) if k in ("certificates", "messages") else v) for k, v in sol.items()},
                              info={"fallbacks": int(redo.size), **info})
 

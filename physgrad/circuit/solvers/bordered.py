@@ -43,13 +43,11 @@ SIAM J. Sci. Stat. Comput. 5 (1984) 562-589 (Schur-complement updates of a fixed
 from __future__ import annotations
 
 import time
-import warnings
 from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
 import scipy.linalg
-import scipy.linalg.lapack
 import scipy.sparse as sp
 
 from physgrad.circuit.sparse import factor as sparse_factor
@@ -295,7 +293,7 @@ def max_negative_beta(system: SharedSystem) -> float:
 
 
 def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.ndarray, out_rhs: Optional[np.ndarray],
-                  out_lambda: float, samples: Optional[np.ndarray] = None, anchors: Optional["Anchors"] = None):
+                  out_lambda: float, samples: Optional[np.ndarray] = None):
     """Equality-constrained solves of the samples ``samples`` on their working sets ``W``.
 
     Parameters
@@ -304,9 +302,6 @@ def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.nda
     out_rhs : (B, n_out) or None — ``y - c_o`` (nudge) or ``clamp - c_o`` (clamp), V; None: free
     out_lambda : ``1/beta`` for a nudge, 0 for a clamp (1/S)
     samples : indices into the batch (default all)
-    anchors : :class:`Anchors`, optional — each sample's last factorized Schur system: a sample whose
-        set differs little from its anchor's (on this ``system``) borders it (:func:`_solve_anchored`,
-        ``O(k^2 p)``), the others are factorized afresh and become the anchors
 
     Returns
     -------
@@ -316,26 +311,6 @@ def solve_on_sets(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W: np.nda
     idx = np.arange(X0.shape[1]) if samples is None else np.asarray(samples)
     if system.dense and system.m + system.n_out <= FULL_MASK_MAX:
         return _solve_full_mask(system, X0, d, W, out_rhs, out_lambda, idx)
-    if anchors is not None and idx.size:
-        use = anchors.plan(system, W, idx, out_rhs is not None and system.n_out > 0)
-        if np.any(use):
-            out = [np.zeros((idx.size, system.n)), np.zeros((idx.size, system.m)),
-                   np.zeros((idx.size, system.n_out)), np.ones(idx.size, bool)]
-            a = np.flatnonzero(use)
-            res = _solve_anchored(system, X0, d, W, out_rhs, out_lambda, idx[a], anchors)
-            for j in range(4):
-                out[j][a] = res[j]
-            rest = np.union1d(np.flatnonzero(~use), a[~res[3]])  # a singular border: factorize afresh
-            if rest.size:
-                res = _solve_grouped(system, X0, d, W, out_rhs, out_lambda, idx[rest], anchors)
-                for j in range(4):
-                    out[j][rest] = res[j]
-            return tuple(out)
-    return _solve_grouped(system, X0, d, W, out_rhs, out_lambda, idx, anchors)
-
-
-def _solve_grouped(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx, anchors=None):
-    """:func:`solve_on_sets` by fresh Schur systems, in groups of samples of similar sizes."""
     # bound the batched Schur systems' memory (nb x k x k): chunks of samples when the corrections are many
     n_corr = np.sum(W[idx] ^ system.ref[None, :], axis=1)
     k_est = int(np.max(n_corr, initial=0)) + system.n_out
@@ -345,11 +320,11 @@ def _solve_grouped(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx, anc
         # its group's largest, not the batch's (the dense solves cost ~ k^3 each)
         order = np.argsort(n_corr, kind="stable")
         groups = _k_groups(n_corr[order], chunk)
-        parts = [_solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx[order[a:b]], anchors) for a, b in groups]
+        parts = [_solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx[order[a:b]]) for a, b in groups]
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
         return tuple(np.concatenate([p[j] for p in parts])[inv] for j in range(4))
-    return _solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx, anchors)
+    return _solve_on_sets(system, X0, d, W, out_rhs, out_lambda, idx)
 
 
 def _k_groups(k_sorted: np.ndarray, chunk: int) -> list:
@@ -389,73 +364,9 @@ def _solve_stack(S: np.ndarray, rhs: np.ndarray) -> tuple:
         return z, solved
 
 
-def _rhs(system: SharedSystem, X0b: np.ndarray, d: np.ndarray, idx: np.ndarray, keys: np.ndarray,
-         mask: np.ndarray, out_rhs, out_lambda: float):
-    """Right-hand sides ``C[:, key]^T x_0 - r`` of the corrections ``keys`` (nb, k) (masked) and the
-    extra diagonal ``Lambda`` of the output keys (``1/beta`` nudge, 0 clamp): ``(ctx, lam_diag)``."""
-    n, m = system.n, system.m
-    nb, k = keys.shape
-    ctx = np.zeros((nb, k))
-    lam_diag = np.zeros((nb, k))
-    if not k:
-        return ctx, lam_diag
-    if m:
-        is_row = mask & (keys < m)
-        ref = system.ref[np.minimum(keys, m - 1)]
-        add = is_row & ~ref
-        drop = is_row & ref
-        if np.any(add):
-            bi, ki = np.nonzero(add)
-            rows = keys[bi, ki]
-            ctx[bi, ki] = system.row_dot(rows, X0b[:n], bi) - d[idx[bi], rows]
-        if np.any(drop):
-            bi, ki = np.nonzero(drop)
-            ctx[bi, ki] = X0b[n + system.ref_pos[keys[bi, ki]], bi]
-    is_out = mask & (keys >= m)
-    if np.any(is_out):
-        qo = (system._Qd.T @ X0b[:n]) if system.dense else np.asarray(system.Q.T @ X0b[:n])  # (n_out, nb)
-        bi, ki = np.nonzero(is_out)
-        o = keys[bi, ki] - m
-        ctx[bi, ki] = qo[o, bi] - out_rhs[idx[bi], o]
-        lam_diag[bi, ki] = out_lambda
-    return ctx, lam_diag
-
-
-def _finish(system: SharedSystem, X0b: np.ndarray, Wb: np.ndarray, keys: np.ndarray, mask: np.ndarray,
-            z: np.ndarray, cols: np.ndarray):
-    """``x = x_0 - Y_b z`` and the currents: ``(u, lam, z_out)`` of :func:`solve_on_sets` from each
-    sample's correction multipliers ``z`` (nb, k) on ``keys`` (masked; ``cols`` their columns of Y)."""
-    n, m, n_out = system.n, system.m, system.n_out
-    nb, kmax = keys.shape
-    if kmax == 0:
-        x = X0b
-    elif system.Y.shape[1] > GEMM_RATIO * kmax and system.nK * nb * kmax <= GATHER_MAX:
-        Yg = system.Y[:, cols]  # (nK, nb, kmax)
-        x = X0b - np.einsum("nbk,bk->nb", Yg, z)
-    else:  # one product with the scattered corrections: Y (nK, k) @ Z (k, nb)
-        Z = np.zeros((system.Y.shape[1], nb))
-        bi, ki = np.nonzero(mask)
-        np.add.at(Z, (cols[bi, ki], bi), z[bi, ki])
-        x = X0b - system.Y @ Z
-    u = x[:n].T
-    lam = np.zeros((nb, m))
-    if system.ref_rows.size:
-        lam[:, system.ref_rows] = np.where(Wb[:, system.ref_rows], x[n:].T, 0.0)
-    z_out = np.zeros((nb, n_out))
-    if kmax:
-        is_row = mask & (keys < m)
-        if m:
-            add = is_row & ~system.ref[np.minimum(keys, m - 1)]
-            bi, ki = np.nonzero(add)
-            lam[bi, keys[bi, ki]] = z[bi, ki]
-        bi, ki = np.nonzero(mask & (keys >= m))
-        z_out[bi, keys[bi, ki] - m] = z[bi, ki]
-    return u, lam, z_out
-
-
-def _solve_on_sets(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx, anchors=None):
+def _solve_on_sets(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx):
     nb = idx.size
-    m, n_out = system.m, system.n_out
+    n, m, n_out = system.n, system.m, system.n_out
     Wb = W[idx]
     corr = Wb ^ system.ref[None, :]
     n_corr = corr.sum(axis=1)
@@ -463,11 +374,14 @@ def _solve_on_sets(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx, anc
     kmax = int(n_corr.max(initial=0)) + (n_out if use_out else 0)
     X0b = X0[:, idx]
     ok = np.ones(nb, bool)
-    keys = np.zeros((nb, kmax), dtype=np.int64)
-    mask = np.zeros((nb, kmax), bool)
-    z = np.zeros((nb, kmax))
-    cols = np.zeros((nb, kmax), dtype=np.int64)
-    if kmax:
+    if kmax == 0:
+        x = X0b
+        z = np.zeros((nb, 0))
+        keys = np.zeros((nb, 0), dtype=np.int64)
+        mask = np.zeros((nb, 0), bool)
+    else:
+        keys = np.zeros((nb, kmax), dtype=np.int64)
+        mask = np.zeros((nb, kmax), bool)
         # row keys, left-aligned (argsort puts the corrected rows first, in row order)
         if m:
             order = np.argsort(~corr, axis=1, kind="stable")[:, : kmax - (n_out if use_out else 0)]
@@ -485,219 +399,49 @@ def _solve_on_sets(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx, anc
         mf = mask.astype(float)
         S *= mf[:, :, None]
         S *= mf[:, None, :]
-        ctx, lam_diag = _rhs(system, X0b, d, idx, keys, mask, out_rhs, out_lambda)
+        diag = 1.0 - mf
+        # right-hand side: C^T x0 - r
+        ctx = np.zeros((nb, kmax))
+        if m:
+            U0 = X0b[:n]
+            add = mask & (keys < m)
+            add &= ~system.ref[np.minimum(keys, m - 1)]
+            drop = mask & (keys < m) & system.ref[np.minimum(keys, m - 1)]
+            if np.any(add):
+                bi, ki = np.nonzero(add)
+                rows = keys[bi, ki]
+                ctx[bi, ki] = system.row_dot(rows, U0, bi) - d[idx[bi], rows]
+            if np.any(drop):
+                bi, ki = np.nonzero(drop)
+                ctx[bi, ki] = X0b[n + system.ref_pos[keys[bi, ki]], bi]
+        if use_out:
+            diag[:, kmax - n_out:] += out_lambda
+            qo = (system._Qd.T @ X0b[:n]) if system.dense else np.asarray(system.Q.T @ X0b[:n])
+            ctx[:, kmax - n_out:] = qo.T - out_rhs[idx]
         ar = np.arange(kmax)
-        S[:, ar, ar] += 1.0 - mf + lam_diag
-        if anchors is not None and kmax >= ANCHOR_MIN_K:
-            # keep each sample's factors: its next iterations (and its nudged phases) border them
-            z, solved, lu, piv = _factor_stack(S, ctx)
-            anchors.block[idx] = -1
-            anchors.add(system, idx[solved], keys[solved], mask[solved], lu[solved], piv[solved], z[solved])
-        else:
-            z, solved = _solve_stack(S, ctx)
-            if anchors is not None:
-                anchors.block[idx] = -1  # no factors kept: the old anchors are further away now
+        S[:, ar, ar] += diag
+        z, solved = _solve_stack(S, ctx)
         ok &= solved
         z = np.where(mask, z, 0.0)
-    u, lam, z_out = _finish(system, X0b, Wb, keys, mask, z, cols)
-    return u, lam, z_out, ok
-
-
-def _factor_stack(S: np.ndarray, rhs: np.ndarray) -> tuple:
-    """As :func:`_solve_stack` for symmetric ``S``, keeping the LU factors: ``(z, solved, lu_t, piv)``
-    (LAPACK getrf and getrs on each system of the stack, in place: ``lu_t[j].T`` holds the factors of
-    ``S[j]`` in Fortran order; a sample with an exactly zero pivot has
-    ``solved`` False and ``z = 0``). Direct LAPACK calls: scipy's batched ``lu_factor`` costs
-    ~30 % more here (its per-slice wrapper), ``np.linalg.solve`` does not return the factors."""
-    nb, k = rhs.shape
-    piv = np.zeros((nb, k), dtype=np.int32)
-    z = np.zeros((nb, k))
-    solved = np.ones(nb, bool)
-    getrf, getrs = scipy.linalg.lapack.dgetrf, scipy.linalg.lapack.dgetrs
-    for j in range(nb):
-        # S[j] is symmetric: its transpose is a Fortran-ordered view of the same numbers, so getrf
-        # factorizes it in place (no copy); S[j].T holds the LU factors afterwards
-        lu, piv[j], info = getrf(S[j].T, overwrite_a=True)
-        if info > 0:  # an exactly zero pivot: singular
-            solved[j] = False
-            S[j] = np.eye(k)
-            piv[j] = np.arange(k)
-            continue
-        z[j] = getrs(lu, piv[j], rhs[j])[0]
-    return z, solved, S, piv
-
-
-def _getrs(lu, piv, B):
-    """LAPACK getrs on one factorized system (scipy's ``lu_solve`` costs ~10 us more per call)."""
-    return scipy.linalg.lapack.dgetrs(lu, piv, B)
-
-
-# --- anchors: each sample's last factorized Schur system, bordered by its later changes ------------------
-# Schur systems of fewer corrections than this are solved without keeping factors (cheap anyway).
-ANCHOR_MIN_K = 24
-# A sample borders its anchor when its set differs from the anchor's in at most
-# max(ANCHOR_P_MIN, k / ANCHOR_RATIO) keys (k: the anchor's size); else it is factorized afresh.
-ANCHOR_P_MIN = 4
-ANCHOR_RATIO = 12.0
-
-
-class Anchors:
-    r"""Per sample of a batch, the LU factors of its last full Schur system (its *anchor*): the
-    corrections ``A`` (keys), ``S_A = C_A^T K^{-1} C_A + Lambda_A`` factorized, and
-    ``z_A = S_A^{-1} (C_A^T x_0 - r_A)``, on one :class:`SharedSystem`.
-
-    A later working set of the sample differs from ``A`` by a few keys: new corrections ``N``
-    (diodes that start or stop conducting against the reference, outputs of a nudge) and dropped
-    ones ``R`` (keys of ``A`` no longer corrections). Its Schur system is ``S_A`` bordered by
-    ``E = [C_A^T K^{-1} C_N,\; I_{A,R}]``:
-
-    .. math::
-
-        \begin{pmatrix} S_A & E \\ E^\top & D \end{pmatrix}
-        \begin{pmatrix} z \\ w \end{pmatrix} = \begin{pmatrix} c_A \\ c_E \end{pmatrix},\qquad
-        D = \begin{pmatrix} G_{NN} + \Lambda_N & 0 \\ 0 & 0 \end{pmatrix},\;
-        c_E = \begin{pmatrix} C_N^\top x_0 - r_N \\ 0 \end{pmatrix}
-
-    (a unit column of ``R`` frees its row of ``S_A`` and forces that multiplier to 0: exactly the
-    system without that key). With ``T = D - E^T S_A^{-1} E`` (``p x p``, ``p = |N| + |R|``):
-    ``w = T^{-1}(c_E - E^T z_A)``, ``z = z_A - S_A^{-1} E w``: ``O(k^2 p)`` per sample instead of
-    ``O(k^3)``, the same solution (an identity of linear algebra, not an approximation). The free
-    phase's anchors serve its nudged phases: the nudge adds the output keys (rank ``n_out``) and moves
-    a few weakly active diodes (zero current at zero slack) either way, all of them borders.
-    """
-
-    def __init__(self, B: int, border: bool = True):
-        self.border = border  # False: keep factors only (the free phase, for its nudged phases)
-        self.block = np.full(B, -1, dtype=np.int64)
-        self.row = np.zeros(B, dtype=np.int64)
-        self.blocks: list = []
-        self.stats = {"anchored_samples": 0, "anchors_factored": 0}
-
-    def add(self, system, idx, keys, mask, lu, piv, z) -> None:
-        """Make the just factorized systems the anchors of the samples ``idx``."""
-        if not idx.size:
-            return
-        self.block[idx] = len(self.blocks)
-        self.row[idx] = np.arange(idx.size)
-        self.blocks.append({"system": system, "keys": keys, "mask": mask, "lu": lu, "piv": piv, "z": z,
-                            "k": np.sum(mask, axis=1)})
-        used = np.unique(self.block[self.block >= 0])
-        if used.size < len(self.blocks):  # drop blocks no sample points to (at most one per sample)
-            remap = np.full(len(self.blocks), -1, dtype=np.int64)
-            remap[used] = np.arange(used.size)
-            self.blocks = [self.blocks[j] for j in used]
-            self.block = np.where(self.block >= 0, remap[np.maximum(self.block, 0)], -1)
-        self.stats["anchors_factored"] += int(idx.size)
-
-    def inherit(self) -> "Anchors":
-        """A fresh :class:`Anchors` for another phase of the same batch, starting from these anchors
-        (the arrays are shared, never modified in place)."""
-        a = Anchors(self.block.size, border=True)
-        a.block, a.row, a.blocks = self.block.copy(), self.row.copy(), list(self.blocks)
-        return a
-
-    def plan(self, system: SharedSystem, W: np.ndarray, idx: np.ndarray, use_out: bool):
-        """Which samples of ``idx`` are cheaper bordered on their anchor than factorized afresh
-        on ``system``: bool ``(len(idx),)`` (see :data:`SCHUR_FLOPS`, :data:`GATHER_S`)."""
-        use = np.zeros(idx.size, bool)
-        if not self.border:
-            return use
-        blk = self.block[idx]
-        for j in np.unique(blk[blk >= 0]):
-            b = self.blocks[j]
-            if b["system"] is not system:
-                continue
-            sel = np.flatnonzero(blk == j)
-            rows = self.row[idx[sel]]
-            keys, mask = b["keys"][rows], b["mask"][rows]
-            m = system.m
-            want = np.zeros((sel.size, m + system.n_out), bool)
-            want[:, :m] = W[idx[sel]] ^ system.ref[None, :]
-            if use_out:
-                want[:, m:] = True
-            kept = np.sum(want[np.arange(sel.size)[:, None], keys] & mask, axis=1)
-            kA = b["k"][rows].astype(float)
-            p = (kA - kept) + (want.sum(axis=1) - kept)  # dropped + new keys
-            # measured (1k-node network, k ~ 50-170): a border of p keys costs about as much as a fresh
-            # factorization of the sample's system (gathers, LU and all) near p ~ k / 12
-            border, fresh = p, np.maximum(ANCHOR_P_MIN, kA / ANCHOR_RATIO)
-            use[sel] = border <= fresh
-        return use
-
-
-def _solve_anchored(system: SharedSystem, X0, d, W, out_rhs, out_lambda, idx, anchors: Anchors):
-    """:func:`solve_on_sets` for samples whose anchors (on ``system``) are bordered by their changes
-    (see :class:`Anchors`). Returns ``(u, lam, z_out, ok)`` in the order of ``idx``."""
-    ns = idx.size
-    m, n_out = system.m, system.n_out
-    use_out = out_rhs is not None and n_out > 0
-    blk, rows = anchors.block[idx], anchors.row[idx]
-    kb = np.array([anchors.blocks[j]["keys"].shape[1] for j in blk], dtype=np.int64)  # padded anchor sizes
-    K = int(kb.max())
-    keysA = np.zeros((ns, K), dtype=np.int64)
-    maskA = np.zeros((ns, K), bool)
-    zA = np.zeros((ns, K))
-    for j in np.unique(blk):  # the anchors, padded to the largest
-        b = anchors.blocks[j]
-        sel = np.flatnonzero(blk == j)
-        k = b["keys"].shape[1]
-        keysA[sel, :k], maskA[sel, :k], zA[sel, :k] = b["keys"][rows[sel]], b["mask"][rows[sel]], b["z"][rows[sel]]
-    # keys to add (new corrections, outputs) and to drop (anchor keys no longer corrections)
-    inA = np.zeros((ns, m + n_out), bool)
-    bi, ki = np.nonzero(maskA)
-    inA[bi, keysA[bi, ki]] = True
-    want = np.zeros((ns, m + n_out), bool)
-    want[:, :m] = W[idx] ^ system.ref[None, :]
-    if use_out:
-        want[:, m:] = True
-    new = want & ~inA
-    drop = maskA & ~want[np.arange(ns)[:, None], keysA]  # (ns, K): anchor positions to drop
-    n_new, n_rem = new.sum(axis=1), drop.sum(axis=1)
-    pn, pr = int(n_new.max(initial=0)), int(n_rem.max(initial=0))
-    pmax = pn + pr
-    maskN = np.arange(pn)[None, :] < n_new[:, None]
-    keysN = np.where(maskN, np.argsort(~new, axis=1, kind="stable")[:, :pn], 0)
-    if pn:
-        system.ensure(keysN[maskN])
-    colsA = np.where(maskA, system.col[keysA], 0)
-    colsN = np.where(maskN, system.col[keysN], 0)
-    maskR = np.arange(pr)[None, :] < n_rem[:, None]
-    posR = np.where(maskR, np.argsort(~drop, axis=1, kind="stable")[:, :pr], 0)
-    E = np.zeros((ns, K, pmax))
-    Dm = np.zeros((ns, pmax, pmax))
-    cE = np.zeros((ns, pmax))
-    X0b = X0[:, idx]
-    if pn:
-        E[:, :, :pn] = system.G[colsA[:, :, None], colsN[:, None, :]] * (maskA[:, :, None] & maskN[:, None, :])
-        Dm[:, :pn, :pn] = system.G[colsN[:, :, None], colsN[:, None, :]] * (maskN[:, :, None] & maskN[:, None, :])
-        cN, lamN = _rhs(system, X0b, d, idx, keysN, maskN, out_rhs, out_lambda)
-        cE[:, :pn] = cN
-        ar = np.arange(pn)
-        Dm[:, ar, ar] += lamN + ~maskN  # padding: the identity (w = 0)
-    if pr:
-        bi, ti = np.nonzero(maskR)
-        E[bi, posR[bi, ti], pn + ti] = 1.0
-        ar = pn + np.arange(pr)
-        Dm[:, ar, ar] += ~maskR
-    # S_A^{-1} E, each sample on its own factors (no copies of them)
-    SE = np.zeros((ns, K, pmax))
-    if pmax:
-        for i in range(ns):
-            b = anchors.blocks[blk[i]]
-            k = kb[i]
-            SE[i, :k], _ = _getrs(b["lu"][rows[i]].T, b["piv"][rows[i]], E[i, :k])
-        Et = E.transpose(0, 2, 1)
-        w, ok = _solve_stack(Dm - np.matmul(Et, SE), cE - np.matmul(Et, zA[:, :, None])[:, :, 0])
-        z = zA - np.matmul(SE, w[:, :, None])[:, :, 0]
-    else:
-        w, ok, z = np.zeros((ns, 0)), np.ones(ns, bool), zA
-    keep = maskA & ~drop
-    keys = np.concatenate([keysA, keysN], axis=1)
-    mask = np.concatenate([keep, maskN], axis=1)
-    zz = np.where(mask, np.concatenate([z, w[:, :pn]], axis=1), 0.0)
-    cols = np.concatenate([colsA, colsN], axis=1)
-    u, lam, z_out = _finish(system, X0b, W[idx], keys, mask, zz, cols)
-    anchors.stats["anchored_samples"] += int(ns)
+        if system.Y.shape[1] > GEMM_RATIO * kmax and system.nK * nb * kmax <= GATHER_MAX:
+            Yg = system.Y[:, cols]  # (nK, nb, kmax)
+            x = X0b - np.einsum("nbk,bk->nb", Yg, z)
+        else:  # one product with the scattered corrections: Y (nK, k) @ Z (k, nb)
+            Z = np.zeros((system.Y.shape[1], nb))
+            bi, ki = np.nonzero(mask)
+            np.add.at(Z, (cols[bi, ki], bi), z[bi, ki])
+            x = X0b - system.Y @ Z
+    u = x[:n].T
+    lam = np.zeros((nb, m))
+    if system.ref_rows.size:
+        lam[:, system.ref_rows] = np.where(Wb[:, system.ref_rows], x[n:].T, 0.0)
+    if kmax:
+        add = mask & (keys < m)
+        if m:
+            add &= ~system.ref[np.minimum(keys, m - 1)]
+        bi, ki = np.nonzero(add)
+        lam[bi, keys[bi, ki]] = z[bi, ki]
+    z_out = z[:, kmax - n_out:] if use_out else np.zeros((nb, n_out))
     return u, lam, z_out, ok
 
 
@@ -823,10 +567,8 @@ class Router:
     """
 
     def __init__(self, shared: SharedSystem, X0: np.ndarray, F: np.ndarray, d: np.ndarray,
-                 out_rhs: Optional[np.ndarray], out_lambda: float, pool: Optional[PatternPool],
-                 anchors: Optional["Anchors"] = None):
+                 out_rhs: Optional[np.ndarray], out_lambda: float, pool: Optional[PatternPool]):
         self.shared, self.X0 = shared, X0
-        self.anchors = anchors
         self.F, self.d, self.out_rhs, self.out_lambda = F, d, out_rhs, out_lambda
         self.pool = pool
         self.stats = {"border_samples": 0, "pattern_samples": 0, "pattern_factorizations": 0}
@@ -854,53 +596,8 @@ class Router:
             filled[need] = True
         return X0
 
-    def _x0_of(self, system: SharedSystem, idx: np.ndarray) -> np.ndarray:
-        return self.X0 if system is self.shared else self._base(system, idx)
-
     def solve(self, W: np.ndarray, todo: np.ndarray):
-        """:func:`solve_on_sets` for the samples ``todo``, each on its cheaper route: its anchor
-        bordered (see :class:`Anchors`), the shared factor bordered, or a pattern factor."""
-        groups = []
-        if self.anchors is not None and self.anchors.border and todo.size:
-            use_out = self.out_rhs is not None and self.shared.n_out > 0
-            blk = self.anchors.block[todo]
-            taken = np.zeros(todo.size, bool)
-            by_system: dict = {}
-            for j in np.unique(blk[blk >= 0]):
-                sy = self.anchors.blocks[j]["system"]
-                by_system.setdefault(id(sy), (sy, []))[1].append(j)
-            for sy, blocks in by_system.values():
-                sel = np.flatnonzero(np.isin(blk, blocks))
-                use = self.anchors.plan(sy, W, todo[sel], use_out)
-                if np.any(use):
-                    idx = todo[sel[use]]
-                    groups.append((sy, self._x0_of(sy, idx), idx))
-                    taken[sel[use]] = True
-            todo_all, todo = todo, todo[~taken]
-        else:
-            todo_all = todo
-        groups += self._assign(W, todo)
-        shared = self.shared
-        if len(groups) == 1 and groups[0][2] is todo_all:
-            sy, X0, idx = groups[0]
-            return solve_on_sets(sy, X0, self.d, W, self.out_rhs, self.out_lambda, idx, self.anchors)
-        u = np.zeros((todo_all.size, shared.n))
-        lam = np.zeros((todo_all.size, shared.m))
-        z_out = np.zeros((todo_all.size, shared.n_out))
-        ok = np.ones(todo_all.size, bool)
-        pos = np.full(W.shape[0], -1, dtype=np.int64)
-        pos[todo_all] = np.arange(todo_all.size)
-        for sy, X0, idx in groups:
-            ub, lb, zb, okb = solve_on_sets(sy, X0, self.d, W, self.out_rhs, self.out_lambda, idx, self.anchors)
-            p = pos[idx]
-            u[p], lam[p], z_out[p], ok[p] = ub, lb, zb, okb
-        return u, lam, z_out, ok
-
-    def _assign(self, W: np.ndarray, todo: np.ndarray) -> list:
-        """``[(system, X0, samples)]``: the shared factor for samples whose border is cheap, pattern
-        factors (pooled, nearest, or new) for the others."""
-        if not todo.size:
-            return []
+        """:func:`solve_on_sets` for the samples ``todo``, each on its cheaper route."""
         shared = self.shared
         n_out = shared.n_out if self.out_rhs is not None else 0
         corr = W[todo] ^ shared.ref[None, :]
@@ -912,7 +609,14 @@ class Router:
         cheap = (k <= BORDER_MAX) & (cost <= self._cap(shared))
         if self.pool is None or np.all(cheap):
             self.stats["border_samples"] += int(todo.size)
-            return [(shared, self.X0, todo)]
+            return solve_on_sets(shared, self.X0, self.d, W, self.out_rhs, self.out_lambda, todo)
+        B = W.shape[0]
+        u = np.zeros((todo.size, shared.n))
+        lam = np.zeros((todo.size, shared.m))
+        z_out = np.zeros((todo.size, shared.n_out))
+        ok = np.ones(todo.size, bool)
+        pos = np.full(B, -1, dtype=np.int64)
+        pos[todo] = np.arange(todo.size)
         groups = []
         if np.any(cheap):
             groups.append((shared, self.X0, todo[cheap]))
@@ -932,7 +636,11 @@ class Router:
         for sy, members in chosen.values():
             idx = np.asarray(members, dtype=np.int64)
             groups.append((sy, self._base(sy, idx), idx))
-        return groups
+        for sy, X0, idx in groups:
+            ub, lb, zb, okb = solve_on_sets(sy, X0, self.d, W, self.out_rhs, self.out_lambda, idx)
+            p = pos[idx]
+            u[p], lam[p], z_out[p], ok[p] = ub, lb, zb, okb
+        return u, lam, z_out, ok
 
 
 CYCLE_CHECK_FROM = 6
@@ -940,15 +648,12 @@ CYCLE_CHECK_FROM = 6
 
 def pdas_batch(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W0: np.ndarray,
                out_rhs: Optional[np.ndarray], out_lambda: float, tol_v: np.ndarray, tol_i: np.ndarray,
-               max_iter: int = 50, refactor=None, router: Optional[Router] = None,
-               anchors: Optional[Anchors] = None):
+               max_iter: int = 50, refactor=None, router: Optional[Router] = None):
     """Primal-dual active-set iteration on every sample at once.
 
     ``refactor(W) -> (system, X0) or None`` is called after an iteration whose corrections are
     large; it may return a new reference factorization (then the iteration continues on it).
     ``router`` (a :class:`Router` on ``system``): each sample's solve on its cheaper route.
-    ``anchors`` (:class:`Anchors`, the router's when there is one): samples border their last
-    factorized Schur systems where that is cheaper (the answer is the same).
 
     Returns ``(u, lam, z_out, W, status, n_iter, system, X0)`` with status per sample
     ``"converged"``, ``"max_iter"`` (cycled or out of iterations) or ``"singular"``.
@@ -969,7 +674,7 @@ def pdas_batch(system: SharedSystem, X0: np.ndarray, d: np.ndarray, W0: np.ndarr
         if router is not None:
             ub, lb, zb, ok = router.solve(W, todo)
         else:
-            ub, lb, zb, ok = solve_on_sets(system, X0, d, W, out_rhs, out_lambda, todo, anchors)
+            ub, lb, zb, ok = solve_on_sets(system, X0, d, W, out_rhs, out_lambda, todo)
         u[todo], lam[todo], z_out[todo] = ub, lb, zb
         n_iter[todo] = it
         bad = todo[~ok]

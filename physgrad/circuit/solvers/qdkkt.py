@@ -111,6 +111,7 @@ class QDSystem:
 
     def configure(self, F: np.ndarray, d: np.ndarray, out_rhs: Optional[np.ndarray], beta: float,
                   clamp: bool) -> "QDSystem":
+        """Set the batch's data and outputs for the next :func:`pdas_batch`."""
         self.F, self.d, self.out_rhs = F, d, out_rhs
         self.beta = 0.0 if clamp or out_rhs is None else float(beta)
         self.clamp = bool(clamp) and out_rhs is not None
@@ -159,17 +160,28 @@ class QDSystem:
         """The equality-constrained solves of the samples ``todo`` on their working sets ``W``
         (B, m): ``(u, lam, z_out, ok)`` as :func:`physgrad.circuit.solvers.bordered.solve_on_sets`."""
         p = self.pattern
-        n, m, no = p.n, p.m, p.n_out
         Wt = np.asarray(W[todo], bool)
-        nb = todo.size
-        rhs = np.zeros((nb, p.N))
+        rhs = self._rhs(Wt, todo)
+        X, ok, fac = p.sym.factor_solve(self._values(Wt, DELTA_REL / self.h), rhs, keep=True)
+        self.stats["ldl_samples"] += int(todo.size)
+        return self._refine(X, ok, Wt, todo, rhs, fac.solve)
+
+    def _rhs(self, Wt: np.ndarray, todo: np.ndarray) -> np.ndarray:
+        p = self.pattern
+        n, m = p.n, p.m
+        rhs = np.zeros((todo.size, p.N))
         rhs[:, :n] = self.f[todo]
         rhs[:, n:n + m] = np.where(Wt, self.d[todo], 0.0)
         if self.clamp:
             rhs[:, n + m:] = self.out_rhs[todo]
-        delta = DELTA_REL / self.h
-        X, ok, fac = p.sym.factor_solve(self._values(Wt, delta), rhs, keep=True)
-        self.stats["ldl_samples"] += int(nb)
+        return rhs
+
+    def _refine(self, X, ok, Wt, todo, rhs, inv):
+        """Iterative refinement of ``X`` against ``K_0`` (``inv``: the solves with ``K_delta``'s
+        factors); ``(u, lam, z_out, ok)``."""
+        p = self.pattern
+        n, m, no = p.n, p.m, p.n_out
+        nb = todo.size
         # refinement against the exact system; scales: currents (A) and voltages (V) per sample
         i_scale = np.maximum(np.max(np.abs(rhs[:, :n]), axis=1, initial=0.0), 1e-300)
         v_scale = np.maximum(1.0, np.max(np.abs(rhs[:, n:]), axis=1, initial=0.0))
@@ -183,7 +195,7 @@ class QDSystem:
             if not np.any(go):
                 break
             self.stats["refinements"] += int(go.sum())
-            X[go] += fac.solve(np.where(go[:, None], R, 0.0))[go]
+            X[go] += inv(np.where(go[:, None], R, 0.0))[go]
         else:
             R = self._residual(X, Wt, rhs)
             conv = np.all(np.abs(R) <= tol, axis=1)
@@ -199,3 +211,4 @@ class QDSystem:
         else:
             z_out = np.zeros((nb, no))
         return u, lam, z_out, ok
+
