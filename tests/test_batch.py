@@ -559,3 +559,22 @@ def test_route_choice():
     assert {BatchSolver(topo).route(), BatchSolver(Topology.build(*_case(60, 1)[:3])).route()} == {"ldl", "schur"}
     with pytest.raises(ValueError):
         BatchSolver(topo, kkt_route="cholesky")
+
+
+def test_ldl_route_output_gram_and_beta_limit():
+    """The LDL^T route's ``Q^T H0^{-1} Q`` (one factorization with every diode row off) equals the
+    Schur route's (the factor of ``H0``), so both refuse the same negative nudges."""
+    from physgrad.circuit.solvers.bordered import SharedSystem, max_negative_beta
+
+    circuit, inputs, outputs = _independent_network(300, 3)
+    topo = Topology.build(circuit, inputs, outputs)
+    g = circuit.arrays.g
+    solver = BatchSolver(topo, kkt_route="ldl")
+    e = solver.entry(g)
+    ref = SharedSystem(topo.H0(g), topo.D, topo.Q)
+    np.testing.assert_allclose(solver._qd(e).output_gram(), ref.output_gram(), rtol=1e-12, atol=0)
+    bmax = max_negative_beta(ref)
+    assert e.max_negative_beta(topo, solver.M.rows, solver._qd(e)) == pytest.approx(bmax, rel=1e-12)
+    X = np.zeros((1, len(inputs)))
+    with pytest.raises(PhysgradError, match="non-convex"):
+        solver.solve(g, X, Nudge(-1.01 * bmax, target=np.zeros(len(outputs))))

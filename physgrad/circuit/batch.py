@@ -152,18 +152,21 @@ class _Entry:
                 self.free_system = SharedSystem(self.H0, topo.D, topo.Q, rows=rows)
         return self.free_system
 
-    def max_negative_beta(self, topo: Topology, rows: RowData) -> float:
+    def max_negative_beta(self, topo: Topology, rows: RowData, qd=None) -> float:
         """Largest admissible ``|beta|`` of a negative nudge (the quadratic part stays convex), from
-        the factor of ``H0`` at hand (dense: one small solve)."""
+        the factor of ``H0`` at hand (dense: one small solve; ``qd``, a :class:`QDSystem`: its LDL^T)."""
         if self._bmax is None:
-            if isinstance(self.H0m, np.ndarray) and rows.Qd is not None:
-                if rows.n_out == 0:
-                    self._bmax = np.inf
-                else:
-                    M = rows.Qd.T @ np.linalg.solve(self.H0m, rows.Qd)
-                    lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
-                    self._bmax = np.inf if lam <= 0 else 1.0 / lam
-            else:
+            M = None
+            if rows.n_out == 0:
+                self._bmax = np.inf
+            elif isinstance(self.H0m, np.ndarray) and rows.Qd is not None:
+                M = rows.Qd.T @ np.linalg.solve(self.H0m, rows.Qd)
+            elif qd is not None:
+                M = qd.output_gram()
+            if M is not None:
+                lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
+                self._bmax = np.inf if lam <= 0 else 1.0 / lam
+            elif self._bmax is None:
                 self._bmax = max_negative_beta(self.h0_system(topo, rows))
         return self._bmax
 
@@ -340,7 +343,7 @@ class BatchSolver:
             beta = nudge.beta
             y = np.broadcast_to(np.asarray(nudge.target, float), (B, topo.n_out))
             if beta < 0:
-                bmax = e.max_negative_beta(topo, self.M.rows)
+                bmax = e.max_negative_beta(topo, self.M.rows, self._qd(e) if self.route() == "ldl" else None)
                 if -beta >= bmax * (1 - 1e-12):
                     raise PhysgradError(
                         f"beta = {beta:.6g} makes the nudged energy non-convex; negative nudges need "
@@ -431,14 +434,18 @@ class BatchSolver:
             return route if self.topo.m else "schur"
         return "ldl" if self.topo.m + self.topo.n_out > FULL_MASK_MAX else "schur"
 
-    def _solve_ldl(self, e: _Entry, data: dict, W0, out_rhs, out_lambda, beta, kind, tol_v, tol_i):
-        """The active-set iteration with each sample's own KKT system factorized (:mod:`qdkkt`)."""
-        topo = self.topo
+    def _qd(self, e: _Entry):
+        """The LDL^T route's system at ``e``'s parameter value (the pattern's symbolic analysis once
+        per topology)."""
         if self._qd_pattern is None:
-            self._qd_pattern = QDPattern(e.H0, topo.D, topo.Q)
+            self._qd_pattern = QDPattern(e.H0, self.topo.D, self.topo.Q)
         if e.qd is None:
             e.qd = self._qd_pattern.system(e.H0)
-        qd = e.qd.configure(data["F"], data["d"], out_rhs, beta, kind == "clamp")
+        return e.qd
+
+    def _solve_ldl(self, e: _Entry, data: dict, W0, out_rhs, out_lambda, beta, kind, tol_v, tol_i):
+        """The active-set iteration with each sample's own KKT system factorized (:mod:`qdkkt`)."""
+        qd = self._qd(e).configure(data["F"], data["d"], out_rhs, beta, kind == "clamp")
         stats0 = dict(qd.stats)
         B = data["F"].shape[0]
         u, lam, z_out, W, status, n_iter, _, _ = pdas_batch(

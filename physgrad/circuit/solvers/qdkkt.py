@@ -121,6 +121,22 @@ class QDSystem:
         self.base_vals = self.vH + self.beta * self.pattern.vQQ if self.beta else self.vH
         return self
 
+    def output_gram(self) -> np.ndarray:
+        """``Q^T H_0^{-1} Q`` (1/S), shape ``(n_out, n_out)``: one factorization of ``K(W = {})`` (every
+        diode row off, so its ``u`` block is ``H_0^{-1}`` exactly)."""
+        p = self.pattern
+        no = p.n_out
+        AX = np.repeat(self.vH[None, :], no, axis=0)
+        AX[:, p.d_slot] = 0.0
+        AX[:, p.q_slot] = 0.0
+        AX[:, p.diag_slot] = -1.0 / self.h
+        rhs = np.zeros((no, p.N))
+        rhs[:, : p.n] = p.Q.toarray().T
+        X, ok = p.sym.factor_solve(AX, rhs)
+        if not np.all(ok):
+            raise np.linalg.LinAlgError("H0 is not positive definite")
+        return rhs[:, : p.n] @ X[:, : p.n].T
+
     def Du(self, U: np.ndarray) -> np.ndarray:
         """``D u`` per sample, ``U`` (B, n): shape ``(B, m)``."""
         return np.asarray(self.pattern.D @ U.T).T
