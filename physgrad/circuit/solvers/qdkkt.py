@@ -218,8 +218,9 @@ class QDSystem:
             return np.maximum(np.max(np.abs(R[:, :n]) / tol_i, axis=1), np.max(np.abs(R[:, n:]) / tol_v, axis=1))
 
         dX = self._buf("dX", nb, p.N)
+        delta = DELTA_REL / self.h
+        R = self._residual(X, Wt, rhs)
         for _ in range(REFINE_MAX):
-            R = self._residual(X, Wt, rhs)
             err = errors(R)
             go = ok & ~(err <= 1.0)
             if not np.any(go):
@@ -227,9 +228,15 @@ class QDSystem:
             self.stats["refinements"] += int(go.sum())
             R[~go] = 0.0
             fac.solve(R, out=dX)
-            X[go] += dX[go]
+            dX[~go] = 0.0
+            X += dX
+            # the new residual without a product: K_delta dX = R, so b - K_0 (x + dX) = (K_delta - K_0) dX,
+            # -delta dX on the working rows (and clamp rows), 0 elsewhere (up to the solve's rounding)
+            R[:, :n] = 0.0
+            R[:, n:n + m] = np.where(Wt, -delta * dX[:, n:n + m], 0.0)
+            R[:, n + m:] = -delta * dX[:, n + m:] if self.clamp else 0.0
         else:
-            err = errors(self._residual(X, Wt, rhs))
+            err = errors(R)
         # a sample that does not refine (dependent working rows) is reported as not solved; the
         # 1e3 margin: the residual of an exact solve is rounding, far below the certificate's 1e-9
         ok = ok & (err <= 1e3) & np.all(np.isfinite(X), axis=1)
