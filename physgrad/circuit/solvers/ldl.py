@@ -33,7 +33,8 @@ try:  # installed with osqp; its AMD ordering is the best of the candidates wher
 except ImportError:  # pragma: no cover
     _qdldl = None
 
-_KERNELS = ("_etree", "_factor_one", "_solve_one", "_factor_solve_batch", "_solve_batch")
+_KERNELS = ("_etree", "_factor_one", "_row_structure", "_factor_rows", "_solve_one", "_factor_solve_batch",
+            "_solve_batch")
 _STATE = {"compiled": False}
 # Batches smaller than this are factorized by qdldl (C, its symbolic analysis reused by ``update``), so
 # that a single solve (``physgrad solve``) does not import numba (~0.5 s of CPU at start-up).
@@ -134,6 +135,85 @@ def _factor_one(n, Ap, Ai, Ax, Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, ne
     return True
 
 
+def _row_structure(n, Ap, Ai, Lp, etree):
+    """The value-independent part of :func:`_factor_one`, once per pattern: for every row ``k`` of
+    ``L`` the columns ``c`` it updates, in the order :func:`_factor_one` visits them
+    (``rowcols[rowptr[k]:rowptr[k+1]]``), the position in ``Li``/``Lx`` of each entry ``L[k, c]``
+    (``tpos``), and ``Li`` itself."""
+    nnzL = Lp[n]
+    rowptr = np.zeros(n + 1, np.int64)
+    rowcols = np.zeros(max(nnzL, 1), np.int64)
+    tpos = np.zeros(max(nnzL, 1), np.int64)
+    Li = np.zeros(max(nnzL, 1), np.int64)
+    yMarkers = np.zeros(n, np.int8)
+    yIdx = np.zeros(n, np.int64)
+    elim = np.zeros(n, np.int64)
+    nextcol = Lp[:n].copy()
+    q = 0
+    for k in range(1, n):
+        nnzY = 0
+        for p in range(Ap[k], Ap[k + 1]):
+            b = Ai[p]
+            if b == k:
+                continue
+            nxt = b
+            if yMarkers[nxt] == 0:
+                yMarkers[nxt] = 1
+                elim[0] = nxt
+                nnzE = 1
+                nxt = etree[b]
+                while nxt != -1 and nxt < k:
+                    if yMarkers[nxt] == 1:
+                        break
+                    yMarkers[nxt] = 1
+                    elim[nnzE] = nxt
+                    nnzE += 1
+                    nxt = etree[nxt]
+                while nnzE:
+                    nnzE -= 1
+                    yIdx[nnzY] = elim[nnzE]
+                    nnzY += 1
+        for i in range(nnzY - 1, -1, -1):
+            c = yIdx[i]
+            t = nextcol[c]
+            rowcols[q] = c
+            tpos[q] = t
+            Li[t] = k
+            q += 1
+            nextcol[c] = t + 1
+            yMarkers[c] = 0
+        rowptr[k + 1] = q
+    return rowptr, rowcols, tpos, Li
+
+
+def _factor_rows(n, Ap, Ai, Ax, Lp, Li, rowptr, rowcols, tpos, Lx, Dinv, yVals):
+    """:func:`_factor_one` on the precomputed row structure (:func:`_row_structure`): the same
+    operations in the same order (the same factors, bit for bit), without the elimination-tree walks.
+    ``yVals`` must be zero on entry (it is on return). False on a bad pivot."""
+    for k in range(n):
+        dk = 0.0
+        for p in range(Ap[k], Ap[k + 1]):
+            b = Ai[p]
+            if b == k:
+                dk = Ax[p]
+            else:
+                yVals[b] = Ax[p]
+        for q in range(rowptr[k], rowptr[k + 1]):
+            c = rowcols[q]
+            t = tpos[q]
+            yc = yVals[c]
+            for j in range(Lp[c], t):
+                yVals[Li[j]] -= Lx[j] * yc
+            lx = yc * Dinv[c]
+            Lx[t] = lx
+            dk -= yc * lx
+            yVals[c] = 0.0
+        if not (dk != 0.0 and np.isfinite(dk)):  # (yVals is zero again: every entry of row k was visited)
+            return False
+        Dinv[k] = 1.0 / dk
+    return True
+
+
 def _solve_one(n, Lp, Li, Lx, Dinv, x):
     """``x <- (L D L^T)^{-1} x`` in place (permuted coordinates)."""
     for i in range(n):
@@ -149,24 +229,19 @@ def _solve_one(n, Lp, Li, Lx, Dinv, x):
         x[i] = s
 
 
-def _factor_solve_batch(n, Ap, Ai, AX, Lp, etree, perm, RHS, keep, LI, LX, DINV, X):
+def _factor_solve_batch(n, Ap, Ai, AX, Lp, Li, rowptr, rowcols, tpos, perm, RHS, keep, LI, LX, DINV, X):
     """Factor every row of ``AX`` (values on the permuted pattern) and solve with the row of ``RHS``
     (original order) into ``X`` (B, n); returns ``(X, ok)``. With ``keep`` the factors are stored in
-    ``LI, LX, DINV``."""
+    ``LI, LX, DINV``. ``Li, rowptr, rowcols, tpos``: :func:`_row_structure`."""
     B = AX.shape[0]
     nnzL = Lp[n]
-    Li = np.zeros(max(nnzL, 1), np.int64)
     Lx = np.zeros(max(nnzL, 1))
     Dinv = np.zeros(n)
-    yMarkers = np.zeros(n, np.int8)
-    yIdx = np.zeros(n, np.int64)
-    elim = np.zeros(n, np.int64)
-    nextcol = np.zeros(n, np.int64)
     yVals = np.zeros(n)
     x = np.zeros(n)
     ok = np.zeros(B, np.bool_)
     for b in range(B):
-        good = _factor_one(n, Ap, Ai, AX[b], Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, nextcol, yVals)
+        good = _factor_rows(n, Ap, Ai, AX[b], Lp, Li, rowptr, rowcols, tpos, Lx, Dinv, yVals)
         if not good:
             X[b, :] = 0.0
             continue
@@ -288,6 +363,12 @@ class SymbolicLDL:
             self._tree = (etree, np.concatenate([[0], np.cumsum(Lnz)]).astype(np.int64))
         return self._tree
 
+    def _rows(self):
+        """:func:`_row_structure` of the pattern (computed once)."""
+        if getattr(self, "_row_struct", None) is None:
+            self._row_struct = _row_structure(self.n, self.Ap, self.Ai, self.Lp, self.etree)
+        return self._row_struct
+
     @property
     def etree(self) -> np.ndarray:
         return self._symbolic()[0]
@@ -389,8 +470,9 @@ class SymbolicLDL:
             LI, LX, DINV, X = buf[0], buf[1][:nk], buf[2][:nk], buf[3][:B]
         else:
             LI, LX, DINV, X = np.zeros(nL, np.int64), np.zeros((nk, nL)), np.zeros((nk, self.n)), np.zeros((B, self.n))
-        X, ok = _factor_solve_batch(self.n, self.Ap, self.Ai, np.ascontiguousarray(AX, float), self.Lp, self.etree,
-                                    self.perm, np.ascontiguousarray(RHS, float), keep, LI, LX, DINV, X)
+        rowptr, rowcols, tpos, Li = self._rows()
+        X, ok = _factor_solve_batch(self.n, self.Ap, self.Ai, np.ascontiguousarray(AX, float), self.Lp, Li, rowptr,
+                                    rowcols, tpos, self.perm, np.ascontiguousarray(RHS, float), keep, LI, LX, DINV, X)
         if keep:
             return X, ok, Factors(self, LI, LX, DINV, ok)
         return X, ok
