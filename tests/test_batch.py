@@ -545,6 +545,19 @@ def test_ldl_route_dependent_rows():
         np.testing.assert_allclose(sol.voltages, _reference(circuit, ["vin"], ["c"], Xs, FREE), rtol=0, atol=1e-12)
 
 
+def test_ldl_route_unrefined_samples_fall_back(monkeypatch):
+    """Without refinement (the regularized solve alone, ~1e-8 off) no sample meets the route's residual
+    test: each is reported not solved and solved again alone, so the answers stay exact."""
+    from physgrad.circuit.solvers import qdkkt
+
+    circuit, inputs, outputs, X = _case(300, 1, batch=4)
+    monkeypatch.setattr(qdkkt, "REFINE_MAX", 0)
+    sol = solve_batch(circuit, X, inputs, outputs=outputs)
+    assert sol.info["route"] == "ldl" and sol.info["fallbacks"] == len(X)
+    assert sol.converged and all(c.passed for c in sol.certificates)
+    np.testing.assert_allclose(sol.voltages, _reference(circuit, inputs, outputs, X, FREE), rtol=0, atol=1e-12)
+
+
 def test_route_choice():
     """``auto``: the Schur route when every diode row and output fits one small dense Schur system,
     the LDL^T route otherwise; an unknown route is refused."""
