@@ -637,15 +637,18 @@ def report(data: dict) -> str:
                  f"({fmt(r.get('ngspice_wall'))}) | {fmt(r['lu_cpu'])} | "
                  f"{fmt(_ratio(r['physgrad_cpu'], r.get('ngspice_cpu')))} | {fmt(r.get('ngspice_max_dv'))} | "
                  f"{r['certified']} | {lss} | {fmt(r['peak_mb'])} |")
+    tr_env = data.get("train_env")
     L += ["", "## B. Inside a centered-EP training step (batch 32, fresh random inputs every step)", "",
-          "Equilibria per CPU second (3 phases x 32 per step; median over the steps after the first); "
+          (f"Rerun by `{tr_env['command']}` (load before: `{tr_env['load_before']}`; after: "
+           f"`{tr_env['load_after']}`; every column of a row in the same child process). " if tr_env else "")
+          + "Equilibria per CPU second (3 phases x 32 per step; median over the steps after the first); "
           "one LU per input = each equilibrium's final KKT system factorized and solved once (SuperLU); "
           "ngspice `.op` per input (process CPU, 3 inputs); cvxpy = a model compiled once (OSQP, tight eps, 8 "
           "inputs; <= 1k nodes).", "",
           "| family | size | n_u / diodes | physgrad eq/CPU-s (eq/wall-s) | one LU per input eq/CPU-s | "
           "physgrad / LU | ngspice eq/CPU-s | cvxpy eq/CPU-s | iterations per sample (free, +, -) | routes "
-          "(border / pattern sample-iterations, pattern factorizations) | RSS per step MB | max dV LU, ngspice, "
-          "cvxpy (V) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
+          "(Schur border / pattern sample-iterations, pattern factorizations; per-sample LDL^T sample-iterations) "
+          "| RSS per step MB | max dV LU, ngspice, cvxpy (V) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
     for r in data["train"]:
         if "error" in r:
             L.append(f"| {r.get('family', '?')} | | error: {r['error'][:80]} | | | | | | | | | |")
@@ -655,7 +658,8 @@ def report(data: dict) -> str:
                  f"({fmt(r['eq_per_wall_s'])}) | {fmt(r['lu_eq_per_cpu_s'])} | "
                  f"{fmt(_ratio(r['eq_per_cpu_s'], r['lu_eq_per_cpu_s']))} | {fmt(r.get('ngspice_eq_per_cpu_s'))} | "
                  f"{fmt(r.get('cvxpy_eq_per_cpu_s'))} | {r['iterations']} | {si.get('border_samples', 0)} / "
-                 f"{si.get('pattern_samples', 0)}, {si.get('pattern_factorizations', 0)} | {r['rss_per_step']} | "
+                 f"{si.get('pattern_samples', 0)}, {si.get('pattern_factorizations', 0)}; {si.get('ldl_samples', 0)} | "
+                 f"{r['rss_per_step']} | "
                  f"{fmt(r['lu_max_dv'])}, {fmt(r.get('ngspice_max_dv'))}, {fmt(r.get('cvxpy_max_dv'))} |")
     sh_env = data.get("shockley_env")
     L += ["", "Shockley circuits (the `indep` network with Shockley diodes, no fixed sources; issue 17 item 3). "
@@ -720,6 +724,8 @@ def main(argv=None):
     ap.add_argument("--no-ngspice", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "graphs"))
     ap.add_argument("--report-only", default=None, metavar="JSON", help="rewrite the .md from a saved .json")
+    ap.add_argument("--train-only", action="store_true",
+                    help="rerun table B's ideal-diode rows and part C (fit) into the saved .json")
     ap.add_argument("--shockley-only", action="store_true",
                     help="rerun the Shockley rows of tables A and B (and the factorization table) into the saved .json")
     args = ap.parse_args(argv)
@@ -728,6 +734,21 @@ def main(argv=None):
         Path(args.out).with_suffix(".md").write_text(report(data) + TARGETS_NOTE)
         return 0
     ng = not args.no_ngspice
+    if args.train_only:
+        out = Path(args.out)
+        data = json.loads(out.with_suffix(".json").read_text())
+        tr_env = {"load_before": uptime(), "command": " ".join([Path(sys.executable).name] + sys.argv)}
+        data["train"] = [in_child(train_family, k, n, steps, 32, ng, n <= 1000 and k != "drn")
+                         for k, n, steps in TRAIN_CASES]
+        for r in data["train"]:
+            print(json.dumps({k: v for k, v in r.items() if k != "traceback"}), flush=True)
+        data["fit"] = in_child(fit_end_to_end, 1000, 512)
+        print(json.dumps(data["fit"]), flush=True)
+        tr_env["load_after"] = uptime()
+        data["train_env"] = tr_env
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=float) + "\n")
+        out.with_suffix(".md").write_text(report(data) + TARGETS_NOTE)
+        return 0
     if args.shockley_only:
         out = Path(args.out)
         data = json.loads(out.with_suffix(".json").read_text())

@@ -319,8 +319,10 @@ def _independent_network(n, seed=0):
 def test_pattern_and_border_routes_equal_one_by_one(route, monkeypatch):
     """Forcing every sample onto one route (a Schur border of the shared factor, or a factor of its own
     conducting set) gives each sample's own solve; the info counters show which route ran."""
+    from physgrad.circuit import batch
     from physgrad.circuit.solvers import bordered
 
+    monkeypatch.setattr(batch, "DEFAULT_KKT_ROUTE", "schur")  # the Schur route's own options
     if route == "border":
         monkeypatch.setattr(bordered, "SCHUR_FLOPS", 1e30)
         monkeypatch.setattr(bordered, "GATHER_S", 0.0)
@@ -351,10 +353,12 @@ def test_pattern_and_border_routes_equal_one_by_one(route, monkeypatch):
         assert plus.info["solver_info"]["pattern_factorizations"] <= info["pattern_factorizations"]
 
 
-def test_router_groups_samples_with_one_pattern():
+def test_router_groups_samples_with_one_pattern(monkeypatch):
     """Samples with the same conducting set share one pattern factorization."""
+    from physgrad.circuit import batch
     from physgrad.circuit.solvers import bordered
 
+    monkeypatch.setattr(batch, "DEFAULT_KKT_ROUTE", "schur")
     circuit, inputs, outputs = _independent_network(800, 3)
     x = np.random.default_rng(6).uniform(-1, 1, (1, 5))
     X = np.repeat(x, 5, axis=0)
@@ -430,8 +434,10 @@ def test_nearest_input_start_changes_speed_not_the_answer():
 def test_border_product_and_gather_agree(gemm, monkeypatch):
     """The corrections ``x = x0 - Y z`` applied by one product with every computed column or by a
     gather of each sample's own columns: the same equilibria (to rounding)."""
+    from physgrad.circuit import batch
     from physgrad.circuit.solvers import bordered
 
+    monkeypatch.setattr(batch, "DEFAULT_KKT_ROUTE", "schur")
     monkeypatch.setattr(bordered, "GEMM_RATIO", 0 if gemm else 10**9)
     monkeypatch.setattr(bordered, "GATHER_MAX", 10**12)
     monkeypatch.setattr(bordered, "SCHUR_FLOPS", 1e30)  # every sample on the border route
@@ -444,3 +450,144 @@ def test_border_product_and_gather_agree(gemm, monkeypatch):
     assert eq.info["solver_info"]["border_samples"] > 0 and eq.info["solver_info"]["pattern_samples"] == 0
     ref = np.array([_reference(circuit, inputs, outputs, X[b:b + 1], FREE)[0] for b in range(len(X))])
     np.testing.assert_allclose(eq.state, ref, rtol=0, atol=1e-9)
+
+
+# --- the per-sample LDL^T route (circuit/solvers/qdkkt.py) ------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ldl_route_equals_schur_route_and_one_by_one_in_a_training_step(seed):
+    """Free, +beta and -beta phases (the nudged ones from the free state) and a clamp on the independent
+    network, whose samples carry degenerate diodes (zero current at zero slack) that a nudge of either
+    sign moves: the LDL^T route (each sample's own quasi-definite KKT system, refined to the exact one)
+    and the Schur route agree to 1e-10 V, and with each sample alone to 1e-9 V; every answer is
+    certified."""
+    circuit, inputs, outputs = _independent_network(300, seed)
+    rng = np.random.default_rng(seed + 11)
+    X = rng.uniform(-1, 1, (8, 5))
+    Y = rng.uniform(-0.3, 0.3, (8, 3))
+    energy = CoContentEnergy(circuit, inputs, outputs)
+    theta = energy.theta0()
+    beta = 1e-4 * float(np.median(theta))
+    res = {}
+    for route in ("ldl", "schur"):
+        mini = CoContentMinimizer()
+        mini.batch_solver(energy).kkt_route = route
+        free = mini.minimize(energy, theta, X)
+        plus = mini.minimize(energy, theta, X, nudge=Nudge(beta, target=Y), s0=free.state)
+        minus = mini.minimize(energy, theta, X, nudge=Nudge(-beta, target=Y), s0=free.state)
+        phases = [free, plus, minus]
+        if seed == 0:  # (seed 1 clamps an output a diode ties to ground: ill-posed, refused by both routes)
+            Yc = free.state[:, energy.topology.outputs]  # the free outputs: feasible
+            phases.append(mini.minimize(energy, theta, X, nudge=Nudge(clamp=Yc)))
+        for eq in phases:
+            assert eq.converged and all(c.passed for c in eq.info["certificates"])
+            assert eq.info["solver_info"]["route"] == route and eq.info["solver_info"]["fallbacks"] == 0
+        res[route] = phases
+    sol = BatchSolver(energy.topology, kkt_route="ldl").solve(theta, X)
+    slack = energy.topology.vth[None, :] - (energy.topology.Dn @ sol.voltages.T).T
+    degenerate = sol.active & (np.abs(sol.lam) <= 1e-9) & (np.abs(slack) <= 1e-9)
+    assert degenerate.sum() >= 3  # the case the nudged phases must get right
+    assert sol.info["ldl_samples"] > 0 and sol.info["refinements"] > 0
+    for a, b in zip(res["ldl"], res["schur"]):
+        np.testing.assert_allclose(a.state, b.state, rtol=0, atol=1e-10)
+    g = energy.conductances(theta)
+    # each sample alone (the clamp only between the routes: clamped outputs may fix a diode's voltage at
+    # its threshold, which the one-sample route refuses as ill-posed)
+    for eq, nudge in zip(res["ldl"], (FREE, Nudge(beta, target=Y), Nudge(-beta, target=Y))):
+        rows = [0, 5]
+        ref = np.array([_reference(circuit, inputs, outputs, X[b:b + 1],
+                                   nudge if nudge.is_free else Nudge(nudge.beta, target=Y[b]), g)[0] for b in rows])
+        np.testing.assert_allclose(eq.state[rows], ref, rtol=0, atol=1e-9)  # 1e-9 V: see the route test above
+
+
+def test_ldl_route_dependent_rows():
+    """Dependent working rows (a loop of conducting diodes: ``K_0`` singular). Inconsistent thresholds
+    (no equality solution): the refinement cannot reach the exact system, so the route reports the sample
+    not solved instead of a regularized answer. Consistent ones: the voltages are the unique solution
+    (the currents one valid split). A batch meeting such sets ends certified and exact."""
+    from physgrad.circuit.solvers.qdkkt import QDPattern
+
+    def triangle(vth3):
+        # ideal diodes a->b, b->c and a->c (row a-c = (a-b) + (b-c)), driven through resistors
+        els = [VoltageSource("vin", "in", "0", 1.0), Resistor("r0", "in", "a", 10.0), IdealDiode("d1", "a", "b", 0.1),
+               IdealDiode("d2", "b", "c", 0.1), IdealDiode("d3", "a", "c", vth3), Resistor("r1", "c", "0", 100.0),
+               Resistor("r2", "b", "0", 1000.0)]
+        els += [Resistor(f"rx{k}", "a" if k % 2 else "b", f"x{k}", 50.0 + k) for k in range(70)]
+        els += [Resistor(f"ry{k}", f"x{k}", "0", 200.0) for k in range(70)]
+        els += [IdealDiode(f"dx{k}", f"x{k}", "0") for k in range(70)]
+        return Circuit(tuple(els), "diode triangle")
+
+    for vth3, consistent in ((0.15, False), (0.2, True)):
+        circuit = triangle(vth3)
+        topo = Topology.build(circuit, ["vin"], ["c"])
+        g = circuit.arrays.g
+        qd = QDPattern(topo.H0(g), topo.D, topo.Q).system(topo.H0(g))
+        X = np.array([[1.0]])
+        F = (topo.Kf(g) @ topo.source_values(X).T).T
+        d = topo.vth[None, :] + (topo.Dd @ topo.source_values(X).T).T
+        qd.configure(F, d, None, 0.0, False)
+        W = np.zeros((1, topo.m), bool)
+        tri = [k for k in range(topo.m) if np.count_nonzero(topo.D[k].toarray()) == 2 and
+               np.all(np.isin(np.flatnonzero(topo.D[k].toarray()), topo.node_col[[circuit.nodes.index(x)
+                                                                                 for x in ("a", "b", "c")]]))]
+        assert len(tri) == 3
+        W[0, tri] = True
+        u, lam, _, ok = qd.solve(W, np.array([0]))
+        assert ok[0] == consistent
+        if consistent:  # the same voltages as the independent set without the redundant row
+            W2 = W.copy()
+            W2[0, tri[2]] = False
+            u2, *_ , ok2 = qd.solve(W2, np.array([0]))
+            assert ok2[0]
+            np.testing.assert_allclose(u, u2, rtol=0, atol=1e-12)
+        Xs = np.array([[1.0], [2.0], [-1.0], [0.5], [3.0]])
+        sol = BatchSolver(topo, kkt_route="ldl").solve(g, Xs)
+        assert sol.converged and all(c.passed for c in sol.certificates)
+        np.testing.assert_allclose(sol.voltages, _reference(circuit, ["vin"], ["c"], Xs, FREE), rtol=0, atol=1e-12)
+
+
+def test_ldl_route_unrefined_samples_fall_back(monkeypatch):
+    """Without refinement (the regularized solve alone, ~1e-8 off) no sample meets the route's residual
+    test: each is reported not solved and solved again alone, so the answers stay exact."""
+    from physgrad.circuit.solvers import qdkkt
+
+    circuit, inputs, outputs, X = _case(300, 1, batch=4)
+    monkeypatch.setattr(qdkkt, "REFINE_MAX", 0)
+    sol = solve_batch(circuit, X, inputs, outputs=outputs)
+    assert sol.info["route"] == "ldl" and sol.info["fallbacks"] == len(X)
+    assert sol.converged and all(c.passed for c in sol.certificates)
+    np.testing.assert_allclose(sol.voltages, _reference(circuit, inputs, outputs, X, FREE), rtol=0, atol=1e-12)
+
+
+def test_route_choice():
+    """``auto``: the Schur route when every diode row and output fits one small dense Schur system,
+    the LDL^T route otherwise; an unknown route is refused."""
+    from physgrad.circuit.solvers.bordered import FULL_MASK_MAX
+
+    for n in (60, 300):
+        circuit, inputs, outputs, X = _case(n, 1, batch=3)
+        topo = Topology.build(circuit, inputs, outputs)
+        expect = "ldl" if topo.m + topo.n_out > FULL_MASK_MAX else "schur"
+        assert BatchSolver(topo).route() == expect
+        assert solve_batch(circuit, X, inputs, outputs=outputs).info["route"] == expect
+    assert {BatchSolver(topo).route(), BatchSolver(Topology.build(*_case(60, 1)[:3])).route()} == {"ldl", "schur"}
+    with pytest.raises(ValueError):
+        BatchSolver(topo, kkt_route="cholesky")
+
+
+def test_ldl_route_output_gram_and_beta_limit():
+    """The LDL^T route's ``Q^T H0^{-1} Q`` (one factorization with every diode row off) equals the
+    Schur route's (the factor of ``H0``), so both refuse the same negative nudges."""
+    from physgrad.circuit.solvers.bordered import SharedSystem, max_negative_beta
+
+    circuit, inputs, outputs = _independent_network(300, 3)
+    topo = Topology.build(circuit, inputs, outputs)
+    g = circuit.arrays.g
+    solver = BatchSolver(topo, kkt_route="ldl")
+    e = solver.entry(g)
+    ref = SharedSystem(topo.H0(g), topo.D, topo.Q)
+    np.testing.assert_allclose(solver._qd(e).output_gram(), ref.output_gram(), rtol=1e-12, atol=0)
+    bmax = max_negative_beta(ref)
+    assert e.max_negative_beta(topo, solver.M.rows, solver._qd(e)) == pytest.approx(bmax, rel=1e-12)
+    X = np.zeros((1, len(inputs)))
+    with pytest.raises(PhysgradError, match="non-convex"):
+        solver.solve(g, X, Nudge(-1.01 * bmax, target=np.zeros(len(outputs))))

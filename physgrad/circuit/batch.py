@@ -33,9 +33,10 @@ from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.shockley_batch import ShockleyBatchSolver, supports as shockley_supports
 from physgrad.circuit.solution import CERT_RTOL, KKTCertificate, certify, ideal_diode_currents
 from physgrad.circuit.solvers.kkt import solve_active_set
+from physgrad.circuit.solvers.qdkkt import QDPattern
 from physgrad.circuit.solvers.strategy import blas_threads
-from physgrad.circuit.solvers.bordered import (PatternPool, RowData, Router, SharedSystem, max_negative_beta,
-                                               pdas_batch, solve_on_sets, tolerances)
+from physgrad.circuit.solvers.bordered import (FULL_MASK_MAX, PatternPool, RowData, Router, SharedSystem,
+                                               max_negative_beta, pdas_batch, solve_on_sets, tolerances)
 from physgrad.circuit.topology import Topology
 from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, PhysgradError, SingularSystemError
 
@@ -45,6 +46,9 @@ from physgrad.types import FREE, InfeasibleError, NotSolvedError, Nudge, Physgra
 REF_MIN = 24
 REF_GAIN = 2.0
 MAX_REFACTORS = 8
+# The equality-constrained solves' route of a BatchSolver built without ``kkt_route``: "auto" (see
+# :meth:`BatchSolver.route`), "schur" or "ldl".
+DEFAULT_KKT_ROUTE = "auto"
 # The free phase of an unseen input starts from the set of the nearest of at most this many remembered
 # inputs (the most recent), and at most NEAREST_ENTRIES input values are compared (wide inputs: fewer).
 NEAREST_MAX = 4096
@@ -134,6 +138,7 @@ class _Entry:
         self.system: Optional[SharedSystem] = None
         self.pool: Optional[PatternPool] = None  # factors of whole conducting sets (refactor per pattern)
         self.free_system: Optional[SharedSystem] = None  # factor of H0 itself (empty reference)
+        self.qd = None  # the per-sample LDL^T route's system (QDSystem) at this parameter value
         self.data: OrderedDict = OrderedDict()  # X digest -> batch data (bounded)
         self._bmax = None
         self.h_diag = np.diagonal(self.H0m).copy() if isinstance(self.H0m, np.ndarray) else self.H0.diagonal()
@@ -147,18 +152,21 @@ class _Entry:
                 self.free_system = SharedSystem(self.H0, topo.D, topo.Q, rows=rows)
         return self.free_system
 
-    def max_negative_beta(self, topo: Topology, rows: RowData) -> float:
+    def max_negative_beta(self, topo: Topology, rows: RowData, qd=None) -> float:
         """Largest admissible ``|beta|`` of a negative nudge (the quadratic part stays convex), from
-        the factor of ``H0`` at hand (dense: one small solve)."""
+        the factor of ``H0`` at hand (dense: one small solve; ``qd``, a :class:`QDSystem`: its LDL^T)."""
         if self._bmax is None:
-            if isinstance(self.H0m, np.ndarray) and rows.Qd is not None:
-                if rows.n_out == 0:
-                    self._bmax = np.inf
-                else:
-                    M = rows.Qd.T @ np.linalg.solve(self.H0m, rows.Qd)
-                    lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
-                    self._bmax = np.inf if lam <= 0 else 1.0 / lam
-            else:
+            M = None
+            if rows.n_out == 0:
+                self._bmax = np.inf
+            elif isinstance(self.H0m, np.ndarray) and rows.Qd is not None:
+                M = rows.Qd.T @ np.linalg.solve(self.H0m, rows.Qd)
+            elif qd is not None:
+                M = qd.output_gram()
+            if M is not None:
+                lam = float(np.max(np.linalg.eigvalsh(0.5 * (M + M.T))))
+                self._bmax = np.inf if lam <= 0 else 1.0 / lam
+            elif self._bmax is None:
                 self._bmax = max_negative_beta(self.h0_system(topo, rows))
         return self._bmax
 
@@ -171,8 +179,13 @@ class BatchSolver:
     (bit masks, for the next step's free phase). Memory does not grow with the dataset.
     """
 
-    def __init__(self, topology: Topology, n_params: int = 2, n_warm: int = 65536, threads: Optional[int] = 1):
+    def __init__(self, topology: Topology, n_params: int = 2, n_warm: int = 65536, threads: Optional[int] = 1,
+                 kkt_route: Optional[str] = None):
+        if kkt_route not in (None, "auto", "schur", "ldl"):
+            raise ValueError(f"kkt_route must be 'auto', 'schur' or 'ldl', got {kkt_route!r}")
         self.topo = topology
+        self.kkt_route = kkt_route
+        self._qd_pattern = None
         self.threads = threads
         self.n_params = n_params
         self.n_warm = n_warm
@@ -330,7 +343,7 @@ class BatchSolver:
             beta = nudge.beta
             y = np.broadcast_to(np.asarray(nudge.target, float), (B, topo.n_out))
             if beta < 0:
-                bmax = e.max_negative_beta(topo, self.M.rows)
+                bmax = e.max_negative_beta(topo, self.M.rows, self._qd(e) if self.route() == "ldl" else None)
                 if -beta >= bmax * (1 - 1e-12):
                     raise PhysgradError(
                         f"beta = {beta:.6g} makes the nudged energy non-convex; negative nudges need "
@@ -365,6 +378,11 @@ class BatchSolver:
                     W0 = np.repeat(system.ref[None, :], B, axis=0)
                 elif self._last_ref is not None:  # a new parameter value: the last reference set
                     W0 = np.repeat(self._last_ref[None, :], B, axis=0)
+        h_scale = np.full(B, float(np.max(np.abs(e.h_diag), initial=1.0)) + abs(beta))
+        tol_v, tol_i = tolerances(h_scale, F, d)
+        if self.route() == "ldl":
+            return self._conclude(e, data, X, nudge, kind, beta, out_rhs, special,
+                                *self._solve_ldl(e, data, W0, out_rhs, out_lambda, beta, kind, tol_v, tol_i))
         n_ref = 0
         if system is None or (warm and self._worth_reference(system, W0)):
             system = self._new_system(e, W0 if warm else None)
@@ -374,9 +392,6 @@ class BatchSolver:
             # reference row: start on the factor of H0 itself (then the iteration picks a reference)
             system = e.h0_system(self.topo, self.M.rows)
         X0 = self._x0(system, data)
-        # tolerances of the iteration (per sample)
-        h_scale = np.full(B, float(np.max(np.abs(e.h_diag), initial=1.0)) + abs(beta))
-        tol_v, tol_i = tolerances(h_scale, F, d)
         refactors = [n_ref]
         # A start from each sample's own predicted set already gave the reference (their majority):
         # refactoring mid-iteration then cost more than it saved (1k-node indep network: 790 against
@@ -401,6 +416,54 @@ class BatchSolver:
             system, X0, d, W0, out_rhs, out_lambda, tol_v, tol_i, refactor=refactor, router=router)
         e.system = system
         self._last_ref = system.ref
+        info = {"refactorizations": refactors[0], "reference_size": int(system.ref_rows.size), "dense": system.dense,
+                "route": "schur",
+                **(router.stats if router is not None else
+                   {"border_samples": int(np.sum(n_iter)), "pattern_samples": 0, "pattern_factorizations": 0})}
+        return self._conclude(e, data, X, nudge, kind, beta, out_rhs, special, u, lam, z_out, W, status, n_iter, info)
+
+    def route(self) -> str:
+        """The equality-constrained solves' route: ``"schur"`` (borders of one shared factorization,
+        :mod:`~physgrad.circuit.solvers.bordered`) or ``"ldl"`` (each sample's own quasi-definite KKT
+        system, one symbolic LDL^T for all, :mod:`~physgrad.circuit.solvers.qdkkt`). ``"auto"``: the
+        Schur route where every diode row and output fits one small dense Schur system
+        (``m + n_out <= FULL_MASK_MAX``), the LDL^T route otherwise (measured in
+        ``reports/benchmarks/graphs.md``)."""
+        route = DEFAULT_KKT_ROUTE if self.kkt_route is None else self.kkt_route
+        if route != "auto":
+            return route if self.topo.m else "schur"
+        return "ldl" if self.topo.m + self.topo.n_out > FULL_MASK_MAX else "schur"
+
+    def _qd(self, e: _Entry):
+        """The LDL^T route's system at ``e``'s parameter value (the pattern's symbolic analysis once
+        per topology)."""
+        if self._qd_pattern is None:
+            self._qd_pattern = QDPattern(e.H0, self.topo.D, self.topo.Q)
+        if e.qd is None:
+            e.qd = self._qd_pattern.system(e.H0)
+        return e.qd
+
+    def _solve_ldl(self, e: _Entry, data: dict, W0, out_rhs, out_lambda, beta, kind, tol_v, tol_i):
+        """The active-set iteration with each sample's own KKT system factorized (:mod:`qdkkt`)."""
+        qd = self._qd(e).configure(data["F"], data["d"], out_rhs, beta, kind == "clamp")
+        stats0 = dict(qd.stats)
+        B = data["F"].shape[0]
+        u, lam, z_out, W, status, n_iter, _, _ = pdas_batch(
+            qd, np.zeros((0, B)), data["d"], W0, out_rhs, out_lambda, tol_v, tol_i, router=qd)
+        if W.size:
+            self._last_ref = np.mean(W, axis=0) > 0.5
+        info = {"refactorizations": 0, "reference_size": 0, "dense": False, "route": "ldl",
+                "border_samples": 0, "pattern_samples": 0, "pattern_factorizations": 0,
+                **{k: v - stats0[k] for k, v in qd.stats.items()}}
+        return u, lam, z_out, W, status, n_iter, info
+
+    def _conclude(self, e: _Entry, data: dict, X, nudge: Nudge, kind: str, beta: float, out_rhs, special,
+                u, lam, z_out, W, status, n_iter, info: dict) -> BatchSolution:
+        """Certify, fall back where needed, remember the free sets: the :class:`BatchSolution`."""
+        topo = self.topo
+        g = e.g
+        B = u.shape[0]
+        C = data["C"]
         V = _apply(self.M.P, u) + C
         certs, passed = self._certify(e, data, u, V, lam, z_out, kind, beta, out_rhs)
         status = np.where((status == "converged") & passed, "converged", status).astype(object)
@@ -418,11 +481,7 @@ class BatchSolver:
             self._remember(X, sol["active"], sol["status"] == "converged")
             self._last_free = (_digest(np.asarray(sol["voltages"], float)), np.array(sol["active"], bool))
         return BatchSolution(**{k: (tuple(v) if k in ("certificates", "messages") else v) for k, v in sol.items()},
-                             info={"refactorizations": refactors[0], "fallbacks": int(redo.size),
-                                   "reference_size": int(system.ref_rows.size), "dense": system.dense,
-                                   **(router.stats if router is not None else
-                                      {"border_samples": int(np.sum(n_iter)), "pattern_samples": 0,
-                                       "pattern_factorizations": 0})})
+                             info={"fallbacks": int(redo.size), **info})
 
     def _worth_reference(self, system: SharedSystem, W: np.ndarray) -> bool:
         """Whether the majority set of ``W`` would cut the corrections enough to refactor."""

@@ -33,7 +33,8 @@ try:  # installed with osqp; its AMD ordering is the best of the candidates wher
 except ImportError:  # pragma: no cover
     _qdldl = None
 
-_KERNELS = ("_etree", "_factor_one", "_solve_one", "_factor_solve_batch", "_solve_batch")
+_KERNELS = ("_etree", "_factor_one", "_row_structure", "_factor_rows", "_solve_one", "_factor_solve_batch",
+            "_solve_batch")
 _STATE = {"compiled": False}
 # Batches smaller than this are factorized by qdldl (C, its symbolic analysis reused by ``update``), so
 # that a single solve (``physgrad solve``) does not import numba (~0.5 s of CPU at start-up).
@@ -134,6 +135,85 @@ def _factor_one(n, Ap, Ai, Ax, Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, ne
     return True
 
 
+def _row_structure(n, Ap, Ai, Lp, etree):
+    """The value-independent part of :func:`_factor_one`, once per pattern: for every row ``k`` of
+    ``L`` the columns ``c`` it updates, in the order :func:`_factor_one` visits them
+    (``rowcols[rowptr[k]:rowptr[k+1]]``), the position in ``Li``/``Lx`` of each entry ``L[k, c]``
+    (``tpos``), and ``Li`` itself."""
+    nnzL = Lp[n]
+    rowptr = np.zeros(n + 1, np.int64)
+    rowcols = np.zeros(max(nnzL, 1), np.int64)
+    tpos = np.zeros(max(nnzL, 1), np.int64)
+    Li = np.zeros(max(nnzL, 1), np.int64)
+    yMarkers = np.zeros(n, np.int8)
+    yIdx = np.zeros(n, np.int64)
+    elim = np.zeros(n, np.int64)
+    nextcol = Lp[:n].copy()
+    q = 0
+    for k in range(1, n):
+        nnzY = 0
+        for p in range(Ap[k], Ap[k + 1]):
+            b = Ai[p]
+            if b == k:
+                continue
+            nxt = b
+            if yMarkers[nxt] == 0:
+                yMarkers[nxt] = 1
+                elim[0] = nxt
+                nnzE = 1
+                nxt = etree[b]
+                while nxt != -1 and nxt < k:
+                    if yMarkers[nxt] == 1:
+                        break
+                    yMarkers[nxt] = 1
+                    elim[nnzE] = nxt
+                    nnzE += 1
+                    nxt = etree[nxt]
+                while nnzE:
+                    nnzE -= 1
+                    yIdx[nnzY] = elim[nnzE]
+                    nnzY += 1
+        for i in range(nnzY - 1, -1, -1):
+            c = yIdx[i]
+            t = nextcol[c]
+            rowcols[q] = c
+            tpos[q] = t
+            Li[t] = k
+            q += 1
+            nextcol[c] = t + 1
+            yMarkers[c] = 0
+        rowptr[k + 1] = q
+    return rowptr, rowcols, tpos, Li
+
+
+def _factor_rows(n, Ap, Ai, Ax, Lp, Li, rowptr, rowcols, tpos, Lx, Dinv, yVals):
+    """:func:`_factor_one` on the precomputed row structure (:func:`_row_structure`): the same
+    operations in the same order (the same factors, bit for bit), without the elimination-tree walks.
+    ``yVals`` must be zero on entry (it is on return). False on a bad pivot."""
+    for k in range(n):
+        dk = 0.0
+        for p in range(Ap[k], Ap[k + 1]):
+            b = Ai[p]
+            if b == k:
+                dk = Ax[p]
+            else:
+                yVals[b] = Ax[p]
+        for q in range(rowptr[k], rowptr[k + 1]):
+            c = rowcols[q]
+            t = tpos[q]
+            yc = yVals[c]
+            for j in range(Lp[c], t):
+                yVals[Li[j]] -= Lx[j] * yc
+            lx = yc * Dinv[c]
+            Lx[t] = lx
+            dk -= yc * lx
+            yVals[c] = 0.0
+        if not (dk != 0.0 and np.isfinite(dk)):  # (yVals is zero again: every entry of row k was visited)
+            return False
+        Dinv[k] = 1.0 / dk
+    return True
+
+
 def _solve_one(n, Lp, Li, Lx, Dinv, x):
     """``x <- (L D L^T)^{-1} x`` in place (permuted coordinates)."""
     for i in range(n):
@@ -149,25 +229,21 @@ def _solve_one(n, Lp, Li, Lx, Dinv, x):
         x[i] = s
 
 
-def _factor_solve_batch(n, Ap, Ai, AX, Lp, etree, perm, RHS, keep, LI, LX, DINV):
+def _factor_solve_batch(n, Ap, Ai, AX, Lp, Li, rowptr, rowcols, tpos, perm, RHS, keep, LI, LX, DINV, X):
     """Factor every row of ``AX`` (values on the permuted pattern) and solve with the row of ``RHS``
-    (original order); returns ``(X, ok)``. With ``keep`` the factors are stored in ``LI, LX, DINV``."""
+    (original order) into ``X`` (B, n); returns ``(X, ok)``. With ``keep`` the factors are stored in
+    ``LI, LX, DINV``. ``Li, rowptr, rowcols, tpos``: :func:`_row_structure`."""
     B = AX.shape[0]
     nnzL = Lp[n]
-    Li = np.zeros(max(nnzL, 1), np.int64)
     Lx = np.zeros(max(nnzL, 1))
     Dinv = np.zeros(n)
-    yMarkers = np.zeros(n, np.int8)
-    yIdx = np.zeros(n, np.int64)
-    elim = np.zeros(n, np.int64)
-    nextcol = np.zeros(n, np.int64)
     yVals = np.zeros(n)
     x = np.zeros(n)
-    X = np.zeros((B, n))
     ok = np.zeros(B, np.bool_)
     for b in range(B):
-        good = _factor_one(n, Ap, Ai, AX[b], Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, nextcol, yVals)
+        good = _factor_rows(n, Ap, Ai, AX[b], Lp, Li, rowptr, rowcols, tpos, Lx, Dinv, yVals)
         if not good:
+            X[b, :] = 0.0
             continue
         for i in range(n):
             x[i] = RHS[b, perm[i]]
@@ -185,9 +261,8 @@ def _factor_solve_batch(n, Ap, Ai, AX, Lp, etree, perm, RHS, keep, LI, LX, DINV)
     return X, ok
 
 
-def _solve_batch(n, Lp, perm, LI, LX, DINV, RHS):
+def _solve_batch(n, Lp, perm, LI, LX, DINV, RHS, X):
     B = RHS.shape[0]
-    X = np.zeros((B, n))
     x = np.zeros(n)
     for b in range(B):
         for i in range(n):
@@ -204,10 +279,13 @@ class Factors:
     def __init__(self, symbolic: "SymbolicLDL", LI, LX, DINV, ok):
         self.symbolic, self.LI, self.LX, self.DINV, self.ok = symbolic, LI, LX, DINV, ok
 
-    def solve(self, RHS: np.ndarray) -> np.ndarray:
-        """``K_b^{-1} rhs_b`` for every row (original order), shape ``(B, n)``."""
+    def solve(self, RHS: np.ndarray, out: np.ndarray = None) -> np.ndarray:
+        """``K_b^{-1} rhs_b`` for every row (original order), shape ``(B, n)`` (into ``out`` if given:
+        C-contiguous, that shape)."""
         s = self.symbolic
-        return _solve_batch(s.n, s.Lp, s.perm, self.LI, self.LX, self.DINV, np.ascontiguousarray(RHS, float))
+        RHS = np.ascontiguousarray(RHS, float)
+        X = np.zeros(RHS.shape) if out is None else out
+        return _solve_batch(s.n, s.Lp, s.perm, self.LI, self.LX, self.DINV, RHS, X)
 
 
 class SymbolicLDL:
@@ -284,6 +362,12 @@ class SymbolicLDL:
             etree, Lnz = _etree(self.n, self.Ap, self.Ai)
             self._tree = (etree, np.concatenate([[0], np.cumsum(Lnz)]).astype(np.int64))
         return self._tree
+
+    def _rows(self):
+        """:func:`_row_structure` of the pattern (computed once)."""
+        if getattr(self, "_row_struct", None) is None:
+            self._row_struct = _row_structure(self.n, self.Ap, self.Ai, self.Lp, self.etree)
+        return self._row_struct
 
     @property
     def etree(self) -> np.ndarray:
@@ -364,20 +448,31 @@ class SymbolicLDL:
             raise ValueError("row product outside the symbolic pattern")
         return sp.csr_matrix((vv, (ks, s)), shape=(R.shape[0], self.nnz))
 
-    def factor_solve(self, AX: np.ndarray, RHS: np.ndarray, keep: bool = False):
+    def factor_solve(self, AX: np.ndarray, RHS: np.ndarray, keep: bool = False, reuse: bool = False):
         """Factorize every row of ``AX`` (B, nnz) and solve with ``RHS`` (B, n).
 
         Returns ``(X, ok)`` (and the :class:`Factors` when ``keep``); ``ok[b]`` False where sample
-        ``b``'s matrix had a zero or non-finite pivot or its solution is not finite."""
+        ``b``'s matrix had a zero or non-finite pivot or its solution is not finite. ``reuse``: the
+        factors and ``X`` live in buffers this object keeps (grown as needed), valid until its next
+        ``reuse`` call: fresh arrays of ~1 MB cost ~0.1 ms per sample in page faults on first touch
+        (measured, 1k-node networks), more than the factorization's arithmetic."""
         B = AX.shape[0]
         if B < NUMBA_MIN_BATCH and not keep and _qdldl is not None:
             return self._factor_solve_qdldl(np.asarray(AX, float), np.asarray(RHS, float))
         nL = max(self.nnz_L, 1)
-        LI = np.zeros(nL, np.int64)
-        LX = np.zeros((B if keep else 0, nL))
-        DINV = np.zeros((B if keep else 0, self.n))
-        X, ok = _factor_solve_batch(self.n, self.Ap, self.Ai, np.ascontiguousarray(AX, float), self.Lp, self.etree,
-                                    self.perm, np.ascontiguousarray(RHS, float), keep, LI, LX, DINV)
+        nk = B if keep else 0
+        if reuse:
+            buf = getattr(self, "_buf", None)
+            if buf is None or buf[1].shape[0] < B:
+                cap = max(B, 2 * (buf[1].shape[0] if buf is not None else 0))
+                buf = self._buf = (np.zeros(nL, np.int64), np.zeros((cap, nL)), np.zeros((cap, self.n)),
+                                   np.zeros((cap, self.n)))
+            LI, LX, DINV, X = buf[0], buf[1][:nk], buf[2][:nk], buf[3][:B]
+        else:
+            LI, LX, DINV, X = np.zeros(nL, np.int64), np.zeros((nk, nL)), np.zeros((nk, self.n)), np.zeros((B, self.n))
+        rowptr, rowcols, tpos, Li = self._rows()
+        X, ok = _factor_solve_batch(self.n, self.Ap, self.Ai, np.ascontiguousarray(AX, float), self.Lp, Li, rowptr,
+                                    rowcols, tpos, self.perm, np.ascontiguousarray(RHS, float), keep, LI, LX, DINV, X)
         if keep:
             return X, ok, Factors(self, LI, LX, DINV, ok)
         return X, ok
