@@ -184,8 +184,7 @@ def classify(rc, stderr: str, flag: str, written: str, value=None) -> str:
     if rc == 1:
         return "not solved"
     if rc == 2:
-        named = names_option(stderr, flag) or (value is not None and len(value) > 1 and value[:30] in stderr)
-        return "refused" if named else "unnamed"
+        return "refused" if names_option(stderr, flag) or names_value(stderr, value) else "unnamed"
     return "other"
 
 
@@ -193,6 +192,15 @@ def names_option(stderr: str, flag: str) -> bool:
     """Does the message name the option (``--lr``, or its words such as ``lr``/``learning rate``)?"""
     words = flag.lstrip("-")
     return flag in stderr or words in stderr or words.replace("-", " ") in stderr or words.replace("-", "_") in stderr
+
+
+def names_value(stderr: str, value) -> bool:
+    """Does the message name the value given (or, for a list, one of its items), quoted or as a file?"""
+    if not value:
+        return False
+    if len(value) > 1 and value[:30] in stderr:
+        return True
+    return any(f"'{v}'" in stderr or f"{v}: " in stderr for v in value.split(",") if v)
 
 
 def last_line(text: str) -> str:

@@ -50,7 +50,7 @@ def test_every_option_of_the_quick_commands(fuzz, baseline, tmp_path, capsys, mo
         args = [a.format(out=tmp_path / f"o{k}", **files) for a in argv]
         rc, out, err = run(args, capsys)
         ran.append(rc)
-        named = fuzz.names_option(err, flag) or (value is not None and len(value) > 1 and value[:30] in err)
+        named = fuzz.names_option(err, flag) or fuzz.names_value(err, value)
         if flag in fuzz.PATH_OPTIONS and value:
             out = out.replace(value, "")  # the file's own name printed back is not a number
         if rc not in (0, 1, 2) or (rc == 2 and not named) or fuzz.NONFINITE.search(out.encode()):
@@ -81,7 +81,8 @@ def test_fit_options_that_were_ignored(tmp_path, capsys):
                        (["fit", *IRIS, "--method", "exact", "--beta", "1e-4"], "--beta is the nudge of EP"),
                        (["fit", *IRIS, "--source-lr", "0.1"], "--source-lr is the learning rate of trained sources"),
                        (nmos + ["--lr", "0.1"], "--lr: no resistor is trained"),
-                       (nmos + ["--g-min", "1e-6", "--g-max", "1"], "--g-min, --g-max: no resistor is trained")):
+                       (nmos + ["--g-min", "1e-6", "--g-max", "1"], "--g-min, --g-max: no resistor is trained"),
+                       (["fit", *IRIS, "--margin", "1e308"], "--margin 1e+308 V is more than 1e+06 times the span")):
         rc, _, err = run(argv + ["--out", str(tmp_path / "o")], capsys)
         assert rc == 2 and word in err, (argv[-2:], err)
         assert not (tmp_path / "o").exists()

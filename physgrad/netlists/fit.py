@@ -82,6 +82,8 @@ from physgrad.runs import save_checkpoint as save_arrays
 from physgrad.types import NotSolvedError, PhysgradError
 
 FIT_METHODS = tuple(m for m in METHODS if m not in ("tbp", "rbp"))
+MAX_SPANS = 1e6
+"""``--margin`` and ``--temperature`` (V) are refused above this many spans of the source voltages."""
 CHECKPOINT = "checkpoint.npz"
 TRAIN_READS, EVAL_READS = 0, 1
 """First entry of the :class:`ReadThrough` key of a training step ``(0, n)`` and of an evaluation
@@ -323,6 +325,11 @@ def resolve(spec: FitSpec) -> FitProblem:
     elif loss_kind in ("argmax", "xent") and n_out != K:
         raise PhysgradError(f"--loss {loss_kind} needs one output node per class: {K} classes "
                             f"({', '.join(classes)}) but {n_out} outputs ({', '.join(outputs)})")
+    for option in ("margin", "temperature"):  # in V: beyond 1e6 spans it only overflows the targets
+        value = getattr(spec, option)
+        if value is not None and value > MAX_SPANS * span:
+            raise PhysgradError(f"--{option} {value:g} V is more than {MAX_SPANS:g} times the span of the source "
+                                f"voltages ({span:g} V)")
     loss = Loss(loss_kind, K, None if levels is None else tuple(float(v) for v in levels),
                 margin=spec.margin if spec.margin is not None else 0.05 * span,
                 temperature=spec.temperature if spec.temperature is not None else 0.05 * span)
