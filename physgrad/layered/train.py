@@ -251,6 +251,13 @@ class TrainConfig:
         if self.threads < 1:
             raise PhysgradError(f"threads must be >= 1, got {self.threads}")
         preset = self.resolved_preset
+        in_dtype = np.dtype(self.dtype).type
+        scales = [("beta", preset.beta)] + ([("input_gain", preset.input_gain)] if preset.model == "drn" else [])
+        for name, value in scales:  # e.g. beta = 1e308 is inf in float32: no learning, silently
+            with np.errstate(over="ignore", under="ignore"):
+                cast = in_dtype(value)
+            if not (np.isfinite(cast) and cast > 0):
+                raise PhysgradError(f"{name} = {value:g} is not a positive finite {self.dtype} (the run's dtype)")
         if (self.dataset == "digits") != (preset.n_inputs == 64):
             raise PhysgradError(f"preset {preset.name!r} takes {preset.n_inputs} inputs; dataset {self.dataset!r} has "
                                 f"{64 if self.dataset == 'digits' else MNIST_PIXELS} pixels per image")
