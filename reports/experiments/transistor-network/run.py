@@ -19,7 +19,7 @@ Two regimes (``--regime``):
 Run from the repository root::
 
     PYTHONPATH=$PWD python3 reports/experiments/transistor-network/run.py [--regime R] [--steps N] \
-        [--tau T] [--eta E] [--seed S] [--out DIR]
+        [--steps N] [--tau T] [--eta E] [--gamma G] [--seed S] [--out DIR]
 
 Writes ``metrics_<task>_<rule>.csv`` (step, cost, cosine, predictions), ``summary.json`` and the
 plots ``xor.png``, ``regression.png``, ``modes.png``, ``cosine.png`` into ``--out`` (default: this
@@ -66,9 +66,11 @@ def tasks(steps: int, tau: float = 1000.0, eta: float = 0.01) -> dict:
     return {"xor": (xor_net, X_XOR, Y_XOR, cfgs), "regression": (reg_net, X_REG, Y_REG, cfgs)}
 
 
-def pnas_tasks(steps: int, tau: float = float("inf"), eta: dict | None = None) -> dict:
-    """The pnas-regime tasks (see the module docstring): node ``k`` here is pyclln's node ``k + 1``."""
+def pnas_tasks(steps: int, tau: float = float("inf"), eta: dict | None = None, gamma: dict | None = None) -> dict:
+    """The pnas-regime tasks (see the module docstring): node ``k`` here is pyclln's node ``k + 1``;
+    ``eta`` and ``gamma`` (per-example rate, 1/V) per task, default the reproduction's."""
     eta = {"xor": 0.5, "regression": 1.0} if eta is None else eta
+    gamma = PNAS_GAMMA if gamma is None else gamma
     edges = torus_edges(4, 4)
     dev = {"model": ALD1106_MODEL, "W": ALD1106_W, "L": ALD1106_L}
     nets = {"xor": TwinNetwork(16, edges, inputs=(15, 13), fixed=((5, 0.11), (7, 0.33)), outputs=(10, 0),
@@ -80,7 +82,7 @@ def pnas_tasks(steps: int, tau: float = float("inf"), eta: dict | None = None) -
         X, Y = data[task]
         common = {"tau_steps": tau, "v_rest": 3.0, "steps": steps, "record_every": max(1, steps // 500),
                   "eta": eta[task], "v_gate_min": 0.4, "v_gate_max": 8.0, "v_gate0": 3.0}
-        local_rate = hardware_rate(net, PNAS_GAMMA[task], eta[task], len(X))
+        local_rate = hardware_rate(net, gamma[task], eta[task], len(X))
         out[task] = (net, X, Y, {"local": TwinConfig(rate=local_rate, **common),
                                  "exact": TwinConfig(rate=PNAS_EXACT_RATE[task], **common)})
     return out
@@ -120,6 +122,8 @@ def main(argv=None) -> dict:
                     help="gate-capacitor leak time (steps); default 1000 (torus-1V) or none (pnas)")
     ap.add_argument("--eta", type=float, default=None,
                     help="clamping fraction; default 0.01 (torus-1V), 0.5 XOR / 1.0 regression (pnas)")
+    ap.add_argument("--gamma", type=float, default=None,
+                    help="pnas: the local rule's per-example rate (1/V); default 0.3 XOR, 0.4 regression")
     ap.add_argument("--tasks", default="xor,regression", help="comma-separated subset of xor,regression")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
@@ -129,12 +133,13 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.regime == "pnas":
         tau = float("inf") if args.tau is None else args.tau
-        todo = pnas_tasks(args.steps, tau, None if args.eta is None else {"xor": args.eta, "regression": args.eta})
+        todo = pnas_tasks(args.steps, tau, None if args.eta is None else {"xor": args.eta, "regression": args.eta},
+                          None if args.gamma is None else {"xor": args.gamma, "regression": args.gamma})
     else:
         tau = 1000.0 if args.tau is None else args.tau
         todo = tasks(args.steps, tau, 0.01 if args.eta is None else args.eta)
     summary = {"regime": args.regime, "tasks": wanted, "steps": args.steps, "seed": args.seed,
-               "tau_steps": tau if np.isfinite(tau) else None, "eta": args.eta, "runs": {}}
+               "tau_steps": tau if np.isfinite(tau) else None, "eta": args.eta, "gamma": args.gamma, "runs": {}}
     hists = {}
     for task, (net, X, Y, cfgs) in todo.items():
         if task not in wanted:

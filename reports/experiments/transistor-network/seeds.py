@@ -24,8 +24,10 @@ def rows(dirs) -> dict:
     for d in dirs:
         s = json.loads((Path(d) / "summary.json").read_text())
         tau, eta = s.get("tau_steps"), s.get("eta")
+        gamma = s.get("gamma")
         setting = (f"{s.get('regime', 'torus-1V')}, tau {'-' if tau is None else f'{tau:g}'}, "
-                   f"eta {'-' if eta is None else f'{eta:g}'}, {s['steps']} steps")
+                   f"eta {'-' if eta is None else f'{eta:g}'}, " + ("" if gamma is None else f"gamma {gamma:g}, ")
+                   + f"{s['steps']} steps")
         for key, run in s["runs"].items():
             task, rule = key.split("/")
             out[setting, task, rule].append((s["seed"], run))
