@@ -167,3 +167,18 @@ def test_pnas_regime_can_represent_the_saturating_ramp():
                  options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
     m = error_modes(Xr[:, 0], net.predict(solve_batch(net, r.x, Xr).v)[:, 0] - Yr[:, 0])
     assert abs(m[2]) < 0.1 * abs(m0[2]) and r.fun < 1e-2 * f(vg0)[0]
+
+
+def test_annealing_scales_each_step():
+    """Step k's change (update and leak) is scaled by 1 / (1 + k / T): two steps by hand."""
+    net, vg0 = _net(), _vg(2)
+    cfg = TwinConfig(eta=0.1, rate=2e4, tau_steps=50.0, v_rest=2.5, steps=2, record_every=1, anneal_steps=1.0)
+    got = train(net, X, Y_XOR, cfg, "local", v_gate0=vg0).v_gate
+    vg = vg0.copy()
+    for k in range(2):
+        free = solve_batch(net, vg, X)
+        u = local_update(net, free, solve_batch(net, vg, X, clamp=net.clamp(free.v, Y_XOR, 0.1)), 0.1)
+        vg = np.clip(vg + (cfg.rate * u - (vg - 2.5) / 50.0) / (1.0 + k), 0.0, 5.0)
+    assert np.max(np.abs(got - vg)) <= 1e-9 and np.max(np.abs(got - vg0)) > 1e-3
+    with pytest.raises(PhysgradError, match="anneal_steps"):
+        TwinConfig(anneal_steps=0.0)

@@ -268,7 +268,10 @@ def cost_and_gradient(net: TwinNetwork, v_gate: np.ndarray, X: np.ndarray, Y: np
 class TwinConfig:
     """Training of the twin network: ``eta`` (nudge, dimensionless, (0, 1]); ``rate`` (learning
     rate alpha, V per unit of ``u``: see the module docstring); ``tau_steps`` (capacitor leak time in
-    steps; ``inf``: none); ``v_rest`` (V, where the leak pulls); ``steps``; gate-voltage clip (V)."""
+    steps; ``inf``: none); ``v_rest`` (V, where the leak pulls); ``steps``; gate-voltage clip (V);
+    ``anneal_steps`` (``T``; ``inf``: none): step ``k``'s whole change (update and leak) is scaled by
+    ``1 / (1 + k / T)``, a shrinking time step (as if the charging current were turned down), which
+    keeps the fixed points and slows the drift once a state is learned."""
 
     eta: float = 0.1
     rate: float = 0.02
@@ -279,10 +282,13 @@ class TwinConfig:
     v_gate_max: float = 5.0
     v_gate0: float = 2.5
     record_every: int = 10
+    anneal_steps: float = np.inf
 
     def __post_init__(self):
         if not 0 < self.eta <= 1:
             raise PhysgradError(f"eta must lie in (0, 1], got {self.eta}")
+        if not self.anneal_steps > 0:
+            raise PhysgradError(f"anneal_steps must be > 0 (inf: no annealing), got {self.anneal_steps}")
         if not self.rate > 0 or not self.tau_steps > 0 or self.steps < 1 or self.v_gate_max <= self.v_gate_min:
             raise PhysgradError("rate and tau_steps must be > 0, steps >= 1, v_gate_max > v_gate_min")
 
@@ -346,7 +352,8 @@ def train(net: TwinNetwork, X: np.ndarray, Y: np.ndarray, cfg: TwinConfig, rule:
             break
         u = u_local if rule == "local" else -g
         leak = 0.0 if np.isinf(cfg.tau_steps) else (vg - cfg.v_rest) / cfg.tau_steps
-        vg = np.clip(vg + cfg.rate * u - leak, cfg.v_gate_min, cfg.v_gate_max)
+        scale = 1.0 if np.isinf(cfg.anneal_steps) else 1.0 / (1.0 + step / cfg.anneal_steps)
+        vg = np.clip(vg + scale * (cfg.rate * u - leak), cfg.v_gate_min, cfg.v_gate_max)
     hist.v_gate = vg
     return hist
 

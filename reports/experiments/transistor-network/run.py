@@ -18,8 +18,8 @@ Two regimes (``--regime``):
 
 Run from the repository root::
 
-    PYTHONPATH=$PWD python3 reports/experiments/transistor-network/run.py [--regime R] [--steps N] \
-        [--steps N] [--tau T] [--eta E] [--gamma G] [--seed S] [--out DIR]
+    PYTHONPATH=$PWD python3 reports/experiments/transistor-network/run.py [--regime R] [--tasks xor,regression] \
+        [--steps N] [--tau T] [--eta E] [--gamma G] [--anneal T] [--seed S] [--out DIR]
 
 Writes ``metrics_<task>_<rule>.csv`` (step, cost, cosine, predictions), ``summary.json`` and the
 plots ``xor.png``, ``regression.png``, ``modes.png``, ``cosine.png`` into ``--out`` (default: this
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -124,6 +125,8 @@ def main(argv=None) -> dict:
                     help="clamping fraction; default 0.01 (torus-1V), 0.5 XOR / 1.0 regression (pnas)")
     ap.add_argument("--gamma", type=float, default=None,
                     help="pnas: the local rule's per-example rate (1/V); default 0.3 XOR, 0.4 regression")
+    ap.add_argument("--anneal", type=float, default=None,
+                    help="anneal_steps T of both rules: step k's change scaled by 1/(1 + k/T) (default: none)")
     ap.add_argument("--tasks", default="xor,regression", help="comma-separated subset of xor,regression")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
@@ -138,7 +141,10 @@ def main(argv=None) -> dict:
     else:
         tau = 1000.0 if args.tau is None else args.tau
         todo = tasks(args.steps, tau, 0.01 if args.eta is None else args.eta)
-    summary = {"regime": args.regime, "tasks": wanted, "steps": args.steps, "seed": args.seed,
+    if args.anneal is not None:
+        todo = {t: (n, X, Y, {r: dataclasses.replace(c, anneal_steps=args.anneal) for r, c in cfgs.items()})
+                for t, (n, X, Y, cfgs) in todo.items()}
+    summary = {"regime": args.regime, "tasks": wanted, "anneal_steps": args.anneal, "steps": args.steps, "seed": args.seed,
                "tau_steps": tau if np.isfinite(tau) else None, "eta": args.eta, "gamma": args.gamma, "runs": {}}
     hists = {}
     for task, (net, X, Y, cfgs) in todo.items():

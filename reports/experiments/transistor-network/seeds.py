@@ -27,6 +27,7 @@ def rows(dirs) -> dict:
         gamma = s.get("gamma")
         setting = (f"{s.get('regime', 'torus-1V')}, tau {'-' if tau is None else f'{tau:g}'}, "
                    f"eta {'-' if eta is None else f'{eta:g}'}, " + ("" if gamma is None else f"gamma {gamma:g}, ")
+                   + ("" if s.get("anneal_steps") is None else f"anneal {s['anneal_steps']:g}, ")
                    + f"{s['steps']} steps")
         for key, run in s["runs"].items():
             task, rule = key.split("/")
