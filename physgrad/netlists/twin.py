@@ -57,6 +57,15 @@ from physgrad.types import NotSolvedError, PhysgradError
 
 EDGE_MODEL = MosfetModel("edge", "nmos", VTO=0.7, KP=2e-5, LAMBDA=0.0, GAMMA=0.0, PHI=0.6)
 
+#: The ALD1106 NMOS array fitted to SPICE level 1 as a public reproduction of the paper's circuits
+#: states it (Ma-Lab-Cal/pyclln, ``device_model/nmos_lvl1_ald1106.lib``): VTO 0.75 V, KP 62.5 uA/V^2,
+#: LAMBDA 0.2 /V, GAMMA 1.09 V^0.5, PHI 0.95 V, with ``W = 138 um``, ``L = 7.8 um`` (beta = 1.1 mA/V^2).
+#: The source/drain sheet resistances of that file (``rsh = 73 ohm/sq``, ``nrs = 1``, ``nrd = 0.3``:
+#: 73 and 22 ohm in series) are not modelled here.
+ALD1106_MODEL = MosfetModel("ald1106", "nmos", VTO=0.75, KP=6.249608378152027e-05, LAMBDA=0.19998491299329302,
+                            GAMMA=1.09, PHI=0.9499477708465783)
+ALD1106_W, ALD1106_L = 138e-6, 7.8e-6
+
 
 def torus_edges(rows: int = 4, cols: int = 4) -> np.ndarray:
     """Edges of a ``rows x cols`` periodic square lattice (node ``r * cols + c``): 2 edges per node,
@@ -259,7 +268,10 @@ def cost_and_gradient(net: TwinNetwork, v_gate: np.ndarray, X: np.ndarray, Y: np
 class TwinConfig:
     """Training of the twin network: ``eta`` (nudge, dimensionless, (0, 1]); ``rate`` (learning
     rate alpha, V per unit of ``u``: see the module docstring); ``tau_steps`` (capacitor leak time in
-    steps; ``inf``: none); ``v_rest`` (V, where the leak pulls); ``steps``; gate-voltage clip (V)."""
+    steps; ``inf``: none); ``v_rest`` (V, where the leak pulls); ``steps``; gate-voltage clip (V);
+    ``anneal_steps`` (``T``; ``inf``: none): step ``k``'s whole change (update and leak) is scaled by
+    ``1 / (1 + k / T)``, a shrinking time step (as if the charging current were turned down), which
+    keeps the fixed points and slows the drift once a state is learned."""
 
     eta: float = 0.1
     rate: float = 0.02
@@ -270,10 +282,13 @@ class TwinConfig:
     v_gate_max: float = 5.0
     v_gate0: float = 2.5
     record_every: int = 10
+    anneal_steps: float = np.inf
 
     def __post_init__(self):
         if not 0 < self.eta <= 1:
             raise PhysgradError(f"eta must lie in (0, 1], got {self.eta}")
+        if not self.anneal_steps > 0:
+            raise PhysgradError(f"anneal_steps must be > 0 (inf: no annealing), got {self.anneal_steps}")
         if not self.rate > 0 or not self.tau_steps > 0 or self.steps < 1 or self.v_gate_max <= self.v_gate_min:
             raise PhysgradError("rate and tau_steps must be > 0, steps >= 1, v_gate_max > v_gate_min")
 
@@ -337,9 +352,26 @@ def train(net: TwinNetwork, X: np.ndarray, Y: np.ndarray, cfg: TwinConfig, rule:
             break
         u = u_local if rule == "local" else -g
         leak = 0.0 if np.isinf(cfg.tau_steps) else (vg - cfg.v_rest) / cfg.tau_steps
-        vg = np.clip(vg + cfg.rate * u - leak, cfg.v_gate_min, cfg.v_gate_max)
+        scale = 1.0 if np.isinf(cfg.anneal_steps) else 1.0 / (1.0 + step / cfg.anneal_steps)
+        vg = np.clip(vg + scale * (cfg.rate * u - leak), cfg.v_gate_min, cfg.v_gate_max)
     hist.v_gate = vg
     return hist
+
+
+def hardware_rate(net: TwinNetwork, gamma: float, eta: float, n_examples: int) -> float:
+    r"""The ``rate`` of :class:`TwinConfig` that equals the hardware's per-example rule.
+
+    The circuit of Dillavou et al. charges each gate by ``dV_G = gamma ((dV^F)^2 - (dV^C)^2)`` per
+    presented example (``gamma`` in 1/V). Summed over one pass through ``n`` examples at fixed gates
+    this is ``n gamma <(dV^F)^2 - (dV^C)^2>``, i.e. :func:`train`'s step ``rate * u`` with
+
+    .. math:: \text{rate} = \frac{2\,n\,\gamma\,\eta}{\beta}\quad(\text{V per unit of } u).
+
+    (The hardware updates after each example, so the two agree to first order in ``gamma``.)
+    """
+    if not gamma > 0 or not 0 < eta <= 1 or n_examples < 1:
+        raise PhysgradError("hardware_rate needs gamma > 0, 0 < eta <= 1 and n_examples >= 1")
+    return 2.0 * n_examples * gamma * eta / net.beta
 
 
 def error_modes(x: np.ndarray, err: np.ndarray) -> np.ndarray:
@@ -352,4 +384,4 @@ def error_modes(x: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["TwinNetwork", "TwinConfig", "TwinHistory", "torus_edges", "solve_batch", "cost_and_gradient",
-           "local_update", "train", "error_modes", "EDGE_MODEL"]
+           "local_update", "train", "error_modes", "hardware_rate", "EDGE_MODEL", "ALD1106_MODEL", "ALD1106_W", "ALD1106_L"]
