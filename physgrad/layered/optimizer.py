@@ -86,3 +86,29 @@ class LayerOptimizer:
                 s[k] = (a.copy(),)
             state.append(s)
         return state
+
+
+class OptimizerState:
+    """The checkpoint methods of a stepper's optimizer state, one definition for every stepper.
+
+    A stepper using it has ``optimizer`` (a :class:`LayerOptimizer`, or ``None`` for SGD, which keeps
+    no state) and ``opt_state``; :meth:`_state_like` gives the host arrays the state is shaped like
+    (default ``self.params``; a device-resident stepper returns its host copy). The arrays are those
+    of :meth:`LayerOptimizer.state_arrays`, so a checkpoint moves between the steppers.
+    """
+
+    def _state_like(self):
+        return self.params
+
+    def state_arrays(self) -> dict:
+        """The optimizer state as named arrays (empty for SGD)."""
+        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Continue from a checkpoint's optimizer state; an SGD run refuses any state arrays."""
+        if self.optimizer is None:
+            if arrays:
+                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
+            return
+        self.opt_state = self.optimizer.load_state_arrays(arrays, self._state_like())
+

@@ -30,6 +30,7 @@ import numpy as np
 
 from physgrad.layered import fused
 from physgrad.layered.engines import plan_engine, preset_traits
+from physgrad.layered.optimizer import OptimizerState
 from physgrad.layered.presets import Preset
 from physgrad.types import PhysgradError
 
@@ -215,7 +216,7 @@ class FusedTBPStepper(FusedCEPStepper):
         return free, np.argmax(free[-1], axis=1)
 
 
-class CompiledCEPStepper(_HostFusedEvaluation):
+class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
     """Centered EP on the compiled kernel of :mod:`physgrad.layered.kernels.numba_cpu` (one call per
     batch; ``params`` updated in place). Evaluation is the numpy kernel's (large BLAS products).
 
@@ -287,20 +288,6 @@ class CompiledCEPStepper(_HostFusedEvaluation):
             *p.learning_rates(lr_scale), p.sweeps, s0, next_s0, optimizer=opt, device_w1=self.device_w1)
         return s_plus, np.argmax(free[-1], axis=1)
 
-    def state_arrays(self) -> dict:
-        """The optimizer state as named arrays (empty for SGD; the format of
-        :meth:`physgrad.layered.optimizer.LayerOptimizer.state_arrays`, so a checkpoint moves between
-        this stepper and the numpy ones)."""
-        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
-
-    def load_state_arrays(self, arrays: dict) -> None:
-        """Continue from a checkpoint's optimizer state."""
-        if self.optimizer is None:
-            if arrays:
-                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
-            return
-        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
-
     def close(self):
         """Restore numba's thread count."""
         import numba
@@ -328,7 +315,7 @@ def backend_info(backend: str, threads: int, device: str = "cpu") -> dict:
     return info
 
 
-class RuleStepper:
+class RuleStepper(OptimizerState):
     """Any learning rule of :mod:`physgrad.learning` on ``preset.energy()`` and ``preset.minimizer()``.
 
     The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
@@ -419,18 +406,6 @@ class RuleStepper:
         self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))
         warm = [np.asarray(s, dtype=self.dtype) for s in last.state]
         return warm, np.argmax(np.asarray(self.energy.outputs(free.state)), axis=1)
-
-    def state_arrays(self) -> dict:
-        """The optimizer state as named arrays (empty for SGD)."""
-        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
-
-    def load_state_arrays(self, arrays: dict) -> None:
-        """Continue from a checkpoint's optimizer state."""
-        if self.optimizer is None:
-            if arrays:
-                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
-            return
-        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
 
     def evaluate(self, params, x):
         """Block coordinate descent on the energy from the zero state, ``preset.sweeps_eval`` sweeps

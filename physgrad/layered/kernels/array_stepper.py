@@ -18,6 +18,7 @@ import numpy as np
 
 from physgrad.layered import fused
 from physgrad.layered.kernels import _math
+from physgrad.layered.optimizer import OptimizerState
 from physgrad.types import PhysgradError
 
 
@@ -128,8 +129,7 @@ class ArrayCEPStepper:
         """Nothing to release."""
 
 
-
-class OptimizerCEPStepper(ArrayCEPStepper):
+class OptimizerCEPStepper(OptimizerState, ArrayCEPStepper):
     """Centered EP on numpy arrays with ``preset.optimizer`` = ``momentum`` or ``adam``
     (:class:`physgrad.layered.optimizer.LayerOptimizer`): the update factors at unit learning rate
     are minus the C-EP gradient estimate, :math:`g_k = -A_k^\\top B_k` and :math:`-db_k`; each array
@@ -162,10 +162,3 @@ class OptimizerCEPStepper(ArrayCEPStepper):
             new = tuple(np.maximum(W, 0, out=W) for W in new[:L]) + new[L:]
         return new
 
-    def state_arrays(self) -> dict:
-        """The optimizer state as named arrays (for the checkpoint)."""
-        return self.optimizer.state_arrays(self.opt_state)
-
-    def load_state_arrays(self, arrays: dict) -> None:
-        """Continue from a checkpoint's optimizer state."""
-        self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from physgrad.energies.conv import ConvHopfield
+from physgrad.layered.optimizer import OptimizerState
 from physgrad.minimizers.block import layer_groups
 from physgrad.types import PhysgradError
 
@@ -295,7 +296,7 @@ def predict(energy: ConvHopfield, ops, params, x, sweeps: int, schedule: str):
     return relax(energy, ops, params, imgs, out, z1, sweeps, schedule).out
 
 
-class ConvEPStepper:
+class ConvEPStepper(OptimizerState):
     """EP on the convolutional Hopfield energy (``--engine fast`` of the ``dchn`` presets).
 
     Parameters
@@ -421,15 +422,9 @@ class ConvEPStepper:
             return tuple(self.ops.to_host(a) for a in arrays)
         return tuple(arrays)
 
-    def state_arrays(self) -> dict:
-        return {} if self.optimizer is None else self.optimizer.state_arrays(self.opt_state)
-
-    def load_state_arrays(self, arrays: dict) -> None:
-        if self.optimizer is None:
-            if arrays:
-                raise PhysgradError(f"optimizer state {sorted(arrays)} for an SGD run")
-            return
-        self.opt_state = self.optimizer.load_state_arrays(arrays, self.to_host())
+    def _state_like(self):
+        """The optimizer state is shaped like the host copy of the parameters (:class:`OptimizerState`)."""
+        return self.to_host()
 
     def close(self):
         self._restore()
