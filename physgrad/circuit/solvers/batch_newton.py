@@ -200,10 +200,12 @@ def forward_at(bp: BatchProblem, U: np.ndarray) -> np.ndarray:
 
 
 def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rtol: float = 1e-13,
-                 max_iter: int = 200, skip=None) -> BatchNewtonResult:
+                 max_iter: int = 200, skip=None, lockstep: bool = False) -> BatchNewtonResult:
     """Damped, junction-limited Newton from ``U0`` (B, n) for every sample (module docstring).
     Samples where ``skip`` (B,) bool is set are not iterated (status ``solver_error``, message
-    ``"not started"``)."""
+    ``"not started"``). A batch of one (``physgrad solve``) runs :func:`_newton_one`, the same
+    iteration without the batch's bookkeeping (the same arithmetic, the same answer bit for bit);
+    ``lockstep=True`` forces the batch loop (for tests)."""
     B, n = U0.shape
     IS, N, vt, gmin = bp.params
     nvt = N * vt
@@ -212,6 +214,8 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     if n * max(n, bp.S.shape[0]) <= DENSE_MAX:
         bp = replace(bp, H=bp.H.toarray(), S=bp.S.toarray())
     U = np.array(U0, dtype=float, copy=True)
+    if B == 1 and not lockstep and (skip is None or not skip[0]):
+        return _newton_one(bp, pattern, hv, U, rtol, max_iter, nvt, vcrit)
     allr = np.arange(B)
     status = np.full(B, "", dtype=object)
     messages = np.full(B, "", dtype=object)
@@ -329,3 +333,77 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
         finish(run[conv], "converged", max_iter, "within tolerance")
         finish(run[~conv], "max_iter", max_iter, f"{max_iter} iterations")
     return BatchNewtonResult(U, status, n_iter, messages, n_fact)
+
+
+def _newton_one(bp: BatchProblem, pattern: NewtonPattern, hv: np.ndarray, U: np.ndarray, rtol: float,
+                max_iter: int, nvt: np.ndarray, vcrit: np.ndarray) -> BatchNewtonResult:
+    """:func:`newton_batch`'s iteration for a batch of one (``U`` (1, n) V): the same rules and the same
+    array operations on the same (1, ...) arrays (hence the same answer, bit for bit), with the control
+    flow on Python scalars instead of index sets (~0.3 ms of Python per iteration less at 100 nodes)."""
+    n = U.shape[1]
+    r0 = np.zeros(1, np.int64)
+    n_fact = 0
+    E = float(energies(bp, r0, U)[0])
+    G, ratio, VD, SL = residuals(bp, r0, U, rtol)
+    ratio = float(ratio[0])
+
+    def out(status, it, msg, residual_note=True):
+        if residual_note:
+            msg = f"KCL residual {float(np.max(np.abs(G[0]), initial=0.0)):.2e} A; {msg}"
+        return BatchNewtonResult(U, np.array([status], dtype=object), np.array([it], np.int64),
+                                 np.array([msg], dtype=object), n_fact)
+
+    if not np.isfinite(E):
+        return out("solver_error", 0, "co-content overflows at the start point", residual_note=False)
+    within_msg = f"within rtol={rtol:g} of every node's own current scale"
+    polish = 0
+    settled = n == 0  # no free node (the sources set every voltage): nothing to iterate
+    vscale = bp.voltage_scale[0]
+    for it in range(1, max_iter + 1):
+        if ratio <= 1.0 and settled:
+            return out("converged", it - 1, within_msg)
+        dU, ok = pattern.symbolic.factor_solve(pattern.values(hv, SL), -G)
+        n_fact += 1
+        if not ok[0]:
+            return out("solver_error", it - 1, "singular Newton matrix")
+        if np.all(np.abs(dU) <= 8 * EPS * np.abs(U)):
+            return out("converged", it - 1, "the Newton correction is below round-off")
+        if ratio <= 1.0:  # polishing: full steps while they stay within tolerance
+            if not np.all(np.abs(dU) <= POLISH_RTOL * np.abs(U) + POLISH_ATOL) and polish < POLISH_STEPS:
+                Gt, rt, VDt, SLt = residuals(bp, r0, U + dU, rtol)
+                if rt[0] <= 1.0:
+                    settled = bool(np.all(np.abs(dU) <= SETTLED_RTOL * np.abs(U)))
+                    U = U + dU
+                    G, ratio, VD, SL = Gt, float(rt[0]), VDt, SLt
+                    E = float(energies(bp, r0, U)[0])
+                    polish += 1
+                    continue
+            return out("converged", it - 1, within_msg)
+        # damped step with junction limiting and Armijo line search
+        slope = float(np.sum(G * dU, axis=1)[0])
+        t_lim = float(junction_step_length(VD, _apply(bp.S, dU), nvt, vcrit)[0])
+        noise = float(_noise(bp, r0, U)[0])
+        t = 1.0
+        accepted = False
+        while t > 1e-20:
+            trial = U + t * dU
+            Et = float(energies(bp, r0, trial)[0])
+            armijo = Et <= E + 1e-4 * t * slope
+            rnd = (not armijo and Et <= E + noise
+                   and bool(np.all(np.abs(trial - U) <= 1e-6 * (np.abs(U) + vscale))))
+            if armijo or rnd:
+                Gt, rt, VDt, SLt = residuals(bp, r0, trial, rtol)
+                if armijo or rt[0] < ratio:
+                    settled = t == 1.0 and bool(np.all(np.abs(trial - U) <= SETTLED_RTOL * np.abs(U)))
+                    U, E = trial, Et
+                    G, ratio, VD, SL = Gt, float(rt[0]), VDt, SLt
+                    accepted = True
+                    break
+            jump = t > t_lim and (not np.isfinite(Et) or 0.5 * t < t_lim)
+            t = t_lim if jump else 0.5 * t
+        if not accepted:
+            res = float(np.max(np.abs(G[0]), initial=0.0))
+            return out("max_iter", it, f"line search failed at KCL residual {res:.2e} A", residual_note=False)
+    if ratio <= 1.0:
+        return out("converged", max_iter, "within tolerance")
+    return out("max_iter", max_iter, f"{max_iter} iterations")

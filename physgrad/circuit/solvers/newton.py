@@ -220,9 +220,11 @@ def _plain_newton(problem: Problem, u, rtol: float, max_iter: int):
     """Newton without ideal diodes by :func:`physgrad.circuit.solvers.batch_newton.newton_batch` (a
     batch of one: the same rules as :func:`_newton`, one symbolic LDL^T for all iterations)."""
     n = problem.n_u
+    smap = problem.current_scale_map()  # the KCL tolerances' scales, precomputed (None with a beta-nudge)
+    scale = problem.current_scale if smap is None else smap
 
     def scales(rows, U, I, SL):
-        return np.stack([problem.current_scale(U[k], I[k], SL[k]) for k in range(len(rows))]).reshape(len(rows), n)
+        return np.stack([scale(U[k], I[k], SL[k]) for k in range(len(rows))]).reshape(len(rows), n)
 
     bp = BatchProblem(problem.H.tocsr(), problem.f[None, :], problem.S.tocsr(), problem.e[None, :],
                       np.array([problem.const]), _params(problem), scales, np.array([problem.voltage_scale]))
