@@ -150,10 +150,12 @@ def energies(bp: BatchProblem, rows, U) -> np.ndarray:
     return np.where(np.isfinite(val), val, np.inf)
 
 
-def _noise(bp: BatchProblem, rows, U) -> np.ndarray:
-    """Round-off of :func:`energies` (W): ``16 eps`` times the sum of its terms' magnitudes."""
+def _noise(bp: BatchProblem, rows, U, absH=None) -> np.ndarray:
+    """Round-off of :func:`energies` (W): ``16 eps`` times the sum of its terms' magnitudes (``absH``:
+    ``|H|`` if already at hand)."""
     VD = _apply(bp.S, U) + bp.E[rows]
-    absH = np.abs(bp.H) if isinstance(bp.H, np.ndarray) else abs(bp.H)
+    if absH is None:
+        absH = np.abs(bp.H) if isinstance(bp.H, np.ndarray) else abs(bp.H)
     with np.errstate(over="ignore", invalid="ignore"):
         AU = np.abs(U)
         mag = (0.5 * np.sum(AU * _apply(absH, AU), axis=1) + np.sum(np.abs(bp.F[rows]) * AU, axis=1)
@@ -359,6 +361,7 @@ def _newton_one(bp: BatchProblem, pattern: NewtonPattern, hv: np.ndarray, U: np.
     polish = 0
     settled = n == 0  # no free node (the sources set every voltage): nothing to iterate
     vscale = bp.voltage_scale[0]
+    absH = np.abs(bp.H) if isinstance(bp.H, np.ndarray) else abs(bp.H)
     for it in range(1, max_iter + 1):
         if ratio <= 1.0 and settled:
             return out("converged", it - 1, within_msg)
@@ -375,20 +378,23 @@ def _newton_one(bp: BatchProblem, pattern: NewtonPattern, hv: np.ndarray, U: np.
                     settled = bool(np.all(np.abs(dU) <= SETTLED_RTOL * np.abs(U)))
                     U = U + dU
                     G, ratio, VD, SL = Gt, float(rt[0]), VDt, SLt
-                    E = float(energies(bp, r0, U)[0])
+                    E = None  # (only a line search reads E, and none follows: the residual stays within)
                     polish += 1
                     continue
             return out("converged", it - 1, within_msg)
         # damped step with junction limiting and Armijo line search
+        # the limited length and the round-off bound are computed only once a full step fails (most
+        # late steps are taken in full); the same values, the same decisions
         slope = float(np.sum(G * dU, axis=1)[0])
-        t_lim = float(junction_step_length(VD, _apply(bp.S, dU), nvt, vcrit)[0])
-        noise = float(_noise(bp, r0, U)[0])
+        t_lim = noise = None
         t = 1.0
         accepted = False
         while t > 1e-20:
             trial = U + t * dU
             Et = float(energies(bp, r0, trial)[0])
             armijo = Et <= E + 1e-4 * t * slope
+            if not armijo and noise is None:
+                noise = float(_noise(bp, r0, U, absH)[0])
             rnd = (not armijo and Et <= E + noise
                    and bool(np.all(np.abs(trial - U) <= 1e-6 * (np.abs(U) + vscale))))
             if armijo or rnd:
@@ -399,6 +405,8 @@ def _newton_one(bp: BatchProblem, pattern: NewtonPattern, hv: np.ndarray, U: np.
                     G, ratio, VD, SL = Gt, float(rt[0]), VDt, SLt
                     accepted = True
                     break
+            if t_lim is None:
+                t_lim = float(junction_step_length(VD, _apply(bp.S, dU), nvt, vcrit)[0])
             jump = t > t_lim and (not np.isfinite(Et) or 0.5 * t < t_lim)
             t = t_lim if jump else 0.5 * t
         if not accepted:
