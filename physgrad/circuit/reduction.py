@@ -223,8 +223,11 @@ def _abs_incidence(col, a, b, n_u: int):
         rows.append(j[m])
         cols.append(np.flatnonzero(m))
     r, c = np.concatenate(rows), np.concatenate(cols)
-    M = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_u, len(a)))
-    return M.toarray() if n_u * len(a) <= _SCALE_DENSE_MAX else M
+    if n_u * len(a) <= _SCALE_DENSE_MAX:
+        M = np.zeros((n_u, len(a)))
+        np.add.at(M, (r, c), 1.0)
+        return M
+    return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_u, len(a)))
 
 
 class NodeScaleMap:
@@ -244,12 +247,15 @@ class NodeScaleMap:
         cs = np.abs(np.asarray(arr.cs_value, float))
         self.base = _abs_incidence(col, arr.cs_a, arr.cs_b, n_u) @ cs if len(cs) else np.zeros(n_u)
         self.g = problem.g
+        P = problem.P
+        self.P = P.toarray() if P.shape[0] * P.shape[1] <= _SCALE_DENSE_MAX else P
+        self.c = problem.c
 
     def __call__(self, u: np.ndarray, i_shk: np.ndarray, slope_shk: np.ndarray) -> np.ndarray:
         """``(n_u,)`` A at ``u`` (V) with Shockley currents ``i_shk`` (A) and slopes ``slope_shk`` (S)."""
         arr, V = self.arr, self.V
         with np.errstate(over="ignore", invalid="ignore"):
-            vg = np.concatenate([self.problem.voltages(u), [0.0]])
+            vg = np.concatenate([self.P @ u + self.c, [0.0]])  # Problem.voltages, P dense when small
             out = self.base + self.A_res @ (self.g * (np.abs(vg[arr.res_a] - vg[arr.res_b]) + V))
             if len(arr.shk_a):
                 out = out + self.A_shk @ (np.abs(i_shk) + np.abs(slope_shk) * V)

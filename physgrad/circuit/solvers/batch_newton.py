@@ -27,10 +27,12 @@ symbolic analysis reused is the default.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from physgrad.circuit.diode import (pnjlim, shockley_co_content, shockley_current, shockley_slope,
                                     shockley_vcrit)
@@ -109,16 +111,29 @@ class NewtonPattern:
     :meth:`values` takes a new ``H`` with the same pattern."""
 
     def __init__(self, H: sp.spmatrix, S: sp.spmatrix):
+        self.n = H.shape[0]
+        self._HS = (H, S)  # the analysis runs on first use (a small one-sample solve may never need it)
+
+    @cached_property
+    def symbolic(self) -> SymbolicLDL:
+        H, S = self._HS
         Hb = sp.csr_matrix(H, dtype=float, copy=True)
         Hb.data[:] = 1.0  # structure only (explicit zeros of H stay in the pattern)
-        S = sp.csr_matrix(S, dtype=float, copy=True)
-        S.eliminate_zeros()
-        Sb = S.copy()
+        Sb = self._S
+        Sb = Sb.copy()
         Sb.data[:] = 1.0
-        pattern = Hb + Sb.T @ Sb + sp.identity(Hb.shape[0], format="csr")
-        self.symbolic = SymbolicLDL(pattern)
-        self.smap = self.symbolic.scatter_map(S).T.tocsr()  # (nnz, n_shk)
-        self.n = H.shape[0]
+        return SymbolicLDL(Hb + Sb.T @ Sb + sp.identity(Hb.shape[0], format="csr"))
+
+    @cached_property
+    def _S(self) -> sp.csr_matrix:
+        S = sp.csr_matrix(self._HS[1], dtype=float, copy=True)
+        S.eliminate_zeros()
+        return S
+
+    @cached_property
+    def smap(self) -> sp.csr_matrix:
+        """``(nnz, n_shk)``: slopes to the values of ``S^T diag(sl) S``."""
+        return self.symbolic.scatter_map(self._S).T.tocsr()
 
     def h_values(self, H: sp.spmatrix) -> np.ndarray:
         return self.symbolic.gather(H)
@@ -212,12 +227,13 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     IS, N, vt, gmin = bp.params
     nvt = N * vt
     vcrit = shockley_vcrit(IS, N, vt)
-    hv = pattern.h_values(bp.H)
+    Hs = bp.H
     if n * max(n, bp.S.shape[0]) <= DENSE_MAX:
         bp = replace(bp, H=bp.H.toarray(), S=bp.S.toarray())
     U = np.array(U0, dtype=float, copy=True)
     if B == 1 and not lockstep and (skip is None or not skip[0]):
-        return _newton_one(bp, pattern, hv, U, rtol, max_iter, nvt, vcrit)
+        return _newton_one(bp, pattern, Hs, U, rtol, max_iter, nvt, vcrit)
+    hv = pattern.h_values(Hs)
     allr = np.arange(B)
     status = np.full(B, "", dtype=object)
     messages = np.full(B, "", dtype=object)
@@ -337,12 +353,37 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     return BatchNewtonResult(U, status, n_iter, messages, n_fact)
 
 
-def _newton_one(bp: BatchProblem, pattern: NewtonPattern, hv: np.ndarray, U: np.ndarray, rtol: float,
+# A batch of one with at most this many reduced variables factorizes its Newton matrices densely
+# (LAPACK Cholesky, ~30 us at n = 100): no symbolic analysis (~1.2 ms of scipy.sparse set-up on the
+# 100-node Shockley grid, a seventh of the whole solve).
+DENSE_FACTOR_MAX = 150
+
+
+def _dense_newton_step(H: np.ndarray, S: np.ndarray, sl: np.ndarray, g: np.ndarray):
+    """``-(H + S^T diag(sl) S)^{-1} g`` by dense Cholesky (shapes ``(1, n)``); ``None`` where the matrix is
+    not numerically positive definite or the step not finite (the caller's LDL^T decides then)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        K = H + (S.T * sl) @ S
+    if not np.all(np.isfinite(K)):
+        return None
+    try:
+        c = cho_factor(K, lower=True, check_finite=False)
+    except LinAlgError:
+        return None
+    d = -cho_solve(c, g, check_finite=False)
+    return d[None, :] if np.all(np.isfinite(d)) else None
+
+
+def _newton_one(bp: BatchProblem, pattern: NewtonPattern, Hs, U: np.ndarray, rtol: float,
                 max_iter: int, nvt: np.ndarray, vcrit: np.ndarray) -> BatchNewtonResult:
     """:func:`newton_batch`'s iteration for a batch of one (``U`` (1, n) V): the same rules and the same
-    array operations on the same (1, ...) arrays (hence the same answer, bit for bit), with the control
-    flow on Python scalars instead of index sets (~0.3 ms of Python per iteration less at 100 nodes)."""
+    array operations on the same (1, ...) arrays, with the control flow on Python scalars instead of
+    index sets (~0.3 ms of Python per iteration less at 100 nodes). Up to :data:`DENSE_FACTOR_MAX`
+    variables the Newton matrix is factorized densely (Cholesky; the LDL^T of ``pattern`` where that
+    fails): the steps then differ from the LDL^T's in round-off only (the answers agree to ~1e-15 V)."""
     n = U.shape[1]
+    dense = isinstance(bp.H, np.ndarray) and n <= DENSE_FACTOR_MAX
+    hv = None
     r0 = np.zeros(1, np.int64)
     n_fact = 0
     E = float(energies(bp, r0, U)[0])
@@ -365,7 +406,12 @@ def _newton_one(bp: BatchProblem, pattern: NewtonPattern, hv: np.ndarray, U: np.
     for it in range(1, max_iter + 1):
         if ratio <= 1.0 and settled:
             return out("converged", it - 1, within_msg)
-        dU, ok = pattern.symbolic.factor_solve(pattern.values(hv, SL), -G)
+        dU = _dense_newton_step(bp.H, bp.S, SL[0], G[0]) if dense else None
+        ok = [True]
+        if dU is None:
+            if hv is None:
+                hv = pattern.h_values(Hs)
+            dU, ok = pattern.symbolic.factor_solve(pattern.values(hv, SL), -G)
         n_fact += 1
         if not ok[0]:
             return out("solver_error", it - 1, "singular Newton matrix")

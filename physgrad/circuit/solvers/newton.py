@@ -224,6 +224,8 @@ def _plain_newton(problem: Problem, u, rtol: float, max_iter: int):
     scale = problem.current_scale if smap is None else smap
 
     def scales(rows, U, I, SL):
+        if len(rows) == 1:
+            return scale(U[0], I[0], SL[0]).reshape(1, n)
         return np.stack([scale(U[k], I[k], SL[k]) for k in range(len(rows))]).reshape(len(rows), n)
 
     bp = BatchProblem(problem.H.tocsr(), problem.f[None, :], problem.S.tocsr(), problem.e[None, :],
