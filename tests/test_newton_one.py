@@ -77,7 +77,24 @@ def _assert_same(new, old, exact=False):
 def test_one_sample_loop_equals_lockstep_loop(monkeypatch, name, circuit, dense):
     if not dense:
         monkeypatch.setattr(batch_mod, "DENSE_FACTOR_MAX", 0)
-    _assert_same(*_both(monkeypatch, circuit), exact=not dense)
+    calls = []
+    real = batch_mod._dense_newton_step
+    monkeypatch.setattr(batch_mod, "_dense_newton_step", lambda *a: calls.append(1) or real(*a))
+    new, old = _both(monkeypatch, circuit)
+    vmax = newton_mod.DENSE_FACTOR_VMAX
+    used = dense and build_problem(circuit, FREE, None, None).voltage_scale <= vmax
+    _assert_same(new, old, exact=not used or np.max(np.abs(new.voltages)) > vmax)
+    assert not calls or used
+
+
+def test_dense_factor_is_used_on_the_benchmark_grid(monkeypatch):
+    """The 100-node Shockley grid of benchmarks/graphs.py's table A (1-10 V sources) takes the dense route."""
+    calls = []
+    real = batch_mod._dense_newton_step
+    monkeypatch.setattr(batch_mod, "_dense_newton_step", lambda *a: calls.append(1) or real(*a))
+    c = _driven(random_grid_graph(100, 0, shockley=True), 1, 1.0)
+    _assert_same(*_both(monkeypatch, c))
+    assert calls
 
 
 def test_nudged_phase_equal(monkeypatch):
@@ -150,15 +167,11 @@ def test_newton_batch_of_one_equals_lockstep_directly():
                       newton_mod._params(pb), scales, np.array([pb.voltage_scale]))
     u0 = np.zeros((1, pb.n_u))
     b = newton_batch(bp, NewtonPattern(pb.H, pb.S), u0, lockstep=True)
-    a = newton_batch(bp, NewtonPattern(pb.H, pb.S), u0)  # dense Cholesky (n <= DENSE_FACTOR_MAX)
+    a = newton_batch(bp, NewtonPattern(pb.H, pb.S), u0, dense_factor=True)  # dense Cholesky
     assert pb.n_u <= batch_mod.DENSE_FACTOR_MAX
     np.testing.assert_allclose(a.u, b.u, rtol=0, atol=V_TOL)
     assert list(a.status) == list(b.status) == ["converged"] and abs(int(a.n_iter[0]) - int(b.n_iter[0])) <= 1
-    batch_mod.DENSE_FACTOR_MAX, keep = 0, batch_mod.DENSE_FACTOR_MAX
-    try:
-        a = newton_batch(bp, NewtonPattern(pb.H, pb.S), u0)  # LDL^T: the lockstep arithmetic
-    finally:
-        batch_mod.DENSE_FACTOR_MAX = keep
+    a = newton_batch(bp, NewtonPattern(pb.H, pb.S), u0)  # LDL^T: the lockstep arithmetic
     assert np.array_equal(a.u, b.u)
     assert list(a.status) == list(b.status) and list(a.n_iter) == list(b.n_iter)
     assert list(a.messages) == list(b.messages) and a.factorizations == b.factorizations
@@ -174,3 +187,24 @@ def test_dense_step_declines_what_cholesky_cannot_factor():
     assert batch_mod._dense_newton_step(np.eye(2), S, np.array([np.inf]), g) is None
     d = batch_mod._dense_newton_step(np.eye(2), S, np.array([1.0]), g)
     np.testing.assert_allclose(d, [[-0.5, -1.0]], rtol=1e-15)
+
+
+def test_current_source_beyond_the_dense_scope_reruns_ldl(monkeypatch):
+    """A 1 V source, but a current source drives a node to ~500 V: the dense answer is out of scope, the
+    LDL^T route runs again, and the answer is the lockstep loop's bit for bit."""
+    text = """driven
+V1 in 0 DC 1
+R1 in a 1k
+I1 0 a DC 0.5
+D1 0 a DM
+R2 a b 2k
+D2 b 0 DM
+.model DM D(IS=1e-14 N=1.2)
+.end
+"""
+    calls = []
+    real = batch_mod._dense_newton_step
+    monkeypatch.setattr(batch_mod, "_dense_newton_step", lambda *a: calls.append(1) or real(*a))
+    new, old = _both(monkeypatch, parse_netlist(text, "driven.cir"))
+    assert calls and np.max(np.abs(new.voltages)) > newton_mod.DENSE_FACTOR_VMAX
+    _assert_same(new, old, exact=True)

@@ -217,12 +217,14 @@ def forward_at(bp: BatchProblem, U: np.ndarray) -> np.ndarray:
 
 
 def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rtol: float = 1e-13,
-                 max_iter: int = 200, skip=None, lockstep: bool = False) -> BatchNewtonResult:
+                 max_iter: int = 200, skip=None, lockstep: bool = False,
+                 dense_factor: bool = False) -> BatchNewtonResult:
     """Damped, junction-limited Newton from ``U0`` (B, n) for every sample (module docstring).
     Samples where ``skip`` (B,) bool is set are not iterated (status ``solver_error``, message
     ``"not started"``). A batch of one (``physgrad solve``) runs :func:`_newton_one`, the same
     iteration without the batch's bookkeeping (the same arithmetic, the same answer bit for bit);
-    ``lockstep=True`` forces the batch loop (for tests)."""
+    ``lockstep=True`` forces the batch loop (for tests); ``dense_factor`` lets a batch of one of at most
+    :data:`DENSE_FACTOR_MAX` variables factorize densely (see :func:`_newton_one`)."""
     B, n = U0.shape
     IS, N, vt, gmin = bp.params
     nvt = N * vt
@@ -232,7 +234,7 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
         bp = replace(bp, H=bp.H.toarray(), S=bp.S.toarray())
     U = np.array(U0, dtype=float, copy=True)
     if B == 1 and not lockstep and (skip is None or not skip[0]):
-        return _newton_one(bp, pattern, Hs, U, rtol, max_iter, nvt, vcrit)
+        return _newton_one(bp, pattern, Hs, U, rtol, max_iter, nvt, vcrit, dense_factor)
     hv = pattern.h_values(Hs)
     allr = np.arange(B)
     status = np.full(B, "", dtype=object)
@@ -353,9 +355,10 @@ def newton_batch(bp: BatchProblem, pattern: NewtonPattern, U0: np.ndarray, *, rt
     return BatchNewtonResult(U, status, n_iter, messages, n_fact)
 
 
-# A batch of one with at most this many reduced variables factorizes its Newton matrices densely
-# (LAPACK Cholesky, ~30 us at n = 100): no symbolic analysis (~1.2 ms of scipy.sparse set-up on the
-# 100-node Shockley grid, a seventh of the whole solve).
+# A batch of one with at most this many reduced variables may factorize its Newton matrices densely
+# (LAPACK Cholesky, ~40 us at n = 100): no symbolic analysis (~1.2 ms of scipy.sparse set-up on the
+# 100-node Shockley grid). The caller allows it only where round-off-level differences from the LDL^T
+# stay far below 1e-12 V (newton.DENSE_FACTOR_VMAX).
 DENSE_FACTOR_MAX = 150
 
 
@@ -375,14 +378,15 @@ def _dense_newton_step(H: np.ndarray, S: np.ndarray, sl: np.ndarray, g: np.ndarr
 
 
 def _newton_one(bp: BatchProblem, pattern: NewtonPattern, Hs, U: np.ndarray, rtol: float,
-                max_iter: int, nvt: np.ndarray, vcrit: np.ndarray) -> BatchNewtonResult:
+                max_iter: int, nvt: np.ndarray, vcrit: np.ndarray, dense_factor: bool = False) -> BatchNewtonResult:
     """:func:`newton_batch`'s iteration for a batch of one (``U`` (1, n) V): the same rules and the same
     array operations on the same (1, ...) arrays, with the control flow on Python scalars instead of
-    index sets (~0.3 ms of Python per iteration less at 100 nodes). Up to :data:`DENSE_FACTOR_MAX`
-    variables the Newton matrix is factorized densely (Cholesky; the LDL^T of ``pattern`` where that
-    fails): the steps then differ from the LDL^T's in round-off only (the answers agree to ~1e-15 V)."""
+    index sets (~0.3 ms of Python per iteration less at 100 nodes): with the LDL^T the same answer bit
+    for bit. With ``dense_factor`` and up to :data:`DENSE_FACTOR_MAX` variables the Newton matrix is
+    factorized densely (Cholesky; the LDL^T of ``pattern`` where that fails): the steps then differ from
+    the LDL^T's in round-off only (measured: answers within 4.8e-15 relative, 9.2e-14 V below 100 V)."""
     n = U.shape[1]
-    dense = isinstance(bp.H, np.ndarray) and n <= DENSE_FACTOR_MAX
+    dense = dense_factor and isinstance(bp.H, np.ndarray) and n <= DENSE_FACTOR_MAX
     hv = None
     r0 = np.zeros(1, np.int64)
     n_fact = 0

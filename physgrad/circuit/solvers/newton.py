@@ -61,6 +61,11 @@ STAGE_RTOL = 1e-8
 STAGE_MAX_ITER = 50
 # Iterations allowed to the first attempt from u = 0 (no start given) before the ideal-diode start.
 PLAIN_MAX_ITER = 100
+# Dense Cholesky for small circuits (batch_newton.DENSE_FACTOR_MAX) only where the voltage scale (V) and
+# the answer's node voltages are at most this (else the LDL^T route runs again from the start): its
+# round-off-level differences from the LDL^T route (measured <= 4.8e-15 relative, <= 9.2e-14 V on
+# circuits below 100 V) stay below 1e-12 V.
+DENSE_FACTOR_VMAX = 100.0
 
 
 def accepts(problem: Problem) -> None:
@@ -230,8 +235,13 @@ def _plain_newton(problem: Problem, u, rtol: float, max_iter: int):
 
     bp = BatchProblem(problem.H.tocsr(), problem.f[None, :], problem.S.tocsr(), problem.e[None, :],
                       np.array([problem.const]), _params(problem), scales, np.array([problem.voltage_scale]))
-    res = newton_batch(bp, NewtonPattern(problem.H, problem.S), np.asarray(u, float)[None, :], rtol=rtol,
-                       max_iter=max_iter)
+    pattern, U0 = NewtonPattern(problem.H, problem.S), np.asarray(u, float)[None, :]
+    dense = problem.voltage_scale <= DENSE_FACTOR_VMAX
+    res = newton_batch(bp, pattern, U0, rtol=rtol, max_iter=max_iter, dense_factor=dense)
+    if dense and not (res.status[0] == "converged" and np.max(np.abs(res.u), initial=0.0) <= DENSE_FACTOR_VMAX):
+        # beyond the dense route's scope (current sources driving nodes past DENSE_FACTOR_VMAX) or not
+        # solved: the LDL^T route from the same start decides, as without the dense route
+        res = newton_batch(bp, pattern, U0, rtol=rtol, max_iter=max_iter)
     return res.u[0], str(res.status[0]), int(res.n_iter[0]), str(res.messages[0])
 
 
