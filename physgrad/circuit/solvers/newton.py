@@ -23,7 +23,8 @@ convergence); or the Newton correction is below round-off (``|du_j| <= 8 eps |u_
 certificate checks the answer independently.
 
 Without ideal diodes the iteration is :func:`physgrad.circuit.solvers.batch_newton.newton_batch` on a
-batch of one (the same rules, one symbolic LDL^T for every iteration), started at ``u0`` or else at
+batch of one (the same rules, one symbolic LDL^T for every iteration; its one-sample loop, and up to
+150 variables below :data:`DENSE_FACTOR_VMAX` a dense Cholesky instead of the LDL^T), started at ``u0`` or else at
 ``u = 0`` (every free node at the offset its sources give it) where ``E`` is finite there and no
 diode is beyond its critical voltage (a 17 V rectifier from 0 V: 200 limited steps): on the
 benchmark families (``benchmarks/graphs.py``) the ideal-diode start saved 0-1 Newton iterations and
