@@ -10,7 +10,7 @@ import pytest
 
 import physgrad.circuit.solvers.batch_newton as batch_mod
 import physgrad.circuit.solvers.newton as newton_mod
-from physgrad.circuit.elements import ShockleyDiode, VoltageSource
+from physgrad.circuit.elements import VoltageSource
 from physgrad.circuit.netlist import parse_netlist
 from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.solve import solve
