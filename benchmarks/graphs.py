@@ -273,9 +273,10 @@ def solve_family(kind: str, n: int, shockley: bool, do_ngspice: bool, seed: int 
                                env=env, timeout=600)
         out.update(cli_cpu=c.child_cpu, cli_wall=c.wall, cli_rc=r.returncode)
     if do_ngspice:
-        from physgrad.circuit.ngspice import run_ngspice
+        from physgrad.circuit.ngspice import ngspice_version, run_ngspice
 
         try:
+            ngspice_version()  # its `ngspice -v` probe (cached) is not the solve: outside the clock
             with Clock() as c:
                 res = run_ngspice(text, timeout_s=600)
             out.update(ngspice_cpu=c.child_cpu, ngspice_wall=c.wall,
@@ -361,8 +362,9 @@ def lu_route(energy, theta, X, free) -> dict:
 
 def ngspice_per_input(circuit, inputs, X, V) -> dict:
     from physgrad.circuit.netlist import write_netlist
-    from physgrad.circuit.ngspice import run_ngspice
+    from physgrad.circuit.ngspice import ngspice_version, run_ngspice
 
+    ngspice_version()  # its `ngspice -v` probe (cached) is not a solve: outside the clock
     cpu, wall, dvs = 0.0, 0.0, []
     for b, row in enumerate(X):
         c = circuit.with_sources(dict(zip(inputs, row)))

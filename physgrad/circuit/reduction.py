@@ -142,6 +142,15 @@ class Problem:
         with np.errstate(over="ignore", invalid="ignore"):
             return self._current_scale(u, i_shk, slope_shk, lam)
 
+    def current_scale_map(self):
+        """:meth:`current_scale` (without ideal-diode currents) as a callable ``(u, i_shk, slope_shk) ->
+        (n_u,)`` A for many calls on this problem: :func:`node_current_scales`' sums precomputed as
+        incidence matrices (:class:`NodeScaleMap`; equal to round-off, the terms summed in another
+        order). ``None`` with a beta-nudge (its term depends on the outputs; use :meth:`current_scale`)."""
+        if self.nudge.beta != 0.0 and len(self.outputs):
+            return None
+        return NodeScaleMap(self)
+
     def _current_scale(self, u, i_shk, slope_shk, lam):
         arr = self.circuit.arrays
         vg = np.concatenate([self.voltages(u), [0.0]])
@@ -195,6 +204,62 @@ def node_current_scales(col, arr, n_u: int, g, V, VG, I_shk, SL_shk, CS, beta: f
                 amount = abs(beta) * (np.abs(VG[:, outputs] - Y) + V[:, None])
                 out[:] += np.bincount((base + jo[m][None, :]).ravel(), amount[:, m].ravel(), minlength=B * n_u)
     return out.reshape(B, n_u)
+
+
+# Incidence matrices with at most this many entries are dense (scipy.sparse's ~10 us per product
+# dominated the 100-node Shockley grid's Newton iterations).
+_SCALE_DENSE_MAX = 250_000
+
+
+def _abs_incidence(col, a, b, n_u: int):
+    """``(n_u, len(a))`` 0/1 matrix: element ``k`` (nodes ``a_k``, ``b_k``) counted at each of its two
+    reduced columns that is free, unless both ends fold into one (super)node (as in
+    :func:`node_current_scales`)."""
+    ja, jb = col[a], col[b]
+    live = ja != jb
+    rows, cols = [], []
+    for j in (ja, jb):
+        m = live & (j >= 0)
+        rows.append(j[m])
+        cols.append(np.flatnonzero(m))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    if n_u * len(a) <= _SCALE_DENSE_MAX:
+        M = np.zeros((n_u, len(a)))
+        np.add.at(M, (r, c), 1.0)
+        return M
+    return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_u, len(a)))
+
+
+class NodeScaleMap:
+    r"""Each free (super)node's current scale :math:`s_j` (A) of one problem without a beta-nudge, for
+    repeated calls (a Newton iteration's KCL tolerances): the formula of :func:`node_current_scales`
+    as :math:`s = A_R (g (|v_a - v_b| + V)) + A_C |i_C| + A_D (|i_D| + |I'_D| V)` with the 0/1
+    incidence matrices ``A`` (``(n_u, n_elements)``) built once. Equal to :func:`node_current_scales`
+    to round-off (its bincounts add the same terms in element order)."""
+
+    def __init__(self, problem: "Problem"):
+        arr = problem.circuit.arrays
+        col, n_u = problem.columns, problem.n_u
+        self.problem, self.arr = problem, arr
+        self.V = problem.voltage_scale
+        self.A_res = _abs_incidence(col, arr.res_a, arr.res_b, n_u)
+        self.A_shk = _abs_incidence(col, arr.shk_a, arr.shk_b, n_u)
+        cs = np.abs(np.asarray(arr.cs_value, float))
+        self.base = _abs_incidence(col, arr.cs_a, arr.cs_b, n_u) @ cs if len(cs) else np.zeros(n_u)
+        self.g = problem.g
+        P = problem.P
+        self.P = P.toarray() if P.shape[0] * P.shape[1] <= _SCALE_DENSE_MAX else P
+        self.c = problem.c
+
+    def __call__(self, u: np.ndarray, i_shk: np.ndarray, slope_shk: np.ndarray) -> np.ndarray:
+        """``(n_u,)`` A at ``u`` (V) with Shockley currents ``i_shk`` (A) and slopes ``slope_shk`` (S)."""
+        arr, V = self.arr, self.V
+        with np.errstate(over="ignore", invalid="ignore"):
+            vg = np.concatenate([self.P @ u + self.c, [0.0]])  # Problem.voltages, P dense when small
+            out = self.base + self.A_res @ (self.g * (np.abs(vg[arr.res_a] - vg[arr.res_b]) + V))
+            if len(arr.shk_a):
+                out = out + self.A_shk @ (np.abs(i_shk) + np.abs(slope_shk) * V)
+        return out
 
 
 def output_nodes(circuit: Circuit, outputs: Optional[Sequence[str]]) -> np.ndarray:

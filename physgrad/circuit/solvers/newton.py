@@ -23,7 +23,8 @@ convergence); or the Newton correction is below round-off (``|du_j| <= 8 eps |u_
 certificate checks the answer independently.
 
 Without ideal diodes the iteration is :func:`physgrad.circuit.solvers.batch_newton.newton_batch` on a
-batch of one (the same rules, one symbolic LDL^T for every iteration), started at ``u0`` or else at
+batch of one (the same rules, one symbolic LDL^T for every iteration; its one-sample loop, and up to
+150 variables below :data:`DENSE_FACTOR_VMAX` a dense Cholesky instead of the LDL^T), started at ``u0`` or else at
 ``u = 0`` (every free node at the offset its sources give it) where ``E`` is finite there and no
 diode is beyond its critical voltage (a 17 V rectifier from 0 V: 200 limited steps): on the
 benchmark families (``benchmarks/graphs.py``) the ideal-diode start saved 0-1 Newton iterations and
@@ -61,6 +62,11 @@ STAGE_RTOL = 1e-8
 STAGE_MAX_ITER = 50
 # Iterations allowed to the first attempt from u = 0 (no start given) before the ideal-diode start.
 PLAIN_MAX_ITER = 100
+# Dense Cholesky for small circuits (batch_newton.DENSE_FACTOR_MAX) only where the voltage scale (V) and
+# the answer's node voltages are at most this (else the LDL^T route runs again from the start): its
+# round-off-level differences from the LDL^T route (measured <= 4.8e-15 relative, <= 9.2e-14 V on
+# circuits below 100 V) stay below 1e-12 V.
+DENSE_FACTOR_VMAX = 100.0
 
 
 def accepts(problem: Problem) -> None:
@@ -220,14 +226,23 @@ def _plain_newton(problem: Problem, u, rtol: float, max_iter: int):
     """Newton without ideal diodes by :func:`physgrad.circuit.solvers.batch_newton.newton_batch` (a
     batch of one: the same rules as :func:`_newton`, one symbolic LDL^T for all iterations)."""
     n = problem.n_u
+    smap = problem.current_scale_map()  # the KCL tolerances' scales, precomputed (None with a beta-nudge)
+    scale = problem.current_scale if smap is None else smap
 
     def scales(rows, U, I, SL):
-        return np.stack([problem.current_scale(U[k], I[k], SL[k]) for k in range(len(rows))]).reshape(len(rows), n)
+        if len(rows) == 1:
+            return scale(U[0], I[0], SL[0]).reshape(1, n)
+        return np.stack([scale(U[k], I[k], SL[k]) for k in range(len(rows))]).reshape(len(rows), n)
 
     bp = BatchProblem(problem.H.tocsr(), problem.f[None, :], problem.S.tocsr(), problem.e[None, :],
                       np.array([problem.const]), _params(problem), scales, np.array([problem.voltage_scale]))
-    res = newton_batch(bp, NewtonPattern(problem.H, problem.S), np.asarray(u, float)[None, :], rtol=rtol,
-                       max_iter=max_iter)
+    pattern, U0 = NewtonPattern(problem.H, problem.S), np.asarray(u, float)[None, :]
+    dense = problem.voltage_scale <= DENSE_FACTOR_VMAX
+    res = newton_batch(bp, pattern, U0, rtol=rtol, max_iter=max_iter, dense_factor=dense)
+    if dense and not (res.status[0] == "converged" and np.max(np.abs(res.u), initial=0.0) <= DENSE_FACTOR_VMAX):
+        # beyond the dense route's scope (current sources driving nodes past DENSE_FACTOR_VMAX) or not
+        # solved: the LDL^T route from the same start decides, as without the dense route
+        res = newton_batch(bp, pattern, U0, rtol=rtol, max_iter=max_iter)
     return res.u[0], str(res.status[0]), int(res.n_iter[0]), str(res.messages[0])
 
 
