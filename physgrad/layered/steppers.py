@@ -31,6 +31,7 @@ import numpy as np
 from physgrad.layered import fused
 from physgrad.layered.engines import plan_engine, preset_traits
 from physgrad.layered.presets import Preset
+from physgrad.learning import optim
 from physgrad.types import PhysgradError
 
 
@@ -334,7 +335,9 @@ class RuleStepper:
     The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
     with ``strict=False``. As in the fused engine, the next batch's free phase starts from the last
     nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP). New parameters are
-    ``project(theta - lr * grad)`` (SGD) or ``project`` of the optimizer's step (``preset.optimizer``), stored in the dtype of the initial parameters.
+    ``project(theta - lr * grad)`` (SGD) or ``project`` of the optimizer's step (``preset.optimizer``), stored in the dtype of the initial parameters;
+    with ``preset.weight_decay`` :math:`\lambda > 0` the step uses :math:`g + \lambda\theta`
+    (:func:`physgrad.learning.optim.decayed`).
 
     Parameters
     ----------
@@ -378,7 +381,7 @@ class RuleStepper:
         if preset.optimizer != "sgd":
             from physgrad.layered.optimizer import LayerOptimizer
 
-            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum, preset.weight_decay)
             self.opt_state = self.optimizer.init(self.params)
         self._limits = threadpool_limits(int(threads))
         self.record = False
@@ -411,7 +414,9 @@ class RuleStepper:
         wl, bl = p.learning_rates(lr_scale)
         lrs = wl + bl
         if self.optimizer is None:
-            new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype) for t, g, lr in zip(self.params, grads, lrs))
+            wd = self.dtype.type(p.weight_decay)
+            new = tuple(np.asarray(t - lr * optim.decayed(np.asarray(g, dtype=self.dtype), t, wd), dtype=self.dtype)
+                        for t, g, lr in zip(self.params, grads, lrs))
         else:
             new, self.opt_state = self.optimizer.step(self.params, grads, lrs, self.opt_state)
         self.params = tuple(np.asarray(a, dtype=self.dtype) for a in self.energy.project(new))

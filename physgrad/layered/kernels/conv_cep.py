@@ -20,7 +20,7 @@ rounding (tests: ``tests/test_conv_hopfield.py``).
 :class:`ConvEPStepper` is the ``--engine fast`` stepper of ``dchn`` presets (the
 :class:`physgrad.layered.steppers.Stepper` protocol): positive, negative or centered EP, SGD in
 place or the preset's momentum/adam through :class:`physgrad.layered.optimizer.LayerOptimizer`
-(numpy).
+(numpy), with the preset's weight decay (:func:`physgrad.learning.optim.decayed`) in either.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from physgrad.energies.conv import ConvHopfield
+from physgrad.learning.optim import decayed
 from physgrad.minimizers.block import layer_groups
 from physgrad.types import PhysgradError
 
@@ -349,7 +350,7 @@ class ConvEPStepper:
         if preset.optimizer != "sgd":  # on host arrays (a few MB at most: the kernels are small)
             from physgrad.layered.optimizer import LayerOptimizer
 
-            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum, preset.weight_decay)
         if backend == "numpy":
             from threadpoolctl import threadpool_limits
 
@@ -394,7 +395,7 @@ class ConvEPStepper:
         lrs = wl + bl
         if self.optimizer is None:
             for t, g, lr in zip(self.params, grads, lrs):
-                t -= lr * g
+                t -= lr * decayed(g, t, p.weight_decay)
         elif self.backend == "torch":
             new, self.opt_state = self.optimizer.step(self.to_host(), self.to_host(grads), lrs, self.opt_state)
             for t, a in zip(self.params, new):
