@@ -336,7 +336,7 @@ class RuleStepper:
     with ``strict=False``. As in the fused engine, the next batch's free phase starts from the last
     nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP). New parameters are
     ``project(theta - lr * grad)`` (SGD) or ``project`` of the optimizer's step (``preset.optimizer``), stored in the dtype of the initial parameters;
-    with ``preset.weight_decay`` :math:`\lambda > 0` the step uses :math:`g + \lambda\theta`
+    with ``preset.weight_decay`` :math:`\\lambda > 0` the step uses :math:`g + \\lambda\\theta`
     (:func:`physgrad.learning.optim.decayed`).
 
     Parameters
@@ -376,7 +376,8 @@ class RuleStepper:
         if algorithm == "tbp":  # unrolled from the free state, like the authors' BP baseline
             self.rule = TruncatedBackprop(steps=preset.sweeps, init="free", strict=False)
         else:
-            self.rule = make_estimator(algorithm, beta=preset.beta, eta=eta, steps=preset.sweeps, strict=False)
+            self.rule = make_estimator(algorithm, beta=preset.beta, eta=eta, steps=preset.sweeps, strict=False,
+                                       zero_phase=preset.zero_phase)
         self.optimizer = None
         if preset.optimizer != "sgd":
             from physgrad.layered.optimizer import LayerOptimizer

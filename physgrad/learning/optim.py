@@ -63,7 +63,7 @@ def decayed(grad, theta, weight_decay: float):
 
 def step(kind: str, theta, grad, state: dict, lr: float, momentum: float = 0.9, betas=(0.9, 0.999),
          weight_decay: float = 0.0):
-    """One update; returns ``(theta, state)`` (new objects; the inputs are not modified). With
+    r"""One update; returns ``(theta, state)`` (new objects; the inputs are not modified). With
     ``weight_decay`` :math:`\lambda > 0` the rule sees :math:`g + \lambda\theta` (:func:`decayed`)."""
     if not weight_decay >= 0:
         raise PhysgradError(f"weight_decay must be >= 0, got {weight_decay}")
