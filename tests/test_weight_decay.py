@@ -149,15 +149,16 @@ def test_engine_rules_for_weight_decay():
             TrainConfig(preset="dchn-tiny", weight_decay=bad)
 
 
-def test_physgrad_train_records_weight_decay(data_dir, tmp_path):
+def test_physgrad_train_records_weight_decay_and_zero_phase(data_dir, tmp_path):
     from physgrad.cli import main
 
     out = tmp_path / "run"
     rc = main(["train", "--preset", "dchn-tiny", "--algorithm", "pep", "--data-dir", str(data_dir), "--epochs", "1",
                "--train-size", "16", "--test-size", "16", "--backend", "numpy", "--weight-decay", "3e-4",
-               "--out", str(out), "--no-progress"])
+               "--zero-phase", "relaxed", "--out", str(out), "--no-progress"])
     assert rc == 0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["config"]["weight_decay"] == 3e-4
+    assert saved["config"]["weight_decay"] == 3e-4 and saved["preset"]["weight_decay"] == 3e-4
+    assert saved["config"]["zero_phase"] == "relaxed" and saved["preset"]["zero_phase"] == "relaxed"
     assert main(["train", "--preset", "dchn-tiny", "--data-dir", str(data_dir), "--weight-decay", "-1",
                  "--out", str(tmp_path / "bad"), "--no-progress"]) == 2

@@ -1,6 +1,0 @@
-#!/bin/sh
-# the longer C-EP run of dchn-mnist (issue 22, item 3): all 60,000 training images, 3 epochs, all 10,000 test images
-export PYTHONPATH=$PWD NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$HOME/.cache/physgrad/numba} PHYSGRAD_DATA=${PHYSGRAD_DATA:?set PHYSGRAD_DATA}
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-exec nice -n 5 /usr/bin/time -v python3 -m physgrad train --preset dchn-mnist --dataset mnist --algorithm cep \
-  --epochs 3 --seed 0 --backend torch --out ${RUNS:-runs}/dchn-mnist-cep-60k --no-progress "$@"
