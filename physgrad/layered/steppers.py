@@ -416,7 +416,7 @@ class RuleStepper:
         lrs = wl + bl
         if self.optimizer is None:
             wd = self.dtype.type(p.weight_decay)
-            new = tuple(np.asarray(t - lr * optim.decayed(np.asarray(g, dtype=self.dtype), t, wd), dtype=self.dtype)
+            new = tuple(np.asarray(t - lr * optim.decayed(np.asarray(g), t, wd), dtype=self.dtype)
                         for t, g, lr in zip(self.params, grads, lrs))
         else:
             new, self.opt_state = self.optimizer.step(self.params, grads, lrs, self.opt_state)
