@@ -4,11 +4,12 @@ Usage: ``python reports/experiments/dchn-table/collect.py RUNS_DIR`` where ``RUN
 cell, named ``<dataset>-<cell>`` (``command.sh`` writes them; ``CELL=<dataset>-<cell>`` names a variant), and
 the ``/usr/bin/time -v`` output of ``command.sh`` as ``<dataset>-<cell>.log`` (``-resume.log`` for a resumed
 part). Copies each run's ``metrics.csv`` to ``metrics-<dataset>-<cell>.csv`` and its ``config.json`` to
-``config-<dataset>-<cell>.json``, records the CPU seconds and exit status of each log in ``cpu.csv`` (kept
+``config-<dataset>-<cell>.json`` (with ``<data>``, ``<runs>``, ``<repo>`` for this machine's folders), records the CPU seconds and exit status of each log in ``cpu.csv`` (kept
 across calls: cells run in earlier sessions keep their rows), then writes ``table.md`` (test error per
 epoch of every cell whose metrics are in this folder) and ``curves.png`` (test error per epoch).
 """
 import csv
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +22,16 @@ NAMES = {"cep": "C-EP", "pep": "P-EP", "pep-wd": "P-EP, weight decay 3e-4", "pep
 COLORS = {"cep": "tab:blue", "pep": "tab:orange", "pep-wd": "tab:brown", "pep-relaxed": "tab:purple", "cl": "tab:green",
           "cl-relaxed": "tab:olive", "tbp": "tab:red"}
 CPU_FIELDS = ("cell", "log", "cpu_seconds", "exit_status")
+
+
+def _portable(text: str, runs: Path) -> str:
+    """``text`` without this machine's folders: the data folder (``$PHYSGRAD_DATA``) as ``<data>``, the runs
+    folder as ``<runs>``, the repository (the working directory) as ``<repo>``."""
+    for folder, name in ((os.environ.get("PHYSGRAD_DATA"), "<data>"), (str(runs.resolve()), "<runs>"),
+                         (os.getcwd(), "<repo>")):
+        if folder:
+            text = text.replace(folder.rstrip("/"), name)
+    return text
 
 
 def _read_cpu(path: Path) -> dict:
@@ -38,7 +49,7 @@ def main(runs: Path, here: Path = Path(__file__).parent) -> int:
             m = runs / name / "metrics.csv"
             if m.exists():
                 shutil.copyfile(m, here / f"metrics-{name}.csv")
-                shutil.copyfile(m.parent / "config.json", here / f"config-{name}.json")
+                (here / f"config-{name}.json").write_text(_portable((m.parent / "config.json").read_text(), runs))
             for log in (runs / f"{name}.log", runs / f"{name}-resume.log"):
                 if log.exists():
                     t = {k: v.strip() for k, _, v in (ln.strip().partition(": ") for ln in log.read_text().splitlines())}
