@@ -12,6 +12,7 @@ from physgrad.layered.data import TRAIN_DATASETS
 from physgrad.layered.engines import COUPLED_ALGORITHMS
 from physgrad.layered.kernels.conv_torch import CONV_DTYPES
 from physgrad.layered.presets import LR_SCHEDULES, OPTIMIZERS, PRESETS
+from physgrad.learning import ZERO_PHASES
 from physgrad.layered.train import ALGORITHMS, BACKENDS, DEVICES, DTYPES, ENGINES, TrainConfig, train
 from physgrad.types import PhysgradError
 
@@ -66,6 +67,13 @@ def register(sub) -> None:
                    help="sgd (in place in every kernel), momentum or adam (explicit gradient: the numpy array "
                         "stepper for cep, or --engine generic; adam's learning rates are steps in S)")
     g.add_argument("--momentum", type=float, default=None, help="heavy-ball coefficient of --optimizer momentum")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 weight decay lambda in [0, 1) on every parameter array (each step uses grad + lambda "
+                        "* theta, as torch.optim.SGD; the comparative study: 3e-4); dchn presets and --engine generic")
+    g.add_argument("--zero-phase", default=None, choices=ZERO_PHASES,
+                   help="unperturbed state of the one-sided rules (pep, nep, cl, pcpl, ncpl): free (the free phase, "
+                        "default) or relaxed (relaxed again from it for the same sweeps as the perturbed phase, as the "
+                        "comparative study's code); dchn presets and --engine generic")
     g.add_argument("--ema-decay", type=float, default=None,
                    help="evaluate an exponential moving average of the parameters (decay per batch, in [0, 1))")
     g.add_argument("--ema-every", type=int, default=None, help="batches between updates of the average (16)")
@@ -109,7 +117,8 @@ def run(args) -> int:
                       engine=args.engine, eta=0.5 if args.eta is None else args.eta, backend=args.backend, device=args.device,
                       lr_factor=args.lr_factor, beta=args.beta, lr_schedule=args.lr_schedule,
                       warmup_epochs=args.warmup_epochs, lr_final=args.lr_final, ema_decay=args.ema_decay, ema_every=args.ema_every,
-                      optimizer=args.optimizer, momentum=args.momentum,
+                      optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
+                      zero_phase=args.zero_phase,
                       input_gain=args.input_gain, amplifier_gains=args.amplifier_gains,
                       device_model=args.device_model, energy=args.energy, node_capacitance=capacitance,
                       settling_multiple=settling, conv_dtype=args.conv_dtype)

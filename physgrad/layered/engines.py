@@ -33,6 +33,8 @@ generic    any         numpy          sgd/momentum/adam   ``RuleStepper``
 * Amplifiers between layers (a DRN with ``amplifier_gains``): the fast numpy and numba steppers run
   the plain DRN they are an exact reparametrisation of (:class:`physgrad.layered.steppers.AmplifiedStepper`);
   torch refuses them; the generic engine runs the amplified energy itself.
+* Weight decay (``Preset.weight_decay > 0``): the generic engine and ``ConvEPStepper`` only
+  (``auto`` picks the generic engine for a DRN/DHN preset with weight decay).
 * Refused (each with its alternative): an algorithm other than cep/tbp on the fast engine; a backend
   other than numpy for tbp or the generic engine; momentum/adam with fast tbp or on torch;
   ``device="cuda"`` without torch; ``backend="numba"`` without numba; amplifiers on torch; device
@@ -76,9 +78,9 @@ CONV_FAST_ALGORITHMS = ("cep", "pep", "nep", "cl", "pcpl", "ncpl", "ccpl", "tbp"
 
 def preset_traits(preset) -> dict:
     """The options of :func:`plan_engine` that a preset decides: its optimizer, whether it is a DRN with
-    amplifiers between layers, whether it is a convolutional Hopfield network."""
+    amplifiers between layers, whether it is a convolutional Hopfield network, whether it decays its weights."""
     return {"optimizer": preset.optimizer, "amplified": preset.model == "drn" and bool(preset.amplifier_gains),
-            "convolutional": preset.model == "dchn"}
+            "convolutional": preset.model == "dchn", "weight_decay": preset.weight_decay > 0}
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def _choice(name: str, value, valid) -> None:
 def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "auto", torch_device: str = "cpu",
                 optimizer: str = "sgd", amplified: bool = False, device_model=None,
                 numba_available: Optional[bool] = None, convolutional: bool = False, energy: bool = False,
-                conv_dtype: str = "full") -> EnginePlan:
+                conv_dtype: str = "full", weight_decay: bool = False) -> EnginePlan:
     """The :class:`EnginePlan` of a run, or the :class:`PhysgradError` that refuses it (module docstring).
 
     Parameters
@@ -149,6 +151,9 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
     conv_dtype : {"full", "bfloat16"}
         Precision of the sweeps' convolutions: ``bfloat16`` needs the fast engine of a convolutional
         preset on the torch backend.
+    weight_decay : bool
+        The preset decays its weights (``Preset.weight_decay > 0``): the generic engine and the
+        convolutional kernel apply it; the fused DRN/DHN kernels (numpy, numba, torch, fast tbp) do not.
 
     Raises
     ------
@@ -174,7 +179,7 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         engine = "generic"
     if engine == "auto":
         fast = ((algorithm in CONV_FAST_ALGORITHMS and (algorithm != "tbp" or backend == "torch")) if convolutional
-                else algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd"))
+                else not weight_decay and (algorithm == "cep" or (algorithm == "tbp" and optimizer == "sgd")))
         engine = "fast" if fast else "generic"
     device_reads = random_reads(device_model)
     device_label = getattr(device_model, "label", "")
@@ -191,8 +196,9 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
                 f"EP/CpL rule")
     if engine == "generic":
         if backend not in ("auto", "numpy"):
+            why = " with weight decay" if weight_decay and not convolutional else ""
             raise PhysgradError(f"backend {backend!r} runs the fast engine only; the generic engine (algorithm "
-                                f"{algorithm!r}) is the numpy reference: use --backend numpy (or auto)")
+                                f"{algorithm!r}{why}) is the numpy reference: use --backend numpy (or auto)")
         return EnginePlan("generic", "numpy", algorithm, optimizer, "RuleStepper")
     if convolutional:
         if algorithm not in CONV_FAST_ALGORITHMS:
@@ -205,6 +211,10 @@ def plan_engine(engine: str = "auto", algorithm: str = "cep", backend: str = "au
         note = None if backend != "numba" else "no compiled convolution kernel: --backend numba runs the numpy kernel"
         return EnginePlan("fast", kernel, algorithm, optimizer, "ConvEPStepper", torch_device=torch_device, note=note,
                           conv_dtype=conv_dtype)
+    if weight_decay:
+        raise PhysgradError("weight decay (--weight-decay > 0) runs on the generic engine and on the fast kernel of "
+                            "convolutional (dchn) presets; the fused DRN/DHN kernels do not apply it: use --engine "
+                            "generic, or --weight-decay 0")
     if algorithm not in FAST_ALGORITHMS:
         raise PhysgradError(f"the fast engine implements cep and tbp (centered EP and truncated backprop), "
                             f"not {algorithm!r}: use --engine generic")

@@ -32,14 +32,20 @@ class LayerOptimizer:
     momentum : float
         Heavy-ball coefficient :math:`\mu` (``momentum``: :math:`v \leftarrow \mu v + g`,
         :math:`\theta \leftarrow \theta - \alpha v`).
+    weight_decay : float
+        L2 weight decay :math:`\lambda \ge 0` on every array: the rule sees
+        :math:`g + \lambda\theta` (:func:`physgrad.learning.optim.decayed`; no extra state).
     """
 
     kind: str
     momentum: float = 0.9
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("momentum", "adam"):
             raise PhysgradError(f"LayerOptimizer is for 'momentum' or 'adam', got {self.kind!r}")
+        if not self.weight_decay >= 0:
+            raise PhysgradError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
     def init(self, params) -> list:
         """One state per array (zeros shaped like it)."""
@@ -51,7 +57,7 @@ class LayerOptimizer:
         new_p, new_s = [], []
         for p, g, lr, s in zip(params, grads, lrs, state):
             (q,), s2 = optim.step(self.kind, (p,), (np.asarray(g, dtype=p.dtype),), s, p.dtype.type(lr),
-                                  momentum=self.momentum)
+                                  momentum=self.momentum, weight_decay=p.dtype.type(self.weight_decay))
             new_p.append(np.asarray(q, dtype=p.dtype))
             new_s.append(s2)
         return tuple(new_p), new_s

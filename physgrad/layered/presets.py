@@ -16,6 +16,7 @@ from typing import Literal, Optional, Union, get_args
 
 from physgrad.energies.conv import ConvHopfield
 from physgrad.energies.layered import DeepHopfield, DeepResistive
+from physgrad.learning._phase import ZERO_PHASES, ZeroPhase
 from physgrad.minimizers.block import SCHEDULES, BlockCoordinateDescent, Schedule
 from physgrad.types import PhysgradError
 
@@ -73,6 +74,12 @@ class Preset:
         (:func:`physgrad.layered.engines.plan_engine`).
     momentum : float
         Heavy-ball coefficient in [0, 1) of ``optimizer = "momentum"``.
+    weight_decay : float
+        L2 weight decay :math:`\\lambda \\ge 0` on every parameter array (weights and biases), coupled
+        to the gradient as in ``torch.optim.SGD`` (the comparative study's :math:`3\\times10^{-4}`):
+        each step uses :math:`g + \\lambda\\theta` (:func:`physgrad.learning.optim.decayed`); 0 = off.
+        Runs on the generic engine and on the convolutional (dchn) fast kernel
+        (:func:`physgrad.layered.engines.plan_engine` refuses it elsewhere).
     ema_decay : float
         Exponential moving average of the parameters with decay ``d`` per batch (``d`` in [0, 1);
         0 = off), sampled every ``ema_every`` batches: ``bar_theta <- d^m bar_theta + (1 - d^m) theta``
@@ -82,6 +89,11 @@ class Preset:
     ema_every : int
         Batches between two updates of the average (each costs a few passes over the parameters,
         several times a batch step of the compiled kernel on DRN-1H; 16 keeps it to a small fraction).
+    zero_phase : {"free", "relaxed"}
+        Unperturbed state of the one-sided rules (pep, nep, cl, pcpl, ncpl): ``free``, the free phase
+        itself; ``relaxed``, the free phase relaxed again for ``sweeps`` sweeps at zero perturbation, as
+        the perturbed phase is (the authors' code of the comparative study;
+        :func:`physgrad.learning._phase.zero_phase`). Runs on the generic engine and the dchn kernel.
     weight_gain : float
         Initial weights uniform in ``+-weight_gain / sqrt(fan_in)`` (DRN: then clamped at 0).
     schedule : {"asynchronous", "synchronous", "forward", "backward"}
@@ -124,6 +136,8 @@ class Preset:
     ema_every: int = 16
     optimizer: Optimizer = "sgd"
     momentum: float = 0.9
+    weight_decay: float = 0.0
+    zero_phase: ZeroPhase = "free"
     weight_gain: float = 1.0
     schedule: Schedule = "asynchronous"
     paper_error: Optional[float] = None
@@ -180,6 +194,10 @@ class Preset:
         for name in ("lr_final", "ema_decay", "momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise PhysgradError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.zero_phase not in ZERO_PHASES:
+            raise PhysgradError(f"zero_phase must be one of {ZERO_PHASES}, got {self.zero_phase!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < 1):
+            raise PhysgradError(f"weight_decay must be a number in [0, 1), got {self.weight_decay!r}")
 
     def learning_rates(self, scale: float = 1.0) -> tuple:
         """``(weight_lrs, bias_lrs)`` times ``scale`` (the schedule's factor), as lists."""

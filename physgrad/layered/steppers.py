@@ -32,6 +32,7 @@ from physgrad.layered import fused
 from physgrad.layered.engines import plan_engine, preset_traits
 from physgrad.layered.optimizer import OptimizerState
 from physgrad.layered.presets import Preset
+from physgrad.learning import optim
 from physgrad.types import PhysgradError
 
 
@@ -321,7 +322,9 @@ class RuleStepper(OptimizerState):
     The minimizer runs the preset's fixed number of sweeps (``tol=None``), so the rules are built
     with ``strict=False``. As in the fused engine, the next batch's free phase starts from the last
     nudged state (``+beta`` or the ``+`` clamp; the free state for TBP/RBP). New parameters are
-    ``project(theta - lr * grad)`` (SGD) or ``project`` of the optimizer's step (``preset.optimizer``), stored in the dtype of the initial parameters.
+    ``project(theta - lr * grad)`` (SGD) or ``project`` of the optimizer's step (``preset.optimizer``), stored in the dtype of the initial parameters;
+    with ``preset.weight_decay`` :math:`\\lambda > 0` the step uses :math:`g + \\lambda\\theta`
+    (:func:`physgrad.learning.optim.decayed`).
 
     Parameters
     ----------
@@ -360,12 +363,13 @@ class RuleStepper(OptimizerState):
         if algorithm == "tbp":  # unrolled from the free state, like the authors' BP baseline
             self.rule = TruncatedBackprop(steps=preset.sweeps, init="free", strict=False)
         else:
-            self.rule = make_estimator(algorithm, beta=preset.beta, eta=eta, steps=preset.sweeps, strict=False)
+            self.rule = make_estimator(algorithm, beta=preset.beta, eta=eta, steps=preset.sweeps, strict=False,
+                                       zero_phase=preset.zero_phase)
         self.optimizer = None
         if preset.optimizer != "sgd":
             from physgrad.layered.optimizer import LayerOptimizer
 
-            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum, preset.weight_decay)
             self.opt_state = self.optimizer.init(self.params)
         self._limits = threadpool_limits(int(threads))
         self.record = False
@@ -398,8 +402,9 @@ class RuleStepper(OptimizerState):
         wl, bl = p.learning_rates(lr_scale)
         lrs = wl + bl
         if self.optimizer is None:
+            wd = self.dtype.type(p.weight_decay)
             with np.errstate(over="ignore"):  # a diverging run's overflow is reported by the train loop (exit 1)
-                new = tuple(np.asarray(t - lr * np.asarray(g), dtype=self.dtype)
+                new = tuple(np.asarray(t - lr * optim.decayed(np.asarray(g), t, wd), dtype=self.dtype)
                             for t, g, lr in zip(self.params, grads, lrs))
         else:
             new, self.opt_state = self.optimizer.step(self.params, grads, lrs, self.opt_state)

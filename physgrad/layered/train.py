@@ -97,7 +97,7 @@ BACKENDS = get_args(Backend)
 DEVICES = get_args(TorchDevice)
 RESUME_MAY_CHANGE = ("epochs", "backend", "device", "threads")
 RECIPE_OPTIONS = ("beta", "lr_schedule", "warmup_epochs", "lr_final", "ema_decay", "ema_every", "optimizer",
-                  "momentum")
+                  "momentum", "weight_decay", "zero_phase")
 DTYPES = ("float32", "float64")
 METRIC_FIELDS = ("epoch", "train_error", "test_error", "train_seconds", "eval_seconds", "lr_scale")
 CHECKPOINT = "checkpoint.npz"
@@ -152,7 +152,7 @@ class TrainConfig:
         ``momentum``/``adam`` run on numba (compiled) or numpy (the array stepper), not on torch.
     device : {"cpu", "cuda"}
         Torch device (the numpy and numba backends run on the cpu).
-    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay, ema_every, optimizer, momentum : optional
+    lr_factor, beta, lr_schedule, warmup_epochs, lr_final, ema_decay, ema_every, optimizer, momentum, weight_decay, zero_phase : optional
         Training-recipe overrides of the preset (None = the preset's): ``lr_factor`` multiplies all
         of its learning rates; the others replace the :class:`~physgrad.layered.presets.Preset`
         fields of the same names (see there).
@@ -206,6 +206,8 @@ class TrainConfig:
     ema_every: Optional[int] = None
     optimizer: Optional[str] = None
     momentum: Optional[float] = None
+    weight_decay: Optional[float] = None
+    zero_phase: Optional[str] = None
     input_gain: Optional[float] = None
     amplifier_gains: Optional[tuple] = None
     device_model: str = "ideal"

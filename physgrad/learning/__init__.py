@@ -6,7 +6,7 @@ Every estimator has ``estimate(energy, theta, x, y, minimizer, free=None) -> lik
 from __future__ import annotations
 
 from physgrad.types import PhysgradError
-from physgrad.learning._phase import CODES
+from physgrad.learning._phase import CODES, ZERO_PHASES
 from physgrad.learning.backprop import RecurrentBackprop, TruncatedBackprop
 from physgrad.learning.cost import cost_per_sample, mean_cost
 from physgrad.learning.contour import ContourEP, HolomorphicEP, switching_radius
@@ -21,7 +21,7 @@ METHODS = ("exact", "pep", "nep", "cep", "ep4", "fp", "hep", "cl", "pcpl", "ncpl
 
 
 def make_estimator(method: str, *, beta: float = 1e-2, eta: float = 1e-2, steps: int = 100, points: int = 0,
-                   strict: bool = True):
+                   strict: bool = True, zero_phase: str = "free"):
     """Build the estimator for a method code.
 
     Parameters
@@ -35,21 +35,24 @@ def make_estimator(method: str, *, beta: float = 1e-2, eta: float = 1e-2, steps:
         Unrolled sweeps (tbp) or adjoint iterations (rbp).
     points : int
         Nudges per period: fp (default 8) and hep (default 6); 0 = the default.
+    zero_phase : {"free", "relaxed"}
+        Unperturbed state of the one-sided rules pep/nep/cl/pcpl/ncpl
+        (:data:`ZERO_PHASES`).
     """
     ep = {code: variant for variant, code in CODES["ep"].items()}
     cpl = {code: variant for variant, code in CODES["coupled"].items()}
     if method == "exact":
         return ExactGradient(strict=strict)
     if method in ep:
-        return EquilibriumPropagation(beta=beta, variant=ep[method], strict=strict)
+        return EquilibriumPropagation(beta=beta, variant=ep[method], strict=strict, zero_phase=zero_phase)
     if method in ("ep4", "fp"):
         return ContourEP(beta=beta, stencil=method, points=points or 8, strict=strict)
     if method == "hep":
         return HolomorphicEP(beta=beta, points=points or 6, strict=strict)
     if method == "cl":
-        return contrastive_learning(strict=strict)
+        return contrastive_learning(strict=strict, zero_phase=zero_phase)
     if method in cpl:
-        return CoupledLearning(eta=eta, variant=cpl[method], strict=strict)
+        return CoupledLearning(eta=eta, variant=cpl[method], strict=strict, zero_phase=zero_phase)
     if method == "tbp":
         return TruncatedBackprop(steps=steps, strict=strict)
     if method == "rbp":
@@ -57,6 +60,6 @@ def make_estimator(method: str, *, beta: float = 1e-2, eta: float = 1e-2, steps:
     raise PhysgradError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
-__all__ = ["CODES", "METHODS", "ContourEP", "HolomorphicEP", "switching_radius", "CoupledLearning", "FitConfig", "FitResult", "fit", "EquilibriumPropagation", "ExactGradient", "ExactResult",
+__all__ = ["CODES", "ZERO_PHASES", "METHODS", "ContourEP", "HolomorphicEP", "switching_radius", "CoupledLearning", "FitConfig", "FitResult", "fit", "EquilibriumPropagation", "ExactGradient", "ExactResult",
            "RecurrentBackprop", "TruncatedBackprop", "contrastive_learning", "coupled_limit",
            "cost_per_sample", "make_estimator", "mean_cost", "surrogate"]

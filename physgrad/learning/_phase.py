@@ -9,6 +9,11 @@ from physgrad.pytree import tree_map
 
 Variant = Literal["positive", "negative", "centered"]
 VARIANTS = get_args(Variant)
+ZeroPhase = Literal["free", "relaxed"]
+ZERO_PHASES = get_args(ZeroPhase)
+"""The unperturbed state a one-sided estimate (positive or negative variant) contrasts with: ``free``,
+the free phase itself; ``relaxed``, a phase at zero perturbation relaxed again from the free state by
+the same minimizer as the perturbed phase (:func:`zero_phase`)."""
 CODES = {
     "ep": {"positive": "pep", "negative": "nep", "centered": "cep"},
     "coupled": {"positive": "pcpl", "negative": "ncpl", "centered": "ccpl"},
@@ -20,7 +25,8 @@ CODES = {
 @dataclass(frozen=True)
 class Phases:
     """The equilibria a contrastive estimate (EP, coupled learning) used; ``plus``/``minus`` are
-    ``None`` where the variant needs none."""
+    ``None`` where the variant needs none; ``free`` is the unperturbed state of the contrast (the free
+    phase, or with ``zero_phase="relaxed"`` the free phase relaxed again, :func:`zero_phase`)."""
 
     free: Equilibrium
     plus: Optional[Equilibrium]
@@ -47,6 +53,27 @@ def free_phase(energy, theta, x, minimizer, free=None, strict: bool = True) -> E
     if strict and not free.converged:
         raise NotSolvedError(f"the given free equilibrium has status {free.status}: {free.message}")
     return free
+
+
+def zero_phase(energy, theta, x, minimizer, free: Equilibrium, how: str, nudge: Nudge = FREE,
+               strict: bool = True) -> Equilibrium:
+    r"""The unperturbed state of a one-sided contrast (:data:`ZERO_PHASES`).
+
+    ``free``: the free phase itself. ``relaxed``: ``minimizer`` run again from the free state at zero
+    perturbation (``nudge``: :data:`~physgrad.types.FREE` for EP, the outputs clamped at their free
+    values for coupled learning), as the perturbed phase is run from it -- the authors' code of the
+    comparative study (Scellier et al. 2023, ``training/sgd.py``: "first phase" at nudging 0). With a
+    minimizer run to convergence both are the same state; with a fixed budget of sweeps from a warm
+    start that is not yet an equilibrium, ``free`` leaves the relaxation the perturbed phase continues
+    in the contrast, :math:`(\partial_\theta E(s^{(2T)}_{\beta}) - \partial_\theta E(s^{(T)}_0))/\beta`,
+    a drift that does not vanish with :math:`\beta` and is amplified by :math:`1/\beta`; ``relaxed``
+    contrasts two states with the same number of sweeps from the same start, so the drift cancels to
+    first order (as it does in the centered variant).
+    """
+    check_choice("zero_phase", how, ZERO_PHASES)
+    if how == "free":
+        return free
+    return solve_phase(energy, theta, x, minimizer, nudge, free.state, strict)
 
 
 def difference_quotient(a, b, scale: float):

@@ -36,8 +36,8 @@ from autograd import grad as ag_grad
 from autograd import jacobian
 
 from physgrad.types import HasQuadraticForm, Nudge, PhysgradError
-from physgrad.learning._phase import (CODES, VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
-                                      solve_phase)
+from physgrad.learning._phase import (CODES, VARIANTS, ZERO_PHASES, Phases, Variant, ZeroPhase, check_choice,
+                                      check_positive, contrast, free_phase, solve_phase, zero_phase)
 from physgrad.learning.cost import check_targets
 from physgrad.learning.exact import independent_rows, box_active_set, find_active_set, kkt_solve
 from physgrad.pytree import as_float_tree, tree_flatten, tree_map
@@ -54,15 +54,21 @@ class CoupledLearning:
     variant : {"positive", "negative", "centered"}
     strict : bool
         Raise :class:`~physgrad.types.NotSolvedError` when any phase is not converged.
+    zero_phase : {"free", "relaxed"}
+        The unperturbed state of the positive and negative variants: the free phase itself, or the
+        free phase relaxed again with the outputs clamped at their free values :math:`o_0`
+        (:func:`physgrad.learning._phase.zero_phase`; the authors' code). Unused by the centered variant.
     """
 
     eta: float = 1e-2
     variant: Variant = "centered"
     strict: bool = True
+    zero_phase: ZeroPhase = "free"
 
     def __post_init__(self):
         object.__setattr__(self, "eta", check_positive("eta", self.eta))
         check_choice("variant", self.variant, VARIANTS)
+        check_choice("zero_phase", self.zero_phase, ZERO_PHASES)
 
     @property
     def code(self) -> str:
@@ -85,6 +91,9 @@ class CoupledLearning:
             plus = solve_phase(energy, theta, x, minimizer, Nudge(clamp=o_plus), free.state, self.strict)
         if self.variant in ("negative", "centered"):
             minus = solve_phase(energy, theta, x, minimizer, Nudge(clamp=o_minus), free.state, self.strict)
+        if self.variant != "centered":
+            o_0 = np.asarray(energy.outputs(free.state), dtype=float)
+            free = zero_phase(energy, theta, x, minimizer, free, self.zero_phase, Nudge(clamp=o_0), self.strict)
         return Phases(free, plus, minus)
 
     def estimate_from_phases(self, energy, theta, x, phases: Phases):
@@ -96,14 +105,14 @@ class CoupledLearning:
         return self.estimate_from_phases(energy, theta, x, self.phases(energy, theta, x, y, minimizer, free))
 
 
-def contrastive_learning(strict: bool = True) -> CoupledLearning:
+def contrastive_learning(strict: bool = True, zero_phase: str = "free") -> CoupledLearning:
     """Contrastive learning: outputs clamped to the targets (``CoupledLearning(eta=1, "positive")``).
 
     References
     ----------
     Movellan (1991); Baldi & Pineda (1991), "Contrastive learning and neural oscillations".
     """
-    return CoupledLearning(eta=1.0, variant="positive", strict=strict)
+    return CoupledLearning(eta=1.0, variant="positive", strict=strict, zero_phase=zero_phase)
 
 
 def coupled_limit(energy, theta, x, y, minimizer, free=None, active_tol: float = 1e-9, strict: bool = True):

@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from physgrad.types import Nudge
-from physgrad.learning._phase import (CODES, VARIANTS, Phases, Variant, check_choice, check_positive, contrast, free_phase,
-                                      solve_phase)
+from physgrad.learning._phase import (CODES, VARIANTS, ZERO_PHASES, Phases, Variant, ZeroPhase, check_choice,
+                                      check_positive, contrast, free_phase, solve_phase, zero_phase)
 from physgrad.learning.cost import check_targets
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class EquilibriumPropagation:
         Which nudged phases to use (see module docstring).
     strict : bool
         Raise :class:`~physgrad.types.NotSolvedError` when any phase is not converged.
+    zero_phase : {"free", "relaxed"}
+        The unperturbed state of the positive and negative variants: the free phase itself, or
+        the free phase relaxed again by the minimizer (:func:`physgrad.learning._phase.zero_phase`; the
+        authors' code of the comparative study). Unused by the centered variant.
 
     Examples
     --------
@@ -54,10 +58,12 @@ class EquilibriumPropagation:
     beta: float = 1e-2
     variant: Variant = "centered"
     strict: bool = True
+    zero_phase: ZeroPhase = "free"
 
     def __post_init__(self):
         object.__setattr__(self, "beta", check_positive("beta", self.beta))
         check_choice("variant", self.variant, VARIANTS)
+        check_choice("zero_phase", self.zero_phase, ZERO_PHASES)
 
     @property
     def code(self) -> str:
@@ -73,6 +79,8 @@ class EquilibriumPropagation:
             plus = solve_phase(energy, theta, x, minimizer, Nudge(self.beta, target=y), free.state, self.strict)
         if self.variant in ("negative", "centered"):
             minus = solve_phase(energy, theta, x, minimizer, Nudge(-self.beta, target=y), free.state, self.strict)
+        if self.variant != "centered":
+            free = zero_phase(energy, theta, x, minimizer, free, self.zero_phase, strict=self.strict)
         return Phases(free, plus, minus)
 
     def estimate_from_phases(self, energy, theta, x, phases: Phases):

@@ -9,12 +9,19 @@ continues bit for bit.
 - ``adam`` (Kingma & Ba 2015): bias-corrected moments, steps of about ``lr`` per parameter
   whatever the gradient's scale.
 
+Weight decay (``weight_decay`` :math:`\lambda \ge 0`, L2 regularisation coupled to the gradient, as
+``torch.optim.SGD(weight_decay=...)`` that the comparative study of Scellier et al. (2023) uses): every
+rule above takes :math:`g + \lambda \theta` (:func:`decayed`) in place of :math:`g`, i.e. the gradient
+of the loss plus :math:`\tfrac{\lambda}{2} \lVert\theta\rVert^2`.
+
 Projection (conductances into their bounds) is the caller's, after the step.
 
 References
 ----------
 D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR (2015).
 B. T. Polyak, "Some methods of speeding up the convergence of iteration methods" (1964).
+B. Scellier, M. Ernoult, J. Kendall, S. Kumar, "Energy-based learning algorithms for analog computing: a
+comparative study", NeurIPS (2023).
 """
 from __future__ import annotations
 
@@ -38,8 +45,29 @@ def init(kind: str, theta) -> dict:
     return {"t": 0, "m": tree_map(np.zeros_like, theta), "v": tree_map(np.zeros_like, theta)}
 
 
-def step(kind: str, theta, grad, state: dict, lr: float, momentum: float = 0.9, betas=(0.9, 0.999)):
-    """One update; returns ``(theta, state)`` (new objects; the inputs are not modified)."""
+def decayed(grad, theta, weight_decay: float):
+    r"""The gradient with L2 weight decay, :math:`g + \lambda \theta` (``grad`` itself when
+    :math:`\lambda = 0`); one array (numpy or torch) or a tree of them.
+
+    Parameters
+    ----------
+    grad, theta : array or tree of arrays
+        Gradient and parameters, the same structure and shapes.
+    weight_decay : float
+        :math:`\lambda \ge 0` (per update, in units of 1 / the parameter's unit).
+    """
+    if not weight_decay:
+        return grad
+    return tree_map(lambda g, p: g + weight_decay * p, grad, theta)
+
+
+def step(kind: str, theta, grad, state: dict, lr: float, momentum: float = 0.9, betas=(0.9, 0.999),
+         weight_decay: float = 0.0):
+    r"""One update; returns ``(theta, state)`` (new objects; the inputs are not modified). With
+    ``weight_decay`` :math:`\lambda > 0` the rule sees :math:`g + \lambda\theta` (:func:`decayed`)."""
+    if not weight_decay >= 0:
+        raise PhysgradError(f"weight_decay must be >= 0, got {weight_decay}")
+    grad = decayed(grad, theta, weight_decay)
     t = int(state["t"]) + 1
     if kind == "sgd":
         return tree_map(lambda p, g: p - lr * g, theta, grad), {"t": t}

@@ -20,7 +20,7 @@ rounding (tests: ``tests/test_conv_hopfield.py``).
 :class:`ConvEPStepper` is the ``--engine fast`` stepper of ``dchn`` presets (the
 :class:`physgrad.layered.steppers.Stepper` protocol): positive, negative or centered EP, SGD in
 place or the preset's momentum/adam through :class:`physgrad.layered.optimizer.LayerOptimizer`
-(numpy).
+(numpy), with the preset's weight decay (:func:`physgrad.learning.optim.decayed`) in either.
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from physgrad.energies.conv import ConvHopfield
 from physgrad.layered.optimizer import OptimizerState
+from physgrad.learning._phase import ZERO_PHASES
+from physgrad.learning.optim import decayed
 from physgrad.minimizers.block import layer_groups
 from physgrad.types import PhysgradError
 
@@ -223,7 +225,7 @@ def _start(energy: ConvHopfield, ops, x, warm):
 
 
 def ep_gradient(energy: ConvHopfield, ops, params, x, y, warm, sweeps: int, schedule: str, beta: float,
-                variant: str = "centered", rule: str = "ep"):
+                variant: str = "centered", rule: str = "ep", zero_phase: str = "free"):
     """Free phase from ``warm`` (flat state tuple or None = zeros), nudged or clamped phase(s) from the
     free state, and the contrast estimate of ``dC/dtheta`` (shaped like ``params``).
 
@@ -231,7 +233,10 @@ def ep_gradient(energy: ConvHopfield, ops, params, x, y, warm, sweeps: int, sche
     ``rule="cpl"``: coupled learning with ``eta = beta``, phases with the outputs clamped to
     ``o_0 +- eta (y - o_0)`` (:class:`physgrad.learning.CoupledLearning`; contrastive learning is
     ``variant="positive"``, ``beta=1``). Estimate: ``(dE/dtheta(s_hi) - dE/dtheta(s_lo)) / ((hi - lo) beta)``
-    with ``(hi, lo)`` from :data:`VARIANT_SIGNS`.
+    with ``(hi, lo)`` from :data:`VARIANT_SIGNS`. The unperturbed state of the one-sided variants
+    (``zero_phase``, :func:`physgrad.learning._phase.zero_phase`): ``free``, the free state; ``relaxed``,
+    ``sweeps`` more sweeps from it at zero perturbation (EP: free; coupled learning: the outputs clamped
+    at their free values), as the authors' code does.
 
     Returns
     -------
@@ -240,6 +245,8 @@ def ep_gradient(energy: ConvHopfield, ops, params, x, y, warm, sweeps: int, sche
     """
     if rule not in ("ep", "cpl"):
         raise PhysgradError(f"rule must be 'ep' or 'cpl', got {rule!r}")
+    if zero_phase not in ZERO_PHASES:
+        raise PhysgradError(f"zero_phase must be one of {ZERO_PHASES}, got {zero_phase!r}")
     B = x.shape[0]
     imgs, out = _start(energy, ops, x, warm)
     x_cols = ops.cols(imgs[0])
@@ -248,7 +255,7 @@ def ep_gradient(energy: ConvHopfield, ops, params, x, y, warm, sweeps: int, sche
     hi, lo = VARIANT_SIGNS[variant]
     phases = {}
     for sign in {hi, lo}:
-        if sign == 0.0:
+        if sign == 0.0 and zero_phase == "free":
             phases[sign] = free
         elif rule == "ep":
             phases[sign] = relax(energy, ops, params, free.imgs, free.out, z1, sweeps, schedule, sign * beta, y)
@@ -350,7 +357,7 @@ class ConvEPStepper(OptimizerState):
         if preset.optimizer != "sgd":  # on host arrays (a few MB at most: the kernels are small)
             from physgrad.layered.optimizer import LayerOptimizer
 
-            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum)
+            self.optimizer = LayerOptimizer(preset.optimizer, preset.momentum, preset.weight_decay)
         if backend == "numpy":
             from threadpoolctl import threadpool_limits
 
@@ -390,12 +397,12 @@ class ConvEPStepper(OptimizerState):
         else:
             size = p.beta if self.rule == "ep" else self.eta
             grads, free = ep_gradient(self.energy, self.ops, self.params, xb, y1h, warm, p.sweeps, p.schedule, size,
-                                      self.variant, self.rule)
+                                      self.variant, self.rule, p.zero_phase)
         wl, bl = p.learning_rates(lr_scale)
         lrs = wl + bl
         if self.optimizer is None:
             for t, g, lr in zip(self.params, grads, lrs):
-                t -= lr * g
+                t -= lr * decayed(g, t, p.weight_decay)
         elif self.backend == "torch":
             new, self.opt_state = self.optimizer.step(self.to_host(), self.to_host(grads), lrs, self.opt_state)
             for t, a in zip(self.params, new):
