@@ -64,7 +64,8 @@ def test_train_options_that_were_accepted_or_crashed(tmp_path, capsys):
     for extra, word in ((["--input-gain", "nan"], "--input-gain"), (["--lr-factor", "inf"], "--lr-factor"),
                         (["--beta", "1e400"], "--beta"), (["--input-gain", "2"], "input_gain is a DRN option"),
                         (["--eta", "0.2"], "--eta is the amplitude of coupled learning"),
-                        (["--beta", "1e308"], "beta = 1e+308 is not a positive finite float32")):
+                        (["--beta", "1e308"], "beta = 1e+308 is not a positive finite float32"),
+                        (["--algorithm", "cep", "--zero-phase", "relaxed"], "algorithm 'cep' has none")):
         rc, _, err = run(base + ["--out", str(tmp_path / "o"), *extra], capsys)
         assert rc == 2 and word in err, (extra, err)
         assert not (tmp_path / "o").exists()  # refused before the folder is claimed

@@ -234,6 +234,9 @@ class TrainConfig:
             object.__setattr__(self, "amplifier_gains", tuple(self.amplifier_gains))
         if self.lr_factor is not None and not (math.isfinite(float(self.lr_factor)) and float(self.lr_factor) > 0):
             raise PhysgradError(f"lr_factor must be a finite number > 0, got {self.lr_factor}")
+        if self.zero_phase == "relaxed" and self.algorithm in ("cep", "ccpl", "tbp", "rbp"):  # it would be ignored
+            raise PhysgradError(f"zero_phase 'relaxed' is the unperturbed phase of the one-sided rules (pep, nep, cl, "
+                                f"pcpl, ncpl); algorithm {self.algorithm!r} has none")
         if self.input_gain is not None and get_preset(self.preset).model != "drn":
             raise PhysgradError(f"input_gain is a DRN option; preset {self.preset!r} is a "
                                 f"{get_preset(self.preset).model!r} network, whose inputs enter unscaled")
