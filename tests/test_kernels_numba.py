@@ -90,16 +90,17 @@ def test_numba_step_float32_within_1e6_of_reference(model, schedule):
 
 @pytest.mark.parametrize("optimizer", [None, "momentum", "adam"])
 def test_bit_for_bit_for_every_thread_count_and_chunking(optimizer):
-    """Each output element is computed by one thread with the same operations: runs with 1 and 2
-    threads, parallel paths forced on (thresholds 0: block updates split by columns, or phases split
-    by rows), and different column chunks are identical (SGD, and momentum/Adam with their state)."""
+    """Each output element is computed by one thread with the same operations: runs with 1, 2 and 3
+    threads (a team: samples and phases split by rows, ``W1`` by columns, the deeper weights by rows
+    when forced with ``team_rows=0``), more threads than samples, and different column chunks are
+    identical (SGD, and momentum/Adam with their state)."""
     en, th, x, y, warm = setup("drn", (40, 24), n_pix=50, dtype=np.float32, B=3)
     spec = fused.FusedSpec(en, "asynchronous", np.float32)
     lrs, blrs = [0.05] * 3, [0.02] * 3
     base = numba_step(spec, th, x, y, warm, lrs, blrs, optimizer=optimizer)
     assert not np.array_equal(base[0][0], th[0])
-    for opts in (dict(threads=1), dict(threads=2, par_work=0, par_w1=0, par_rows=1 << 60),  # column splits
-                 dict(threads=2, par_rows=0, par_w1=0), dict(threads=2, par_rows=0, par_w1=0, chunk=7)):  # row splits
+    for opts in (dict(threads=1, chunk=5), dict(threads=2), dict(threads=2, team_rows=0),
+                 dict(threads=3, chunk=7, team_rows=0), dict(threads=4, par_w1=0, team_rows=0)):
         got = numba_step(spec, th, x, y, warm, lrs, blrs, optimizer=optimizer, **opts)
         extra = (got[4], base[4]) if optimizer else ([], [])
         for a, b in zip(list(got[0]) + got[1] + got[2] + [got[3].drive] + extra[0],

@@ -302,10 +302,11 @@ class CompiledCEPStepper(_HostFusedEvaluation):
         self.opt_state = self.optimizer.load_state_arrays(arrays, self.params)
 
     def close(self):
-        """Restore numba's thread count."""
+        """Restore numba's thread count and stop the kernel's worker threads."""
         import numba
 
         numba.set_num_threads(self._old_threads)
+        self.ws.close()
 
 
 def backend_info(backend: str, threads: int, device: str = "cpu") -> dict:
