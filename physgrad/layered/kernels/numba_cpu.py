@@ -101,6 +101,7 @@ NARROW = 64  # a layer with fewer units (the outputs) is driven from below by do
 PAR_W1 = 1 << 20  # elements of W1 above which make_drive's pass over W1 (once per epoch) is split between threads
 TEAM_ROWS = 1 << 16  # elements of a deeper W_k above which its update is split by rows between the team's members
 NO_DEVICE = np.zeros(0)  # ``dev`` of the pass over W1 without devices
+ROW_BLOCKS = 4  # row blocks of the pass over W1, summed in a fixed order (any thread count; see _w1_reduce)
 SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
 
 
@@ -142,9 +143,10 @@ def _opt_apply(w, t, m, v, kind, oc, clamp):
 
 
 # --- the pass over W1 ------------------------------------------------------------------------------
-@njit(cache=True)
-def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
-    """Columns ``j0:j1`` of the pass over ``W1`` (in place).
+@njit(cache=True, nogil=True)
+def _w1_cols(W1, i0, i1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+    """Rows ``i0:i1``, columns ``j0:j1`` of the pass over ``W1`` (in place); ``acc`` takes the sums over
+    these rows only (a row block's partial sums, see :func:`_w1_reduce`).
 
     ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN) -- or, with an optimizer
     (``kind`` not :data:`SGD`), the optimizer's step on the gradient ``-[s0; -1]^T Bs`` (``Bs`` at
@@ -156,7 +158,6 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
     (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
     of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
     """
-    n0 = W1.shape[0]
     nb = s0.shape[0]
     last = acc.shape[0] - 1
     t = np.empty(SUB, W1.dtype)
@@ -167,11 +168,11 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
     iu = np.empty(nb + 1, np.int64)
     cp = np.empty(n_p + 1, W1.dtype)
     ip = np.empty(n_p + 1, np.int64)
-    for r in range(n_p):
-        acc[r, j0:j1] = 0
-    if drn:
-        acc[last, j0:j1] = 0
-    for i in range(n0):
+    # the accumulators of these columns in a buffer of this thread, copied out at the end: rows of the
+    # shared ``acc`` hold other threads' columns beside these, and writing them at every row of W1 made
+    # the cores fight over the lines at the borders (2 threads slower than 1)
+    loc = np.zeros((acc.shape[0], j1 - j0), acc.dtype)
+    for i in range(i0, i1):
         nu = 0
         if update:
             for b in range(nb):
@@ -242,29 +243,62 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
                 n_bad += 1  # a non-finite request: the step fails (cep_step raises)
             for q in range(n_c):
                 c = cp[q]
-                a = acc[ip[q], k0:k1]
+                a = loc[ip[q], k0 - j0:k1 - j0]
                 if q == n_c - 1 and drn:  # the column sums: 1 * w
                     for j in range(w):
                         a[j] += row[j]
                 else:
                     for j in range(w):
                         a[j] += c * row[j]
+    for r in range(n_p):
+        acc[r, j0:j1] = loc[r]
+    if drn:
+        acc[last, j0:j1] = loc[last]
     return n_bad
+
+
+@njit(cache=True, nogil=True)
+def _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, dev):
+    """Task ``t`` of the pass over ``W1``: row block ``t // n_chunks`` (of :data:`ROW_BLOCKS`, rows
+    ``b n0 / ROW_BLOCKS ..``) times column chunk ``t % n_chunks`` (``cuts``), partial sums into
+    ``parts[b]``."""
+    nch = len(cuts) - 1
+    b, c = t // nch, t % nch
+    n0 = W1.shape[0]
+    return _w1_cols(W1, b * n0 // ROW_BLOCKS, (b + 1) * n0 // ROW_BLOCKS, cuts[c], cuts[c + 1], s0, Bs, update, drn,
+                    P, n_p, parts[b], kind, oc, M1, V1, dev)
+
+
+@njit(cache=True, nogil=True)
+def _w1_reduce(parts, acc, n_p, drn, j0, j1):
+    """``acc[r, j0:j1]`` = the row blocks' partial sums added in block order (``r < n_p``, and the
+    column sums for a DRN): the same order for every thread count."""
+    last = acc.shape[0] - 1
+    for r in range(acc.shape[0]):
+        if r < n_p or (drn and r == last):
+            a = acc[r]
+            for j in range(j0, j1):
+                x = parts[0, r, j]
+                for b in range(1, ROW_BLOCKS):
+                    x += parts[b, r, j]
+                a[j] = x
 
 
 @njit(cache=True, parallel=True)
-def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, parts, acc, kind, oc, M1, V1, dev):
     n_bad = 0
-    for c in prange(len(cuts) - 1):
-        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    for t in prange(ROW_BLOCKS * (len(cuts) - 1)):
+        n_bad += _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, dev)
+    _w1_reduce(parts, acc, n_p, drn, 0, acc.shape[1])
     return n_bad
 
 
-@njit(cache=True)
-def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+@njit(cache=True, nogil=True)
+def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, parts, acc, kind, oc, M1, V1, dev):
     n_bad = 0
-    for c in range(len(cuts) - 1):
-        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    for t in range(ROW_BLOCKS * (len(cuts) - 1)):
+        n_bad += _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, dev)
+    _w1_reduce(parts, acc, n_p, drn, 0, acc.shape[1])
     return n_bad
 
 
@@ -463,7 +497,7 @@ def _constants(Ws, bs, WT, inv, drive, c1buf, beta, drn, den_out):
 
 
 @njit(cache=True, nogil=True)
-def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, beta,
+def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, beta,
                wcoef, bcoef, sweeps, gl, gp, s0, nxt, n_next, drn, cuts, den_out, cout_f, invout_f, cout_n,
                invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1, team_rows):
     """One centered-EP step (see the module docstring), member ``m`` of a team of ``nm``
@@ -586,47 +620,47 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Bs, S
             if split and barrier(sync, nm):
                 return 3
             _transpose_rows(W, Wt, j0, j1)
-    # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1,
-    # this member's chunks of columns (their update terms too)
-    nch = len(cuts) - 1
-    c0, c1 = m * nch // nm, (m + 1) * nch // nm
-    if c1 > c0:
-        j0, j1 = cuts[c0], cuts[c1]
-        s_p, s_m = Sn[0][B:], Sn[0][:B]
+    # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1: each
+    # member forms the update terms (all columns, in a buffer of its own) and makes its tasks (row blocks
+    # x column chunks) of the pass over W1; member 0 adds the row blocks' partial sums
+    n1 = Ws[0].shape[1]
+    if m == 0:
+        Bm1 = Bs
+    else:
+        Bm1 = np.empty((B + 1, n1), Ws[0].dtype)
+    s_p, s_m = Sn[0][B:], Sn[0][:B]
+    for r in range(B):
+        Bm1[r] = s_p[r] - s_m[r]
+    if drn:
+        qa = np.zeros(n1, Ws[0].dtype)
+        qm = np.zeros(n1, Ws[0].dtype)
         for r in range(B):
-            for j in range(j0, j1):
-                Bs[r, j] = s_p[r, j] - s_m[r, j]
-        if drn:
-            qa = np.zeros(j1 - j0, Ws[0].dtype)
-            qm = np.zeros(j1 - j0, Ws[0].dtype)
-            for r in range(B):
-                qa += s_p[r, j0:j1] * s_p[r, j0:j1]
-                qm += s_m[r, j0:j1] * s_m[r, j0:j1]
-            Bs[B, j0:j1] = half * (qa - qm)
-        w0 = wcoef[0]
-        for r in range(Bs.shape[0]):
-            for j in range(j0, j1):
-                Bs[r, j] *= w0
+            qa += s_p[r] * s_p[r]
+            qm += s_m[r] * s_m[r]
+        Bm1[B] = half * (qa - qm)
+    Bm1 *= wcoef[0]
+    n_tasks = ROW_BLOCKS * (len(cuts) - 1)
     n_bad = 0
-    for c in range(c0, c1):
-        n_bad += _w1_cols(Ws[0], cuts[c], cuts[c + 1], s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0],
-                          VW[0], dev1)
+    for t in range(m * n_tasks // nm, (m + 1) * n_tasks // nm):
+        n_bad += _w1_task(t, Ws[0], cuts, s0, Bm1, True, drn, nxt, n_next, parts, kind, ocs[0], MW[0], VW[0], dev1)
     sync[SLOTS + 8 * m] = n_bad
     if barrier(sync, nm):
         return 3
-    if m == 0:
-        for i in range(1, nm):
-            n_bad += sync[SLOTS + 8 * i]
+    if m != 0:
+        return 0
+    _w1_reduce(parts, drive, n_next, drn, 0, n1)
+    for i in range(1, nm):
+        n_bad += sync[SLOTS + 8 * i]
     return 2 if n_bad > 0 else 0
 
 
 @njit(cache=True)
-def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1, oc):
+def _drive(W1, cuts, s0, drn, parts, acc, nthreads, par_w1, oc):
     """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
     if nthreads > 1 and W1.size >= par_w1:
-        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1, NO_DEVICE)
+        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], parts, acc, SGD, oc, W1, W1, NO_DEVICE)
     else:
-        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1, NO_DEVICE)
+        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], parts, acc, SGD, oc, W1, W1, NO_DEVICE)
 
 
 # --- Python side ----------------------------------------------------------------------------------
@@ -679,8 +713,7 @@ class Workspace:
         if chunk < 1:
             raise PhysgradError(f"chunk must be >= 1, got {chunk}")
         self.par_w1, self.team_rows = int(par_w1), int(team_rows)
-        nch = max(-(-n1 // chunk), self.threads)
-        nch = min(nch, n1)
+        nch = min(-(-n1 // chunk), n1)
         cuts = [c * n1 // nch for c in range(nch + 1)]
         if n1 >= 16 * nch:  # chunk starts on 64-byte boundaries (float32)
             cuts = [0] + [(c // 16) * 16 for c in cuts[1:-1]] + [n1]
@@ -688,8 +721,9 @@ class Workspace:
         dt = self.dtype
         self.zero = dt.type(0)
         self.drive = np.zeros((self.B + 1, n1), dt)
-        self.c1buf = np.zeros((self.B, n1), dt)
+        self.parts = np.zeros((ROW_BLOCKS, self.B + 1, n1), dt)  # the row blocks' partial sums of the drive
         self.Bs = np.zeros((self.B + 1, n1), dt)  # the update terms of W1
+        self.c1buf = np.zeros((self.B, n1), dt)
         self.team = None
         self.narrow = np.array([False] + [sizes[k] < NARROW for k in range(2, L + 1)])
         bounds = [spec.energy.bounds(k) for k in range(1, L + 1)]
@@ -759,7 +793,7 @@ def make_drive(spec: FusedSpec, ws: Workspace, W1, s0) -> None:
     if len(s0) > ws.B:
         raise PhysgradError(f"batch of {len(s0)} rows exceeds the workspace's batch_size {ws.B}")
     with _compile_note(_drive, f"{spec.dtype.name}, the pass over W1"):
-        _drive(W1, ws.cuts, s0, spec.drn, ws.drive, ws.threads, ws.par_w1, np.zeros(N_OC, spec.dtype))
+        _drive(W1, ws.cuts, s0, spec.drn, ws.parts, ws.drive, ws.threads, ws.par_w1, np.zeros(N_OC, spec.dtype))
 
 
 def optimizer_constants(kind: str, lrs, momentum: float, t: int, dtype, betas=(0.9, 0.999)) -> np.ndarray:
@@ -897,7 +931,7 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         if n_next > ws.B:
             raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
     with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
-        status = ws.run((params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
+        status = ws.run((params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, ws.c1buf[:B],
                          ws.Bs[:B + 1], Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl,
                          ws.gp, s0, nxt, n_next, spec.drn, ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n,
                          ws.zero, kind, ocs, MW, VW, Mb, Vb, dev1, ws.team_rows))

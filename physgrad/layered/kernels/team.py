@@ -46,8 +46,8 @@ except ImportError:  # pragma: no cover - numba absent: nothing here is called
     def intrinsic(f):
         return f
 
-SPIN = 4000
-"""``pause`` rounds (about 10-40 ns each) a waiting member spins before it yields its core between checks."""
+SPIN = 20000
+"""``pause`` rounds (about 40 ns each on this machine) a waiting member spins before it yields its core between checks."""
 ARRIVE, GEN, ABORT, STATUS = 0, 8, 16, 24  # slots of the sync array (separate 64-byte lines)
 SLOTS = 32
 """Slots before the per-member results: ``sync[SLOTS + 8 * m]`` belongs to member ``m``."""
