@@ -23,15 +23,20 @@ depth and schedule):
 4. fused with the update of ``W1`` (rank ``B+1``) and its clamp: the next batch's drive
    ``[s0'; 1] W1`` -- one read and one write of ``W1`` per batch.
 
-**Parallel and deterministic.** The pass over ``W1`` (and, above :data:`PAR_WORK` multiply-adds --
-no preset by default -- the block updates and the updates of ``W_k``) is split over *columns*
-(output units) between threads; the relaxation of a phase is split over its *rows* (samples and
-the two nudged phases, which do not interact; above :data:`PAR_ROWS`, off by default), one parallel region for all
-its sweeps. Every output element is computed by
-one thread, by the same sequence of floating-point operations whatever the number of threads or the
-chunk sizes. Results are therefore bit-for-bit identical for every thread count (tested), and
-reductions run in a fixed order. Dot products over a row (the narrow output layer) are compiled with
-``fastmath={"reassoc", "nsz", "contract"}``: vectorised, in a fixed order set by the compiled code.
+**Parallel and deterministic.** With ``threads > 1`` a step runs on a thread team
+(:class:`physgrad.layered.kernels.team.Team`: the caller and ``threads - 1`` persistent worker
+threads making the same compiled call, meeting at spin barriers; no numba parallel region per step).
+Member ``m`` relaxes the free, ``-beta`` and ``+beta`` phases of its share of the batch's samples
+(rows do not interact); member 0 updates the biases and the deeper weights (split by rows between
+the members from ``team_rows`` elements); the pass over ``W1`` is split by *row blocks*
+(:data:`ROW_BLOCKS`, fixed whatever the thread count) whose partial drive sums are added in block
+order. Every output element is computed by one thread, by the same sequence of floating-point
+operations whatever the number of threads or the chunk sizes. Results are therefore bit-for-bit
+identical for every thread count (tested). Each thread accumulates in buffers of its own and writes
+shared rows once: threads writing neighbouring columns of the same rows at every row of ``W1`` made
+two threads slower than one (cache lines at the borders move between the cores). Dot products over a
+row (the narrow output layer) are compiled with ``fastmath={"reassoc", "nsz", "contract"}``:
+vectorised, in a fixed order set by the compiled code.
 
 **Compilation.** ``cache=True``: compiled once per machine and numba version (15-30 s of CPU the
 first time for each (dtype, depth) combination), then loaded from ``__pycache__`` beside this file
@@ -43,12 +48,13 @@ unit learning rate (minus the C-EP gradient) and each element then takes
 :func:`physgrad.learning.optim.step`'s formula with its state (:func:`_opt_apply`), in the same pass
 (the state of ``W1`` streams with it); the transposed copies are refreshed by a copy.
 
-**Threads.** ``numba.set_num_threads`` (the stepper sets it). Unless ``NUMBA_THREADING_LAYER`` is set,
-importing this module selects numba's ``workqueue`` threading layer, whose threads sleep when idle:
-OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one thread on a busy
-machine (``reports/benchmarks/layered.md``; ``OMP_WAIT_POLICY=passive`` avoids it too). The kernels
-launch three parallel regions per batch (the free phase, the nudged phases, the pass over ``W1``)
-and never nest them.
+**Threads.** The team's workers wait for the next step spinning for about 2 ms, then sleep until
+the next step wakes them (the training loop's steps need no system call; an idle stepper uses no CPU).
+``numba.set_num_threads`` (the stepper sets it) applies to :func:`make_drive` only (the drive of an
+epoch's first batch, a numba parallel loop). Unless ``NUMBA_THREADING_LAYER`` is set, importing this
+module selects numba's ``workqueue`` threading layer, whose threads sleep when idle: OpenMP's default
+busy-waiting made a 2-thread DRN-1H batch 10x slower than one thread on a busy machine
+(``reports/benchmarks/layered.md``).
 
 numba is a dependency of physgrad; where it cannot be imported, :data:`AVAILABLE` is False and
 nothing here can be called; the steppers then fall back to the numpy kernel, with a note.
@@ -69,7 +75,7 @@ import numpy as np
 from physgrad.devices.pulsing import nearest_row  # compiled into the pass over W1: numba's cache of this file does
 # not see changes to it (tests/test_devices_training.py compares the fused route with the device's own, bit for bit)
 from physgrad.layered.fused import FusedSpec
-from physgrad.layered.kernels.team import SLOTS, STATUS, Team, barrier  # compiled into the step (see _numba_cache)
+from physgrad.layered.kernels.team import SLOTS, STATUS, Team, barrier, claim, sync_array, unclaim, wait_call  # compiled in
 from physgrad.types import NotSolvedError, PhysgradError
 
 try:  # a dependency; the numpy kernel is the fallback where it cannot be imported
@@ -654,6 +660,35 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf
     return 2 if n_bad > 0 else 0
 
 
+@njit(cache=True, nogil=True)
+def _cep_lead(nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, betabuf,
+              wcoef, bcoef, ibuf, gl, gp, s0, nxt, drn, cuts, den_out, cout_f, invout_f, cout_n, invout_n, zero, kind,
+              ocs, MW, VW, Mb, Vb, dev1, team_rows):
+    """Member 0's call of :func:`_cep_batch` (``betabuf[0]``: beta; ``ibuf``: sweeps, rows of ``nxt``):
+    claims the team's workers (returns :data:`physgrad.layered.kernels.team.PARKED_CODE`, -1, when one
+    sleeps), makes its part, releases them."""
+    if nm > 1 and not claim(sync, nm):
+        return -1
+    st = _cep_batch(0, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y,
+                    betabuf[0], wcoef, bcoef, ibuf[0], gl, gp, s0, nxt, ibuf[1], drn, cuts, den_out, cout_f, invout_f,
+                    cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1, team_rows)
+    if nm > 1:
+        unclaim(sync, nm)
+    return st
+
+
+@njit(cache=True, nogil=True)
+def _cep_loop(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, betabuf,
+              wcoef, bcoef, ibuf, gl, gp, s0, nxt, drn, cuts, den_out, cout_f, invout_f, cout_n, invout_n, zero, kind,
+              ocs, MW, VW, Mb, Vb, dev1, team_rows):
+    """Worker ``m``: its part of each call of :func:`_cep_lead`, until it parks or the team stops."""
+    while wait_call(sync, m):
+        _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y,
+                   betabuf[0], wcoef, bcoef, ibuf[0], gl, gp, s0, nxt, ibuf[1], drn, cuts, den_out, cout_f, invout_f,
+                   cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1, team_rows)
+    return 0
+
+
 @njit(cache=True)
 def _drive(W1, cuts, s0, drn, parts, acc, nthreads, par_w1, oc):
     """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
@@ -723,6 +758,14 @@ class Workspace:
         self.drive = np.zeros((self.B + 1, n1), dt)
         self.parts = np.zeros((ROW_BLOCKS, self.B + 1, n1), dt)  # the row blocks' partial sums of the drive
         self.Bs = np.zeros((self.B + 1, n1), dt)  # the update terms of W1
+        # a call's inputs, copied here: the team's workers keep these arrays from call to call
+        self.s0buf, self.nxtbuf = np.zeros((self.B, sizes[0]), dt), np.zeros((self.B, sizes[0]), dt)
+        self.ybuf = np.zeros((self.B, sizes[-1]), dt)
+        self.warmbuf = tuple(np.zeros((self.B, n), dt) for n in sizes[1:])
+        self.wbuf, self.bbuf = np.zeros(L, dt), np.zeros(L, dt)
+        self.ocsbuf = np.zeros((2 * L, N_OC), dt)
+        self.betabuf, self.ibuf = np.zeros(1, dt), np.zeros(2, np.int64)
+        self.serial_sync = sync_array(1)
         self.c1buf = np.zeros((self.B, n1), dt)
         self.team = None
         self.narrow = np.array([False] + [sizes[k] < NARROW for k in range(2, L + 1)])
@@ -746,11 +789,15 @@ class Workspace:
         self.no_optimizer = (np.zeros((2 * L, N_OC), dt), tuple(np.zeros((0, 0), dt) for _ in range(L)),
                              tuple(np.zeros(0, dt) for _ in range(L)))  # the optimizer arguments of SGD
 
-    def run(self, args: tuple) -> int:
-        """:func:`_cep_batch` with ``args`` on this workspace's team (made at the first call)."""
+    def run(self, args: tuple, full: bool, key=None) -> int:
+        """:func:`_cep_lead` with ``args``: on this workspace's team (made at the first call) for a full
+        batch (``full``: the arrays of ``args`` are this workspace's own, which the workers keep), else on
+        the calling thread alone. ``key``: see :meth:`physgrad.layered.kernels.team.Team.run`."""
+        if self.threads == 1 or not full:
+            return _cep_lead(1, self.serial_sync, *args)
         if self.team is None:
-            self.team = Team(self.threads)
-        return self.team.run(_cep_batch, args)
+            self.team = Team(self.threads, _cep_loop)
+        return self.team.run(_cep_lead, args, key)
 
     def close(self) -> None:
         """Stop the team's worker threads (a later step starts new ones)."""
@@ -761,6 +808,10 @@ class Workspace:
     def attach(self, params) -> None:
         """(Re)build the transposed copies ``W_k^T`` (``k >= 2``) from ``params``."""
         L = self.spec.n_layers
+        if self.WT is not None and all(self.WT[k].shape == params[k].shape[::-1] for k in range(1, L)):
+            for k in range(1, L):  # in place: the team's workers keep these arrays
+                self.WT[k][...] = params[k].T
+            return
         self.WT = (np.zeros((0, 0), self.dtype),) + tuple(np.ascontiguousarray(params[k].T) for k in range(1, L))
 
     def buffers(self, B: int):
@@ -930,11 +981,30 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         n_next = len(nxt)
         if n_next > ws.B:
             raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
+    full = B == ws.B
+    if full:  # into the workspace's own arrays (kept by the team's workers from call to call)
+        for buf, w in zip(ws.warmbuf, warm):
+            buf[...] = w
+        ws.ybuf[...] = y1h
+        ws.s0buf[...] = s0
+        ws.nxtbuf[:n_next] = nxt
+        ws.wbuf[...] = wcoef
+        ws.bbuf[...] = bcoef
+        ws.ocsbuf[...] = ocs
+        warm, y1h, s0, nxt, wcoef, bcoef, ocs = ws.warmbuf, ws.ybuf, ws.s0buf, ws.nxtbuf, ws.wbuf, ws.bbuf, ws.ocsbuf
+        c1, Bs = ws.c1buf, ws.Bs
+    else:
+        c1, Bs = ws.c1buf[:B], ws.Bs[:B + 1]
+        nxt = nxt if n_next else s0[:1]
+    ws.betabuf[0] = beta
+    ws.ibuf[0], ws.ibuf[1] = int(sweeps), n_next
     with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
-        status = ws.run((params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, ws.c1buf[:B],
-                         ws.Bs[:B + 1], Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl,
-                         ws.gp, s0, nxt, n_next, spec.drn, ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n,
-                         ws.zero, kind, ocs, MW, VW, Mb, Vb, dev1, ws.team_rows))
+        status = ws.run((params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, c1, Bs,
+                         Sf, Tf, Sn, Tn, warm, y1h, ws.betabuf, wcoef, bcoef, ws.ibuf, ws.gl, ws.gp, s0, nxt, spec.drn,
+                         ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb,
+                         dev1, ws.team_rows), full,
+                        (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ocs),
+                         tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts)))
     if status == 2:
         raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
                             "(NaN or inf): the learning rule diverged; lower the learning rates")

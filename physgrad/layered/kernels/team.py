@@ -48,9 +48,14 @@ except ImportError:  # pragma: no cover - numba absent: nothing here is called
 
 SPIN = 20000
 """``pause`` rounds (about 40 ns each on this machine) a waiting member spins before it yields its core between checks."""
-ARRIVE, GEN, ABORT, STATUS = 0, 8, 16, 24  # slots of the sync array (separate 64-byte lines)
-SLOTS = 32
-"""Slots before the per-member results: ``sync[SLOTS + 8 * m]`` belongs to member ``m``."""
+ARRIVE, GEN, ABORT, STATUS, GO, STOP = 0, 8, 16, 24, 32, 40  # slots of the sync array (separate 64-byte lines)
+SLOTS = 48
+"""Slots before the per-member ones: ``sync[SLOTS + 8 * m]`` (a result), ``sync[SLOTS + 8 * m + 1]`` (the
+member's state: :data:`ACTIVE`, :data:`PARKED`, :data:`CLAIMED`) and ``sync[SLOTS + 8 * m + 2]`` (the last
+call it made) belong to member ``m``."""
+ACTIVE, PARKED, CLAIMED = 0, 1, 2
+IDLE = 50000
+"""``pause`` rounds (about 2 ms) a worker waits for the next call in compiled code before it parks (sleeps in Python)."""
 
 
 def sync_array(n: int) -> np.ndarray:
@@ -95,6 +100,19 @@ if AVAILABLE:
         return sig, codegen
 
     @intrinsic
+    def atomic_cas(typingctx, arr, idx, old, new):
+        """``arr[idx] = new`` if it holds ``old`` (int64), sequentially consistent; True when it did."""
+        sig = types.boolean(arr, idx, types.int64, types.int64)
+
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            old_ = context.cast(builder, args[2], sig.args[2], types.int64)
+            new_ = context.cast(builder, args[3], sig.args[3], types.int64)
+            res = builder.cmpxchg(ptr, old_, new_, "seq_cst", "seq_cst")
+            return builder.extract_value(res, 1)
+        return sig, codegen
+
+    @intrinsic
     def cpu_relax(typingctx):
         """The x86 ``pause`` instruction (a spin-wait hint)."""
         sig = types.void()
@@ -117,7 +135,7 @@ if AVAILABLE:
             return context.get_dummy_value()
         return sig, codegen
 else:  # pragma: no cover
-    atomic_load = atomic_store = atomic_add = cpu_relax = sched_yield = None
+    atomic_load = atomic_store = atomic_add = atomic_cas = cpu_relax = sched_yield = None
 
 
 @njit(cache=True, nogil=True)
@@ -145,70 +163,138 @@ def barrier(sync, n):
     return atomic_load(sync, ABORT) != 0
 
 
+@njit(cache=True, nogil=True)
+def claim(sync, n):
+    """Member 0, before a call: mark every worker :data:`CLAIMED` (none may park now) and start the call
+    (``GO`` advances). Returns False, claiming nothing, when a worker is parked (the caller wakes it)."""
+    for m in range(1, n):
+        if not atomic_cas(sync, SLOTS + 8 * m + 1, ACTIVE, CLAIMED):
+            for q in range(1, m):
+                atomic_store(sync, SLOTS + 8 * q + 1, ACTIVE)
+            return False
+    atomic_add(sync, GO, 1)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def unclaim(sync, n):
+    """Member 0, after a call (every member has passed the call's last barrier): workers may park again."""
+    for m in range(1, n):
+        atomic_store(sync, SLOTS + 8 * m + 1, ACTIVE)
+
+
+@njit(cache=True, nogil=True)
+def wait_call(sync, m):
+    """Worker ``m``: wait for the next call (``GO`` past the last call the worker made, which it records).
+    Returns True for a call, False when the worker parked (:data:`IDLE` rounds without a call; it must
+    sleep in Python) or the team stops."""
+    seen = sync[SLOTS + 8 * m + 2]
+    spins = 0
+    while True:
+        go = atomic_load(sync, GO)
+        if atomic_load(sync, STOP) != 0:
+            return False
+        if go != seen:
+            sync[SLOTS + 8 * m + 2] = go
+            return True
+        spins += 1
+        if spins < IDLE:
+            cpu_relax()
+        elif atomic_cas(sync, SLOTS + 8 * m + 1, ACTIVE, PARKED):
+            return False
+
+
 class TeamError(RuntimeError):
     """A worker of a :class:`Team` failed (the original exception is its ``__cause__``)."""
 
 
 class _Worker:
-    """One persistent worker thread: waits for a job, calls ``fn(member, n, sync, *args)``."""
+    """One persistent worker thread: runs ``loop(m, n, sync, *args)`` (compiled: waits for calls with
+    :func:`wait_call` and makes its part of each) and sleeps on a semaphore while parked."""
 
-    def __init__(self, member: int):
+    def __init__(self, member: int, n: int, sync, loop, args: tuple):
         self.member = member
-        self.job = None
         self.error = None
+        self.woken = False
         self.go = threading.Semaphore(0)
-        self.thread = threading.Thread(target=self._loop, name=f"physgrad-team-{member}", daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(n, sync, loop, args),
+                                       name=f"physgrad-team-{member}", daemon=True)
         self.thread.start()
 
-    def _loop(self):
-        while True:
-            self.go.acquire()
-            job, self.job = self.job, None
-            if job is None:  # close()
-                return
-            fn, n, sync, args = job
-            try:
-                fn(self.member, n, sync, *args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller by Team.run
-                self.error = exc
-                sync[ABORT] = 1  # the other members leave their barriers
-            del job, fn, sync, args
+    def _run(self, n, sync, loop, args):
+        slot = SLOTS + 8 * self.member + 1
+        try:
+            while True:
+                loop(self.member, n, sync, *args)  # returns when parked or stopped
+                if sync[STOP]:
+                    return
+                self.go.acquire()  # parked: sleep until woken
+                if sync[STOP]:
+                    return
+                sync[slot] = ACTIVE
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by Team.run
+            self.error = exc
+            sync[ABORT] = 1  # the other members leave their barriers
 
 
 class Team:
-    """``n`` members (the calling thread and ``n - 1`` persistent worker threads) that run one
-    compiled ``nogil`` function together: :meth:`run` calls ``fn(m, n, sync, *args)`` on member ``m``
-    (``0``: the caller) and returns member 0's result once every member has returned from its part
-    (the function must end with a :func:`barrier`, which all members pass).
+    """``n`` members -- the calling thread and ``n - 1`` persistent worker threads -- that make each
+    call of a compiled ``nogil`` function together.
+
+    The workers run ``loop(m, n, sync, *args)`` on the arguments given to :meth:`run` (arrays, kept:
+    the caller changes their contents between calls, and :meth:`run` restarts the workers when it is
+    given other objects). ``lead(n, sync, *args)`` is member 0's side of a call: :func:`claim`, its part,
+    :func:`unclaim`; it returns :data:`PARKED` (without doing anything) when a worker sleeps, and
+    :meth:`run` then wakes it and calls again. A worker waits for the next call spinning (about 2 ms,
+    :data:`IDLE`), then parks, so a training loop's calls need no system call, and an idle team no CPU.
 
     Parameters
     ----------
     n : int
-        Members (``>= 1``; ``1`` runs ``fn`` on the caller alone, without threads).
+        Members (``>= 1``; ``1``: no worker thread).
+    loop : compiled function
+        The workers' loop: ``while wait_call(sync, m): <member m's part of a call>``.
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, loop):
         self.n = max(int(n), 1)
+        self.loop = loop
         self.sync = sync_array(self.n)
-        self.workers = [_Worker(m) for m in range(1, self.n)]
-        self._finalizer = weakref.finalize(self, _stop, list(self.workers))
+        self.bound = self.key = None
+        self.workers = []
+        self._finalizer = None
 
-    def run(self, fn, args: tuple):
-        """``fn(m, n, sync, *args)`` on every member; member 0's result. Raises :class:`TeamError` when
-        a worker failed (the team is then closed)."""
-        if not self.workers:
-            return fn(0, 1, self.sync, *args)
-        if self.sync[ABORT]:
-            raise TeamError("the team was closed after a worker failed")
-        for w in self.workers:  # (the sync array is never reset: a member may still be leaving the last barrier)
-            w.job = (fn, self.n, self.sync, args)
-            w.go.release()
-        try:
-            out = fn(0, self.n, self.sync, *args)
-        except BaseException:
-            self.sync[ABORT] = 1
-            self.close()
-            raise
+    def _bind(self, args: tuple) -> None:
+        self.close()
+        self.sync = sync_array(self.n)
+        self.bound = args
+        self.workers = [_Worker(m, self.n, self.sync, self.loop, args) for m in range(1, self.n)]
+        self._finalizer = weakref.finalize(self, _stop, self.sync, list(self.workers))
+
+    def run(self, lead, args: tuple, key=None):
+        """Member 0's result of ``lead(n, sync, *args)`` made with the workers. ``key``: a hashable value
+        that changes whenever an object of ``args`` does (None: ``args`` are compared object by object).
+        Raises :class:`TeamError` when a worker failed (the team is then closed)."""
+        if self.n == 1:
+            return lead(1, self.sync, *args)
+        if self.bound is None or (key != self.key if key is not None else not _same(args, self.bound)):
+            self._bind(args)
+            self.key = key
+        while True:
+            out = lead(self.n, self.sync, *args)
+            if out != PARKED_CODE:
+                break
+            for w in self.workers:  # wake the parked workers (once), then call again
+                if self.sync[SLOTS + 8 * w.member + 1] == PARKED and not w.woken:
+                    w.woken = True
+                    w.go.release()
+                if w.error is not None:
+                    break
+            if any(w.error is not None for w in self.workers):
+                out = 3
+                break
+        for w in self.workers:
+            w.woken = False
         failed = [w.error for w in self.workers if w.error is not None]
         if failed or self.sync[ABORT]:
             self.close()
@@ -217,13 +303,29 @@ class Team:
         return out
 
     def close(self) -> None:
-        """Stop the worker threads (they finish their current job first)."""
-        self._finalizer()
+        """Stop the worker threads (they finish their current call first)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self.workers, self.bound, self._finalizer = [], None, None
 
 
-def _stop(workers) -> None:
+PARKED_CODE = -1
+"""What ``lead`` returns when a worker is parked (nothing was done)."""
+
+
+def _same(a, b) -> bool:
+    """The same arguments for the workers: the same array objects (tuples element by element), equal
+    scalars of the same type."""
+    if isinstance(a, tuple):
+        return isinstance(b, tuple) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray):
+        return a is b
+    return type(a) is type(b) and a == b
+
+
+def _stop(sync, workers) -> None:
+    sync[STOP] = 1
     for w in workers:
-        w.job = None
         w.go.release()
     for w in workers:
         if w.thread is not threading.current_thread():
