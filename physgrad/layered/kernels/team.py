@@ -215,7 +215,7 @@ class _Worker:
     def __init__(self, member: int, n: int, sync, loop, args: tuple):
         self.member = member
         self.error = None
-        self.woken = False
+        self.sent = self.seen = 0  # wake-ups released by the caller / taken by this worker
         self.go = threading.Semaphore(0)
         self.thread = threading.Thread(target=self._run, args=(n, sync, loop, args),
                                        name=f"physgrad-team-{member}", daemon=True)
@@ -229,6 +229,7 @@ class _Worker:
                 if sync[STOP]:
                     return
                 self.go.acquire()  # parked: sleep until woken
+                self.seen += 1
                 if sync[STOP]:
                     return
                 sync[slot] = ACTIVE
@@ -284,17 +285,13 @@ class Team:
             out = lead(self.n, self.sync, *args)
             if out != PARKED_CODE:
                 break
-            for w in self.workers:  # wake the parked workers (once), then call again
-                if self.sync[SLOTS + 8 * w.member + 1] == PARKED and not w.woken:
-                    w.woken = True
+            for w in self.workers:  # wake the parked workers (unless a wake-up is still on its way), call again
+                if self.sync[SLOTS + 8 * w.member + 1] == PARKED and w.sent == w.seen:
+                    w.sent += 1
                     w.go.release()
-                if w.error is not None:
-                    break
             if any(w.error is not None for w in self.workers):
                 out = 3
                 break
-        for w in self.workers:
-            w.woken = False
         failed = [w.error for w in self.workers if w.error is not None]
         if failed or self.sync[ABORT]:
             self.close()
