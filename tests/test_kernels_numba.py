@@ -108,6 +108,39 @@ def test_bit_for_bit_for_every_thread_count_and_chunking(optimizer):
             np.testing.assert_array_equal(a, b)
 
 
+def test_team_workers_park_and_wake_between_steps_bit_for_bit():
+    """A 2-thread workspace over several steps, with pauses longer than the workers' spinning (they
+    park and are woken by the next step), and a short last batch (the caller alone): the same
+    parameters, states and drive as one thread; close() stops the workers and a later step starts new ones."""
+    import time
+
+    en, th, x, y, warm = setup("drn", (40, 24), n_pix=50, dtype=np.float32, B=3)
+    spec = fused.FusedSpec(en, "asynchronous", np.float32)
+    runs = []
+    for threads in (1, 2):
+        ws = numba_cpu.Workspace(spec, 3, threads=threads)
+        params = tuple(a.copy() for a in th)
+        ws.attach(params)
+        s0 = spec.input_layer(x)
+        numba_cpu.make_drive(spec, ws, params[0], s0)
+        out = []
+        for k, rows in enumerate((3, 3, 2, 3)):
+            if k == 2:
+                ws.close()
+            free, s_plus = numba_cpu.cep_step(spec, params, ws, [w[:rows] for w in warm], y[:rows], 0.5, [0.05] * 3,
+                                              [0.02] * 3, SWEEPS, s0[:rows], s0)
+            out += free + s_plus + [ws.drive.copy()]
+            time.sleep(0.02)  # > the workers' ~2 ms of spinning: they park
+        if threads > 1:
+            assert ws.team is not None and all(w.thread.is_alive() for w in ws.team.workers)
+            workers = list(ws.team.workers)
+            ws.close()
+            assert not any(w.thread.is_alive() for w in workers)
+        runs.append(list(params) + out)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("model", ["drn", "dhn"])
 def test_minus_beta_error_is_the_energy_s(model):
     en, th, x, y, warm = setup(model, (6,))
