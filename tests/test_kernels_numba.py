@@ -203,7 +203,10 @@ def test_compiled_optimizers_equal_the_numpy_optimizer_stepper(model, optimizer,
     b = make_stepper("fast", preset, "cep", initial_params(preset, 0, dtype), backend="numba")
     assert isinstance(b, CompiledCEPStepper)
     try:
-        step_side_by_side(a, b, x, y, **tol)
+        # float32: the two kernels sum the drive s0 W1 in different orders (the compiled one by row blocks),
+        # ~1e-6 relative per batch, which the optimizers' state carries over four batches: states (~0.1-1 V)
+        # to 1e-5 absolute
+        step_side_by_side(a, b, x, y, **(dict(tol, atol=1e-5) if dtype == "float32" else tol))
         for u, v, u0 in zip(a.params, b.params, initial_params(preset, 0, dtype)):
             assert v.dtype == np.dtype(dtype) and not np.allclose(u, u0)
             atol = 1e-2 * 1e-3 if (optimizer, dtype) == ("adam", "float32") else tol["atol"] * max(1.0, np.max(np.abs(u)))
