@@ -290,10 +290,11 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         return s_plus, np.argmax(free[-1], axis=1)
 
     def close(self):
-        """Restore numba's thread count."""
+        """Restore numba's thread count and stop the kernel's worker threads."""
         import numba
 
         numba.set_num_threads(self._old_threads)
+        self.ws.close()
 
 
 def backend_info(backend: str, threads: int, device: str = "cpu") -> dict:

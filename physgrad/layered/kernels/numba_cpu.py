@@ -23,15 +23,20 @@ depth and schedule):
 4. fused with the update of ``W1`` (rank ``B+1``) and its clamp: the next batch's drive
    ``[s0'; 1] W1`` -- one read and one write of ``W1`` per batch.
 
-**Parallel and deterministic.** The pass over ``W1`` (and, above :data:`PAR_WORK` multiply-adds --
-no preset by default -- the block updates and the updates of ``W_k``) is split over *columns*
-(output units) between threads; the relaxation of a phase is split over its *rows* (samples and
-the two nudged phases, which do not interact; above :data:`PAR_ROWS`, off by default), one parallel region for all
-its sweeps. Every output element is computed by
-one thread, by the same sequence of floating-point operations whatever the number of threads or the
-chunk sizes. Results are therefore bit-for-bit identical for every thread count (tested), and
-reductions run in a fixed order. Dot products over a row (the narrow output layer) are compiled with
-``fastmath={"reassoc", "nsz", "contract"}``: vectorised, in a fixed order set by the compiled code.
+**Parallel and deterministic.** With ``threads > 1`` a step runs on a thread team
+(:class:`physgrad.layered.kernels.team.Team`: the caller and ``threads - 1`` persistent worker
+threads making the same compiled call, meeting at spin barriers; no numba parallel region per step).
+Member ``m`` relaxes the free, ``-beta`` and ``+beta`` phases of its share of the batch's samples
+(rows do not interact); member 0 updates the biases and the deeper weights (split by rows between
+the members from ``team_rows`` elements); the pass over ``W1`` is split by *row blocks*
+(:data:`ROW_BLOCKS`, fixed whatever the thread count) whose partial drive sums are added in block
+order. Every output element is computed by one thread, by the same sequence of floating-point
+operations whatever the number of threads or the chunk sizes. Results are therefore bit-for-bit
+identical for every thread count (tested). Each thread accumulates in buffers of its own and writes
+shared rows once: threads writing neighbouring columns of the same rows at every row of ``W1`` made
+two threads slower than one (cache lines at the borders move between the cores). Dot products over a
+row (the narrow output layer) are compiled with ``fastmath={"reassoc", "nsz", "contract"}``:
+vectorised, in a fixed order set by the compiled code.
 
 **Compilation.** ``cache=True``: compiled once per machine and numba version (15-30 s of CPU the
 first time for each (dtype, depth) combination), then loaded from ``__pycache__`` beside this file
@@ -43,12 +48,13 @@ unit learning rate (minus the C-EP gradient) and each element then takes
 :func:`physgrad.learning.optim.step`'s formula with its state (:func:`_opt_apply`), in the same pass
 (the state of ``W1`` streams with it); the transposed copies are refreshed by a copy.
 
-**Threads.** ``numba.set_num_threads`` (the stepper sets it). Unless ``NUMBA_THREADING_LAYER`` is set,
-importing this module selects numba's ``workqueue`` threading layer, whose threads sleep when idle:
-OpenMP's default busy-waiting made a 2-thread DRN-1H batch 10x slower than one thread on a busy
-machine (``reports/benchmarks/layered.md``; ``OMP_WAIT_POLICY=passive`` avoids it too). The kernels
-launch three parallel regions per batch (the free phase, the nudged phases, the pass over ``W1``)
-and never nest them.
+**Threads.** The team's workers wait for the next step spinning for about 2 ms, then sleep until
+the next step wakes them (the training loop's steps need no system call; an idle stepper uses no CPU).
+``numba.set_num_threads`` (the stepper sets it) applies to :func:`make_drive` only (the drive of an
+epoch's first batch, a numba parallel loop). Unless ``NUMBA_THREADING_LAYER`` is set, importing this
+module selects numba's ``workqueue`` threading layer, whose threads sleep when idle: OpenMP's default
+busy-waiting made a 2-thread DRN-1H batch 10x slower than one thread on a busy machine
+(``reports/benchmarks/layered.md``).
 
 numba is a dependency of physgrad; where it cannot be imported, :data:`AVAILABLE` is False and
 nothing here can be called; the steppers then fall back to the numpy kernel, with a note.
@@ -69,6 +75,7 @@ import numpy as np
 from physgrad.devices.pulsing import nearest_row  # compiled into the pass over W1: numba's cache of this file does
 # not see changes to it (tests/test_devices_training.py compares the fused route with the device's own, bit for bit)
 from physgrad.layered.fused import FusedSpec
+from physgrad.layered.kernels.team import SLOTS, STATUS, Team, barrier, claim, sync_array, unclaim, wait_call  # compiled in
 from physgrad.types import NotSolvedError, PhysgradError
 
 try:  # a dependency; the numpy kernel is the fallback where it cannot be imported
@@ -97,12 +104,10 @@ INSTALL_HINT = ("the compiled (numba) backend needs numba, a dependency of physg
                 "pip install numba (or pip install 'physgrad[fast]')")
 _REDUCE = {"reassoc", "nsz", "contract"}  # vectorised dot products, fixed order for the compiled code
 NARROW = 64  # a layer with fewer units (the outputs) is driven from below by dot products with W_k^T
-PAR_WORK = 1 << 26  # multiply-adds above which a block or weight update is split between threads (see Workspace)
-PAR_W1 = 1 << 20  # elements of W1 above which the pass over W1 is split between threads
-PAR_ROWS = 1 << 62  # multiply-adds per row and sweep above which a phase's rows are split between threads:
-# off by default (DRN-1H, batch 4, idle 2-core machine: 2 threads took 4.8-5.2 s per 3,000 batches with the
-# row split and 3.8-3.9 s without, 1 thread 2.6-2.8 s); kept, tested, for larger batches
+PAR_W1 = 1 << 20  # elements of W1 above which make_drive's pass over W1 (once per epoch) is split between threads
+TEAM_ROWS = 1 << 16  # elements of a deeper W_k above which its update is split by rows between the team's members
 NO_DEVICE = np.zeros(0)  # ``dev`` of the pass over W1 without devices
+ROW_BLOCKS = 4  # row blocks of the pass over W1, summed in a fixed order (any thread count; see _w1_reduce)
 SUB = 1024  # columns of a row of W1 per sub-block of the fused pass (the update term stays in L1)
 
 
@@ -144,9 +149,10 @@ def _opt_apply(w, t, m, v, kind, oc, clamp):
 
 
 # --- the pass over W1 ------------------------------------------------------------------------------
-@njit(cache=True)
-def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
-    """Columns ``j0:j1`` of the pass over ``W1`` (in place).
+@njit(cache=True, nogil=True)
+def _w1_cols(W1, i0, i1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+    """Rows ``i0:i1``, columns ``j0:j1`` of the pass over ``W1`` (in place); ``acc`` takes the sums over
+    these rows only (a row block's partial sums, see :func:`_w1_reduce`).
 
     ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN) -- or, with an optimizer
     (``kind`` not :data:`SGD`), the optimizer's step on the gradient ``-[s0; -1]^T Bs`` (``Bs`` at
@@ -158,7 +164,6 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
     (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
     of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
     """
-    n0 = W1.shape[0]
     nb = s0.shape[0]
     last = acc.shape[0] - 1
     t = np.empty(SUB, W1.dtype)
@@ -169,11 +174,11 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
     iu = np.empty(nb + 1, np.int64)
     cp = np.empty(n_p + 1, W1.dtype)
     ip = np.empty(n_p + 1, np.int64)
-    for r in range(n_p):
-        acc[r, j0:j1] = 0
-    if drn:
-        acc[last, j0:j1] = 0
-    for i in range(n0):
+    # the accumulators of these columns in a buffer of this thread, copied out at the end: rows of the
+    # shared ``acc`` hold other threads' columns beside these, and writing them at every row of W1 made
+    # the cores fight over the lines at the borders (2 threads slower than 1)
+    loc = np.zeros((acc.shape[0], j1 - j0), acc.dtype)
+    for i in range(i0, i1):
         nu = 0
         if update:
             for b in range(nb):
@@ -244,29 +249,62 @@ def _w1_cols(W1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev
                 n_bad += 1  # a non-finite request: the step fails (cep_step raises)
             for q in range(n_c):
                 c = cp[q]
-                a = acc[ip[q], k0:k1]
+                a = loc[ip[q], k0 - j0:k1 - j0]
                 if q == n_c - 1 and drn:  # the column sums: 1 * w
                     for j in range(w):
                         a[j] += row[j]
                 else:
                     for j in range(w):
                         a[j] += c * row[j]
+    for r in range(n_p):
+        acc[r, j0:j1] = loc[r]
+    if drn:
+        acc[last, j0:j1] = loc[last]
     return n_bad
+
+
+@njit(cache=True, nogil=True)
+def _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, dev):
+    """Task ``t`` of the pass over ``W1``: row block ``t // n_chunks`` (of :data:`ROW_BLOCKS`, rows
+    ``b n0 / ROW_BLOCKS ..``) times column chunk ``t % n_chunks`` (``cuts``), partial sums into
+    ``parts[b]``."""
+    nch = len(cuts) - 1
+    b, c = t // nch, t % nch
+    n0 = W1.shape[0]
+    return _w1_cols(W1, b * n0 // ROW_BLOCKS, (b + 1) * n0 // ROW_BLOCKS, cuts[c], cuts[c + 1], s0, Bs, update, drn,
+                    P, n_p, parts[b], kind, oc, M1, V1, dev)
+
+
+@njit(cache=True, nogil=True)
+def _w1_reduce(parts, acc, n_p, drn, j0, j1):
+    """``acc[r, j0:j1]`` = the row blocks' partial sums added in block order (``r < n_p``, and the
+    column sums for a DRN): the same order for every thread count."""
+    last = acc.shape[0] - 1
+    for r in range(acc.shape[0]):
+        if r < n_p or (drn and r == last):
+            a = acc[r]
+            for j in range(j0, j1):
+                x = parts[0, r, j]
+                for b in range(1, ROW_BLOCKS):
+                    x += parts[b, r, j]
+                a[j] = x
 
 
 @njit(cache=True, parallel=True)
-def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+def _w1_pass_par(W1, cuts, s0, Bs, update, drn, P, n_p, parts, acc, kind, oc, M1, V1, dev):
     n_bad = 0
-    for c in prange(len(cuts) - 1):
-        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    for t in prange(ROW_BLOCKS * (len(cuts) - 1)):
+        n_bad += _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, dev)
+    _w1_reduce(parts, acc, n_p, drn, 0, acc.shape[1])
     return n_bad
 
 
-@njit(cache=True)
-def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev):
+@njit(cache=True, nogil=True)
+def _w1_pass_ser(W1, cuts, s0, Bs, update, drn, P, n_p, parts, acc, kind, oc, M1, V1, dev):
     n_bad = 0
-    for c in range(len(cuts) - 1):
-        n_bad += _w1_cols(W1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, acc, kind, oc, M1, V1, dev)
+    for t in range(ROW_BLOCKS * (len(cuts) - 1)):
+        n_bad += _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, dev)
+    _w1_reduce(parts, acc, n_p, drn, 0, acc.shape[1])
     return n_bad
 
 
@@ -352,77 +390,26 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
                 out[r, j] = x
 
 
-@njit(cache=True, parallel=True)
-def _layer_par(k, nch, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout, lo, hi, drn, zero):
-    n = out.shape[1]
-    for c in prange(nch):
-        _layer_cols(k, c * n // nch, (c + 1) * n // nch, Ws, WT, narrow, S, out, const1, bs, cout, inv,
-                    invout, lo, hi, drn, zero, 0, out.shape[0])
-
-
-@njit(cache=True)
-def _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads, par_work,
-           zero, r0, r1):
+@njit(cache=True, nogil=True)
+def _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, zero, r0, r1):
     """``sweeps`` sweeps of the groups ``gl[gp[g]:gp[g+1]]`` on the rows ``r0:r1`` of the state ``S``
-    (in place; ``T`` scratch)."""
-    L = len(Ws)
-    R = r1 - r0
+    (in place; ``T`` scratch). Rows (samples, phases) do not interact: any split of the rows gives the
+    same numbers."""
+    if r1 <= r0:
+        return
     for _ in range(sweeps):
         for g in range(len(gp) - 1):
             for q in range(gp[g], gp[g + 1]):
                 k = gl[q]
-                n = Ws[k - 1].shape[1]
-                work = 0
-                if k > 1:
-                    work += Ws[k - 1].shape[0]
-                if k < L:
-                    work += Ws[k].shape[1]
-                work *= R * n
-                if nthreads > 1 and work >= par_work:
-                    _layer_par(k, min(nthreads, n), Ws, WT, narrow, S, T[k - 1], const1, bs, cout, inv, invout,
-                               lo, hi, drn, zero)
-                else:
-                    _layer_cols(k, 0, n, Ws, WT, narrow, S, T[k - 1], const1, bs, cout, inv, invout, lo, hi,
-                                drn, zero, r0, r1)
+                _layer_cols(k, 0, Ws[k - 1].shape[1], Ws, WT, narrow, S, T[k - 1], const1, bs, cout, inv, invout,
+                            lo, hi, drn, zero, r0, r1)
             for q in range(gp[g], gp[g + 1]):
                 k = gl[q]
                 S[k - 1][r0:r1, :] = T[k - 1][r0:r1]
 
 
-@njit(cache=True, parallel=True)
-def _relax_rows(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nch, zero):
-    """:func:`_relax` with the rows of ``S`` (samples and phases, independent of each other) split into
-    ``nch`` chunks between threads: one parallel region for all the sweeps of a phase."""
-    R = S[0].shape[0]
-    for c in prange(nch):
-        _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, 1, 0, zero,
-               c * R // nch, (c + 1) * R // nch)
-
-
-@njit(cache=True)
-def _relax_phase(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads,
-                 par_work, par_rows, zero):
-    """The relaxation of one phase: rows split between threads (:func:`_relax_rows`) when there are
-    several threads and a row's sweep has at least ``par_rows`` multiply-adds, else :func:`_relax`."""
-    L = len(Ws)
-    R = S[0].shape[0]
-    per_row = 0
-    for k in range(1, L + 1):
-        n = Ws[k - 1].shape[1]
-        if k > 1:
-            per_row += Ws[k - 1].shape[0] * n
-        if k < L:
-            per_row += Ws[k].shape[1] * n
-    if nthreads > 1 and R > 1 and per_row >= par_rows:
-        _relax_rows(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn,
-                    min(nthreads, R), zero)
-    else:
-        _relax(S, T, sweeps, gl, gp, Ws, WT, narrow, const1, bs, cout, inv, invout, lo, hi, drn, nthreads, par_work,
-               zero, 0, R)
-
-
 # --- weight updates -------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rank_rows(W, i0, i1, A, Bs, clamp):
     """Rows ``i0:i1`` of ``W += A^T Bs`` (each element ``sum_q A[q, i] Bs[q, j]`` in order ``q``), clamped
     at 0 when ``clamp``."""
@@ -445,14 +432,15 @@ def _rank_rows(W, i0, i1, A, Bs, clamp):
             w[j] = x
 
 
-@njit(cache=True)
-def _rank_opt(W, A, Bs, clamp, kind, oc, M, V):
-    """The optimizer's step on ``W`` with the gradient ``-A^T Bs`` (``Bs`` at unit learning rate; each
-    element ``sum_q A[q, i] Bs[q, j]`` in order ``q``), state ``M``, ``V``, clamped at 0 when ``clamp``."""
+@njit(cache=True, nogil=True)
+def _rank_opt(W, i0, i1, A, Bs, clamp, kind, oc, M, V):
+    """Rows ``i0:i1`` of the optimizer's step on ``W`` with the gradient ``-A^T Bs`` (``Bs`` at unit
+    learning rate; each element ``sum_q A[q, i] Bs[q, j]`` in order ``q``), state ``M``, ``V``,
+    clamped at 0 when ``clamp``."""
     n = W.shape[1]
     nq = A.shape[0]
     t = np.empty(n, W.dtype)
-    for i in range(W.shape[0]):
+    for i in range(i0, i1):
         c = A[0, i]
         for j in range(n):
             t[j] = c * Bs[0, j]
@@ -463,47 +451,30 @@ def _rank_opt(W, A, Bs, clamp, kind, oc, M, V):
         _opt_apply(W[i], t, V[i] if kind == MOMENTUM else M[i], V[i], kind, oc, clamp)
 
 
-@njit(cache=True, parallel=True)
-def _rank_par(W, nch, A, Bs, clamp):
-    n = W.shape[0]
-    for c in prange(nch):
-        _rank_rows(W, c * n // nch, (c + 1) * n // nch, A, Bs, clamp)
+@njit(cache=True, nogil=True)
+def _transpose_rows(src, dst, i0, i1):
+    """Rows ``i0:i1`` of ``dst = src^T``."""
+    for i in range(i0, i1):
+        d = dst[i]
+        for j in range(d.shape[0]):
+            d[j] = src[j, i]
 
 
-@njit(cache=True)
-def _rank_update(W, A, Bs, clamp, nthreads, par_work):
-    if nthreads > 1 and W.size * A.shape[0] >= par_work:
-        _rank_par(W, min(nthreads, W.shape[0]), A, Bs, clamp)
-    else:
-        _rank_rows(W, 0, W.shape[0], A, Bs, clamp)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _recip(den, out):
     for j in range(den.shape[0]):
         out[j] = 1 / den[j] if den[j] > 0 else 0
 
 
 # --- the batch ------------------------------------------------------------------------------------
-@njit(cache=True)
-def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, warm, y, beta, wcoef, bcoef,
-               sweeps, gl, gp, s0, nxt, n_next, drn, cuts, nthreads, par_work, par_w1, par_rows, den_out, cout_f,
-               invout_f, cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1):
-    """One centered-EP step (see the module docstring). Returns 0, or 1 when ``-beta`` makes the
-    nudged output block non-convex (nothing is changed then), or 2 when a request to ``W1``'s devices
-    (``dev1``) is not finite (the step is left half done: the run must stop).
-
-    ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
-    update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
-    minus the C-EP gradient) and parameter array ``i`` (``W_1..W_L, b_1..b_L``) takes the optimizer's
-    step with constants ``ocs[i]`` and state ``MW``/``VW`` (weights), ``Mb``/``Vb`` (biases)."""
+@njit(cache=True, nogil=True)
+def _constants(Ws, bs, WT, inv, drive, c1buf, beta, drn, den_out):
+    """Per-batch constants (member 0): the output denominators and the ``-beta`` check (returns 1 when
+    it fails), the hidden reciprocals, ``c1 = a1 + b1``."""
     L = len(Ws)
-    B = y.shape[0]
-    one = zero + 1
-    half = one / 2
+    B = c1buf.shape[0]
     nL = Ws[L - 1].shape[1]
     n1 = Ws[0].shape[1]
-    # per-batch constants: output denominators and the -beta check, hidden reciprocals, a1 + b1
     if drn:
         if L > 1:
             _col_sums(Ws[L - 1], den_out)
@@ -528,51 +499,91 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
     for b in range(B):
         for j in range(n1):
             c1buf[b, j] = drive[b, j] + bs[0][j]
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, beta,
+               wcoef, bcoef, sweeps, gl, gp, s0, nxt, n_next, drn, cuts, den_out, cout_f, invout_f, cout_n,
+               invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1, team_rows):
+    """One centered-EP step (see the module docstring), member ``m`` of a team of ``nm``
+    (:class:`physgrad.layered.kernels.team.Team`; ``nm == 1``: the whole step on the calling thread).
+    Returns 0, or 1 when ``-beta`` makes the nudged output block non-convex (nothing is changed then),
+    or 2 when a request to ``W1``'s devices (``dev1``) is not finite (the step is left half done: the
+    run must stop), or 3 when the team was aborted (member 0's value counts).
+
+    Work split, every element computed by one member with the same operations whatever ``nm``:
+    member 0 forms the per-batch constants; [barrier]; member ``m`` relaxes the free, ``-beta`` and
+    ``+beta`` phases of samples ``m B / nm .. (m+1) B / nm`` (rows do not interact); [barrier]; member
+    0 updates the biases and the deeper weights (split by rows from ``team_rows`` elements); member ``m`` forms the update terms of its columns of ``W1`` and makes its chunks of
+    the pass over ``W1`` (``cuts``; chunks ``c nm / n_chunks`` go to member ``m``); [barrier].
+
+    ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
+    update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
+    minus the C-EP gradient) and parameter array ``i`` (``W_1..W_L, b_1..b_L``) takes the optimizer's
+    step with constants ``ocs[i]`` and state ``MW``/``VW`` (weights), ``Mb``/``Vb`` (biases)."""
+    L = len(Ws)
+    B = y.shape[0]
+    one = zero + 1
+    half = one / 2
+    nL = Ws[L - 1].shape[1]
+    if m == 0:
+        sync[STATUS] = _constants(Ws, bs, WT, inv, drive, c1buf, beta, drn, den_out)
+    if barrier(sync, nm):
+        return 3
+    if sync[STATUS] != 0:
+        return sync[STATUS]
     base = c1buf if L == 1 else bs[L - 1].reshape((1, nL))
-    # free phase
-    for r in range(B):
+    # this member's samples: the free phase, then the -beta (rows r) and +beta (rows B + r) phases
+    r0, r1 = m * B // nm, (m + 1) * B // nm
+    for r in range(r0, r1):
         cout_f[r] = base[r % base.shape[0]]
         if drn:
             _recip(den_out, invout_f[r])
         else:
             invout_f[r] = one
-    for k in range(L):
-        Sf[k][:, :] = warm[k]
-    _relax_phase(Sf, Tf, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_f, inv, invout_f, lo, hi, drn, nthreads,
-                 par_work, par_rows, zero)
-    # the -beta (rows 0..B-1) and +beta (rows B..2B-1) phases from the free state, stacked
+        for k in range(L):
+            Sf[k][r] = warm[k][r]
+    _relax(Sf, Tf, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_f, inv, invout_f, lo, hi, drn, zero, r0, r1)
     d = np.empty(nL, Ws[0].dtype)
-    for r in range(2 * B):
-        br = -beta if r < B else beta
-        for j in range(nL):
-            cout_n[r, j] = base[r % base.shape[0], j] + br * y[r % B, j]
-        if drn:
+    for half_ in range(2):
+        for r in range(half_ * B + r0, half_ * B + r1):
+            br = -beta if r < B else beta
             for j in range(nL):
-                d[j] = den_out[j] + br
-            _recip(d, invout_n[r])
-        else:
-            invout_n[r] = one / (one + br)
-    for k in range(L):
-        Sn[k][:B] = Sf[k]
-        Sn[k][B:] = Sf[k]
-    _relax_phase(Sn, Tn, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_n, inv, invout_n, lo, hi, drn, nthreads,
-                 par_work, par_rows, zero)
+                cout_n[r, j] = base[r % base.shape[0], j] + br * y[r % B, j]
+            if drn:
+                for j in range(nL):
+                    d[j] = den_out[j] + br
+                _recip(d, invout_n[r])
+            else:
+                invout_n[r] = one / (one + br)
+            for k in range(L):
+                Sn[k][r] = Sf[k][r % B]
+        _relax(Sn, Tn, sweeps, gl, gp, Ws, WT, narrow, c1buf, bs, cout_n, inv, invout_n, lo, hi, drn, zero,
+               half_ * B + r0, half_ * B + r1)
+    if barrier(sync, nm):
+        return 3
     # biases: b += lr (sum s+ - sum s-) / (2 beta B)
-    for k in range(L):
-        sp = np.zeros(Sn[k].shape[1], Ws[0].dtype)
-        sm = np.zeros_like(sp)
-        for r in range(B):
-            sm += Sn[k][r]
-            sp += Sn[k][B + r]
-        bk = bs[k]
-        if kind == SGD:
-            for j in range(sp.shape[0]):
-                bk[j] += bcoef[k] * (sp[j] - sm[j])
-        else:
-            tb = bcoef[k] * (sp - sm)
-            _opt_apply(bk, tb, Vb[k] if kind == MOMENTUM else Mb[k], Vb[k], kind, ocs[L + k], False)
+    if m == 0:
+        for k in range(L):
+            sp = np.zeros(Sn[k].shape[1], Ws[0].dtype)
+            sm = np.zeros_like(sp)
+            for r in range(B):
+                sm += Sn[k][r]
+                sp += Sn[k][B + r]
+            bk = bs[k]
+            if kind == SGD:
+                for j in range(sp.shape[0]):
+                    bk[j] += bcoef[k] * (sp[j] - sm[j])
+            else:
+                tb = bcoef[k] * (sp - sm)
+                _opt_apply(bk, tb, Vb[k] if kind == MOMENTUM else Mb[k], Vb[k], kind, ocs[L + k], False)
     # deeper weights: W_k += A^T Bs (rank 2B+2 for a DRN, 2B for a DHN), clamp; the transposed copy alike
     for k in range(2, L + 1):
+        W, Wt = Ws[k - 1], WT[k - 1]
+        split = W.size >= team_rows
+        if not split and m != 0:
+            continue
         a = Sn[k - 2]
         h = Sn[k - 1]
         na, nh = a.shape[1], h.shape[1]
@@ -599,39 +610,92 @@ def _cep_batch(Ws, bs, WT, narrow, lo, hi, inv, drive, c1buf, Sf, Tf, Sn, Tn, wa
             Bm[2 * B] = one
             Bm[2 * B + 1] = half * (qa - qm)
         Bm *= wcoef[k - 1]
+        p, q = (m, nm) if split else (0, 1)
+        i0, i1 = p * na // q, (p + 1) * na // q
+        j0, j1 = p * nh // q, (p + 1) * nh // q
         if kind == SGD:
-            _rank_update(Ws[k - 1], A, Bm, drn, nthreads, par_work)
-            _rank_update(WT[k - 1], Bm, A, drn, nthreads, par_work)
+            # W_k and W_k^T take the same products in the same order (a * b == b * a): equal bit for bit.
+            # A narrow W_k (the outputs) is updated as its transposed copy, whose rows are long.
+            _rank_rows(Wt, j0, j1, Bm, A, drn)
+            if narrow[k - 1] and not split:
+                _transpose_rows(Wt, W, 0, na)
+            else:
+                _rank_rows(W, i0, i1, A, Bm, drn)
         else:
-            _rank_opt(Ws[k - 1], A, Bm, drn, kind, ocs[k - 1], MW[k - 1], VW[k - 1])
-            WT[k - 1][:, :] = Ws[k - 1].T
-    # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1
-    Bs = np.empty((B + 1, n1), Ws[0].dtype)
+            _rank_opt(W, i0, i1, A, Bm, drn, kind, ocs[k - 1], MW[k - 1], VW[k - 1])
+            if split and barrier(sync, nm):
+                return 3
+            _transpose_rows(W, Wt, j0, j1)
+    # first layer: W1 += [s0; -1]^T [D; q1] lr/(2 beta B), clamp, and the next drive [s0'; 1] W1: each
+    # member forms the update terms (all columns, in a buffer of its own) and makes its tasks (row blocks
+    # x column chunks) of the pass over W1; member 0 adds the row blocks' partial sums
+    n1 = Ws[0].shape[1]
+    if m == 0:
+        Bm1 = Bs
+    else:
+        Bm1 = np.empty((B + 1, n1), Ws[0].dtype)
     s_p, s_m = Sn[0][B:], Sn[0][:B]
     for r in range(B):
-        Bs[r] = s_p[r] - s_m[r]
+        Bm1[r] = s_p[r] - s_m[r]
     if drn:
         qa = np.zeros(n1, Ws[0].dtype)
         qm = np.zeros(n1, Ws[0].dtype)
         for r in range(B):
             qa += s_p[r] * s_p[r]
             qm += s_m[r] * s_m[r]
-        Bs[B] = half * (qa - qm)
-    Bs *= wcoef[0]
-    if nthreads > 1 and Ws[0].size >= par_w1:
-        n_bad = _w1_pass_par(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
-    else:
-        n_bad = _w1_pass_ser(Ws[0], cuts, s0, Bs, True, drn, nxt, n_next, drive, kind, ocs[0], MW[0], VW[0], dev1)
+        Bm1[B] = half * (qa - qm)
+    Bm1 *= wcoef[0]
+    n_tasks = ROW_BLOCKS * (len(cuts) - 1)
+    n_bad = 0
+    for t in range(m * n_tasks // nm, (m + 1) * n_tasks // nm):
+        n_bad += _w1_task(t, Ws[0], cuts, s0, Bm1, True, drn, nxt, n_next, parts, kind, ocs[0], MW[0], VW[0], dev1)
+    sync[SLOTS + 8 * m] = n_bad
+    if barrier(sync, nm):
+        return 3
+    if m != 0:
+        return 0
+    _w1_reduce(parts, drive, n_next, drn, 0, n1)
+    for i in range(1, nm):
+        n_bad += sync[SLOTS + 8 * i]
     return 2 if n_bad > 0 else 0
 
 
+@njit(cache=True, nogil=True)
+def _cep_lead(nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, betabuf,
+              wcoef, bcoef, ibuf, gl, gp, s0, nxt, drn, cuts, den_out, cout_f, invout_f, cout_n, invout_n, zero, kind,
+              ocs, MW, VW, Mb, Vb, dev1, team_rows):
+    """Member 0's call of :func:`_cep_batch` (``betabuf[0]``: beta; ``ibuf``: sweeps, rows of ``nxt``):
+    claims the team's workers (returns :data:`physgrad.layered.kernels.team.PARKED_CODE`, -1, when one
+    sleeps), makes its part, releases them."""
+    if nm > 1 and not claim(sync, nm):
+        return -1
+    st = _cep_batch(0, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y,
+                    betabuf[0], wcoef, bcoef, ibuf[0], gl, gp, s0, nxt, ibuf[1], drn, cuts, den_out, cout_f, invout_f,
+                    cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1, team_rows)
+    if nm > 1:
+        unclaim(sync, nm)
+    return st
+
+
+@njit(cache=True, nogil=True)
+def _cep_loop(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, betabuf,
+              wcoef, bcoef, ibuf, gl, gp, s0, nxt, drn, cuts, den_out, cout_f, invout_f, cout_n, invout_n, zero, kind,
+              ocs, MW, VW, Mb, Vb, dev1, team_rows):
+    """Worker ``m``: its part of each call of :func:`_cep_lead`, until it parks or the team stops."""
+    while wait_call(sync, m):
+        _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y,
+                   betabuf[0], wcoef, bcoef, ibuf[0], gl, gp, s0, nxt, ibuf[1], drn, cuts, den_out, cout_f, invout_f,
+                   cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1, team_rows)
+    return 0
+
+
 @njit(cache=True)
-def _drive(W1, cuts, s0, drn, acc, nthreads, par_w1, oc):
+def _drive(W1, cuts, s0, drn, parts, acc, nthreads, par_w1, oc):
     """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
     if nthreads > 1 and W1.size >= par_w1:
-        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1, NO_DEVICE)
+        _w1_pass_par(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], parts, acc, SGD, oc, W1, W1, NO_DEVICE)
     else:
-        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], acc, SGD, oc, W1, W1, NO_DEVICE)
+        _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], parts, acc, SGD, oc, W1, W1, NO_DEVICE)
 
 
 # --- Python side ----------------------------------------------------------------------------------
@@ -657,21 +721,20 @@ class Workspace:
         Largest number of columns of ``W1`` per task of the pass over ``W1`` (default 32768: the
         ``2 (B+1)`` rows of accumulators and coefficients of a task, 1.3 MB at batch 4, stay in a 2 MB
         L2 cache while ``W1`` streams through in row order); there are at least ``threads`` tasks.
-    par_work, par_w1 : int
-        Thresholds of the parallel paths: multiply-adds of a block or weight update, and elements of
-        ``W1`` (below them one thread is faster than the hand-off; 0 forces the parallel paths). The
-        default :data:`PAR_WORK` keeps the block updates of every preset on one thread: each parallel
-        region waits for the busier core, and DRN-XL with 2 threads on a busy machine took 48 ms per
-        batch with ~20 parallel regions (block updates split) against 32 ms with one (the pass over
-        ``W1``); 1 thread: 38 ms.
-    par_rows : int
-        Multiply-adds per row and sweep of a phase above which the phase's rows (samples, and the
-        two nudged phases) are split between threads: one parallel region per phase, no barrier
-        between the sweeps (rows are independent). Default :data:`PAR_ROWS`: never (measured slower at batch 4).
+    par_w1 : int
+        Elements of ``W1`` from which :func:`make_drive` (the drive of an epoch's first batch) splits
+        its pass over ``W1`` between numba's threads.
+    team_rows : int
+        Elements of a deeper ``W_k`` from which its update is split by rows between the team's
+        members (default :data:`TEAM_ROWS`; smaller ones are updated by member 0).
+
+    With ``threads > 1`` the step runs on a :class:`physgrad.layered.kernels.team.Team` of that many
+    members (the caller and persistent worker threads, created at the first step; :meth:`close` or
+    garbage collection stops them).
     """
 
     def __init__(self, spec: FusedSpec, batch_size: int, threads: int = 1, chunk: Optional[int] = None,
-                 par_work: int = PAR_WORK, par_w1: int = PAR_W1, par_rows: int = PAR_ROWS):
+                 par_w1: int = PAR_W1, team_rows: int = TEAM_ROWS):
         require()
         if int(threads) < 1:
             raise PhysgradError(f"threads must be >= 1, got {threads}")
@@ -684,9 +747,8 @@ class Workspace:
         chunk = 32768 if chunk is None else int(chunk)
         if chunk < 1:
             raise PhysgradError(f"chunk must be >= 1, got {chunk}")
-        self.par_work, self.par_w1, self.par_rows = int(par_work), int(par_w1), int(par_rows)
-        nch = max(-(-n1 // chunk), self.threads if n1 * sizes[0] >= self.par_w1 else 1)
-        nch = min(nch, n1)
+        self.par_w1, self.team_rows = int(par_w1), int(team_rows)
+        nch = min(-(-n1 // chunk), n1)
         cuts = [c * n1 // nch for c in range(nch + 1)]
         if n1 >= 16 * nch:  # chunk starts on 64-byte boundaries (float32)
             cuts = [0] + [(c // 16) * 16 for c in cuts[1:-1]] + [n1]
@@ -694,7 +756,18 @@ class Workspace:
         dt = self.dtype
         self.zero = dt.type(0)
         self.drive = np.zeros((self.B + 1, n1), dt)
+        self.parts = np.zeros((ROW_BLOCKS, self.B + 1, n1), dt)  # the row blocks' partial sums of the drive
+        self.Bs = np.zeros((self.B + 1, n1), dt)  # the update terms of W1
+        # a call's inputs, copied here: the team's workers keep these arrays from call to call
+        self.s0buf, self.nxtbuf = np.zeros((self.B, sizes[0]), dt), np.zeros((self.B, sizes[0]), dt)
+        self.ybuf = np.zeros((self.B, sizes[-1]), dt)
+        self.warmbuf = tuple(np.zeros((self.B, n), dt) for n in sizes[1:])
+        self.wbuf, self.bbuf = np.zeros(L, dt), np.zeros(L, dt)
+        self.ocsbuf = np.zeros((2 * L, N_OC), dt)
+        self.betabuf, self.ibuf = np.zeros(1, dt), np.zeros(2, np.int64)
+        self.serial_sync = sync_array(1)
         self.c1buf = np.zeros((self.B, n1), dt)
+        self.team = None
         self.narrow = np.array([False] + [sizes[k] < NARROW for k in range(2, L + 1)])
         bounds = [spec.energy.bounds(k) for k in range(1, L + 1)]
         self.lo = tuple(np.asarray(b[0], dt) for b in bounds)
@@ -716,9 +789,29 @@ class Workspace:
         self.no_optimizer = (np.zeros((2 * L, N_OC), dt), tuple(np.zeros((0, 0), dt) for _ in range(L)),
                              tuple(np.zeros(0, dt) for _ in range(L)))  # the optimizer arguments of SGD
 
+    def run(self, args: tuple, full: bool, key=None) -> int:
+        """:func:`_cep_lead` with ``args``: on this workspace's team (made at the first call) for a full
+        batch (``full``: the arrays of ``args`` are this workspace's own, which the workers keep), else on
+        the calling thread alone. ``key``: see :meth:`physgrad.layered.kernels.team.Team.run`."""
+        if self.threads == 1 or not full:
+            return _cep_lead(1, self.serial_sync, *args)
+        if self.team is None:
+            self.team = Team(self.threads, _cep_loop)
+        return self.team.run(_cep_lead, args, key)
+
+    def close(self) -> None:
+        """Stop the team's worker threads (a later step starts new ones)."""
+        if self.team is not None:
+            self.team.close()
+            self.team = None
+
     def attach(self, params) -> None:
         """(Re)build the transposed copies ``W_k^T`` (``k >= 2``) from ``params``."""
         L = self.spec.n_layers
+        if self.WT is not None and all(self.WT[k].shape == params[k].shape[::-1] for k in range(1, L)):
+            for k in range(1, L):  # in place: the team's workers keep these arrays
+                self.WT[k][...] = params[k].T
+            return
         self.WT = (np.zeros((0, 0), self.dtype),) + tuple(np.ascontiguousarray(params[k].T) for k in range(1, L))
 
     def buffers(self, B: int):
@@ -751,7 +844,7 @@ def make_drive(spec: FusedSpec, ws: Workspace, W1, s0) -> None:
     if len(s0) > ws.B:
         raise PhysgradError(f"batch of {len(s0)} rows exceeds the workspace's batch_size {ws.B}")
     with _compile_note(_drive, f"{spec.dtype.name}, the pass over W1"):
-        _drive(W1, ws.cuts, s0, spec.drn, ws.drive, ws.threads, ws.par_w1, np.zeros(N_OC, spec.dtype))
+        _drive(W1, ws.cuts, s0, spec.drn, ws.parts, ws.drive, ws.threads, ws.par_w1, np.zeros(N_OC, spec.dtype))
 
 
 def optimizer_constants(kind: str, lrs, momentum: float, t: int, dtype, betas=(0.9, 0.999)) -> np.ndarray:
@@ -888,11 +981,30 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         n_next = len(nxt)
         if n_next > ws.B:
             raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
+    full = B == ws.B
+    if full:  # into the workspace's own arrays (kept by the team's workers from call to call)
+        for buf, w in zip(ws.warmbuf, warm):
+            buf[...] = w
+        ws.ybuf[...] = y1h
+        ws.s0buf[...] = s0
+        ws.nxtbuf[:n_next] = nxt
+        ws.wbuf[...] = wcoef
+        ws.bbuf[...] = bcoef
+        ws.ocsbuf[...] = ocs
+        warm, y1h, s0, nxt, wcoef, bcoef, ocs = ws.warmbuf, ws.ybuf, ws.s0buf, ws.nxtbuf, ws.wbuf, ws.bbuf, ws.ocsbuf
+        c1, Bs = ws.c1buf, ws.Bs
+    else:
+        c1, Bs = ws.c1buf[:B], ws.Bs[:B + 1]
+        nxt = nxt if n_next else s0[:1]
+    ws.betabuf[0] = beta
+    ws.ibuf[0], ws.ibuf[1] = int(sweeps), n_next
     with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
-        status = _cep_batch(params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.c1buf[:B],
-                            Sf, Tf, Sn, Tn, warm, y1h, dt.type(beta), wcoef, bcoef, int(sweeps), ws.gl, ws.gp, s0,
-                            nxt, n_next, spec.drn, ws.cuts, ws.threads, ws.par_work, ws.par_w1, ws.par_rows,
-                            ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb, dev1)
+        status = ws.run((params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, c1, Bs,
+                         Sf, Tf, Sn, Tn, warm, y1h, ws.betabuf, wcoef, bcoef, ws.ibuf, ws.gl, ws.gp, s0, nxt, spec.drn,
+                         ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb,
+                         dev1, ws.team_rows), full,
+                        (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ocs),
+                         tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts)))
     if status == 2:
         raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
                             "(NaN or inf): the learning rule diverged; lower the learning rates")
