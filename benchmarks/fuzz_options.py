@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 from physgrad.cli import build_parser  # noqa: E402
 from verification.circuits import NMOS_EDGES_CSV, NMOS_EDGES_DECK  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fuzz_inputs import _limits  # noqa: E402  (one CPU/memory limit for the fuzzers' subprocesses)
 
 EXAMPLES = ROOT / "physgrad" / "examples"
 HOSTILE = ("", "-1", "0", "nan", "inf", "-inf", "1e308", "1e-320", "abc", "9" * 400, "1e400", "0x10", " 1",
@@ -123,15 +125,6 @@ def replace_option(argv: list, flag: str, value: str) -> list:
         out.append(argv[k])
         k += 1
     return out + [f"{flag}={value}"]
-
-
-def _limits(cpu: int, mem_gb: float):
-    def apply():
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-        nbytes = int(mem_gb * (1 << 30))
-        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
-        os.setsid()
-    return apply
 
 
 NONFINITE = re.compile(rb"(?i)(?<![\w.\"/])-?(nan|inf|infinity)(?![\w\"/])")

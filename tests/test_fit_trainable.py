@@ -15,20 +15,9 @@ from physgrad.netlists.fit import FitSpec, fit_run, resolve
 from physgrad.netlists.predict import load_model, predict
 from physgrad.netlists.trainable import AdjointEstimator, SampleSolver, SourceModel, select_trainable
 from physgrad.runs import load_checkpoint
+from verification.circuits import NMOS_EDGES_DECK
 
-NMOS = """* three NMOS edges, gates on sources
-vin in 0 0.5
-vdd dd 0 2
-vg1 g1 0 2.0
-vg2 g2 0 2.0
-vg3 g3 0 2.0
-m1 dd g1 out 0 nch W=10u L=1u
-m2 in g2 out 0 nch W=10u L=1u
-m3 out g3 0 0 nch W=10u L=1u
-r1 out 0 100k
-.model nch NMOS(LEVEL=1 VTO=0.7 KP=2e-5 LAMBDA=0.02)
-.end
-"""
+NMOS = NMOS_EDGES_DECK  # three NMOS edges, gates on sources vg1..vg3 (verification.circuits)
 
 DIODES = """* Shockley diodes, a bias source and a current source
 vin in 0 0.5
