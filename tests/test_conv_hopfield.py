@@ -43,6 +43,22 @@ def rel(a, b):
     return np.linalg.norm(flat(a) - flat(b)) / np.linalg.norm(flat(b))
 
 
+
+def steps_agree(fast, generic, steps: int, x=None, y=None):
+    """Run ``steps`` training steps of two steppers on one batch (default: 8 seeded images); the
+    predictions must be equal and the parameters within 1e-10 after them. Returns the images."""
+    if x is None:
+        rng = np.random.default_rng(6)
+        x, y = rng.uniform(size=(8, 784)), rng.integers(0, 10, 8)
+    wf = wg = None
+    for _ in range(steps):
+        wf, pf = fast.step(x, np.arange(len(x)), y, None, wf, 0.5)
+        wg, pg = generic.step(x, np.arange(len(x)), y, None, wg, 0.5)
+        np.testing.assert_array_equal(pf, pg)
+    for a, b in zip(fast.to_host(), generic.to_host()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    return x
+
 def test_convolution_operators_match_scipy_and_their_adjoints():
     rng = np.random.default_rng(0)
     a, W = rng.normal(size=(2, 3, 7, 7)), rng.normal(size=(4, 3, 3, 3))
@@ -301,15 +317,7 @@ def test_fast_stepper_equals_the_generic_route(optimizer, algorithm, backend):
     preset = get_preset("dchn-tiny").with_options(optimizer=optimizer, sweeps=3)
     fast, generic = _steppers(preset, backend, algorithm)
     assert isinstance(fast, conv_cep.ConvEPStepper)
-    rng = np.random.default_rng(6)
-    x, y = rng.uniform(size=(8, 784)), rng.integers(0, 10, 8)
-    wf = wg = None
-    for _ in range(2):
-        wf, pf = fast.step(x, np.arange(8), y, None, wf, 0.5)
-        wg, pg = generic.step(x, np.arange(8), y, None, wg, 0.5)
-        np.testing.assert_array_equal(pf, pg)
-    for a, b in zip(fast.to_host(), generic.to_host()):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    x = steps_agree(fast, generic, 2)
     np.testing.assert_array_equal(fast.evaluate(fast.params, x), generic.evaluate(generic.params, x))
     fast.close()
     generic.close()

@@ -16,19 +16,11 @@ from physgrad.circuit.reduction import build_problem
 from physgrad.circuit.solve import solve
 from physgrad.circuit.solvers.batch_newton import newton_batch
 from physgrad.types import FREE, Nudge
+from tests.test_robust import RECTIFIER  # the 17 V rectifier that needs the ideal-diode start
 from verification.circuits import random_grid_graph, training_graph
 
 V_TOL = 1e-12  # the issue's bound (V)
 
-RECTIFIER = """17 V half-wave rectifier
-V1 ac 0 DC 17
-D1 ac a DM
-rs a out 0.05
-Rload out 0 1k
-.model DM D(IS=1e-14 N=1.7)
-.op
-.end
-"""
 
 
 def _driven(c, seed, scale):

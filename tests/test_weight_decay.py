@@ -14,6 +14,7 @@ from physgrad.layered.presets import get_preset
 from physgrad.layered.steppers import initial_params, make_stepper
 from physgrad.learning import optim
 from physgrad.types import PhysgradError
+from tests.test_conv_hopfield import steps_agree
 
 try:
     import torch
@@ -117,14 +118,7 @@ def test_fast_conv_stepper_with_weight_decay_equals_the_generic_route(optimizer,
     p0 = initial_params(preset, 0, np.float64)
     fast = make_stepper("fast", preset, algorithm, tuple(a.copy() for a in p0), backend=backend)
     generic = make_stepper("generic", preset, algorithm, tuple(a.copy() for a in p0))
-    x, y = _batch()
-    wf = wg = None
-    for _ in range(3):
-        wf, pf = fast.step(x, np.arange(8), y, None, wf, 0.5)
-        wg, pg = generic.step(x, np.arange(8), y, None, wg, 0.5)
-        np.testing.assert_array_equal(pf, pg)
-    for a, b in zip(fast.to_host(), generic.to_host()):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    steps_agree(fast, generic, 3, *_batch())
     fast.close()
     generic.close()
 

@@ -12,6 +12,7 @@ from physgrad.layered.steppers import initial_params, make_stepper
 from physgrad.learning import CoupledLearning, EquilibriumPropagation, make_estimator
 from physgrad.minimizers.block import BlockCoordinateDescent
 from physgrad.types import PhysgradError
+from tests.test_conv_hopfield import steps_agree
 
 try:
     import torch
@@ -81,15 +82,7 @@ def test_fast_kernel_with_relaxed_zero_phase_equals_the_generic_route(algorithm,
     fast = make_stepper("fast", preset, algorithm, tuple(a.copy() for a in p0), backend=backend, eta=0.4)
     generic = make_stepper("generic", preset, algorithm, tuple(a.copy() for a in p0), eta=0.4)
     assert isinstance(fast, conv_cep.ConvEPStepper)
-    rng = np.random.default_rng(6)
-    x, y = rng.uniform(size=(8, 784)), rng.integers(0, 10, 8)
-    wf = wg = None
-    for _ in range(2):
-        wf, pf = fast.step(x, np.arange(8), y, None, wf, 0.5)
-        wg, pg = generic.step(x, np.arange(8), y, None, wg, 0.5)
-        np.testing.assert_array_equal(pf, pg)
-    for a, b in zip(fast.to_host(), generic.to_host()):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    steps_agree(fast, generic, 2)
     fast.close()
     generic.close()
 
