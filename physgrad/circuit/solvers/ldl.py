@@ -33,7 +33,7 @@ try:  # installed with osqp; its AMD ordering is the best of the candidates wher
 except ImportError:  # pragma: no cover
     _qdldl = None
 
-_KERNELS = ("_etree", "_factor_one", "_row_structure", "_factor_rows", "_solve_one", "_factor_solve_batch",
+_KERNELS = ("_etree", "_row_reach", "_factor_one", "_row_structure", "_factor_rows", "_solve_one", "_factor_solve_batch",
             "_solve_batch")
 _STATE = {"compiled": False}
 # Batches smaller than this are factorized by qdldl (C, its symbolic analysis reused by ``update``), so
@@ -78,6 +78,34 @@ def _etree(n, Ap, Ai):
     return etree, Lnz
 
 
+def _row_reach(k, Ap, Ai, etree, yMarkers, yIdx, elim):
+    """QDLDL's elimination-tree reach of row ``k``: the columns ``c < k`` with ``L[k, c] != 0``, written
+    to ``yIdx[:nnzY]`` in the order the numeric factorization updates them (each marked in
+    ``yMarkers``, which the caller clears); returns ``nnzY``. One definition for :func:`_factor_one`
+    and :func:`_row_structure`."""
+    nnzY = 0
+    for p in range(Ap[k], Ap[k + 1]):
+        b = Ai[p]
+        if b == k or yMarkers[b] != 0:
+            continue
+        yMarkers[b] = 1
+        elim[0] = b
+        nnzE = 1
+        nxt = etree[b]
+        while nxt != -1 and nxt < k:
+            if yMarkers[nxt] == 1:
+                break
+            yMarkers[nxt] = 1
+            elim[nnzE] = nxt
+            nnzE += 1
+            nxt = etree[nxt]
+        while nnzE:
+            nnzE -= 1
+            yIdx[nnzY] = elim[nnzE]
+            nnzY += 1
+    return nnzY
+
+
 def _factor_one(n, Ap, Ai, Ax, Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, nextcol, yVals):
     """QDLDL's numeric LDL^T of one value vector ``Ax``; fills ``Li, Lx, Dinv``. False on a bad pivot."""
     for i in range(n):
@@ -92,31 +120,13 @@ def _factor_one(n, Ap, Ai, Ax, Lp, etree, Li, Lx, Dinv, yMarkers, yIdx, elim, ne
         return False
     Dinv[0] = 1.0 / d0
     for k in range(1, n):
-        nnzY = 0
         dk = 0.0
         for p in range(Ap[k], Ap[k + 1]):
-            b = Ai[p]
-            if b == k:
+            if Ai[p] == k:
                 dk = Ax[p]
-                continue
-            yVals[b] = Ax[p]
-            nxt = b
-            if yMarkers[nxt] == 0:
-                yMarkers[nxt] = 1
-                elim[0] = nxt
-                nnzE = 1
-                nxt = etree[b]
-                while nxt != -1 and nxt < k:
-                    if yMarkers[nxt] == 1:
-                        break
-                    yMarkers[nxt] = 1
-                    elim[nnzE] = nxt
-                    nnzE += 1
-                    nxt = etree[nxt]
-                while nnzE:
-                    nnzE -= 1
-                    yIdx[nnzY] = elim[nnzE]
-                    nnzY += 1
+            else:
+                yVals[Ai[p]] = Ax[p]
+        nnzY = _row_reach(k, Ap, Ai, etree, yMarkers, yIdx, elim)
         for i in range(nnzY - 1, -1, -1):
             c = yIdx[i]
             t = nextcol[c]
@@ -151,28 +161,7 @@ def _row_structure(n, Ap, Ai, Lp, etree):
     nextcol = Lp[:n].copy()
     q = 0
     for k in range(1, n):
-        nnzY = 0
-        for p in range(Ap[k], Ap[k + 1]):
-            b = Ai[p]
-            if b == k:
-                continue
-            nxt = b
-            if yMarkers[nxt] == 0:
-                yMarkers[nxt] = 1
-                elim[0] = nxt
-                nnzE = 1
-                nxt = etree[b]
-                while nxt != -1 and nxt < k:
-                    if yMarkers[nxt] == 1:
-                        break
-                    yMarkers[nxt] = 1
-                    elim[nnzE] = nxt
-                    nnzE += 1
-                    nxt = etree[nxt]
-                while nnzE:
-                    nnzE -= 1
-                    yIdx[nnzY] = elim[nnzE]
-                    nnzY += 1
+        nnzY = _row_reach(k, Ap, Ai, etree, yMarkers, yIdx, elim)
         for i in range(nnzY - 1, -1, -1):
             c = yIdx[i]
             t = nextcol[c]
