@@ -11,8 +11,9 @@ generic, or any other stepper of the protocol of :mod:`physgrad.layered.steppers
 2. the inner stepper trains on the batch and changes its parameters to :math:`\tilde\theta'` (its
    own optimiser step, including its projection onto :math:`g \ge 0`);
 3. the requested change is :math:`\Delta = \tilde\theta' - \tilde\theta`; the devices deliver
-   :math:`(\theta, \text{state}) \leftarrow \mathrm{update}(\theta, \Delta, \text{rng}, \text{state})`
-   with ``rng = device_rng(seed, "update", n)``. Only the weights :math:`W_k` are devices (a DRN's
+   :math:`(\theta, \text{state}) \leftarrow \mathrm{update}(\theta, \Delta, \text{key}, \text{state})`
+   with ``key = update_key(seed, n)`` (counter-based streams, :mod:`physgrad.devices.streams`). Only the
+   weights :math:`W_k` are devices (a DRN's
    biases are current sources, not conductances): they take the inner stepper's values as they are.
 
 Read-noise realisations (``Device.read_noise.resample``):
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from physgrad.devices import Device, DeviceState, ReadThrough, device_rng, pulsing
+from physgrad.devices import Device, DeviceState, ReadThrough, device_rng, pulsing, update_key
 from physgrad.layered.engines import random_reads
 from physgrad.layered.steppers import optimizer_state
 from physgrad.types import PhysgradError
@@ -153,7 +154,7 @@ class DeviceStepper:
             return warm, pred
         if self.in_place:  # the next batch's drive is made below, from the delivered conductances
             warm, pred = self.inner.step(x, idx, y, None, warm, lr_scale)
-            rng = device_rng(self.seed, "update", self.device_state.n_updates) if self.device.update_draws else None
+            rng = update_key(self.seed, self.device_state.n_updates) if self.device.update_draws else None
             self.device_state = self.device.update_in_place(self.params, self.inner.params, rng, self.device_state)
             if nxt is not None:  # the next batch's drive from the delivered conductances
                 self.inner.start_epoch(x, nxt, 0)
@@ -162,7 +163,7 @@ class DeviceStepper:
         warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
         after = tuple(np.asarray(p) for p in self.inner.to_host())
         requested = tuple(a - b for a, b in zip(after, before))
-        rng = device_rng(self.seed, "update", self.device_state.n_updates)
+        rng = update_key(self.seed, self.device_state.n_updates)
         params_before, state_before = self.params, self.device_state
         new, self.device_state = self.device.update(self.params, requested, rng, self.device_state)
         # arrays that are not devices (biases) keep the inner stepper's own values, not before + (after - before);
