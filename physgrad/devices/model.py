@@ -398,7 +398,9 @@ class Device:
         self._check_state(state, len(items) + first)
         if len(new) != len(items):
             raise PhysgradError("values must have the structure of theta")
-        plan = pulsing.plan(self.pulses, self.drift)
+        plan = self.__dict__.get("_plan")
+        if plan is None:  # kept on the (frozen) device: plan() hashes its pieces
+            plan = self.__dict__["_plan"] = pulsing.plan(self.pulses, self.drift)
         if self.update_draws and rng is None:
             raise PhysgradError(f"device {self.label!r}: update_in_place: this device draws random numbers; give it a "
                                 f"key or a generator")

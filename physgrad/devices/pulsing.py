@@ -211,6 +211,7 @@ def move(p: Plan, cell, g, delta, dw0: float, rng, clock: float, side: int = 0, 
 
 _WORK = threading.local()
 _NO_DRAWS = np.random.default_rng(0)  # the read kernel is typed for a generator
+_NO_KEYS = (np.uint64(0), np.uint64(0))  # the keys of an update that draws nothing
 
 
 def _work(size: int) -> tuple:
@@ -529,7 +530,7 @@ def move_in_place(p: Plan, cell, g: np.ndarray, values: np.ndarray, dw0: float, 
                             "shape and dtype")
     if rng is None and (p.stochastic or p.c2c > 0):
         raise PhysgradError("move_in_place: this device draws random numbers; give it a key or a generator")
-    ku, kn = update_keys(rng)
+    ku, kn = _NO_KEYS if rng is None else update_keys(rng)
     size = g.size
     flat = _flat_fields(cell, size)
     gf, vf = g.reshape(-1), values.reshape(-1)
