@@ -568,17 +568,57 @@ def move_in_place(p: Plan, cell, g: np.ndarray, values: np.ndarray, dw0: float, 
     return m
 
 
-def nearest_constants(p: Plan, cell, dw0: float) -> Optional[np.ndarray]:
-    """``[dw0, cap, g_min, g_max, step_up, -step_down]`` (float64) when :func:`nearest_row` is the whole update
-    of ``cell``'s devices (constant steps, nearest rounding, no cycle-to-cycle noise, no drift, the same bounds
-    and steps for every device, no stuck device); else None."""
-    if p.law != CONSTANT or p.stochastic or p.c2c > 0 or p.drift or cell.stuck_index.size:
+def row_constants(p: Plan, cell, dw0: float) -> Optional[np.ndarray]:
+    """``[dw0, cap, g_min, g_max, step_up, -step_down, stochastic, key]`` (float64; slot 7 holds the bits of the
+    update's uint64 key, set by :func:`set_row_key` before each update) when :func:`device_row` is the whole
+    update of ``cell``'s devices (constant steps, nearest or stochastic rounding, no cycle-to-cycle noise, no
+    drift, the same bounds and steps for every device, no stuck device); else None."""
+    if p.law != CONSTANT or p.c2c > 0 or p.drift or cell.stuck_index.size:
         return None
     fields = [np.asarray(getattr(cell, f), dtype=float) for f in ("g_min", "g_max", "step_up", "step_down")]
     if any(f.size != 1 for f in fields):
         return None
     lo, hi, up, down = (float(f.reshape(-1)[0]) for f in fields)
-    return np.array([float(dw0), p.cap, lo, hi, up, -down])
+    return np.array([float(dw0), p.cap, lo, hi, up, -down, float(p.stochastic), 0.0])
+
+
+def set_row_key(constants: np.ndarray, rng) -> None:
+    """Write the rounding stream's key of ``rng`` (an array's key, :func:`update_keys`) into slot 7 of
+    :func:`row_constants` ``constants``, in place (the compiled kernel holding the array sees it)."""
+    constants.view(np.uint64)[7] = update_keys(rng)[0]
+
+
+@njit(cache=True, inline="always")
+def device_row(gr, vr, first, dev):  # pragma: no cover - compiled
+    """The update of one row of constant-step devices with the constants ``dev`` of :func:`row_constants`:
+    :func:`nearest_row`, or :func:`stochastic_row` (the row's first device has flat index ``first``). Called by
+    the compiled C-EP kernel's pass over ``W1`` (:mod:`physgrad.layered.kernels.numba_cpu`); True when a
+    request of the row is not finite (nothing written)."""
+    if dev[6] == 0.0:
+        return nearest_row(gr, vr, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5])
+    return stochastic_row(gr, vr, first, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5], dev.view(np.uint64)[7])
+
+
+@njit(cache=True, inline="always")
+def stochastic_row(gr, vr, first, dw0, cap, lo, hi, st_up, st_dn, ku):  # pragma: no cover - compiled
+    """Constant-step devices ``gr`` asked to take ``vr`` (one row whose first device has flat index ``first``;
+    stochastic rounding with the uniforms of stream ``ku`` by flat index, the same bounds and steps for all):
+    the delivered values into both, as :func:`move` computes them. One branch-free pass after a finiteness
+    check; True, writing nothing, when a request is not finite."""
+    bad = False
+    for c in range(gr.shape[0]):
+        d = vr[c] - gr[c]
+        bad |= not (d - d == 0)
+    if bad:
+        return True
+    inv = 1.0 / dw0
+    for c in range(gr.shape[0]):
+        gc = gr[c]
+        fl = _stochastic_pulses(float(vr[c] - gc), inv, cap, ku, first + c)
+        st = st_up if fl > 0 else st_dn
+        vr[c] = min(max(float(gc) + st * abs(fl), lo), hi)
+        gr[c] = vr[c]
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -638,21 +678,14 @@ def _changed_rows(g, v, rows, cols, out):  # pragma: no cover - compiled
 def _uniform_kernel(g, v, rws, m, cols, stochastic, cap, dw0, lo, hi, st_up, st_dn, ku):  # pragma: no cover
     """:func:`move_in_place` for constant steps without noise and with the same bounds and steps for every
     device (``levels*``, ``digipot128``) on the ``m`` rows ``rws`` of flat arrays ``g`` and ``v`` (finite
-    requests): one branch-free pass per row (:func:`nearest_row`, or stochastic rounding with device ``i``'s
-    uniform by its flat index, as in :func:`move`)."""
-    inv = 1.0 / dw0
+    requests): one branch-free pass per row (:func:`nearest_row` or :func:`stochastic_row`)."""
     for j in range(m):
         r = rws[j]
         gr, vr = g[r * cols:(r + 1) * cols], v[r * cols:(r + 1) * cols]
-        if not stochastic:
+        if stochastic:
+            stochastic_row(gr, vr, r * cols, dw0, cap, lo, hi, st_up, st_dn, ku)
+        else:
             nearest_row(gr, vr, dw0, cap, lo, hi, st_up, st_dn)
-            continue
-        for c in range(cols):
-            gc = gr[c]
-            fl = _stochastic_pulses(float(vr[c] - gc), inv, cap, ku, r * cols + c)
-            st = st_up if fl > 0 else st_dn
-            vr[c] = min(max(float(gc) + st * abs(fl), lo), hi)
-            gr[c] = vr[c]
 
 
 @njit(cache=True)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from physgrad.devices import Device, DeviceState, ReadThrough, device_rng, pulsing, update_key
+from physgrad.devices.model import array_key
 from physgrad.layered.engines import random_reads
 from physgrad.layered.steppers import optimizer_state
 from physgrad.types import PhysgradError
@@ -104,7 +105,7 @@ class DeviceStepper:
         self.fused_w1 = False
         if self.in_place and hasattr(inner, "device_w1") and getattr(inner, "optimizer", None) is None:
             leaf = device_state.leaves[0]
-            consts = None if leaf is None else pulsing.nearest_constants(
+            consts = None if leaf is None else pulsing.row_constants(
                 pulsing.plan(device.pulses, device.drift), leaf.cells[0], leaf.dw0)
             if consts is not None:  # W1's devices update inside the kernel's pass; one array for both
                 inner.device_w1 = consts
@@ -146,9 +147,13 @@ class DeviceStepper:
     def step(self, x, idx, y, nxt, warm, lr_scale):
         """The inner step at the read conductances, then ``device.update`` with its requested change."""
         if self.fused_w1:  # W1 delivered (and the next drive made from it) in the kernel's pass
+            key = None
+            if self.device.update_draws:  # W1's key into the kernel's constants, as Device.update derives it
+                key = update_key(self.seed, self.device_state.n_updates)
+                pulsing.set_row_key(self.inner.device_w1, array_key(key, 0))
             warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
             host = self.inner.params
-            self.device_state = self.device.update_in_place(self.params[1:], host[1:], None, self.device_state,
+            self.device_state = self.device.update_in_place(self.params[1:], host[1:], key, self.device_state,
                                                             first=1)
             self.inner.ws.attach(host)  # the transposed copies of the deeper weights
             return warm, pred
