@@ -97,8 +97,8 @@ def _tiled(dev: Device, K: int, M: int, seed: int, dtype):
             for f in ("g_min", "g_max", "step_up", "step_down", "nu", "t_prog")}
     cell = replace(cell1, **tile)
     d1 = rng.standard_normal((1, M)) * rng.choice([0.0, 0.4, 1.5, 4.0], size=(1, M)) * leaf.dw0
-    g = np.broadcast_to(np.asarray(theta[0]), (K, M)).astype(dtype)
-    v = (g + d1.astype(dtype)).astype(dtype)
+    g = np.array(np.broadcast_to(np.asarray(theta[0]), (K, M)), dtype=dtype, order="C")
+    v = np.array(g + d1.astype(dtype), dtype=dtype, order="C")
     return cell, g, v, leaf.dw0
 
 
@@ -125,7 +125,7 @@ def test_in_place_presets_match_the_per_pulse_reference_in_distribution(name):
             assert a[0] == b[0]
             continue
         tested += 1
-        assert stats.ks_2samp(a, b).pvalue > 1e-4 / M, j
+        assert stats.ks_2samp(a, b, method="asymp").pvalue > 1e-4 / M, j  # (conservative for the two-point laws)
         se = np.sqrt((a.var() + b.var()) / K)
         assert abs(a.mean() - b.mean()) <= 5 * se + 1e-7, j
     assert tested >= M // 3

@@ -307,9 +307,11 @@ def test_every_preset_trains_an_epoch_of_real_mnist_without_nan(tmp_path, name):
 def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_dir, name, threads):
     """``DeviceStepper`` updating in place (the rows that changed, no copies; the default where it
     applies) against the general route (``in_place=False``: request, ``Device.update``, copy back): the
-    same conductances, predictions and device counter after 6 batches of DRN-XS, bit for bit. The
-    compiled kernel updates ``W1``'s devices inside its pass over ``W1`` (``fused_w1``; ``W2`` takes the
-    in-place kernel), with 1 and 2 threads (the counter-based draws do not depend on the split)."""
+    same conductances, predictions and device counter after 6 batches of DRN-XS, bit for bit. For
+    ``levels16-nearest``, ``levels16-stochastic`` and ``digipot128`` (constant steps, uniform bounds, no
+    noise) the compiled kernel updates ``W1``'s devices inside its pass over ``W1`` (``fused_w1``), with 1
+    and 2 threads (the counter-based draws do not depend on the split); the others take the in-place
+    kernel."""
     from physgrad.devices import pulsing
     from physgrad.layered.data import load_dataset
 
@@ -326,7 +328,7 @@ def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_d
                                            threads=threads), dev, theta, state, seed=0, in_place=flag)
                 for flag in (True, False)]
     assert [s.in_place for s in steppers] == [True, False]
-    assert steppers[0].fused_w1  # every preset without drift, pairs, read noise and stuck devices
+    assert steppers[0].fused_w1 == (name in ("levels16-nearest", "levels16-stochastic", "digipot128"))
     if threads > 1:
         steppers[0].inner.ws.par_w1 = 0  # the parallel pass over W1 (split by columns) at this size too
         steppers[0].inner.ws.cuts = np.array([0, 48, 100], np.int64)
@@ -354,7 +356,8 @@ def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_d
 @pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic", "reram-sb"])
 def test_in_place_routes_refuse_a_diverged_update_like_the_general_route(data_dir, name):
     """An infinite learning-rate factor (a diverged rule): every route raises the device's
-    non-finite-request error (the fused route, the general one)."""
+    non-finite-request error (the fused route for ``levels16-*``, the in-place one for ``reram-sb``, the
+    general one for all)."""
     from physgrad.devices import pulsing
     from physgrad.layered.data import load_dataset
 
@@ -378,9 +381,9 @@ def test_in_place_routes_refuse_a_diverged_update_like_the_general_route(data_di
 
 @pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic", "reram-sb"])
 def test_in_place_device_runs_resume_bit_for_bit(data_dir, tmp_path, name):
-    """The fused route on the compiled kernel (``levels16-stochastic`` and ``reram-sb`` draw from counter-based
-    streams keyed by the update's number): a run interrupted mid-epoch and resumed ends with the
-    uninterrupted run's conductances."""
+    """The fused (``levels16-*``) and in-place (``reram-sb``) routes on the compiled kernel (the stochastic
+    ones draw from counter-based streams keyed by the update's number): a run interrupted mid-epoch and
+    resumed ends with the uninterrupted run's conductances."""
     pytest.importorskip("numba")
     config = cfg(data_dir, device_model=name, epochs=2, train_size=32, backend="numba")
     full, parts = tmp_path / "full", tmp_path / "parts"

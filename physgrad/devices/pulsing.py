@@ -568,97 +568,39 @@ def move_in_place(p: Plan, cell, g: np.ndarray, values: np.ndarray, dw0: float, 
     return m
 
 
-ROW_HEAD = 20
-"""Entries of :func:`row_constants` before the packed per-device fields."""
+def row_constants(p: Plan, cell, dw0: float) -> Optional[np.ndarray]:
+    """``[dw0, cap, g_min, g_max, step_up, -step_down, stochastic, key]`` (float64; slot 7 holds the bits of the
+    update's uint64 rounding key, set by :func:`set_row_key` before each update) when :func:`device_row` is the
+    whole update of ``cell``'s devices (constant steps, nearest or stochastic rounding, no cycle-to-cycle noise,
+    no drift, the same bounds and steps for every device, no stuck device); else None.
 
-
-def row_constants(p: Plan, cell, dw0: float, size: int) -> Optional[np.ndarray]:
-    """The constants (float64) with which :func:`device_row` is the whole update of ``cell``'s ``size`` devices
-    (pulsed, without drift and stuck devices: any law, rounding, cycle-to-cycle noise and variability), else
-    None:
-
-    ``[0:8]`` ``dw0, cap, g_min, g_max, step_up, -step_down`` (of the first device), the route (0 nearest
-    rounding and 1 stochastic rounding of uniform noiseless constant steps, 2 any other), the rounding key;
-    ``[8:20]`` the noise key, law, stochastic, c2c, the number of devices, 1 when the bounds and steps vary
-    by device, the law's 6 parameters; then ``(g_min, g_max, step_up, step_down)`` of every device (or of all,
-    4 entries). The keys' slots hold the bits of uint64 keys, set before each update by :func:`set_row_key`."""
-    if p.law == CONTINUOUS or p.drift or cell.stuck_index.size:
+    The other pulsed devices (soft bounds, exponential steps, noise, variability) stay on
+    :func:`move_in_place`: in the kernel's pass, one device's pulses after the other (a chain of dependent
+    steps) cost 1.4x the in-place kernel's pulse-major order (measured on ``reram-sb``, DRN-XS)."""
+    if p.law != CONSTANT or p.c2c > 0 or p.drift or cell.stuck_index.size:
         return None
-    packed = _packed_fields(cell, _flat_fields(cell, int(size)), int(size))
-    per_device = packed.shape[0] > 1
-    route = 2 if (p.law != CONSTANT or p.c2c > 0 or per_device) else int(p.stochastic)
-    head = np.zeros(ROW_HEAD)
-    head[:7] = [float(dw0), p.cap, *packed[0, :2], packed[0, 2], -packed[0, 3], route]
-    head[9:14] = [p.law, float(p.stochastic), p.c2c, int(size), float(per_device)]
-    head[14:20] = p.law_params
-    return np.concatenate([head, packed.reshape(-1)])
+    fields = [np.asarray(getattr(cell, f), dtype=float) for f in ("g_min", "g_max", "step_up", "step_down")]
+    if any(f.size != 1 for f in fields):
+        return None
+    lo, hi, up, down = (float(f.reshape(-1)[0]) for f in fields)
+    return np.array([float(dw0), p.cap, lo, hi, up, -down, float(p.stochastic), 0.0])
 
 
 def set_row_key(constants: np.ndarray, rng) -> None:
-    """Write the keys of ``rng`` (an array's key, :func:`update_keys`) into slots 7 and 8 of :func:`row_constants`
-    ``constants``, in place (the compiled kernel holding the array sees them)."""
-    ku, kn = update_keys(rng)
-    keys = constants.view(np.uint64)
-    keys[7], keys[8] = ku, kn
+    """Write the rounding stream's key of ``rng`` (an array's key, :func:`update_keys`) into slot 7 of
+    :func:`row_constants` ``constants``, in place (the compiled kernel holding the array sees it)."""
+    constants.view(np.uint64)[7] = update_keys(rng)[0]
 
 
 @njit(cache=True, inline="always")
 def device_row(gr, vr, first, dev):  # pragma: no cover - compiled
-    """The update of one row of devices with the constants ``dev`` of :func:`row_constants`: :func:`nearest_row`,
-    :func:`stochastic_row` or :func:`general_row` (the row's first device has flat index ``first``). Called by
+    """The update of one row of constant-step devices with the constants ``dev`` of :func:`row_constants`:
+    :func:`nearest_row` or :func:`stochastic_row` (the row's first device has flat index ``first``). Called by
     the compiled C-EP kernel's pass over ``W1`` (:mod:`physgrad.layered.kernels.numba_cpu`); True when a
     request of the row is not finite (nothing written)."""
     if dev[6] == 0.0:
         return nearest_row(gr, vr, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5])
-    if dev[6] == 1.0:
-        return stochastic_row(gr, vr, first, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5], dev.view(np.uint64)[7])
-    return general_row(gr, vr, first, dev)
-
-
-@njit(cache=True)
-def general_row(gr, vr, first, dev):  # pragma: no cover - compiled
-    """:func:`device_row` for any pulsed device without drift or stuck devices: per device the count (the draws
-    by flat index), and for a device that moves its response with its own bounds and steps (constant steps
-    with or without noise in closed form, the other laws pulse by pulse), clipped -- the numbers of
-    :func:`move`. A device that does not move keeps its value. True, writing nothing, when a request of the
-    row is not finite."""
-    bad = False
-    for c in range(gr.shape[0]):
-        d = vr[c] - gr[c]
-        bad |= not (d - d == 0)
-    if bad:
-        return True
-    keys = dev.view(np.uint64)
-    ku, kn = keys[7], keys[8]
-    dw0, cap = dev[0], dev[1]
-    inv = 1.0 / dw0
-    law, stochastic, c2c = int(dev[9]), dev[10] != 0.0, dev[11]
-    n_dev, sf = np.int64(dev[12]), int(dev[13])
-    lp = dev[14:20]
-    for c in range(gr.shape[0]):
-        gc = gr[c]
-        d = float(vr[c] - gc)
-        i = first + c
-        if stochastic:
-            nf = _stochastic_pulses(d, inv, cap, ku, i)
-        else:
-            nf = np.rint(min(max(d / dw0, -cap), cap))
-        if nf != 0.0:
-            o = ROW_HEAD + 4 * i * sf
-            lo, hi, up, down = dev[o], dev[o + 1], dev[o + 2], dev[o + 3]
-            gi = float(gc)
-            if law == 1:
-                if c2c > 0:
-                    gi = _noisy_steps(gi, nf, c2c, up, down, kn, i)
-                else:
-                    gi = gi + (up if nf > 0 else -down) * abs(nf)
-            else:
-                gi = _pulse_train(law, lp, gi, np.int64(nf), c2c, up, down, lo, hi, kn, i, n_dev)
-            vr[c] = min(max(gi, lo), hi)
-        else:
-            vr[c] = gc
-        gr[c] = vr[c]
-    return False
+    return stochastic_row(gr, vr, first, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5], dev.view(np.uint64)[7])
 
 
 @njit(cache=True, inline="always")

@@ -106,7 +106,7 @@ class DeviceStepper:
         if self.in_place and hasattr(inner, "device_w1") and getattr(inner, "optimizer", None) is None:
             leaf = device_state.leaves[0]
             consts = None if leaf is None else pulsing.row_constants(
-                pulsing.plan(device.pulses, device.drift), leaf.cells[0], leaf.dw0, self.params[0].size)
+                pulsing.plan(device.pulses, device.drift), leaf.cells[0], leaf.dw0)
             if consts is not None:  # W1's devices update inside the kernel's pass; one array for both
                 inner.device_w1 = consts
                 self.params = (host[0],) + tuple(self.params[1:])

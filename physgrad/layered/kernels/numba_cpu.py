@@ -950,8 +950,8 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         raise PhysgradError("device_w1: the devices' update in the pass over W1 is for SGD only")
     else:
         dev1 = np.ascontiguousarray(device_w1, dtype=np.float64)
-        if dev1.ndim != 1 or dev1.shape[0] < 20:
-            raise PhysgradError(f"device_w1 must hold the constants of pulsing.row_constants, got shape {dev1.shape}")
+        if dev1.shape != (8,):
+            raise PhysgradError(f"device_w1 must hold 8 constants (pulsing.row_constants), got shape {dev1.shape}")
     y1h = np.ascontiguousarray(y1h, dtype=dt)
     B = len(y1h)
     if B > ws.B:
