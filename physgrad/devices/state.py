@@ -150,5 +150,5 @@ class DeviceState:
 
     def with_leaves(self, leaves, clock: Optional[float] = None, n_updates: Optional[int] = None) -> "DeviceState":
         """A copy with new leaves (and optionally clock and counter)."""
-        return replace(self, leaves=tuple(leaves), clock=self.clock if clock is None else float(clock),
-                       n_updates=self.n_updates if n_updates is None else int(n_updates))
+        return type(self)(tuple(leaves), self.clock if clock is None else float(clock),
+                          self.n_updates if n_updates is None else int(n_updates))  # (not replace(): 3x faster)
