@@ -592,12 +592,13 @@ def set_row_key(constants: np.ndarray, rng) -> None:
     constants.view(np.uint64)[7] = update_keys(rng)[0]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def device_row(gr, vr, first, dev):  # pragma: no cover - compiled
     """The update of one row of constant-step devices with the constants ``dev`` of :func:`row_constants`:
     :func:`nearest_row` or :func:`stochastic_row` (the row's first device has flat index ``first``). Called by
-    the compiled C-EP kernel's pass over ``W1`` (:mod:`physgrad.layered.kernels.numba_cpu`); True when a
-    request of the row is not finite (nothing written)."""
+    the compiled C-EP kernel's pass over ``W1`` (:mod:`physgrad.layered.kernels.numba_cpu`) as a function call
+    (inlined there, it made the kernel's pass for the ideal device a few % slower); True when a request of
+    the row is not finite (nothing written)."""
     if dev[6] == 0.0:
         return nearest_row(gr, vr, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5])
     return stochastic_row(gr, vr, first, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5], dev.view(np.uint64)[7])
@@ -632,8 +633,8 @@ def nearest_row(gr, vr, dw0, cap, lo, hi, st_up, st_dn):  # pragma: no cover - c
     both, :math:`g + \\Delta_\\pm R(\\delta/\\Delta_0)` clipped, computed in float64 from ``vr - gr`` in the
     arrays' dtype (as :func:`_counts_kernel` and :func:`_closed_form_kernel`). Nothing is drawn; a device
     with a zero count keeps its value (``g + (-0.0)``). Vectorised; also called by the compiled C-EP
-    kernel's pass over ``W1`` (:mod:`physgrad.layered.kernels.numba_cpu`), inlined there (a call per row
-    cost 20 us per step on DRN-XS). A row whose requests are all
+    kernel's pass over ``W1`` (:mod:`physgrad.layered.kernels.numba_cpu`) through :func:`device_row`. A row
+    whose requests are all
     below ``0.49 dw0`` in size (every count 0: most rows of a training step) is only copied back, without
     the division. Returns True, writing nothing, when a request of the row is not finite (NaN or inf),
     else False."""
