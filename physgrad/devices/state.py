@@ -8,7 +8,7 @@ the counter-based streams of :func:`update_key` ``(seed, n_updates)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Literal, Optional, get_args
 
 import numpy as np
