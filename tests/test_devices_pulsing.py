@@ -305,6 +305,25 @@ def test_update_in_place_is_update_bit_for_bit(name, dtype):
         theta, state = ref, ref_state
 
 
+@pytest.mark.parametrize("name", ["levels16-stochastic", "reram-sb", "stuck"])
+def test_update_in_place_on_the_numpy_route_is_update(name, monkeypatch):
+    """Without numba (``BACKEND = "numpy"``) ``update_in_place`` takes ``move``'s numpy route: the same arrays
+    as ``update`` on that route, bit for bit."""
+    monkeypatch.setattr(pulsing, "BACKEND", "numpy")
+    dev = IN_PLACE[name]
+    rng = np.random.default_rng(6)
+    theta, state = dev.init(((rng.random((20, 30)) * 1.5 + 0.1).astype(np.float32),), device_rng(0, "init"))
+    dw0 = state.leaves[0].dw0
+    d = (rng.standard_normal((20, 30)) * rng.choice([0.0, 0.3, 3.0], size=(20, 30)) * dw0).astype(np.float32)
+    values = (theta[0] + d,)
+    ref, _ = dev.update(theta, (values[0] - theta[0],), update_key(0, 1), state)
+    g, v = (np.array(theta[0]),), (np.array(values[0]),)
+    dev.update_in_place(g, v, update_key(0, 1), state)
+    np.testing.assert_array_equal(g[0], ref[0])
+    np.testing.assert_array_equal(v[0], ref[0])
+    assert np.count_nonzero(ref[0] != theta[0]) > 20
+
+
 def test_update_in_place_refuses_what_it_cannot_do():
     g = np.ones((4, 3))
     dev = laws("nearest")["drift"]

@@ -512,7 +512,8 @@ def move_in_place(p: Plan, cell, g: np.ndarray, values: np.ndarray, dw0: float, 
     pass, each in one branch-free pass. Otherwise (:func:`_in_place_kernel`) the counts are made in one
     vectorised pass over all devices and only the devices that move take a response and a clip. A device
     that does not move keeps its value: :func:`move` clips it, which gives it back (every value it holds
-    came from a clip).
+    came from a clip). With the numpy route (:data:`BACKEND` ``"numpy"``, or numba missing) it is
+    :func:`move`'s numpy route, copied into both arrays.
 
     Parameters
     ----------
@@ -544,6 +545,14 @@ def move_in_place(p: Plan, cell, g: np.ndarray, values: np.ndarray, dw0: float, 
                             "shape and dtype")
     if rng is None and (p.stochastic or p.c2c > 0):
         raise PhysgradError("move_in_place: this device draws random numbers; give it a key or a generator")
+    if BACKEND == "numpy" or not AVAILABLE:  # the numpy route of move (the kernels below are compiled loops)
+        with np.errstate(all="ignore"):
+            request = values - g
+        new, _ = move(p, cell, g, request, dw0, rng, 0.0, dtype=g.dtype, backend="numpy")
+        new.flat[cell.stuck_index] = cell.stuck_value
+        np.copyto(g, new)
+        np.copyto(values, new)
+        return g.shape[0] if g.ndim > 1 else 1
     ku, kn = _NO_KEYS if rng is None else update_keys(rng)
     size = g.size
     flat = _flat_fields(cell, size)
