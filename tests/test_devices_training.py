@@ -303,7 +303,7 @@ def test_every_preset_trains_an_epoch_of_real_mnist_without_nan(tmp_path, name):
 
 @pytest.mark.parametrize("name,threads", [("levels16-nearest", 1), ("levels16-nearest", 2), ("levels16-stochastic", 1),
                                           ("levels16-stochastic", 2), ("digipot128", 1), ("reram-sb", 1),
-                                          ("reram-sb", 2), ("reram-es", 1)])
+                                          ("reram-es", 1)])
 def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_dir, name, threads):
     """``DeviceStepper`` updating in place (the rows that changed, no copies; the default where it
     applies) against the general route (``in_place=False``: request, ``Device.update``, copy back): the
