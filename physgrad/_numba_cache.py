@@ -18,10 +18,12 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SUBFOLDER = "physgrad-kernels"
-DEPENDS = {"layered/kernels/numba_cpu.py": ("devices/pulsing.py", "layered/kernels/team.py")}
+DEPENDS = {"layered/kernels/numba_cpu.py": ("devices/pulsing.py", "devices/streams.py", "layered/kernels/team.py"),
+           "devices/pulsing.py": ("devices/streams.py",)}
 """Package files (paths inside the package) whose compiled functions call compiled functions of other
 package files. Numba checks a cache entry against its own source file only, so a change to a callee
-(``pulsing.nearest_row``, compiled into the C-EP kernel's pass over ``W1``; ``team.barrier``) would leave the caller's
+(``pulsing.nearest_row``, compiled into the C-EP kernel's pass over ``W1``; ``team.barrier``; the random streams
+of ``devices/streams.py`` in the device kernels) would leave the caller's
 cached machine code stale: the callees' sources join the caller's stamp."""
 
 

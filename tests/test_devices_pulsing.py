@@ -10,7 +10,8 @@ the variance of the result over the copies; tolerances are stated in standard er
 import numpy as np
 import pytest
 
-from physgrad.devices import Bounds, Device, Drift, ExpStep, Pulses, SoftBounds, Variability, device_rng, get_device
+from physgrad.devices import (Bounds, Device, Drift, ExpStep, Pulses, SoftBounds, Variability, device_rng, get_device,
+                              update_key)
 from physgrad.devices import pulsing
 from physgrad.devices.reference import move_reference
 from physgrad.types import PhysgradError
@@ -280,8 +281,8 @@ IN_PLACE = _in_place_devices()
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_update_in_place_is_update_bit_for_bit(name, dtype):
     """Rows with zero requests (skipped), rows of fractions of a step and of many steps, a 1-d array
-    that is not a device: the same arrays, the same state counter, and the same draws (the generator
-    ends in the same state) as the general route, which visits every device."""
+    that is not a device: the same arrays and the same state counter as the general route, which visits
+    every device, from the same key (``update_key``: counter-based draws)."""
     dev = IN_PLACE[name]
     rng = np.random.default_rng(5)
     theta0 = ((rng.random((40, 30)) * 1.5 + 0.1).astype(dtype), rng.random(30).astype(dtype))
@@ -291,7 +292,7 @@ def test_update_in_place_is_update_bit_for_bit(name, dtype):
         d = (rng.standard_normal((40, 30)) * rng.choice([0.0, 0.3, 3.0], size=(40, 30)) * dw0).astype(dtype)
         d[rng.random(40) < 0.5] = 0  # rows asked for nothing
         values = (theta[0] + d, theta[1] + dtype(0.25))
-        r_ref, r_new = device_rng(0, "update", k), device_rng(0, "update", k)
+        r_ref = r_new = update_key(0, k)
         ref, ref_state = dev.update(theta, tuple(v - t for v, t in zip(values, theta)), r_ref, state)
         g, v = tuple(np.array(t) for t in theta), tuple(np.array(t) for t in values)
         new_state = dev.update_in_place(g, v, r_new if dev.update_draws else None, state)
@@ -300,9 +301,27 @@ def test_update_in_place_is_update_bit_for_bit(name, dtype):
             np.testing.assert_array_equal(b, a)
             np.testing.assert_array_equal(c, a)
         assert new_state.n_updates == ref_state.n_updates == k + 1
-        assert r_ref.random() == r_new.random()  # the same number of draws
         assert np.count_nonzero(ref[0] != theta[0]) > (0 if "nearest" in name else 100)
         theta, state = ref, ref_state
+
+
+@pytest.mark.parametrize("name", ["levels16-stochastic", "reram-sb", "stuck"])
+def test_update_in_place_on_the_numpy_route_is_update(name, monkeypatch):
+    """Without numba (``BACKEND = "numpy"``) ``update_in_place`` takes ``move``'s numpy route: the same arrays
+    as ``update`` on that route, bit for bit."""
+    monkeypatch.setattr(pulsing, "BACKEND", "numpy")
+    dev = IN_PLACE[name]
+    rng = np.random.default_rng(6)
+    theta, state = dev.init(((rng.random((20, 30)) * 1.5 + 0.1).astype(np.float32),), device_rng(0, "init"))
+    dw0 = state.leaves[0].dw0
+    d = (rng.standard_normal((20, 30)) * rng.choice([0.0, 0.3, 3.0], size=(20, 30)) * dw0).astype(np.float32)
+    values = (theta[0] + d,)
+    ref, _ = dev.update(theta, (values[0] - theta[0],), update_key(0, 1), state)
+    g, v = (np.array(theta[0]),), (np.array(values[0]),)
+    dev.update_in_place(g, v, update_key(0, 1), state)
+    np.testing.assert_array_equal(g[0], ref[0])
+    np.testing.assert_array_equal(v[0], ref[0])
+    assert np.count_nonzero(ref[0] != theta[0]) > 20
 
 
 def test_update_in_place_refuses_what_it_cannot_do():
@@ -313,7 +332,7 @@ def test_update_in_place_refuses_what_it_cannot_do():
         dev.update_in_place([np.array(theta[0])], [np.array(theta[0])], None, state)
     dev = get_device("levels16-stochastic")
     theta, state = dev.init((g,), device_rng(0, "init"))
-    with pytest.raises(PhysgradError, match="generator"):
+    with pytest.raises(PhysgradError, match="key or a generator"):
         dev.update_in_place([np.array(theta[0])], [np.array(theta[0]) + 0.3], None, state)
     bad = np.array(theta[0])
     bad[2, 1] = np.nan

@@ -302,13 +302,16 @@ def test_every_preset_trains_an_epoch_of_real_mnist_without_nan(tmp_path, name):
 
 
 @pytest.mark.parametrize("name,threads", [("levels16-nearest", 1), ("levels16-nearest", 2), ("levels16-stochastic", 1),
-                                          ("digipot128", 1), ("reram-sb", 1), ("reram-es", 1)])
+                                          ("levels16-stochastic", 2), ("digipot128", 1), ("reram-sb", 1),
+                                          ("reram-es", 1)])
 def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_dir, name, threads):
     """``DeviceStepper`` updating in place (the rows that changed, no copies; the default where it
     applies) against the general route (``in_place=False``: request, ``Device.update``, copy back): the
     same conductances, predictions and device counter after 6 batches of DRN-XS, bit for bit. For
-    ``levels16-nearest`` and ``digipot128`` (constant steps, nearest rounding) the compiled kernel updates
-    ``W1``'s devices inside its pass over ``W1`` (``fused_w1``), with 1 and 2 threads."""
+    ``levels16-nearest``, ``levels16-stochastic`` and ``digipot128`` (constant steps, uniform bounds, no
+    noise) the compiled kernel updates ``W1``'s devices inside its pass over ``W1`` (``fused_w1``), with 1
+    and 2 threads (the counter-based draws do not depend on the split); the others take the in-place
+    kernel."""
     from physgrad.devices import pulsing
     from physgrad.layered.data import load_dataset
 
@@ -325,7 +328,7 @@ def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_d
                                            threads=threads), dev, theta, state, seed=0, in_place=flag)
                 for flag in (True, False)]
     assert [s.in_place for s in steppers] == [True, False]
-    assert steppers[0].fused_w1 == (name in ("levels16-nearest", "digipot128"))
+    assert steppers[0].fused_w1 == (name in ("levels16-nearest", "levels16-stochastic", "digipot128"))
     if threads > 1:
         steppers[0].inner.ws.par_w1 = 0  # the parallel pass over W1 (split by columns) at this size too
         steppers[0].inner.ws.cuts = np.array([0, 48, 100], np.int64)
@@ -350,11 +353,11 @@ def test_in_place_device_updates_train_bit_for_bit_like_the_general_route(data_d
         s.close()
 
 
-@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic"])
+@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic", "reram-sb"])
 def test_in_place_routes_refuse_a_diverged_update_like_the_general_route(data_dir, name):
     """An infinite learning-rate factor (a diverged rule): every route raises the device's
-    non-finite-request error (the fused route for ``levels16-nearest``, the in-place one for
-    ``levels16-stochastic``, the general one for both)."""
+    non-finite-request error (the fused route for ``levels16-*``, the in-place one for ``reram-sb``, the
+    general one for all)."""
     from physgrad.devices import pulsing
     from physgrad.layered.data import load_dataset
 
@@ -376,10 +379,11 @@ def test_in_place_routes_refuse_a_diverged_update_like_the_general_route(data_di
         s.close()
 
 
-@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic"])
+@pytest.mark.parametrize("name", ["levels16-nearest", "levels16-stochastic", "reram-sb"])
 def test_in_place_device_runs_resume_bit_for_bit(data_dir, tmp_path, name):
-    """The fused (``levels16-nearest``) and in-place (``levels16-stochastic``) routes on the compiled
-    kernel: a run interrupted mid-epoch and resumed ends with the uninterrupted run's conductances."""
+    """The fused (``levels16-*``) and in-place (``reram-sb``) routes on the compiled kernel (the stochastic
+    ones draw from counter-based streams keyed by the update's number): a run interrupted mid-epoch and
+    resumed ends with the uninterrupted run's conductances."""
     pytest.importorskip("numba")
     config = cfg(data_dir, device_model=name, epochs=2, train_size=32, backend="numba")
     full, parts = tmp_path / "full", tmp_path / "parts"

@@ -25,14 +25,15 @@ def test_cache_folder_is_the_path_inside_the_package():
 
 
 def test_the_sources_of_compiled_callees_join_the_callers_stamp(tmp_path, monkeypatch):
-    """``numba_cpu``'s pass over ``W1`` compiles ``pulsing.nearest_row`` in: a change to ``pulsing.py``
-    alone must invalidate ``numba_cpu``'s cache entries (numba itself checks only the caller's file)."""
+    """``numba_cpu``'s pass over ``W1`` compiles ``pulsing.device_row`` in, and ``pulsing`` the random streams
+    of ``streams.py``: a change to ``pulsing.py`` or ``streams.py`` alone must invalidate the callers' cache
+    entries (numba itself checks only the caller's file)."""
     import hashlib
     import inspect
 
     from numba.core import caching, config
 
-    from physgrad.devices import pulsing
+    from physgrad.devices import pulsing, streams
     from physgrad.layered.kernels import numba_cpu
 
     monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
@@ -43,8 +44,12 @@ def test_the_sources_of_compiled_callees_join_the_callers_stamp(tmp_path, monkey
     stamp = locator.from_function(f, inspect.getfile(f)).get_source_stamp()
     assert isinstance(stamp, tuple)
     assert stamp[1] == hashlib.sha256(Path(pulsing.__file__).read_bytes()).hexdigest()
-    g = pulsing._drift_kernel.py_func  # a file without compiled callees elsewhere: numba's own stamp
-    assert not isinstance(locator.from_function(g, inspect.getfile(g)).get_source_stamp(), tuple)
+    assert stamp[2] == hashlib.sha256(Path(streams.__file__).read_bytes()).hexdigest()
+    g = pulsing._drift_kernel.py_func  # pulsing compiles the random streams in: their source joins its stamp
+    pstamp = locator.from_function(g, inspect.getfile(g)).get_source_stamp()
+    assert pstamp[1] == stamp[2]
+    h = streams._fill.py_func  # a file without compiled callees elsewhere: numba's own stamp
+    assert not isinstance(locator.from_function(h, inspect.getfile(h)).get_source_stamp(), tuple)
 
 
 PROBE = """

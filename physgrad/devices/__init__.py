@@ -7,7 +7,8 @@ engines, verification) can use it.
 - :mod:`~physgrad.devices.model`: :class:`Device` (``init``, ``update``, ``read``, ``program``, ``advance``);
 - :mod:`~physgrad.devices.pulsing`: the update and read of one array in one pass (compiled or numpy);
 - :mod:`~physgrad.devices.reference`: the original per-pulse update, the tests' reference;
-- :mod:`~physgrad.devices.state`: :class:`DeviceState` (checkpointable) and :func:`device_rng`;
+- :mod:`~physgrad.devices.state`: :class:`DeviceState` (checkpointable), :func:`device_rng`, :func:`update_key`;
+- :mod:`~physgrad.devices.streams`: the counter-based random numbers of the updates;
 - :mod:`~physgrad.devices.presets`: named presets, the JSON/TOML file form;
 - :mod:`~physgrad.devices.readout`: :class:`ReadThrough`, any minimizer relaxing the energy at the
   conductances the device reads.
@@ -18,8 +19,8 @@ from physgrad.devices.pieces import (Bounds, ConstantStep, DifferentialPair, Dri
 from physgrad.devices.presets import (PRESET_NAMES, device_from_dict, device_from_spec, device_to_dict, get_device,
                                       load_device)
 from physgrad.devices.readout import ReadThrough
-from physgrad.devices.state import DeviceState, device_rng
+from physgrad.devices.state import DeviceState, device_rng, update_key
 
 __all__ = ["PIECES", "PRESET_NAMES", "Bounds", "ConstantStep", "Device", "DeviceState", "DifferentialPair", "Drift",
            "ExpStep", "Pulses", "ReadNoise", "ReadThrough", "SoftBounds", "Stuck", "Variability", "device_from_dict",
-           "device_from_spec", "device_rng", "device_to_dict", "get_device", "load_device"]
+           "device_from_spec", "device_rng", "device_to_dict", "get_device", "load_device", "update_key"]

@@ -27,12 +27,19 @@ import numpy as np
 from physgrad.devices import pulsing
 from physgrad.devices.pieces import Bounds, ConstantStep, DifferentialPair, Drift, Pulses, ReadNoise, Stuck, Variability
 from physgrad.devices.state import Cell, DeviceState, LeafState
+from physgrad.devices.streams import stream_key
 from physgrad.types import PhysgradError
 
 SATURATING_RANGES = pulsing.SATURATING_RANGES
 PIECES = {"bounds": Bounds, "pulses": Pulses, "read_noise": ReadNoise, "drift": Drift,
           "variability": Variability, "stuck": Stuck, "pair": DifferentialPair}
 """The slots of a :class:`Device` and the piece each holds."""
+
+
+def array_key(key: int, i: int, side: int = 0) -> int:
+    """The key of array ``i`` (``side``: 0, or +1 / -1 for the devices ``G+`` / ``G-`` of a pair) of an update
+    with key ``key`` (:func:`physgrad.devices.streams.stream_key`)."""
+    return stream_key(key, i, side)
 
 
 def _split(theta) -> tuple:
@@ -282,8 +289,11 @@ class Device:
             Current parameters (as the device last delivered them).
         dtheta : like theta
             Requested change (S).
-        rng : numpy Generator
-            ``device_rng(seed, "update", state.n_updates)``.
+        rng : int or numpy Generator
+            The update's key, ``update_key(seed, state.n_updates)``
+            (:func:`physgrad.devices.state.update_key`), or a generator (one 64-bit key is drawn from it).
+            Array ``i`` draws from the counter-based streams of ``array_key(key, i, side)``
+            (:mod:`physgrad.devices.streams`; ``side`` 0, or +-1 for the two devices of a pair).
         state : DeviceState
 
         Returns
@@ -308,6 +318,7 @@ class Device:
         if self.is_ideal:
             return _join([a + d for a, d in zip(items, deltas)], is_tuple), state.with_leaves(state.leaves, n_updates=n_next)
         clock = state.clock
+        key = pulsing.base_key(rng)
         out, leaves = [], []
         for i, (a, d, leaf) in enumerate(zip(items, deltas, state.leaves)):
             if leaf is None:
@@ -320,7 +331,7 @@ class Device:
                                     f"{a.dtype} and {d.dtype}")
             try:
                 if leaf.pair:
-                    (gp, cp), (gm, cm) = (self._move(c, g, d, leaf.dw0, rng, clock, side=s)
+                    (gp, cp), (gm, cm) = (self._move(c, g, d, leaf.dw0, array_key(key, i, s), clock, side=s)
                                           for c, g, s in zip(leaf.cells, leaf.pair, (1, -1)))
                     leaf = replace(leaf, cells=(cp, cm), pair=(gp, gm))
                     if self.pair.refresh_every is not None and n_next % self.pair.refresh_every == 0:
@@ -328,7 +339,7 @@ class Device:
                         leaf = replace(leaf, cells=tuple(self._restart(c, clock) for c in leaf.cells), pair=(gp, gm))
                     out.append((gp - gm).astype(a.dtype))
                 else:
-                    g, cell = self._move(leaf.cells[0], a, d, leaf.dw0, rng, clock, dtype=a.dtype)
+                    g, cell = self._move(leaf.cells[0], a, d, leaf.dw0, array_key(key, i), clock, dtype=a.dtype)
                     leaf = replace(leaf, cells=(cell,))
                     out.append(g)
             except PhysgradError as err:
@@ -360,8 +371,8 @@ class Device:
         ----------
         theta, values : tuples of C-contiguous float arrays, the same shapes and dtypes
             The devices' conductances and the optimiser's new values (S); modified in place.
-        rng : numpy Generator, or None when :attr:`update_draws` is False
-            ``device_rng(seed, "update", state.n_updates)``.
+        rng : int, numpy Generator, or None when :attr:`update_draws` is False
+            As in :meth:`update` (the same key gives the same numbers).
         state : DeviceState
         first : int
             ``theta`` and ``values`` are the arrays ``first, first + 1, ...`` of the parameters; those
@@ -387,13 +398,20 @@ class Device:
         self._check_state(state, len(items) + first)
         if len(new) != len(items):
             raise PhysgradError("values must have the structure of theta")
-        plan = pulsing.plan(self.pulses, self.drift)
+        plan = self.__dict__.get("_plan")
+        if plan is None:  # kept on the (frozen) device: plan() hashes its pieces
+            plan = self.__dict__["_plan"] = pulsing.plan(self.pulses, self.drift)
+        if self.update_draws and rng is None:
+            raise PhysgradError(f"device {self.label!r}: update_in_place: this device draws random numbers; give it a "
+                                f"key or a generator")
+        key = pulsing.base_key(rng) if self.update_draws else None
         for i, (a, v, leaf) in enumerate(zip(items, new, state.leaves[first:]), start=first):
             if leaf is None:
-                np.copyto(a, v)
+                if a is not v:
+                    np.copyto(a, v)
                 continue
             try:
-                pulsing.move_in_place(plan, leaf.cells[0], a, v, leaf.dw0, rng)
+                pulsing.move_in_place(plan, leaf.cells[0], a, v, leaf.dw0, None if key is None else array_key(key, i))
             except PhysgradError as err:
                 raise PhysgradError(f"parameter array {i}: {err}") from None
         return state.with_leaves(state.leaves, n_updates=state.n_updates + 1)

@@ -3,15 +3,17 @@ pair conductances of compound cells. Plain numpy arrays plus JSON, so that it ri
 (:meth:`DeviceState.state_dict` / :meth:`DeviceState.from_state`) and a run resumes bit-for-bit.
 
 Randomness is not state: every device event draws from its own generator,
-:func:`device_rng` ``(seed, purpose, *counters)``, spawned from the run's seed.
+:func:`device_rng` ``(seed, purpose, *counters)``, spawned from the run's seed; an update draws from
+the counter-based streams of :func:`update_key` ``(seed, n_updates)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Literal, Optional, get_args
 
 import numpy as np
 
+from physgrad.devices.streams import stream_key
 from physgrad.types import PhysgradError
 
 Purpose = Literal["init", "update", "read"]
@@ -32,6 +34,15 @@ def device_rng(seed: int, purpose: Purpose, *counters: int) -> np.random.Generat
         raise PhysgradError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     key = (DEVICE_STREAM, PURPOSES.index(purpose)) + tuple(int(c) for c in counters)
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
+
+
+def update_key(seed: int, n_updates: int) -> int:
+    """The 64-bit key of update number ``n_updates`` of a run with ``seed``: the counter-based streams of
+    :mod:`physgrad.devices.streams` that the update's random numbers (stochastic rounding, cycle-to-cycle
+    noise) come from, ``stream_key(DEVICE_STREAM, 1, seed, n_updates)``. A pure function of its arguments
+    (about 1 us, against about 60 us for a ``device_rng``): nothing to save in a checkpoint but
+    ``n_updates``."""
+    return stream_key(DEVICE_STREAM, PURPOSES.index("update"), int(seed), int(n_updates))
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,5 +150,5 @@ class DeviceState:
 
     def with_leaves(self, leaves, clock: Optional[float] = None, n_updates: Optional[int] = None) -> "DeviceState":
         """A copy with new leaves (and optionally clock and counter)."""
-        return replace(self, leaves=tuple(leaves), clock=self.clock if clock is None else float(clock),
-                       n_updates=self.n_updates if n_updates is None else int(n_updates))
+        return type(self)(tuple(leaves), self.clock if clock is None else float(clock),
+                          self.n_updates if n_updates is None else int(n_updates))  # (not replace(): 3x faster)

@@ -11,8 +11,9 @@ generic, or any other stepper of the protocol of :mod:`physgrad.layered.steppers
 2. the inner stepper trains on the batch and changes its parameters to :math:`\tilde\theta'` (its
    own optimiser step, including its projection onto :math:`g \ge 0`);
 3. the requested change is :math:`\Delta = \tilde\theta' - \tilde\theta`; the devices deliver
-   :math:`(\theta, \text{state}) \leftarrow \mathrm{update}(\theta, \Delta, \text{rng}, \text{state})`
-   with ``rng = device_rng(seed, "update", n)``. Only the weights :math:`W_k` are devices (a DRN's
+   :math:`(\theta, \text{state}) \leftarrow \mathrm{update}(\theta, \Delta, \text{key}, \text{state})`
+   with ``key = update_key(seed, n)`` (counter-based streams, :mod:`physgrad.devices.streams`). Only the
+   weights :math:`W_k` are devices (a DRN's
    biases are current sources, not conductances): they take the inner stepper's values as they are.
 
 Read-noise realisations (``Device.read_noise.resample``):
@@ -38,7 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from physgrad.devices import Device, DeviceState, ReadThrough, device_rng, pulsing
+from physgrad.devices import Device, DeviceState, ReadThrough, device_rng, pulsing, update_key
+from physgrad.devices.model import array_key
 from physgrad.layered.engines import random_reads
 from physgrad.layered.steppers import optimizer_state
 from physgrad.types import PhysgradError
@@ -103,7 +105,7 @@ class DeviceStepper:
         self.fused_w1 = False
         if self.in_place and hasattr(inner, "device_w1") and getattr(inner, "optimizer", None) is None:
             leaf = device_state.leaves[0]
-            consts = None if leaf is None else pulsing.nearest_constants(
+            consts = None if leaf is None else pulsing.row_constants(
                 pulsing.plan(device.pulses, device.drift), leaf.cells[0], leaf.dw0)
             if consts is not None:  # W1's devices update inside the kernel's pass; one array for both
                 inner.device_w1 = consts
@@ -145,15 +147,19 @@ class DeviceStepper:
     def step(self, x, idx, y, nxt, warm, lr_scale):
         """The inner step at the read conductances, then ``device.update`` with its requested change."""
         if self.fused_w1:  # W1 delivered (and the next drive made from it) in the kernel's pass
+            key = None
+            if self.device.update_draws:  # W1's key into the kernel's constants, as Device.update derives it
+                key = update_key(self.seed, self.device_state.n_updates)
+                pulsing.set_row_key(self.inner.device_w1, array_key(key, 0))
             warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
             host = self.inner.params
-            self.device_state = self.device.update_in_place(self.params[1:], host[1:], None, self.device_state,
+            self.device_state = self.device.update_in_place(self.params[1:], host[1:], key, self.device_state,
                                                             first=1)
             self.inner.ws.attach(host)  # the transposed copies of the deeper weights
             return warm, pred
         if self.in_place:  # the next batch's drive is made below, from the delivered conductances
             warm, pred = self.inner.step(x, idx, y, None, warm, lr_scale)
-            rng = device_rng(self.seed, "update", self.device_state.n_updates) if self.device.update_draws else None
+            rng = update_key(self.seed, self.device_state.n_updates) if self.device.update_draws else None
             self.device_state = self.device.update_in_place(self.params, self.inner.params, rng, self.device_state)
             if nxt is not None:  # the next batch's drive from the delivered conductances
                 self.inner.start_epoch(x, nxt, 0)
@@ -162,7 +168,7 @@ class DeviceStepper:
         warm, pred = self.inner.step(x, idx, y, nxt, warm, lr_scale)
         after = tuple(np.asarray(p) for p in self.inner.to_host())
         requested = tuple(a - b for a, b in zip(after, before))
-        rng = device_rng(self.seed, "update", self.device_state.n_updates)
+        rng = update_key(self.seed, self.device_state.n_updates)
         params_before, state_before = self.params, self.device_state
         new, self.device_state = self.device.update(self.params, requested, rng, self.device_state)
         # arrays that are not devices (biases) keep the inner stepper's own values, not before + (after - before);

@@ -256,9 +256,9 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         self.ws.attach(self.params)
         self.optimizer = None
         self.device_w1 = None
-        """None, or the constants of :func:`physgrad.devices.pulsing.nearest_constants`: ``W1`` is on
-        constant-step devices with nearest rounding, updated in the kernel's pass over ``W1`` (set by
-        :class:`physgrad.layered.device_model.DeviceStepper`; SGD only)."""
+        """None, or the constants of :func:`physgrad.devices.pulsing.row_constants`: ``W1`` is on
+        constant-step devices with nearest or stochastic rounding, updated in the kernel's pass over ``W1``
+        (set by :class:`physgrad.layered.device_model.DeviceStepper`; SGD only)."""
         if preset.optimizer != "sgd":
             from physgrad.layered.optimizer import LayerOptimizer
 

@@ -72,7 +72,7 @@ from typing import Optional
 
 import numpy as np
 
-from physgrad.devices.pulsing import nearest_row  # compiled into the pass over W1: numba's cache of this file does
+from physgrad.devices.pulsing import device_row  # compiled into the pass over W1: numba's cache of this file does
 # not see changes to it (tests/test_devices_training.py compares the fused route with the device's own, bit for bit)
 from physgrad.layered.fused import FusedSpec
 from physgrad.layered.kernels.team import SLOTS, STATUS, Team, barrier, claim, sync_array, unclaim, wait_call  # compiled in
@@ -157,9 +157,9 @@ def _w1_cols(W1, i0, i1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1,
     ``update``: ``W1 += [s0; -1 (DRN)]^T Bs`` then clamp at 0 (DRN) -- or, with an optimizer
     (``kind`` not :data:`SGD`), the optimizer's step on the gradient ``-[s0; -1]^T Bs`` (``Bs`` at
     unit learning rate; state ``M1``, ``V1``, constants ``oc``). ``dev``: empty, or the constants of
-    :func:`physgrad.devices.pulsing.nearest_constants` (SGD only): ``W1`` is on constant-step devices with
-    nearest rounding, and each updated row takes what they deliver
-    (:func:`physgrad.devices.pulsing.nearest_row` from the row before the update). Then ``acc[r] = P[r] W1`` for
+    :func:`physgrad.devices.pulsing.row_constants` (SGD only): ``W1`` is on constant-step devices with
+    nearest or stochastic rounding, and each updated row takes what they deliver
+    (:func:`physgrad.devices.pulsing.device_row` from the row before the update). Then ``acc[r] = P[r] W1`` for
     ``r < n_p`` and, for a DRN, ``acc[-1] = 1 W1`` (the column sums). Zero coefficients are skipped
     (most pixels are 0): the same values as the dense product. Each row is processed in sub-blocks
     of :data:`SUB` columns, so the update term stays in L1 between its sub-passes.
@@ -206,8 +206,9 @@ def _w1_cols(W1, i0, i1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1,
             k1 = min(k0 + SUB, j1)
             w = k1 - k0
             row = W1[i, k0:k1]
-            if device:
-                old[:w] = row
+            if device:  # an explicit loop: numba's slice assignment cost 40 us per DRN-XS step here
+                for j in range(w):
+                    old[j] = row[j]
             if update and kind != SGD:
                 for j in range(w):
                     t[j] = 0
@@ -245,7 +246,7 @@ def _w1_cols(W1, i0, i1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1,
                 else:
                     for j in range(w):
                         row[j] += t[j]
-            if device and nearest_row(old[:w], row, dev[0], dev[1], dev[2], dev[3], dev[4], dev[5]):
+            if device and device_row(old[:w], row, i * W1.shape[1] + k0, dev):
                 n_bad += 1  # a non-finite request: the step fails (cep_step raises)
             for q in range(n_c):
                 c = cp[q]
@@ -924,8 +925,8 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         :class:`~physgrad.layered.kernels.array_stepper.OptimizerCEPStepper`; the state's arrays are
         updated in place and its step counters advanced.
     device_w1 : array or None
-        ``W1`` on constant-step devices with nearest rounding: the constants of
-        :func:`physgrad.devices.pulsing.nearest_constants`; each row of ``W1`` takes what the devices
+        ``W1`` on constant-step devices with nearest or stochastic rounding: the constants of
+        :func:`physgrad.devices.pulsing.row_constants` (with this update's key); each row of ``W1`` takes what the devices
         deliver for the SGD update, in the same pass (the next drive is then that of the delivered
         conductances). SGD only. The same numbers as
         :meth:`physgrad.devices.Device.update_in_place` after the step.
@@ -949,8 +950,8 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         raise PhysgradError("device_w1: the devices' update in the pass over W1 is for SGD only")
     else:
         dev1 = np.ascontiguousarray(device_w1, dtype=np.float64)
-        if dev1.shape != (6,):
-            raise PhysgradError(f"device_w1 must hold 6 constants, got shape {dev1.shape}")
+        if dev1.shape != (8,):
+            raise PhysgradError(f"device_w1 must hold 8 constants (pulsing.row_constants), got shape {dev1.shape}")
     y1h = np.ascontiguousarray(y1h, dtype=dt)
     B = len(y1h)
     if B > ws.B:
