@@ -868,6 +868,36 @@ def _drive(W1, cuts, s0, drn, parts, acc, nthreads, par_w1, oc):
         _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], parts, acc, SGD, oc, W1, W1, NO_DEVICE)
 
 
+@njit(cache=True, nogil=True)
+def _gather(x, idx, gain, mirror, out):
+    """``out[b] = gain * (x[idx[b]], -x[idx[b]])`` (``mirror``; else ``gain * x[idx[b]]``): the DRN's
+    :meth:`~physgrad.energies.layered.DeepResistive.input_layer` of the rows ``idx`` of ``x`` with
+    numpy's operations (``x`` already in ``out``'s dtype, ``gain`` rounded to it once)."""
+    n = x.shape[1]
+    for b in range(idx.shape[0]):
+        xr = x[idx[b]]
+        o = out[b]
+        for i in range(n):
+            o[i] = gain * xr[i]
+        if mirror:
+            for i in range(n):
+                o[n + i] = gain * -xr[i]
+
+
+@njit(cache=True, nogil=True)
+def _stage(x, idx, y, nxt, gain, mirror, s0, y1h, s0n):
+    """:meth:`Workspace.stage`'s compiled part: :func:`_gather` of ``idx`` into ``s0`` and (``nxt`` not
+    empty) of ``nxt`` into ``s0n``; ``y1h[b] = e_{y[b]}`` (0 elsewhere, as
+    :func:`physgrad.layered.steppers.one_hot`)."""
+    _gather(x, idx, gain, mirror, s0)
+    if nxt.shape[0] > 0:
+        _gather(x, nxt, gain, mirror, s0n)
+    for b in range(y.shape[0]):
+        for j in range(y1h.shape[1]):
+            y1h[b, j] = 0
+        y1h[b, y[b]] = 1
+
+
 # --- Python side ----------------------------------------------------------------------------------
 class Workspace:
     """Buffers of the compiled step for one network, batch size and thread count.
@@ -936,6 +966,11 @@ class Workspace:
         self.ocsbuf = np.zeros((2 * L, N_OC), dt)
         self.betabuf, self.ibuf = np.zeros(1, dt), np.zeros(2, np.int64)
         self.serial_sync = sync_array(1)
+        self.nxtfull = self.nxtbuf[:self.B]  # what :meth:`stage` hands to cep_step as the next batch
+        self._launch = None  # (the objects it was made from, their ids, the call's arguments, the team's key)
+        self._gain = (None, None)  # stage's input gain, as given and in dtype
+        self._rates = (None, None)  # cep_step's last learning rates and scale, and their coefficients
+        self.note = f"{dt.name}, {L} weight layer(s)"  # for _compile_note (numpy's dtype.name is slow)
         self.c1buf = np.zeros((self.B, n1), dt)
         self.team = None
         self.narrow = np.array([False] + [sizes[k] < NARROW for k in range(2, L + 1)])
@@ -968,6 +1003,18 @@ class Workspace:
         if self.team is None:
             self.team = Team(self.threads, _cep_loop)
         return self.team.run(_cep_lead, args, key)
+
+    def stage(self, x, idx, y, nxt, gain: float, mirror: bool) -> tuple:
+        """Gather a full batch's inputs into this workspace (compiled, no temporary arrays):
+        ``(s0, y1h, next_s0)`` for :func:`cep_step` -- the input layer ``gain (x, -x)`` (``mirror``, a DRN)
+        or ``x`` of the rows ``idx`` of ``x`` and of the next batch's rows ``nxt`` (None: no next batch,
+        ``next_s0`` None), and the one-hot targets of the labels ``y``. ``x``: C-contiguous, this
+        workspace's dtype; ``len(idx) == len(nxt) == batch_size``. The arrays returned are this
+        workspace's own (overwritten by the next call); :func:`cep_step` then copies nothing."""
+        if gain != self._gain[0]:
+            self._gain = (gain, self.dtype.type(gain))
+        _stage(x, idx, y, idx[:0] if nxt is None else nxt, self._gain[1], mirror, self.s0buf, self.ybuf, self.nxtbuf)
+        return self.s0buf, self.ybuf, None if nxt is None else self.nxtfull
 
     def close(self) -> None:
         """Stop the team's worker threads (a later step starts new ones)."""
@@ -1121,12 +1168,15 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         dev1 = np.ascontiguousarray(device_w1, dtype=np.float64)
         if dev1.shape != (6,):
             raise PhysgradError(f"device_w1 must hold 6 constants, got shape {dev1.shape}")
-    y1h = np.ascontiguousarray(y1h, dtype=dt)
+    staged = y1h is ws.ybuf  # from ws.stage: the inputs are in place already
+    if not staged:
+        y1h = np.ascontiguousarray(y1h, dtype=dt)
     B = len(y1h)
     if B > ws.B:
         raise PhysgradError(f"batch of {B} rows exceeds the workspace's batch_size {ws.B}")
     Sf, Tf, Sn, Tn, cout_f, invout_f, cout_n, invout_n = ws.buffers(B)
-    warm = tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)
+    full = B == ws.B
+    warm = s_warm if full else tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)  # (full: copied below)
     scale = 1.0 / (2.0 * beta * B)
     if optimizer is None:
         kind = SGD
@@ -1141,26 +1191,33 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         V = tuple(s["v"][0] for s in state)
         M = tuple(s["m"][0] for s in state) if kind == ADAM else V
         MW, VW, Mb, Vb = M[:L], V[:L], M[L:], V[L:]
-    wcoef = np.array([lr * scale for lr in weight_lrs], dt)
-    bcoef = np.array([lr * scale for lr in bias_lrs], dt)
-    s0 = np.ascontiguousarray(s0, dtype=dt)
+    rates = (tuple(weight_lrs), tuple(bias_lrs), scale)
+    if rates == ws._rates[0]:  # the same rates as the last step (most steps): the same coefficients
+        wcoef, bcoef = ws._rates[1]
+    else:
+        wcoef = np.array([lr * scale for lr in weight_lrs], dt)
+        bcoef = np.array([lr * scale for lr in bias_lrs], dt)
+        ws._rates = (rates, (wcoef, bcoef))
+    if not staged:
+        s0 = np.ascontiguousarray(s0, dtype=dt)
     if next_s0 is None:
         nxt, n_next = s0[:0], 0
     else:
-        nxt = np.ascontiguousarray(next_s0, dtype=dt)
+        nxt = next_s0 if staged else np.ascontiguousarray(next_s0, dtype=dt)
         n_next = len(nxt)
         if n_next > ws.B:
             raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
-    full = B == ws.B
     if full:  # into the workspace's own arrays (kept by the team's workers from call to call)
         for buf, w in zip(ws.warmbuf, warm):
-            buf[...] = w
-        ws.ybuf[...] = y1h
-        ws.s0buf[...] = s0
-        ws.nxtbuf[:n_next] = nxt
+            buf[...] = w  # (casts, and checks the shape)
+        if not (staged and s0 is ws.s0buf and (n_next == 0 or nxt is ws.nxtfull)):
+            ws.ybuf[...] = y1h
+            ws.s0buf[...] = s0
+            ws.nxtbuf[:n_next] = nxt
         ws.wbuf[...] = wcoef
         ws.bbuf[...] = bcoef
-        ws.ocsbuf[...] = ocs
+        if kind != SGD:  # (SGD reads no optimizer constants)
+            ws.ocsbuf[...] = ocs
         warm, y1h, s0, nxt, wcoef, bcoef, ocs = ws.warmbuf, ws.ybuf, ws.s0buf, ws.nxtbuf, ws.wbuf, ws.bbuf, ws.ocsbuf
         c1, Bs = ws.c1buf, ws.Bs
     else:
@@ -1168,13 +1225,24 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         nxt = nxt if n_next else s0[:1]
     ws.betabuf[0] = beta
     ws.ibuf[0], ws.ibuf[1] = int(sweeps), n_next
-    with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
-        status = ws.run((params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, c1, Bs,
-                         Sf, Tf, Sn, Tn, warm, y1h, ws.betabuf, wcoef, bcoef, ws.ibuf, ws.gl, ws.gp, s0, nxt, spec.drn,
-                         ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb,
-                         dev1, ws.team_rows), full,
-                        (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ocs),
-                         tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts)))
+    # a full batch's arguments are the workspace's arrays, the parameters, the optimizer state and the
+    # devices' constants: made once and kept while these are the same objects (held, so ids stay unique)
+    made = (*params, *ws.WT, kind, dev1, *MW, *VW, *Mb, *Vb, ws.team_rows, ws.cuts)
+    ids = tuple(map(id, made))
+    last = ws._launch
+    if full and last is not None and last[1] == ids:
+        args, key = last[2], last[3]
+    else:
+        args = (params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, c1, Bs,
+                Sf, Tf, Sn, Tn, warm, y1h, ws.betabuf, wcoef, bcoef, ws.ibuf, ws.gl, ws.gp, s0, nxt, spec.drn,
+                ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb,
+                dev1, ws.team_rows)
+        key = (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ocs),
+               tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts))
+        if full:
+            ws._launch = (made, ids, args, key)
+    with _compile_note(_cep_batch, ws.note):
+        status = ws.run(args, full, key)
     if status == 2:
         raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
                             "(NaN or inf): the learning rule diverged; lower the learning rates")
