@@ -517,7 +517,25 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
             out[r, j0:j1] = const1[r % Bc, j0:j1]
         else:
             out[r, j0:j1] = bs[k - 1][j0:j1]
-    if k < L:  # s_{k+1} W_{k+1}^T, as rows of the transposed copy (zero units skipped)
+    if k < L and narrow[k]:  # s_{k+1} W_{k+1}^T from a narrow layer k+1 (the outputs): row by row of out,
+        # which stays in L1 while the few rows of W_{k+1}^T are added to it in order (zero units skipped):
+        # per element the same operations as below; flat unsigned indexing (no views: numba counts the
+        # references of each)
+        U = np.uint64
+        WTk = WT[k]
+        sn = S[k]
+        nw = WTk.shape[1]
+        Wf = WTk.reshape(-1)
+        w = U(j1 - j0)
+        for r in range(r0, r1):
+            o = out[r, j0:j1]
+            for m in range(WTk.shape[0]):
+                v = sn[r, m]
+                if v != 0:
+                    b = U(m * nw + j0)
+                    for j in range(w):
+                        o[j] += v * Wf[b + j]
+    elif k < L:  # s_{k+1} W_{k+1}^T, as rows of the transposed copy (zero units skipped)
         WTk = WT[k]
         sn = S[k]
         for m in range(WTk.shape[0]):
@@ -542,22 +560,27 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
                         o = out[r, j0:j1]
                         for j in range(j1 - j0):
                             o[j] += v * wrow[j]
+    # the scaling and clamp, as views indexed from 0 (numba then vectorises: an index from j0 is checked
+    # for wraparound element by element)
+    w = j1 - j0
     if k == L:
         for r in range(r0, r1):
-            for j in range(j0, j1):
-                out[r, j] *= invout[r, j]
+            o, iv = out[r, j0:j1], invout[r, j0:j1]
+            for j in range(w):
+                o[j] *= iv[j]
     else:
-        lok, hik, ik = lo[k - 1], hi[k - 1], inv[k - 1]
+        lok, hik, ik = lo[k - 1][j0:j1], hi[k - 1][j0:j1], inv[k - 1][j0:j1]
         for r in range(r0, r1):
-            for j in range(j0, j1):
-                x = out[r, j]
+            o = out[r, j0:j1]
+            for j in range(w):
+                x = o[j]
                 if drn:
                     x *= ik[j]
                 if x < lok[j]:
                     x = lok[j]
                 if x > hik[j]:
                     x = hik[j]
-                out[r, j] = x
+                o[j] = x
 
 
 @njit(cache=True, nogil=True)
