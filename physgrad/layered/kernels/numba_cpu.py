@@ -450,14 +450,17 @@ def _w1_reduce(parts, acc, n_p, drn, j0, j1):
     """``acc[r, j0:j1]`` = the row blocks' partial sums added in block order (``r < n_p``, and the
     column sums for a DRN): the same order for every thread count."""
     last = acc.shape[0] - 1
+    w = j1 - j0
     for r in range(acc.shape[0]):
         if r < n_p or (drn and r == last):
-            a = acc[r]
-            for j in range(j0, j1):
-                x = parts[0, r, j]
-                for b in range(1, ROW_BLOCKS):
-                    x += parts[b, r, j]
-                a[j] = x
+            a = acc[r, j0:j1]  # (views indexed from 0: vectorised)
+            p0 = parts[0, r, j0:j1]
+            for j in range(w):
+                a[j] = p0[j]
+            for b in range(1, ROW_BLOCKS):
+                pb = parts[b, r, j0:j1]
+                for j in range(w):
+                    a[j] += pb[j]
 
 
 @njit(cache=True, parallel=True)
