@@ -269,9 +269,10 @@ def _w1_cols_sgd(W1, i0, i1, j0, j1, s0, Bs, drn, P, n_p, acc):
     bit (per element the same operations in the same order), in fewer passes and with less work per row.
 
     The coefficients of every row of the block are gathered first (``s0`` and ``P`` read along their
-    rows); the update of up to three coefficients is one pass over a row segment (no update buffer);
-    up to three drive rows are accumulated per pass; a DRN row without a pixel in either batch (the
-    most common) is updated and added to the column sums in a single pass. Column blocks of
+    rows); the update of up to five coefficients (a batch of 4 and the DRN's constant) is one pass over
+    a row segment (no update buffer), which also adds the row to the DRN's column sums; the other
+    drive rows are accumulated up to three per pass. A DRN row without a pixel in the next batch (most
+    rows) is thus read and written once. Column blocks of
     :data:`SUB` are the outer loop (each column's sums over the rows keep their order), so a block's
     accumulators stay in L1. Arrays are indexed flat with unsigned offsets: no slices (numba counts the
     references of each view, which cost more than the arithmetic on a short row).
@@ -324,24 +325,17 @@ def _w1_cols_sgd(W1, i0, i1, j0, j1, s0, Bs, drn, P, n_p, acc):
             r = i - i0
             nu, n_c = nus[r], ncs[r]
             wb = U(i * n1 + k0)
-            if drn and nu == 1 and n_c == 1:  # no pixel in either batch: update and column sums at once
-                c0 = cu[r, 0]
-                b0 = U(iu[r, 0] * n1 + k0)
-                lb = U(last * wl + k0 - j0)
-                for j in range(w):
-                    x = Wf[wb + j] + c0 * Bf[b0 + j]
-                    if x < 0:
-                        x = zero
-                    Wf[wb + j] = x
-                    Lf[lb + j] += x
-                continue
+            lb = U(last * wl + k0 - j0)  # the column sums (DRN), added in the update's pass
             if nu == 1:
                 c0 = cu[r, 0]
                 b0 = U(iu[r, 0] * n1 + k0)
                 if drn:
                     for j in range(w):
                         x = Wf[wb + j] + c0 * Bf[b0 + j]
-                        Wf[wb + j] = 0 if x < 0 else x
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
                 else:
                     for j in range(w):
                         Wf[wb + j] += c0 * Bf[b0 + j]
@@ -351,7 +345,10 @@ def _w1_cols_sgd(W1, i0, i1, j0, j1, s0, Bs, drn, P, n_p, acc):
                 if drn:
                     for j in range(w):
                         x = Wf[wb + j] + (c0 * Bf[b0 + j] + c1 * Bf[b1 + j])
-                        Wf[wb + j] = 0 if x < 0 else x
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
                 else:
                     for j in range(w):
                         Wf[wb + j] += c0 * Bf[b0 + j] + c1 * Bf[b1 + j]
@@ -361,11 +358,42 @@ def _w1_cols_sgd(W1, i0, i1, j0, j1, s0, Bs, drn, P, n_p, acc):
                 if drn:
                     for j in range(w):
                         x = Wf[wb + j] + ((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j])
-                        Wf[wb + j] = 0 if x < 0 else x
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
                 else:
                     for j in range(w):
                         Wf[wb + j] += (c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]
-            elif nu > 3:  # the update buffer, as in _w1_cols
+            elif nu == 4:
+                c0, c1, c2, c3 = cu[r, 0], cu[r, 1], cu[r, 2], cu[r, 3]
+                b0, b1, b2, b3 = U(iu[r, 0] * n1 + k0), U(iu[r, 1] * n1 + k0), U(iu[r, 2] * n1 + k0), U(iu[r, 3] * n1 + k0)
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + (((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j])
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += ((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j]
+            elif nu == 5:
+                c0, c1, c2, c3, c4 = cu[r, 0], cu[r, 1], cu[r, 2], cu[r, 3], cu[r, 4]
+                b0, b1, b2, b3 = U(iu[r, 0] * n1 + k0), U(iu[r, 1] * n1 + k0), U(iu[r, 2] * n1 + k0), U(iu[r, 3] * n1 + k0)
+                b4 = U(iu[r, 4] * n1 + k0)
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + ((((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j])
+                                          + c4 * Bf[b4 + j])
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += (((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j]) + c4 * Bf[b4 + j]
+            elif nu > 5:  # the update buffer, as in _w1_cols
                 c0 = cu[r, 0]
                 b0 = U(iu[r, 0] * n1 + k0)
                 for j in range(w):
@@ -378,51 +406,38 @@ def _w1_cols_sgd(W1, i0, i1, j0, j1, s0, Bs, drn, P, n_p, acc):
                 if drn:
                     for j in range(w):
                         x = Wf[wb + j] + t[j]
-                        Wf[wb + j] = 0 if x < 0 else x
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
                 else:
                     for j in range(w):
                         Wf[wb + j] += t[j]
             q = 0
-            while q < n_c:  # acc[ip] += cp * row, up to three rows per pass; the DRN's last: += row
+            if drn:
+                n_c -= 1  # the column sums: added above
+            while q < n_c:  # acc[ip] += cp * row, up to three rows per pass
                 m = min(n_c - q, 3)
-                ones = drn and q + m == n_c
                 a0 = U(ip[r, q] * wl + k0 - j0)
                 c0 = cp[r, q]
                 if m == 1:
-                    if ones:
-                        for j in range(w):
-                            Lf[a0 + j] += Wf[wb + j]
-                    else:
-                        for j in range(w):
-                            Lf[a0 + j] += c0 * Wf[wb + j]
+                    for j in range(w):
+                        Lf[a0 + j] += c0 * Wf[wb + j]
                 elif m == 2:
                     a1 = U(ip[r, q + 1] * wl + k0 - j0)
                     c1 = cp[r, q + 1]
-                    if ones:
-                        for j in range(w):
-                            x = Wf[wb + j]
-                            Lf[a0 + j] += c0 * x
-                            Lf[a1 + j] += x
-                    else:
-                        for j in range(w):
-                            x = Wf[wb + j]
-                            Lf[a0 + j] += c0 * x
-                            Lf[a1 + j] += c1 * x
+                    for j in range(w):
+                        x = Wf[wb + j]
+                        Lf[a0 + j] += c0 * x
+                        Lf[a1 + j] += c1 * x
                 else:
                     a1, a2 = U(ip[r, q + 1] * wl + k0 - j0), U(ip[r, q + 2] * wl + k0 - j0)
                     c1, c2 = cp[r, q + 1], cp[r, q + 2]
-                    if ones:
-                        for j in range(w):
-                            x = Wf[wb + j]
-                            Lf[a0 + j] += c0 * x
-                            Lf[a1 + j] += c1 * x
-                            Lf[a2 + j] += x
-                    else:
-                        for j in range(w):
-                            x = Wf[wb + j]
-                            Lf[a0 + j] += c0 * x
-                            Lf[a1 + j] += c1 * x
-                            Lf[a2 + j] += c2 * x
+                    for j in range(w):
+                        x = Wf[wb + j]
+                        Lf[a0 + j] += c0 * x
+                        Lf[a1 + j] += c1 * x
+                        Lf[a2 + j] += c2 * x
                 q += m
     for r in range(n_p):
         acc[r, j0:j1] = loc[r]
