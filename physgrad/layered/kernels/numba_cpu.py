@@ -27,7 +27,7 @@ depth and schedule):
 (:class:`physgrad.layered.kernels.team.Team`: the caller and ``threads - 1`` persistent worker
 threads making the same compiled call, meeting at spin barriers; no numba parallel region per step).
 Member ``m`` relaxes the free, ``-beta`` and ``+beta`` phases of its share of the batch's samples
-(rows do not interact); member 0 updates the biases and the deeper weights (split by rows between
+(rows do not interact); the last member updates the biases and the deeper weights (split by rows between
 the members from ``team_rows`` elements); the pass over ``W1`` is split by *row blocks*
 (:data:`ROW_BLOCKS`, fixed whatever the thread count) whose partial drive sums are added in block
 order. Every output element is computed by one thread, by the same sequence of floating-point
@@ -725,9 +725,11 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf
 
     Work split, every element computed by one member with the same operations whatever ``nm``:
     member 0 forms the per-batch constants; [barrier]; member ``m`` relaxes the free, ``-beta`` and
-    ``+beta`` phases of samples ``m B / nm .. (m+1) B / nm`` (rows do not interact); [barrier]; member
-    0 updates the biases and the deeper weights (split by rows from ``team_rows`` elements); member ``m`` forms the update terms of its columns of ``W1`` and makes its chunks of
-    the pass over ``W1`` (``cuts``; chunks ``c nm / n_chunks`` go to member ``m``); [barrier].
+    ``+beta`` phases of samples ``m B / nm .. (m+1) B / nm`` (rows do not interact); [barrier]; the
+    last member updates the biases and the deeper weights (split by rows from ``team_rows`` elements);
+    member ``m`` forms the update terms of ``W1`` and makes its tasks of the pass over ``W1`` (row blocks
+    x column chunks ``cuts``; tasks ``t nm / n_tasks`` go to member ``m``); [barrier]; member 0 adds
+    the row blocks' partial sums of the drive in block order.
 
     ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
     update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
@@ -774,8 +776,9 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf
                half_ * B + r0, half_ * B + r1)
     if barrier(sync, nm):
         return 3
-    # biases: b += lr (sum s+ - sum s-) / (2 beta B)
-    if m == 0:
+    # biases: b += lr (sum s+ - sum s-) / (2 beta B); by the last member, as the deeper weights that are
+    # not split (member 0 forms the constants, adds the drive's partial sums and runs the Python of a step)
+    if m == nm - 1:
         for k in range(L):
             sp = np.zeros(Sn[k].shape[1], Ws[0].dtype)
             sm = np.zeros_like(sp)
@@ -793,7 +796,7 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf
     for k in range(2, L + 1):
         W, Wt = Ws[k - 1], WT[k - 1]
         split = W.size >= team_rows
-        if not split and m != 0:
+        if not split and m != nm - 1:
             continue
         a = Sn[k - 2]
         h = Sn[k - 1]
@@ -967,7 +970,7 @@ class Workspace:
         its pass over ``W1`` between numba's threads.
     team_rows : int
         Elements of a deeper ``W_k`` from which its update is split by rows between the team's
-        members (default :data:`TEAM_ROWS`; smaller ones are updated by member 0).
+        members (default :data:`TEAM_ROWS`; smaller ones are updated by the last member).
 
     With ``threads > 1`` the step runs on a :class:`physgrad.layered.kernels.team.Team` of that many
     members (the caller and persistent worker threads, created at the first step; :meth:`close` or
