@@ -172,6 +172,12 @@ def test_staged_inputs_equal_the_input_layer_route_bit_for_bit(threads):
         bad[5, 7] = np.nan
         with pytest.raises(PhysgradError, match="NaN"):
             a.step(bad, order[:B], y[:B], order[B:2 * B], wa, 0.9)
+        with pytest.raises(PhysgradError, match="outside the 14 training samples"):
+            a.step(x, order[:B] + 11, y[:B], order[B:2 * B], wa, 0.9)
+        with pytest.raises(PhysgradError, match="label is outside 0..9"):
+            a.step(x, order[:B], y[:B] + 10, order[B:2 * B], wa, 0.9)
+        for u, v in zip(a.params, b.params):  # nothing was changed by the refused steps
+            assert u.tobytes() == v.tobytes()
     finally:
         a.close()
         b.close()

@@ -309,9 +309,10 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         B = len(idx)
         if warm is None or len(warm[0]) != B:
             warm = spec.zero_state(B)
-        if self._stageable(x, idx, nxt):  # gathered into the workspace by compiled code
-            s0, y1h, next_s0 = self.ws.stage(x, np.asarray(idx), np.asarray(y), None if nxt is None else np.asarray(nxt),
-                                             self._gain, self._mirror)
+        idx, y, nxt_a = np.asarray(idx), np.asarray(y), None if nxt is None else np.asarray(nxt)
+        if (self._stageable(x, idx, nxt) and idx.dtype.kind == "i" and y.dtype.kind in "iu" and y.shape == idx.shape
+                and (nxt_a is None or nxt_a.dtype.kind == "i")):  # gathered into the workspace by compiled code
+            s0, y1h, next_s0 = self.ws.stage(x, idx, y, nxt_a, self._gain, self._mirror)
         else:
             y1h = one_hot(y, spec.sizes[-1], spec.dtype)
             if nxt is None:

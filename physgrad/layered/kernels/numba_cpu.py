@@ -932,7 +932,18 @@ def _gather(x, idx, gain, mirror, out):
 def _stage(x, idx, y, nxt, gain, mirror, s0, y1h, s0n):
     """:meth:`Workspace.stage`'s compiled part: :func:`_gather` of ``idx`` into ``s0`` and (``nxt`` not
     empty) of ``nxt`` into ``s0n``; ``y1h[b] = e_{y[b]}`` (0 elsewhere, as
-    :func:`physgrad.layered.steppers.one_hot`)."""
+    :func:`physgrad.layered.steppers.one_hot`). Returns 1 (nothing written) when an index is outside
+    ``x`` (numpy's rule: ``-len(x) <= i < len(x)``), 2 when a label is outside ``0..n_out-1``, else 0."""
+    n = x.shape[0]
+    for q in range(idx.shape[0]):
+        if idx[q] < -n or idx[q] >= n:
+            return 1
+    for q in range(nxt.shape[0]):
+        if nxt[q] < -n or nxt[q] >= n:
+            return 1
+    for b in range(y.shape[0]):
+        if y[b] < 0 or y[b] >= y1h.shape[1]:
+            return 2
     _gather(x, idx, gain, mirror, s0)
     if nxt.shape[0] > 0:
         _gather(x, nxt, gain, mirror, s0n)
@@ -940,6 +951,7 @@ def _stage(x, idx, y, nxt, gain, mirror, s0, y1h, s0n):
         for j in range(y1h.shape[1]):
             y1h[b, j] = 0
         y1h[b, y[b]] = 1
+    return 0
 
 
 # --- Python side ----------------------------------------------------------------------------------
@@ -1057,7 +1069,12 @@ class Workspace:
         workspace's own (overwritten by the next call); :func:`cep_step` then copies nothing."""
         if gain != self._gain[0]:
             self._gain = (gain, self.dtype.type(gain))
-        _stage(x, idx, y, idx[:0] if nxt is None else nxt, self._gain[1], mirror, self.s0buf, self.ybuf, self.nxtbuf)
+        bad = _stage(x, idx, y, idx[:0] if nxt is None else nxt, self._gain[1], mirror, self.s0buf, self.ybuf,
+                     self.nxtbuf)
+        if bad == 1:
+            raise PhysgradError(f"a batch index is outside the {len(x)} training samples")
+        if bad == 2:
+            raise PhysgradError(f"a label is outside 0..{self.ybuf.shape[1] - 1}")
         return self.s0buf, self.ybuf, None if nxt is None else self.nxtfull
 
     def close(self) -> None:
