@@ -324,7 +324,7 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         free, s_plus = self._kernel.cep_step(
             spec, self.params, self.ws, warm, y1h, p.beta, *p.learning_rates(lr_scale), p.sweeps, s0, next_s0,
             optimizer=opt, device_w1=self.device_w1)
-        return s_plus, np.argmax(free[-1], axis=1)
+        return s_plus, free[-1].argmax(axis=1)
 
     def close(self):
         """Restore numba's thread count and stop the kernel's worker threads."""

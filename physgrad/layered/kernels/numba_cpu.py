@@ -924,8 +924,9 @@ def _gather(x, idx, gain, mirror, out):
         for i in range(n):
             o[i] = gain * xr[i]
         if mirror:
+            o2 = out[b, n:]  # (a view indexed from 0: vectorised)
             for i in range(n):
-                o[n + i] = gain * -xr[i]
+                o2[i] = gain * -xr[i]
 
 
 @njit(cache=True, nogil=True)
