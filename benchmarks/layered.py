@@ -16,6 +16,10 @@ In one run it measures, for each preset:
 - the **memory floor**: one read and one write of every weight matrix per batch
   (:func:`weight_bytes`) at the copy bandwidth measured here -- from L2 when the weights fit in
   1 MB, from L3 up to 32 MB, from DRAM otherwise (all three are measured and printed);
+- the **in-place floor**: one read-modify-write pass over buffers of the size of all weight matrices
+  (:func:`inplace_rate`: ``w += 0`` in place, split between the threads), at the rate measured here for
+  that size -- the access pattern of the compiled kernel's pass over ``W1``, whose working set is the
+  weights themselves (the copy floor above moves two buffers of the level's size);
 - the ratio of the measured epoch to each floor;
 - the **evaluation** of the 10,000 test images (DRN-XL: 2,000, extrapolated) and its matmul rate as a
   percentage of the sgemm rate.
@@ -190,6 +194,33 @@ def copy_bandwidth(nbytes, threads, seconds=0.3):
         return work_bytes / (time.perf_counter() - t0), work_bytes / max(time.process_time() - c0, 1e-9)
 
 
+def inplace_rate(nbytes, threads, seconds=0.3):
+    """Bytes/s (read + write counted) of ``w += 0`` in place over a float32 buffer of ``nbytes``, split
+    between ``threads`` (each thread its part, repeatedly): ``(per wall second, per CPU second)``. The
+    floor of a pass that reads and writes the weights once (they stay in whichever cache holds them)."""
+    n = max(nbytes // 4, 16)
+    buf = np.ones(n, np.float32)
+    cuts = np.linspace(0, n, threads + 1).astype(int)
+    parts = [buf[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    zero = np.float32(0)
+    inner = max(1, (64 << 20) // max(nbytes, 1))
+
+    def work(p):
+        for _ in range(inner):
+            np.add(p, zero, out=p)
+
+    with ThreadPoolExecutor(threads) as pool:
+        def once():
+            list(pool.map(work, parts))
+        once()
+        reps, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds or reps < 3:
+            once()
+            reps += 1
+        work_bytes = 2 * 4 * n * inner * reps
+        return work_bytes / (time.perf_counter() - t0), work_bytes / max(time.process_time() - c0, 1e-9)
+
+
 def time_steppers(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None, segments=5):
     """Per thread count: per-batch (best wall s, best CPU s, median wall s, batches, host params, stepper)
     of the stepper on consecutive MNIST batches. The thread counts are timed in **interleaved**
@@ -329,6 +360,9 @@ def main(argv=None):
         if name != args.presets[0]:
             sg, bw = rates()
         fl, wb = train_flops(p), weight_bytes(p)
+        ip = {t: best_of(inplace_rate, wb, t) for t in args.threads}
+        out(f"{name}: in-place read+write of {wb / 1e6:.1f} MB (all weights), per wall second / per CPU second: "
+            + ", ".join(f"{t} thread(s) {v[0] / 1e9:.0f} / {v[1] / 1e9:.0f} GB/s" for t, v in ip.items()))
         level = "L2" if wb <= L2_LIMIT else ("L3" if wb <= L3_LIMIT else "DRAM")
         big = wb > L3_LIMIT
         ref_dt, ref_n = time_reference(p, x, y, args.seconds, 3 if big else 10 ** 6)
@@ -346,10 +380,12 @@ def main(argv=None):
                 eval_pct = 100 * eval_flops(p, N_TEST) / t_eval / sg[t][0]
                 arith, arith_cpu = fl / sg[t][0], fl / sg[t][1]
                 mem, mem_cpu = 2 * wb / bw[level, t][0], 2 * wb / bw[level, t][1]
+                inpl, inpl_cpu = 2 * wb / ip[t][0], 2 * wb / ip[t][1]
                 row = dict(preset=name, backend=backend, threads=t, epoch=dt * scale, med=med * scale,
                            cpu=cpu * scale, batches=n, sgemm=sg[t][0], bw=bw[level, t][0],
                            mflop=fl / 1e6, mb=2 * wb / 1e6, arith=arith * scale, mem=mem * scale, level=level,
                            r_arith=dt / arith, r_mem=dt / mem, r_arith_cpu=cpu / arith_cpu, r_mem_cpu=cpu / mem_cpu,
+                           inpl=inpl * scale, r_inpl=dt / inpl, r_inpl_cpu=cpu / inpl_cpu,
                            ref=ref_dt * scale, ref_n=ref_n, speedup=ref_dt / dt, eval=t_eval, eval_pct=eval_pct)
                 rows.append(row)
                 if backend == args.backends[0] and (best is None or row["epoch"] < best["epoch"]):
@@ -365,7 +401,7 @@ def main(argv=None):
             verdicts.append(f"{name}: epoch <= {tgt:g} s{'' if t is None else f' on {t} thread(s)'} -> "
                             f"{'MET' if ok else 'MISSED'} ({r['epoch']:.1f} s wall, {r['cpu']:.1f} s CPU, "
                             f"{r['backend']}, {r['threads']} thread(s); memory floor {r['mem']:.1f} s, "
-                            f"arithmetic floor {r['arith']:.1f} s)")
+                            f"in-place floor {r['inpl']:.1f} s, arithmetic floor {r['arith']:.1f} s)")
         if 1 in first and 2 in first:
             sp = first[1]["epoch"] / first[2]["epoch"]
             cpu_ratio = first[2]["cpu"] / first[1]["cpu"]
@@ -385,6 +421,7 @@ def main(argv=None):
     head = ("| preset | backend | threads | epoch (s, wall) | epoch (s, CPU) | batches | MFLOP/batch "
             "| sgemm GFLOP/s | arith. floor (s) "
             "| x arith. wall / CPU | MB moved/batch | copy GB/s | memory floor (s) | x memory wall / CPU "
+            "| in-place floor (s) | x in-place wall / CPU "
             "| numpy reference step, epoch (s) | speedup | eval 10k (s) | eval % of sgemm |")
     out(head)
     out("|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
@@ -393,6 +430,7 @@ def main(argv=None):
             f"| {r['batches']} | {r['mflop']:.1f} | {r['sgemm'] / 1e9:.0f} | {r['arith']:.1f} "
             f"| {r['r_arith']:.1f} / {r['r_arith_cpu']:.1f} | {r['mb']:.1f} | {r['bw'] / 1e9:.0f} "
             f"| {r['mem']:.1f} ({r['level']}) | {r['r_mem']:.1f} / {r['r_mem_cpu']:.1f} "
+            f"| {r['inpl']:.1f} | {r['r_inpl']:.1f} / {r['r_inpl_cpu']:.1f} "
             f"| {r['ref']:.0f} ({r['ref_n']} batches) | {r['speedup']:.0f}x "
             f"| {r['eval']:.2f} | {r['eval_pct']:.0f} % |")
     out()

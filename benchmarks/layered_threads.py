@@ -9,8 +9,10 @@ For each preset, ``rounds`` rounds; in each round every thread count runs ``batc
 MNIST batches (batch 4, float32, SGD, a stepper made once per thread count and kept warm). Printed
 per preset and thread count: the best and the median round, in microseconds per batch of wall time
 and of process CPU time (all threads), the epoch (15,000 batches) extrapolated from the best round,
-and the speedup of the best rounds against the first thread count. The load average before and after
-is printed: on a shared machine only same-run ratios are meaningful.
+and the speedup of the best rounds against the first thread count; and the split of a batch between
+the compiled call (``Workspace.run``: the team's step) and the rest of ``stepper.step`` (Python: the
+batch's inputs, arguments, copies of the states), in wall time of the calling thread. The load
+average before and after is printed: on a shared machine only same-run ratios are meaningful.
 """
 from __future__ import annotations
 
@@ -46,10 +48,19 @@ def main(argv=None) -> int:
         p = get_preset(name)
         B = p.batch_size
         steppers = {}
+        kernel = {}
         for T in a.threads:
             st = CompiledCEPStepper(p, initial_params(p, 0, np.float32), threads=T)
             st.start_epoch(x, np.arange(len(x)), 0)
             steppers[T] = st
+            kernel[T] = [0.0]
+
+            def timed_run(args, full, key=None, _run=st.ws.run, _acc=kernel[T]):
+                t0 = time.perf_counter()
+                out = _run(args, full, key)
+                _acc[0] += time.perf_counter() - t0
+                return out
+            st.ws.run = timed_run  # this stepper's compiled calls, timed
         times = {T: [] for T in a.threads}
         pos = 0
         for rnd in range(a.rounds + 1):  # round 0 warms up (first calls, caches)
@@ -59,13 +70,15 @@ def main(argv=None) -> int:
                 numba.set_num_threads(T)
                 st = steppers[T]
                 st.start_epoch(x, np.arange(len(x)), pos)
+                kernel[T][0] = 0.0
                 t0, c0 = time.perf_counter(), time.process_time()
                 for b in range(pos, pos + a.batches):
                     idx = np.arange(b * B, (b + 1) * B) % len(x)
                     nxt = np.arange((b + 1) * B, (b + 2) * B) % len(x)
                     st.step(x, idx, y[idx], nxt, None, 1.0)
                 if rnd:
-                    times[T].append(((time.perf_counter() - t0) / a.batches, (time.process_time() - c0) / a.batches))
+                    times[T].append(((time.perf_counter() - t0) / a.batches, (time.process_time() - c0) / a.batches,
+                                     kernel[T][0] / a.batches))
             pos += a.batches
         for st in steppers.values():
             st.close()
@@ -75,7 +88,9 @@ def main(argv=None) -> int:
             cpu = sorted(t[1] for t in times[T])
             best = wall[0]
             best0 = best0 or best
-            print(f"{name} threads={T}: wall {best * 1e6:7.0f} us/batch (median {wall[len(wall) // 2] * 1e6:7.0f}), "
+            k = min(times[T])[2]  # the compiled call's share in the best round
+            print(f"{name} threads={T}: wall {best * 1e6:7.0f} us/batch (median {wall[len(wall) // 2] * 1e6:7.0f}; "
+                  f"compiled call {k * 1e6:5.0f}, rest of the step {(best - k) * 1e6:4.0f}), "
                   f"CPU {cpu[0] * 1e6:7.0f} us/batch (median {cpu[len(cpu) // 2] * 1e6:7.0f}); epoch "
                   f"{best * EPOCH_BATCHES:5.1f} s wall; speedup vs {a.threads[0]} thread(s) {best0 / best:4.2f}x",
                   flush=True)

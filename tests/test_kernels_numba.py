@@ -108,6 +108,81 @@ def test_bit_for_bit_for_every_thread_count_and_chunking(optimizer):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("drn,dtype", [(True, np.float32), (False, np.float64)])
+def test_fast_sgd_pass_over_w1_equals_the_general_pass_bit_for_bit(drn, dtype):
+    """``_w1_cols_sgd`` (projected SGD without devices: fused loops, flat indexing) against the general
+    ``_w1_cols`` on the same row block and column range: the same weights and drive sums, bit for bit,
+    for 1 to 8 update coefficients per row (batches of 1, 4 and 7; rows with no pixel, rows with all),
+    several column sub-blocks and a column range that starts inside the row."""
+    rng = np.random.default_rng(3)
+    n0, n1 = 40, numba_cpu.SUB + 76
+    for B in (1, 4, 7):
+        W = (rng.random((n0, n1)) * 1e-2).astype(dtype)
+        s0, P = (rng.random((B, n0)).astype(dtype) for _ in range(2))
+        s0[rng.random(s0.shape) < 0.6] = 0
+        P[rng.random(P.shape) < 0.6] = 0
+        s0[:, :3] = 0  # rows without a pixel in this batch
+        s0[:, 3] = 1  # and with every sample's
+        P[:, 4] = 0
+        Bs = ((rng.random((B + 1, n1)) - 0.5) * 4e-2).astype(dtype)  # some weights reach the clamp (DRN)
+        for j0, j1 in ((0, n1), (16, n1 - 5)):
+            Wa, Wb = W.copy(), W.copy()
+            acc_a, acc_b = np.zeros((B + 1, n1), dtype), np.zeros((B + 1, n1), dtype)
+            oc = np.zeros(numba_cpu.N_OC, dtype)
+            numba_cpu._w1_cols(Wa, 2, n0 - 1, j0, j1, s0, Bs, True, drn, P, B, acc_a, numba_cpu.SGD, oc, Wa, Wa,
+                               numba_cpu.NO_DEVICE)
+            numba_cpu._w1_cols_sgd(Wb, 2, n0 - 1, j0, j1, s0, Bs, drn, P, B, acc_b)
+            assert not np.array_equal(Wa, W)
+            assert (Wa == 0).any() == drn
+            assert Wa.tobytes() == Wb.tobytes()
+            assert acc_a.tobytes() == acc_b.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_staged_inputs_equal_the_input_layer_route_bit_for_bit(threads):
+    """The compiled stepper gathers full batches itself (``Workspace.stage``: input layer and one-hot in
+    compiled code) when the pixels are a C-contiguous array of the kernel's dtype; pixels of another
+    dtype take the energy's ``input_layer`` in numpy. Both give the same parameters, warm starts and
+    predictions bit for bit (float32, a short last batch included), on 1 and 2 threads."""
+    preset = tiny_preset("drn")
+    rng = np.random.default_rng(4)
+    x = rng.random((14, MNIST_PIXELS)).astype(np.float32)
+    x[x < 0.8] = 0
+    y = rng.integers(0, 10, len(x))
+    x64 = x.astype(np.float64)  # the same pixels: cast back to float32 by input_layer
+    a = CompiledCEPStepper(preset, initial_params(preset, 0, "float32"), threads=threads)
+    b = CompiledCEPStepper(preset, initial_params(preset, 0, "float32"), threads=threads)
+    try:
+        order, B = np.arange(len(x)), preset.batch_size
+        a.start_epoch(x, order, 0)
+        b.start_epoch(x64, order, 0)
+        wa = wb = None
+        for bi in range(-(-len(x) // B)):
+            idx = order[bi * B:(bi + 1) * B]
+            nxt = order[(bi + 1) * B:(bi + 2) * B] if (bi + 1) * B < len(x) else None
+            wa, pa = a.step(x, idx, y[idx], nxt, wa, 0.9)
+            wb, pb = b.step(x64, idx, y[idx], nxt, wb, 0.9)
+            np.testing.assert_array_equal(pa, pb)
+            for u, v in zip(wa, wb):
+                assert u.tobytes() == v.tobytes()
+        assert a._x_checked is x and b._x_checked is None  # the staged route was taken by a only
+        for u, v in zip(a.params, b.params):
+            assert u.tobytes() == v.tobytes()
+        bad = x.copy()
+        bad[5, 7] = np.nan
+        with pytest.raises(PhysgradError, match="NaN"):
+            a.step(bad, order[:B], y[:B], order[B:2 * B], wa, 0.9)
+        with pytest.raises(PhysgradError, match="outside the 14 training samples"):
+            a.step(x, order[:B] + 11, y[:B], order[B:2 * B], wa, 0.9)
+        with pytest.raises(PhysgradError, match="label is outside 0..9"):
+            a.step(x, order[:B], y[:B] + 10, order[B:2 * B], wa, 0.9)
+        for u, v in zip(a.params, b.params):  # nothing was changed by the refused steps
+            assert u.tobytes() == v.tobytes()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_team_workers_park_and_wake_between_steps_bit_for_bit():
     """A 2-thread workspace over several steps, with pauses longer than the workers' spinning (they
     park and are woken by the next step), and a short last batch (the caller alone): the same

@@ -254,6 +254,16 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         numba.set_num_threads(self.threads)
         self.ws = numba_cpu.Workspace(self.spec, preset.batch_size, threads=self.threads)
         self.ws.attach(self.params)
+        self._x_checked = None  # the training pixels last checked for Workspace.stage
+        # the input layer as Workspace.stage makes it: g (x, -x) for a DRN, x for a DHN (else not staged)
+        energy = self.spec.energy
+        n_in = getattr(energy, "n_inputs", None)
+        if self.spec.drn and n_in is not None and self.spec.sizes[0] == 2 * n_in:
+            self._gain, self._mirror = float(energy.input_gain), True
+        elif not self.spec.drn and n_in is not None and self.spec.sizes[0] == n_in:
+            self._gain, self._mirror = 1.0, False
+        else:
+            self._gain, self._mirror = 1.0, None
         self.optimizer = None
         self.device_w1 = None
         """None, or the constants of :func:`physgrad.devices.pulsing.row_constants`: ``W1`` is on
@@ -272,22 +282,49 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         self.ws.attach(self.params)
         self._kernel.make_drive(self.spec, self.ws, self.params[0], self.spec.input_layer(x[idx]))
 
+    def _stageable(self, x, idx, nxt) -> bool:
+        """Whether the workspace can gather this batch itself (:meth:`Workspace.stage`): full batches of
+        a C-contiguous ``x`` of the kernel's dtype, checked once (shape, finite) as the input layer would."""
+        B = self.ws.B
+        if len(idx) != B or (nxt is not None and len(nxt) != B):
+            return False
+        if x is not self._x_checked:
+            if not (isinstance(x, np.ndarray) and x.dtype == self.spec.dtype and x.flags.c_contiguous
+                    and x.ndim == 2 and self._mirror is not None):
+                return False
+            ref = self.spec.input_layer(x[:2])  # the energy's shape check; and the gather must agree with it
+            got = np.empty_like(ref)
+            self._kernel._gather(x, np.arange(len(ref)), self.spec.dtype.type(self._gain), self._mirror, got)
+            if got.tobytes() != ref.tobytes():
+                self._mirror = None
+                return False
+            if not np.all(np.isfinite(x)):
+                raise PhysgradError("inputs x contain NaN or inf")
+            self._x_checked = x
+        return True
+
     def step(self, x, idx, y, nxt, warm, lr_scale):
         """One :func:`physgrad.layered.kernels.numba_cpu.cep_step` (it also leaves the next batch's drive)."""
         spec, p = self.spec, self.preset
         B = len(idx)
         if warm is None or len(warm[0]) != B:
             warm = spec.zero_state(B)
-        if nxt is None:
-            s0, next_s0 = spec.input_layer(x[idx]), None
-        else:  # one call for this batch's and the next batch's input layers
-            both = spec.input_layer(x[np.concatenate([idx, nxt])])
-            s0, next_s0 = both[:B], both[B:]
+        idx, y, nxt_a = np.asarray(idx), np.asarray(y), None if nxt is None else np.asarray(nxt)
+        if (self._stageable(x, idx, nxt) and idx.dtype.kind == "i" and y.dtype.kind in "iu" and y.shape == idx.shape
+                and (nxt_a is None or nxt_a.dtype.kind == "i")):  # gathered into the workspace by compiled code
+            s0, y1h, next_s0 = self.ws.stage(x, idx, y, nxt_a, self._gain, self._mirror)
+        else:
+            y1h = one_hot(y, spec.sizes[-1], spec.dtype)
+            if nxt is None:
+                s0, next_s0 = spec.input_layer(x[idx]), None
+            else:  # one call for this batch's and the next batch's input layers
+                both = spec.input_layer(x[np.concatenate([idx, nxt])])
+                s0, next_s0 = both[:B], both[B:]
         opt = None if self.optimizer is None else (self.optimizer.kind, self.optimizer.momentum, self.opt_state)
         free, s_plus = self._kernel.cep_step(
-            spec, self.params, self.ws, warm, one_hot(y, spec.sizes[-1], spec.dtype), p.beta,
-            *p.learning_rates(lr_scale), p.sweeps, s0, next_s0, optimizer=opt, device_w1=self.device_w1)
-        return s_plus, np.argmax(free[-1], axis=1)
+            spec, self.params, self.ws, warm, y1h, p.beta, *p.learning_rates(lr_scale), p.sweeps, s0, next_s0,
+            optimizer=opt, device_w1=self.device_w1)
+        return s_plus, free[-1].argmax(axis=1)
 
     def close(self):
         """Restore numba's thread count and stop the kernel's worker threads."""

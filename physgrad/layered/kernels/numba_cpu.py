@@ -27,7 +27,7 @@ depth and schedule):
 (:class:`physgrad.layered.kernels.team.Team`: the caller and ``threads - 1`` persistent worker
 threads making the same compiled call, meeting at spin barriers; no numba parallel region per step).
 Member ``m`` relaxes the free, ``-beta`` and ``+beta`` phases of its share of the batch's samples
-(rows do not interact); member 0 updates the biases and the deeper weights (split by rows between
+(rows do not interact); the last member updates the biases and the deeper weights (split by rows between
 the members from ``team_rows`` elements); the pass over ``W1`` is split by *row blocks*
 (:data:`ROW_BLOCKS`, fixed whatever the thread count) whose partial drive sums are added in block
 order. Every output element is computed by one thread, by the same sequence of floating-point
@@ -265,6 +265,189 @@ def _w1_cols(W1, i0, i1, j0, j1, s0, Bs, update, drn, P, n_p, acc, kind, oc, M1,
 
 
 @njit(cache=True, nogil=True)
+def _w1_cols_sgd(W1, i0, i1, j0, j1, s0, Bs, drn, P, n_p, acc):
+    """:func:`_w1_cols` for projected SGD without devices (``update`` true): the same numbers, bit for
+    bit (per element the same operations in the same order), in fewer passes and with less work per row.
+
+    The coefficients of every row of the block are gathered first (``s0`` and ``P`` read along their
+    rows); the update of up to five coefficients (a batch of 4 and the DRN's constant) is one pass over
+    a row segment (no update buffer), which also adds the row to the DRN's column sums; the other
+    drive rows are accumulated up to three per pass. A DRN row without a pixel in the next batch (most
+    rows) is thus read and written once. Column blocks of
+    :data:`SUB` are the outer loop (each column's sums over the rows keep their order), so a block's
+    accumulators stay in L1. Arrays are indexed flat with unsigned offsets: no slices (numba counts the
+    references of each view, which cost more than the arithmetic on a short row).
+    """
+    U = np.uint64
+    nb = s0.shape[0]
+    last = acc.shape[0] - 1
+    n = i1 - i0
+    n1 = W1.shape[1]
+    wl = j1 - j0
+    cu = np.empty((n, nb + 1), W1.dtype)
+    iu = np.empty((n, nb + 1), np.int64)
+    nus = np.zeros(n, np.int64)
+    cp = np.empty((n, n_p + 1), W1.dtype)
+    ip = np.empty((n, n_p + 1), np.int64)
+    ncs = np.zeros(n, np.int64)
+    for b in range(nb):  # the coefficients: the pixels that are not 0, in sample order, then the DRN's constant
+        for i in range(i0, i1):  # (without a branch: about 1 pixel in 5 is not 0, in no predictable pattern)
+            v = s0[b, i]
+            r = i - i0
+            cu[r, nus[r]] = v
+            iu[r, nus[r]] = b
+            nus[r] += v != 0
+    for b in range(n_p):
+        for i in range(i0, i1):
+            v = P[b, i]
+            r = i - i0
+            cp[r, ncs[r]] = v
+            ip[r, ncs[r]] = b
+            ncs[r] += v != 0
+    if drn:
+        for r in range(n):
+            cu[r, nus[r]] = -1
+            iu[r, nus[r]] = nb
+            nus[r] += 1
+            cp[r, ncs[r]] = 1
+            ip[r, ncs[r]] = last
+            ncs[r] += 1
+    Wf = W1.reshape(-1)
+    Bf = Bs.reshape(-1)
+    loc = np.zeros((acc.shape[0], wl), acc.dtype)
+    Lf = loc.reshape(-1)
+    t = np.empty(SUB, W1.dtype)
+    zero = t[:1].copy()
+    zero[0] = 0
+    zero = zero[0]
+    for k0 in range(j0, j1, SUB):
+        w = U(min(k0 + SUB, j1) - k0)
+        for i in range(i0, i1):
+            r = i - i0
+            nu, n_c = nus[r], ncs[r]
+            wb = U(i * n1 + k0)
+            lb = U(last * wl + k0 - j0)  # the column sums (DRN), added in the update's pass
+            if nu == 1:
+                c0 = cu[r, 0]
+                b0 = U(iu[r, 0] * n1 + k0)
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + c0 * Bf[b0 + j]
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += c0 * Bf[b0 + j]
+            elif nu == 2:
+                c0, c1 = cu[r, 0], cu[r, 1]
+                b0, b1 = U(iu[r, 0] * n1 + k0), U(iu[r, 1] * n1 + k0)
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + (c0 * Bf[b0 + j] + c1 * Bf[b1 + j])
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += c0 * Bf[b0 + j] + c1 * Bf[b1 + j]
+            elif nu == 3:
+                c0, c1, c2 = cu[r, 0], cu[r, 1], cu[r, 2]
+                b0, b1, b2 = U(iu[r, 0] * n1 + k0), U(iu[r, 1] * n1 + k0), U(iu[r, 2] * n1 + k0)
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + ((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j])
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += (c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]
+            elif nu == 4:
+                c0, c1, c2, c3 = cu[r, 0], cu[r, 1], cu[r, 2], cu[r, 3]
+                b0, b1, b2, b3 = U(iu[r, 0] * n1 + k0), U(iu[r, 1] * n1 + k0), U(iu[r, 2] * n1 + k0), U(iu[r, 3] * n1 + k0)
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + (((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j])
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += ((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j]
+            elif nu == 5:
+                c0, c1, c2, c3, c4 = cu[r, 0], cu[r, 1], cu[r, 2], cu[r, 3], cu[r, 4]
+                b0, b1, b2, b3 = U(iu[r, 0] * n1 + k0), U(iu[r, 1] * n1 + k0), U(iu[r, 2] * n1 + k0), U(iu[r, 3] * n1 + k0)
+                b4 = U(iu[r, 4] * n1 + k0)
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + ((((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j])
+                                          + c4 * Bf[b4 + j])
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += (((c0 * Bf[b0 + j] + c1 * Bf[b1 + j]) + c2 * Bf[b2 + j]) + c3 * Bf[b3 + j]) + c4 * Bf[b4 + j]
+            elif nu > 5:  # the update buffer, as in _w1_cols
+                c0 = cu[r, 0]
+                b0 = U(iu[r, 0] * n1 + k0)
+                for j in range(w):
+                    t[j] = c0 * Bf[b0 + j]
+                for q in range(1, nu):
+                    c0 = cu[r, q]
+                    b0 = U(iu[r, q] * n1 + k0)
+                    for j in range(w):
+                        t[j] += c0 * Bf[b0 + j]
+                if drn:
+                    for j in range(w):
+                        x = Wf[wb + j] + t[j]
+                        if x < 0:
+                            x = zero
+                        Wf[wb + j] = x
+                        Lf[lb + j] += x
+                else:
+                    for j in range(w):
+                        Wf[wb + j] += t[j]
+            q = 0
+            if drn:
+                n_c -= 1  # the column sums: added above
+            while q < n_c:  # acc[ip] += cp * row, up to three rows per pass
+                m = min(n_c - q, 3)
+                a0 = U(ip[r, q] * wl + k0 - j0)
+                c0 = cp[r, q]
+                if m == 1:
+                    for j in range(w):
+                        Lf[a0 + j] += c0 * Wf[wb + j]
+                elif m == 2:
+                    a1 = U(ip[r, q + 1] * wl + k0 - j0)
+                    c1 = cp[r, q + 1]
+                    for j in range(w):
+                        x = Wf[wb + j]
+                        Lf[a0 + j] += c0 * x
+                        Lf[a1 + j] += c1 * x
+                else:
+                    a1, a2 = U(ip[r, q + 1] * wl + k0 - j0), U(ip[r, q + 2] * wl + k0 - j0)
+                    c1, c2 = cp[r, q + 1], cp[r, q + 2]
+                    for j in range(w):
+                        x = Wf[wb + j]
+                        Lf[a0 + j] += c0 * x
+                        Lf[a1 + j] += c1 * x
+                        Lf[a2 + j] += c2 * x
+                q += m
+    for r in range(n_p):
+        acc[r, j0:j1] = loc[r]
+    if drn:
+        acc[last, j0:j1] = loc[last]
+    return 0
+
+
+@njit(cache=True, nogil=True)
 def _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, dev):
     """Task ``t`` of the pass over ``W1``: row block ``t // n_chunks`` (of :data:`ROW_BLOCKS`, rows
     ``b n0 / ROW_BLOCKS ..``) times column chunk ``t % n_chunks`` (``cuts``), partial sums into
@@ -272,8 +455,10 @@ def _w1_task(t, W1, cuts, s0, Bs, update, drn, P, n_p, parts, kind, oc, M1, V1, 
     nch = len(cuts) - 1
     b, c = t // nch, t % nch
     n0 = W1.shape[0]
-    return _w1_cols(W1, b * n0 // ROW_BLOCKS, (b + 1) * n0 // ROW_BLOCKS, cuts[c], cuts[c + 1], s0, Bs, update, drn,
-                    P, n_p, parts[b], kind, oc, M1, V1, dev)
+    i0, i1 = b * n0 // ROW_BLOCKS, (b + 1) * n0 // ROW_BLOCKS
+    if update and kind == SGD and dev.shape[0] == 0:  # the common case, with fewer passes over each row
+        return _w1_cols_sgd(W1, i0, i1, cuts[c], cuts[c + 1], s0, Bs, drn, P, n_p, parts[b])
+    return _w1_cols(W1, i0, i1, cuts[c], cuts[c + 1], s0, Bs, update, drn, P, n_p, parts[b], kind, oc, M1, V1, dev)
 
 
 @njit(cache=True, nogil=True)
@@ -281,14 +466,17 @@ def _w1_reduce(parts, acc, n_p, drn, j0, j1):
     """``acc[r, j0:j1]`` = the row blocks' partial sums added in block order (``r < n_p``, and the
     column sums for a DRN): the same order for every thread count."""
     last = acc.shape[0] - 1
+    w = j1 - j0
     for r in range(acc.shape[0]):
         if r < n_p or (drn and r == last):
-            a = acc[r]
-            for j in range(j0, j1):
-                x = parts[0, r, j]
-                for b in range(1, ROW_BLOCKS):
-                    x += parts[b, r, j]
-                a[j] = x
+            a = acc[r, j0:j1]  # (views indexed from 0: vectorised)
+            p0 = parts[0, r, j0:j1]
+            for j in range(w):
+                a[j] = p0[j]
+            for b in range(1, ROW_BLOCKS):
+                pb = parts[b, r, j0:j1]
+                for j in range(w):
+                    a[j] += pb[j]
 
 
 @njit(cache=True, parallel=True)
@@ -348,7 +536,25 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
             out[r, j0:j1] = const1[r % Bc, j0:j1]
         else:
             out[r, j0:j1] = bs[k - 1][j0:j1]
-    if k < L:  # s_{k+1} W_{k+1}^T, as rows of the transposed copy (zero units skipped)
+    if k < L and narrow[k]:  # s_{k+1} W_{k+1}^T from a narrow layer k+1 (the outputs): row by row of out,
+        # which stays in L1 while the few rows of W_{k+1}^T are added to it in order (zero units skipped):
+        # per element the same operations as below; flat unsigned indexing (no views: numba counts the
+        # references of each)
+        U = np.uint64
+        WTk = WT[k]
+        sn = S[k]
+        nw = WTk.shape[1]
+        Wf = WTk.reshape(-1)
+        w = U(j1 - j0)
+        for r in range(r0, r1):
+            o = out[r, j0:j1]
+            for m in range(WTk.shape[0]):
+                v = sn[r, m]
+                if v != 0:
+                    b = U(m * nw + j0)
+                    for j in range(w):
+                        o[j] += v * Wf[b + j]
+    elif k < L:  # s_{k+1} W_{k+1}^T, as rows of the transposed copy (zero units skipped)
         WTk = WT[k]
         sn = S[k]
         for m in range(WTk.shape[0]):
@@ -373,22 +579,27 @@ def _layer_cols(k, j0, j1, Ws, WT, narrow, S, out, const1, bs, cout, inv, invout
                         o = out[r, j0:j1]
                         for j in range(j1 - j0):
                             o[j] += v * wrow[j]
+    # the scaling and clamp, as views indexed from 0 (numba then vectorises: an index from j0 is checked
+    # for wraparound element by element)
+    w = j1 - j0
     if k == L:
         for r in range(r0, r1):
-            for j in range(j0, j1):
-                out[r, j] *= invout[r, j]
+            o, iv = out[r, j0:j1], invout[r, j0:j1]
+            for j in range(w):
+                o[j] *= iv[j]
     else:
-        lok, hik, ik = lo[k - 1], hi[k - 1], inv[k - 1]
+        lok, hik, ik = lo[k - 1][j0:j1], hi[k - 1][j0:j1], inv[k - 1][j0:j1]
         for r in range(r0, r1):
-            for j in range(j0, j1):
-                x = out[r, j]
+            o = out[r, j0:j1]
+            for j in range(w):
+                x = o[j]
                 if drn:
                     x *= ik[j]
                 if x < lok[j]:
                     x = lok[j]
                 if x > hik[j]:
                     x = hik[j]
-                out[r, j] = x
+                o[j] = x
 
 
 @njit(cache=True, nogil=True)
@@ -515,9 +726,11 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf
 
     Work split, every element computed by one member with the same operations whatever ``nm``:
     member 0 forms the per-batch constants; [barrier]; member ``m`` relaxes the free, ``-beta`` and
-    ``+beta`` phases of samples ``m B / nm .. (m+1) B / nm`` (rows do not interact); [barrier]; member
-    0 updates the biases and the deeper weights (split by rows from ``team_rows`` elements); member ``m`` forms the update terms of its columns of ``W1`` and makes its chunks of
-    the pass over ``W1`` (``cuts``; chunks ``c nm / n_chunks`` go to member ``m``); [barrier].
+    ``+beta`` phases of samples ``m B / nm .. (m+1) B / nm`` (rows do not interact); [barrier]; the
+    last member updates the biases and the deeper weights (split by rows from ``team_rows`` elements);
+    member ``m`` forms the update terms of ``W1`` and makes its tasks of the pass over ``W1`` (row blocks
+    x column chunks ``cuts``; tasks ``t nm / n_tasks`` go to member ``m``); [barrier]; member 0 adds
+    the row blocks' partial sums of the drive in block order.
 
     ``kind`` :data:`SGD`: ``wcoef``/``bcoef`` are the learning rates times ``1/(2 beta B)`` and the
     update is in place. Otherwise they are ``1/(2 beta B)`` (unit learning rates: the update terms are
@@ -564,8 +777,9 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf
                half_ * B + r0, half_ * B + r1)
     if barrier(sync, nm):
         return 3
-    # biases: b += lr (sum s+ - sum s-) / (2 beta B)
-    if m == 0:
+    # biases: b += lr (sum s+ - sum s-) / (2 beta B); by the last member, as the deeper weights that are
+    # not split (member 0 forms the constants, adds the drive's partial sums and runs the Python of a step)
+    if m == nm - 1:
         for k in range(L):
             sp = np.zeros(Sn[k].shape[1], Ws[0].dtype)
             sm = np.zeros_like(sp)
@@ -583,7 +797,7 @@ def _cep_batch(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf
     for k in range(2, L + 1):
         W, Wt = Ws[k - 1], WT[k - 1]
         split = W.size >= team_rows
-        if not split and m != 0:
+        if not split and m != nm - 1:
             continue
         a = Sn[k - 2]
         h = Sn[k - 1]
@@ -699,6 +913,49 @@ def _drive(W1, cuts, s0, drn, parts, acc, nthreads, par_w1, oc):
         _w1_pass_ser(W1, cuts, s0, acc, False, drn, s0, s0.shape[0], parts, acc, SGD, oc, W1, W1, NO_DEVICE)
 
 
+@njit(cache=True, nogil=True)
+def _gather(x, idx, gain, mirror, out):
+    """``out[b] = gain * (x[idx[b]], -x[idx[b]])`` (``mirror``; else ``gain * x[idx[b]]``): the DRN's
+    :meth:`~physgrad.energies.layered.DeepResistive.input_layer` of the rows ``idx`` of ``x`` with
+    numpy's operations (``x`` already in ``out``'s dtype, ``gain`` rounded to it once)."""
+    n = x.shape[1]
+    for b in range(idx.shape[0]):
+        xr = x[idx[b]]
+        o = out[b]
+        for i in range(n):
+            o[i] = gain * xr[i]
+        if mirror:
+            o2 = out[b, n:]  # (a view indexed from 0: vectorised)
+            for i in range(n):
+                o2[i] = gain * -xr[i]
+
+
+@njit(cache=True, nogil=True)
+def _stage(x, idx, y, nxt, gain, mirror, s0, y1h, s0n):
+    """:meth:`Workspace.stage`'s compiled part: :func:`_gather` of ``idx`` into ``s0`` and (``nxt`` not
+    empty) of ``nxt`` into ``s0n``; ``y1h[b] = e_{y[b]}`` (0 elsewhere, as
+    :func:`physgrad.layered.steppers.one_hot`). Returns 1 (nothing written) when an index is outside
+    ``x`` (numpy's rule: ``-len(x) <= i < len(x)``), 2 when a label is outside ``0..n_out-1``, else 0."""
+    n = x.shape[0]
+    for q in range(idx.shape[0]):
+        if idx[q] < -n or idx[q] >= n:
+            return 1
+    for q in range(nxt.shape[0]):
+        if nxt[q] < -n or nxt[q] >= n:
+            return 1
+    for b in range(y.shape[0]):
+        if y[b] < 0 or y[b] >= y1h.shape[1]:
+            return 2
+    _gather(x, idx, gain, mirror, s0)
+    if nxt.shape[0] > 0:
+        _gather(x, nxt, gain, mirror, s0n)
+    for b in range(y.shape[0]):
+        for j in range(y1h.shape[1]):
+            y1h[b, j] = 0
+        y1h[b, y[b]] = 1
+    return 0
+
+
 # --- Python side ----------------------------------------------------------------------------------
 class Workspace:
     """Buffers of the compiled step for one network, batch size and thread count.
@@ -727,7 +984,7 @@ class Workspace:
         its pass over ``W1`` between numba's threads.
     team_rows : int
         Elements of a deeper ``W_k`` from which its update is split by rows between the team's
-        members (default :data:`TEAM_ROWS`; smaller ones are updated by member 0).
+        members (default :data:`TEAM_ROWS`; smaller ones are updated by the last member).
 
     With ``threads > 1`` the step runs on a :class:`physgrad.layered.kernels.team.Team` of that many
     members (the caller and persistent worker threads, created at the first step; :meth:`close` or
@@ -767,6 +1024,11 @@ class Workspace:
         self.ocsbuf = np.zeros((2 * L, N_OC), dt)
         self.betabuf, self.ibuf = np.zeros(1, dt), np.zeros(2, np.int64)
         self.serial_sync = sync_array(1)
+        self.nxtfull = self.nxtbuf[:self.B]  # what :meth:`stage` hands to cep_step as the next batch
+        self._launch = None  # (the objects it was made from, their ids, the call's arguments, the team's key)
+        self._gain = (None, None)  # stage's input gain, as given and in dtype
+        self._rates = (None, None)  # cep_step's last learning rates and scale, and their coefficients
+        self.note = f"{dt.name}, {L} weight layer(s)"  # for _compile_note (numpy's dtype.name is slow)
         self.c1buf = np.zeros((self.B, n1), dt)
         self.team = None
         self.narrow = np.array([False] + [sizes[k] < NARROW for k in range(2, L + 1)])
@@ -799,6 +1061,23 @@ class Workspace:
         if self.team is None:
             self.team = Team(self.threads, _cep_loop)
         return self.team.run(_cep_lead, args, key)
+
+    def stage(self, x, idx, y, nxt, gain: float, mirror: bool) -> tuple:
+        """Gather a full batch's inputs into this workspace (compiled, no temporary arrays):
+        ``(s0, y1h, next_s0)`` for :func:`cep_step` -- the input layer ``gain (x, -x)`` (``mirror``, a DRN)
+        or ``x`` of the rows ``idx`` of ``x`` and of the next batch's rows ``nxt`` (None: no next batch,
+        ``next_s0`` None), and the one-hot targets of the labels ``y``. ``x``: C-contiguous, this
+        workspace's dtype; ``len(idx) == len(nxt) == batch_size``. The arrays returned are this
+        workspace's own (overwritten by the next call); :func:`cep_step` then copies nothing."""
+        if gain != self._gain[0]:
+            self._gain = (gain, self.dtype.type(gain))
+        bad = _stage(x, idx, y, idx[:0] if nxt is None else nxt, self._gain[1], mirror, self.s0buf, self.ybuf,
+                     self.nxtbuf)
+        if bad == 1:
+            raise PhysgradError(f"a batch index is outside the {len(x)} training samples")
+        if bad == 2:
+            raise PhysgradError(f"a label is outside 0..{self.ybuf.shape[1] - 1}")
+        return self.s0buf, self.ybuf, None if nxt is None else self.nxtfull
 
     def close(self) -> None:
         """Stop the team's worker threads (a later step starts new ones)."""
@@ -952,12 +1231,15 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         dev1 = np.ascontiguousarray(device_w1, dtype=np.float64)
         if dev1.shape != (8,):
             raise PhysgradError(f"device_w1 must hold 8 constants (pulsing.row_constants), got shape {dev1.shape}")
-    y1h = np.ascontiguousarray(y1h, dtype=dt)
+    staged = y1h is ws.ybuf  # from ws.stage: the inputs are in place already
+    if not staged:
+        y1h = np.ascontiguousarray(y1h, dtype=dt)
     B = len(y1h)
     if B > ws.B:
         raise PhysgradError(f"batch of {B} rows exceeds the workspace's batch_size {ws.B}")
     Sf, Tf, Sn, Tn, cout_f, invout_f, cout_n, invout_n = ws.buffers(B)
-    warm = tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)
+    full = B == ws.B
+    warm = s_warm if full else tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)  # (full: copied below)
     scale = 1.0 / (2.0 * beta * B)
     if optimizer is None:
         kind = SGD
@@ -972,26 +1254,33 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         V = tuple(s["v"][0] for s in state)
         M = tuple(s["m"][0] for s in state) if kind == ADAM else V
         MW, VW, Mb, Vb = M[:L], V[:L], M[L:], V[L:]
-    wcoef = np.array([lr * scale for lr in weight_lrs], dt)
-    bcoef = np.array([lr * scale for lr in bias_lrs], dt)
-    s0 = np.ascontiguousarray(s0, dtype=dt)
+    rates = (tuple(weight_lrs), tuple(bias_lrs), scale)
+    if rates == ws._rates[0]:  # the same rates as the last step (most steps): the same coefficients
+        wcoef, bcoef = ws._rates[1]
+    else:
+        wcoef = np.array([lr * scale for lr in weight_lrs], dt)
+        bcoef = np.array([lr * scale for lr in bias_lrs], dt)
+        ws._rates = (rates, (wcoef, bcoef))
+    if not staged:
+        s0 = np.ascontiguousarray(s0, dtype=dt)
     if next_s0 is None:
         nxt, n_next = s0[:0], 0
     else:
-        nxt = np.ascontiguousarray(next_s0, dtype=dt)
+        nxt = next_s0 if staged else np.ascontiguousarray(next_s0, dtype=dt)
         n_next = len(nxt)
         if n_next > ws.B:
             raise PhysgradError(f"next batch of {n_next} rows exceeds the workspace's batch_size {ws.B}")
-    full = B == ws.B
     if full:  # into the workspace's own arrays (kept by the team's workers from call to call)
         for buf, w in zip(ws.warmbuf, warm):
-            buf[...] = w
-        ws.ybuf[...] = y1h
-        ws.s0buf[...] = s0
-        ws.nxtbuf[:n_next] = nxt
+            buf[...] = w  # (casts, and checks the shape)
+        if not (staged and s0 is ws.s0buf and (n_next == 0 or nxt is ws.nxtfull)):
+            ws.ybuf[...] = y1h
+            ws.s0buf[...] = s0
+            ws.nxtbuf[:n_next] = nxt
         ws.wbuf[...] = wcoef
         ws.bbuf[...] = bcoef
-        ws.ocsbuf[...] = ocs
+        if kind != SGD:  # (SGD reads no optimizer constants)
+            ws.ocsbuf[...] = ocs
         warm, y1h, s0, nxt, wcoef, bcoef, ocs = ws.warmbuf, ws.ybuf, ws.s0buf, ws.nxtbuf, ws.wbuf, ws.bbuf, ws.ocsbuf
         c1, Bs = ws.c1buf, ws.Bs
     else:
@@ -999,13 +1288,24 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         nxt = nxt if n_next else s0[:1]
     ws.betabuf[0] = beta
     ws.ibuf[0], ws.ibuf[1] = int(sweeps), n_next
-    with _compile_note(_cep_batch, f"{dt.name}, {L} weight layer(s)"):
-        status = ws.run((params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, c1, Bs,
-                         Sf, Tf, Sn, Tn, warm, y1h, ws.betabuf, wcoef, bcoef, ws.ibuf, ws.gl, ws.gp, s0, nxt, spec.drn,
-                         ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb,
-                         dev1, ws.team_rows), full,
-                        (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ocs),
-                         tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts)))
+    # a full batch's arguments are the workspace's arrays, the parameters, the optimizer state and the
+    # devices' constants: made once and kept while these are the same objects (held, so ids stay unique)
+    made = (*params, *ws.WT, kind, dev1, *MW, *VW, *Mb, *Vb, ws.team_rows, ws.cuts)
+    ids = tuple(map(id, made))
+    last = ws._launch
+    if full and last is not None and last[1] == ids:
+        args, key = last[2], last[3]
+    else:
+        args = (params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, c1, Bs,
+                Sf, Tf, Sn, Tn, warm, y1h, ws.betabuf, wcoef, bcoef, ws.ibuf, ws.gl, ws.gp, s0, nxt, spec.drn,
+                ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb,
+                dev1, ws.team_rows)
+        key = (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ocs),
+               tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts))
+        if full:
+            ws._launch = (made, ids, args, key)
+    with _compile_note(_cep_batch, ws.note):
+        status = ws.run(args, full, key)
     if status == 2:
         raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
                             "(NaN or inf): the learning rule diverged; lower the learning rates")
