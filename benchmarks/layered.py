@@ -450,7 +450,10 @@ def main(argv=None):
     if args.report:
         path = Path(args.report)
         path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = "python benchmarks/layered.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        words = list(argv if argv is not None else sys.argv[1:])
+        if args.data_dir:  # the report is committed: no folder of this machine in it
+            words = ["<data>" if w == args.data_dir else w.replace(f"={args.data_dir}", "=<data>") for w in words]
+        cmd = "python benchmarks/layered.py " + " ".join(words)
         path.write_text("# Layered-mode C-EP speed (`benchmarks/layered.py`)\n\nCommand: `" + cmd + "`\n\n"
                         + "\n".join(lines) + "\n")
         print(f"wrote {path}", file=sys.stderr)
