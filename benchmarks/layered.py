@@ -182,7 +182,13 @@ def copy_bandwidth(nbytes, threads, seconds=0.3):
         for _ in range(inner):
             np.copyto(*ab)
 
-    with ThreadPoolExecutor(threads) as pool:
+    return _pool_rate(work, parts, 2 * nbytes * inner, seconds)
+
+
+def _pool_rate(work, parts, bytes_per_round, seconds):
+    """Run ``work`` on every part in a thread pool (one thread per part; one warm-up round, then rounds
+    for at least ``seconds`` and 3 rounds): ``(bytes per wall second, bytes per CPU second)``."""
+    with ThreadPoolExecutor(len(parts)) as pool:
         def once():
             list(pool.map(work, parts))
         once()
@@ -190,8 +196,8 @@ def copy_bandwidth(nbytes, threads, seconds=0.3):
         while time.perf_counter() - t0 < seconds or reps < 3:
             once()
             reps += 1
-        work_bytes = 2 * nbytes * inner * reps
-        return work_bytes / (time.perf_counter() - t0), work_bytes / max(time.process_time() - c0, 1e-9)
+        total = bytes_per_round * reps
+        return total / (time.perf_counter() - t0), total / max(time.process_time() - c0, 1e-9)
 
 
 def inplace_rate(nbytes, threads, seconds=0.3):
@@ -209,16 +215,7 @@ def inplace_rate(nbytes, threads, seconds=0.3):
         for _ in range(inner):
             np.add(p, zero, out=p)
 
-    with ThreadPoolExecutor(threads) as pool:
-        def once():
-            list(pool.map(work, parts))
-        once()
-        reps, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < seconds or reps < 3:
-            once()
-            reps += 1
-        work_bytes = 2 * 4 * n * inner * reps
-        return work_bytes / (time.perf_counter() - t0), work_bytes / max(time.process_time() - c0, 1e-9)
+    return _pool_rate(work, parts, 2 * 4 * n * inner, seconds)
 
 
 def time_steppers(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None, segments=5):
