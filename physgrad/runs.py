@@ -797,6 +797,18 @@ class MetricsLog:
 
 # --- signals ----------------------------------------------------------------------------------------
 _PENDING: dict = {"signum": None}
+_ACTIVE: dict = {}  # thread ident -> the StopFlag entered last in that thread
+
+
+def request_stop(thread_ident: int, signum: int = signal.SIGTERM) -> bool:
+    """Ask the loop that entered a :class:`StopFlag` in thread ``thread_ident`` to stop as a signal would
+    (save at its next safe point, then return with ``signum``): the route for runs in threads that get
+    no signals, e.g. a Dask worker's. Returns False when that thread holds no flag (yet)."""
+    flag = _ACTIVE.get(thread_ident)
+    if flag is None:
+        return False
+    flag.request(signum)
+    return True
 
 
 def defer_signals() -> None:
@@ -813,7 +825,8 @@ def defer_signals() -> None:
 class StopFlag:
     """SIGINT/SIGTERM set :attr:`stop` (and :attr:`signum`); the loop saves at its next safe point and
     exits with ``128 + signum``. A second signal raises :class:`KeyboardInterrupt` at once. Outside
-    the main thread (e.g. a Dask worker's thread) no handler is installed."""
+    the main thread (e.g. a Dask worker's thread) no handler is installed; there
+    :func:`request_stop` does what a first signal does."""
 
     def __init__(self, message: str = "finishing the batch and saving a checkpoint"):
         self.stop = False
@@ -831,7 +844,16 @@ class StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
             if _PENDING["signum"] is not None:  # a deferred stop request (:func:`defer_signals`)
                 self.stop, self.signum = True, _PENDING["signum"]
+        self._ident = threading.get_ident()
+        self._outer = _ACTIVE.get(self._ident)
+        _ACTIVE[self._ident] = self
         return self
+
+    def request(self, signum: int) -> None:
+        """A stop request from another thread (:func:`request_stop`): a first signal, never a second."""
+        if not self.stop:
+            self.stop, self.signum = True, signum
+            print(f"\ninterrupt: {self.message}", file=sys.stderr)
 
     def _handle(self, signum, frame):
         if self.stop:  # second signal: give up at once (at the end of a critical section)
@@ -846,6 +868,10 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._outer is None:
+            _ACTIVE.pop(self._ident, None)
+        else:
+            _ACTIVE[self._ident] = self._outer
         return False
 
     @contextlib.contextmanager

@@ -252,6 +252,80 @@ def test_sigint_during_a_sweep_keeps_results_and_exits_130(task, tmp_path):  # n
     assert (out / "summary.md").exists() and not (out / ".physgrad-lock").exists()
 
 
+@pytest.mark.slow  # a real Dask cluster, ~10 s of CPU
+@pytest.mark.parametrize("sig, group", [("SIGINT", True), ("SIGTERM", False)])
+def test_a_signal_stops_a_dask_sweep_at_once_and_its_runs_save(task, tmp_path, sig, group):  # noqa: F811
+    """Dask runs its tasks in worker threads that get no signals: the sweep passes the stop on (a Dask
+    Event), the run under way saves and says ``unfinished``, the queued run is not started, and the
+    command exits 128 + signal within seconds (it used to wait for a run to end: hours). SIGINT goes to
+    the whole process group, as a terminal's Ctrl-C does: the local cluster's workers ignore it."""
+    import os
+    import signal
+
+    spec = fit_spec(tmp_path, task, grid="lr = [0.001, 0.002]", epochs=100000)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "physgrad", "sweep", str(spec), "--out", str(out), "--engine", "dask",
+           "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    started = _runs(spec)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(
+                (out / "runs" / task_id("fit", p) / "checkpoint.npz").exists() for p in started):
+            time.sleep(0.1)
+        t0 = time.time()
+        if group:
+            os.killpg(proc.pid, getattr(signal, sig))
+        else:
+            proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+        waited = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    assert waited < 30, waited
+    assert "Traceback" not in err, err
+    lines = (out / "results.csv").read_text().splitlines()
+    assert len(lines) == 2 and ",unfinished," in lines[1], lines  # one row: the run under way saved
+    rid = lines[1].split(",")[0]
+    assert (out / "runs" / rid / "checkpoint.npz").exists()
+    assert not (out / ".physgrad-lock").exists() and not (out / "runs" / rid / ".physgrad-lock").exists()
+
+
+def test_request_stop_reaches_the_flag_of_another_thread():
+    from physgrad.runs import StopFlag, request_stop
+
+    entered, release, seen = threading.Event(), threading.Event(), {}
+
+    def run():
+        with StopFlag() as outer:
+            with StopFlag() as inner:
+                seen["ident"] = threading.get_ident()
+                entered.set()
+                release.wait(10)
+                seen["inner"] = (inner.stop, inner.signum)
+            seen["outer_after_inner"] = outer.stop
+            seen["outer_registered"] = request_stop(threading.get_ident(), 2)
+            seen["outer"] = (outer.stop, outer.signum)
+        seen["none_left"] = not request_stop(threading.get_ident(), 2)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert entered.wait(10)
+    assert not request_stop(threading.get_ident(), 15)  # this thread holds no flag
+    assert request_stop(seen["ident"], 15)
+    assert request_stop(seen["ident"], 2)  # a second request is not a second signal: no abort
+    release.set()
+    t.join(10)
+    assert seen["inner"] == (True, 15)  # the first request's signal
+    assert seen["outer_after_inner"] is False  # only the innermost flag was asked
+    assert seen["outer_registered"] and seen["outer"] == (True, 2)
+    assert seen["none_left"]
+
+
 # --- summary labels (issue 20 item 5) -----------------------------------------------------------------
 def test_summary_names_train_error_without_a_test_set():
     assert metric_label("train", {}) == "Test error (%)"

@@ -16,8 +16,9 @@ The folder is claimed and locked for the whole sweep (:class:`physgrad.runs.RunF
 sweep into the same ``--out`` exits 2 naming the owner; a non-empty folder that is not a sweep folder
 is refused unless ``overwrite`` (files physgrad did not write are never replaced). Every file is
 written atomically (a unique temporary file, fsync, rename). SIGINT/SIGTERM: no new run starts, the
-local pool's workers are told to save their checkpoints (their runs come back ``unfinished``), the
-rows so far are in ``results.csv`` and the summary is written; then ``physgrad sweep`` exits 130/143.
+runs under way are told to save their checkpoints (a process pool's workers by a signal, Dask's by a
+Dask ``Event``; their runs come back ``unfinished``), the rows so far are in ``results.csv`` and the
+summary is written; then ``physgrad sweep`` exits 130/143.
 A second Ctrl-C stops at once (runs not yet recorded are simply run again next time).
 
 Engines: with ``scheduler=None`` a ``distributed.LocalCluster`` on 127.0.0.1 with ``workers``
@@ -35,6 +36,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -53,14 +55,23 @@ CONNECT_TIMEOUT_S = 10.0
 HANDSHAKE_TIMEOUT_S = 10.0
 
 
-def execute(task_name: str, params: dict, run_dir: str, command: str) -> dict:
+def execute(task_name: str, params: dict, run_dir: str, command: str, stop_event: Optional[str] = None) -> dict:
     """Run one sweep run in this (worker) process; exceptions become an error result (a dict).
 
-    The run's own printed output goes to ``run_dir/log.txt``.
+    The run's own printed output goes to ``run_dir/log.txt``. ``stop_event``: the name of a Dask
+    ``Event`` that the driver sets on SIGINT/SIGTERM; a Dask worker runs the task in a thread that gets
+    no signals, so a watcher thread passes the request on (:func:`physgrad.runs.request_stop`) and the
+    run saves its checkpoint and comes back ``unfinished``, as in a process pool.
     """
     task = get_task(task_name)
     t0 = time.perf_counter()
     Path(run_dir).mkdir(parents=True, exist_ok=True)
+    done = threading.Event()
+    if stop_event is not None:  # the Dask Event is made here, in the task's thread, where the worker's client is known
+        from distributed import Event, get_client
+
+        event = Event(stop_event, client=get_client())
+        threading.Thread(target=_watch_stop, args=(event, threading.get_ident(), done), daemon=True).start()
     try:
         with open(Path(run_dir) / "log.txt", "a") as log, contextlib.redirect_stdout(log):
             result = task.run(task.config(params), Path(run_dir), command)
@@ -71,7 +82,26 @@ def execute(task_name: str, params: dict, run_dir: str, command: str) -> dict:
         where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
         result = RunResult("error", seconds=time.perf_counter() - t0,
                            message=f"{type(exc).__name__}: {exc}{where}"[:500])
+    finally:
+        done.set()
     return result.__dict__.copy()
+
+
+def _watch_stop(event, ident: int, done, poll_s: float = 0.5) -> None:
+    """Until ``done`` is set: once the Dask ``event`` is set, ask the run in thread ``ident`` to stop
+    (retrying until the run has entered its :class:`StopFlag`)."""
+    import signal
+
+    from physgrad.runs import request_stop
+
+    try:
+        while not done.is_set():
+            if event.wait(timeout=poll_s):
+                if request_stop(ident, signal.SIGTERM):
+                    return
+                done.wait(poll_s)
+    except Exception:  # noqa: BLE001 -- the cluster is going away; the run ends with its worker
+        return
 
 
 def _write_results(out: Path, rows: list) -> None:
@@ -206,11 +236,17 @@ def probe_scheduler(address, connect_timeout: Optional[float] = None,
 
 
 def _dask_futures(todo, submit_args, workers: int, scheduler: Optional[str], flag):
-    """Yield ``(id, result dict)`` as runs finish on a Dask cluster; stop early when ``flag.stop``."""
+    """Yield ``(id, result dict)`` as runs finish on a Dask cluster. When ``flag.stop`` is set, runs not
+    started (no lock in their folder) are cancelled and the runs under way are asked to save, through a
+    Dask ``Event`` (:func:`execute`): they come back ``unfinished`` within :data:`STOP_GRACE_S`, or
+    their futures are dropped (their last checkpoints are kept; they run again next time)."""
     import logging
+    import uuid
 
     import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, Event, LocalCluster, wait
+
+    from physgrad.runs import read_lock
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                           "distributed.comm.timeouts.connect": f"{int(CONNECT_TIMEOUT_S + HANDSHAKE_TIMEOUT_S)}s"}):
@@ -218,29 +254,64 @@ def _dask_futures(todo, submit_args, workers: int, scheduler: Optional[str], fla
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
             client = Client(cluster)
+            client.register_plugin(_ignore_sigint_plugin(), name="physgrad-ignore-sigint")
         else:
             try:
                 cluster, client = None, Client(scheduler, timeout=f"{int(CONNECT_TIMEOUT_S + HANDSHAKE_TIMEOUT_S)}s")
             except (OSError, TimeoutError) as exc:
                 raise PhysgradError(f"--scheduler {scheduler}: {type(exc).__name__}: {exc}") from None
         try:
-            futures = {client.submit(execute, *submit_args(rid, params), key=f"physgrad-run-{rid}", pure=False): rid
-                       for rid, params in todo}
-            done = as_completed(futures)
-            for fut in done:
-                rid = futures[fut]
+            stop_event = f"physgrad-stop-{uuid.uuid4().hex}"
+            run_dirs = {rid: Path(submit_args(rid, params)[2]) for rid, params in todo}
+            futures = {client.submit(execute, *submit_args(rid, params), stop_event, key=f"physgrad-run-{rid}",
+                                     pure=False): rid for rid, params in todo}
+            pending, stopped_at = set(futures), None
+            while pending:
                 try:
-                    yield rid, fut.result()
-                except Exception as exc:  # KilledWorker, CancelledError, lost scheduler
-                    yield rid, RunResult("error", message=f"worker died: {type(exc).__name__}: {exc}"[:500]).__dict__
-                if flag.stop:  # runs not recorded are run again next time (their checkpoints are kept)
-                    for f in futures:
-                        f.cancel()
-                    return
+                    finished = wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED").done
+                except TimeoutError:
+                    finished = set()
+                pending -= set(finished)
+                for fut in finished:
+                    if fut.cancelled():
+                        continue
+                    try:
+                        yield futures[fut], fut.result()
+                    except Exception as exc:  # KilledWorker, lost scheduler
+                        yield futures[fut], RunResult(
+                            "error", message=f"worker died: {type(exc).__name__}: {exc}"[:500]).__dict__
+                if flag.stop and pending:
+                    if stopped_at is None:
+                        stopped_at = time.monotonic()
+                        Event(stop_event, client=client).set()
+                        idle = [f for f in pending if not read_lock(run_dirs[futures[f]])]
+                        client.cancel(idle)
+                        pending -= set(idle)
+                    elif time.monotonic() - stopped_at > STOP_GRACE_S:
+                        print(f"physgrad: {len(pending)} run(s) did not stop within {STOP_GRACE_S:g} s; they are "
+                              f"left (their last checkpoints are kept; run the command again)", file=sys.stderr)
+                        return
         finally:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _ignore_sigint_plugin():
+    """A Dask worker plugin for the local cluster: its workers ignore SIGINT. A Ctrl-C typed in a
+    terminal reaches every process of the foreground group; the driver passes it on as a stop request
+    (a Dask ``Event``), so the runs save instead of losing their workers."""
+    from distributed import WorkerPlugin
+
+    class IgnoreSigint(WorkerPlugin):
+        def setup(self, worker) -> None:
+            import signal
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreSigint()
 
 
 def _worker_init() -> None:
