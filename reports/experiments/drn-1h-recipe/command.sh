@@ -11,3 +11,6 @@ done
 # confirmations over 3 seeds at 50 epochs
 python -m physgrad sweep $E/confirm.toml   --out runs/recipe-confirm-a --workers 3 --no-progress   # recipe A
 python -m physgrad sweep $E/confirm-b.toml --out runs/recipe-confirm-b --workers 3 --no-progress   # recipe B = preset drn-1h-ema
+# recipe C (2026-12-08): B with every learning rate x1.5; interrupted at epochs 19-20 (SIGTERM, then SIGINT to
+# the Dask workers), then the same command again resumed the three runs from their checkpoints
+python -m physgrad sweep $E/confirm-c.toml --out runs/recipe-confirm-c --workers 3 --no-progress
