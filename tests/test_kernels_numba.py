@@ -229,8 +229,8 @@ def test_several_batches_per_call_equal_one_batch_calls_bit_for_bit(threads):
                 np.testing.assert_array_equal(pb.reshape(-1), np.concatenate(pa[k0:]))
                 assert _sha(a.params) == _sha(b.params) and _sha(wa) == _sha(wb)
                 assert a.ws.drive.tobytes() == b.ws.drive.tobytes()
-        with pytest.raises(PhysgradError, match="shorter than 4"):  # batch 9's next one is short
-            b.run_batches(x, order, y, 8, 9, wb, lr[8:9])
+        with pytest.raises(PhysgradError, match="shorter than 4"):  # batch 9's next one (10) is short
+            b.run_batches(x, order, y, 8, 10, wb, lr[8:10])
         for bi in (8, 9, 10):
             idx = order[bi * B:(bi + 1) * B]
             nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < nb else None
