@@ -1457,7 +1457,7 @@ def cep_steps(spec: FusedSpec, params, ws: Workspace, s_warm, x, order, labels, 
         An index or a label out of range (nothing changed); the errors of :func:`cep_step` for the first
         batch that fails (the batches before it are done: a run that gets this error stops).
     """
-    B, K, L = ws.B, len(wcoefs), spec.n_layers
+    B, K = ws.B, len(wcoefs)
     if K < 1 or len(order) != (K + bool(next_after)) * B or len(labels) != K * B:
         raise PhysgradError(f"cep_steps: {K} batch(es) of {B} need {(K + bool(next_after)) * B} sample indices "
                             f"and {K * B} labels, got {len(order)} and {len(labels)}")
