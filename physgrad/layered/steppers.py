@@ -386,6 +386,8 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         if len(rows) > 4096:  # a schedule that changes every batch: keep the cache small
             rows.clear()
         sel = np.ascontiguousarray(order[first * B:(stop + after) * B], dtype=np.int64)
+        if sel.size and (sel.min() < -len(x) or sel.max() >= len(x)):  # (before the labels are gathered)
+            raise PhysgradError(f"a batch index is outside the {len(x)} training samples")
         labels = np.ascontiguousarray(np.asarray(y)[sel[:K * B]], dtype=np.int64)
         return self._kernel.cep_steps(spec, self.params, self.ws, warm, x, sel, labels, self._gain, self._mirror,
                                       p.beta, wco, bco, p.sweeps, after)
