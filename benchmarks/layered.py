@@ -3,12 +3,13 @@
 Usage::
 
     python benchmarks/layered.py [--presets drn-xs drn-1h drn-2h drn-xl] [--backends numba numpy]
-        [--threads 1 2] [--seconds 3] [--data-dir D] [--report reports/benchmarks/layered.md]
+        [--threads 1 2] [--routes chunk step] [--seconds 3] [--data-dir D] [--report reports/benchmarks/layered.md]
 
 In one run it measures, for each preset:
 
 - the **epoch time** (60,000 images, 15,000 batches of 4) of the fast engine's stepper on each backend
-  and thread count, **extrapolated** from the batches that fit in ``--seconds`` (the number measured is
+  and thread count (numba: on each ``--routes`` -- ``chunk``, several batches per compiled call as the
+  training loop runs SGD, and ``step``, one call per batch -- interleaved), **extrapolated** from the batches that fit in ``--seconds`` (the number measured is
   printed; DRN-XL is always extrapolated), wall time and process CPU time;
 - the **plain numpy reference step** (:func:`reference_cep_step`, one BLAS thread), extrapolated;
 - the **arithmetic floor**: the dense matmul FLOPs of a batch (:func:`train_flops`) at the sgemm rate
@@ -218,50 +219,61 @@ def inplace_rate(nbytes, threads, seconds=0.3):
     return _pool_rate(work, parts, 2 * 4 * n * inner, seconds)
 
 
-def time_steppers(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None, segments=5):
-    """Per thread count: per-batch (best wall s, best CPU s, median wall s, batches, host params, stepper)
-    of the stepper on consecutive MNIST batches. The thread counts are timed in **interleaved**
-    segments (1, 2, 1, 2, ...), so that their ratio is measured under the same load; best of the
-    segments (the least disturbed by other jobs)."""
+def time_steppers(p, backend, threads, x, y, seconds, min_batches=10, max_batches=None, segments=5,
+                  routes=("step",)):
+    """Per (thread count, route): per-batch (best wall s, best CPU s, median wall s, batches, host params,
+    stepper) of the stepper on consecutive MNIST batches. Route ``step``: one call of ``stepper.step`` per
+    batch; ``chunk``: ``stepper.run_batches`` with :data:`physgrad.layered.train.CHUNK_BATCHES` batches per
+    call, as the training loop runs the compiled kernel's SGD. The (thread count, route) pairs are timed
+    in **interleaved** segments (1, 2, 1, 2, ...), so that their ratios are measured under the same
+    load; best of the segments (the least disturbed by other jobs)."""
     import contextlib
+
+    from physgrad.layered.train import CHUNK_BATCHES
 
     order = np.arange(len(x))
     nb = len(x) // B - 1
     runs = {}
     with contextlib.ExitStack() as stack:
         for t in threads:
-            st = make_stepper("fast", p, "cep", initial_params(p, 0, "float32"), threads=t, backend=backend)
-            stack.callback(st.close)
-            runs[t] = dict(st=st, warm=None, bi=0, walls=[], cpus=[], n=0)
+            for route in routes:
+                st = make_stepper("fast", p, "cep", initial_params(p, 0, "float32"), threads=t, backend=backend)
+                stack.callback(st.close)
+                runs[t, route] = dict(st=st, warm=None, bi=0, walls=[], cpus=[], n=0, route=route)
 
         def select(t):
             if backend == "numba":  # the thread count is numba's global setting
                 numba_cpu.numba.set_num_threads(t)
 
-        def one(r):  # consecutive batches, wrapping around the training set
+        def one(r):  # consecutive batches, wrapping around the training set; returns the batches made
             st = r["st"]
             if r["bi"] == nb:
                 r["bi"] = 0
                 st.start_epoch(x, order, 0)
             bi = r["bi"]
+            if r["route"] == "chunk":
+                stop = min(bi + CHUNK_BATCHES, nb)
+                r["warm"], _ = st.run_batches(x, order, y, bi, stop, r["warm"], [1.0] * (stop - bi))
+                r["bi"] = stop
+                return stop - bi
             idx = order[bi * B:(bi + 1) * B]
             nxt = order[(bi + 1) * B:(bi + 2) * B]
             r["warm"], _ = st.step(x, idx, y[idx], nxt, r["warm"], 1.0)
             r["bi"] += 1
+            return 1
 
-        for t, r in runs.items():
+        for (t, _), r in runs.items():
             select(t)
             r["st"].start_epoch(x, order, 0)
             for _ in range(3):  # warm up (compiled code loaded, caches filled)
                 one(r)
-        per_segment = seconds / segments / len(threads)
+        per_segment = seconds / segments / len(runs)
         for _ in range(segments):
-            for t, r in runs.items():
+            for (t, _), r in runs.items():
                 select(t)
                 m, t0, c0 = 0, time.perf_counter(), time.process_time()
                 while True:
-                    one(r)
-                    m += 1
+                    m += one(r)
                     dt = time.perf_counter() - t0
                     if (dt > per_segment and m * segments >= min_batches) or \
                             (max_batches and m * segments >= max_batches):
@@ -269,8 +281,8 @@ def time_steppers(p, backend, threads, x, y, seconds, min_batches=10, max_batche
                 r["walls"].append(dt / m)
                 r["cpus"].append((time.process_time() - c0) / m)
                 r["n"] += m
-        return {t: (min(r["walls"]), min(r["cpus"]), float(np.median(r["walls"])), r["n"], r["st"].to_host(), r["st"])
-                for t, r in runs.items()}
+        return {k: (min(r["walls"]), min(r["cpus"]), float(np.median(r["walls"])), r["n"], r["st"].to_host(), r["st"])
+                for k, r in runs.items()}
 
 
 def time_reference(p, x, y, seconds, max_batches):
@@ -312,6 +324,9 @@ def main(argv=None):
     ap.add_argument("--backends", nargs="+", default=["numba", "numpy"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time per training configuration")
+    ap.add_argument("--routes", nargs="+", default=["chunk", "step"], choices=["chunk", "step"],
+                    help="numba backend: 'chunk' = several batches per compiled call (the training loop's "
+                         "route for SGD), 'step' = one call per batch; the first is judged against the targets")
     ap.add_argument("--data-dir", default=None, help="folder with MNIST (default: $PHYSGRAD_DATA, ~/.physgrad/data)")
     ap.add_argument("--report", default=None, help="write a markdown report here")
     args = ap.parse_args(argv)
@@ -365,10 +380,12 @@ def main(argv=None):
         ref_dt, ref_n = time_reference(p, x, y, args.seconds, 3 if big else 10 ** 6)
         best = None
         for backend in args.backends:
-            timed = time_steppers(p, backend, args.threads, x, y, args.seconds * len(args.threads),
-                                  min_batches=10 if big else 20, max_batches=40 if big else None)
-            for t in args.threads:
-                dt, cpu, med, n, params, st = timed[t]
+            routes = tuple(args.routes) if backend == "numba" else ("step",)
+            timed = time_steppers(p, backend, args.threads, x, y, args.seconds * len(args.threads) * len(routes),
+                                  min_batches=10 if big else 20, max_batches=40 if big else None, routes=routes)
+            for (t, route) in timed:
+                dt, cpu, med, n, params, st = timed[t, route]
+                label = backend if route == routes[0] else f"{backend} ({route})"
                 n_eval = 2000 if big else N_TEST
                 fused.evaluate(st.spec, params, x_test[:500], p.sweeps_eval, n_threads=t)  # warm up
                 t0 = time.perf_counter()
@@ -378,18 +395,25 @@ def main(argv=None):
                 arith, arith_cpu = fl / sg[t][0], fl / sg[t][1]
                 mem, mem_cpu = 2 * wb / bw[level, t][0], 2 * wb / bw[level, t][1]
                 inpl, inpl_cpu = 2 * wb / ip[t][0], 2 * wb / ip[t][1]
-                row = dict(preset=name, backend=backend, threads=t, epoch=dt * scale, med=med * scale,
+                row = dict(preset=name, backend=label, threads=t, epoch=dt * scale, med=med * scale,
                            cpu=cpu * scale, batches=n, sgemm=sg[t][0], bw=bw[level, t][0],
                            mflop=fl / 1e6, mb=2 * wb / 1e6, arith=arith * scale, mem=mem * scale, level=level,
                            r_arith=dt / arith, r_mem=dt / mem, r_arith_cpu=cpu / arith_cpu, r_mem_cpu=cpu / mem_cpu,
                            inpl=inpl * scale, r_inpl=dt / inpl, r_inpl_cpu=cpu / inpl_cpu,
                            ref=ref_dt * scale, ref_n=ref_n, speedup=ref_dt / dt, eval=t_eval, eval_pct=eval_pct)
                 rows.append(row)
-                if backend == args.backends[0] and (best is None or row["epoch"] < best["epoch"]):
+                if label == args.backends[0] and (best is None or row["epoch"] < best["epoch"]):
                     best = row
                 print(f"  {name} {backend} {t} thread(s): {row['epoch']:.1f} s/epoch ({n} batches), "
                       f"eval {t_eval:.2f} s ({eval_pct:.0f} % of sgemm)", file=sys.stderr, flush=True)
         first = {r["threads"]: r for r in rows if r["preset"] == name and r["backend"] == args.backends[0]}
+        if args.backends[0] == "numba" and len(args.routes) > 1:  # the routes' ratio (interleaved, same load)
+            other = {r["threads"]: r for r in rows if r["preset"] == name and r["backend"] == f"numba ({args.routes[1]})"}
+            for t in sorted(set(first) & set(other)):
+                verdicts.append(f"{name}, {t} thread(s): numba {args.routes[0]} route {first[t]['epoch']:.2f} s "
+                                f"({first[t]['cpu']:.2f} s CPU) vs {args.routes[1]} route {other[t]['epoch']:.2f} s "
+                                f"({other[t]['cpu']:.2f} s CPU) per epoch: "
+                                f"{other[t]['epoch'] / first[t]['epoch']:.2f}x (interleaved, same load)")
         for (pname, t), tgt in TARGETS.items():
             r = best if t is None else first.get(t)
             if pname != name or r is None:

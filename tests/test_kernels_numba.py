@@ -183,6 +183,120 @@ def test_staged_inputs_equal_the_input_layer_route_bit_for_bit(threads):
         b.close()
 
 
+def _sha(arrays) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_several_batches_per_call_equal_one_batch_calls_bit_for_bit(threads):
+    """``run_batches`` (one compiled call for several batches: staging, warm starts, per-batch learning
+    rates and predictions inside) against ``step`` batch by batch: the SHA-256 of the parameters, the warm
+    start and the drive equal after every chunk, the same predictions, for chunks of 1, 2 and 5 batches
+    with a learning rate that changes every batch, the batch before a short last one and the short one by
+    ``step``; 1 and 2 threads (the team's workers make one call per batch of a chunk). Bad indices,
+    labels and ranges are refused with nothing changed."""
+    preset = tiny_preset("drn")
+    rng = np.random.default_rng(5)
+    x = rng.random((42, MNIST_PIXELS)).astype(np.float32)
+    x[x < 0.8] = 0
+    y = rng.integers(0, 10, len(x))
+    B = preset.batch_size
+    nb = -(-len(x) // B)  # 10 full batches and a short one
+    order = rng.permutation(len(x))
+    lr = [0.9 - 0.02 * bi for bi in range(nb)]
+    a = CompiledCEPStepper(preset, initial_params(preset, 0, "float32"), threads=threads)
+    b = CompiledCEPStepper(preset, initial_params(preset, 0, "float32"), threads=threads)
+    try:
+        assert a.chunkable(x) and not a.chunkable(x.astype(np.float64))
+        a.start_epoch(x, order, 0)
+        b.start_epoch(x, order, 0)
+        wa, wb, pa = None, None, []
+        for bi in range(nb):
+            idx = order[bi * B:(bi + 1) * B]
+            nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < nb else None
+            wa, p = a.step(x, idx, y[idx], nxt, wa, lr[bi])
+            pa.append(p)
+            if bi in (0, 2, 7):
+                ends = {0: 1, 2: 3, 7: 8}
+                k0 = {0: 0, 2: 1, 7: 3}[bi]
+                wb, pb = b.run_batches(x, order, y, k0, ends[bi], wb, lr[k0:ends[bi]])
+                assert pb.shape == (ends[bi] - k0, B)
+                np.testing.assert_array_equal(pb.reshape(-1), np.concatenate(pa[k0:]))
+                assert _sha(a.params) == _sha(b.params) and _sha(wa) == _sha(wb)
+                assert a.ws.drive.tobytes() == b.ws.drive.tobytes()
+        with pytest.raises(PhysgradError, match="shorter than 4"):  # batch 9's next one (10) is short
+            b.run_batches(x, order, y, 8, 10, wb, lr[8:10])
+        for bi in (8, 9, 10):
+            idx = order[bi * B:(bi + 1) * B]
+            nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < nb else None
+            wb, p = b.step(x, idx, y[idx], nxt, wb, lr[bi])
+            np.testing.assert_array_equal(p, pa[bi])
+        assert _sha(a.params) == _sha(b.params) and _sha(wa) == _sha(wb)
+        before = _sha(b.params)
+        b.start_epoch(x, order, 0)
+        with pytest.raises(PhysgradError, match="outside the 42 training samples"):
+            b.run_batches(x, order + 41, y, 0, 2, wb, lr[:2])
+        with pytest.raises(PhysgradError, match="label is outside 0..9"):
+            b.run_batches(x, order, y + 10, 0, 2, wb, lr[:2])
+        with pytest.raises(PhysgradError, match="learning-rate factors"):
+            b.run_batches(x, order, y, 0, 2, wb, lr[:3])
+        assert _sha(b.params) == before
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_loop_chunks_equal_batch_by_batch_bit_for_bit(data_dir, tmp_path, monkeypatch, threads):
+    """``physgrad train`` on the compiled kernel runs several batches per call (chunks of up to
+    ``CHUNK_BATCHES``, ending on the average's batches): with a per-batch cosine schedule, parameter
+    averaging every 3 batches, a short last batch, an interruption mid-epoch and ``--resume``, the
+    checkpoint's parameters, warm start and averaged parameters have the same SHA-256 and the metrics the
+    same errors as the one-batch route; 1 and 2 threads."""
+    from test_train import cfg
+
+    from physgrad.layered import train as train_mod
+    from physgrad.layered.steppers import CompiledCEPStepper as Compiled
+    from physgrad.layered.train import load_checkpoint, train
+
+    calls = []
+    real = Compiled.run_batches
+
+    def counted(self, x, order, y, first, stop, *rest):
+        calls.append((first, stop))
+        return real(self, x, order, y, first, stop, *rest)
+
+    monkeypatch.setattr(Compiled, "run_batches", counted)
+    monkeypatch.setattr(train_mod, "CHUNK_BATCHES", 5)
+    config = cfg(data_dir, epochs=2, train_size=46, threads=threads, lr_schedule="cosine", warmup_epochs=0.5,
+                 ema_decay=0.9, ema_every=3)
+    chunked = train(config, tmp_path / "chunked", progress=False)
+    # 12 batches per epoch (the last of 2 images): chunks end at the average's batches (every 3) and
+    # before batch 10, whose next one is short
+    assert calls[:4] == [(0, 3), (3, 6), (6, 9), (9, 10)] and len(calls) == 8
+    part = tmp_path / "resumed"
+    train(config, part, progress=False, _interrupt_after=7)  # batch 7 of epoch 1: a chunk ends there
+    assert calls[-1] == (6, 7)
+    train(config, part, resume=True, progress=False)
+    assert calls[-6:] == [(7, 9), (9, 10), (0, 3), (3, 6), (6, 9), (9, 10)]
+    monkeypatch.setattr(train_mod, "_chunk_stop", lambda bi, *rest: bi)  # the one-batch route only
+    n = len(calls)
+    single = train(config, tmp_path / "single", progress=False)
+    assert len(calls) == n
+    ref = load_checkpoint(tmp_path / "single" / "checkpoint.npz")
+    for folder in ("chunked", "resumed"):
+        got = load_checkpoint(tmp_path / folder / "checkpoint.npz")
+        for name in ("params", "warm", "ema"):
+            assert _sha(got[name]) == _sha(ref[name]), (folder, name)
+    assert [(r["train_error"], r["test_error"]) for r in chunked] == \
+        [(r["train_error"], r["test_error"]) for r in single]
+
+
 def test_team_workers_park_and_wake_between_steps_bit_for_bit():
     """A 2-thread workspace over several steps, with pauses longer than the workers' spinning (they
     park and are woken by the next step), and a short last batch (the caller alone): the same

@@ -264,6 +264,7 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
             self._gain, self._mirror = 1.0, False
         else:
             self._gain, self._mirror = 1.0, None
+        self._coef_rows = {}  # run_batches: learning-rate factor -> (weight, bias) coefficients
         self.optimizer = None
         self.device_w1 = None
         """None, or the constants of :func:`physgrad.devices.pulsing.row_constants`: ``W1`` is on
@@ -288,6 +289,10 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         B = self.ws.B
         if len(idx) != B or (nxt is not None and len(nxt) != B):
             return False
+        return self._x_ready(x)
+
+    def _x_ready(self, x) -> bool:
+        """Whether the workspace can gather batches of ``x`` itself (see :meth:`_stageable`)."""
         if x is not self._x_checked:
             if not (isinstance(x, np.ndarray) and x.dtype == self.spec.dtype and x.flags.c_contiguous
                     and x.ndim == 2 and self._mirror is not None):
@@ -325,6 +330,67 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
             spec, self.params, self.ws, warm, y1h, p.beta, *p.learning_rates(lr_scale), p.sweeps, s0, next_s0,
             optimizer=opt, device_w1=self.device_w1)
         return s_plus, free[-1].argmax(axis=1)
+
+    def chunkable(self, x) -> bool:
+        """Whether :meth:`run_batches` can train on the pixels ``x``: projected SGD without devices on
+        ``W1`` (momentum, Adam and device models take :meth:`step`), and ``x`` a C-contiguous, finite
+        array of the kernel's dtype that the workspace gathers itself (:meth:`_stageable`)."""
+        return self.optimizer is None and self.device_w1 is None and self._x_ready(x)
+
+    def run_batches(self, x, order, y, first: int, stop: int, warm, lr_scales) -> tuple:
+        """Batches ``first .. stop-1`` of an epoch in one compiled call
+        (:func:`physgrad.layered.kernels.numba_cpu.cep_steps`), bit for bit the calls of :meth:`step`
+        with ``idx = order[bi B:(bi+1) B]``, ``y[idx]``, the next batch's indices, the previous batch's
+        warm start and ``lr_scales[bi - first]`` (only where :meth:`chunkable`).
+
+        Parameters
+        ----------
+        x : array (n, n_inputs)
+            All training pixels.
+        order : int array (n,)
+            The epoch's sample order; batches ``first .. stop-1`` must be full, and so must the batch
+            after them unless ``stop`` is the epoch's last.
+        y : int array (n,)
+            All training labels.
+        warm : list of arrays or None
+            Warm start of batch ``first`` (as for :meth:`step`).
+        lr_scales : sequence of float
+            The learning-rate factor of each batch.
+
+        Returns
+        -------
+        warm : list of arrays
+            The warm start of batch ``stop`` (the last ``+beta`` state).
+        preds : int64 array (stop - first, B)
+            Predicted classes of each batch's free phase.
+        """
+        spec, p, B = self.spec, self.preset, self.ws.B
+        K = int(stop) - int(first)
+        n_batches = -(-len(order) // B)
+        if K < 1 or len(lr_scales) != K or first < 0 or stop > n_batches or stop * B > len(order):
+            raise PhysgradError(f"run_batches: batches {first}..{stop - 1} of {n_batches} with {len(lr_scales)} "
+                                f"learning-rate factors: need 0 <= first < stop <= the epoch's full batches")
+        after = stop < n_batches
+        if after and (stop + 1) * B > len(order):
+            raise PhysgradError(f"run_batches: the batch after {stop - 1} is shorter than {B}; stop before it")
+        if warm is None or len(warm[0]) != B:
+            warm = spec.zero_state(B)
+        rows = self._coef_rows
+        for s in lr_scales:
+            if s not in rows:
+                wl, bl = p.learning_rates(s)
+                scale = 1.0 / (2.0 * p.beta * B)  # as cep_step forms its coefficients
+                rows[s] = ([lr * scale for lr in wl], [lr * scale for lr in bl])
+        wco = np.array([rows[s][0] for s in lr_scales], spec.dtype)
+        bco = np.array([rows[s][1] for s in lr_scales], spec.dtype)
+        if len(rows) > 4096:  # a schedule that changes every batch: keep the cache small
+            rows.clear()
+        sel = np.ascontiguousarray(order[first * B:(stop + after) * B], dtype=np.int64)
+        if sel.size and (sel.min() < -len(x) or sel.max() >= len(x)):  # (before the labels are gathered)
+            raise PhysgradError(f"a batch index is outside the {len(x)} training samples")
+        labels = np.ascontiguousarray(np.asarray(y)[sel[:K * B]], dtype=np.int64)
+        return self._kernel.cep_steps(spec, self.params, self.ws, warm, x, sel, labels, self._gain, self._mirror,
+                                      p.beta, wco, bco, p.sweeps, after)
 
     def close(self):
         """Restore numba's thread count and stop the kernel's worker threads."""

@@ -8,7 +8,8 @@ A run folder holds everything needed to reproduce and continue it:
   ``energy`` also ``energy_free_J, energy_nudged_J, energy_program_J`` (J per example, the epoch's
   mean; empty when unknown: :mod:`physgrad.layered.energy`) and ``energy.png``;
 * ``checkpoint.npz`` -- parameters, the warm-start state, the position in the epoch, written after
-  every epoch and on SIGINT/SIGTERM (Ctrl-C finishes the current batch, saves, and exits);
+  every epoch and on SIGINT/SIGTERM (Ctrl-C finishes the current batch -- or the current compiled call
+  of up to :data:`CHUNK_BATCHES` batches, see below -- saves, and exits);
   ``--resume`` continues from it bit-for-bit. Written atomically (a temporary file, fsync,
   ``os.replace``) with the SHA-256 of its arrays stored inside, verified on load;
 * ``learning_curve.png``.
@@ -46,6 +47,10 @@ Engines (:mod:`physgrad.layered.steppers`): ``cep`` (centered EP) runs on the fa
 compiled CPU kernel of :mod:`physgrad.layered.kernels.numba_cpu` (the default when numba is installed);
 ``numpy``, the fused numpy kernel of :mod:`physgrad.layered.fused` (the reference, and the fallback
 without numba); ``torch``, :mod:`physgrad.layered.kernels.torch_backend` on ``--device cpu|cuda``.
+With ``numba`` and SGD without a device model, the loop hands the stepper several batches per compiled
+call (:meth:`~physgrad.layered.steppers.CompiledCEPStepper.run_batches`, at most :data:`CHUNK_BATCHES`,
+ending on the parameter average's batches and before a short last batch: :func:`_chunk_stop`), bit for
+bit the batch-by-batch route; the other steppers take one call per batch.
 Checkpoints are host numpy arrays, so a run resumes on any backend (``--backend``, ``--device`` and
 ``--threads`` may change on ``--resume``; the continuation then differs by rounding). ``tbp``
 (truncated backprop) also runs on the fast engine by default, on the numpy kernel of
@@ -577,6 +582,26 @@ class _Average:
 
 
 
+CHUNK_BATCHES = 64
+"""Most batches per compiled call of the training loop (:func:`_chunk_stop`): DRN-1H's 64 batches take
+about 30 ms, so a stop signal is answered within that."""
+
+
+def _chunk_stop(bi: int, n_batches: int, n_full: int, every: Optional[int], limit: Optional[int]) -> int:
+    """The end (exclusive) of the batches from ``bi`` that the training loop runs in one call of the
+    stepper's ``run_batches``, or ``bi`` for a call of ``step`` alone: at most :data:`CHUNK_BATCHES`
+    batches, all full (of the ``n_full`` full batches among ``n_batches``), the batch after the last one
+    full or none (the batch before a short last one takes ``step``), ending on the parameter average's
+    batches (``every``; None: no average) -- so the average, the stop flag and the checkpoint see the
+    same positions as batch by batch -- and not past ``limit`` (the testing hook's interruption)."""
+    stop = min(bi + CHUNK_BATCHES, n_full if n_full == n_batches else n_full - 1)
+    if every is not None:
+        stop = min(stop, (bi // every + 1) * every)
+    if limit is not None:
+        stop = min(stop, limit)
+    return max(stop, bi)
+
+
 def _diverged(epoch: int, checkpoint: Path) -> str:
     """The message of a run whose parameters became non-finite in ``epoch`` (0-based; exit 1); the
     run folder's ``checkpoint`` (the last one saved, if any) is left as it is."""
@@ -746,6 +771,8 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                                 in_place=not config.energy)  # --energy reads last_update (same arithmetic)
     batches_done = 0
     average = _Average(ema, preset.ema_decay, preset.ema_every)
+    # several batches per compiled call where the stepper can (the compiled kernel's SGD without devices)
+    chunked = meter is None and hasattr(stepper, "run_batches") and stepper.chunkable(x_train)
     if resume:
         try:
             _load_optimizer_state(stepper, ck["optimizer_state"], preset)
@@ -772,24 +799,38 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                 bar = progress_bar(n_batches, f"epoch {epoch + 1}/{preset.epochs}", not show, initial=start_batch)
                 t0 = time.perf_counter()
                 stepper.start_epoch(x_train, order, start_batch)
-                for bi in range(start_batch, n_batches):
-                    idx = order[bi * B:(bi + 1) * B]
-                    nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
-                    lr_scale = preset.lr_scale(epoch, bi, n_batches)
+                bi = start_batch
+                while bi < n_batches:
+                    stop = bi
+                    if chunked:
+                        stop = _chunk_stop(bi, n_batches, n_train // B, average.every if average.params is not None
+                                           else None, None if _interrupt_after is None
+                                           else bi + max(_interrupt_after - batches_done, 1))
                     try:
-                        warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                        if stop > bi:  # batches bi..stop-1 in one compiled call (the same numbers)
+                            lrs = [preset.lr_scale(epoch, b, n_batches) for b in range(bi, stop)]
+                            lr_scale = lrs[-1]
+                            warm, pred = stepper.run_batches(x_train, order, y_train, bi, stop, warm, lrs)
+                            idx = order[bi * B:stop * B]
+                            first, bi = bi, stop - 1
+                        else:
+                            idx = order[bi * B:(bi + 1) * B]
+                            nxt = order[(bi + 1) * B:(bi + 2) * B] if bi + 1 < n_batches else None
+                            lr_scale = preset.lr_scale(epoch, bi, n_batches)
+                            warm, pred = stepper.step(x_train, idx, y_train[idx], nxt, warm, lr_scale)
+                            first = bi
                     except PhysgradError:  # a minimizer refusing non-finite parameters: the run diverged
                         if all(np.all(np.isfinite(a)) for a in stepper.to_host()):
                             raise
                         raise NotSolvedError(_diverged(epoch, folder.path / CHECKPOINT)) from None
                     if meter is not None:
                         energy_sums += _step_energy(meter, stepper, preset)
-                    average.after_batch(stepper, bi, n_batches)
-                    n_wrong += int(np.sum(pred != y_train[idx]))
+                    average.after_batch(stepper, bi, n_batches)  # (a chunk ends on the average's batches)
+                    n_wrong += int(np.sum(pred.reshape(-1) != y_train[idx]))
                     n_seen += len(idx)
-                    batches_done += 1
-                    bar.update(1)
-                    if bi % 50 == 0:
+                    batches_done += bi + 1 - first
+                    bar.update(bi + 1 - first)
+                    if bi // 50 * 50 >= first:  # a batch that is a multiple of 50 was in this call
                         bar.set_postfix(err=f"{100.0 * n_wrong / max(n_seen, 1):.2f}%")
                     if flag.stop or (_interrupt_after is not None and batches_done >= _interrupt_after):
                         t_train += time.perf_counter() - t0
@@ -800,6 +841,7 @@ def _train(config: TrainConfig, folder: RunFolder, data, resume: bool, progress,
                               f"continue with --resume", file=sys.stderr)
                         metrics.interrupted = flag.signum if flag.signum is not None else int(signal.SIGINT)
                         return metrics
+                    bi += 1
                 t_train += time.perf_counter() - t0
                 bar.close()
                 host = stepper.to_host()

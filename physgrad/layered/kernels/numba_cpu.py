@@ -75,7 +75,8 @@ import numpy as np
 from physgrad.devices.pulsing import device_row  # compiled into the pass over W1: numba's cache of this file does
 # not see changes to it (tests/test_devices_training.py compares the fused route with the device's own, bit for bit)
 from physgrad.layered.fused import FusedSpec
-from physgrad.layered.kernels.team import SLOTS, STATUS, Team, barrier, claim, sync_array, unclaim, wait_call  # compiled in
+from physgrad.layered.kernels.team import (GO, SLOTS, STATUS, Team, atomic_add, barrier, claim,  # compiled in
+                                         sync_array, unclaim, wait_call)
 from physgrad.types import NotSolvedError, PhysgradError
 
 try:  # a dependency; the numpy kernel is the fallback where it cannot be imported
@@ -904,6 +905,81 @@ def _cep_loop(m, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf,
     return 0
 
 
+@njit(cache=True, nogil=True)
+def _cep_chunk(nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm, y, betabuf,
+               wcoef, bcoef, ibuf, gl, gp, s0, nxt, drn, cuts, den_out, cout_f, invout_f, cout_n, invout_n, zero, kind,
+               ocs, MW, VW, Mb, Vb, dev1, team_rows, x, order, labels, gain, mirror, wco, bco, next_after, preds, done):
+    """Member 0's call of ``K = len(wco)`` consecutive full batches (:func:`cep_steps`): for batch ``i``,
+    what a call of :func:`cep_step` on staged inputs does -- :func:`_stage` of the samples
+    ``order[iB:(i+1)B]`` (labels ``labels[iB:(i+1)B]``) and of the next batch's ``order[(i+1)B:(i+2)B]``
+    (none after the last batch unless ``next_after``), the warm start (the previous batch's ``+beta``
+    state; batch 0's is in ``warm`` already), the coefficients ``wco[i]``, ``bco[i]`` -- then
+    :func:`_cep_batch` with the team's workers (one claim for the chunk; each later batch advances
+    ``GO`` once, and the workers' loop, :func:`_cep_loop`, makes its part as for a one-batch call).
+    ``preds[i]``: the free phase's predicted classes (``argmax``, the first maximum; NaN counts as the
+    maximum, as numpy's). ``done[0]``: the batches completed.
+
+    Returns :data:`physgrad.layered.kernels.team.PARKED_CODE` (-1; nothing done) when a worker sleeps,
+    4 (nothing done) when an index of ``order`` is outside ``x``, 5 when a label is outside the outputs,
+    else the status of the last batch run (:func:`_cep_batch`: a batch that fails stops the chunk,
+    unchanged, with ``done[0]`` the batches before it)."""
+    B = y.shape[0]
+    K = wco.shape[0]
+    L = len(Ws)
+    n = x.shape[0]
+    nL = y.shape[1]
+    for q in range(order.shape[0]):
+        if order[q] < -n or order[q] >= n:
+            return 4
+    for q in range(labels.shape[0]):
+        if labels[q] < 0 or labels[q] >= nL:
+            return 5
+    done[0] = 0
+    st = 0
+    for i in range(K):
+        has_next = i + 1 < K or next_after
+        _stage(x, order[i * B:(i + 1) * B], labels[i * B:(i + 1) * B],
+               order[(i + 1) * B:(i + 2) * B] if has_next else order[:0], gain, mirror, s0, y, nxt)
+        if i > 0:  # the warm start: the previous batch's +beta state
+            for k in range(L):
+                wk, sk = warm[k], Sn[k]
+                for r in range(B):
+                    wr, sr = wk[r], sk[B + r]
+                    for j in range(wr.shape[0]):
+                        wr[j] = sr[j]
+        for k in range(L):
+            wcoef[k] = wco[i, k]
+            bcoef[k] = bco[i, k]
+        ibuf[1] = B if has_next else 0
+        if nm > 1:  # the workers read ibuf and betabuf when their call starts
+            if i == 0:
+                if not claim(sync, nm):
+                    return -1
+            else:
+                atomic_add(sync, GO, 1)
+        st = _cep_batch(0, nm, sync, Ws, bs, WT, narrow, lo, hi, inv, drive, parts, c1buf, Bs, Sf, Tf, Sn, Tn, warm,
+                        y, betabuf[0], wcoef, bcoef, ibuf[0], gl, gp, s0, nxt, ibuf[1], drn, cuts, den_out, cout_f,
+                        invout_f, cout_n, invout_n, zero, kind, ocs, MW, VW, Mb, Vb, dev1, team_rows)
+        if st != 0:
+            break
+        out = Sf[L - 1]
+        for r in range(B):
+            o = out[r]
+            best, v = 0, o[0]
+            if v == v:
+                for j in range(1, o.shape[0]):
+                    if o[j] != o[j]:  # NaN: numpy's argmax takes the first one
+                        best = j
+                        break
+                    if o[j] > v:
+                        best, v = j, o[j]
+            preds[i, r] = best
+        done[0] = i + 1
+    if nm > 1:
+        unclaim(sync, nm)
+    return st
+
+
 @njit(cache=True)
 def _drive(W1, cuts, s0, drn, parts, acc, nthreads, par_w1, oc):
     """``acc[:len(s0)] = s0 W1`` and (DRN) ``acc[-1] = 1 W1``, with the arithmetic of the fused pass."""
@@ -1052,15 +1128,17 @@ class Workspace:
         self.no_optimizer = (np.zeros((2 * L, N_OC), dt), tuple(np.zeros((0, 0), dt) for _ in range(L)),
                              tuple(np.zeros(0, dt) for _ in range(L)))  # the optimizer arguments of SGD
 
-    def run(self, args: tuple, full: bool, key=None) -> int:
-        """:func:`_cep_lead` with ``args``: on this workspace's team (made at the first call) for a full
-        batch (``full``: the arrays of ``args`` are this workspace's own, which the workers keep), else on
-        the calling thread alone. ``key``: see :meth:`physgrad.layered.kernels.team.Team.run`."""
+    def run(self, args: tuple, full: bool, key=None, lead=None, extra: tuple = ()) -> int:
+        """``lead`` (default :func:`_cep_lead`; or :func:`_cep_chunk`, whose own arguments are ``extra``)
+        with ``args``: on this workspace's team (made at the first call) for full batches (``full``: the
+        arrays of ``args`` are this workspace's own, which the workers keep), else on the calling thread
+        alone. ``key``: see :meth:`physgrad.layered.kernels.team.Team.run`."""
+        lead = _cep_lead if lead is None else lead
         if self.threads == 1 or not full:
-            return _cep_lead(1, self.serial_sync, *args)
+            return lead(1, self.serial_sync, *args, *extra)
         if self.team is None:
             self.team = Team(self.threads, _cep_loop)
-        return self.team.run(_cep_lead, args, key)
+        return self.team.run(lead, args, key, extra)
 
     def stage(self, x, idx, y, nxt, gain: float, mirror: bool) -> tuple:
         """Gather a full batch's inputs into this workspace (compiled, no temporary arrays):
@@ -1171,6 +1249,38 @@ class _compile_note:
 
 NOTE_AFTER = 3.0
 """Seconds of a first kernel call after which :class:`_compile_note` speaks (loading from the cache takes about 1 s)."""
+
+
+def _full_args(spec: FusedSpec, params, ws: Workspace, kind, dev1, MW, VW, Mb, Vb) -> tuple:
+    """``(args, key)`` of :meth:`Workspace.run` for a full batch: the workspace's arrays, the parameters,
+    the optimizer state and the devices' constants -- made once and kept while these are the same
+    objects (held, so ids stay unique): the team's workers keep them from call to call."""
+    made = (*params, *ws.WT, kind, dev1, *MW, *VW, *Mb, *Vb, ws.team_rows, ws.cuts)
+    ids = tuple(map(id, made))
+    last = ws._launch
+    if last is not None and last[1] == ids:
+        return last[2], last[3]
+    L = spec.n_layers
+    args = (params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, ws.c1buf, ws.Bs,
+            ws.Sf, ws.Tf, ws.Sn, ws.Tn, ws.warmbuf, ws.ybuf, ws.betabuf, ws.wbuf, ws.bbuf, ws.ibuf, ws.gl, ws.gp,
+            ws.s0buf, ws.nxtbuf, spec.drn, ws.cuts, ws.den_out, ws.cout_f, ws.invout_f, ws.cout_n, ws.invout_n,
+            ws.zero, kind, ws.ocsbuf, MW, VW, Mb, Vb, dev1, ws.team_rows)
+    key = (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ws.ocsbuf),
+           tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts))
+    ws._launch = (made, ids, args, key)
+    return args, key
+
+
+def _raise_status(spec: FusedSpec, ws: Workspace, status: int, beta: float) -> None:
+    """The error of a step's status (:func:`_cep_batch`): 2 a device request that is not finite, 1 the
+    ``-beta`` phase that cannot be solved (the energy's message when it is non-convex); 0 returns."""
+    if status == 2:
+        raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
+                            "(NaN or inf): the learning rule diverged; lower the learning rates")
+    if status:
+        spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
+        raise NotSolvedError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
+                            f"the outputs are not finite ({ws.den_out}); the parameters diverged")
 
 
 def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, weight_lrs, bias_lrs,
@@ -1288,34 +1398,85 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         nxt = nxt if n_next else s0[:1]
     ws.betabuf[0] = beta
     ws.ibuf[0], ws.ibuf[1] = int(sweeps), n_next
-    # a full batch's arguments are the workspace's arrays, the parameters, the optimizer state and the
-    # devices' constants: made once and kept while these are the same objects (held, so ids stay unique)
-    made = (*params, *ws.WT, kind, dev1, *MW, *VW, *Mb, *Vb, ws.team_rows, ws.cuts)
-    ids = tuple(map(id, made))
-    last = ws._launch
-    if full and last is not None and last[1] == ids:
-        args, key = last[2], last[3]
+    if full:
+        args, key = _full_args(spec, params, ws, kind, dev1, MW, VW, Mb, Vb)
     else:
         args = (params[:L], params[L:], ws.WT, ws.narrow, ws.lo, ws.hi, ws.inv, ws.drive, ws.parts, c1, Bs,
                 Sf, Tf, Sn, Tn, warm, y1h, ws.betabuf, wcoef, bcoef, ws.ibuf, ws.gl, ws.gp, s0, nxt, spec.drn,
                 ws.cuts, ws.den_out, cout_f, invout_f, cout_n, invout_n, ws.zero, kind, ocs, MW, VW, Mb, Vb,
                 dev1, ws.team_rows)
-        key = (tuple(map(id, params)), tuple(map(id, ws.WT)), kind, id(dev1), id(ocs),
-               tuple(map(id, MW + VW + Mb + Vb)), ws.team_rows, id(ws.cuts))
-        if full:
-            ws._launch = (made, ids, args, key)
+        key = None
     with _compile_note(_cep_batch, ws.note):
         status = ws.run(args, full, key)
-    if status == 2:
-        raise PhysgradError("parameter array 0: device update: the requested change holds non-finite value(s) "
-                            "(NaN or inf): the learning rule diverged; lower the learning rates")
-    if status:
-        spec.energy.check_beta(-beta, ws.den_out)  # raises the energy's message
-        raise NotSolvedError(f"the -beta phase (beta={beta:g}) cannot be solved: the total conductances into "
-                            f"the outputs are not finite ({ws.den_out}); the parameters diverged")
+    _raise_status(spec, ws, status, beta)
     if optimizer is not None:
         for st in optimizer[2]:
             st["t"] = t
     free = [a.copy() for a in Sf]
     s_plus = [a[B:].copy() for a in Sn]
     return free, s_plus
+
+
+def cep_steps(spec: FusedSpec, params, ws: Workspace, s_warm, x, order, labels, gain: float, mirror: bool,
+              beta: float, wcoefs, bcoefs, sweeps: int, next_after: bool):
+    """``K = len(wcoefs)`` consecutive projected-SGD steps of full batches in one compiled call
+    (:func:`_cep_chunk`): per batch the same numbers, bit for bit, as :func:`cep_step` on the inputs
+    :meth:`Workspace.stage` gathers, with the warm start of each batch the ``+beta`` state of the one
+    before -- the one-batch route's parameters, drive, states and predictions.
+
+    Parameters
+    ----------
+    params : tuple of arrays
+        As for :func:`cep_step` (updated in place; ``ws.attach(params)`` done, the drive in ``ws`` that
+        of the first batch).
+    s_warm : sequence of arrays
+        Warm start of the first batch, ``(B, n_k)`` each, ``B = ws.B`` (the batch size).
+    x : array (n, n_inputs)
+        Training pixels, C-contiguous, ``spec.dtype``, finite (checked by the caller).
+    order : int64 array ((K + next_after) B,)
+        The samples of the K batches, then (``next_after``) those of the batch after them, whose drive
+        is left in ``ws.drive`` (else only the column sums).
+    labels : int64 array (K B,)
+        The labels of the K batches' samples.
+    gain, mirror
+        The input layer: ``gain (x, -x)`` (``mirror``, a DRN) or ``gain x`` (see :meth:`Workspace.stage`).
+    wcoefs, bcoefs : arrays (K, L) of ``spec.dtype``
+        Per batch and layer the learning rate times ``1 / (2 beta B)``, rounded once to the dtype (what
+        :func:`cep_step` forms from its ``weight_lrs``, ``bias_lrs``).
+
+    Returns
+    -------
+    s_plus : list of arrays
+        The last batch's ``+beta`` state (the next warm start; new arrays).
+    preds : int64 array (K, B)
+        The free phase's predicted classes per batch.
+
+    Raises
+    ------
+    PhysgradError
+        An index or a label out of range (nothing changed); the errors of :func:`cep_step` for the first
+        batch that fails (the batches before it are done: a run that gets this error stops).
+    """
+    B, K = ws.B, len(wcoefs)
+    if K < 1 or len(order) != (K + bool(next_after)) * B or len(labels) != K * B:
+        raise PhysgradError(f"cep_steps: {K} batch(es) of {B} need {(K + bool(next_after)) * B} sample indices "
+                            f"and {K * B} labels, got {len(order)} and {len(labels)}")
+    for buf, w in zip(ws.warmbuf, s_warm):
+        buf[...] = w  # (casts, and checks the shape)
+    ws.betabuf[0] = beta
+    ws.ibuf[0] = int(sweeps)
+    if gain != ws._gain[0]:
+        ws._gain = (gain, ws.dtype.type(gain))
+    ocs, MW, Mb = ws.no_optimizer
+    args, key = _full_args(spec, params, ws, SGD, NO_DEVICE, MW, MW, Mb, Mb)
+    preds = np.empty((K, B), np.int64)
+    done = np.zeros(1, np.int64)
+    extra = (x, order, labels, ws._gain[1], bool(mirror), wcoefs, bcoefs, bool(next_after), preds, done)
+    with _compile_note(_cep_chunk, ws.note + ", several batches per call"):
+        status = ws.run(args, True, key, _cep_chunk, extra)
+    if status == 4:
+        raise PhysgradError(f"a batch index is outside the {len(x)} training samples")
+    if status == 5:
+        raise PhysgradError(f"a label is outside 0..{ws.ybuf.shape[1] - 1}")
+    _raise_status(spec, ws, status, beta)
+    return [a[B:].copy() for a in ws.Sn], preds

@@ -272,17 +272,18 @@ class Team:
         self.workers = [_Worker(m, self.n, self.sync, self.loop, args) for m in range(1, self.n)]
         self._finalizer = weakref.finalize(self, _stop, self.sync, list(self.workers))
 
-    def run(self, lead, args: tuple, key=None):
-        """Member 0's result of ``lead(n, sync, *args)`` made with the workers. ``key``: a hashable value
-        that changes whenever an object of ``args`` does (None: ``args`` are compared object by object).
-        Raises :class:`TeamError` when a worker failed (the team is then closed)."""
+    def run(self, lead, args: tuple, key=None, extra: tuple = ()):
+        """Member 0's result of ``lead(n, sync, *args, *extra)`` made with the workers (``extra``: arguments
+        of member 0 only; the workers get ``args``). ``key``: a hashable value that changes whenever an
+        object of ``args`` does (None: ``args`` are compared object by object). Raises :class:`TeamError`
+        when a worker failed (the team is then closed)."""
         if self.n == 1:
-            return lead(1, self.sync, *args)
+            return lead(1, self.sync, *args, *extra)
         if self.bound is None or (key != self.key if key is not None else not _same(args, self.bound)):
             self._bind(args)
             self.key = key
         while True:
-            out = lead(self.n, self.sync, *args)
+            out = lead(self.n, self.sync, *args, *extra)
             if out != PARKED_CODE:
                 break
             for w in self.workers:  # wake the parked workers (unless a wake-up is still on its way), call again
