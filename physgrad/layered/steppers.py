@@ -378,9 +378,7 @@ class CompiledCEPStepper(OptimizerState, _HostFusedEvaluation):
         rows = self._coef_rows
         for s in lr_scales:
             if s not in rows:
-                wl, bl = p.learning_rates(s)
-                scale = 1.0 / (2.0 * p.beta * B)  # as cep_step forms its coefficients
-                rows[s] = ([lr * scale for lr in wl], [lr * scale for lr in bl])
+                rows[s] = self._kernel.sgd_coefficients(*p.learning_rates(s), p.beta, B)  # as cep_step's
         wco = np.array([rows[s][0] for s in lr_scales], spec.dtype)
         bco = np.array([rows[s][1] for s in lr_scales], spec.dtype)
         if len(rows) > 4096:  # a schedule that changes every batch: keep the cache small

@@ -1103,7 +1103,7 @@ class Workspace:
         self.nxtfull = self.nxtbuf[:self.B]  # what :meth:`stage` hands to cep_step as the next batch
         self._launch = None  # (the objects it was made from, their ids, the call's arguments, the team's key)
         self._gain = (None, None)  # stage's input gain, as given and in dtype
-        self._rates = (None, None)  # cep_step's last learning rates and scale, and their coefficients
+        self._rates = (None, None)  # cep_step's last learning rates, beta and batch size, and their coefficients
         self.note = f"{dt.name}, {L} weight layer(s)"  # for _compile_note (numpy's dtype.name is slow)
         self.c1buf = np.zeros((self.B, n1), dt)
         self.team = None
@@ -1350,7 +1350,6 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
     Sf, Tf, Sn, Tn, cout_f, invout_f, cout_n, invout_n = ws.buffers(B)
     full = B == ws.B
     warm = s_warm if full else tuple(np.ascontiguousarray(w, dtype=dt) for w in s_warm)  # (full: copied below)
-    scale = 1.0 / (2.0 * beta * B)
     if optimizer is None:
         kind = SGD
         ocs, MW, Mb = ws.no_optimizer
@@ -1364,12 +1363,12 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
         V = tuple(s["v"][0] for s in state)
         M = tuple(s["m"][0] for s in state) if kind == ADAM else V
         MW, VW, Mb, Vb = M[:L], V[:L], M[L:], V[L:]
-    rates = (tuple(weight_lrs), tuple(bias_lrs), scale)
+    rates = (tuple(weight_lrs), tuple(bias_lrs), beta, B)
     if rates == ws._rates[0]:  # the same rates as the last step (most steps): the same coefficients
         wcoef, bcoef = ws._rates[1]
     else:
-        wcoef = np.array([lr * scale for lr in weight_lrs], dt)
-        bcoef = np.array([lr * scale for lr in bias_lrs], dt)
+        wl, bl = sgd_coefficients(weight_lrs, bias_lrs, beta, B)
+        wcoef, bcoef = np.array(wl, dt), np.array(bl, dt)
         ws._rates = (rates, (wcoef, bcoef))
     if not staged:
         s0 = np.ascontiguousarray(s0, dtype=dt)
@@ -1415,6 +1414,15 @@ def cep_step(spec: FusedSpec, params, ws: Workspace, s_warm, y1h, beta: float, w
     free = [a.copy() for a in Sf]
     s_plus = [a[B:].copy() for a in Sn]
     return free, s_plus
+
+
+def sgd_coefficients(weight_lrs, bias_lrs, beta: float, B: int) -> tuple:
+    """The per-layer coefficients of the C-EP step's update, ``lr / (2 beta B)``: the centered estimate
+    ``(dE/dtheta(-beta) - dE/dtheta(+beta)) / (2 beta)`` averaged over the batch's ``B`` samples, times the
+    learning rate (S per unit of the estimate). Returns two lists of floats (weights, biases); the
+    callers round them once to the kernel's dtype."""
+    scale = 1.0 / (2.0 * beta * B)
+    return [lr * scale for lr in weight_lrs], [lr * scale for lr in bias_lrs]
 
 
 def cep_steps(spec: FusedSpec, params, ws: Workspace, s_warm, x, order, labels, gain: float, mirror: bool,
