@@ -154,17 +154,7 @@ def test_staged_inputs_equal_the_input_layer_route_bit_for_bit(threads):
     b = CompiledCEPStepper(preset, initial_params(preset, 0, "float32"), threads=threads)
     try:
         order, B = np.arange(len(x)), preset.batch_size
-        a.start_epoch(x, order, 0)
-        b.start_epoch(x64, order, 0)
-        wa = wb = None
-        for bi in range(-(-len(x) // B)):
-            idx = order[bi * B:(bi + 1) * B]
-            nxt = order[(bi + 1) * B:(bi + 2) * B] if (bi + 1) * B < len(x) else None
-            wa, pa = a.step(x, idx, y[idx], nxt, wa, 0.9)
-            wb, pb = b.step(x64, idx, y[idx], nxt, wb, 0.9)
-            np.testing.assert_array_equal(pa, pb)
-            for u, v in zip(wa, wb):
-                assert u.tobytes() == v.tobytes()
+        wa, _ = step_side_by_side(a, b, x, y, xb=x64, exact=True)
         assert a._x_checked is x and b._x_checked is None  # the staged route was taken by a only
         for u, v in zip(a.params, b.params):
             assert u.tobytes() == v.tobytes()
